@@ -1,0 +1,61 @@
+# CUDA plumbing, with the CMake 3.25 workarounds recorded in docs/design.md:
+#  - CMAKE_CUDA_ARCHITECTURES must be set before enable_language(CUDA) (else sm_75);
+#  - CMake 3.25 does not know CUDA20: set the -std=c++20 flag variables by hand and never use
+#    the cuda_std_20 compile feature;
+#  - one shared CUDA runtime (CMAKE_CUDA_RUNTIME_LIBRARY Shared);
+#  - cuDNN has no CMake target in the toolkit: CUDNN::cudnn is made here.
+include(CheckLanguage)
+check_language(CUDA)
+set(_nddr_cuda_default OFF)
+if(CMAKE_CUDA_COMPILER)
+  set(_nddr_cuda_default ON)
+endif()
+option(NDDR_ENABLE_CUDA "Build the CUDA backend (nddr::cuda) and its tests" ${_nddr_cuda_default})
+
+if(NDDR_ENABLE_CUDA)
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES 90)
+  endif()
+  set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
+  enable_language(CUDA)
+  set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+  set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+  set(CMAKE_CUDA_STANDARD 20)
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  find_package(CUDAToolkit REQUIRED)
+
+  find_path(CUDNN_INCLUDE_DIR cudnn.h
+    HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV CUDNN_ROOT PATH_SUFFIXES include)
+  find_library(CUDNN_LIBRARY cudnn
+    HINTS ${CUDAToolkit_LIBRARY_DIR} ENV CUDNN_ROOT PATH_SUFFIXES lib64 lib)
+  if(NOT CUDNN_INCLUDE_DIR OR NOT CUDNN_LIBRARY)
+    message(FATAL_ERROR "nddr: NDDR_ENABLE_CUDA is ON but cuDNN was not found "
+                        "(cudnn.h / libcudnn near ${CUDAToolkit_LIBRARY_DIR}); "
+                        "set CUDNN_ROOT or configure with -DNDDR_ENABLE_CUDA=OFF")
+  endif()
+  if(NOT TARGET CUDNN::cudnn)
+    add_library(CUDNN::cudnn UNKNOWN IMPORTED)
+    set_target_properties(CUDNN::cudnn PROPERTIES
+      IMPORTED_LOCATION "${CUDNN_LIBRARY}"
+      INTERFACE_INCLUDE_DIRECTORIES "${CUDNN_INCLUDE_DIR}")
+  endif()
+  message(STATUS "nddr: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, "
+                 "arch ${CMAKE_CUDA_ARCHITECTURES}, cuDNN ${CUDNN_LIBRARY})")
+else()
+  message(STATUS "nddr: CUDA backend OFF")
+endif()
+
+# nddr::cuda: INTERFACE target; kernels.cu (our __global__ templates, instantiated once) is
+# attached to every consumer as an INTERFACE source so the library stays header-only.
+function(nddr_add_cuda_target)
+  add_library(nddr_cuda INTERFACE)
+  add_library(nddr::cuda ALIAS nddr_cuda)
+  target_link_libraries(nddr_cuda INTERFACE nddr::nddr CUDA::cudart CUDA::cublas CUDNN::cudnn)
+  target_compile_definitions(nddr_cuda INTERFACE NDDR_WITH_CUDA=1)
+  target_compile_options(nddr_cuda INTERFACE
+    $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -diag-suppress=20011,20012,20014>)
+  set(_kernels "${PROJECT_SOURCE_DIR}/include/nddr/backend/cuda/kernels.cu")
+  if(EXISTS "${_kernels}")
+    target_sources(nddr_cuda INTERFACE $<BUILD_INTERFACE:${_kernels}>)
+  endif()
+endfunction()

@@ -1,0 +1,40 @@
+# Test helpers: few, well-grouped executables (Catch2 2.x), must-not-compile tests.
+find_package(Catch2 2 REQUIRED)
+include(Catch)
+
+# Shared Catch2 main, compiled once.
+add_library(nddr_catch_main OBJECT "${PROJECT_SOURCE_DIR}/tests/main.cpp")
+target_link_libraries(nddr_catch_main PUBLIC Catch2::Catch2)
+
+# nddr_add_test(<name> SOURCES <files...> [LABELS <labels...>] [LIBS <targets...>])
+# One executable; every Catch2 test case becomes a ctest test carrying LABELS.
+function(nddr_add_test name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;LABELS;LIBS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES} $<TARGET_OBJECTS:nddr_catch_main>)
+  target_link_libraries(${name} PRIVATE nddr::nddr nddr_build_flags Catch2::Catch2 ${ARG_LIBS})
+  target_compile_definitions(${name} PRIVATE
+    NDDR_TEST_DATA_DIR="${PROJECT_SOURCE_DIR}/tests/data")
+  target_precompile_headers(${name} PRIVATE
+    <catch2/catch.hpp> <Eigen/Core> <vector> <string> <cmath>)
+  catch_discover_tests(${name} PROPERTIES LABELS "${ARG_LABELS}")
+endfunction()
+
+# nddr_add_failtest(<name> FILE <source> PATTERN <regex>)
+# Passes when compiling <source> fails AND the compiler's diagnostics match <regex>
+# (so the error text is part of the contract, e.g. that it names the offending type).
+function(nddr_add_failtest name)
+  cmake_parse_arguments(ARG "" "FILE;PATTERN" "" ${ARGN})
+  get_target_property(_eigen_inc Eigen3::Eigen INTERFACE_INCLUDE_DIRECTORIES)
+  set(_incs "${PROJECT_SOURCE_DIR}/include" ${_eigen_inc} ${Boost_INCLUDE_DIRS})
+  string(REPLACE ";" "|" _incs "${_incs}")
+  add_test(NAME failtest.${name}
+    COMMAND ${CMAKE_COMMAND}
+      -DCOMPILER=${CMAKE_CXX_COMPILER}
+      -DSOURCE=${ARG_FILE}
+      -DINCLUDES=${_incs}
+      -P ${PROJECT_SOURCE_DIR}/cmake/NddrFailtest.cmake)
+  set_tests_properties(failtest.${name} PROPERTIES
+    PASS_REGULAR_EXPRESSION "${ARG_PATTERN}"
+    FAIL_REGULAR_EXPRESSION "NDDR_FAILTEST_COMPILED"
+    LABELS failtest)
+endfunction()

@@ -1,0 +1,26 @@
+#pragma once
+/// \file
+/// The nddr umbrella header: concepts, core, the CPU backend and the layers.
+/// Never pulls CUDA headers; for the GPU add <nddr/cuda.hpp>.
+
+// Core
+#include "nddr/core/context.hpp"
+#include "nddr/core/device.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/core/macros.hpp"
+#include "nddr/core/parameter_store.hpp"
+#include "nddr/core/random.hpp"
+#include "nddr/core/shape.hpp"
+#include "nddr/core/storage.hpp"
+#include "nddr/core/tensor.hpp"
+
+// Concepts
+#include "nddr/concepts/device.hpp"
+#include "nddr/concepts/layer.hpp"
+#include "nddr/concepts/tensor.hpp"
+
+// Ops (CPU backend)
+#include "nddr/backend/cpu/activation.hpp"
+
+// Layers
+#include "nddr/layers/relu.hpp"

@@ -1,0 +1,21 @@
+#pragma once
+/// \file
+/// ReLU: y = max(x, 0); dx += dy * [x > 0]. Element bodies shared by every backend.
+
+#include "nddr/core/macros.hpp"
+
+namespace nddr::ops {
+
+/// Element body of the ReLU forward pass.
+template <class T>
+NDDR_HOST_DEVICE inline T relu_element(T x) {
+  return x > T(0) ? x : T(0);
+}
+
+/// Element body of the ReLU backward pass (accumulates).
+template <class T>
+NDDR_HOST_DEVICE inline void relu_backward_element(T x, T dy, T& dx) {
+  dx += x > T(0) ? dy : T(0);
+}
+
+}  // namespace nddr::ops
