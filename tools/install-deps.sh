@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages nddr needs to build and test, if any is missing, and says so.
+# Runs as root or through sudo. CUDA (nvcc, cuDNN, cuBLAS) is expected in /usr/local/cuda and is
+# optional: without nvcc the CUDA backend is simply not built.
+set -euo pipefail
+packages=(cmake g++ make libeigen3-dev libboost-dev catch2 libbenchmark-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "nddr: installing missing Debian packages: ${missing[*]}"
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "nddr: all Debian build dependencies present"
+fi
