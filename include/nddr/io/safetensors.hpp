@@ -1,0 +1,612 @@
+#pragma once
+/// \file
+/// Reading and writing the safetensors format (https://github.com/huggingface/safetensors):
+/// an 8-byte little-endian u64 header length N, N bytes of UTF-8 JSON mapping tensor names to
+/// {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to the first byte after
+/// the header) plus an optional "__metadata__" string map, then the little-endian, row-major
+/// tensor data.
+///
+/// Every failure throws `nddr::IoError` naming the file, the tensor or field, and what was
+/// expected.
+///
+/// Example:
+///   auto f = nddr::io::SafetensorsFile::read("ref.safetensors");
+///   nddr::Tensor<double> x = f.tensor<double>("case0.x");   // any numeric dtype, rank <= 4
+///   std::vector<float> y = f.values<float>("case0.y");     // flat, converted
+///   nddr::io::write_safetensors("out.safetensors", {nddr::io::entry("x", x.cview())});
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "nddr/core/device.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/core/shape.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/io/json.hpp"
+
+namespace nddr::io {
+
+/// Element types of a safetensors file that nddr reads and writes.
+enum class Dtype { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
+
+/// The dtype's name in a safetensors header: "F64", "F32", "F16", "BF16", "I64", ... "BOOL".
+inline const char* dtype_name(Dtype d) {
+  switch (d) {
+    case Dtype::kF64: return "F64";
+    case Dtype::kF32: return "F32";
+    case Dtype::kF16: return "F16";
+    case Dtype::kBF16: return "BF16";
+    case Dtype::kI64: return "I64";
+    case Dtype::kI32: return "I32";
+    case Dtype::kI16: return "I16";
+    case Dtype::kI8: return "I8";
+    case Dtype::kU8: return "U8";
+    case Dtype::kBool: return "BOOL";
+  }
+  return "?";
+}
+
+/// Bytes per element.
+inline std::size_t dtype_size(Dtype d) {
+  switch (d) {
+    case Dtype::kF64:
+    case Dtype::kI64: return 8;
+    case Dtype::kF32:
+    case Dtype::kI32: return 4;
+    case Dtype::kF16:
+    case Dtype::kBF16:
+    case Dtype::kI16: return 2;
+    case Dtype::kI8:
+    case Dtype::kU8:
+    case Dtype::kBool: return 1;
+  }
+  return 0;
+}
+
+/// The dtype called `name` in a header, or nullopt for a dtype nddr does not support.
+inline std::optional<Dtype> dtype_from_name(std::string_view name) {
+  for (Dtype d : {Dtype::kF64, Dtype::kF32, Dtype::kF16, Dtype::kBF16, Dtype::kI64, Dtype::kI32,
+                  Dtype::kI16, Dtype::kI8, Dtype::kU8, Dtype::kBool})
+    if (name == dtype_name(d)) return d;
+  return std::nullopt;
+}
+
+/// The dtype that stores C++ type `T` without conversion.
+template <class T>
+constexpr Dtype dtype_of() {
+  using U = std::remove_cv_t<T>;
+  if constexpr (std::is_same_v<U, double>) return Dtype::kF64;
+  else if constexpr (std::is_same_v<U, float>) return Dtype::kF32;
+  else if constexpr (std::is_same_v<U, bool>) return Dtype::kBool;
+  else if constexpr (std::is_same_v<U, std::int64_t>) return Dtype::kI64;
+  else if constexpr (std::is_same_v<U, std::int32_t>) return Dtype::kI32;
+  else if constexpr (std::is_same_v<U, std::int16_t>) return Dtype::kI16;
+  else if constexpr (std::is_same_v<U, std::int8_t>) return Dtype::kI8;
+  else if constexpr (std::is_same_v<U, std::uint8_t>) return Dtype::kU8;
+  else
+    static_assert(std::is_same_v<U, double>,
+                  "nddr::io::dtype_of: T must be double, float, bool, std::int64_t, "
+                  "std::int32_t, std::int16_t, std::int8_t or std::uint8_t");
+}
+
+namespace detail {
+
+/// Headers above this size are rejected as corrupt rather than allocated.
+inline constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;
+
+template <class... Args>
+[[noreturn]] void io_fail(const std::string& path, Args&&... args) {
+  throw IoError(nddr::detail::concat("nddr::io::safetensors: '", path, "': ",
+                                     std::forward<Args>(args)...));
+}
+
+// Little-endian loads independent of the host byte order and of alignment.
+template <class U>
+U load_le_bits(const unsigned char* p) {
+  U v = 0;
+  for (std::size_t i = 0; i < sizeof(U); ++i) v |= static_cast<U>(static_cast<U>(p[i]) << (8 * i));
+  return v;
+}
+
+template <class U>
+void store_le_bits(unsigned char* p, U v) {
+  for (std::size_t i = 0; i < sizeof(U); ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
+}
+
+// IEEE binary16 -> double, exact for every input (subnormals, infinities, NaN).
+inline double half_to_double(std::uint16_t h) {
+  const double sign = (h & 0x8000u) ? -1.0 : 1.0;
+  const int exponent = (h >> 10) & 0x1F;
+  const int mantissa = h & 0x3FF;
+  if (exponent == 0) return sign * std::ldexp(mantissa, -24);
+  if (exponent == 31)
+    return mantissa ? std::numeric_limits<double>::quiet_NaN()
+                    : sign * std::numeric_limits<double>::infinity();
+  return sign * std::ldexp(mantissa + 1024, exponent - 25);
+}
+
+// bfloat16 is the upper half of a binary32.
+inline float bf16_to_float(std::uint16_t b) {
+  return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
+}
+
+// Element i of a little-endian buffer of dtype d, converted to T.
+template <class T>
+T load_element(Dtype d, const unsigned char* base, std::size_t i) {
+  const unsigned char* p = base + i * dtype_size(d);
+  switch (d) {
+    case Dtype::kF64: return static_cast<T>(std::bit_cast<double>(load_le_bits<std::uint64_t>(p)));
+    case Dtype::kF32: return static_cast<T>(std::bit_cast<float>(load_le_bits<std::uint32_t>(p)));
+    case Dtype::kF16: return static_cast<T>(half_to_double(load_le_bits<std::uint16_t>(p)));
+    case Dtype::kBF16: return static_cast<T>(bf16_to_float(load_le_bits<std::uint16_t>(p)));
+    case Dtype::kI64:
+      return static_cast<T>(std::bit_cast<std::int64_t>(load_le_bits<std::uint64_t>(p)));
+    case Dtype::kI32:
+      return static_cast<T>(std::bit_cast<std::int32_t>(load_le_bits<std::uint32_t>(p)));
+    case Dtype::kI16:
+      return static_cast<T>(std::bit_cast<std::int16_t>(load_le_bits<std::uint16_t>(p)));
+    case Dtype::kI8: return static_cast<T>(static_cast<std::int8_t>(*p));
+    case Dtype::kU8: return static_cast<T>(*p);
+    case Dtype::kBool: return static_cast<T>(*p != 0 ? 1 : 0);
+  }
+  return T{};
+}
+
+// Reads a whole regular file.
+inline std::vector<unsigned char> read_file_bytes(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) io_fail(path, "cannot open for reading: ", std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) io_fail(path, "cannot stat: ", std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) io_fail(path, "not a regular file");
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(st.st_size));
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ::ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) io_fail(path, "read failed: ", std::strerror(errno));
+    if (n == 0) io_fail(path, "file shrank while reading: got ", done, " of ", bytes.size(),
+                        " bytes");
+    done += static_cast<std::size_t>(n);
+  }
+  return bytes;
+}
+
+// Element count of `shape`, or nullopt when it overflows int64.
+inline std::optional<std::int64_t> checked_numel(const std::vector<std::int64_t>& shape) {
+  std::int64_t n = 1;
+  for (std::int64_t e : shape) {
+    if (e != 0 && n > std::numeric_limits<std::int64_t>::max() / e) return std::nullopt;
+    n *= e;
+  }
+  return n;
+}
+
+inline std::string shape_str(const std::vector<std::int64_t>& shape) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + ")";
+}
+
+}  // namespace detail
+
+/// A safetensors file read completely into memory and validated.
+///
+/// Lookups by an unknown name throw IoError listing some of the available names. Values are
+/// converted on access from any dtype (F16 and BF16 decoded, BOOL as 0/1) to the requested
+/// arithmetic type with `static_cast` semantics.
+class SafetensorsFile {
+ public:
+  /// Reads and validates `path`: header length, JSON, every entry's dtype, shape and data
+  /// offsets (inside the data section, matching the shape and dtype).
+  static SafetensorsFile read(const std::string& path) {
+    SafetensorsFile f;
+    f.path_ = path;
+    f.bytes_ = detail::read_file_bytes(path);
+    f.parse_header();
+    return f;
+  }
+
+  /// Whether a tensor called `name` exists (`__metadata__` is not a tensor).
+  bool contains(std::string_view name) const { return entries_.find(name) != entries_.end(); }
+
+  /// Tensor names, sorted.
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    out.reserve(entries_.size());
+    for (const auto& kv : entries_) out.push_back(kv.first);
+    return out;
+  }
+
+  /// Extents of tensor `name` (empty for a scalar).
+  const std::vector<std::int64_t>& shape(std::string_view name) const { return at(name).shape; }
+
+  /// Stored element type of tensor `name`.
+  Dtype dtype(std::string_view name) const { return at(name).dtype; }
+
+  /// Elements of tensor `name`, row-major, converted to `T`.
+  template <class T>
+  std::vector<T> values(std::string_view name) const {
+    static_assert(std::is_arithmetic_v<T> && !std::is_same_v<T, bool>,
+                  "nddr::io::SafetensorsFile::values: T must be an arithmetic type other than "
+                  "bool (BOOL tensors read as 0/1 into any integer or floating type)");
+    const Entry& e = at(name);
+    const unsigned char* base = bytes_.data() + data_start_ + e.begin;
+    std::vector<T> out(static_cast<std::size_t>(e.numel));
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = detail::load_element<T>(e.dtype, base, i);
+    return out;
+  }
+
+  /// Tensor `name` (rank 0 to 4) as an owning CPU tensor of `T`.
+  template <class T>
+  Tensor<T, Cpu> tensor(std::string_view name) const {
+    const Entry& e = at(name);
+    if (e.shape.size() > static_cast<std::size_t>(Shape::kMaxRank))
+      detail::io_fail(path_, "tensor '", name, "' has shape ", detail::shape_str(e.shape),
+                      " of rank ", e.shape.size(), ", expected rank 0 to ", Shape::kMaxRank,
+                      " for nddr::Tensor (use values<T>() for the flat data)");
+    const std::vector<T> v = values<T>(name);
+    Tensor<T, Cpu> t(to_shape(e.shape));
+    std::copy(v.begin(), v.end(), t.data());
+    return t;
+  }
+
+  /// The header's "__metadata__" map (empty when absent).
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+  /// The path the file was read from.
+  const std::string& path() const { return path_; }
+
+ private:
+  struct Entry {
+    Dtype dtype = Dtype::kF32;
+    std::vector<std::int64_t> shape;
+    std::int64_t numel = 0;
+    std::size_t begin = 0;  // relative to data_start_
+  };
+
+  const Entry& at(std::string_view name) const {
+    const auto it = entries_.find(name);
+    if (it != entries_.end()) return it->second;
+    constexpr std::size_t kShown = 8;
+    std::string avail;
+    std::size_t shown = 0;
+    for (const auto& kv : entries_) {
+      if (shown == kShown) {
+        avail += ", ...";
+        break;
+      }
+      avail += (shown++ ? ", '" : "'") + kv.first + "'";
+    }
+    detail::io_fail(path_, "no tensor named '", name, "'; the file has ", entries_.size(),
+                    " tensors", entries_.empty() ? std::string() : ": " + avail);
+  }
+
+  static Shape to_shape(const std::vector<std::int64_t>& s) {
+    switch (s.size()) {
+      case 0: return Shape{};
+      case 1: return Shape{s[0]};
+      case 2: return Shape{s[0], s[1]};
+      case 3: return Shape{s[0], s[1], s[2]};
+      default: return Shape{s[0], s[1], s[2], s[3]};
+    }
+  }
+
+  void parse_header() {
+    if (bytes_.size() < 8)
+      detail::io_fail(path_, "file has ", bytes_.size(),
+                      " bytes, expected at least 8 (the u64 header length)");
+    const std::uint64_t n = detail::load_le_bits<std::uint64_t>(bytes_.data());
+    if (n > detail::kMaxHeaderBytes)
+      detail::io_fail(path_, "header length ", n, " exceeds the limit of ",
+                      detail::kMaxHeaderBytes, " bytes (corrupt or not a safetensors file)");
+    if (n > bytes_.size() - 8)
+      detail::io_fail(path_, "header length ", n, " is larger than the ", bytes_.size() - 8,
+                      " bytes after the length field");
+    data_start_ = 8 + static_cast<std::size_t>(n);
+    const std::string_view text(reinterpret_cast<const char*>(bytes_.data() + 8),
+                                static_cast<std::size_t>(n));
+    json::Value root;
+    try {
+      root = json::parse(text);
+    } catch (const json::ParseError& e) {
+      detail::io_fail(path_, "header is not valid JSON (header byte ", e.offset(), ", file byte ",
+                      e.offset() + 8, "): ", e.what());
+    }
+    if (!root.is_object())
+      detail::io_fail(path_, "header must be a JSON object, got ", root.kind_name());
+    for (const auto& [name, value] : root.as_object()) {
+      if (name == "__metadata__") {
+        parse_metadata(value);
+      } else {
+        entries_.emplace(name, parse_entry(name, value));
+      }
+    }
+  }
+
+  void parse_metadata(const json::Value& v) {
+    if (!v.is_object())
+      detail::io_fail(path_, "field '__metadata__' must be an object of strings, got ",
+                      v.kind_name());
+    for (const auto& [key, value] : v.as_object()) {
+      if (!value.is_string())
+        detail::io_fail(path_, "field '__metadata__': key '", key, "' must map to a string, got ",
+                        value.kind_name());
+      metadata_.emplace(key, value.as_string());
+    }
+  }
+
+  const json::Value& field(const std::string& name, const json::Value& entry, const char* key,
+                           json::Value::Kind kind, const char* expected) const {
+    const json::Value* v = entry.find(key);
+    if (v == nullptr)
+      detail::io_fail(path_, "tensor '", name, "': missing field '", key, "' (", expected, ")");
+    if (v->kind() != kind)
+      detail::io_fail(path_, "tensor '", name, "': field '", key, "' must be ", expected, ", got ",
+                      v->kind_name());
+    return *v;
+  }
+
+  // The integer items of array field `key`.
+  std::vector<std::int64_t> int_array(const std::string& name, const json::Value& entry,
+                                      const char* key, const char* expected) const {
+    const auto& items = field(name, entry, key, json::Value::Kind::kArray, expected).as_array();
+    std::vector<std::int64_t> out;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (!items[i].is_int() || items[i].as_int() < 0)
+        detail::io_fail(path_, "tensor '", name, "': field '", key, "' item ", i, " must be a ",
+                        "non-negative integer (", expected, "), got ",
+                        items[i].is_int() ? std::to_string(items[i].as_int())
+                                          : std::string(items[i].kind_name()));
+      out.push_back(items[i].as_int());
+    }
+    return out;
+  }
+
+  Entry parse_entry(const std::string& name, const json::Value& v) const {
+    if (!v.is_object())
+      detail::io_fail(path_, "tensor '", name,
+                      "' must be an object with dtype, shape and data_offsets, got ", v.kind_name());
+    Entry e;
+    const std::string& dt =
+        field(name, v, "dtype", json::Value::Kind::kString, "a string such as \"F32\"").as_string();
+    const std::optional<Dtype> d = dtype_from_name(dt);
+    if (!d)
+      detail::io_fail(path_, "tensor '", name, "': field 'dtype' has unknown dtype '", dt,
+                      "', expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
+    e.dtype = *d;
+    e.shape = int_array(name, v, "shape", "an array of extents");
+    const std::vector<std::int64_t> off =
+        int_array(name, v, "data_offsets", "an array [begin, end]");
+    if (off.size() != 2)
+      detail::io_fail(path_, "tensor '", name, "': field 'data_offsets' has ", off.size(),
+                      " items, expected 2 ([begin, end])");
+    const std::optional<std::int64_t> numel = detail::checked_numel(e.shape);
+    const std::size_t size = dtype_size(e.dtype);
+    if (!numel || *numel > std::numeric_limits<std::int64_t>::max() / static_cast<std::int64_t>(size))
+      detail::io_fail(path_, "tensor '", name, "': field 'shape' ", detail::shape_str(e.shape),
+                      " overflows the element count");
+    e.numel = *numel;
+    const std::uint64_t data_bytes = bytes_.size() - data_start_;
+    const auto begin = static_cast<std::uint64_t>(off[0]);
+    const auto end = static_cast<std::uint64_t>(off[1]);
+    if (begin > end)
+      detail::io_fail(path_, "tensor '", name, "': field 'data_offsets' [", begin, ", ", end,
+                      "] has begin > end");
+    if (end > data_bytes)
+      detail::io_fail(path_, "tensor '", name, "': field 'data_offsets' [", begin, ", ", end,
+                      "] reaches past the data section of ", data_bytes, " bytes");
+    const auto expected = static_cast<std::uint64_t>(e.numel) * size;
+    if (end - begin != expected)
+      detail::io_fail(path_, "tensor '", name, "': field 'data_offsets' [", begin, ", ", end,
+                      "] spans ", end - begin, " bytes, expected ", expected, " for ",
+                      dtype_name(e.dtype), " shape ", detail::shape_str(e.shape));
+    e.begin = static_cast<std::size_t>(begin);
+    return e;
+  }
+
+  std::string path_;
+  std::vector<unsigned char> bytes_;
+  std::size_t data_start_ = 0;
+  std::map<std::string, Entry, std::less<>> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+/// One tensor to write: `data` points at numel(shape) * dtype_size(dtype) bytes in host order.
+struct SafetensorsEntry {
+  std::string name;
+  Dtype dtype;
+  std::vector<std::int64_t> shape;
+  const void* data;
+};
+
+/// An entry for the CPU tensor view `t`, dtype deduced from `T`. The view must outlive the
+/// write_safetensors call.
+template <class T>
+SafetensorsEntry entry(std::string name, TensorView<const T, Cpu> t) {
+  std::vector<std::int64_t> shape;
+  for (int i = 0; i < t.shape().rank(); ++i) shape.push_back(t.shape()[i]);
+  return SafetensorsEntry{std::move(name), dtype_of<T>(), std::move(shape), t.data()};
+}
+
+/// An entry for the CPU tensor `t`, which must outlive the write_safetensors call.
+template <class T>
+SafetensorsEntry entry(std::string name, const Tensor<T, Cpu>& t) {
+  return entry<T>(std::move(name), t.cview());
+}
+template <class T>
+SafetensorsEntry entry(std::string name, const Tensor<T, Cpu>&& t) = delete;
+
+namespace detail {
+
+// Validates the entries and returns their byte sizes, in the same order.
+inline std::vector<std::size_t> entry_bytes(const std::string& path,
+                                            const std::vector<SafetensorsEntry>& entries) {
+  std::vector<std::size_t> bytes;
+  std::vector<std::string_view> seen;
+  for (const SafetensorsEntry& e : entries) {
+    if (e.name.empty() || e.name == "__metadata__")
+      io_fail(path, "cannot write a tensor named '", e.name, "' (reserved or empty)");
+    if (std::find(seen.begin(), seen.end(), e.name) != seen.end())
+      io_fail(path, "tensor '", e.name, "' appears twice");
+    seen.push_back(e.name);
+    if (dtype_size(e.dtype) == 0)
+      io_fail(path, "tensor '", e.name, "': invalid dtype value ", static_cast<int>(e.dtype));
+    for (std::int64_t x : e.shape)
+      if (x < 0)
+        io_fail(path, "tensor '", e.name, "': shape ", shape_str(e.shape),
+                " has a negative extent, expected extents >= 0");
+    const std::optional<std::int64_t> n = checked_numel(e.shape);
+    if (!n || static_cast<std::uint64_t>(*n) >
+                  std::numeric_limits<std::size_t>::max() / dtype_size(e.dtype))
+      io_fail(path, "tensor '", e.name, "': shape ", shape_str(e.shape),
+              " overflows the byte count");
+    const std::size_t b = static_cast<std::size_t>(*n) * dtype_size(e.dtype);
+    if (b > 0 && e.data == nullptr)
+      io_fail(path, "tensor '", e.name, "': data is null, expected ", b, " bytes for ",
+              dtype_name(e.dtype), " shape ", shape_str(e.shape));
+    bytes.push_back(b);
+  }
+  return bytes;
+}
+
+// The serialized file: length prefix, space-padded header, little-endian data in name order.
+inline std::vector<unsigned char> serialize(const std::string& path,
+                                            const std::vector<SafetensorsEntry>& entries,
+                                            const std::map<std::string, std::string>& metadata) {
+  const std::vector<std::size_t> bytes = entry_bytes(path, entries);
+  std::vector<std::size_t> order(entries.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](std::size_t a, std::size_t b) { return entries[a].name < entries[b].name; });
+
+  std::string header = "{";
+  if (!metadata.empty()) {
+    header += "\"__metadata__\":{";
+    bool first = true;
+    for (const auto& [k, v] : metadata) {
+      header += (first ? "" : ",") + json::quote(k) + ":" + json::quote(v);
+      first = false;
+    }
+    header += "}";
+  }
+  std::size_t offset = 0;
+  for (std::size_t i : order) {
+    const SafetensorsEntry& e = entries[i];
+    if (header.size() > 1) header += ",";
+    header += json::quote(e.name) + ":{\"dtype\":\"" + dtype_name(e.dtype) + "\",\"shape\":[";
+    for (std::size_t k = 0; k < e.shape.size(); ++k)
+      header += (k ? "," : "") + std::to_string(e.shape[k]);
+    header += "],\"data_offsets\":[" + std::to_string(offset) + "," +
+              std::to_string(offset + bytes[i]) + "]}";
+    offset += bytes[i];
+  }
+  header += "}";
+  // Padding keeps the data section 8-byte aligned (the length prefix is 8 bytes too).
+  header.append((8 - header.size() % 8) % 8, ' ');
+
+  std::vector<unsigned char> out(8 + header.size() + offset);
+  store_le_bits<std::uint64_t>(out.data(), header.size());
+  std::memcpy(out.data() + 8, header.data(), header.size());
+  unsigned char* p = out.data() + 8 + header.size();
+  for (std::size_t i : order) {
+    if (bytes[i] > 0) std::memcpy(p, entries[i].data, bytes[i]);
+    if constexpr (std::endian::native == std::endian::big) {
+      const std::size_t w = dtype_size(entries[i].dtype);
+      for (std::size_t k = 0; k + w <= bytes[i]; k += w) std::reverse(p + k, p + k + w);
+    }
+    p += bytes[i];
+  }
+  return out;
+}
+
+// Writes all of `bytes` to `fd`.
+inline bool write_all(int fd, const std::vector<unsigned char>& bytes) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ::ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// "<path>.tmp.<pid>.<k>", unique among concurrent writers in this and other processes.
+inline std::string temp_name(const std::string& path) {
+  static std::atomic<unsigned> counter{0};
+  return path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+}
+
+inline std::string parent_dir(const std::string& path) {
+  const std::size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace detail
+
+/// Writes `entries` (sorted by name) and `metadata` to `path` atomically: the bytes go to a
+/// temporary file in the same directory, which is fsync'ed and renamed over `path`. On any
+/// failure the temporary file is removed, an existing `path` is left untouched and IoError is
+/// thrown. Entries are validated (unique non-empty names, extents >= 0, data present) before
+/// anything is created.
+inline void write_safetensors(const std::string& path,
+                              const std::vector<SafetensorsEntry>& entries,
+                              const std::map<std::string, std::string>& metadata = {}) {
+  const std::vector<unsigned char> bytes = detail::serialize(path, entries, metadata);
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; fd < 0; ++attempt) {
+    tmp = detail::temp_name(path);
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && (errno != EEXIST || attempt == 100))
+      detail::io_fail(path, "cannot create temporary file '", tmp, "': ", std::strerror(errno));
+  }
+  const auto abandon = [&](const char* step) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    detail::io_fail(path, step, " failed (temporary file '", tmp, "'): ", std::strerror(err));
+  };
+  if (!detail::write_all(fd, bytes)) abandon("write");
+  if (::fsync(fd) != 0) abandon("fsync");
+  const int rc = ::close(fd);
+  fd = -1;
+  if (rc != 0) abandon("close");
+  if (::rename(tmp.c_str(), path.c_str()) != 0) abandon("rename");
+  // Persist the rename itself; a failure here cannot undo the completed write, so it is ignored.
+  const int dir = ::open(detail::parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+}
+
+}  // namespace nddr::io
