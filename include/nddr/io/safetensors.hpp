@@ -511,7 +511,10 @@ inline std::vector<unsigned char> serialize(const std::string& path,
     header += "\"__metadata__\":{";
     bool first = true;
     for (const auto& [k, v] : metadata) {
-      header += (first ? "" : ",") + json::quote(k) + ":" + json::quote(v);
+      if (!first) header += ',';
+      header += json::quote(k);
+      header += ':';
+      header += json::quote(v);
       first = false;
     }
     header += "}";
@@ -520,11 +523,19 @@ inline std::vector<unsigned char> serialize(const std::string& path,
   for (std::size_t i : order) {
     const SafetensorsEntry& e = entries[i];
     if (header.size() > 1) header += ",";
-    header += json::quote(e.name) + ":{\"dtype\":\"" + dtype_name(e.dtype) + "\",\"shape\":[";
-    for (std::size_t k = 0; k < e.shape.size(); ++k)
-      header += (k ? "," : "") + std::to_string(e.shape[k]);
-    header += "],\"data_offsets\":[" + std::to_string(offset) + "," +
-              std::to_string(offset + bytes[i]) + "]}";
+    header += json::quote(e.name);
+    header += ":{\"dtype\":\"";
+    header += dtype_name(e.dtype);
+    header += "\",\"shape\":[";
+    for (std::size_t k = 0; k < e.shape.size(); ++k) {
+      if (k) header += ',';
+      header += std::to_string(e.shape[k]);
+    }
+    header += "],\"data_offsets\":[";
+    header += std::to_string(offset);
+    header += ',';
+    header += std::to_string(offset + bytes[i]);
+    header += "]}";
     offset += bytes[i];
   }
   header += "}";
