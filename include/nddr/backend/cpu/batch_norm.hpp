@@ -1,0 +1,248 @@
+#pragma once
+/// \file
+/// CPU batch normalisation over (N, H, W) per channel, parallel over channels.
+///
+/// Per-channel vectors (gamma, beta, running and saved statistics) have shape (C). With
+/// `affine()` off, gamma and beta are ignored (gamma = 1, beta = 0) and so are dgamma, dbeta.
+/// Inputs are taken as const views of `T`, where `T` is deduced from the output view.
+
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include "nddr/core/context.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/core/shape.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/ops/batch_norm.hpp"
+
+namespace nddr::detail {
+
+/// The (N, C, H, W) extents as the BN loops use them.
+struct BatchNormLayout {
+  std::int64_t items;     // N
+  std::int64_t channels;  // C
+  std::int64_t plane;     // H * W
+  std::int64_t stride() const { return channels * plane; }
+  std::int64_t count() const { return items * plane; }
+};
+
+/// Validates the options, x (N, C, H, W), the tensor of x's shape named `out` (y or dy) and the
+/// two per-channel statistics; returns the layout of x.
+inline BatchNormLayout batch_norm_check(const char* who, const BatchNormOptions& opt,
+                                        const Shape& x, const char* out, const Shape& out_shape,
+                                        const char* mean, const Shape& mean_shape, const char* var,
+                                        const Shape& var_shape) {
+  opt.validate(who);
+  check_rank4(who, "x", x);
+  check_shape(who, out, out_shape, x);
+  check_shape(who, mean, mean_shape, Shape{x.c()});
+  check_shape(who, var, var_shape, Shape{x.c()});
+  return BatchNormLayout{x.n(), x.c(), x.h() * x.w()};
+}
+
+/// Checks a per-channel vector (gamma, beta, dgamma, dbeta) that the op will use.
+inline void batch_norm_check_vector(const char* who, const char* what, bool used, const Shape& s,
+                                    std::int64_t channels) {
+  if (used) check_shape(who, what, s, Shape{channels});
+}
+
+inline void batch_norm_check_training_count(const char* who, const Shape& x,
+                                            const BatchNormLayout& L) {
+  check<ShapeError>(L.count() > 1, who, ": x has shape ", x.str(),
+                    "; training needs more than one value per channel (N*H*W > 1)");
+}
+
+/// The loops shared by both backward passes. `stats(c)` gives channel c's (mean, inv_std);
+/// `consts(sums, inv_std)` the (a, b) of batch_norm_backward_element. Null dxp, dgp, dbp are
+/// skipped; a null gp means gamma = 1.
+template <class T, class Stats, class Consts>
+void batch_norm_backward_loop(Context<Cpu>& ctx, const BatchNormLayout& L, const T* xp,
+                              const T* dyp, const T* gp, T* dxp, T* dgp, T* dbp, Stats stats,
+                              Consts consts) {
+  parallel_for(ctx, L.channels, [=](std::int64_t c) {
+    const std::int64_t off = c * L.plane;
+    const auto [mean, inv_std] = stats(c);
+    const ops::BatchNormGradSums s =
+        ops::batch_norm_channel_grad_sums(xp + off, dyp + off, L.items, L.plane, L.stride(), mean);
+    if (dgp) dgp[c] = static_cast<T>(s.sum_dy_xmu * inv_std);
+    if (dbp) dbp[c] = static_cast<T>(s.sum_dy);
+    if (!dxp) return;
+    const double gamma = gp ? static_cast<double>(gp[c]) : 1.0;
+    const auto [a, b] = consts(s, inv_std);
+    const T k = static_cast<T>(gamma * inv_std), m = static_cast<T>(mean);
+    const T ta = static_cast<T>(a), tb = static_cast<T>(b);
+    for (std::int64_t n = 0; n < L.items; ++n) {
+      const std::int64_t base = n * L.stride() + off;
+      for (std::int64_t i = 0; i < L.plane; ++i)
+        ops::batch_norm_backward_element(xp[base + i], dyp[base + i], m, k, ta, tb, dxp[base + i]);
+    }
+  });
+}
+
+}  // namespace nddr::detail
+
+namespace nddr::ops {
+
+/// Training forward: normalises x (N, C, H, W) with the batch mean and biased variance of
+/// each channel, writes y, saves mean and 1/sqrt(var + eps) for backward into `save_mean` and
+/// `save_inv_std` (C), and updates `running_mean` / `running_var` (C) in place.
+/// Throws ShapeError when N*H*W == 1 (the variance is undefined, as in PyTorch).
+template <class T>
+void batch_norm_forward_training(Context<Cpu>& ctx,
+                                 std::type_identity_t<TensorView<const T, Cpu>> x,
+                                 std::type_identity_t<TensorView<const T, Cpu>> gamma,
+                                 std::type_identity_t<TensorView<const T, Cpu>> beta,
+                                 TensorView<T, Cpu> running_mean, TensorView<T, Cpu> running_var,
+                                 TensorView<T, Cpu> y, TensorView<T, Cpu> save_mean,
+                                 TensorView<T, Cpu> save_inv_std, const BatchNormOptions& opt) {
+  constexpr const char* who = "nddr::ops::batch_norm_forward_training";
+  const auto L =
+      nddr::detail::batch_norm_check(who, opt, x.shape(), "y", y.shape(), "running_mean",
+                                     running_mean.shape(), "running_var", running_var.shape());
+  const bool affine = opt.affine();
+  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "beta", affine, beta.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
+                                        L.channels);
+  nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
+  const T* xp = x.data();
+  const T* gp = affine ? gamma.data() : nullptr;
+  const T* bp = affine ? beta.data() : nullptr;
+  T* yp = y.data();
+  T* rm = running_mean.data();
+  T* rv = running_var.data();
+  T* sm = save_mean.data();
+  T* si = save_inv_std.data();
+  const double eps = opt.eps(), momentum = opt.momentum();
+  const bool unbiased = opt.unbiased_running_var();
+  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
+    const std::int64_t off = c * L.plane;
+    const BatchNormMoments m = batch_norm_channel_moments(xp + off, L.items, L.plane, L.stride());
+    const double inv_std = batch_norm_inv_std(m.var, eps);
+    sm[c] = static_cast<T>(m.mean);
+    si[c] = static_cast<T>(inv_std);
+    const T scale = static_cast<T>(gp ? static_cast<double>(gp[c]) * inv_std : inv_std);
+    const T shift = bp ? bp[c] : T(0);
+    for (std::int64_t n = 0; n < L.items; ++n) {
+      const std::int64_t base = n * L.stride() + off;
+      for (std::int64_t i = 0; i < L.plane; ++i)
+        yp[base + i] = batch_norm_element(xp[base + i], sm[c], scale, shift);
+    }
+    batch_norm_update_running(rm[c], rv[c], m, L.count(), momentum, unbiased);
+  });
+}
+
+/// Inference forward: normalises x (N, C, H, W) with the running statistics (C).
+template <class T>
+void batch_norm_forward_inference(Context<Cpu>& ctx,
+                                  std::type_identity_t<TensorView<const T, Cpu>> x,
+                                  std::type_identity_t<TensorView<const T, Cpu>> gamma,
+                                  std::type_identity_t<TensorView<const T, Cpu>> beta,
+                                  std::type_identity_t<TensorView<const T, Cpu>> running_mean,
+                                  std::type_identity_t<TensorView<const T, Cpu>> running_var,
+                                  TensorView<T, Cpu> y, const BatchNormOptions& opt) {
+  constexpr const char* who = "nddr::ops::batch_norm_forward_inference";
+  const auto L =
+      nddr::detail::batch_norm_check(who, opt, x.shape(), "y", y.shape(), "running_mean",
+                                     running_mean.shape(), "running_var", running_var.shape());
+  const bool affine = opt.affine();
+  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "beta", affine, beta.shape(), L.channels);
+  const T* xp = x.data();
+  const T* gp = affine ? gamma.data() : nullptr;
+  const T* bp = affine ? beta.data() : nullptr;
+  const T* rm = running_mean.data();
+  const T* rv = running_var.data();
+  T* yp = y.data();
+  const double eps = opt.eps();
+  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
+    const std::int64_t off = c * L.plane;
+    const double inv_std = batch_norm_inv_std(static_cast<double>(rv[c]), eps);
+    const T scale = static_cast<T>(gp ? static_cast<double>(gp[c]) * inv_std : inv_std);
+    const T shift = bp ? bp[c] : T(0);
+    for (std::int64_t n = 0; n < L.items; ++n) {
+      const std::int64_t base = n * L.stride() + off;
+      for (std::int64_t i = 0; i < L.plane; ++i)
+        yp[base + i] = batch_norm_element(xp[base + i], rm[c], scale, shift);
+    }
+  });
+}
+
+/// Training backward, through the batch statistics: dx += dL/dx (skipped when dx is empty);
+/// dgamma = sum(dy * xhat) and dbeta = sum(dy) are assigned (each skipped when empty).
+/// `save_mean` and `save_inv_std` are what batch_norm_forward_training saved for this x.
+template <class T>
+void batch_norm_backward_training(Context<Cpu>& ctx,
+                                  std::type_identity_t<TensorView<const T, Cpu>> x,
+                                  std::type_identity_t<TensorView<const T, Cpu>> dy,
+                                  std::type_identity_t<TensorView<const T, Cpu>> gamma,
+                                  std::type_identity_t<TensorView<const T, Cpu>> save_mean,
+                                  std::type_identity_t<TensorView<const T, Cpu>> save_inv_std,
+                                  TensorView<T, Cpu> dx, TensorView<T, Cpu> dgamma,
+                                  TensorView<T, Cpu> dbeta, const BatchNormOptions& opt) {
+  constexpr const char* who = "nddr::ops::batch_norm_backward_training";
+  const auto L =
+      nddr::detail::batch_norm_check(who, opt, x.shape(), "dy", dy.shape(), "save_mean",
+                                     save_mean.shape(), "save_inv_std", save_inv_std.shape());
+  const bool affine = opt.affine();
+  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "dgamma", affine && !dgamma.empty(), dgamma.shape(),
+                                        L.channels);
+  nddr::detail::batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(),
+                                        L.channels);
+  if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
+  nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
+  const T* sm = save_mean.data();
+  const T* si = save_inv_std.data();
+  const double count = static_cast<double>(L.count());
+  nddr::detail::batch_norm_backward_loop(
+      ctx, L, x.data(), dy.data(), affine ? gamma.data() : nullptr, dx.data(),
+      affine ? dgamma.data() : nullptr, affine ? dbeta.data() : nullptr,
+      [=](std::int64_t c) {
+        return std::pair{static_cast<double>(sm[c]), static_cast<double>(si[c])};
+      },
+      [=](const BatchNormGradSums& s, double inv_std) {
+        return std::pair{s.sum_dy / count, inv_std * inv_std * s.sum_dy_xmu / count};
+      });
+}
+
+/// Inference backward, with the running statistics as constants: dx += dy * gamma * inv_std
+/// (skipped when dx is empty); dgamma = sum(dy * xhat) and dbeta = sum(dy) are assigned.
+template <class T>
+void batch_norm_backward_inference(Context<Cpu>& ctx,
+                                   std::type_identity_t<TensorView<const T, Cpu>> x,
+                                   std::type_identity_t<TensorView<const T, Cpu>> dy,
+                                   std::type_identity_t<TensorView<const T, Cpu>> gamma,
+                                   std::type_identity_t<TensorView<const T, Cpu>> running_mean,
+                                   std::type_identity_t<TensorView<const T, Cpu>> running_var,
+                                   TensorView<T, Cpu> dx, TensorView<T, Cpu> dgamma,
+                                   TensorView<T, Cpu> dbeta, const BatchNormOptions& opt) {
+  constexpr const char* who = "nddr::ops::batch_norm_backward_inference";
+  const auto L =
+      nddr::detail::batch_norm_check(who, opt, x.shape(), "dy", dy.shape(), "running_mean",
+                                     running_mean.shape(), "running_var", running_var.shape());
+  const bool affine = opt.affine();
+  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "dgamma", affine && !dgamma.empty(), dgamma.shape(),
+                                        L.channels);
+  nddr::detail::batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(),
+                                        L.channels);
+  if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
+  const T* rm = running_mean.data();
+  const T* rv = running_var.data();
+  const double eps = opt.eps();
+  nddr::detail::batch_norm_backward_loop(
+      ctx, L, x.data(), dy.data(), affine ? gamma.data() : nullptr, dx.data(),
+      affine ? dgamma.data() : nullptr, affine ? dbeta.data() : nullptr,
+      [=](std::int64_t c) {
+        return std::pair{static_cast<double>(rm[c]),
+                         batch_norm_inv_std(static_cast<double>(rv[c]), eps)};
+      },
+      [](const BatchNormGradSums&, double) {
+        return std::pair{0.0, 0.0};
+      });
+}
+
+}  // namespace nddr::ops

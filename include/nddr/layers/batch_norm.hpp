@@ -1,0 +1,128 @@
+#pragma once
+/// \file
+/// `BatchNorm2d<T, D>`: batch normalisation of (N, C, H, W) tensors per channel as a `Layer`
+/// (PyTorch `nn.BatchNorm2d`; `BatchNormOptions::tf_slim()` for the NDDR-CNN TF code).
+
+#include <cstdint>
+#include <string>
+
+#include "nddr/backend/cpu/batch_norm.hpp"
+#include "nddr/core/context.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/core/parameter_store.hpp"
+#include "nddr/core/random.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/ops/batch_norm.hpp"
+
+namespace nddr {
+
+/// Parameters `prefix.weight` (gamma, init 1) and `prefix.bias` (beta, init 0) when affine;
+/// buffers `prefix.running_mean` (init 0) and `prefix.running_var` (init 1). Training mode
+/// normalises with batch statistics and updates the running ones; inference mode uses the
+/// running statistics, and its backward treats them as constants.
+template <class T, class D = Cpu>
+class BatchNorm2d {
+ public:
+  using value_type = T;
+  using device_type = D;
+
+  /// Normalises `channels` (>= 1) channels; throws OptionError on bad options.
+  explicit BatchNorm2d(std::int64_t channels, BatchNormOptions opt = {})
+      : channels_(checked_channels(channels)),
+        opt_(opt),
+        save_mean_(Shape{channels_}),
+        save_inv_std_(Shape{channels_}) {
+    opt_.validate("nddr::BatchNorm2d");
+  }
+
+  std::int64_t channels() const { return channels_; }
+  const BatchNormOptions& options() const { return opt_; }
+
+  Shape output_shape(const Shape& in) const {
+    check<ShapeError>(in.rank() == 4 && in.c() == channels_, "nddr::BatchNorm2d: input has shape ",
+                      in.str(), ", expected (N, ", channels_, ", H, W)");
+    return in;
+  }
+
+  void declare(ParameterStore<T, D>& store, const std::string& prefix) {
+    store_ = &store;
+    const Shape s{channels_};
+    if (opt_.affine()) {
+      weight_ = store.declare(prefix + ".weight", s);
+      bias_ = store.declare(prefix + ".bias", s);
+    }
+    running_mean_ = store.declare_buffer(prefix + ".running_mean", s);
+    running_var_ = store.declare_buffer(prefix + ".running_var", s);
+  }
+
+  void initialize(Rng&) {
+    if (opt_.affine()) {
+      fill(store().value(weight_), T(1));
+      fill(store().value(bias_), T(0));
+    }
+    fill(running_mean(), T(0));
+    fill(running_var(), T(1));
+  }
+
+  void set_training(bool on) { training_ = on; }
+  bool training() const { return training_; }
+
+  /// The running statistics (C), e.g. to load or inspect them.
+  TensorView<T, D> running_mean() { return store().buffer(running_mean_); }
+  TensorView<T, D> running_var() { return store().buffer(running_var_); }
+
+  void forward(Context<D>& ctx, TensorView<const T, D> x, TensorView<T, D> y) {
+    output_shape(x.shape());
+    if (training_) {
+      ops::batch_norm_forward_training(ctx, x, gamma(), beta(), running_mean(), running_var(), y,
+                                       save_mean_.view(), save_inv_std_.view(), opt_);
+    } else {
+      ops::batch_norm_forward_inference(ctx, x, gamma(), beta(), running_mean(), running_var(), y,
+                                        opt_);
+    }
+  }
+
+  void backward(Context<D>& ctx, TensorView<const T, D> x, TensorView<const T, D>,
+                TensorView<const T, D> dy, TensorView<T, D> dx) {
+    output_shape(x.shape());
+    if (training_) {
+      ops::batch_norm_backward_training(ctx, x, dy, gamma(), save_mean_.cview(),
+                                        save_inv_std_.cview(), dx, dgamma(), dbeta(), opt_);
+    } else {
+      ops::batch_norm_backward_inference(ctx, x, dy, gamma(), running_mean(), running_var(), dx,
+                                         dgamma(), dbeta(), opt_);
+    }
+  }
+
+ private:
+  static std::int64_t checked_channels(std::int64_t c) {
+    check<OptionError>(c >= 1, "nddr::BatchNorm2d: channels must be >= 1, got ", c);
+    return c;
+  }
+  static void fill(TensorView<T, D> v, T value) {
+    for (std::int64_t i = 0; i < v.numel(); ++i) v[i] = value;
+  }
+  ParameterStore<T, D>& store() {
+    check<Error>(store_ != nullptr, "nddr::BatchNorm2d: used before declare()");
+    return *store_;
+  }
+  TensorView<const T, D> gamma() {
+    return opt_.affine() ? TensorView<const T, D>(store().value(weight_))
+                         : TensorView<const T, D>{};
+  }
+  TensorView<const T, D> beta() {
+    return opt_.affine() ? TensorView<const T, D>(store().value(bias_)) : TensorView<const T, D>{};
+  }
+  TensorView<T, D> dgamma() { return opt_.affine() ? store().grad(weight_) : TensorView<T, D>{}; }
+  TensorView<T, D> dbeta() { return opt_.affine() ? store().grad(bias_) : TensorView<T, D>{}; }
+
+  std::int64_t channels_;
+  BatchNormOptions opt_;
+  bool training_ = true;
+  ParameterStore<T, D>* store_ = nullptr;
+  ParamId weight_, bias_, running_mean_, running_var_;
+  Tensor<T, D> save_mean_;     // (C) batch mean of the last training forward
+  Tensor<T, D> save_inv_std_;  // (C) its 1 / sqrt(var + eps)
+};
+
+}  // namespace nddr

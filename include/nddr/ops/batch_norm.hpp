@@ -1,0 +1,177 @@
+#pragma once
+/// \file
+/// Batch normalisation per channel over (N, H, W): the options and the per-channel math that
+/// every backend runs (CPU loops now, CUDA kernels later).
+///
+/// Training: y = (x - mean_B) / sqrt(var_B + eps) * gamma + beta with the batch mean and the
+/// biased batch variance; running <- (1 - momentum) * running + momentum * batch (PyTorch
+/// meaning of momentum). Inference: the same with the running statistics.
+
+#include <cmath>
+#include <cstdint>
+
+#include "nddr/core/error.hpp"
+#include "nddr/core/macros.hpp"
+
+namespace nddr {
+
+/// Run-time options of batch normalisation; defaults are PyTorch's `BatchNorm2d`.
+/// Fluent: `BatchNormOptions{}.eps(1e-3).momentum(0.05)`; each field reads as `opt.eps()`.
+class BatchNormOptions {
+ public:
+  /// Added to the variance before the square root (> 0). Default 1e-5.
+  double eps() const { return eps_; }
+  BatchNormOptions& eps(double v) {
+    eps_ = v;
+    return *this;
+  }
+  /// Weight of the batch statistic in the running average, in [0, 1]: running = (1 - momentum)
+  /// * running + momentum * batch. Default 0.1. TF's `decay` is 1 - momentum.
+  double momentum() const { return momentum_; }
+  BatchNormOptions& momentum(double v) {
+    momentum_ = v;
+    return *this;
+  }
+  /// Learnable per-channel scale gamma (`.weight`) and shift beta (`.bias`). Default on.
+  bool affine() const { return affine_; }
+  BatchNormOptions& affine(bool v) {
+    affine_ = v;
+    return *this;
+  }
+  /// The running variance averages the unbiased batch variance (times M / (M - 1), M = N*H*W),
+  /// as PyTorch and TF's fused kernel do; normalisation always uses the biased one. Default on.
+  bool unbiased_running_var() const { return unbiased_running_var_; }
+  BatchNormOptions& unbiased_running_var(bool v) {
+    unbiased_running_var_ = v;
+    return *this;
+  }
+
+  /// The TF-slim `batch_norm` of the NDDR-CNN code: eps 1e-3, decay 0.95 (momentum 0.05).
+  static BatchNormOptions tf_slim() { return BatchNormOptions{}.eps(1e-3).momentum(0.05); }
+
+  /// Throws OptionError naming `who`, the field and the value unless eps > 0 and
+  /// 0 <= momentum <= 1 (NaN fails both).
+  void validate(const char* who) const {
+    check<OptionError>(eps_ > 0.0 && std::isfinite(eps_), who,
+                       ": BatchNormOptions.eps must be a finite value > 0, got ", eps_);
+    check<OptionError>(momentum_ >= 0.0 && momentum_ <= 1.0, who,
+                       ": BatchNormOptions.momentum must be in [0, 1], got ", momentum_);
+  }
+
+ private:
+  double eps_ = 1e-5;
+  double momentum_ = 0.1;
+  bool affine_ = true;
+  bool unbiased_running_var_ = true;
+};
+
+}  // namespace nddr
+
+namespace nddr::ops {
+
+/// Mean and biased variance of one channel.
+struct BatchNormMoments {
+  double mean = 0.0;
+  double var = 0.0;
+};
+
+/// The two reductions of the training backward pass for one channel.
+struct BatchNormGradSums {
+  double sum_dy = 0.0;      ///< sum(dy)
+  double sum_dy_xmu = 0.0;  ///< sum(dy * (x - mean))
+};
+
+/// Sum over one channel of f(i), where i runs over the channel's element offsets: `items`
+/// planes of `plane` contiguous elements, `stride` elements apart. Four partial sums break the
+/// floating-point dependency chain (the loop cannot be reassociated by the compiler).
+template <class F>
+NDDR_HOST_DEVICE inline double batch_norm_channel_sum(std::int64_t items, std::int64_t plane,
+                                                      std::int64_t stride, F f) {
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  for (std::int64_t n = 0; n < items; ++n) {
+    const std::int64_t base = n * stride;
+    std::int64_t i = 0;
+    for (; i + 4 <= plane; i += 4) {
+      s0 += f(base + i);
+      s1 += f(base + i + 1);
+      s2 += f(base + i + 2);
+      s3 += f(base + i + 3);
+    }
+    for (; i < plane; ++i) s0 += f(base + i);
+  }
+  return (s0 + s1) + (s2 + s3);
+}
+
+/// Moments of one channel stored as `items` planes of `plane` contiguous elements, `stride`
+/// elements apart (for NCHW: items = N, plane = H*W, stride = C*H*W, x at channel c's first
+/// element). Two passes in double, so float inputs with a large mean keep their variance.
+template <class T>
+NDDR_HOST_DEVICE inline BatchNormMoments batch_norm_channel_moments(const T* x, std::int64_t items,
+                                                                    std::int64_t plane,
+                                                                    std::int64_t stride) {
+  const double count = static_cast<double>(items * plane);
+  BatchNormMoments m;
+  m.mean = batch_norm_channel_sum(items, plane, stride,
+                                  [x](std::int64_t i) { return static_cast<double>(x[i]); }) /
+           count;
+  const double mean = m.mean;
+  m.var = batch_norm_channel_sum(items, plane, stride,
+                                 [x, mean](std::int64_t i) {
+                                   const double d = static_cast<double>(x[i]) - mean;
+                                   return d * d;
+                                 }) /
+          count;
+  return m;
+}
+
+/// sum(dy) and sum(dy * (x - mean)) over one channel (layout as in batch_norm_channel_moments).
+template <class T>
+NDDR_HOST_DEVICE inline BatchNormGradSums batch_norm_channel_grad_sums(const T* x, const T* dy,
+                                                                       std::int64_t items,
+                                                                       std::int64_t plane,
+                                                                       std::int64_t stride,
+                                                                       double mean) {
+  BatchNormGradSums s;
+  s.sum_dy = batch_norm_channel_sum(items, plane, stride,
+                                    [dy](std::int64_t i) { return static_cast<double>(dy[i]); });
+  s.sum_dy_xmu = batch_norm_channel_sum(items, plane, stride, [x, dy, mean](std::int64_t i) {
+    return static_cast<double>(dy[i]) * (static_cast<double>(x[i]) - mean);
+  });
+  return s;
+}
+
+/// Moves the running statistics of one channel towards the batch moments of `count` values.
+template <class T>
+NDDR_HOST_DEVICE inline void batch_norm_update_running(T& running_mean, T& running_var,
+                                                       BatchNormMoments batch, std::int64_t count,
+                                                       double momentum, bool unbiased) {
+  const double var = unbiased
+                         ? batch.var * static_cast<double>(count) / static_cast<double>(count - 1)
+                         : batch.var;
+  running_mean =
+      static_cast<T>((1.0 - momentum) * static_cast<double>(running_mean) + momentum * batch.mean);
+  running_var =
+      static_cast<T>((1.0 - momentum) * static_cast<double>(running_var) + momentum * var);
+}
+
+/// 1 / sqrt(var + eps).
+NDDR_HOST_DEVICE inline double batch_norm_inv_std(double var, double eps) {
+  return 1.0 / std::sqrt(var + eps);
+}
+
+/// Element body of the forward pass; scale = gamma * inv_std, shift = beta.
+template <class T>
+NDDR_HOST_DEVICE inline T batch_norm_element(T x, T mean, T scale, T shift) {
+  return (x - mean) * scale + shift;
+}
+
+/// Element body of the backward pass (accumulates): dx += k * (dy - a - (x - mean) * b) with
+/// per-channel k = gamma * inv_std, a = sum(dy) / M, b = inv_std^2 * sum(dy * (x - mean)) / M
+/// when the batch statistics depend on x (training), and a = b = 0 when they are constants
+/// (inference).
+template <class T>
+NDDR_HOST_DEVICE inline void batch_norm_backward_element(T x, T dy, T mean, T k, T a, T b, T& dx) {
+  dx += k * (dy - a - (x - mean) * b);
+}
+
+}  // namespace nddr::ops

@@ -1,0 +1,350 @@
+// BatchNorm2d op and layer: laws (training and inference), op gradient checks, PyTorch
+// reference values (tools/reference/batch_norm.py), float path, errors.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <nddr/io/safetensors.hpp>
+#include <nddr/layers/batch_norm.hpp>
+#include <nddr/testing/gradient_check.hpp>
+#include <nddr/testing/layer_laws.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using nddr::BatchNormOptions;
+using nddr::Shape;
+using nddr::Tensor;
+using TensorD = nddr::Tensor<double>;
+
+// Counts elements outside |got - want| <= 1e-9 * (1 + |want|) and reports the first.
+void check_close(const std::string& what, const double* got, const std::vector<double>& want,
+                 double rtol = 1e-9) {
+  std::int64_t bad = 0;
+  std::ostringstream first;
+  first.precision(17);
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    if (std::abs(got[i] - want[i]) <= rtol * (1.0 + std::abs(want[i]))) continue;
+    if (bad++ == 0) first << "[" << i << "] got " << got[i] << " want " << want[i];
+  }
+  INFO(what << ": " << bad << " mismatches, first " << first.str());
+  CHECK(bad == 0);
+}
+
+TensorD random_tensor(nddr::Rng& rng, Shape s, double lo, double hi) {
+  TensorD t(s);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t[i] = rng.uniform(lo, hi);
+  return t;
+}
+
+// BatchNorm2d whose initialize() also randomizes the running statistics, which the laws kit
+// leaves alone (it randomizes trainable parameters only).
+struct BatchNormWithRandomStats {
+  using value_type = double;
+  using device_type = nddr::Cpu;
+  nddr::BatchNorm2d<double> bn;
+
+  Shape output_shape(const Shape& in) const { return bn.output_shape(in); }
+  void declare(nddr::ParameterStore<double>& s, const std::string& p) { bn.declare(s, p); }
+  void initialize(nddr::Rng& rng) {
+    bn.initialize(rng);
+    auto m = bn.running_mean();
+    auto v = bn.running_var();
+    for (std::int64_t c = 0; c < m.numel(); ++c) {
+      m[c] = rng.uniform(-0.5, 0.5);
+      v[c] = rng.uniform(0.3, 2.0);
+    }
+  }
+  void set_training(bool on) { bn.set_training(on); }
+  bool training() const { return bn.training(); }
+  void forward(nddr::Context<nddr::Cpu>& ctx, nddr::TensorView<const double> x,
+               nddr::TensorView<double> y) {
+    bn.forward(ctx, x, y);
+  }
+  void backward(nddr::Context<nddr::Cpu>& ctx, nddr::TensorView<const double> x,
+                nddr::TensorView<const double> y, nddr::TensorView<const double> dy,
+                nddr::TensorView<double> dx) {
+    bn.backward(ctx, x, y, dy, dx);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("BatchNorm2d: laws in training mode", "[ops][batch_norm]") {
+  SECTION("defaults") {
+    nddr::BatchNorm2d<double> bn(3);
+    auto r = nddr::testing::check_layer_laws(bn, Shape::nchw(2, 3, 4, 5));
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+  SECTION("tf_slim preset, N = 1") {
+    nddr::BatchNorm2d<double> bn(4, BatchNormOptions::tf_slim());
+    auto r = nddr::testing::check_layer_laws(bn, Shape::nchw(1, 4, 3, 3));
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+  SECTION("affine off") {
+    nddr::BatchNorm2d<double> bn(2, BatchNormOptions{}.affine(false));
+    auto r = nddr::testing::check_layer_laws(bn, Shape::nchw(3, 2, 2, 3));
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+}
+
+TEST_CASE("BatchNorm2d: laws in inference mode with random running statistics",
+          "[ops][batch_norm]") {
+  BatchNormWithRandomStats layer{nddr::BatchNorm2d<double>(3)};
+  layer.set_training(false);
+  auto r = nddr::testing::check_layer_laws(layer, Shape::nchw(2, 3, 3, 4));
+  INFO(r.report);
+  CHECK(r.ok);
+  // The kit's store is gone; a forward on a fresh store shows the statistics do matter.
+  BatchNormWithRandomStats probe{nddr::BatchNorm2d<double>(3)};
+  nddr::ParameterStore<double> store;
+  probe.declare(store, "bn");
+  store.allocate();
+  nddr::Rng rng(1);
+  probe.initialize(rng);
+  probe.set_training(false);
+  nddr::Context<nddr::Cpu> ctx(1);
+  TensorD x(Shape::nchw(1, 3, 1, 1), 0.0), y(x.shape());
+  probe.forward(ctx, x.cview(), y.view());
+  const double want = -probe.bn.running_mean()[0] / std::sqrt(probe.bn.running_var()[0] + 1e-5);
+  CHECK(y[0] == Approx(want).epsilon(1e-12));
+}
+
+TEST_CASE("batch_norm ops: finite-difference gradients for x, gamma, beta", "[ops][batch_norm]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Rng rng(5);
+  const Shape s = Shape::nchw(1, 3, 2, 3);
+  TensorD x = random_tensor(rng, s, -1.0, 2.0), r = random_tensor(rng, s, -1.0, 1.0);
+  TensorD gamma = random_tensor(rng, Shape{3}, 0.5, 1.5),
+          beta = random_tensor(rng, Shape{3}, -1, 1);
+  TensorD rm = random_tensor(rng, Shape{3}, -0.5, 0.5), rv = random_tensor(rng, Shape{3}, 0.5, 2.0);
+  TensorD y(s), mean(Shape{3}), inv_std(Shape{3});
+  const auto opt = BatchNormOptions::tf_slim();
+
+  for (bool training : {true, false}) {
+    INFO("training = " << training);
+    auto forward = [&] {
+      if (training)
+        nddr::ops::batch_norm_forward_training(ctx, x, gamma, beta, rm.view(), rv.view(), y.view(),
+                                               mean.view(), inv_std.view(), opt);
+      else
+        nddr::ops::batch_norm_forward_inference(ctx, x, gamma, beta, rm, rv, y.view(), opt);
+    };
+    auto loss = [&] {
+      forward();
+      double l = 0.0;
+      for (std::int64_t i = 0; i < y.numel(); ++i) l += y[i] * r[i];
+      return l;
+    };
+    forward();
+    TensorD dx(s, 0.5), dgamma(Shape{3}, 7.0), dbeta(Shape{3}, 7.0);
+    if (training)
+      nddr::ops::batch_norm_backward_training(ctx, x, r, gamma, mean, inv_std, dx.view(),
+                                              dgamma.view(), dbeta.view(), opt);
+    else
+      nddr::ops::batch_norm_backward_inference(ctx, x, r, gamma, rm, rv, dx.view(), dgamma.view(),
+                                               dbeta.view(), opt);
+    for (std::int64_t i = 0; i < dx.numel(); ++i) dx[i] -= 0.5;  // accumulated onto 0.5
+    auto gx = nddr::testing::check_gradient("dx", x.data(), x.numel(), dx.data(), loss);
+    auto gg = nddr::testing::check_gradient("dgamma", gamma.data(), 3, dgamma.data(), loss);
+    auto gb = nddr::testing::check_gradient("dbeta", beta.data(), 3, dbeta.data(), loss);
+    INFO(gx.report << gg.report << gb.report);
+    CHECK(gx.ok);
+    CHECK(gg.ok);
+    CHECK(gb.ok);
+  }
+}
+
+TEST_CASE("batch_norm ops: PyTorch reference values", "[ops][batch_norm]") {
+  const auto f = nddr::io::SafetensorsFile::read(NDDR_TEST_DATA_DIR "/batch_norm.safetensors");
+  nddr::Context<nddr::Cpu> ctx(2);
+  for (int i = 0; i < 3; ++i) {
+    const std::string p = "case" + std::to_string(i) + ".";
+    const TensorD x = f.tensor<double>(p + "x"), dy = f.tensor<double>(p + "dy");
+    const TensorD gamma = f.tensor<double>(p + "gamma"), beta = f.tensor<double>(p + "beta");
+    const TensorD rm0 = f.tensor<double>(p + "running_mean0");
+    const TensorD rv0 = f.tensor<double>(p + "running_var0");
+    const Shape cs = gamma.shape();
+    INFO("case " << i << " x " << x.shape().str());
+
+    struct Mode {
+      const char* name;
+      BatchNormOptions opt;
+    };
+    for (const Mode& m :
+         {Mode{"train.", BatchNormOptions{}}, Mode{"tfslim.", BatchNormOptions::tf_slim()},
+          Mode{"noaffine.", BatchNormOptions{}.affine(false)}}) {
+      const std::string q = p + m.name;
+      INFO(q);
+      TensorD rm = rm0, rv = rv0, y(x.shape()), mean(cs), inv_std(cs);
+      TensorD dx(x.shape()), dgamma(cs), dbeta(cs);
+      nddr::ops::batch_norm_forward_training(ctx, x, gamma, beta, rm.view(), rv.view(), y.view(),
+                                             mean.view(), inv_std.view(), m.opt);
+      nddr::ops::batch_norm_backward_training(ctx, x, dy, gamma, mean, inv_std, dx.view(),
+                                              dgamma.view(), dbeta.view(), m.opt);
+      check_close(q + "y", y.data(), f.values<double>(q + "y"));
+      check_close(q + "dx", dx.data(), f.values<double>(q + "dx"));
+      check_close(q + "running_mean", rm.data(), f.values<double>(q + "running_mean"));
+      check_close(q + "running_var", rv.data(), f.values<double>(q + "running_var"));
+      if (m.opt.affine()) {
+        check_close(q + "dgamma", dgamma.data(), f.values<double>(q + "dgamma"));
+        check_close(q + "dbeta", dbeta.data(), f.values<double>(q + "dbeta"));
+      }
+    }
+
+    const std::string q = p + "eval.";
+    TensorD y(x.shape()), dx(x.shape()), dgamma(cs), dbeta(cs);
+    nddr::ops::batch_norm_forward_inference(ctx, x, gamma, beta, rm0, rv0, y.view(), {});
+    nddr::ops::batch_norm_backward_inference(ctx, x, dy, gamma, rm0, rv0, dx.view(), dgamma.view(),
+                                             dbeta.view(), {});
+    check_close(q + "y", y.data(), f.values<double>(q + "y"));
+    check_close(q + "dx", dx.data(), f.values<double>(q + "dx"));
+    check_close(q + "dgamma", dgamma.data(), f.values<double>(q + "dgamma"));
+    check_close(q + "dbeta", dbeta.data(), f.values<double>(q + "dbeta"));
+  }
+}
+
+TEST_CASE("BatchNorm2d layer: PyTorch reference through parameters and buffers",
+          "[ops][batch_norm]") {
+  const auto f = nddr::io::SafetensorsFile::read(NDDR_TEST_DATA_DIR "/batch_norm.safetensors");
+  nddr::Context<nddr::Cpu> ctx(2);
+  const TensorD x = f.tensor<double>("case1.x"), dy = f.tensor<double>("case1.dy");
+  nddr::BatchNorm2d<double> bn(4, BatchNormOptions::tf_slim());
+  nddr::ParameterStore<double> store;
+  bn.declare(store, "nddr_1.bn");
+  store.allocate();
+  nddr::Rng rng(0);
+  bn.initialize(rng);
+  REQUIRE(store.find("nddr_1.bn.weight"));
+  REQUIRE(store.find("nddr_1.bn.bias"));
+  REQUIRE(store.find_buffer("nddr_1.bn.running_mean"));
+  REQUIRE(store.find_buffer("nddr_1.bn.running_var"));
+  CHECK(store.value(*store.find("nddr_1.bn.weight"))[3] == 1.0);
+  CHECK(store.value(*store.find("nddr_1.bn.bias"))[3] == 0.0);
+  CHECK(bn.running_mean()[2] == 0.0);
+  CHECK(bn.running_var()[2] == 1.0);
+
+  auto load = [&](nddr::TensorView<double> dst, const std::string& key) {
+    const auto v = f.values<double>(key);
+    REQUIRE(static_cast<std::int64_t>(v.size()) == dst.numel());
+    for (std::int64_t i = 0; i < dst.numel(); ++i) dst[i] = v[static_cast<std::size_t>(i)];
+  };
+  load(store.value(*store.find("nddr_1.bn.weight")), "case1.gamma");
+  load(store.value(*store.find("nddr_1.bn.bias")), "case1.beta");
+  load(bn.running_mean(), "case1.running_mean0");
+  load(bn.running_var(), "case1.running_var0");
+
+  TensorD y(x.shape()), dx(x.shape());
+  bn.forward(ctx, x, y.view());
+  bn.backward(ctx, x, y, dy, dx.view());
+  check_close("tfslim.y", y.data(), f.values<double>("case1.tfslim.y"));
+  check_close("tfslim.dx", dx.data(), f.values<double>("case1.tfslim.dx"));
+  check_close("tfslim.dgamma", store.grad(*store.find("nddr_1.bn.weight")).data(),
+              f.values<double>("case1.tfslim.dgamma"));
+  check_close("tfslim.running_mean", bn.running_mean().data(),
+              f.values<double>("case1.tfslim.running_mean"));
+  check_close("tfslim.running_var", bn.running_var().data(),
+              f.values<double>("case1.tfslim.running_var"));
+}
+
+TEST_CASE("batch_norm ops: float agrees with double", "[ops][batch_norm]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Rng rng(9);
+  const Shape s = Shape::nchw(3, 4, 5, 6), cs{4};
+  // A large common offset: float statistics must still be computed accurately.
+  TensorD x = random_tensor(rng, s, 99.0, 101.0), dy = random_tensor(rng, s, -1.0, 1.0);
+  TensorD gamma = random_tensor(rng, cs, 0.5, 1.5), beta = random_tensor(rng, cs, -1.0, 1.0);
+  Tensor<float> xf(s), dyf(s), gf(cs), bf(cs);
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    xf[i] = static_cast<float>(x[i]);
+    x[i] = xf[i];
+    dyf[i] = static_cast<float>(dy[i]);
+    dy[i] = dyf[i];
+  }
+  for (std::int64_t c = 0; c < 4; ++c) {
+    gf[c] = static_cast<float>(gamma[c]);
+    gamma[c] = gf[c];
+    bf[c] = static_cast<float>(beta[c]);
+    beta[c] = bf[c];
+  }
+  TensorD rm(cs), rv(cs, 1.0), y(s), mean(cs), is(cs), dx(s), dg(cs), db(cs);
+  Tensor<float> rmf(cs), rvf(cs, 1.f), yf(s), meanf(cs), isf(cs), dxf(s), dgf(cs), dbf(cs);
+  nddr::ops::batch_norm_forward_training(ctx, x, gamma, beta, rm.view(), rv.view(), y.view(),
+                                         mean.view(), is.view(), {});
+  nddr::ops::batch_norm_backward_training(ctx, x, dy, gamma, mean, is, dx.view(), dg.view(),
+                                          db.view(), {});
+  nddr::ops::batch_norm_forward_training(ctx, xf, gf, bf, rmf.view(), rvf.view(), yf.view(),
+                                         meanf.view(), isf.view(), {});
+  nddr::ops::batch_norm_backward_training(ctx, xf, dyf, gf, meanf, isf, dxf.view(), dgf.view(),
+                                          dbf.view(), {});
+  double max_dy = 0.0, max_dx = 0.0;
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    max_dy = std::max(max_dy, std::abs(yf[i] - y[i]));
+    max_dx = std::max(max_dx, std::abs(dxf[i] - dx[i]));
+  }
+  // float spacing near x = 100 is ~8e-6; normalising scales it by gamma * inv_std ~ 2.5
+  CHECK(max_dy < 1e-4);
+  CHECK(max_dx < 1e-4);
+  for (std::int64_t c = 0; c < 4; ++c) {
+    CHECK(rvf[c] == Approx(rv[c]).epsilon(1e-5));
+    CHECK(dgf[c] == Approx(dg[c]).epsilon(1e-3).margin(1e-3));
+  }
+}
+
+TEST_CASE("batch_norm: errors name the op, field and value", "[ops][batch_norm]") {
+  nddr::Context<nddr::Cpu> ctx(1);
+  const Shape s = Shape::nchw(2, 3, 2, 2), cs{3};
+  TensorD x(s), y(s), g(cs, 1.0), b(cs), rm(cs), rv(cs, 1.0), m(cs), is(cs);
+  auto train = [&](const BatchNormOptions& o) {
+    nddr::ops::batch_norm_forward_training(ctx, x, g, b, rm.view(), rv.view(), y.view(), m.view(),
+                                           is.view(), o);
+  };
+  CHECK_NOTHROW(train({}));
+  CHECK_THROWS_AS(train(BatchNormOptions{}.eps(0.0)), nddr::OptionError);
+  CHECK_THROWS_WITH(train(BatchNormOptions{}.eps(-1e-3)),
+                    Catch::Contains("batch_norm_forward_training") && Catch::Contains("eps") &&
+                        Catch::Contains("-0.001"));
+  CHECK_THROWS_WITH(train(BatchNormOptions{}.momentum(1.5)),
+                    Catch::Contains("momentum") && Catch::Contains("1.5"));
+  CHECK_THROWS_AS(train(BatchNormOptions{}.momentum(-0.1)), nddr::OptionError);
+  CHECK_THROWS_AS(train(BatchNormOptions{}.momentum(std::numeric_limits<double>::quiet_NaN())),
+                  nddr::OptionError);
+  CHECK_NOTHROW(train(BatchNormOptions{}.momentum(0.0)));
+  CHECK_NOTHROW(train(BatchNormOptions{}.momentum(1.0)));
+  CHECK_THROWS_WITH(nddr::BatchNorm2d<double>(3, BatchNormOptions{}.eps(0.0)),
+                    Catch::Contains("nddr::BatchNorm2d") && Catch::Contains("eps"));
+
+  TensorD rm4(Shape{4});
+  CHECK_THROWS_WITH(
+      nddr::ops::batch_norm_forward_training(ctx, x, g, b, rm4.view(), rv.view(), y.view(),
+                                             m.view(), is.view(), {}),
+      Catch::Contains("running_mean") && Catch::Contains("(4)") && Catch::Contains("(3)"));
+  CHECK_THROWS_AS(nddr::ops::batch_norm_forward_inference(ctx, x, g, b, rm, rm4, y.view(), {}),
+                  nddr::ShapeError);
+  CHECK_THROWS_WITH(nddr::ops::batch_norm_forward_inference(ctx, x, rm4, b, rm, rv, y.view(), {}),
+                    Catch::Contains("gamma") && Catch::Contains("(4)"));
+  TensorD y_bad(Shape::nchw(2, 3, 2, 3));
+  CHECK_THROWS_WITH(nddr::ops::batch_norm_forward_inference(ctx, x, g, b, rm, rv, y_bad.view(), {}),
+                    Catch::Contains("(2, 3, 2, 3)") && Catch::Contains("(2, 3, 2, 2)"));
+
+  // One value per channel: variance undefined in training, fine in inference.
+  TensorD x1(Shape::nchw(1, 3, 1, 1)), y1(x1.shape());
+  CHECK_THROWS_WITH(nddr::ops::batch_norm_forward_training(ctx, x1, g, b, rm.view(), rv.view(),
+                                                           y1.view(), m.view(), is.view(), {}),
+                    Catch::Contains("(1, 3, 1, 1)") && Catch::Contains("more than one value"));
+  CHECK_THROWS_AS(nddr::ops::batch_norm_backward_training(ctx, x1, y1, g, m, is, y1.view(),
+                                                          TensorD().view(), TensorD().view(), {}),
+                  nddr::ShapeError);
+  CHECK_NOTHROW(nddr::ops::batch_norm_forward_inference(ctx, x1, g, b, rm, rv, y1.view(), {}));
+
+  nddr::BatchNorm2d<double> bn(3);
+  CHECK_THROWS_WITH(bn.output_shape(Shape::nchw(2, 4, 5, 5)),
+                    Catch::Contains("BatchNorm2d") && Catch::Contains("(2, 4, 5, 5)"));
+  CHECK_THROWS_AS(bn.output_shape(Shape{2, 3}), nddr::ShapeError);
+  CHECK_THROWS_AS(nddr::BatchNorm2d<double>(0), nddr::OptionError);
+}
