@@ -1,0 +1,322 @@
+// Max, average and global average pooling: TF 'SAME' geometry, PyTorch reference values
+// (tests/data/pool_resize.safetensors, tools/reference/pool_resize.py), gradient checks of
+// the ops, the layer laws and bad input.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <nddr/backend/cpu/pool.hpp>
+#include <nddr/core/random.hpp>
+#include <nddr/io/safetensors.hpp>
+#include <nddr/layers/pool.hpp>
+#include <nddr/testing/gradient_check.hpp>
+#include <nddr/testing/layer_laws.hpp>
+#include <string>
+#include <vector>
+
+namespace {
+
+using nddr::Pool2dOptions;
+using nddr::Shape;
+using nddr::Tensor;
+
+const char* const kRefFile = NDDR_TEST_DATA_DIR "/pool_resize.safetensors";
+
+/// Largest |actual - expected| / (1 + |expected|); -1 on a size mismatch.
+double max_rel_error(const Tensor<double>& actual, const std::vector<double>& expected) {
+  if (static_cast<std::size_t>(actual.numel()) != expected.size()) return -1.0;
+  double worst = 0.0;
+  for (std::size_t i = 0; i < expected.size(); ++i)
+    worst = std::max(worst, std::abs(actual[static_cast<std::int64_t>(i)] - expected[i]) /
+                                (1.0 + std::abs(expected[i])));
+  return worst;
+}
+
+/// Distinct values spread over [-0.5, 0.5), so max pooling has no ties within a
+/// finite-difference step.
+void fill_distinct(Tensor<double>& x) {
+  const std::int64_t n = x.numel();
+  for (std::int64_t i = 0; i < n; ++i)
+    x[i] = static_cast<double>((i * 7919) % n) / static_cast<double>(n) - 0.5;
+}
+
+/// Checks the dx of `bwd` against central differences of L = sum(fwd(x) * r).
+template <class Fwd, class Bwd>
+void check_op_gradient(Tensor<double>& x, const Shape& out_shape, Fwd fwd, Bwd bwd) {
+  nddr::Context<nddr::Cpu> ctx(1);
+  nddr::Rng rng(3);
+  Tensor<double> y(out_shape), r(out_shape), dx(x.shape());
+  for (std::int64_t i = 0; i < r.numel(); ++i) r[i] = rng.uniform(-1.0, 1.0);
+  bwd(ctx, x.cview(), r.cview(), dx.view());
+  auto loss = [&] {
+    fwd(ctx, x.cview(), y.view());
+    double s = 0.0;
+    for (std::int64_t i = 0; i < y.numel(); ++i) s += y[i] * r[i];
+    return s;
+  };
+  const auto res = nddr::testing::check_gradient("dx", x.data(), x.numel(), dx.data(), loss);
+  INFO(res.report);
+  CHECK(res.ok);
+}
+
+Pool2dOptions options_from(const std::vector<double>& p) {
+  auto i = [&](std::size_t k) { return static_cast<std::int64_t>(p[k]); };
+  Pool2dOptions opt = Pool2dOptions{}.kernel(i(1), i(2)).stride(i(3), i(4)).padding(i(5), i(6));
+  return opt.same(p[7] != 0.0).count_include_pad(p[8] != 0.0);
+}
+
+}  // namespace
+
+TEST_CASE("Pool2d: TF SAME and explicit geometry", "[ops][pool]") {
+  const auto same2 = Pool2dOptions{}.kernel(3).stride(2).same();
+  const auto g321 = nddr::pool2d_geometry("t", Shape::nchw(1, 1, 321, 321), same2);
+  CHECK(g321.out_h == 161);
+  CHECK(g321.pad_top == 1);
+  CHECK(g321.pad_bottom == 1);
+  const auto g480 = nddr::pool2d_geometry("t", Shape::nchw(1, 1, 480, 640), same2);
+  CHECK(g480.out_h == 240);
+  CHECK(g480.out_w == 320);
+  CHECK(g480.pad_top == 0);
+  CHECK(g480.pad_bottom == 1);
+  CHECK(g480.pad_left == 0);
+  CHECK(g480.pad_right == 1);
+  const auto g41 =
+      nddr::pool2d_geometry("t", Shape::nchw(1, 1, 41, 41), Pool2dOptions{}.kernel(3).same());
+  CHECK(g41.out_h == 41);
+  CHECK(g41.pad_top == 1);
+  CHECK(g41.pad_bottom == 1);
+  // Explicit padding uses floor mode: floor((7 + 2 - 3) / 2) + 1 = 4.
+  CHECK(nddr::pool2d_output_shape("t", Shape::nchw(2, 3, 7, 8),
+                                  Pool2dOptions{}.kernel(3).stride(2).padding(1)) ==
+        Shape::nchw(2, 3, 4, 4));
+  CHECK(nddr::MaxPool2d<float>(same2).output_shape(Shape::nchw(2, 64, 321, 321)) ==
+        Shape::nchw(2, 64, 161, 161));
+}
+
+TEST_CASE("Pool2d: hand-computed max, argmax ties and average with padding", "[ops][pool]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  // 1x1x3x4 plane; SAME 2x2 stride 2 -> 2x2 output, pad only after (bottom 1, right 0).
+  Tensor<double> x(Shape::nchw(1, 1, 3, 4));
+  const double v[] = {1,  5, 5, 2,  //
+                      5,  0, 3, 3,  //
+                      -1, 4, 7, 9};
+  for (int i = 0; i < 12; ++i) x[i] = v[i];
+  const auto opt = Pool2dOptions{}.kernel(2).stride(2).same();
+  Tensor<double> y(Shape::nchw(1, 1, 2, 2));
+  Tensor<std::int64_t> arg(y.shape());
+  nddr::ops::max_pool2d_forward(ctx, x.cview(), y.view(), arg.view(), opt);
+  CHECK(y[0] == 5.0);
+  CHECK(arg[0] == 1);  // first of the three 5s in row-major window order
+  CHECK(y[1] == 5.0);
+  CHECK(arg[1] == 2);
+  CHECK(y[2] == 4.0);
+  CHECK(arg[2] == 9);
+  CHECK(y[3] == 9.0);
+  CHECK(arg[3] == 11);
+
+  Tensor<double> dy(y.shape(), 1.0), dx1(x.shape(), 0.5), dx2(x.shape(), 0.5);
+  dy[1] = 2.0;
+  nddr::ops::max_pool2d_backward(ctx, x.cview(), dy.cview(), dx1.view(), opt);
+  nddr::ops::max_pool2d_backward(ctx, arg.cview(), dy.cview(), dx2.view());
+  CHECK(dx1[1] == 1.5);
+  CHECK(dx1[2] == 2.5);
+  CHECK(dx1[4] == 0.5);
+  for (int i = 0; i < 12; ++i) CHECK(dx1[i] == dx2[i]);
+
+  // Average: the bottom windows hold one in-bounds row, so they divide by 2, not 4.
+  nddr::ops::avg_pool2d_forward(ctx, x.cview(), y.view(), opt);
+  CHECK(y[0] == Approx(11.0 / 4));
+  CHECK(y[2] == Approx(3.0 / 2));
+  CHECK(y[3] == Approx(16.0 / 2));
+  nddr::ops::avg_pool2d_forward(ctx, x.cview(), y.view(), Pool2dOptions(opt).count_include_pad());
+  CHECK(y[2] == Approx(3.0 / 4));
+}
+
+TEST_CASE("Pool2d: PyTorch reference values, forward and dx", "[ops][pool]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  const auto f = nddr::io::SafetensorsFile::read(kRefFile);
+  int cases = 0;
+  for (int i = 0; f.contains("pool" + std::to_string(i) + ".x"); ++i, ++cases) {
+    const std::string p = "pool" + std::to_string(i) + ".";
+    const auto params = f.values<double>(p + "params");
+    const Pool2dOptions opt = options_from(params);
+    const bool is_max = params[0] == 0.0;
+    const Tensor<double> x = f.tensor<double>(p + "x");
+    const Tensor<double> dy = f.tensor<double>(p + "dy");
+    const auto y_ref = f.values<double>(p + "y");
+    auto dx_ref = f.values<double>(p + "dx");
+    for (double& d : dx_ref) d += 1.0;  // dx starts at 1: backward must accumulate
+    INFO("case " << p << " x " << x.shape().str());
+
+    Tensor<double> y(dy.shape()), dx(x.shape(), 1.0);
+    if (is_max) {
+      nddr::ops::max_pool2d_forward(ctx, x.cview(), y.view(), opt);
+      nddr::ops::max_pool2d_backward(ctx, x.cview(), dy.cview(), dx.view(), opt);
+    } else {
+      nddr::ops::avg_pool2d_forward(ctx, x.cview(), y.view(), opt);
+      nddr::ops::avg_pool2d_backward(ctx, x.cview(), dy.cview(), dx.view(), opt);
+    }
+    CHECK(max_rel_error(y, y_ref) == Approx(0.0).margin(1e-10));
+    CHECK(max_rel_error(dx, dx_ref) == Approx(0.0).margin(1e-10));
+
+    if (is_max) {
+      Tensor<double> y2(dy.shape()), dx2(x.shape(), 1.0);
+      Tensor<std::int32_t> arg(dy.shape());
+      nddr::ops::max_pool2d_forward(ctx, x.cview(), y2.view(), arg.view(), opt);
+      nddr::ops::max_pool2d_backward(ctx, arg.cview(), dy.cview(), dx2.view());
+      CHECK(max_rel_error(y2, y_ref) == Approx(0.0).margin(1e-10));
+      CHECK(max_rel_error(dx2, dx_ref) == Approx(0.0).margin(1e-10));
+    }
+  }
+  CHECK(cases == 10);
+
+  const Tensor<double> x = f.tensor<double>("gap.x");
+  const Tensor<double> dy = f.tensor<double>("gap.dy");
+  Tensor<double> y(dy.shape()), dx(x.shape());
+  nddr::ops::global_avg_pool_forward(ctx, x.cview(), y.view());
+  nddr::ops::global_avg_pool_backward(ctx, x.cview(), dy.cview(), dx.view());
+  CHECK(max_rel_error(y, f.values<double>("gap.y")) == Approx(0.0).margin(1e-10));
+  CHECK(max_rel_error(dx, f.values<double>("gap.dx")) == Approx(0.0).margin(1e-10));
+}
+
+TEST_CASE("Pool2d: float matches double", "[ops][pool]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  const auto opt = Pool2dOptions{}.kernel(3).stride(2).same();
+  Tensor<double> xd(Shape::nchw(2, 3, 9, 8));
+  fill_distinct(xd);
+  Tensor<float> xf(xd.shape());
+  for (std::int64_t i = 0; i < xd.numel(); ++i) xf[i] = static_cast<float>(xd[i]);
+  const Shape out = nddr::pool2d_output_shape("t", xd.shape(), opt);
+  Tensor<double> yd(out), dyd(out, 0.25), dxd(xd.shape());
+  Tensor<float> yf(out), dyf(out, 0.25f), dxf(xf.shape());
+  nddr::ops::avg_pool2d_forward(ctx, xd.cview(), yd.view(), opt);
+  nddr::ops::avg_pool2d_forward(ctx, xf.cview(), yf.view(), opt);
+  nddr::ops::avg_pool2d_backward(ctx, xd.cview(), dyd.cview(), dxd.view(), opt);
+  nddr::ops::avg_pool2d_backward(ctx, xf.cview(), dyf.cview(), dxf.view(), opt);
+  nddr::ops::max_pool2d_forward(ctx, xf.cview(), yf.view(), opt);
+  nddr::ops::max_pool2d_backward(ctx, xf.cview(), dyf.cview(), dxf.view(), opt);
+  nddr::ops::max_pool2d_forward(ctx, xd.cview(), yd.view(), opt);
+  nddr::ops::max_pool2d_backward(ctx, xd.cview(), dyd.cview(), dxd.view(), opt);
+  for (std::int64_t i = 0; i < yd.numel(); ++i) CHECK(yf[i] == Approx(yd[i]).margin(1e-6));
+  for (std::int64_t i = 0; i < dxd.numel(); ++i) CHECK(dxf[i] == Approx(dxd[i]).margin(1e-6));
+  Tensor<float> gf(Shape::nchw(2, 3, 1, 1));
+  nddr::ops::global_avg_pool_forward(ctx, xf.cview(), gf.view());
+  nddr::ops::global_avg_pool_backward(ctx, xf.cview(), gf.cview(), dxf.view());
+  CHECK(std::isfinite(gf[0]));
+}
+
+TEST_CASE("Pool2d: finite-difference gradients of the ops", "[ops][pool]") {
+  const std::vector<Pool2dOptions> opts = {
+      Pool2dOptions{}.kernel(3).stride(2).same(),
+      Pool2dOptions{}.kernel(3).same(),
+      Pool2dOptions{}.kernel(3, 2).stride(2, 1).padding(1, 1),
+      Pool2dOptions{}.kernel(3).stride(2).same().count_include_pad(),
+      Pool2dOptions{}.kernel(3, 2).stride(2, 1).padding(1, 1).count_include_pad(),
+  };
+  for (const auto& opt : opts) {
+    Tensor<double> x(Shape::nchw(2, 2, 7, 6));
+    fill_distinct(x);
+    const Shape out = nddr::pool2d_output_shape("t", x.shape(), opt);
+    check_op_gradient(
+        x, out,
+        [&](auto& ctx, auto xv, auto yv) { nddr::ops::max_pool2d_forward(ctx, xv, yv, opt); },
+        [&](auto& ctx, auto xv, auto dyv, auto dxv) {
+          nddr::ops::max_pool2d_backward(ctx, xv, dyv, dxv, opt);
+        });
+    check_op_gradient(
+        x, out,
+        [&](auto& ctx, auto xv, auto yv) { nddr::ops::avg_pool2d_forward(ctx, xv, yv, opt); },
+        [&](auto& ctx, auto xv, auto dyv, auto dxv) {
+          nddr::ops::avg_pool2d_backward(ctx, xv, dyv, dxv, opt);
+        });
+  }
+  Tensor<double> x(Shape::nchw(2, 3, 4, 5));
+  fill_distinct(x);
+  check_op_gradient(
+      x, Shape::nchw(2, 3, 1, 1),
+      [](auto& ctx, auto xv, auto yv) { nddr::ops::global_avg_pool_forward(ctx, xv, yv); },
+      [](auto& ctx, auto xv, auto dyv, auto dxv) {
+        nddr::ops::global_avg_pool_backward(ctx, xv, dyv, dxv);
+      });
+}
+
+TEST_CASE("Pool2d: layer laws", "[ops][pool]") {
+  const Shape in = Shape::nchw(2, 3, 9, 8);
+  {
+    nddr::MaxPool2d<double> layer(Pool2dOptions{}.kernel(3).stride(2).same());
+    const auto r = nddr::testing::check_layer_laws(layer, in);
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+  {
+    nddr::MaxPool2d<double> layer(Pool2dOptions{}.kernel(3, 2).stride(1, 2).padding(1, 0));
+    const auto r = nddr::testing::check_layer_laws(layer, in);
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+  {
+    nddr::AvgPool2d<double> layer(Pool2dOptions{}.kernel(3).same());
+    const auto r = nddr::testing::check_layer_laws(layer, in);
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+  {
+    nddr::AvgPool2d<double> layer(
+        Pool2dOptions{}.kernel(3).stride(2).padding(1).count_include_pad());
+    const auto r = nddr::testing::check_layer_laws(layer, in);
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+  {
+    nddr::GlobalAvgPool<double> layer;
+    CHECK(layer.output_shape(in) == Shape::nchw(2, 3, 1, 1));
+    const auto r = nddr::testing::check_layer_laws(layer, in);
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+}
+
+TEST_CASE("Pool2d: bad input", "[ops][pool]") {
+  using Catch::Contains;
+  nddr::Context<nddr::Cpu> ctx(1);
+  Tensor<double> x(Shape::nchw(1, 2, 3, 3));
+  Tensor<double> y(Shape::nchw(1, 2, 1, 1));
+
+  CHECK_THROWS_AS(
+      nddr::ops::max_pool2d_forward(ctx, x.cview(), y.view(), Pool2dOptions{}.kernel(5)),
+      nddr::ShapeError);
+  CHECK_THROWS_WITH(
+      nddr::ops::max_pool2d_forward(ctx, x.cview(), y.view(), Pool2dOptions{}.kernel(5)),
+      Contains("max_pool2d_forward") && Contains("kernel (5, 5)") && Contains("(1, 2, 3, 3)"));
+  CHECK_THROWS_WITH(
+      nddr::MaxPool2d<double>(Pool2dOptions{}.kernel(4, 2)).output_shape(Shape::nchw(1, 1, 3, 8)),
+      Contains("nddr::MaxPool2d") && Contains("(1, 1, 3, 8)"));
+  CHECK_THROWS_AS(nddr::ops::avg_pool2d_forward(ctx, x.cview(), y.view(),
+                                                Pool2dOptions{}.kernel(2).stride(0, 1)),
+                  nddr::OptionError);
+  CHECK_THROWS_WITH(nddr::ops::avg_pool2d_forward(ctx, x.cview(), y.view(),
+                                                  Pool2dOptions{}.kernel(2).stride(0, 1)),
+                    Contains("avg_pool2d_forward") && Contains("stride_h") && Contains("got 0"));
+  CHECK_THROWS_WITH(
+      nddr::ops::avg_pool2d_forward(ctx, x.cview(), y.view(), Pool2dOptions{}.kernel(2, 0)),
+      Contains("kernel_w") && Contains("got 0"));
+  CHECK_THROWS_WITH(
+      nddr::ops::max_pool2d_forward(ctx, x.cview(), y.view(), Pool2dOptions{}.kernel(3).padding(2)),
+      Contains("pad_h") && Contains("got 2"));
+  // A wrong output shape names both shapes.
+  Tensor<double> y_bad(Shape::nchw(1, 2, 2, 2));
+  CHECK_THROWS_WITH(nddr::ops::max_pool2d_forward(ctx, x.cview(), y.view(),
+                                                  Pool2dOptions{}.kernel(3).same().stride(2)),
+                    Contains("y has shape (1, 2, 1, 1)") && Contains("expected (1, 2, 2, 2)"));
+  CHECK_THROWS_WITH(nddr::ops::avg_pool2d_forward(ctx, x.cview(), y_bad.view(),
+                                                  Pool2dOptions{}.kernel(3).stride(2)),
+                    Contains("y has shape (1, 2, 2, 2)") && Contains("expected (1, 2, 1, 1)"));
+  // An argmax index outside the plane is data corruption, reported as ValueError.
+  Tensor<std::int64_t> arg(y.shape(), 9);
+  Tensor<double> dx(x.shape());
+  CHECK_THROWS_AS(nddr::ops::max_pool2d_backward(ctx, arg.cview(), y.cview(), dx.view()),
+                  nddr::ValueError);
+  Tensor<double> gy(Shape::nchw(1, 2, 2, 1));
+  CHECK_THROWS_WITH(nddr::ops::global_avg_pool_forward(ctx, x.cview(), gy.view()),
+                    Contains("global_avg_pool_forward") && Contains("(1, 2, 2, 1)"));
+}
