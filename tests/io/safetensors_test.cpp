@@ -1,13 +1,9 @@
 // Safetensors reader/writer and the JSON parser behind it: a file written by PyTorch
 // (tools/reference/io_sample.py), round trips, every malformed-file error, atomic writes.
-#include <catch2/catch.hpp>
-
-#include <nddr/io/json.hpp>
-#include <nddr/io/safetensors.hpp>
-
 #include <unistd.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -16,6 +12,8 @@
 #include <iterator>
 #include <limits>
 #include <map>
+#include <nddr/io/json.hpp>
+#include <nddr/io/safetensors.hpp>
 #include <numbers>
 #include <string>
 #include <vector>
@@ -219,8 +217,9 @@ TEST_CASE("safetensors: reads the PyTorch sample in every dtype", "[io][safetens
     CHECK(std::signbit(v[5]));
   }
   SECTION("integers and BOOL") {
-    CHECK(f.values<std::int64_t>("i64") ==
-          std::vector<std::int64_t>{-(std::int64_t{1} << 62), -1, 0, 7, (std::int64_t{1} << 40) + 3});
+    CHECK(f.values<std::int64_t>("i64") == std::vector<std::int64_t>{-(std::int64_t{1} << 62), -1,
+                                                                     0, 7,
+                                                                     (std::int64_t{1} << 40) + 3});
     CHECK(f.values<std::int64_t>("i32") ==
           std::vector<std::int64_t>{std::numeric_limits<std::int32_t>::min(),
                                     std::numeric_limits<std::int32_t>::max()});
@@ -229,6 +228,22 @@ TEST_CASE("safetensors: reads the PyTorch sample in every dtype", "[io][safetens
     CHECK(f.values<double>("u8") == std::vector<double>{0.0, 255.0, 7.0});
     CHECK(f.dtype("mask") == Dtype::kBool);
     CHECK(f.values<float>("mask") == std::vector<float>{1.0f, 0.0f, 1.0f, 1.0f});
+    CHECK(f.values<std::uint8_t>("mask") == std::vector<std::uint8_t>{1, 0, 1, 1});
+  }
+  SECTION("integer targets refuse values out of their range") {
+    CHECK_THROWS_WITH(f.values<int>("f16"), Contains("io_sample.safetensors") &&
+                                                Contains("tensor 'f16' (F16) element 5") &&
+                                                Contains("inf") &&
+                                                Contains("[-2147483648, 2147483647]"));
+    CHECK_THROWS_WITH(f.values<unsigned>("f32"), Contains("element 1 has value -2"));
+    CHECK_THROWS_WITH(
+        f.values<std::uint8_t>("i8"),
+        Contains("tensor 'i8' (I8) element 0 has value -128") && Contains("[0, 255]"));
+    CHECK_THROWS_WITH(f.values<std::int16_t>("i32"), Contains("element 0"));
+    CHECK_THROWS_WITH(f.values<std::int32_t>("i64"), Contains("element 0"));
+    CHECK(f.values<std::int8_t>("i8") == std::vector<std::int8_t>{-128, 127, -1});
+    CHECK(f.values<std::uint64_t>("u8") == std::vector<std::uint64_t>{0, 255, 7});
+    CHECK(f.values<std::int64_t>("f64")[0] == -1);
   }
   SECTION("tensor<T>: rank 0, empty, rank 4; rank 5 refused") {
     const nddr::Tensor<double> s = f.tensor<double>("scalar");
@@ -249,8 +264,7 @@ TEST_CASE("safetensors: reads the PyTorch sample in every dtype", "[io][safetens
     CHECK_THROWS_AS(f.values<double>("case0.x"), nddr::IoError);
     CHECK_THROWS_WITH(f.values<double>("case0.x"),
                       Contains("io_sample.safetensors") && Contains("no tensor named 'case0.x'") &&
-                          Contains("14 tensors") && Contains("'bf16', 'empty'") &&
-                          Contains("..."));
+                          Contains("14 tensors") && Contains("'bf16', 'empty'") && Contains("..."));
     CHECK_THROWS_WITH(f.shape("nope"), Contains("'nope'"));
     CHECK_THROWS_WITH(f.dtype("nope"), Contains("'nope'"));
     CHECK_THROWS_WITH(f.tensor<double>("nope"), Contains("'nope'"));
@@ -278,20 +292,21 @@ TEST_CASE("safetensors: write/read round trip with metadata", "[io][safetensors]
       {"format", "pt"}, {"quote\"and\\slash", "line\nbreak \xC3\xA9"}, {"empty", ""}};
 
   // Deliberately unsorted: the writer sorts.
-  nddr::io::write_safetensors(
-      path,
-      {nddr::io::entry("z.a", a), nddr::io::entry<double>("b", b.cview()),
-       {"c", Dtype::kI64, {2, 2}, c.data()},
-       {"d", Dtype::kU8, {2, 3}, d.data()},
-       {"e", Dtype::kI32, {2}, e.data()},
-       {"mask", Dtype::kBool, {3}, m},
-       {"scalar", Dtype::kF64, {}, &scalar},
-       {"none", Dtype::kF32, {0, 4}, nullptr}},
-      meta);
+  nddr::io::write_safetensors(path,
+                              {nddr::io::entry("z.a", a),
+                               nddr::io::entry<double>("b", b.cview()),
+                               {"c", Dtype::kI64, {2, 2}, c.data()},
+                               {"d", Dtype::kU8, {2, 3}, d.data()},
+                               {"e", Dtype::kI32, {2}, e.data()},
+                               {"mask", Dtype::kBool, {3}, m},
+                               {"scalar", Dtype::kF64, {}, &scalar},
+                               {"none", Dtype::kF32, {0, 4}, nullptr}},
+                              meta);
 
   const std::string bytes = slurp(path);
   std::uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
+  for (int i = 7; i >= 0; --i)
+    n = (n << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
   CHECK(n % 8 == 0);
   CHECK(bytes.substr(8, 16) == "{\"__metadata__\":");
   const std::string header = bytes.substr(8, n);
@@ -300,8 +315,7 @@ TEST_CASE("safetensors: write/read round trip with metadata", "[io][safetensors]
   CHECK(n - last - 1 < 8);  // space padding only
 
   const SafetensorsFile f = SafetensorsFile::read(path);
-  CHECK(f.names() ==
-        std::vector<std::string>{"b", "c", "d", "e", "mask", "none", "scalar", "z.a"});
+  CHECK(f.names() == std::vector<std::string>{"b", "c", "d", "e", "mask", "none", "scalar", "z.a"});
   CHECK(f.metadata() == meta);
 
   CHECK(f.dtype("z.a") == Dtype::kF32);
@@ -378,33 +392,38 @@ TEST_CASE("safetensors: malformed files name the file and the field", "[io][safe
                Contains("cut.st") && Contains("unterminated string"));
     CHECK_THAT(read_error(dir, "array.st", craft("[1, 2]")),
                Contains("array.st") && Contains("must be a JSON object, got array"));
-    CHECK_THAT(read_error(dir, "dup.st", craft("{\"a\":" + ok_entry + ",\"a\":" + ok_entry + "}", 8)),
-               Contains("dup.st") && Contains("duplicate key \"a\""));
+    CHECK_THAT(
+        read_error(dir, "dup.st", craft("{\"a\":" + ok_entry + ",\"a\":" + ok_entry + "}", 8)),
+        Contains("dup.st") && Contains("duplicate key \"a\""));
     CHECK_THAT(read_error(dir, "deep.st", craft(std::string(100, '[') + std::string(100, ']'))),
                Contains("deep.st") && Contains("nesting deeper"));
   }
   SECTION("missing fields and wrong JSON types") {
-    CHECK_THAT(read_error(dir, "nodtype.st", craft(R"({"w":{"shape":[2],"data_offsets":[0,8]}})", 8)),
-               Contains("nodtype.st") && Contains("tensor 'w'") &&
-                   Contains("missing field 'dtype'"));
-    CHECK_THAT(read_error(dir, "noshape.st", craft(R"({"w":{"dtype":"F32","data_offsets":[0,8]}})", 8)),
-               Contains("noshape.st") && Contains("tensor 'w'") &&
-                   Contains("missing field 'shape'"));
-    CHECK_THAT(read_error(dir, "nooff.st", craft(R"({"w":{"dtype":"F32","shape":[2]}})", 8)),
-               Contains("nooff.st") && Contains("tensor 'w'") &&
-                   Contains("missing field 'data_offsets'"));
-    CHECK_THAT(read_error(dir, "notobj.st", craft(R"({"w":[1,2]})")),
-               Contains("notobj.st") && Contains("tensor 'w' must be an object") &&
-                   Contains("got array"));
-    CHECK_THAT(read_error(dir, "dtnum.st", craft(R"({"w":{"dtype":32,"shape":[2],"data_offsets":[0,8]}})", 8)),
+    CHECK_THAT(
+        read_error(dir, "nodtype.st", craft(R"({"w":{"shape":[2],"data_offsets":[0,8]}})", 8)),
+        Contains("nodtype.st") && Contains("tensor 'w'") && Contains("missing field 'dtype'"));
+    CHECK_THAT(
+        read_error(dir, "noshape.st", craft(R"({"w":{"dtype":"F32","data_offsets":[0,8]}})", 8)),
+        Contains("noshape.st") && Contains("tensor 'w'") && Contains("missing field 'shape'"));
+    CHECK_THAT(
+        read_error(dir, "nooff.st", craft(R"({"w":{"dtype":"F32","shape":[2]}})", 8)),
+        Contains("nooff.st") && Contains("tensor 'w'") && Contains("missing field 'data_offsets'"));
+    CHECK_THAT(
+        read_error(dir, "notobj.st", craft(R"({"w":[1,2]})")),
+        Contains("notobj.st") && Contains("tensor 'w' must be an object") && Contains("got array"));
+    CHECK_THAT(read_error(dir, "dtnum.st",
+                          craft(R"({"w":{"dtype":32,"shape":[2],"data_offsets":[0,8]}})", 8)),
                Contains("dtnum.st") && Contains("field 'dtype' must be a string") &&
                    Contains("got integer"));
-    CHECK_THAT(read_error(dir, "shstr.st", craft(R"({"w":{"dtype":"F32","shape":"2","data_offsets":[0,8]}})", 8)),
+    CHECK_THAT(read_error(dir, "shstr.st",
+                          craft(R"({"w":{"dtype":"F32","shape":"2","data_offsets":[0,8]}})", 8)),
                Contains("shstr.st") && Contains("field 'shape' must be an array") &&
                    Contains("got string"));
-    CHECK_THAT(read_error(dir, "shflt.st", craft(R"({"w":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", 8)),
+    CHECK_THAT(read_error(dir, "shflt.st",
+                          craft(R"({"w":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", 8)),
                Contains("shflt.st") && Contains("field 'shape' item 0") && Contains("got number"));
-    CHECK_THAT(read_error(dir, "offcnt.st", craft(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", 8)),
+    CHECK_THAT(read_error(dir, "offcnt.st",
+                          craft(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", 8)),
                Contains("offcnt.st") && Contains("field 'data_offsets' has 1 items, expected 2"));
     CHECK_THAT(read_error(dir, "meta.st", craft(R"({"__metadata__":{"k":1}})")),
                Contains("meta.st") && Contains("'__metadata__'") && Contains("key 'k'") &&
@@ -413,26 +432,37 @@ TEST_CASE("safetensors: malformed files name the file and the field", "[io][safe
                Contains("meta2.st") && Contains("'__metadata__' must be an object"));
   }
   SECTION("unknown dtype") {
-    CHECK_THAT(read_error(dir, "dtype.st", craft(R"({"w":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}})", 2)),
-               Contains("dtype.st") && Contains("tensor 'w'") &&
-                   Contains("unknown dtype 'F8_E4M3'") && Contains("expected one of F64"));
+    CHECK_THAT(
+        read_error(dir, "dtype.st",
+                   craft(R"({"w":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}})", 2)),
+        Contains("dtype.st") && Contains("tensor 'w'") && Contains("unknown dtype 'F8_E4M3'") &&
+            Contains("expected one of F64"));
   }
   SECTION("negative extents") {
-    CHECK_THAT(read_error(dir, "neg.st", craft(R"({"w":{"dtype":"F32","shape":[2,-1],"data_offsets":[0,8]}})", 8)),
+    CHECK_THAT(read_error(dir, "neg.st",
+                          craft(R"({"w":{"dtype":"F32","shape":[2,-1],"data_offsets":[0,8]}})", 8)),
                Contains("neg.st") && Contains("tensor 'w'") && Contains("field 'shape' item 1") &&
                    Contains("non-negative") && Contains("got -1"));
-    CHECK_THAT(read_error(dir, "negoff.st", craft(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}})", 8)),
+    CHECK_THAT(read_error(dir, "negoff.st",
+                          craft(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}})", 8)),
                Contains("negoff.st") && Contains("field 'data_offsets' item 0"));
-    CHECK_THAT(read_error(dir, "ovf.st", craft(R"({"w":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8)),
-               Contains("ovf.st") && Contains("overflows"));
+    CHECK_THAT(
+        read_error(
+            dir, "ovf.st",
+            craft(R"({"w":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}})",
+                  8)),
+        Contains("ovf.st") && Contains("overflows"));
   }
   SECTION("data offsets") {
-    CHECK_THAT(read_error(dir, "past.st", craft(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 8)),
+    CHECK_THAT(read_error(dir, "past.st",
+                          craft(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 8)),
                Contains("past.st") && Contains("tensor 'w'") && Contains("[4, 12]") &&
                    Contains("past the data section of 8 bytes"));
-    CHECK_THAT(read_error(dir, "order.st", craft(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", 8)),
+    CHECK_THAT(read_error(dir, "order.st",
+                          craft(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", 8)),
                Contains("order.st") && Contains("tensor 'w'") && Contains("begin > end"));
-    CHECK_THAT(read_error(dir, "size.st", craft(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 16)),
+    CHECK_THAT(read_error(dir, "size.st",
+                          craft(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 16)),
                Contains("size.st") && Contains("tensor 'w'") && Contains("spans 8 bytes") &&
                    Contains("expected 12 for F32 shape (3)"));
     // The header of a valid file, with its data cut short.

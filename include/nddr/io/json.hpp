@@ -23,7 +23,8 @@ namespace nddr::io::json {
 class ParseError : public IoError {
  public:
   ParseError(std::size_t offset, const std::string& what)
-      : IoError(nddr::detail::concat("invalid JSON at byte ", offset, ": ", what)), offset_(offset) {}
+      : IoError(nddr::detail::concat("invalid JSON at byte ", offset, ": ", what)),
+        offset_(offset) {}
 
   /// Byte offset into the parsed text.
   std::size_t offset() const { return offset_; }
@@ -59,13 +60,20 @@ class Value {
   /// "null", "boolean", "integer", "number", "string", "array" or "object", for messages.
   const char* kind_name() const {
     switch (kind_) {
-      case Kind::kNull: return "null";
-      case Kind::kBool: return "boolean";
-      case Kind::kInt: return "integer";
-      case Kind::kDouble: return "number";
-      case Kind::kString: return "string";
-      case Kind::kArray: return "array";
-      case Kind::kObject: return "object";
+      case Kind::kNull:
+        return "null";
+      case Kind::kBool:
+        return "boolean";
+      case Kind::kInt:
+        return "integer";
+      case Kind::kDouble:
+        return "number";
+      case Kind::kString:
+        return "string";
+      case Kind::kArray:
+        return "array";
+      case Kind::kObject:
+        return "object";
     }
     return "?";
   }
@@ -110,7 +118,7 @@ class Value {
   void expect(Kind k) const {
     if (kind_ != k)
       throw IoError(nddr::detail::concat("nddr::io::json::Value: expected ", Value(k).kind_name(),
-                                   ", got ", kind_name()));
+                                         ", got ", kind_name()));
   }
   explicit Value(Kind k) : kind_(k) {}
 
@@ -163,12 +171,18 @@ class Parser {
     skip_space();
     if (at_end()) fail("expected a value, got end of text");
     switch (peek()) {
-      case '{': return object(depth + 1);
-      case '[': return array(depth + 1);
-      case '"': return Value(string());
-      case 't': return literal("true", Value(true));
-      case 'f': return literal("false", Value(false));
-      case 'n': return literal("null", Value());
+      case '{':
+        return object(depth + 1);
+      case '[':
+        return array(depth + 1);
+      case '"':
+        return Value(string());
+      case 't':
+        return literal("true", Value(true));
+      case 'f':
+        return literal("false", Value(false));
+      case 'n':
+        return literal("null", Value());
       default:
         if (peek() == '-' || (peek() >= '0' && peek() <= '9')) return number();
         fail(nddr::detail::concat("unexpected character '", peek(), "'"));
@@ -269,10 +283,14 @@ class Parser {
     for (int i = 0; i < 4; ++i) {
       const char c = s_[pos_];
       std::uint32_t d = 0;
-      if (c >= '0' && c <= '9') d = static_cast<std::uint32_t>(c - '0');
-      else if (c >= 'a' && c <= 'f') d = static_cast<std::uint32_t>(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') d = static_cast<std::uint32_t>(c - 'A' + 10);
-      else fail("invalid hex digit in \\u escape");
+      if (c >= '0' && c <= '9')
+        d = static_cast<std::uint32_t>(c - '0');
+      else if (c >= 'a' && c <= 'f')
+        d = static_cast<std::uint32_t>(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F')
+        d = static_cast<std::uint32_t>(c - 'A' + 10);
+      else
+        fail("invalid hex digit in \\u escape");
       cp = cp * 16 + d;
       ++pos_;
     }
@@ -313,16 +331,35 @@ class Parser {
       if (at_end()) fail_at(start, "unterminated string");
       const char e = s_[pos_++];
       switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': append_utf8(out, unicode_escape()); break;
-        default: fail_at(pos_ - 2, nddr::detail::concat("invalid escape '\\", e, "'"));
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '/':
+          out += '/';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
+        case 'u':
+          append_utf8(out, unicode_escape());
+          break;
+        default:
+          fail_at(pos_ - 2, nddr::detail::concat("invalid escape '\\", e, "'"));
       }
     }
   }
@@ -386,11 +423,21 @@ inline std::string quote(std::string_view s) {
   for (const char c : s) {
     const auto u = static_cast<unsigned char>(c);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (u < 0x20) {
           out += "\\u00";

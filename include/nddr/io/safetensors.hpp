@@ -51,16 +51,26 @@ enum class Dtype { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
 /// The dtype's name in a safetensors header: "F64", "F32", "F16", "BF16", "I64", ... "BOOL".
 inline const char* dtype_name(Dtype d) {
   switch (d) {
-    case Dtype::kF64: return "F64";
-    case Dtype::kF32: return "F32";
-    case Dtype::kF16: return "F16";
-    case Dtype::kBF16: return "BF16";
-    case Dtype::kI64: return "I64";
-    case Dtype::kI32: return "I32";
-    case Dtype::kI16: return "I16";
-    case Dtype::kI8: return "I8";
-    case Dtype::kU8: return "U8";
-    case Dtype::kBool: return "BOOL";
+    case Dtype::kF64:
+      return "F64";
+    case Dtype::kF32:
+      return "F32";
+    case Dtype::kF16:
+      return "F16";
+    case Dtype::kBF16:
+      return "BF16";
+    case Dtype::kI64:
+      return "I64";
+    case Dtype::kI32:
+      return "I32";
+    case Dtype::kI16:
+      return "I16";
+    case Dtype::kI8:
+      return "I8";
+    case Dtype::kU8:
+      return "U8";
+    case Dtype::kBool:
+      return "BOOL";
   }
   return "?";
 }
@@ -69,15 +79,19 @@ inline const char* dtype_name(Dtype d) {
 inline std::size_t dtype_size(Dtype d) {
   switch (d) {
     case Dtype::kF64:
-    case Dtype::kI64: return 8;
+    case Dtype::kI64:
+      return 8;
     case Dtype::kF32:
-    case Dtype::kI32: return 4;
+    case Dtype::kI32:
+      return 4;
     case Dtype::kF16:
     case Dtype::kBF16:
-    case Dtype::kI16: return 2;
+    case Dtype::kI16:
+      return 2;
     case Dtype::kI8:
     case Dtype::kU8:
-    case Dtype::kBool: return 1;
+    case Dtype::kBool:
+      return 1;
   }
   return 0;
 }
@@ -94,14 +108,22 @@ inline std::optional<Dtype> dtype_from_name(std::string_view name) {
 template <class T>
 constexpr Dtype dtype_of() {
   using U = std::remove_cv_t<T>;
-  if constexpr (std::is_same_v<U, double>) return Dtype::kF64;
-  else if constexpr (std::is_same_v<U, float>) return Dtype::kF32;
-  else if constexpr (std::is_same_v<U, bool>) return Dtype::kBool;
-  else if constexpr (std::is_same_v<U, std::int64_t>) return Dtype::kI64;
-  else if constexpr (std::is_same_v<U, std::int32_t>) return Dtype::kI32;
-  else if constexpr (std::is_same_v<U, std::int16_t>) return Dtype::kI16;
-  else if constexpr (std::is_same_v<U, std::int8_t>) return Dtype::kI8;
-  else if constexpr (std::is_same_v<U, std::uint8_t>) return Dtype::kU8;
+  if constexpr (std::is_same_v<U, double>)
+    return Dtype::kF64;
+  else if constexpr (std::is_same_v<U, float>)
+    return Dtype::kF32;
+  else if constexpr (std::is_same_v<U, bool>)
+    return Dtype::kBool;
+  else if constexpr (std::is_same_v<U, std::int64_t>)
+    return Dtype::kI64;
+  else if constexpr (std::is_same_v<U, std::int32_t>)
+    return Dtype::kI32;
+  else if constexpr (std::is_same_v<U, std::int16_t>)
+    return Dtype::kI16;
+  else if constexpr (std::is_same_v<U, std::int8_t>)
+    return Dtype::kI8;
+  else if constexpr (std::is_same_v<U, std::uint8_t>)
+    return Dtype::kU8;
   else
     static_assert(std::is_same_v<U, double>,
                   "nddr::io::dtype_of: T must be double, float, bool, std::int64_t, "
@@ -115,8 +137,8 @@ inline constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;
 
 template <class... Args>
 [[noreturn]] void io_fail(const std::string& path, Args&&... args) {
-  throw IoError(nddr::detail::concat("nddr::io::safetensors: '", path, "': ",
-                                     std::forward<Args>(args)...));
+  throw IoError(
+      nddr::detail::concat("nddr::io::safetensors: '", path, "': ", std::forward<Args>(args)...));
 }
 
 // Little-endian loads independent of the host byte order and of alignment.
@@ -149,24 +171,35 @@ inline float bf16_to_float(std::uint16_t b) {
   return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
 }
 
+inline bool is_floating(Dtype d) {
+  return d == Dtype::kF64 || d == Dtype::kF32 || d == Dtype::kF16 || d == Dtype::kBF16;
+}
+
 // Element i of a little-endian buffer of dtype d, converted to T.
 template <class T>
 T load_element(Dtype d, const unsigned char* base, std::size_t i) {
   const unsigned char* p = base + i * dtype_size(d);
   switch (d) {
-    case Dtype::kF64: return static_cast<T>(std::bit_cast<double>(load_le_bits<std::uint64_t>(p)));
-    case Dtype::kF32: return static_cast<T>(std::bit_cast<float>(load_le_bits<std::uint32_t>(p)));
-    case Dtype::kF16: return static_cast<T>(half_to_double(load_le_bits<std::uint16_t>(p)));
-    case Dtype::kBF16: return static_cast<T>(bf16_to_float(load_le_bits<std::uint16_t>(p)));
+    case Dtype::kF64:
+      return static_cast<T>(std::bit_cast<double>(load_le_bits<std::uint64_t>(p)));
+    case Dtype::kF32:
+      return static_cast<T>(std::bit_cast<float>(load_le_bits<std::uint32_t>(p)));
+    case Dtype::kF16:
+      return static_cast<T>(half_to_double(load_le_bits<std::uint16_t>(p)));
+    case Dtype::kBF16:
+      return static_cast<T>(bf16_to_float(load_le_bits<std::uint16_t>(p)));
     case Dtype::kI64:
       return static_cast<T>(std::bit_cast<std::int64_t>(load_le_bits<std::uint64_t>(p)));
     case Dtype::kI32:
       return static_cast<T>(std::bit_cast<std::int32_t>(load_le_bits<std::uint32_t>(p)));
     case Dtype::kI16:
       return static_cast<T>(std::bit_cast<std::int16_t>(load_le_bits<std::uint16_t>(p)));
-    case Dtype::kI8: return static_cast<T>(static_cast<std::int8_t>(*p));
-    case Dtype::kU8: return static_cast<T>(*p);
-    case Dtype::kBool: return static_cast<T>(*p != 0 ? 1 : 0);
+    case Dtype::kI8:
+      return static_cast<T>(static_cast<std::int8_t>(*p));
+    case Dtype::kU8:
+      return static_cast<T>(*p);
+    case Dtype::kBool:
+      return static_cast<T>(*p != 0 ? 1 : 0);
   }
   return T{};
 }
@@ -188,8 +221,8 @@ inline std::vector<unsigned char> read_file_bytes(const std::string& path) {
     const ::ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) io_fail(path, "read failed: ", std::strerror(errno));
-    if (n == 0) io_fail(path, "file shrank while reading: got ", done, " of ", bytes.size(),
-                        " bytes");
+    if (n == 0)
+      io_fail(path, "file shrank while reading: got ", done, " of ", bytes.size(), " bytes");
     done += static_cast<std::size_t>(n);
   }
   return bytes;
@@ -250,7 +283,9 @@ class SafetensorsFile {
   /// Stored element type of tensor `name`.
   Dtype dtype(std::string_view name) const { return at(name).dtype; }
 
-  /// Elements of tensor `name`, row-major, converted to `T`.
+  /// Elements of tensor `name`, row-major, converted to `T`. Conversion to an integer type
+  /// truncates toward zero and throws IoError for an element outside the range of `T` (NaN and
+  /// infinities included); conversion to a floating type rounds.
   template <class T>
   std::vector<T> values(std::string_view name) const {
     static_assert(std::is_arithmetic_v<T> && !std::is_same_v<T, bool>,
@@ -259,7 +294,25 @@ class SafetensorsFile {
     const Entry& e = at(name);
     const unsigned char* base = bytes_.data() + data_start_ + e.begin;
     std::vector<T> out(static_cast<std::size_t>(e.numel));
-    for (std::size_t i = 0; i < out.size(); ++i) out[i] = detail::load_element<T>(e.dtype, base, i);
+    if constexpr (std::is_floating_point_v<T>) {
+      for (std::size_t i = 0; i < out.size(); ++i)
+        out[i] = detail::load_element<T>(e.dtype, base, i);
+    } else if (detail::is_floating(e.dtype)) {
+      // Exact bounds: -2^digits (signed) or 0 and 2^digits are representable doubles.
+      const double hi = std::ldexp(1.0, std::numeric_limits<T>::digits);
+      const double lo = std::is_signed_v<T> ? -hi : 0.0;
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        const double d = std::trunc(detail::load_element<double>(e.dtype, base, i));
+        if (!(d >= lo && d < hi)) out_of_range<T>(e, name, i, std::to_string(d));
+        out[i] = static_cast<T>(d);
+      }
+    } else {
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        const auto v = detail::load_element<std::int64_t>(e.dtype, base, i);
+        if (!std::in_range<T>(v)) out_of_range<T>(e, name, i, std::to_string(v));
+        out[i] = static_cast<T>(v);
+      }
+    }
     return out;
   }
 
@@ -308,13 +361,26 @@ class SafetensorsFile {
                     " tensors", entries_.empty() ? std::string() : ": " + avail);
   }
 
+  template <class T>
+  [[noreturn]] void out_of_range(const Entry& e, std::string_view name, std::size_t i,
+                                 const std::string& value) const {
+    detail::io_fail(path_, "tensor '", name, "' (", dtype_name(e.dtype), ") element ", i,
+                    " has value ", value, ", outside the range [", +std::numeric_limits<T>::min(),
+                    ", ", +std::numeric_limits<T>::max(), "] of the requested integer type");
+  }
+
   static Shape to_shape(const std::vector<std::int64_t>& s) {
     switch (s.size()) {
-      case 0: return Shape{};
-      case 1: return Shape{s[0]};
-      case 2: return Shape{s[0], s[1]};
-      case 3: return Shape{s[0], s[1], s[2]};
-      default: return Shape{s[0], s[1], s[2], s[3]};
+      case 0:
+        return Shape{};
+      case 1:
+        return Shape{s[0]};
+      case 2:
+        return Shape{s[0], s[1]};
+      case 3:
+        return Shape{s[0], s[1], s[2]};
+      default:
+        return Shape{s[0], s[1], s[2], s[3]};
     }
   }
 
@@ -324,8 +390,8 @@ class SafetensorsFile {
                       " bytes, expected at least 8 (the u64 header length)");
     const std::uint64_t n = detail::load_le_bits<std::uint64_t>(bytes_.data());
     if (n > detail::kMaxHeaderBytes)
-      detail::io_fail(path_, "header length ", n, " exceeds the limit of ",
-                      detail::kMaxHeaderBytes, " bytes (corrupt or not a safetensors file)");
+      detail::io_fail(path_, "header length ", n, " exceeds the limit of ", detail::kMaxHeaderBytes,
+                      " bytes (corrupt or not a safetensors file)");
     if (n > bytes_.size() - 8)
       detail::io_fail(path_, "header length ", n, " is larger than the ", bytes_.size() - 8,
                       " bytes after the length field");
@@ -392,7 +458,8 @@ class SafetensorsFile {
   Entry parse_entry(const std::string& name, const json::Value& v) const {
     if (!v.is_object())
       detail::io_fail(path_, "tensor '", name,
-                      "' must be an object with dtype, shape and data_offsets, got ", v.kind_name());
+                      "' must be an object with dtype, shape and data_offsets, got ",
+                      v.kind_name());
     Entry e;
     const std::string& dt =
         field(name, v, "dtype", json::Value::Kind::kString, "a string such as \"F32\"").as_string();
@@ -409,7 +476,8 @@ class SafetensorsFile {
                       " items, expected 2 ([begin, end])");
     const std::optional<std::int64_t> numel = detail::checked_numel(e.shape);
     const std::size_t size = dtype_size(e.dtype);
-    if (!numel || *numel > std::numeric_limits<std::int64_t>::max() / static_cast<std::int64_t>(size))
+    if (!numel ||
+        *numel > std::numeric_limits<std::int64_t>::max() / static_cast<std::int64_t>(size))
       detail::io_fail(path_, "tensor '", name, "': field 'shape' ", detail::shape_str(e.shape),
                       " overflows the element count");
     e.numel = *numel;
@@ -588,8 +656,7 @@ inline std::string parent_dir(const std::string& path) {
 /// failure the temporary file is removed, an existing `path` is left untouched and IoError is
 /// thrown. Entries are validated (unique non-empty names, extents >= 0, data present) before
 /// anything is created.
-inline void write_safetensors(const std::string& path,
-                              const std::vector<SafetensorsEntry>& entries,
+inline void write_safetensors(const std::string& path, const std::vector<SafetensorsEntry>& entries,
                               const std::map<std::string, std::string>& metadata = {}) {
   const std::vector<unsigned char> bytes = detail::serialize(path, entries, metadata);
   std::string tmp;
