@@ -631,6 +631,7 @@ inline bool write_all(int fd, const std::vector<unsigned char>& bytes) {
   while (done < bytes.size()) {
     const ::ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
+    if (n == 0) errno = EIO;  // a zero-byte write makes no progress and sets no errno
     if (n <= 0) return false;
     done += static_cast<std::size_t>(n);
   }
