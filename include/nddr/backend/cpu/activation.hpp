@@ -15,7 +15,7 @@ void relu_forward(Context<Cpu>& ctx, TensorView<const T, Cpu> x, TensorView<T, C
   check_shape("nddr::ops::relu_forward", "y", y.shape(), x.shape());
   const T* xp = x.data();
   T* yp = y.data();
-  detail::parallel_for(ctx, x.numel(), [=](std::int64_t i) { yp[i] = relu_element(xp[i]); });
+  nddr::detail::parallel_for(ctx, x.numel(), [=](std::int64_t i) { yp[i] = relu_element(xp[i]); });
 }
 
 /// dx += dy * [x > 0]. An empty dx is skipped.
@@ -28,7 +28,7 @@ void relu_backward(Context<Cpu>& ctx, TensorView<const T, Cpu> x, TensorView<con
   const T* xp = x.data();
   const T* dyp = dy.data();
   T* dxp = dx.data();
-  detail::parallel_for(ctx, x.numel(),
+  nddr::detail::parallel_for(ctx, x.numel(),
                        [=](std::int64_t i) { relu_backward_element(xp[i], dyp[i], dxp[i]); });
 }
 
