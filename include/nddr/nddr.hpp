@@ -21,6 +21,17 @@
 
 // Ops (CPU backend)
 #include "nddr/backend/cpu/activation.hpp"
+#include "nddr/backend/cpu/batch_norm.hpp"
+#include "nddr/backend/cpu/dropout.hpp"
+#include "nddr/backend/cpu/pool.hpp"
+#include "nddr/backend/cpu/resize.hpp"
 
 // Layers
+#include "nddr/layers/batch_norm.hpp"
+#include "nddr/layers/dropout.hpp"
+#include "nddr/layers/pool.hpp"
 #include "nddr/layers/relu.hpp"
+#include "nddr/layers/resize.hpp"
+
+// I/O
+#include "nddr/io/safetensors.hpp"
