@@ -26,7 +26,8 @@ if(NDDR_ENABLE_CUDA)
 
   find_path(CUDNN_INCLUDE_DIR cudnn.h
     HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV CUDNN_ROOT PATH_SUFFIXES include)
-  find_library(CUDNN_LIBRARY cudnn
+  # libcudnn.so.9 alone: the Python wheel (nvidia-cudnn-cu13) ships no unversioned symlink.
+  find_library(CUDNN_LIBRARY NAMES cudnn libcudnn.so.9
     HINTS ${CUDAToolkit_LIBRARY_DIR} ENV CUDNN_ROOT PATH_SUFFIXES lib64 lib)
   if(NOT CUDNN_INCLUDE_DIR OR NOT CUDNN_LIBRARY)
     message(FATAL_ERROR "nddr: NDDR_ENABLE_CUDA is ON but cuDNN was not found "

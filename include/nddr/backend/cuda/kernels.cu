@@ -1,0 +1,19 @@
+// The one translation unit that compiles nddr's own CUDA kernels. CMake attaches it to every
+// target linking nddr::cuda, so the library stays header-only; host code sees only the
+// launcher declarations in backend/cuda/<op>.hpp. Include every kernels/*.cuh here and
+// instantiate its launchers for float and double. Never include Eigen or Boost.Hana from here
+// (nvcc cannot digest Hana in constant evaluation; Eigen is host-only in this project).
+
+#include "nddr/backend/cuda/kernels/activation.cuh"
+#include "nddr/backend/cuda/kernels/launch.cuh"
+
+NDDR_CUDA_INSTANTIATE_ACTIVATION(float)
+NDDR_CUDA_INSTANTIATE_ACTIVATION(double)
+
+// Guards for the rule above: these headers define their include guards when pulled in.
+#if defined(BOOST_HANA_CONFIG_HPP)
+#error "nddr kernels.cu: Boost.Hana was included; keep Hana out of kernels/*.cuh"
+#endif
+#if defined(EIGEN_CORE_H)
+#error "nddr kernels.cu: Eigen was included; keep Eigen out of kernels/*.cuh"
+#endif

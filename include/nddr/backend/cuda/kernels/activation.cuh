@@ -1,0 +1,51 @@
+#pragma once
+/// \file
+/// ReLU kernels and their launchers (nvcc only; instantiated in kernels.cu).
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "nddr/backend/cuda/activation.hpp"
+#include "nddr/backend/cuda/kernels/launch.cuh"
+#include "nddr/ops/activation.hpp"
+
+namespace nddr::cuda::kernels {
+
+template <class T>
+__global__ void relu_forward(const T* __restrict__ x, T* __restrict__ y, std::int64_t n) {
+  for (std::int64_t i = first_index(); i < n; i += grid_stride()) y[i] = ops::relu_element(x[i]);
+}
+
+template <class T>
+__global__ void relu_backward(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dx,
+                              std::int64_t n) {
+  for (std::int64_t i = first_index(); i < n; i += grid_stride())
+    ops::relu_backward_element(x[i], dy[i], dx[i]);
+}
+
+}  // namespace nddr::cuda::kernels
+
+namespace nddr::cuda::launch {
+
+template <class T>
+void relu_forward(cudaStream_t stream, const T* x, T* y, std::int64_t n) {
+  if (n == 0) return;
+  kernels::relu_forward<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(x, y, n);
+  check_launch("relu_forward");
+}
+
+template <class T>
+void relu_backward(cudaStream_t stream, const T* x, const T* dy, T* dx, std::int64_t n) {
+  if (n == 0) return;
+  kernels::relu_backward<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(x, dy, dx, n);
+  check_launch("relu_backward");
+}
+
+}  // namespace nddr::cuda::launch
+
+/// Explicit instantiations of the ReLU launchers for element type `T` (used by kernels.cu).
+#define NDDR_CUDA_INSTANTIATE_ACTIVATION(T)                                                    \
+  template void nddr::cuda::launch::relu_forward<T>(cudaStream_t, const T*, T*, std::int64_t); \
+  template void nddr::cuda::launch::relu_backward<T>(cudaStream_t, const T*, const T*, T*,     \
+                                                     std::int64_t);

@@ -1,0 +1,162 @@
+#pragma once
+/// \file
+/// `Storage<Cuda>`: device memory through a process-wide caching pool, so that the tensors a
+/// training step frees are reused by the next step instead of going through cudaMalloc and the
+/// device-wide synchronisation of cudaFree.
+///
+/// Ordering: a cached block is handed out again without waiting for the work that last used
+/// it. That is safe because nddr queues all device work either on the legacy default stream
+/// (zeroing and copies here) or on blocking streams (`Context<Cuda>`), and the legacy stream
+/// orders itself after, and before, all of them: a new `Tensor` is zero-filled on it before any
+/// op can touch the reused memory. Raw `allocate` callers that skip the zeroing (the context
+/// workspace) synchronise their stream before giving memory back.
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <map>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "nddr/backend/cuda/error.hpp"
+#include "nddr/core/device.hpp"
+#include "nddr/core/storage.hpp"
+
+namespace nddr {
+
+template <>
+inline constexpr bool kDeviceAvailable<Cuda> = true;
+
+namespace cuda {
+
+/// Caching allocator of device memory: exact-size free lists per (device, rounded size).
+/// Thread-safe. Blocks are returned to CUDA only by `release_cached` (or when an allocation
+/// fails, before retrying it).
+class MemoryPool {
+ public:
+  /// Rounding granularity; also the alignment cudaMalloc already guarantees.
+  static constexpr std::size_t kSmallRound = 512;
+  /// Above this, sizes round to whole MiB so that slightly different shapes share blocks.
+  static constexpr std::size_t kLargeThreshold = std::size_t{1} << 20;
+
+  /// The process-wide pool. Deliberately never destroyed: device memory goes back with the
+  /// process, and tensors in static storage may be freed after any destructor would have run.
+  static MemoryPool& instance() {
+    static MemoryPool* pool = new MemoryPool;
+    return *pool;
+  }
+
+  /// At least `bytes` of device memory on the current device (nullptr for 0 bytes).
+  void* allocate(std::size_t bytes) {
+    if (bytes == 0) return nullptr;
+    const std::size_t size = round_size(bytes);
+    int device = 0;
+    NDDR_CUDA_CHECK(cudaGetDevice(&device), "querying the current device to allocate ", bytes,
+                    " bytes");
+    {
+      std::lock_guard lock(mutex_);
+      auto it = free_.find({device, size});
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_bytes_ -= size;
+        live_.emplace(p, Block{device, size});
+        return p;
+      }
+    }
+    void* p = nullptr;
+    if (cudaMalloc(&p, size) != cudaSuccess) {
+      static_cast<void>(cudaGetLastError());
+      release_cached();
+      NDDR_CUDA_CHECK(cudaMalloc(&p, size), "allocating ", size, " bytes on device ", device, " (",
+                      allocated_bytes(), " bytes already in use by nddr tensors)");
+    }
+    std::lock_guard lock(mutex_);
+    live_.emplace(p, Block{device, size});
+    allocated_bytes_ += size;
+    return p;
+  }
+
+  /// Returns `p` (from `allocate`, or nullptr) to the cache.
+  void deallocate(void* p) noexcept {
+    if (p == nullptr) return;
+    std::lock_guard lock(mutex_);
+    auto it = live_.find(p);
+    if (it == live_.end()) return;
+    const Block b = it->second;
+    live_.erase(it);
+    free_[{b.device, b.size}].push_back(p);
+    cached_bytes_ += b.size;
+  }
+
+  /// Gives every cached (unused) block back to CUDA. Synchronises the device (cudaFree does).
+  void release_cached() noexcept {
+    std::lock_guard lock(mutex_);
+    int current = 0;
+    static_cast<void>(cudaGetDevice(&current));
+    for (auto& [key, blocks] : free_) {
+      static_cast<void>(cudaSetDevice(key.first));
+      for (void* p : blocks) {
+        static_cast<void>(cudaFree(p));
+        allocated_bytes_ -= key.second;
+      }
+    }
+    free_.clear();
+    cached_bytes_ = 0;
+    static_cast<void>(cudaSetDevice(current));
+  }
+
+  /// Bytes obtained from cudaMalloc and not released (live + cached).
+  std::size_t allocated_bytes() const {
+    std::lock_guard lock(mutex_);
+    return allocated_bytes_;
+  }
+  /// Bytes held in the cache, ready for reuse.
+  std::size_t cached_bytes() const {
+    std::lock_guard lock(mutex_);
+    return cached_bytes_;
+  }
+
+  /// The size a request of `bytes` is served with.
+  static constexpr std::size_t round_size(std::size_t bytes) {
+    const std::size_t unit = bytes < kLargeThreshold ? kSmallRound : kLargeThreshold;
+    return (bytes + unit - 1) / unit * unit;
+  }
+
+ private:
+  struct Block {
+    int device;
+    std::size_t size;
+  };
+
+  MemoryPool() = default;
+
+  mutable std::mutex mutex_;
+  std::map<std::pair<int, std::size_t>, std::vector<void*>> free_;
+  std::map<void*, Block> live_;
+  std::size_t allocated_bytes_ = 0;
+  std::size_t cached_bytes_ = 0;
+};
+
+}  // namespace cuda
+
+/// Device memory of the current CUDA device, served by `cuda::MemoryPool`.
+template <>
+struct Storage<Cuda> {
+  static void* allocate(std::size_t bytes) { return cuda::MemoryPool::instance().allocate(bytes); }
+  static void deallocate(void* p) noexcept { cuda::MemoryPool::instance().deallocate(p); }
+  /// Queued on the legacy default stream (see the ordering note at the top of this file).
+  static void zero(void* p, std::size_t bytes) {
+    if (bytes)
+      NDDR_CUDA_CHECK(cudaMemset(p, 0, bytes), "zeroing ", bytes, " bytes of device memory");
+  }
+  /// Device-to-device copy, queued on the legacy default stream.
+  static void copy(void* dst, const void* src, std::size_t bytes) {
+    if (bytes)
+      NDDR_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "copying ", bytes,
+                      " bytes between device buffers");
+  }
+};
+
+}  // namespace nddr

@@ -1,0 +1,22 @@
+#pragma once
+/// \file
+/// Opt-in umbrella of the CUDA backend: `Context<Cuda>`, `Storage<Cuda>` (so `Tensor<T, Cuda>`
+/// works), host/device copies, checked calls, RAII handles and the CUDA ops. Link the
+/// `nddr::cuda` CMake target, which adds cuDNN, cuBLAS, the CUDA runtime and our kernels.
+/// <nddr/nddr.hpp> never includes this header; include both for CPU/GPU programs.
+
+#if !defined(NDDR_WITH_CUDA)
+#error \
+    "nddr/cuda.hpp: link the nddr::cuda CMake target (it defines NDDR_WITH_CUDA and compiles the kernels)"
+#endif
+
+// Plumbing
+#include "nddr/backend/cuda/context.hpp"
+#include "nddr/backend/cuda/copy.hpp"
+#include "nddr/backend/cuda/error.hpp"
+#include "nddr/backend/cuda/handles.hpp"
+#include "nddr/backend/cuda/launch.hpp"
+#include "nddr/backend/cuda/storage.hpp"
+
+// Ops
+#include "nddr/backend/cuda/activation.hpp"
