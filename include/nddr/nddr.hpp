@@ -22,13 +22,18 @@
 // Ops (CPU backend)
 #include "nddr/backend/cpu/activation.hpp"
 #include "nddr/backend/cpu/batch_norm.hpp"
+#include "nddr/backend/cpu/concat.hpp"
 #include "nddr/backend/cpu/dropout.hpp"
+#include "nddr/backend/cpu/l2_normalize.hpp"
+#include "nddr/backend/cpu/linear.hpp"
+#include "nddr/backend/cpu/loss.hpp"
 #include "nddr/backend/cpu/pool.hpp"
 #include "nddr/backend/cpu/resize.hpp"
 
 // Layers
 #include "nddr/layers/batch_norm.hpp"
 #include "nddr/layers/dropout.hpp"
+#include "nddr/layers/linear.hpp"
 #include "nddr/layers/pool.hpp"
 #include "nddr/layers/relu.hpp"
 #include "nddr/layers/resize.hpp"
