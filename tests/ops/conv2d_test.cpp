@@ -1,0 +1,398 @@
+// Conv2d op and layer: geometry, bad inputs, im2col/col2im element bodies, finite-difference
+// gradients (op and laws kit), PyTorch reference values in double and float.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <nddr/backend/cpu/conv2d.hpp>
+#include <nddr/io/safetensors.hpp>
+#include <nddr/layers/conv2d.hpp>
+#include <nddr/testing/gradient_check.hpp>
+#include <nddr/testing/layer_laws.hpp>
+#include <string>
+#include <vector>
+
+namespace {
+
+using nddr::Conv2dOptions;
+using nddr::Shape;
+using nddr::Tensor;
+using nddr::TensorView;
+
+template <class T>
+void fill_uniform(Tensor<T>& t, nddr::Rng& rng) {
+  for (std::int64_t i = 0; i < t.numel(); ++i) t[i] = static_cast<T>(rng.uniform(-1.0, 1.0));
+}
+
+/// max_i |a_i - b_i| / (1 + |b_i|).
+template <class A>
+double max_rel_error(const A* a, const std::vector<double>& b) {
+  double e = 0.0;
+  for (std::size_t i = 0; i < b.size(); ++i)
+    e = std::max(e, std::abs(static_cast<double>(a[i]) - b[i]) / (1.0 + std::abs(b[i])));
+  return e;
+}
+
+template <class T>
+Tensor<T> to_tensor(const nddr::io::SafetensorsFile& f, const std::string& name) {
+  return f.tensor<T>(name);
+}
+
+Conv2dOptions options_from_config(const std::vector<double>& c) {
+  auto i = [&](std::size_t k) { return static_cast<std::int64_t>(c[k]); };
+  Conv2dOptions opt =
+      Conv2dOptions{}.stride(i(0), i(1)).dilation(i(2), i(3)).padding(i(4), i(5)).bias(c[7] != 0.0);
+  if (c[6] != 0.0) opt.same();
+  return opt;
+}
+
+const char* const kReferenceCases[] = {"pad1",      "dil2",          "dil12",
+                                       "same_s2",   "same_s2_asym",  "same_s2_dil2",
+                                       "pointwise", "strided_nobias"};
+
+nddr::io::SafetensorsFile reference_file() {
+  return nddr::io::SafetensorsFile::read(NDDR_TEST_DATA_DIR "/conv2d.safetensors");
+}
+
+}  // namespace
+
+TEST_CASE("Conv2d: output shape and TF 'SAME' padding", "[ops][conv2d]") {
+  const Shape x = Shape::nchw(2, 3, 7, 9);
+  const Shape w = Shape::nchw(4, 3, 4, 2);
+  CHECK(nddr::conv2d_output_shape(x, w, Conv2dOptions{}) == Shape::nchw(2, 4, 4, 8));
+  CHECK(nddr::conv2d_output_shape(x, w, Conv2dOptions{}.padding(1, 2).stride(2, 3)) ==
+        Shape::nchw(2, 4, 3, 4));
+  // SAME, stride 2: OH = ceil(7/2) = 4, pad_h total (4-1)*2+4-7 = 3 -> 1 before, 2 after;
+  // OW = ceil(9/2) = 5, pad_w total (5-1)*2+2-9 = 1 -> 0 before, 1 after.
+  const auto g = nddr::conv2d_geometry(x, w, Conv2dOptions{}.stride(2).same());
+  CHECK(g.out_h == 4);
+  CHECK(g.out_w == 5);
+  CHECK(g.pad_top == 1);
+  CHECK(g.pad_bottom == 2);
+  CHECK(g.pad_left == 0);
+  CHECK(g.pad_right == 1);
+  // Dilation 12 with pad 12 keeps the size (DeepLab fc6).
+  CHECK(nddr::conv2d_output_shape(Shape::nchw(1, 512, 21, 21), Shape::nchw(1024, 512, 3, 3),
+                                  Conv2dOptions{}.dilation(12).padding(12)) ==
+        Shape::nchw(1, 1024, 21, 21));
+  // SAME never pads negatively: a 1x1 stride-2 kernel needs no padding.
+  const auto g1 =
+      nddr::conv2d_geometry(x, Shape::nchw(4, 3, 1, 1), Conv2dOptions{}.stride(2).same());
+  CHECK(g1.pad_top + g1.pad_bottom + g1.pad_left + g1.pad_right == 0);
+  CHECK(g1.out_h == 4);
+  CHECK(nddr::conv2d_geometry(x, Shape::nchw(4, 3, 1, 1), Conv2dOptions{}).is_pointwise());
+  CHECK_FALSE(
+      nddr::conv2d_geometry(x, Shape::nchw(4, 3, 1, 1), Conv2dOptions{}.stride(2)).is_pointwise());
+}
+
+TEST_CASE("Conv2d: bad inputs throw errors naming the field, the op and the shapes",
+          "[ops][conv2d]") {
+  const Shape x = Shape::nchw(1, 3, 5, 5);
+  const Shape w = Shape::nchw(2, 3, 3, 3);
+  CHECK_THROWS_AS(nddr::conv2d_output_shape(x, w, Conv2dOptions{}.stride(0)), nddr::OptionError);
+  CHECK_THROWS_WITH(nddr::conv2d_output_shape(x, w, Conv2dOptions{}.stride(1, 0)),
+                    Catch::Contains("stride_w") && Catch::Contains("got 0"));
+  CHECK_THROWS_WITH(nddr::conv2d_output_shape(x, w, Conv2dOptions{}.dilation(-2, 1)),
+                    Catch::Contains("dilation_h") && Catch::Contains("got -2"));
+  CHECK_THROWS_WITH(nddr::conv2d_output_shape(x, w, Conv2dOptions{}.padding(-1)),
+                    Catch::Contains("pad_h") && Catch::Contains("got -1"));
+  // Dilation 3: the 3x3 kernel spans 7 > 5 + 2 * 0.
+  CHECK_THROWS_AS(nddr::conv2d_output_shape(x, w, Conv2dOptions{}.dilation(3)), nddr::ShapeError);
+  CHECK_THROWS_WITH(nddr::conv2d_output_shape(x, w, Conv2dOptions{}.dilation(3)),
+                    Catch::Contains("conv2d") && Catch::Contains("(1, 3, 5, 5)") &&
+                        Catch::Contains("(2, 3, 3, 3)") && Catch::Contains("extent 7"));
+  CHECK_NOTHROW(nddr::conv2d_output_shape(x, w, Conv2dOptions{}.dilation(3).padding(1)));
+  CHECK_THROWS_WITH(nddr::conv2d_output_shape(Shape::nchw(1, 4, 5, 5), w, Conv2dOptions{}),
+                    Catch::Contains("(1, 4, 5, 5)") && Catch::Contains("(2, 3, 3, 3)") &&
+                        Catch::Contains("channels"));
+
+  nddr::Context<nddr::Cpu> ctx(1);
+  Tensor<double> xt(x), wt(w), b(Shape{2}), y(Shape::nchw(1, 2, 3, 3));
+  Tensor<double> bad_y(Shape::nchw(1, 2, 5, 5)), bad_b(Shape{3});
+  CHECK_THROWS_WITH(
+      nddr::ops::conv2d_forward<double>(ctx, xt, wt, b, bad_y.view(), Conv2dOptions{}),
+      Catch::Contains("conv2d_forward") && Catch::Contains("(1, 2, 5, 5)") &&
+          Catch::Contains("(1, 2, 3, 3)"));
+  CHECK_THROWS_WITH(
+      nddr::ops::conv2d_forward<double>(ctx, xt, wt, bad_b, y.view(), Conv2dOptions{}),
+      Catch::Contains("conv2d_forward") && Catch::Contains("bias") && Catch::Contains("(3)"));
+  CHECK_THROWS_WITH(nddr::ops::conv2d_forward<double>(ctx, xt, wt, {}, y.view(), Conv2dOptions{}),
+                    Catch::Contains("use_bias is true"));
+  CHECK_THROWS_AS(
+      nddr::ops::conv2d_forward<double>(ctx, xt, wt, b, y.view(), Conv2dOptions{}.bias(false)),
+      nddr::OptionError);
+  CHECK_THROWS_WITH(
+      nddr::ops::conv2d_forward<double>(ctx, xt, wt, b, y.view(), Conv2dOptions{}.stride(0)),
+      Catch::Contains("conv2d_forward") && Catch::Contains("stride_h"));
+  Tensor<double> dx(x), dw(w), db(Shape{2});
+  CHECK_THROWS_WITH(nddr::ops::conv2d_backward<double>(ctx, xt, wt, bad_y, dx.view(), dw.view(),
+                                                       db.view(), Conv2dOptions{}),
+                    Catch::Contains("conv2d_backward") && Catch::Contains("dy"));
+
+  CHECK_THROWS_WITH(nddr::Conv2d<double>(3, 4, 3, Conv2dOptions{}.stride(0)),
+                    Catch::Contains("nddr::Conv2d") && Catch::Contains("stride_h"));
+  CHECK_THROWS_WITH(nddr::Conv2d<double>(3, 0, 3), Catch::Contains("out_channels"));
+  nddr::Conv2d<double> layer(3, 4, 3);
+  CHECK_THROWS_AS(layer.output_shape(Shape::nchw(1, 5, 8, 8)), nddr::ShapeError);
+}
+
+TEST_CASE("Conv2d: CPU im2col/col2im loops agree with the shared element bodies", "[ops][conv2d]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Rng rng(3);
+  struct Geo {
+    Shape x, w;
+    Conv2dOptions opt;
+  };
+  const Geo geos[] = {
+      {Shape::nchw(1, 3, 9, 8), Shape::nchw(1, 3, 3, 3), Conv2dOptions{}.padding(1)},
+      {Shape::nchw(1, 2, 8, 7), Shape::nchw(1, 2, 3, 3),
+       Conv2dOptions{}.stride(2).dilation(2).same()},
+      {Shape::nchw(1, 2, 7, 9), Shape::nchw(1, 2, 4, 2),
+       Conv2dOptions{}.stride(3, 2).padding(2, 1)},
+      {Shape::nchw(1, 3, 27, 27), Shape::nchw(1, 3, 3, 3),
+       Conv2dOptions{}.dilation(12).padding(12)},
+  };
+  for (const Geo& geo : geos) {
+    const auto g = nddr::conv2d_geometry(geo.x, geo.w, geo.opt);
+    Tensor<double> x(geo.x);  // (1, C, H, W)
+    fill_uniform(x, rng);
+    const Shape col_shape{g.col_rows(), g.col_cols()};
+    Tensor<double> col(col_shape, 99.0);  // (K, P); stale values must be overwritten
+    nddr::ops::conv2d_im2col(ctx, x.data(), g, col.data());
+    int im2col_mismatches = 0;
+    for (std::int64_t r = 0; r < g.col_rows(); ++r)
+      for (std::int64_t c = 0; c < g.col_cols(); ++c)
+        im2col_mismatches +=
+            col[r * g.col_cols() + c] != nddr::ops::im2col_element(x.data(), g, r, c);
+    CHECK(im2col_mismatches == 0);
+
+    fill_uniform(col, rng);
+    Tensor<double> dx(geo.x, 0.25);  // (1, C, H, W): col2im must add, not assign
+    nddr::ops::conv2d_col2im_add(ctx, static_cast<const double*>(col.data()), g, dx.data());
+    double err = 0.0;
+    for (std::int64_t c = 0; c < g.in_c; ++c)
+      for (std::int64_t h = 0; h < g.in_h; ++h)
+        for (std::int64_t w = 0; w < g.in_w; ++w)
+          err = std::max(err, std::abs(dx(0, c, h, w) - 0.25 -
+                                       nddr::ops::col2im_element(col.data(), g, c, h, w)));
+    CHECK(err < 1e-13);
+  }
+}
+
+TEST_CASE("Conv2d: op gradients wrt input, weight and bias match finite differences",
+          "[ops][conv2d]") {
+  struct Case {
+    const char* name;
+    Shape x, w;
+    Conv2dOptions opt;
+  };
+  const Case cases[] = {
+      {"3x3 pad 1", Shape::nchw(2, 3, 6, 5), Shape::nchw(4, 3, 3, 3), Conv2dOptions{}.padding(1)},
+      {"dilation 2", Shape::nchw(1, 2, 9, 8), Shape::nchw(3, 2, 3, 3),
+       Conv2dOptions{}.dilation(2).padding(2)},
+      {"stride 2 SAME asym", Shape::nchw(2, 2, 7, 9), Shape::nchw(3, 2, 4, 2),
+       Conv2dOptions{}.stride(2).same()},
+      {"1x1", Shape::nchw(2, 4, 5, 3), Shape::nchw(3, 4, 1, 1), Conv2dOptions{}},
+      {"no bias", Shape::nchw(1, 3, 6, 7), Shape::nchw(2, 3, 2, 3),
+       Conv2dOptions{}.stride(2, 1).padding(1, 0).bias(false)},
+  };
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Rng rng(11);
+  for (const Case& c : cases) {
+    INFO(c.name);
+    const Shape out = nddr::conv2d_output_shape(c.x, c.w, c.opt);
+    Tensor<double> x(c.x), w(c.w), b(Shape{c.w.n()}), y(out), r(out);
+    fill_uniform(x, rng);
+    fill_uniform(w, rng);
+    fill_uniform(b, rng);
+    fill_uniform(r, rng);
+    const TensorView<const double> bv = c.opt.use_bias ? b.cview() : TensorView<const double>{};
+    auto loss = [&] {
+      nddr::ops::conv2d_forward<double>(ctx, x, w, bv, y.view(), c.opt);
+      double s = 0.0;
+      for (std::int64_t i = 0; i < y.numel(); ++i) s += y[i] * r[i];
+      return s;
+    };
+    Tensor<double> dx(c.x), dw(c.w, 5.0), db(b.shape(), 5.0);
+    nddr::ops::conv2d_backward<double>(ctx, x, w, r, dx.view(), dw.view(),
+                                       c.opt.use_bias ? db.view() : TensorView<double>{}, c.opt);
+    auto rx = nddr::testing::check_gradient("dx", x.data(), x.numel(), dx.data(), loss);
+    INFO(rx.report);
+    CHECK(rx.ok);
+    auto rw = nddr::testing::check_gradient("dw", w.data(), w.numel(), dw.data(), loss);
+    INFO(rw.report);
+    CHECK(rw.ok);
+    if (c.opt.use_bias) {
+      auto rb = nddr::testing::check_gradient("db", b.data(), b.numel(), db.data(), loss);
+      INFO(rb.report);
+      CHECK(rb.ok);
+    }
+  }
+}
+
+TEST_CASE("Conv2d: layer laws (determinism, accumulate/assign, finite differences)",
+          "[ops][conv2d]") {
+  struct Case {
+    const char* name;
+    nddr::Conv2d<double> layer;
+    Shape in;
+  };
+  Case cases[] = {
+      {"3x3 pad 1", nddr::Conv2d<double>(3, 4, 3, Conv2dOptions{}.padding(1)),
+       Shape::nchw(2, 3, 6, 5)},
+      {"3x3 dilation 2", nddr::Conv2d<double>(2, 3, 3, Conv2dOptions{}.dilation(2).padding(2)),
+       Shape::nchw(1, 2, 9, 8)},
+      {"stride 2 SAME odd", nddr::Conv2d<double>(2, 3, 3, Conv2dOptions{}.stride(2).same()),
+       Shape::nchw(2, 2, 9, 7)},
+      {"1x1", nddr::Conv2d<double>(4, 3, 1), Shape::nchw(2, 4, 5, 3)},
+      {"non-square kernel", nddr::Conv2d<double>(2, 3, 2, 4, Conv2dOptions{}.padding(1, 2)),
+       Shape::nchw(1, 2, 5, 6)},
+      {"no bias", nddr::Conv2d<double>(3, 2, 3, Conv2dOptions{}.stride(2, 1).bias(false)),
+       Shape::nchw(2, 3, 7, 6)},
+  };
+  for (Case& c : cases) {
+    INFO(c.name);
+    auto r = nddr::testing::check_layer_laws(c.layer, c.in);
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+}
+
+TEST_CASE("Conv2d: layer parameters and initialisation", "[ops][conv2d]") {
+  nddr::ParameterStore<double> store;
+  nddr::Conv2d<double> conv(16, 32, 3);
+  nddr::Conv2d<double> head(32, 64, 1, Conv2dOptions{}.bias(false));
+  head.set_init(nddr::Conv2dInit::kKaimingNormal);
+  conv.declare(store, "stage1.conv1");
+  head.declare(store, "stage1.head");
+  REQUIRE(store.parameters().size() == 3);
+  CHECK(store.find("stage1.conv1.weight").has_value());
+  CHECK(store.find("stage1.conv1.bias").has_value());
+  CHECK_FALSE(store.find("stage1.head.bias").has_value());
+  store.allocate();
+  auto b = store.value(*store.find("stage1.conv1.bias"));
+  b[0] = 1.0;
+  nddr::Rng rng(5);
+  conv.initialize(rng);
+  head.initialize(rng);
+  CHECK(b[0] == 0.0);
+
+  auto w = store.value(*store.find("stage1.conv1.weight"));
+  const double limit = std::sqrt(6.0 / (9.0 * 16 + 9.0 * 32));
+  double lo = 0.0, hi = 0.0, sq = 0.0;
+  for (std::int64_t i = 0; i < w.numel(); ++i) {
+    lo = std::min(lo, w[i]);
+    hi = std::max(hi, w[i]);
+    sq += w[i] * w[i];
+  }
+  CHECK(lo >= -limit);
+  CHECK(hi <= limit);
+  CHECK(hi > 0.95 * limit);  // spans the interval, not a smaller one
+  CHECK(sq / static_cast<double>(w.numel()) == Approx(limit * limit / 3.0).epsilon(0.05));
+
+  auto k = store.value(*store.find("stage1.head.weight"));
+  double mean = 0.0, var = 0.0;
+  for (std::int64_t i = 0; i < k.numel(); ++i) mean += k[i];
+  mean /= static_cast<double>(k.numel());
+  for (std::int64_t i = 0; i < k.numel(); ++i) var += (k[i] - mean) * (k[i] - mean);
+  var /= static_cast<double>(k.numel());
+  CHECK(std::abs(mean) < 0.02);
+  CHECK(var == Approx(2.0 / 64.0).epsilon(0.06));
+}
+
+TEST_CASE("Conv2d: matches PyTorch in double (forward y; dx, dw, db for a given dy)",
+          "[ops][conv2d]") {
+  const auto f = reference_file();
+  nddr::Context<nddr::Cpu> ctx(2);
+  for (const char* name : kReferenceCases) {
+    const std::string p = std::string(name) + ".";
+    INFO(name);
+    REQUIRE(f.contains(p + "x"));
+    const Conv2dOptions opt = options_from_config(f.values<double>(p + "config"));
+    const Tensor<double> x = to_tensor<double>(f, p + "x");
+    const Tensor<double> w = to_tensor<double>(f, p + "w");
+    const Tensor<double> dy = to_tensor<double>(f, p + "dy");
+    const Tensor<double> b = opt.use_bias ? to_tensor<double>(f, p + "b") : Tensor<double>{};
+    REQUIRE(nddr::conv2d_output_shape(x.shape(), w.shape(), opt) == dy.shape());
+
+    Tensor<double> y(dy.shape(), 7.0), dx(x.shape()), dw(w.shape(), 7.0), db(b.shape(), 7.0);
+    nddr::ops::conv2d_forward<double>(ctx, x, w, b, y.view(), opt);
+    CHECK(max_rel_error(y.data(), f.values<double>(p + "y")) < 1e-9);
+    nddr::ops::conv2d_backward<double>(ctx, x, w, dy, dx.view(), dw.view(),
+                                       opt.use_bias ? db.view() : TensorView<double>{}, opt);
+    CHECK(max_rel_error(dx.data(), f.values<double>(p + "dx")) < 1e-9);
+    CHECK(max_rel_error(dw.data(), f.values<double>(p + "dw")) < 1e-9);
+    if (opt.use_bias) CHECK(max_rel_error(db.data(), f.values<double>(p + "db")) < 1e-9);
+  }
+}
+
+TEST_CASE("Conv2d: float matches the double PyTorch reference", "[ops][conv2d]") {
+  const auto f = reference_file();
+  nddr::Context<nddr::Cpu> ctx(2);
+  for (const char* name : kReferenceCases) {
+    const std::string p = std::string(name) + ".";
+    INFO(name);
+    const Conv2dOptions opt = options_from_config(f.values<double>(p + "config"));
+    const Tensor<float> x = to_tensor<float>(f, p + "x");
+    const Tensor<float> w = to_tensor<float>(f, p + "w");
+    const Tensor<float> dy = to_tensor<float>(f, p + "dy");
+    const Tensor<float> b = opt.use_bias ? to_tensor<float>(f, p + "b") : Tensor<float>{};
+    Tensor<float> y(dy.shape()), dx(x.shape()), dw(w.shape()), db(b.shape());
+    nddr::ops::conv2d_forward<float>(ctx, x, w, b, y.view(), opt);
+    CHECK(max_rel_error(y.data(), f.values<double>(p + "y")) < 1e-5);
+    nddr::ops::conv2d_backward<float>(ctx, x, w, dy, dx.view(), dw.view(),
+                                      opt.use_bias ? db.view() : TensorView<float>{}, opt);
+    CHECK(max_rel_error(dx.data(), f.values<double>(p + "dx")) < 1e-5);
+    CHECK(max_rel_error(dw.data(), f.values<double>(p + "dw")) < 1e-4);
+  }
+}
+
+TEST_CASE("Conv2d: layer with PyTorch weights reproduces the reference", "[ops][conv2d]") {
+  const auto f = reference_file();
+  nddr::Context<nddr::Cpu> ctx(1);
+  nddr::Conv2d<double> conv(3, 2, 3, Conv2dOptions{}.dilation(12).padding(12));
+  nddr::ParameterStore<double> store;
+  conv.declare(store, "fc6");
+  store.allocate();
+  const auto wr = f.values<double>("dil12.w");
+  const auto br = f.values<double>("dil12.b");
+  std::copy(wr.begin(), wr.end(), store.value(*store.find("fc6.weight")).data());
+  std::copy(br.begin(), br.end(), store.value(*store.find("fc6.bias")).data());
+  const Tensor<double> x = to_tensor<double>(f, "dil12.x");
+  const Tensor<double> dy = to_tensor<double>(f, "dil12.dy");
+  Tensor<double> y(conv.output_shape(x.shape())), dx(x.shape());
+  conv.forward(ctx, x, y.view());
+  CHECK(max_rel_error(y.data(), f.values<double>("dil12.y")) < 1e-9);
+  conv.backward(ctx, x, y, dy, dx.view());
+  CHECK(max_rel_error(dx.data(), f.values<double>("dil12.dx")) < 1e-9);
+  CHECK(max_rel_error(store.grad(*store.find("fc6.weight")).data(), f.values<double>("dil12.dw")) <
+        1e-9);
+  CHECK(max_rel_error(store.grad(*store.find("fc6.bias")).data(), f.values<double>("dil12.db")) <
+        1e-9);
+}
+
+TEST_CASE("Conv2d: results do not depend on the thread count", "[ops][conv2d]") {
+  // K = 24 * 9 = 216 and P = 144 columns: both GEMM splits use several chunks at 3 threads.
+  const Shape xs = Shape::nchw(2, 24, 12, 12), ws = Shape::nchw(8, 24, 3, 3);
+  const Conv2dOptions opt = Conv2dOptions{}.padding(1);
+  nddr::Rng rng(17);
+  Tensor<double> x(xs), w(ws), b(Shape{8}), dy(nddr::conv2d_output_shape(xs, ws, opt));
+  fill_uniform(x, rng);
+  fill_uniform(w, rng);
+  fill_uniform(b, rng);
+  fill_uniform(dy, rng);
+  auto run = [&](int threads) {
+    nddr::Context<nddr::Cpu> ctx(threads);
+    Tensor<double> y(dy.shape()), dx(xs), dw(ws), db(Shape{8});
+    nddr::ops::conv2d_forward<double>(ctx, x, w, b, y.view(), opt);
+    nddr::ops::conv2d_backward<double>(ctx, x, w, dy, dx.view(), dw.view(), db.view(), opt);
+    std::vector<double> all(y.data(), y.data() + y.numel());
+    all.insert(all.end(), dx.data(), dx.data() + dx.numel());
+    all.insert(all.end(), dw.data(), dw.data() + dw.numel());
+    all.insert(all.end(), db.data(), db.data() + db.numel());
+    return all;
+  };
+  const std::vector<double> one = run(1);
+  const std::vector<double> three = run(3);
+  REQUIRE(one.size() == three.size());
+  CHECK(max_rel_error(three.data(), one) < 1e-12);
+}
