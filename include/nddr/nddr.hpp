@@ -23,6 +23,7 @@
 #include "nddr/backend/cpu/activation.hpp"
 #include "nddr/backend/cpu/batch_norm.hpp"
 #include "nddr/backend/cpu/concat.hpp"
+#include "nddr/backend/cpu/conv2d.hpp"
 #include "nddr/backend/cpu/dropout.hpp"
 #include "nddr/backend/cpu/l2_normalize.hpp"
 #include "nddr/backend/cpu/linear.hpp"
@@ -32,6 +33,7 @@
 
 // Layers
 #include "nddr/layers/batch_norm.hpp"
+#include "nddr/layers/conv2d.hpp"
 #include "nddr/layers/dropout.hpp"
 #include "nddr/layers/linear.hpp"
 #include "nddr/layers/pool.hpp"

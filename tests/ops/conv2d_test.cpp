@@ -299,7 +299,7 @@ TEST_CASE("Conv2d: layer parameters and initialisation", "[ops][conv2d]") {
   CHECK(var == Approx(2.0 / 64.0).epsilon(0.06));
 }
 
-TEST_CASE("Conv2d: matches PyTorch in double (forward y; dx, dw, db for a given dy)",
+TEST_CASE("Conv2d: matches PyTorch in double (forward y, then dx, dw, db for a given dy)",
           "[ops][conv2d]") {
   const auto f = reference_file();
   nddr::Context<nddr::Cpu> ctx(2);

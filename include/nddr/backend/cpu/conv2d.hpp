@@ -138,18 +138,18 @@ void conv2d_forward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, 
                     const Conv2dOptions& opt) {
   constexpr const char* kWho = "nddr::ops::conv2d_forward";
   const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt, kWho);
-  detail::conv2d_check_bias(kWho, "bias", b, opt, g.out_c);
+  nddr::detail::conv2d_check_bias(kWho, "bias", b, opt, g.out_c);
   check_shape(kWho, "y", y.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
   const std::int64_t k = g.col_rows();
   const std::int64_t p = g.col_cols();
   T* col = g.is_pointwise() ? nullptr : ctx.workspace<T>(static_cast<std::size_t>(k * p));
-  const detail::Conv2dConstMap<T> wm(w.data(), g.out_c, k);  // (C_out, K)
+  const nddr::detail::Conv2dConstMap<T> wm(w.data(), g.out_c, k);  // (C_out, K)
   for (std::int64_t n = 0; n < x.shape().n(); ++n) {
     const T* xn = x.data() + n * x.shape().item_size();  // (C_in, H, W)
     if (col) conv2d_im2col(ctx, xn, g, col);
-    const detail::Conv2dConstMap<T> cm(col ? col : xn, k, p);                   // (K, P)
-    detail::Conv2dMap<T> ym(y.data() + n * y.shape().item_size(), g.out_c, p);  // (C_out, P)
-    detail::conv2d_split_columns(ctx, p, [&](std::int64_t begin, std::int64_t end) {
+    const nddr::detail::Conv2dConstMap<T> cm(col ? col : xn, k, p);                   // (K, P)
+    nddr::detail::Conv2dMap<T> ym(y.data() + n * y.shape().item_size(), g.out_c, p);  // (C_out, P)
+    nddr::detail::conv2d_split_columns(ctx, p, [&](std::int64_t begin, std::int64_t end) {
       auto yb = ym.middleCols(begin, end - begin);
       yb.noalias() = wm * cm.middleCols(begin, end - begin);
       if (opt.use_bias)
@@ -171,19 +171,19 @@ void conv2d_backward_data(Context<Cpu>& ctx, std::type_identity_t<TensorView<con
   const std::int64_t k = g.col_rows();
   const std::int64_t p = g.col_cols();
   T* dcol = g.is_pointwise() ? nullptr : ctx.workspace<T>(static_cast<std::size_t>(k * p));
-  const auto wt = detail::Conv2dConstMap<T>(w.data(), g.out_c, k).transpose();  // (K, C_out)
+  const auto wt = nddr::detail::Conv2dConstMap<T>(w.data(), g.out_c, k).transpose();  // (K, C_out)
   for (std::int64_t n = 0; n < dx.shape().n(); ++n) {
-    const detail::Conv2dConstMap<T> dym(dy.data() + n * dy.shape().item_size(), g.out_c, p);
+    const nddr::detail::Conv2dConstMap<T> dym(dy.data() + n * dy.shape().item_size(), g.out_c, p);
     T* dxn = dx.data() + n * dx.shape().item_size();  // (C_in, H, W)
     if (!dcol) {
-      detail::Conv2dMap<T> dxm(dxn, k, p);  // (C_in, H * W)
-      detail::conv2d_split_columns(ctx, p, [&](std::int64_t begin, std::int64_t end) {
+      nddr::detail::Conv2dMap<T> dxm(dxn, k, p);  // (C_in, H * W)
+      nddr::detail::conv2d_split_columns(ctx, p, [&](std::int64_t begin, std::int64_t end) {
         dxm.middleCols(begin, end - begin).noalias() += wt * dym.middleCols(begin, end - begin);
       });
       continue;
     }
-    detail::Conv2dMap<T> dcm(dcol, k, p);  // (K, P)
-    detail::conv2d_split_columns(ctx, p, [&](std::int64_t begin, std::int64_t end) {
+    nddr::detail::Conv2dMap<T> dcm(dcol, k, p);  // (K, P)
+    nddr::detail::conv2d_split_columns(ctx, p, [&](std::int64_t begin, std::int64_t end) {
       dcm.middleCols(begin, end - begin).noalias() = wt * dym.middleCols(begin, end - begin);
     });
     conv2d_col2im_add(ctx, static_cast<const T*>(dcol), g, dxn);
@@ -222,15 +222,15 @@ void conv2d_backward_weights(Context<Cpu>& ctx, std::type_identity_t<TensorView<
   const std::int64_t k = g.col_rows();
   const std::int64_t p = g.col_cols();
   T* col = g.is_pointwise() ? nullptr : ctx.workspace<T>(static_cast<std::size_t>(k * p));
-  detail::Conv2dMap<T> dwm(dw.data(), g.out_c, k);  // (C_out, K)
+  nddr::detail::Conv2dMap<T> dwm(dw.data(), g.out_c, k);  // (C_out, K)
   if (x.shape().n() == 0) dwm.setZero();
   for (std::int64_t n = 0; n < x.shape().n(); ++n) {
     const T* xn = x.data() + n * x.shape().item_size();  // (C_in, H, W)
     if (col) conv2d_im2col(ctx, xn, g, col);
-    const detail::Conv2dConstMap<T> cm(col ? col : xn, k, p);  // (K, P)
-    const detail::Conv2dConstMap<T> dym(dy.data() + n * dy.shape().item_size(), g.out_c, p);
+    const nddr::detail::Conv2dConstMap<T> cm(col ? col : xn, k, p);  // (K, P)
+    const nddr::detail::Conv2dConstMap<T> dym(dy.data() + n * dy.shape().item_size(), g.out_c, p);
     // Split over K (columns of dW) so each thread owns its slice of the sum over n.
-    detail::conv2d_split_columns(ctx, k, [&](std::int64_t begin, std::int64_t end) {
+    nddr::detail::conv2d_split_columns(ctx, k, [&](std::int64_t begin, std::int64_t end) {
       auto dwb = dwm.middleCols(begin, end - begin);
       const auto cb = cm.middleRows(begin, end - begin).transpose();  // (P, end - begin)
       if (n == 0)
