@@ -38,6 +38,7 @@
 #include "nddr/layers/linear.hpp"
 #include "nddr/layers/pool.hpp"
 #include "nddr/layers/relu.hpp"
+#include "nddr/layers/sequential.hpp"
 #include "nddr/layers/resize.hpp"
 
 // I/O
