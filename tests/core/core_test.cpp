@@ -104,12 +104,30 @@ TEST_CASE("ParameterStore: flat buffers, names, groups, buffers", "[core][params
   auto b = store.declare("conv.bias", Shape{4}, "bias");
   auto f = store.declare("fusion.weight", Shape{2, 4, 1, 1}, "nddr");
   auto rm = store.declare_buffer("bn.running_mean", Shape{4});
+  {
+    nddr::ParameterStore<float>::GroupScope outer(store, "nddr");
+    store.declare("fusion.bn.weight", Shape{4});
+    {
+      nddr::ParameterStore<float>::GroupScope inner(store, "fc8.bias");
+      store.declare("head.fc8.bias", Shape{4});
+    }
+    store.declare("fusion.bn.bias", Shape{4}, "explicit");
+  }
+  auto after = store.declare("after.weight", Shape{1});
   CHECK_THROWS_WITH(store.declare("conv.bias", Shape{1}),
                     Catch::Contains("duplicate name 'conv.bias'"));
   CHECK_THROWS_AS(store.value(w), nddr::Error);  // not allocated yet
   store.allocate();
   CHECK_THROWS_WITH(store.declare("late", Shape{1}), Catch::Contains("after allocate"));
-  CHECK(store.parameter_count() == 108 + 4 + 8);
+  CHECK(store.parameter_count() == 108 + 4 + 8 + 12 + 1);
+  auto group_of = [&](const char* n) {
+    return store.groups()[store.parameters()[store.find(n)->index].group].name;
+  };
+  CHECK(group_of("fusion.bn.weight") == "nddr");
+  CHECK(group_of("head.fc8.bias") == "fc8.bias");
+  CHECK(group_of("fusion.bn.bias") == "explicit");
+  CHECK(group_of("after.weight") == "default");
+  CHECK(after.valid());
   CHECK(store.buffer_count() == 4);
   auto wv = store.value(w);
   CHECK(wv.shape() == Shape{4, 3, 3, 3});

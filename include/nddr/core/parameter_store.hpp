@@ -73,9 +73,27 @@ class ParameterStore {
   }
   const std::vector<ParamGroup>& groups() const { return groups_; }
 
-  /// Declares a trainable parameter in group `group` (created with multipliers 1 if new).
-  ParamId declare(std::string name, Shape shape, std::string_view group = "default") {
+  /// While alive, parameters declared without an explicit group go to `group`, so a fusion
+  /// layer can put every parameter of its sub-layers (convs, BatchNorm) into "nddr" without
+  /// those layers knowing about groups. Scopes nest.
+  class GroupScope {
+   public:
+    GroupScope(ParameterStore& store, std::string group) : store_(store) {
+      store_.scopes_.push_back(std::move(group));
+    }
+    ~GroupScope() { store_.scopes_.pop_back(); }
+    GroupScope(const GroupScope&) = delete;
+    GroupScope& operator=(const GroupScope&) = delete;
+
+   private:
+    ParameterStore& store_;
+  };
+
+  /// Declares a trainable parameter in group `group` (created with multipliers 1 if new). An
+  /// empty `group` means the innermost active `GroupScope`, else "default".
+  ParamId declare(std::string name, Shape shape, std::string_view group = {}) {
     check_declarable(name);
+    if (group.empty()) group = scopes_.empty() ? std::string_view("default") : scopes_.back();
     std::size_t g = find_group(group).value_or(groups_.size());
     if (g == groups_.size()) groups_.push_back(ParamGroup{std::string(group), 1.0, 1.0});
     params_.push_back(ParamEntry{name, shape, param_size_, g});
@@ -182,6 +200,7 @@ class ParameterStore {
   }
 
   std::vector<ParamGroup> groups_;
+  std::vector<std::string> scopes_;
   std::vector<ParamEntry> params_;
   std::vector<ParamEntry> buffers_;
   std::unordered_map<std::string, Slot> index_;
