@@ -102,6 +102,15 @@ class ParameterStore {
     return ParamId{params_.size() - 1};
   }
 
+  /// Moves a declared parameter to `group` (created with multipliers 1 if new). Lets an owner
+  /// regroup a sub-network's parameters by name (e.g. every "fc8.bias" into its x20 group).
+  void move_to_group(ParamId id, std::string_view group) {
+    check<Error>(id.index < params_.size(), "nddr::ParameterStore::move_to_group: invalid id");
+    std::size_t g = find_group(group).value_or(groups_.size());
+    if (g == groups_.size()) groups_.push_back(ParamGroup{std::string(group), 1.0, 1.0});
+    params_[id.index].group = g;
+  }
+
   /// Declares a non-trainable buffer (e.g. BatchNorm running mean).
   ParamId declare_buffer(std::string name, Shape shape) {
     check_declarable(name);
