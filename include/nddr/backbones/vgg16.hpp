@@ -1,0 +1,98 @@
+#pragma once
+/// \file
+/// `nddr::VGG16`: the DeepLab-VGG16-LargeFOV task column as coded for NDDR-CNN (paper-spec
+/// §2.1): BatchNorm (TF-slim settings) after every conv except fc8, no conv biases except fc8,
+/// TF 'SAME' padding, output stride 8.
+///
+/// Stage s (a `Sequential`) has, in order, for each conv i: `conv{s}_{i}` (3x3; dilation 2 in
+/// stage 5), `conv{s}_{i}.bn`, `conv{s}_{i}.relu`; then `pool{s}` (max 3x3 SAME, stride 2 for
+/// s = 1..3, stride 1 for s = 4, 5) and, in stage 5 only, `pool5a` (avg 3x3 stride 1 SAME,
+/// padding excluded). The head is `LargeFovHead`.
+
+#include <cstdint>
+#include <string>
+
+#include "nddr/backbones/heads.hpp"
+#include "nddr/backend/cpu/pool.hpp"
+#include "nddr/concepts/backbone.hpp"
+#include "nddr/layers/pool.hpp"
+#include "nddr/layers/sequential.hpp"
+
+namespace nddr {
+
+namespace vgg16::detail {
+
+/// Stage `s` of VGG16: `convs` 3x3 convs `in` -> `out` (then `out` -> `out`), then the pools.
+template <class T, class D>
+Sequential<T, D> build_stage(int s, int convs, std::int64_t in, std::int64_t out,
+                             std::int64_t dilation, std::int64_t pool_stride, bool avg_pool) {
+  Sequential<T, D> seq;
+  const std::string n = std::to_string(s);
+  for (int i = 1; i <= convs; ++i)
+    backbones::detail::add_conv_bn_relu(seq, "conv" + n + "_" + std::to_string(i),
+                                        i == 1 ? in : out, out, 3,
+                                        Conv2dOptions{}.dilation(dilation));
+  seq.add("pool" + n, MaxPool2d<T, D>(Pool2dOptions{}.kernel(3).stride(pool_stride).same()));
+  if (avg_pool) seq.add("pool" + n + "a", AvgPool2d<T, D>(Pool2dOptions{}.kernel(3).same()));
+  return seq;
+}
+
+}  // namespace vgg16::detail
+
+/// DeepLab-VGG16-LargeFOV (per-task column of NDDR-CNN). Stage channels 64, 128, 256, 512,
+/// 512; strides 2, 2, 2, 1, 1 (41 x 41 outputs for a 321 x 321 input).
+struct VGG16 {
+  static constexpr const char* name = "vgg16";
+  static constexpr std::int64_t input_channels = 3;
+
+  /// conv1_1, conv1_2, pool1.
+  struct Stage1 {
+    static constexpr const char* name = "stage1";
+    static constexpr std::int64_t in_channels = 3, out_channels = 64, stride = 2;
+    template <class T, class D>
+    static Sequential<T, D> build() {
+      return vgg16::detail::build_stage<T, D>(1, 2, in_channels, out_channels, 1, 2, false);
+    }
+  };
+  /// conv2_1, conv2_2, pool2.
+  struct Stage2 {
+    static constexpr const char* name = "stage2";
+    static constexpr std::int64_t in_channels = 64, out_channels = 128, stride = 2;
+    template <class T, class D>
+    static Sequential<T, D> build() {
+      return vgg16::detail::build_stage<T, D>(2, 2, in_channels, out_channels, 1, 2, false);
+    }
+  };
+  /// conv3_1..conv3_3, pool3.
+  struct Stage3 {
+    static constexpr const char* name = "stage3";
+    static constexpr std::int64_t in_channels = 128, out_channels = 256, stride = 2;
+    template <class T, class D>
+    static Sequential<T, D> build() {
+      return vgg16::detail::build_stage<T, D>(3, 3, in_channels, out_channels, 1, 2, false);
+    }
+  };
+  /// conv4_1..conv4_3, pool4 (stride 1: output stride 8 is kept from here on).
+  struct Stage4 {
+    static constexpr const char* name = "stage4";
+    static constexpr std::int64_t in_channels = 256, out_channels = 512, stride = 1;
+    template <class T, class D>
+    static Sequential<T, D> build() {
+      return vgg16::detail::build_stage<T, D>(4, 3, in_channels, out_channels, 1, 1, false);
+    }
+  };
+  /// conv5_1..conv5_3 (dilation 2), pool5 (max), pool5a (avg).
+  struct Stage5 {
+    static constexpr const char* name = "stage5";
+    static constexpr std::int64_t in_channels = 512, out_channels = 512, stride = 1;
+    template <class T, class D>
+    static Sequential<T, D> build() {
+      return vgg16::detail::build_stage<T, D>(5, 3, in_channels, out_channels, 2, 1, true);
+    }
+  };
+
+  using stages = StageList<Stage1, Stage2, Stage3, Stage4, Stage5>;
+  using head = LargeFovHead;
+};
+
+}  // namespace nddr

@@ -1,0 +1,275 @@
+// Backbone specs: concepts, stage/head shapes, exact parameter counts and names, forward and
+// backward passes on small inputs, Layer laws on the small building blocks.
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include <nddr/backbones/tiny.hpp>
+#include <nddr/backbones/vgg16.hpp>
+#include <nddr/concepts/backbone.hpp>
+#include <nddr/testing/layer_laws.hpp>
+
+namespace {
+
+using nddr::Shape;
+
+static_assert(nddr::concepts::require_backbone<nddr::VGG16>());
+static_assert(nddr::concepts::require_backbone<nddr::TinyNet>());
+static_assert(nddr::concepts::require_backbone<nddr::TinyNet1>());
+static_assert(nddr::concepts::Stage<nddr::VGG16::Stage1> && nddr::concepts::Stage<nddr::VGG16::Stage5>);
+static_assert(nddr::concepts::Head<nddr::LargeFovHead> && nddr::concepts::Head<nddr::TinyHead>);
+static_assert(nddr::stage_count_v<nddr::VGG16> == 5);
+static_assert(nddr::stage_channels_v<nddr::VGG16, 2> == 256);
+static_assert(nddr::stage_t<nddr::TinyNet1, 0>::in_channels == 1);
+static_assert(nddr::concepts::Layer<nddr::OutputConv2d<float>>);
+
+// Calls f(stage_index_0_based, Stage{}) for every stage of B.
+template <class B, class F, std::size_t... I>
+void for_each_stage_impl(F&& f, std::index_sequence<I...>) {
+  (f(I, nddr::stage_t<B, I>{}), ...);
+}
+template <class B, class F>
+void for_each_stage(F&& f) {
+  for_each_stage_impl<B>(std::forward<F>(f), std::make_index_sequence<nddr::stage_count_v<B>>{});
+}
+
+// The (H, W) after each stage and after the head, from output_shape alone (no compute).
+template <class B>
+std::vector<Shape> column_shapes(Shape in, std::int64_t outputs) {
+  std::vector<Shape> out;
+  for_each_stage<B>([&](std::size_t, auto stage) {
+    using S = decltype(stage);
+    auto seq = S::template build<float, nddr::Cpu>();
+    in = seq.output_shape(in);
+    CHECK(in.c() == S::out_channels);
+    out.push_back(in);
+  });
+  auto head = B::head::template build<float, nddr::Cpu>(in.c(), outputs);
+  out.push_back(head.output_shape(in));
+  return out;
+}
+
+struct Counts {
+  std::int64_t trainable = 0;
+  std::int64_t buffers = 0;
+};
+
+// Declares a whole column (stages under task0.stage{s}, head under task0.head) into `store`
+// without allocating, so even the big backbones cost nothing to count.
+template <class B, class T = float>
+Counts declare_column(nddr::ParameterStore<T>& store, std::int64_t outputs) {
+  std::int64_t channels = B::input_channels;
+  for_each_stage<B>([&](std::size_t i, auto stage) {
+    using S = decltype(stage);
+    auto seq = S::template build<T, nddr::Cpu>();
+    seq.declare(store, "task0.stage" + std::to_string(i + 1));
+    channels = S::out_channels;
+  });
+  auto head = B::head::template build<T, nddr::Cpu>(channels, outputs);
+  head.declare(store, "task0.head");
+  return {store.parameter_count(), store.buffer_count()};
+}
+
+}  // namespace
+
+TEST_CASE("VGG16: stage and head shapes", "[networks][backbones]") {
+  auto s = column_shapes<nddr::VGG16>(Shape::nchw(2, 3, 321, 321), 40);
+  REQUIRE(s.size() == 6);
+  CHECK(s[0] == Shape::nchw(2, 64, 161, 161));
+  CHECK(s[1] == Shape::nchw(2, 128, 81, 81));
+  CHECK(s[2] == Shape::nchw(2, 256, 41, 41));
+  CHECK(s[3] == Shape::nchw(2, 512, 41, 41));
+  CHECK(s[4] == Shape::nchw(2, 512, 41, 41));
+  CHECK(s[5] == Shape::nchw(2, 40, 41, 41));
+  // NYUv2 frame (even sizes: TF SAME gives 240, not Caffe's 241).
+  s = column_shapes<nddr::VGG16>(Shape::nchw(1, 3, 480, 640), 3);
+  CHECK(s[0] == Shape::nchw(1, 64, 240, 320));
+  CHECK(s[5] == Shape::nchw(1, 3, 60, 80));
+  s = column_shapes<nddr::VGG16>(Shape::nchw(1, 3, 97, 130), 3);
+  CHECK(s[0] == Shape::nchw(1, 64, 49, 65));
+  CHECK(s[1] == Shape::nchw(1, 128, 25, 33));
+  CHECK(s[2] == Shape::nchw(1, 256, 13, 17));
+  CHECK(s[5] == Shape::nchw(1, 3, 13, 17));
+  auto st1 = nddr::VGG16::Stage1::build<float, nddr::Cpu>();
+  CHECK_THROWS_AS(st1.output_shape(Shape::nchw(1, 4, 9, 9)), nddr::ShapeError);
+}
+
+TEST_CASE("VGG16: exact parameter counts (paper-spec 9.3)", "[networks][backbones]") {
+  {
+    nddr::ParameterStore<float> store;
+    auto c = declare_column<nddr::VGG16>(store, 40);
+    CHECK(c.trainable == 20'531'176);
+    CHECK(c.buffers == 12'544);
+    std::int64_t kernels = 0;
+    for (const auto& e : store.parameters())
+      if (e.name.starts_with("task0.stage") && e.shape.rank() == 4) kernels += e.shape.numel();
+    CHECK(kernels == 14'710'464);
+  }
+  nddr::ParameterStore<float> store;
+  auto c = declare_column<nddr::VGG16>(store, 3);
+  CHECK(c.trainable == 20'493'251);
+  CHECK(c.buffers == 12'544);
+}
+
+TEST_CASE("VGG16: parameter names and groups", "[networks][backbones]") {
+  nddr::ParameterStore<float> store;
+  declare_column<nddr::VGG16>(store, 40);
+  for (const char* n :
+       {"task0.stage1.conv1_1.weight", "task0.stage1.conv1_1.bn.weight", "task0.stage1.conv1_2.bn.bias",
+        "task0.stage3.conv3_3.weight", "task0.stage5.conv5_3.bn.weight", "task0.head.fc6.weight",
+        "task0.head.fc6.bn.weight", "task0.head.fc7.weight", "task0.head.fc7.bn.bias",
+        "task0.head.fc8.weight", "task0.head.fc8.bias"}) {
+    INFO(n);
+    CHECK(store.find(n).has_value());
+  }
+  CHECK(store.find_buffer("task0.stage5.conv5_1.bn.running_mean").has_value());
+  CHECK(store.find_buffer("task0.head.fc7.bn.running_var").has_value());
+  CHECK_FALSE(store.find("task0.stage1.conv1_1.bias").has_value());
+  CHECK_FALSE(store.find("task0.head.fc6.bias").has_value());
+  CHECK_FALSE(store.find("task0.stage1.conv1_3.weight").has_value());
+  const auto& params = store.parameters();
+  const auto& groups = store.groups();
+  auto group_of = [&](const std::string& name) {
+    return groups[params[store.find(name)->index].group].name;
+  };
+  CHECK(group_of("task0.head.fc8.weight") == "fc8.weight");
+  CHECK(group_of("task0.head.fc8.bias") == "fc8.bias");
+  CHECK(group_of("task0.head.fc7.weight") == "default");
+  CHECK(group_of("task0.stage2.conv2_1.bn.weight") == "default");
+  auto& fc8 = store.parameters()[store.find("task0.head.fc8.weight")->index];
+  CHECK(fc8.shape == Shape::nchw(40, 1024, 1, 1));
+  auto& fc6 = store.parameters()[store.find("task0.head.fc6.weight")->index];
+  CHECK(fc6.shape == Shape::nchw(1024, 512, 3, 3));
+
+  auto st5 = nddr::VGG16::Stage5::build<float, nddr::Cpu>();
+  CHECK(st5.names() == std::vector<std::string>{"conv5_1", "conv5_1.bn", "conv5_1.relu", "conv5_2",
+                                                "conv5_2.bn", "conv5_2.relu", "conv5_3", "conv5_3.bn",
+                                                "conv5_3.relu", "pool5", "pool5a"});
+  CHECK(st5.child<nddr::Conv2d<float>>("conv5_2").options().dilation_h == 2);
+  CHECK(st5.child<nddr::MaxPool2d<float>>("pool5").options().stride_h == 1);
+  auto st2 = nddr::VGG16::Stage2::build<float, nddr::Cpu>();
+  CHECK(st2.names().back() == "pool2");
+  CHECK(st2.child<nddr::MaxPool2d<float>>("pool2").options().stride_h == 2);
+  auto head = nddr::LargeFovHead::build<float, nddr::Cpu>(512, 40);
+  CHECK(head.names() == std::vector<std::string>{"fc6", "fc6.bn", "fc6.relu", "drop6", "fc7", "fc7.bn",
+                                                 "fc7.relu", "drop7", "fc8"});
+  CHECK(head.child<nddr::Conv2d<float>>("fc6").options().dilation_h == 12);
+  CHECK_THROWS_WITH((nddr::LargeFovHead::build<float, nddr::Cpu>(512, 0)),
+                    Catch::Contains("OutputConv2d") && Catch::Contains("got 0"));
+}
+
+TEST_CASE("VGG16: one stage runs forward and backward on a small input", "[networks][backbones]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  auto st = nddr::VGG16::Stage2::build<float, nddr::Cpu>();
+  nddr::ParameterStore<float> store;
+  st.declare(store, "task0.stage2");
+  store.allocate();
+  nddr::Rng rng(3);
+  st.initialize(rng);
+  nddr::Tensor<float> x(Shape::nchw(2, 64, 9, 9));
+  for (std::int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(rng.uniform(-1.0, 1.0));
+  nddr::Tensor<float> y(st.output_shape(x.shape()));
+  REQUIRE(y.shape() == Shape::nchw(2, 128, 5, 5));
+  st.forward(ctx, x.cview(), y.view());
+  // Each channel of the last conv is batch-normalised then rectified and max-pooled: >= 0 and
+  // not all zero.
+  double sum = 0.0;
+  for (std::int64_t i = 0; i < y.numel(); ++i) {
+    REQUIRE(y[i] >= 0.f);
+    sum += y[i];
+  }
+  CHECK(sum > 0.0);
+  nddr::Tensor<float> dy(y.shape(), 1.f), dx(x.shape());
+  st.backward(ctx, x.cview(), y.cview(), dy.cview(), dx.view());
+  double g = 0.0;
+  for (std::int64_t i = 0; i < dx.numel(); ++i) g += std::abs(dx[i]);
+  CHECK(std::isfinite(g));
+}
+
+TEST_CASE("TinyNet: shapes, counts, names", "[networks][backbones]") {
+  auto s = column_shapes<nddr::TinyNet>(Shape::nchw(2, 3, 33, 33), 5);
+  CHECK(s[0] == Shape::nchw(2, 8, 17, 17));
+  CHECK(s[1] == Shape::nchw(2, 16, 9, 9));
+  CHECK(s[2] == Shape::nchw(2, 32, 5, 5));
+  CHECK(s[3] == Shape::nchw(2, 32, 5, 5));
+  CHECK(s[4] == Shape::nchw(2, 32, 5, 5));
+  CHECK(s[5] == Shape::nchw(2, 5, 5, 5));
+  s = column_shapes<nddr::TinyNet1>(Shape::nchw(1, 1, 28, 28), 10);
+  CHECK(s[2] == Shape::nchw(1, 32, 4, 4));
+  CHECK(s[5] == Shape::nchw(1, 10, 4, 4));
+
+  nddr::ParameterStore<float> store;
+  auto c = declare_column<nddr::TinyNet>(store, 5);
+  // kernels 3*8*9 + 8*16*9 + 16*32*9 + 2*32*32*9 + fc6 32*16*9 + fc8 16*5 + 5;
+  // BN gamma/beta 2 * (8 + 16 + 32 + 32 + 32 + 16).
+  const std::int64_t kernels = 216 + 1152 + 4608 + 2 * 9216 + 4608 + 80;
+  CHECK(c.trainable == kernels + 5 + 2 * 136);
+  CHECK(c.buffers == 2 * 136);
+  for (const char* n : {"task0.stage1.conv1_1.weight", "task0.stage4.conv4_1.bn.bias",
+                        "task0.head.fc6.weight", "task0.head.fc6.bn.weight", "task0.head.fc8.bias"}) {
+    INFO(n);
+    CHECK(store.find(n).has_value());
+  }
+  auto st = nddr::TinyNet::Stage3::build<float, nddr::Cpu>();
+  CHECK(st.names() == std::vector<std::string>{"conv3_1", "conv3_1.bn", "conv3_1.relu", "pool3"});
+  auto head = nddr::TinyHead::build<float, nddr::Cpu>(32, 5);
+  CHECK(head.names() == std::vector<std::string>{"fc6", "fc6.bn", "fc6.relu", "drop6", "fc8"});
+}
+
+TEST_CASE("TinyNet: column + head forward and backward", "[networks][backbones]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Sequential<double> net;
+  for_each_stage<nddr::TinyNet>([&](std::size_t i, auto stage) {
+    net.add("stage" + std::to_string(i + 1), decltype(stage)::template build<double, nddr::Cpu>());
+  });
+  net.add("head", nddr::TinyHead::build<double, nddr::Cpu>(32, 4));
+  nddr::ParameterStore<double> store;
+  net.declare(store, "task0");
+  store.allocate();
+  CHECK(store.find("task0.stage5.conv5_1.weight").has_value());
+  nddr::Rng rng(11);
+  net.initialize(rng);
+  nddr::Tensor<double> x(Shape::nchw(2, 3, 19, 23));
+  for (std::int64_t i = 0; i < x.numel(); ++i) x[i] = rng.uniform(-1.0, 1.0);
+  nddr::Tensor<double> y(net.output_shape(x.shape()));
+  REQUIRE(y.shape() == Shape::nchw(2, 4, 3, 3));
+  net.forward(ctx, x.cview(), y.view());
+  nddr::Tensor<double> dy(y.shape(), 1.0), dx(x.shape());
+  net.backward(ctx, x.cview(), y.cview(), dy.cview(), dx.view());
+  // d(sum y)/d(fc8.bias) = number of output pixels per channel.
+  auto db = store.grad(*store.find("task0.head.fc8.bias"));
+  for (std::int64_t i = 0; i < db.numel(); ++i) CHECK(db[i] == Approx(2 * 3 * 3));
+  double g = 0.0;
+  for (std::int64_t i = 0; i < dx.numel(); ++i) g += std::abs(dx[i]);
+  CHECK(std::isfinite(g));
+  CHECK(g > 0.0);
+  // Inference mode: dropout off, BN running statistics; deterministic.
+  net.set_training(false);
+  nddr::Tensor<double> y1(y.shape()), y2(y.shape());
+  net.forward(ctx, x.cview(), y1.view());
+  net.forward(ctx, x.cview(), y2.view());
+  for (std::int64_t i = 0; i < y1.numel(); ++i) REQUIRE(y1[i] == y2[i]);
+}
+
+TEST_CASE("TinyNet: Layer laws on every stage and the head", "[networks][backbones]") {
+  // Stages in training mode (BN with batch statistics); no stage is stochastic.
+  for_each_stage<nddr::TinyNet>([&](std::size_t i, auto stage) {
+    using S = decltype(stage);
+    auto seq = S::template build<double, nddr::Cpu>();
+    auto r = nddr::testing::check_layer_laws(seq, Shape::nchw(2, S::in_channels, 6, 5));
+    INFO("stage " << i + 1 << "\n" << r.report);
+    CHECK(r.ok);
+  });
+  // The head in inference mode, where dropout is the identity.
+  auto head = nddr::TinyHead::build<double, nddr::Cpu>(4, 3);
+  head.set_training(false);
+  auto r = nddr::testing::check_layer_laws(head, Shape::nchw(2, 4, 5, 4));
+  INFO(r.report);
+  CHECK(r.ok);
+  nddr::OutputConv2d<double> fc8(3, 2, 3, nddr::Conv2dOptions{}.same().dilation(2));
+  r = nddr::testing::check_layer_laws(fc8, Shape::nchw(2, 3, 5, 6));
+  INFO(r.report);
+  CHECK(r.ok);
+}
