@@ -1,0 +1,196 @@
+#pragma once
+/// \file
+/// `CrossStitchLayer<T, D>` (Misra et al., CVPR 2016): per fusion point a K x K matrix of
+/// scalars A mixes the task features, out_k = sum_j A[k][j] x_j; no BN, no activation, no bias
+/// (paper-spec.md §4.3). Spec `CrossStitch`. Also the subspace-mixing kernels shared with the
+/// sluice layer (nddr/fusion/sluice.hpp), of which the cross-stitch unit is the S = 1 case.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "nddr/core/context.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/core/parameter_store.hpp"
+#include "nddr/core/random.hpp"
+#include "nddr/core/shape.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/fusion/none.hpp"
+
+namespace nddr {
+
+namespace detail {
+
+/// Where subspace p = k * S + s lives: per batch item, `size` contiguous elements of task k's
+/// (N, C, H, W) tensor starting at s * size, with size = (C / S) * H * W.
+struct SubspaceLayout {
+  std::int64_t batch = 0;  ///< N
+  std::int64_t item = 0;   ///< C * H * W
+  std::int64_t size = 0;   ///< (C / S) * H * W
+  std::int64_t subspaces = 1;
+  std::int64_t count = 0;  ///< P = K * S
+
+  SubspaceLayout(const Shape& s, std::size_t tasks, std::int64_t subspaces_per_task)
+      : batch(s.n()),
+        item(s.item_size()),
+        size(s.item_size() / subspaces_per_task),
+        subspaces(subspaces_per_task),
+        count(static_cast<std::int64_t>(tasks) * subspaces_per_task) {}
+
+  std::size_t task(std::int64_t p) const { return static_cast<std::size_t>(p / subspaces); }
+  /// Flat offset of batch item n of subspace p inside its task's tensor.
+  std::int64_t offset(std::int64_t p, std::int64_t n) const {
+    return n * item + (p % subspaces) * size;
+  }
+};
+
+/// y_p = sum_q A[p][q] x_q over the P subspace tensors; A is (P, P), row-major. Assigned.
+template <class T>
+void subspace_mix_forward(Context<Cpu>& ctx, const SubspaceLayout& l,
+                          std::span<const TensorView<const T, Cpu>> xs, const T* a,
+                          std::span<const TensorView<T, Cpu>> ys) {
+  const std::int64_t P = l.count;
+  parallel_for(ctx, l.batch * P, [&](std::int64_t job) {
+    const std::int64_t n = job / P, p = job % P;
+    T* y = ys[l.task(p)].data() + l.offset(p, n);
+    for (std::int64_t r = 0; r < l.size; ++r) y[r] = T(0);
+    for (std::int64_t q = 0; q < P; ++q) {
+      const T w = a[p * P + q];
+      const T* x = xs[l.task(q)].data() + l.offset(q, n);
+      for (std::int64_t r = 0; r < l.size; ++r) y[r] += w * x[r];
+    }
+  });
+}
+
+/// dA[p][q] = <dy_p, x_q> (assigned), dx_q += sum_p A[p][q] dy_p for every non-empty dx.
+template <class T>
+void subspace_mix_backward(Context<Cpu>& ctx, const SubspaceLayout& l,
+                           std::span<const TensorView<const T, Cpu>> xs,
+                           std::span<const TensorView<const T, Cpu>> dys, const T* a, T* da,
+                           std::span<const TensorView<T, Cpu>> dxs) {
+  const std::int64_t P = l.count;
+  // Accumulated in double: each entry sums N * (C / S) * H * W products.
+  parallel_for(ctx, P * P, [&](std::int64_t pq) {
+    const std::int64_t p = pq / P, q = pq % P;
+    double s = 0.0;
+    for (std::int64_t n = 0; n < l.batch; ++n) {
+      const T* dy = dys[l.task(p)].data() + l.offset(p, n);
+      const T* x = xs[l.task(q)].data() + l.offset(q, n);
+      for (std::int64_t r = 0; r < l.size; ++r)
+        s += static_cast<double>(dy[r]) * static_cast<double>(x[r]);
+    }
+    da[pq] = static_cast<T>(s);
+  });
+  parallel_for(ctx, l.batch * P, [&](std::int64_t job) {
+    const std::int64_t n = job / P, q = job % P;
+    if (dxs[l.task(q)].empty()) return;
+    T* dx = dxs[l.task(q)].data() + l.offset(q, n);
+    for (std::int64_t p = 0; p < P; ++p) {
+      const T w = a[p * P + q];
+      const T* dy = dys[l.task(p)].data() + l.offset(p, n);
+      for (std::int64_t r = 0; r < l.size; ++r) dx[r] += w * dy[r];
+    }
+  });
+}
+
+}  // namespace detail
+
+/// Options of `CrossStitchLayer`: the initial matrix, `alpha` on the diagonal (own task) and
+/// `beta` everywhere else (every other task), as the NDDR diagonal initialisation.
+struct CrossStitchOptions {
+  double alpha_init = 0.9;
+  double beta_init = 0.1;
+
+  CrossStitchOptions& init(double alpha, double beta) {
+    alpha_init = alpha;
+    beta_init = beta;
+    return *this;
+  }
+};
+
+/// Parameter `prefix.alpha` (K, K) in group "nddr": out_k = sum_j alpha[k][j] x_j, one scalar
+/// per task pair shared by every channel and pixel.
+template <class T, class D = Cpu>
+class CrossStitchLayer {
+ public:
+  using value_type = T;
+  using device_type = D;
+  using Views = std::span<const TensorView<const T, D>>;
+  using Outs = std::span<const TensorView<T, D>>;
+
+  /// Mixes `tasks` (>= 1) features of `channels` (>= 1) channels; throws OptionError otherwise.
+  CrossStitchLayer(std::size_t tasks, std::int64_t channels, const CrossStitchOptions& opt = {})
+      : tasks_(tasks), channels_(channels), opt_(opt) {
+    detail::check_fusion_sizes(kWho, tasks_, channels_);
+  }
+
+  std::size_t tasks() const { return tasks_; }
+  std::int64_t channels() const { return channels_; }
+  const CrossStitchOptions& options() const { return opt_; }
+
+  std::vector<Shape> output_shapes(std::span<const Shape> inputs) const {
+    return detail::fusion_output_shapes(kWho, tasks_, channels_, inputs);
+  }
+
+  void declare(ParameterStore<T, D>& store, const std::string& prefix) {
+    store_ = &store;
+    const auto k = static_cast<std::int64_t>(tasks_);
+    alpha_ = store.declare(prefix + ".alpha", Shape{k, k}, "nddr");
+  }
+
+  void initialize(Rng&) {
+    static_assert(std::is_same_v<D, Cpu>,
+                  "nddr::CrossStitchLayer::initialize: initialise on nddr::Cpu and copy the store");
+    auto a = alpha();
+    for (std::size_t k = 0; k < tasks_; ++k)
+      for (std::size_t j = 0; j < tasks_; ++j)
+        a[static_cast<std::int64_t>(k * tasks_ + j)] =
+            static_cast<T>(k == j ? opt_.alpha_init : opt_.beta_init);
+  }
+
+  /// The (K, K) mixing matrix, row k = the weights of task k's output.
+  TensorView<T, D> alpha() {
+    check<Error>(store_ != nullptr, kWho, ": used before declare()");
+    return store_->value(alpha_);
+  }
+
+  void set_training(bool on) { training_ = on; }
+  bool training() const { return training_; }
+
+  void forward(Context<D>& ctx, Views xs, Outs ys) {
+    const Shape s = detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "output", false);
+    detail::subspace_mix_forward<T>(ctx, detail::SubspaceLayout(s, tasks_, 1), xs,
+                                    alpha().data(), ys);
+  }
+
+  void backward(Context<D>& ctx, Views xs, Views, Views dys, Outs dxs) {
+    const Shape s = detail::check_fusion_views(kWho, tasks_, channels_, xs, dys, "dy", false);
+    detail::check_fusion_views(kWho, tasks_, channels_, xs, dxs, "dx", true);
+    detail::subspace_mix_backward<T>(ctx, detail::SubspaceLayout(s, tasks_, 1), xs, dys,
+                                     alpha().data(), store_->grad(alpha_).data(), dxs);
+  }
+
+ private:
+  static constexpr const char* kWho = "nddr::CrossStitchLayer";
+  std::size_t tasks_;
+  std::int64_t channels_;
+  CrossStitchOptions opt_;
+  ParameterStore<T, D>* store_ = nullptr;
+  ParamId alpha_{};
+  bool training_ = true;
+};
+
+/// FusionSpec of the cross-stitch network (paper-spec.md §4.3).
+struct CrossStitch {
+  static constexpr const char* name = "cross_stitch";
+  using options = CrossStitchOptions;
+  template <class T, class D>
+  using layer = CrossStitchLayer<T, D>;
+  static constexpr std::size_t shared_stages = 0;
+  static constexpr bool shortcut = false;
+};
+
+}  // namespace nddr
