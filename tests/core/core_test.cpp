@@ -43,6 +43,10 @@ TEST_CASE("Tensor: zeroed, aligned, copy, move, views", "[core][tensor]") {
   CHECK_THROWS_AS(v.batch_slice(1, 3), nddr::ShapeError);
   CHECK_THROWS_AS(m.reshape(Shape{7}), nddr::ShapeError);
   m.reshape(Shape{120});
+  nddr::Tensor<float> empty;
+  CHECK(empty.empty());
+  CHECK(empty.numel() == 0);
+  empty.zero();  // a no-op, not a write through null
   CHECK(m.shape().rank() == 1);
   static_assert(nddr::concepts::Tensor<nddr::Tensor<double>>);
   static_assert(nddr::concepts::Tensor<nddr::TensorView<const float>>);

@@ -84,7 +84,8 @@ class Tensor {
 
   Tensor() = default;
   explicit Tensor(Shape shape) : shape_(shape) {
-    data_ = static_cast<T*>(Storage<D>::allocate(bytes()));
+    const std::size_t n = static_cast<std::size_t>(shape.numel()) * sizeof(T);
+    data_ = static_cast<T*>(Storage<D>::allocate(n));
     Storage<D>::zero(data_, bytes());
   }
   /// Filled with `value` (CPU only).
@@ -111,8 +112,10 @@ class Tensor {
   T* data() { return data_; }
   const T* data() const { return data_; }
   const Shape& shape() const { return shape_; }
-  std::int64_t numel() const { return shape_.numel(); }
+  /// Element count; 0 for a default-constructed (empty) tensor.
+  std::int64_t numel() const { return data_ == nullptr ? 0 : shape_.numel(); }
   std::size_t bytes() const { return static_cast<std::size_t>(numel()) * sizeof(T); }
+  bool empty() const { return data_ == nullptr; }
 
   TensorView<T, D> view() { return {data_, shape_}; }
   TensorView<const T, D> view() const { return {data_, shape_}; }

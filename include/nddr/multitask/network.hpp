@@ -1,0 +1,342 @@
+#pragma once
+/// \file
+/// `Network<Spec, D, T>`: a `MultiTask` spec instantiated on device D with element type T. It owns
+/// the parameters (one `ParameterStore`), the K x S grid of stage instances, the fusion layers
+/// after every stage, the optional shortcut modules and the K heads, and runs explicit forward and
+/// backward passes over the whole grid.
+///
+/// Data flow (task k, stage s; f[k][-1] = the input image):
+///   a[k][s] = stage[k][s](f[k][s-1])            (shared stages: computed once, a[*][s] alias)
+///   f[*][s] = fusion[s](a[*][s])                (identity for shared stages)
+///   h[k]    = shortcut ? shortcut_k(f[k][0..S-1]) : f[k][S-1]
+///   out[k]  = head[k](h[k])
+/// Backward visits the same grid in reverse; every consumer *adds* into its input's gradient
+/// (the Layer contract), so a feature read by K fusion branches, or a shared trunk read by K
+/// columns, collects all K contributions.
+
+#include <array>
+#include <deque>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <boost/hana/for_each.hpp>
+#include <boost/hana/range.hpp>
+
+#include "nddr/core/context.hpp"
+#include "nddr/core/parameter_store.hpp"
+#include "nddr/core/random.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/fusion/shortcut.hpp"
+#include "nddr/layers/sequential.hpp"
+#include "nddr/multitask/multitask.hpp"
+
+namespace nddr {
+
+/// Run-time options of a `Network`.
+template <class Spec>
+struct NetworkOptions {
+  typename Spec::fusion::options fusion{};  ///< options of every fusion layer
+  std::int64_t shortcut_channels = 512;     ///< output channels of the shortcut 1x1 conv
+  double fusion_lr_mult = 100.0;            ///< group "nddr": fusion and shortcut parameters
+  double fc8_weight_lr_mult = 10.0;         ///< group "fc8.weight"
+  double fc8_bias_lr_mult = 20.0;           ///< group "fc8.bias"
+  std::uint64_t seed = 1234;                ///< initialisation seed
+};
+
+template <class Spec, class D = Cpu, class T = float>
+class Network {
+ public:
+  using spec_type = Spec;
+  using value_type = T;
+  using device_type = D;
+  static constexpr std::size_t kTasks = Spec::tasks;
+  static constexpr std::size_t kStages = Spec::stages;
+  static constexpr std::size_t kShared = Spec::shared_stages;
+  using FusionLayerType = typename Spec::fusion::template layer<T, D>;
+
+  /// `outputs[k]` = head channels of task k (40 for NYUv2 segmentation, 3 for normals, ...).
+  explicit Network(const std::array<std::int64_t, kTasks>& outputs,
+                   const NetworkOptions<Spec>& opt = {})
+      : opt_(opt) {
+    namespace hana = boost::hana;
+    store_.add_group({"nddr", opt.fusion_lr_mult, 1.0});
+    store_.add_group({"fc8.weight", opt.fc8_weight_lr_mult, 1.0});
+    store_.add_group({"fc8.bias", opt.fc8_bias_lr_mult, 1.0});
+    // The K x S grid: backbone types differ per task, so iterate them at compile time.
+    hana::for_each(hana::make_range(hana::size_c<0>, hana::size_c<kTasks>), [&](auto k) {
+      using B = typename Spec::template backbone<decltype(k)::value>;
+      hana::for_each(hana::make_range(hana::size_c<0>, hana::size_c<kStages>), [&](auto s) {
+        using S = stage_t<B, decltype(s)::value>;
+        if (decltype(s)::value >= kShared || decltype(k)::value == 0)
+          stages_[decltype(k)::value].push_back(
+              std::make_unique<Sequential<T, D>>(S::template build<T, D>()));
+      });
+      const std::int64_t head_in =
+          Spec::shortcut ? opt.shortcut_channels : stage_t<B, kStages - 1>::out_channels;
+      heads_[decltype(k)::value] =
+          B::head::template build<T, D>(head_in, outputs[decltype(k)::value]);
+    });
+    for (std::size_t s = kShared; s < kStages; ++s)
+      fusion_.push_back(std::make_unique<FusionLayerType>(kTasks, Spec::channels(s), opt.fusion));
+    if constexpr (Spec::shortcut) {
+      std::vector<std::int64_t> ch;
+      for (std::size_t s = 0; s < kStages; ++s) ch.push_back(Spec::channels(s));
+      for (std::size_t k = 0; k < shortcut_count(); ++k)
+        shortcuts_.push_back(
+            std::make_unique<ShortcutModule<T, D>>(ch, opt.shortcut_channels));
+    }
+    declare_all();
+    store_.allocate();
+    Rng rng(opt.seed);
+    for (auto& col : stages_)
+      for (auto& st : col) st->initialize(rng);
+    for (auto& f : fusion_) f->initialize(rng);
+    for (auto& m : shortcuts_) m->initialize(rng);
+    for (auto& h : heads_) h.initialize(rng);
+  }
+
+  Network(const Network&) = delete;
+  Network& operator=(const Network&) = delete;
+
+  ParameterStore<T, D>& parameters() { return store_; }
+  const ParameterStore<T, D>& parameters() const { return store_; }
+  /// Every trainable parameter's name, shape, offset and group (PyTorch's named_parameters()).
+  const std::vector<ParamEntry>& named_parameters() const { return store_.parameters(); }
+
+  /// Stage `s` (0-based) of task `k`; shared stages are owned by task 0.
+  Sequential<T, D>& stage(std::size_t k, std::size_t s) {
+    return *stages_[s < kShared ? 0 : k][s < kShared ? s : s - (k == 0 ? 0 : kShared)];
+  }
+  Sequential<T, D>& head(std::size_t k) { return heads_[k]; }
+  /// The fusion layer after stage `s` (s >= shared stages).
+  auto& fusion(std::size_t s) { return *fusion_[s - kShared]; }
+
+  void set_training(bool on) {
+    training_ = on;
+    for (auto& col : stages_)
+      for (auto& st : col) st->set_training(on);
+    for (auto& f : fusion_) f->set_training(on);
+    for (auto& m : shortcuts_) m->set_training(on);
+    for (auto& h : heads_) h.set_training(on);
+  }
+  bool training() const { return training_; }
+
+  /// Output shape of task k's head for an input image of shape `in`.
+  Shape output_shape(std::size_t k, const Shape& in) {
+    Shape s = in;
+    for (std::size_t i = 0; i < kStages; ++i) s = stage(k, i).output_shape(s);
+    if constexpr (Spec::shortcut) s = shortcut_input_shape(s);
+    return heads_[k].output_shape(s);
+  }
+
+  /// Runs every task on image `x` (N, C, H, W). The returned views stay valid until the next
+  /// forward with another input shape.
+  std::array<TensorView<const T, D>, kTasks> forward(Context<D>& ctx, TensorView<const T, D> x) {
+    prepare(x.shape());
+    for (std::size_t s = 0; s < kStages; ++s) {
+      for (std::size_t k = 0; k < kTasks; ++k) {
+        if (s < kShared && k > 0) continue;
+        stage(k, s).forward(ctx, input_of(k, s, x), a_[k][s]->view());
+      }
+      if (s >= kShared) {
+        auto xs = views(a_, s);
+        auto ys = mut_views(f_, s);
+        fusion(s).forward(ctx, std::span<const TensorView<const T, D>>(xs),
+                          std::span<const TensorView<T, D>>(ys));
+      }
+    }
+    std::array<TensorView<const T, D>, kTasks> out;
+    for (std::size_t k = 0; k < kTasks; ++k) {
+      if constexpr (Spec::shortcut) {
+        if (k < shortcut_count()) {
+          auto xs = column_views(f_, k);
+          shortcuts_[k]->forward(ctx, std::span<const TensorView<const T, D>>(xs), h_[k].view());
+        }
+      }
+      heads_[k].forward(ctx, head_input(k), out_[k].view());
+      out[k] = out_[k].cview();
+    }
+    return out;
+  }
+
+  /// Back-propagates `douts[k]` (the gradient of the loss w.r.t. task k's output; an empty view
+  /// means zero) through the whole grid after the matching `forward`. Parameter gradients are
+  /// assigned. If `dx` is non-empty, the input gradient is accumulated into it.
+  void backward(Context<D>& ctx, TensorView<const T, D> x,
+                std::span<const TensorView<const T, D>> douts, TensorView<T, D> dx = {}) {
+    check<Error>(douts.size() == kTasks, "nddr::Network::backward: expected ", kTasks,
+                 " output gradients, got ", douts.size());
+    check<Error>(x.shape() == in_shape_, "nddr::Network::backward: call forward with ",
+                 x.shape().str(), " first");
+    for (auto& g : grads_) g.zero();
+    for (auto& g : dh_) g.zero();
+    store_.zero_grad();  // layers that get no gradient this step must report zero
+    for (std::size_t k = 0; k < kTasks; ++k) {
+      if (douts[k].empty()) continue;
+      check_shape("nddr::Network::backward", "douts[k]", douts[k].shape(), out_[k].shape());
+      heads_[k].backward(ctx, head_input(k), out_[k].cview(), douts[k], head_input_grad(k));
+    }
+    if constexpr (Spec::shortcut) {
+      for (std::size_t k = 0; k < shortcut_count(); ++k) {
+        auto xs = column_views(f_, k);
+        auto dxs = column_mut_views(df_, k);
+        shortcuts_[k]->backward(ctx, std::span<const TensorView<const T, D>>(xs), h_[k].cview(),
+                                dh_[k].cview(), std::span<const TensorView<T, D>>(dxs));
+      }
+    }
+    for (std::size_t s = kStages; s-- > 0;) {
+      if (s >= kShared) {
+        auto xs = views(a_, s);
+        auto ys = views(f_, s);
+        auto dys = views(df_, s);
+        auto dxs = mut_views(da_, s);
+        fusion(s).backward(ctx, std::span<const TensorView<const T, D>>(xs),
+                           std::span<const TensorView<const T, D>>(ys),
+                           std::span<const TensorView<const T, D>>(dys),
+                           std::span<const TensorView<T, D>>(dxs));
+      }
+      for (std::size_t k = 0; k < kTasks; ++k) {
+        if (s < kShared && k > 0) continue;
+        TensorView<T, D> din = s == 0 ? dx : df_[k][s - 1]->view();
+        stage(k, s).backward(ctx, input_of(k, s, x), a_[k][s]->cview(), da_[k][s]->cview(), din);
+      }
+    }
+  }
+
+ private:
+  std::size_t shortcut_count() const { return kShared == kStages ? 1 : kTasks; }
+
+  void declare_all() {
+    for (std::size_t k = 0; k < kTasks; ++k)
+      for (std::size_t s = 0; s < kStages; ++s) {
+        if (s < kShared && k > 0) continue;
+        const std::string prefix = s < kShared ? "shared.stage" + std::to_string(s + 1)
+                                               : "task" + std::to_string(k) + ".stage" +
+                                                     std::to_string(s + 1);
+        stage(k, s).declare(store_, prefix);
+      }
+    for (std::size_t s = kShared; s < kStages; ++s)
+      fusion(s).declare(store_, "fusion.stage" + std::to_string(s + 1));
+    for (std::size_t k = 0; k < shortcuts_.size(); ++k)
+      shortcuts_[k]->declare(store_, shortcuts_.size() == 1 && kTasks > 1
+                                         ? std::string("shortcut.shared")
+                                         : "shortcut.task" + std::to_string(k));
+    for (std::size_t k = 0; k < kTasks; ++k) {
+      const std::string prefix = "task" + std::to_string(k) + ".head";
+      const std::size_t first = store_.parameters().size();
+      heads_[k].declare(store_, prefix);
+      // The paper's lr multipliers: fc8 weights x10, fc8 biases x20.
+      for (std::size_t i = first; i < store_.parameters().size(); ++i) {
+        const std::string& n = store_.parameters()[i].name;
+        if (n == prefix + ".fc8.weight") store_.move_to_group(ParamId{i}, "fc8.weight");
+        if (n == prefix + ".fc8.bias") store_.move_to_group(ParamId{i}, "fc8.bias");
+      }
+    }
+  }
+
+  Shape shortcut_input_shape(const Shape& last) const {
+    return Shape::nchw(last.n(), opt_.shortcut_channels, last.h(), last.w());
+  }
+
+  // Allocates every activation and gradient for input shape `in` (only when it changes).
+  void prepare(const Shape& in) {
+    if (in == in_shape_) return;
+    grads_.clear();
+    tensors_.clear();
+    auto make = [&](const Shape& s, bool grad) {
+      if (grad) {
+        grads_.emplace_back(s);
+        return &grads_.back();
+      }
+      tensors_.emplace_back(s);
+      return &tensors_.back();
+    };
+    std::array<Shape, kTasks> cur;
+    cur.fill(in);
+    for (std::size_t s = 0; s < kStages; ++s)
+      for (std::size_t k = 0; k < kTasks; ++k) {
+        if (s < kShared && k > 0) {
+          // Shared trunk: every task sees task 0's tensors.
+          a_[k][s] = a_[0][s];
+          da_[k][s] = da_[0][s];
+          f_[k][s] = f_[0][s];
+          df_[k][s] = df_[0][s];
+          cur[k] = cur[0];
+          continue;
+        }
+        cur[k] = stage(k, s).output_shape(cur[k]);
+        a_[k][s] = make(cur[k], false);
+        da_[k][s] = make(cur[k], true);
+        if (s < kShared) {  // identity fusion: alias
+          f_[k][s] = a_[k][s];
+          df_[k][s] = da_[k][s];
+        } else {
+          f_[k][s] = make(cur[k], false);
+          df_[k][s] = make(cur[k], true);
+        }
+      }
+    for (std::size_t k = 0; k < kTasks; ++k) {
+      Shape hin = cur[k];
+      if constexpr (Spec::shortcut) {
+        hin = shortcut_input_shape(cur[k]);
+        h_[k] = Tensor<T, D>(hin);
+        dh_[k] = Tensor<T, D>(hin);
+      }
+      out_[k] = Tensor<T, D>(heads_[k].output_shape(hin));
+    }
+    in_shape_ = in;
+  }
+
+  TensorView<const T, D> input_of(std::size_t k, std::size_t s, TensorView<const T, D> x) const {
+    return s == 0 ? x : f_[k][s - 1]->cview();
+  }
+  TensorView<const T, D> head_input(std::size_t k) const {
+    if constexpr (Spec::shortcut) return h_[shortcut_count() == 1 ? 0 : k].cview();
+    return f_[k][kStages - 1]->cview();
+  }
+  TensorView<T, D> head_input_grad(std::size_t k) {
+    if constexpr (Spec::shortcut) return dh_[shortcut_count() == 1 ? 0 : k].view();
+    return df_[k][kStages - 1]->view();
+  }
+
+  using Grid = std::array<std::array<Tensor<T, D>*, kStages>, kTasks>;
+  static std::vector<TensorView<const T, D>> views(const Grid& g, std::size_t s) {
+    std::vector<TensorView<const T, D>> v;
+    for (std::size_t k = 0; k < kTasks; ++k) v.push_back(g[k][s]->cview());
+    return v;
+  }
+  static std::vector<TensorView<T, D>> mut_views(const Grid& g, std::size_t s) {
+    std::vector<TensorView<T, D>> v;
+    for (std::size_t k = 0; k < kTasks; ++k) v.push_back(g[k][s]->view());
+    return v;
+  }
+  static std::vector<TensorView<const T, D>> column_views(const Grid& g, std::size_t k) {
+    std::vector<TensorView<const T, D>> v;
+    for (std::size_t s = 0; s < kStages; ++s) v.push_back(g[k][s]->cview());
+    return v;
+  }
+  static std::vector<TensorView<T, D>> column_mut_views(const Grid& g, std::size_t k) {
+    std::vector<TensorView<T, D>> v;
+    for (std::size_t s = 0; s < kStages; ++s) v.push_back(g[k][s]->view());
+    return v;
+  }
+
+  NetworkOptions<Spec> opt_;
+  ParameterStore<T, D> store_;
+  std::array<std::vector<std::unique_ptr<Sequential<T, D>>>, kTasks> stages_;
+  std::vector<std::unique_ptr<FusionLayerType>> fusion_;
+  std::vector<std::unique_ptr<ShortcutModule<T, D>>> shortcuts_;
+  std::array<Sequential<T, D>, kTasks> heads_;
+  // Activations and their gradients; a deque keeps the grid's pointers valid while it grows.
+  std::deque<Tensor<T, D>> tensors_, grads_;
+  Grid a_{}, f_{}, da_{}, df_{};
+  std::array<Tensor<T, D>, kTasks> h_, dh_, out_;
+  Shape in_shape_{};
+  bool training_ = true;
+};
+
+}  // namespace nddr
