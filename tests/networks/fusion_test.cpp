@@ -2,19 +2,17 @@
 // gradients for K = 1, 2, 3, the accumulate/assign contract, closed forms, parameter counts of
 // the paper and errors.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <cstdint>
-#include <sstream>
-#include <string>
-#include <vector>
-
 #include <nddr/concepts/fusion_layer.hpp>
 #include <nddr/fusion/cross_stitch.hpp>
 #include <nddr/fusion/nddr.hpp>
 #include <nddr/fusion/none.hpp>
 #include <nddr/fusion/sluice.hpp>
 #include <nddr/testing/gradient_check.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
 
 namespace {
 
@@ -139,8 +137,8 @@ Batch run_forward(F& layer, const Batch& x) {
   return y;
 }
 
-template <class F>
-void setup(F& layer, Store& store) {
+template <class F, class S>
+void setup(F& layer, S& store) {
   layer.declare(store, "f");
   store.allocate();
   nddr::Rng rng(1);
@@ -221,8 +219,7 @@ TEST_CASE("NDDR: closed forms", "[networks][fusion]") {
     Batch expected(3, kShape);
     for (std::size_t k = 0; k < 3; ++k)
       for (std::int64_t i = 0; i < kShape.numel(); ++i)
-        for (std::size_t j = 0; j < 3; ++j)
-          expected.t[k][i] += (j == k ? 0.7 : 0.2) * x.t[j][i];
+        for (std::size_t j = 0; j < 3; ++j) expected.t[k][i] += (j == k ? 0.7 : 0.2) * x.t[j][i];
     CHECK(max_diff(y, expected) < 1e-14);
   }
   SECTION("diagonal (1, 0) is the identity") {
@@ -389,7 +386,8 @@ TEST_CASE("Fusion layers: errors", "[networks][fusion]") {
   CHECK(nddr_layer.output_shapes(std::vector<Shape>(2, Shape::nchw(2, 4, 3, 3))).size() == 2);
 
   nddr::CrossStitchLayer<double> cs(2, 4);
-  CHECK_THROWS_WITH(cs.output_shapes(mismatched), Contains("CrossStitchLayer") && Contains("task 1"));
+  CHECK_THROWS_WITH(cs.output_shapes(mismatched),
+                    Contains("CrossStitchLayer") && Contains("task 1"));
   nddr::IdentityFusion<double> id(2, 4);
   CHECK_THROWS_WITH(id.output_shapes(mismatched), Contains("IdentityFusion") && Contains("task 1"));
 
@@ -403,9 +401,9 @@ TEST_CASE("Fusion layers: errors", "[networks][fusion]") {
                         Contains("not divisible by SluiceOptions.subspaces 4"));
   CHECK_THROWS_AS(nddr::SluiceLayer<double>(2, 6, nddr::SluiceOptions{}.subspace_count(0)),
                   nddr::OptionError);
-  CHECK_THROWS_WITH(
-      nddr::NddrLayer<double>(2, 4, nddr::NddrOptions{}.batch_norm(nddr::BatchNormOptions{}.eps(0))),
-      Contains("NddrLayer") && Contains("eps"));
+  CHECK_THROWS_WITH(nddr::NddrLayer<double>(
+                        2, 4, nddr::NddrOptions{}.batch_norm(nddr::BatchNormOptions{}.eps(0))),
+                    Contains("NddrLayer") && Contains("eps"));
 
   // forward checks the views too.
   Store store;
@@ -414,4 +412,51 @@ TEST_CASE("Fusion layers: errors", "[networks][fusion]") {
   Batch x(2, Shape::nchw(1, 4, 2, 2)), y(2, Shape::nchw(1, 4, 2, 3));
   CHECK_THROWS_WITH(cs.forward(ctx, x.in(), y.out()),
                     Contains("output of task 0") && Contains("(1, 4, 2, 3)"));
+}
+
+namespace {
+
+/// Runs the float and double instantiations of `Layer` on the same data: outputs and input
+/// gradients agree to float precision.
+template <template <class, class> class Layer, class Options>
+double float_vs_double(const Options& opt) {
+  const Shape s = Shape::nchw(2, 4, 3, 3);
+  Layer<double, Cpu> ld(2, 4, opt);
+  Layer<float, Cpu> lf(2, 4, opt);
+  Store sd;
+  nddr::ParameterStore<float, Cpu> sf;
+  setup(ld, sd);
+  setup(lf, sf);
+  nddr::Context<Cpu> ctx(2);
+  std::vector<Tensor<double>> xd(2, Tensor<double>(s)), yd = xd, dxd = xd;
+  std::vector<Tensor<float>> xf(2, Tensor<float>(s)), yf = xf, dxf = xf;
+  nddr::Rng rng(3);
+  for (std::size_t k = 0; k < 2; ++k)
+    for (std::int64_t i = 0; i < s.numel(); ++i)
+      xf[k][i] = static_cast<float>(xd[k][i] = rng.uniform(-1.0, 1.0));
+  std::vector<TensorView<const double>> xdv{xd[0].cview(), xd[1].cview()},
+      ydc{yd[0].cview(), yd[1].cview()};
+  std::vector<TensorView<double>> ydv{yd[0].view(), yd[1].view()},
+      dxdv{dxd[0].view(), dxd[1].view()};
+  std::vector<TensorView<const float>> xfv{xf[0].cview(), xf[1].cview()},
+      yfc{yf[0].cview(), yf[1].cview()};
+  std::vector<TensorView<float>> yfv{yf[0].view(), yf[1].view()},
+      dxfv{dxf[0].view(), dxf[1].view()};
+  ld.forward(ctx, xdv, ydv);
+  lf.forward(ctx, xfv, yfv);
+  ld.backward(ctx, xdv, ydc, xdv, dxdv);  // dy = x
+  lf.backward(ctx, xfv, yfc, xfv, dxfv);
+  double m = 0.0;
+  for (std::size_t k = 0; k < 2; ++k)
+    for (std::int64_t i = 0; i < s.numel(); ++i)
+      m = std::max({m, std::abs(yd[k][i] - yf[k][i]), std::abs(dxd[k][i] - dxf[k][i])});
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("Fusion layers: float agrees with double", "[networks][fusion]") {
+  CHECK(float_vs_double<nddr::NddrLayer>(nddr::NddrOptions{}) < 1e-4);
+  CHECK(float_vs_double<nddr::CrossStitchLayer>(nddr::CrossStitchOptions{}) < 1e-5);
+  CHECK(float_vs_double<nddr::SluiceLayer>(nddr::SluiceOptions{}) < 1e-5);
 }

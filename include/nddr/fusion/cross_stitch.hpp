@@ -162,8 +162,8 @@ class CrossStitchLayer {
 
   void forward(Context<D>& ctx, Views xs, Outs ys) {
     const Shape s = detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "output", false);
-    detail::subspace_mix_forward<T>(ctx, detail::SubspaceLayout(s, tasks_, 1), xs,
-                                    alpha().data(), ys);
+    detail::subspace_mix_forward<T>(ctx, detail::SubspaceLayout(s, tasks_, 1), xs, alpha().data(),
+                                    ys);
   }
 
   void backward(Context<D>& ctx, Views xs, Views, Views dys, Outs dxs) {

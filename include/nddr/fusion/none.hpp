@@ -58,8 +58,8 @@ Shape check_fusion_views(const char* who, std::size_t tasks, std::int64_t channe
   shapes.reserve(xs.size());
   for (const auto& x : xs) shapes.push_back(x.shape());
   fusion_output_shapes(who, tasks, channels, shapes);
-  check<ShapeError>(outs.size() == tasks, who, ": expected ", tasks, " ", out_name,
-                    " views, got ", outs.size());
+  check<ShapeError>(outs.size() == tasks, who, ": expected ", tasks, " ", out_name, " views, got ",
+                    outs.size());
   for (std::size_t k = 0; k < outs.size(); ++k) {
     if (allow_empty_out && outs[k].empty()) continue;
     check_shape(who, (std::string(out_name) + " of task " + std::to_string(k)).c_str(),

@@ -85,7 +85,8 @@ class SluiceLayer {
     const double off = P > 1 ? opt_.rest_init / static_cast<double>(P - 1) : 0.0;
     auto a = alpha();
     for (std::int64_t p = 0; p < P; ++p)
-      for (std::int64_t q = 0; q < P; ++q) a[p * P + q] = static_cast<T>(p == q ? opt_.alpha_init : off);
+      for (std::int64_t q = 0; q < P; ++q)
+        a[p * P + q] = static_cast<T>(p == q ? opt_.alpha_init : off);
   }
 
   /// The (K S, K S) mixing matrix.
