@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <nddr/backbones/vgg16.hpp>
 #include <nddr/io/safetensors.hpp>
 #include <nddr/io/weights.hpp>
 #include <optional>
@@ -60,8 +61,8 @@ enum class Head { kNone, kLargeFov, kClassifier };
 struct ColumnSpec {
   std::array<std::int64_t, 5> widths{64, 128, 256, 512, 512};
   Head head = Head::kLargeFov;
-  std::int64_t fc_width = 1024;   // LargeFOV fc6/fc7 channels or classifier fc width
-  std::int64_t fc6_in = 25088;    // classifier only: 512 * 7 * 7
+  std::int64_t fc_width = 1024;  // LargeFOV fc6/fc7 channels or classifier fc width
+  std::int64_t fc6_in = 25088;   // classifier only: 512 * 7 * 7
   std::int64_t classes = 21;
   bool conv_bias = false;
 
@@ -152,7 +153,8 @@ void fill(ParameterStore<T>& store, double seed) {
   for (const auto* entries : {&store.parameters(), &store.buffers()})
     for (const auto& e : *entries) {
       auto v = view_of(store, e.name);
-      for (std::int64_t i = 0; i < v.shape().numel(); ++i) v.data()[i] = static_cast<T>(std::sin(k += 1.0));
+      for (std::int64_t i = 0; i < v.shape().numel(); ++i)
+        v.data()[i] = static_cast<T>(std::sin(k += 1.0));
     }
 }
 
@@ -201,6 +203,19 @@ class SyntheticFile {
   std::vector<std::string> names_;
   double counter_ = 0.0;
 };
+
+// A column of the real nddr::VGG16 (stages and LargeFOV head) under `prefix`, to check that the
+// import names match the network's.
+template <class T>
+void declare_vgg16_column(ParameterStore<T>& store, const std::string& prefix,
+                          std::int64_t classes) {
+  nddr::VGG16::Stage1::build<T, nddr::Cpu>().declare(store, prefix + ".stage1");
+  nddr::VGG16::Stage2::build<T, nddr::Cpu>().declare(store, prefix + ".stage2");
+  nddr::VGG16::Stage3::build<T, nddr::Cpu>().declare(store, prefix + ".stage3");
+  nddr::VGG16::Stage4::build<T, nddr::Cpu>().declare(store, prefix + ".stage4");
+  nddr::VGG16::Stage5::build<T, nddr::Cpu>().declare(store, prefix + ".stage5");
+  nddr::VGG16::head::build<T, nddr::Cpu>(512, classes).declare(store, prefix + ".head");
+}
 
 // Copies `src` to `dst` without the keys in `drop` and with float tensors `add`.
 void rewrite(const std::string& src, const std::string& dst, const std::vector<std::string>& drop,
@@ -342,10 +357,9 @@ TEST_CASE("load_parameters rename hook remaps prefixes and skips keys", "[networ
   auto multi = make_store<double>({"task0", "task1"}, ColumnSpec::mini());
 
   SECTION("replace_prefix loads one column into another") {
-    const auto r = nddr::io::load_parameters(
-        path, *multi,
-        nddr::io::LoadOptions{}.with_strict(false).with_rename(
-            nddr::io::replace_prefix("task0.", "task1.")));
+    const auto r = nddr::io::load_parameters(path, *multi,
+                                             nddr::io::LoadOptions{}.with_strict(false).with_rename(
+                                                 nddr::io::replace_prefix("task0.", "task1.")));
     CHECK(r.unexpected.empty());
     CHECK(r.skipped.empty());
     CHECK(r.loaded.size() == single->parameters().size() + single->buffers().size());
@@ -357,13 +371,13 @@ TEST_CASE("load_parameters rename hook remaps prefixes and skips keys", "[networ
     CHECK(all_zero(*multi, "task0.stage4.conv4_2.weight"));
   }
   SECTION("nullopt skips a key and the report lists it") {
-    const auto r = nddr::io::load_parameters(
-        path, *single,
-        nddr::io::LoadOptions{}.with_strict(false).with_rename(
-            [](std::string_view k) -> std::optional<std::string> {
-              if (k.ends_with(".running_var")) return std::nullopt;
-              return std::string(k);
-            }));
+    const auto r =
+        nddr::io::load_parameters(path, *single,
+                                  nddr::io::LoadOptions{}.with_strict(false).with_rename(
+                                      [](std::string_view k) -> std::optional<std::string> {
+                                        if (k.ends_with(".running_var")) return std::nullopt;
+                                        return std::string(k);
+                                      }));
     CHECK(r.skipped.size() == 15);  // 13 conv BNs + fc6.bn + fc7.bn
     CHECK(r.missing.size() == 15);
     CHECK(std::find(r.skipped.begin(), r.skipped.end(), "task0.head.fc6.bn.running_var") !=
@@ -371,11 +385,11 @@ TEST_CASE("load_parameters rename hook remaps prefixes and skips keys", "[networ
   }
   SECTION("two keys renamed to one store entry throw") {
     CHECK_THROWS_WITH(
-        nddr::io::load_parameters(path, *single,
-                                  nddr::io::LoadOptions{}.with_rename(
-                                      [](std::string_view) -> std::optional<std::string> {
-                                        return std::string("task0.head.fc8.bias");
-                                      })),
+        nddr::io::load_parameters(
+            path, *single,
+            nddr::io::LoadOptions{}.with_rename([](std::string_view) -> std::optional<std::string> {
+              return std::string("task0.head.fc8.bias");
+            })),
         Contains("both map to 'task0.head.fc8.bias'"));
   }
 }
@@ -427,7 +441,8 @@ TEST_CASE("import_torchvision_vgg16: torch-written mini state_dict into two colu
     CHECK(r.loaded.size() == 26);
     CHECK(r.skipped.size() == 13 + 6);
     for (int k = 0; k < 13; ++k) {
-      const std::string key = "features." + std::to_string(kFeatureIndex[static_cast<std::size_t>(k)]);
+      const std::string key =
+          "features." + std::to_string(kFeatureIndex[static_cast<std::size_t>(k)]);
       INFO(key);
       CHECK(std::find(r.skipped.begin(), r.skipped.end(), key + ".bias") != r.skipped.end());
       const auto expected = f.values<float>(key + ".weight");
@@ -436,7 +451,8 @@ TEST_CASE("import_torchvision_vgg16: torch-written mini state_dict into two colu
         CHECK(std::equal(got.begin(), got.end(), expected.begin(), expected.end()));
       }
     }
-    for (const std::string key : {"classifier.0.weight", "classifier.3.bias", "classifier.6.weight"})
+    for (const std::string key :
+         {"classifier.0.weight", "classifier.3.bias", "classifier.6.weight"})
       CHECK(std::find(r.skipped.begin(), r.skipped.end(), key) != r.skipped.end());
     CHECK(all_zero(*store, "task0.head.fc6.weight"));
     CHECK(all_zero(*store, "task1.stage1.conv1_1.bn.weight"));
@@ -489,8 +505,7 @@ TEST_CASE("import_torchvision_vgg16: torch-written mini state_dict into two colu
   }
 }
 
-TEST_CASE("import_torchvision_vgg16 reports missing and unexpected keys",
-          "[networks][weights]") {
+TEST_CASE("import_torchvision_vgg16 reports missing and unexpected keys", "[networks][weights]") {
   TempDir dir;
   const std::string path = dir.file("partial.safetensors");
   rewrite(kMini, path, {"features.28.weight", "features.5.weight"},
@@ -532,7 +547,8 @@ TEST_CASE("import_torchvision_vgg16: full-size VGG-16 feature kernels into two c
     std::int64_t c_in = 3;
     for (int k = 0, s = 0, i = 0; k < 13; ++k) {
       const std::int64_t w = spec.widths[static_cast<std::size_t>(s)];
-      const std::string key = "features." + std::to_string(kFeatureIndex[static_cast<std::size_t>(k)]);
+      const std::string key =
+          "features." + std::to_string(kFeatureIndex[static_cast<std::size_t>(k)]);
       file.add(key + ".weight", Shape{w, c_in, 3, 3});
       file.add(key + ".bias", Shape{w});
       c_in = w;
@@ -543,14 +559,19 @@ TEST_CASE("import_torchvision_vgg16: full-size VGG-16 feature kernels into two c
     }
     file.write(path);
   }
-  auto store = make_store<float>({"task0", "task1"}, ColumnSpec{});
+  // The real network's names: the import must find every kernel (strict).
+  auto store = std::make_unique<ParameterStore<float>>();
+  declare_vgg16_column(*store, "task0", 40);
+  declare_vgg16_column(*store, "task1", 3);
+  store->allocate();
   const auto r = nddr::io::import_torchvision_vgg16(path, *store, {"task0", "task1"});
   CHECK(r.complete());
   CHECK(r.loaded.size() == 26);
   CHECK(r.skipped.size() == 13);
   const auto f = SafetensorsFile::read(path);
   for (int k = 0; k < 13; ++k) {
-    const std::string key = "features." + std::to_string(kFeatureIndex[static_cast<std::size_t>(k)]);
+    const std::string key =
+        "features." + std::to_string(kFeatureIndex[static_cast<std::size_t>(k)]);
     const auto expected = f.values<float>(key + ".weight");
     for (const std::string col : {"task0", "task1"}) {
       INFO(col << "." << conv_name(k));
@@ -585,13 +606,9 @@ TEST_CASE("import_deeplab_largefov: full-size kernels and LargeFOV heads, fc8 sk
     file.write(path);
   }
   const auto f = SafetensorsFile::read(path);
-  auto seg = ColumnSpec{};
-  seg.classes = 40;
-  auto normals = ColumnSpec{};
-  normals.classes = 3;
   ParameterStore<float> store;
-  declare_column(store, "task0", seg);
-  declare_column(store, "task1", normals);
+  declare_vgg16_column(store, "task0", 40);
+  declare_vgg16_column(store, "task1", 3);
   store.allocate();
   const auto r = nddr::io::import_deeplab_largefov(path, store, {"task0", "task1"});
   CHECK(r.complete());

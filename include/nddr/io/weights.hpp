@@ -67,8 +67,8 @@ struct LoadOptions {
 /// A rename that maps keys starting with `from` to `to` + the rest of the key and skips every
 /// other key, e.g. replace_prefix("task0.", "task1.") loads one column into another.
 inline RenameFn replace_prefix(std::string from, std::string to) {
-  return [from = std::move(from), to = std::move(to)](
-             std::string_view key) -> std::optional<std::string> {
+  return [from = std::move(from),
+          to = std::move(to)](std::string_view key) -> std::optional<std::string> {
     if (!key.starts_with(from)) return std::nullopt;
     return to + std::string(key.substr(from.size()));
   };
@@ -176,17 +176,16 @@ void apply_copies(const char* who, const SafetensorsFile& f, ParameterStore<T, C
   for (const WeightCopy& c : copies) {
     const Dtype d = f.dtype(c.file_key);
     if (!is_floating(d)) {
-      problems.push_back(nddr::detail::concat("tensor '", c.file_key, "' has dtype ",
-                                              dtype_name(d), ", expected a floating dtype (F64, ",
+      problems.push_back(nddr::detail::concat("tensor '", c.file_key, "' has dtype ", dtype_name(d),
+                                              ", expected a floating dtype (F64, ",
                                               "F32, F16 or BF16) for '", c.store_name, "'"));
       continue;
     }
     const Shape& expected = slot_shape(store, c.slot);
     if (!same_extents(f.shape(c.file_key), expected))
-      problems.push_back(nddr::detail::concat("tensor '", c.file_key, "' has shape ",
-                                              shape_str(f.shape(c.file_key)),
-                                              " in the file, expected ", expected.str(),
-                                              " for '", c.store_name, "'"));
+      problems.push_back(nddr::detail::concat(
+          "tensor '", c.file_key, "' has shape ", shape_str(f.shape(c.file_key)),
+          " in the file, expected ", expected.str(), " for '", c.store_name, "'"));
   }
   if (!problems.empty()) {
     std::string msg;
@@ -216,9 +215,8 @@ struct MappingRule {
 };
 
 template <class T>
-LoadReport import_by_rules(const char* who, const std::string& path,
-                           ParameterStore<T, Cpu>& store, const std::vector<MappingRule>& rules,
-                           bool strict) {
+LoadReport import_by_rules(const char* who, const std::string& path, ParameterStore<T, Cpu>& store,
+                           const std::vector<MappingRule>& rules, bool strict) {
   check_allocated(who, path, store);
   const SafetensorsFile f = SafetensorsFile::read(path);
   LoadReport r;
@@ -230,8 +228,8 @@ LoadReport import_by_rules(const char* who, const std::string& path,
       const std::optional<StoreSlot> slot = find_slot(store, t);
       if (!slot) {
         if (rule.use == RuleUse::kRequired)
-          weights_fail(who, path, "the store has no entry '", t, "' for file key '",
-                       rule.file_key, "'", rule.hint);
+          weights_fail(who, path, "the store has no entry '", t, "' for file key '", rule.file_key,
+                       "'", rule.hint);
         continue;
       }
       if (rule.use == RuleUse::kIfSameShape &&
@@ -348,8 +346,8 @@ LoadReport load_parameters(const std::string& path, ParameterStore<T, Cpu>& stor
     }
     const auto [it, fresh] = source_of.emplace(*name, key);
     if (!fresh)
-      detail::weights_fail(kWho, path, "file keys '", it->second, "' and '", key,
-                           "' both map to '", *name, "'");
+      detail::weights_fail(kWho, path, "file keys '", it->second, "' and '", key, "' both map to '",
+                           *name, "'");
     r.loaded.push_back(*name);
     copies.push_back(detail::WeightCopy{key, *name, *slot});
   }
@@ -378,7 +376,8 @@ LoadReport import_torchvision_vgg16(const std::string& path, ParameterStore<T, C
                                                         17, 19, 21, 24, 26, 28};
   std::vector<MappingRule> rules;
   for (int k = 0; k < 13; ++k) {
-    const std::string key = "features." + std::to_string(kFeatureIndex[static_cast<std::size_t>(k)]);
+    const std::string key =
+        "features." + std::to_string(kFeatureIndex[static_cast<std::size_t>(k)]);
     const std::string conv = detail::vgg16_conv_name(k);
     rules.push_back({key + ".weight", detail::with_each(column_prefixes, conv + ".weight"),
                      RuleUse::kRequired, detail::kColumnHint});
@@ -393,8 +392,7 @@ LoadReport import_torchvision_vgg16(const std::string& path, ParameterStore<T, C
     const auto w = detail::find_slot(store, h + ".head.fc6.weight");
     if (w && detail::slot_shape(store, *w).rank() == 2) classifier_heads.push_back(h);
   }
-  const std::array<std::pair<int, const char*>, 3> fcs = {
-      {{0, "fc6"}, {3, "fc7"}, {6, "fc8"}}};
+  const std::array<std::pair<int, const char*>, 3> fcs = {{{0, "fc6"}, {3, "fc7"}, {6, "fc8"}}};
   for (const auto& [index, layer] : fcs) {
     const std::string key = "classifier." + std::to_string(index);
     const std::string fc = std::string("head.") + layer;
@@ -437,9 +435,8 @@ LoadReport import_deeplab_largefov(const std::string& path, ParameterStore<T, Cp
                      detail::declared_head_targets(store, heads, layer, "weight"),
                      RuleUse::kIfDeclared, ""});
     rules.push_back({layer + ".bias",
-                     opt.keep_biases
-                         ? detail::declared_head_targets(store, heads, layer, "bias")
-                         : std::vector<std::string>{},
+                     opt.keep_biases ? detail::declared_head_targets(store, heads, layer, "bias")
+                                     : std::vector<std::string>{},
                      RuleUse::kRequired, detail::kBiasHint});
   }
   rules.push_back({"fc8.weight", {}, RuleUse::kRequired, ""});
