@@ -1,0 +1,200 @@
+// Tasks: concept conformance, loss values and gradients against the underlying ops, finite
+// differences through the Task interface, weight scaling, gradient accumulation, errors.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <nddr/tasks/tasks.hpp>
+#include <nddr/testing/gradient_check.hpp>
+#include <type_traits>
+
+namespace {
+
+using nddr::Shape;
+
+static_assert(nddr::concepts::Task<nddr::Segmentation<40>>);
+static_assert(nddr::concepts::Task<nddr::SurfaceNormal>);
+static_assert(nddr::concepts::Task<nddr::SurfaceNormalTask<nddr::NormalLossForm::kL2>>);
+static_assert(nddr::concepts::Task<nddr::AgeClassification<>>);
+static_assert(nddr::concepts::Task<nddr::Gender>);
+static_assert(nddr::concepts::require_task<nddr::Segmentation<3>>());
+static_assert(nddr::AgeClassification<>::outputs == 100);
+static_assert(nddr::SurfaceNormal::form == nddr::NormalLossForm::kCosine);
+static_assert(std::is_same_v<nddr::SurfaceNormal::target_t<float>, float>);
+static_assert(std::is_same_v<nddr::Segmentation<40>::target_t<double>, std::int32_t>);
+
+struct NoLoss {
+  static constexpr const char* name = "x";
+  static constexpr std::int64_t outputs = 1;
+  template <class T>
+  using target_t = T;
+};
+struct NoOutputs {
+  static constexpr const char* name = "x";
+  static constexpr std::int64_t outputs = 0;
+};
+static_assert(!nddr::concepts::Task<NoLoss>);
+static_assert(!nddr::concepts::Task<NoOutputs>);
+static_assert(!nddr::concepts::Task<int>);
+
+void fill_uniform(nddr::TensorView<double> t, nddr::Rng& rng, double lo = -2.0, double hi = 2.0) {
+  for (std::int64_t i = 0; i < t.numel(); ++i) t[i] = rng.uniform(lo, hi);
+}
+
+/// Checks dloss/dprediction of `Task` at (prediction, target) by central differences, and that
+/// the gradient scales with the weight and accumulates.
+template <class Task, class Target>
+void check_task_gradient(nddr::Tensor<double>& prediction, const nddr::Tensor<Target>& target) {
+  nddr::Context<nddr::Cpu> ctx(1);
+  const double weight = 0.7;
+  nddr::Tensor<double> grad(prediction.shape());
+  const double value =
+      Task::template loss<double>(ctx, prediction.cview(), target.cview(), grad.view(), weight);
+  CHECK(std::isfinite(value));
+  auto loss = [&] {
+    return Task::template loss<double>(ctx, prediction.cview(), target.cview(),
+                                       nddr::TensorView<double>{}, weight);
+  };
+  CHECK(loss() == value);
+  auto r = nddr::testing::check_gradient(Task::name, prediction.data(), prediction.numel(),
+                                         grad.data(), loss);
+  INFO(r.report);
+  CHECK(r.ok);
+
+  // Weight scales value and gradient; a second call accumulates on top of the first.
+  nddr::Tensor<double> g2(prediction.shape());
+  const double v2 =
+      Task::template loss<double>(ctx, prediction.cview(), target.cview(), g2.view(), 2 * weight);
+  CHECK(v2 == Approx(2 * value).epsilon(1e-12));
+  Task::template loss<double>(ctx, prediction.cview(), target.cview(), g2.view(), weight);
+  for (std::int64_t i = 0; i < grad.numel(); ++i)
+    REQUIRE(g2[i] == Approx(3 * grad[i]).margin(1e-15));
+}
+
+}  // namespace
+
+TEST_CASE("Segmentation: matches softmax cross-entropy, gradient by finite differences",
+          "[networks][tasks]") {
+  using Task = nddr::Segmentation<4>;
+  nddr::Rng rng(3);
+  nddr::Tensor<double> logits(Shape::nchw(2, 4, 3, 5));
+  fill_uniform(logits.view(), rng);
+  nddr::Tensor<std::int32_t> labels(Shape{2, 3, 5});
+  for (std::int64_t i = 0; i < labels.numel(); ++i)
+    labels[i] = i % 7 == 3 ? 255 : static_cast<std::int32_t>(rng.below(4));
+
+  nddr::Context<nddr::Cpu> ctx(1);
+  nddr::Tensor<double> grad(logits.shape()), expected(logits.shape());
+  const double value = Task::loss<double>(ctx, logits.cview(), labels.cview(), grad.view(), 1.5);
+  const auto opt = nddr::SoftmaxCrossEntropyOptions{}.scale(1.5);
+  CHECK(value ==
+        nddr::ops::softmax_cross_entropy_forward<double>(ctx, logits.cview(), labels.cview(), opt));
+  nddr::ops::softmax_cross_entropy_backward<double>(ctx, logits.cview(), labels.cview(),
+                                                    expected.view(), opt);
+  for (std::int64_t i = 0; i < grad.numel(); ++i) REQUIRE(grad[i] == expected[i]);
+  // The ignored pixel (0, 0, 0, 3) gets no gradient.
+  for (std::int64_t c = 0; c < 4; ++c) CHECK(grad(0, c, 0, 3) == 0.0);
+
+  check_task_gradient<Task>(logits, labels);
+
+  // float works through the same interface.
+  nddr::Tensor<float> lf(logits.shape()), gf(logits.shape());
+  for (std::int64_t i = 0; i < lf.numel(); ++i) lf[i] = static_cast<float>(logits[i]);
+  CHECK(Task::loss<float>(ctx, lf.cview(), labels.cview(), gf.view(), 1.5f) ==
+        Approx(value).epsilon(1e-5));
+}
+
+TEST_CASE("SurfaceNormal: cosine loss by default, L2 twice it, finite differences",
+          "[networks][tasks]") {
+  nddr::Rng rng(5);
+  nddr::Tensor<double> p(Shape::nchw(2, 3, 3, 4)), g(Shape::nchw(2, 3, 3, 4));
+  fill_uniform(p.view(), rng);
+  fill_uniform(g.view(), rng);
+  for (std::int64_t c = 0; c < 3; ++c) g(1, c, 2, 1) = 0.0;  // an unlabelled pixel
+
+  nddr::Context<nddr::Cpu> ctx(1);
+  nddr::Tensor<double> grad(p.shape()), expected(p.shape());
+  const double value =
+      nddr::SurfaceNormal::loss<double>(ctx, p.cview(), g.cview(), grad.view(), 20.0);
+  const auto opt = nddr::NormalLossOptions{}.form(nddr::NormalLossForm::kCosine).scale(20.0);
+  CHECK(value == nddr::ops::normal_loss_forward<double>(ctx, p.cview(), g.cview(), opt));
+  nddr::ops::normal_loss_backward<double>(ctx, p.cview(), g.cview(), expected.view(), opt);
+  for (std::int64_t i = 0; i < grad.numel(); ++i) REQUIRE(grad[i] == expected[i]);
+  for (std::int64_t c = 0; c < 3; ++c) CHECK(grad(1, c, 2, 1) == 0.0);
+
+  using L2 = nddr::SurfaceNormalTask<nddr::NormalLossForm::kL2>;
+  const double l2 = L2::loss<double>(ctx, p.cview(), g.cview(), nddr::TensorView<double>{}, 20.0);
+  CHECK(l2 == Approx(2 * value).epsilon(1e-12));
+
+  check_task_gradient<nddr::SurfaceNormal>(p, g);
+  check_task_gradient<L2>(p, g);
+}
+
+TEST_CASE("AgeClassification and Gender: K-way softmax cross-entropy on (N) labels",
+          "[networks][tasks]") {
+  nddr::Context<nddr::Cpu> ctx(1);
+  nddr::Rng rng(9);
+  using Age = nddr::AgeClassification<100>;
+  nddr::Tensor<double> logits(Shape{4, 100});
+  fill_uniform(logits.view(), rng);
+  nddr::Tensor<std::int32_t> ages(Shape{4});
+  ages[0] = 0;
+  ages[1] = 99;
+  ages[2] = 37;
+  ages[3] = 255;  // unknown age: skipped
+  nddr::Tensor<double> grad(logits.shape());
+  const double value = Age::loss<double>(ctx, logits.cview(), ages.cview(), grad.view(), 1.0);
+  // Mean over the three labelled samples of logsumexp - logit[label].
+  double expected = 0.0;
+  for (std::int64_t n = 0; n < 3; ++n) {
+    double s = 0.0;
+    for (std::int64_t k = 0; k < 100; ++k) s += std::exp(logits[n * 100 + k]);
+    expected += std::log(s) - logits[n * 100 + ages[n]];
+  }
+  CHECK(value == Approx(expected / 3).epsilon(1e-12));
+  for (std::int64_t k = 0; k < 100; ++k) CHECK(grad[3 * 100 + k] == 0.0);
+
+  // (N, K, 1, 1) logits give the same value.
+  nddr::Tensor<double> logits4(Shape::nchw(4, 100, 1, 1));
+  for (std::int64_t i = 0; i < logits.numel(); ++i) logits4[i] = logits[i];
+  CHECK(Age::loss<double>(ctx, logits4.cview(), ages.cview(), nddr::TensorView<double>{}, 1.0) ==
+        Approx(value).epsilon(1e-14));
+  nddr::Tensor<double> small(Shape{4, 5});
+  fill_uniform(small.view(), rng);
+  nddr::Tensor<std::int32_t> small_ages(Shape{4});
+  for (std::int32_t i = 0; i < 4; ++i) small_ages[i] = i;
+  check_task_gradient<nddr::AgeClassification<5>>(small, small_ages);
+
+  nddr::Tensor<double> gl(Shape{3, 2});
+  fill_uniform(gl.view(), rng);
+  nddr::Tensor<std::int32_t> genders(Shape{3});
+  genders[0] = 1;
+  genders[1] = 0;
+  genders[2] = 1;
+  check_task_gradient<nddr::Gender>(gl, genders);
+}
+
+TEST_CASE("Tasks: errors name the task and the shapes or label", "[networks][tasks]") {
+  nddr::Context<nddr::Cpu> ctx(1);
+  nddr::Tensor<double> logits(Shape::nchw(1, 3, 2, 2)), grad(logits.shape());
+  nddr::Tensor<std::int32_t> labels(Shape{1, 2, 2});
+  CHECK_THROWS_WITH(
+      (nddr::Segmentation<4>::loss<double>(ctx, logits.cview(), labels.cview(), grad.view(), 1.0)),
+      Catch::Contains("nddr::Segmentation::loss") && Catch::Contains("(1, 3, 2, 2)") &&
+          Catch::Contains("expected 4 channels"));
+  labels[2] = 7;
+  CHECK_THROWS_AS(
+      (nddr::Segmentation<3>::loss<double>(ctx, logits.cview(), labels.cview(), grad.view(), 1.0)),
+      nddr::ValueError);
+  CHECK_THROWS_WITH(
+      (nddr::Segmentation<3>::loss<double>(ctx, logits.cview(), labels.cview(), grad.view(), 1.0)),
+      Catch::Contains("label 7"));
+  nddr::Tensor<double> g(Shape::nchw(1, 2, 2, 2));
+  CHECK_THROWS_AS(
+      (nddr::SurfaceNormal::loss<double>(ctx, logits.cview(), g.cview(), grad.view(), 1.0)),
+      nddr::ShapeError);
+  nddr::Tensor<double> two(Shape{2, 3});
+  nddr::Tensor<std::int32_t> sexes(Shape{2});
+  CHECK_THROWS_WITH((nddr::Gender::loss<double>(ctx, two.cview(), sexes.cview(),
+                                                nddr::TensorView<double>{}, 1.0)),
+                    Catch::Contains("nddr::Gender::loss") && Catch::Contains("expected 2"));
+}
