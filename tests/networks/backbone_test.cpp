@@ -6,8 +6,10 @@
 #include <string>
 #include <utility>
 
+#include <nddr/backbones/resnet101.hpp>
 #include <nddr/backbones/tiny.hpp>
 #include <nddr/backbones/vgg16.hpp>
+#include <nddr/backbones/vgg16_classifier.hpp>
 #include <nddr/concepts/backbone.hpp>
 #include <nddr/testing/layer_laws.hpp>
 
@@ -18,6 +20,11 @@ using nddr::Shape;
 static_assert(nddr::concepts::require_backbone<nddr::VGG16>());
 static_assert(nddr::concepts::require_backbone<nddr::TinyNet>());
 static_assert(nddr::concepts::require_backbone<nddr::TinyNet1>());
+static_assert(nddr::concepts::require_backbone<nddr::VGG16Classifier>());
+static_assert(nddr::concepts::require_backbone<nddr::ResNet101>());
+static_assert(nddr::concepts::Layer<nddr::Bottleneck<float>> && nddr::concepts::Layer<nddr::Aspp<double>>);
+static_assert(nddr::concepts::Layer<nddr::SpatialLinear<float>>);
+static_assert(nddr::stage_channels_v<nddr::ResNet101, 4> == 2048);
 static_assert(nddr::concepts::Stage<nddr::VGG16::Stage1> && nddr::concepts::Stage<nddr::VGG16::Stage5>);
 static_assert(nddr::concepts::Head<nddr::LargeFovHead> && nddr::concepts::Head<nddr::TinyHead>);
 static_assert(nddr::stage_count_v<nddr::VGG16> == 5);
@@ -272,4 +279,184 @@ TEST_CASE("TinyNet: Layer laws on every stage and the head", "[networks][backbon
   r = nddr::testing::check_layer_laws(fc8, Shape::nchw(2, 3, 5, 6));
   INFO(r.report);
   CHECK(r.ok);
+}
+
+TEST_CASE("VGG16Classifier: shapes, exact counts, names, size check", "[networks][backbones]") {
+  auto s = column_shapes<nddr::VGG16Classifier>(Shape::nchw(2, 3, 224, 224), 100);
+  CHECK(s[0] == Shape::nchw(2, 64, 112, 112));
+  CHECK(s[3] == Shape::nchw(2, 512, 14, 14));
+  CHECK(s[4] == Shape::nchw(2, 512, 7, 7));
+  CHECK(s[5] == Shape::nchw(2, 100, 1, 1));
+  // Odd sizes follow TF SAME (ceil); the head then rejects anything but 7 x 7.
+  auto st1 = nddr::VGG16Classifier::Stage1::build<float, nddr::Cpu>();
+  CHECK(st1.output_shape(Shape::nchw(1, 3, 31, 30)) == Shape::nchw(1, 64, 16, 15));
+  CHECK_THROWS_WITH(column_shapes<nddr::VGG16Classifier>(Shape::nchw(1, 3, 256, 256), 2),
+                    Catch::Contains("(1, 512, 8, 8)") && Catch::Contains("224 x 224"));
+
+  {
+    nddr::ParameterStore<float> store;
+    auto c = declare_column<nddr::VGG16Classifier>(store, 100);
+    CHECK(c.trainable == 134'674'468);
+    CHECK(c.buffers == 8'448);
+    auto group_of = [&](const std::string& name) {
+      return store.groups()[store.parameters()[store.find(name)->index].group].name;
+    };
+    CHECK(group_of("task0.head.fc8.weight") == "fc8.weight");
+    CHECK(group_of("task0.head.fc8.bias") == "fc8.bias");
+    CHECK(group_of("task0.head.fc6.weight") == "default");
+    CHECK(store.parameters()[store.find("task0.head.fc6.weight")->index].shape ==
+          Shape{4096, 25088});
+    for (const char* n : {"task0.stage1.conv1_2.weight", "task0.stage5.conv5_3.bn.bias",
+                          "task0.head.fc6.bias", "task0.head.fc7.weight"}) {
+      INFO(n);
+      CHECK(store.find(n).has_value());
+    }
+  }
+  nddr::ParameterStore<float> store;
+  CHECK(declare_column<nddr::VGG16Classifier>(store, 2).trainable == 134'272'962);
+  auto head = nddr::VGG16ClassifierHead::build<float, nddr::Cpu>(512, 2);
+  CHECK(head.names() == std::vector<std::string>{"fc6", "fc6.relu", "drop6", "fc7", "fc7.relu",
+                                                 "drop7", "fc8"});
+  auto st5 = nddr::VGG16Classifier::Stage5::build<float, nddr::Cpu>();
+  CHECK(st5.names().back() == "pool5");
+  CHECK(st5.child<nddr::MaxPool2d<float>>("pool5").options().kernel_h == 2);
+
+  nddr::SpatialLinear<double> lin(2, 3, 2, 4, "needs a small image");
+  auto r = nddr::testing::check_layer_laws(lin, Shape::nchw(3, 2, 3, 2));
+  INFO(r.report);
+  CHECK(r.ok);
+  CHECK_THROWS_WITH(lin.output_shape(Shape::nchw(3, 2, 2, 3)),
+                    Catch::Contains("(3, 2, 2, 3)") && Catch::Contains("needs a small image"));
+}
+
+TEST_CASE("ResNet101: shapes, exact counts, names", "[networks][backbones]") {
+  auto s = column_shapes<nddr::ResNet101>(Shape::nchw(1, 3, 321, 321), 40);
+  CHECK(s[0] == Shape::nchw(1, 64, 81, 81));
+  CHECK(s[1] == Shape::nchw(1, 256, 81, 81));
+  CHECK(s[2] == Shape::nchw(1, 512, 41, 41));
+  CHECK(s[3] == Shape::nchw(1, 1024, 41, 41));
+  CHECK(s[4] == Shape::nchw(1, 2048, 41, 41));
+  CHECK(s[5] == Shape::nchw(1, 40, 41, 41));
+  s = column_shapes<nddr::ResNet101>(Shape::nchw(1, 3, 480, 640), 3);
+  CHECK(s[0] == Shape::nchw(1, 64, 120, 160));
+  CHECK(s[5] == Shape::nchw(1, 3, 60, 80));
+
+  // Checked against PyTorch (tools/reference/param_counts.py; torchvision's resnet101 without
+  // fc has the same 42,500,160).
+  nddr::ParameterStore<float> store;
+  auto c = declare_column<nddr::ResNet101>(store, 40);
+  CHECK(c.buffers == 105'344);
+  CHECK(c.trainable == 42'500'160 + 4 * (2048 * 9 * 40 + 40));
+  std::int64_t stages = 0;
+  for (const auto& e : store.parameters())
+    if (e.name.starts_with("task0.stage")) stages += e.shape.numel();
+  CHECK(stages == 42'500'160);
+  for (const char* n :
+       {"task0.stage1.conv1.weight", "task0.stage1.conv1.bn.weight", "task0.stage2.res2.unit1.conv1.weight",
+        "task0.stage2.res2.unit1.proj.weight", "task0.stage2.res2.unit1.proj.bn.bias",
+        "task0.stage2.res2.unit3.conv3.bn.weight", "task0.stage3.res3.unit4.conv2.weight",
+        "task0.stage4.res4.unit23.conv3.weight", "task0.stage5.res5.unit1.proj.weight",
+        "task0.head.fc8.c0.weight", "task0.head.fc8.c3.bias"}) {
+    INFO(n);
+    CHECK(store.find(n).has_value());
+  }
+  CHECK_FALSE(store.find("task0.stage2.res2.unit2.proj.weight").has_value());
+  CHECK_FALSE(store.find("task0.stage4.res4.unit24.conv1.weight").has_value());
+  CHECK(store.groups()[store.parameters()[store.find("task0.head.fc8.c2.bias")->index].group].name ==
+        "fc8.bias");
+  CHECK(store.parameters()[store.find("task0.stage5.res5.unit2.conv2.weight")->index].shape ==
+        Shape::nchw(512, 512, 3, 3));
+  auto st4 = nddr::ResNet101::Stage4::build<float, nddr::Cpu>();
+  CHECK(st4.size() == 23);
+  CHECK(st4.child<nddr::Bottleneck<float>>("res4.unit1").has_projection());
+  CHECK_FALSE(st4.child<nddr::Bottleneck<float>>("res4.unit2").has_projection());
+}
+
+TEST_CASE("ResNet101: Bottleneck and Aspp obey the Layer laws", "[networks][backbones]") {
+  SECTION("projection, stride 2") {
+    nddr::Bottleneck<double> b(3, 2, 6, 2, 1);
+    REQUIRE(b.has_projection());
+    CHECK(b.output_shape(Shape::nchw(2, 3, 7, 6)) == Shape::nchw(2, 6, 4, 3));
+    auto r = nddr::testing::check_layer_laws(b, Shape::nchw(2, 3, 7, 6));
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+  SECTION("identity shortcut, dilation 2") {
+    nddr::Bottleneck<double> b(4, 2, 4, 1, 2);
+    REQUIRE_FALSE(b.has_projection());
+    auto r = nddr::testing::check_layer_laws(b, Shape::nchw(2, 4, 5, 5));
+    INFO(r.report);
+    CHECK(r.ok);
+    CHECK_THROWS_WITH(b.output_shape(Shape::nchw(2, 3, 5, 5)),
+                      Catch::Contains("Bottleneck") && Catch::Contains("(2, 3, 5, 5)"));
+  }
+  SECTION("identity shortcut adds the input") {
+    // With every main-branch BN gamma and beta at 0 the unit is relu(x).
+    nddr::Context<nddr::Cpu> ctx(1);
+    nddr::Bottleneck<double> b(2, 1, 2);
+    nddr::ParameterStore<double> store;
+    b.declare(store, "u");
+    store.allocate();
+    nddr::Rng rng(1);
+    b.initialize(rng);
+    for (const char* n : {"u.conv3.bn.weight", "u.conv3.bn.bias"}) store.value(*store.find(n))[0] = 0.0;
+    for (const char* n : {"u.conv3.bn.weight", "u.conv3.bn.bias"}) store.value(*store.find(n))[1] = 0.0;
+    nddr::Tensor<double> x(Shape::nchw(1, 2, 2, 2)), y(x.shape());
+    for (std::int64_t i = 0; i < x.numel(); ++i) x[i] = i % 3 == 0 ? -1.0 - i : 0.5 * i;
+    b.forward(ctx, x.cview(), y.view());
+    for (std::int64_t i = 0; i < x.numel(); ++i) CHECK(y[i] == Approx(std::max(x[i], 0.0)));
+  }
+  SECTION("Aspp") {
+    nddr::Aspp<double> a(3, 2, {1, 2, 3});
+    auto r = nddr::testing::check_layer_laws(a, Shape::nchw(2, 3, 5, 4));
+    INFO(r.report);
+    CHECK(r.ok);
+    CHECK(a.branches() == 3);
+  }
+  SECTION("Aspp sums its branches") {
+    // Two branches with equal parameters give twice one OutputConv2d with those parameters.
+    nddr::Context<nddr::Cpu> ctx(1);
+    nddr::Aspp<double> a(2, 3, {2, 2});
+    nddr::OutputConv2d<double> one(2, 3, 3, nddr::Conv2dOptions{}.same().dilation(2));
+    nddr::ParameterStore<double> store;
+    a.declare(store, "aspp");
+    one.declare(store, "one");
+    store.allocate();
+    nddr::Rng rng(9);
+    for (const char* p : {"weight", "bias"}) {
+      auto c0 = store.value(*store.find(std::string("aspp.c0.") + p));
+      auto c1 = store.value(*store.find(std::string("aspp.c1.") + p));
+      auto o = store.value(*store.find(std::string("one.") + p));
+      for (std::int64_t i = 0; i < c0.numel(); ++i) c0[i] = c1[i] = o[i] = rng.uniform(-1.0, 1.0);
+    }
+    nddr::Tensor<double> x(Shape::nchw(1, 2, 4, 5)), y(Shape::nchw(1, 3, 4, 5)), y1(y.shape());
+    for (std::int64_t i = 0; i < x.numel(); ++i) x[i] = rng.uniform(-1.0, 1.0);
+    a.forward(ctx, x.cview(), y.view());
+    one.forward(ctx, x.cview(), y1.view());
+    for (std::int64_t i = 0; i < y.numel(); ++i) CHECK(y[i] == Approx(2.0 * y1[i]));
+  }
+}
+
+TEST_CASE("ResNet101: the stem and one residual stage run forward and backward",
+          "[networks][backbones]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Sequential<float> net;
+  net.add("stage1", nddr::ResNet101::Stage1::build<float, nddr::Cpu>());
+  net.add("stage2", nddr::ResNet101::Stage2::build<float, nddr::Cpu>());
+  nddr::ParameterStore<float> store;
+  net.declare(store, "task0");
+  store.allocate();
+  nddr::Rng rng(5);
+  net.initialize(rng);
+  nddr::Tensor<float> x(Shape::nchw(2, 3, 17, 15));
+  for (std::int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(rng.uniform(-1.0, 1.0));
+  nddr::Tensor<float> y(net.output_shape(x.shape()));
+  REQUIRE(y.shape() == Shape::nchw(2, 256, 5, 4));
+  net.forward(ctx, x.cview(), y.view());
+  nddr::Tensor<float> dy(y.shape(), 1.f), dx(x.shape());
+  net.backward(ctx, x.cview(), y.cview(), dy.cview(), dx.view());
+  double g = 0.0;
+  for (std::int64_t i = 0; i < dx.numel(); ++i) g += std::abs(dx[i]);
+  CHECK(std::isfinite(g));
+  CHECK(g > 0.0);
 }

@@ -1,0 +1,253 @@
+#pragma once
+/// \file
+/// `nddr::ResNet101`: the DeepLab-v2 ResNet-101 (paper-spec §4.5) with the layers it needs:
+/// `Bottleneck` (residual unit) and `Aspp` (four parallel dilated 3x3 output convs, summed).
+///
+/// Stages (TF 'SAME' padding everywhere, BatchNorm with TF-slim settings, no conv biases):
+///  1. `conv1` (7x7 stride 2, 3 -> 64), `conv1.bn`, `conv1.relu`, `pool1` (max 3x3 stride 2):
+///     stride 4;
+///  2. `res2.unit1..3` (256 out), stride 1;
+///  3. `res3.unit1..4` (512 out), stride 2 (in unit 1's first 1x1 conv and its projection, as in
+///     DeepLab-v2's Caffe model; torchvision puts it in the 3x3 conv);
+///  4. `res4.unit1..23` (1024 out), stride 1, 3x3 convs with dilation 2;
+///  5. `res5.unit1..3` (2048 out), stride 1, 3x3 convs with dilation 4. Output stride 8.
+/// Head `AsppHead`: `fc8.c0..c3`, 3x3 convs 2048 -> outputs with dilations 6, 12, 18, 24 and
+/// biases, summed.
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "nddr/backbones/heads.hpp"
+#include "nddr/backend/cpu/pool.hpp"
+#include "nddr/concepts/backbone.hpp"
+#include "nddr/core/context.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/layers/pool.hpp"
+#include "nddr/layers/sequential.hpp"
+
+namespace nddr {
+
+/// The ResNet bottleneck unit y = relu(main(x) + shortcut(x)) with main = `conv1` (1x1,
+/// in -> mid, stride), `conv1.bn`, `conv1.relu`, `conv2` (3x3, mid -> mid, dilation),
+/// `conv2.bn`, `conv2.relu`, `conv3` (1x1, mid -> out), `conv3.bn`; the shortcut is the
+/// identity, or `proj` (1x1, in -> out, stride) + `proj.bn` when in != out or stride != 1.
+template <class T, class D = Cpu>
+class Bottleneck {
+ public:
+  using value_type = T;
+  using device_type = D;
+
+  Bottleneck(std::int64_t in_channels, std::int64_t mid_channels, std::int64_t out_channels,
+             std::int64_t stride = 1, std::int64_t dilation = 1)
+      : in_(in_channels), out_(out_channels), has_proj_(in_channels != out_channels || stride != 1) {
+    backbones::detail::add_conv_bn_relu(main_, "conv1", in_channels, mid_channels, 1,
+                                        Conv2dOptions{}.stride(stride));
+    backbones::detail::add_conv_bn_relu(main_, "conv2", mid_channels, mid_channels, 3,
+                                        Conv2dOptions{}.dilation(dilation));
+    main_.add("conv3", Conv2d<T, D>(mid_channels, out_channels, 1, Conv2dOptions{}.same().bias(false)));
+    main_.add("conv3.bn", BatchNorm2d<T, D>(out_channels, BatchNormOptions::tf_slim()));
+    if (has_proj_) {
+      proj_.add("proj", Conv2d<T, D>(in_channels, out_channels, 1,
+                                     Conv2dOptions{}.stride(stride).same().bias(false)));
+      proj_.add("proj.bn", BatchNorm2d<T, D>(out_channels, BatchNormOptions::tf_slim()));
+    }
+  }
+
+  /// Whether the shortcut is a projection (else the identity).
+  bool has_projection() const { return has_proj_; }
+
+  Shape output_shape(const Shape& in) const {
+    check<ShapeError>(in.rank() == 4 && in.c() == in_, "nddr::Bottleneck: input has shape ",
+                      in.str(), ", expected (N, ", in_, ", H, W)");
+    return main_.output_shape(in);
+  }
+
+  void declare(ParameterStore<T, D>& store, const std::string& prefix) {
+    main_.declare(store, prefix);
+    if (has_proj_) proj_.declare(store, prefix);
+  }
+  void initialize(Rng& rng) {
+    main_.initialize(rng);
+    if (has_proj_) proj_.initialize(rng);
+  }
+  void set_training(bool on) {
+    main_.set_training(on);
+    if (has_proj_) proj_.set_training(on);
+  }
+  bool training() const { return main_.training(); }
+
+  void forward(Context<D>& ctx, TensorView<const T, D> x, TensorView<T, D> y) {
+    static_assert(std::is_same_v<D, Cpu>, "nddr::Bottleneck: only the CPU residual add exists");
+    const Shape out = output_shape(x.shape());
+    check_shape("nddr::Bottleneck::forward", "y", y.shape(), out);
+    main_out_.resize(out);  // (N, C_out, H', W')
+    main_.forward(ctx, x, main_out_.view());
+    TensorView<const T, D> shortcut = x;
+    if (has_proj_) {
+      proj_out_.resize(out);  // (N, C_out, H', W')
+      proj_.forward(ctx, x, proj_out_.view());
+      shortcut = proj_out_.cview();
+    }
+    const T* m = main_out_.data();
+    const T* s = shortcut.data();
+    T* yp = y.data();
+    nddr::detail::parallel_for(ctx, y.numel(), [&](std::int64_t i) {
+      const T z = m[i] + s[i];
+      yp[i] = z > T(0) ? z : T(0);
+    });
+  }
+
+  void backward(Context<D>& ctx, TensorView<const T, D> x, TensorView<const T, D> y,
+                TensorView<const T, D> dy, TensorView<T, D> dx) {
+    static_assert(std::is_same_v<D, Cpu>, "nddr::Bottleneck: only the CPU residual add exists");
+    // y > 0 exactly where main + shortcut > 0: the ReLU's gradient mask.
+    dz_.resize(y.shape());  // (N, C_out, H', W')
+    const T* yp = y.data();
+    const T* g = dy.data();
+    T* dz = dz_.data();
+    nddr::detail::parallel_for(ctx, y.numel(), [&](std::int64_t i) { dz[i] = yp[i] > T(0) ? g[i] : T(0); });
+    main_.backward(ctx, x, main_out_.cview(), dz_.cview(), dx);
+    if (has_proj_) {
+      proj_.backward(ctx, x, proj_out_.cview(), dz_.cview(), dx);
+    } else if (!dx.empty()) {
+      T* d = dx.data();
+      nddr::detail::parallel_for(ctx, dx.numel(), [&](std::int64_t i) { d[i] += dz[i]; });
+    }
+  }
+
+ private:
+  std::int64_t in_, out_;
+  bool has_proj_;
+  Sequential<T, D> main_;
+  Sequential<T, D> proj_;
+  Tensor<T, D> main_out_;  // main(x) of the last forward
+  Tensor<T, D> proj_out_;  // proj(x) of the last forward
+  Tensor<T, D> dz_;        // gradient at main(x) + shortcut(x)
+};
+
+/// Atrous spatial pyramid pooling as in DeepLab-v2: parallel 3x3 `OutputConv2d`s (TF 'SAME',
+/// bias) from `in` to `outputs` channels, one per dilation, named `<prefix>.c0`, `.c1`, ...;
+/// y = the sum of the branches. Parameters are in the "fc8.weight" / "fc8.bias" groups.
+template <class T, class D = Cpu>
+class Aspp {
+ public:
+  using value_type = T;
+  using device_type = D;
+
+  Aspp(std::int64_t in_channels, std::int64_t outputs,
+       std::vector<std::int64_t> dilations = {6, 12, 18, 24}) {
+    check<OptionError>(!dilations.empty(), "nddr::Aspp: needs at least one dilation");
+    for (std::int64_t d : dilations)
+      branches_.emplace_back(in_channels, outputs, 3, Conv2dOptions{}.same().dilation(d));
+  }
+
+  std::size_t branches() const { return branches_.size(); }
+
+  Shape output_shape(const Shape& in) const { return branches_.front().output_shape(in); }
+
+  void declare(ParameterStore<T, D>& store, const std::string& prefix) {
+    for (std::size_t i = 0; i < branches_.size(); ++i)
+      branches_[i].declare(store, prefix + ".c" + std::to_string(i));
+  }
+  void initialize(Rng& rng) {
+    for (auto& b : branches_) b.initialize(rng);
+  }
+  void set_training(bool on) {
+    training_ = on;
+    for (auto& b : branches_) b.set_training(on);
+  }
+  bool training() const { return training_; }
+
+  void forward(Context<D>& ctx, TensorView<const T, D> x, TensorView<T, D> y) {
+    static_assert(std::is_same_v<D, Cpu>, "nddr::Aspp: only the CPU sum exists");
+    check_shape("nddr::Aspp::forward", "y", y.shape(), output_shape(x.shape()));
+    branches_.front().forward(ctx, x, y);
+    branch_out_.resize(y.shape());  // (N, outputs, H, W)
+    T* yp = y.data();
+    const T* b = branch_out_.data();
+    for (std::size_t i = 1; i < branches_.size(); ++i) {
+      branches_[i].forward(ctx, x, branch_out_.view());
+      nddr::detail::parallel_for(ctx, y.numel(), [&](std::int64_t j) { yp[j] += b[j]; });
+    }
+  }
+
+  void backward(Context<D>& ctx, TensorView<const T, D> x, TensorView<const T, D> y,
+                TensorView<const T, D> dy, TensorView<T, D> dx) {
+    // d(sum)/d(branch) = 1: each branch sees dy and accumulates its share into dx.
+    for (auto& b : branches_) b.backward(ctx, x, y, dy, dx);
+  }
+
+ private:
+  std::vector<OutputConv2d<T, D>> branches_;
+  Tensor<T, D> branch_out_;
+  bool training_ = true;
+};
+
+/// The DeepLab-v2 ASPP head: one child `fc8`, an `Aspp` with dilations 6, 12, 18, 24.
+struct AsppHead {
+  static constexpr const char* name = "aspp";
+
+  template <class T, class D>
+  static Sequential<T, D> build(std::int64_t in_channels, std::int64_t outputs) {
+    Sequential<T, D> s;
+    s.add("fc8", Aspp<T, D>(in_channels, outputs));
+    return s;
+  }
+};
+
+namespace resnet101::detail {
+
+/// Residual stage `S` (2..5): `Units` bottlenecks named `res{S}.unit{i}`, the first with
+/// stride `Stride` and the projection.
+template <int S, int Units, std::int64_t In, std::int64_t Mid, std::int64_t Stride,
+          std::int64_t Dilation>
+struct ResStage {
+  static constexpr const char* name = S == 2 ? "res2" : S == 3 ? "res3" : S == 4 ? "res4" : "res5";
+  static constexpr std::int64_t in_channels = In, out_channels = 4 * Mid, stride = Stride;
+
+  template <class T, class D>
+  static Sequential<T, D> build() {
+    Sequential<T, D> seq;
+    for (int u = 1; u <= Units; ++u)
+      seq.add(std::string(name) + ".unit" + std::to_string(u),
+              Bottleneck<T, D>(u == 1 ? In : out_channels, Mid, out_channels,
+                               u == 1 ? Stride : 1, Dilation));
+    return seq;
+  }
+};
+
+}  // namespace resnet101::detail
+
+/// DeepLab-v2 ResNet-101: stage channels 64, 256, 512, 1024, 2048; strides 4, 1, 2, 1, 1
+/// (41 x 41 outputs for a 321 x 321 input).
+struct ResNet101 {
+  static constexpr const char* name = "resnet101";
+  static constexpr std::int64_t input_channels = 3;
+
+  /// conv1 (7x7/2) + BN + ReLU, pool1 (max 3x3/2).
+  struct Stage1 {
+    static constexpr const char* name = "conv1";
+    static constexpr std::int64_t in_channels = 3, out_channels = 64, stride = 4;
+    template <class T, class D>
+    static Sequential<T, D> build() {
+      Sequential<T, D> seq;
+      backbones::detail::add_conv_bn_relu(seq, "conv1", in_channels, out_channels, 7,
+                                          Conv2dOptions{}.stride(2));
+      seq.add("pool1", MaxPool2d<T, D>(Pool2dOptions{}.kernel(3).stride(2).same()));
+      return seq;
+    }
+  };
+  using Stage2 = resnet101::detail::ResStage<2, 3, 64, 64, 1, 1>;
+  using Stage3 = resnet101::detail::ResStage<3, 4, 256, 128, 2, 1>;
+  using Stage4 = resnet101::detail::ResStage<4, 23, 512, 256, 1, 2>;
+  using Stage5 = resnet101::detail::ResStage<5, 3, 1024, 512, 1, 4>;
+
+  using stages = StageList<Stage1, Stage2, Stage3, Stage4, Stage5>;
+  using head = AsppHead;
+};
+
+}  // namespace nddr
