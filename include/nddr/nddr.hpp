@@ -41,5 +41,25 @@
 #include "nddr/layers/sequential.hpp"
 #include "nddr/layers/resize.hpp"
 
+// Multi-task networks: concepts, backbones, fusion layers, tasks, MultiTask / Network
+#include "nddr/concepts/backbone.hpp"
+#include "nddr/concepts/fusion_layer.hpp"
+#include "nddr/concepts/head.hpp"
+#include "nddr/concepts/stage.hpp"
+#include "nddr/concepts/task.hpp"
+#include "nddr/backbones/resnet101.hpp"
+#include "nddr/backbones/tiny.hpp"
+#include "nddr/backbones/vgg16.hpp"
+#include "nddr/backbones/vgg16_classifier.hpp"
+#include "nddr/fusion/cross_stitch.hpp"
+#include "nddr/fusion/nddr.hpp"
+#include "nddr/fusion/none.hpp"
+#include "nddr/fusion/shortcut.hpp"
+#include "nddr/fusion/sluice.hpp"
+#include "nddr/multitask/multitask.hpp"
+#include "nddr/multitask/network.hpp"
+#include "nddr/tasks/tasks.hpp"
+
 // I/O
 #include "nddr/io/safetensors.hpp"
+#include "nddr/io/weights.hpp"
