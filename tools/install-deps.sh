@@ -3,7 +3,7 @@
 # Runs as root or through sudo. CUDA (nvcc, cuDNN, cuBLAS) is expected in /usr/local/cuda and is
 # optional: without nvcc the CUDA backend is simply not built.
 set -euo pipefail
-packages=(cmake g++ make libeigen3-dev libboost-dev catch2 libbenchmark-dev)
+packages=(cmake g++ make libeigen3-dev libboost-dev catch2 libbenchmark-dev libpng-dev zlib1g-dev dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
