@@ -41,3 +41,14 @@ TEST_CASE("Sequential: parameter names, child access, errors", "[layers][sequent
   CHECK_THROWS_WITH(seq.backward(ctx, x.cview(), y.cview(), y.cview(), dx.view()),
                     Catch::Contains("call forward"));
 }
+
+TEST_CASE("Sequential: collects the random streams of its dropout layers", "[layers][sequential]") {
+  nddr::Sequential<float> inner;
+  inner.add("drop", nddr::Dropout<float>());
+  nddr::Sequential<float> seq;
+  seq.add("relu", nddr::ReLU<float>()).add("drop6", nddr::Dropout<float>()).add("inner", std::move(inner));
+  std::vector<nddr::Rng*> rngs;
+  seq.collect_rngs(rngs);
+  REQUIRE(rngs.size() == 2);
+  CHECK(rngs[0] == &seq.child<nddr::Dropout<float>>("drop6").rng());
+}

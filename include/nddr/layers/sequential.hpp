@@ -6,6 +6,7 @@
 /// one instantiation per (T, D) instead of a nested template; the intermediate activations and
 /// their gradients are owned here and reallocated only when the input shape changes.
 
+#include <concepts>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -61,6 +62,12 @@ class Sequential {
         return m->layer;
       }
     throw Error(detail::concat("nddr::Sequential::child: no child named '", name, "'"));
+  }
+
+  /// Appends every random stream held by a child (dropout layers, nested containers), in
+  /// child order, so that a checkpoint can save and restore them exactly.
+  void collect_rngs(std::vector<Rng*>& out) {
+    for (auto& c : children_) c->collect_rngs(out);
   }
 
   Shape output_shape(const Shape& in) const {
@@ -121,6 +128,7 @@ class Sequential {
     virtual void declare(ParameterStore<T, D>&, const std::string&) = 0;
     virtual void initialize(Rng&) = 0;
     virtual void set_training(bool) = 0;
+    virtual void collect_rngs(std::vector<Rng*>&) = 0;
     virtual void forward(Context<D>&, TensorView<const T, D>, TensorView<T, D>) = 0;
     virtual void backward(Context<D>&, TensorView<const T, D>, TensorView<const T, D>,
                           TensorView<const T, D>, TensorView<T, D>) = 0;
@@ -132,6 +140,12 @@ class Sequential {
     void declare(ParameterStore<T, D>& st, const std::string& p) override { layer.declare(st, p); }
     void initialize(Rng& r) override { layer.initialize(r); }
     void set_training(bool on) override { layer.set_training(on); }
+    void collect_rngs(std::vector<Rng*>& out) override {
+      if constexpr (requires { layer.collect_rngs(out); })
+        layer.collect_rngs(out);
+      else if constexpr (requires { { layer.rng() } -> std::same_as<Rng&>; })
+        out.push_back(&layer.rng());
+    }
     void forward(Context<D>& c, TensorView<const T, D> x, TensorView<T, D> y) override {
       layer.forward(c, x, y);
     }

@@ -115,6 +115,16 @@ class Network {
   /// The fusion layer after stage `s` (s >= shared stages).
   auto& fusion(std::size_t s) { return *fusion_[s - kShared]; }
 
+  /// Every random stream of the network (dropout layers) in a fixed order: with the parameters,
+  /// buffers and optimiser state, this is the whole state a checkpoint needs for exact resume.
+  std::vector<Rng*> rngs() {
+    std::vector<Rng*> out;
+    for (auto& col : stages_)
+      for (auto& st : col) st->collect_rngs(out);
+    for (auto& h : heads_) h.collect_rngs(out);
+    return out;
+  }
+
   void set_training(bool on) {
     training_ = on;
     for (auto& col : stages_)
