@@ -9,8 +9,7 @@
 #include <nddr/fusion/nddr.hpp>
 #include <nddr/fusion/none.hpp>
 #include <nddr/fusion/sluice.hpp>
-#include <nddr/testing/gradient_check.hpp>
-#include <sstream>
+#include <nddr/testing/fusion_laws.hpp>
 #include <string>
 #include <vector>
 
@@ -51,83 +50,6 @@ struct Batch {
   }
 };
 
-/// The laws kit for K inputs: determinism, dx accumulated (and skipped when empty), parameter
-/// gradients assigned, finite differences of L = sum_k sum(y_k * r_k) for every input and
-/// parameter. Returns an empty string when every law holds.
-template <class F>
-std::string fusion_laws(F& layer, const Shape& s, std::uint64_t seed = 42) {
-  std::ostringstream os;
-  const std::size_t K = layer.tasks();
-  nddr::Context<Cpu> ctx(1);
-  Store store;
-  layer.declare(store, "fusion");
-  store.allocate();
-  nddr::Rng rng(seed);
-  layer.initialize(rng);
-  auto v = store.values();
-  for (std::int64_t i = 0; i < v.numel(); ++i) v[i] = rng.uniform(-1.0, 1.0);
-
-  Batch x(K, s), y(K, s), y2(K, s), r(K, s), dx(K, s);
-  x.fill(rng);
-  r.fill(rng);
-  layer.forward(ctx, x.in(), y.out());
-  layer.forward(ctx, x.in(), y2.out());
-  for (std::size_t k = 0; k < K; ++k)
-    for (std::int64_t i = 0; i < s.numel(); ++i)
-      if (y.t[k][i] != y2.t[k][i]) {
-        os << "forward not deterministic (task " << k << ")\n";
-        break;
-      }
-
-  layer.backward(ctx, x.in(), y.in(), r.in(), dx.out());
-  Batch dx1 = dx;
-  auto g = store.grads();
-  std::vector<double> dw1(g.data(), g.data() + g.numel());
-  layer.backward(ctx, x.in(), y.in(), r.in(), dx.out());
-  for (std::size_t k = 0; k < K; ++k)
-    for (std::int64_t i = 0; i < s.numel(); ++i)
-      if (std::abs(dx.t[k][i] - 2.0 * dx1.t[k][i]) > 1e-9 * (1.0 + std::abs(dx.t[k][i]))) {
-        os << "dx of task " << k << " not accumulated at " << i << "\n";
-        break;
-      }
-  for (std::int64_t i = 0; i < g.numel(); ++i)
-    if (std::abs(g[i] - dw1[static_cast<std::size_t>(i)]) > 1e-9 * (1.0 + std::abs(g[i]))) {
-      os << "parameter gradient accumulated instead of assigned at " << i << "\n";
-      break;
-    }
-
-  // Task 0's dx skipped: the others receive exactly their single-call gradient.
-  Batch dx3(K, s);
-  auto outs = dx3.out();
-  outs[0] = TensorView<double>();
-  layer.backward(ctx, x.in(), y.in(), r.in(), outs);
-  for (std::size_t k = 1; k < K; ++k)
-    for (std::int64_t i = 0; i < s.numel(); ++i)
-      if (std::abs(dx3.t[k][i] - dx1.t[k][i]) > 1e-12 * (1.0 + std::abs(dx1.t[k][i]))) {
-        os << "dx of task " << k << " wrong when task 0's dx is empty\n";
-        break;
-      }
-
-  auto loss = [&] {
-    layer.forward(ctx, x.in(), y2.out());
-    double l = 0.0;
-    for (std::size_t k = 0; k < K; ++k)
-      for (std::int64_t i = 0; i < s.numel(); ++i) l += y2.t[k][i] * r.t[k][i];
-    return l;
-  };
-  for (std::size_t k = 0; k < K; ++k) {
-    auto res = nddr::testing::check_gradient("dx" + std::to_string(k), x.t[k].data(), s.numel(),
-                                             dx1.t[k].data(), loss);
-    if (!res.ok) os << res.report;
-  }
-  for (const auto& e : store.parameters()) {
-    auto res = nddr::testing::check_gradient(e.name, v.data() + e.offset, e.shape.numel(),
-                                             dw1.data() + e.offset, loss);
-    if (!res.ok) os << res.report;
-  }
-  return os.str();
-}
-
 /// Runs `layer` forward on `x` after declare/allocate/initialize; returns the outputs.
 template <class F>
 Batch run_forward(F& layer, const Batch& x) {
@@ -162,22 +84,22 @@ TEST_CASE("NDDR: gradients and contract for K = 1, 2, 3", "[networks][fusion]") 
     INFO("K = " << K);
     SECTION("conv + BN + ReLU, K = " + std::to_string(K)) {
       nddr::NddrLayer<double> layer(K, kShape.c());
-      const std::string report = fusion_laws(layer, kShape);
-      INFO(report);
-      CHECK(report.empty());
+      const auto r = nddr::testing::check_fusion_laws(layer, kShape);
+      INFO(r.report);
+      CHECK(r.ok);
     }
     SECTION("conv with bias only, K = " + std::to_string(K)) {
       nddr::NddrLayer<double> layer(K, kShape.c(),
                                     nddr::NddrOptions{}.bias(true).batch_norm(false).relu(false));
-      const std::string report = fusion_laws(layer, kShape);
-      INFO(report);
-      CHECK(report.empty());
+      const auto r = nddr::testing::check_fusion_laws(layer, kShape);
+      INFO(r.report);
+      CHECK(r.ok);
     }
     SECTION("conv + ReLU, K = " + std::to_string(K)) {
       nddr::NddrLayer<double> layer(K, kShape.c(), nddr::NddrOptions{}.batch_norm(false));
-      const std::string report = fusion_laws(layer, kShape);
-      INFO(report);
-      CHECK(report.empty());
+      const auto r = nddr::testing::check_fusion_laws(layer, kShape);
+      INFO(r.report);
+      CHECK(r.ok);
     }
   }
 }
@@ -187,21 +109,21 @@ TEST_CASE("CrossStitch, Sluice, IdentityFusion: gradients and contract for K = 1
   for (std::size_t K : {1u, 2u, 3u}) {
     INFO("K = " << K);
     nddr::CrossStitchLayer<double> cs(K, kShape.c());
-    std::string report = fusion_laws(cs, kShape);
-    INFO(report);
-    CHECK(report.empty());
+    auto r = nddr::testing::check_fusion_laws(cs, kShape);
+    INFO(r.report);
+    CHECK(r.ok);
     nddr::SluiceLayer<double> sl(K, kShape.c());
-    report = fusion_laws(sl, kShape);
-    INFO(report);
-    CHECK(report.empty());
+    r = nddr::testing::check_fusion_laws(sl, kShape);
+    INFO(r.report);
+    CHECK(r.ok);
     nddr::SluiceLayer<double> sl4(K, kShape.c(), nddr::SluiceOptions{}.subspace_count(4));
-    report = fusion_laws(sl4, kShape);
-    INFO(report);
-    CHECK(report.empty());
+    r = nddr::testing::check_fusion_laws(sl4, kShape);
+    INFO(r.report);
+    CHECK(r.ok);
     nddr::IdentityFusion<double> id(K, kShape.c());
-    report = fusion_laws(id, kShape);
-    INFO(report);
-    CHECK(report.empty());
+    r = nddr::testing::check_fusion_laws(id, kShape);
+    INFO(r.report);
+    CHECK(r.ok);
   }
 }
 
