@@ -1,8 +1,9 @@
 // PrefetchLoader: order, determinism across thread counts, epochs, sharding, errors, shutdown.
 
-#include <catch2/catch.hpp>
+#include "nddr/data/loader.hpp"
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
 #include <set>
@@ -11,7 +12,6 @@
 
 #include "nddr/core/error.hpp"
 #include "nddr/core/random.hpp"
-#include "nddr/data/loader.hpp"
 
 using Catch::Contains;
 using nddr::data::LoaderOptions;
@@ -121,8 +121,7 @@ TEST_CASE("PrefetchLoader: shards are disjoint and complete", "[train][data]") {
       for (std::int64_t rank = 0; rank < world; ++rank) {
         PrefetchLoader<Item> loader(
             n, identity_load(),
-            LoaderOptions{}.batch_size(2).seed(5).threads(2).shard(rank, world).start_batch(
-                0));
+            LoaderOptions{}.batch_size(2).seed(5).threads(2).shard(rank, world).start_batch(0));
         const std::int64_t per = loader.batches_per_epoch();
         for (int e = 0; e < epoch; ++e) stream(loader, per);
         for (const auto& [index, draw] : stream(loader, per)) all.insert(index);
@@ -157,8 +156,7 @@ TEST_CASE("PrefetchLoader: worker exceptions reach next() with the sample", "[tr
   CHECK_THROWS_AS(loader.next(), nddr::Error);
 }
 
-TEST_CASE("PrefetchLoader: destructor with a half-consumed epoch does not hang",
-          "[train][data]") {
+TEST_CASE("PrefetchLoader: destructor with a half-consumed epoch does not hang", "[train][data]") {
   std::atomic<int> loads{0};
   const auto start = std::chrono::steady_clock::now();
   {

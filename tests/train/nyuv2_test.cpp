@@ -1,8 +1,9 @@
 // NYUv2 (NDDR-CNN format) and IMDB-WIKI datasets, augmentation, label down-sampling, on tiny
 // synthetic datasets written to a temporary directory.
 
-#include <catch2/catch.hpp>
+#include "nddr/data/nyuv2.hpp"
 
+#include <catch2/catch.hpp>
 #include <cstdint>
 #include <ctime>
 #include <filesystem>
@@ -13,7 +14,6 @@
 #include "nddr/core/random.hpp"
 #include "nddr/data/augment.hpp"
 #include "nddr/data/imdb_wiki.hpp"
-#include "nddr/data/nyuv2.hpp"
 #include "nddr/io/png.hpp"
 
 namespace fs = std::filesystem;
@@ -35,9 +35,9 @@ struct TempDir {
   fs::path path;
   explicit TempDir(const std::string& tag) {
     path = fs::temp_directory_path() /
-           ("nddr_" + tag + "_" + std::to_string(nddr::random_bits(
-                                      static_cast<std::uint64_t>(std::time(nullptr)),
-                                      reinterpret_cast<std::uintptr_t>(this))));
+           ("nddr_" + tag + "_" +
+            std::to_string(nddr::random_bits(static_cast<std::uint64_t>(std::time(nullptr)),
+                                             reinterpret_cast<std::uintptr_t>(this))));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -142,7 +142,8 @@ TEST_CASE("NyuV2Dataset: BGR minus mean, seg labels and raw normals", "[train][d
 TEST_CASE("NyuV2Dataset: centred normal decoding", "[train][data]") {
   TempDir tmp("nyu_c");
   write_dataset(tmp.path);
-  const NyuV2Dataset d(tmp.str(), Split::kTrain, NyuV2Options{}.encoding(NormalEncoding::kCentered));
+  const NyuV2Dataset d(tmp.str(), Split::kTrain,
+                       NyuV2Options{}.encoding(NormalEncoding::kCentered));
   const NyuSample x = d.load(0);
   CHECK(x.normal[(0 * kH + 3) * kW + 5] == Approx((50.0 - 127.5) / 127.5));
   CHECK(x.normal[(1 * kH + 3) * kW + 5] == Approx((128.0 - 127.5) / 127.5));
@@ -172,22 +173,19 @@ TEST_CASE("NyuV2Dataset: errors name files, lines, values and pixels", "[train][
   SECTION("missing list file") {
     fs::remove(list / "training_normal_mask.txt");
     CHECK_THROWS_AS(NyuV2Dataset(tmp.str(), Split::kTrain), nddr::IoError);
-    CHECK_THROWS_WITH(NyuV2Dataset(tmp.str(), Split::kTrain),
-                      Contains("training_normal_mask.txt"));
+    CHECK_THROWS_WITH(NyuV2Dataset(tmp.str(), Split::kTrain), Contains("training_normal_mask.txt"));
   }
   SECTION("bad list line") {
     write_text(list / "training_seg.txt", seg_line(0) + "/a.png /b.png /c.png\n" + seg_line(2));
     CHECK_THROWS_AS(NyuV2Dataset(tmp.str(), Split::kTrain), nddr::IoError);
-    CHECK_THROWS_WITH(NyuV2Dataset(tmp.str(), Split::kTrain),
-                      Contains("training_seg.txt' line 2"));
+    CHECK_THROWS_WITH(NyuV2Dataset(tmp.str(), Split::kTrain), Contains("training_seg.txt' line 2"));
   }
   SECTION("empty list") {
     write_text(list / "testing_seg.txt", "\n");
     CHECK_THROWS_WITH(NyuV2Dataset(tmp.str(), Split::kTest), Contains("has no entries"));
   }
   SECTION("lists disagree") {
-    write_text(list / "training_normal_mask.txt",
-               normal_line(0) + normal_line(2) + normal_line(1));
+    write_text(list / "training_normal_mask.txt", normal_line(0) + normal_line(2) + normal_line(1));
     CHECK_THROWS_AS(NyuV2Dataset(tmp.str(), Split::kTrain), nddr::IoError);
     CHECK_THROWS_WITH(NyuV2Dataset(tmp.str(), Split::kTrain),
                       Contains("entry 2") && Contains("training_seg.txt") &&
@@ -211,8 +209,8 @@ TEST_CASE("NyuV2Dataset: errors name files, lines, values and pixels", "[train][
     nddr::io::write_png((tmp.path / "data" / "seg2.png").string(), seg);
     const NyuV2Dataset d(tmp.str(), Split::kTrain);
     CHECK_THROWS_AS(d.load(2), nddr::ValueError);
-    CHECK_THROWS_WITH(d.load(2), Contains("seg2.png") && Contains("value 40") &&
-                                     Contains("row 4, col 7"));
+    CHECK_THROWS_WITH(d.load(2),
+                      Contains("seg2.png") && Contains("value 40") && Contains("row 4, col 7"));
   }
   SECTION("size mismatch") {
     write_frame(tmp.path / "other", 0, kH, kW + 1);
@@ -334,8 +332,7 @@ TEST_CASE("augment: mirror reverses columns; normals flipped only on request", "
     const NyuSample a = nddr::data::augment(in, rng, opt);
     const bool flip = a.image[1] > a.image[2];  // column coordinate decreasing
     (flip ? mirrored : kept) += 1;
-    for (int x = 0; x + 1 < kH; ++x)
-      REQUIRE(a.image[x + 1] - a.image[x] == (flip ? -1.0f : 1.0f));
+    for (int x = 0; x + 1 < kH; ++x) REQUIRE(a.image[x + 1] - a.image[x] == (flip ? -1.0f : 1.0f));
     REQUIRE(a.seg[0] == static_cast<int>(a.image[0]) % 40);
     REQUIRE(a.normal[0] == 0.5f);  // x-component not negated (paper code)
     REQUIRE(a.normal[kH * kH] == a.image[0]);
@@ -419,10 +416,10 @@ TEST_CASE("ImdbWikiDataset: list parsing, resize, BGR mean", "[train][data]") {
   CHECK(s.age == 34);
   CHECK(s.gender == 1);
   REQUIRE(s.image.shape() == nddr::Shape{3, 4, 4});
-  CHECK(s.image[0] == Approx(0 - 104.00698793).margin(1e-4));               // B(0, 0)
-  CHECK(s.image[3] == Approx(60 - 104.00698793).margin(1e-4));              // B at src col 6
-  CHECK(s.image[16 + 5] == Approx(100 - 116.66876762).margin(1e-4));        // G
-  CHECK(s.image[32 + 15] == Approx(200 - 122.67891434).margin(1e-4));       // R
+  CHECK(s.image[0] == Approx(0 - 104.00698793).margin(1e-4));          // B(0, 0)
+  CHECK(s.image[3] == Approx(60 - 104.00698793).margin(1e-4));         // B at src col 6
+  CHECK(s.image[16 + 5] == Approx(100 - 116.66876762).margin(1e-4));   // G
+  CHECK(s.image[32 + 15] == Approx(200 - 122.67891434).margin(1e-4));  // R
   CHECK(d.load(1).age == 0);
   const auto batch = nddr::data::collate(std::vector<nddr::data::ImdbSample>{d.load(0), d.load(1)});
   CHECK(batch.age[0] == 34);

@@ -82,13 +82,13 @@ template <class T>
 void mirror_planes(Tensor<T>& x) {
   const Shape s = x.shape();
   const std::int64_t w = s[s.rank() - 1];
-  for (std::int64_t r = 0; r < x.numel() / w; ++r) std::reverse(x.data() + r * w, x.data() + (r + 1) * w);
+  for (std::int64_t r = 0; r < x.numel() / w; ++r)
+    std::reverse(x.data() + r * w, x.data() + (r + 1) * w);
 }
 
 /// The crop x crop window at (oy, ox) of x padded at the bottom/right with `pad`.
 template <class T>
-Tensor<T> pad_crop(const Tensor<T>& x, std::int64_t crop, std::int64_t oy, std::int64_t ox,
-                   T pad) {
+Tensor<T> pad_crop(const Tensor<T>& x, std::int64_t crop, std::int64_t oy, std::int64_t ox, T pad) {
   const Shape s = x.shape();
   const std::int64_t c = s.rank() == 3 ? s[0] : 1;
   const std::int64_t h = s[s.rank() - 2], w = s[s.rank() - 1];
@@ -107,13 +107,13 @@ inline NyuSample augment(const NyuSample& in, Rng& rng, const AugmentOptions& op
   const char* op = "nddr::data::augment";
   check<OptionError>(opt.crop_size >= 1, op, ": crop_size must be >= 1, got ", opt.crop_size);
   check<OptionError>(0.0 < opt.scale_min && opt.scale_min <= opt.scale_max, op,
-                     ": need 0 < scale_min <= scale_max, got [", opt.scale_min, ", ",
-                     opt.scale_max, ")");
+                     ": need 0 < scale_min <= scale_max, got [", opt.scale_min, ", ", opt.scale_max,
+                     ")");
   const Shape s = in.image.shape();
-  check<ShapeError>(s.rank() == 3 && s[0] == 3 && in.seg.shape() == Shape{s[1], s[2]} &&
-                        in.normal.shape() == s,
-                    op, ": expected image (3, H, W), seg (H, W), normal (3, H, W), got ", s.str(),
-                    ", ", in.seg.shape().str(), ", ", in.normal.shape().str());
+  check<ShapeError>(
+      s.rank() == 3 && s[0] == 3 && in.seg.shape() == Shape{s[1], s[2]} && in.normal.shape() == s,
+      op, ": expected image (3, H, W), seg (H, W), normal (3, H, W), got ", s.str(), ", ",
+      in.seg.shape().str(), ", ", in.normal.shape().str());
   const double u_scale = rng.uniform();
   const double u_mirror = rng.uniform();
   const std::uint64_t bits_y = rng.next_bits();
@@ -123,8 +123,10 @@ inline NyuSample augment(const NyuSample& in, Rng& rng, const AugmentOptions& op
   if (opt.random_scale) {
     // float arithmetic and truncation, as TF's to_int32(to_float(h) * scale)
     const auto f = static_cast<float>(opt.scale_min + (opt.scale_max - opt.scale_min) * u_scale);
-    const std::int64_t h = std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<float>(s[1]) * f));
-    const std::int64_t w = std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<float>(s[2]) * f));
+    const std::int64_t h =
+        std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<float>(s[1]) * f));
+    const std::int64_t w =
+        std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<float>(s[2]) * f));
     x.image = detail::resize_planes(in.image, h, w, ResizeMode::kBilinearTfLegacy);
     x.seg = detail::resize_planes(in.seg, h, w, ResizeMode::kNearestTfLegacy);
     x.normal = detail::resize_planes(in.normal, h, w, ResizeMode::kNearestTfLegacy);
@@ -149,8 +151,10 @@ inline NyuSample augment(const NyuSample& in, Rng& rng, const AugmentOptions& op
     }
   }
   const std::int64_t h = x.seg.shape()[0], w = x.seg.shape()[1], c = opt.crop_size;
-  const auto oy = static_cast<std::int64_t>(bits_y % static_cast<std::uint64_t>(std::max(c, h) - c + 1));
-  const auto ox = static_cast<std::int64_t>(bits_x % static_cast<std::uint64_t>(std::max(c, w) - c + 1));
+  const auto oy =
+      static_cast<std::int64_t>(bits_y % static_cast<std::uint64_t>(std::max(c, h) - c + 1));
+  const auto ox =
+      static_cast<std::int64_t>(bits_x % static_cast<std::uint64_t>(std::max(c, w) - c + 1));
   return {detail::pad_crop(x.image, c, oy, ox, 0.0f),
           detail::pad_crop(x.seg, c, oy, ox, kIgnoreLabel),
           detail::pad_crop(x.normal, c, oy, ox, 0.0f)};
@@ -178,13 +182,14 @@ inline Tensor<std::int32_t> downsample_labels(TensorView<const std::int32_t> seg
 inline Tensor<float> downsample_normals(TensorView<const float> normal, std::int64_t h,
                                         std::int64_t w) {
   const Shape s = normal.shape();
-  check<ShapeError>((s.rank() == 3 && s[0] == 3) || (s.rank() == 4 && s[1] == 3),
-                    "nddr::data::downsample_normals: normal must be (3, H, W) or (N, 3, H, W), got ",
-                    s.str());
+  check<ShapeError>(
+      (s.rank() == 3 && s[0] == 3) || (s.rank() == 4 && s[1] == 3),
+      "nddr::data::downsample_normals: normal must be (3, H, W) or (N, 3, H, W), got ", s.str());
   const std::int64_t n = s.rank() == 4 ? s[0] : 1;
   Tensor<float> y(s.rank() == 4 ? Shape::nchw(n, 3, h, w) : Shape{3, h, w});
   Context<Cpu> ctx(1);
-  ops::resize_forward<float>(ctx, normal.reshaped(Shape::nchw(n, 3, s[s.rank() - 2], s[s.rank() - 1])),
+  ops::resize_forward<float>(ctx,
+                             normal.reshaped(Shape::nchw(n, 3, s[s.rank() - 2], s[s.rank() - 1])),
                              y.view().reshaped(Shape::nchw(n, 3, h, w)),
                              ResizeOptions{}.size(h, w).mode(ResizeMode::kNearestTfLegacy));
   return y;

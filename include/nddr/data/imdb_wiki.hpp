@@ -76,8 +76,8 @@ inline std::vector<ImdbEntry> read_imdb_list(const std::string& path) {
     const bool parsed = static_cast<bool>(fields >> e.image >> age >> gender) && !(fields >> rest);
     check<IoError>(parsed, op, ": '", path, "' line ", number,
                    ": expected '<image path> <age> <gender>', got '", line, "'");
-    check<IoError>(age >= 0 && age < kAgeClasses, op, ": '", path, "' line ", number, ": age ",
-                   age, " is not in 0..", kAgeClasses - 1);
+    check<IoError>(age >= 0 && age < kAgeClasses, op, ": '", path, "' line ", number, ": age ", age,
+                   " is not in 0..", kAgeClasses - 1);
     check<IoError>(gender == 0 || gender == 1, op, ": '", path, "' line ", number, ": gender ",
                    gender, " is not 0 or 1");
     e.age = static_cast<std::int32_t>(age);
@@ -105,7 +105,8 @@ class ImdbWikiDataset {
     return entries_[static_cast<std::size_t>(i)];
   }
   std::string image_path(std::int64_t i) const {
-    return root_.empty() ? entry(i).image : (std::filesystem::path(root_) / entry(i).image).string();
+    return root_.empty() ? entry(i).image
+                         : (std::filesystem::path(root_) / entry(i).image).string();
   }
 
   /// Face i, resized to image_size x image_size. Thread-safe.

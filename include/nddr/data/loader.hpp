@@ -154,18 +154,21 @@ class PrefetchLoader {
     check<OptionError>(size >= 1, op, ": size must be >= 1, got ", size);
     check<OptionError>(opt.items_per_batch >= 1, op, ": batch_size must be >= 1, got ",
                        opt.items_per_batch);
-    check<OptionError>(opt.worker_threads >= 0, op, ": threads must be >= 0, got ", opt.worker_threads);
-    check<OptionError>(opt.prefetch_batches >= 1, op, ": prefetch must be >= 1, got ", opt.prefetch_batches);
-    check<OptionError>(opt.shard_world >= 1 && opt.shard_rank >= 0 && opt.shard_rank < opt.shard_world, op,
-                       ": shard needs 0 <= rank < world, got rank ", opt.shard_rank, ", world ",
-                       opt.shard_world);
+    check<OptionError>(opt.worker_threads >= 0, op, ": threads must be >= 0, got ",
+                       opt.worker_threads);
+    check<OptionError>(opt.prefetch_batches >= 1, op, ": prefetch must be >= 1, got ",
+                       opt.prefetch_batches);
+    check<OptionError>(
+        opt.shard_world >= 1 && opt.shard_rank >= 0 && opt.shard_rank < opt.shard_world, op,
+        ": shard needs 0 <= rank < world, got rank ", opt.shard_rank, ", world ", opt.shard_world);
     check<OptionError>(opt.first_batch >= 0, op, ": start_batch must be >= 0, got ",
                        opt.first_batch);
     shard_size_ = (size - opt.shard_rank + opt.shard_world - 1) / opt.shard_world;
     check<OptionError>(shard_size_ >= 1, op, ": rank ", opt.shard_rank, " of ", opt.shard_world,
                        " gets no sample of ", size);
-    batches_per_epoch_ = opt.drop_incomplete ? shard_size_ / opt.items_per_batch
-                                        : (shard_size_ + opt.items_per_batch - 1) / opt.items_per_batch;
+    batches_per_epoch_ = opt.drop_incomplete
+                             ? shard_size_ / opt.items_per_batch
+                             : (shard_size_ + opt.items_per_batch - 1) / opt.items_per_batch;
     check<OptionError>(batches_per_epoch_ >= 1, op, ": drop_last with batch_size ",
                        opt.items_per_batch, " leaves no batch of the ", shard_size_,
                        " samples of this shard");
@@ -242,8 +245,9 @@ class PrefetchLoader {
     auto it = orders_.find(epoch);
     if (it == orders_.end())
       it = orders_
-               .emplace(epoch, shard_order(epoch_order(size_, opt_.base_seed, epoch, opt_.shuffle_samples),
-                                           opt_.shard_rank, opt_.shard_world))
+               .emplace(epoch,
+                        shard_order(epoch_order(size_, opt_.base_seed, epoch, opt_.shuffle_samples),
+                                    opt_.shard_rank, opt_.shard_world))
                .first;
     const std::int64_t begin = b * opt_.items_per_batch;
     const std::int64_t end = std::min(begin + opt_.items_per_batch, shard_size_);

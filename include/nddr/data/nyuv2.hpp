@@ -43,16 +43,16 @@ inline constexpr std::int32_t kNyuClasses = 40;
 
 /// One NYUv2 frame. Invalid normal pixels are the zero vector (our loss and metric convention).
 struct NyuSample {
-  Tensor<float> image;        // (3, H, W), BGR minus kBgrMean
-  Tensor<std::int32_t> seg;   // (H, W), 0..39 or 255
-  Tensor<float> normal;       // (3, H, W), zero vector = invalid
+  Tensor<float> image;       // (3, H, W), BGR minus kBgrMean
+  Tensor<std::int32_t> seg;  // (H, W), 0..39 or 255
+  Tensor<float> normal;      // (3, H, W), zero vector = invalid
 };
 
 /// A batch of equally sized frames (see `collate`).
 struct NyuBatch {
-  Tensor<float> image;        // (N, 3, H, W)
-  Tensor<std::int32_t> seg;   // (N, H, W)
-  Tensor<float> normal;       // (N, 3, H, W)
+  Tensor<float> image;       // (N, 3, H, W)
+  Tensor<std::int32_t> seg;  // (N, H, W)
+  Tensor<float> normal;      // (N, 3, H, W)
 };
 
 /// Options of `NyuV2Dataset`: `NyuV2Options{}.encoding(NormalEncoding::kCentered)`.
@@ -111,8 +111,8 @@ namespace detail {
 /// Image PNG -> (3, H, W) BGR float minus the mean. Gray is replicated, alpha dropped (as a
 /// 3-channel decode).
 inline Tensor<float> decode_bgr_image(const io::Image8& img, const std::string& path) {
-  check<IoError>(img.channels >= 1 && img.channels != 2, "nddr::data: image '", path,
-                 "' has ", img.channels, " channels, expected 1, 3 or 4");
+  check<IoError>(img.channels >= 1 && img.channels != 2, "nddr::data: image '", path, "' has ",
+                 img.channels, " channels, expected 1, 3 or 4");
   const std::int64_t h = img.height, w = img.width;
   Tensor<float> out(Shape{3, h, w});  // (3, H, W)
   for (std::int64_t y = 0; y < h; ++y)
@@ -120,8 +120,7 @@ inline Tensor<float> decode_bgr_image(const io::Image8& img, const std::string& 
       for (int c = 0; c < 3; ++c) {
         const int src = img.channels >= 3 ? 2 - c : 0;  // BGR channel c reads RGB channel 2 - c
         out[(c * h + y) * w + x] =
-            static_cast<float>(img.at(static_cast<int>(y), static_cast<int>(x), src)) -
-            kBgrMean[c];
+            static_cast<float>(img.at(static_cast<int>(y), static_cast<int>(x), src)) - kBgrMean[c];
       }
   return out;
 }
@@ -181,8 +180,7 @@ class NyuV2Dataset {
     seg_ = read_list_file(seg_list_);
     normal_ = read_list_file(normal_list_);
     check<IoError>(seg_.size() == normal_.size(), "nddr::data::NyuV2Dataset: '", seg_list_,
-                   "' has ", seg_.size(), " entries but '", normal_list_, "' has ",
-                   normal_.size());
+                   "' has ", seg_.size(), " entries but '", normal_list_, "' has ", normal_.size());
     for (std::size_t i = 0; i < seg_.size(); ++i)
       check<IoError>(seg_[i].image == normal_[i].image, "nddr::data::NyuV2Dataset: entry ", i + 1,
                      " names image '", seg_[i].image, "' in '", seg_list_, "' but '",
@@ -240,8 +238,7 @@ inline NyuBatch collate(const std::vector<NyuSample>& samples) {
              Tensor<float>(Shape::nchw(n, 3, h, w))};
   for (std::int64_t k = 0; k < n; ++k) {
     const NyuSample& x = samples[static_cast<std::size_t>(k)];
-    check<ShapeError>(x.image.shape() == s && x.seg.shape() == Shape{h, w} &&
-                          x.normal.shape() == s,
+    check<ShapeError>(x.image.shape() == s && x.seg.shape() == Shape{h, w} && x.normal.shape() == s,
                       op, ": sample ", k, " has image ", x.image.shape().str(), ", seg ",
                       x.seg.shape().str(), ", normal ", x.normal.shape().str(),
                       "; sample 0 has image ", s.str());
