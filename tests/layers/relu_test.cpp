@@ -4,6 +4,9 @@
 #include <nddr/nddr.hpp>
 #include <nddr/testing/layer_laws.hpp>
 
+#include <cmath>
+#include <limits>
+
 TEST_CASE("ReLU: forward values, accumulate backward, laws", "[ops][relu]") {
   nddr::Context<nddr::Cpu> ctx(2);
   nddr::Tensor<float> x(nddr::Shape::nchw(1, 1, 1, 4));
@@ -12,6 +15,9 @@ TEST_CASE("ReLU: forward values, accumulate backward, laws", "[ops][relu]") {
   nddr::ops::relu_forward(ctx, x.cview(), y.view());
   CHECK(y[0] == 0.f);
   CHECK(y[2] == 0.5f);
+  nddr::Tensor<float> nan_in(nddr::Shape{1}, std::numeric_limits<float>::quiet_NaN()), nan_out(nddr::Shape{1});
+  nddr::ops::relu_forward(ctx, nan_in.cview(), nan_out.view());
+  CHECK(std::isnan(nan_out[0]));  // NaN propagates
   nddr::ops::relu_backward(ctx, x.cview(), dy.cview(), dx.view());
   CHECK(dx[0] == 10.f);
   CHECK(dx[3] == 11.f);

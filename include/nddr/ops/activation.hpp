@@ -6,10 +6,11 @@
 
 namespace nddr::ops {
 
-/// Element body of the ReLU forward pass.
+/// Element body of the ReLU forward pass. NaN propagates (as in PyTorch), so a diverging
+/// network is reported by its loss instead of being silently zeroed.
 template <class T>
 NDDR_HOST_DEVICE inline T relu_element(T x) {
-  return x > T(0) ? x : T(0);
+  return x < T(0) ? T(0) : x;
 }
 
 /// Element body of the ReLU backward pass (accumulates).

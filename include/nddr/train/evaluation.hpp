@@ -1,0 +1,99 @@
+#pragma once
+/// \file
+/// Which streaming metric evaluates which task, and the evaluation protocol of the paper
+/// (paper-spec.md §7.1): dense outputs are up-sampled to the label size with TF-legacy bilinear
+/// resizing, BN in inference mode, dropout off, statistics pooled over all pixels.
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nddr/backend/cpu/resize.hpp"
+#include "nddr/metrics/classification.hpp"
+#include "nddr/metrics/delta.hpp"
+#include "nddr/metrics/normals.hpp"
+#include "nddr/metrics/segmentation.hpp"
+#include "nddr/tasks/tasks.hpp"
+
+namespace nddr {
+
+/// `MetricFor<Task>::type` accumulates a task's evaluation metrics; `make()` builds one and
+/// `values(m)` lists them as `MetricValue`s (for tables and Δm).
+template <class Task>
+struct MetricFor;
+
+template <std::int64_t K>
+struct MetricFor<Segmentation<K>> {
+  using type = SegmentationMetrics;
+  static type make() { return type(K, 255); }
+  static std::vector<MetricValue> values(const type& m) {
+    return {{"segmentation", "mIoU", 100.0 * m.miou(), true},
+            {"segmentation", "PixelAcc", 100.0 * m.pixel_accuracy(), true}};
+  }
+};
+
+template <NormalLossForm F>
+struct MetricFor<SurfaceNormalTask<F>> {
+  using type = NormalMetrics;
+  static type make() { return type(); }
+  static std::vector<MetricValue> values(const type& m) {
+    return {{"normals", "Mean", m.mean(), false},
+            {"normals", "Median", m.median(), false},
+            {"normals", "11.25", 100.0 * m.within(11.25), true},
+            {"normals", "22.5", 100.0 * m.within(22.5), true},
+            {"normals", "30", 100.0 * m.within(30.0), true}};
+  }
+};
+
+template <std::int64_t K>
+struct MetricFor<AgeClassification<K>> {
+  using type = AgeMetrics;
+  static type make() { return type(); }
+  static std::vector<MetricValue> values(const type& m) {
+    return {{"age", "MeanAE", m.mean_absolute_error(), false},
+            {"age", "MedianAE", m.median_absolute_error(), false}};
+  }
+};
+
+template <>
+struct MetricFor<Gender> {
+  using type = AccuracyMetric;
+  static type make() { return type(); }
+  static std::vector<MetricValue> values(const type& m) {
+    return {{"gender", "Accuracy", 100.0 * m.accuracy(), true}};
+  }
+};
+
+namespace detail {
+
+/// Up-samples a dense (N, C, h, w) output to the target's (H, W) with TF-legacy bilinear,
+/// as the paper's evaluation does; returns the input unchanged when sizes already match or the
+/// output is not dense.
+template <class T, class U>
+TensorView<const T> resize_to_target(Context<Cpu>& ctx, TensorView<const T> out,
+                                     TensorView<const U> target, Tensor<T>& scratch) {
+  const Shape& os = out.shape();
+  const Shape& ts = target.shape();
+  if (os.rank() != 4 || (ts.rank() != 3 && ts.rank() != 4)) return out;
+  const std::int64_t th = ts.rank() == 3 ? ts[1] : ts[2];
+  const std::int64_t tw = ts.rank() == 3 ? ts[2] : ts[3];
+  if (os.h() * os.w() == 1 || (th == os.h() && tw == os.w())) return out;
+  scratch.resize(Shape::nchw(os.n(), os.c(), th, tw));
+  ops::resize_forward(ctx, out, scratch.view(),
+                      ResizeOptions{}.size(th, tw).mode(ResizeMode::kBilinearTfLegacy));
+  return scratch.cview();
+}
+
+}  // namespace detail
+
+/// Updates `metric` of `Task` with one batch's output and target, following the paper's protocol.
+template <class Task, class T, class U>
+void update_metric(Context<Cpu>& ctx, typename MetricFor<Task>::type& metric,
+                   TensorView<const T> out, TensorView<const U> target) {
+  Tensor<T> scratch;
+  auto o = detail::resize_to_target(ctx, out, target, scratch);
+  metric.update(o, target);
+}
+
+}  // namespace nddr

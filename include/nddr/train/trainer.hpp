@@ -1,0 +1,360 @@
+#pragma once
+/// \file
+/// `Trainer<Experiment, D, T>`: runs an `Experiment` on a `Network`: training steps (forward, the
+/// tasks' weighted losses, backward, an optimiser step at the scheduled rate), non-finite-loss
+/// detection, logs (JSON lines + CSV), a progress line, and exact checkpoint/resume.
+
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <unistd.h>
+
+#include "nddr/backend/cpu/resize.hpp"
+#include "nddr/core/context.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/train/checkpoint.hpp"
+#include "nddr/train/evaluation.hpp"
+#include "nddr/train/experiment.hpp"
+
+namespace nddr {
+
+/// Thrown when a task's loss is NaN or infinite; training stops before the optimiser step, so
+/// parameters and checkpoints stay as they were after the last good step.
+class NonFiniteLossError : public Error {
+ public:
+  NonFiniteLossError(std::int64_t step, std::size_t task, const std::string& name, double value)
+      : Error(detail::concat("nddr::Trainer: loss of task ", task, " (", name, ") is ", value,
+                             " at step ", step, "; training stopped, parameters and checkpoints "
+                             "are those of the last finite step")),
+        step_(step),
+        task_(task) {}
+  std::int64_t step() const { return step_; }
+  std::size_t task() const { return task_; }
+
+ private:
+  std::int64_t step_;
+  std::size_t task_;
+};
+
+/// Run-time options of a `Trainer`.
+struct TrainerOptions {
+  std::vector<double> loss_weights;   ///< one per task; empty = all 1 (the paper: 1 and 20)
+  SgdOptions optimizer{};
+  std::int64_t log_every = 10;        ///< log and progress interval in steps (0 = never)
+  std::int64_t checkpoint_every = 0;  ///< 0 = only when asked
+  std::size_t keep_checkpoints = 3;
+  std::string output_dir;             ///< logs and checkpoints; empty = none written
+  bool progress = true;               ///< progress line on stdout
+  std::string name = "experiment";    ///< recorded in logs and checkpoints
+};
+
+template <class E, class D = Cpu, class T = float>
+class Trainer {
+  using TaskList = typename E::tasks;
+  static constexpr std::size_t K = E::task_count;
+
+  template <std::size_t k>
+  using task_t = typename TaskList::template task<k>;
+  template <std::size_t... I>
+  static auto targets_type(std::index_sequence<I...>)
+      -> std::tuple<Tensor<typename task_t<I>::template target_t<T>, D>...>;
+
+ public:
+  using network_type = Network<typename E::spec, D, T>;
+  using optimizer_type = typename E::template optimizer<T, D>;
+  using schedule_type = typename E::schedule;
+  /// One target tensor per task (int32 labels, or T vectors for normals).
+  using Targets = decltype(targets_type(std::make_index_sequence<K>{}));
+
+  /// A training batch: the image (N, C, H, W) and each task's target.
+  struct Batch {
+    Tensor<T, D> image;
+    Targets targets;
+  };
+
+  /// One streaming metric accumulator per task (see MetricFor).
+  using Metrics = decltype([]<std::size_t... I>(std::index_sequence<I...>) {
+    return std::tuple<typename MetricFor<task_t<I>>::type...>{MetricFor<task_t<I>>::make()...};
+  }(std::make_index_sequence<K>{}));
+
+  /// Losses (weighted, as optimised) of one step.
+  struct StepResult {
+    std::int64_t step = 0;
+    double lr = 0.0;
+    std::array<double, K> losses{};
+    double total = 0.0;
+  };
+
+  /// `schedule` is the experiment's schedule type or any other callable step -> learning rate
+  /// (e.g. a ConstantSchedule for a quick run).
+  template <class S>
+    requires std::is_invocable_r_v<double, const S&, std::int64_t>
+  Trainer(network_type& net, S schedule, TrainerOptions opt = {})
+      : net_(net),
+        schedule_(std::move(schedule)),
+        opt_(std::move(opt)),
+        optimizer_(net.parameters(), opt_.optimizer) {
+    if (opt_.loss_weights.empty()) opt_.loss_weights.assign(K, 1.0);
+    check<OptionError>(opt_.loss_weights.size() == K, "nddr::Trainer: loss_weights has ",
+                       opt_.loss_weights.size(), " entries, expected one per task (", K, ")");
+    for (double w : opt_.loss_weights)
+      check<OptionError>(std::isfinite(w) && w >= 0.0, "nddr::Trainer: loss weight ", w,
+                         " must be finite and >= 0");
+    if (!opt_.output_dir.empty()) {
+      std::filesystem::create_directories(opt_.output_dir);
+      checkpoints_.emplace(std::filesystem::path(opt_.output_dir) / "checkpoints",
+                           opt_.keep_checkpoints);
+    }
+  }
+
+  network_type& network() { return net_; }
+  optimizer_type& optimizer() { return optimizer_; }
+  std::int64_t step() const { return step_; }
+  const TrainerOptions& options() const { return opt_; }
+  const std::vector<StepResult>& history() const { return history_; }
+
+  /// Task names, in order.
+  static std::array<std::string, K> task_names() {
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      return std::array<std::string, K>{std::string(task_t<I>::name)...};
+    }(std::make_index_sequence<K>{});
+  }
+
+  /// One optimisation step on `batch`. Targets whose spatial size differs from the task's
+  /// output are resized to it with TF-legacy nearest neighbour, as the paper's code does.
+  StepResult train_step(Context<D>& ctx, const Batch& batch) {
+    net_.set_training(true);
+    auto out = net_.forward(ctx, batch.image.cview());
+    StepResult r;
+    r.step = step_;
+    r.lr = schedule_(step_);
+    prepare_douts(out);
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (compute_loss<I>(ctx, out[I], std::get<I>(batch.targets), r), ...);
+    }(std::make_index_sequence<K>{});
+    for (std::size_t k = 0; k < K; ++k) {
+      if (!std::isfinite(r.losses[k]))
+        throw NonFiniteLossError(step_, k, task_names()[k], r.losses[k]);
+      r.total += r.losses[k];
+    }
+    std::vector<TensorView<const T, D>> douts;
+    for (auto& d : douts_) douts.push_back(d.cview());
+    net_.backward(ctx, batch.image.cview(), douts);
+    optimizer_.step(ctx, r.lr);
+    ++step_;
+    history_.push_back(r);
+    return r;
+  }
+
+  /// Evaluates on `batches` batches from `get_batch(i)` in inference mode (BN running
+  /// statistics, no dropout) with the paper's protocol (dense outputs up-sampled to the label
+  /// size); restores the previous mode afterwards.
+  Metrics evaluate(Context<D>& ctx, std::int64_t batches,
+                   const std::function<Batch(std::int64_t)>& get_batch)
+    requires std::is_same_v<D, Cpu>
+  {
+    Metrics m = [&]<std::size_t... I>(std::index_sequence<I...>) {
+      return Metrics{MetricFor<task_t<I>>::make()...};
+    }(std::make_index_sequence<K>{});
+    const bool was_training = net_.training();
+    net_.set_training(false);
+    for (std::int64_t b = 0; b < batches; ++b) {
+      const Batch batch = get_batch(b);
+      auto out = net_.forward(ctx, batch.image.cview());
+      [&]<std::size_t... I>(std::index_sequence<I...>) {
+        (update_metric<task_t<I>>(ctx, std::get<I>(m), out[I], std::get<I>(batch.targets).cview()),
+         ...);
+      }(std::make_index_sequence<K>{});
+    }
+    net_.set_training(was_training);
+    return m;
+  }
+
+  /// Every metric of every task as `MetricValue`s, in task order.
+  static std::vector<MetricValue> metric_values(const Metrics& m) {
+    std::vector<MetricValue> out;
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (([&] {
+         auto v = MetricFor<task_t<I>>::values(std::get<I>(m));
+         out.insert(out.end(), v.begin(), v.end());
+       }()),
+       ...);
+    }(std::make_index_sequence<K>{});
+    return out;
+  }
+
+  /// Trains until `total_steps`, drawing batches from `next_batch(step)`; logs every
+  /// `log_every` steps, checkpoints every `checkpoint_every` steps and at the end, and calls
+  /// `on_log(result)` if given. Returns the last step's result.
+  StepResult fit(Context<D>& ctx, std::int64_t total_steps,
+                 const std::function<Batch(std::int64_t)>& next_batch,
+                 const std::function<void(const StepResult&)>& on_log = {}) {
+    StepResult last;
+    const auto start = std::chrono::steady_clock::now();
+    const std::int64_t first = step_;
+    while (step_ < total_steps) {
+      const Batch batch = next_batch(step_);
+      images_ += batch.image.shape()[0];
+      last = train_step(ctx, batch);
+      const bool log_now = opt_.log_every > 0 && (step_ % opt_.log_every == 0 || step_ == total_steps);
+      if (log_now) {
+        const double secs =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        const double rate = secs > 0 ? static_cast<double>(images_) / secs : 0.0;
+        const double eta =
+            step_ > first ? secs / static_cast<double>(step_ - first) *
+                                static_cast<double>(total_steps - step_)
+                          : 0.0;
+        write_logs(last, rate, secs);
+        if (opt_.progress) print_progress(last, total_steps, rate, eta);
+        if (on_log) on_log(last);
+      }
+      if (checkpoints_ && opt_.checkpoint_every > 0 && step_ % opt_.checkpoint_every == 0)
+        save_checkpoint();
+    }
+    if (opt_.progress && isatty(STDOUT_FILENO)) std::printf("\n");
+    if (checkpoints_) save_checkpoint();
+    return last;
+  }
+
+  /// Writes a checkpoint of the current state (output_dir/checkpoints/ckpt-<step>.safetensors,
+  /// keeping the newest `keep_checkpoints`) and returns its path.
+  std::filesystem::path save_checkpoint() {
+    check<Error>(checkpoints_.has_value(),
+                 "nddr::Trainer::save_checkpoint: set TrainerOptions::output_dir first");
+    std::filesystem::create_directories(checkpoints_->dir());
+    const auto path = checkpoints_->path_for(step_);
+    save_checkpoint(path.string());
+    checkpoints_->prune();
+    return path;
+  }
+  /// Writes a checkpoint of the current state to `path` (atomically).
+  void save_checkpoint(const std::string& path) {
+    CheckpointState st;
+    st.step = step_;
+    for (Rng* r : net_.rngs()) st.rngs.push_back(r->state());
+    st.extra["experiment"] = opt_.name;
+    nddr::save_checkpoint<T>(path, net_.parameters(), optimizer_.state(), st);
+  }
+  /// Restores parameters, BN statistics, optimiser state, step and random streams.
+  void load_checkpoint(const std::string& path) {
+    auto rngs = net_.rngs();
+    CheckpointState st = nddr::load_checkpoint<T>(path, net_.parameters(), optimizer_.state());
+    check<IoError>(st.rngs.size() == rngs.size(), path, ": checkpoint has ", st.rngs.size(),
+                   " random streams, the network has ", rngs.size());
+    for (std::size_t i = 0; i < rngs.size(); ++i) rngs[i]->set_state(st.rngs[i]);
+    step_ = st.step;
+  }
+  /// Resumes from the newest checkpoint in output_dir, if any; returns whether one was found.
+  bool resume() {
+    if (!checkpoints_) return false;
+    auto latest = checkpoints_->latest();
+    if (!latest) return false;
+    load_checkpoint(latest->string());
+    return true;
+  }
+
+ private:
+  void prepare_douts(const std::array<TensorView<const T, D>, K>& out) {
+    for (std::size_t k = 0; k < K; ++k) {
+      douts_[k].resize(out[k].shape());
+      douts_[k].zero();
+    }
+  }
+
+  template <std::size_t I, class Target>
+  void compute_loss(Context<D>& ctx, TensorView<const T, D> out, const Target& target,
+                    StepResult& r) {
+    using Task = task_t<I>;
+    using U = typename Task::template target_t<T>;
+    TensorView<const U, D> tv = target.cview();
+    Tensor<U, D> resized;
+    const Shape& ts = tv.shape();
+    const Shape& os = out.shape();
+    const bool dense = os.rank() == 4 && os.h() * os.w() > 1 && (ts.rank() == 3 || ts.rank() == 4);
+    if (dense) {
+      const std::int64_t th = ts.rank() == 3 ? ts[1] : ts[2];
+      const std::int64_t tw = ts.rank() == 3 ? ts[2] : ts[3];
+      if (th != os.h() || tw != os.w()) {
+        const std::int64_t c = ts.rank() == 3 ? 1 : ts[1];
+        const Shape in4 = Shape::nchw(ts[0], c, th, tw);
+        Tensor<U, D> r4(Shape::nchw(ts[0], c, os.h(), os.w()));
+        ops::resize_forward(ctx, tv.reshaped(in4), r4.view(),
+                            ResizeOptions{}.size(os.h(), os.w()).mode(ResizeMode::kNearestTfLegacy));
+        if (ts.rank() == 3) r4.reshape(Shape{ts[0], os.h(), os.w()});
+        resized = std::move(r4);
+        tv = resized.cview();
+      }
+    }
+    r.losses[I] = static_cast<double>(
+        Task::template loss<T>(ctx, out, tv, douts_[I].view(), static_cast<T>(opt_.loss_weights[I])));
+  }
+
+  void write_logs(const StepResult& r, double rate, double secs) {
+    if (opt_.output_dir.empty()) return;
+    const auto names = task_names();
+    const std::filesystem::path dir(opt_.output_dir);
+    {
+      std::ofstream js(dir / "log.jsonl", std::ios::app);
+      js << "{\"experiment\":\"" << opt_.name << "\",\"step\":" << step_ << ",\"lr\":" << r.lr;
+      for (std::size_t k = 0; k < K; ++k) js << ",\"loss_" << names[k] << "\":" << r.losses[k];
+      js << ",\"loss_total\":" << r.total << ",\"images_per_s\":" << rate
+         << ",\"elapsed_s\":" << secs << "}\n";
+    }
+    const auto csv = dir / "log.csv";
+    const bool header = !std::filesystem::exists(csv);
+    std::ofstream out(csv, std::ios::app);
+    if (header) {
+      out << "step,lr";
+      for (const auto& n : names) out << ",loss_" << n;
+      out << ",loss_total,images_per_s,elapsed_s\n";
+    }
+    out << step_ << "," << r.lr;
+    for (double l : r.losses) out << "," << l;
+    out << "," << r.total << "," << rate << "," << secs << "\n";
+  }
+
+  void print_progress(const StepResult& r, std::int64_t total, double rate, double eta) const {
+    const auto names = task_names();
+    std::ostringstream os;
+    const bool tty = isatty(STDOUT_FILENO);
+    if (tty) {
+      constexpr int kWidth = 24;
+      const int filled = total > 0 ? static_cast<int>(kWidth * step_ / total) : kWidth;
+      os << "\r[" << std::string(static_cast<std::size_t>(filled), '#')
+         << std::string(static_cast<std::size_t>(kWidth - filled), '.') << "] ";
+    }
+    os << opt_.name << " step " << step_ << "/" << total;
+    for (std::size_t k = 0; k < K; ++k) os << " " << names[k] << " " << r.losses[k];
+    char tail[96];
+    std::snprintf(tail, sizeof tail, " | %.1f img/s | ETA %.0fs", rate, eta);
+    os << tail;
+    if (!tty) os << "\n";
+    std::fputs(os.str().c_str(), stdout);
+    std::fflush(stdout);
+  }
+
+  network_type& net_;
+  std::function<double(std::int64_t)> schedule_;
+  TrainerOptions opt_;
+  optimizer_type optimizer_;
+  std::optional<CheckpointDir> checkpoints_;
+  std::array<Tensor<T, D>, K> douts_;
+  std::vector<StepResult> history_;
+  std::int64_t step_ = 0;
+  std::int64_t images_ = 0;
+};
+
+}  // namespace nddr

@@ -1,0 +1,205 @@
+// Trainer: exact resume, non-finite loss stop, logs, checkpoint rotation, evaluation, learning.
+#include <catch2/catch.hpp>
+
+#include <nddr/nddr.hpp>
+#include <nddr/train/trainer.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <string>
+
+namespace {
+
+using Spec = nddr::MultiTask<nddr::TinyNet, nddr::TinyNet, nddr::NDDR>;
+using Exp = nddr::Experiment<Spec, nddr::Tasks<nddr::Segmentation<11>, nddr::SurfaceNormal>>;
+using Net = nddr::Network<Spec>;
+using Train = nddr::Trainer<Exp>;
+
+// A deterministic synthetic batch per step: random image, labels with ignored pixels, unit
+// normals with invalid (zero) pixels.
+Train::Batch make_batch(std::int64_t step, std::int64_t n = 2, std::int64_t size = 16) {
+  nddr::Rng rng(1000 + static_cast<std::uint64_t>(step));
+  Train::Batch b;
+  b.image = nddr::Tensor<float>(nddr::Shape::nchw(n, 3, size, size));
+  for (std::int64_t i = 0; i < b.image.numel(); ++i) b.image[i] = static_cast<float>(rng.uniform(-1, 1));
+  auto& seg = std::get<0>(b.targets);
+  seg = nddr::Tensor<std::int32_t>(nddr::Shape{n, size, size});
+  for (std::int64_t i = 0; i < seg.numel(); ++i)
+    seg[i] = rng.uniform() < 0.1 ? 255 : static_cast<std::int32_t>(rng.below(11));
+  auto& nor = std::get<1>(b.targets);
+  nor = nddr::Tensor<float>(nddr::Shape::nchw(n, 3, size, size));
+  const std::int64_t plane = size * size;
+  for (std::int64_t s = 0; s < n; ++s)
+    for (std::int64_t p = 0; p < plane; ++p) {
+      if (rng.uniform() < 0.1) continue;  // invalid: zero vector
+      double v[3] = {rng.normal(), rng.normal(), rng.normal()};
+      const double norm = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
+      for (int c = 0; c < 3; ++c) nor[(s * 3 + c) * plane + p] = static_cast<float>(v[c] / norm);
+    }
+  return b;
+}
+
+nddr::TrainerOptions quiet(std::string dir = {}) {
+  nddr::TrainerOptions o;
+  o.loss_weights = {1.0, 20.0};
+  o.progress = false;
+  o.output_dir = std::move(dir);
+  o.optimizer = nddr::SgdOptions::paper_multi_task();
+  return o;
+}
+
+std::filesystem::path temp_dir(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() / ("nddr_trainer_" + name + "_" +
+                                                     std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+template <class A, class B>
+bool bitwise_equal(A a, B b) {
+  if (a.numel() != b.numel()) return false;
+  for (std::int64_t i = 0; i < a.numel(); ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("Trainer: 2N steps equal N + checkpoint + resume + N, bit for bit", "[train][trainer]") {
+  constexpr std::int64_t kN = 3;
+  const auto dir = temp_dir("resume");
+  nddr::Context<nddr::Cpu> ctx(2);
+  const nddr::PolySchedule schedule{0.01, 100, 0.9};
+
+  Net straight({11, 3});
+  Train a(straight, schedule, quiet());
+  a.fit(ctx, 2 * kN, [](std::int64_t s) { return make_batch(s); });
+
+  const std::string ckpt = (dir / "half.safetensors").string();
+  {
+    Net first({11, 3});
+    Train b(first, schedule, quiet());
+    b.fit(ctx, kN, [](std::int64_t s) { return make_batch(s); });
+    b.save_checkpoint(ckpt);
+  }
+  nddr::NetworkOptions<Spec> other;
+  other.seed = 999;  // a different initialisation, entirely overwritten by the checkpoint
+  Net resumed({11, 3}, other);
+  Train c(resumed, schedule, quiet());
+  c.load_checkpoint(ckpt);
+  CHECK(c.step() == kN);
+  c.fit(ctx, 2 * kN, [](std::int64_t s) { return make_batch(s); });
+
+  CHECK(bitwise_equal(straight.parameters().values(), resumed.parameters().values()));
+  CHECK(bitwise_equal(straight.parameters().buffer_values(), resumed.parameters().buffer_values()));
+  CHECK(bitwise_equal(a.optimizer().state(), c.optimizer().state()));
+  REQUIRE(a.history().size() == 2 * kN);
+  CHECK(a.history().back().losses == c.history().back().losses);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Trainer: a non-finite loss stops training and names the step and task",
+          "[train][trainer]") {
+  const auto dir = temp_dir("nan");
+  nddr::Context<nddr::Cpu> ctx(1);
+  Net net({11, 3});
+  Train t(net, nddr::PolySchedule{0.01, 100, 0.9}, quiet(dir.string()));
+  t.fit(ctx, 2, [](std::int64_t s) { return make_batch(s); });  // writes ckpt at step 2
+  const auto ckpt = dir / "checkpoints" / "ckpt-0000000002.safetensors";
+  REQUIRE(std::filesystem::exists(ckpt));
+  const auto bytes_before = std::filesystem::file_size(ckpt);
+  const std::vector<float> before(net.parameters().values().data(),
+                                  net.parameters().values().data() + net.parameters().values().numel());
+  auto bad = make_batch(2);
+  bad.image[5] = std::numeric_limits<float>::quiet_NaN();
+  try {
+    t.train_step(ctx, bad);
+    FAIL("expected NonFiniteLossError");
+  } catch (const nddr::NonFiniteLossError& e) {
+    CHECK(e.step() == 2);
+    CHECK_THAT(e.what(), Catch::Contains("step 2") && Catch::Contains("segmentation"));
+  }
+  CHECK(t.step() == 2);
+  CHECK(bitwise_equal(net.parameters().values(), nddr::TensorView<const float>(before.data(), nddr::Shape{static_cast<std::int64_t>(before.size())})));
+  CHECK(std::filesystem::file_size(ckpt) == bytes_before);
+  Net again({11, 3});
+  Train t2(again, nddr::PolySchedule{0.01, 100, 0.9}, quiet(dir.string()));
+  CHECK(t2.resume());
+  CHECK(t2.step() == 2);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Trainer: logs as JSON lines and CSV, keeps the last N checkpoints", "[train][trainer]") {
+  const auto dir = temp_dir("logs");
+  nddr::Context<nddr::Cpu> ctx(1);
+  Net net({11, 3});
+  auto opt = quiet(dir.string());
+  opt.log_every = 2;
+  opt.checkpoint_every = 1;
+  opt.keep_checkpoints = 2;
+  Train t(net, nddr::ConstantSchedule{0.01}, opt);
+  int logged = 0;
+  t.fit(ctx, 5, [](std::int64_t s) { return make_batch(s); },
+        [&](const Train::StepResult&) { ++logged; });
+  CHECK(logged == 3);  // steps 2, 4, 5
+  std::ifstream js(dir / "log.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(js, line)) {
+    ++lines;
+    CHECK_THAT(line, Catch::Contains("\"loss_segmentation\":") && Catch::Contains("\"images_per_s\":"));
+  }
+  CHECK(lines == 3);
+  std::ifstream csv(dir / "log.csv");
+  std::getline(csv, line);
+  CHECK(line == "step,lr,loss_segmentation,loss_normal,loss_total,images_per_s,elapsed_s");
+  nddr::CheckpointDir cd(dir / "checkpoints", 2);
+  auto files = cd.list();
+  REQUIRE(files.size() == 2);
+  CHECK(files.back().filename() == "ckpt-0000000005.safetensors");
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Trainer: checkpoint errors name the file and the tensor", "[train][trainer]") {
+  const auto dir = temp_dir("errors");
+  nddr::Context<nddr::Cpu> ctx(1);
+  Net net({11, 3});
+  Train t(net, nddr::ConstantSchedule{0.01}, quiet());
+  const std::string path = (dir / "c.safetensors").string();
+  t.save_checkpoint(path);
+  // A network with another head width cannot take this checkpoint.
+  Net other({7, 3});
+  Train u(other, nddr::ConstantSchedule{0.01}, quiet());
+  CHECK_THROWS_WITH(u.load_checkpoint(path),
+                    Catch::Contains("c.safetensors") && Catch::Contains("task0.head.fc8.weight"));
+  // A truncated file.
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
+  CHECK_THROWS_AS(t.load_checkpoint(path), nddr::IoError);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("Trainer: learns a fixed batch and evaluates with the paper's protocol",
+          "[train][trainer]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  Net net({11, 3});
+  auto opt = quiet();
+  opt.optimizer = nddr::SgdOptions{}.weight_decay(0.0);
+  Train t(net, nddr::ConstantSchedule{0.05}, opt);
+  const auto batch = make_batch(0, 4, 16);
+  const double first = t.train_step(ctx, batch).total;
+  double last = first;
+  for (int i = 0; i < 40; ++i) last = t.train_step(ctx, batch).total;
+  CHECK(last < 0.7 * first);
+  auto metrics = t.evaluate(ctx, 2, [](std::int64_t i) { return make_batch(i); });
+  auto values = Train::metric_values(metrics);
+  REQUIRE(values.size() == 7);
+  CHECK(values[0].name == "mIoU");
+  CHECK((values[0].value >= 0.0 && values[0].value <= 100.0));
+  CHECK(values[2].name == "Mean");
+  CHECK((values[2].value >= 0.0 && values[2].value <= 180.0));
+  CHECK(std::get<0>(metrics).valid_pixels() > 0);
+  CHECK(net.training());  // mode restored
+}
