@@ -61,5 +61,20 @@
 #include "nddr/tasks/tasks.hpp"
 
 // I/O
+#include "nddr/io/idx.hpp"
+#include "nddr/io/png.hpp"
 #include "nddr/io/safetensors.hpp"
 #include "nddr/io/weights.hpp"
+
+// Training: optimiser, schedules, metrics, data, trainer
+#include "nddr/data/fashion.hpp"
+#include "nddr/metrics/classification.hpp"
+#include "nddr/metrics/delta.hpp"
+#include "nddr/metrics/normals.hpp"
+#include "nddr/metrics/segmentation.hpp"
+#include "nddr/optim/schedule.hpp"
+#include "nddr/optim/sgd.hpp"
+#include "nddr/train/checkpoint.hpp"
+#include "nddr/train/evaluation.hpp"
+#include "nddr/train/experiment.hpp"
+#include "nddr/train/trainer.hpp"
