@@ -67,7 +67,11 @@
 #include "nddr/io/weights.hpp"
 
 // Training: optimiser, schedules, metrics, data, trainer
+#include "nddr/data/augment.hpp"
 #include "nddr/data/fashion.hpp"
+#include "nddr/data/imdb_wiki.hpp"
+#include "nddr/data/loader.hpp"
+#include "nddr/data/nyuv2.hpp"
 #include "nddr/metrics/classification.hpp"
 #include "nddr/metrics/delta.hpp"
 #include "nddr/metrics/normals.hpp"

@@ -1,4 +1,4 @@
-// PATTERN: F = NoOptionsFusion.*nddr::MultiTask: the last argument must be a fusion spec
+// PATTERN: F = NoOptionsFusion.*nddr::FusionSpec: missing `using options
 // A fusion spec without `using options = ...` is rejected by MultiTask naming the type.
 #include <nddr/fusion/none.hpp>
 

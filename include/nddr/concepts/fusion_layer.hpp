@@ -69,4 +69,27 @@ concept FusionSpec = requires {
     std::constructible_from<typename F::template layer<double, Cpu>, std::size_t, std::int64_t,
                             const typename F::options&>;
 
+/// Diagnoses why `F` is not a `FusionSpec`, one requirement at a time; the compiler's
+/// "required from" line names `F`.
+template <class F>
+constexpr bool require_fusion_spec() {
+  static_assert(requires { { F::name } -> std::convertible_to<const char*>; },
+                "nddr::FusionSpec: missing `static constexpr const char* name`");
+  static_assert(requires { typename F::options; },
+                "nddr::FusionSpec: missing `using options = ...` (a default-constructible options "
+                "struct; use nddr::IdentityFusionOptions if there are none)");
+  static_assert(requires { { F::shared_stages } -> std::convertible_to<std::size_t>; },
+                "nddr::FusionSpec: missing `static constexpr std::size_t shared_stages` (0 unless "
+                "stages are shared)");
+  static_assert(requires { { F::shortcut } -> std::convertible_to<bool>; },
+                "nddr::FusionSpec: missing `static constexpr bool shortcut`");
+  static_assert(requires { typename F::template layer<double, Cpu>; },
+                "nddr::FusionSpec: missing `template <class T, class D> using layer = ...`");
+  if constexpr (requires { typename F::template layer<double, Cpu>; })
+    static_assert(FusionLayer<typename F::template layer<double, Cpu>>,
+                  "nddr::FusionSpec: `layer<T, D>` does not model nddr::concepts::FusionLayer "
+                  "(see <nddr/concepts/fusion_layer.hpp> for the members it needs)");
+  return FusionSpec<F>;
+}
+
 }  // namespace nddr::concepts

@@ -25,4 +25,16 @@ concept Head = requires(std::int64_t in, std::int64_t outputs) {
   { H::template build<double, Cpu>(in, outputs) } -> std::same_as<Sequential<double, Cpu>>;
 };
 
+/// Diagnoses why `H` is not a `Head`; the compiler's "required from" line names `H`.
+template <class H>
+constexpr bool require_head() {
+  static_assert(requires { { H::name } -> std::convertible_to<const char*>; },
+                "nddr::Head: missing `static constexpr const char* name`");
+  static_assert(requires(std::int64_t in, std::int64_t outputs) {
+    { H::template build<double, Cpu>(in, outputs) } -> std::same_as<Sequential<double, Cpu>>;
+  }, "nddr::Head: missing `template <class T, class D> static Sequential<T, D> "
+     "build(std::int64_t in_channels, std::int64_t outputs)`");
+  return Head<H>;
+}
+
 }  // namespace nddr::concepts

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "nddr/data/split.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/random.hpp"
 #include "nddr/core/shape.hpp"
@@ -36,8 +37,6 @@
 
 namespace nddr::data {
 
-/// Which file pair of a dataset to read.
-enum class Split { kTrain, kTest };
 
 /// Where Debian's dataset-fashion-mnist installs its files.
 inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "nddr/data/split.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
@@ -21,8 +22,6 @@
 
 namespace nddr::data {
 
-/// Which list files a dataset reads: `training_*.txt` or `testing_*.txt`.
-enum class Split { kTrain, kTest };
 
 /// How a normal label triplet v (uint8) becomes the target vector of a valid pixel.
 enum class NormalEncoding {

@@ -77,6 +77,8 @@ constexpr bool check_fusion_spec() {
   static_assert(concepts::FusionSpec<F>,
                 "nddr::MultiTask: the last argument must be a fusion spec (nddr::NDDR, CrossStitch, "
                 "Sluice, None, Shared<S> or Shortcut<...>)");
+  if constexpr (!concepts::FusionSpec<F> && !concepts::Backbone<F>)
+    concepts::require_fusion_spec<F>();  // says which member is missing
   return concepts::FusionSpec<F>;
 }
 
