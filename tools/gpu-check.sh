@@ -199,6 +199,31 @@ if [[ "${NDDR_SKIP_CPU_TESTS:-0}" != 1 ]]; then
   echo "CPU tests took $((SECONDS - start)) s"
 fi
 
+# ---- GPU benchmarks ------------------------------------------------------------------------
+# PyTorch's eager NDDR-VGG16 (bench/pytorch/nddr_vgg16.py) at the paper's batch 10 x 321^2: the
+# baseline that nddr's CUDA training step (a later issue) must beat. nddr's own GPU network
+# step is not implemented yet, so no ratio is printed here.
+if [[ "${NDDR_SKIP_BENCH:-0}" != 1 ]]; then
+  say "benchmark: PyTorch eager NDDR-VGG16 (train + infer, batch 10, 321x321)"
+  bench_py=""
+  for py in /opt/torch/.venv/bin/python3 python3; do
+    if command -v "$py" >/dev/null && "$py" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+      bench_py=$py
+      break
+    fi
+  done
+  if [[ -z "$bench_py" ]]; then
+    echo "no python with CUDA-enabled torch found: benchmark skipped"
+  else
+    for mode in train infer; do
+      if ! "$bench_py" "$repo/bench/pytorch/nddr_vgg16.py" --device cuda --batch 10 --size 321 \
+          --iters 20 --warmup 5 --mode "$mode" 2>&1 | tee -a "$logs/bench-pytorch.jsonl"; then
+        failures+=("PyTorch benchmark ($mode)")
+      fi
+    done
+  fi
+fi
+
 say "summary"
 if ((${#failures[@]})); then
   printf 'FAILED: %s\n' "${failures[@]}"
