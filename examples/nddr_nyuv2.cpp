@@ -1,0 +1,23 @@
+// nddr-nyuv2: the paper's NYUv2 experiments (Tables 1-4 and 6). Example:
+//   nddr_nyuv2 --data-dir datasets/nyu_v2 --method nddr --init-weights-task0 st_seg.safetensors
+//              --init-weights-task1 st_normal.safetensors
+// See docs/experiments.md for every table's flags.
+#include <exception>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "nddr/train/nyuv2_experiment.hpp"
+
+int main(int argc, char** argv) {
+  try {
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    const auto config = nddr::experiments::parse_nyuv2_args(args, &std::cout);
+    if (!config) return 0;  // --help
+    nddr::experiments::run_nyuv2(*config, std::cout);
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,610 @@
+#pragma once
+/// \file
+/// The paper's NYUv2 experiments (Tables 1-4 and 6: segmentation + surface normals) as library
+/// functions, so the `nddr_nyuv2` binary and the tests share them. Also the pieces every
+/// experiment binary shares: the common flags (`CommonConfig`), the method dispatch, weight
+/// initialisation, `run_spec` (train with the paper's recipe, evaluate with the paper's protocol,
+/// print the table row, write results.csv / results.json atomically).
+///
+/// Example:
+///   auto cfg = nddr::experiments::parse_nyuv2_args({"--data-dir", "nyu", "--method", "nddr"});
+///   auto result = nddr::experiments::run_nyuv2(*cfg, std::cout);
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <iomanip>
+#include <limits>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "nddr/backbones/tiny.hpp"
+#include "nddr/backbones/vgg16.hpp"
+#include "nddr/data/augment.hpp"
+#include "nddr/data/loader.hpp"
+#include "nddr/data/nyuv2.hpp"
+#include "nddr/fusion/cross_stitch.hpp"
+#include "nddr/fusion/nddr.hpp"
+#include "nddr/fusion/none.hpp"
+#include "nddr/fusion/sluice.hpp"
+#include "nddr/io/weights.hpp"
+#include "nddr/multitask/multitask.hpp"
+#include "nddr/multitask/network.hpp"
+#include "nddr/optim/schedule.hpp"
+#include "nddr/optim/sgd.hpp"
+#include "nddr/tasks/tasks.hpp"
+#include "nddr/train/cli.hpp"
+#include "nddr/train/experiment.hpp"
+#include "nddr/train/trainer.hpp"
+
+namespace nddr::experiments {
+
+/// Flags shared by the experiment binaries (see `add_common_flags`).
+struct CommonConfig {
+  std::string program = "nddr-experiment";
+  std::string method = "nddr";
+  std::string backbone = "vgg16";
+  std::string init = "0.9,0.1";  ///< fusion initialisation: "alpha,beta" or "xavier"
+  double nddr_lr_mult = 100.0;
+  std::vector<double> loss_scales;  ///< empty = the method's default
+  std::int64_t steps = 20001;
+  std::int64_t batch = 10;
+  double lr = 1e-3;
+  double weight_decay = -1.0;  ///< < 0: 2.5e-4 multi-task, 5e-4 single-task (paper-spec §5)
+  std::string init_weights;
+  std::string init_format = "deeplab";  ///< deeplab | torchvision | nddr
+  std::string init_weights_task0;       ///< nddr-format file whose column task0 -> column 0
+  std::string init_weights_task1;       ///< nddr-format file whose column task0 -> column 1
+  std::string output_dir;               ///< empty = runs/<experiment>_<method>
+  bool resume = false;
+  bool eval_only = false;
+  int threads = 0;  ///< compute threads; 0 = all cores
+  int loader_threads = 2;
+  std::uint64_t seed = 1234;
+  std::string device = "cpu";
+  std::int64_t eval_limit = 0;  ///< evaluate on the first N test images; 0 = all
+  std::int64_t log_every = 20;
+  std::int64_t checkpoint_every = 5000;
+  bool progress = true;
+};
+
+/// Flags of `nddr_nyuv2`.
+struct NyuV2Config : CommonConfig {
+  std::string data_dir;
+  bool shortcut = false;
+  std::int64_t crop = 321;
+  bool centered_normals = false;
+};
+
+/// One evaluated run: the row of the paper's table and every metric.
+struct ExperimentResult {
+  std::string label;                   ///< the table's "Method" cell
+  std::int64_t steps = 0;              ///< training steps done
+  std::vector<std::string> columns;    ///< table columns
+  std::vector<double> row;             ///< one value per column; NaN = not evaluated
+  std::vector<MetricValue> metrics;    ///< every metric, in task order
+  std::string output_dir;
+};
+
+/// Fusion initialisation parsed from `--init`.
+struct FusionInit {
+  bool xavier = false;
+  double alpha = 0.9;
+  double beta = 0.1;
+};
+
+inline FusionInit parse_fusion_init(const std::string& program, const std::string& text) {
+  if (text == "xavier") return {true, 0.0, 0.0};
+  const std::size_t comma = text.find(',');
+  FusionInit f;
+  bool ok = comma != std::string::npos;
+  if (ok) {
+    char* end = nullptr;
+    const std::string a = text.substr(0, comma), b = text.substr(comma + 1);
+    f.alpha = std::strtod(a.c_str(), &end);
+    ok = !a.empty() && *end == '\0';
+    f.beta = std::strtod(b.c_str(), &end);
+    ok = ok && !b.empty() && *end == '\0';
+  }
+  check<OptionError>(ok, program, ": --init must be 'alpha,beta' (e.g. 0.9,0.1) or 'xavier', got '",
+                     text, "'");
+  return f;
+}
+
+namespace detail {
+
+inline NddrOptions fusion_options(const NddrOptions&, const FusionInit& f, const std::string&) {
+  return f.xavier ? NddrOptions{}.xavier() : NddrOptions{}.diagonal(f.alpha, f.beta);
+}
+inline CrossStitchOptions fusion_options(const CrossStitchOptions&, const FusionInit& f,
+                                         const std::string& program) {
+  check<OptionError>(!f.xavier, program, ": --init xavier applies to the NDDR layer only");
+  return CrossStitchOptions{}.init(f.alpha, f.beta);
+}
+inline SluiceOptions fusion_options(const SluiceOptions&, const FusionInit& f,
+                                    const std::string& program) {
+  check<OptionError>(!f.xavier, program, ": --init xavier applies to the NDDR layer only");
+  return SluiceOptions{}.init(f.alpha, f.beta);
+}
+inline IdentityFusionOptions fusion_options(const IdentityFusionOptions&, const FusionInit&,
+                                            const std::string&) {
+  return {};
+}
+
+/// File key -> store name for our own files: checkpoints store "param/<name>" and
+/// "buffer/<name>" (and "optim/..." which is never loaded); save_parameters files store "<name>".
+inline std::optional<std::string> strip_checkpoint_prefix(std::string_view key) {
+  if (key.starts_with("optim/")) return std::nullopt;
+  if (key.starts_with("param/")) return std::string(key.substr(6));
+  if (key.starts_with("buffer/")) return std::string(key.substr(7));
+  return std::string(key);
+}
+
+inline std::string format_cell(double v) {
+  if (!std::isfinite(v)) return std::isnan(v) ? "-" : (v > 0 ? "inf" : "-inf");
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(1) << v;
+  return os.str();
+}
+
+inline std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  std::ostringstream os;
+  os << std::setprecision(17) << v;
+  return os.str();
+}
+
+inline std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    if (static_cast<unsigned char>(ch) < 0x20) {
+      out += ' ';
+      continue;
+    }
+    out += ch;
+  }
+  return out + "\"";
+}
+
+}  // namespace detail
+
+/// The table's header line and separator, e.g. "| Method | Mean | ... |".
+inline std::string table_header(const std::vector<std::string>& columns) {
+  std::string h = "| Method |", sep = "|---|";
+  for (const auto& c : columns) {
+    h += " " + c + " |";
+    sep += "---|";
+  }
+  return h + "\n" + sep + "\n";
+}
+
+/// One table row with one decimal, as the paper prints it ("-" for a metric not evaluated).
+inline std::string table_row(const ExperimentResult& r) {
+  std::ostringstream os;
+  os << "| " << r.label << " |";
+  for (double v : r.row) os << " " << detail::format_cell(v) << " |";
+  os << "\n";
+  return os.str();
+}
+
+/// Writes `dir`/results.csv and `dir`/results.json atomically.
+inline void write_results(const std::string& dir, const std::string& experiment,
+                          const CommonConfig& c, const ExperimentResult& r) {
+  std::ostringstream csv;
+  csv << "method";
+  for (const auto& col : r.columns) csv << "," << col;
+  csv << "\n\"" << r.label << "\"";
+  for (double v : r.row) csv << "," << (std::isfinite(v) ? detail::json_number(v) : "");
+  csv << "\n";
+  cli::write_text_atomic((std::filesystem::path(dir) / "results.csv").string(), csv.str());
+
+  std::ostringstream js;
+  js << "{\n  \"experiment\": " << detail::json_string(experiment)
+     << ",\n  \"method\": " << detail::json_string(c.method)
+     << ",\n  \"label\": " << detail::json_string(r.label)
+     << ",\n  \"backbone\": " << detail::json_string(c.backbone) << ",\n  \"steps\": " << r.steps
+     << ",\n  \"table\": {";
+  for (std::size_t i = 0; i < r.columns.size(); ++i)
+    js << (i ? ", " : "") << detail::json_string(r.columns[i]) << ": "
+       << detail::json_number(r.row[i]);
+  js << "},\n  \"metrics\": [";
+  for (std::size_t i = 0; i < r.metrics.size(); ++i) {
+    const MetricValue& m = r.metrics[i];
+    js << (i ? "," : "") << "\n    {\"task\": " << detail::json_string(m.task)
+       << ", \"name\": " << detail::json_string(m.name)
+       << ", \"value\": " << detail::json_number(m.value)
+       << ", \"higher_is_better\": " << (m.higher_is_better ? "true" : "false") << "}";
+  }
+  js << "\n  ]\n}\n";
+  cli::write_text_atomic((std::filesystem::path(dir) / "results.json").string(), js.str());
+}
+
+/// Declares the flags of `CommonConfig` on `p` with `defaults` as default values.
+inline void add_common_flags(cli::ArgParser& p, const CommonConfig& d, const std::string& methods) {
+  auto num = [](double v) {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  };
+  p.option("method", d.method, methods)
+      .option("backbone", d.backbone, "vgg16 | tiny (tiny: a small network for smoke runs)")
+      .option("init", d.init, "fusion initialisation: alpha,beta (e.g. 0.9,0.1) or xavier (NDDR)")
+      .option("nddr-lr-mult", num(d.nddr_lr_mult),
+              "learning-rate multiplier of the fusion (NDDR, cross-stitch, sluice, shortcut) parameters")
+      .option("loss-scales", "", "task loss weights, comma separated (default: see docs/experiments.md)")
+      .option("steps", std::to_string(d.steps), "total training steps (poly schedule length)")
+      .option("batch", std::to_string(d.batch), "training batch size")
+      .option("lr", num(d.lr), "base learning rate")
+      .option("weight-decay", "", "L2 decay of kernels (default 2.5e-4 multi-task, 5e-4 single-task)")
+      .option("init-weights", "", "pretrained weights loaded into every column")
+      .option("init-format", d.init_format, "format of --init-weights: deeplab | torchvision | nddr")
+      .option("init-weights-task0", "",
+              "nddr-format file (e.g. a single-task checkpoint) whose column task0 initialises column 0")
+      .option("init-weights-task1", "",
+              "nddr-format file whose column task0 initialises column 1")
+      .option("output-dir", "", "logs, checkpoints and results (default runs/<experiment>_<method>)")
+      .flag("resume", "continue from the newest checkpoint in --output-dir")
+      .flag("eval-only", "skip training; evaluate the restored (--resume) or initial weights")
+      .option("threads", "0", "compute threads (0 = all cores)")
+      .option("loader-threads", std::to_string(d.loader_threads), "data loading threads")
+      .option("seed", std::to_string(d.seed), "seed of initialisation, data order and augmentation")
+      .option("device", d.device, "cpu | cuda | cuda:N")
+      .option("eval-limit", "0", "evaluate on the first N test samples only (0 = all)")
+      .option("log-every", std::to_string(d.log_every), "log interval in steps")
+      .option("checkpoint-every", std::to_string(d.checkpoint_every), "checkpoint interval in steps")
+      .flag("quiet", "no progress lines");
+}
+
+/// Reads the flags of `add_common_flags` into `c`.
+inline void read_common_flags(const cli::ArgParser& p, CommonConfig& c) {
+  c.method = p.get_string("method");
+  c.backbone = p.get_string("backbone");
+  c.init = p.get_string("init");
+  c.nddr_lr_mult = p.get_double("nddr-lr-mult");
+  c.loss_scales = p.get_doubles("loss-scales");
+  c.steps = p.get_int("steps");
+  c.batch = p.get_int("batch");
+  c.lr = p.get_double("lr");
+  c.weight_decay = p.given("weight-decay") ? p.get_double("weight-decay") : -1.0;
+  c.init_weights = p.get_string("init-weights");
+  c.init_format = p.get_string("init-format");
+  c.init_weights_task0 = p.get_string("init-weights-task0");
+  c.init_weights_task1 = p.get_string("init-weights-task1");
+  c.output_dir = p.get_string("output-dir");
+  c.resume = p.get_bool("resume");
+  c.eval_only = p.get_bool("eval-only");
+  c.threads = static_cast<int>(p.get_int("threads"));
+  c.loader_threads = static_cast<int>(p.get_int("loader-threads"));
+  c.seed = static_cast<std::uint64_t>(p.get_int("seed"));
+  c.device = p.get_string("device");
+  c.eval_limit = p.get_int("eval-limit");
+  c.log_every = p.get_int("log-every");
+  c.checkpoint_every = p.get_int("checkpoint-every");
+  c.progress = !p.get_bool("quiet");
+}
+
+/// Checks the values every experiment needs (device, counts, formats); OptionError/DeviceError.
+inline void validate_common(const CommonConfig& c) {
+  const std::string& p = c.program;
+  cli::require_cpu_device(p, c.device);
+  check<OptionError>(c.steps >= 0, p, ": --steps must be >= 0, got ", c.steps);
+  check<OptionError>(c.batch >= 1, p, ": --batch must be >= 1, got ", c.batch);
+  check<OptionError>(c.lr >= 0.0 && std::isfinite(c.lr), p, ": --lr must be >= 0, got ", c.lr);
+  check<OptionError>(c.threads >= 0, p, ": --threads must be >= 0, got ", c.threads);
+  check<OptionError>(c.loader_threads >= 0, p, ": --loader-threads must be >= 0, got ",
+                     c.loader_threads);
+  check<OptionError>(c.nddr_lr_mult >= 0.0, p, ": --nddr-lr-mult must be >= 0, got ",
+                     c.nddr_lr_mult);
+  check<OptionError>(c.init_format == "deeplab" || c.init_format == "torchvision" ||
+                         c.init_format == "nddr",
+                     p, ": --init-format must be deeplab, torchvision or nddr, got '",
+                     c.init_format, "'");
+  for (const std::string* f : {&c.init_weights, &c.init_weights_task0, &c.init_weights_task1})
+    check<IoError>(f->empty() || std::filesystem::exists(*f), p, ": weight file '", *f,
+                   "' does not exist");
+  parse_fusion_init(p, c.init);
+}
+
+/// Loads `--init-weights` / `--init-weights-task{0,1}` into a freshly built network.
+template <class Spec, class T>
+void initialize_weights(Network<Spec, Cpu, T>& net, const CommonConfig& c, std::ostream& out) {
+  auto& store = net.parameters();
+  constexpr std::size_t K = Spec::tasks;
+  const bool split = Spec::shared_stages == Spec::stages;
+  std::vector<std::string> heads;
+  for (std::size_t k = 0; k < K; ++k) heads.push_back("task" + std::to_string(k));
+  const std::vector<std::string> columns = split ? std::vector<std::string>{"shared"} : heads;
+  const auto say = [&](const std::string& file, const io::LoadReport& r) {
+    out << c.program << ": loaded " << r.loaded.size() << " tensors from " << file << " ("
+        << r.missing.size() << " left at their initialisation, " << r.skipped.size()
+        << " skipped)\n";
+  };
+  if (!c.init_weights.empty()) {
+    io::LoadReport r;
+    if (c.init_format == "deeplab") {
+      r = io::import_deeplab_largefov(c.init_weights, store, columns,
+                                      io::ImportOptions{}.with_head_prefixes(heads));
+    } else if (c.init_format == "torchvision") {
+      r = io::import_torchvision_vgg16(c.init_weights, store, columns,
+                                       io::ImportOptions{}.with_head_prefixes(heads));
+    } else {
+      r = io::load_parameters(
+          c.init_weights, store,
+          io::LoadOptions{}.with_strict(false).with_rename(detail::strip_checkpoint_prefix));
+    }
+    say(c.init_weights, r);
+  }
+  const std::string* per_column[2] = {&c.init_weights_task0, &c.init_weights_task1};
+  for (std::size_t k = 0; k < 2; ++k) {
+    if (per_column[k]->empty()) continue;
+    check<OptionError>(k < K && !split, c.program, ": --init-weights-task", k,
+                       " needs a network with a separate column ", k, " (method ", c.method, ")");
+    const std::string to = "task" + std::to_string(k) + ".";
+    const auto rename = [to](std::string_view key) -> std::optional<std::string> {
+      auto name = detail::strip_checkpoint_prefix(key);
+      if (!name || !name->starts_with("task0.")) return std::nullopt;
+      return to + name->substr(6);
+    };
+    const io::LoadReport r = io::load_parameters(
+        *per_column[k], store, io::LoadOptions{}.with_strict(false).with_rename(rename));
+    check<IoError>(!r.loaded.empty(), c.program, ": '", *per_column[k],
+                   "' has no tensor of column task0 that fits column ", k);
+    say(*per_column[k], r);
+  }
+}
+
+/// A data source for `run_spec`: `train_size()`, `load_train(i, rng)` (augmented sample),
+/// `test_size()`, `load_test(i)`, `collate(samples)` and `template <class Task> take(batch)`
+/// (moves the task's target tensor out of a collated batch).
+template <class Spec, class TaskList, class Data>
+ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::string& experiment,
+                          const std::string& label, std::vector<double> loss_weights,
+                          const std::vector<std::string>& columns,
+                          const std::vector<std::pair<std::string, std::string>>& column_metrics,
+                          std::ostream& out) {
+  using Exp = Experiment<Spec, TaskList>;
+  using Net = Network<Spec>;
+  using Train = Trainer<Exp>;
+  constexpr std::size_t K = Spec::tasks;
+  using Sample = decltype(data.load_test(0));
+
+  NetworkOptions<Spec> nopt;
+  nopt.fusion = detail::fusion_options(typename Spec::fusion::options{},
+                                       parse_fusion_init(c.program, c.init), c.program);
+  nopt.fusion_lr_mult = c.nddr_lr_mult;
+  nopt.seed = c.seed;
+  std::array<std::int64_t, K> outputs{};
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    ((outputs[I] = TaskList::template task<I>::outputs), ...);
+  }(std::make_index_sequence<K>{});
+  Net net(outputs, nopt);
+  initialize_weights(net, c, out);
+
+  const bool single = K == 1;
+  TrainerOptions topt;
+  topt.loss_weights = std::move(loss_weights);
+  topt.optimizer = SgdOptions{}.weight_decay(c.weight_decay >= 0 ? c.weight_decay
+                                             : single           ? 5e-4
+                                                                : 2.5e-4);
+  topt.log_every = c.log_every;
+  topt.checkpoint_every = c.checkpoint_every;
+  topt.output_dir = c.output_dir;
+  topt.progress = c.progress;
+  topt.name = experiment + "_" + c.method;
+  Train trainer(net, PolySchedule{c.lr, std::max<std::int64_t>(c.steps, 1), 0.9}, topt);
+  if (c.resume) {
+    if (trainer.resume())
+      out << c.program << ": resumed from step " << trainer.step() << "\n";
+    else
+      out << c.program << ": no checkpoint in " << c.output_dir << "; starting at step 0\n";
+  }
+
+  Context<Cpu> ctx(c.threads > 0 ? c.threads
+                                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+  const auto to_batch = [&](std::vector<Sample>&& samples) {
+    auto b = data.collate(samples);
+    typename Train::Batch tb;
+    tb.image = std::move(b.image);
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      ((std::get<I>(tb.targets) = data.template take<typename TaskList::template task<I>>(b)), ...);
+    }(std::make_index_sequence<K>{});
+    return tb;
+  };
+
+  if (!c.eval_only && trainer.step() < c.steps) {
+    data::PrefetchLoader<Sample> loader(
+        data.train_size(), [&](std::int64_t i, Rng& rng) { return data.load_train(i, rng); },
+        data::LoaderOptions{}
+            .batch_size(c.batch)
+            .seed(c.seed)
+            .threads(c.loader_threads)
+            .start_batch(trainer.step()));
+    trainer.fit(ctx, c.steps, [&](std::int64_t) { return to_batch(loader.next().items); });
+  }
+
+  const std::int64_t n_test =
+      c.eval_limit > 0 ? std::min(c.eval_limit, data.test_size()) : data.test_size();
+  const auto metrics = trainer.evaluate(ctx, n_test, [&](std::int64_t i) {
+    std::vector<Sample> one;
+    one.push_back(data.load_test(i));
+    return to_batch(std::move(one));
+  });
+
+  ExperimentResult r;
+  r.label = label;
+  r.steps = trainer.step();
+  r.columns = columns;
+  r.metrics = Train::metric_values(metrics);
+  r.output_dir = c.output_dir;
+  for (const auto& [task, name] : column_metrics) {
+    double v = std::numeric_limits<double>::quiet_NaN();
+    for (const MetricValue& m : r.metrics)
+      if (m.task == task && m.name == name) v = m.value;
+    r.row.push_back(v);
+  }
+  out << "\n" << table_header(columns) << table_row(r);
+  if (!c.output_dir.empty()) write_results(c.output_dir, experiment, c, r);
+  return r;
+}
+
+/// NYUv2 as a `run_spec` data source: augmented training crops, full test images.
+struct NyuV2Data {
+  data::NyuV2Dataset train;
+  data::NyuV2Dataset test;
+  data::AugmentOptions augment;
+
+  std::int64_t train_size() const { return train.size(); }
+  std::int64_t test_size() const { return test.size(); }
+  data::NyuSample load_train(std::int64_t i, Rng& rng) const {
+    return data::augment(train.load(i), rng, augment);
+  }
+  data::NyuSample load_test(std::int64_t i) const { return test.load(i); }
+  data::NyuBatch collate(const std::vector<data::NyuSample>& s) const { return data::collate(s); }
+  template <class Task>
+  auto take(data::NyuBatch& b) const {
+    if constexpr (std::is_same_v<typename Task::template target_t<float>, float>)
+      return std::move(b.normal);
+    else
+      return std::move(b.seg);
+  }
+};
+
+/// The flag parser of `nddr_nyuv2`.
+inline cli::ArgParser nyuv2_arg_parser() {
+  NyuV2Config d;
+  d.program = "nddr-nyuv2";
+  cli::ArgParser p(d.program,
+                   "NDDR-CNN NYUv2 experiments (paper Tables 1-4 and 6): semantic segmentation "
+                   "(40 classes) + surface normals. See docs/experiments.md.");
+  p.option("data-dir", "", "NYUv2 in the NDDR-CNN format (list/ and the files it names)");
+  add_common_flags(p, d, "st-seg | st-normal | mt | cross-stitch | sluice | nddr");
+  p.flag("shortcut", "the Shortcut variant (Table 6)")
+      .option("crop", std::to_string(d.crop), "training crop side")
+      .flag("centered-normals", "decode normals as (v - 127.5) / 127.5 instead of the raw triplet");
+  return p;
+}
+
+/// Parses the arguments of `nddr_nyuv2`; nullopt when `--help` was asked for (the help text is
+/// then written to `help_out`).
+inline std::optional<NyuV2Config> parse_nyuv2_args(const std::vector<std::string>& args,
+                                                   std::ostream* help_out = nullptr) {
+  cli::ArgParser p = nyuv2_arg_parser();
+  p.parse(args);
+  if (p.help_requested()) {
+    if (help_out) *help_out << p.help();
+    return std::nullopt;
+  }
+  NyuV2Config c;
+  c.program = "nddr-nyuv2";
+  read_common_flags(p, c);
+  c.data_dir = p.get_string("data-dir");
+  c.shortcut = p.get_bool("shortcut");
+  c.crop = p.get_int("crop");
+  c.centered_normals = p.get_bool("centered-normals");
+  return c;
+}
+
+/// The table label of a NYUv2 method.
+inline std::string nyuv2_label(const NyuV2Config& c) {
+  static const std::map<std::string, std::string> names = {
+      {"st-seg", "Single-task (seg)"}, {"st-normal", "Single-task (normal)"},
+      {"mt", "Multi-task"},           {"cross-stitch", "Cross-stitch"},
+      {"sluice", "Sluice"},           {"nddr", "NDDR (ours)"}};
+  auto it = names.find(c.method);
+  return (it == names.end() ? c.method : it->second) + (c.shortcut ? " + Shortcut" : "");
+}
+
+/// Validates a NYUv2 configuration: method, data directory, crop and the common flags.
+inline void validate_nyuv2(const NyuV2Config& c) {
+  const std::string& p = c.program;
+  static const std::vector<std::string> methods = {"st-seg", "st-normal", "mt",
+                                                   "cross-stitch", "sluice", "nddr"};
+  check<OptionError>(std::find(methods.begin(), methods.end(), c.method) != methods.end(), p,
+                     ": --method must be st-seg, st-normal, mt, cross-stitch, sluice or nddr, got '",
+                     c.method, "'");
+  check<OptionError>(c.backbone == "vgg16" || c.backbone == "tiny", p,
+                     ": --backbone must be vgg16 or tiny, got '", c.backbone, "'");
+  validate_common(c);
+  check<OptionError>(!c.data_dir.empty(), p, ": --data-dir is required");
+  check<IoError>(std::filesystem::is_directory(c.data_dir), p, ": --data-dir '", c.data_dir,
+                 "' is not a directory");
+  check<IoError>(std::filesystem::is_directory(std::filesystem::path(c.data_dir) / "list"), p,
+                 ": --data-dir '", c.data_dir, "' has no list/ directory (expected list/",
+                 "training_seg.txt etc., see docs/data-nyuv2.md)");
+  check<OptionError>(c.crop >= 1, p, ": --crop must be >= 1, got ", c.crop);
+  const bool single = c.method == "st-seg" || c.method == "st-normal";
+  check<OptionError>(c.loss_scales.empty() || c.loss_scales.size() == (single ? 1u : 2u) ||
+                         (single && c.loss_scales.size() == 2),
+                     p, ": --loss-scales needs ", single ? "1 (or 2: seg,normal)" : "2",
+                     " values, got ", c.loss_scales.size());
+}
+
+namespace detail {
+
+template <class TaskList, class F, class... B>
+ExperimentResult run_nyuv2_fused(const NyuV2Config& c, const NyuV2Data& d,
+                                 std::vector<double> weights, std::ostream& out) {
+  static const std::vector<std::string> columns = {"Mean", "Median", "11.25", "22.5",
+                                                   "30",   "mIoU",   "PAcc"};
+  static const std::vector<std::pair<std::string, std::string>> metrics = {
+      {"normals", "Mean"}, {"normals", "Median"},     {"normals", "11.25"},
+      {"normals", "22.5"}, {"normals", "30"},         {"segmentation", "mIoU"},
+      {"segmentation", "PixelAcc"}};
+  const std::string label = nyuv2_label(c);
+  if (c.shortcut)
+    return run_spec<MultiTask<B..., Shortcut<F>>, TaskList>(c, d, "nyuv2", label, weights, columns,
+                                                            metrics, out);
+  return run_spec<MultiTask<B..., F>, TaskList>(c, d, "nyuv2", label, weights, columns, metrics,
+                                                out);
+}
+
+}  // namespace detail
+
+/// Runs one NYUv2 experiment with backbone `B` (VGG16 or TinyNet): validates `c`, trains to
+/// `c.steps` (resuming if asked), evaluates on the test split, prints the table row to `out` and
+/// writes results.csv / results.json into the output directory.
+template <class B>
+ExperimentResult run_nyuv2_with(NyuV2Config c, std::ostream& out) {
+  validate_nyuv2(c);
+  if (c.output_dir.empty())
+    c.output_dir = "runs/nyuv2_" + c.method + (c.shortcut ? "_shortcut" : "");
+  const auto encoding =
+      c.centered_normals ? data::NormalEncoding::kCentered : data::NormalEncoding::kRawPaper;
+  const auto opt = data::NyuV2Options{}.encoding(encoding);
+  NyuV2Data d{data::NyuV2Dataset(c.data_dir, data::Split::kTrain, opt),
+              data::NyuV2Dataset(c.data_dir, data::Split::kTest, opt),
+              data::AugmentOptions{}.crop(c.crop)};
+  const auto& s = c.loss_scales;
+  if (c.method == "st-seg")
+    return detail::run_nyuv2_fused<Tasks<Segmentation<data::kNyuClasses>>, None, B>(
+        c, d, {s.empty() ? 1.0 : s[0]}, out);
+  if (c.method == "st-normal")
+    return detail::run_nyuv2_fused<Tasks<SurfaceNormal>, None, B>(
+        c, d, {s.empty() ? 10.0 : s.back()}, out);
+  using Both = Tasks<Segmentation<data::kNyuClasses>, SurfaceNormal>;
+  const std::vector<double> w = s.empty() ? std::vector<double>{1.0, 20.0} : s;
+  if (c.method == "mt") return detail::run_nyuv2_fused<Both, Shared<stage_count_v<B>>, B, B>(c, d, w, out);
+  if (c.method == "cross-stitch") return detail::run_nyuv2_fused<Both, CrossStitch, B, B>(c, d, w, out);
+  if (c.method == "sluice") return detail::run_nyuv2_fused<Both, Sluice, B, B>(c, d, w, out);
+  return detail::run_nyuv2_fused<Both, NDDR, B, B>(c, d, w, out);
+}
+
+/// `run_nyuv2_with` for the backbone named by `c.backbone`.
+inline ExperimentResult run_nyuv2(const NyuV2Config& c, std::ostream& out) {
+  if (c.backbone == "tiny") return run_nyuv2_with<TinyNet>(c, out);
+  validate_nyuv2(c);
+  return run_nyuv2_with<VGG16>(c, out);
+}
+
+}  // namespace nddr::experiments
