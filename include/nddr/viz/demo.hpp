@@ -1,0 +1,403 @@
+#pragma once
+/// \file
+/// `run_demo(options)`: the `nddr-demo` experiment. Trains six TinyNet1 models from one seed on
+/// DenseFashion (48x48 canvases of Fashion-MNIST items; 11-class segmentation + surface normals):
+/// single-task segmentation, single-task normals, the split baseline (`Shared<5>`: all five stages
+/// shared, task-specific heads), cross-stitch, NDDR and NDDR-Shortcut; evaluates each on the test
+/// split with the paper's protocol; and writes results.csv, a Markdown table, per-run logs,
+/// loss_curves.png and predictions.png (NDDR's predictions for four test images) to the output
+/// directory.
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iomanip>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "nddr/backbones/tiny.hpp"
+#include "nddr/backend/cpu/resize.hpp"
+#include "nddr/data/fashion.hpp"
+#include "nddr/fusion/cross_stitch.hpp"
+#include "nddr/fusion/nddr.hpp"
+#include "nddr/fusion/none.hpp"
+#include "nddr/metrics/delta.hpp"
+#include "nddr/multitask/multitask.hpp"
+#include "nddr/multitask/network.hpp"
+#include "nddr/tasks/tasks.hpp"
+#include "nddr/train/experiment.hpp"
+#include "nddr/train/trainer.hpp"
+#include "nddr/viz/plot.hpp"
+
+namespace nddr::viz {
+
+/// Options of `run_demo`; the defaults are the full run (about 5 minutes on 2 cores).
+struct DemoOptions {
+  std::int64_t steps = 1500;          ///< SGD steps per run
+  std::int64_t batch = 16;            ///< images per step
+  std::int64_t train_samples = 4000;  ///< DenseFashion samples built from the train split
+  std::int64_t test_samples = 500;    ///< DenseFashion samples built from the test split
+  int canvas = 48;                    ///< canvas side (>= 28)
+  int threads = 2;                    ///< OpenMP threads
+  std::uint64_t seed = 1;             ///< data, batch order and initialisation
+  double base_lr = 0.02;              ///< poly schedule (power 0.9) over `steps`
+  double normal_weight = 10.0;        ///< loss weight of the normal task (segmentation: 1)
+  double fusion_lr_mult = 100.0;      ///< NDDR / cross-stitch / shortcut group (paper: x100)
+  std::int64_t shortcut_channels = 32;
+  std::string data_dir = data::kFashionMnistDir;
+  std::string output_dir = "nddr-demo-out";
+  std::int64_t log_every = 50;
+  bool progress = true;
+
+  /// A ~20 s run for smoke tests: 150 steps of 8 images, 800 training and 200 test samples.
+  static DemoOptions quick() {
+    DemoOptions o;
+    o.steps = 150;
+    o.batch = 8;
+    o.train_samples = 800;
+    o.test_samples = 200;
+    o.log_every = 25;
+    return o;
+  }
+  /// Throws OptionError naming the first bad field.
+  void validate() const {
+    const char* who = "nddr::viz::DemoOptions";
+    check<OptionError>(steps >= 1, who, ": steps is ", steps, ", expected >= 1");
+    check<OptionError>(batch >= 1, who, ": batch is ", batch, ", expected >= 1");
+    check<OptionError>(train_samples >= 1, who, ": train_samples is ", train_samples,
+                       ", expected >= 1");
+    check<OptionError>(test_samples >= 4, who, ": test_samples is ", test_samples,
+                       ", expected >= 4 (predictions.png shows four)");
+    check<OptionError>(canvas >= 28, who, ": canvas is ", canvas, ", expected >= 28");
+    check<OptionError>(threads >= 1, who, ": threads is ", threads, ", expected >= 1");
+    check<OptionError>(base_lr > 0 && std::isfinite(base_lr), who, ": base_lr is ", base_lr,
+                       ", expected a finite value > 0");
+    check<OptionError>(normal_weight > 0 && std::isfinite(normal_weight), who,
+                       ": normal_weight is ", normal_weight, ", expected a finite value > 0");
+    check<OptionError>(fusion_lr_mult > 0 && std::isfinite(fusion_lr_mult), who,
+                       ": fusion_lr_mult is ", fusion_lr_mult, ", expected a finite value > 0");
+    check<OptionError>(shortcut_channels >= 1, who, ": shortcut_channels is ", shortcut_channels,
+                       ", expected >= 1");
+    check<OptionError>(!output_dir.empty(), who, ": output_dir is empty");
+  }
+};
+
+/// One trained model's results.
+struct DemoRow {
+  std::string method;
+  std::vector<MetricValue> metrics;  ///< its tasks' metrics (see `MetricFor`)
+  double delta_m = NAN;              ///< vs the single-task runs; NaN for those runs
+  double train_seconds = 0.0;
+  /// Training loss per step, unweighted, per task name ("segmentation", "normal").
+  std::vector<std::pair<std::string, std::vector<double>>> losses;
+
+  /// The value of metric `name`, or NaN when this run has no such metric.
+  double metric(const std::string& name) const {
+    for (const MetricValue& m : metrics)
+      if (m.name == name) return m.value;
+    return NAN;
+  }
+};
+
+/// Everything `run_demo` produced.
+struct DemoResult {
+  std::vector<DemoRow> rows;  ///< seg, normals, split, cross-stitch, NDDR, NDDR-Shortcut
+  std::string table;          ///< the Markdown table followed by the Delta_m convention line
+  DeltaOptions delta;
+  double total_seconds = 0.0;
+  std::filesystem::path results_csv, loss_curves_png, predictions_png;
+};
+
+/// The metric columns of the table, in order.
+inline const std::vector<std::string>& demo_metric_columns() {
+  static const std::vector<std::string> c = {"mIoU", "PixelAcc", "Mean", "Median",
+                                             "11.25", "22.5", "30"};
+  return c;
+}
+
+namespace detail {
+
+using DemoSeg = Segmentation<data::DenseFashion::kClasses>;
+
+// Network outputs of a task list.
+template <class TaskList>
+struct demo_outputs;
+template <class... X>
+struct demo_outputs<Tasks<X...>> {
+  static constexpr std::array<std::int64_t, sizeof...(X)> value{X::outputs...};
+};
+
+// Moves the targets of `b` that task `X` needs.
+template <class X, class T>
+auto take_target(data::DenseFashionBatch<T>& b) {
+  if constexpr (std::is_same_v<X, DemoSeg>)
+    return std::move(b.seg);
+  else
+    return std::move(b.normal);
+}
+
+// The demo's fixed data: both splits, and batch i of training as indices drawn from the seed.
+struct DemoData {
+  data::DenseFashion train;
+  data::DenseFashion test;
+};
+
+inline std::vector<std::int64_t> demo_train_indices(const DemoOptions& o, std::int64_t step) {
+  Rng rng(random_bits(o.seed ^ 0x5eedba7c4ULL, static_cast<std::uint64_t>(step)));
+  std::vector<std::int64_t> idx(static_cast<std::size_t>(o.batch));
+  for (auto& i : idx) i = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(o.train_samples)));
+  return idx;
+}
+
+constexpr std::int64_t kEvalBatch = 50;
+
+// Writes predictions.png: for four test images, input | seg GT | seg prediction | normal GT |
+// normal prediction, each upscaled x4 (nearest). Outputs are up-sampled bilinearly to the
+// label size as in the evaluation; segmentation takes the arg-max, normals are normalised.
+template <class NetT>
+void write_predictions(Context<Cpu>& ctx, NetT& net, const DemoData& d, const std::string& path) {
+  std::vector<std::int64_t> idx = {0, 1, 2, 3};
+  auto b = d.test.template batch<float>(idx);
+  const bool was = net.training();
+  net.set_training(false);
+  auto out = net.forward(ctx, b.image.cview());
+  const std::int64_t s = d.test.side(), plane = s * s;
+  Tensor<float> seg_up(Shape::nchw(4, out[0].shape().c(), s, s));  // (4, 11, S, S)
+  Tensor<float> nor_up(Shape::nchw(4, 3, s, s));                    // (4, 3, S, S)
+  const auto up = ResizeOptions{}.size(s, s).mode(ResizeMode::kBilinearTfLegacy);
+  ops::resize_forward(ctx, out[0], seg_up.view(), up);
+  ops::resize_forward(ctx, out[1], nor_up.view(), up);
+  net.set_training(was);
+  const double lo = -d.test.mean / d.test.std, hi = (1.0 - d.test.mean) / d.test.std;
+  std::vector<io::Image8> rows;
+  for (std::int64_t n = 0; n < 4; ++n) {
+    Tensor<std::int32_t> pred(Shape{s, s});
+    const std::int64_t classes = seg_up.shape().c();
+    for (std::int64_t p = 0; p < plane; ++p) {
+      std::int64_t best = 0;
+      for (std::int64_t c = 1; c < classes; ++c)
+        if (seg_up[(n * classes + c) * plane + p] > seg_up[(n * classes + best) * plane + p]) best = c;
+      pred[p] = static_cast<std::int32_t>(best);
+    }
+    Tensor<float> np(Shape{3, s, s});
+    for (std::int64_t p = 0; p < plane; ++p) {
+      double v[3], norm = 0;
+      for (int c = 0; c < 3; ++c) {
+        v[c] = nor_up[(n * 3 + c) * plane + p];
+        norm += v[c] * v[c];
+      }
+      norm = norm > 0 ? std::sqrt(norm) : 1.0;
+      for (int c = 0; c < 3; ++c) np[c * plane + p] = static_cast<float>(v[c] / norm);
+    }
+    const TensorView<const float> img(b.image.data() + n * plane, Shape{s, s});
+    const TensorView<const std::int32_t> gt(b.seg.data() + n * plane, Shape{s, s});
+    const TensorView<const float> ngt(b.normal.data() + n * 3 * plane, Shape{3, s, s});
+    rows.push_back(hconcat({upscale_nearest(gray_image(img, lo, hi), 4),
+                            upscale_nearest(segmentation_image(gt), 4),
+                            upscale_nearest(segmentation_image(pred.cview()), 4),
+                            upscale_nearest(normal_image(ngt), 4),
+                            upscale_nearest(normal_image(np.cview()), 4)}));
+  }
+  io::write_png(path, vconcat(rows));
+}
+
+// Trains and evaluates one model; `after(ctx, net)` runs on the trained network.
+template <class Spec, class TaskList, class After>
+DemoRow demo_run(const std::string& method, const std::string& slug, const DemoOptions& o,
+                 const DemoData& d, std::ostream& log, After&& after) {
+  using Exp = Experiment<Spec, TaskList>;
+  using Train = Trainer<Exp>;
+  constexpr std::size_t K = Exp::task_count;
+  NetworkOptions<Spec> nopt;
+  nopt.seed = o.seed;
+  nopt.fusion_lr_mult = o.fusion_lr_mult;
+  nopt.shortcut_channels = o.shortcut_channels;
+  Network<Spec> net(demo_outputs<TaskList>::value, nopt);
+  TrainerOptions topt;
+  topt.optimizer = K == 1 ? SgdOptions::paper_single_task() : SgdOptions::paper_multi_task();
+  topt.loss_weights.clear();
+  for (std::size_t k = 0; k < K; ++k)
+    topt.loss_weights.push_back(Train::task_names()[k] == std::string("normal") ? o.normal_weight : 1.0);
+  topt.output_dir = (std::filesystem::path(o.output_dir) / "runs" / slug).string();
+  topt.keep_checkpoints = 1;
+  topt.log_every = o.log_every;
+  topt.progress = o.progress;
+  topt.name = slug;
+  std::filesystem::remove_all(topt.output_dir);  // fresh logs; no resume across demo runs
+  Context<Cpu> ctx(o.threads);
+  Train trainer(net, PolySchedule{o.base_lr, o.steps, 0.9}, topt);
+  const auto to_batch = [](data::DenseFashionBatch<float> b) {
+    typename Train::Batch out;
+    out.image = std::move(b.image);
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      ((std::get<I>(out.targets) = take_target<typename TaskList::template task<I>>(b)), ...);
+    }(std::make_index_sequence<K>{});
+    return out;
+  };
+  log << "== " << method << " ==\n" << std::flush;
+  const auto start = std::chrono::steady_clock::now();
+  trainer.fit(ctx, o.steps, [&](std::int64_t step) {
+    const auto idx = demo_train_indices(o, step);
+    return to_batch(d.train.template batch<float>(idx));
+  });
+  DemoRow row;
+  row.method = method;
+  row.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::int64_t eval_batches = (o.test_samples + kEvalBatch - 1) / kEvalBatch;
+  const auto metrics = trainer.evaluate(ctx, eval_batches, [&](std::int64_t i) {
+    std::vector<std::int64_t> idx;
+    for (std::int64_t j = i * kEvalBatch; j < std::min(o.test_samples, (i + 1) * kEvalBatch); ++j)
+      idx.push_back(j);
+    return to_batch(d.test.template batch<float>(idx));
+  });
+  row.metrics = Train::metric_values(metrics);
+  for (std::size_t k = 0; k < K; ++k) {
+    std::vector<double> l;
+    for (const auto& r : trainer.history()) l.push_back(r.losses[k] / topt.loss_weights[k]);
+    row.losses.emplace_back(Train::task_names()[k], std::move(l));
+  }
+  after(ctx, net);
+  return row;
+}
+
+inline std::string format_value(double v, int precision = 2) {
+  if (!std::isfinite(v)) return "-";
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(precision) << v;
+  return os.str();
+}
+
+// Mean of the values in windows of `w` steps, plotted at the window's last step.
+inline Series smoothed(const std::string& label, const std::vector<double>& y, Rgb color) {
+  Series s;
+  s.label = label;
+  s.color = color;
+  const std::size_t w = std::max<std::size_t>(1, y.size() / 60);
+  for (std::size_t i = 0; i + w <= y.size(); i += w) {
+    double sum = 0;
+    for (std::size_t j = i; j < i + w; ++j) sum += y[j];
+    s.x.push_back(static_cast<double>(i + w));
+    s.y.push_back(sum / static_cast<double>(w));
+  }
+  return s;
+}
+
+}  // namespace detail
+
+/// Runs the demo (see the file comment), printing progress and the table to `log`. Throws
+/// IoError (naming the package to install) when Fashion-MNIST is missing from `data_dir`, and
+/// OptionError for bad options.
+inline DemoResult run_demo(const DemoOptions& o, std::ostream& log) {
+  o.validate();
+  namespace fs = std::filesystem;
+  const auto start = std::chrono::steady_clock::now();
+  fs::create_directories(o.output_dir);
+  detail::DemoData d;
+  {
+    const auto train_src = data::FashionMnist::load(o.data_dir, data::Split::kTrain);
+    const auto test_src = data::FashionMnist::load(o.data_dir, data::Split::kTest);
+    const auto dopt = data::DenseFashionOptions{}.size(o.canvas);
+    d.train = data::make_dense_fashion(train_src, o.train_samples,
+                                       data::DenseFashionOptions(dopt).seed(o.seed));
+    d.test = data::make_dense_fashion(test_src, o.test_samples,
+                                      data::DenseFashionOptions(dopt).seed(o.seed + 1000));
+  }
+  log << "DenseFashion " << o.canvas << "x" << o.canvas << ": " << o.train_samples
+      << " train / " << o.test_samples << " test samples; " << o.steps << " steps of "
+      << o.batch << ", poly lr " << o.base_lr << ", loss weights seg 1 / normal "
+      << o.normal_weight << ", fusion lr x" << o.fusion_lr_mult << ", " << o.threads
+      << " threads, seed " << o.seed << "\n";
+
+  using detail::DemoSeg;
+  using Two = Tasks<DemoSeg, SurfaceNormal>;
+  const auto nothing = [](Context<Cpu>&, auto&) {};
+  DemoResult res;
+  DemoResult& r = res;
+  r.results_csv = fs::path(o.output_dir) / "results.csv";
+  r.loss_curves_png = fs::path(o.output_dir) / "loss_curves.png";
+  r.predictions_png = fs::path(o.output_dir) / "predictions.png";
+  r.rows.push_back(detail::demo_run<MultiTask<TinyNet1, None>, Tasks<DemoSeg>>(
+      "single-task seg", "single_seg", o, d, log, nothing));
+  r.rows.push_back(detail::demo_run<MultiTask<TinyNet1, None>, Tasks<SurfaceNormal>>(
+      "single-task normals", "single_normal", o, d, log, nothing));
+  r.rows.push_back(detail::demo_run<MultiTask<TinyNet1, TinyNet1, Shared<5>>, Two>(
+      "split (Shared<5>)", "split", o, d, log, nothing));
+  r.rows.push_back(detail::demo_run<MultiTask<TinyNet1, TinyNet1, CrossStitch>, Two>(
+      "cross-stitch", "cross_stitch", o, d, log, nothing));
+  const std::string pred_path = r.predictions_png.string();
+  r.rows.push_back(detail::demo_run<MultiTask<TinyNet1, TinyNet1, NDDR>, Two>(
+      "NDDR", "nddr", o, d, log,
+      [&](Context<Cpu>& ctx, auto& net) { detail::write_predictions(ctx, net, d, pred_path); }));
+  r.rows.push_back(detail::demo_run<MultiTask<TinyNet1, TinyNet1, Shortcut<NDDR>>, Two>(
+      "NDDR-Shortcut", "nddr_shortcut", o, d, log, nothing));
+
+  // Delta_m against the union of the two single-task runs' metrics.
+  std::vector<MetricValue> baseline = r.rows[0].metrics;
+  baseline.insert(baseline.end(), r.rows[1].metrics.begin(), r.rows[1].metrics.end());
+  for (std::size_t i = 2; i < r.rows.size(); ++i)
+    r.rows[i].delta_m = delta_m(r.rows[i].metrics, baseline, r.delta);
+
+  std::ostringstream table;
+  std::ofstream csv(r.results_csv);
+  table << "| method |";
+  csv << "method";
+  for (const auto& c : demo_metric_columns()) {
+    table << " " << c << " |";
+    csv << "," << c;
+  }
+  table << " Δm (%) | train time (s) |\n|---|";
+  csv << ",delta_m_percent,train_seconds\n";
+  for (std::size_t c = 0; c < demo_metric_columns().size() + 2; ++c) table << "---:|";
+  table << "\n";
+  for (const DemoRow& row : r.rows) {
+    table << "| " << row.method << " |";
+    csv << row.method;
+    for (const auto& c : demo_metric_columns()) {
+      const double v = row.metric(c);
+      table << " " << detail::format_value(v) << " |";
+      csv << "," << (std::isfinite(v) ? detail::format_value(v, 4) : "");
+    }
+    const bool single = !std::isfinite(row.delta_m);
+    table << " " << (single ? "baseline" : (row.delta_m >= 0 ? "+" : "") + detail::format_value(row.delta_m))
+          << " | " << detail::format_value(row.train_seconds, 1) << " |\n";
+    csv << "," << (single ? "" : detail::format_value(row.delta_m, 4)) << ","
+        << detail::format_value(row.train_seconds, 2) << "\n";
+  }
+  table << "\n" << describe(r.delta)
+        << ". Baseline: single-task seg (mIoU, PixelAcc) and single-task normals (Mean, Median, "
+           "11.25, 22.5, 30). Mean/Median are angle errors in degrees (lower is better); the "
+           "others are percentages (higher is better).\n";
+  r.table = table.str();
+
+  // Loss curves: one panel per task, every run that trains the task.
+  std::vector<io::Image8> panels;
+  for (const char* task : {"segmentation", "normal"}) {
+    std::vector<Series> series;
+    for (std::size_t i = 0; i < r.rows.size(); ++i)
+      for (const auto& [name, l] : r.rows[i].losses)
+        if (name == task) series.push_back(detail::smoothed(r.rows[i].method, l, series_color(i)));
+    const std::string title = std::string(task == std::string("normal") ? "normal (1 - cos)"
+                                                                        : "segmentation (cross-entropy)") +
+                              " training loss";
+    panels.push_back(render_line_plot(
+        series, PlotOptions{}.size(640, 420).with_title(title).labels("step", "")));
+  }
+  io::write_png(r.loss_curves_png.string(), hconcat(panels, 8));
+
+  r.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  log << "\n" << r.table << "\nTotal wall time " << detail::format_value(r.total_seconds, 1)
+      << " s. Wrote " << r.results_csv.string() << ", " << r.loss_curves_png.string() << ", "
+      << r.predictions_png.string() << " and per-run logs under "
+      << (fs::path(o.output_dir) / "runs").string() << "/\n";
+  return res;
+}
+
+}  // namespace nddr::viz
