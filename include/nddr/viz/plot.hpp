@@ -3,7 +3,7 @@
 /// A small line-plot rasteriser and the colour maps of the demo, writing PNGs via `io::write_png`.
 ///
 /// - `Canvas`: an RGB image with pixels, lines, rectangles and text in a built-in 3x5 bitmap font
-///   (digits, letters (lower case drawn as upper case), and `.-+_/:()=%?`).
+///   (digits, letters (lower case drawn as upper case), and `.,-+_/:()=%?<>`).
 /// - `render_line_plot(series, options)`: axes, "nice" ticks (1, 2, 5 x 10^k) labelled with
 ///   numbers, light grid lines, several coloured series and a legend; `plot_layout(options)` gives
 ///   the pixel rectangle of the plotting area (the axes run along its left and bottom edges).
@@ -62,7 +62,7 @@ struct Glyph {
   const char* rows;
 };
 
-inline constexpr std::array<Glyph, 49> kFont{{
+inline constexpr std::array<Glyph, 51> kFont{{
     {'0', "111101101101111"}, {'1', "010110010010111"}, {'2', "111001111100111"},
     {'3', "111001111001111"}, {'4', "101101111001001"}, {'5', "111100111001111"},
     {'6', "111100111101111"}, {'7', "111001001001001"}, {'8', "111101111101111"},
@@ -79,7 +79,7 @@ inline constexpr std::array<Glyph, 49> kFont{{
     {'_', "000000000000111"}, {'/', "001001010100100"}, {':', "000010000010000"},
     {'(', "001010010010001"}, {')', "100010010010100"}, {'=', "000111000111000"},
     {'%', "101001010100101"}, {'?', "111001010000010"}, {' ', "000000000000000"},
-    {',', "000000000010100"},
+    {',', "000000000010100"}, {'<', "001010100010001"}, {'>', "100010001010100"},
 }};
 
 inline const char* glyph_rows(char c) {
