@@ -1,0 +1,201 @@
+#pragma once
+/// \file
+/// CUDA batch normalisation: our own kernels (kernels/conv_bn.cuh) running the per-channel and
+/// element bodies of nddr/ops/batch_norm.hpp, with the CPU op's validation and messages.
+/// Per channel, one block reduces in double (two passes for the moments, like the CPU); the
+/// element passes then read per-channel constants from the context workspace.
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "nddr/backend/cpu/batch_norm.hpp"
+#include "nddr/backend/cuda/context.hpp"
+#include "nddr/backend/cuda/launch.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/core/shape.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/ops/batch_norm.hpp"
+
+namespace nddr::cuda::launch {
+
+/// Training statistics per channel (one block each): saves mean and inv_std, writes the
+/// element scale gamma * inv_std (gamma = 1 when null) and updates the running statistics.
+/// Defined in kernels/conv_bn.cuh.
+template <class T>
+void batch_norm_stats(cudaStream_t stream, const T* x, const T* gamma, T* rm, T* rv,
+                      T* save_mean, T* save_inv_std, T* scale, std::int64_t items,
+                      std::int64_t channels, std::int64_t plane, double eps, double momentum,
+                      bool unbiased);
+
+/// scale[c] = gamma[c] / sqrt(rv[c] + eps) (gamma = 1 when null).
+template <class T>
+void batch_norm_inference_scale(cudaStream_t stream, const T* gamma, const T* rv, T* scale,
+                                std::int64_t channels, double eps);
+
+/// y = (x - mean[c]) * scale[c] + shift[c] (shift = 0 when null).
+template <class T>
+void batch_norm_apply(cudaStream_t stream, const T* x, const T* mean, const T* scale,
+                      const T* shift, T* y, std::int64_t items, std::int64_t channels,
+                      std::int64_t plane);
+
+/// Backward reductions per channel: dgamma, dbeta (when non-null) and the element constants
+/// (mean, k, a, b) into consts (4 * channels). training: stat0/stat1 = saved mean / inv_std;
+/// else running mean / running variance.
+template <class T>
+void batch_norm_grad_stats(cudaStream_t stream, const T* x, const T* dy, const T* gamma,
+                           const T* stat0, const T* stat1, T* dgamma, T* dbeta, T* consts,
+                           std::int64_t items, std::int64_t channels, std::int64_t plane,
+                           double eps, bool training);
+
+/// dx += k * (dy - a - (x - mean) * b) with the constants of batch_norm_grad_stats.
+template <class T>
+void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* dy, const T* consts,
+                               T* dx, std::int64_t items, std::int64_t channels,
+                               std::int64_t plane);
+
+}  // namespace nddr::cuda::launch
+
+namespace nddr::cuda::detail {
+
+/// The backward passes of both modes; checks are done by the caller.
+template <class T>
+void batch_norm_backward(Context<Cuda>& ctx, const nddr::detail::BatchNormLayout& L, const T* x,
+                         const T* dy, const T* gamma, const T* stat0, const T* stat1, T* dx,
+                         T* dgamma, T* dbeta, double eps, bool training) {
+  T* consts = ctx.workspace<T>(static_cast<std::size_t>(4 * L.channels));
+  launch::batch_norm_grad_stats<T>(ctx.stream(), x, dy, gamma, stat0, stat1, dgamma, dbeta, consts,
+                                   L.items, L.channels, L.plane, eps, training);
+  if (dx)
+    launch::batch_norm_backward_apply<T>(ctx.stream(), x, dy, consts, dx, L.items, L.channels,
+                                         L.plane);
+}
+
+}  // namespace nddr::cuda::detail
+
+namespace nddr::ops {
+
+/// Training forward on the GPU: as the CPU op (y, saved mean and inv_std, running statistics
+/// updated in place with the PyTorch momentum).
+template <class T>
+void batch_norm_forward_training(Context<Cuda>& ctx,
+                                 std::type_identity_t<TensorView<const T, Cuda>> x,
+                                 std::type_identity_t<TensorView<const T, Cuda>> gamma,
+                                 std::type_identity_t<TensorView<const T, Cuda>> beta,
+                                 TensorView<T, Cuda> running_mean, TensorView<T, Cuda> running_var,
+                                 TensorView<T, Cuda> y, TensorView<T, Cuda> save_mean,
+                                 TensorView<T, Cuda> save_inv_std, const BatchNormOptions& opt) {
+  static_assert(cuda::kKernelType<T>,
+                "nddr::ops::batch_norm_forward_training: CUDA supports float and double");
+  constexpr const char* who = "nddr::ops::batch_norm_forward_training";
+  const auto L =
+      nddr::detail::batch_norm_check(who, opt, x.shape(), "y", y.shape(), "running_mean",
+                                     running_mean.shape(), "running_var", running_var.shape());
+  const bool affine = opt.affine();
+  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "beta", affine, beta.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
+                                        L.channels);
+  nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
+  T* scale = ctx.workspace<T>(static_cast<std::size_t>(L.channels));  // (C)
+  cuda::launch::batch_norm_stats<T>(ctx.stream(), x.data(), affine ? gamma.data() : nullptr,
+                                    running_mean.data(), running_var.data(), save_mean.data(),
+                                    save_inv_std.data(), scale, L.items, L.channels, L.plane,
+                                    opt.eps(), opt.momentum(), opt.unbiased_running_var());
+  cuda::launch::batch_norm_apply<T>(ctx.stream(), x.data(), save_mean.data(), scale,
+                                    affine ? beta.data() : nullptr, y.data(), L.items, L.channels,
+                                    L.plane);
+}
+
+/// Inference forward on the GPU: normalises with the running statistics, as the CPU op.
+template <class T>
+void batch_norm_forward_inference(Context<Cuda>& ctx,
+                                  std::type_identity_t<TensorView<const T, Cuda>> x,
+                                  std::type_identity_t<TensorView<const T, Cuda>> gamma,
+                                  std::type_identity_t<TensorView<const T, Cuda>> beta,
+                                  std::type_identity_t<TensorView<const T, Cuda>> running_mean,
+                                  std::type_identity_t<TensorView<const T, Cuda>> running_var,
+                                  TensorView<T, Cuda> y, const BatchNormOptions& opt) {
+  static_assert(cuda::kKernelType<T>,
+                "nddr::ops::batch_norm_forward_inference: CUDA supports float and double");
+  constexpr const char* who = "nddr::ops::batch_norm_forward_inference";
+  const auto L =
+      nddr::detail::batch_norm_check(who, opt, x.shape(), "y", y.shape(), "running_mean",
+                                     running_mean.shape(), "running_var", running_var.shape());
+  const bool affine = opt.affine();
+  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "beta", affine, beta.shape(), L.channels);
+  T* scale = ctx.workspace<T>(static_cast<std::size_t>(L.channels));  // (C)
+  cuda::launch::batch_norm_inference_scale<T>(ctx.stream(), affine ? gamma.data() : nullptr,
+                                              running_var.data(), scale, L.channels, opt.eps());
+  cuda::launch::batch_norm_apply<T>(ctx.stream(), x.data(), running_mean.data(), scale,
+                                    affine ? beta.data() : nullptr, y.data(), L.items, L.channels,
+                                    L.plane);
+}
+
+/// Training backward on the GPU: dx += dL/dx through the batch statistics (skipped when
+/// empty); dgamma, dbeta assigned (each skipped when empty), as the CPU op.
+template <class T>
+void batch_norm_backward_training(Context<Cuda>& ctx,
+                                  std::type_identity_t<TensorView<const T, Cuda>> x,
+                                  std::type_identity_t<TensorView<const T, Cuda>> dy,
+                                  std::type_identity_t<TensorView<const T, Cuda>> gamma,
+                                  std::type_identity_t<TensorView<const T, Cuda>> save_mean,
+                                  std::type_identity_t<TensorView<const T, Cuda>> save_inv_std,
+                                  TensorView<T, Cuda> dx, TensorView<T, Cuda> dgamma,
+                                  TensorView<T, Cuda> dbeta, const BatchNormOptions& opt) {
+  static_assert(cuda::kKernelType<T>,
+                "nddr::ops::batch_norm_backward_training: CUDA supports float and double");
+  constexpr const char* who = "nddr::ops::batch_norm_backward_training";
+  const auto L =
+      nddr::detail::batch_norm_check(who, opt, x.shape(), "dy", dy.shape(), "save_mean",
+                                     save_mean.shape(), "save_inv_std", save_inv_std.shape());
+  const bool affine = opt.affine();
+  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "dgamma", affine && !dgamma.empty(), dgamma.shape(),
+                                        L.channels);
+  nddr::detail::batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(),
+                                        L.channels);
+  if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
+  nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
+  cuda::detail::batch_norm_backward<T>(ctx, L, x.data(), dy.data(),
+                                       affine ? gamma.data() : nullptr, save_mean.data(),
+                                       save_inv_std.data(), dx.data(),
+                                       affine ? dgamma.data() : nullptr,
+                                       affine ? dbeta.data() : nullptr, opt.eps(), true);
+}
+
+/// Inference backward on the GPU: running statistics as constants, dx += dy * gamma * inv_std
+/// (skipped when empty); dgamma, dbeta assigned, as the CPU op.
+template <class T>
+void batch_norm_backward_inference(Context<Cuda>& ctx,
+                                   std::type_identity_t<TensorView<const T, Cuda>> x,
+                                   std::type_identity_t<TensorView<const T, Cuda>> dy,
+                                   std::type_identity_t<TensorView<const T, Cuda>> gamma,
+                                   std::type_identity_t<TensorView<const T, Cuda>> running_mean,
+                                   std::type_identity_t<TensorView<const T, Cuda>> running_var,
+                                   TensorView<T, Cuda> dx, TensorView<T, Cuda> dgamma,
+                                   TensorView<T, Cuda> dbeta, const BatchNormOptions& opt) {
+  static_assert(cuda::kKernelType<T>,
+                "nddr::ops::batch_norm_backward_inference: CUDA supports float and double");
+  constexpr const char* who = "nddr::ops::batch_norm_backward_inference";
+  const auto L =
+      nddr::detail::batch_norm_check(who, opt, x.shape(), "dy", dy.shape(), "running_mean",
+                                     running_mean.shape(), "running_var", running_var.shape());
+  const bool affine = opt.affine();
+  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "dgamma", affine && !dgamma.empty(), dgamma.shape(),
+                                        L.channels);
+  nddr::detail::batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(),
+                                        L.channels);
+  if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
+  cuda::detail::batch_norm_backward<T>(ctx, L, x.data(), dy.data(),
+                                       affine ? gamma.data() : nullptr, running_mean.data(),
+                                       running_var.data(), dx.data(),
+                                       affine ? dgamma.data() : nullptr,
+                                       affine ? dbeta.data() : nullptr, opt.eps(), false);
+}
+
+}  // namespace nddr::ops

@@ -1,0 +1,396 @@
+#pragma once
+/// \file
+/// CUDA 2-D convolution through cuDNN's legacy convolution API, in full FP32/FP64 precision
+/// (`CUDNN_FMA_MATH`: no TF32 tensor cores, so results match the CPU op to rounding).
+///
+/// Algorithms come from cuDNN's heuristics (`cudnnGet*Algorithm_v7`), preferring the first
+/// deterministic one whose workspace fits `kConvWorkspaceLimit`; the choice is cached per
+/// device, element type, batch size and geometry, so later calls skip the query.
+///
+/// TF 'SAME' padding with more padding after than before (an odd total, e.g. stride 2 on an
+/// even input): cuDNN pads symmetrically only, so x is copied into a zero-padded buffer in the
+/// workspace and cuDNN runs unpadded; the data gradient is computed into a padded buffer and
+/// its interior added onto dx. (Padding both sides by the larger amount and cropping the
+/// output is exact only for stride 1, so it is not used.) Symmetric padding goes straight to
+/// cuDNN, whose data gradient accumulates into dx with beta = 1.
+///
+/// The bias add and the bias gradient are our own kernels (cuDNN 9 dropped
+/// cudnnConvolutionBackwardBias); the bias gradient sums in double.
+
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <type_traits>
+
+#include "nddr/backend/cuda/context.hpp"
+#include "nddr/backend/cuda/error.hpp"
+#include "nddr/backend/cuda/handles.hpp"
+#include "nddr/backend/cuda/launch.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/core/shape.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/ops/conv2d.hpp"
+
+namespace nddr::cuda::launch {
+
+/// dst (planes, h + pt + pb, w + pl + pr) = src (planes, h, w) framed by zeros; the padded
+/// extents are (ph, pw). Defined in kernels/conv_bn.cuh.
+template <class T>
+void pad_copy(cudaStream_t stream, const T* src, T* dst, std::int64_t planes, std::int64_t h,
+              std::int64_t w, std::int64_t pt, std::int64_t pl, std::int64_t ph, std::int64_t pw);
+
+/// dst (planes, h, w) += the interior of src (planes, ph, pw) starting at row pt, column pl.
+template <class T>
+void crop_add(cudaStream_t stream, const T* src, T* dst, std::int64_t planes, std::int64_t h,
+              std::int64_t w, std::int64_t pt, std::int64_t pl, std::int64_t ph, std::int64_t pw);
+
+/// y (items, channels, plane) += b (channels), broadcast.
+template <class T>
+void bias_add(cudaStream_t stream, const T* b, T* y, std::int64_t items, std::int64_t channels,
+              std::int64_t plane);
+
+/// out[c] = sum of x (items, channels, plane) over items and plane, accumulated in double.
+template <class T>
+void channel_sum(cudaStream_t stream, const T* x, T* out, std::int64_t items,
+                 std::int64_t channels, std::int64_t plane);
+
+}  // namespace nddr::cuda::launch
+
+namespace nddr::cuda {
+
+/// Largest cuDNN workspace an algorithm may ask for (bytes); larger ones are passed over.
+inline constexpr std::size_t kConvWorkspaceLimit = std::size_t{1} << 30;
+
+namespace detail {
+
+enum class ConvDirection { kForward, kBackwardData, kBackwardFilter };
+
+/// What an algorithm choice depends on.
+struct ConvKey {
+  int device;
+  cudnnDataType_t type;
+  ConvDirection direction;
+  std::int64_t batch;
+  Conv2dGeometry g;
+
+  auto tie() const {
+    return std::tie(device, type, direction, batch, g.in_c, g.in_h, g.in_w, g.out_c, g.out_h,
+                    g.out_w, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.dilation_h,
+                    g.dilation_w, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right);
+  }
+  bool operator<(const ConvKey& o) const { return tie() < o.tie(); }
+};
+
+/// A cached algorithm: the enum value of the direction's algorithm type and its workspace.
+struct ConvAlgo {
+  int algo = 0;
+  std::size_t workspace = 0;
+};
+
+/// Process-wide cache of algorithm choices (thread-safe).
+class ConvAlgoCache {
+ public:
+  static ConvAlgoCache& instance() {
+    static ConvAlgoCache* cache = new ConvAlgoCache;
+    return *cache;
+  }
+  /// The cached choice for `key`, or the one `choose()` returns (then cached).
+  template <class Choose>
+  ConvAlgo get(const ConvKey& key, Choose&& choose) {
+    {
+      std::lock_guard lock(mutex_);
+      auto it = map_.find(key);
+      if (it != map_.end()) {
+        ++hits_;
+        return it->second;
+      }
+    }
+    const ConvAlgo a = choose();
+    std::lock_guard lock(mutex_);
+    map_.emplace(key, a);
+    return a;
+  }
+  std::size_t size() const {
+    std::lock_guard lock(mutex_);
+    return map_.size();
+  }
+  std::size_t hits() const {
+    std::lock_guard lock(mutex_);
+    return hits_;
+  }
+
+ private:
+  ConvAlgoCache() = default;
+  mutable std::mutex mutex_;
+  std::map<ConvKey, ConvAlgo> map_;
+  std::size_t hits_ = 0;
+};
+
+/// From cuDNN's ranked candidates, the first deterministic FMA/default-math one that fits the
+/// workspace limit, else the first that fits; throws DeviceError when none does.
+template <class Perf>
+ConvAlgo pick_algorithm(const Perf* perf, int count, const char* who) {
+  auto usable = [&](const Perf& p) {
+    return p.status == CUDNN_STATUS_SUCCESS && p.memory <= kConvWorkspaceLimit &&
+           (p.mathType == CUDNN_DEFAULT_MATH || p.mathType == CUDNN_FMA_MATH);
+  };
+  for (int i = 0; i < count; ++i)
+    if (usable(perf[i]) && perf[i].determinism == CUDNN_DETERMINISTIC)
+      return {static_cast<int>(perf[i].algo), perf[i].memory};
+  for (int i = 0; i < count; ++i)
+    if (usable(perf[i])) return {static_cast<int>(perf[i].algo), perf[i].memory};
+  throw DeviceError(nddr::detail::concat(who, ": cuDNN offers no full-precision algorithm within ",
+                                         kConvWorkspaceLimit, " bytes of workspace"));
+}
+
+/// The cuDNN descriptors of one convolution call. With asymmetric padding, `x` describes the
+/// zero-padded copy and the convolution is unpadded.
+template <class T>
+struct ConvDescriptors {
+  TensorDescriptor x = TensorDescriptor::create();
+  TensorDescriptor y = TensorDescriptor::create();
+  FilterDescriptor w = FilterDescriptor::create();
+  ConvolutionDescriptor conv = ConvolutionDescriptor::create();
+
+  ConvDescriptors(std::int64_t batch, const Conv2dGeometry& g, bool padded_copy) {
+    const std::int64_t h = padded_copy ? g.in_h + g.pad_top + g.pad_bottom : g.in_h;
+    const std::int64_t w_ = padded_copy ? g.in_w + g.pad_left + g.pad_right : g.in_w;
+    x.set<T>(Shape::nchw(batch, g.in_c, h, w_));
+    y.set<T>(Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
+    NDDR_CUDA_CHECK(cudnnSetFilter4dDescriptor(w, cudnn_data_type<T>(), CUDNN_TENSOR_NCHW,
+                                               static_cast<int>(g.out_c), static_cast<int>(g.in_c),
+                                               static_cast<int>(g.kernel_h),
+                                               static_cast<int>(g.kernel_w)),
+                    "describing convolution weights to cuDNN");
+    NDDR_CUDA_CHECK(
+        cudnnSetConvolution2dDescriptor(
+            conv, padded_copy ? 0 : static_cast<int>(g.pad_top),
+            padded_copy ? 0 : static_cast<int>(g.pad_left), static_cast<int>(g.stride_h),
+            static_cast<int>(g.stride_w), static_cast<int>(g.dilation_h),
+            static_cast<int>(g.dilation_w), CUDNN_CROSS_CORRELATION, cudnn_data_type<T>()),
+        "describing a convolution to cuDNN");
+    NDDR_CUDA_CHECK(cudnnSetConvolutionMathType(conv, CUDNN_FMA_MATH),
+                    "selecting full-precision convolution math");
+  }
+};
+
+/// Whether cuDNN cannot express the padding directly (TF 'SAME' with an odd total).
+inline bool conv2d_needs_padded_copy(const Conv2dGeometry& g) {
+  return g.pad_top != g.pad_bottom || g.pad_left != g.pad_right;
+}
+
+/// Elements of the zero-padded copy of a (batch, C_in, H, W) input.
+inline std::size_t conv2d_padded_count(std::int64_t batch, const Conv2dGeometry& g) {
+  return static_cast<std::size_t>(batch * g.in_c * (g.in_h + g.pad_top + g.pad_bottom) *
+                                  (g.in_w + g.pad_left + g.pad_right));
+}
+
+/// Bytes rounded up to 256 so that buffers carved out of one workspace stay aligned.
+inline std::size_t conv2d_align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+template <class T>
+void conv2d_pad_input(Context<Cuda>& ctx, const T* x, T* xp, std::int64_t batch,
+                      const Conv2dGeometry& g) {
+  launch::pad_copy<T>(ctx.stream(), x, xp, batch * g.in_c, g.in_h, g.in_w, g.pad_top, g.pad_left,
+                      g.in_h + g.pad_top + g.pad_bottom, g.in_w + g.pad_left + g.pad_right);
+}
+
+/// Checks the bias view against the options: present with shape (C_out) iff use_bias (the
+/// messages of the CPU op).
+template <class T>
+void conv2d_check_bias(const char* who, const char* what, TensorView<T, Cuda> b,
+                       const Conv2dOptions& opt, std::int64_t out_c) {
+  if (!opt.use_bias) {
+    check<OptionError>(b.empty(), who, ": use_bias is false but a ", what, " tensor ",
+                       b.shape().str(), " was given");
+    return;
+  }
+  check<ShapeError>(!b.empty(), who, ": use_bias is true but ", what, " is empty");
+  check_shape(who, what, b.shape(), Shape{out_c});
+}
+
+template <class T>
+ConvKey conv_key(const Context<Cuda>& ctx, ConvDirection d, std::int64_t batch,
+                 const Conv2dGeometry& g) {
+  return ConvKey{ctx.device(), cudnn_data_type<T>(), d, batch, g};
+}
+
+}  // namespace detail
+
+/// Number of algorithm choices cached so far, and how many calls reused one (for tests).
+inline std::size_t conv2d_algorithm_cache_size() {
+  return detail::ConvAlgoCache::instance().size();
+}
+inline std::size_t conv2d_algorithm_cache_hits() {
+  return detail::ConvAlgoCache::instance().hits();
+}
+
+}  // namespace nddr::cuda
+
+namespace nddr::ops {
+
+/// y = conv(x, w) + b on the GPU; shapes, options and errors as the CPU op. T = float, double.
+template <class T>
+void conv2d_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> x,
+                    std::type_identity_t<TensorView<const T, Cuda>> w,
+                    std::type_identity_t<TensorView<const T, Cuda>> b, TensorView<T, Cuda> y,
+                    const Conv2dOptions& opt) {
+  static_assert(cuda::kKernelType<T>, "nddr::ops::conv2d_forward: CUDA supports float and double");
+  constexpr const char* kWho = "nddr::ops::conv2d_forward";
+  namespace cd = cuda::detail;
+  const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt, kWho);
+  cd::conv2d_check_bias(kWho, "bias", b, opt, g.out_c);
+  const std::int64_t batch = x.shape().n();
+  check_shape(kWho, "y", y.shape(), Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
+  if (y.numel() == 0) return;
+  const bool padded = cd::conv2d_needs_padded_copy(g);
+  cd::ConvDescriptors<T> d(batch, g, padded);
+  const cd::ConvAlgo algo = cd::ConvAlgoCache::instance().get(
+      cd::conv_key<T>(ctx, cd::ConvDirection::kForward, batch, g), [&] {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        int count = 0;
+        NDDR_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx.cudnn(), d.x, d.w, d.conv, d.y,
+                                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                               &count, perf),
+                        kWho, ": choosing a cuDNN forward algorithm for input ", x.shape().str());
+        return cd::pick_algorithm(perf, count, kWho);
+      });
+  const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
+  char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
+  const T* xin = x.data();
+  if (padded) {
+    cd::conv2d_pad_input(ctx, x.data(), reinterpret_cast<T*>(ws), batch, g);
+    xin = reinterpret_cast<const T*>(ws);
+  }
+  const T one = T(1), zero = T(0);
+  NDDR_CUDA_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, d.x, xin, d.w, w.data(), d.conv,
+                                          static_cast<cudnnConvolutionFwdAlgo_t>(algo.algo),
+                                          ws + pad_bytes, algo.workspace, &zero, d.y, y.data()),
+                  kWho, ": cuDNN forward convolution of input ", x.shape().str(), " and weight ",
+                  w.shape().str());
+  if (opt.use_bias)
+    cuda::launch::bias_add<T>(ctx.stream(), b.data(), y.data(), batch, g.out_c,
+                              g.out_h * g.out_w);
+}
+
+/// dx += conv^T(dy, w) on the GPU (skipped when dx is empty); as the CPU op.
+template <class T>
+void conv2d_backward_data(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> w,
+                          std::type_identity_t<TensorView<const T, Cuda>> dy,
+                          TensorView<T, Cuda> dx, const Conv2dOptions& opt) {
+  static_assert(cuda::kKernelType<T>,
+                "nddr::ops::conv2d_backward_data: CUDA supports float and double");
+  if (dx.empty()) return;
+  constexpr const char* kWho = "nddr::ops::conv2d_backward_data";
+  namespace cd = cuda::detail;
+  const Conv2dGeometry g = conv2d_geometry(dx.shape(), w.shape(), opt, kWho);
+  const std::int64_t batch = dx.shape().n();
+  check_shape(kWho, "dy", dy.shape(), Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
+  if (dx.numel() == 0 || dy.numel() == 0) return;
+  const bool padded = cd::conv2d_needs_padded_copy(g);
+  cd::ConvDescriptors<T> d(batch, g, padded);
+  const cd::ConvAlgo algo = cd::ConvAlgoCache::instance().get(
+      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardData, batch, g), [&] {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        int count = 0;
+        NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                            ctx.cudnn(), d.w, d.y, d.conv, d.x,
+                            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf),
+                        kWho, ": choosing a cuDNN backward-data algorithm for dx ",
+                        dx.shape().str());
+        return cd::pick_algorithm(perf, count, kWho);
+      });
+  const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
+  char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
+  T* out = padded ? reinterpret_cast<T*>(ws) : dx.data();
+  // Straight into dx: cuDNN accumulates with beta = 1. Via the padded buffer: assign there,
+  // then add its interior onto dx.
+  const T one = T(1), beta = padded ? T(0) : T(1);
+  NDDR_CUDA_CHECK(cudnnConvolutionBackwardData(
+                      ctx.cudnn(), &one, d.w, w.data(), d.y, dy.data(), d.conv,
+                      static_cast<cudnnConvolutionBwdDataAlgo_t>(algo.algo), ws + pad_bytes,
+                      algo.workspace, &beta, d.x, out),
+                  kWho, ": cuDNN backward-data convolution of dy ", dy.shape().str(),
+                  " and weight ", w.shape().str());
+  if (padded)
+    cuda::launch::crop_add<T>(ctx.stream(), out, dx.data(), batch * g.in_c, g.in_h, g.in_w,
+                              g.pad_top, g.pad_left, g.in_h + g.pad_top + g.pad_bottom,
+                              g.in_w + g.pad_left + g.pad_right);
+}
+
+/// dw = sum_n dy_n * col(x_n)^T and db = sum of dy over (n, h, w), both assigned (each skipped
+/// when empty; db must be empty unless `opt.use_bias`); as the CPU op.
+template <class T>
+void conv2d_backward_weights(Context<Cuda>& ctx,
+                             std::type_identity_t<TensorView<const T, Cuda>> x,
+                             std::type_identity_t<TensorView<const T, Cuda>> dy,
+                             TensorView<T, Cuda> dw, std::type_identity_t<TensorView<T, Cuda>> db,
+                             const Conv2dOptions& opt) {
+  static_assert(cuda::kKernelType<T>,
+                "nddr::ops::conv2d_backward_weights: CUDA supports float and double");
+  constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
+  namespace cd = cuda::detail;
+  if (!db.empty()) {
+    check<OptionError>(opt.use_bias, kWho, ": use_bias is false but a db tensor ", db.shape().str(),
+                       " was given");
+    check_rank4(kWho, "dy", dy.shape());
+    check_shape(kWho, "db", db.shape(), Shape{dy.shape().c()});
+    cuda::launch::channel_sum<T>(ctx.stream(), dy.data(), db.data(), dy.shape().n(),
+                                 dy.shape().c(), dy.shape().h() * dy.shape().w());
+  }
+  if (dw.empty()) return;
+  const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
+  const std::int64_t batch = x.shape().n();
+  check_shape(kWho, "dy", dy.shape(), Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
+  if (batch == 0 || dy.numel() == 0) {
+    NDDR_CUDA_CHECK(cudaMemsetAsync(dw.data(), 0, static_cast<std::size_t>(dw.numel()) * sizeof(T),
+                                    ctx.stream()),
+                    kWho, ": zeroing dw ", dw.shape().str());
+    return;
+  }
+  const bool padded = cd::conv2d_needs_padded_copy(g);
+  cd::ConvDescriptors<T> d(batch, g, padded);
+  const cd::ConvAlgo algo = cd::ConvAlgoCache::instance().get(
+      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardFilter, batch, g), [&] {
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        int count = 0;
+        NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                            ctx.cudnn(), d.x, d.y, d.conv, d.w,
+                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf),
+                        kWho, ": choosing a cuDNN backward-filter algorithm for input ",
+                        x.shape().str());
+        return cd::pick_algorithm(perf, count, kWho);
+      });
+  const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
+  char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
+  const T* xin = x.data();
+  if (padded) {
+    cd::conv2d_pad_input(ctx, x.data(), reinterpret_cast<T*>(ws), batch, g);
+    xin = reinterpret_cast<const T*>(ws);
+  }
+  const T one = T(1), zero = T(0);
+  NDDR_CUDA_CHECK(cudnnConvolutionBackwardFilter(
+                      ctx.cudnn(), &one, d.x, xin, d.y, dy.data(), d.conv,
+                      static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo.algo), ws + pad_bytes,
+                      algo.workspace, &zero, d.w, dw.data()),
+                  kWho, ": cuDNN backward-filter convolution of input ", x.shape().str(),
+                  " and dy ", dy.shape().str());
+}
+
+/// Full backward pass on the GPU: dx accumulated (skipped when empty), dw and db assigned.
+template <class T>
+void conv2d_backward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> x,
+                     std::type_identity_t<TensorView<const T, Cuda>> w,
+                     std::type_identity_t<TensorView<const T, Cuda>> dy, TensorView<T, Cuda> dx,
+                     std::type_identity_t<TensorView<T, Cuda>> dw,
+                     std::type_identity_t<TensorView<T, Cuda>> db, const Conv2dOptions& opt) {
+  conv2d_backward_weights<T>(ctx, x, dy, dw, db, opt);
+  conv2d_backward_data<T>(ctx, w, dy, dx, opt);
+}
+
+}  // namespace nddr::ops

@@ -1,0 +1,336 @@
+#pragma once
+/// \file
+/// Kernels of the CUDA convolution, batch norm and linear ops (nvcc only; instantiated in
+/// kernels.cu): zero-padding copies for TF 'SAME', per-channel bias add and sums, and the batch
+/// norm statistics and element passes running the bodies of nddr/ops/batch_norm.hpp. The host
+/// headers backend/cuda/{conv2d,batch_norm,linear}.hpp declare the launchers; they are not
+/// included here because they pull in the (Eigen-using) CPU validation.
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "nddr/backend/cuda/kernels/launch.cuh"
+#include "nddr/backend/cuda/launch.hpp"
+#include "nddr/ops/batch_norm.hpp"
+
+namespace nddr::cuda::kernels {
+
+/// Threads per block of the per-channel reductions (one block per channel).
+inline constexpr int kReduceBlock = 256;
+
+/// Sum of `v` over the block, in double; the result is valid in every thread.
+__device__ inline double block_sum(double v, double* shared) {
+  shared[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = kReduceBlock / 2; s > 0; s /= 2) {
+    if (static_cast<int>(threadIdx.x) < s) shared[threadIdx.x] += shared[threadIdx.x + s];
+    __syncthreads();
+  }
+  const double total = shared[0];
+  __syncthreads();
+  return total;
+}
+
+/// Sum of f(i) over one channel's elements (items planes of `plane`, `stride` apart), this
+/// thread's share; combine with block_sum.
+template <class F>
+__device__ inline double thread_channel_sum(std::int64_t items, std::int64_t plane,
+                                            std::int64_t stride, F f) {
+  double s = 0.0;
+  const std::int64_t count = items * plane;
+  for (std::int64_t j = threadIdx.x; j < count; j += kReduceBlock)
+    s += f(j / plane * stride + j % plane);
+  return s;
+}
+
+/// dst (N, C, H + pt + pb, W + pl + pr) = src (N, C, H, W) surrounded by zeros.
+template <class T>
+__global__ void pad_copy(const T* __restrict__ src, T* __restrict__ dst, std::int64_t planes,
+                         std::int64_t h, std::int64_t w, std::int64_t pt, std::int64_t pl,
+                         std::int64_t ph, std::int64_t pw) {
+  const std::int64_t n = planes * ph * pw;
+  for (std::int64_t i = first_index(); i < n; i += grid_stride()) {
+    const std::int64_t x = i % pw - pl;
+    const std::int64_t y = i / pw % ph - pt;
+    const std::int64_t p = i / (pw * ph);
+    dst[i] = (y >= 0 && y < h && x >= 0 && x < w) ? src[(p * h + y) * w + x] : T(0);
+  }
+}
+
+/// dst (N, C, H, W) += the interior of src (N, C, H + pt + pb, W + pl + pr).
+template <class T>
+__global__ void crop_add(const T* __restrict__ src, T* __restrict__ dst, std::int64_t planes,
+                         std::int64_t h, std::int64_t w, std::int64_t pt, std::int64_t pl,
+                         std::int64_t ph, std::int64_t pw) {
+  const std::int64_t n = planes * h * w;
+  for (std::int64_t i = first_index(); i < n; i += grid_stride()) {
+    const std::int64_t x = i % w;
+    const std::int64_t y = i / w % h;
+    const std::int64_t p = i / (w * h);
+    dst[i] += src[(p * ph + y + pt) * pw + x + pl];
+  }
+}
+
+/// y[(n, c, i)] += b[c] over `n` elements of planes `plane`, `channels` channels.
+template <class T>
+__global__ void bias_add(const T* __restrict__ b, T* __restrict__ y, std::int64_t n,
+                         std::int64_t channels, std::int64_t plane) {
+  for (std::int64_t i = first_index(); i < n; i += grid_stride()) y[i] += b[i / plane % channels];
+}
+
+/// out[c] = sum over (n, i) of x[(n, c, i)]; one block per channel, summed in double.
+template <class T>
+__global__ void channel_sum(const T* __restrict__ x, T* __restrict__ out, std::int64_t items,
+                            std::int64_t channels, std::int64_t plane) {
+  __shared__ double shared[kReduceBlock];
+  const std::int64_t c = blockIdx.x;
+  const T* xc = x + c * plane;
+  const double s = block_sum(
+      thread_channel_sum(items, plane, channels * plane,
+                         [xc](std::int64_t i) { return static_cast<double>(xc[i]); }),
+      shared);
+  if (threadIdx.x == 0) out[c] = static_cast<T>(s);
+}
+
+/// Per-channel statistics of the training forward: mean and biased variance in two passes
+/// in double, saved mean / inv_std, the element scale, and the running-statistics update.
+template <class T>
+__global__ void batch_norm_stats(const T* __restrict__ x, const T* __restrict__ gamma, T* rm,
+                                 T* rv, T* save_mean, T* save_inv_std, T* scale,
+                                 std::int64_t items, std::int64_t channels, std::int64_t plane,
+                                 double eps, double momentum, bool unbiased) {
+  __shared__ double shared[kReduceBlock];
+  const std::int64_t c = blockIdx.x;
+  const T* xc = x + c * plane;
+  const std::int64_t stride = channels * plane;
+  const double count = static_cast<double>(items * plane);
+  ops::BatchNormMoments m;
+  m.mean = block_sum(thread_channel_sum(items, plane, stride,
+                                        [xc](std::int64_t i) { return static_cast<double>(xc[i]); }),
+                     shared) /
+           count;
+  const double mean = m.mean;
+  m.var = block_sum(thread_channel_sum(items, plane, stride,
+                                       [xc, mean](std::int64_t i) {
+                                         const double d = static_cast<double>(xc[i]) - mean;
+                                         return d * d;
+                                       }),
+                    shared) /
+          count;
+  if (threadIdx.x != 0) return;
+  const double inv_std = ops::batch_norm_inv_std(m.var, eps);
+  save_mean[c] = static_cast<T>(m.mean);
+  save_inv_std[c] = static_cast<T>(inv_std);
+  scale[c] = static_cast<T>(gamma ? static_cast<double>(gamma[c]) * inv_std : inv_std);
+  ops::batch_norm_update_running(rm[c], rv[c], m, items * plane, momentum, unbiased);
+}
+
+/// scale[c] = gamma[c] / sqrt(running_var[c] + eps) (gamma = 1 when null).
+template <class T>
+__global__ void batch_norm_inference_scale(const T* __restrict__ gamma, const T* __restrict__ rv,
+                                           T* __restrict__ scale, std::int64_t channels,
+                                           double eps) {
+  for (std::int64_t c = first_index(); c < channels; c += grid_stride()) {
+    const double inv_std = ops::batch_norm_inv_std(static_cast<double>(rv[c]), eps);
+    scale[c] = static_cast<T>(gamma ? static_cast<double>(gamma[c]) * inv_std : inv_std);
+  }
+}
+
+/// y = (x - mean[c]) * scale[c] + shift[c] (shift = 0 when null).
+template <class T>
+__global__ void batch_norm_apply(const T* __restrict__ x, const T* __restrict__ mean,
+                                 const T* __restrict__ scale, const T* __restrict__ shift,
+                                 T* __restrict__ y, std::int64_t n, std::int64_t channels,
+                                 std::int64_t plane) {
+  for (std::int64_t i = first_index(); i < n; i += grid_stride()) {
+    const std::int64_t c = i / plane % channels;
+    y[i] = ops::batch_norm_element(x[i], mean[c], scale[c], shift ? shift[c] : T(0));
+  }
+}
+
+/// Per-channel reductions of the backward pass. Writes dgamma / dbeta (when non-null) and the
+/// element constants consts = (mean, k, a, b) as 4 arrays of `channels`. Statistics: with
+/// `training`, stat0 = saved mean and stat1 = saved inv_std; otherwise stat0 = running mean and
+/// stat1 = running variance.
+template <class T>
+__global__ void batch_norm_grad_stats(const T* __restrict__ x, const T* __restrict__ dy,
+                                      const T* __restrict__ gamma, const T* __restrict__ stat0,
+                                      const T* __restrict__ stat1, T* dgamma, T* dbeta, T* consts,
+                                      std::int64_t items, std::int64_t channels,
+                                      std::int64_t plane, double eps, bool training) {
+  __shared__ double shared[kReduceBlock];
+  const std::int64_t c = blockIdx.x;
+  const std::int64_t off = c * plane;
+  const std::int64_t stride = channels * plane;
+  const double mean = static_cast<double>(stat0[c]);
+  const double inv_std = training ? static_cast<double>(stat1[c])
+                                  : ops::batch_norm_inv_std(static_cast<double>(stat1[c]), eps);
+  const T* xc = x + off;
+  const T* dyc = dy + off;
+  ops::BatchNormGradSums s;
+  s.sum_dy = block_sum(thread_channel_sum(items, plane, stride,
+                                          [dyc](std::int64_t i) { return static_cast<double>(dyc[i]); }),
+                       shared);
+  s.sum_dy_xmu = block_sum(thread_channel_sum(items, plane, stride,
+                                              [xc, dyc, mean](std::int64_t i) {
+                                                return static_cast<double>(dyc[i]) *
+                                                       (static_cast<double>(xc[i]) - mean);
+                                              }),
+                           shared);
+  if (threadIdx.x != 0) return;
+  if (dgamma) dgamma[c] = static_cast<T>(s.sum_dy_xmu * inv_std);
+  if (dbeta) dbeta[c] = static_cast<T>(s.sum_dy);
+  const double count = static_cast<double>(items * plane);
+  const double g = gamma ? static_cast<double>(gamma[c]) : 1.0;
+  consts[c] = static_cast<T>(mean);
+  consts[channels + c] = static_cast<T>(g * inv_std);
+  consts[2 * channels + c] = static_cast<T>(training ? s.sum_dy / count : 0.0);
+  consts[3 * channels + c] =
+      static_cast<T>(training ? inv_std * inv_std * s.sum_dy_xmu / count : 0.0);
+}
+
+/// dx += k * (dy - a - (x - mean) * b) with the per-channel constants of batch_norm_grad_stats.
+template <class T>
+__global__ void batch_norm_backward_apply(const T* __restrict__ x, const T* __restrict__ dy,
+                                          const T* __restrict__ consts, T* __restrict__ dx,
+                                          std::int64_t n, std::int64_t channels,
+                                          std::int64_t plane) {
+  for (std::int64_t i = first_index(); i < n; i += grid_stride()) {
+    const std::int64_t c = i / plane % channels;
+    ops::batch_norm_backward_element(x[i], dy[i], consts[c], consts[channels + c],
+                                     consts[2 * channels + c], consts[3 * channels + c], dx[i]);
+  }
+}
+
+}  // namespace nddr::cuda::kernels
+
+namespace nddr::cuda::launch {
+
+template <class T>
+void pad_copy(cudaStream_t stream, const T* src, T* dst, std::int64_t planes, std::int64_t h,
+              std::int64_t w, std::int64_t pt, std::int64_t pl, std::int64_t ph,
+              std::int64_t pw) {
+  const std::int64_t n = planes * ph * pw;
+  if (n == 0) return;
+  kernels::pad_copy<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(src, dst, planes, h,
+                                                                             w, pt, pl, ph, pw);
+  check_launch("pad_copy");
+}
+
+template <class T>
+void crop_add(cudaStream_t stream, const T* src, T* dst, std::int64_t planes, std::int64_t h,
+              std::int64_t w, std::int64_t pt, std::int64_t pl, std::int64_t ph,
+              std::int64_t pw) {
+  const std::int64_t n = planes * h * w;
+  if (n == 0) return;
+  kernels::crop_add<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(src, dst, planes, h,
+                                                                             w, pt, pl, ph, pw);
+  check_launch("crop_add");
+}
+
+template <class T>
+void bias_add(cudaStream_t stream, const T* b, T* y, std::int64_t items, std::int64_t channels,
+              std::int64_t plane) {
+  const std::int64_t n = items * channels * plane;
+  if (n == 0) return;
+  kernels::bias_add<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(b, y, n, channels,
+                                                                             plane);
+  check_launch("bias_add");
+}
+
+template <class T>
+void channel_sum(cudaStream_t stream, const T* x, T* out, std::int64_t items,
+                 std::int64_t channels, std::int64_t plane) {
+  if (channels == 0) return;
+  kernels::channel_sum<T><<<static_cast<unsigned>(channels), kernels::kReduceBlock, 0, stream>>>(
+      x, out, items, channels, plane);
+  check_launch("channel_sum");
+}
+
+template <class T>
+void batch_norm_stats(cudaStream_t stream, const T* x, const T* gamma, T* rm, T* rv,
+                      T* save_mean, T* save_inv_std, T* scale, std::int64_t items,
+                      std::int64_t channels, std::int64_t plane, double eps, double momentum,
+                      bool unbiased) {
+  if (channels == 0) return;
+  kernels::batch_norm_stats<T>
+      <<<static_cast<unsigned>(channels), kernels::kReduceBlock, 0, stream>>>(
+          x, gamma, rm, rv, save_mean, save_inv_std, scale, items, channels, plane, eps, momentum,
+          unbiased);
+  check_launch("batch_norm_stats");
+}
+
+template <class T>
+void batch_norm_inference_scale(cudaStream_t stream, const T* gamma, const T* rv, T* scale,
+                                std::int64_t channels, double eps) {
+  if (channels == 0) return;
+  kernels::batch_norm_inference_scale<T>
+      <<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(gamma, rv, scale, channels,
+                                                                    eps);
+  check_launch("batch_norm_inference_scale");
+}
+
+template <class T>
+void batch_norm_apply(cudaStream_t stream, const T* x, const T* mean, const T* scale,
+                      const T* shift, T* y, std::int64_t items, std::int64_t channels,
+                      std::int64_t plane) {
+  const std::int64_t n = items * channels * plane;
+  if (n == 0) return;
+  kernels::batch_norm_apply<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
+      x, mean, scale, shift, y, n, channels, plane);
+  check_launch("batch_norm_apply");
+}
+
+template <class T>
+void batch_norm_grad_stats(cudaStream_t stream, const T* x, const T* dy, const T* gamma,
+                           const T* stat0, const T* stat1, T* dgamma, T* dbeta, T* consts,
+                           std::int64_t items, std::int64_t channels, std::int64_t plane,
+                           double eps, bool training) {
+  if (channels == 0) return;
+  kernels::batch_norm_grad_stats<T>
+      <<<static_cast<unsigned>(channels), kernels::kReduceBlock, 0, stream>>>(
+          x, dy, gamma, stat0, stat1, dgamma, dbeta, consts, items, channels, plane, eps,
+          training);
+  check_launch("batch_norm_grad_stats");
+}
+
+template <class T>
+void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* dy, const T* consts,
+                               T* dx, std::int64_t items, std::int64_t channels,
+                               std::int64_t plane) {
+  const std::int64_t n = items * channels * plane;
+  if (n == 0) return;
+  kernels::batch_norm_backward_apply<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
+      x, dy, consts, dx, n, channels, plane);
+  check_launch("batch_norm_backward_apply");
+}
+
+}  // namespace nddr::cuda::launch
+
+/// Explicit instantiations of the conv / batch norm / linear launchers for `T` (kernels.cu).
+#define NDDR_CUDA_INSTANTIATE_CONV_BN(T)                                                          \
+  template void nddr::cuda::launch::pad_copy<T>(cudaStream_t, const T*, T*, std::int64_t,         \
+                                                std::int64_t, std::int64_t, std::int64_t,         \
+                                                std::int64_t, std::int64_t, std::int64_t);        \
+  template void nddr::cuda::launch::crop_add<T>(cudaStream_t, const T*, T*, std::int64_t,         \
+                                                std::int64_t, std::int64_t, std::int64_t,         \
+                                                std::int64_t, std::int64_t, std::int64_t);        \
+  template void nddr::cuda::launch::bias_add<T>(cudaStream_t, const T*, T*, std::int64_t,         \
+                                                std::int64_t, std::int64_t);                      \
+  template void nddr::cuda::launch::channel_sum<T>(cudaStream_t, const T*, T*, std::int64_t,      \
+                                                   std::int64_t, std::int64_t);                   \
+  template void nddr::cuda::launch::batch_norm_stats<T>(                                          \
+      cudaStream_t, const T*, const T*, T*, T*, T*, T*, T*, std::int64_t, std::int64_t,           \
+      std::int64_t, double, double, bool);                                                        \
+  template void nddr::cuda::launch::batch_norm_inference_scale<T>(cudaStream_t, const T*,         \
+                                                                  const T*, T*, std::int64_t,     \
+                                                                  double);                        \
+  template void nddr::cuda::launch::batch_norm_apply<T>(cudaStream_t, const T*, const T*,         \
+                                                        const T*, const T*, T*, std::int64_t,     \
+                                                        std::int64_t, std::int64_t);              \
+  template void nddr::cuda::launch::batch_norm_grad_stats<T>(                                     \
+      cudaStream_t, const T*, const T*, const T*, const T*, const T*, T*, T*, T*, std::int64_t,   \
+      std::int64_t, std::int64_t, double, bool);                                                  \
+  template void nddr::cuda::launch::batch_norm_backward_apply<T>(                                 \
+      cudaStream_t, const T*, const T*, const T*, T*, std::int64_t, std::int64_t, std::int64_t);

@@ -1,0 +1,363 @@
+// CUDA conv2d (cuDNN), batch norm (own kernels) and linear (cuBLAS): parity with the CPU ops
+// for the forward pass and every gradient, float and double, accumulate/assign semantics,
+// the algorithm cache and the CPU op's error messages. Test cases that need a GPU print
+// "no CUDA device: skipped" and pass when none is usable.
+#include <catch2/catch.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <nddr/cuda.hpp>
+#include <nddr/nddr.hpp>
+#include <random>
+#include <string>
+
+namespace {
+
+using nddr::Cpu;
+using nddr::Cuda;
+using nddr::Shape;
+using nddr::Tensor;
+
+bool no_device() {
+  if (nddr::cuda_device_count() > 0) return false;
+  WARN("no CUDA device: skipped");
+  return true;
+}
+
+template <class T>
+Tensor<T> random_tensor(Shape s, std::uint32_t seed, T lo = T(-1), T hi = T(1)) {
+  Tensor<T> t(s);
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<T> dist(lo, hi);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t[i] = dist(gen);
+  return t;
+}
+
+template <class T>
+constexpr double tolerance() {
+  return std::is_same_v<T, float> ? 2e-5 : 1e-12;
+}
+
+/// Every element of `got` within tolerance of `want`, relative to want's largest magnitude.
+template <class T>
+void check_close(const Tensor<T>& got, const Tensor<T>& want, const std::string& what) {
+  INFO(what << " " << want.shape().str());
+  REQUIRE(got.shape() == want.shape());
+  double scale = 1e-30;
+  for (std::int64_t i = 0; i < want.numel(); ++i)
+    scale = std::max(scale, std::abs(static_cast<double>(want[i])));
+  double worst = 0.0;
+  std::int64_t at = 0;
+  for (std::int64_t i = 0; i < want.numel(); ++i) {
+    const double d = std::abs(static_cast<double>(got[i]) - static_cast<double>(want[i]));
+    if (d > worst) {
+      worst = d;
+      at = i;
+    }
+  }
+  INFO("worst element " << at << ": |diff| " << worst << " vs scale " << scale);
+  CHECK(worst <= tolerance<T>() * scale);
+}
+
+template <class T>
+Tensor<T> host(nddr::Context<Cuda>& g, const Tensor<T, Cuda>& t) {
+  return nddr::to_host(g, t);
+}
+
+template <class T>
+Tensor<T, Cuda> dev(nddr::Context<Cuda>& g, const Tensor<T>& t) {
+  return nddr::to_device(g, t);
+}
+
+/// Conv forward and backward on both backends; dx pre-filled to check accumulation, dw and db
+/// pre-filled with garbage to check assignment.
+template <class T>
+void conv_parity(Shape xs, Shape ws, const nddr::Conv2dOptions& opt, std::uint32_t seed) {
+  nddr::Context<Cpu> cpu(2);
+  nddr::Context<Cuda> gpu;
+  const Tensor<T> x = random_tensor<T>(xs, seed);
+  const Tensor<T> w = random_tensor<T>(ws, seed + 1);
+  const Tensor<T> b = opt.use_bias ? random_tensor<T>(Shape{ws.n()}, seed + 2) : Tensor<T>();
+  const Shape ys = nddr::conv2d_output_shape(xs, ws, opt);
+  Tensor<T> y(ys);
+  nddr::ops::conv2d_forward<T>(cpu, x.cview(), w.cview(), b.cview(), y.view(), opt);
+
+  const auto xd = dev(gpu, x), wd = dev(gpu, w);
+  const auto bd = opt.use_bias ? dev(gpu, b) : Tensor<T, Cuda>();
+  Tensor<T, Cuda> yd(ys);
+  nddr::ops::conv2d_forward<T>(gpu, xd.cview(), wd.cview(), bd.cview(), yd.view(), opt);
+  check_close(host(gpu, yd), y, "conv2d y");
+
+  const Tensor<T> dy = random_tensor<T>(ys, seed + 3);
+  Tensor<T> dx = random_tensor<T>(xs, seed + 4);
+  Tensor<T> dw(ws), db = opt.use_bias ? Tensor<T>(Shape{ws.n()}) : Tensor<T>();
+  auto dxd = dev(gpu, dx);
+  auto dwd = dev(gpu, random_tensor<T>(ws, seed + 5, T(100), T(200)));
+  auto dbd = opt.use_bias ? dev(gpu, random_tensor<T>(Shape{ws.n()}, seed + 6, T(100), T(200)))
+                          : Tensor<T, Cuda>();
+  nddr::ops::conv2d_backward<T>(cpu, x.cview(), w.cview(), dy.cview(), dx.view(), dw.view(),
+                                db.view(), opt);
+  const auto dyd = dev(gpu, dy);
+  nddr::ops::conv2d_backward<T>(gpu, xd.cview(), wd.cview(), dyd.cview(), dxd.view(), dwd.view(),
+                                dbd.view(), opt);
+  check_close(host(gpu, dxd), dx, "conv2d dx (accumulated)");
+  check_close(host(gpu, dwd), dw, "conv2d dw");
+  if (opt.use_bias) check_close(host(gpu, dbd), db, "conv2d db");
+}
+
+template <class T>
+void conv_suite() {
+  using O = nddr::Conv2dOptions;
+  SECTION("3x3 pad 1, bias") { conv_parity<T>(Shape::nchw(2, 3, 9, 11), Shape::nchw(5, 3, 3, 3), O{}.padding(1), 11); }
+  SECTION("3x3 pad 1, no bias") {
+    conv_parity<T>(Shape::nchw(2, 4, 8, 7), Shape::nchw(6, 4, 3, 3), O{}.padding(1).bias(false), 12);
+  }
+  SECTION("dilation 2") {
+    conv_parity<T>(Shape::nchw(2, 3, 13, 12), Shape::nchw(4, 3, 3, 3), O{}.padding(2).dilation(2), 13);
+  }
+  SECTION("dilation 12 on 27x27") {
+    conv_parity<T>(Shape::nchw(2, 3, 27, 27), Shape::nchw(4, 3, 3, 3), O{}.padding(12).dilation(12), 14);
+  }
+  SECTION("stride 2 SAME, odd sizes (asymmetric pads)") {
+    conv_parity<T>(Shape::nchw(2, 3, 10, 12), Shape::nchw(5, 3, 3, 3), O{}.stride(2).same(), 15);
+    conv_parity<T>(Shape::nchw(2, 3, 9, 8), Shape::nchw(4, 3, 4, 4), O{}.stride(2).same().bias(false), 16);
+  }
+  SECTION("stride 1 SAME, even kernel (asymmetric pads)") {
+    conv_parity<T>(Shape::nchw(2, 2, 7, 6), Shape::nchw(3, 2, 2, 2), O{}.same(), 17);
+  }
+  SECTION("1x1") { conv_parity<T>(Shape::nchw(2, 8, 5, 7), Shape::nchw(3, 8, 1, 1), O{}, 18); }
+  SECTION("stride 2 unpadded 7x7") {
+    conv_parity<T>(Shape::nchw(2, 3, 17, 15), Shape::nchw(4, 3, 7, 7), O{}.stride(2).padding(3), 19);
+  }
+}
+
+template <class T>
+struct BnState {
+  Tensor<T> gamma, beta, rm, rv;
+};
+
+template <class T>
+void batch_norm_parity(Shape xs, const nddr::BatchNormOptions& opt, std::uint32_t seed) {
+  nddr::Context<Cpu> cpu(2);
+  nddr::Context<Cuda> gpu;
+  const Shape cs{xs.c()};
+  // A large offset checks the two-pass variance in float.
+  const Tensor<T> x0 = random_tensor<T>(xs, seed, T(2), T(5));
+  const Tensor<T> x1 = random_tensor<T>(xs, seed + 1, T(-3), T(1));
+  const Tensor<T> gamma = random_tensor<T>(cs, seed + 2, T(0.5), T(1.5));
+  const Tensor<T> beta = random_tensor<T>(cs, seed + 3);
+  Tensor<T> rm = random_tensor<T>(cs, seed + 4), rv = random_tensor<T>(cs, seed + 5, T(0.5), T(2));
+  const auto gd = dev(gpu, gamma), bd = dev(gpu, beta);
+  auto rmd = dev(gpu, rm), rvd = dev(gpu, rv);
+  Tensor<T> y(xs), sm(cs), si(cs);
+  Tensor<T, Cuda> yd(xs), smd(cs), sid(cs);
+  for (const Tensor<T>* x : {&x0, &x1}) {  // two steps: running statistics compound
+    nddr::ops::batch_norm_forward_training<T>(cpu, x->cview(), gamma.cview(), beta.cview(),
+                                              rm.view(), rv.view(), y.view(), sm.view(), si.view(),
+                                              opt);
+    const auto xd = dev(gpu, *x);
+    nddr::ops::batch_norm_forward_training<T>(gpu, xd.cview(), gd.cview(), bd.cview(), rmd.view(),
+                                              rvd.view(), yd.view(), smd.view(), sid.view(), opt);
+    check_close(host(gpu, yd), y, "bn training y");
+  }
+  check_close(host(gpu, smd), sm, "bn save_mean");
+  check_close(host(gpu, sid), si, "bn save_inv_std");
+  check_close(host(gpu, rmd), rm, "bn running_mean after two steps");
+  check_close(host(gpu, rvd), rv, "bn running_var after two steps");
+
+  const auto xd = dev(gpu, x1);
+  const Tensor<T> dy = random_tensor<T>(xs, seed + 6);
+  const auto dyd = dev(gpu, dy);
+  {
+    Tensor<T> dx = random_tensor<T>(xs, seed + 7), dg(cs), dbt(cs);
+    auto dxd = dev(gpu, dx), dgd = dev(gpu, random_tensor<T>(cs, 1, T(50), T(60))),
+         dbd = dev(gpu, random_tensor<T>(cs, 2, T(50), T(60)));
+    nddr::ops::batch_norm_backward_training<T>(cpu, x1.cview(), dy.cview(), gamma.cview(),
+                                               sm.cview(), si.cview(), dx.view(), dg.view(),
+                                               dbt.view(), opt);
+    nddr::ops::batch_norm_backward_training<T>(gpu, xd.cview(), dyd.cview(), gd.cview(),
+                                               smd.cview(), sid.cview(), dxd.view(), dgd.view(),
+                                               dbd.view(), opt);
+    check_close(host(gpu, dxd), dx, "bn training dx (accumulated)");
+    if (opt.affine()) {
+      check_close(host(gpu, dgd), dg, "bn training dgamma");
+      check_close(host(gpu, dbd), dbt, "bn training dbeta");
+    }
+  }
+  {
+    nddr::ops::batch_norm_forward_inference<T>(cpu, x0.cview(), gamma.cview(), beta.cview(),
+                                               rm.cview(), rv.cview(), y.view(), opt);
+    const auto x0d = dev(gpu, x0);
+    nddr::ops::batch_norm_forward_inference<T>(gpu, x0d.cview(), gd.cview(), bd.cview(),
+                                               rmd.cview(), rvd.cview(), yd.view(), opt);
+    check_close(host(gpu, yd), y, "bn inference y");
+    Tensor<T> dx = random_tensor<T>(xs, seed + 8), dg(cs), dbt(cs);
+    auto dxd = dev(gpu, dx), dgd = dev(gpu, dg), dbd = dev(gpu, dbt);
+    nddr::ops::batch_norm_backward_inference<T>(cpu, x0.cview(), dy.cview(), gamma.cview(),
+                                                rm.cview(), rv.cview(), dx.view(), dg.view(),
+                                                dbt.view(), opt);
+    nddr::ops::batch_norm_backward_inference<T>(gpu, x0d.cview(), dyd.cview(), gd.cview(),
+                                                rmd.cview(), rvd.cview(), dxd.view(), dgd.view(),
+                                                dbd.view(), opt);
+    check_close(host(gpu, dxd), dx, "bn inference dx (accumulated)");
+    if (opt.affine()) {
+      check_close(host(gpu, dgd), dg, "bn inference dgamma");
+      check_close(host(gpu, dbd), dbt, "bn inference dbeta");
+    }
+  }
+}
+
+template <class T>
+void linear_parity(Shape xs, std::int64_t out, bool bias, std::uint32_t seed) {
+  nddr::Context<Cpu> cpu(2);
+  nddr::Context<Cuda> gpu;
+  const std::int64_t features = xs.item_size();
+  const Tensor<T> x = random_tensor<T>(xs, seed);
+  const Tensor<T> w = random_tensor<T>(Shape{out, features}, seed + 1);
+  const Tensor<T> b = bias ? random_tensor<T>(Shape{out}, seed + 2) : Tensor<T>();
+  const Shape ys = nddr::ops::linear_output_shape("test", xs, out);
+  Tensor<T> y(ys);
+  nddr::ops::linear_forward<T>(cpu, x.cview(), w.cview(), b.cview(), y.view());
+  const auto xd = dev(gpu, x), wd = dev(gpu, w);
+  const auto bd = bias ? dev(gpu, b) : Tensor<T, Cuda>();
+  Tensor<T, Cuda> yd(ys);
+  nddr::ops::linear_forward<T>(gpu, xd.cview(), wd.cview(), bd.cview(), yd.view());
+  check_close(host(gpu, yd), y, "linear y");
+
+  const Tensor<T> dy = random_tensor<T>(ys, seed + 3);
+  Tensor<T> dx = random_tensor<T>(xs, seed + 4), dw(w.shape()),
+            db = bias ? Tensor<T>(Shape{out}) : Tensor<T>();
+  auto dxd = dev(gpu, dx), dwd = dev(gpu, random_tensor<T>(w.shape(), 3, T(10), T(20)));
+  auto dbd = bias ? dev(gpu, random_tensor<T>(Shape{out}, 4, T(10), T(20))) : Tensor<T, Cuda>();
+  nddr::ops::linear_backward<T>(cpu, x.cview(), w.cview(), dy.cview(), dx.view(), dw.view(),
+                                db.view());
+  const auto dyd = dev(gpu, dy);
+  nddr::ops::linear_backward<T>(gpu, xd.cview(), wd.cview(), dyd.cview(), dxd.view(), dwd.view(),
+                                dbd.view());
+  check_close(host(gpu, dxd), dx, "linear dx (accumulated)");
+  check_close(host(gpu, dwd), dw, "linear dw");
+  if (bias) check_close(host(gpu, dbd), db, "linear db");
+}
+
+}  // namespace
+
+using Catch::Contains;
+
+TEST_CASE("CUDA conv2d matches the CPU op (float)", "[cuda][conv2d]") {
+  if (no_device()) return;
+  conv_suite<float>();
+}
+
+TEST_CASE("CUDA conv2d matches the CPU op (double)", "[cuda][conv2d]") {
+  if (no_device()) return;
+  conv_suite<double>();
+}
+
+TEST_CASE("CUDA conv2d caches its algorithms and repeats its results", "[cuda][conv2d]") {
+  if (no_device()) return;
+  nddr::Context<Cuda> gpu;
+  const auto opt = nddr::Conv2dOptions{}.stride(2).same();
+  const Shape xs = Shape::nchw(2, 3, 11, 10), ws = Shape::nchw(4, 3, 3, 3);
+  const auto x = dev(gpu, random_tensor<float>(xs, 1));
+  const auto w = dev(gpu, random_tensor<float>(ws, 2));
+  const auto b = dev(gpu, random_tensor<float>(Shape{4}, 3));
+  const Shape ys = nddr::conv2d_output_shape(xs, ws, opt);
+  const auto dy = dev(gpu, random_tensor<float>(ys, 4));
+  Tensor<float, Cuda> y(ys), dx(xs), dw(ws), db(Shape{4});
+  Tensor<float> first_y, first_dx, first_dw;
+  for (int round = 0; round < 2; ++round) {
+    const std::size_t size = nddr::cuda::conv2d_algorithm_cache_size();
+    const std::size_t hits = nddr::cuda::conv2d_algorithm_cache_hits();
+    dx = Tensor<float, Cuda>(xs);
+    nddr::ops::conv2d_forward<float>(gpu, x.cview(), w.cview(), b.cview(), y.view(), opt);
+    nddr::ops::conv2d_backward<float>(gpu, x.cview(), w.cview(), dy.cview(), dx.view(), dw.view(),
+                                      db.view(), opt);
+    if (round == 0) {
+      first_y = host(gpu, y);
+      first_dx = host(gpu, dx);
+      first_dw = host(gpu, dw);
+    } else {
+      CHECK(nddr::cuda::conv2d_algorithm_cache_size() == size);
+      CHECK(nddr::cuda::conv2d_algorithm_cache_hits() == hits + 3);
+      const auto y2 = host(gpu, y), dx2 = host(gpu, dx), dw2 = host(gpu, dw);
+      for (std::int64_t i = 0; i < y2.numel(); ++i) CHECK(y2[i] == first_y[i]);
+      for (std::int64_t i = 0; i < dx2.numel(); ++i) CHECK(dx2[i] == first_dx[i]);
+      for (std::int64_t i = 0; i < dw2.numel(); ++i) CHECK(dw2[i] == first_dw[i]);
+    }
+  }
+}
+
+TEST_CASE("CUDA conv2d rejects bad shapes like the CPU op", "[cuda][conv2d]") {
+  if (no_device()) return;
+  nddr::Context<Cuda> gpu;
+  Tensor<float, Cuda> x(Shape::nchw(1, 3, 5, 5)), w(Shape::nchw(2, 4, 3, 3)), b(Shape{2});
+  Tensor<float, Cuda> y(Shape::nchw(1, 2, 3, 3));
+  CHECK_THROWS_WITH(
+      nddr::ops::conv2d_forward<float>(gpu, x.cview(), w.cview(), b.cview(), y.view(), {}),
+      Contains("nddr::ops::conv2d_forward") && Contains("has 3 channels but weight"));
+  Tensor<float, Cuda> w3(Shape::nchw(2, 3, 3, 3)), ybad(Shape::nchw(1, 2, 4, 4));
+  CHECK_THROWS_AS(
+      nddr::ops::conv2d_forward<float>(gpu, x.cview(), w3.cview(), b.cview(), ybad.view(), {}),
+      nddr::ShapeError);
+  CHECK_THROWS_WITH(nddr::ops::conv2d_forward<float>(gpu, x.cview(), w3.cview(), {}, y.view(), {}),
+                    Contains("use_bias is true but bias is empty"));
+  CHECK_THROWS_AS(nddr::ops::conv2d_forward<float>(gpu, x.cview(), w3.cview(), b.cview(), y.view(),
+                                                   nddr::Conv2dOptions{}.stride(0)),
+                  nddr::OptionError);
+}
+
+TEST_CASE("CUDA batch norm matches the CPU op (float)", "[cuda][batch_norm]") {
+  if (no_device()) return;
+  SECTION("affine") { batch_norm_parity<float>(Shape::nchw(3, 5, 7, 9), {}, 21); }
+  SECTION("tf_slim, no affine") {
+    batch_norm_parity<float>(Shape::nchw(2, 4, 5, 3), nddr::BatchNormOptions::tf_slim().affine(false), 22);
+  }
+}
+
+TEST_CASE("CUDA batch norm matches the CPU op (double)", "[cuda][batch_norm]") {
+  if (no_device()) return;
+  SECTION("affine") { batch_norm_parity<double>(Shape::nchw(3, 5, 7, 9), {}, 23); }
+  SECTION("biased running var, N*H*W = 2") {
+    batch_norm_parity<double>(Shape::nchw(2, 3, 1, 1),
+                              nddr::BatchNormOptions{}.unbiased_running_var(false).momentum(0.3), 24);
+  }
+}
+
+TEST_CASE("CUDA batch norm rejects bad shapes like the CPU op", "[cuda][batch_norm]") {
+  if (no_device()) return;
+  nddr::Context<Cuda> gpu;
+  Tensor<float, Cuda> x(Shape::nchw(1, 3, 1, 1)), g(Shape{3}), b(Shape{3}), rm(Shape{3}),
+      rv(Shape{3}), y(Shape::nchw(1, 3, 1, 1)), sm(Shape{3}), si(Shape{3}), bad(Shape{4});
+  CHECK_THROWS_WITH(nddr::ops::batch_norm_forward_training<float>(
+                        gpu, x.cview(), g.cview(), b.cview(), rm.view(), rv.view(), y.view(),
+                        sm.view(), si.view(), {}),
+                    Contains("nddr::ops::batch_norm_forward_training") &&
+                        Contains("more than one value per channel"));
+  CHECK_THROWS_AS(nddr::ops::batch_norm_forward_inference<float>(
+                      gpu, x.cview(), g.cview(), b.cview(), bad.cview(), rv.cview(), y.view(), {}),
+                  nddr::ShapeError);
+  CHECK_THROWS_AS(nddr::ops::batch_norm_forward_inference<float>(
+                      gpu, x.cview(), g.cview(), b.cview(), rm.cview(), rv.cview(), y.view(),
+                      nddr::BatchNormOptions{}.eps(0)),
+                  nddr::OptionError);
+}
+
+TEST_CASE("CUDA linear matches the CPU op", "[cuda][linear]") {
+  if (no_device()) return;
+  SECTION("rank 2, bias, float") { linear_parity<float>(Shape{5, 37}, 13, true, 31); }
+  SECTION("rank 4, no bias, float") { linear_parity<float>(Shape::nchw(3, 4, 5, 3), 7, false, 32); }
+  SECTION("rank 2, bias, double") { linear_parity<double>(Shape{5, 37}, 13, true, 33); }
+  SECTION("rank 4, bias, double") { linear_parity<double>(Shape::nchw(3, 4, 5, 3), 7, true, 34); }
+}
+
+TEST_CASE("CUDA linear rejects bad shapes like the CPU op", "[cuda][linear]") {
+  if (no_device()) return;
+  nddr::Context<Cuda> gpu;
+  Tensor<float, Cuda> x(Shape{2, 6}), w(Shape{3, 5}), b(Shape{3}), y(Shape{2, 3});
+  CHECK_THROWS_WITH(nddr::ops::linear_forward<float>(gpu, x.cview(), w.cview(), b.cview(), y.view()),
+                    Contains("nddr::ops::linear_forward") && Contains("expected weight (out, 6)"));
+  Tensor<float, Cuda> x3(Shape{2, 3, 2});
+  CHECK_THROWS_WITH(
+      nddr::ops::linear_forward<float>(gpu, x3.cview(), w.cview(), b.cview(), y.view()),
+      Contains("expected rank 2 (N, F) or rank 4"));
+}
