@@ -20,6 +20,13 @@
 
 // Ops
 #include "nddr/backend/cuda/activation.hpp"
+#include "nddr/backend/cuda/concat.hpp"
+#include "nddr/backend/cuda/dropout.hpp"
+#include "nddr/backend/cuda/l2_normalize.hpp"
+#include "nddr/backend/cuda/loss.hpp"
+#include "nddr/backend/cuda/pool.hpp"
+#include "nddr/backend/cuda/resize.hpp"
+#include "nddr/backend/cuda/sgd.hpp"
 #include "nddr/backend/cuda/batch_norm.hpp"
 #include "nddr/backend/cuda/conv2d.hpp"
 #include "nddr/backend/cuda/linear.hpp"

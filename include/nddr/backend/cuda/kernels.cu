@@ -7,11 +7,36 @@
 #include "nddr/backend/cuda/kernels/activation.cuh"
 #include "nddr/backend/cuda/kernels/conv_bn.cuh"
 #include "nddr/backend/cuda/kernels/launch.cuh"
+#include "nddr/backend/cuda/kernels/pool.cuh"
+#include "nddr/backend/cuda/kernels/resize.cuh"
+#include "nddr/backend/cuda/kernels/concat.cuh"
+#include "nddr/backend/cuda/kernels/dropout.cuh"
+#include "nddr/backend/cuda/kernels/loss.cuh"
+#include "nddr/backend/cuda/kernels/l2_normalize.cuh"
+#include "nddr/backend/cuda/kernels/sgd.cuh"
 
 NDDR_CUDA_INSTANTIATE_ACTIVATION(float)
 NDDR_CUDA_INSTANTIATE_ACTIVATION(double)
 NDDR_CUDA_INSTANTIATE_CONV_BN(float)
 NDDR_CUDA_INSTANTIATE_CONV_BN(double)
+NDDR_CUDA_INSTANTIATE_POOL(float)
+NDDR_CUDA_INSTANTIATE_POOL(double)
+NDDR_CUDA_INSTANTIATE_POOL_ARGMAX_CHECK
+NDDR_CUDA_INSTANTIATE_RESIZE(float)
+NDDR_CUDA_INSTANTIATE_RESIZE(double)
+NDDR_CUDA_INSTANTIATE_RESIZE_LABELS(std::uint8_t)
+NDDR_CUDA_INSTANTIATE_RESIZE_LABELS(std::int32_t)
+NDDR_CUDA_INSTANTIATE_RESIZE_LABELS(std::int64_t)
+NDDR_CUDA_INSTANTIATE_CONCAT(float)
+NDDR_CUDA_INSTANTIATE_CONCAT(double)
+NDDR_CUDA_INSTANTIATE_DROPOUT(float)
+NDDR_CUDA_INSTANTIATE_DROPOUT(double)
+NDDR_CUDA_INSTANTIATE_LOSS(float)
+NDDR_CUDA_INSTANTIATE_LOSS(double)
+NDDR_CUDA_INSTANTIATE_L2_NORMALIZE(float)
+NDDR_CUDA_INSTANTIATE_L2_NORMALIZE(double)
+NDDR_CUDA_INSTANTIATE_SGD(float)
+NDDR_CUDA_INSTANTIATE_SGD(double)
 
 // Guards for the rule above: these headers define their include guards when pulled in.
 #if defined(BOOST_HANA_CONFIG_HPP)

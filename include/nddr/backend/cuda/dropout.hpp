@@ -1,0 +1,57 @@
+#pragma once
+/// \file
+/// CUDA inverted dropout (kernels/dropout.cuh). The mask comes from ops::dropout_keep, a pure
+/// function of (seed, counter), so the GPU keeps exactly the elements the CPU op keeps.
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "nddr/backend/cuda/context.hpp"
+#include "nddr/backend/cuda/launch.hpp"
+#include "nddr/core/shape.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/ops/dropout.hpp"
+
+namespace nddr::cuda::launch {
+
+/// out[i] = (accumulate ? out[i] : 0) + dropout_element(in[i], keep(seed, first_counter + i))
+/// for i < n; p = 0 keeps everything unscaled.
+template <class T>
+void dropout(cudaStream_t stream, const T* in, T* out, std::int64_t n, double p,
+             std::uint64_t seed, std::uint64_t first_counter, bool accumulate);
+
+}  // namespace nddr::cuda::launch
+
+namespace nddr::ops {
+
+/// y[i] = x[i] / (1 - p) if random_uniform(seed, first_counter + i) >= p, else 0, on the GPU.
+template <class T>
+void dropout_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> x,
+                     TensorView<T, Cuda> y, double p, std::uint64_t seed,
+                     std::uint64_t first_counter) {
+  static_assert(cuda::kKernelType<T>, "nddr::ops::dropout_forward: CUDA supports float and double");
+  constexpr const char* who = "nddr::ops::dropout_forward";
+  DropoutOptions::check_p(who, p);
+  check_shape(who, "y", y.shape(), x.shape());
+  cuda::launch::dropout<T>(ctx.stream(), x.data(), y.data(), x.numel(), p, seed, first_counter,
+                           false);
+}
+
+/// dx[i] += dy[i] / (1 - p) where the forward pass with the same (p, seed, first_counter) kept
+/// element i. An empty dx is skipped.
+template <class T>
+void dropout_backward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> dy,
+                      TensorView<T, Cuda> dx, double p, std::uint64_t seed,
+                      std::uint64_t first_counter) {
+  static_assert(cuda::kKernelType<T>, "nddr::ops::dropout_backward: CUDA supports float and double");
+  constexpr const char* who = "nddr::ops::dropout_backward";
+  DropoutOptions::check_p(who, p);
+  if (dx.empty()) return;
+  check_shape(who, "dx", dx.shape(), dy.shape());
+  cuda::launch::dropout<T>(ctx.stream(), dy.data(), dx.data(), dy.numel(), p, seed, first_counter,
+                           true);
+}
+
+}  // namespace nddr::ops

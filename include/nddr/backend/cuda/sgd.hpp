@@ -1,0 +1,116 @@
+#pragma once
+/// \file
+/// Fused momentum-SGD step on the GPU (kernels/sgd.cuh): one launch updates every parameter of
+/// a flat `ParameterStore` buffer with ops::sgd_momentum_element, the CPU `Sgd`'s element body.
+/// `Sgd<T, Cuda>` keeps the velocity; `cuda::sgd_step(ctx, store, sgd, lr)` runs its step.
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "nddr/backend/cuda/context.hpp"
+#include "nddr/backend/cuda/error.hpp"
+#include "nddr/backend/cuda/launch.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/core/parameter_store.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/optim/sgd.hpp"
+#include "nddr/ops/sgd.hpp"
+
+namespace nddr::cuda {
+
+/// Elements [begin, end) of the flat buffers share learning rate `lr` and decay `wd`.
+template <class T>
+struct SgdSpan {
+  std::int64_t begin = 0;
+  std::int64_t end = 0;
+  T lr = T(0);
+  T wd = T(0);
+};
+
+}  // namespace nddr::cuda
+
+namespace nddr::cuda::launch {
+
+/// Updates the elements of every span (device table of `count` spans, each at most
+/// kSgdSpanElems long) with ops::sgd_momentum_element; one block per span.
+template <class T>
+void sgd_step(cudaStream_t stream, T* values, const T* grads, T* velocity,
+              const SgdSpan<T>* spans, std::int64_t count, T momentum, bool nesterov);
+
+/// Longest span one block updates.
+inline constexpr std::int64_t kSgdSpanElems = 8192;
+
+}  // namespace nddr::cuda::launch
+
+namespace nddr::cuda {
+
+/// values -= lr_e * v after v = momentum * v + g + wd_e * values, for the elements of every
+/// span of `table` (host memory; spans lie inside the buffers and may be of any length).
+/// The three flat buffers have the same shape. Elements outside the spans are untouched.
+template <class T>
+void sgd_step(Context<Cuda>& ctx, TensorView<T, Cuda> values, TensorView<const T, Cuda> grads,
+              TensorView<T, Cuda> velocity, std::span<const SgdSpan<T>> table, T momentum,
+              bool nesterov = false) {
+  static_assert(kKernelType<T>, "nddr::cuda::sgd_step: CUDA supports float and double");
+  constexpr const char* kWho = "nddr::cuda::sgd_step";
+  check_shape(kWho, "grads", grads.shape(), values.shape());
+  check_shape(kWho, "velocity", velocity.shape(), values.shape());
+  // Split long spans so that every block gets a bounded share of the work.
+  std::vector<SgdSpan<T>> pieces;
+  for (const SgdSpan<T>& s : table) {
+    check<ShapeError>(s.begin >= 0 && s.begin <= s.end && s.end <= values.numel(), kWho,
+                      ": span [", s.begin, ", ", s.end, ") is outside buffers of ",
+                      values.numel(), " elements");
+    for (std::int64_t b = s.begin; b < s.end; b += launch::kSgdSpanElems)
+      pieces.push_back({b, std::min(s.end, b + launch::kSgdSpanElems), s.lr, s.wd});
+  }
+  if (pieces.empty()) return;
+  const std::size_t bytes = pieces.size() * sizeof(SgdSpan<T>);
+  auto* dev = static_cast<SgdSpan<T>*>(ctx.workspace_bytes(bytes));
+  // From pageable memory the call returns once `pieces` has been staged, so it may go away.
+  NDDR_CUDA_CHECK(cudaMemcpyAsync(dev, pieces.data(), bytes, cudaMemcpyHostToDevice, ctx.stream()),
+                  "uploading the SGD span table");
+  launch::sgd_step<T>(ctx.stream(), values.data(), grads.data(), velocity.data(), dev,
+                      static_cast<std::int64_t>(pieces.size()), momentum, nesterov);
+}
+
+/// The span table of one `Sgd` step with scheduled rate `lr`: per parameter entry,
+/// lr * group.lr_mult and weight_decay * group.weight_decay_mult (0 for rank < 2 tensors under
+/// decay_rank_ge2_only), rounded to T as the CPU `Sgd::step` does. Same checks and messages.
+template <class T, class D>
+std::vector<SgdSpan<T>> sgd_table(const ParameterStore<T, D>& store, const SgdOptions& options,
+                                  double lr) {
+  check<OptionError>(lr >= 0.0 && std::isfinite(lr),
+                     "nddr::Sgd::step: lr must be a finite value >= 0, got ", lr);
+  const auto& groups = store.groups();
+  std::vector<SgdSpan<T>> table;
+  for (const ParamEntry& e : store.parameters()) {
+    const ParamGroup& g = groups[e.group];
+    check<OptionError>(g.lr_mult >= 0.0 && g.weight_decay_mult >= 0.0, "nddr::Sgd::step: group '",
+                       g.name, "' has negative multipliers (lr_mult ", g.lr_mult,
+                       ", weight_decay_mult ", g.weight_decay_mult, ")");
+    const T wd = options.decay_rank_ge2_only() && e.shape.rank() < 2
+                     ? T(0)
+                     : static_cast<T>(options.weight_decay() * g.weight_decay_mult);
+    const auto begin = static_cast<std::int64_t>(e.offset);
+    table.push_back({begin, begin + e.shape.numel(), static_cast<T>(lr * g.lr_mult), wd});
+  }
+  return table;
+}
+
+/// One step of `sgd` (bound to `store`) on the GPU with scheduled learning rate `lr`: the
+/// CUDA counterpart of `Sgd<T, Cpu>::step`, same update, same checks.
+template <class T>
+void sgd_step(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& sgd, double lr) {
+  const std::vector<SgdSpan<T>> table = sgd_table<T>(store, sgd.options(), lr);
+  sgd_step<T>(ctx, store.values(), store.grads(), sgd.state(), table,
+              static_cast<T>(sgd.options().momentum()), sgd.options().nesterov());
+}
+
+}  // namespace nddr::cuda
