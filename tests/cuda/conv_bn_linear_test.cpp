@@ -239,6 +239,48 @@ void linear_parity(Shape xs, std::int64_t out, bool bias, std::uint32_t seed) {
   if (bias) check_close(host(gpu, dbd), db, "linear db");
 }
 
+/// The same layer on both backends: CPU store initialised and copied to the device, then a
+/// training forward and backward; outputs, dx, every gradient and the buffers must agree.
+template <template <class, class> class Layer, class... Args>
+void layer_parity(Shape xs, Args... args) {
+  nddr::Context<Cpu> cpu(2);
+  nddr::Context<Cuda> gpu;
+  Layer<double, Cpu> lc(args...);
+  Layer<double, Cuda> lg(args...);
+  nddr::ParameterStore<double, Cpu> sc;
+  nddr::ParameterStore<double, Cuda> sg;
+  lc.declare(sc, "layer");
+  lg.declare(sg, "layer");
+  sc.allocate();
+  sg.allocate();
+  nddr::Rng rng(7);
+  lc.initialize(rng);
+  nddr::copy<double, Cpu, Cuda>(gpu, sc.values(), sg.values());
+  nddr::copy<double, Cpu, Cuda>(gpu, sc.buffer_values(), sg.buffer_values());
+  const Tensor<double> x = random_tensor<double>(xs, 3);
+  const Shape ys = lc.output_shape(xs);
+  Tensor<double> y(ys), dx = random_tensor<double>(xs, 4);
+  const auto xd = dev(gpu, x);
+  Tensor<double, Cuda> yd(ys);
+  auto dxd = dev(gpu, dx);
+  lc.forward(cpu, x.cview(), y.view());
+  lg.forward(gpu, xd.cview(), yd.view());
+  check_close(host(gpu, yd), y, "layer y");
+  const Tensor<double> dy = random_tensor<double>(ys, 5);
+  const auto dyd = dev(gpu, dy);
+  lc.backward(cpu, x.cview(), y.cview(), dy.cview(), dx.view());
+  lg.backward(gpu, xd.cview(), yd.cview(), dyd.cview(), dxd.view());
+  check_close(host(gpu, dxd), dx, "layer dx");
+  Tensor<double> grads(sc.grads().shape()), buffers(sc.buffer_values().shape());
+  nddr::copy<double, Cuda, Cpu>(gpu, sg.grads(), grads.view());
+  nddr::copy<double, Cuda, Cpu>(gpu, sg.buffer_values(), buffers.view());
+  Tensor<double> want_grads(grads.shape()), want_buffers(buffers.shape());
+  for (std::int64_t i = 0; i < grads.numel(); ++i) want_grads[i] = sc.grads()[i];
+  for (std::int64_t i = 0; i < buffers.numel(); ++i) want_buffers[i] = sc.buffer_values()[i];
+  check_close(grads, want_grads, "layer parameter gradients");
+  if (buffers.numel() > 0) check_close(buffers, want_buffers, "layer buffers");
+}
+
 }  // namespace
 
 using Catch::Contains;
@@ -360,4 +402,16 @@ TEST_CASE("CUDA linear rejects bad shapes like the CPU op", "[cuda][linear]") {
   CHECK_THROWS_WITH(
       nddr::ops::linear_forward<float>(gpu, x3.cview(), w.cview(), b.cview(), y.view()),
       Contains("expected rank 2 (N, F) or rank 4"));
+}
+
+TEST_CASE("Conv2d, BatchNorm2d and Linear layers run on CUDA like on the CPU", "[cuda][layers]") {
+  if (no_device()) return;
+  SECTION("Conv2d") {
+    layer_parity<nddr::Conv2d>(Shape::nchw(2, 3, 9, 8), std::int64_t{3}, std::int64_t{4},
+                               std::int64_t{3}, nddr::Conv2dOptions{}.stride(2).same());
+  }
+  SECTION("BatchNorm2d") { layer_parity<nddr::BatchNorm2d>(Shape::nchw(2, 3, 5, 4), std::int64_t{3}); }
+  SECTION("Linear") {
+    layer_parity<nddr::Linear>(Shape::nchw(2, 3, 2, 2), std::int64_t{12}, std::int64_t{5});
+  }
 }

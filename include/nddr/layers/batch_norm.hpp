@@ -14,6 +14,12 @@
 #include "nddr/core/tensor.hpp"
 #include "nddr/ops/batch_norm.hpp"
 
+#if defined(NDDR_WITH_CUDA)
+// The ops:: calls below are qualified, so their Context<Cuda> overloads must be declared
+// before this template for D = Cuda to find them, whatever the user's include order.
+#include "nddr/backend/cuda/batch_norm.hpp"
+#endif
+
 namespace nddr {
 
 /// Parameters `prefix.weight` (gamma, init 1) and `prefix.bias` (beta, init 0) when affine;

@@ -17,6 +17,12 @@
 #include "nddr/core/tensor.hpp"
 #include "nddr/ops/conv2d.hpp"
 
+#if defined(NDDR_WITH_CUDA)
+// The ops:: calls below are qualified, so their Context<Cuda> overloads must be declared
+// before this template for D = Cuda to find them, whatever the user's include order.
+#include "nddr/backend/cuda/conv2d.hpp"
+#endif
+
 namespace nddr {
 
 /// Weight initialisation of `Conv2d`; the bias always starts at 0.

@@ -18,6 +18,12 @@
 #include "nddr/core/tensor.hpp"
 #include "nddr/ops/linear.hpp"
 
+#if defined(NDDR_WITH_CUDA)
+// The ops:: calls below are qualified, so their Context<Cuda> overloads must be declared
+// before this template for D = Cuda to find them, whatever the user's include order.
+#include "nddr/backend/cuda/linear.hpp"
+#endif
+
 namespace nddr {
 
 template <class T, class D = Cpu>
