@@ -64,4 +64,37 @@ using TinyNet = BasicTinyNet<3>;
 /// TinyNet for one-channel inputs (Fashion-MNIST).
 using TinyNet1 = BasicTinyNet<1>;
 
+/// The demo's head: fc6 (3x3, dilation 2, 64 channels) + BN + ReLU and fc8, without dropout.
+/// Dropout on a narrow head zeroes every channel of some pixels (p = 0.75^16 = 1% with TinyHead's
+/// 16), giving exactly-zero predictions whose normalised (surface-normal) loss has an unbounded
+/// gradient; at the paper's 1024 channels that never happens.
+struct FashionHead {
+  static constexpr const char* name = "fashion";
+  static constexpr std::int64_t hidden_channels = 64;
+
+  template <class T, class D>
+  static Sequential<T, D> build(std::int64_t in_channels, std::int64_t outputs) {
+    Sequential<T, D> s;
+    backbones::detail::add_conv_bn_relu(s, "fc6", in_channels, hidden_channels, 3,
+                                        Conv2dOptions{}.dilation(2));
+    s.add("fc8", OutputConv2d<T, D>(hidden_channels, outputs, 1));
+    return s;
+  }
+};
+
+/// The demo's dense backbone: TinyNet's layers with output stride 4 (strides 2, 2, 1, 1, 1) and
+/// channels 16, 32, 32, 32, 32, on one-channel images, so that a 48 x 48 Fashion canvas keeps a
+/// 12 x 12 output map (TinyNet's stride 8 leaves 6 x 6, too coarse for per-pixel tasks).
+struct FashionNet {
+  static constexpr const char* name = "fashion";
+  static constexpr std::int64_t input_channels = 1;
+  using Stage1 = tiny::detail::TinyStage<1, 1, 16, 2>;
+  using Stage2 = tiny::detail::TinyStage<2, 16, 32, 2>;
+  using Stage3 = tiny::detail::TinyStage<3, 32, 32, 1>;
+  using Stage4 = tiny::detail::TinyStage<4, 32, 32, 1>;
+  using Stage5 = tiny::detail::TinyStage<5, 32, 32, 1>;
+  using stages = StageList<Stage1, Stage2, Stage3, Stage4, Stage5>;
+  using head = FashionHead;
+};
+
 }  // namespace nddr

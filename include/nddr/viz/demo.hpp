@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// `run_demo(options)`: the `nddr-demo` experiment. Trains six TinyNet1 models from one seed on
+/// `run_demo(options)`: the `nddr-demo` experiment. Trains six FashionNet models from one seed on
 /// DenseFashion (48x48 canvases of Fashion-MNIST items; 11-class segmentation + surface normals):
 /// single-task segmentation, single-task normals, the split baseline (`Shared<5>`: all five stages
 /// shared, task-specific heads), cross-stitch, NDDR and NDDR-Shortcut; evaluates each on the test
@@ -324,19 +324,19 @@ inline DemoResult run_demo(const DemoOptions& o, std::ostream& log) {
   r.results_csv = fs::path(o.output_dir) / "results.csv";
   r.loss_curves_png = fs::path(o.output_dir) / "loss_curves.png";
   r.predictions_png = fs::path(o.output_dir) / "predictions.png";
-  r.rows.push_back(detail::demo_run<MultiTask<TinyNet1, None>, Tasks<DemoSeg>>(
+  r.rows.push_back(detail::demo_run<MultiTask<FashionNet, None>, Tasks<DemoSeg>>(
       "single-task seg", "single_seg", o, d, log, nothing));
-  r.rows.push_back(detail::demo_run<MultiTask<TinyNet1, None>, Tasks<SurfaceNormal>>(
+  r.rows.push_back(detail::demo_run<MultiTask<FashionNet, None>, Tasks<SurfaceNormal>>(
       "single-task normals", "single_normal", o, d, log, nothing));
-  r.rows.push_back(detail::demo_run<MultiTask<TinyNet1, TinyNet1, Shared<5>>, Two>(
+  r.rows.push_back(detail::demo_run<MultiTask<FashionNet, FashionNet, Shared<5>>, Two>(
       "split (Shared<5>)", "split", o, d, log, nothing));
-  r.rows.push_back(detail::demo_run<MultiTask<TinyNet1, TinyNet1, CrossStitch>, Two>(
+  r.rows.push_back(detail::demo_run<MultiTask<FashionNet, FashionNet, CrossStitch>, Two>(
       "cross-stitch", "cross_stitch", o, d, log, nothing));
   const std::string pred_path = r.predictions_png.string();
-  r.rows.push_back(detail::demo_run<MultiTask<TinyNet1, TinyNet1, NDDR>, Two>(
+  r.rows.push_back(detail::demo_run<MultiTask<FashionNet, FashionNet, NDDR>, Two>(
       "NDDR", "nddr", o, d, log,
       [&](Context<Cpu>& ctx, auto& net) { detail::write_predictions(ctx, net, d, pred_path); }));
-  r.rows.push_back(detail::demo_run<MultiTask<TinyNet1, TinyNet1, Shortcut<NDDR>>, Two>(
+  r.rows.push_back(detail::demo_run<MultiTask<FashionNet, FashionNet, Shortcut<NDDR>>, Two>(
       "NDDR-Shortcut", "nddr_shortcut", o, d, log, nothing));
 
   // Delta_m against the union of the two single-task runs' metrics.
