@@ -140,7 +140,7 @@ extra=()
   -DCMAKE_POLICY_VERSION_MINIMUM=3.5 \
   -DNDDR_ENABLE_CUDA=ON \
   -DNDDR_BUILD_TESTS=ON \
-  -DNDDR_BUILD_EXAMPLES=OFF \
+  -DNDDR_BUILD_EXAMPLES=ON \
   -DNDDR_BUILD_BENCH=OFF \
   -DNDDR_TEST_FILTER="${NDDR_TEST_FILTER:-}" \
   -DCUDNN_INCLUDE_DIR="$cudnn_include" \
@@ -200,11 +200,11 @@ if [[ "${NDDR_SKIP_CPU_TESTS:-0}" != 1 ]]; then
 fi
 
 # ---- GPU benchmarks ------------------------------------------------------------------------
-# PyTorch's eager NDDR-VGG16 (bench/pytorch/nddr_vgg16.py) at the paper's batch 10 x 321^2: the
-# baseline that nddr's CUDA training step (a later issue) must beat. nddr's own GPU network
-# step is not implemented yet, so no ratio is printed here.
+# nddr's NDDR-VGG16 training step and inference pass (examples/nddr_bench_step.cpp) against
+# PyTorch's eager version of the same network (bench/pytorch/nddr_vgg16.py), at the paper's
+# batch 10 x 321^2, run alternately in this one command; prints the ratio.
 if [[ "${NDDR_SKIP_BENCH:-0}" != 1 ]]; then
-  say "benchmark: PyTorch eager NDDR-VGG16 (train + infer, batch 10, 321x321)"
+  say "benchmark: NDDR-VGG16 train + infer, batch ${NDDR_BENCH_BATCH:-10}, ${NDDR_BENCH_SIZE:-321}x${NDDR_BENCH_SIZE:-321}: nddr vs PyTorch eager"
   bench_py=""
   for py in /opt/torch/.venv/bin/python3 python3; do
     if command -v "$py" >/dev/null && "$py" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
@@ -212,15 +212,31 @@ if [[ "${NDDR_SKIP_BENCH:-0}" != 1 ]]; then
       break
     fi
   done
-  if [[ -z "$bench_py" ]]; then
-    echo "no python with CUDA-enabled torch found: benchmark skipped"
-  else
-    for mode in train infer; do
-      if ! "$bench_py" "$repo/bench/pytorch/nddr_vgg16.py" --device cuda --batch 10 --size 321 \
-          --iters 20 --warmup 5 --mode "$mode" 2>&1 | tee -a "$logs/bench-pytorch.jsonl"; then
-        failures+=("PyTorch benchmark ($mode)")
-      fi
-    done
+  if ! "$cmake" --build "$build" -j"$jobs" --target nddr_bench_step 2>&1 | tee "$logs/build-bench.log" | tail -3; then
+    failures+=("build nddr_bench_step")
+  fi
+  bench_args=(--batch "${NDDR_BENCH_BATCH:-10}" --size "${NDDR_BENCH_SIZE:-321}" --iters 10 --warmup 3)
+  for mode in train infer; do
+    if [[ -n "$bench_py" ]]; then
+      "$bench_py" "$repo/bench/pytorch/nddr_vgg16.py" --device cuda "${bench_args[@]}" --mode "$mode" \
+        2>&1 | tee -a "$logs/bench.jsonl" || failures+=("PyTorch benchmark ($mode)")
+    else
+      echo "no python with CUDA-enabled torch found: PyTorch baseline skipped"
+    fi
+    "$build/examples/nddr-bench-step" --device cuda "${bench_args[@]}" --mode "$mode" 2>&1 |
+      tee -a "$logs/bench.jsonl" || failures+=("nddr-bench-step ($mode)")
+  done
+  if [[ -n "$bench_py" ]]; then
+    "$bench_py" - "$logs/bench.jsonl" <<'PY' | tee "$logs/bench-summary.txt"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+for mode in ("train", "infer"):
+    r = {x["impl"]: x for x in rows if x.get("mode") == mode}
+    if "nddr" in r and "pytorch-eager" in r:
+        n, p = r["nddr"], r["pytorch-eager"]
+        print(f"{mode}: nddr {n['images_per_s']:.2f} img/s, PyTorch {p['images_per_s']:.2f} img/s, "
+              f"speed ratio nddr/PyTorch = {n['images_per_s'] / p['images_per_s']:.3f}")
+PY
   fi
 fi
 

@@ -3,6 +3,12 @@
 /// The nddr umbrella header: concepts, core, the CPU backend and the layers.
 /// Never pulls CUDA headers; for the GPU add <nddr/cuda.hpp>.
 
+// With the CUDA backend linked (nddr::cuda), its op overloads are declared first, so every
+// layer template below finds them whatever the user's include order.
+#if defined(NDDR_WITH_CUDA)
+#include "nddr/cuda.hpp"
+#endif
+
 // Core
 #include "nddr/core/context.hpp"
 #include "nddr/core/device.hpp"

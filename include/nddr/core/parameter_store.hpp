@@ -159,6 +159,7 @@ class ParameterStore {
   TensorView<T, D> values() { return values_.view(); }
   TensorView<T, D> grads() { return grads_.view(); }
   TensorView<T, D> buffer_values() { return buffer_values_.view(); }
+  TensorView<const T, D> buffer_values() const { return buffer_values_.view(); }
   TensorView<const T, D> values() const { return values_.view(); }
   TensorView<const T, D> grads() const { return grads_.view(); }
 

@@ -39,6 +39,11 @@ struct Storage<Cpu> {
   static void copy(void* dst, const void* src, std::size_t bytes) {
     if (bytes) std::memcpy(dst, src, bytes);
   }
+  /// Host-to-device and device-to-host copies; on the CPU both are plain copies.
+  static void upload(void* dst, const void* host_src, std::size_t bytes) { copy(dst, host_src, bytes); }
+  static void download(void* host_dst, const void* src, std::size_t bytes) {
+    copy(host_dst, src, bytes);
+  }
 };
 
 }  // namespace nddr

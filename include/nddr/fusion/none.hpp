@@ -6,6 +6,7 @@
 /// Also the input checks shared by every fusion layer in nddr/fusion/.
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -103,9 +104,14 @@ class IdentityFusion {
   void forward(Context<D>& ctx, Views xs, Outs ys) {
     detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "output", false);
     for (std::size_t k = 0; k < tasks_; ++k) {
-      const T* src = xs[k].data();
-      T* dst = ys[k].data();
-      nddr::detail::parallel_for(ctx, xs[k].numel(), [=](std::int64_t i) { dst[i] = src[i]; });
+      if constexpr (std::is_same_v<D, Cpu>) {
+        const T* src = xs[k].data();
+        T* dst = ys[k].data();
+        nddr::detail::parallel_for(ctx, xs[k].numel(), [=](std::int64_t i) { dst[i] = src[i]; });
+      } else {
+        (void)ctx;
+        Storage<D>::copy(ys[k].data(), xs[k].data(), static_cast<std::size_t>(xs[k].numel()) * sizeof(T));
+      }
     }
   }
 
@@ -114,9 +120,15 @@ class IdentityFusion {
     detail::check_fusion_views(kWho, tasks_, channels_, xs, dxs, "dx", true);
     for (std::size_t k = 0; k < tasks_; ++k) {
       if (dxs[k].empty()) continue;
-      const T* src = dys[k].data();
-      T* dst = dxs[k].data();
-      nddr::detail::parallel_for(ctx, dys[k].numel(), [=](std::int64_t i) { dst[i] += src[i]; });
+      if constexpr (std::is_same_v<D, Cpu>) {
+        const T* src = dys[k].data();
+        T* dst = dxs[k].data();
+        nddr::detail::parallel_for(ctx, dys[k].numel(), [=](std::int64_t i) { dst[i] += src[i]; });
+      } else {
+        // dx += dy: the adjoint of a one-part channel concatenation.
+        const std::array<TensorView<T, D>, 1> parts{dxs[k]};
+        ops::concat_channels_backward(ctx, dys[k], std::span<const TensorView<T, D>>(parts));
+      }
     }
   }
 

@@ -138,7 +138,15 @@ class Sequential {
     explicit Model(L l) : layer(std::move(l)) {}
     Shape output_shape(const Shape& s) const override { return layer.output_shape(s); }
     void declare(ParameterStore<T, D>& st, const std::string& p) override { layer.declare(st, p); }
-    void initialize(Rng& r) override { layer.initialize(r); }
+    void initialize(Rng& r) override {
+      // Layers write their initial values in place on the CPU; a device network is initialised
+      // on a host twin and copied (Network does this), so device layers never instantiate it.
+      if constexpr (std::is_same_v<D, Cpu>)
+        layer.initialize(r);
+      else
+        throw Error("nddr::Sequential::initialize: initialise on nddr::Cpu and copy the store "
+                    "to the device (nddr::Network does this)");
+    }
     void set_training(bool on) override { layer.set_training(on); }
     void collect_rngs(std::vector<Rng*>& out) override {
       if constexpr (requires { layer.collect_rngs(out); })

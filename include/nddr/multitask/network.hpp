@@ -91,12 +91,16 @@ class Network {
     }
     declare_all();
     store_.allocate();
-    Rng rng(opt.seed);
-    for (auto& col : stages_)
-      for (auto& st : col) st->initialize(rng);
-    for (auto& f : fusion_) f->initialize(rng);
-    for (auto& m : shortcuts_) m->initialize(rng);
-    for (auto& h : heads_) h.initialize(rng);
+    if constexpr (std::is_same_v<D, Cpu>) {
+      Rng rng(opt.seed);
+      for (auto& col : stages_)
+        for (auto& st : col) st->initialize(rng);
+      for (auto& f : fusion_) f->initialize(rng);
+      for (auto& m : shortcuts_) m->initialize(rng);
+      for (auto& h : heads_) h.initialize(rng);
+    } else {
+      initialize_from_host(outputs, opt);
+    }
   }
 
   Network(const Network&) = delete;
@@ -219,6 +223,26 @@ class Network {
 
  private:
   std::size_t shortcut_count() const { return kShared == kStages ? 1 : kTasks; }
+
+  // A device network starts exactly where the same network on the CPU starts: build that twin
+  // (same seed, same declaration order, hence the same flat layout) and upload its buffers and
+  // random streams.
+  void initialize_from_host(const std::array<std::int64_t, kTasks>& outputs,
+                            const NetworkOptions<Spec>& opt) {
+    Network<Spec, Cpu, T> host(outputs, opt);
+    auto upload = [](TensorView<T, D> dst, TensorView<const T, Cpu> src) {
+      check<Error>(dst.numel() == src.numel(),
+                   "nddr::Network: device and host parameter layouts differ");
+      Storage<D>::upload(dst.data(), src.data(), static_cast<std::size_t>(src.numel()) * sizeof(T));
+    };
+    const auto& hs = host.parameters();
+    upload(store_.values(), hs.values());
+    upload(store_.buffer_values(), hs.buffer_values());
+    auto mine = rngs();
+    auto theirs = host.rngs();
+    check<Error>(mine.size() == theirs.size(), "nddr::Network: random streams differ");
+    for (std::size_t i = 0; i < mine.size(); ++i) mine[i]->set_state(theirs[i]->state());
+  }
 
   void declare_all() {
     for (std::size_t k = 0; k < kTasks; ++k)

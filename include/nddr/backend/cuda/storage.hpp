@@ -157,6 +157,18 @@ struct Storage<Cuda> {
       NDDR_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "copying ", bytes,
                       " bytes between device buffers");
   }
+  /// Host-to-device copy (synchronous).
+  static void upload(void* dst, const void* host_src, std::size_t bytes) {
+    if (bytes)
+      NDDR_CUDA_CHECK(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "uploading ",
+                      bytes, " bytes to the device");
+  }
+  /// Device-to-host copy (synchronous).
+  static void download(void* host_dst, const void* src, std::size_t bytes) {
+    if (bytes)
+      NDDR_CUDA_CHECK(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), "downloading ",
+                      bytes, " bytes from the device");
+  }
 };
 
 }  // namespace nddr

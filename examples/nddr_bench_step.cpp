@@ -1,0 +1,193 @@
+// nddr-bench-step: times one training step (forward, both task losses, backward, SGD) and one
+// inference pass of the two-task NDDR-VGG16 (NDDR-CNN on DeepLab-VGG16-LargeFOV, 40-class
+// segmentation + normals), on the CPU or, in a build with the CUDA backend, on a GPU.
+// Prints one JSON line: median/min/max seconds, images/s, GFLOP/s (analytic forward FLOPs x 3
+// for training), peak host RSS.
+//
+// Usage: nddr-bench-step [--device cpu|cuda] [--batch 2] [--size 161] [--iters 5] [--warmup 2]
+//                        [--threads N] [--mode train|infer]
+// Compare with bench/pytorch/nddr_vgg16.py run with the same flags in the same command.
+#if defined(NDDR_WITH_CUDA)
+#include <nddr/cuda.hpp>
+#endif
+#include <nddr/nddr.hpp>
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Spec = nddr::MultiTask<nddr::VGG16, nddr::VGG16, nddr::NDDR>;
+
+// Forward FLOPs (multiply-add = 2) of the convolutions and NDDR 1x1s, as performance-notes.md.
+double forward_gflop(std::int64_t batch, std::int64_t size) {
+  auto out = [](std::int64_t in, std::int64_t s) { return (in + s - 1) / s; };
+  const std::int64_t s1 = out(size, 2), s2 = out(s1, 2), s3 = out(s2, 2);
+  struct L { std::int64_t cin, cout, k2, hw; };
+  const std::vector<L> column = {
+      {3, 64, 9, size * size},   {64, 64, 9, size * size},  {64, 128, 9, s1 * s1},
+      {128, 128, 9, s1 * s1},    {128, 256, 9, s2 * s2},    {256, 256, 9, s2 * s2},
+      {256, 256, 9, s2 * s2},    {256, 512, 9, s3 * s3},    {512, 512, 9, s3 * s3},
+      {512, 512, 9, s3 * s3},    {512, 512, 9, s3 * s3},    {512, 512, 9, s3 * s3},
+      {512, 512, 9, s3 * s3},    {512, 1024, 9, s3 * s3},   {1024, 1024, 1, s3 * s3}};
+  double f = 0;
+  for (const auto& l : column) f += 2.0 * l.cin * l.cout * l.k2 * l.hw;
+  f = 2 * f + 2.0 * 1024 * (40 + 3) * s3 * s3;
+  const std::int64_t nddr_c[5] = {64, 128, 256, 512, 512};
+  const std::int64_t nddr_hw[5] = {s1 * s1, s2 * s2, s3 * s3, s3 * s3, s3 * s3};
+  for (int i = 0; i < 5; ++i) f += 2 * 2.0 * (2 * nddr_c[i]) * nddr_c[i] * nddr_hw[i];
+  return f * static_cast<double>(batch) / 1e9;
+}
+
+struct Args {
+  std::string device = "cpu", mode = "train";
+  std::int64_t batch = 2, size = 161;
+  int iters = 5, warmup = 2, threads = 0;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string f = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw nddr::OptionError("nddr-bench-step: " + f + " needs a value");
+      return argv[++i];
+    };
+    if (f == "--device") a.device = value();
+    else if (f == "--mode") a.mode = value();
+    else if (f == "--batch") a.batch = std::stoll(value());
+    else if (f == "--size") a.size = std::stoll(value());
+    else if (f == "--iters") a.iters = std::stoi(value());
+    else if (f == "--warmup") a.warmup = std::stoi(value());
+    else if (f == "--threads") a.threads = std::stoi(value());
+    else if (f == "--network") {
+      if (value() != "vgg16-nddr")
+        throw nddr::OptionError("nddr-bench-step: only --network vgg16-nddr is implemented");
+    } else
+      throw nddr::OptionError("nddr-bench-step: unknown flag " + f +
+                              " (valid: --device --mode --batch --size --iters --warmup --threads "
+                              "--network)");
+  }
+  if (a.batch < 1 || a.size < 8 || a.iters < 1 || a.warmup < 0 || (a.mode != "train" && a.mode != "infer"))
+    throw nddr::OptionError("nddr-bench-step: bad --batch/--size/--iters/--warmup/--mode");
+  return a;
+}
+
+// Random image and targets in host memory.
+struct HostData {
+  nddr::Tensor<float> x, normals;
+  nddr::Tensor<std::int32_t> labels;
+};
+
+HostData make_data(const Args& a, std::int64_t out_hw) {
+  nddr::Rng rng(7);
+  HostData d{nddr::Tensor<float>(nddr::Shape::nchw(a.batch, 3, a.size, a.size)),
+             nddr::Tensor<float>(nddr::Shape::nchw(a.batch, 3, out_hw, out_hw)),
+             nddr::Tensor<std::int32_t>(nddr::Shape{a.batch, out_hw, out_hw})};
+  for (std::int64_t i = 0; i < d.x.numel(); ++i) d.x[i] = static_cast<float>(rng.normal());
+  for (std::int64_t i = 0; i < d.labels.numel(); ++i) d.labels[i] = static_cast<std::int32_t>(rng.below(40));
+  for (std::int64_t i = 0; i < d.normals.numel(); ++i) d.normals[i] = static_cast<float>(rng.normal());
+  return d;
+}
+
+template <class D>
+int run(const Args& a, nddr::Context<D>& ctx) {
+  nddr::Network<Spec, D> net({40, 3});
+  const std::int64_t out_hw = net.output_shape(0, nddr::Shape::nchw(a.batch, 3, a.size, a.size)).h();
+  HostData h = make_data(a, out_hw);
+  nddr::Tensor<float, D> x(h.x.shape()), normals(h.normals.shape());
+  nddr::Tensor<std::int32_t, D> labels(h.labels.shape());
+  nddr::Storage<D>::upload(x.data(), h.x.data(), h.x.bytes());
+  nddr::Storage<D>::upload(normals.data(), h.normals.data(), h.normals.bytes());
+  nddr::Storage<D>::upload(labels.data(), h.labels.data(), h.labels.bytes());
+  nddr::Sgd<float, D> sgd(net.parameters(), nddr::SgdOptions::paper_multi_task());
+  nddr::Tensor<float, D> d0, d1;
+  const auto ce = nddr::SoftmaxCrossEntropyOptions{}.ignore_label(255).scale(1.0);
+  const auto nl = nddr::NormalLossOptions{}.form(nddr::NormalLossForm::kCosine).scale(20.0);
+  auto sync = [&] {
+    if constexpr (!std::is_same_v<D, nddr::Cpu>) ctx.synchronize();
+  };
+  auto step = [&] {
+    if (a.mode == "infer") {
+      net.set_training(false);
+      net.forward(ctx, x.cview());
+      return;
+    }
+    net.set_training(true);
+    auto out = net.forward(ctx, x.cview());
+    d0.resize(out[0].shape());
+    d1.resize(out[1].shape());
+    d0.zero();
+    d1.zero();
+    nddr::ops::softmax_cross_entropy_forward(ctx, out[0], labels.cview(), ce);
+    nddr::ops::softmax_cross_entropy_backward(ctx, out[0], labels.cview(), d0.view(), ce);
+    nddr::ops::normal_loss_forward(ctx, out[1], normals.cview(), nl);
+    nddr::ops::normal_loss_backward(ctx, out[1], normals.cview(), d1.view(), nl);
+    std::vector<nddr::TensorView<const float, D>> douts{d0.cview(), d1.cview()};
+    net.backward(ctx, x.cview(), douts);
+    if constexpr (std::is_same_v<D, nddr::Cpu>)
+      sgd.step(ctx, 1e-3);
+#if defined(NDDR_WITH_CUDA)
+    else
+      nddr::cuda::sgd_step(ctx, net.parameters(), sgd, 1e-3);
+#endif
+  };
+  for (int i = 0; i < a.warmup; ++i) step();
+  sync();
+  std::vector<double> times;
+  for (int i = 0; i < a.iters; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    sync();
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::vector<double> sorted = times;
+  std::sort(sorted.begin(), sorted.end());
+  const double med = sorted.size() % 2 ? sorted[sorted.size() / 2]
+                                       : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
+  const double gflop = forward_gflop(a.batch, a.size) * (a.mode == "train" ? 3.0 : 1.0);
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  std::printf(
+      "{\"impl\":\"nddr\",\"device\":\"%s\",\"mode\":\"%s\",\"batch\":%lld,\"size\":%lld,"
+      "\"iters\":%d,\"median_s\":%.6f,\"min_s\":%.6f,\"max_s\":%.6f,\"images_per_s\":%.4f,"
+      "\"gflop_per_s\":%.1f,\"peak_rss_mib\":%.1f}\n",
+      a.device.c_str(), a.mode.c_str(), static_cast<long long>(a.batch),
+      static_cast<long long>(a.size), a.iters, med, sorted.front(), sorted.back(),
+      static_cast<double>(a.batch) / med, gflop / med, static_cast<double>(ru.ru_maxrss) / 1024.0);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Args a = parse(argc, argv);
+    if (a.device == "cpu") {
+      nddr::Context<nddr::Cpu> ctx;
+      if (a.threads > 0) ctx.set_threads(a.threads);
+      return run(a, ctx);
+    }
+    if (a.device.rfind("cuda", 0) == 0) {
+#if defined(NDDR_WITH_CUDA)
+      const int index = a.device.size() > 5 ? std::stoi(a.device.substr(5)) : 0;
+      nddr::Context<nddr::Cuda> ctx(index);
+      return run(a, ctx);
+#else
+      throw nddr::DeviceError("nddr-bench-step: this build has no CUDA backend (configure with "
+                              "-DNDDR_ENABLE_CUDA=ON where nvcc exists)");
+#endif
+    }
+    throw nddr::OptionError("nddr-bench-step: --device must be cpu or cuda[:N], got " + a.device);
+  } catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+}
