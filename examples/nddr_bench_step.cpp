@@ -5,7 +5,7 @@
 // for training), peak host RSS.
 //
 // Usage: nddr-bench-step [--device cpu|cuda] [--batch 2] [--size 161] [--iters 5] [--warmup 2]
-//                        [--threads N] [--mode train|infer]
+//                        [--threads N] [--mode train|infer] [--tf32 (GPU: TF32 convolutions)]
 // Compare with bench/pytorch/nddr_vgg16.py run with the same flags in the same command.
 #if defined(NDDR_WITH_CUDA)
 #include <nddr/cuda.hpp>
@@ -50,6 +50,7 @@ struct Args {
   std::string device = "cpu", mode = "train";
   std::int64_t batch = 2, size = 161;
   int iters = 5, warmup = 2, threads = 0;
+  bool tf32 = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -67,13 +68,14 @@ Args parse(int argc, char** argv) {
     else if (f == "--iters") a.iters = std::stoi(value());
     else if (f == "--warmup") a.warmup = std::stoi(value());
     else if (f == "--threads") a.threads = std::stoi(value());
+    else if (f == "--tf32") a.tf32 = true;
     else if (f == "--network") {
       if (value() != "vgg16-nddr")
         throw nddr::OptionError("nddr-bench-step: only --network vgg16-nddr is implemented");
     } else
       throw nddr::OptionError("nddr-bench-step: unknown flag " + f +
                               " (valid: --device --mode --batch --size --iters --warmup --threads "
-                              "--network)");
+                              "--network --tf32)");
   }
   if (a.batch < 1 || a.size < 8 || a.iters < 1 || a.warmup < 0 || (a.mode != "train" && a.mode != "infer"))
     throw nddr::OptionError("nddr-bench-step: bad --batch/--size/--iters/--warmup/--mode");
@@ -156,10 +158,10 @@ int run(const Args& a, nddr::Context<D>& ctx) {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   std::printf(
-      "{\"impl\":\"nddr\",\"device\":\"%s\",\"mode\":\"%s\",\"batch\":%lld,\"size\":%lld,"
+      "{\"impl\":\"nddr\",\"device\":\"%s\",\"precision\":\"%s\",\"mode\":\"%s\",\"batch\":%lld,\"size\":%lld,"
       "\"iters\":%d,\"median_s\":%.6f,\"min_s\":%.6f,\"max_s\":%.6f,\"images_per_s\":%.4f,"
       "\"gflop_per_s\":%.1f,\"peak_rss_mib\":%.1f}\n",
-      a.device.c_str(), a.mode.c_str(), static_cast<long long>(a.batch),
+      a.device.c_str(), a.tf32 && a.device != "cpu" ? "tf32" : "fp32", a.mode.c_str(), static_cast<long long>(a.batch),
       static_cast<long long>(a.size), a.iters, med, sorted.front(), sorted.back(),
       static_cast<double>(a.batch) / med, gflop / med, static_cast<double>(ru.ru_maxrss) / 1024.0);
   return 0;
@@ -179,6 +181,7 @@ int main(int argc, char** argv) {
 #if defined(NDDR_WITH_CUDA)
       const int index = a.device.size() > 5 ? std::stoi(a.device.substr(5)) : 0;
       nddr::Context<nddr::Cuda> ctx(index);
+      nddr::cuda::set_conv_tf32(a.tf32);
       return run(a, ctx);
 #else
       throw nddr::DeviceError("nddr-bench-step: this build has no CUDA backend (configure with "

@@ -216,26 +216,33 @@ if [[ "${NDDR_SKIP_BENCH:-0}" != 1 ]]; then
     failures+=("build nddr_bench_step")
   fi
   bench_args=(--batch "${NDDR_BENCH_BATCH:-10}" --size "${NDDR_BENCH_SIZE:-321}" --iters 10 --warmup 3)
-  for mode in train infer; do
-    if [[ -n "$bench_py" ]]; then
-      "$bench_py" "$repo/bench/pytorch/nddr_vgg16.py" --device cuda "${bench_args[@]}" --mode "$mode" \
-        2>&1 | tee -a "$logs/bench.jsonl" || failures+=("PyTorch benchmark ($mode)")
-    else
-      echo "no python with CUDA-enabled torch found: PyTorch baseline skipped"
-    fi
-    "$build/examples/nddr-bench-step" --device cuda "${bench_args[@]}" --mode "$mode" 2>&1 |
-      tee -a "$logs/bench.jsonl" || failures+=("nddr-bench-step ($mode)")
+  # Like for like: full FP32 convolutions on both sides, then TF32 on both (PyTorch's default).
+  for precision in fp32 tf32; do
+    py_flag=(); nddr_flag=()
+    [[ $precision == fp32 ]] && py_flag=(--no-tf32)
+    [[ $precision == tf32 ]] && nddr_flag=(--tf32)
+    for mode in train infer; do
+      if [[ -n "$bench_py" ]]; then
+        "$bench_py" "$repo/bench/pytorch/nddr_vgg16.py" --device cuda "${bench_args[@]}" \
+          --mode "$mode" "${py_flag[@]}" 2>&1 | tee -a "$logs/bench.jsonl" ||
+          failures+=("PyTorch benchmark ($precision $mode)")
+      fi
+      "$build/examples/nddr-bench-step" --device cuda "${bench_args[@]}" --mode "$mode" \
+        "${nddr_flag[@]}" 2>&1 | tee -a "$logs/bench.jsonl" ||
+        failures+=("nddr-bench-step ($precision $mode)")
+    done
   done
   if [[ -n "$bench_py" ]]; then
     "$bench_py" - "$logs/bench.jsonl" <<'PY' | tee "$logs/bench-summary.txt"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-for mode in ("train", "infer"):
-    r = {x["impl"]: x for x in rows if x.get("mode") == mode}
-    if "nddr" in r and "pytorch-eager" in r:
-        n, p = r["nddr"], r["pytorch-eager"]
-        print(f"{mode}: nddr {n['images_per_s']:.2f} img/s, PyTorch {p['images_per_s']:.2f} img/s, "
-              f"speed ratio nddr/PyTorch = {n['images_per_s'] / p['images_per_s']:.3f}")
+for prec in ("fp32", "tf32"):
+    for mode in ("train", "infer"):
+        r = {x["impl"]: x for x in rows if x.get("mode") == mode and x.get("precision") == prec}
+        if "nddr" in r and "pytorch-eager" in r:
+            n, p = r["nddr"], r["pytorch-eager"]
+            print(f"{prec} {mode}: nddr {n['images_per_s']:.2f} img/s, PyTorch {p['images_per_s']:.2f} "
+                  f"img/s, speed ratio nddr/PyTorch = {n['images_per_s'] / p['images_per_s']:.3f}")
 PY
   fi
 fi

@@ -114,7 +114,11 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--mode", choices=["train", "infer"], default="train")
+    ap.add_argument("--no-tf32", action="store_true", help="full FP32 cuDNN convolutions")
     args = ap.parse_args()
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -157,7 +161,9 @@ def main():
         sync()
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
+    tf32 = dev.type == "cuda" and torch.backends.cudnn.allow_tf32
     res = {"impl": "pytorch-eager", "torch": torch.__version__, "device": str(dev),
+           "precision": "tf32" if tf32 else "fp32",
            "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
            "mode": args.mode, "batch": args.batch, "size": args.size, "iters": args.iters,
            "median_s": med, "min_s": min(times), "max_s": max(times),

@@ -107,8 +107,11 @@ TEST_CASE("CUDA network: shortcut and split variants match the CPU (double)", "[
       {11, 3}, nddr::Shape::nchw(2, 3, 33, 33), 1e-9);
 }
 
-TEST_CASE("CUDA network: NDDR-VGG16 training step matches the CPU (float)", "[cuda][network]") {
+// In double: the network amplifies a relative perturbation of its weights about 1e7-fold
+// (docs/pytorch-reference.md), so float results of two correct implementations differ by ~1e-1
+// in places; double keeps the comparison meaningful.
+TEST_CASE("CUDA network: NDDR-VGG16 training step matches the CPU (double)", "[cuda][network]") {
   if (no_device()) return;
-  check_step<nddr::MultiTask<nddr::VGG16, nddr::VGG16, nddr::NDDR>, float>(
-      {40, 3}, nddr::Shape::nchw(2, 3, 49, 49), 2e-3);
+  check_step<nddr::MultiTask<nddr::VGG16, nddr::VGG16, nddr::NDDR>, double>(
+      {40, 3}, nddr::Shape::nchw(2, 3, 41, 41), 1e-6);
 }

@@ -20,6 +20,7 @@
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -67,6 +68,19 @@ namespace nddr::cuda {
 inline constexpr std::size_t kConvWorkspaceLimit = std::size_t{1} << 30;
 
 namespace detail {
+inline std::atomic<bool>& conv_tf32_flag() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+}  // namespace detail
+
+/// Lets float convolutions use TF32 tensor cores (10-bit mantissa products, FP32 accumulation),
+/// PyTorch's default for cuDNN convolutions. Off by default: then every convolution runs in full
+/// FP32 (`CUDNN_FMA_MATH`) and matches the CPU op to rounding. Process-wide; double is unaffected.
+inline void set_conv_tf32(bool on) { detail::conv_tf32_flag().store(on); }
+inline bool conv_tf32() { return detail::conv_tf32_flag().load(); }
+
+namespace detail {
 
 enum class ConvDirection { kForward, kBackwardData, kBackwardFilter };
 
@@ -77,9 +91,10 @@ struct ConvKey {
   ConvDirection direction;
   std::int64_t batch;
   Conv2dGeometry g;
+  bool tf32 = false;
 
   auto tie() const {
-    return std::tie(device, type, direction, batch, g.in_c, g.in_h, g.in_w, g.out_c, g.out_h,
+    return std::tie(device, type, direction, tf32, batch, g.in_c, g.in_h, g.in_w, g.out_c, g.out_h,
                     g.out_w, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.dilation_h,
                     g.dilation_w, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right);
   }
@@ -137,7 +152,8 @@ template <class Perf>
 ConvAlgo pick_algorithm(const Perf* perf, int count, const char* who) {
   auto usable = [&](const Perf& p) {
     return p.status == CUDNN_STATUS_SUCCESS && p.memory <= kConvWorkspaceLimit &&
-           (p.mathType == CUDNN_DEFAULT_MATH || p.mathType == CUDNN_FMA_MATH);
+           (p.mathType == CUDNN_DEFAULT_MATH || p.mathType == CUDNN_FMA_MATH ||
+            (conv_tf32() && p.mathType == CUDNN_TENSOR_OP_MATH));
   };
   for (int i = 0; i < count; ++i)
     if (usable(perf[i]) && perf[i].determinism == CUDNN_DETERMINISTIC)
@@ -174,8 +190,9 @@ struct ConvDescriptors {
             static_cast<int>(g.stride_w), static_cast<int>(g.dilation_h),
             static_cast<int>(g.dilation_w), CUDNN_CROSS_CORRELATION, cudnn_data_type<T>()),
         "describing a convolution to cuDNN");
-    NDDR_CUDA_CHECK(cudnnSetConvolutionMathType(conv, CUDNN_FMA_MATH),
-                    "selecting full-precision convolution math");
+    const bool tf32 = std::is_same_v<T, float> && conv_tf32();
+    NDDR_CUDA_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
+                    "selecting the convolution math type");
   }
 };
 
@@ -217,7 +234,8 @@ void conv2d_check_bias(const char* who, const char* what, TensorView<T, Cuda> b,
 template <class T>
 ConvKey conv_key(const Context<Cuda>& ctx, ConvDirection d, std::int64_t batch,
                  const Conv2dGeometry& g) {
-  return ConvKey{ctx.device(), cudnn_data_type<T>(), d, batch, g};
+  return ConvKey{ctx.device(), cudnn_data_type<T>(), d, batch, g,
+                 std::is_same_v<T, float> && conv_tf32()};
 }
 
 }  // namespace detail
