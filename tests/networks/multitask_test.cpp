@@ -144,9 +144,12 @@ TEST_CASE("Network: gradients with cross-stitch, K = 2 and 3", "[networks][multi
   check_network_gradients(net3);
 }
 
-TEST_CASE("Network: gradients with sluice, K = 2", "[networks][multitask]") {
+TEST_CASE("Network: gradients with sluice, K = 2 and 3", "[networks][multitask]") {
   nddr::Network<nddr::MultiTask<MiniNet, MiniNet, nddr::Sluice>, nddr::Cpu, double> net({2, 3});
   check_network_gradients(net);
+  nddr::Network<nddr::MultiTask<MiniNet, MiniNet, MiniNet, nddr::Sluice>, nddr::Cpu, double> net3(
+      {2, 3, 1});
+  check_network_gradients(net3);
 }
 
 TEST_CASE("Network: gradients with NDDR, K = 2 and 3", "[networks][multitask]") {
@@ -183,6 +186,13 @@ TEST_CASE("Network: gradients with shortcut fusion", "[networks][multitask]") {
       shared({3, 2}, sopt);
   check_network_gradients(shared);
   CHECK(shared.parameters().find("shortcut.shared.conv.weight").has_value());
+  nddr::NetworkOptions<nddr::MultiTask<MiniNet, MiniNet, MiniNet, nddr::Shortcut<nddr::CrossStitch>>>
+      opt3;
+  opt3.shortcut_channels = 3;
+  nddr::Network<nddr::MultiTask<MiniNet, MiniNet, MiniNet, nddr::Shortcut<nddr::CrossStitch>>,
+                nddr::Cpu, double>
+      three({3, 2, 2}, opt3);
+  check_network_gradients(three);
   CHECK_FALSE(shared.parameters().find("shortcut.task1.conv.weight").has_value());
 }
 

@@ -203,3 +203,29 @@ TEST_CASE("Trainer: learns a fixed batch and evaluates with the paper's protocol
   CHECK(std::get<0>(metrics).valid_pixels() > 0);
   CHECK(net.training());  // mode restored
 }
+
+TEST_CASE("Trainer: periodic evaluation is called and logged", "[train][trainer]") {
+  const auto dir = temp_dir("eval");
+  nddr::Context<nddr::Cpu> ctx(1);
+  Net net({11, 3});
+  auto opt = quiet(dir.string());
+  opt.eval_every = 2;
+  Train t(net, nddr::ConstantSchedule{0.01}, opt);
+  std::vector<std::int64_t> at;
+  t.fit(ctx, 5, [](std::int64_t s) { return make_batch(s); }, {}, [&](std::int64_t step) {
+    at.push_back(step);
+    auto m = t.evaluate(ctx, 1, [](std::int64_t i) { return make_batch(100 + i); });
+    t.log_metrics(Train::metric_values(m));
+    CHECK(net.training());
+  });
+  CHECK(at == std::vector<std::int64_t>{2, 4});
+  std::ifstream js(dir / "eval.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(js, line)) {
+    ++lines;
+    CHECK_THAT(line, Catch::Contains("\"segmentation/mIoU\":") && Catch::Contains("\"normals/Mean\":"));
+  }
+  CHECK(lines == 2);
+  std::filesystem::remove_all(dir);
+}

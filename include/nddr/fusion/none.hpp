@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "nddr/backend/cpu/concat.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"

@@ -53,6 +53,7 @@ struct TrainerOptions {
   std::vector<double> loss_weights;   ///< one per task; empty = all 1 (the paper: 1 and 20)
   SgdOptions optimizer{};
   std::int64_t log_every = 10;        ///< log and progress interval in steps (0 = never)
+  std::int64_t eval_every = 0;        ///< periodic evaluation interval in steps (0 = never)
   std::int64_t checkpoint_every = 0;  ///< 0 = only when asked
   std::size_t keep_checkpoints = 3;
   std::string output_dir;             ///< logs and checkpoints; empty = none written
@@ -182,6 +183,20 @@ class Trainer {
     return m;
   }
 
+  /// Appends evaluation results to `output_dir/eval.jsonl` (one line per call) and, when the
+  /// progress line is on, prints them.
+  void log_metrics(const std::vector<MetricValue>& values) {
+    std::ostringstream line;
+    line << "{\"experiment\":\"" << opt_.name << "\",\"step\":" << step_;
+    for (const auto& v : values) line << ",\"" << v.task << "/" << v.name << "\":" << v.value;
+    line << "}";
+    if (!opt_.output_dir.empty()) {
+      std::ofstream js(std::filesystem::path(opt_.output_dir) / "eval.jsonl", std::ios::app);
+      js << line.str() << "\n";
+    }
+    if (opt_.progress) std::printf("%seval %s\n", isatty(STDOUT_FILENO) ? "\n" : "", line.str().c_str());
+  }
+
   /// Every metric of every task as `MetricValue`s, in task order.
   static std::vector<MetricValue> metric_values(const Metrics& m) {
     std::vector<MetricValue> out;
@@ -196,11 +211,14 @@ class Trainer {
   }
 
   /// Trains until `total_steps`, drawing batches from `next_batch(step)`; logs every
-  /// `log_every` steps, checkpoints every `checkpoint_every` steps and at the end, and calls
-  /// `on_log(result)` if given. Returns the last step's result.
+  /// `log_every` steps, checkpoints every `checkpoint_every` steps and at the end, calls
+  /// `on_log(result)` at every log and `on_eval(step)` every `eval_every` steps (periodic
+  /// evaluation: call `evaluate` there and `log_metrics` to record it). Returns the last step's
+  /// result.
   StepResult fit(Context<D>& ctx, std::int64_t total_steps,
                  const std::function<Batch(std::int64_t)>& next_batch,
-                 const std::function<void(const StepResult&)>& on_log = {}) {
+                 const std::function<void(const StepResult&)>& on_log = {},
+                 const std::function<void(std::int64_t)>& on_eval = {}) {
     StepResult last;
     const auto start = std::chrono::steady_clock::now();
     const std::int64_t first = step_;
@@ -223,6 +241,7 @@ class Trainer {
       }
       if (checkpoints_ && opt_.checkpoint_every > 0 && step_ % opt_.checkpoint_every == 0)
         save_checkpoint();
+      if (on_eval && opt_.eval_every > 0 && step_ % opt_.eval_every == 0) on_eval(step_);
     }
     if (opt_.progress && isatty(STDOUT_FILENO)) std::printf("\n");
     if (checkpoints_) save_checkpoint();
