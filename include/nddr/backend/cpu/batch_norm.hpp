@@ -53,13 +53,69 @@ inline void batch_norm_check_training_count(const char* who, const Shape& x,
                     "; training needs more than one value per channel (N*H*W > 1)");
 }
 
+/// The checks shared by both forward passes: options, x, y, the running statistics and, with
+/// `affine()`, gamma and beta. Returns the layout of x.
+inline BatchNormLayout batch_norm_check_forward(const char* who, const BatchNormOptions& opt,
+                                                const Shape& x, const Shape& y,
+                                                const Shape& running_mean,
+                                                const Shape& running_var, const Shape& gamma,
+                                                const Shape& beta) {
+  const BatchNormLayout L = batch_norm_check(who, opt, x, "y", y, "running_mean", running_mean,
+                                             "running_var", running_var);
+  batch_norm_check_vector(who, "gamma", opt.affine(), gamma, L.channels);
+  batch_norm_check_vector(who, "beta", opt.affine(), beta, L.channels);
+  return L;
+}
+
+/// The checks shared by both backward passes: options, x, dy, the two statistics (named `a_name`,
+/// `b_name`), gamma and the gradients that will be written. Returns the layout of x.
+template <class T>
+BatchNormLayout batch_norm_check_backward(const char* who, const BatchNormOptions& opt,
+                                          TensorView<const T, Cpu> x, TensorView<const T, Cpu> dy,
+                                          TensorView<const T, Cpu> gamma, const char* a_name,
+                                          TensorView<const T, Cpu> a, const char* b_name,
+                                          TensorView<const T, Cpu> b, TensorView<T, Cpu> dx,
+                                          TensorView<T, Cpu> dgamma, TensorView<T, Cpu> dbeta) {
+  const BatchNormLayout L =
+      batch_norm_check(who, opt, x.shape(), "dy", dy.shape(), a_name, a.shape(), b_name, b.shape());
+  const bool affine = opt.affine();
+  batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
+  batch_norm_check_vector(who, "dgamma", affine && !dgamma.empty(), dgamma.shape(), L.channels);
+  batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(), L.channels);
+  if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
+  return L;
+}
+
+/// Writes channel c of y = (x - mean) * gamma * inv_std + beta, the loop shared by both forward
+/// passes. A null gp means gamma = 1, a null bp beta = 0.
+template <class T>
+void batch_norm_normalize_channel(const BatchNormLayout& L, std::int64_t c, const T* xp,
+                                  const T* gp, const T* bp, T mean, double inv_std, T* yp) {
+  const std::int64_t off = c * L.plane;
+  const T scale = static_cast<T>(gp ? static_cast<double>(gp[c]) * inv_std : inv_std);
+  const T shift = bp ? bp[c] : T(0);
+  for (std::int64_t n = 0; n < L.items; ++n) {
+    const std::int64_t base = n * L.stride() + off;
+    for (std::int64_t i = 0; i < L.plane; ++i)
+      yp[base + i] = ops::batch_norm_element(xp[base + i], mean, scale, shift);
+  }
+}
+
 /// The loops shared by both backward passes. `stats(c)` gives channel c's (mean, inv_std);
-/// `consts(sums, inv_std)` the (a, b) of batch_norm_backward_element. Null dxp, dgp, dbp are
-/// skipped; a null gp means gamma = 1.
+/// `consts(sums, inv_std)` the (a, b) of batch_norm_backward_element. Empty dx is skipped, and
+/// without `affine` gamma is 1 and dgamma, dbeta are skipped (as they are when empty).
 template <class T, class Stats, class Consts>
-void batch_norm_backward_loop(Context<Cpu>& ctx, const BatchNormLayout& L, const T* xp,
-                              const T* dyp, const T* gp, T* dxp, T* dgp, T* dbp, Stats stats,
+void batch_norm_backward_loop(Context<Cpu>& ctx, const BatchNormLayout& L, bool affine,
+                              TensorView<const T, Cpu> x, TensorView<const T, Cpu> dy,
+                              TensorView<const T, Cpu> gamma, TensorView<T, Cpu> dx,
+                              TensorView<T, Cpu> dgamma, TensorView<T, Cpu> dbeta, Stats stats,
                               Consts consts) {
+  const T* xp = x.data();
+  const T* dyp = dy.data();
+  const T* gp = affine ? gamma.data() : nullptr;
+  T* dxp = dx.data();
+  T* dgp = affine ? dgamma.data() : nullptr;
+  T* dbp = affine ? dbeta.data() : nullptr;
   parallel_for(ctx, L.channels, [=](std::int64_t c) {
     const std::int64_t off = c * L.plane;
     const auto [mean, inv_std] = stats(c);
@@ -68,9 +124,9 @@ void batch_norm_backward_loop(Context<Cpu>& ctx, const BatchNormLayout& L, const
     if (dgp) dgp[c] = static_cast<T>(s.sum_dy_xmu * inv_std);
     if (dbp) dbp[c] = static_cast<T>(s.sum_dy);
     if (!dxp) return;
-    const double gamma = gp ? static_cast<double>(gp[c]) : 1.0;
+    const double g = gp ? static_cast<double>(gp[c]) : 1.0;
     const auto [a, b] = consts(s, inv_std);
-    const T k = static_cast<T>(gamma * inv_std), m = static_cast<T>(mean);
+    const T k = static_cast<T>(g * inv_std), m = static_cast<T>(mean);
     const T ta = static_cast<T>(a), tb = static_cast<T>(b);
     for (std::int64_t n = 0; n < L.items; ++n) {
       const std::int64_t base = n * L.stride() + off;
@@ -97,12 +153,10 @@ void batch_norm_forward_training(Context<Cpu>& ctx,
                                  TensorView<T, Cpu> y, TensorView<T, Cpu> save_mean,
                                  TensorView<T, Cpu> save_inv_std, const BatchNormOptions& opt) {
   constexpr const char* who = "nddr::ops::batch_norm_forward_training";
-  const auto L =
-      nddr::detail::batch_norm_check(who, opt, x.shape(), "y", y.shape(), "running_mean",
-                                     running_mean.shape(), "running_var", running_var.shape());
+  const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
+                                                        running_mean.shape(), running_var.shape(),
+                                                        gamma.shape(), beta.shape());
   const bool affine = opt.affine();
-  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
-  nddr::detail::batch_norm_check_vector(who, "beta", affine, beta.shape(), L.channels);
   nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
   nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
                                         L.channels);
@@ -118,18 +172,12 @@ void batch_norm_forward_training(Context<Cpu>& ctx,
   const double eps = opt.eps(), momentum = opt.momentum();
   const bool unbiased = opt.unbiased_running_var();
   nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
-    const std::int64_t off = c * L.plane;
-    const BatchNormMoments m = batch_norm_channel_moments(xp + off, L.items, L.plane, L.stride());
+    const BatchNormMoments m =
+        batch_norm_channel_moments(xp + c * L.plane, L.items, L.plane, L.stride());
     const double inv_std = batch_norm_inv_std(m.var, eps);
     sm[c] = static_cast<T>(m.mean);
     si[c] = static_cast<T>(inv_std);
-    const T scale = static_cast<T>(gp ? static_cast<double>(gp[c]) * inv_std : inv_std);
-    const T shift = bp ? bp[c] : T(0);
-    for (std::int64_t n = 0; n < L.items; ++n) {
-      const std::int64_t base = n * L.stride() + off;
-      for (std::int64_t i = 0; i < L.plane; ++i)
-        yp[base + i] = batch_norm_element(xp[base + i], sm[c], scale, shift);
-    }
+    nddr::detail::batch_norm_normalize_channel(L, c, xp, gp, bp, sm[c], inv_std, yp);
     batch_norm_update_running(rm[c], rv[c], m, L.count(), momentum, unbiased);
   });
 }
@@ -144,12 +192,10 @@ void batch_norm_forward_inference(Context<Cpu>& ctx,
                                   std::type_identity_t<TensorView<const T, Cpu>> running_var,
                                   TensorView<T, Cpu> y, const BatchNormOptions& opt) {
   constexpr const char* who = "nddr::ops::batch_norm_forward_inference";
-  const auto L =
-      nddr::detail::batch_norm_check(who, opt, x.shape(), "y", y.shape(), "running_mean",
-                                     running_mean.shape(), "running_var", running_var.shape());
+  const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
+                                                        running_mean.shape(), running_var.shape(),
+                                                        gamma.shape(), beta.shape());
   const bool affine = opt.affine();
-  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
-  nddr::detail::batch_norm_check_vector(who, "beta", affine, beta.shape(), L.channels);
   const T* xp = x.data();
   const T* gp = affine ? gamma.data() : nullptr;
   const T* bp = affine ? beta.data() : nullptr;
@@ -158,15 +204,8 @@ void batch_norm_forward_inference(Context<Cpu>& ctx,
   T* yp = y.data();
   const double eps = opt.eps();
   nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
-    const std::int64_t off = c * L.plane;
     const double inv_std = batch_norm_inv_std(static_cast<double>(rv[c]), eps);
-    const T scale = static_cast<T>(gp ? static_cast<double>(gp[c]) * inv_std : inv_std);
-    const T shift = bp ? bp[c] : T(0);
-    for (std::int64_t n = 0; n < L.items; ++n) {
-      const std::int64_t base = n * L.stride() + off;
-      for (std::int64_t i = 0; i < L.plane; ++i)
-        yp[base + i] = batch_norm_element(xp[base + i], rm[c], scale, shift);
-    }
+    nddr::detail::batch_norm_normalize_channel(L, c, xp, gp, bp, rm[c], inv_std, yp);
   });
 }
 
@@ -183,23 +222,15 @@ void batch_norm_backward_training(Context<Cpu>& ctx,
                                   TensorView<T, Cpu> dx, TensorView<T, Cpu> dgamma,
                                   TensorView<T, Cpu> dbeta, const BatchNormOptions& opt) {
   constexpr const char* who = "nddr::ops::batch_norm_backward_training";
-  const auto L =
-      nddr::detail::batch_norm_check(who, opt, x.shape(), "dy", dy.shape(), "save_mean",
-                                     save_mean.shape(), "save_inv_std", save_inv_std.shape());
-  const bool affine = opt.affine();
-  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
-  nddr::detail::batch_norm_check_vector(who, "dgamma", affine && !dgamma.empty(), dgamma.shape(),
-                                        L.channels);
-  nddr::detail::batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(),
-                                        L.channels);
-  if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
+  const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean",
+                                                         save_mean, "save_inv_std", save_inv_std,
+                                                         dx, dgamma, dbeta);
   nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
   const T* sm = save_mean.data();
   const T* si = save_inv_std.data();
   const double count = static_cast<double>(L.count());
   nddr::detail::batch_norm_backward_loop(
-      ctx, L, x.data(), dy.data(), affine ? gamma.data() : nullptr, dx.data(),
-      affine ? dgamma.data() : nullptr, affine ? dbeta.data() : nullptr,
+      ctx, L, opt.affine(), x, dy, gamma, dx, dgamma, dbeta,
       [=](std::int64_t c) {
         return std::pair{static_cast<double>(sm[c]), static_cast<double>(si[c])};
       },
@@ -220,22 +251,14 @@ void batch_norm_backward_inference(Context<Cpu>& ctx,
                                    TensorView<T, Cpu> dx, TensorView<T, Cpu> dgamma,
                                    TensorView<T, Cpu> dbeta, const BatchNormOptions& opt) {
   constexpr const char* who = "nddr::ops::batch_norm_backward_inference";
-  const auto L =
-      nddr::detail::batch_norm_check(who, opt, x.shape(), "dy", dy.shape(), "running_mean",
-                                     running_mean.shape(), "running_var", running_var.shape());
-  const bool affine = opt.affine();
-  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
-  nddr::detail::batch_norm_check_vector(who, "dgamma", affine && !dgamma.empty(), dgamma.shape(),
-                                        L.channels);
-  nddr::detail::batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(),
-                                        L.channels);
-  if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
+  const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "running_mean",
+                                                         running_mean, "running_var", running_var,
+                                                         dx, dgamma, dbeta);
   const T* rm = running_mean.data();
   const T* rv = running_var.data();
   const double eps = opt.eps();
   nddr::detail::batch_norm_backward_loop(
-      ctx, L, x.data(), dy.data(), affine ? gamma.data() : nullptr, dx.data(),
-      affine ? dgamma.data() : nullptr, affine ? dbeta.data() : nullptr,
+      ctx, L, opt.affine(), x, dy, gamma, dx, dgamma, dbeta,
       [=](std::int64_t c) {
         return std::pair{static_cast<double>(rm[c]),
                          batch_norm_inv_std(static_cast<double>(rv[c]), eps)};
