@@ -96,6 +96,72 @@ void subspace_mix_backward(Context<Cpu>& ctx, const SubspaceLayout& l,
   });
 }
 
+/// The state and passes shared by the cross-stitch and sluice layers: K tasks of C channels,
+/// each split into S subspaces mixed by one parameter `prefix.alpha` (K S, K S) in group "nddr".
+/// `who` names the layer in error messages.
+template <class T, class D>
+class SubspaceMixLayer {
+ public:
+  using value_type = T;
+  using device_type = D;
+  using Views = std::span<const TensorView<const T, D>>;
+  using Outs = std::span<const TensorView<T, D>>;
+
+  std::size_t tasks() const { return tasks_; }
+  std::int64_t channels() const { return channels_; }
+
+  std::vector<Shape> output_shapes(std::span<const Shape> inputs) const {
+    return fusion_output_shapes(who_, tasks_, channels_, inputs);
+  }
+
+  void declare(ParameterStore<T, D>& store, const std::string& prefix) {
+    store_ = &store;
+    alpha_ = store.declare(prefix + ".alpha", Shape{count(), count()}, "nddr");
+  }
+
+  /// The (K S, K S) mixing matrix, row p = the weights of subspace p's output.
+  TensorView<T, D> alpha() {
+    check<Error>(store_ != nullptr, who_, ": used before declare()");
+    return store_->value(alpha_);
+  }
+
+  void set_training(bool on) { training_ = on; }
+  bool training() const { return training_; }
+
+  void forward(Context<D>& ctx, Views xs, Outs ys) {
+    const Shape s = check_fusion_views(who_, tasks_, channels_, xs, ys, "output", false);
+    subspace_mix_forward<T>(ctx, SubspaceLayout(s, tasks_, subspaces_), xs, alpha().data(), ys);
+  }
+
+  void backward(Context<D>& ctx, Views xs, Views, Views dys, Outs dxs) {
+    const Shape s = check_fusion_views(who_, tasks_, channels_, xs, dys, "dy", false);
+    check_fusion_views(who_, tasks_, channels_, xs, dxs, "dx", true);
+    subspace_mix_backward<T>(ctx, SubspaceLayout(s, tasks_, subspaces_), xs, dys, alpha().data(),
+                             store_->grad(alpha_).data(), dxs);
+  }
+
+ protected:
+  /// Throws OptionError unless tasks >= 1 and channels >= 1; `subspaces` is checked by the
+  /// layer that has more than one.
+  SubspaceMixLayer(const char* who, std::size_t tasks, std::int64_t channels,
+                   std::int64_t subspaces)
+      : who_(who), tasks_(tasks), channels_(channels), subspaces_(subspaces) {
+    check_fusion_sizes(who_, tasks_, channels_);
+  }
+
+  /// P = K S, the side of the mixing matrix.
+  std::int64_t count() const { return static_cast<std::int64_t>(tasks_) * subspaces_; }
+
+ private:
+  const char* who_;
+  std::size_t tasks_;
+  std::int64_t channels_;
+  std::int64_t subspaces_;
+  ParameterStore<T, D>* store_ = nullptr;
+  ParamId alpha_{};
+  bool training_ = true;
+};
+
 }  // namespace detail
 
 /// Options of `CrossStitchLayer`: the initial matrix, `alpha` on the diagonal (own task) and
@@ -114,73 +180,28 @@ struct CrossStitchOptions {
 /// Parameter `prefix.alpha` (K, K) in group "nddr": out_k = sum_j alpha[k][j] x_j, one scalar
 /// per task pair shared by every channel and pixel.
 template <class T, class D = Cpu>
-class CrossStitchLayer {
+class CrossStitchLayer : public detail::SubspaceMixLayer<T, D> {
  public:
-  using value_type = T;
-  using device_type = D;
-  using Views = std::span<const TensorView<const T, D>>;
-  using Outs = std::span<const TensorView<T, D>>;
-
   /// Mixes `tasks` (>= 1) features of `channels` (>= 1) channels; throws OptionError otherwise.
   CrossStitchLayer(std::size_t tasks, std::int64_t channels, const CrossStitchOptions& opt = {})
-      : tasks_(tasks), channels_(channels), opt_(opt) {
-    detail::check_fusion_sizes(kWho, tasks_, channels_);
-  }
+      : detail::SubspaceMixLayer<T, D>(kWho, tasks, channels, 1), opt_(opt) {}
 
-  std::size_t tasks() const { return tasks_; }
-  std::int64_t channels() const { return channels_; }
   const CrossStitchOptions& options() const { return opt_; }
-
-  std::vector<Shape> output_shapes(std::span<const Shape> inputs) const {
-    return detail::fusion_output_shapes(kWho, tasks_, channels_, inputs);
-  }
-
-  void declare(ParameterStore<T, D>& store, const std::string& prefix) {
-    store_ = &store;
-    const auto k = static_cast<std::int64_t>(tasks_);
-    alpha_ = store.declare(prefix + ".alpha", Shape{k, k}, "nddr");
-  }
 
   void initialize(Rng&) {
     static_assert(std::is_same_v<D, Cpu>,
                   "nddr::CrossStitchLayer::initialize: initialise on nddr::Cpu and copy the store");
-    auto a = alpha();
-    for (std::size_t k = 0; k < tasks_; ++k)
-      for (std::size_t j = 0; j < tasks_; ++j)
-        a[static_cast<std::int64_t>(k * tasks_ + j)] =
+    const std::size_t K = this->tasks();
+    auto a = this->alpha();
+    for (std::size_t k = 0; k < K; ++k)
+      for (std::size_t j = 0; j < K; ++j)
+        a[static_cast<std::int64_t>(k * K + j)] =
             static_cast<T>(k == j ? opt_.alpha_init : opt_.beta_init);
-  }
-
-  /// The (K, K) mixing matrix, row k = the weights of task k's output.
-  TensorView<T, D> alpha() {
-    check<Error>(store_ != nullptr, kWho, ": used before declare()");
-    return store_->value(alpha_);
-  }
-
-  void set_training(bool on) { training_ = on; }
-  bool training() const { return training_; }
-
-  void forward(Context<D>& ctx, Views xs, Outs ys) {
-    const Shape s = detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "output", false);
-    detail::subspace_mix_forward<T>(ctx, detail::SubspaceLayout(s, tasks_, 1), xs, alpha().data(),
-                                    ys);
-  }
-
-  void backward(Context<D>& ctx, Views xs, Views, Views dys, Outs dxs) {
-    const Shape s = detail::check_fusion_views(kWho, tasks_, channels_, xs, dys, "dy", false);
-    detail::check_fusion_views(kWho, tasks_, channels_, xs, dxs, "dx", true);
-    detail::subspace_mix_backward<T>(ctx, detail::SubspaceLayout(s, tasks_, 1), xs, dys,
-                                     alpha().data(), store_->grad(alpha_).data(), dxs);
   }
 
  private:
   static constexpr const char* kWho = "nddr::CrossStitchLayer";
-  std::size_t tasks_;
-  std::int64_t channels_;
   CrossStitchOptions opt_;
-  ParameterStore<T, D>* store_ = nullptr;
-  ParamId alpha_{};
-  bool training_ = true;
 };
 
 /// FusionSpec of the cross-stitch network (paper-spec.md §4.3).

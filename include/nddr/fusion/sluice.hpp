@@ -46,81 +46,35 @@ struct SluiceOptions {
 /// Parameter `prefix.alpha` (K S, K S) in group "nddr"; row p = the weights of subspace
 /// p = k S + s (task k, channels [s C / S, (s + 1) C / S)).
 template <class T, class D = Cpu>
-class SluiceLayer {
+class SluiceLayer : public detail::SubspaceMixLayer<T, D> {
  public:
-  using value_type = T;
-  using device_type = D;
-  using Views = std::span<const TensorView<const T, D>>;
-  using Outs = std::span<const TensorView<T, D>>;
-
   /// Throws OptionError unless tasks >= 1, channels >= 1, subspaces >= 1 and channels %
   /// subspaces == 0.
   SluiceLayer(std::size_t tasks, std::int64_t channels, const SluiceOptions& opt = {})
-      : tasks_(tasks), channels_(channels), opt_(opt) {
-    detail::check_fusion_sizes(kWho, tasks_, channels_);
+      : detail::SubspaceMixLayer<T, D>(kWho, tasks, channels, opt.subspaces), opt_(opt) {
     check<OptionError>(opt_.subspaces >= 1, kWho, ": SluiceOptions.subspaces must be >= 1, got ",
                        opt_.subspaces);
-    check<OptionError>(channels_ % opt_.subspaces == 0, kWho, ": channels ", channels_,
+    check<OptionError>(channels % opt_.subspaces == 0, kWho, ": channels ", channels,
                        " are not divisible by SluiceOptions.subspaces ", opt_.subspaces);
   }
 
-  std::size_t tasks() const { return tasks_; }
-  std::int64_t channels() const { return channels_; }
   std::int64_t subspaces() const { return opt_.subspaces; }
   const SluiceOptions& options() const { return opt_; }
-
-  std::vector<Shape> output_shapes(std::span<const Shape> inputs) const {
-    return detail::fusion_output_shapes(kWho, tasks_, channels_, inputs);
-  }
-
-  void declare(ParameterStore<T, D>& store, const std::string& prefix) {
-    store_ = &store;
-    alpha_ = store.declare(prefix + ".alpha", Shape{count(), count()}, "nddr");
-  }
 
   void initialize(Rng&) {
     static_assert(std::is_same_v<D, Cpu>,
                   "nddr::SluiceLayer::initialize: initialise on nddr::Cpu and copy the store");
-    const std::int64_t P = count();
+    const std::int64_t P = this->count();
     const double off = P > 1 ? opt_.rest_init / static_cast<double>(P - 1) : 0.0;
-    auto a = alpha();
+    auto a = this->alpha();
     for (std::int64_t p = 0; p < P; ++p)
       for (std::int64_t q = 0; q < P; ++q)
         a[p * P + q] = static_cast<T>(p == q ? opt_.alpha_init : off);
   }
 
-  /// The (K S, K S) mixing matrix.
-  TensorView<T, D> alpha() {
-    check<Error>(store_ != nullptr, kWho, ": used before declare()");
-    return store_->value(alpha_);
-  }
-
-  void set_training(bool on) { training_ = on; }
-  bool training() const { return training_; }
-
-  void forward(Context<D>& ctx, Views xs, Outs ys) {
-    const Shape s = detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "output", false);
-    detail::subspace_mix_forward<T>(ctx, detail::SubspaceLayout(s, tasks_, opt_.subspaces), xs,
-                                    alpha().data(), ys);
-  }
-
-  void backward(Context<D>& ctx, Views xs, Views, Views dys, Outs dxs) {
-    const Shape s = detail::check_fusion_views(kWho, tasks_, channels_, xs, dys, "dy", false);
-    detail::check_fusion_views(kWho, tasks_, channels_, xs, dxs, "dx", true);
-    detail::subspace_mix_backward<T>(ctx, detail::SubspaceLayout(s, tasks_, opt_.subspaces), xs,
-                                     dys, alpha().data(), store_->grad(alpha_).data(), dxs);
-  }
-
  private:
   static constexpr const char* kWho = "nddr::SluiceLayer";
-  std::int64_t count() const { return static_cast<std::int64_t>(tasks_) * opt_.subspaces; }
-
-  std::size_t tasks_;
-  std::int64_t channels_;
   SluiceOptions opt_;
-  ParameterStore<T, D>* store_ = nullptr;
-  ParamId alpha_{};
-  bool training_ = true;
 };
 
 /// FusionSpec of the sluice network (paper-spec.md §4.4; 2 subspaces by default).
