@@ -1,7 +1,5 @@
 // Safetensors reader/writer and the JSON parser behind it: a file written by PyTorch
 // (tools/reference/io_sample.py), round trips, every malformed-file error, atomic writes.
-#include <unistd.h>
-
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -18,44 +16,17 @@
 #include <string>
 #include <vector>
 
+#include "../support/temp_dir.hpp"
+
 namespace fs = std::filesystem;
 using Catch::Contains;
+using nddr_test::TempDir;
 using nddr::io::Dtype;
 using nddr::io::SafetensorsFile;
 
 namespace {
 
 const std::string kSample = NDDR_TEST_DATA_DIR "/io_sample.safetensors";
-
-// A fresh, empty directory removed at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("nddr_io_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
-  std::vector<std::string> listing() const {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(path_)) out.push_back(e.path().filename().string());
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-
- private:
-  fs::path path_;
-};
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -275,7 +246,7 @@ TEST_CASE("safetensors: reads the PyTorch sample in every dtype", "[io][safetens
 // Round trip
 
 TEST_CASE("safetensors: write/read round trip with metadata", "[io][safetensors]") {
-  TempDir dir;
+  TempDir dir("nddr_io_test_");
   const std::string path = dir.file("round.safetensors");
 
   nddr::Tensor<float> a(nddr::Shape::nchw(2, 3, 4, 5));  // (N, C, H, W)
@@ -357,7 +328,7 @@ TEST_CASE("safetensors: write/read round trip with metadata", "[io][safetensors]
 // Malformed files
 
 TEST_CASE("safetensors: malformed files name the file and the field", "[io][safetensors]") {
-  TempDir dir;
+  TempDir dir("nddr_io_test_");
   const std::string ok_entry = R"({"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
 
   SECTION("missing file") {
@@ -479,7 +450,7 @@ TEST_CASE("safetensors: malformed files name the file and the field", "[io][safe
 
 TEST_CASE("safetensors: a failed write leaves the old file and no temporary file",
           "[io][safetensors]") {
-  TempDir dir;
+  TempDir dir("nddr_io_test_");
   const std::string path = dir.file("model.safetensors");
   const std::vector<float> x = {1.0f, 2.0f, 3.0f};
   nddr::io::write_safetensors(path, {{"x", Dtype::kF32, {3}, x.data()}}, {{"step", "1"}});

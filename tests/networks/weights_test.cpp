@@ -3,8 +3,6 @@
 // directly (see declare_column), independent of the network classes. A torch-written mini
 // torchvision state_dict (tools/reference/vgg16_weights.py) covers real key names and dtype
 // conversion; full-size files are generated here in a temporary directory.
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
 #include <catch2/catch.hpp>
@@ -21,8 +19,11 @@
 #include <string>
 #include <vector>
 
+#include "../support/temp_dir.hpp"
+
 namespace fs = std::filesystem;
 using Catch::Contains;
+using nddr_test::TempDir;
 using nddr::ParameterStore;
 using nddr::Shape;
 using nddr::io::SafetensorsFile;
@@ -30,29 +31,6 @@ using nddr::io::SafetensorsFile;
 namespace {
 
 const std::string kMini = NDDR_TEST_DATA_DIR "/vgg16_mini.safetensors";
-
-// A fresh, empty directory removed at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("nddr_weights_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 enum class Head { kNone, kLargeFov, kClassifier };
 
@@ -204,6 +182,28 @@ class SyntheticFile {
   double counter_ = 0.0;
 };
 
+// A DeepLab-LargeFOV file: the 13 convs at `spec`'s widths, fc6 (F, C5, 3, 3), fc7 (F, F, 1, 1)
+// and fc8 (21, F, 1, 1) with F = spec.fc_width, each with a bias.
+void write_deeplab_file(const std::string& path, const ColumnSpec& spec) {
+  SyntheticFile file;
+  std::int64_t c_in = 3;
+  for (int k = 0; k < 13; ++k) {
+    const std::string key = conv_name(k).substr(7);  // "convS_I"
+    const std::int64_t w = spec.widths[static_cast<std::size_t>(key[4] - '1')];
+    file.add(key + ".weight", Shape{w, c_in, 3, 3});
+    file.add(key + ".bias", Shape{w});
+    c_in = w;
+  }
+  const std::int64_t fc = spec.fc_width;
+  file.add("fc6.weight", Shape{fc, spec.widths[4], 3, 3});
+  file.add("fc6.bias", Shape{fc});
+  file.add("fc7.weight", Shape{fc, fc, 1, 1});
+  file.add("fc7.bias", Shape{fc});
+  file.add("fc8.weight", Shape{21, fc, 1, 1});
+  file.add("fc8.bias", Shape{21});
+  file.write(path);
+}
+
 // A column of the real nddr::VGG16 (stages and LargeFOV head) under `prefix`, to check that the
 // import names match the network's.
 template <class T>
@@ -239,7 +239,7 @@ void rewrite(const std::string& src, const std::string& dst, const std::vector<s
 
 TEST_CASE("save_parameters / load_parameters round trip parameters and buffers exactly",
           "[networks][weights]") {
-  TempDir dir;
+  TempDir dir("nddr_weights_test_");
   const std::string path = dir.file("ckpt.safetensors");
   auto a = make_store<double>({"task0", "task1"}, ColumnSpec::mini());
   fill(*a, 0.0);
@@ -277,7 +277,7 @@ TEST_CASE("save_parameters / load_parameters round trip parameters and buffers e
 
 TEST_CASE("load_parameters strict mode lists every missing and unexpected key",
           "[networks][weights]") {
-  TempDir dir;
+  TempDir dir("nddr_weights_test_");
   const std::string path = dir.file("ckpt.safetensors");
   ParameterStore<double> a;
   a.declare("x.weight", Shape{2, 3});
@@ -324,7 +324,7 @@ TEST_CASE("load_parameters strict mode lists every missing and unexpected key",
 
 TEST_CASE("load_parameters shape mismatch names file, tensor and both shapes",
           "[networks][weights]") {
-  TempDir dir;
+  TempDir dir("nddr_weights_test_");
   const std::string path = dir.file("ckpt.safetensors");
   auto a = make_store<float>({"task0"}, ColumnSpec::mini());
   nddr::io::save_parameters(path, *a);
@@ -349,7 +349,7 @@ TEST_CASE("load_parameters shape mismatch names file, tensor and both shapes",
 }
 
 TEST_CASE("load_parameters rename hook remaps prefixes and skips keys", "[networks][weights]") {
-  TempDir dir;
+  TempDir dir("nddr_weights_test_");
   const std::string path = dir.file("st.safetensors");
   auto single = make_store<double>({"task0"}, ColumnSpec::mini());
   fill(*single, 5.0);
@@ -396,7 +396,7 @@ TEST_CASE("load_parameters rename hook remaps prefixes and skips keys", "[networ
 
 TEST_CASE("load_parameters rejects corrupt files, integer tensors, unallocated stores",
           "[networks][weights]") {
-  TempDir dir;
+  TempDir dir("nddr_weights_test_");
   const std::string path = dir.file("ckpt.safetensors");
   auto a = make_store<float>({"task0"}, ColumnSpec::mini());
   nddr::io::save_parameters(path, *a);
@@ -506,7 +506,7 @@ TEST_CASE("import_torchvision_vgg16: torch-written mini state_dict into two colu
 }
 
 TEST_CASE("import_torchvision_vgg16 reports missing and unexpected keys", "[networks][weights]") {
-  TempDir dir;
+  TempDir dir("nddr_weights_test_");
   const std::string path = dir.file("partial.safetensors");
   rewrite(kMini, path, {"features.28.weight", "features.5.weight"},
           {{"features.1.weight", Shape{2}}, {"extra.num_batches_tracked", Shape{1}}});
@@ -539,7 +539,7 @@ TEST_CASE("import_torchvision_vgg16 reports missing and unexpected keys", "[netw
 
 TEST_CASE("import_torchvision_vgg16: full-size VGG-16 feature kernels into two columns",
           "[networks][weights]") {
-  TempDir dir;
+  TempDir dir("nddr_weights_test_");
   const std::string path = dir.file("vgg16.safetensors");
   {
     SyntheticFile file;
@@ -584,27 +584,9 @@ TEST_CASE("import_torchvision_vgg16: full-size VGG-16 feature kernels into two c
 
 TEST_CASE("import_deeplab_largefov: full-size kernels and LargeFOV heads, fc8 skipped",
           "[networks][weights]") {
-  TempDir dir;
+  TempDir dir("nddr_weights_test_");
   const std::string path = dir.file("deeplab.safetensors");
-  {
-    SyntheticFile file;
-    const ColumnSpec spec;
-    std::int64_t c_in = 3;
-    for (int k = 0; k < 13; ++k) {
-      const std::string key = conv_name(k).substr(7);  // "convS_I"
-      const std::int64_t w = spec.widths[static_cast<std::size_t>(key[4] - '1')];
-      file.add(key + ".weight", Shape{w, c_in, 3, 3});
-      file.add(key + ".bias", Shape{w});
-      c_in = w;
-    }
-    file.add("fc6.weight", Shape{1024, 512, 3, 3});
-    file.add("fc6.bias", Shape{1024});
-    file.add("fc7.weight", Shape{1024, 1024, 1, 1});
-    file.add("fc7.bias", Shape{1024});
-    file.add("fc8.weight", Shape{21, 1024, 1, 1});
-    file.add("fc8.bias", Shape{21});
-    file.write(path);
-  }
+  write_deeplab_file(path, ColumnSpec{});
   const auto f = SafetensorsFile::read(path);
   ParameterStore<float> store;
   declare_vgg16_column(store, "task0", 40);
@@ -635,27 +617,10 @@ TEST_CASE("import_deeplab_largefov: full-size kernels and LargeFOV heads, fc8 sk
 
 TEST_CASE("import_deeplab_largefov: split trunk, backbone-only store, keep_biases, errors",
           "[networks][weights]") {
-  TempDir dir;
+  TempDir dir("nddr_weights_test_");
   const std::string path = dir.file("deeplab_mini.safetensors");
   const auto spec = ColumnSpec::mini();
-  {
-    SyntheticFile file;
-    std::int64_t c_in = 3;
-    for (int k = 0; k < 13; ++k) {
-      const std::string key = conv_name(k).substr(7);
-      const std::int64_t w = spec.widths[static_cast<std::size_t>(key[4] - '1')];
-      file.add(key + ".weight", Shape{w, c_in, 3, 3});
-      file.add(key + ".bias", Shape{w});
-      c_in = w;
-    }
-    file.add("fc6.weight", Shape{8, 3, 3, 3});
-    file.add("fc6.bias", Shape{8});
-    file.add("fc7.weight", Shape{8, 8, 1, 1});
-    file.add("fc7.bias", Shape{8});
-    file.add("fc8.weight", Shape{21, 8, 1, 1});
-    file.add("fc8.bias", Shape{21});
-    file.write(path);
-  }
+  write_deeplab_file(path, spec);
   const auto f = SafetensorsFile::read(path);
 
   SECTION("shared trunk with per-task heads") {
