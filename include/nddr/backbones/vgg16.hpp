@@ -37,6 +37,24 @@ Sequential<T, D> build_stage(int s, int convs, std::int64_t in, std::int64_t out
   return seq;
 }
 
+/// The stage-spec members of VGG16 stage `S`: `Convs` convs `In` -> `Out` channels with the
+/// given dilation, max pooling with stride `Stride` (also the stage's stride), `AvgPool` adds the
+/// stride-1 average pool.
+template <int S, int Convs, std::int64_t In, std::int64_t Out, std::int64_t Dilation,
+          std::int64_t Stride, bool AvgPool>
+struct Stage {
+  static constexpr const char* name = S == 1   ? "stage1"
+                                      : S == 2 ? "stage2"
+                                      : S == 3 ? "stage3"
+                                      : S == 4 ? "stage4"
+                                               : "stage5";
+  static constexpr std::int64_t in_channels = In, out_channels = Out, stride = Stride;
+  template <class T, class D>
+  static Sequential<T, D> build() {
+    return build_stage<T, D>(S, Convs, In, Out, Dilation, Stride, AvgPool);
+  }
+};
+
 }  // namespace vgg16::detail
 
 /// DeepLab-VGG16-LargeFOV (per-task column of NDDR-CNN). Stage channels 64, 128, 256, 512,
@@ -46,50 +64,15 @@ struct VGG16 {
   static constexpr std::int64_t input_channels = 3;
 
   /// conv1_1, conv1_2, pool1.
-  struct Stage1 {
-    static constexpr const char* name = "stage1";
-    static constexpr std::int64_t in_channels = 3, out_channels = 64, stride = 2;
-    template <class T, class D>
-    static Sequential<T, D> build() {
-      return vgg16::detail::build_stage<T, D>(1, 2, in_channels, out_channels, 1, 2, false);
-    }
-  };
+  struct Stage1 : vgg16::detail::Stage<1, 2, 3, 64, 1, 2, false> {};
   /// conv2_1, conv2_2, pool2.
-  struct Stage2 {
-    static constexpr const char* name = "stage2";
-    static constexpr std::int64_t in_channels = 64, out_channels = 128, stride = 2;
-    template <class T, class D>
-    static Sequential<T, D> build() {
-      return vgg16::detail::build_stage<T, D>(2, 2, in_channels, out_channels, 1, 2, false);
-    }
-  };
+  struct Stage2 : vgg16::detail::Stage<2, 2, 64, 128, 1, 2, false> {};
   /// conv3_1..conv3_3, pool3.
-  struct Stage3 {
-    static constexpr const char* name = "stage3";
-    static constexpr std::int64_t in_channels = 128, out_channels = 256, stride = 2;
-    template <class T, class D>
-    static Sequential<T, D> build() {
-      return vgg16::detail::build_stage<T, D>(3, 3, in_channels, out_channels, 1, 2, false);
-    }
-  };
+  struct Stage3 : vgg16::detail::Stage<3, 3, 128, 256, 1, 2, false> {};
   /// conv4_1..conv4_3, pool4 (stride 1: output stride 8 is kept from here on).
-  struct Stage4 {
-    static constexpr const char* name = "stage4";
-    static constexpr std::int64_t in_channels = 256, out_channels = 512, stride = 1;
-    template <class T, class D>
-    static Sequential<T, D> build() {
-      return vgg16::detail::build_stage<T, D>(4, 3, in_channels, out_channels, 1, 1, false);
-    }
-  };
+  struct Stage4 : vgg16::detail::Stage<4, 3, 256, 512, 1, 1, false> {};
   /// conv5_1..conv5_3 (dilation 2), pool5 (max), pool5a (avg).
-  struct Stage5 {
-    static constexpr const char* name = "stage5";
-    static constexpr std::int64_t in_channels = 512, out_channels = 512, stride = 1;
-    template <class T, class D>
-    static Sequential<T, D> build() {
-      return vgg16::detail::build_stage<T, D>(5, 3, in_channels, out_channels, 2, 1, true);
-    }
-  };
+  struct Stage5 : vgg16::detail::Stage<5, 3, 512, 512, 2, 1, true> {};
 
   using stages = StageList<Stage1, Stage2, Stage3, Stage4, Stage5>;
   using head = LargeFovHead;
