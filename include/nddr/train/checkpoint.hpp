@@ -33,18 +33,10 @@ template <class T>
 void save_checkpoint(const std::string& path, const ParameterStore<T, Cpu>& store,
                      TensorView<const T, Cpu> optimizer_state, const CheckpointState& state) {
   std::vector<io::SafetensorsEntry> entries;
-  std::vector<std::string> names;  // keep the strings alive
-  names.reserve(store.parameters().size() + store.buffers().size() + 1);
-  for (const auto& e : store.parameters()) {
-    names.push_back("param/" + e.name);
-    auto v = store.value(*store.find(e.name));
-    entries.push_back(io::entry<T>(names.back(), v));
-  }
-  for (const auto& e : store.buffers()) {
-    names.push_back("buffer/" + e.name);
-    auto v = store.buffer(*store.find_buffer(e.name));
-    entries.push_back(io::entry<T>(names.back(), v));
-  }
+  for (std::size_t i = 0; i < store.parameters().size(); ++i)
+    entries.push_back(io::entry<T>("param/" + store.parameters()[i].name, store.value(ParamId{i})));
+  for (std::size_t i = 0; i < store.buffers().size(); ++i)
+    entries.push_back(io::entry<T>("buffer/" + store.buffers()[i].name, store.buffer(ParamId{i})));
   if (!optimizer_state.empty()) entries.push_back(io::entry<T>("optim/state", optimizer_state));
   std::map<std::string, std::string> meta = state.extra;
   meta["format"] = "nddr-checkpoint-1";
@@ -68,15 +60,9 @@ inline std::uint64_t parse_u64(const std::string& path, const std::string& field
   return v;
 }
 
+/// Copies tensor `key` into `dst`; its presence and size were validated before any copy.
 template <class T>
 void copy_into(const io::SafetensorsFile& f, const std::string& key, TensorView<T, Cpu> dst) {
-  check<IoError>(f.contains(key), f.path(), ": checkpoint lacks tensor '", key, "'");
-  const auto& shape = f.shape(key);
-  std::int64_t n = 1;
-  for (auto d : shape) n *= d;
-  check<IoError>(n == dst.numel(), f.path(), ": tensor '", key, "' has ", n,
-                 " elements, the network expects ", dst.numel(), " (shape ", dst.shape().str(),
-                 ")");
   const auto values = f.values<T>(key);
   std::copy(values.begin(), values.end(), dst.data());
 }
@@ -124,10 +110,10 @@ CheckpointState load_checkpoint(const std::string& path, ParameterStore<T, Cpu>&
   for (const auto& [k, v] : meta)
     if (k != "format" && k != "step" && k != "rng_count" && k.rfind("rng/", 0) != 0)
       st.extra[k] = v;
-  for (const auto& e : store.parameters())
-    detail::copy_into<T>(f, "param/" + e.name, store.value(*store.find(e.name)));
-  for (const auto& e : store.buffers())
-    detail::copy_into<T>(f, "buffer/" + e.name, store.buffer(*store.find_buffer(e.name)));
+  for (std::size_t i = 0; i < store.parameters().size(); ++i)
+    detail::copy_into<T>(f, "param/" + store.parameters()[i].name, store.value(ParamId{i}));
+  for (std::size_t i = 0; i < store.buffers().size(); ++i)
+    detail::copy_into<T>(f, "buffer/" + store.buffers()[i].name, store.buffer(ParamId{i}));
   if (!optimizer_state.empty()) detail::copy_into<T>(f, "optim/state", optimizer_state);
   return st;
 }
