@@ -229,3 +229,32 @@ TEST_CASE("Trainer: periodic evaluation is called and logged", "[train][trainer]
   CHECK(lines == 2);
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("Trainer: the before-update hook sees the gradients; write_outputs=false writes nothing",
+          "[train][trainer]") {
+  const auto dir = temp_dir("hook");
+  nddr::Context<nddr::Cpu> ctx(1);
+  Net plain({11, 3}), hooked({11, 3});
+  Train a(plain, nddr::ConstantSchedule{0.01}, quiet());
+  auto opt = quiet(dir.string());
+  opt.write_outputs = false;
+  opt.checkpoint_every = 1;
+  Train b(hooked, nddr::ConstantSchedule{0.01}, opt);
+  int calls = 0;
+  // Halving the gradients before the update is what averaging over two identical ranks does
+  // with a doubled loss; here it must change the parameters, so the hook ran before the step.
+  b.set_before_update([&](nddr::Context<nddr::Cpu>&, Train::StepResult& r) {
+    ++calls;
+    CHECK(std::isfinite(r.total));
+    auto g = hooked.parameters().grads();
+    for (std::int64_t i = 0; i < g.numel(); ++i) g[i] *= 0.5f;
+  });
+  a.fit(ctx, 2, [](std::int64_t s) { return make_batch(s); });
+  b.fit(ctx, 2, [](std::int64_t s) { return make_batch(s); });
+  CHECK(calls == 2);
+  CHECK_FALSE(bitwise_equal(plain.parameters().values(), hooked.parameters().values()));
+  CHECK_FALSE(std::filesystem::exists(dir / "checkpoints"));
+  CHECK_FALSE(std::filesystem::exists(dir / "log.jsonl"));
+  CHECK_FALSE(b.resume());
+  std::filesystem::remove_all(dir);
+}

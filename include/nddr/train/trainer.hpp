@@ -57,6 +57,9 @@ struct TrainerOptions {
   std::int64_t checkpoint_every = 0;  ///< 0 = only when asked
   std::size_t keep_checkpoints = 3;
   std::string output_dir;             ///< logs and checkpoints; empty = none written
+  /// false: logs and checkpoints in output_dir are read (resume) but never written, e.g. on the
+  /// ranks other than 0 of a data-parallel run.
+  bool write_outputs = true;
   bool progress = true;               ///< progress line on stdout
   std::string name = "experiment";    ///< recorded in logs and checkpoints
 };
@@ -114,11 +117,17 @@ class Trainer {
       check<OptionError>(std::isfinite(w) && w >= 0.0, "nddr::Trainer: loss weight ", w,
                          " must be finite and >= 0");
     if (!opt_.output_dir.empty()) {
-      std::filesystem::create_directories(opt_.output_dir);
+      if (opt_.write_outputs) std::filesystem::create_directories(opt_.output_dir);
       checkpoints_.emplace(std::filesystem::path(opt_.output_dir) / "checkpoints",
                            opt_.keep_checkpoints);
     }
   }
+
+  /// Called after the backward pass and before the optimiser step of every training step, with
+  /// the step's losses (already checked finite): the place to all-reduce gradients (and losses)
+  /// in data-parallel training. Empty = none.
+  using BeforeUpdate = std::function<void(Context<D>&, StepResult&)>;
+  void set_before_update(BeforeUpdate hook) { before_update_ = std::move(hook); }
 
   network_type& network() { return net_; }
   optimizer_type& optimizer() { return optimizer_; }
@@ -153,6 +162,7 @@ class Trainer {
     std::vector<TensorView<const T, D>> douts;
     for (auto& d : douts_) douts.push_back(d.cview());
     net_.backward(ctx, batch.image.cview(), douts);
+    if (before_update_) before_update_(ctx, r);
     optimizer_.step(ctx, r.lr);
     ++step_;
     history_.push_back(r);
@@ -190,7 +200,7 @@ class Trainer {
     line << "{\"experiment\":\"" << opt_.name << "\",\"step\":" << step_;
     for (const auto& v : values) line << ",\"" << v.task << "/" << v.name << "\":" << v.value;
     line << "}";
-    if (!opt_.output_dir.empty()) {
+    if (!opt_.output_dir.empty() && opt_.write_outputs) {
       std::ofstream js(std::filesystem::path(opt_.output_dir) / "eval.jsonl", std::ios::app);
       js << line.str() << "\n";
     }
@@ -239,12 +249,13 @@ class Trainer {
         if (opt_.progress) print_progress(last, total_steps, rate, eta);
         if (on_log) on_log(last);
       }
-      if (checkpoints_ && opt_.checkpoint_every > 0 && step_ % opt_.checkpoint_every == 0)
+      if (checkpoints_ && opt_.write_outputs && opt_.checkpoint_every > 0 &&
+          step_ % opt_.checkpoint_every == 0)
         save_checkpoint();
       if (on_eval && opt_.eval_every > 0 && step_ % opt_.eval_every == 0) on_eval(step_);
     }
     if (opt_.progress && isatty(STDOUT_FILENO)) std::printf("\n");
-    if (checkpoints_) save_checkpoint();
+    if (checkpoints_ && opt_.write_outputs) save_checkpoint();
     return last;
   }
 
@@ -322,7 +333,7 @@ class Trainer {
   }
 
   void write_logs(const StepResult& r, double rate, double secs) {
-    if (opt_.output_dir.empty()) return;
+    if (opt_.output_dir.empty() || !opt_.write_outputs) return;
     const auto names = task_names();
     const std::filesystem::path dir(opt_.output_dir);
     {
@@ -370,6 +381,7 @@ class Trainer {
   TrainerOptions opt_;
   optimizer_type optimizer_;
   std::optional<CheckpointDir> checkpoints_;
+  BeforeUpdate before_update_;
   std::array<Tensor<T, D>, K> douts_;
   std::vector<StepResult> history_;
   std::int64_t step_ = 0;
