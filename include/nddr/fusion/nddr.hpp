@@ -4,7 +4,16 @@
 /// the authors' TF code builds it (paper-spec.md §1.2, §1.4): X = [x_1, ..., x_K] along the
 /// channels (task order, shared by every branch); for each task k, y_k = ReLU(BN_k(W_k * X)),
 /// W_k a 1x1 convolution from K C to C channels without bias. Spec `NDDR`.
+///
+/// On the CPU the concatenation is never formed: with W_k = [W_k1, ..., W_kK] in C x C blocks,
+/// W_k X = sum_j W_kj x_j, so the 1x1 convolution is K accumulated GEMMs straight from the task
+/// buffers; backward writes dx_j += W_kj^T dz_k into each task's gradient and dW_kj = dz_k x_j^T
+/// per block. BatchNorm writes into the output and ReLU runs in place there; ReLU's backward
+/// reads its mask from the output (y > 0 exactly where its input is > 0). Other devices keep
+/// the concatenate + Conv2d formulation.
 
+#include <Eigen/Core>
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -25,6 +34,33 @@
 #include "nddr/layers/conv2d.hpp"
 
 namespace nddr {
+
+namespace detail {
+
+/// Runs `body(begin, end)` on disjoint ranges covering [0, n), one per thread, each range a
+/// serial Eigen product (so the context's thread count is honoured); boundaries are multiples
+/// of 16 to keep the GEMM micro-kernel on full panels.
+template <class F>
+void nddr_split(const Context<Cpu>& ctx, std::int64_t n, F&& body) {
+  constexpr std::int64_t kMin = 32;
+  const std::int64_t chunks = std::max<std::int64_t>(1, std::min<std::int64_t>(ctx.threads(), n / kMin));
+  auto bound = [=](std::int64_t t) { return t == chunks ? n : n * t / chunks / 16 * 16; };
+  parallel_for(ctx, chunks, [&](std::int64_t t) {
+#if defined(_OPENMP)
+    // Eigen parallelises a product itself outside a team of > 1 threads; capping this task's
+    // thread ICV (task-local) keeps a one-chunk region serial.
+    omp_set_num_threads(1);
+#endif
+    const std::int64_t begin = bound(t);
+    const std::int64_t end = bound(t + 1);
+    if (end > begin) body(begin, end);
+  });
+}
+
+template <class T>
+using NddrMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+}  // namespace detail
 
 /// Initialisation of the NDDR 1x1 kernels.
 enum class NddrInit {
@@ -120,10 +156,12 @@ class NddrLayer {
     store_ = &store;
     typename ParameterStore<T, D>::GroupScope scope(store, "nddr");
     weights_.clear();
+    biases_.clear();
     for (std::size_t k = 0; k < tasks_; ++k) {
       const std::string p = prefix + ".task" + std::to_string(k);
       convs_[k].declare(store, p + ".conv");
       weights_.push_back(*store.find(p + ".conv.weight"));
+      if (opt_.use_bias) biases_.push_back(*store.find(p + ".conv.bias"));
       if (opt_.use_batch_norm) bns_[k].declare(store, p + ".bn");
     }
   }
@@ -147,6 +185,30 @@ class NddrLayer {
 
   void forward(Context<D>& ctx, Views xs, Outs ys) {
     const Shape s = detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "output", false);
+    if constexpr (std::is_same_v<D, Cpu>)
+      forward_split(ctx, xs, ys, s);
+    else
+      forward_concat(ctx, xs, ys, s);
+  }
+
+  /// On the CPU with ReLU, `ys` must be forward's outputs: ReLU's backward reads its mask there.
+  void backward(Context<D>& ctx, Views xs, Views ys, Views dys, Outs dxs) {
+    const Shape s = detail::check_fusion_views(kWho, tasks_, channels_, xs, dys, "dy", false);
+    detail::check_fusion_views(kWho, tasks_, channels_, xs, dxs, "dx", true);
+    if constexpr (std::is_same_v<D, Cpu>) {
+      if (opt_.use_relu)
+        detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "y (the ReLU mask)", false);
+      backward_split(ctx, xs, ys, dys, dxs, s);
+    } else {
+      backward_concat(ctx, xs, dys, dxs, s);
+    }
+  }
+
+ private:
+  static constexpr const char* kWho = "nddr::NddrLayer";
+
+  // The concatenate + Conv2d formulation (devices other than the CPU).
+  void forward_concat(Context<D>& ctx, Views xs, Outs ys, const Shape& s) {
     concat_.resize(Shape::nchw(s.n(), static_cast<std::int64_t>(tasks_) * s.c(), s.h(), s.w()));
     ops::concat_channels_forward<T>(ctx, xs, concat_.view());
     for (std::size_t k = 0; k < tasks_; ++k) {
@@ -171,9 +233,7 @@ class NddrLayer {
     }
   }
 
-  void backward(Context<D>& ctx, Views xs, Views, Views dys, Outs dxs) {
-    const Shape s = detail::check_fusion_views(kWho, tasks_, channels_, xs, dys, "dy", false);
-    detail::check_fusion_views(kWho, tasks_, channels_, xs, dxs, "dx", true);
+  void backward_concat(Context<D>& ctx, Views xs, Views dys, Outs dxs, const Shape& s) {
     d_concat_.resize(concat_.shape());
     d_concat_.zero();
     for (std::size_t k = 0; k < tasks_; ++k) {
@@ -201,8 +261,125 @@ class NddrLayer {
     ops::concat_channels_backward<T>(ctx, d_concat_.cview(), parts);
   }
 
- private:
-  static constexpr const char* kWho = "nddr::NddrLayer";
+  // Columns of one cache block of the forward/data-gradient GEMMs: about 256 KB of the K
+  // input and K output planes' rows, a multiple of 16.
+  std::int64_t block_columns() const {
+    const std::int64_t rows = 2 * static_cast<std::int64_t>(tasks_) * channels_;
+    return std::max<std::int64_t>(64, (std::int64_t{1} << 18) / (rows * std::int64_t{sizeof(T)}) / 16 * 16);
+  }
+
+  // z_k = sum_j W_kj x_j [+ b_k] per batch item, threads on column ranges; then BN into ys[k]
+  // (or z_k is ys[k] itself when nothing follows) and ReLU in place.
+  void forward_split(Context<Cpu>& ctx, Views xs, Outs ys, const Shape& s) {
+    using Map = Eigen::Map<detail::NddrMatrix<T>>;
+    using ConstMap = Eigen::Map<const detail::NddrMatrix<T>>;
+    const std::int64_t C = channels_, P = s.h() * s.w(), KC = static_cast<std::int64_t>(tasks_) * C;
+    const std::int64_t block = block_columns();
+    std::vector<T*> z(tasks_);
+    std::vector<const T*> w(tasks_), b(tasks_);
+    for (std::size_t k = 0; k < tasks_; ++k) {
+      w[k] = store_->value(weights_[k]).data();
+      if (opt_.use_bias) b[k] = store_->value(biases_[k]).data();
+      z[k] = ys[k].data();
+      if (opt_.use_batch_norm) {
+        conv_out_[k].resize(s);
+        z[k] = conv_out_[k].data();
+      }
+    }
+    for (std::int64_t n = 0; n < s.n(); ++n) {
+      detail::nddr_split(ctx, P, [&](std::int64_t begin, std::int64_t end) {
+        for (std::int64_t p0 = begin; p0 < end; p0 += block) {
+          const std::int64_t cols = std::min(block, end - p0);
+          for (std::size_t k = 0; k < tasks_; ++k) {
+            const ConstMap wk(w[k], C, KC);                               // (C, K C)
+            auto zb = Map(z[k] + n * C * P, C, P).middleCols(p0, cols);   // (C, cols)
+            for (std::size_t j = 0; j < tasks_; ++j) {
+              const auto xb = ConstMap(xs[j].data() + n * C * P, C, P).middleCols(p0, cols);
+              const auto wj = wk.middleCols(static_cast<std::int64_t>(j) * C, C);  // (C, C)
+              if (j == 0)
+                zb.noalias() = wj * xb;
+              else
+                zb.noalias() += wj * xb;
+            }
+            if (opt_.use_bias)
+              zb.colwise() += Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(b[k], C);
+          }
+        }
+      });
+    }
+    for (std::size_t k = 0; k < tasks_; ++k) {
+      if (opt_.use_batch_norm) bns_[k].forward(ctx, conv_out_[k].cview(), ys[k]);
+      if (opt_.use_relu) ops::relu_forward<T>(ctx, ys[k], ys[k]);
+    }
+  }
+
+  // Per task k: g = dL/dz_k through ReLU (mask from ys[k]) and BN; dW_k = sum_n g_n X_n^T per
+  // block of the stacked input rows, db_k = sum g; dx_j += W_kj^T g for every non-empty dx_j.
+  void backward_split(Context<Cpu>& ctx, Views xs, Views ys, Views dys, Outs dxs, const Shape& s) {
+    using Map = Eigen::Map<detail::NddrMatrix<T>>;
+    using ConstMap = Eigen::Map<const detail::NddrMatrix<T>>;
+    const std::int64_t C = channels_, P = s.h() * s.w(), KC = static_cast<std::int64_t>(tasks_) * C;
+    const std::int64_t block = block_columns();
+    for (std::size_t k = 0; k < tasks_; ++k) {
+      const T* g = dys[k].data();  // (N, C, H, W) gradient w.r.t. the current stage's output
+      if (opt_.use_relu) {
+        d_relu_.resize(s);
+        const T* y = ys[k].data();
+        const T* dy = dys[k].data();
+        T* d = d_relu_.data();
+        detail::parallel_for(ctx, s.numel(), [=](std::int64_t i) { d[i] = y[i] > T(0) ? dy[i] : T(0); });
+        g = d;
+      }
+      if (opt_.use_batch_norm) {
+        d_bn_.resize(s);
+        d_bn_.zero();
+        bns_[k].backward(ctx, conv_out_[k].cview(), {}, TensorView<const T, Cpu>(g, s), d_bn_.view());
+        g = d_bn_.data();
+      }
+      Map dw(store_->grad(weights_[k]).data(), C, KC);  // (C, K C)
+      detail::nddr_split(ctx, KC, [&](std::int64_t begin, std::int64_t end) {
+        for (std::int64_t n = 0; n < s.n(); ++n) {
+          const ConstMap gn(g + n * C * P, C, P);  // (C, P)
+          // The stacked input rows [begin, end) may span several tasks' planes.
+          for (std::int64_t r = begin; r < end;) {
+            const std::int64_t j = r / C, c0 = r - j * C, rows = std::min(end - r, C - c0);
+            const ConstMap xn(xs[static_cast<std::size_t>(j)].data() + n * C * P, C, P);
+            auto dwb = dw.middleCols(r, rows);
+            if (n == 0)
+              dwb.noalias() = gn * xn.middleRows(c0, rows).transpose();
+            else
+              dwb.noalias() += gn * xn.middleRows(c0, rows).transpose();
+            r += rows;
+          }
+        }
+        if (s.n() == 0) dw.middleCols(begin, end - begin).setZero();
+      });
+      if (opt_.use_bias) {
+        T* db = store_->grad(biases_[k]).data();
+        const std::int64_t N = s.n();
+        detail::parallel_for(ctx, C, [=](std::int64_t c) {
+          T sum = T(0);
+          for (std::int64_t n = 0; n < N; ++n)
+            for (std::int64_t i = 0; i < P; ++i) sum += g[(n * C + c) * P + i];
+          db[c] = sum;
+        });
+      }
+      const ConstMap w(store_->value(weights_[k]).data(), C, KC);  // (C, K C)
+      for (std::int64_t n = 0; n < s.n(); ++n) {
+        detail::nddr_split(ctx, P, [&](std::int64_t begin, std::int64_t end) {
+          for (std::int64_t p0 = begin; p0 < end; p0 += block) {
+            const std::int64_t cols = std::min(block, end - p0);
+            const auto gb = ConstMap(g + n * C * P, C, P).middleCols(p0, cols);  // (C, cols)
+            for (std::size_t j = 0; j < tasks_; ++j) {
+              if (dxs[j].empty()) continue;
+              auto dxb = Map(dxs[j].data() + n * C * P, C, P).middleCols(p0, cols);
+              dxb.noalias() += w.middleCols(static_cast<std::int64_t>(j) * C, C).transpose() * gb;
+            }
+          }
+        });
+      }
+    }
+  }
 
   void set_diagonal(std::size_t k) {
     auto w = store_->value(weights_[k]);  // (C, K C, 1, 1)
@@ -221,11 +398,15 @@ class NddrLayer {
   std::vector<BatchNorm2d<T, D>> bns_;
   ParameterStore<T, D>* store_ = nullptr;
   std::vector<ParamId> weights_;
+  std::vector<ParamId> biases_;  // with bias(true)
   bool training_ = true;
-  Tensor<T, D> concat_;                 // (N, K C, H, W) input of every branch, kept for backward
-  std::vector<Tensor<T, D>> conv_out_;  // (N, C, H, W) per task, when BN or ReLU follows
-  std::vector<Tensor<T, D>> bn_out_;    // (N, C, H, W) per task, when ReLU follows BN
-  Tensor<T, D> d_concat_;               // (N, K C, H, W) sum of the branches' input gradients
+  // Not on the CPU: the concatenated input, kept for backward, and its gradient.
+  Tensor<T, D> concat_;                 // (N, K C, H, W)
+  Tensor<T, D> d_concat_;               // (N, K C, H, W)
+  // (N, C, H, W) per task: the convolution's output (kept for BN's backward); on the CPU only
+  // with BN, elsewhere when BN or ReLU follows.
+  std::vector<Tensor<T, D>> conv_out_;
+  std::vector<Tensor<T, D>> bn_out_;    // (N, C, H, W) per task, not on the CPU: ReLU's input
   Tensor<T, D> d_relu_;                 // (N, C, H, W) scratch
   Tensor<T, D> d_bn_;                   // (N, C, H, W) scratch
 };
