@@ -1,12 +1,21 @@
-// nddr-bench-step: times one training step (forward, both task losses, backward, SGD) and one
-// inference pass of the two-task NDDR-VGG16 (NDDR-CNN on DeepLab-VGG16-LargeFOV, 40-class
-// segmentation + normals), on the CPU or, in a build with the CUDA backend, on a GPU.
-// Prints one JSON line: median/min/max seconds, images/s, GFLOP/s (analytic forward FLOPs x 3
-// for training), peak host RSS.
+// nddr-bench-step: times one training step (forward, the task losses, backward, SGD) and one
+// inference pass of a paper network on DeepLab-VGG16-LargeFOV (40-class segmentation +
+// normals), on the CPU or, in a build with the CUDA backend, on a GPU.
+// Prints one JSON line: network, median/min/max seconds, images/s, GFLOP/s (analytic forward
+// FLOPs x 3 for training), peak host RSS.
 //
-// Usage: nddr-bench-step [--device cpu|cuda] [--batch 2] [--size 161] [--iters 5] [--warmup 2]
-//                        [--threads N] [--mode train|infer] [--tf32 (GPU: TF32 convolutions)]
-// Compare with bench/pytorch/nddr_vgg16.py run with the same flags in the same command.
+// Usage: nddr-bench-step [--network vgg16-nddr] [--device cpu|cuda] [--batch 2] [--size 161]
+//                        [--iters 5] [--warmup 2] [--threads N] [--mode train|infer]
+//                        [--tf32 (GPU: TF32 convolutions)]
+// Networks (two tasks, seg 40 + normals 3, unless said):
+//   vgg16-nddr           MultiTask<VGG16, VGG16, NDDR>            NDDR-CNN
+//   vgg16-nddr-shortcut  MultiTask<VGG16, VGG16, Shortcut<NDDR>>  NDDR-CNN-Shortcut
+//   vgg16-mt             MultiTask<VGG16, VGG16, Shared<5>>       split multi-task baseline
+//   vgg16-st             MultiTask<VGG16, None>                   one single-task column, seg only
+//   vgg16-cross-stitch   MultiTask<VGG16, VGG16, CrossStitch>     (CPU only)
+//   vgg16-sluice         MultiTask<VGG16, VGG16, Sluice>          (CPU only)
+// Compare with bench/pytorch/nddr_vgg16.py run with the same flags in the same command
+// (bench/compare_cpu.sh does).
 #if defined(NDDR_WITH_CUDA)
 #include <nddr/cuda.hpp>
 #endif
@@ -15,39 +24,62 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
 
-using Spec = nddr::MultiTask<nddr::VGG16, nddr::VGG16, nddr::NDDR>;
+const std::vector<std::string> kNetworks = {"vgg16-nddr",         "vgg16-nddr-shortcut", "vgg16-mt",
+                                            "vgg16-st",           "vgg16-cross-stitch",  "vgg16-sluice"};
 
-// Forward FLOPs (multiply-add = 2) of the convolutions and NDDR 1x1s, as performance-notes.md.
-double forward_gflop(std::int64_t batch, std::int64_t size) {
+// Forward FLOPs (multiply-add = 2) of the convolutions, fusion layers and shortcut 1x1s, as
+// performance-notes.md; element-wise work (BN, ReLU, pooling) is not counted, the cross-stitch
+// and sluice mixes are (2 K S FLOPs per output element, S subspaces).
+double forward_gflop(const std::string& network, std::int64_t batch, std::int64_t size) {
   auto out = [](std::int64_t in, std::int64_t s) { return (in + s - 1) / s; };
   const std::int64_t s1 = out(size, 2), s2 = out(s1, 2), s3 = out(s2, 2);
   struct L { std::int64_t cin, cout, k2, hw; };
-  const std::vector<L> column = {
+  const std::vector<L> trunk = {
       {3, 64, 9, size * size},   {64, 64, 9, size * size},  {64, 128, 9, s1 * s1},
       {128, 128, 9, s1 * s1},    {128, 256, 9, s2 * s2},    {256, 256, 9, s2 * s2},
       {256, 256, 9, s2 * s2},    {256, 512, 9, s3 * s3},    {512, 512, 9, s3 * s3},
       {512, 512, 9, s3 * s3},    {512, 512, 9, s3 * s3},    {512, 512, 9, s3 * s3},
-      {512, 512, 9, s3 * s3},    {512, 1024, 9, s3 * s3},   {1024, 1024, 1, s3 * s3}};
-  double f = 0;
-  for (const auto& l : column) f += 2.0 * l.cin * l.cout * l.k2 * l.hw;
-  f = 2 * f + 2.0 * 1024 * (40 + 3) * s3 * s3;
-  const std::int64_t nddr_c[5] = {64, 128, 256, 512, 512};
-  const std::int64_t nddr_hw[5] = {s1 * s1, s2 * s2, s3 * s3, s3 * s3, s3 * s3};
-  for (int i = 0; i < 5; ++i) f += 2 * 2.0 * (2 * nddr_c[i]) * nddr_c[i] * nddr_hw[i];
+      {512, 512, 9, s3 * s3}};
+  const std::vector<L> head = {{512, 1024, 9, s3 * s3}, {1024, 1024, 1, s3 * s3}};
+  auto flops = [](const std::vector<L>& ls) {
+    double f = 0;
+    for (const auto& l : ls) f += 2.0 * l.cin * l.cout * l.k2 * l.hw;
+    return f;
+  };
+  const bool single = network == "vgg16-st";
+  const double tasks = single ? 1 : 2;
+  const double trunks = network == "vgg16-mt" || single ? 1 : 2;
+  double f = trunks * flops(trunk) + tasks * flops(head) + 2.0 * 1024 * (single ? 40 : 40 + 3) * s3 * s3;
+  // Stage outputs (pool1..pool5): channels and pixels.
+  const std::int64_t stage_c[5] = {64, 128, 256, 512, 512};
+  const std::int64_t stage_hw[5] = {s1 * s1, s2 * s2, s3 * s3, s3 * s3, s3 * s3};
+  for (int i = 0; i < 5; ++i) {
+    const double elems = static_cast<double>(stage_c[i]) * stage_hw[i];
+    if (network == "vgg16-nddr" || network == "vgg16-nddr-shortcut")
+      f += tasks * 2.0 * (tasks * stage_c[i]) * elems;  // per task a (K C -> C) 1x1
+    else if (network == "vgg16-cross-stitch")
+      f += tasks * 2.0 * tasks * elems;
+    else if (network == "vgg16-sluice")
+      f += tasks * 2.0 * tasks * 2 * elems;
+  }
+  if (network == "vgg16-nddr-shortcut") f += tasks * 2.0 * (64 + 128 + 256 + 512 + 512) * 512 * s3 * s3;
   return f * static_cast<double>(batch) / 1e9;
 }
 
 struct Args {
-  std::string device = "cpu", mode = "train";
+  std::string network = "vgg16-nddr", device = "cpu", mode = "train";
   std::int64_t batch = 2, size = 161;
   int iters = 5, warmup = 2, threads = 0;
   bool tf32 = false;
@@ -70,8 +102,12 @@ Args parse(int argc, char** argv) {
     else if (f == "--threads") a.threads = std::stoi(value());
     else if (f == "--tf32") a.tf32 = true;
     else if (f == "--network") {
-      if (value() != "vgg16-nddr")
-        throw nddr::OptionError("nddr-bench-step: only --network vgg16-nddr is implemented");
+      a.network = value();
+      if (std::find(kNetworks.begin(), kNetworks.end(), a.network) == kNetworks.end()) {
+        std::string valid;
+        for (const auto& n : kNetworks) valid += " " + n;
+        throw nddr::OptionError("nddr-bench-step: unknown --network " + a.network + " (valid:" + valid + ")");
+      }
     } else
       throw nddr::OptionError("nddr-bench-step: unknown flag " + f +
                               " (valid: --device --mode --batch --size --iters --warmup --threads "
@@ -99,9 +135,13 @@ HostData make_data(const Args& a, std::int64_t out_hw) {
   return d;
 }
 
-template <class D>
+template <class Spec, class D>
 int run(const Args& a, nddr::Context<D>& ctx) {
-  nddr::Network<Spec, D> net({40, 3});
+  constexpr std::size_t kTasks = Spec::tasks;
+  std::array<std::int64_t, kTasks> outputs{};
+  outputs[0] = 40;
+  if constexpr (kTasks > 1) outputs[1] = 3;
+  nddr::Network<Spec, D> net(outputs);
   const std::int64_t out_hw = net.output_shape(0, nddr::Shape::nchw(a.batch, 3, a.size, a.size)).h();
   HostData h = make_data(a, out_hw);
   nddr::Tensor<float, D> x(h.x.shape()), normals(h.normals.shape());
@@ -109,8 +149,11 @@ int run(const Args& a, nddr::Context<D>& ctx) {
   nddr::Storage<D>::upload(x.data(), h.x.data(), h.x.bytes());
   nddr::Storage<D>::upload(normals.data(), h.normals.data(), h.normals.bytes());
   nddr::Storage<D>::upload(labels.data(), h.labels.data(), h.labels.bytes());
-  nddr::Sgd<float, D> sgd(net.parameters(), nddr::SgdOptions::paper_multi_task());
-  nddr::Tensor<float, D> d0, d1;
+  // Inference never steps the optimiser, so it does not get one (no momentum buffers in its RSS).
+  std::unique_ptr<nddr::Sgd<float, D>> sgd;
+  if (a.mode == "train")
+    sgd = std::make_unique<nddr::Sgd<float, D>>(net.parameters(), nddr::SgdOptions::paper_multi_task());
+  std::array<nddr::Tensor<float, D>, kTasks> d;
   const auto ce = nddr::SoftmaxCrossEntropyOptions{}.ignore_label(255).scale(1.0);
   const auto nl = nddr::NormalLossOptions{}.form(nddr::NormalLossForm::kCosine).scale(20.0);
   auto sync = [&] {
@@ -124,21 +167,24 @@ int run(const Args& a, nddr::Context<D>& ctx) {
     }
     net.set_training(true);
     auto out = net.forward(ctx, x.cview());
-    d0.resize(out[0].shape());
-    d1.resize(out[1].shape());
-    d0.zero();
-    d1.zero();
+    for (std::size_t k = 0; k < kTasks; ++k) {
+      d[k].resize(out[k].shape());
+      d[k].zero();
+    }
     nddr::ops::softmax_cross_entropy_forward(ctx, out[0], labels.cview(), ce);
-    nddr::ops::softmax_cross_entropy_backward(ctx, out[0], labels.cview(), d0.view(), ce);
-    nddr::ops::normal_loss_forward(ctx, out[1], normals.cview(), nl);
-    nddr::ops::normal_loss_backward(ctx, out[1], normals.cview(), d1.view(), nl);
-    std::vector<nddr::TensorView<const float, D>> douts{d0.cview(), d1.cview()};
+    nddr::ops::softmax_cross_entropy_backward(ctx, out[0], labels.cview(), d[0].view(), ce);
+    if constexpr (kTasks > 1) {
+      nddr::ops::normal_loss_forward(ctx, out[1], normals.cview(), nl);
+      nddr::ops::normal_loss_backward(ctx, out[1], normals.cview(), d[1].view(), nl);
+    }
+    std::vector<nddr::TensorView<const float, D>> douts;
+    for (auto& t : d) douts.push_back(t.cview());
     net.backward(ctx, x.cview(), douts);
     if constexpr (std::is_same_v<D, nddr::Cpu>)
-      sgd.step(ctx, 1e-3);
+      sgd->step(ctx, 1e-3);
 #if defined(NDDR_WITH_CUDA)
     else
-      nddr::cuda::sgd_step(ctx, net.parameters(), sgd, 1e-3);
+      nddr::cuda::sgd_step(ctx, net.parameters(), *sgd, 1e-3);
 #endif
   };
   for (int i = 0; i < a.warmup; ++i) step();
@@ -154,17 +200,36 @@ int run(const Args& a, nddr::Context<D>& ctx) {
   std::sort(sorted.begin(), sorted.end());
   const double med = sorted.size() % 2 ? sorted[sorted.size() / 2]
                                        : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
-  const double gflop = forward_gflop(a.batch, a.size) * (a.mode == "train" ? 3.0 : 1.0);
+  const double gflop = forward_gflop(a.network, a.batch, a.size) * (a.mode == "train" ? 3.0 : 1.0);
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   std::printf(
-      "{\"impl\":\"nddr\",\"device\":\"%s\",\"precision\":\"%s\",\"mode\":\"%s\",\"batch\":%lld,\"size\":%lld,"
+      "{\"impl\":\"nddr\",\"network\":\"%s\",\"device\":\"%s\",\"precision\":\"%s\",\"mode\":\"%s\",\"batch\":%lld,\"size\":%lld,"
       "\"iters\":%d,\"median_s\":%.6f,\"min_s\":%.6f,\"max_s\":%.6f,\"images_per_s\":%.4f,"
       "\"gflop_per_s\":%.1f,\"peak_rss_mib\":%.1f}\n",
-      a.device.c_str(), a.tf32 && a.device != "cpu" ? "tf32" : "fp32", a.mode.c_str(), static_cast<long long>(a.batch),
+      a.network.c_str(), a.device.c_str(), a.tf32 && a.device != "cpu" ? "tf32" : "fp32", a.mode.c_str(), static_cast<long long>(a.batch),
       static_cast<long long>(a.size), a.iters, med, sorted.front(), sorted.back(),
       static_cast<double>(a.batch) / med, gflop / med, static_cast<double>(ru.ru_maxrss) / 1024.0);
   return 0;
+}
+
+template <class D>
+int dispatch(const Args& a, nddr::Context<D>& ctx) {
+  using nddr::MultiTask;
+  using nddr::VGG16;
+  if (a.network == "vgg16-nddr") return run<MultiTask<VGG16, VGG16, nddr::NDDR>>(a, ctx);
+  if (a.network == "vgg16-nddr-shortcut")
+    return run<MultiTask<VGG16, VGG16, nddr::Shortcut<nddr::NDDR>>>(a, ctx);
+  if (a.network == "vgg16-mt") return run<MultiTask<VGG16, VGG16, nddr::Shared<5>>>(a, ctx);
+  if (a.network == "vgg16-st") return run<MultiTask<VGG16, nddr::None>>(a, ctx);
+  if constexpr (std::is_same_v<D, nddr::Cpu>) {
+    if (a.network == "vgg16-cross-stitch") return run<MultiTask<VGG16, VGG16, nddr::CrossStitch>>(a, ctx);
+    return run<MultiTask<VGG16, VGG16, nddr::Sluice>>(a, ctx);
+  } else {
+    throw nddr::DeviceError("nddr-bench-step: --network " + a.network +
+                            " has no CUDA path (the cross-stitch and sluice layers are CPU-only); "
+                            "use --device cpu");
+  }
 }
 
 }  // namespace
@@ -175,14 +240,14 @@ int main(int argc, char** argv) {
     if (a.device == "cpu") {
       nddr::Context<nddr::Cpu> ctx;
       if (a.threads > 0) ctx.set_threads(a.threads);
-      return run(a, ctx);
+      return dispatch(a, ctx);
     }
     if (a.device.rfind("cuda", 0) == 0) {
 #if defined(NDDR_WITH_CUDA)
       const int index = a.device.size() > 5 ? std::stoi(a.device.substr(5)) : 0;
       nddr::Context<nddr::Cuda> ctx(index);
       nddr::cuda::set_conv_tf32(a.tf32);
-      return run(a, ctx);
+      return dispatch(a, ctx);
 #else
       throw nddr::DeviceError("nddr-bench-step: this build has no CUDA backend (configure with "
                               "-DNDDR_ENABLE_CUDA=ON where nvcc exists)");
