@@ -1,6 +1,14 @@
 #!/usr/bin/env python3
-"""PyTorch eager baseline: one training step of the two-task NDDR-VGG16 (NDDR-CNN on
-DeepLab-VGG16-LargeFOV with BatchNorm, paper-spec.md §2) and an inference pass.
+"""PyTorch eager baseline: one training step and an inference pass of the paper networks on
+DeepLab-VGG16-LargeFOV with BatchNorm (paper-spec.md §2), the same as nddr-bench-step's
+--network (default vgg16-nddr, the two-task NDDR-CNN):
+  vgg16-nddr           NDDR after every stage (nddr's MultiTask<VGG16, VGG16, NDDR>)
+  vgg16-nddr-shortcut  + per task, all fused stage outputs resized (bilinear) to the last one,
+                       concatenated, 1x1 conv (1472 -> 512) + BN + ReLU before the head
+  vgg16-mt             one shared trunk (stages 1-5), two heads (Shared<5>)
+  vgg16-st             one column, segmentation only (MultiTask<VGG16, None>)
+  vgg16-cross-stitch   out_k = sum_j a[k][j] x_j after every stage (CrossStitch)
+  vgg16-sluice         2 subspaces per task, a 4x4 subspace mix after every stage (Sluice)
 
 Same network as nddr's Network<MultiTask<VGG16, VGG16, NDDR>>: conv3x3 (no bias) + BN(eps 1e-3,
 momentum 0.05) + ReLU; TF-'SAME' 3x3 max pools (stride 2, 2, 2, 1, 1; emulated with asymmetric
@@ -9,8 +17,9 @@ dropout; fc7 1x1 + BN + ReLU + dropout; fc8 1x1 with bias; NDDR after every stag
 conv 2C->C, BN, ReLU; diagonal init 0.9/0.1). Losses: cross-entropy (ignore 255) on 40 classes
 + 20 x cosine normal loss, labels at the logit size. SGD momentum 0.9, NDDR lr x100.
 
-Prints one JSON line: median/min/max seconds per step, images/s, peak memory.
-Usage: python3 bench/pytorch/nddr_vgg16.py --device cuda --batch 10 --size 321 --iters 20
+Prints one JSON line: network, median/min/max seconds per step, images/s, GFLOP/s (nddr-bench-step's
+analytic count), peak memory.
+Usage: python3 bench/pytorch/nddr_vgg16.py [--network vgg16-nddr] --device cuda --batch 10 --size 321 --iters 20
 """
 import argparse
 import json
@@ -88,25 +97,114 @@ class Nddr(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
-class NddrVgg16(nn.Module):
-    def __init__(self):
+class CrossStitch(nn.Module):
+    """(K S) x (K S) mix of the K tasks' S channel subspaces; S = 1 is cross-stitch."""
+
+    def __init__(self, k, subspaces=1):
         super().__init__()
-        self.columns = nn.ModuleList([column_stages(), column_stages()])
-        self.nddr = nn.ModuleList([nn.ModuleList([Nddr(c, k) for k in range(2)])
-                                   for (_, _, c, _, _) in STAGES])
-        self.heads = nn.ModuleList([head(40), head(3)])
+        p = k * subspaces
+        self.k, self.s = k, subspaces
+        a = torch.full((p, p), 0.1)
+        for i in range(p):
+            a[i, i] = 0.9
+        self.alpha = nn.Parameter(a)
+
+    def forward(self, xs):
+        g = [t for x in xs for t in x.chunk(self.s, dim=1)]
+        mixed = [sum(self.alpha[p, q] * g[q] for q in range(len(g))) for p in range(len(g))]
+        return [torch.cat(mixed[k * self.s:(k + 1) * self.s], dim=1) for k in range(self.k)]
+
+
+class NddrFusion(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.branches = nn.ModuleList([Nddr(c, k) for k in range(2)])
+
+    def forward(self, xs):
+        cat = torch.cat(xs, dim=1)
+        return [b(cat) for b in self.branches]
+
+
+class ShortcutModule(nn.Module):
+    def __init__(self, cin=64 + 128 + 256 + 512 + 512, cout=512):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=1e-3, momentum=0.05)
+
+    def forward(self, fs):
+        size = fs[-1].shape[2:]
+        r = [f if f.shape[2:] == size else F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+             for f in fs]
+        return F.relu(self.bn(self.conv(torch.cat(r, dim=1))))
+
+
+NETWORKS = ["vgg16-nddr", "vgg16-nddr-shortcut", "vgg16-mt", "vgg16-st", "vgg16-cross-stitch",
+            "vgg16-sluice"]
+
+
+class PaperNet(nn.Module):
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+        self.outputs = [40] if network == "vgg16-st" else [40, 3]
+        trunks = 1 if network in ("vgg16-st", "vgg16-mt") else 2
+        self.columns = nn.ModuleList([column_stages() for _ in range(trunks)])
+        if network in ("vgg16-nddr", "vgg16-nddr-shortcut"):
+            self.nddr = nn.ModuleList([NddrFusion(c) for (_, _, c, _, _) in STAGES])
+        elif network == "vgg16-cross-stitch":
+            self.nddr = nn.ModuleList([CrossStitch(2) for _ in STAGES])
+        elif network == "vgg16-sluice":
+            self.nddr = nn.ModuleList([CrossStitch(2, 2) for _ in STAGES])
+        else:
+            self.nddr = None
+        if network == "vgg16-nddr-shortcut":
+            self.shortcut = nn.ModuleList([ShortcutModule() for _ in range(2)])
+        self.heads = nn.ModuleList([head(o) for o in self.outputs])
 
     def forward(self, x):
-        f = [x, x]
+        if len(self.columns) == 1:
+            f = x
+            for stage in self.columns[0]:
+                f = stage(f)
+            return [h(f) for h in self.heads]
+        f, history = [x, x], []
         for s in range(5):
-            a = [self.columns[k][s](f[k]) for k in range(2)]
-            cat = torch.cat(a, dim=1)
-            f = [self.nddr[s][k](cat) for k in range(2)]
+            f = self.nddr[s]([self.columns[k][s](f[k]) for k in range(2)])
+            history.append(f)
+        if self.network == "vgg16-nddr-shortcut":
+            f = [self.shortcut[k]([h[k] for h in history]) for k in range(2)]
         return [self.heads[k](f[k]) for k in range(2)]
+
+
+def forward_gflop(network, batch, size):
+    """nddr-bench-step's analytic forward count (multiply-add = 2)."""
+    s1 = math.ceil(size / 2)
+    s2 = math.ceil(s1 / 2)
+    s3 = math.ceil(s2 / 2)
+    trunk = [(3, 64, 9, size * size), (64, 64, 9, size * size), (64, 128, 9, s1 * s1),
+             (128, 128, 9, s1 * s1), (128, 256, 9, s2 * s2), (256, 256, 9, s2 * s2),
+             (256, 256, 9, s2 * s2), (256, 512, 9, s3 * s3)] + [(512, 512, 9, s3 * s3)] * 5
+    head_l = [(512, 1024, 9, s3 * s3), (1024, 1024, 1, s3 * s3)]
+    flops = lambda ls: sum(2.0 * a * b * k * hw for a, b, k, hw in ls)
+    single = network == "vgg16-st"
+    tasks = 1 if single else 2
+    trunks = 1 if network in ("vgg16-st", "vgg16-mt") else 2
+    f = trunks * flops(trunk) + tasks * flops(head_l) + 2.0 * 1024 * (40 if single else 43) * s3 * s3
+    for c, hw in zip([64, 128, 256, 512, 512], [s1 * s1, s2 * s2, s3 * s3, s3 * s3, s3 * s3]):
+        if network in ("vgg16-nddr", "vgg16-nddr-shortcut"):
+            f += tasks * 2.0 * tasks * c * c * hw
+        elif network == "vgg16-cross-stitch":
+            f += tasks * 2.0 * tasks * c * hw
+        elif network == "vgg16-sluice":
+            f += tasks * 2.0 * tasks * 2 * c * hw
+    if network == "vgg16-nddr-shortcut":
+        f += tasks * 2.0 * 1472 * 512 * s3 * s3
+    return f * batch / 1e9
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--network", choices=NETWORKS, default="vgg16-nddr")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--size", type=int, default=161)
@@ -123,9 +221,10 @@ def main():
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     torch.manual_seed(1234)
-    net = NddrVgg16().to(dev)
-    nddr_params = [p for n, p in net.named_parameters() if n.startswith("nddr")]
-    other = [p for n, p in net.named_parameters() if not n.startswith("nddr")]
+    net = PaperNet(args.network).to(dev)
+    fusion = lambda n: n.startswith("nddr") or n.startswith("shortcut")
+    nddr_params = [p for n, p in net.named_parameters() if fusion(n)]
+    other = [p for n, p in net.named_parameters() if not fusion(n)]
     opt = torch.optim.SGD([{"params": other, "lr": 1e-3}, {"params": nddr_params, "lr": 0.1}],
                           momentum=0.9, weight_decay=2.5e-4)
     x = torch.randn(args.batch, 3, args.size, args.size, device=dev)
@@ -142,8 +241,9 @@ def main():
         net.train()
         opt.zero_grad(set_to_none=True)
         o = net(x)
-        loss = F.cross_entropy(o[0], seg, ignore_index=255) + \
-            20.0 * (1.0 - (F.normalize(o[1], dim=1) * nrm).sum(1)).mean()
+        loss = F.cross_entropy(o[0], seg, ignore_index=255)
+        if len(o) > 1:
+            loss = loss + 20.0 * (1.0 - (F.normalize(o[1], dim=1) * nrm).sum(1)).mean()
         loss.backward()
         opt.step()
 
@@ -162,12 +262,13 @@ def main():
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     tf32 = dev.type == "cuda" and torch.backends.cudnn.allow_tf32
-    res = {"impl": "pytorch-eager", "torch": torch.__version__, "device": str(dev),
+    gflop = forward_gflop(args.network, args.batch, args.size) * (3 if args.mode == "train" else 1)
+    res = {"impl": "pytorch-eager", "network": args.network, "torch": torch.__version__, "device": str(dev),
            "precision": "tf32" if tf32 else "fp32",
            "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
            "mode": args.mode, "batch": args.batch, "size": args.size, "iters": args.iters,
            "median_s": med, "min_s": min(times), "max_s": max(times),
-           "images_per_s": args.batch / med,
+           "images_per_s": args.batch / med, "gflop_per_s": gflop / med,
            "cudnn_tf32": torch.backends.cudnn.allow_tf32 if dev.type == "cuda" else None,
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "peak_gpu_mib": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
