@@ -11,12 +11,21 @@
 /// to stay in cache (the whole matrix is 60 MB at VGG conv1_2, 161^2), one block per thread
 /// at a time; the data grad, whose col2im scatters across block boundaries, uses the whole
 /// matrix. Columns live in `ctx.workspace<T>()`, so steady-state calls do not allocate.
+///
+/// Two other algorithms are dispatched to when they do less work (`conv2d_select_algorithm`):
+/// Winograd F(2x2, 3x3) for 3x3 stride-1 undilated kernels (nddr/backend/cpu/winograd.hpp),
+/// and tap-skipping for dilated kernels: the convolution as a sum over the kh * kw taps of 1x1
+/// GEMMs, each restricted to the outputs whose tap lands inside the image, so taps that read
+/// only padding (most of DeepLab's fc6, dilation 12 on a 21x21 map) cost nothing.
+/// `nddr::cpu::set_conv_algorithm` forces one of them (tests, benchmarks).
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
+#include "nddr/backend/cpu/winograd.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
@@ -24,6 +33,28 @@
 #include "nddr/ops/conv2d.hpp"
 
 namespace nddr {
+namespace cpu {
+
+/// Convolution algorithm of the CPU backend. kAuto picks per shape and direction
+/// (`ops::conv2d_select_algorithm`); the others force one wherever it applies (Winograd:
+/// 3x3, stride 1, dilation 1; tap-skipping: any kernel) and fall back to im2col elsewhere.
+enum class ConvAlgo { kAuto, kIm2col, kWinograd, kTapSkip };
+
+namespace detail {
+inline std::atomic<ConvAlgo>& conv_algorithm_slot() {
+  static std::atomic<ConvAlgo> algo{ConvAlgo::kAuto};
+  return algo;
+}
+}  // namespace detail
+
+/// Forces (or with kAuto, stops forcing) a convolution algorithm for every later CPU conv2d
+/// call in the process. Meant for tests and benchmarks; kAuto is the default.
+inline void set_conv_algorithm(ConvAlgo algo) { detail::conv_algorithm_slot().store(algo); }
+/// The algorithm set by `set_conv_algorithm`.
+inline ConvAlgo conv_algorithm() { return detail::conv_algorithm_slot().load(); }
+
+}  // namespace cpu
+
 namespace detail {
 
 template <class T>
@@ -80,9 +111,228 @@ void conv2d_check_bias(const char* who, const char* what, TensorView<T, Cpu> b,
   check_shape(who, what, b.shape(), Shape{out_c});
 }
 
+/// The outputs of one kernel tap whose input lands inside the image: rows [oh_lo, oh_lo +
+/// rows), columns [ow_lo, ow_lo + cols); output (oh, ow) reads input (oh * stride_h + ih_off,
+/// ow * stride_w + iw_off).
+struct Conv2dTapWindow {
+  std::int64_t oh_lo = 0, rows = 0, ow_lo = 0, cols = 0;
+  std::int64_t stride_h = 1, stride_w = 1, ih_off = 0, iw_off = 0;
+
+  std::int64_t area() const { return rows * cols; }
+};
+
+inline Conv2dTapWindow conv2d_tap_window(const Conv2dGeometry& g, std::int64_t i, std::int64_t j) {
+  std::int64_t oh_lo, oh_hi, ow_lo, ow_hi;
+  ops::conv2d_valid_outputs(i, g.in_h, g.out_h, g.stride_h, g.dilation_h, g.pad_top, oh_lo, oh_hi);
+  ops::conv2d_valid_outputs(j, g.in_w, g.out_w, g.stride_w, g.dilation_w, g.pad_left, ow_lo, ow_hi);
+  return {oh_lo,
+          oh_hi - oh_lo,
+          ow_lo,
+          ow_hi - ow_lo,
+          g.stride_h,
+          g.stride_w,
+          ops::conv2d_input_coord(0, i, g.stride_h, g.dilation_h, g.pad_top),
+          ops::conv2d_input_coord(0, j, g.stride_w, g.dilation_w, g.pad_left)};
+}
+
+/// The window of a tap on the output grid itself (offset 0, stride 1): where dy is read.
+inline Conv2dTapWindow conv2d_output_window(const Conv2dTapWindow& t) {
+  return {t.oh_lo, t.rows, t.ow_lo, t.cols, 1, 1, 0, 0};
+}
+
+/// Fraction of the kh * kw * OH * OW (tap, output) pairs that read the image, not padding:
+/// the work tap-skipping does relative to im2col.
+inline double conv2d_tap_fraction(const Conv2dGeometry& g) {
+  std::int64_t inside = 0;
+  for (std::int64_t i = 0; i < g.kernel_h; ++i)
+    for (std::int64_t j = 0; j < g.kernel_w; ++j) inside += conv2d_tap_window(g, i, j).area();
+  const std::int64_t all = g.kernel_h * g.kernel_w * g.col_cols();
+  return all == 0 ? 1.0 : static_cast<double>(inside) / static_cast<double>(all);
+}
+
+/// dst (channels, batch * area) = the window's pixels of src (batch, channels, h, w), columns
+/// ordered (n, row, col).
+template <class T>
+void conv2d_tap_gather(const Context<Cpu>& ctx, const T* src, std::int64_t batch,
+                       std::int64_t channels, std::int64_t h, std::int64_t w,
+                       const Conv2dTapWindow& win, T* dst) {
+  const std::int64_t area = win.area();
+  parallel_for(ctx, channels, [&](std::int64_t c) {
+    for (std::int64_t n = 0; n < batch; ++n) {
+      const T* plane = src + (n * channels + c) * h * w;
+      T* d = dst + (c * batch + n) * area;
+      for (std::int64_t r = 0; r < win.rows; ++r) {
+        const T* s = plane + ((win.oh_lo + r) * win.stride_h + win.ih_off) * w +
+                     win.ow_lo * win.stride_w + win.iw_off;
+        for (std::int64_t q = 0; q < win.cols; ++q) d[r * win.cols + q] = s[q * win.stride_w];
+      }
+    }
+  });
+}
+
+/// Adds rows [c0, c0 + count) of buf (channels, batch * area) onto the window's pixels of
+/// channels [c0, c0 + count) of dst (batch, channels, h, w); serial, for one thread's rows.
+template <class T>
+void conv2d_tap_scatter_add(const T* buf, std::int64_t batch, std::int64_t channels, std::int64_t h,
+                            std::int64_t w, const Conv2dTapWindow& win, std::int64_t c0,
+                            std::int64_t count, T* dst) {
+  const std::int64_t area = win.area();
+  for (std::int64_t c = c0; c < c0 + count; ++c)
+    for (std::int64_t n = 0; n < batch; ++n) {
+      T* plane = dst + (n * channels + c) * h * w;
+      const T* s = buf + (c * batch + n) * area;
+      for (std::int64_t r = 0; r < win.rows; ++r) {
+        T* d = plane + ((win.oh_lo + r) * win.stride_h + win.ih_off) * w +
+               win.ow_lo * win.stride_w + win.iw_off;
+        for (std::int64_t q = 0; q < win.cols; ++q) d[q * win.stride_w] += s[r * win.cols + q];
+      }
+    }
+}
+
+/// wt (kh * kw, C_out, C_in): the weights regrouped by tap, one row-major GEMM operand each.
+template <class T>
+void conv2d_pack_taps(const Context<Cpu>& ctx, const T* w, const Conv2dGeometry& g, T* wt) {
+  const std::int64_t taps = g.kernel_h * g.kernel_w;
+  parallel_for(ctx, g.out_c, [&](std::int64_t k) {
+    for (std::int64_t c = 0; c < g.in_c; ++c)
+      for (std::int64_t tap = 0; tap < taps; ++tap)
+        wt[(tap * g.out_c + k) * g.in_c + c] = w[(k * g.in_c + c) * taps + tap];
+  });
+}
+
 }  // namespace detail
 
 namespace ops {
+
+/// The three passes of a convolution, for algorithm selection.
+enum class Conv2dDirection { kForward, kBackwardData, kBackwardWeights };
+
+/// The algorithm `conv2d_forward` / `_backward_data` / `_backward_weights` run for geometry
+/// `g`: the forced one (`nddr::cpu::set_conv_algorithm`) where it applies, else im2col; under
+/// kAuto, Winograd for 3x3 stride-1 undilated kernels with at least 16 input and output
+/// channels, tap-skipping for dilated kernels whose taps read padding for at least 10 % of
+/// the outputs, im2col otherwise.
+inline cpu::ConvAlgo conv2d_select_algorithm(const Conv2dGeometry& g, Conv2dDirection) {
+  switch (cpu::conv_algorithm()) {
+    case cpu::ConvAlgo::kIm2col:
+      return cpu::ConvAlgo::kIm2col;
+    case cpu::ConvAlgo::kWinograd:
+      return conv2d_winograd_applicable(g) ? cpu::ConvAlgo::kWinograd : cpu::ConvAlgo::kIm2col;
+    case cpu::ConvAlgo::kTapSkip:
+      return cpu::ConvAlgo::kTapSkip;
+    case cpu::ConvAlgo::kAuto:
+      break;
+  }
+  if (conv2d_winograd_applicable(g) && g.in_c >= 16 && g.out_c >= 16)
+    return cpu::ConvAlgo::kWinograd;
+  if ((g.dilation_h > 1 || g.dilation_w > 1) && nddr::detail::conv2d_tap_fraction(g) < 0.9)
+    return cpu::ConvAlgo::kTapSkip;
+  return cpu::ConvAlgo::kIm2col;
+}
+
+/// Tap-skipping forward: y (batch, C_out, OH, OW) = [bias +] sum over taps of W_tap x_tap,
+/// each a GEMM over the tap's in-image outputs only.
+template <class T>
+void conv2d_tapskip_forward(Context<Cpu>& ctx, const T* x, const T* w, const T* bias, T* y,
+                            const Conv2dGeometry& g, std::int64_t batch) {
+  using nddr::detail::Conv2dConstMap;
+  const std::int64_t taps = g.kernel_h * g.kernel_w;
+  const std::int64_t plane = g.out_h * g.out_w;
+  const std::int64_t cols_max = batch * plane;
+  const std::int64_t wt_size = nddr::detail::winograd_aligned<T>(taps * g.out_c * g.in_c);
+  const std::int64_t xt_size = nddr::detail::winograd_aligned<T>(g.in_c * cols_max);
+  T* wt = ctx.workspace<T>(static_cast<std::size_t>(wt_size + xt_size + g.out_c * cols_max));
+  T* xt = wt + wt_size;  // (C_in, batch * area)
+  T* yt = xt + xt_size;  // (C_out, batch * area)
+  nddr::detail::conv2d_pack_taps(ctx, w, g, wt);
+  nddr::detail::parallel_for(ctx, batch * g.out_c, [&](std::int64_t nk) {
+    std::fill(y + nk * plane, y + (nk + 1) * plane, bias ? bias[nk % g.out_c] : T(0));
+  });
+  for (std::int64_t tap = 0; tap < taps; ++tap) {
+    const auto win = nddr::detail::conv2d_tap_window(g, tap / g.kernel_w, tap % g.kernel_w);
+    const std::int64_t cols = batch * win.area();
+    if (cols == 0) continue;
+    nddr::detail::conv2d_tap_gather(ctx, x, batch, g.in_c, g.in_h, g.in_w, win, xt);
+    const Conv2dConstMap<T> xm(xt, g.in_c, cols);
+    const Conv2dConstMap<T> wm(wt + tap * g.out_c * g.in_c, g.out_c, g.in_c);
+    const auto out = nddr::detail::conv2d_output_window(win);
+    nddr::detail::conv2d_split_columns(
+        ctx, g.out_c, [&](std::int64_t, std::int64_t k0, std::int64_t k1) {
+          nddr::detail::Conv2dMap<T>(yt + k0 * cols, k1 - k0, cols).noalias() =
+              wm.middleRows(k0, k1 - k0) * xm;
+          nddr::detail::conv2d_tap_scatter_add(static_cast<const T*>(yt), batch, g.out_c, g.out_h,
+                                               g.out_w, out, k0, k1 - k0, y);
+        });
+  }
+}
+
+/// Tap-skipping data gradient: dx += sum over taps of W_tap^T dy over the tap's outputs.
+template <class T>
+void conv2d_tapskip_backward_data(Context<Cpu>& ctx, const T* w, const T* dy, T* dx,
+                                  const Conv2dGeometry& g, std::int64_t batch) {
+  using nddr::detail::Conv2dConstMap;
+  const std::int64_t taps = g.kernel_h * g.kernel_w;
+  const std::int64_t cols_max = batch * g.out_h * g.out_w;
+  const std::int64_t wt_size = nddr::detail::winograd_aligned<T>(taps * g.out_c * g.in_c);
+  const std::int64_t dyt_size = nddr::detail::winograd_aligned<T>(g.out_c * cols_max);
+  T* wt = ctx.workspace<T>(static_cast<std::size_t>(wt_size + dyt_size + g.in_c * cols_max));
+  T* dyt = wt + wt_size;    // (C_out, batch * area)
+  T* dxt = dyt + dyt_size;  // (C_in, batch * area)
+  nddr::detail::conv2d_pack_taps(ctx, w, g, wt);
+  for (std::int64_t tap = 0; tap < taps; ++tap) {
+    const auto win = nddr::detail::conv2d_tap_window(g, tap / g.kernel_w, tap % g.kernel_w);
+    const std::int64_t cols = batch * win.area();
+    if (cols == 0) continue;
+    nddr::detail::conv2d_tap_gather(ctx, dy, batch, g.out_c, g.out_h, g.out_w,
+                                    nddr::detail::conv2d_output_window(win), dyt);
+    const Conv2dConstMap<T> dym(dyt, g.out_c, cols);
+    const Conv2dConstMap<T> wm(wt + tap * g.out_c * g.in_c, g.out_c, g.in_c);
+    nddr::detail::conv2d_split_columns(
+        ctx, g.in_c, [&](std::int64_t, std::int64_t c0, std::int64_t c1) {
+          nddr::detail::Conv2dMap<T>(dxt + c0 * cols, c1 - c0, cols).noalias() =
+              wm.middleCols(c0, c1 - c0).transpose() * dym;
+          nddr::detail::conv2d_tap_scatter_add(static_cast<const T*>(dxt), batch, g.in_c, g.in_h,
+                                               g.in_w, win, c0, c1 - c0, dx);
+        });
+  }
+}
+
+/// Tap-skipping weight gradient: dw[:, :, i, j] = dy_tap x_tap^T over the tap's outputs,
+/// summed over the batch and assigned (0 for a tap that reads only padding).
+template <class T>
+void conv2d_tapskip_backward_weights(Context<Cpu>& ctx, const T* x, const T* dy, T* dw,
+                                     const Conv2dGeometry& g, std::int64_t batch) {
+  using nddr::detail::Conv2dConstMap;
+  const std::int64_t taps = g.kernel_h * g.kernel_w;
+  const std::int64_t cols_max = batch * g.out_h * g.out_w;
+  const std::int64_t xt_size = nddr::detail::winograd_aligned<T>(g.in_c * cols_max);
+  const std::int64_t dyt_size = nddr::detail::winograd_aligned<T>(g.out_c * cols_max);
+  T* xt = ctx.workspace<T>(static_cast<std::size_t>(xt_size + dyt_size + g.out_c * g.in_c));
+  T* dyt = xt + xt_size;    // (C_out, batch * area)
+  T* dwt = dyt + dyt_size;  // (C_out, C_in) of one tap
+  for (std::int64_t tap = 0; tap < taps; ++tap) {
+    const auto win = nddr::detail::conv2d_tap_window(g, tap / g.kernel_w, tap % g.kernel_w);
+    const std::int64_t cols = batch * win.area();
+    if (cols > 0) {
+      nddr::detail::conv2d_tap_gather(ctx, x, batch, g.in_c, g.in_h, g.in_w, win, xt);
+      nddr::detail::conv2d_tap_gather(ctx, dy, batch, g.out_c, g.out_h, g.out_w,
+                                      nddr::detail::conv2d_output_window(win), dyt);
+    }
+    const Conv2dConstMap<T> xm(xt, g.in_c, cols);
+    const Conv2dConstMap<T> dym(dyt, g.out_c, cols);
+    nddr::detail::conv2d_split_columns(
+        ctx, g.out_c, [&](std::int64_t, std::int64_t k0, std::int64_t k1) {
+          auto dwm = nddr::detail::Conv2dMap<T>(dwt + k0 * g.in_c, k1 - k0, g.in_c);
+          if (cols > 0)
+            dwm.noalias() = dym.middleRows(k0, k1 - k0) * xm.transpose();
+          else
+            dwm.setZero();
+          for (std::int64_t k = k0; k < k1; ++k)
+            for (std::int64_t c = 0; c < g.in_c; ++c)
+              dw[(k * g.in_c + c) * taps + tap] = dwt[k * g.in_c + c];
+        });
+  }
+}
 
 /// Writes columns [p0, p1) of row `row` of the column matrix of one batch item `x`
 /// (C_in, H, W) to `dst` (p1 - p0 entries).
@@ -180,6 +430,16 @@ void conv2d_forward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, 
   const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt, kWho);
   nddr::detail::conv2d_check_bias(kWho, "bias", b, opt, g.out_c);
   check_shape(kWho, "y", y.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
+  const T* bias_data = opt.use_bias ? b.data() : nullptr;
+  switch (conv2d_select_algorithm(g, Conv2dDirection::kForward)) {
+    case cpu::ConvAlgo::kWinograd:
+      return conv2d_winograd_forward(ctx, x.data(), w.data(), bias_data, y.data(), g,
+                                     x.shape().n());
+    case cpu::ConvAlgo::kTapSkip:
+      return conv2d_tapskip_forward(ctx, x.data(), w.data(), bias_data, y.data(), g, x.shape().n());
+    default:
+      break;
+  }
   const std::int64_t k = g.col_rows();
   const std::int64_t p = g.col_cols();
   const std::int64_t block = std::min(p, nddr::detail::conv2d_block_columns<T>(k));
@@ -219,6 +479,14 @@ void conv2d_backward_data(Context<Cpu>& ctx, std::type_identity_t<TensorView<con
   constexpr const char* kWho = "nddr::ops::conv2d_backward_data";
   const Conv2dGeometry g = conv2d_geometry(dx.shape(), w.shape(), opt, kWho);
   check_shape(kWho, "dy", dy.shape(), Shape::nchw(dx.shape().n(), g.out_c, g.out_h, g.out_w));
+  switch (conv2d_select_algorithm(g, Conv2dDirection::kBackwardData)) {
+    case cpu::ConvAlgo::kWinograd:
+      return conv2d_winograd_backward_data(ctx, w.data(), dy.data(), dx.data(), g, dx.shape().n());
+    case cpu::ConvAlgo::kTapSkip:
+      return conv2d_tapskip_backward_data(ctx, w.data(), dy.data(), dx.data(), g, dx.shape().n());
+    default:
+      break;
+  }
   const std::int64_t k = g.col_rows();
   const std::int64_t p = g.col_cols();
   T* dcol = g.is_pointwise() ? nullptr : ctx.workspace<T>(static_cast<std::size_t>(k * p));
@@ -272,6 +540,15 @@ void conv2d_backward_weights(Context<Cpu>& ctx, std::type_identity_t<TensorView<
   if (dw.empty()) return;
   const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
   check_shape(kWho, "dy", dy.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
+  switch (conv2d_select_algorithm(g, Conv2dDirection::kBackwardWeights)) {
+    case cpu::ConvAlgo::kWinograd:
+      return conv2d_winograd_backward_weights(ctx, x.data(), dy.data(), dw.data(), g,
+                                              x.shape().n());
+    case cpu::ConvAlgo::kTapSkip:
+      return conv2d_tapskip_backward_weights(ctx, x.data(), dy.data(), dw.data(), g, x.shape().n());
+    default:
+      break;
+  }
   const std::int64_t k = g.col_rows();
   const std::int64_t p = g.col_cols();
   // Each thread owns a slice of K (columns of dW, rows of col) and walks P in blocks of its

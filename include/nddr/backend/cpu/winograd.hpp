@@ -1,0 +1,285 @@
+#pragma once
+/// \file
+/// CPU Winograd F(2x2, 3x3) convolution for 3x3, stride-1, undilated kernels, any padding:
+/// forward, data gradient (a Winograd convolution of dy with the flipped, transposed kernel)
+/// and weight gradient (batched GEMMs of transformed output-gradient and input tiles).
+///
+/// Output tiles (2x2) of every batch item are numbered t = (n * tiles_h + th) * tiles_w + tw.
+/// Each thread owns a contiguous range of tiles and walks it in blocks of `nb` tiles:
+///   transform the block's input tiles    V[xi] (C_in, nb)      (16 matrices)
+///   16 GEMMs                              M[xi] (C_out, nb) = U[xi] (C_out, C_in) V[xi]
+///   inverse-transform into the output     y (2x2 per tile and channel)
+/// so V and M stay cache-sized and the threads never synchronise. U = G w G^T is transformed
+/// once per call and shared. All buffers live in `ctx.workspace<T>()`.
+/// The weight gradient keeps one dU (16, C_out, C_in) accumulator per thread and sums them.
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstdint>
+
+#include "nddr/core/context.hpp"
+#include "nddr/ops/conv2d.hpp"
+#include "nddr/ops/winograd.hpp"
+
+namespace nddr {
+namespace detail {
+
+/// Sizes of one Winograd convolution pass: `in` planes read through 4x4 tiles at offset
+/// (-pad_top, -pad_left), `out` planes written in 2x2 tiles.
+struct WinogradPass {
+  std::int64_t batch = 0;
+  std::int64_t in_c = 0, in_h = 0, in_w = 0;
+  std::int64_t out_c = 0, out_h = 0, out_w = 0;
+  std::int64_t pad_top = 0, pad_left = 0;
+
+  std::int64_t tiles_h() const { return (out_h + kTile - 1) / kTile; }
+  std::int64_t tiles_w() const { return (out_w + kTile - 1) / kTile; }
+  std::int64_t tiles() const { return batch * tiles_h() * tiles_w(); }
+
+  static constexpr std::int64_t kTile = ops::kWinogradTile;
+};
+
+template <class T>
+using WinogradMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// Rounds an element count up to 64 bytes so every carved buffer starts aligned.
+template <class T>
+constexpr std::int64_t winograd_aligned(std::int64_t count) {
+  constexpr std::int64_t kStep = 64 / static_cast<std::int64_t>(sizeof(T));
+  return (count + kStep - 1) / kStep * kStep;
+}
+
+/// Tiles per block: V and M of a block (16 (C_in + C_out) nb values) about kBytes, so they
+/// stay in the per-core L2 between the transforms and the GEMMs, but at least kMin tiles so
+/// each GEMM amortises packing its U[xi] operand. Never more than a thread's share.
+template <class T>
+std::int64_t winograd_block_tiles(const WinogradPass& p, std::int64_t per_thread) {
+  constexpr std::int64_t kBytes = std::int64_t{3} << 19;
+  constexpr std::int64_t kMin = 96;
+  const std::int64_t per_tile =
+      ops::kWinogradPoints * (p.in_c + p.out_c) * static_cast<std::int64_t>(sizeof(T));
+  const std::int64_t nb = std::max<std::int64_t>(kMin, kBytes / per_tile / 16 * 16);
+  return std::max<std::int64_t>(1, std::min(nb, per_thread));
+}
+
+/// Runs `body(chunk, tile_begin, tile_end)` on one contiguous tile range per thread, each
+/// body serial (Eigen must not start threads of its own inside).
+template <class F>
+void winograd_split_tiles(const Context<Cpu>& ctx, std::int64_t tiles, std::int64_t chunks,
+                          F&& body) {
+  parallel_for(ctx, chunks, [&](std::int64_t t) {
+#if defined(_OPENMP)
+    omp_set_num_threads(1);  // see conv2d_split_columns
+#endif
+    body(t, tiles * t / chunks, tiles * (t + 1) / chunks);
+  });
+}
+
+/// V[xi][c][t - t0] for tiles [t0, t0 + nb) of the input `x` (batch, in_c, in_h, in_w).
+template <class T>
+void winograd_transform_inputs(const T* x, const WinogradPass& p, std::int64_t t0, std::int64_t nb,
+                               T* v) {
+  const std::int64_t th_count = p.tiles_h(), tw_count = p.tiles_w();
+  const std::int64_t stride = p.in_c * nb;  // between the 16 matrices
+  const std::int64_t plane = p.in_h * p.in_w;
+  T d[ops::kWinogradPoints];
+  for (std::int64_t c = 0; c < p.in_c; ++c)
+    for (std::int64_t t = t0; t < t0 + nb; ++t) {
+      const std::int64_t tw = t % tw_count, th = (t / tw_count) % th_count;
+      const std::int64_t n = t / (tw_count * th_count);
+      ops::winograd_load_input_tile(x + (n * p.in_c + c) * plane, p.in_h, p.in_w,
+                                    th * WinogradPass::kTile - p.pad_top,
+                                    tw * WinogradPass::kTile - p.pad_left, d);
+      ops::winograd_input_transform(d, v + c * nb + (t - t0), stride);
+    }
+}
+
+/// U[xi][o][i] = G g G^T of each kernel, with g = w[o][i] (w is (out, in, 3, 3)) or, with
+/// `flip_transpose`, g = w[i][o] rotated by 180 degrees (the data gradient's kernel).
+template <class T>
+void winograd_transform_weights(const Context<Cpu>& ctx, const T* w, std::int64_t out,
+                                std::int64_t in, bool flip_transpose, T* u) {
+  const std::int64_t stride = out * in;
+  parallel_for(ctx, out, [&](std::int64_t o) {
+    for (std::int64_t i = 0; i < in; ++i) {
+      T* dst = u + o * in + i;
+      if (flip_transpose)
+        ops::winograd_weight_transform(w + (i * out + o) * 9 + 8, std::int64_t{-3},
+                                       std::int64_t{-1}, dst, stride);
+      else
+        ops::winograd_weight_transform(w + (o * in + i) * 9, std::int64_t{3}, std::int64_t{1}, dst,
+                                       stride);
+    }
+  });
+}
+
+/// out (batch, out_c, out_h, out_w) = [out +] conv(in, U) [+ bias], U from
+/// `winograd_transform_weights`; `accumulate` adds instead of assigning.
+template <class T>
+void winograd_convolve(Context<Cpu>& ctx, const T* in, const WinogradPass& p, const T* u,
+                       const T* bias, bool accumulate, T* out, T* scratch, std::int64_t chunks,
+                       std::int64_t nb) {
+  const std::int64_t tiles = p.tiles();
+  const std::int64_t th_count = p.tiles_h(), tw_count = p.tiles_w();
+  const std::int64_t per_thread =
+      winograd_aligned<T>(ops::kWinogradPoints * (p.in_c + p.out_c) * nb);
+  winograd_split_tiles(
+      ctx, tiles, chunks, [&](std::int64_t chunk, std::int64_t begin, std::int64_t end) {
+        T* v = scratch + chunk * per_thread;            // (16, C_in, nb)
+        T* m = v + ops::kWinogradPoints * p.in_c * nb;  // (16, C_out, nb)
+        for (std::int64_t t0 = begin; t0 < end; t0 += nb) {
+          const std::int64_t cols = std::min(nb, end - t0);
+          winograd_transform_inputs(in, p, t0, cols, v);
+          for (int xi = 0; xi < ops::kWinogradPoints; ++xi) {
+            const Eigen::Map<const WinogradMatrix<T>> um(u + xi * p.out_c * p.in_c, p.out_c,
+                                                         p.in_c);
+            const Eigen::Map<const WinogradMatrix<T>> vm(v + xi * p.in_c * cols, p.in_c, cols);
+            Eigen::Map<WinogradMatrix<T>>(m + xi * p.out_c * cols, p.out_c, cols).noalias() =
+                um * vm;
+          }
+          T y[4];
+          for (std::int64_t k = 0; k < p.out_c; ++k) {
+            const T b = bias ? bias[k] : T(0);
+            for (std::int64_t t = t0; t < t0 + cols; ++t) {
+              ops::winograd_output_transform(m + k * cols + (t - t0), p.out_c * cols, y);
+              const std::int64_t tw = t % tw_count, th = (t / tw_count) % th_count;
+              const std::int64_t n = t / (tw_count * th_count);
+              const std::int64_t oh0 = th * WinogradPass::kTile, ow0 = tw * WinogradPass::kTile;
+              T* dst = out + ((n * p.out_c + k) * p.out_h + oh0) * p.out_w + ow0;
+              const int rows = static_cast<int>(std::min<std::int64_t>(2, p.out_h - oh0));
+              const int wide = static_cast<int>(std::min<std::int64_t>(2, p.out_w - ow0));
+              for (int r = 0; r < rows; ++r)
+                for (int c = 0; c < wide; ++c) {
+                  if (accumulate)
+                    dst[r * p.out_w + c] += y[r * 2 + c];
+                  else
+                    dst[r * p.out_w + c] = y[r * 2 + c] + b;
+                }
+            }
+          }
+        }
+      });
+}
+
+/// Threads used for `tiles` tiles: at most one per tile.
+inline std::int64_t winograd_chunks(const Context<Cpu>& ctx, std::int64_t tiles) {
+  return std::max<std::int64_t>(1, std::min<std::int64_t>(ctx.threads(), tiles));
+}
+
+}  // namespace detail
+
+namespace ops {
+
+/// Whether the Winograd F(2x2, 3x3) path can compute this convolution: a 3x3 kernel,
+/// stride 1, dilation 1 (any padding, TF 'SAME' included).
+inline bool conv2d_winograd_applicable(const Conv2dGeometry& g) {
+  return g.kernel_h == 3 && g.kernel_w == 3 && g.stride_h == 1 && g.stride_w == 1 &&
+         g.dilation_h == 1 && g.dilation_w == 1;
+}
+
+/// y (batch, C_out, OH, OW) = conv(x, w) [+ bias]; x (batch, C_in, H, W), w (C_out, C_in, 3,
+/// 3), `bias` null or C_out values. Requires `conv2d_winograd_applicable(g)`.
+template <class T>
+void conv2d_winograd_forward(Context<Cpu>& ctx, const T* x, const T* w, const T* bias, T* y,
+                             const Conv2dGeometry& g, std::int64_t batch) {
+  const nddr::detail::WinogradPass p{batch,   g.in_c,  g.in_h,    g.in_w,    g.out_c,
+                                     g.out_h, g.out_w, g.pad_top, g.pad_left};
+  const std::int64_t tiles = p.tiles();
+  if (tiles == 0) return;
+  const std::int64_t chunks = nddr::detail::winograd_chunks(ctx, tiles);
+  const std::int64_t nb = nddr::detail::winograd_block_tiles<T>(p, (tiles + chunks - 1) / chunks);
+  const std::int64_t u_size = nddr::detail::winograd_aligned<T>(kWinogradPoints * g.out_c * g.in_c);
+  const std::int64_t per_thread =
+      nddr::detail::winograd_aligned<T>(kWinogradPoints * (g.in_c + g.out_c) * nb);
+  T* u = ctx.workspace<T>(static_cast<std::size_t>(u_size + chunks * per_thread));
+  nddr::detail::winograd_transform_weights(ctx, w, g.out_c, g.in_c, false, u);
+  nddr::detail::winograd_convolve(ctx, x, p, u, bias, false, y, u + u_size, chunks, nb);
+}
+
+/// dx (batch, C_in, H, W) += the data gradient of dy (batch, C_out, OH, OW) through w
+/// (C_out, C_in, 3, 3): a Winograd convolution of dy, offset by 2 - pad, with the kernel
+/// rotated by 180 degrees and its channel axes swapped. Requires `conv2d_winograd_applicable(g)`.
+template <class T>
+void conv2d_winograd_backward_data(Context<Cpu>& ctx, const T* w, const T* dy, T* dx,
+                                   const Conv2dGeometry& g, std::int64_t batch) {
+  const nddr::detail::WinogradPass p{batch,  g.out_c, g.out_h,       g.out_w,       g.in_c,
+                                     g.in_h, g.in_w,  2 - g.pad_top, 2 - g.pad_left};
+  const std::int64_t tiles = p.tiles();
+  if (tiles == 0) return;
+  const std::int64_t chunks = nddr::detail::winograd_chunks(ctx, tiles);
+  const std::int64_t nb = nddr::detail::winograd_block_tiles<T>(p, (tiles + chunks - 1) / chunks);
+  const std::int64_t u_size = nddr::detail::winograd_aligned<T>(kWinogradPoints * g.out_c * g.in_c);
+  const std::int64_t per_thread =
+      nddr::detail::winograd_aligned<T>(kWinogradPoints * (g.in_c + g.out_c) * nb);
+  T* u = ctx.workspace<T>(static_cast<std::size_t>(u_size + chunks * per_thread));
+  nddr::detail::winograd_transform_weights(ctx, w, g.in_c, g.out_c, true, u);
+  nddr::detail::winograd_convolve(ctx, dy, p, u, static_cast<const T*>(nullptr), true, dx,
+                                  u + u_size, chunks, nb);
+}
+
+/// dw (C_out, C_in, 3, 3) = sum over the batch of the weight gradient, assigned; x (batch,
+/// C_in, H, W), dy (batch, C_out, OH, OW). Requires `conv2d_winograd_applicable(g)`.
+template <class T>
+void conv2d_winograd_backward_weights(Context<Cpu>& ctx, const T* x, const T* dy, T* dw,
+                                      const Conv2dGeometry& g, std::int64_t batch) {
+  using nddr::detail::WinogradMatrix;
+  const nddr::detail::WinogradPass p{batch,   g.in_c,  g.in_h,    g.in_w,    g.out_c,
+                                     g.out_h, g.out_w, g.pad_top, g.pad_left};
+  const std::int64_t tiles = p.tiles();
+  const std::int64_t weights = g.out_c * g.in_c;
+  if (tiles == 0) {
+    std::fill(dw, dw + weights * 9, T(0));
+    return;
+  }
+  const std::int64_t chunks = nddr::detail::winograd_chunks(ctx, tiles);
+  const std::int64_t nb = nddr::detail::winograd_block_tiles<T>(p, (tiles + chunks - 1) / chunks);
+  const std::int64_t du_size = nddr::detail::winograd_aligned<T>(kWinogradPoints * weights);
+  const std::int64_t per_thread =
+      du_size + nddr::detail::winograd_aligned<T>(kWinogradPoints * (g.in_c + g.out_c) * nb);
+  T* scratch = ctx.workspace<T>(static_cast<std::size_t>(chunks * per_thread));
+  const std::int64_t th_count = p.tiles_h(), tw_count = p.tiles_w();
+  nddr::detail::winograd_split_tiles(
+      ctx, tiles, chunks, [&](std::int64_t chunk, std::int64_t begin, std::int64_t end) {
+        T* du = scratch + chunk * per_thread;      // (16, C_out, C_in)
+        T* v = du + du_size;                       // (16, C_in, nb)
+        T* z = v + kWinogradPoints * g.in_c * nb;  // (16, C_out, nb)
+        T tile[4];
+        for (std::int64_t t0 = begin; t0 < end; t0 += nb) {
+          const std::int64_t cols = std::min(nb, end - t0);
+          nddr::detail::winograd_transform_inputs(x, p, t0, cols, v);
+          for (std::int64_t k = 0; k < g.out_c; ++k)
+            for (std::int64_t t = t0; t < t0 + cols; ++t) {
+              const std::int64_t tw = t % tw_count, th = (t / tw_count) % th_count;
+              const std::int64_t n = t / (tw_count * th_count);
+              winograd_load_output_tile(dy + (n * g.out_c + k) * g.out_h * g.out_w, g.out_h,
+                                        g.out_w, th * kWinogradTile, tw * kWinogradTile, tile);
+              winograd_output_grad_transform(tile, z + k * cols + (t - t0), g.out_c * cols);
+            }
+          for (int xi = 0; xi < kWinogradPoints; ++xi) {
+            const Eigen::Map<const WinogradMatrix<T>> zm(z + xi * g.out_c * cols, g.out_c, cols);
+            const Eigen::Map<const WinogradMatrix<T>> vm(v + xi * g.in_c * cols, g.in_c, cols);
+            Eigen::Map<WinogradMatrix<T>> dum(du + xi * weights, g.out_c, g.in_c);
+            if (t0 == begin)
+              dum.noalias() = zm * vm.transpose();
+            else
+              dum.noalias() += zm * vm.transpose();
+          }
+        }
+      });
+  // Sum the per-thread accumulators and transform back: dw[k][c] = G^T dU[:, k, c] G.
+  nddr::detail::parallel_for(ctx, g.out_c, [&](std::int64_t k) {
+    T sum[kWinogradPoints];
+    for (std::int64_t c = 0; c < g.in_c; ++c) {
+      const std::int64_t e = k * g.in_c + c;
+      for (int xi = 0; xi < kWinogradPoints; ++xi) {
+        T s = T(0);
+        for (std::int64_t t = 0; t < chunks; ++t) s += scratch[t * per_thread + xi * weights + e];
+        sum[xi] = s;
+      }
+      winograd_weight_grad_transform(sum, std::int64_t{1}, dw + e * 9);
+    }
+  });
+}
+
+}  // namespace ops
+}  // namespace nddr

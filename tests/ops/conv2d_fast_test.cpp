@@ -1,0 +1,350 @@
+// Conv2d fast algorithms (Winograd F(2x2, 3x3), tap-skipping for dilated kernels): each, forced
+// through nddr::cpu::set_conv_algorithm, equals the im2col path and a direct convolution in all
+// three directions (double and float, 1 and 2 threads, odd sizes, 1x1 maps, padding 0-2,
+// dilation 2/3/12), keeps the accumulate/assign contract, and passes finite differences.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <nddr/backend/cpu/conv2d.hpp>
+#include <nddr/layers/conv2d.hpp>
+#include <nddr/ops/winograd.hpp>
+#include <nddr/testing/gradient_check.hpp>
+#include <nddr/testing/layer_laws.hpp>
+#include <string>
+#include <vector>
+
+namespace {
+
+using nddr::Conv2dOptions;
+using nddr::Shape;
+using nddr::Tensor;
+using nddr::TensorView;
+using nddr::cpu::ConvAlgo;
+
+/// Forces an algorithm for one scope; kAuto again afterwards, even when a CHECK throws.
+struct ForceAlgo {
+  explicit ForceAlgo(ConvAlgo a) { nddr::cpu::set_conv_algorithm(a); }
+  ~ForceAlgo() { nddr::cpu::set_conv_algorithm(ConvAlgo::kAuto); }
+  ForceAlgo(const ForceAlgo&) = delete;
+  ForceAlgo& operator=(const ForceAlgo&) = delete;
+};
+
+struct Case {
+  const char* name;
+  Shape x, w;
+  Conv2dOptions opt;
+};
+
+// 3x3, stride 1, dilation 1: the Winograd shapes. H, W not multiples of the 2x2 tile, 1x1
+// maps, padding 0/1/2 and TF 'SAME', channels 1..70, batch 1..3.
+const Case kWinogradCases[] = {
+    {"1x1 map pad 1, 1 channel", Shape::nchw(1, 1, 1, 1), Shape::nchw(1, 1, 3, 3),
+     Conv2dOptions{}.padding(1)},
+    {"7x9 pad 1 batch 2", Shape::nchw(2, 3, 7, 9), Shape::nchw(5, 3, 3, 3),
+     Conv2dOptions{}.padding(1)},
+    {"5x4 pad 0 batch 3", Shape::nchw(3, 17, 5, 4), Shape::nchw(6, 17, 3, 3), Conv2dOptions{}},
+    {"11x13 pad 2, 70 -> 33", Shape::nchw(1, 70, 11, 13), Shape::nchw(33, 70, 3, 3),
+     Conv2dOptions{}.padding(2)},
+    {"8x8 SAME no bias", Shape::nchw(2, 16, 8, 8), Shape::nchw(16, 16, 3, 3),
+     Conv2dOptions{}.same().bias(false)},
+    {"3x3 map pad 0, 5 -> 70", Shape::nchw(1, 5, 3, 3), Shape::nchw(70, 5, 3, 3), Conv2dOptions{}},
+    {"1x6 map pad (1, 2)", Shape::nchw(2, 4, 1, 6), Shape::nchw(3, 4, 3, 3),
+     Conv2dOptions{}.padding(1, 2)},
+    {"25x23 pad 1, many tiles", Shape::nchw(2, 9, 25, 23), Shape::nchw(7, 9, 3, 3),
+     Conv2dOptions{}.padding(1)},
+};
+
+// Dilated (and a few other) shapes for tap-skipping, which handles any kernel.
+const Case kTapSkipCases[] = {
+    {"fc6-like dilation 12 on 21x21", Shape::nchw(1, 4, 21, 21), Shape::nchw(6, 4, 3, 3),
+     Conv2dOptions{}.dilation(12).padding(12)},
+    {"dilation 12 on a 1x1 map", Shape::nchw(2, 3, 1, 1), Shape::nchw(5, 3, 3, 3),
+     Conv2dOptions{}.dilation(12).padding(12)},
+    {"dilation 2 pad 2 batch 2", Shape::nchw(2, 5, 9, 8), Shape::nchw(3, 5, 3, 3),
+     Conv2dOptions{}.dilation(2).padding(2)},
+    {"dilation 3 pad 1 batch 3", Shape::nchw(3, 7, 10, 11), Shape::nchw(9, 7, 3, 3),
+     Conv2dOptions{}.dilation(3).padding(1)},
+    {"dilation (3, 2) 5x2 kernel", Shape::nchw(1, 2, 13, 7), Shape::nchw(4, 2, 5, 2),
+     Conv2dOptions{}.dilation(3, 2).padding(4, 1)},
+    {"stride 2 dilation 2 SAME no bias", Shape::nchw(2, 3, 9, 7), Shape::nchw(4, 3, 3, 3),
+     Conv2dOptions{}.stride(2).dilation(2).same().bias(false)},
+    {"dilation 12, 70 -> 66", Shape::nchw(1, 70, 14, 15), Shape::nchw(66, 70, 3, 3),
+     Conv2dOptions{}.dilation(12).padding(12)},
+    {"3x3 pad 1 undilated", Shape::nchw(2, 3, 6, 5), Shape::nchw(4, 3, 3, 3),
+     Conv2dOptions{}.padding(1)},
+};
+
+template <class T>
+void fill_uniform(Tensor<T>& t, nddr::Rng& rng) {
+  for (std::int64_t i = 0; i < t.numel(); ++i) t[i] = static_cast<T>(rng.uniform(-1.0, 1.0));
+}
+
+/// max |a - b| / max |b|: the error relative to the result's scale.
+template <class A, class B>
+double scaled_error(const A& a, const B& b) {
+  double diff = 0.0, scale = 0.0;
+  for (std::int64_t i = 0; i < b.numel(); ++i) {
+    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
+    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+  }
+  return diff / std::max(scale, 1e-300);
+}
+
+/// The three directions by a direct loop over (n, k, oh, ow, c, i, j), in double.
+struct Direct {
+  Tensor<double> y, dx, dw, db;
+};
+
+Direct direct_convolution(const Tensor<double>& x, const Tensor<double>& w, const Tensor<double>& b,
+                          const Tensor<double>& dy, const Conv2dOptions& opt) {
+  const auto g = nddr::conv2d_geometry(x.shape(), w.shape(), opt);
+  Direct d{Tensor<double>(dy.shape()), Tensor<double>(x.shape()), Tensor<double>(w.shape()),
+           Tensor<double>(Shape{g.out_c})};
+  for (std::int64_t n = 0; n < x.shape().n(); ++n)
+    for (std::int64_t k = 0; k < g.out_c; ++k)
+      for (std::int64_t oh = 0; oh < g.out_h; ++oh)
+        for (std::int64_t ow = 0; ow < g.out_w; ++ow) {
+          double sum = opt.use_bias ? b[k] : 0.0;
+          const double gy = dy(n, k, oh, ow);
+          d.db[k] += gy;
+          for (std::int64_t c = 0; c < g.in_c; ++c)
+            for (std::int64_t i = 0; i < g.kernel_h; ++i)
+              for (std::int64_t j = 0; j < g.kernel_w; ++j) {
+                const std::int64_t ih = oh * g.stride_h - g.pad_top + i * g.dilation_h;
+                const std::int64_t iw = ow * g.stride_w - g.pad_left + j * g.dilation_w;
+                if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) continue;
+                sum += w(k, c, i, j) * x(n, c, ih, iw);
+                d.dx(n, c, ih, iw) += w(k, c, i, j) * gy;
+                d.dw(k, c, i, j) += x(n, c, ih, iw) * gy;
+              }
+          d.y(n, k, oh, ow) = sum;
+        }
+  return d;
+}
+
+template <class T>
+Tensor<T> cast(const Tensor<double>& t) {
+  Tensor<T> r(t.shape());
+  for (std::int64_t i = 0; i < t.numel(); ++i) r[i] = static_cast<T>(t[i]);
+  return r;
+}
+
+template <class T>
+Tensor<double> cast_back(const Tensor<T>& t) {
+  Tensor<double> r(t.shape());
+  for (std::int64_t i = 0; i < t.numel(); ++i) r[i] = static_cast<double>(t[i]);
+  return r;
+}
+
+struct Outputs {
+  Tensor<double> y, dx, dw, db;
+};
+
+/// Runs forward, backward-data and backward-weights under `algo` in precision T. dx starts at
+/// `dx0` (accumulated onto), dw and db at 7 (must be assigned); returns everything in double
+/// with dx0 subtracted again.
+template <class T>
+Outputs run(ConvAlgo algo, int threads, const Case& c, const Tensor<double>& x,
+            const Tensor<double>& w, const Tensor<double>& b, const Tensor<double>& dy,
+            const Tensor<double>& dx0) {
+  const ForceAlgo force(algo);
+  nddr::Context<nddr::Cpu> ctx(threads);
+  const Tensor<T> xt = cast<T>(x), wt = cast<T>(w), bt = cast<T>(b), dyt = cast<T>(dy);
+  Tensor<T> y(dy.shape(), T(7)), dx = cast<T>(dx0), dw(w.shape(), T(7)), db(b.shape(), T(7));
+  const TensorView<const T> bv = c.opt.use_bias ? bt.cview() : TensorView<const T>{};
+  nddr::ops::conv2d_forward<T>(ctx, xt, wt, bv, y.view(), c.opt);
+  nddr::ops::conv2d_backward_data<T>(ctx, wt, dyt, dx.view(), c.opt);
+  nddr::ops::conv2d_backward_weights<T>(ctx, xt, dyt, dw.view(),
+                                        c.opt.use_bias ? db.view() : TensorView<T>{}, c.opt);
+  Outputs o{cast_back(y), cast_back(dx), cast_back(dw), cast_back(db)};
+  for (std::int64_t i = 0; i < dx0.numel(); ++i) o.dx[i] -= dx0[i];
+  return o;
+}
+
+/// Checks `algo` against im2col and the direct loops for every case, both precisions and 1
+/// and 2 threads.
+void check_against_im2col(ConvAlgo algo, const Case* begin, const Case* end) {
+  nddr::Rng rng(21);
+  for (const Case* c = begin; c != end; ++c) {
+    INFO(c->name);
+    const Shape out = nddr::conv2d_output_shape(c->x, c->w, c->opt);
+    Tensor<double> x(c->x), w(c->w), b(Shape{c->w.n()}), dy(out), dx0(c->x);
+    fill_uniform(x, rng);
+    fill_uniform(w, rng);
+    fill_uniform(b, rng);
+    fill_uniform(dy, rng);
+    fill_uniform(dx0, rng);
+    const Direct ref = direct_convolution(x, w, b, dy, c->opt);
+    for (int threads : {1, 2}) {
+      INFO("threads " << threads);
+      const Outputs d_fast = run<double>(algo, threads, *c, x, w, b, dy, dx0);
+      const Outputs d_im2col = run<double>(ConvAlgo::kIm2col, threads, *c, x, w, b, dy, dx0);
+      CHECK(scaled_error(d_fast.y, ref.y) < 1e-12);
+      CHECK(scaled_error(d_fast.dx, ref.dx) < 1e-12);
+      CHECK(scaled_error(d_fast.dw, ref.dw) < 1e-12);
+      CHECK(scaled_error(d_fast.y, d_im2col.y) < 1e-12);
+      CHECK(scaled_error(d_fast.dx, d_im2col.dx) < 1e-12);
+      CHECK(scaled_error(d_fast.dw, d_im2col.dw) < 1e-12);
+      if (c->opt.use_bias) CHECK(scaled_error(d_fast.db, ref.db) < 1e-12);
+
+      const Outputs f_fast = run<float>(algo, threads, *c, x, w, b, dy, dx0);
+      const Outputs f_im2col = run<float>(ConvAlgo::kIm2col, threads, *c, x, w, b, dy, dx0);
+      CHECK(scaled_error(f_fast.y, ref.y) < 1e-5);
+      CHECK(scaled_error(f_fast.dx, ref.dx) < 1e-5);
+      CHECK(scaled_error(f_fast.dw, ref.dw) < 1e-5);
+      CHECK(scaled_error(f_fast.y, f_im2col.y) < 1e-5);
+      CHECK(scaled_error(f_fast.dx, f_im2col.dx) < 1e-5);
+      CHECK(scaled_error(f_fast.dw, f_im2col.dw) < 1e-5);
+    }
+  }
+}
+
+/// Finite differences through the forced algorithm: dx, dw and db of <y, r>.
+void check_op_gradients(ConvAlgo algo, const Case& c) {
+  INFO(c.name);
+  const ForceAlgo force(algo);
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Rng rng(5);
+  const Shape out = nddr::conv2d_output_shape(c.x, c.w, c.opt);
+  Tensor<double> x(c.x), w(c.w), b(Shape{c.w.n()}), y(out), r(out);
+  fill_uniform(x, rng);
+  fill_uniform(w, rng);
+  fill_uniform(b, rng);
+  fill_uniform(r, rng);
+  const TensorView<const double> bv = c.opt.use_bias ? b.cview() : TensorView<const double>{};
+  auto loss = [&] {
+    nddr::ops::conv2d_forward<double>(ctx, x, w, bv, y.view(), c.opt);
+    double s = 0.0;
+    for (std::int64_t i = 0; i < y.numel(); ++i) s += y[i] * r[i];
+    return s;
+  };
+  Tensor<double> dx(c.x), dw(c.w, 5.0), db(b.shape(), 5.0);
+  nddr::ops::conv2d_backward<double>(ctx, x, w, r, dx.view(), dw.view(),
+                                     c.opt.use_bias ? db.view() : TensorView<double>{}, c.opt);
+  const auto rx = nddr::testing::check_gradient("dx", x.data(), x.numel(), dx.data(), loss);
+  INFO(rx.report);
+  CHECK(rx.ok);
+  const auto rw = nddr::testing::check_gradient("dw", w.data(), w.numel(), dw.data(), loss);
+  INFO(rw.report);
+  CHECK(rw.ok);
+  if (c.opt.use_bias) {
+    const auto rb = nddr::testing::check_gradient("db", b.data(), b.numel(), db.data(), loss);
+    INFO(rb.report);
+    CHECK(rb.ok);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("Conv2d fast: Winograd tile transforms compute a 3x3 correlation and its adjoints",
+          "[conv2d-fast]") {
+  nddr::Rng rng(3);
+  double d[16], g[9], dy[4];
+  for (double& v : d) v = rng.uniform(-1.0, 1.0);
+  for (double& v : g) v = rng.uniform(-1.0, 1.0);
+  for (double& v : dy) v = rng.uniform(-1.0, 1.0);
+  double u[16], vt[16], m[16], y[4];
+  nddr::ops::winograd_weight_transform(g, std::int64_t{3}, std::int64_t{1}, u, std::int64_t{1});
+  nddr::ops::winograd_input_transform(d, vt, std::int64_t{1});
+  for (int i = 0; i < 16; ++i) m[i] = u[i] * vt[i];
+  nddr::ops::winograd_output_transform(m, std::int64_t{1}, y);
+  for (int r = 0; r < 2; ++r)
+    for (int s = 0; s < 2; ++s) {
+      double direct = 0.0;
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) direct += g[i * 3 + j] * d[(r + i) * 4 + s + j];
+      CHECK(y[r * 2 + s] == Approx(direct).margin(1e-14));
+    }
+  // Weight gradient of <y, dy>: dg[i][j] = sum_rs dy[r][s] d[r + i][s + j].
+  double z[16], du[16], dg[9];
+  nddr::ops::winograd_output_grad_transform(dy, z, std::int64_t{1});
+  for (int i = 0; i < 16; ++i) du[i] = z[i] * vt[i];
+  nddr::ops::winograd_weight_grad_transform(du, std::int64_t{1}, dg);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {
+      double direct = 0.0;
+      for (int r = 0; r < 2; ++r)
+        for (int s = 0; s < 2; ++s) direct += dy[r * 2 + s] * d[(r + i) * 4 + s + j];
+      CHECK(dg[i * 3 + j] == Approx(direct).margin(1e-14));
+    }
+}
+
+TEST_CASE("Conv2d fast: Winograd equals im2col and a direct convolution in every direction",
+          "[conv2d-fast]") {
+  for (const Case& c : kWinogradCases)
+    REQUIRE(nddr::ops::conv2d_winograd_applicable(nddr::conv2d_geometry(c.x, c.w, c.opt)));
+  check_against_im2col(ConvAlgo::kWinograd, std::begin(kWinogradCases), std::end(kWinogradCases));
+}
+
+TEST_CASE("Conv2d fast: tap-skipping equals im2col and a direct convolution in every direction",
+          "[conv2d-fast]") {
+  check_against_im2col(ConvAlgo::kTapSkip, std::begin(kTapSkipCases), std::end(kTapSkipCases));
+}
+
+TEST_CASE("Conv2d fast: op gradients through the forced algorithms match finite differences",
+          "[conv2d-fast]") {
+  check_op_gradients(ConvAlgo::kWinograd, kWinogradCases[1]);
+  check_op_gradients(ConvAlgo::kWinograd, kWinogradCases[4]);
+  check_op_gradients(ConvAlgo::kWinograd, kWinogradCases[6]);
+  check_op_gradients(ConvAlgo::kTapSkip, kTapSkipCases[0]);
+  check_op_gradients(ConvAlgo::kTapSkip, kTapSkipCases[3]);
+  check_op_gradients(ConvAlgo::kTapSkip, kTapSkipCases[5]);
+}
+
+TEST_CASE("Conv2d fast: layer laws hold through the forced algorithms", "[conv2d-fast]") {
+  for (ConvAlgo algo : {ConvAlgo::kWinograd, ConvAlgo::kTapSkip}) {
+    const ForceAlgo force(algo);
+    nddr::Conv2d<double> pad1(3, 4, 3, Conv2dOptions{}.padding(1));
+    nddr::Conv2d<double> dilated(2, 3, 3, Conv2dOptions{}.dilation(3).padding(3));
+    auto r1 = nddr::testing::check_layer_laws(pad1, Shape::nchw(2, 3, 7, 6));
+    INFO(r1.report);
+    CHECK(r1.ok);
+    auto r2 = nddr::testing::check_layer_laws(dilated, Shape::nchw(2, 2, 8, 9));
+    INFO(r2.report);
+    CHECK(r2.ok);
+  }
+}
+
+TEST_CASE("Conv2d fast: algorithm selection", "[conv2d-fast]") {
+  using nddr::ops::conv2d_select_algorithm;
+  using nddr::ops::Conv2dDirection;
+  auto geo = [](std::int64_t c_in, std::int64_t c_out, std::int64_t size, std::int64_t k,
+                const Conv2dOptions& opt) {
+    return nddr::conv2d_geometry(Shape::nchw(1, c_in, size, size), Shape::nchw(c_out, c_in, k, k),
+                                 opt);
+  };
+  const auto conv1_1 = geo(3, 64, 161, 3, Conv2dOptions{}.padding(1));
+  const auto conv3_2 = geo(256, 256, 41, 3, Conv2dOptions{}.padding(1));
+  const auto conv5 = geo(512, 512, 21, 3, Conv2dOptions{}.dilation(2).padding(2));
+  const auto fc6 = geo(512, 1024, 21, 3, Conv2dOptions{}.dilation(12).padding(12));
+  const auto fc7 = geo(1024, 1024, 21, 1, Conv2dOptions{});
+  const auto strided = geo(64, 64, 20, 3, Conv2dOptions{}.stride(2).same());
+  REQUIRE(nddr::cpu::conv_algorithm() == ConvAlgo::kAuto);
+  for (auto dir : {Conv2dDirection::kForward, Conv2dDirection::kBackwardData,
+                   Conv2dDirection::kBackwardWeights}) {
+    CHECK(conv2d_select_algorithm(conv1_1, dir) == ConvAlgo::kIm2col);
+    CHECK(conv2d_select_algorithm(conv3_2, dir) == ConvAlgo::kWinograd);
+    CHECK(conv2d_select_algorithm(fc6, dir) == ConvAlgo::kTapSkip);
+    CHECK(conv2d_select_algorithm(fc7, dir) == ConvAlgo::kIm2col);
+    CHECK(conv2d_select_algorithm(strided, dir) == ConvAlgo::kIm2col);
+  }
+  // fc6 at 161^2 reads padding through 62 % of its (tap, output) pairs; conv5 through 12 %.
+  CHECK(nddr::detail::conv2d_tap_fraction(fc6) == Approx(1521.0 / 3969.0));
+  CHECK(nddr::detail::conv2d_tap_fraction(conv5) == Approx(3481.0 / 3969.0));
+  {
+    const ForceAlgo force(ConvAlgo::kWinograd);
+    CHECK(conv2d_select_algorithm(conv1_1, Conv2dDirection::kForward) == ConvAlgo::kWinograd);
+    CHECK(conv2d_select_algorithm(fc6, Conv2dDirection::kForward) == ConvAlgo::kIm2col);
+  }
+  {
+    const ForceAlgo force(ConvAlgo::kIm2col);
+    CHECK(conv2d_select_algorithm(conv3_2, Conv2dDirection::kForward) == ConvAlgo::kIm2col);
+    CHECK(conv2d_select_algorithm(fc6, Conv2dDirection::kBackwardData) == ConvAlgo::kIm2col);
+  }
+  {
+    const ForceAlgo force(ConvAlgo::kTapSkip);
+    CHECK(conv2d_select_algorithm(conv3_2, Conv2dDirection::kBackwardWeights) ==
+          ConvAlgo::kTapSkip);
+  }
+  CHECK(nddr::cpu::conv_algorithm() == ConvAlgo::kAuto);
+}
