@@ -261,11 +261,12 @@ class NddrLayer {
     ops::concat_channels_backward<T>(ctx, d_concat_.cview(), parts);
   }
 
-  // Columns of one cache block of the forward/data-gradient GEMMs: about 256 KB of the K
-  // input and K output planes' rows, a multiple of 16.
+  // Columns of one cache block of the forward/data-gradient GEMMs: the K task planes' rows of
+  // a block take about 512 KB (half a Zen 4 L2), so the K products that read them hit cache;
+  // at least 512 columns, so each product is large enough to amortise packing its kernel block.
   std::int64_t block_columns() const {
-    const std::int64_t rows = 2 * static_cast<std::int64_t>(tasks_) * channels_;
-    return std::max<std::int64_t>(64, (std::int64_t{1} << 18) / (rows * std::int64_t{sizeof(T)}) / 16 * 16);
+    const std::int64_t rows = static_cast<std::int64_t>(tasks_) * channels_;
+    return std::max<std::int64_t>(512, (std::int64_t{1} << 19) / (rows * std::int64_t{sizeof(T)}) / 16 * 16);
   }
 
   // z_k = sum_j W_kj x_j [+ b_k] per batch item, threads on column ranges; then BN into ys[k]
