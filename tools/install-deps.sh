@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages nddr needs to build and test, if any is missing, and says so.
 # Runs as root or through sudo. CUDA (nvcc, cuDNN, cuBLAS) is expected in /usr/local/cuda and is
-# optional: without nvcc the CUDA backend is simply not built.
+# optional: without nvcc the CUDA backend is simply not built. Open MPI is optional for the library
+# and needed for data-parallel training and its tests (without it there is no nddr::mpi target).
 set -euo pipefail
-packages=(cmake g++ make libeigen3-dev libboost-dev catch2 libbenchmark-dev libpng-dev zlib1g-dev dataset-fashion-mnist)
+packages=(cmake g++ make libeigen3-dev libboost-dev catch2 libbenchmark-dev libpng-dev zlib1g-dev dataset-fashion-mnist
+          openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

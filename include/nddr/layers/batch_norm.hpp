@@ -2,9 +2,13 @@
 /// \file
 /// `BatchNorm2d<T, D>`: batch normalisation of (N, C, H, W) tensors per channel as a `Layer`
 /// (PyTorch `nn.BatchNorm2d`; `BatchNormOptions::tf_slim()` for the NDDR-CNN TF code).
+/// `ScopedBatchNormSync` turns every BatchNorm2d into synchronized (cross-replica) batch norm
+/// while it lives, which is how data-parallel training reaches the layers inside a network.
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include "nddr/backend/cpu/batch_norm.hpp"
 #include "nddr/core/context.hpp"
@@ -21,6 +25,31 @@
 #endif
 
 namespace nddr {
+
+namespace detail {
+/// The reduction of the innermost live ScopedBatchNormSync of this thread, or null.
+inline thread_local const BatchNormAllReduce* batch_norm_sync = nullptr;
+}  // namespace detail
+
+/// While alive, every BatchNorm2d<T, Cpu> whose training forward runs on this thread (the one
+/// that runs the network) normalises with the statistics of the global batch, summed over the
+/// replicas by `all_reduce`, and its backward reduces sum(dy) and sum(dy * xhat) the same way
+/// (synchronized batch norm; see ops::batch_norm_forward_training_sync). Scopes nest; the CUDA
+/// layer throws OptionError inside one (not implemented on the device).
+class ScopedBatchNormSync {
+ public:
+  explicit ScopedBatchNormSync(BatchNormAllReduce all_reduce)
+      : reduce_(std::move(all_reduce)), previous_(detail::batch_norm_sync) {
+    detail::batch_norm_sync = &reduce_;
+  }
+  ~ScopedBatchNormSync() { detail::batch_norm_sync = previous_; }
+  ScopedBatchNormSync(const ScopedBatchNormSync&) = delete;
+  ScopedBatchNormSync& operator=(const ScopedBatchNormSync&) = delete;
+
+ private:
+  BatchNormAllReduce reduce_;
+  const BatchNormAllReduce* previous_;
+};
 
 /// Parameters `prefix.weight` (gamma, init 1) and `prefix.bias` (beta, init 0) when affine;
 /// buffers `prefix.running_mean` (init 0) and `prefix.running_var` (init 1). Training mode
@@ -79,7 +108,19 @@ class BatchNorm2d {
 
   void forward(Context<D>& ctx, TensorView<const T, D> x, TensorView<T, D> y) {
     output_shape(x.shape());
-    if (training_) {
+    synced_ = nullptr;
+    if (training_ && detail::batch_norm_sync != nullptr) {
+      if constexpr (std::is_same_v<D, Cpu>) {
+        synced_ = detail::batch_norm_sync;
+        ops::batch_norm_forward_training_sync(ctx, x, gamma(), beta(), running_mean(),
+                                              running_var(), y, save_mean_.view(),
+                                              save_inv_std_.view(), opt_, *synced_);
+      } else {
+        throw OptionError(
+            "nddr::BatchNorm2d: synchronized batch norm (ScopedBatchNormSync) runs on the CPU "
+            "only");
+      }
+    } else if (training_) {
       ops::batch_norm_forward_training(ctx, x, gamma(), beta(), running_mean(), running_var(), y,
                                        save_mean_.view(), save_inv_std_.view(), opt_);
     } else {
@@ -91,7 +132,12 @@ class BatchNorm2d {
   void backward(Context<D>& ctx, TensorView<const T, D> x, TensorView<const T, D>,
                 TensorView<const T, D> dy, TensorView<T, D> dx) {
     output_shape(x.shape());
-    if (training_) {
+    if (training_ && synced_ != nullptr) {
+      if constexpr (std::is_same_v<D, Cpu>)
+        ops::batch_norm_backward_training_sync(ctx, x, dy, gamma(), save_mean_.cview(),
+                                               save_inv_std_.cview(), dx, dgamma(), dbeta(), opt_,
+                                               *synced_);
+    } else if (training_) {
       ops::batch_norm_backward_training(ctx, x, dy, gamma(), save_mean_.cview(),
                                         save_inv_std_.cview(), dx, dgamma(), dbeta(), opt_);
     } else {
@@ -129,6 +175,8 @@ class BatchNorm2d {
   ParamId weight_, bias_, running_mean_, running_var_;
   Tensor<T, D> save_mean_;     // (C) batch mean of the last training forward
   Tensor<T, D> save_inv_std_;  // (C) its 1 / sqrt(var + eps)
+  // The reduction the last training forward synchronized with (its backward must use it too).
+  const BatchNormAllReduce* synced_ = nullptr;
 };
 
 }  // namespace nddr

@@ -5,16 +5,31 @@
 /// Per-channel vectors (gamma, beta, running and saved statistics) have shape (C). With
 /// `affine()` off, gamma and beta are ignored (gamma = 1, beta = 0) and so are dgamma, dbeta.
 /// Inputs are taken as const views of `T`, where `T` is deduced from the output view.
+///
+/// The `_sync` variants are synchronized (cross-replica) batch normalisation for data-parallel
+/// training: each replica holds a slice of the global batch, and the per-channel sums are added
+/// over every replica by a caller-supplied `BatchNormAllReduce` before they are used.
 
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
 #include "nddr/ops/batch_norm.hpp"
+
+namespace nddr {
+
+/// Adds host per-channel statistics over every replica of a data-parallel run, in place (e.g. an
+/// MPI all-reduce sum). The identity on a single replica.
+using BatchNormAllReduce = std::function<void(std::span<double>)>;
+
+}  // namespace nddr
 
 namespace nddr::detail {
 
@@ -101,6 +116,23 @@ void batch_norm_normalize_channel(const BatchNormLayout& L, std::int64_t c, cons
   }
 }
 
+/// dx += k * (dy - a - (x - mean) * b) over channel c, k = gamma * inv_std (gamma = 1 when gp
+/// is null): the element loop shared by every backward pass.
+template <class T>
+void batch_norm_backward_channel(const BatchNormLayout& L, std::int64_t c, const T* xp,
+                                 const T* dyp, const T* gp, double mean, double inv_std, double a,
+                                 double b, T* dxp) {
+  const std::int64_t off = c * L.plane;
+  const double g = gp ? static_cast<double>(gp[c]) : 1.0;
+  const T k = static_cast<T>(g * inv_std), m = static_cast<T>(mean);
+  const T ta = static_cast<T>(a), tb = static_cast<T>(b);
+  for (std::int64_t n = 0; n < L.items; ++n) {
+    const std::int64_t base = n * L.stride() + off;
+    for (std::int64_t i = 0; i < L.plane; ++i)
+      ops::batch_norm_backward_element(xp[base + i], dyp[base + i], m, k, ta, tb, dxp[base + i]);
+  }
+}
+
 /// The loops shared by both backward passes. `stats(c)` gives channel c's (mean, inv_std);
 /// `consts(sums, inv_std)` the (a, b) of batch_norm_backward_element. Empty dx is skipped, and
 /// without `affine` gamma is 1 and dgamma, dbeta are skipped (as they are when empty).
@@ -124,15 +156,8 @@ void batch_norm_backward_loop(Context<Cpu>& ctx, const BatchNormLayout& L, bool 
     if (dgp) dgp[c] = static_cast<T>(s.sum_dy_xmu * inv_std);
     if (dbp) dbp[c] = static_cast<T>(s.sum_dy);
     if (!dxp) return;
-    const double g = gp ? static_cast<double>(gp[c]) : 1.0;
     const auto [a, b] = consts(s, inv_std);
-    const T k = static_cast<T>(g * inv_std), m = static_cast<T>(mean);
-    const T ta = static_cast<T>(a), tb = static_cast<T>(b);
-    for (std::int64_t n = 0; n < L.items; ++n) {
-      const std::int64_t base = n * L.stride() + off;
-      for (std::int64_t i = 0; i < L.plane; ++i)
-        ops::batch_norm_backward_element(xp[base + i], dyp[base + i], m, k, ta, tb, dxp[base + i]);
-    }
+    batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp);
   });
 }
 
@@ -266,6 +291,138 @@ void batch_norm_backward_inference(Context<Cpu>& ctx,
       [](const BatchNormGradSums&, double) {
         return std::pair{0.0, 0.0};
       });
+}
+
+/// Synchronized training forward: as batch_norm_forward_training, but the mean and the biased
+/// variance of each channel are those of the global batch (x of every replica), summed by
+/// `all_reduce`: the per-channel sums and the element count, then the per-channel sums of squared
+/// deviations from the global mean (two passes, as the local op, so float inputs keep their
+/// variance). The running statistics move towards the global ones. Every replica must call it
+/// with the same C; N, H and W may differ. With the identity `all_reduce` it equals the local op
+/// bit for bit. Throws ShapeError when the global count N*H*W is 1.
+template <class T>
+void batch_norm_forward_training_sync(Context<Cpu>& ctx,
+                                      std::type_identity_t<TensorView<const T, Cpu>> x,
+                                      std::type_identity_t<TensorView<const T, Cpu>> gamma,
+                                      std::type_identity_t<TensorView<const T, Cpu>> beta,
+                                      TensorView<T, Cpu> running_mean,
+                                      TensorView<T, Cpu> running_var, TensorView<T, Cpu> y,
+                                      TensorView<T, Cpu> save_mean,
+                                      TensorView<T, Cpu> save_inv_std, const BatchNormOptions& opt,
+                                      const BatchNormAllReduce& all_reduce) {
+  constexpr const char* who = "nddr::ops::batch_norm_forward_training_sync";
+  const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
+                                                        running_mean.shape(), running_var.shape(),
+                                                        gamma.shape(), beta.shape());
+  const bool affine = opt.affine();
+  nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
+                                        L.channels);
+  check<OptionError>(static_cast<bool>(all_reduce), who, ": all_reduce is empty");
+  const T* xp = x.data();
+  const std::size_t C = static_cast<std::size_t>(L.channels);
+  // sums[c] = sum of channel c, sums[C] = element count per channel; then squared deviations.
+  std::vector<double> sums(C + 1);
+  double* sp = sums.data();
+  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
+    sp[c] = batch_norm_channel_sum(L.items, L.plane, L.stride(), [xp, c, &L](std::int64_t i) {
+      return static_cast<double>(xp[c * L.plane + i]);
+    });
+  });
+  sums[C] = static_cast<double>(L.count());
+  all_reduce(std::span<double>(sums));
+  const double count = sums[C];
+  check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape().str(), " and the global batch ",
+                    count, " values per channel; training needs more than one (N*H*W > 1)");
+  std::vector<double> mean(C), sq(C);
+  for (std::size_t c = 0; c < C; ++c) mean[c] = sums[c] / count;
+  const double* mp = mean.data();
+  double* qp = sq.data();
+  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
+    const double m = mp[c];
+    qp[c] = batch_norm_channel_sum(L.items, L.plane, L.stride(), [xp, c, m, &L](std::int64_t i) {
+      const double d = static_cast<double>(xp[c * L.plane + i]) - m;
+      return d * d;
+    });
+  });
+  all_reduce(std::span<double>(sq));
+  const T* gp = affine ? gamma.data() : nullptr;
+  const T* bp = affine ? beta.data() : nullptr;
+  T* yp = y.data();
+  T* rm = running_mean.data();
+  T* rv = running_var.data();
+  T* sm = save_mean.data();
+  T* si = save_inv_std.data();
+  const double eps = opt.eps(), momentum = opt.momentum();
+  const bool unbiased = opt.unbiased_running_var();
+  const auto global_count = static_cast<std::int64_t>(count);
+  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
+    const BatchNormMoments m{mp[c], qp[c] / count};
+    const double inv_std = batch_norm_inv_std(m.var, eps);
+    sm[c] = static_cast<T>(m.mean);
+    si[c] = static_cast<T>(inv_std);
+    nddr::detail::batch_norm_normalize_channel(L, c, xp, gp, bp, sm[c], inv_std, yp);
+    batch_norm_update_running(rm[c], rv[c], m, global_count, momentum, unbiased);
+  });
+}
+
+/// Synchronized training backward, through the global batch statistics saved by
+/// batch_norm_forward_training_sync: sum(dy) and sum(dy * (x - mean)) per channel are summed over
+/// every replica by `all_reduce` for dx (dx += ..., skipped when empty). dgamma and dbeta are
+/// this replica's own sums (assigned): averaging them over the replicas, as the gradients of
+/// every other parameter are, gives the gradient of the mean of the replicas' losses.
+template <class T>
+void batch_norm_backward_training_sync(Context<Cpu>& ctx,
+                                       std::type_identity_t<TensorView<const T, Cpu>> x,
+                                       std::type_identity_t<TensorView<const T, Cpu>> dy,
+                                       std::type_identity_t<TensorView<const T, Cpu>> gamma,
+                                       std::type_identity_t<TensorView<const T, Cpu>> save_mean,
+                                       std::type_identity_t<TensorView<const T, Cpu>> save_inv_std,
+                                       TensorView<T, Cpu> dx, TensorView<T, Cpu> dgamma,
+                                       TensorView<T, Cpu> dbeta, const BatchNormOptions& opt,
+                                       const BatchNormAllReduce& all_reduce) {
+  constexpr const char* who = "nddr::ops::batch_norm_backward_training_sync";
+  const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean",
+                                                         save_mean, "save_inv_std", save_inv_std,
+                                                         dx, dgamma, dbeta);
+  check<OptionError>(static_cast<bool>(all_reduce), who, ": all_reduce is empty");
+  const bool affine = opt.affine();
+  const T* xp = x.data();
+  const T* dyp = dy.data();
+  const T* gp = affine ? gamma.data() : nullptr;
+  const T* sm = save_mean.data();
+  const T* si = save_inv_std.data();
+  T* dxp = dx.data();
+  T* dgp = affine ? dgamma.data() : nullptr;
+  T* dbp = affine ? dbeta.data() : nullptr;
+  const std::size_t C = static_cast<std::size_t>(L.channels);
+  // sums[2c] = sum(dy), sums[2c + 1] = sum(dy * (x - mean)) of channel c, sums[2C] = count.
+  std::vector<double> sums(2 * C + 1);
+  double* sp = sums.data();
+  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
+    const std::int64_t off = c * L.plane;
+    const double mean = static_cast<double>(sm[c]);
+    const BatchNormGradSums s =
+        batch_norm_channel_grad_sums(xp + off, dyp + off, L.items, L.plane, L.stride(), mean);
+    if (dgp) dgp[c] = static_cast<T>(s.sum_dy_xmu * static_cast<double>(si[c]));
+    if (dbp) dbp[c] = static_cast<T>(s.sum_dy);
+    sp[2 * c] = s.sum_dy;
+    sp[2 * c + 1] = s.sum_dy_xmu;
+  });
+  sums[2 * C] = static_cast<double>(L.count());
+  // Every replica takes part in the reduction, even one whose dx is not wanted.
+  all_reduce(std::span<double>(sums));
+  if (!dxp) return;
+  const double count = sums[2 * C];
+  check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape().str(), " and the global batch ",
+                    count, " values per channel; training needs more than one (N*H*W > 1)");
+  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
+    const double mean = static_cast<double>(sm[c]);
+    const double inv_std = static_cast<double>(si[c]);
+    const double a = sp[2 * c] / count;
+    const double b = inv_std * inv_std * sp[2 * c + 1] / count;
+    nddr::detail::batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp);
+  });
 }
 
 }  // namespace nddr::ops

@@ -1,0 +1,231 @@
+#pragma once
+/// \file
+/// `DataParallel<Comm, Net>`: the glue that turns a `Network` and its `Trainer` into one replica
+/// of a data-parallel run over any `Communicator` (SerialCommunicator, MpiCommunicator,
+/// NcclCommunicator):
+///   - `synchronize(ctx)`: parameters and buffers broadcast from rank 0, per-rank random streams;
+///   - `attach(trainer)`: after every backward pass, the flat gradient buffer is averaged over the
+///     ranks in buckets (after the whole backward pass: no overlap with it), the step's losses
+///     are averaged for the logs, and, without synchronized BN, the BN running statistics are
+///     averaged so that every rank holds the same state;
+///   - `trainer_options(o)`: rank 0 alone writes logs and checkpoints and prints progress;
+///   - `shard(loader_options)`: each rank reads its own disjoint shard of every epoch;
+///   - `resume(trainer)` / `load_checkpoint(trainer, path)`: every rank reads rank 0's
+///     checkpoint (any rank count wrote it) and re-derives its random streams;
+///   - `DataParallelOptions::sync_batch_norm`: BN statistics of the global batch (CPU only).
+///
+/// Equivalence (tested): with equal per-rank batches of B images and per-rank losses that are
+/// means over the rank's batch, R ranks with synchronized BN follow one process trained on the
+/// concatenated batch of R * B images. Without it, they follow one process that splits each batch
+/// of R * B into R micro-batches of B (BN statistics per micro-batch), averages their gradients
+/// and averages the R updated running statistics.
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "nddr/core/context.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/core/random.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/data/loader.hpp"
+#include "nddr/distributed/communicator.hpp"
+#include "nddr/layers/batch_norm.hpp"
+#include "nddr/train/trainer.hpp"
+
+namespace nddr::distributed {
+
+/// Seed of rank `rank`'s copy of a random stream seeded `seed`: rank 0 keeps `seed` (so a
+/// one-rank run is the plain run), every other rank gets an independent, reproducible stream.
+inline std::uint64_t rank_seed(std::uint64_t seed, int rank) {
+  return rank == 0 ? seed
+                   : random_bits(seed ^ 0x52414E4B5345454Dull, static_cast<std::uint64_t>(rank));
+}
+
+/// Options of `DataParallel`: `DataParallelOptions{}.sync_bn(true).bucket_mb(25)`.
+struct DataParallelOptions {
+  /// Synchronized batch norm: statistics of the global batch (all ranks) in training forward
+  /// and backward. CPU networks only.
+  bool sync_batch_norm = false;
+  /// Gradients are all-reduced in buckets of at most this many bytes (> 0).
+  std::int64_t bucket_bytes = std::int64_t{25} << 20;
+  /// Without synchronized BN, average the BN running statistics over the ranks after every step
+  /// (else each rank keeps those of its own shard and rank 0's are checkpointed).
+  bool average_buffers = true;
+
+  DataParallelOptions& sync_bn(bool v) {
+    sync_batch_norm = v;
+    return *this;
+  }
+  DataParallelOptions& bucket_mb(double mb) {
+    bucket_bytes = static_cast<std::int64_t>(mb * (1 << 20));
+    return *this;
+  }
+  DataParallelOptions& average_running_stats(bool v) {
+    average_buffers = v;
+    return *this;
+  }
+};
+
+template <class Comm, class Net>
+  requires Communicator<Comm>
+class DataParallel {
+ public:
+  using value_type = typename Net::value_type;
+  using device_type = typename Net::device_type;
+  using T = value_type;
+  using D = device_type;
+  static_assert(std::is_same_v<typename Comm::device_type, D>,
+                "nddr::distributed::DataParallel: the communicator and the network must be on "
+                "the same device");
+
+  /// Keeps references to `comm` and `net`, which must outlive it. With sync_batch_norm, every
+  /// BatchNorm2d trained on this thread is synchronized while this object lives.
+  DataParallel(Comm& comm, Net& net, DataParallelOptions opt = {})
+      : comm_(comm), net_(net), opt_(opt) {
+    check<OptionError>(opt_.bucket_bytes > 0,
+                       "nddr::distributed::DataParallel: bucket_bytes must be > 0, got ",
+                       opt_.bucket_bytes);
+    if (opt_.sync_batch_norm) {
+      check<OptionError>(std::is_same_v<D, Cpu>,
+                         "nddr::distributed::DataParallel: sync_batch_norm runs on the CPU only");
+      bn_sync_.emplace([this](std::span<double> v) { comm_.all_reduce_sum_host(v); });
+    }
+  }
+  DataParallel(const DataParallel&) = delete;
+  DataParallel& operator=(const DataParallel&) = delete;
+
+  int rank() const { return comm_.rank(); }
+  int size() const { return comm_.size(); }
+  bool is_root() const { return comm_.rank() == 0; }
+  const DataParallelOptions& options() const { return opt_; }
+  Comm& communicator() { return comm_; }
+
+  /// Start of a run: every rank takes rank 0's parameters and buffers, then derives its own
+  /// random streams (dropout) from rank 0's.
+  void synchronize(Context<D>& ctx) {
+    auto& store = net_.parameters();
+    broadcast_bucketed(ctx, store.values());
+    broadcast_bucketed(ctx, store.buffer_values());
+    derive_random_streams();
+  }
+
+  /// Rank r != 0 replaces every random stream's seed s by rank_seed(s, r), keeping its counter;
+  /// rank 0's streams stay as they are. Call on rank 0's streams: after construction (done by
+  /// synchronize) and after loading a checkpoint (done by resume / load_checkpoint).
+  void derive_random_streams() {
+    for (Rng* r : net_.rngs()) {
+      Rng::State s = r->state();
+      s.seed = rank_seed(s.seed, rank());
+      r->set_state(s);
+    }
+  }
+
+  /// Averages the gradient buffer over the ranks, `bucket_bytes` at a time.
+  void average_gradients(Context<D>& ctx) {
+    for_buckets(net_.parameters().grads(),
+                [&](TensorView<T, D> b) { comm_.all_reduce_average(ctx, b); });
+  }
+  /// Averages the buffers (BN running statistics) over the ranks.
+  void average_buffers(Context<D>& ctx) {
+    for_buckets(net_.parameters().buffer_values(),
+                [&](TensorView<T, D> b) { comm_.all_reduce_average(ctx, b); });
+  }
+  /// Averages a step's losses and total over the ranks (what the logs of rank 0 show).
+  template <class StepResult>
+  void average_losses(StepResult& r) {
+    if (size() == 1) return;
+    std::vector<double> v(r.losses.begin(), r.losses.end());
+    v.push_back(r.total);
+    comm_.all_reduce_sum_host(std::span<double>(v));
+    const double inv = 1.0 / static_cast<double>(size());
+    for (std::size_t k = 0; k < r.losses.size(); ++k) r.losses[k] = v[k] * inv;
+    r.total = v.back() * inv;
+  }
+
+  /// What runs between backward and the optimiser step: gradients, losses, and (without
+  /// synchronized BN, when average_buffers) running statistics averaged.
+  template <class StepResult>
+  void before_update(Context<D>& ctx, StepResult& r) {
+    if (size() == 1) return;
+    average_gradients(ctx);
+    if (!opt_.sync_batch_norm && opt_.average_buffers) average_buffers(ctx);
+    average_losses(r);
+  }
+
+  /// Installs before_update as the trainer's before-update hook.
+  template <class Trainer>
+  void attach(Trainer& trainer) {
+    trainer.set_before_update(
+        [this](Context<D>& ctx, typename Trainer::StepResult& r) { before_update(ctx, r); });
+  }
+
+  /// `o` for this rank: ranks other than 0 neither write logs or checkpoints nor print progress
+  /// (they still read output_dir to resume).
+  TrainerOptions trainer_options(TrainerOptions o) const {
+    if (!is_root()) {
+      o.write_outputs = false;
+      o.progress = false;
+    }
+    return o;
+  }
+  /// `o` sharded for this rank (positions rank, rank + size, ... of every epoch's order).
+  data::LoaderOptions shard(data::LoaderOptions o) const {
+    o.shard(rank(), size());
+    return o;
+  }
+
+  /// Trainer::resume on every rank (all read the newest checkpoint in output_dir, written by
+  /// rank 0 of a run with any rank count), then checks that all ranks found the same step and
+  /// derives the random streams. Returns whether a checkpoint was found.
+  template <class Trainer>
+  bool resume(Trainer& trainer) {
+    const bool found = trainer.resume();
+    agree_on_step(trainer.step(), "resume");
+    if (found) derive_random_streams();
+    return found;
+  }
+  /// Trainer::load_checkpoint(path) on every rank, then as resume.
+  template <class Trainer>
+  void load_checkpoint(Trainer& trainer, const std::string& path) {
+    trainer.load_checkpoint(path);
+    agree_on_step(trainer.step(), "load_checkpoint");
+    derive_random_streams();
+  }
+
+ private:
+  template <class F>
+  void for_buckets(TensorView<T, D> flat, F&& f) {
+    const std::int64_t n = flat.numel();
+    const std::int64_t bucket =
+        std::max<std::int64_t>(1, opt_.bucket_bytes / static_cast<std::int64_t>(sizeof(T)));
+    for (std::int64_t off = 0; off < n; off += bucket)
+      f(TensorView<T, D>(flat.data() + off, Shape{std::min(bucket, n - off)}));
+  }
+  void broadcast_bucketed(Context<D>& ctx, TensorView<T, D> flat) {
+    if (size() == 1) return;
+    for_buckets(flat, [&](TensorView<T, D> b) { comm_.broadcast(ctx, b, 0); });
+  }
+  void agree_on_step(std::int64_t step, const char* what) {
+    if (size() == 1) return;
+    double v[2] = {static_cast<double>(step), static_cast<double>(step) * static_cast<double>(step)};
+    comm_.all_reduce_sum_host(std::span<double>(v));
+    const double n = static_cast<double>(size());
+    check<IoError>(v[0] == n * static_cast<double>(step) &&
+                       v[1] == n * static_cast<double>(step) * static_cast<double>(step),
+                   "nddr::distributed::DataParallel::", what, ": rank ", rank(), " is at step ",
+                   step, " but the ranks disagree (mean step ", v[0] / n,
+                   "); every rank must see rank 0's output_dir (a shared file system)");
+  }
+
+  Comm& comm_;
+  Net& net_;
+  DataParallelOptions opt_;
+  std::optional<ScopedBatchNormSync> bn_sync_;
+};
+
+}  // namespace nddr::distributed
