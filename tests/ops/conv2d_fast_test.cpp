@@ -245,9 +245,9 @@ TEST_CASE("Conv2d fast: Winograd tile transforms compute a 3x3 correlation and i
   for (double& v : dy) v = rng.uniform(-1.0, 1.0);
   double u[16], vt[16], m[16], y[4];
   nddr::ops::winograd_weight_transform(g, std::int64_t{3}, std::int64_t{1}, u, std::int64_t{1});
-  nddr::ops::winograd_input_transform(d, vt, std::int64_t{1});
+  nddr::ops::winograd_input_transform(d, std::int64_t{4}, vt, std::int64_t{1});
   for (int i = 0; i < 16; ++i) m[i] = u[i] * vt[i];
-  nddr::ops::winograd_output_transform(m, std::int64_t{1}, y);
+  nddr::ops::winograd_output_transform(m, std::int64_t{1}, y, std::int64_t{2});
   for (int r = 0; r < 2; ++r)
     for (int s = 0; s < 2; ++s) {
       double direct = 0.0;
@@ -257,9 +257,10 @@ TEST_CASE("Conv2d fast: Winograd tile transforms compute a 3x3 correlation and i
     }
   // Weight gradient of <y, dy>: dg[i][j] = sum_rs dy[r][s] d[r + i][s + j].
   double z[16], du[16], dg[9];
-  nddr::ops::winograd_output_grad_transform(dy, z, std::int64_t{1});
+  nddr::ops::winograd_output_grad_transform(dy, std::int64_t{2}, z, std::int64_t{1});
   for (int i = 0; i < 16; ++i) du[i] = z[i] * vt[i];
-  nddr::ops::winograd_weight_grad_transform(du, std::int64_t{1}, dg);
+  nddr::ops::winograd_weight_grad_transform(du, std::int64_t{1}, dg, std::int64_t{3},
+                                            std::int64_t{1});
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) {
       double direct = 0.0;

@@ -53,10 +53,12 @@ NDDR_HOST_DEVICE inline void winograd_weight_transform(const T* g, std::int64_t 
 }
 
 /// dg = G^T dU G, the adjoint of `winograd_weight_transform`: 16 transformed weight
-/// gradients du[xi * du_stride] to the 3x3 kernel gradient `dg` (row-major, 9 entries).
+/// gradients du[xi * du_stride] to the 3x3 kernel gradient `dg` (element (i, j) at
+/// dg[i * row + j * col]).
 template <class T>
 NDDR_HOST_DEVICE inline void winograd_weight_grad_transform(const T* du, std::int64_t du_stride,
-                                                            T* dg) {
+                                                            T* dg, std::int64_t row,
+                                                            std::int64_t col) {
   const T half = T(0.5);
   T p[3][4];  // G^T dU
   for (int j = 0; j < 4; ++j) {
@@ -67,21 +69,23 @@ NDDR_HOST_DEVICE inline void winograd_weight_grad_transform(const T* du, std::in
     p[2][j] = half * (d1 + d2) + d3;
   }
   for (int i = 0; i < 3; ++i) {
-    dg[i * 3 + 0] = p[i][0] + half * (p[i][1] + p[i][2]);
-    dg[i * 3 + 1] = half * (p[i][1] - p[i][2]);
-    dg[i * 3 + 2] = half * (p[i][1] + p[i][2]) + p[i][3];
+    dg[i * row + 0 * col] = p[i][0] + half * (p[i][1] + p[i][2]);
+    dg[i * row + 1 * col] = half * (p[i][1] - p[i][2]);
+    dg[i * row + 2 * col] = half * (p[i][1] + p[i][2]) + p[i][3];
   }
 }
 
-/// V = B^T d B: 4x4 input tile `d` (row-major) to the 16 transformed inputs v[xi * v_stride].
+/// V = B^T d B: 4x4 input tile `d` (element (r, s) at d[r * d_row + s]) to the 16
+/// transformed inputs v[xi * v_stride].
 template <class T>
-NDDR_HOST_DEVICE inline void winograd_input_transform(const T* d, T* v, std::int64_t v_stride) {
+NDDR_HOST_DEVICE inline void winograd_input_transform(const T* d, std::int64_t d_row, T* v,
+                                                      std::int64_t v_stride) {
   T t[4][4];  // B^T d
   for (int j = 0; j < 4; ++j) {
-    t[0][j] = d[0 * 4 + j] - d[2 * 4 + j];
-    t[1][j] = d[1 * 4 + j] + d[2 * 4 + j];
-    t[2][j] = d[2 * 4 + j] - d[1 * 4 + j];
-    t[3][j] = d[1 * 4 + j] - d[3 * 4 + j];
+    t[0][j] = d[0 * d_row + j] - d[2 * d_row + j];
+    t[1][j] = d[1 * d_row + j] + d[2 * d_row + j];
+    t[2][j] = d[2 * d_row + j] - d[1 * d_row + j];
+    t[3][j] = d[1 * d_row + j] - d[3 * d_row + j];
   }
   for (int i = 0; i < 4; ++i) {
     v[(i * 4 + 0) * v_stride] = t[i][0] - t[i][2];
@@ -92,9 +96,10 @@ NDDR_HOST_DEVICE inline void winograd_input_transform(const T* d, T* v, std::int
 }
 
 /// Y = A^T M A: 16 transformed products m[xi * m_stride] to the 2x2 output tile `y`
-/// (row-major, 4 entries).
+/// (element (r, s) at y[r * y_row + s]).
 template <class T>
-NDDR_HOST_DEVICE inline void winograd_output_transform(const T* m, std::int64_t m_stride, T* y) {
+NDDR_HOST_DEVICE inline void winograd_output_transform(const T* m, std::int64_t m_stride, T* y,
+                                                       std::int64_t y_row) {
   T s[2][4];  // A^T M
   for (int j = 0; j < 4; ++j) {
     const T m0 = m[(0 * 4 + j) * m_stride], m1 = m[(1 * 4 + j) * m_stride];
@@ -103,22 +108,22 @@ NDDR_HOST_DEVICE inline void winograd_output_transform(const T* m, std::int64_t 
     s[1][j] = m1 - m2 - m3;
   }
   for (int i = 0; i < 2; ++i) {
-    y[i * 2 + 0] = s[i][0] + s[i][1] + s[i][2];
-    y[i * 2 + 1] = s[i][1] - s[i][2] - s[i][3];
+    y[i * y_row + 0] = s[i][0] + s[i][1] + s[i][2];
+    y[i * y_row + 1] = s[i][1] - s[i][2] - s[i][3];
   }
 }
 
 /// Z = A dY A^T, the adjoint of `winograd_output_transform`: 2x2 output-gradient tile `dy`
-/// (row-major) to the 16 transformed gradients z[xi * z_stride].
+/// (element (r, s) at dy[r * dy_row + s]) to the 16 transformed gradients z[xi * z_stride].
 template <class T>
-NDDR_HOST_DEVICE inline void winograd_output_grad_transform(const T* dy, T* z,
+NDDR_HOST_DEVICE inline void winograd_output_grad_transform(const T* dy, std::int64_t dy_row, T* z,
                                                             std::int64_t z_stride) {
   T r[4][2];  // A dY
   for (int j = 0; j < 2; ++j) {
-    r[0][j] = dy[0 * 2 + j];
-    r[1][j] = dy[0 * 2 + j] + dy[1 * 2 + j];
-    r[2][j] = dy[0 * 2 + j] - dy[1 * 2 + j];
-    r[3][j] = -dy[1 * 2 + j];
+    r[0][j] = dy[j];
+    r[1][j] = dy[j] + dy[dy_row + j];
+    r[2][j] = dy[j] - dy[dy_row + j];
+    r[3][j] = -dy[dy_row + j];
   }
   for (int i = 0; i < 4; ++i) {
     z[(i * 4 + 0) * z_stride] = r[i][0];

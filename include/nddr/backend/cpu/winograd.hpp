@@ -75,23 +75,119 @@ void winograd_split_tiles(const Context<Cpu>& ctx, std::int64_t tiles, std::int6
   });
 }
 
+/// Tiles per run: consecutive tiles of one tile row, handled together so that the per-tile
+/// transforms vectorise across tiles (`omp simd`) from small row buffers on the stack.
+inline constexpr std::int64_t kWinogradRun = 64;
+
+/// Calls `body(n, th, tw, count, t)` for the runs of consecutive tiles (same batch item and
+/// tile row, at most kWinogradRun) covering tiles [t0, t0 + nb); t is the run's first tile.
+template <class F>
+void winograd_for_runs(const WinogradPass& p, std::int64_t t0, std::int64_t nb, F&& body) {
+  const std::int64_t th_count = p.tiles_h(), tw_count = p.tiles_w();
+  for (std::int64_t t = t0; t < t0 + nb;) {
+    const std::int64_t tw = t % tw_count, row = t / tw_count;
+    const std::int64_t count = std::min({tw_count - tw, t0 + nb - t, kWinogradRun});
+    body(row / th_count, row % th_count, tw, count, t);
+    t += count;
+  }
+}
+
+/// Copies columns [c0, c0 + width) of row `r` of an (h, w) plane to `dst`, zeros outside.
+template <class T>
+void winograd_load_row(const T* plane, std::int64_t h, std::int64_t w, std::int64_t r,
+                       std::int64_t c0, std::int64_t width, T* dst) {
+  if (r < 0 || r >= h) {
+    std::fill(dst, dst + width, T(0));
+    return;
+  }
+  const std::int64_t lo = std::clamp<std::int64_t>(-c0, 0, width);
+  const std::int64_t hi = std::clamp<std::int64_t>(w - c0, lo, width);
+  std::fill(dst, dst + lo, T(0));
+  std::copy(plane + r * w + c0 + lo, plane + r * w + c0 + hi, dst + lo);
+  std::fill(dst + hi, dst + width, T(0));
+}
+
 /// V[xi][c][t - t0] for tiles [t0, t0 + nb) of the input `x` (batch, in_c, in_h, in_w).
 template <class T>
 void winograd_transform_inputs(const T* x, const WinogradPass& p, std::int64_t t0, std::int64_t nb,
                                T* v) {
-  const std::int64_t th_count = p.tiles_h(), tw_count = p.tiles_w();
+  constexpr std::int64_t kTile = WinogradPass::kTile;
   const std::int64_t stride = p.in_c * nb;  // between the 16 matrices
   const std::int64_t plane = p.in_h * p.in_w;
-  T d[ops::kWinogradPoints];
-  for (std::int64_t c = 0; c < p.in_c; ++c)
-    for (std::int64_t t = t0; t < t0 + nb; ++t) {
-      const std::int64_t tw = t % tw_count, th = (t / tw_count) % th_count;
-      const std::int64_t n = t / (tw_count * th_count);
-      ops::winograd_load_input_tile(x + (n * p.in_c + c) * plane, p.in_h, p.in_w,
-                                    th * WinogradPass::kTile - p.pad_top,
-                                    tw * WinogradPass::kTile - p.pad_left, d);
-      ops::winograd_input_transform(d, v + c * nb + (t - t0), stride);
-    }
+  constexpr std::int64_t kRowLength = kTile * kWinogradRun + 2;
+  alignas(64) T rows[4][kRowLength];
+  winograd_for_runs(
+      p, t0, nb,
+      [&](std::int64_t n, std::int64_t th, std::int64_t tw, std::int64_t count, std::int64_t t) {
+        const std::int64_t ih0 = th * kTile - p.pad_top, iw0 = tw * kTile - p.pad_left;
+        for (std::int64_t c = 0; c < p.in_c; ++c) {
+          const T* src = x + (n * p.in_c + c) * plane;
+          for (int r = 0; r < 4; ++r)
+            winograd_load_row(src, p.in_h, p.in_w, ih0 + r, iw0, kTile * count + 2, rows[r]);
+          T* vc = v + c * nb + (t - t0);
+#pragma omp simd
+          for (std::int64_t q = 0; q < count; ++q)
+            ops::winograd_input_transform(&rows[0][kTile * q], kRowLength, vc + q, stride);
+        }
+      });
+}
+
+/// Inverse-transforms M[xi][k][t - t0] (tiles [t0, t0 + nb)) into out (batch, out_c, out_h,
+/// out_w): assigned plus `bias` (null: none), or added when `accumulate`.
+template <class T>
+void winograd_store_outputs(const T* m, const WinogradPass& p, std::int64_t t0, std::int64_t nb,
+                            const T* bias, bool accumulate, T* out) {
+  constexpr std::int64_t kTile = WinogradPass::kTile;
+  const std::int64_t stride = p.out_c * nb;
+  constexpr std::int64_t kRowLength = kTile * kWinogradRun;
+  alignas(64) T rows[2][kRowLength];
+  winograd_for_runs(
+      p, t0, nb,
+      [&](std::int64_t n, std::int64_t th, std::int64_t tw, std::int64_t count, std::int64_t t) {
+        const std::int64_t oh0 = th * kTile, ow0 = tw * kTile;
+        const std::int64_t height = std::min(kTile, p.out_h - oh0);
+        const std::int64_t width = std::min(kTile * count, p.out_w - ow0);
+        for (std::int64_t k = 0; k < p.out_c; ++k) {
+          const T* mk = m + k * nb + (t - t0);
+#pragma omp simd
+          for (std::int64_t q = 0; q < count; ++q)
+            ops::winograd_output_transform(mk + q, stride, &rows[0][kTile * q], kRowLength);
+          const T b = bias ? bias[k] : T(0);
+          for (std::int64_t r = 0; r < height; ++r) {
+            T* dst = out + ((n * p.out_c + k) * p.out_h + oh0 + r) * p.out_w + ow0;
+            if (accumulate)
+              for (std::int64_t q = 0; q < width; ++q) dst[q] += rows[r][q];
+            else
+              for (std::int64_t q = 0; q < width; ++q) dst[q] = rows[r][q] + b;
+          }
+        }
+      });
+}
+
+/// Z[xi][k][t - t0] = A dY A^T of the output-gradient tiles [t0, t0 + nb) of dy (batch,
+/// out_c, out_h, out_w).
+template <class T>
+void winograd_transform_output_grads(const T* dy, const WinogradPass& p, std::int64_t t0,
+                                     std::int64_t nb, T* z) {
+  constexpr std::int64_t kTile = WinogradPass::kTile;
+  const std::int64_t stride = p.out_c * nb;
+  const std::int64_t plane = p.out_h * p.out_w;
+  constexpr std::int64_t kRowLength = kTile * kWinogradRun;
+  alignas(64) T rows[2][kRowLength];
+  winograd_for_runs(
+      p, t0, nb,
+      [&](std::int64_t n, std::int64_t th, std::int64_t tw, std::int64_t count, std::int64_t t) {
+        for (std::int64_t k = 0; k < p.out_c; ++k) {
+          const T* src = dy + (n * p.out_c + k) * plane;
+          for (int r = 0; r < 2; ++r)
+            winograd_load_row(src, p.out_h, p.out_w, th * kTile + r, tw * kTile, kTile * count,
+                              rows[r]);
+          T* zk = z + k * nb + (t - t0);
+#pragma omp simd
+          for (std::int64_t q = 0; q < count; ++q)
+            ops::winograd_output_grad_transform(&rows[0][kTile * q], kRowLength, zk + q, stride);
+        }
+      });
 }
 
 /// U[xi][o][i] = G g G^T of each kernel, with g = w[o][i] (w is (out, in, 3, 3)) or, with
@@ -100,15 +196,27 @@ template <class T>
 void winograd_transform_weights(const Context<Cpu>& ctx, const T* w, std::int64_t out,
                                 std::int64_t in, bool flip_transpose, T* u) {
   const std::int64_t stride = out * in;
+  // One row of U per task, vectorised across input channels (contiguous stores).
   parallel_for(ctx, out, [&](std::int64_t o) {
-    for (std::int64_t i = 0; i < in; ++i) {
-      T* dst = u + o * in + i;
-      if (flip_transpose)
+    T* dst = u + o * in;
+    if (flip_transpose) {
+#pragma omp simd
+      for (std::int64_t i = 0; i < in; ++i)
         ops::winograd_weight_transform(w + (i * out + o) * 9 + 8, std::int64_t{-3},
-                                       std::int64_t{-1}, dst, stride);
-      else
-        ops::winograd_weight_transform(w + (o * in + i) * 9, std::int64_t{3}, std::int64_t{1}, dst,
-                                       stride);
+                                       std::int64_t{-1}, dst + i, stride);
+    } else {
+      // Kernels regrouped tap-major (a stride-9 gather does not vectorise), 256 at a time.
+      constexpr std::int64_t kChunk = 256;
+      alignas(64) T taps[9][kChunk];
+      for (std::int64_t i0 = 0; i0 < in; i0 += kChunk) {
+        const std::int64_t count = std::min(kChunk, in - i0);
+        const T* src = w + (o * in + i0) * 9;
+        for (std::int64_t i = 0; i < count; ++i)
+          for (int e = 0; e < 9; ++e) taps[e][i] = src[i * 9 + e];
+#pragma omp simd
+        for (std::int64_t i = 0; i < count; ++i)
+          ops::winograd_weight_transform(&taps[0][i], 3 * kChunk, kChunk, dst + i0 + i, stride);
+      }
     }
   });
 }
@@ -119,12 +227,10 @@ template <class T>
 void winograd_convolve(Context<Cpu>& ctx, const T* in, const WinogradPass& p, const T* u,
                        const T* bias, bool accumulate, T* out, T* scratch, std::int64_t chunks,
                        std::int64_t nb) {
-  const std::int64_t tiles = p.tiles();
-  const std::int64_t th_count = p.tiles_h(), tw_count = p.tiles_w();
   const std::int64_t per_thread =
       winograd_aligned<T>(ops::kWinogradPoints * (p.in_c + p.out_c) * nb);
   winograd_split_tiles(
-      ctx, tiles, chunks, [&](std::int64_t chunk, std::int64_t begin, std::int64_t end) {
+      ctx, p.tiles(), chunks, [&](std::int64_t chunk, std::int64_t begin, std::int64_t end) {
         T* v = scratch + chunk * per_thread;            // (16, C_in, nb)
         T* m = v + ops::kWinogradPoints * p.in_c * nb;  // (16, C_out, nb)
         for (std::int64_t t0 = begin; t0 < end; t0 += nb) {
@@ -137,26 +243,7 @@ void winograd_convolve(Context<Cpu>& ctx, const T* in, const WinogradPass& p, co
             Eigen::Map<WinogradMatrix<T>>(m + xi * p.out_c * cols, p.out_c, cols).noalias() =
                 um * vm;
           }
-          T y[4];
-          for (std::int64_t k = 0; k < p.out_c; ++k) {
-            const T b = bias ? bias[k] : T(0);
-            for (std::int64_t t = t0; t < t0 + cols; ++t) {
-              ops::winograd_output_transform(m + k * cols + (t - t0), p.out_c * cols, y);
-              const std::int64_t tw = t % tw_count, th = (t / tw_count) % th_count;
-              const std::int64_t n = t / (tw_count * th_count);
-              const std::int64_t oh0 = th * WinogradPass::kTile, ow0 = tw * WinogradPass::kTile;
-              T* dst = out + ((n * p.out_c + k) * p.out_h + oh0) * p.out_w + ow0;
-              const int rows = static_cast<int>(std::min<std::int64_t>(2, p.out_h - oh0));
-              const int wide = static_cast<int>(std::min<std::int64_t>(2, p.out_w - ow0));
-              for (int r = 0; r < rows; ++r)
-                for (int c = 0; c < wide; ++c) {
-                  if (accumulate)
-                    dst[r * p.out_w + c] += y[r * 2 + c];
-                  else
-                    dst[r * p.out_w + c] = y[r * 2 + c] + b;
-                }
-            }
-          }
+          winograd_store_outputs(m, p, t0, cols, bias, accumulate, out);
         }
       });
 }
@@ -237,24 +324,15 @@ void conv2d_winograd_backward_weights(Context<Cpu>& ctx, const T* x, const T* dy
   const std::int64_t per_thread =
       du_size + nddr::detail::winograd_aligned<T>(kWinogradPoints * (g.in_c + g.out_c) * nb);
   T* scratch = ctx.workspace<T>(static_cast<std::size_t>(chunks * per_thread));
-  const std::int64_t th_count = p.tiles_h(), tw_count = p.tiles_w();
   nddr::detail::winograd_split_tiles(
       ctx, tiles, chunks, [&](std::int64_t chunk, std::int64_t begin, std::int64_t end) {
         T* du = scratch + chunk * per_thread;      // (16, C_out, C_in)
         T* v = du + du_size;                       // (16, C_in, nb)
         T* z = v + kWinogradPoints * g.in_c * nb;  // (16, C_out, nb)
-        T tile[4];
         for (std::int64_t t0 = begin; t0 < end; t0 += nb) {
           const std::int64_t cols = std::min(nb, end - t0);
           nddr::detail::winograd_transform_inputs(x, p, t0, cols, v);
-          for (std::int64_t k = 0; k < g.out_c; ++k)
-            for (std::int64_t t = t0; t < t0 + cols; ++t) {
-              const std::int64_t tw = t % tw_count, th = (t / tw_count) % th_count;
-              const std::int64_t n = t / (tw_count * th_count);
-              winograd_load_output_tile(dy + (n * g.out_c + k) * g.out_h * g.out_w, g.out_h,
-                                        g.out_w, th * kWinogradTile, tw * kWinogradTile, tile);
-              winograd_output_grad_transform(tile, z + k * cols + (t - t0), g.out_c * cols);
-            }
+          nddr::detail::winograd_transform_output_grads(dy, p, t0, cols, z);
           for (int xi = 0; xi < kWinogradPoints; ++xi) {
             const Eigen::Map<const WinogradMatrix<T>> zm(z + xi * g.out_c * cols, g.out_c, cols);
             const Eigen::Map<const WinogradMatrix<T>> vm(v + xi * g.in_c * cols, g.in_c, cols);
@@ -266,17 +344,26 @@ void conv2d_winograd_backward_weights(Context<Cpu>& ctx, const T* x, const T* dy
           }
         }
       });
-  // Sum the per-thread accumulators and transform back: dw[k][c] = G^T dU[:, k, c] G.
+  // Sum the per-thread accumulators into the first and transform back, dw[k][c] =
+  // G^T dU[:, k, c] G, one row k per task, vectorised across c through a tap-major buffer.
   nddr::detail::parallel_for(ctx, g.out_c, [&](std::int64_t k) {
-    T sum[kWinogradPoints];
-    for (std::int64_t c = 0; c < g.in_c; ++c) {
-      const std::int64_t e = k * g.in_c + c;
+    T* du = scratch + k * g.in_c;
+    for (std::int64_t t = 1; t < chunks; ++t)
       for (int xi = 0; xi < kWinogradPoints; ++xi) {
-        T s = T(0);
-        for (std::int64_t t = 0; t < chunks; ++t) s += scratch[t * per_thread + xi * weights + e];
-        sum[xi] = s;
+        const T* part = scratch + t * per_thread + xi * weights + k * g.in_c;
+        T* sum = du + xi * weights;
+        for (std::int64_t c = 0; c < g.in_c; ++c) sum[c] += part[c];
       }
-      winograd_weight_grad_transform(sum, std::int64_t{1}, dw + e * 9);
+    constexpr std::int64_t kChunk = 256;
+    alignas(64) T taps[9][kChunk];
+    for (std::int64_t c0 = 0; c0 < g.in_c; c0 += kChunk) {
+      const std::int64_t count = std::min(kChunk, g.in_c - c0);
+#pragma omp simd
+      for (std::int64_t c = 0; c < count; ++c)
+        winograd_weight_grad_transform(du + c0 + c, weights, &taps[0][c], 3 * kChunk, kChunk);
+      T* dst = dw + (k * g.in_c + c0) * 9;
+      for (std::int64_t c = 0; c < count; ++c)
+        for (int e = 0; e < 9; ++e) dst[c * 9 + e] = taps[e][c];
     }
   });
 }
