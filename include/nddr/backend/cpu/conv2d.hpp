@@ -150,16 +150,16 @@ inline double conv2d_tap_fraction(const Conv2dGeometry& g) {
   return all == 0 ? 1.0 : static_cast<double>(inside) / static_cast<double>(all);
 }
 
-/// dst (channels, batch * area) = the window's pixels of src (batch, channels, h, w), columns
-/// ordered (n, row, col).
+/// dst (count, batch * area) = the window's pixels of channels [c0, c0 + count) of src
+/// (batch, channels, h, w), columns ordered (n, row, col); serial, for one thread.
 template <class T>
-void conv2d_tap_gather(const Context<Cpu>& ctx, const T* src, std::int64_t batch,
-                       std::int64_t channels, std::int64_t h, std::int64_t w,
+void conv2d_tap_gather(const T* src, std::int64_t batch, std::int64_t channels, std::int64_t c0,
+                       std::int64_t count, std::int64_t h, std::int64_t w,
                        const Conv2dTapWindow& win, T* dst) {
   const std::int64_t area = win.area();
-  parallel_for(ctx, channels, [&](std::int64_t c) {
+  for (std::int64_t c = 0; c < count; ++c)
     for (std::int64_t n = 0; n < batch; ++n) {
-      const T* plane = src + (n * channels + c) * h * w;
+      const T* plane = src + (n * channels + c0 + c) * h * w;
       T* d = dst + (c * batch + n) * area;
       for (std::int64_t r = 0; r < win.rows; ++r) {
         const T* s = plane + ((win.oh_lo + r) * win.stride_h + win.ih_off) * w +
@@ -167,7 +167,6 @@ void conv2d_tap_gather(const Context<Cpu>& ctx, const T* src, std::int64_t batch
         for (std::int64_t q = 0; q < win.cols; ++q) d[r * win.cols + q] = s[q * win.stride_w];
       }
     }
-  });
 }
 
 /// Adds rows [c0, c0 + count) of buf (channels, batch * area) onto the window's pixels of
@@ -231,7 +230,9 @@ inline cpu::ConvAlgo conv2d_select_algorithm(const Conv2dGeometry& g, Conv2dDire
 }
 
 /// Tap-skipping forward: y (batch, C_out, OH, OW) = [bias +] sum over taps of W_tap x_tap,
-/// each a GEMM over the tap's in-image outputs only.
+/// each a GEMM over the tap's in-image outputs only. Each thread owns a range of output
+/// channels and gathers its own copy of x_tap (cheap next to the GEMM), so the threads run
+/// without synchronising.
 template <class T>
 void conv2d_tapskip_forward(Context<Cpu>& ctx, const T* x, const T* w, const T* bias, T* y,
                             const Conv2dGeometry& g, std::int64_t batch) {
@@ -240,33 +241,35 @@ void conv2d_tapskip_forward(Context<Cpu>& ctx, const T* x, const T* w, const T* 
   const std::int64_t plane = g.out_h * g.out_w;
   const std::int64_t cols_max = batch * plane;
   const std::int64_t wt_size = nddr::detail::winograd_aligned<T>(taps * g.out_c * g.in_c);
-  const std::int64_t xt_size = nddr::detail::winograd_aligned<T>(g.in_c * cols_max);
-  T* wt = ctx.workspace<T>(static_cast<std::size_t>(wt_size + xt_size + g.out_c * cols_max));
-  T* xt = wt + wt_size;  // (C_in, batch * area)
-  T* yt = xt + xt_size;  // (C_out, batch * area)
+  const std::int64_t per_thread = nddr::detail::winograd_aligned<T>((g.in_c + g.out_c) * cols_max);
+  T* wt = ctx.workspace<T>(static_cast<std::size_t>(wt_size + ctx.threads() * per_thread));
   nddr::detail::conv2d_pack_taps(ctx, w, g, wt);
-  nddr::detail::parallel_for(ctx, batch * g.out_c, [&](std::int64_t nk) {
-    std::fill(y + nk * plane, y + (nk + 1) * plane, bias ? bias[nk % g.out_c] : T(0));
-  });
-  for (std::int64_t tap = 0; tap < taps; ++tap) {
-    const auto win = nddr::detail::conv2d_tap_window(g, tap / g.kernel_w, tap % g.kernel_w);
-    const std::int64_t cols = batch * win.area();
-    if (cols == 0) continue;
-    nddr::detail::conv2d_tap_gather(ctx, x, batch, g.in_c, g.in_h, g.in_w, win, xt);
-    const Conv2dConstMap<T> xm(xt, g.in_c, cols);
-    const Conv2dConstMap<T> wm(wt + tap * g.out_c * g.in_c, g.out_c, g.in_c);
-    const auto out = nddr::detail::conv2d_output_window(win);
-    nddr::detail::conv2d_split_columns(
-        ctx, g.out_c, [&](std::int64_t, std::int64_t k0, std::int64_t k1) {
-          nddr::detail::Conv2dMap<T>(yt + k0 * cols, k1 - k0, cols).noalias() =
-              wm.middleRows(k0, k1 - k0) * xm;
+  nddr::detail::conv2d_split_columns(
+      ctx, g.out_c, [&](std::int64_t t, std::int64_t k0, std::int64_t k1) {
+        T* xt = wt + wt_size + t * per_thread;  // (C_in, batch * area)
+        T* yt = xt + g.in_c * cols_max;         // (k1 - k0, batch * area)
+        for (std::int64_t n = 0; n < batch; ++n)
+          for (std::int64_t k = k0; k < k1; ++k)
+            std::fill(y + (n * g.out_c + k) * plane, y + (n * g.out_c + k + 1) * plane,
+                      bias ? bias[k] : T(0));
+        for (std::int64_t tap = 0; tap < taps; ++tap) {
+          const auto win = nddr::detail::conv2d_tap_window(g, tap / g.kernel_w, tap % g.kernel_w);
+          const std::int64_t cols = batch * win.area();
+          if (cols == 0) continue;
+          nddr::detail::conv2d_tap_gather(x, batch, g.in_c, 0, g.in_c, g.in_h, g.in_w, win, xt);
+          nddr::detail::Conv2dMap<T>(yt, k1 - k0, cols).noalias() =
+              Conv2dConstMap<T>(wt + tap * g.out_c * g.in_c, g.out_c, g.in_c)
+                  .middleRows(k0, k1 - k0) *
+              Conv2dConstMap<T>(xt, g.in_c, cols);
           nddr::detail::conv2d_tap_scatter_add(static_cast<const T*>(yt), batch, g.out_c, g.out_h,
-                                               g.out_w, out, k0, k1 - k0, y);
-        });
-  }
+                                               g.out_w, nddr::detail::conv2d_output_window(win), k0,
+                                               k1 - k0, y);
+        }
+      });
 }
 
-/// Tap-skipping data gradient: dx += sum over taps of W_tap^T dy over the tap's outputs.
+/// Tap-skipping data gradient: dx += sum over taps of W_tap^T dy over the tap's outputs; each
+/// thread owns a range of input channels (and gathers its own dy_tap).
 template <class T>
 void conv2d_tapskip_backward_data(Context<Cpu>& ctx, const T* w, const T* dy, T* dx,
                                   const Conv2dGeometry& g, std::int64_t batch) {
@@ -274,64 +277,67 @@ void conv2d_tapskip_backward_data(Context<Cpu>& ctx, const T* w, const T* dy, T*
   const std::int64_t taps = g.kernel_h * g.kernel_w;
   const std::int64_t cols_max = batch * g.out_h * g.out_w;
   const std::int64_t wt_size = nddr::detail::winograd_aligned<T>(taps * g.out_c * g.in_c);
-  const std::int64_t dyt_size = nddr::detail::winograd_aligned<T>(g.out_c * cols_max);
-  T* wt = ctx.workspace<T>(static_cast<std::size_t>(wt_size + dyt_size + g.in_c * cols_max));
-  T* dyt = wt + wt_size;    // (C_out, batch * area)
-  T* dxt = dyt + dyt_size;  // (C_in, batch * area)
+  const std::int64_t per_thread = nddr::detail::winograd_aligned<T>((g.in_c + g.out_c) * cols_max);
+  T* wt = ctx.workspace<T>(static_cast<std::size_t>(wt_size + ctx.threads() * per_thread));
   nddr::detail::conv2d_pack_taps(ctx, w, g, wt);
-  for (std::int64_t tap = 0; tap < taps; ++tap) {
-    const auto win = nddr::detail::conv2d_tap_window(g, tap / g.kernel_w, tap % g.kernel_w);
-    const std::int64_t cols = batch * win.area();
-    if (cols == 0) continue;
-    nddr::detail::conv2d_tap_gather(ctx, dy, batch, g.out_c, g.out_h, g.out_w,
-                                    nddr::detail::conv2d_output_window(win), dyt);
-    const Conv2dConstMap<T> dym(dyt, g.out_c, cols);
-    const Conv2dConstMap<T> wm(wt + tap * g.out_c * g.in_c, g.out_c, g.in_c);
-    nddr::detail::conv2d_split_columns(
-        ctx, g.in_c, [&](std::int64_t, std::int64_t c0, std::int64_t c1) {
-          nddr::detail::Conv2dMap<T>(dxt + c0 * cols, c1 - c0, cols).noalias() =
-              wm.middleCols(c0, c1 - c0).transpose() * dym;
-          nddr::detail::conv2d_tap_scatter_add(static_cast<const T*>(dxt), batch, g.in_c, g.in_h,
-                                               g.in_w, win, c0, c1 - c0, dx);
-        });
-  }
+  nddr::detail::conv2d_split_columns(
+      ctx, g.in_c, [&](std::int64_t t, std::int64_t c0, std::int64_t c1) {
+        T* dyt = wt + wt_size + t * per_thread;  // (C_out, batch * area)
+        T* dxt = dyt + g.out_c * cols_max;       // (c1 - c0, batch * area)
+        for (std::int64_t tap = 0; tap < taps; ++tap) {
+          const auto win = nddr::detail::conv2d_tap_window(g, tap / g.kernel_w, tap % g.kernel_w);
+          const std::int64_t cols = batch * win.area();
+          if (cols == 0) continue;
+          nddr::detail::conv2d_tap_gather(dy, batch, g.out_c, 0, g.out_c, g.out_h, g.out_w,
+                                          nddr::detail::conv2d_output_window(win), dyt);
+          nddr::detail::Conv2dMap<T>(dxt, c1 - c0, cols).noalias() =
+              Conv2dConstMap<T>(wt + tap * g.out_c * g.in_c, g.out_c, g.in_c)
+                  .middleCols(c0, c1 - c0)
+                  .transpose() *
+              Conv2dConstMap<T>(dyt, g.out_c, cols);
+          // Rows of dxt are channels c0.., so shift the buffer to index it by channel.
+          nddr::detail::conv2d_tap_scatter_add(static_cast<const T*>(dxt) - c0 * cols, batch,
+                                               g.in_c, g.in_h, g.in_w, win, c0, c1 - c0, dx);
+        }
+      });
 }
 
 /// Tap-skipping weight gradient: dw[:, :, i, j] = dy_tap x_tap^T over the tap's outputs,
-/// summed over the batch and assigned (0 for a tap that reads only padding).
+/// summed over the batch and assigned (0 for a tap that reads only padding); each thread owns
+/// a range of output channels.
 template <class T>
 void conv2d_tapskip_backward_weights(Context<Cpu>& ctx, const T* x, const T* dy, T* dw,
                                      const Conv2dGeometry& g, std::int64_t batch) {
   using nddr::detail::Conv2dConstMap;
   const std::int64_t taps = g.kernel_h * g.kernel_w;
   const std::int64_t cols_max = batch * g.out_h * g.out_w;
-  const std::int64_t xt_size = nddr::detail::winograd_aligned<T>(g.in_c * cols_max);
-  const std::int64_t dyt_size = nddr::detail::winograd_aligned<T>(g.out_c * cols_max);
-  T* xt = ctx.workspace<T>(static_cast<std::size_t>(xt_size + dyt_size + g.out_c * g.in_c));
-  T* dyt = xt + xt_size;    // (C_out, batch * area)
-  T* dwt = dyt + dyt_size;  // (C_out, C_in) of one tap
-  for (std::int64_t tap = 0; tap < taps; ++tap) {
-    const auto win = nddr::detail::conv2d_tap_window(g, tap / g.kernel_w, tap % g.kernel_w);
-    const std::int64_t cols = batch * win.area();
-    if (cols > 0) {
-      nddr::detail::conv2d_tap_gather(ctx, x, batch, g.in_c, g.in_h, g.in_w, win, xt);
-      nddr::detail::conv2d_tap_gather(ctx, dy, batch, g.out_c, g.out_h, g.out_w,
-                                      nddr::detail::conv2d_output_window(win), dyt);
-    }
-    const Conv2dConstMap<T> xm(xt, g.in_c, cols);
-    const Conv2dConstMap<T> dym(dyt, g.out_c, cols);
-    nddr::detail::conv2d_split_columns(
-        ctx, g.out_c, [&](std::int64_t, std::int64_t k0, std::int64_t k1) {
-          auto dwm = nddr::detail::Conv2dMap<T>(dwt + k0 * g.in_c, k1 - k0, g.in_c);
-          if (cols > 0)
-            dwm.noalias() = dym.middleRows(k0, k1 - k0) * xm.transpose();
-          else
+  const std::int64_t per_thread =
+      nddr::detail::winograd_aligned<T>((g.in_c + g.out_c) * cols_max + g.out_c * g.in_c);
+  T* ws = ctx.workspace<T>(static_cast<std::size_t>(ctx.threads() * per_thread));
+  nddr::detail::conv2d_split_columns(
+      ctx, g.out_c, [&](std::int64_t t, std::int64_t k0, std::int64_t k1) {
+        T* xt = ws + t * per_thread;        // (C_in, batch * area)
+        T* dyt = xt + g.in_c * cols_max;    // (k1 - k0, batch * area)
+        T* dwt = dyt + g.out_c * cols_max;  // (k1 - k0, C_in) of one tap
+        const std::int64_t rows = k1 - k0;
+        for (std::int64_t tap = 0; tap < taps; ++tap) {
+          const auto win = nddr::detail::conv2d_tap_window(g, tap / g.kernel_w, tap % g.kernel_w);
+          const std::int64_t cols = batch * win.area();
+          nddr::detail::Conv2dMap<T> dwm(dwt, rows, g.in_c);
+          if (cols > 0) {
+            nddr::detail::conv2d_tap_gather(x, batch, g.in_c, 0, g.in_c, g.in_h, g.in_w, win, xt);
+            nddr::detail::conv2d_tap_gather(dy, batch, g.out_c, k0, rows, g.out_h, g.out_w,
+                                            nddr::detail::conv2d_output_window(win), dyt);
+            dwm.noalias() = Conv2dConstMap<T>(dyt, rows, cols) *
+                            Conv2dConstMap<T>(xt, g.in_c, cols).transpose();
+          } else {
             dwm.setZero();
-          for (std::int64_t k = k0; k < k1; ++k)
+          }
+          for (std::int64_t k = 0; k < rows; ++k)
             for (std::int64_t c = 0; c < g.in_c; ++c)
-              dw[(k * g.in_c + c) * taps + tap] = dwt[k * g.in_c + c];
-        });
-  }
+              dw[((k0 + k) * g.in_c + c) * taps + tap] = dwt[k * g.in_c + c];
+        }
+      });
 }
 
 /// Writes columns [p0, p1) of row `row` of the column matrix of one batch item `x`
