@@ -6,11 +6,13 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <nddr/backend/cpu/conv2d.hpp>
+#include <nddr/io/safetensors.hpp>
 #include <nddr/layers/conv2d.hpp>
 #include <nddr/ops/winograd.hpp>
 #include <nddr/testing/gradient_check.hpp>
 #include <nddr/testing/layer_laws.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -304,6 +306,50 @@ TEST_CASE("Conv2d fast: layer laws hold through the forced algorithms", "[conv2d
     INFO(r2.report);
     CHECK(r2.ok);
   }
+}
+
+TEST_CASE("Conv2d fast: the forced algorithms match the PyTorch reference in double",
+          "[conv2d-fast]") {
+  // tests/data/conv2d.safetensors (tools/reference/conv2d.py): config = stride h/w, dilation
+  // h/w, pad h/w, same, bias.
+  const auto f = nddr::io::SafetensorsFile::read(NDDR_TEST_DATA_DIR "/conv2d.safetensors");
+  const char* const cases[] = {"pad1",         "dil2",         "dil12",     "same_s2",
+                               "same_s2_asym", "same_s2_dil2", "pointwise", "strided_nobias"};
+  int winograd_cases = 0;
+  for (ConvAlgo algo : {ConvAlgo::kWinograd, ConvAlgo::kTapSkip})
+    for (const char* name : cases) {
+      const std::string p = std::string(name) + ".";
+      INFO(name << (algo == ConvAlgo::kWinograd ? " winograd" : " tap-skipping"));
+      const auto c = f.values<double>(p + "config");
+      auto i = [&](std::size_t k) { return static_cast<std::int64_t>(c[k]); };
+      Conv2dOptions opt =
+          Conv2dOptions{}.stride(i(0), i(1)).dilation(i(2), i(3)).padding(i(4), i(5));
+      opt.bias(c[7] != 0.0);
+      if (c[6] != 0.0) opt.same();
+      const Tensor<double> x = f.tensor<double>(p + "x"), w = f.tensor<double>(p + "w");
+      const Tensor<double> dy = f.tensor<double>(p + "dy");
+      const Tensor<double> b = opt.use_bias ? f.tensor<double>(p + "b") : Tensor<double>{};
+      const auto g = nddr::conv2d_geometry(x.shape(), w.shape(), opt);
+      winograd_cases += algo == ConvAlgo::kWinograd && nddr::ops::conv2d_winograd_applicable(g);
+      const ForceAlgo force(algo);
+      nddr::Context<nddr::Cpu> ctx(2);
+      Tensor<double> y(dy.shape(), 7.0), dx(x.shape()), dw(w.shape(), 7.0), db(b.shape(), 7.0);
+      nddr::ops::conv2d_forward<double>(ctx, x, w, b, y.view(), opt);
+      nddr::ops::conv2d_backward<double>(ctx, x, w, dy, dx.view(), dw.view(),
+                                         opt.use_bias ? db.view() : TensorView<double>{}, opt);
+      const std::pair<const char*, const Tensor<double>*> outputs[] = {
+          {"y", &y}, {"dx", &dx}, {"dw", &dw}};
+      for (const auto& [key, t] : outputs) {
+        const std::vector<double> ref = f.values<double>(p + key);
+        double err = 0.0;
+        for (std::size_t k = 0; k < ref.size(); ++k)
+          err = std::max(err, std::abs((*t)[static_cast<std::int64_t>(k)] - ref[k]) /
+                                  (1.0 + std::abs(ref[k])));
+        INFO(key);
+        CHECK(err < 1e-9);
+      }
+    }
+  CHECK(winograd_cases >= 1);  // pad1 is 3x3, stride 1
 }
 
 TEST_CASE("Conv2d fast: algorithm selection", "[conv2d-fast]") {
