@@ -200,7 +200,7 @@ class NddrLayer {
         detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "y (the ReLU mask)", false);
       backward_split(ctx, xs, ys, dys, dxs, s);
     } else {
-      backward_concat(ctx, xs, dys, dxs, s);
+      backward_concat(ctx, dys, dxs, s);
     }
   }
 
@@ -233,7 +233,7 @@ class NddrLayer {
     }
   }
 
-  void backward_concat(Context<D>& ctx, Views xs, Views dys, Outs dxs, const Shape& s) {
+  void backward_concat(Context<D>& ctx, Views dys, Outs dxs, const Shape& s) {
     d_concat_.resize(concat_.shape());
     d_concat_.zero();
     for (std::size_t k = 0; k < tasks_; ++k) {
