@@ -115,14 +115,20 @@ class DataParallel {
   }
 
   /// Rank r != 0 replaces every random stream's seed s by rank_seed(s, r), keeping its counter;
-  /// rank 0's streams stay as they are. Call on rank 0's streams: after construction (done by
-  /// synchronize) and after loading a checkpoint (done by resume / load_checkpoint).
+  /// rank 0's streams stay as they are. Done by synchronize and after loading a checkpoint (by
+  /// resume / load_checkpoint). Idempotent: a stream whose seed is the one this object derived
+  /// last is left alone, so synchronize may come before or after resume.
   void derive_random_streams() {
-    for (Rng* r : net_.rngs()) {
-      Rng::State s = r->state();
+    const auto rngs = net_.rngs();
+    derived_.resize(rngs.size(), 0);
+    for (std::size_t i = 0; i < rngs.size(); ++i) {
+      Rng::State s = rngs[i]->state();
+      if (derived_valid_ && s.seed == derived_[i]) continue;
       s.seed = rank_seed(s.seed, rank());
-      r->set_state(s);
+      rngs[i]->set_state(s);
+      derived_[i] = s.seed;
     }
+    derived_valid_ = true;
   }
 
   /// Averages the gradient buffer over the ranks, `bucket_bytes` at a time.
@@ -226,6 +232,8 @@ class DataParallel {
   Net& net_;
   DataParallelOptions opt_;
   std::optional<ScopedBatchNormSync> bn_sync_;
+  std::vector<std::uint64_t> derived_;  // the seeds derive_random_streams set last
+  bool derived_valid_ = false;
 };
 
 }  // namespace nddr::distributed
