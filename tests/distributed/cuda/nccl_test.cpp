@@ -114,3 +114,17 @@ TEST_CASE("DataParallel over NCCL: rank 0's parameters everywhere, averaged grad
                         comm, net, nddr::distributed::DataParallelOptions{}.sync_bn(true)),
                     Catch::Contains("sync_batch_norm runs on the CPU only"));
 }
+
+TEST_CASE("AutoDataParallel with a CUDA network: NCCL under a launcher, serial alone", "[nccl]") {
+  using Spec = nddr::MultiTask<nddr::TinyNet, nddr::TinyNet, nddr::NDDR>;
+  MpiCommunicator mpi;
+  if (too_few_devices(mpi)) return;
+  nddr::Context<Cuda> ctx(mpi.local_rank());
+  nddr::Network<Spec, Cuda, float> net({5, 3});
+  nddr::distributed::AutoDataParallel dp(net, ctx);
+  const int launched = nddr::distributed::launcher_world_size();
+  CHECK(dp.size() == (launched > 1 ? launched : 1));
+  CHECK(dp.rank() == (launched > 1 ? mpi.rank() : 0));
+  CHECK(dp.shard(nddr::data::LoaderOptions{}).shard_world == dp.size());
+  CHECK(dp.trainer_options(nddr::TrainerOptions{}).write_outputs == dp.is_root());
+}
