@@ -58,3 +58,30 @@ TEST_CASE("AutoDataParallel under mpirun -np 2: a replica over MPI, per-rank BN 
   for (std::size_t i = 0; i < v.size(); ++i) diff = std::max(diff, std::abs(sum[i] - 2.0 * v[i]));
   CHECK(diff == 0.0);
 }
+
+TEST_CASE("DataParallelOptions::from_env reads NDDR_SYNC_BN and NDDR_BUCKET_MB",
+          "[serial][auto]") {
+  using nddr::distributed::DataParallelOptions;
+  ::unsetenv("NDDR_SYNC_BN");
+  ::unsetenv("NDDR_BUCKET_MB");
+  CHECK_FALSE(DataParallelOptions::from_env().sync_batch_norm);
+  CHECK(DataParallelOptions::from_env().bucket_bytes == DataParallelOptions{}.bucket_bytes);
+  ::setenv("NDDR_SYNC_BN", "1", 1);
+  ::setenv("NDDR_BUCKET_MB", "2", 1);
+  const auto o = DataParallelOptions::from_env();
+  CHECK(o.sync_batch_norm);
+  CHECK(o.bucket_bytes == 2 << 20);
+  {
+    Net net({5, 3});
+    nddr::distributed::AutoDataParallel dp(net);  // CPU networks need no context
+    CHECK(dp.size() == (nddr::distributed::launched_multi_rank() ? 2 : 1));
+  }
+  ::setenv("NDDR_SYNC_BN", "yes", 1);
+  CHECK_THROWS_WITH(DataParallelOptions::from_env(), Catch::Contains("NDDR_SYNC_BN must be 0 or 1"));
+  ::setenv("NDDR_SYNC_BN", "0", 1);
+  ::setenv("NDDR_BUCKET_MB", "-3", 1);
+  CHECK_THROWS_WITH(DataParallelOptions::from_env(),
+                    Catch::Contains("NDDR_BUCKET_MB must be megabytes > 0, got '-3'"));
+  ::unsetenv("NDDR_SYNC_BN");
+  ::unsetenv("NDDR_BUCKET_MB");
+}

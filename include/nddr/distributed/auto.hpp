@@ -56,38 +56,17 @@ class AutoDataParallel {
   using D = typename Net::device_type;
 
   /// Joins the launcher's job as one replica of `net` (see the file comment). `ctx` is the
-  /// context the network trains on (its stream carries NCCL's collectives).
-  AutoDataParallel(Net& net, Context<D>& ctx, DataParallelOptions opt = {}) {
-    const int world = launcher_world_size();
-#if defined(NDDR_WITH_MPI)
-    if (world > 1) {
-      detail::process_mpi_environment();
-      mpi_ = std::make_unique<MpiCommunicator>();
-      if constexpr (std::is_same_v<D, Cpu>) {
-        (void)ctx;
-        cpu_.emplace(*mpi_, net, opt);
-        return;
-      } else {
-#if defined(NDDR_WITH_NCCL)
-        nccl_ = std::make_unique<NcclCommunicator>(*mpi_, ctx);
-        gpu_.emplace(*nccl_, net, opt);
-        return;
-#else
-        throw OptionError(nddr::detail::concat(
-            "nddr::distributed::AutoDataParallel: started as one of ", world,
-            " ranks with a CUDA network, but built without NCCL: link the nddr::nccl CMake "
-            "target"));
-#endif
-      }
-    }
-#else
-    check<OptionError>(world <= 1, "nddr::distributed::AutoDataParallel: started as one of ",
-                       world,
-                       " ranks (mpirun), but built without MPI: link the nddr::mpi CMake target "
-                       "or run a single process");
-#endif
-    (void)ctx;
-    serial_.emplace(serial_comm_, net, opt);
+  /// context the network trains on (its stream carries NCCL's collectives). The default options
+  /// come from the environment (DataParallelOptions::from_env: NDDR_SYNC_BN, NDDR_BUCKET_MB).
+  AutoDataParallel(Net& net, Context<D>& ctx,
+                   DataParallelOptions opt = DataParallelOptions::from_env()) {
+    init(net, &ctx, opt);
+  }
+  /// For CPU networks, which need no context to join.
+  explicit AutoDataParallel(Net& net, DataParallelOptions opt = DataParallelOptions::from_env())
+    requires std::is_same_v<D, Cpu>
+  {
+    init(net, nullptr, opt);
   }
   AutoDataParallel(const AutoDataParallel&) = delete;
   AutoDataParallel& operator=(const AutoDataParallel&) = delete;
@@ -124,6 +103,37 @@ class AutoDataParallel {
   }
 
  private:
+  void init(Net& net, [[maybe_unused]] Context<D>* ctx, const DataParallelOptions& opt) {
+    const int world = launcher_world_size();
+#if defined(NDDR_WITH_MPI)
+    if (world > 1) {
+      detail::process_mpi_environment();
+      mpi_ = std::make_unique<MpiCommunicator>();
+      if constexpr (std::is_same_v<D, Cpu>) {
+        cpu_.emplace(*mpi_, net, opt);
+        return;
+      } else {
+#if defined(NDDR_WITH_NCCL)
+        nccl_ = std::make_unique<NcclCommunicator>(*mpi_, *ctx);
+        gpu_.emplace(*nccl_, net, opt);
+        return;
+#else
+        throw OptionError(nddr::detail::concat(
+            "nddr::distributed::AutoDataParallel: started as one of ", world,
+            " ranks with a CUDA network, but built without NCCL: link the nddr::nccl CMake "
+            "target"));
+#endif
+      }
+    }
+#else
+    check<OptionError>(world <= 1, "nddr::distributed::AutoDataParallel: started as one of ",
+                       world,
+                       " ranks (mpirun), but built without MPI: link the nddr::mpi CMake target "
+                       "or run a single process");
+#endif
+    serial_.emplace(serial_comm_, net, opt);
+  }
+
   template <class F>
   decltype(auto) visit(F&& f) {
 #if defined(NDDR_WITH_MPI)

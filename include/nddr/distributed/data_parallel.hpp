@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <optional>
 #include <span>
 #include <string>
@@ -56,6 +57,26 @@ struct DataParallelOptions {
   /// Without synchronized BN, average the BN running statistics over the ranks after every step
   /// (else each rank keeps those of its own shard and rank 0's are checkpointed).
   bool average_buffers = true;
+
+  /// Defaults overridden by the environment, so that unchanged programs can be tuned at launch:
+  /// NDDR_SYNC_BN=1|0, NDDR_BUCKET_MB=<megabytes>. Throws OptionError on malformed values.
+  static DataParallelOptions from_env() {
+    DataParallelOptions o;
+    if (const char* v = std::getenv("NDDR_SYNC_BN")) {
+      const std::string s(v);
+      check<OptionError>(s == "0" || s == "1", "nddr::distributed: NDDR_SYNC_BN must be 0 or 1, got '",
+                         s, "'");
+      o.sync_batch_norm = s == "1";
+    }
+    if (const char* v = std::getenv("NDDR_BUCKET_MB")) {
+      char* end = nullptr;
+      const double mb = std::strtod(v, &end);
+      check<OptionError>(end != v && *end == '\0' && mb > 0.0,
+                         "nddr::distributed: NDDR_BUCKET_MB must be megabytes > 0, got '", v, "'");
+      o.bucket_mb(mb);
+    }
+    return o;
+  }
 
   DataParallelOptions& sync_bn(bool v) {
     sync_batch_norm = v;
