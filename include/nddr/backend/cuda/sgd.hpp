@@ -16,6 +16,7 @@
 #include "nddr/backend/cuda/context.hpp"
 #include "nddr/backend/cuda/error.hpp"
 #include "nddr/backend/cuda/launch.hpp"
+#include "nddr/backend/cuda/loss.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/tensor.hpp"
@@ -41,7 +42,9 @@ namespace nddr::cuda::launch {
 /// kSgdSpanElems long) with ops::sgd_momentum_element; one block per span.
 template <class T>
 void sgd_step(cudaStream_t stream, T* values, const T* grads, T* velocity,
-              const SgdSpan<T>* spans, std::int64_t count, T momentum, bool nesterov);
+              const SgdSpan<T>* spans, std::int64_t count, T momentum, bool nesterov,
+              const LossStats* guard = nullptr, std::int64_t guards = 0,
+              std::int64_t guard_stride = 0);
 
 /// Longest span one block updates.
 inline constexpr std::int64_t kSgdSpanElems = 8192;
@@ -53,10 +56,18 @@ namespace nddr::cuda {
 /// values -= lr_e * v after v = momentum * v + g + wd_e * values, for the elements of every
 /// span of `table` (host memory; spans lie inside the buffers and may be of any length).
 /// The three flat buffers have the same shape. Elements outside the spans are untouched.
+/// Device loss totals that cancel an update: if any of the `count` totals at `first`,
+/// `first + stride`, ... is not finite or met an out-of-range label, the step changes nothing.
+struct SgdGuard {
+  const LossStats* first = nullptr;
+  std::int64_t count = 0;
+  std::int64_t stride = 0;
+};
+
 template <class T>
 void sgd_step(Context<Cuda>& ctx, TensorView<T, Cuda> values, TensorView<const T, Cuda> grads,
               TensorView<T, Cuda> velocity, std::span<const SgdSpan<T>> table, T momentum,
-              bool nesterov = false) {
+              bool nesterov = false, SgdGuard guard = {}) {
   static_assert(kKernelType<T>, "nddr::cuda::sgd_step: CUDA supports float and double");
   constexpr const char* kWho = "nddr::cuda::sgd_step";
   check_shape(kWho, "grads", grads.shape(), values.shape());
@@ -77,7 +88,8 @@ void sgd_step(Context<Cuda>& ctx, TensorView<T, Cuda> values, TensorView<const T
   NDDR_CUDA_CHECK(cudaMemcpyAsync(dev, pieces.data(), bytes, cudaMemcpyHostToDevice, ctx.stream()),
                   "uploading the SGD span table");
   launch::sgd_step<T>(ctx.stream(), values.data(), grads.data(), velocity.data(), dev,
-                      static_cast<std::int64_t>(pieces.size()), momentum, nesterov);
+                      static_cast<std::int64_t>(pieces.size()), momentum, nesterov, guard.first,
+                      guard.count, guard.stride);
 }
 
 /// The span table of one `Sgd` step with scheduled rate `lr`: per parameter entry,
@@ -107,10 +119,11 @@ std::vector<SgdSpan<T>> sgd_table(const ParameterStore<T, D>& store, const SgdOp
 /// One step of `sgd` (bound to `store`) on the GPU with scheduled learning rate `lr`: the
 /// CUDA counterpart of `Sgd<T, Cpu>::step`, same update, same checks.
 template <class T>
-void sgd_step(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& sgd, double lr) {
+void sgd_step(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& sgd, double lr,
+              SgdGuard guard = {}) {
   const std::vector<SgdSpan<T>> table = sgd_table<T>(store, sgd.options(), lr);
   sgd_step<T>(ctx, store.values(), store.grads(), sgd.state(), table,
-              static_cast<T>(sgd.options().momentum()), sgd.options().nesterov());
+              static_cast<T>(sgd.options().momentum()), sgd.options().nesterov(), guard);
 }
 
 }  // namespace nddr::cuda
