@@ -72,11 +72,15 @@ struct TrainerOptions {
   bool write_outputs = true;
   bool progress = true;               ///< progress line on stdout
   std::string name = "experiment";    ///< recorded in logs and checkpoints
+  /// On a GPU: capture the training step as a CUDA Graph (after one eager step per batch
+  /// shape) and replay it; falls back to eager steps, for good, if the capture fails. Not used
+  /// with a before-update hook (it runs host code inside the step).
+  bool cuda_graph = false;
 };
 
 template <class E, class D = Cpu, class T = float>
 class Trainer {
-  static_assert(std::is_same_v<D, Cpu> || detail::TrainerDevice<D>::available,
+  static_assert(std::is_same_v<D, Cpu> || detail::TrainerDevice<D, T>::available,
                 "nddr::Trainer<E, D>: this device's training support was not included; for "
                 "nddr::Cuda include <nddr/cuda.hpp> (link nddr::cuda) before the trainer");
   using TaskList = typename E::tasks;
@@ -145,6 +149,9 @@ class Trainer {
   void set_before_update(BeforeUpdate hook) { before_update_ = std::move(hook); }
 
   network_type& network() { return net_; }
+  /// The device backend's state (upload slots, CUDA Graphs and their counters), null on the
+  /// CPU and before the first step; for diagnostics and tests.
+  const detail::TrainerDevice<D, T>* device_state() const { return device_ ? &*device_ : nullptr; }
   optimizer_type& optimizer() { return optimizer_; }
   std::int64_t step() const { return step_; }
   const TrainerOptions& options() const { return opt_; }
@@ -181,6 +188,9 @@ class Trainer {
     }(std::make_index_sequence<K>{});
     const bool was_training = net_.training();
     net_.set_training(false);
+    // Evaluation may reallocate the network's buffers: captured steps are recorded again.
+    if constexpr (!kOnCpu)
+      if (device_) device_->graphs().invalidate();
     for (std::int64_t b = 0; b < batches; ++b) {
       const Batch batch = get_batch(b);
       if constexpr (kOnCpu) {
@@ -320,6 +330,8 @@ class Trainer {
                    " random streams, the network has ", rngs.size());
     for (std::size_t i = 0; i < rngs.size(); ++i) rngs[i]->set_state(st.rngs[i]);
     step_ = st.step;
+    if constexpr (!kOnCpu)
+      if (device_) device_->graphs().invalidate();  // recorded with the old random counters
   }
   /// Resumes from the newest checkpoint in output_dir, if any; returns whether one was found.
   bool resume() {
@@ -362,7 +374,7 @@ class Trainer {
     return r;
   }
 
-  detail::TrainerDevice<D>& device(Context<D>& ctx) {
+  detail::TrainerDevice<D, T>& device(Context<D>& ctx) {
     if (!device_) device_.emplace(ctx, K, host_threads());
     return *device_;
   }
@@ -375,6 +387,7 @@ class Trainer {
   /// and the image's upload into slot `slot` (device only; returns after the host-side copy).
   void stage(Context<D>& ctx, const Batch& batch, std::size_t slot) {
     auto& dev = device(ctx);
+    dev.uploader().wait_slot(slot);  // its device buffers may be reallocated below
     DeviceBatch& db = dev_batches_[slot];
     using Piece = typename std::remove_reference_t<decltype(dev.uploader())>::Piece;
     std::vector<Piece> pieces;
@@ -398,26 +411,42 @@ class Trainer {
   }
 
   /// Queues forward, losses, backward and the update of the batch in `slot` (the update is
-  /// cancelled on the device if a loss is not finite); `finish_step` reads the losses back.
+  /// cancelled on the device if a loss is not finite), eagerly or as a CUDA Graph;
+  /// `finish_step` reads the losses back.
   StepResult enqueue_step(Context<D>& ctx, std::size_t slot) {
     auto& dev = device(ctx);
     DeviceBatch& db = dev_batches_[slot];
     net_.set_training(true);
-    dev.uploader().acquire(ctx, slot);
-    auto out = net_.forward(ctx, db.image.cview());
     StepResult r;
     r.step = step_;
     r.lr = schedule_(step_);
-    prepare_douts(out);
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (device_loss<I>(ctx, dev, out[I], std::get<I>(db.targets).cview()), ...);
-    }(std::make_index_sequence<K>{});
-    std::vector<TensorView<const T, D>> douts;
-    for (auto& d : douts_) douts.push_back(d.cview());
-    net_.backward(ctx, db.image.cview(), douts);
+    dev.uploader().acquire(ctx, slot);
+    dev.prepare_update(ctx, net_.parameters(), optimizer_.options(), r.lr);
+    auto body = [&] {
+      auto out = net_.forward(ctx, db.image.cview());
+      prepare_douts(out);
+      [&]<std::size_t... I>(std::index_sequence<I...>) {
+        (device_loss<I>(ctx, dev, out[I], std::get<I>(db.targets).cview()), ...);
+      }(std::make_index_sequence<K>{});
+      std::vector<TensorView<const T, D>> douts;
+      for (auto& d : douts_) douts.push_back(d.cview());
+      net_.backward(ctx, db.image.cview(), douts);
+      if (before_update_) before_update_(ctx, r);
+      dev.update(ctx, net_.parameters(), optimizer_);
+    };
+    if (opt_.cuda_graph && !before_update_) {
+      // Warm-up, capture and replays; a shape or buffer change captures again.
+      using Key = typename std::remove_reference_t<decltype(dev.graphs())>::key_type;
+      const auto key = [&] {
+        return Key{db.image.shape(), net_.layout_version(), ctx.workspace_data(),
+                   dev.plan_version()};
+      };
+      dev.graphs().run(ctx, slot, key, step_, net_.rngs(), body);
+    } else {
+      dev.eager(ctx, body);
+    }
+    dev.losses().mark_ready(ctx);
     dev.uploader().release(ctx, slot);
-    if (before_update_) before_update_(ctx, r);
-    dev.update(ctx, net_.parameters(), optimizer_, r.lr);
     pending_slot_ = slot;
     return r;
   }
@@ -473,8 +502,8 @@ class Trainer {
       labels = target.data();
       ignore = opt.ignore_label();
     }
-    r.losses[I] = dev.template finished_loss<T>(ctx, I, Task::name, opt.scale(), out_shapes_[I],
-                                                labels, ignore);
+    r.losses[I] = dev.finished_loss(ctx, I, Task::name, opt.scale(), out_shapes_[I], labels,
+                                    ignore);
   }
 
   void prepare_douts(const std::array<TensorView<const T, D>, K>& out) {
@@ -574,7 +603,7 @@ class Trainer {
   optimizer_type optimizer_;
   std::optional<CheckpointDir> checkpoints_;
   BeforeUpdate before_update_;
-  std::optional<detail::TrainerDevice<D>> device_;
+  std::optional<detail::TrainerDevice<D, T>> device_;
   std::array<DeviceBatch, 2> dev_batches_;
   std::size_t next_slot_ = 0;
   std::size_t pending_slot_ = 0;

@@ -17,6 +17,8 @@
 #include "nddr/backend/cuda/error.hpp"
 #include "nddr/backend/cuda/launch.hpp"
 #include "nddr/backend/cuda/loss.hpp"
+#include "nddr/backend/cuda/pinned.hpp"
+#include "nddr/backend/cuda/storage.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/tensor.hpp"
@@ -44,7 +46,7 @@ template <class T>
 void sgd_step(cudaStream_t stream, T* values, const T* grads, T* velocity,
               const SgdSpan<T>* spans, std::int64_t count, T momentum, bool nesterov,
               const LossStats* guard = nullptr, std::int64_t guards = 0,
-              std::int64_t guard_stride = 0);
+              std::int64_t guard_stride = 0, const T* lr_scale = nullptr);
 
 /// Longest span one block updates.
 inline constexpr std::int64_t kSgdSpanElems = 8192;
@@ -125,5 +127,70 @@ void sgd_step(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& 
   sgd_step<T>(ctx, store.values(), store.grads(), sgd.state(), table,
               static_cast<T>(sgd.options().momentum()), sgd.options().nesterov(), guard);
 }
+
+/// A persistent SGD launch for a training loop: the span table (lr = the group multipliers,
+/// split like `sgd_step` does) lives in device memory and the scheduled rate in a device scalar
+/// that `set_lr` fills before each step, so `launch` queues one kernel and no host data, and can
+/// be captured in a CUDA Graph. Matches `sgd_step` up to the rounding of lr * multiplier.
+template <class T>
+class SgdPlan {
+ public:
+  SgdPlan() : lr_(Shape{1}), ring_(kRing * sizeof(T)) {}
+
+  /// Rebuilds and uploads the table if the store's groups or the options changed since the last
+  /// call (waits for the device then); returns whether it did.
+  bool prepare(const ParameterStore<T, Cuda>& store, const SgdOptions& options) {
+    std::vector<SgdSpan<T>> pieces;
+    for (const SgdSpan<T>& s : sgd_table<T>(store, options, 1.0))
+      for (std::int64_t b = s.begin; b < s.end; b += launch::kSgdSpanElems)
+        pieces.push_back({b, std::min(s.end, b + launch::kSgdSpanElems), s.lr, s.wd});
+    const bool same = pieces.size() == pieces_.size() &&
+                      std::equal(pieces.begin(), pieces.end(), pieces_.begin(),
+                                 [](const SgdSpan<T>& a, const SgdSpan<T>& b) {
+                                   return a.begin == b.begin && a.end == b.end && a.lr == b.lr &&
+                                          a.wd == b.wd;
+                                 });
+    if (same && momentum_ == options.momentum() && nesterov_ == options.nesterov()) return false;
+    pieces_ = std::move(pieces);
+    momentum_ = options.momentum();
+    nesterov_ = options.nesterov();
+    const std::size_t bytes = pieces_.size() * sizeof(SgdSpan<T>);
+    table_ = Tensor<std::int64_t, Cuda>(Shape{static_cast<std::int64_t>((bytes + 7) / 8)});
+    Storage<Cuda>::upload(table_.data(), pieces_.data(), bytes);
+    return true;
+  }
+  /// Queues the copy of the scheduled rate into the device scalar (through a pinned ring, so
+  /// the host may go on at once).
+  void set_lr(Context<Cuda>& ctx, double lr) {
+    check<OptionError>(lr >= 0.0 && std::isfinite(lr),
+                       "nddr::Sgd::step: lr must be a finite value >= 0, got ", lr);
+    T* slot = reinterpret_cast<T*>(ring_.data()) + next_;
+    next_ = (next_ + 1) % kRing;
+    *slot = static_cast<T>(lr);
+    NDDR_CUDA_CHECK(cudaMemcpyAsync(lr_.data(), slot, sizeof(T), cudaMemcpyHostToDevice, ctx.stream()),
+                    "setting the learning rate");
+  }
+  /// Queues the update with the rate of the last `set_lr` (cancelled by a bad `guard`).
+  void launch(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& sgd,
+              SgdGuard guard = {}) {
+    check<Error>(!pieces_.empty() || store.parameters().empty(),
+                 "nddr::cuda::SgdPlan::launch: call prepare first");
+    launch::sgd_step<T>(ctx.stream(), store.values().data(), store.grads().data(),
+                        sgd.state().data(), reinterpret_cast<const SgdSpan<T>*>(table_.data()),
+                        static_cast<std::int64_t>(pieces_.size()), static_cast<T>(momentum_),
+                        nesterov_, guard.first, guard.count, guard.stride, lr_.data());
+  }
+
+ private:
+  // Steps queue at most a couple of rates ahead of the device; 8 is ample.
+  static constexpr std::size_t kRing = 8;
+  std::vector<SgdSpan<T>> pieces_;
+  double momentum_ = -1.0;
+  bool nesterov_ = false;
+  Tensor<std::int64_t, Cuda> table_;
+  Tensor<T, Cuda> lr_;
+  PinnedBuffer ring_;
+  std::size_t next_ = 0;
+};
 
 }  // namespace nddr::cuda

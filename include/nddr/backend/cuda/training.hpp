@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
+#include <string>
 #include <span>
 #include <utility>
 #include <vector>
@@ -22,90 +24,19 @@
 #include "nddr/backend/cuda/handles.hpp"
 #include "nddr/backend/cuda/launch.hpp"
 #include "nddr/backend/cuda/loss.hpp"
+#include "nddr/backend/cuda/pinned.hpp"
 #include "nddr/backend/cuda/sgd.hpp"
 #include "nddr/backend/cuda/storage.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
+#include "nddr/core/random.hpp"
 #include "nddr/core/tensor.hpp"
 #include "nddr/ops/loss.hpp"
 #include "nddr/optim/sgd.hpp"
 #include "nddr/train/device_state.hpp"
 
 namespace nddr::cuda {
-
-/// Page-locked host memory (cudaHostAlloc): copies from and to it are truly asynchronous.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  explicit PinnedBuffer(std::size_t bytes) { reserve(bytes); }
-  PinnedBuffer(PinnedBuffer&& o) noexcept
-      : p_(std::exchange(o.p_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
-    if (this != &o) {
-      release();
-      p_ = std::exchange(o.p_, nullptr);
-      bytes_ = std::exchange(o.bytes_, 0);
-    }
-    return *this;
-  }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer() { release(); }
-
-  /// Grows to at least `bytes` (the contents are lost when it grows). The caller makes sure no
-  /// queued copy still uses the old memory.
-  void reserve(std::size_t bytes) {
-    if (bytes <= bytes_) return;
-    release();
-    void* p = nullptr;
-    NDDR_CUDA_CHECK(cudaHostAlloc(&p, bytes, cudaHostAllocDefault), "allocating ", bytes,
-                    " bytes of pinned host memory");
-    p_ = static_cast<std::byte*>(p);
-    bytes_ = bytes;
-  }
-  std::byte* data() const { return p_; }
-  std::size_t size() const { return bytes_; }
-
- private:
-  void release() noexcept {
-    if (p_ != nullptr) static_cast<void>(cudaFreeHost(p_));
-    p_ = nullptr;
-    bytes_ = 0;
-  }
-
-  std::byte* p_ = nullptr;
-  std::size_t bytes_ = 0;
-};
-
-namespace detail {
-struct EventTraits {
-  static void destroy(cudaEvent_t e) noexcept { static_cast<void>(cudaEventDestroy(e)); }
-};
-}  // namespace detail
-
-/// A CUDA event without timing (the cheapest kind), on the current device.
-class Event : public UniqueHandle<cudaEvent_t, detail::EventTraits> {
- public:
-  using UniqueHandle::UniqueHandle;
-  static Event create() {
-    cudaEvent_t e = nullptr;
-    NDDR_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "creating a CUDA event");
-    return Event(e);
-  }
-  /// Marks the current end of `stream`'s queue.
-  void record(cudaStream_t stream) const {
-    NDDR_CUDA_CHECK(cudaEventRecord(get(), stream), "recording a CUDA event");
-  }
-  /// Makes `stream` wait (on the device) for the recorded work.
-  void wait_on(cudaStream_t stream) const {
-    NDDR_CUDA_CHECK(cudaStreamWaitEvent(stream, get(), 0), "making a stream wait for an event");
-  }
-  /// Blocks the host until the recorded work is done (reports asynchronous errors).
-  void synchronize() const {
-    NDDR_CUDA_CHECK(cudaEventSynchronize(get()), "waiting for a CUDA event");
-  }
-};
 
 /// K loss reductions whose totals stay on the device: each task's reduction scratch
 /// (launch::kLossBlocks partial results, then the total) in one device buffer, and a pinned host
@@ -132,16 +63,17 @@ class DeviceLosses {
   SgdGuard guard() const {
     return {total(0), static_cast<std::int64_t>(count_), static_cast<std::int64_t>(kSlot)};
   }
-  /// Queues the copies of every total to the host on `ctx`'s stream.
-  void read_async(Context<Cuda>& ctx) {
+  /// Queues the copies of every total to the host on `ctx`'s stream (capturable).
+  void queue_reads(Context<Cuda>& ctx) {
     auto* host = reinterpret_cast<LossStats*>(host_.data());
     for (std::size_t k = 0; k < count_; ++k)
       NDDR_CUDA_CHECK(cudaMemcpyAsync(host + k, total(k), sizeof(LossStats), cudaMemcpyDeviceToHost,
                                       ctx.stream()),
                       "reading loss total ", k);
-    ready_.record(ctx.stream());
   }
-  /// Waits for the copies of the last `read_async` and returns total `k`.
+  /// Marks the queued copies as the ones `host_total` waits for.
+  void mark_ready(Context<Cuda>& ctx) { ready_.record(ctx.stream()); }
+  /// Waits for the copies before the last `mark_ready` and returns total `k`.
   LossStats host_total(std::size_t k) const {
     ready_.synchronize();
     LossStats s;
@@ -229,8 +161,8 @@ class BatchUploader {
   /// Stages `pieces` into slot `slot` and queues their copies; returns once the host-side
   /// staging copy is done.
   void upload(std::size_t slot, std::span<const Piece> pieces) {
+    wait_slot(slot);  // the pinned buffer is free again
     Slot& s = at(slot);
-    if (s.uploading) s.uploaded.synchronize();  // the pinned buffer is free again
     std::size_t total = 0;
     for (const Piece& p : pieces) total += align(p.bytes);
     s.pinned.reserve(total);
@@ -246,6 +178,12 @@ class BatchUploader {
     }
     s.uploaded.record(stream_);
     s.uploading = true;
+  }
+  /// Blocks until slot `slot`'s last upload is done, so its device buffers may be reallocated.
+  void wait_slot(std::size_t slot) {
+    Slot& s = at(slot);
+    if (s.uploading) s.uploaded.synchronize();
+    s.uploading = false;
   }
   /// Makes `ctx`'s stream wait for slot `slot`'s upload.
   void acquire(Context<Cuda>& ctx, std::size_t slot) {
@@ -279,37 +217,211 @@ class BatchUploader {
 
 }  // namespace nddr::cuda
 
+namespace nddr::cuda {
+
+namespace detail {
+struct GraphExecTraits {
+  static void destroy(cudaGraphExec_t g) noexcept { static_cast<void>(cudaGraphExecDestroy(g)); }
+};
+struct GraphTraits {
+  static void destroy(cudaGraph_t g) noexcept { static_cast<void>(cudaGraphDestroy(g)); }
+};
+}  // namespace detail
+
+/// An instantiated CUDA Graph.
+using GraphExec = UniqueHandle<cudaGraphExec_t, detail::GraphExecTraits>;
+/// A CUDA Graph (the captured form, before instantiation).
+using Graph = UniqueHandle<cudaGraph_t, detail::GraphTraits>;
+
+/// What a captured training step depends on besides its (fixed) parameter buffers: when any
+/// of it changes, the step must be captured again.
+struct StepGraphKey {
+  Shape image{};
+  std::uint64_t layout = 0;         ///< Network::layout_version()
+  const void* workspace = nullptr;  ///< Context<Cuda>::workspace_data()
+  std::uint64_t plan = 0;           ///< SGD table version
+  bool operator==(const StepGraphKey&) const = default;
+};
+
+/// Captures a training step as a CUDA Graph once per upload slot and replays it. A step is
+/// captured only after an eager step with the same key (so every buffer, workspace and cuDNN
+/// algorithm choice exists) and replayed while the key holds. Random ops read the replay index
+/// r (steps since the capture) from device memory, and the host's random streams are advanced
+/// by what the captured step reserved, so masks and checkpoints equal eager training's. A
+/// capture that fails (an op that cannot be captured) turns graphs off for good, with the
+/// reason in `disabled_reason()`, and the step runs eagerly.
+class StepGraphs {
+ public:
+  using key_type = StepGraphKey;
+
+  explicit StepGraphs(std::size_t slots) : replay_(Shape{1}), ring_(kRing * sizeof(std::uint64_t)) {
+    graphs_.resize(slots);
+  }
+
+  bool disabled() const { return !disabled_reason_.empty(); }
+  const std::string& disabled_reason() const { return disabled_reason_; }
+  std::int64_t captures() const { return captures_; }
+  std::int64_t replays() const { return replays_; }
+  /// Forgets every captured step (their buffers may be gone).
+  void invalidate() {
+    for (auto& g : graphs_) g = Captured{};
+    warm_.reset();
+  }
+
+  /// Runs `body` (which queues one training step on `ctx`'s stream) for slot `slot` at step
+  /// `step`: replayed, captured and launched, or eagerly. `key_of()` gives the current key
+  /// (asked again after an eager step, whose allocations change it).
+  template <class KeyOf, class Body>
+  void run(Context<Cuda>& ctx, std::size_t slot, KeyOf&& key_of, std::int64_t step,
+           const std::vector<Rng*>& rngs, Body&& body) {
+    const StepGraphKey key = key_of();
+    Captured& g = graphs_.at(slot);
+    if (!disabled() && g.exec && g.key == key) {
+      launch(ctx, g, step);
+      for (std::size_t i = 0; i < rngs.size() && i < delta_.size(); ++i) {
+        Rng::State st = rngs[i]->state();
+        st.counter += delta_[i];
+        rngs[i]->set_state(st);
+      }
+      ++replays_;
+      return;
+    }
+    if (disabled() || !(warm_ && *warm_ == key)) {
+      StorageStreamScope scope(ctx.stream());
+      body();
+      warm_ = key_of();
+      return;
+    }
+    capture(ctx, g, key, step, rngs, body);
+  }
+
+ private:
+  struct Captured {
+    StepGraphKey key{};
+    GraphExec exec;
+    std::int64_t step = 0;
+  };
+  static constexpr std::size_t kRing = 8;
+
+  void launch(Context<Cuda>& ctx, const Captured& g, std::int64_t step) {
+    auto* slot = reinterpret_cast<std::uint64_t*>(ring_.data()) + next_;
+    next_ = (next_ + 1) % kRing;
+    *slot = static_cast<std::uint64_t>(step - g.step);
+    NDDR_CUDA_CHECK(cudaMemcpyAsync(replay_.data(), slot, sizeof(std::uint64_t),
+                                    cudaMemcpyHostToDevice, ctx.stream()),
+                    "setting the graph replay index");
+    NDDR_CUDA_CHECK(cudaGraphLaunch(g.exec, ctx.stream()), "launching a captured training step");
+  }
+
+  template <class Body>
+  void capture(Context<Cuda>& ctx, Captured& g, const StepGraphKey& key, std::int64_t step,
+               const std::vector<Rng*>& rngs, Body& body) {
+    std::vector<Rng::State> before;
+    for (Rng* r : rngs) before.push_back(r->state());
+    auto give_up = [&](const std::string& why) {
+      ctx.set_replay_index(nullptr);
+      static_cast<void>(cudaGetLastError());
+      for (std::size_t i = 0; i < rngs.size(); ++i) rngs[i]->set_state(before[i]);
+      disabled_reason_ = why;
+      invalidate();
+      StorageStreamScope scope(ctx.stream());
+      body();  // the step, eagerly
+    };
+    cudaGraph_t raw = nullptr;
+    cudaError_t status = cudaSuccess;
+    std::string what;
+    {
+      StorageStreamScope scope(ctx.stream());
+      ctx.set_replay_index(reinterpret_cast<const std::uint64_t*>(replay_.data()));
+      NDDR_CUDA_CHECK(cudaStreamBeginCapture(ctx.stream(), cudaStreamCaptureModeThreadLocal),
+                      "beginning the capture of a training step");
+      try {
+        body();
+      } catch (const std::exception& e) {
+        what = e.what();
+      }
+      status = cudaStreamEndCapture(ctx.stream(), &raw);
+      ctx.set_replay_index(nullptr);
+    }
+    Graph graph(raw);
+    if (!what.empty() || status != cudaSuccess || raw == nullptr) {
+      give_up(what.empty() ? std::string("cudaStreamEndCapture: ") + cudaGetErrorString(status) : what);
+      return;
+    }
+    cudaGraphExec_t exec = nullptr;
+    status = cudaGraphInstantiate(&exec, graph.get(), 0);
+    if (status != cudaSuccess) {
+      give_up(std::string("cudaGraphInstantiate: ") + cudaGetErrorString(status));
+      return;
+    }
+    g.exec = GraphExec(exec);
+    g.key = key;
+    g.step = step;
+    delta_.assign(rngs.size(), 0);
+    for (std::size_t i = 0; i < rngs.size(); ++i)
+      delta_[i] = rngs[i]->state().counter - before[i].counter;
+    ++captures_;
+    launch(ctx, g, step);  // the captured step itself (replay index 0)
+  }
+
+  std::vector<Captured> graphs_;
+  std::optional<StepGraphKey> warm_;
+  std::vector<std::uint64_t> delta_;
+  Tensor<std::int64_t, Cuda> replay_;
+  PinnedBuffer ring_;
+  std::size_t next_ = 0;
+  std::string disabled_reason_;
+  std::int64_t captures_ = 0, replays_ = 0;
+};
+
+}  // namespace nddr::cuda
+
 namespace nddr::detail {
 
-/// The CUDA side of `Trainer<E, Cuda>`: deferred task losses, the guarded SGD step,
-/// double-buffered batch uploads and a host context for target resizing and metrics.
-template <>
-class TrainerDevice<Cuda> {
+/// The CUDA side of `Trainer<E, Cuda, T>`: deferred task losses, the guarded SGD plan,
+/// double-buffered batch uploads, CUDA Graph capture of the step and a host context for target
+/// resizing and metrics.
+template <class T>
+class TrainerDevice<Cuda, T> {
  public:
   static constexpr bool available = true;
 
   TrainerDevice(Context<Cuda>& ctx, std::size_t tasks, int host_threads)
-      : losses_((ctx.activate(), tasks)), uploader_(2), host_(host_threads) {}
+      : losses_((ctx.activate(), tasks)), uploader_(2), graphs_(2), host_(host_threads) {}
 
   Context<Cpu>& host() { return host_; }
   cuda::BatchUploader& uploader() { return uploader_; }
   cuda::DeviceLosses& losses() { return losses_; }
+  cuda::StepGraphs& graphs() { return graphs_; }
+  const cuda::StepGraphs& graphs() const { return graphs_; }
 
   /// Queues task `k`'s loss (options `opt`) and its gradient, accumulated into `dpred`.
-  template <class T, class Options, class U>
+  template <class Options, class U>
   void loss(Context<Cuda>& ctx, std::size_t k, const Options& opt, TensorView<const T, Cuda> pred,
             TensorView<const U, Cuda> target, TensorView<T, Cuda> dpred) {
     cuda::deferred_loss<T>(ctx, opt, pred, target, dpred, losses_.scratch(k));
   }
-  /// Queues the SGD step, cancelled on the device if any queued loss went bad.
-  template <class T>
-  void update(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& sgd, double lr) {
-    cuda::sgd_step<T>(ctx, store, sgd, lr, losses_.guard());
-    losses_.read_async(ctx);
+  /// Brings the SGD table up to date and queues the scheduled rate; outside any capture.
+  void prepare_update(Context<Cuda>& ctx, const ParameterStore<T, Cuda>& store,
+                      const SgdOptions& options, double lr) {
+    if (sgd_.prepare(store, options)) ++plan_version_;
+    sgd_.set_lr(ctx, lr);
+  }
+  std::uint64_t plan_version() const { return plan_version_; }
+  /// Runs `f` (which queues device work on `ctx`'s stream only) with tensor zeroing and copies
+  /// on that stream too, so the step does not serialise with the upload stream.
+  template <class F>
+  void eager(Context<Cuda>& ctx, F&& f) {
+    cuda::StorageStreamScope scope(ctx.stream());
+    f();
+  }
+  /// Queues the SGD step (cancelled on the device if a queued loss went bad) and the loss reads.
+  void update(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& sgd) {
+    sgd_.launch(ctx, store, sgd, losses_.guard());
+    losses_.queue_reads(ctx);
   }
   /// Task `k`'s loss value once the step is done; throws ValueError naming the first
   /// out-of-range label (read from `labels`, shape of the prediction `pred`).
-  template <class T>
   double finished_loss(Context<Cuda>& ctx, std::size_t k, const char* task, double scale,
                        const Shape& pred, const std::int32_t* labels, std::int32_t ignore) {
     const cuda::LossStats t = losses_.host_total(k);
@@ -323,6 +435,9 @@ class TrainerDevice<Cuda> {
  private:
   cuda::DeviceLosses losses_;
   cuda::BatchUploader uploader_;
+  cuda::StepGraphs graphs_;
+  cuda::SgdPlan<T> sgd_;
+  std::uint64_t plan_version_ = 0;
   Context<Cpu> host_;
 };
 
