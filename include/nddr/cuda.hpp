@@ -30,3 +30,6 @@
 #include "nddr/backend/cuda/batch_norm.hpp"
 #include "nddr/backend/cuda/conv2d.hpp"
 #include "nddr/backend/cuda/linear.hpp"
+
+// Training support (used by Trainer<E, Cuda>)
+#include "nddr/backend/cuda/training.hpp"

@@ -316,6 +316,20 @@ TEST_CASE("Pool2d: bad input", "[ops][pool]") {
   Tensor<double> dx(x.shape());
   CHECK_THROWS_AS(nddr::ops::max_pool2d_backward(ctx, arg.cview(), y.cview(), dx.view()),
                   nddr::ValueError);
+  CHECK_THROWS_AS(nddr::ops::max_pool2d_backward(ctx, arg.cview(), y.cview(), dx.view(),
+                                                 nddr::ArgmaxCheck::kValidate),
+                  nddr::ValueError);
+  // A trusted argmax (what the forward wrote) routes exactly as a validated one.
+  Tensor<std::int64_t> good(y.shape(), 3);
+  Tensor<double> dx_trusted(x.shape());
+  y[0] = 1.5;
+  y[1] = -2.0;
+  nddr::ops::max_pool2d_backward(ctx, good.cview(), y.cview(), dx.view());
+  nddr::ops::max_pool2d_backward(ctx, good.cview(), y.cview(), dx_trusted.view(),
+                                 nddr::ArgmaxCheck::kTrusted);
+  for (std::int64_t i = 0; i < dx.numel(); ++i) CHECK(dx_trusted[i] == dx[i]);
+  CHECK(dx[3] == 1.5);
+  CHECK(dx[9 + 3] == -2.0);
   Tensor<double> gy(Shape::nchw(1, 2, 2, 1));
   CHECK_THROWS_WITH(nddr::ops::global_avg_pool_forward(ctx, x.cview(), gy.view()),
                     Contains("global_avg_pool_forward") && Contains("(1, 2, 2, 1)"));

@@ -43,7 +43,7 @@ class MaxPool2d {
                 TensorView<const T, D> dy, TensorView<T, D> dx) {
     if (dx.empty()) return;
     check_shape("nddr::MaxPool2d::backward", "dx", dx.shape(), x.shape());
-    ops::max_pool2d_backward(ctx, argmax_.cview(), dy, dx);
+    ops::max_pool2d_backward(ctx, argmax_.cview(), dy, dx, ArgmaxCheck::kTrusted);
   }
 
  private:

@@ -140,6 +140,10 @@ class Network {
   bool training() const { return training_; }
 
   /// Output shape of task k's head for an input image of shape `in`.
+  /// Incremented whenever the activation buffers are reallocated (a new input shape): device
+  /// work recorded against the old buffers (a CUDA Graph) must be recorded again.
+  std::uint64_t layout_version() const { return layout_version_; }
+
   Shape output_shape(std::size_t k, const Shape& in) {
     Shape s = in;
     for (std::size_t i = 0; i < kStages; ++i) s = stage(k, i).output_shape(s);
@@ -323,6 +327,7 @@ class Network {
       out_[k] = Tensor<T, D>(heads_[k].output_shape(hin));
     }
     in_shape_ = in;
+    ++layout_version_;
   }
 
   TensorView<const T, D> input_of(std::size_t k, std::size_t s, TensorView<const T, D> x) const {
@@ -370,6 +375,7 @@ class Network {
   Grid a_{}, f_{}, da_{}, df_{};
   std::array<Tensor<T, D>, kTasks> h_, dh_, out_;
   Shape in_shape_{};
+  std::uint64_t layout_version_ = 0;
   bool training_ = true;
 };
 

@@ -12,6 +12,10 @@
 
 namespace nddr {
 
+/// Whether `max_pool2d_backward` range-checks a recorded argmax (`kValidate`, for indices from
+/// elsewhere) or trusts it (`kTrusted`, for what this library's forward wrote).
+enum class ArgmaxCheck { kValidate, kTrusted };
+
 /// Hyper-parameters of `max_pool2d_*` / `avg_pool2d_*`. Unlike PyTorch the stride defaults to
 /// 1, not to the kernel size: `Pool2dOptions{}.kernel(3).stride(2).same()`.
 struct Pool2dOptions {

@@ -3,7 +3,9 @@
 /// The tasks of the NDDR-CNN experiments as `nddr::concepts::Task` models: semantic
 /// segmentation and surface-normal estimation (NYUv2), age and gender classification
 /// (IMDB-WIKI). Each is a stateless struct; `loss` returns weight * loss and accumulates
-/// weight * dloss/dprediction (paper-spec §5.1).
+/// weight * dloss/dprediction (paper-spec §5.1). `loss_options(weight)` describes the same loss
+/// as the options of a library op: a task that has it trains on the GPU too (`Trainer<E, Cuda>`
+/// runs the op there without a host round trip); one without it trains on the CPU.
 
 #include <cstdint>
 
@@ -55,6 +57,10 @@ struct Segmentation {
     return detail::task_cross_entropy("nddr::Segmentation::loss", K, ignore_label, ctx, prediction,
                                       target, dprediction, weight);
   }
+  /// The loss as options of a library op, so that the trainer can run it on any device.
+  static SoftmaxCrossEntropyOptions loss_options(double weight) {
+    return SoftmaxCrossEntropyOptions{}.ignore_label(ignore_label).scale(weight);
+  }
 };
 
 /// Surface normals: prediction (N, 3, H, W), target (N, 3, H, W) of the same element type; a
@@ -72,10 +78,14 @@ struct SurfaceNormalTask {
   template <class T>
   static T loss(Context<Cpu>& ctx, TensorView<const T> prediction, TensorView<const T> target,
                 TensorView<T> dprediction, T weight) {
-    const auto opt = NormalLossOptions{}.form(Form).scale(weight);
+    const auto opt = loss_options(weight);
     const T value = ops::normal_loss_forward(ctx, prediction, target, opt);
     ops::normal_loss_backward(ctx, prediction, target, dprediction, opt);
     return value;
+  }
+  /// The loss as options of a library op, so that the trainer can run it on any device.
+  static NormalLossOptions loss_options(double weight) {
+    return NormalLossOptions{}.form(Form).scale(weight);
   }
 };
 
@@ -99,6 +109,10 @@ struct AgeClassification {
     return detail::task_cross_entropy("nddr::AgeClassification::loss", K, ignore_label, ctx,
                                       prediction, target, dprediction, weight);
   }
+  /// The loss as options of a library op, so that the trainer can run it on any device.
+  static SoftmaxCrossEntropyOptions loss_options(double weight) {
+    return SoftmaxCrossEntropyOptions{}.ignore_label(ignore_label).scale(weight);
+  }
 };
 
 /// Binary gender classification (IMDB-WIKI) as 2-way softmax cross-entropy: logits (N, 2) or
@@ -115,6 +129,10 @@ struct Gender {
                 TensorView<const std::int32_t> target, TensorView<T> dprediction, T weight) {
     return detail::task_cross_entropy("nddr::Gender::loss", outputs, ignore_label, ctx, prediction,
                                       target, dprediction, weight);
+  }
+  /// The loss as options of a library op, so that the trainer can run it on any device.
+  static SoftmaxCrossEntropyOptions loss_options(double weight) {
+    return SoftmaxCrossEntropyOptions{}.ignore_label(ignore_label).scale(weight);
   }
 };
 

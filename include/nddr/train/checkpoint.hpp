@@ -12,11 +12,14 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/random.hpp"
+#include "nddr/core/storage.hpp"
+#include "nddr/core/tensor.hpp"
 #include "nddr/io/safetensors.hpp"
 
 namespace nddr {
@@ -28,16 +31,49 @@ struct CheckpointState {
   std::map<std::string, std::string> extra;  ///< free-form metadata (experiment name, ...)
 };
 
+namespace detail {
+
+/// A host copy of a device's flat buffer (the buffer itself on the CPU).
+template <class T, class D>
+class HostFlat {
+ public:
+  explicit HostFlat(TensorView<const T, D> v) : view_(nullptr, Shape{0}) {
+    if constexpr (std::is_same_v<D, Cpu>) {
+      view_ = v;
+    } else {
+      copy_ = Tensor<T, Cpu>(v.shape());
+      if (v.numel() > 0)
+        Storage<D>::download(copy_.data(), v.data(), static_cast<std::size_t>(v.numel()) * sizeof(T));
+      view_ = copy_.cview();
+    }
+  }
+  const T* data() const { return view_.data(); }
+  TensorView<const T, Cpu> view() const { return view_; }
+
+ private:
+  Tensor<T, Cpu> copy_;
+  TensorView<const T, Cpu> view_;
+};
+
+}  // namespace detail
+
 /// Writes `store` (parameters and buffers), `optimizer_state` and `state` to `path` atomically.
-template <class T>
-void save_checkpoint(const std::string& path, const ParameterStore<T, Cpu>& store,
-                     TensorView<const T, Cpu> optimizer_state, const CheckpointState& state) {
+/// A device store is copied to the host first, so a checkpoint is the same file whichever
+/// device wrote it and loads on any other.
+template <class T, class D>
+void save_checkpoint(const std::string& path, const ParameterStore<T, D>& store,
+                     std::type_identity_t<TensorView<const T, D>> optimizer_state,
+                     const CheckpointState& state) {
+  const detail::HostFlat<T, D> values(store.values()), buffers(store.buffer_values()),
+      optim(optimizer_state);
   std::vector<io::SafetensorsEntry> entries;
-  for (std::size_t i = 0; i < store.parameters().size(); ++i)
-    entries.push_back(io::entry<T>("param/" + store.parameters()[i].name, store.value(ParamId{i})));
-  for (std::size_t i = 0; i < store.buffers().size(); ++i)
-    entries.push_back(io::entry<T>("buffer/" + store.buffers()[i].name, store.buffer(ParamId{i})));
-  if (!optimizer_state.empty()) entries.push_back(io::entry<T>("optim/state", optimizer_state));
+  for (const ParamEntry& e : store.parameters())
+    entries.push_back(io::entry<T>("param/" + e.name,
+                                   TensorView<const T, Cpu>(values.data() + e.offset, e.shape)));
+  for (const ParamEntry& e : store.buffers())
+    entries.push_back(io::entry<T>("buffer/" + e.name,
+                                   TensorView<const T, Cpu>(buffers.data() + e.offset, e.shape)));
+  if (!optimizer_state.empty()) entries.push_back(io::entry<T>("optim/state", optim.view()));
   std::map<std::string, std::string> meta = state.extra;
   meta["format"] = "nddr-checkpoint-1";
   meta["step"] = std::to_string(state.step);
@@ -60,21 +96,29 @@ inline std::uint64_t parse_u64(const std::string& path, const std::string& field
   return v;
 }
 
-/// Copies tensor `key` into `dst`; its presence and size were validated before any copy.
+/// Copies tensor `key` into `dst` (host memory); its presence and size were validated before
+/// any copy.
 template <class T>
-void copy_into(const io::SafetensorsFile& f, const std::string& key, TensorView<T, Cpu> dst) {
+void copy_into(const io::SafetensorsFile& f, const std::string& key, T* dst) {
   const auto values = f.values<T>(key);
-  std::copy(values.begin(), values.end(), dst.data());
+  std::copy(values.begin(), values.end(), dst);
+}
+
+/// Copies a host flat buffer into a device's (or the CPU's) flat buffer.
+template <class T, class D>
+void upload_flat(TensorView<T, D> dst, const std::vector<T>& src) {
+  if (!src.empty()) Storage<D>::upload(dst.data(), src.data(), src.size() * sizeof(T));
 }
 
 }  // namespace detail
 
 /// Restores `store`, `optimizer_state` and returns the step and random streams saved by
 /// `save_checkpoint`. Every tensor must be present with the expected size (IoError naming the
-/// file and the tensor otherwise); nothing is modified unless the whole file checks out.
-template <class T>
-CheckpointState load_checkpoint(const std::string& path, ParameterStore<T, Cpu>& store,
-                                TensorView<T, Cpu> optimizer_state) {
+/// file and the tensor otherwise); nothing is modified unless the whole file checks out. Loads
+/// into a store on any device, whichever device wrote the file.
+template <class T, class D>
+CheckpointState load_checkpoint(const std::string& path, ParameterStore<T, D>& store,
+                                std::type_identity_t<TensorView<T, D>> optimizer_state) {
   const auto f = io::SafetensorsFile::read(path);
   const auto& meta = f.metadata();
   auto get = [&](const std::string& key) -> const std::string& {
@@ -110,11 +154,18 @@ CheckpointState load_checkpoint(const std::string& path, ParameterStore<T, Cpu>&
   for (const auto& [k, v] : meta)
     if (k != "format" && k != "step" && k != "rng_count" && k.rfind("rng/", 0) != 0)
       st.extra[k] = v;
-  for (std::size_t i = 0; i < store.parameters().size(); ++i)
-    detail::copy_into<T>(f, "param/" + store.parameters()[i].name, store.value(ParamId{i}));
-  for (std::size_t i = 0; i < store.buffers().size(); ++i)
-    detail::copy_into<T>(f, "buffer/" + store.buffers()[i].name, store.buffer(ParamId{i}));
-  if (!optimizer_state.empty()) detail::copy_into<T>(f, "optim/state", optimizer_state);
+  // Whole flat buffers (padding between entries stays zero), then one copy each to the store.
+  std::vector<T> values(static_cast<std::size_t>(store.values().numel()), T(0));
+  std::vector<T> buffers(static_cast<std::size_t>(store.buffer_values().numel()), T(0));
+  std::vector<T> optim(static_cast<std::size_t>(optimizer_state.numel()), T(0));
+  for (const ParamEntry& e : store.parameters())
+    detail::copy_into<T>(f, "param/" + e.name, values.data() + e.offset);
+  for (const ParamEntry& e : store.buffers())
+    detail::copy_into<T>(f, "buffer/" + e.name, buffers.data() + e.offset);
+  if (!optimizer_state.empty()) detail::copy_into<T>(f, "optim/state", optim.data());
+  detail::upload_flat(store.values(), values);
+  detail::upload_flat(store.buffer_values(), buffers);
+  detail::upload_flat(optimizer_state, optim);
   return st;
 }
 

@@ -206,18 +206,28 @@ inline void write_text_atomic(const std::string& path, const std::string& text) 
                  "': ", ec.message());
 }
 
-/// Validates a `--device` value (`cpu`, `cuda` or `cuda:N`). The experiment trainers run on the
-/// CPU only: `cuda` throws DeviceError saying whether this build has the CUDA backend at all.
-inline void require_cpu_device(const std::string& program, const std::string& device) {
-  if (device == "cpu") return;
+/// A parsed `--device` value.
+struct DeviceChoice {
+  bool cuda = false;  ///< false: the CPU
+  int index = 0;      ///< CUDA device index
+};
+
+/// Parses a `--device` value (`cpu`, `cuda` or `cuda:N`); OptionError naming the program and the
+/// value otherwise. Whether this build can run on CUDA is checked by `require_cuda_backend`.
+inline DeviceChoice parse_device(const std::string& program, const std::string& device) {
+  if (device == "cpu") return {};
   const bool cuda = device == "cuda" || (device.starts_with("cuda:") && device.size() > 5 &&
+                                         device.size() < 12 &&
                                          device.find_first_not_of("0123456789", 5) == std::string::npos);
   check<OptionError>(cuda, program, ": --device must be cpu, cuda or cuda:N, got '", device, "'");
-#if defined(NDDR_WITH_CUDA)
-  throw DeviceError(detail::concat(program, ": --device ", device,
-                                   ": the CUDA backend is built, but the CUDA trainer for this "
-                                   "experiment is not written yet; use --device cpu"));
-#else
+  return {true, device == "cuda" ? 0 : std::stoi(device.substr(5))};
+}
+
+/// Throws DeviceError for `--device cuda...` when this program was built without the CUDA
+/// backend (it is compiled in where nvcc was found; the program links nddr::cuda).
+inline void require_cuda_backend([[maybe_unused]] const std::string& program,
+                                 [[maybe_unused]] const std::string& device) {
+#if !defined(NDDR_WITH_CUDA)
   throw DeviceError(detail::concat(program, ": --device ", device,
                                    ": this build has no CUDA backend (NDDR_WITH_CUDA is not defined; "
                                    "configure with nvcc available and NDDR_ENABLE_CUDA=ON); use "

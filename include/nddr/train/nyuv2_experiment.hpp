@@ -297,7 +297,7 @@ inline void read_common_flags(const cli::ArgParser& p, CommonConfig& c) {
 /// Checks the values every experiment needs (device, counts, formats); OptionError/DeviceError.
 inline void validate_common(const CommonConfig& c) {
   const std::string& p = c.program;
-  cli::require_cpu_device(p, c.device);
+  if (cli::parse_device(p, c.device).cuda) cli::require_cuda_backend(p, c.device);
   check<OptionError>(c.steps >= 0, p, ": --steps must be >= 0, got ", c.steps);
   check<OptionError>(c.batch >= 1, p, ": --batch must be >= 1, got ", c.batch);
   check<OptionError>(c.lr >= 0.0 && std::isfinite(c.lr), p, ": --lr must be >= 0, got ", c.lr);
@@ -367,15 +367,16 @@ void initialize_weights(Network<Spec, Cpu, T>& net, const CommonConfig& c, std::
 /// A data source for `run_spec`: `train_size()`, `load_train(i, rng)` (augmented sample),
 /// `test_size()`, `load_test(i)`, `collate(samples)` and `template <class Task> take(batch)`
 /// (moves the task's target tensor out of a collated batch).
-template <class Spec, class TaskList, class Data>
-ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::string& experiment,
-                          const std::string& label, std::vector<double> loss_weights,
-                          const std::vector<std::string>& columns,
-                          const std::vector<std::pair<std::string, std::string>>& column_metrics,
-                          std::ostream& out) {
+template <class Spec, class TaskList, class D, class Data>
+ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data& data,
+                             const std::string& experiment, const std::string& label,
+                             std::vector<double> loss_weights,
+                             const std::vector<std::string>& columns,
+                             const std::vector<std::pair<std::string, std::string>>& column_metrics,
+                             std::ostream& out) {
   using Exp = Experiment<Spec, TaskList>;
-  using Net = Network<Spec>;
-  using Train = Trainer<Exp>;
+  using Net = Network<Spec, D>;
+  using Train = Trainer<Exp, D>;
   constexpr std::size_t K = Spec::tasks;
   using Sample = decltype(data.load_test(0));
 
@@ -389,7 +390,19 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
     ((outputs[I] = TaskList::template task<I>::outputs), ...);
   }(std::make_index_sequence<K>{});
   Net net(outputs, nopt);
-  initialize_weights(net, c, out);
+  if constexpr (std::is_same_v<D, Cpu>) {
+    initialize_weights(net, c, out);
+  } else if (!c.init_weights.empty() || !c.init_weights_task0.empty() ||
+             !c.init_weights_task1.empty()) {
+    // Weight files are read into a host twin (same seed, hence the same layout) and uploaded.
+    Network<Spec, Cpu> host(outputs, nopt);
+    initialize_weights(host, c, out);
+    auto upload = [](auto dst, auto src) {
+      Storage<D>::upload(dst.data(), src.data(), static_cast<std::size_t>(src.numel()) * sizeof(float));
+    };
+    upload(net.parameters().values(), std::as_const(host.parameters()).values());
+    upload(net.parameters().buffer_values(), std::as_const(host.parameters()).buffer_values());
+  }
 
   const bool single = K == 1;
   TrainerOptions topt;
@@ -410,8 +423,6 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
       out << c.program << ": no checkpoint in " << c.output_dir << "; starting at step 0\n";
   }
 
-  Context<Cpu> ctx(c.threads > 0 ? c.threads
-                                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
   const auto to_batch = [&](std::vector<Sample>&& samples) {
     auto b = data.collate(samples);
     typename Train::Batch tb;
@@ -456,6 +467,46 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
   out << "\n" << table_header(columns) << table_row(r);
   if (!c.output_dir.empty()) write_results(c.output_dir, experiment, c, r);
   return r;
+}
+
+namespace detail {
+
+/// Whether the network of `Spec` has a CUDA implementation (cross-stitch and sluice mix on the
+/// CPU only so far).
+template <class Spec>
+constexpr bool runs_on_cuda() {
+  using F = typename Spec::fusion;  // Shortcut<G> derives from G
+  return !std::is_base_of_v<CrossStitch, F> && !std::is_base_of_v<Sluice, F>;
+}
+
+}  // namespace detail
+
+/// `run_spec_on` on the device named by `c.device` (`cpu`, `cuda`, `cuda:N`).
+template <class Spec, class TaskList, class Data>
+ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::string& experiment,
+                          const std::string& label, std::vector<double> loss_weights,
+                          const std::vector<std::string>& columns,
+                          const std::vector<std::pair<std::string, std::string>>& column_metrics,
+                          std::ostream& out) {
+  const cli::DeviceChoice device = cli::parse_device(c.program, c.device);
+  if (!device.cuda) {
+    Context<Cpu> ctx(c.threads > 0 ? c.threads
+                                   : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+    return run_spec_on<Spec, TaskList>(c, ctx, data, experiment, label, std::move(loss_weights),
+                                       columns, column_metrics, out);
+  }
+  cli::require_cuda_backend(c.program, c.device);
+#if defined(NDDR_WITH_CUDA)
+  if constexpr (detail::runs_on_cuda<Spec>()) {
+    Context<Cuda> ctx(device.index);
+    out << c.program << ": training on CUDA device " << device.index << "\n";
+    return run_spec_on<Spec, TaskList>(c, ctx, data, experiment, label, std::move(loss_weights),
+                                       columns, column_metrics, out);
+  }
+#endif
+  throw DeviceError(nddr::detail::concat(c.program, ": --method ", c.method,
+                                         " has no CUDA implementation yet (cross-stitch and "
+                                         "sluice run on the CPU); use --device cpu"));
 }
 
 /// NYUv2 as a `run_spec` data source: augmented training crops, full test images.

@@ -3,6 +3,12 @@
 /// `Trainer<Experiment, D, T>`: runs an `Experiment` on a `Network`: training steps (forward, the
 /// tasks' weighted losses, backward, an optimiser step at the scheduled rate), non-finite-loss
 /// detection, logs (JSON lines + CSV), a progress line, and exact checkpoint/resume.
+///
+/// Batches always come from host memory. On the CPU a step runs where it is. On a GPU
+/// (`D = Cuda`, include <nddr/cuda.hpp> first) the batch is uploaded through pinned memory on a
+/// copy stream, task losses stay on the device until the step is queued (the SGD update is
+/// cancelled on the device if one is not finite), and `fit` prepares and uploads batch s + 1
+/// while step s computes. Targets are resized to the outputs on the host before the upload.
 
 #include <array>
 #include <chrono>
@@ -15,6 +21,8 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <type_traits>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -24,7 +32,9 @@
 #include "nddr/backend/cpu/resize.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
+#include "nddr/core/storage.hpp"
 #include "nddr/train/checkpoint.hpp"
+#include "nddr/train/device_state.hpp"
 #include "nddr/train/evaluation.hpp"
 #include "nddr/train/experiment.hpp"
 
@@ -62,29 +72,38 @@ struct TrainerOptions {
   bool write_outputs = true;
   bool progress = true;               ///< progress line on stdout
   std::string name = "experiment";    ///< recorded in logs and checkpoints
+  /// On a GPU: capture the training step as a CUDA Graph (after one eager step per batch
+  /// shape) and replay it; falls back to eager steps, for good, if the capture fails. Not used
+  /// with a before-update hook (it runs host code inside the step).
+  bool cuda_graph = false;
 };
 
 template <class E, class D = Cpu, class T = float>
 class Trainer {
+  static_assert(std::is_same_v<D, Cpu> || detail::TrainerDevice<D, T>::available,
+                "nddr::Trainer<E, D>: this device's training support was not included; for "
+                "nddr::Cuda include <nddr/cuda.hpp> (link nddr::cuda) before the trainer");
   using TaskList = typename E::tasks;
   static constexpr std::size_t K = E::task_count;
+  static constexpr bool kOnCpu = std::is_same_v<D, Cpu>;
 
   template <std::size_t k>
   using task_t = typename TaskList::template task<k>;
-  template <std::size_t... I>
+  template <class Dev, std::size_t... I>
   static auto targets_type(std::index_sequence<I...>)
-      -> std::tuple<Tensor<typename task_t<I>::template target_t<T>, D>...>;
+      -> std::tuple<Tensor<typename task_t<I>::template target_t<T>, Dev>...>;
 
  public:
   using network_type = Network<typename E::spec, D, T>;
   using optimizer_type = typename E::template optimizer<T, D>;
   using schedule_type = typename E::schedule;
-  /// One target tensor per task (int32 labels, or T vectors for normals).
-  using Targets = decltype(targets_type(std::make_index_sequence<K>{}));
+  /// One target tensor per task (int32 labels, or T vectors for normals), in host memory.
+  using Targets = decltype(targets_type<Cpu>(std::make_index_sequence<K>{}));
 
-  /// A training batch: the image (N, C, H, W) and each task's target.
+  /// A training batch in host memory, whatever the device: the image (N, C, H, W) and each
+  /// task's target.
   struct Batch {
-    Tensor<T, D> image;
+    Tensor<T, Cpu> image;
     Targets targets;
   };
 
@@ -130,6 +149,9 @@ class Trainer {
   void set_before_update(BeforeUpdate hook) { before_update_ = std::move(hook); }
 
   network_type& network() { return net_; }
+  /// The device backend's state (upload slots, CUDA Graphs and their counters), null on the
+  /// CPU and before the first step; for diagnostics and tests.
+  const detail::TrainerDevice<D, T>* device_state() const { return device_ ? &*device_ : nullptr; }
   optimizer_type& optimizer() { return optimizer_; }
   std::int64_t step() const { return step_; }
   const TrainerOptions& options() const { return opt_; }
@@ -145,49 +167,49 @@ class Trainer {
   /// One optimisation step on `batch`. Targets whose spatial size differs from the task's
   /// output are resized to it with TF-legacy nearest neighbour, as the paper's code does.
   StepResult train_step(Context<D>& ctx, const Batch& batch) {
-    net_.set_training(true);
-    auto out = net_.forward(ctx, batch.image.cview());
-    StepResult r;
-    r.step = step_;
-    r.lr = schedule_(step_);
-    prepare_douts(out);
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (compute_loss<I>(ctx, out[I], std::get<I>(batch.targets), r), ...);
-    }(std::make_index_sequence<K>{});
-    for (std::size_t k = 0; k < K; ++k) {
-      if (!std::isfinite(r.losses[k]))
-        throw NonFiniteLossError(step_, k, task_names()[k], r.losses[k]);
-      r.total += r.losses[k];
+    if constexpr (kOnCpu) {
+      return train_step_cpu(ctx, batch);
+    } else {
+      const std::size_t slot = next_slot_;
+      next_slot_ = (next_slot_ + 1) % 2;
+      stage(ctx, batch, slot);
+      StepResult r = enqueue_step(ctx, slot);
+      return finish_step(ctx, r);
     }
-    std::vector<TensorView<const T, D>> douts;
-    for (auto& d : douts_) douts.push_back(d.cview());
-    net_.backward(ctx, batch.image.cview(), douts);
-    if (before_update_) before_update_(ctx, r);
-    optimizer_.step(ctx, r.lr);
-    ++step_;
-    history_.push_back(r);
-    return r;
   }
 
   /// Evaluates on `batches` batches from `get_batch(i)` in inference mode (BN running
   /// statistics, no dropout) with the paper's protocol (dense outputs up-sampled to the label
   /// size); restores the previous mode afterwards.
   Metrics evaluate(Context<D>& ctx, std::int64_t batches,
-                   const std::function<Batch(std::int64_t)>& get_batch)
-    requires std::is_same_v<D, Cpu>
-  {
+                   const std::function<Batch(std::int64_t)>& get_batch) {
     Metrics m = [&]<std::size_t... I>(std::index_sequence<I...>) {
       return Metrics{MetricFor<task_t<I>>::make()...};
     }(std::make_index_sequence<K>{});
     const bool was_training = net_.training();
     net_.set_training(false);
+    // Evaluation may reallocate the network's buffers: captured steps are recorded again.
+    if constexpr (!kOnCpu)
+      if (device_) device_->graphs().invalidate();
     for (std::int64_t b = 0; b < batches; ++b) {
       const Batch batch = get_batch(b);
-      auto out = net_.forward(ctx, batch.image.cview());
-      [&]<std::size_t... I>(std::index_sequence<I...>) {
-        (update_metric<task_t<I>>(ctx, std::get<I>(m), out[I], std::get<I>(batch.targets).cview()),
-         ...);
-      }(std::make_index_sequence<K>{});
+      if constexpr (kOnCpu) {
+        auto out = net_.forward(ctx, batch.image.cview());
+        [&]<std::size_t... I>(std::index_sequence<I...>) {
+          (update_metric<task_t<I>>(ctx, std::get<I>(m), out[I],
+                                    std::get<I>(batch.targets).cview()),
+           ...);
+        }(std::make_index_sequence<K>{});
+      } else {
+        auto& dev = device(ctx);
+        Tensor<T, D> image(batch.image.shape());
+        Storage<D>::upload(image.data(), batch.image.data(), batch.image.bytes());
+        auto out = net_.forward(ctx, image.cview());
+        [&]<std::size_t... I>(std::index_sequence<I...>) {
+          ((eval_on_host<I>(dev.host(), std::get<I>(m), out[I], std::get<I>(batch.targets).cview())),
+           ...);
+        }(std::make_index_sequence<K>{});
+      }
     }
     net_.set_training(was_training);
     return m;
@@ -232,10 +254,32 @@ class Trainer {
     StepResult last;
     const auto start = std::chrono::steady_clock::now();
     const std::int64_t first = step_;
+    std::size_t slot = next_slot_;
+    if constexpr (!kOnCpu) {
+      if (step_ < total_steps) {
+        const Batch first_batch = next_batch(step_);
+        images_ += first_batch.image.shape()[0];
+        stage(ctx, first_batch, slot);
+      }
+    }
     while (step_ < total_steps) {
-      const Batch batch = next_batch(step_);
-      images_ += batch.image.shape()[0];
-      last = train_step(ctx, batch);
+      if constexpr (kOnCpu) {
+        const Batch batch = next_batch(step_);
+        images_ += batch.image.shape()[0];
+        last = train_step(ctx, batch);
+      } else {
+        // Queue step s, then prepare and upload batch s + 1 while it computes.
+        StepResult pending = enqueue_step(ctx, slot);
+        const std::size_t other = (slot + 1) % 2;
+        if (step_ + 1 < total_steps) {
+          const Batch batch = next_batch(step_ + 1);
+          images_ += batch.image.shape()[0];
+          stage(ctx, batch, other);
+        }
+        last = finish_step(ctx, pending);
+        slot = other;
+        next_slot_ = other;
+      }
       const bool log_now = opt_.log_every > 0 && (step_ % opt_.log_every == 0 || step_ == total_steps);
       if (log_now) {
         const double secs =
@@ -286,6 +330,8 @@ class Trainer {
                    " random streams, the network has ", rngs.size());
     for (std::size_t i = 0; i < rngs.size(); ++i) rngs[i]->set_state(st.rngs[i]);
     step_ = st.step;
+    if constexpr (!kOnCpu)
+      if (device_) device_->graphs().invalidate();  // recorded with the old random counters
   }
   /// Resumes from the newest checkpoint in output_dir, if any; returns whether one was found.
   bool resume() {
@@ -297,6 +343,169 @@ class Trainer {
   }
 
  private:
+  /// A batch in device memory (one per upload slot; unused on the CPU).
+  struct DeviceBatch {
+    Tensor<T, D> image;
+    decltype(targets_type<D>(std::make_index_sequence<K>{})) targets;
+  };
+
+  StepResult train_step_cpu(Context<Cpu>& ctx, const Batch& batch) {
+    net_.set_training(true);
+    auto out = net_.forward(ctx, batch.image.cview());
+    StepResult r;
+    r.step = step_;
+    r.lr = schedule_(step_);
+    prepare_douts(out);
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (compute_loss<I>(ctx, out[I], std::get<I>(batch.targets), r), ...);
+    }(std::make_index_sequence<K>{});
+    for (std::size_t k = 0; k < K; ++k) {
+      if (!std::isfinite(r.losses[k]))
+        throw NonFiniteLossError(step_, k, task_names()[k], r.losses[k]);
+      r.total += r.losses[k];
+    }
+    std::vector<TensorView<const T, D>> douts;
+    for (auto& d : douts_) douts.push_back(d.cview());
+    net_.backward(ctx, batch.image.cview(), douts);
+    if (before_update_) before_update_(ctx, r);
+    optimizer_.step(ctx, r.lr);
+    ++step_;
+    history_.push_back(r);
+    return r;
+  }
+
+  detail::TrainerDevice<D, T>& device(Context<D>& ctx) {
+    if (!device_) device_.emplace(ctx, K, host_threads());
+    return *device_;
+  }
+  static int host_threads() {
+    const unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 1 : static_cast<int>(std::min(n, 8u));
+  }
+
+  /// Resizes the targets of `batch` to the network's output sizes on the host and queues their
+  /// and the image's upload into slot `slot` (device only; returns after the host-side copy).
+  void stage(Context<D>& ctx, const Batch& batch, std::size_t slot) {
+    auto& dev = device(ctx);
+    dev.uploader().wait_slot(slot);  // its device buffers may be reallocated below
+    DeviceBatch& db = dev_batches_[slot];
+    using Piece = typename std::remove_reference_t<decltype(dev.uploader())>::Piece;
+    std::vector<Piece> pieces;
+    db.image.resize(batch.image.shape());
+    pieces.push_back(Piece{db.image.data(), batch.image.data(), batch.image.bytes()});
+    Targets resized;  // keeps resized targets alive until the upload has staged them
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (([&] {
+         using U = typename task_t<I>::template target_t<T>;
+         const Shape os = net_.output_shape(I, batch.image.shape());
+         const TensorView<const U, Cpu> tv = fit_target<U>(
+             dev.host(), std::get<I>(batch.targets).cview(), os, std::get<I>(resized));
+         auto& dt = std::get<I>(db.targets);
+         dt.resize(tv.shape());
+         pieces.push_back(Piece{dt.data(), tv.data(),
+                                static_cast<std::size_t>(tv.numel()) * sizeof(U)});
+       }()),
+       ...);
+    }(std::make_index_sequence<K>{});
+    dev.uploader().upload(slot, pieces);
+  }
+
+  /// Queues forward, losses, backward and the update of the batch in `slot` (the update is
+  /// cancelled on the device if a loss is not finite), eagerly or as a CUDA Graph;
+  /// `finish_step` reads the losses back.
+  StepResult enqueue_step(Context<D>& ctx, std::size_t slot) {
+    auto& dev = device(ctx);
+    DeviceBatch& db = dev_batches_[slot];
+    net_.set_training(true);
+    StepResult r;
+    r.step = step_;
+    r.lr = schedule_(step_);
+    dev.uploader().acquire(ctx, slot);
+    dev.prepare_update(ctx, net_.parameters(), optimizer_.options(), r.lr);
+    auto body = [&] {
+      auto out = net_.forward(ctx, db.image.cview());
+      prepare_douts(out);
+      [&]<std::size_t... I>(std::index_sequence<I...>) {
+        (device_loss<I>(ctx, dev, out[I], std::get<I>(db.targets).cview()), ...);
+      }(std::make_index_sequence<K>{});
+      std::vector<TensorView<const T, D>> douts;
+      for (auto& d : douts_) douts.push_back(d.cview());
+      net_.backward(ctx, db.image.cview(), douts);
+      if (before_update_) before_update_(ctx, r);
+      dev.update(ctx, net_.parameters(), optimizer_);
+    };
+    if (opt_.cuda_graph && !before_update_) {
+      // Warm-up, capture and replays; a shape or buffer change captures again.
+      using Key = typename std::remove_reference_t<decltype(dev.graphs())>::key_type;
+      const auto key = [&] {
+        return Key{db.image.shape(), net_.layout_version(), ctx.workspace_data(),
+                   dev.plan_version()};
+      };
+      dev.graphs().run(ctx, slot, key, step_, net_.rngs(), body);
+    } else {
+      dev.eager(ctx, body);
+    }
+    dev.losses().mark_ready(ctx);
+    dev.uploader().release(ctx, slot);
+    pending_slot_ = slot;
+    return r;
+  }
+
+  /// Waits for the step queued by `enqueue_step` and completes its result.
+  StepResult finish_step(Context<D>& ctx, StepResult r) {
+    auto& dev = device(ctx);
+    const DeviceBatch& db = dev_batches_[pending_slot_];
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (finish_loss<I>(ctx, dev, std::get<I>(db.targets), r), ...);
+    }(std::make_index_sequence<K>{});
+    for (std::size_t k = 0; k < K; ++k) {
+      if (!std::isfinite(r.losses[k]))
+        throw NonFiniteLossError(step_, k, task_names()[k], r.losses[k]);
+      r.total += r.losses[k];
+    }
+    ++step_;
+    history_.push_back(r);
+    return r;
+  }
+
+  template <std::size_t I>
+  static auto device_loss_options(double weight) {
+    using Task = task_t<I>;
+    static_assert(requires { Task::loss_options(1.0); },
+                  "nddr::Trainer<E, D>: to train on a device, every task needs "
+                  "`static auto loss_options(double weight)` returning the options of a library "
+                  "loss (SoftmaxCrossEntropyOptions or NormalLossOptions), see nddr/tasks/tasks.hpp");
+    // The weight rounded to T, as the CPU path passes it.
+    return Task::loss_options(static_cast<double>(static_cast<T>(weight)));
+  }
+
+  template <std::size_t I, class Dev, class U>
+  void device_loss(Context<D>& ctx, Dev& dev, TensorView<const T, D> out,
+                   TensorView<const U, D> target) {
+    using Task = task_t<I>;
+    const Shape& os = out.shape();
+    check<ShapeError>(os.rank() >= 2 && os[1] == Task::outputs, "nddr::Trainer: task ", I, " (",
+                      Task::name, ") output has shape ", os.str(), ", expected ", Task::outputs,
+                      " channels");
+    out_shapes_[I] = os;
+    dev.loss(ctx, I, device_loss_options<I>(opt_.loss_weights[I]), out, target, douts_[I].view());
+  }
+
+  template <std::size_t I, class Dev, class Target>
+  void finish_loss(Context<D>& ctx, Dev& dev, const Target& target, StepResult& r) {
+    using Task = task_t<I>;
+    using U = typename Task::template target_t<T>;
+    const auto opt = device_loss_options<I>(opt_.loss_weights[I]);
+    const std::int32_t* labels = nullptr;
+    std::int32_t ignore = 0;
+    if constexpr (std::is_same_v<U, std::int32_t>) {
+      labels = target.data();
+      ignore = opt.ignore_label();
+    }
+    r.losses[I] = dev.finished_loss(ctx, I, Task::name, opt.scale(), out_shapes_[I], labels,
+                                    ignore);
+  }
+
   void prepare_douts(const std::array<TensorView<const T, D>, K>& out) {
     for (std::size_t k = 0; k < K; ++k) {
       douts_[k].resize(out[k].shape());
@@ -304,32 +513,44 @@ class Trainer {
     }
   }
 
+  /// `target` resized (TF-legacy nearest) to the spatial size of the output `os` when both are
+  /// dense maps of different sizes; otherwise `target` itself (`storage` unused).
+  template <class U>
+  static TensorView<const U, Cpu> fit_target(Context<Cpu>& ctx, TensorView<const U, Cpu> tv,
+                                             const Shape& os, Tensor<U, Cpu>& storage) {
+    const Shape& ts = tv.shape();
+    const bool dense = os.rank() == 4 && os.h() * os.w() > 1 && (ts.rank() == 3 || ts.rank() == 4);
+    if (!dense) return tv;
+    const std::int64_t th = ts.rank() == 3 ? ts[1] : ts[2];
+    const std::int64_t tw = ts.rank() == 3 ? ts[2] : ts[3];
+    if (th == os.h() && tw == os.w()) return tv;
+    const std::int64_t c = ts.rank() == 3 ? 1 : ts[1];
+    const Shape in4 = Shape::nchw(ts[0], c, th, tw);
+    Tensor<U, Cpu> r4(Shape::nchw(ts[0], c, os.h(), os.w()));
+    ops::resize_forward(ctx, tv.reshaped(in4), r4.view(),
+                        ResizeOptions{}.size(os.h(), os.w()).mode(ResizeMode::kNearestTfLegacy));
+    if (ts.rank() == 3) r4.reshape(Shape{ts[0], os.h(), os.w()});
+    storage = std::move(r4);
+    return storage.cview();
+  }
+
   template <std::size_t I, class Target>
-  void compute_loss(Context<D>& ctx, TensorView<const T, D> out, const Target& target,
+  void compute_loss(Context<Cpu>& ctx, TensorView<const T, Cpu> out, const Target& target,
                     StepResult& r) {
     using Task = task_t<I>;
     using U = typename Task::template target_t<T>;
-    TensorView<const U, D> tv = target.cview();
-    Tensor<U, D> resized;
-    const Shape& ts = tv.shape();
-    const Shape& os = out.shape();
-    const bool dense = os.rank() == 4 && os.h() * os.w() > 1 && (ts.rank() == 3 || ts.rank() == 4);
-    if (dense) {
-      const std::int64_t th = ts.rank() == 3 ? ts[1] : ts[2];
-      const std::int64_t tw = ts.rank() == 3 ? ts[2] : ts[3];
-      if (th != os.h() || tw != os.w()) {
-        const std::int64_t c = ts.rank() == 3 ? 1 : ts[1];
-        const Shape in4 = Shape::nchw(ts[0], c, th, tw);
-        Tensor<U, D> r4(Shape::nchw(ts[0], c, os.h(), os.w()));
-        ops::resize_forward(ctx, tv.reshaped(in4), r4.view(),
-                            ResizeOptions{}.size(os.h(), os.w()).mode(ResizeMode::kNearestTfLegacy));
-        if (ts.rank() == 3) r4.reshape(Shape{ts[0], os.h(), os.w()});
-        resized = std::move(r4);
-        tv = resized.cview();
-      }
-    }
+    Tensor<U, Cpu> resized;
+    const TensorView<const U, Cpu> tv = fit_target<U>(ctx, target.cview(), out.shape(), resized);
     r.losses[I] = static_cast<double>(
         Task::template loss<T>(ctx, out, tv, douts_[I].view(), static_cast<T>(opt_.loss_weights[I])));
+  }
+
+  template <std::size_t I, class M, class U>
+  void eval_on_host(Context<Cpu>& host, M& metric, TensorView<const T, D> out,
+                    TensorView<const U, Cpu> target) {
+    Tensor<T, Cpu> h(out.shape());
+    Storage<D>::download(h.data(), out.data(), h.bytes());
+    update_metric<task_t<I>>(host, metric, h.cview(), target);
   }
 
   void write_logs(const StepResult& r, double rate, double secs) {
@@ -382,6 +603,11 @@ class Trainer {
   optimizer_type optimizer_;
   std::optional<CheckpointDir> checkpoints_;
   BeforeUpdate before_update_;
+  std::optional<detail::TrainerDevice<D, T>> device_;
+  std::array<DeviceBatch, 2> dev_batches_;
+  std::size_t next_slot_ = 0;
+  std::size_t pending_slot_ = 0;
+  std::array<Shape, K> out_shapes_{};
   std::array<Tensor<T, D>, K> douts_;
   std::vector<StepResult> history_;
   std::int64_t step_ = 0;

@@ -5,6 +5,8 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+
+#include <cstdint>
 #include <cudnn.h>
 
 #include <cstddef>
@@ -111,6 +113,14 @@ class Context<Cuda> {
 
   /// Current workspace capacity in bytes.
   std::size_t workspace_size() const { return workspace_size_; }
+  /// The workspace block (null before the first request); it changes when the workspace grows.
+  const void* workspace_data() const { return workspace_; }
+
+  /// While a training step is captured as a CUDA Graph: the device address of the graph's
+  /// replay index r, which random ops read so that replay r draws the counters a step run
+  /// r steps after the captured one would (null when not capturing).
+  const std::uint64_t* replay_index() const { return replay_index_; }
+  void set_replay_index(const std::uint64_t* p) { replay_index_ = p; }
 
  private:
   static int checked_device(int device) {
@@ -131,6 +141,7 @@ class Context<Cuda> {
   cuda::CublasHandle cublas_;
   void* workspace_ = nullptr;
   std::size_t workspace_size_ = 0;
+  const std::uint64_t* replay_index_ = nullptr;
 };
 
 }  // namespace nddr

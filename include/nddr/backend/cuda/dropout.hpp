@@ -16,11 +16,13 @@
 
 namespace nddr::cuda::launch {
 
-/// out[i] = (accumulate ? out[i] : 0) + dropout_element(in[i], keep(seed, first_counter + i))
-/// for i < n; p = 0 keeps everything unscaled.
+/// out[i] = (accumulate ? out[i] : 0) + dropout_element(in[i], keep(seed, c + i)) for i < n,
+/// c = first_counter (+ *replay * n with a replay index, see Context<Cuda>::replay_index);
+/// p = 0 keeps everything unscaled.
 template <class T>
 void dropout(cudaStream_t stream, const T* in, T* out, std::int64_t n, double p,
-             std::uint64_t seed, std::uint64_t first_counter, bool accumulate);
+             std::uint64_t seed, std::uint64_t first_counter, bool accumulate,
+             const std::uint64_t* replay = nullptr);
 
 }  // namespace nddr::cuda::launch
 
@@ -36,7 +38,7 @@ void dropout_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T
   DropoutOptions::check_p(who, p);
   check_shape(who, "y", y.shape(), x.shape());
   cuda::launch::dropout<T>(ctx.stream(), x.data(), y.data(), x.numel(), p, seed, first_counter,
-                           false);
+                           false, ctx.replay_index());
 }
 
 /// dx[i] += dy[i] / (1 - p) where the forward pass with the same (p, seed, first_counter) kept
@@ -51,7 +53,7 @@ void dropout_backward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const 
   if (dx.empty()) return;
   check_shape(who, "dx", dx.shape(), dy.shape());
   cuda::launch::dropout<T>(ctx.stream(), dy.data(), dx.data(), dy.numel(), p, seed, first_counter,
-                           true);
+                           true, ctx.replay_index());
 }
 
 }  // namespace nddr::ops

@@ -46,7 +46,8 @@ void cross_entropy_stats(cudaStream_t stream, const T* logits, const std::int32_
 template <class T>
 void cross_entropy_backward(cudaStream_t stream, const T* logits, const std::int32_t* labels,
                             T* dlogits, std::int64_t pixels, std::int64_t classes,
-                            std::int64_t plane, std::int32_t ignore_label, T coeff);
+                            std::int64_t plane, std::int32_t ignore_label, T coeff,
+                            const LossStats* total = nullptr);
 /// Normal-loss stats (no labels, so first_bad stays none).
 template <class T>
 void normal_loss_stats(cudaStream_t stream, const T* p, const T* g, std::int64_t pixels,
@@ -55,7 +56,8 @@ void normal_loss_stats(cudaStream_t stream, const T* p, const T* g, std::int64_t
 /// dp += coeff * d(loss)/dp at the valid pixels.
 template <class T>
 void normal_loss_backward(cudaStream_t stream, const T* p, const T* g, T* dp, std::int64_t pixels,
-                          std::int64_t plane, NormalLossForm form, T eps, T coeff);
+                          std::int64_t plane, NormalLossForm form, T eps, T coeff,
+                          const LossStats* total = nullptr);
 
 }  // namespace nddr::cuda::launch
 

@@ -118,11 +118,13 @@ void max_pool2d_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorV
 }
 
 /// dx += dy routed to the recorded argmax of each output pixel. Throws ValueError (before
-/// touching dx; this waits for the device) for an index outside its plane. Empty dx: skipped.
+/// touching dx; this waits for the device) for an index outside its plane, unless
+/// `check_argmax` is `ArgmaxCheck::kTrusted`. Empty dx: skipped.
 template <class T, class I>
 requires std::is_same_v<I, std::int32_t> || std::is_same_v<I, std::int64_t>
 void max_pool2d_backward(Context<Cuda>& ctx, TensorView<const I, Cuda> argmax,
-                         TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx) {
+                         TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx,
+                         ArgmaxCheck check_argmax = ArgmaxCheck::kValidate) {
   static_assert(cuda::kKernelType<T>, "nddr::ops::max_pool2d_backward: CUDA supports float and double");
   if (dx.empty()) return;
   const char* op = "nddr::ops::max_pool2d_backward";
@@ -136,9 +138,12 @@ void max_pool2d_backward(Context<Cuda>& ctx, TensorView<const I, Cuda> argmax,
   const std::int64_t out_plane = dy.shape().h() * dy.shape().w();
   const std::int64_t n = argmax.numel();
   if (n == 0) return;
-  const std::int64_t bad = cuda::detail::first_flagged_index(ctx, [&](unsigned long long* slot) {
-    cuda::launch::find_bad_argmax<I>(ctx.stream(), argmax.data(), n, in_plane, slot);
-  });
+  const std::int64_t bad =
+      check_argmax == ArgmaxCheck::kTrusted
+          ? -1
+          : cuda::detail::first_flagged_index(ctx, [&](unsigned long long* slot) {
+              cuda::launch::find_bad_argmax<I>(ctx.stream(), argmax.data(), n, in_plane, slot);
+            });
   if (bad >= 0)
     throw ValueError(nddr::detail::concat(op, ": argmax ",
                                           cuda::detail::read_element(ctx, argmax.data() + bad),

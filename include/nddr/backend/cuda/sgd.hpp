@@ -16,6 +16,9 @@
 #include "nddr/backend/cuda/context.hpp"
 #include "nddr/backend/cuda/error.hpp"
 #include "nddr/backend/cuda/launch.hpp"
+#include "nddr/backend/cuda/loss.hpp"
+#include "nddr/backend/cuda/pinned.hpp"
+#include "nddr/backend/cuda/storage.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/tensor.hpp"
@@ -41,7 +44,9 @@ namespace nddr::cuda::launch {
 /// kSgdSpanElems long) with ops::sgd_momentum_element; one block per span.
 template <class T>
 void sgd_step(cudaStream_t stream, T* values, const T* grads, T* velocity,
-              const SgdSpan<T>* spans, std::int64_t count, T momentum, bool nesterov);
+              const SgdSpan<T>* spans, std::int64_t count, T momentum, bool nesterov,
+              const LossStats* guard = nullptr, std::int64_t guards = 0,
+              std::int64_t guard_stride = 0, const T* lr_scale = nullptr);
 
 /// Longest span one block updates.
 inline constexpr std::int64_t kSgdSpanElems = 8192;
@@ -53,10 +58,18 @@ namespace nddr::cuda {
 /// values -= lr_e * v after v = momentum * v + g + wd_e * values, for the elements of every
 /// span of `table` (host memory; spans lie inside the buffers and may be of any length).
 /// The three flat buffers have the same shape. Elements outside the spans are untouched.
+/// Device loss totals that cancel an update: if any of the `count` totals at `first`,
+/// `first + stride`, ... is not finite or met an out-of-range label, the step changes nothing.
+struct SgdGuard {
+  const LossStats* first = nullptr;
+  std::int64_t count = 0;
+  std::int64_t stride = 0;
+};
+
 template <class T>
 void sgd_step(Context<Cuda>& ctx, TensorView<T, Cuda> values, TensorView<const T, Cuda> grads,
               TensorView<T, Cuda> velocity, std::span<const SgdSpan<T>> table, T momentum,
-              bool nesterov = false) {
+              bool nesterov = false, SgdGuard guard = {}) {
   static_assert(kKernelType<T>, "nddr::cuda::sgd_step: CUDA supports float and double");
   constexpr const char* kWho = "nddr::cuda::sgd_step";
   check_shape(kWho, "grads", grads.shape(), values.shape());
@@ -77,7 +90,8 @@ void sgd_step(Context<Cuda>& ctx, TensorView<T, Cuda> values, TensorView<const T
   NDDR_CUDA_CHECK(cudaMemcpyAsync(dev, pieces.data(), bytes, cudaMemcpyHostToDevice, ctx.stream()),
                   "uploading the SGD span table");
   launch::sgd_step<T>(ctx.stream(), values.data(), grads.data(), velocity.data(), dev,
-                      static_cast<std::int64_t>(pieces.size()), momentum, nesterov);
+                      static_cast<std::int64_t>(pieces.size()), momentum, nesterov, guard.first,
+                      guard.count, guard.stride);
 }
 
 /// The span table of one `Sgd` step with scheduled rate `lr`: per parameter entry,
@@ -107,10 +121,76 @@ std::vector<SgdSpan<T>> sgd_table(const ParameterStore<T, D>& store, const SgdOp
 /// One step of `sgd` (bound to `store`) on the GPU with scheduled learning rate `lr`: the
 /// CUDA counterpart of `Sgd<T, Cpu>::step`, same update, same checks.
 template <class T>
-void sgd_step(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& sgd, double lr) {
+void sgd_step(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& sgd, double lr,
+              SgdGuard guard = {}) {
   const std::vector<SgdSpan<T>> table = sgd_table<T>(store, sgd.options(), lr);
   sgd_step<T>(ctx, store.values(), store.grads(), sgd.state(), table,
-              static_cast<T>(sgd.options().momentum()), sgd.options().nesterov());
+              static_cast<T>(sgd.options().momentum()), sgd.options().nesterov(), guard);
 }
+
+/// A persistent SGD launch for a training loop: the span table (lr = the group multipliers,
+/// split like `sgd_step` does) lives in device memory and the scheduled rate in a device scalar
+/// that `set_lr` fills before each step, so `launch` queues one kernel and no host data, and can
+/// be captured in a CUDA Graph. Matches `sgd_step` up to the rounding of lr * multiplier.
+template <class T>
+class SgdPlan {
+ public:
+  SgdPlan() : lr_(Shape{1}), ring_(kRing * sizeof(T)) {}
+
+  /// Rebuilds and uploads the table if the store's groups or the options changed since the last
+  /// call (waits for the device then); returns whether it did.
+  bool prepare(const ParameterStore<T, Cuda>& store, const SgdOptions& options) {
+    std::vector<SgdSpan<T>> pieces;
+    for (const SgdSpan<T>& s : sgd_table<T>(store, options, 1.0))
+      for (std::int64_t b = s.begin; b < s.end; b += launch::kSgdSpanElems)
+        pieces.push_back({b, std::min(s.end, b + launch::kSgdSpanElems), s.lr, s.wd});
+    const bool same = pieces.size() == pieces_.size() &&
+                      std::equal(pieces.begin(), pieces.end(), pieces_.begin(),
+                                 [](const SgdSpan<T>& a, const SgdSpan<T>& b) {
+                                   return a.begin == b.begin && a.end == b.end && a.lr == b.lr &&
+                                          a.wd == b.wd;
+                                 });
+    if (same && momentum_ == options.momentum() && nesterov_ == options.nesterov()) return false;
+    pieces_ = std::move(pieces);
+    momentum_ = options.momentum();
+    nesterov_ = options.nesterov();
+    const std::size_t bytes = pieces_.size() * sizeof(SgdSpan<T>);
+    table_ = Tensor<std::int64_t, Cuda>(Shape{static_cast<std::int64_t>((bytes + 7) / 8)});
+    Storage<Cuda>::upload(table_.data(), pieces_.data(), bytes);
+    return true;
+  }
+  /// Queues the copy of the scheduled rate into the device scalar (through a pinned ring, so
+  /// the host may go on at once).
+  void set_lr(Context<Cuda>& ctx, double lr) {
+    check<OptionError>(lr >= 0.0 && std::isfinite(lr),
+                       "nddr::Sgd::step: lr must be a finite value >= 0, got ", lr);
+    T* slot = reinterpret_cast<T*>(ring_.data()) + next_;
+    next_ = (next_ + 1) % kRing;
+    *slot = static_cast<T>(lr);
+    NDDR_CUDA_CHECK(cudaMemcpyAsync(lr_.data(), slot, sizeof(T), cudaMemcpyHostToDevice, ctx.stream()),
+                    "setting the learning rate");
+  }
+  /// Queues the update with the rate of the last `set_lr` (cancelled by a bad `guard`).
+  void launch(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& sgd,
+              SgdGuard guard = {}) {
+    check<Error>(!pieces_.empty() || store.parameters().empty(),
+                 "nddr::cuda::SgdPlan::launch: call prepare first");
+    launch::sgd_step<T>(ctx.stream(), store.values().data(), store.grads().data(),
+                        sgd.state().data(), reinterpret_cast<const SgdSpan<T>*>(table_.data()),
+                        static_cast<std::int64_t>(pieces_.size()), static_cast<T>(momentum_),
+                        nesterov_, guard.first, guard.count, guard.stride, lr_.data());
+  }
+
+ private:
+  // Steps queue at most a couple of rates ahead of the device; 8 is ample.
+  static constexpr std::size_t kRing = 8;
+  std::vector<SgdSpan<T>> pieces_;
+  double momentum_ = -1.0;
+  bool nesterov_ = false;
+  Tensor<std::int64_t, Cuda> table_;
+  Tensor<T, Cuda> lr_;
+  PinnedBuffer ring_;
+  std::size_t next_ = 0;
+};
 
 }  // namespace nddr::cuda

@@ -108,14 +108,26 @@ struct NormalLossTerm {
   }
 };
 
+/// The gradient coefficient scale / count: with `total` (a reduction finished on the device by
+/// an earlier kernel of the same stream) `scale` is divided by its count there, so no host
+/// round trip is needed; without it `scale` already is the coefficient.
+template <class T>
+__device__ inline T device_coefficient(T scale, const LossStats* total) {
+  if (total == nullptr) return scale;
+  return total->count > 0.0 ? static_cast<T>(static_cast<double>(scale) / total->count) : T(0);
+}
+
 template <class T>
 __global__ void cross_entropy_backward(const T* __restrict__ logits,
                                        const std::int32_t* __restrict__ labels,
                                        T* __restrict__ dlogits, std::int64_t pixels,
                                        std::int64_t classes, std::int64_t plane,
-                                       std::int32_t ignore, T coeff) {
+                                       std::int32_t ignore, T coeff,
+                                       const LossStats* __restrict__ total) {
+  coeff = device_coefficient(coeff, total);
   for (std::int64_t p = first_index(); p < pixels; p += grid_stride()) {
-    if (labels[p] == ignore) continue;
+    // Out-of-range labels are reported by the statistics pass; their pixels get no gradient.
+    if (ops::classify_label(labels[p], classes, ignore) != ops::LabelKind::kValid) continue;
     const std::int64_t o = ops::pixel_offset(p, classes, plane);
     ops::softmax_cross_entropy_backward_pixel(logits + o, classes, plane, labels[p], coeff,
                                               dlogits + o);
@@ -125,7 +137,9 @@ __global__ void cross_entropy_backward(const T* __restrict__ logits,
 template <class T>
 __global__ void normal_loss_backward(const T* __restrict__ p, const T* __restrict__ g,
                                      T* __restrict__ dp, std::int64_t pixels, std::int64_t plane,
-                                     NormalLossForm form, T eps, T coeff) {
+                                     NormalLossForm form, T eps, T coeff,
+                                     const LossStats* __restrict__ total) {
+  coeff = device_coefficient(coeff, total);
   for (std::int64_t i = first_index(); i < pixels; i += grid_stride()) {
     const std::int64_t o = ops::pixel_offset(i, 3, plane);
     if (ops::normal_pixel_valid(g + o, plane))
@@ -149,10 +163,11 @@ void cross_entropy_stats(cudaStream_t stream, const T* logits, const std::int32_
 template <class T>
 void cross_entropy_backward(cudaStream_t stream, const T* logits, const std::int32_t* labels,
                             T* dlogits, std::int64_t pixels, std::int64_t classes,
-                            std::int64_t plane, std::int32_t ignore_label, T coeff) {
+                            std::int64_t plane, std::int32_t ignore_label, T coeff,
+                            const LossStats* total) {
   if (pixels == 0) return;
   kernels::cross_entropy_backward<T><<<kernels::grid_for(pixels), kernels::kBlock, 0, stream>>>(
-      logits, labels, dlogits, pixels, classes, plane, ignore_label, coeff);
+      logits, labels, dlogits, pixels, classes, plane, ignore_label, coeff, total);
   check_launch("cross_entropy_backward");
 }
 
@@ -166,10 +181,11 @@ void normal_loss_stats(cudaStream_t stream, const T* p, const T* g, std::int64_t
 
 template <class T>
 void normal_loss_backward(cudaStream_t stream, const T* p, const T* g, T* dp, std::int64_t pixels,
-                          std::int64_t plane, NormalLossForm form, T eps, T coeff) {
+                          std::int64_t plane, NormalLossForm form, T eps, T coeff,
+                          const LossStats* total) {
   if (pixels == 0) return;
   kernels::normal_loss_backward<T><<<kernels::grid_for(pixels), kernels::kBlock, 0, stream>>>(
-      p, g, dp, pixels, plane, form, eps, coeff);
+      p, g, dp, pixels, plane, form, eps, coeff, total);
   check_launch("normal_loss_backward");
 }
 
@@ -182,11 +198,12 @@ void normal_loss_backward(cudaStream_t stream, const T* p, const T* g, T* dp, st
       std::int32_t, bool, nddr::cuda::LossStats*);                                              \
   template void nddr::cuda::launch::cross_entropy_backward<T>(                                  \
       cudaStream_t, const T*, const std::int32_t*, T*, std::int64_t, std::int64_t,              \
-      std::int64_t, std::int32_t, T);                                                           \
+      std::int64_t, std::int32_t, T, const nddr::cuda::LossStats*);                             \
   template void nddr::cuda::launch::normal_loss_stats<T>(cudaStream_t, const T*, const T*,      \
                                                          std::int64_t, std::int64_t,            \
                                                          nddr::NormalLossForm, T, bool,         \
                                                          nddr::cuda::LossStats*);               \
   template void nddr::cuda::launch::normal_loss_backward<T>(cudaStream_t, const T*, const T*,   \
                                                             T*, std::int64_t, std::int64_t,     \
-                                                            nddr::NormalLossForm, T, T);
+                                                            nddr::NormalLossForm, T, T,         \
+                                                            const nddr::cuda::LossStats*);

@@ -6,10 +6,12 @@
 
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstdint>
 
 #include "nddr/backend/cuda/kernels/launch.cuh"
 #include "nddr/backend/cuda/launch.hpp"
+#include "nddr/backend/cuda/loss.hpp"
 #include "nddr/ops/sgd.hpp"
 
 namespace nddr::cuda {
@@ -29,11 +31,22 @@ namespace nddr::cuda::kernels {
 template <class T>
 __global__ void sgd_step(T* __restrict__ values, const T* __restrict__ grads,
                          T* __restrict__ velocity, const SgdSpan<T>* __restrict__ spans,
-                         std::int64_t count, T momentum, bool nesterov) {
+                         std::int64_t count, T momentum, bool nesterov,
+                         const LossStats* __restrict__ guard, std::int64_t guards,
+                         std::int64_t guard_stride, const T* __restrict__ lr_scale) {
+  // A loss that is not finite, or that met an out-of-range label, cancels the whole update
+  // (parameters and velocity stay as they were), as the CPU trainer stops before its step.
+  for (std::int64_t g = 0; g < guards; ++g) {
+    const LossStats& st = guard[g * guard_stride];
+    if (!isfinite(st.sum) || st.first_bad != ULLONG_MAX) return;
+  }
+  // With a device learning rate the spans hold the group multipliers.
+  const T scale = lr_scale != nullptr ? *lr_scale : T(1);
   for (std::int64_t s = blockIdx.x; s < count; s += gridDim.x) {
     const SgdSpan<T> span = spans[s];
+    const T lr = span.lr * scale;
     for (std::int64_t i = span.begin + threadIdx.x; i < span.end; i += blockDim.x)
-      ops::sgd_momentum_element(values[i], grads[i], velocity[i], span.lr, momentum, span.wd,
+      ops::sgd_momentum_element(values[i], grads[i], velocity[i], lr, momentum, span.wd,
                                 nesterov);
   }
 }
@@ -44,11 +57,15 @@ namespace nddr::cuda::launch {
 
 template <class T>
 void sgd_step(cudaStream_t stream, T* values, const T* grads, T* velocity,
-              const SgdSpan<T>* spans, std::int64_t count, T momentum, bool nesterov) {
+              const SgdSpan<T>* spans, std::int64_t count, T momentum, bool nesterov,
+              const LossStats* guard, std::int64_t guards, std::int64_t guard_stride,
+              const T* lr_scale) {
   if (count == 0) return;
   const auto blocks = static_cast<unsigned>(count < kernels::kMaxBlocks ? count : kernels::kMaxBlocks);
   kernels::sgd_step<T><<<blocks, kernels::kBlock, 0, stream>>>(values, grads, velocity, spans,
-                                                               count, momentum, nesterov);
+                                                               count, momentum, nesterov,
+                                                               guard, guards, guard_stride,
+                                                               lr_scale);
   check_launch("sgd_step");
 }
 
@@ -58,4 +75,5 @@ void sgd_step(cudaStream_t stream, T* values, const T* grads, T* velocity,
 #define NDDR_CUDA_INSTANTIATE_SGD(T)                                                          \
   template void nddr::cuda::launch::sgd_step<T>(cudaStream_t, T*, const T*, T*,               \
                                                 const nddr::cuda::SgdSpan<T>*, std::int64_t, \
-                                                T, bool);
+                                                T, bool, const nddr::cuda::LossStats*,        \
+                                                std::int64_t, std::int64_t, const T*);

@@ -1,0 +1,444 @@
+#pragma once
+/// \file
+/// What `Trainer<E, Cuda>` needs beyond the ops: page-locked host buffers and events (RAII),
+/// task losses whose values stay on the device until the step is done (no host round trip
+/// inside a training step), an SGD update that a bad loss cancels on the device, and
+/// double-buffered batch uploads through pinned memory on a copy stream of their own, so the
+/// next batch travels while the current step computes.
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <string>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "nddr/backend/cuda/context.hpp"
+#include "nddr/backend/cuda/error.hpp"
+#include "nddr/backend/cuda/handles.hpp"
+#include "nddr/backend/cuda/launch.hpp"
+#include "nddr/backend/cuda/loss.hpp"
+#include "nddr/backend/cuda/pinned.hpp"
+#include "nddr/backend/cuda/sgd.hpp"
+#include "nddr/backend/cuda/storage.hpp"
+#include "nddr/core/context.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/core/parameter_store.hpp"
+#include "nddr/core/random.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/ops/loss.hpp"
+#include "nddr/optim/sgd.hpp"
+#include "nddr/train/device_state.hpp"
+
+namespace nddr::cuda {
+
+/// K loss reductions whose totals stay on the device: each task's reduction scratch
+/// (launch::kLossBlocks partial results, then the total) in one device buffer, and a pinned host
+/// copy of the K totals that `read_async` fills without blocking.
+class DeviceLosses {
+ public:
+  static constexpr std::size_t kSlot = static_cast<std::size_t>(launch::kLossBlocks) + 1;
+  static_assert(sizeof(LossStats) == 3 * sizeof(double) && alignof(LossStats) <= alignof(double),
+                "nddr::cuda::DeviceLosses stores LossStats in a buffer of doubles");
+
+  explicit DeviceLosses(std::size_t count)
+      : count_(count),
+        stats_(Shape{static_cast<std::int64_t>(count * kSlot * 3)}),
+        host_(count * sizeof(LossStats)),
+        ready_(Event::create()) {}
+
+  std::size_t count() const { return count_; }
+  /// The reduction scratch of loss `k` (kSlot entries; the total is the last).
+  LossStats* scratch(std::size_t k) { return reinterpret_cast<LossStats*>(stats_.data()) + k * kSlot; }
+  const LossStats* total(std::size_t k) const {
+    return reinterpret_cast<const LossStats*>(stats_.data()) + k * kSlot + (kSlot - 1);
+  }
+  /// The guard that cancels an SGD step when any of the totals is bad.
+  SgdGuard guard() const {
+    return {total(0), static_cast<std::int64_t>(count_), static_cast<std::int64_t>(kSlot)};
+  }
+  /// Queues the copies of every total to the host on `ctx`'s stream (capturable).
+  void queue_reads(Context<Cuda>& ctx) {
+    auto* host = reinterpret_cast<LossStats*>(host_.data());
+    for (std::size_t k = 0; k < count_; ++k)
+      NDDR_CUDA_CHECK(cudaMemcpyAsync(host + k, total(k), sizeof(LossStats), cudaMemcpyDeviceToHost,
+                                      ctx.stream()),
+                      "reading loss total ", k);
+  }
+  /// Marks the queued copies as the ones `host_total` waits for.
+  void mark_ready(Context<Cuda>& ctx) { ready_.record(ctx.stream()); }
+  /// Waits for the copies before the last `mark_ready` and returns total `k`.
+  LossStats host_total(std::size_t k) const {
+    ready_.synchronize();
+    LossStats s;
+    std::memcpy(&s, host_.data() + k * sizeof(LossStats), sizeof s);
+    return s;
+  }
+
+ private:
+  std::size_t count_;
+  Tensor<double, Cuda> stats_;
+  PinnedBuffer host_;
+  Event ready_;
+};
+
+/// The loss value a finished total stands for: scale * sum / count (0 without valid pixels),
+/// rounded to `T` as the synchronous op returns it.
+template <class T>
+double deferred_loss_value(const LossStats& total, double scale) {
+  return total.count == 0.0 ? 0.0 : static_cast<double>(static_cast<T>(scale * total.sum / total.count));
+}
+
+/// Softmax cross-entropy and its gradient without a host round trip: the statistics pass
+/// reduces into `scratch` (a DeviceLosses slot) and the gradient kernel divides by the count
+/// it finds there, so dlogits += scale/count * dCE is queued right behind it. Out-of-range
+/// labels are recorded in the total (first_bad) and contribute no gradient.
+template <class T>
+void deferred_loss(Context<Cuda>& ctx, const SoftmaxCrossEntropyOptions& opt,
+                   TensorView<const T, Cuda> logits, TensorView<const std::int32_t, Cuda> labels,
+                   TensorView<T, Cuda> dlogits, LossStats* scratch) {
+  static_assert(kKernelType<T>, "nddr::cuda::deferred_loss: CUDA supports float and double");
+  constexpr const char* kWho = "nddr::cuda::deferred_loss (softmax cross-entropy)";
+  const Shape s = ops::detail::check_cross_entropy_shapes(kWho, logits.shape(), labels.shape());
+  ops::detail::check_loss_scale(kWho, opt.scale());
+  check_shape(kWho, "dlogits", dlogits.shape(), logits.shape());
+  const std::int64_t plane = s.h() * s.w();
+  launch::cross_entropy_stats<T>(ctx.stream(), logits.data(), labels.data(), s.n() * plane, s.c(),
+                                 plane, opt.ignore_label(), true, scratch);
+  launch::cross_entropy_backward<T>(ctx.stream(), logits.data(), labels.data(), dlogits.data(),
+                                    s.n() * plane, s.c(), plane, opt.ignore_label(),
+                                    static_cast<T>(opt.scale()), scratch + launch::kLossBlocks);
+}
+
+/// The normal loss and its gradient without a host round trip (see the cross-entropy overload).
+template <class T>
+void deferred_loss(Context<Cuda>& ctx, const NormalLossOptions& opt, TensorView<const T, Cuda> p,
+                   TensorView<const T, Cuda> g, TensorView<T, Cuda> dp, LossStats* scratch) {
+  static_assert(kKernelType<T>, "nddr::cuda::deferred_loss: CUDA supports float and double");
+  constexpr const char* kWho = "nddr::cuda::deferred_loss (normal loss)";
+  ops::detail::check_normal_loss_args(kWho, p.shape(), g.shape(), opt);
+  check_shape(kWho, "dp", dp.shape(), p.shape());
+  const Shape& s = p.shape();
+  const std::int64_t plane = s.h() * s.w();
+  const T eps = static_cast<T>(opt.eps());
+  launch::normal_loss_stats<T>(ctx.stream(), p.data(), g.data(), s.n() * plane, plane, opt.form(),
+                               eps, true, scratch);
+  launch::normal_loss_backward<T>(ctx.stream(), p.data(), g.data(), dp.data(), s.n() * plane,
+                                  plane, opt.form(), eps, static_cast<T>(opt.scale()),
+                                  scratch + launch::kLossBlocks);
+}
+
+/// Double-buffered host-to-device batch copies through pinned memory on a copy stream of its
+/// own. A slot's upload waits (on the device) for the compute that last read the slot's device
+/// buffers, and (on the host) for its own previous copy to leave the pinned buffer; the compute
+/// waits (on the device) for the upload. So a step on slot 0 overlaps the upload into slot 1.
+class BatchUploader {
+ public:
+  /// One copy: `bytes` from host memory `host` to device memory `device`.
+  struct Piece {
+    void* device;
+    const void* host;
+    std::size_t bytes;
+  };
+
+  explicit BatchUploader(std::size_t slots = 2) : stream_(Stream::create()) {
+    for (std::size_t i = 0; i < slots; ++i)
+      slots_.push_back(Slot{PinnedBuffer{}, Event::create(), Event::create(), false, false});
+  }
+  BatchUploader(const BatchUploader&) = delete;
+  BatchUploader& operator=(const BatchUploader&) = delete;
+  /// Waits for queued copies: the device buffers they write may be freed right after.
+  ~BatchUploader() { static_cast<void>(cudaStreamSynchronize(stream_)); }
+
+  std::size_t slots() const { return slots_.size(); }
+
+  /// Stages `pieces` into slot `slot` and queues their copies; returns once the host-side
+  /// staging copy is done.
+  void upload(std::size_t slot, std::span<const Piece> pieces) {
+    wait_slot(slot);  // the pinned buffer is free again
+    Slot& s = at(slot);
+    std::size_t total = 0;
+    for (const Piece& p : pieces) total += align(p.bytes);
+    s.pinned.reserve(total);
+    if (s.released_once) s.released.wait_on(stream_);
+    std::size_t offset = 0;
+    for (const Piece& p : pieces) {
+      if (p.bytes == 0) continue;
+      std::memcpy(s.pinned.data() + offset, p.host, p.bytes);
+      NDDR_CUDA_CHECK(cudaMemcpyAsync(p.device, s.pinned.data() + offset, p.bytes,
+                                      cudaMemcpyHostToDevice, stream_),
+                      "uploading ", p.bytes, " bytes of a batch");
+      offset += align(p.bytes);
+    }
+    s.uploaded.record(stream_);
+    s.uploading = true;
+  }
+  /// Blocks until slot `slot`'s last upload is done, so its device buffers may be reallocated.
+  void wait_slot(std::size_t slot) {
+    Slot& s = at(slot);
+    if (s.uploading) s.uploaded.synchronize();
+    s.uploading = false;
+  }
+  /// Makes `ctx`'s stream wait for slot `slot`'s upload.
+  void acquire(Context<Cuda>& ctx, std::size_t slot) {
+    Slot& s = at(slot);
+    if (s.uploading) s.uploaded.wait_on(ctx.stream());
+  }
+  /// Marks the end (in `ctx`'s stream) of the compute that reads slot `slot`'s device buffers.
+  void release(Context<Cuda>& ctx, std::size_t slot) {
+    Slot& s = at(slot);
+    s.released.record(ctx.stream());
+    s.released_once = true;
+  }
+
+ private:
+  struct Slot {
+    PinnedBuffer pinned;
+    Event uploaded, released;
+    bool uploading;
+    bool released_once;
+  };
+  static std::size_t align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+  Slot& at(std::size_t slot) {
+    check<Error>(slot < slots_.size(), "nddr::cuda::BatchUploader: slot ", slot, " of ",
+                 slots_.size());
+    return slots_[slot];
+  }
+
+  Stream stream_;
+  std::vector<Slot> slots_;
+};
+
+}  // namespace nddr::cuda
+
+namespace nddr::cuda {
+
+namespace detail {
+struct GraphExecTraits {
+  static void destroy(cudaGraphExec_t g) noexcept { static_cast<void>(cudaGraphExecDestroy(g)); }
+};
+struct GraphTraits {
+  static void destroy(cudaGraph_t g) noexcept { static_cast<void>(cudaGraphDestroy(g)); }
+};
+}  // namespace detail
+
+/// An instantiated CUDA Graph.
+using GraphExec = UniqueHandle<cudaGraphExec_t, detail::GraphExecTraits>;
+/// A CUDA Graph (the captured form, before instantiation).
+using Graph = UniqueHandle<cudaGraph_t, detail::GraphTraits>;
+
+/// What a captured training step depends on besides its (fixed) parameter buffers: when any
+/// of it changes, the step must be captured again.
+struct StepGraphKey {
+  Shape image{};
+  std::uint64_t layout = 0;         ///< Network::layout_version()
+  const void* workspace = nullptr;  ///< Context<Cuda>::workspace_data()
+  std::uint64_t plan = 0;           ///< SGD table version
+  bool operator==(const StepGraphKey&) const = default;
+};
+
+/// Captures a training step as a CUDA Graph once per upload slot and replays it. A step is
+/// captured only after an eager step with the same key (so every buffer, workspace and cuDNN
+/// algorithm choice exists) and replayed while the key holds. Random ops read the replay index
+/// r (steps since the capture) from device memory, and the host's random streams are advanced
+/// by what the captured step reserved, so masks and checkpoints equal eager training's. A
+/// capture that fails (an op that cannot be captured) turns graphs off for good, with the
+/// reason in `disabled_reason()`, and the step runs eagerly.
+class StepGraphs {
+ public:
+  using key_type = StepGraphKey;
+
+  explicit StepGraphs(std::size_t slots) : replay_(Shape{1}), ring_(kRing * sizeof(std::uint64_t)) {
+    graphs_.resize(slots);
+  }
+
+  bool disabled() const { return !disabled_reason_.empty(); }
+  const std::string& disabled_reason() const { return disabled_reason_; }
+  std::int64_t captures() const { return captures_; }
+  std::int64_t replays() const { return replays_; }
+  /// Forgets every captured step (their buffers may be gone).
+  void invalidate() {
+    for (auto& g : graphs_) g = Captured{};
+    warm_.reset();
+  }
+
+  /// Runs `body` (which queues one training step on `ctx`'s stream) for slot `slot` at step
+  /// `step`: replayed, captured and launched, or eagerly. `key_of()` gives the current key
+  /// (asked again after an eager step, whose allocations change it).
+  template <class KeyOf, class Body>
+  void run(Context<Cuda>& ctx, std::size_t slot, KeyOf&& key_of, std::int64_t step,
+           const std::vector<Rng*>& rngs, Body&& body) {
+    const StepGraphKey key = key_of();
+    Captured& g = graphs_.at(slot);
+    if (!disabled() && g.exec && g.key == key) {
+      launch(ctx, g, step);
+      for (std::size_t i = 0; i < rngs.size() && i < delta_.size(); ++i) {
+        Rng::State st = rngs[i]->state();
+        st.counter += delta_[i];
+        rngs[i]->set_state(st);
+      }
+      ++replays_;
+      return;
+    }
+    if (disabled() || !(warm_ && *warm_ == key)) {
+      StorageStreamScope scope(ctx.stream());
+      body();
+      warm_ = key_of();
+      return;
+    }
+    capture(ctx, g, key, step, rngs, body);
+  }
+
+ private:
+  struct Captured {
+    StepGraphKey key{};
+    GraphExec exec;
+    std::int64_t step = 0;
+  };
+  static constexpr std::size_t kRing = 8;
+
+  void launch(Context<Cuda>& ctx, const Captured& g, std::int64_t step) {
+    auto* slot = reinterpret_cast<std::uint64_t*>(ring_.data()) + next_;
+    next_ = (next_ + 1) % kRing;
+    *slot = static_cast<std::uint64_t>(step - g.step);
+    NDDR_CUDA_CHECK(cudaMemcpyAsync(replay_.data(), slot, sizeof(std::uint64_t),
+                                    cudaMemcpyHostToDevice, ctx.stream()),
+                    "setting the graph replay index");
+    NDDR_CUDA_CHECK(cudaGraphLaunch(g.exec, ctx.stream()), "launching a captured training step");
+  }
+
+  template <class Body>
+  void capture(Context<Cuda>& ctx, Captured& g, const StepGraphKey& key, std::int64_t step,
+               const std::vector<Rng*>& rngs, Body& body) {
+    std::vector<Rng::State> before;
+    for (Rng* r : rngs) before.push_back(r->state());
+    auto give_up = [&](const std::string& why) {
+      ctx.set_replay_index(nullptr);
+      static_cast<void>(cudaGetLastError());
+      for (std::size_t i = 0; i < rngs.size(); ++i) rngs[i]->set_state(before[i]);
+      disabled_reason_ = why;
+      invalidate();
+      StorageStreamScope scope(ctx.stream());
+      body();  // the step, eagerly
+    };
+    cudaGraph_t raw = nullptr;
+    cudaError_t status = cudaSuccess;
+    std::string what;
+    {
+      StorageStreamScope scope(ctx.stream());
+      ctx.set_replay_index(reinterpret_cast<const std::uint64_t*>(replay_.data()));
+      NDDR_CUDA_CHECK(cudaStreamBeginCapture(ctx.stream(), cudaStreamCaptureModeThreadLocal),
+                      "beginning the capture of a training step");
+      try {
+        body();
+      } catch (const std::exception& e) {
+        what = e.what();
+      }
+      status = cudaStreamEndCapture(ctx.stream(), &raw);
+      ctx.set_replay_index(nullptr);
+    }
+    Graph graph(raw);
+    if (!what.empty() || status != cudaSuccess || raw == nullptr) {
+      give_up(what.empty() ? std::string("cudaStreamEndCapture: ") + cudaGetErrorString(status) : what);
+      return;
+    }
+    cudaGraphExec_t exec = nullptr;
+    status = cudaGraphInstantiate(&exec, graph.get(), 0);
+    if (status != cudaSuccess) {
+      give_up(std::string("cudaGraphInstantiate: ") + cudaGetErrorString(status));
+      return;
+    }
+    g.exec = GraphExec(exec);
+    g.key = key;
+    g.step = step;
+    delta_.assign(rngs.size(), 0);
+    for (std::size_t i = 0; i < rngs.size(); ++i)
+      delta_[i] = rngs[i]->state().counter - before[i].counter;
+    ++captures_;
+    launch(ctx, g, step);  // the captured step itself (replay index 0)
+  }
+
+  std::vector<Captured> graphs_;
+  std::optional<StepGraphKey> warm_;
+  std::vector<std::uint64_t> delta_;
+  Tensor<std::int64_t, Cuda> replay_;
+  PinnedBuffer ring_;
+  std::size_t next_ = 0;
+  std::string disabled_reason_;
+  std::int64_t captures_ = 0, replays_ = 0;
+};
+
+}  // namespace nddr::cuda
+
+namespace nddr::detail {
+
+/// The CUDA side of `Trainer<E, Cuda, T>`: deferred task losses, the guarded SGD plan,
+/// double-buffered batch uploads, CUDA Graph capture of the step and a host context for target
+/// resizing and metrics.
+template <class T>
+class TrainerDevice<Cuda, T> {
+ public:
+  static constexpr bool available = true;
+
+  TrainerDevice(Context<Cuda>& ctx, std::size_t tasks, int host_threads)
+      : losses_((ctx.activate(), tasks)), uploader_(2), graphs_(2), host_(host_threads) {}
+
+  Context<Cpu>& host() { return host_; }
+  cuda::BatchUploader& uploader() { return uploader_; }
+  cuda::DeviceLosses& losses() { return losses_; }
+  cuda::StepGraphs& graphs() { return graphs_; }
+  const cuda::StepGraphs& graphs() const { return graphs_; }
+
+  /// Queues task `k`'s loss (options `opt`) and its gradient, accumulated into `dpred`.
+  template <class Options, class U>
+  void loss(Context<Cuda>& ctx, std::size_t k, const Options& opt, TensorView<const T, Cuda> pred,
+            TensorView<const U, Cuda> target, TensorView<T, Cuda> dpred) {
+    cuda::deferred_loss<T>(ctx, opt, pred, target, dpred, losses_.scratch(k));
+  }
+  /// Brings the SGD table up to date and queues the scheduled rate; outside any capture.
+  void prepare_update(Context<Cuda>& ctx, const ParameterStore<T, Cuda>& store,
+                      const SgdOptions& options, double lr) {
+    if (sgd_.prepare(store, options)) ++plan_version_;
+    sgd_.set_lr(ctx, lr);
+  }
+  std::uint64_t plan_version() const { return plan_version_; }
+  /// Runs `f` (which queues device work on `ctx`'s stream only) with tensor zeroing and copies
+  /// on that stream too, so the step does not serialise with the upload stream.
+  template <class F>
+  void eager(Context<Cuda>& ctx, F&& f) {
+    cuda::StorageStreamScope scope(ctx.stream());
+    f();
+  }
+  /// Queues the SGD step (cancelled on the device if a queued loss went bad) and the loss reads.
+  void update(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& sgd) {
+    sgd_.launch(ctx, store, sgd, losses_.guard());
+    losses_.queue_reads(ctx);
+  }
+  /// Task `k`'s loss value once the step is done; throws ValueError naming the first
+  /// out-of-range label (read from `labels`, shape of the prediction `pred`).
+  double finished_loss(Context<Cuda>& ctx, std::size_t k, const char* task, double scale,
+                       const Shape& pred, const std::int32_t* labels, std::int32_t ignore) {
+    const cuda::LossStats t = losses_.host_total(k);
+    if (labels != nullptr) {
+      const Shape four = pred.rank() == 2 ? Shape::nchw(pred[0], pred[1], 1, 1) : pred;
+      cuda::detail::check_first_bad_label(ctx, task, four, labels, t, ignore);
+    }
+    return cuda::deferred_loss_value<T>(t, scale);
+  }
+
+ private:
+  cuda::DeviceLosses losses_;
+  cuda::BatchUploader uploader_;
+  cuda::StepGraphs graphs_;
+  cuda::SgdPlan<T> sgd_;
+  std::uint64_t plan_version_ = 0;
+  Context<Cpu> host_;
+};
+
+}  // namespace nddr::detail

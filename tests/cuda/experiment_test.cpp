@@ -1,0 +1,68 @@
+// nddr-nyuv2's driver with --device cuda: the same tiny NDDR run on the CPU and on the GPU
+// (float) agree, checkpoints written by the GPU run resume on the CPU, cross-stitch names what
+// is missing. Self-skips without a device.
+#include <catch2/catch.hpp>
+
+#include <nddr/cuda.hpp>
+#include <nddr/nddr.hpp>
+#include <nddr/train/nyuv2_experiment.hpp>
+
+#include <cmath>
+#include <sstream>
+#include <string>
+
+#include "../support/nyu_fixture.hpp"
+#include "../support/temp_dir.hpp"
+
+namespace {
+
+namespace ex = nddr::experiments;
+
+bool no_device() {
+  if (nddr::cuda_device_count() > 0) return false;
+  WARN("no CUDA device: skipped");
+  return true;
+}
+
+ex::NyuV2Config tiny_run(const std::string& data, const std::string& out, const std::string& method,
+                         const std::string& device, const std::string& steps = "4") {
+  auto c = ex::parse_nyuv2_args({"--data-dir", data, "--method", method, "--backbone", "tiny",
+                                 "--crop", "33", "--batch", "2", "--steps", steps, "--threads",
+                                 "2", "--loader-threads", "1", "--quiet", "--output-dir", out,
+                                 "--log-every", "1", "--checkpoint-every", "2", "--device",
+                                 device});
+  REQUIRE(c.has_value());
+  return *c;
+}
+
+}  // namespace
+
+TEST_CASE("nddr-nyuv2 --device cuda: trains, evaluates and resumes like the CPU run",
+          "[cuda][experiments]") {
+  if (no_device()) return;
+  nddr_test::TempDir tmp("nddr_cuda_nyu_");
+  const std::string data = tmp.file("nyu");
+  nddr_test::write_nyu(data);
+  std::ostringstream cpu_log, gpu_log;
+  const auto cpu = ex::run_nyuv2(tiny_run(data, tmp.file("cpu"), "nddr", "cpu"), cpu_log);
+  const auto gpu = ex::run_nyuv2(tiny_run(data, tmp.file("gpu"), "nddr", "cuda:0"), gpu_log);
+  CHECK_THAT(gpu_log.str(), Catch::Contains("training on CUDA device 0"));
+  CHECK(gpu.steps == 4);
+  REQUIRE(gpu.metrics.size() == cpu.metrics.size());
+  for (std::size_t i = 0; i < cpu.metrics.size(); ++i) {
+    INFO(cpu.metrics[i].task << "/" << cpu.metrics[i].name);
+    // float training on two devices: close, not equal
+    CHECK(gpu.metrics[i].value == Approx(cpu.metrics[i].value).epsilon(1e-2).margin(0.5));
+  }
+  // The GPU run's checkpoint (step 4) resumes on the CPU: 2 more steps there.
+  auto more = tiny_run(data, tmp.file("gpu"), "nddr", "cpu", "6");
+  more.resume = true;
+  std::ostringstream resumed;
+  const auto r = ex::run_nyuv2(more, resumed);
+  CHECK_THAT(resumed.str(), Catch::Contains("resumed from step 4"));
+  CHECK(r.steps == 6);
+
+  std::ostringstream cs_log;
+  CHECK_THROWS_WITH(ex::run_nyuv2(tiny_run(data, tmp.file("cs"), "cross-stitch", "cuda"), cs_log),
+                    Catch::Contains("cross-stitch") && Catch::Contains("no CUDA implementation"));
+}

@@ -1,0 +1,270 @@
+// Trainer<E, Cuda> equals Trainer<E, Cpu>: steps through fit (overlapped uploads) and
+// train_step, losses, parameters, BN statistics and optimiser state in double; evaluation;
+// non-finite losses and bad labels leave the parameters untouched; checkpoints written on one
+// device load on the other. Self-skips without a device.
+#include <catch2/catch.hpp>
+
+#include <nddr/cuda.hpp>
+#include <nddr/nddr.hpp>
+#include <nddr/train/trainer.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "../support/temp_dir.hpp"
+
+namespace {
+
+using Spec = nddr::MultiTask<nddr::TinyNet, nddr::TinyNet, nddr::NDDR>;
+using Exp = nddr::Experiment<Spec, nddr::Tasks<nddr::Segmentation<11>, nddr::SurfaceNormal>>;
+template <class D>
+using Net = nddr::Network<Spec, D, double>;
+template <class D>
+using Train = nddr::Trainer<Exp, D, double>;
+using nddr::Cpu;
+using nddr::Cuda;
+
+bool no_device() {
+  if (nddr::cuda_device_count() > 0) return false;
+  WARN("no CUDA device: skipped");
+  return true;
+}
+
+// A deterministic batch per step; labels (with ignored pixels) and normals (with invalid
+// pixels) at `label_size`, which the trainer resizes to the outputs when they differ.
+template <class B>
+B make_batch(std::int64_t step, std::int64_t n = 2, std::int64_t size = 16,
+             std::int64_t label_size = 16) {
+  nddr::Rng rng(500 + static_cast<std::uint64_t>(step));
+  B b;
+  b.image = nddr::Tensor<double>(nddr::Shape::nchw(n, 3, size, size));
+  for (std::int64_t i = 0; i < b.image.numel(); ++i) b.image[i] = rng.uniform(-1, 1);
+  auto& seg = std::get<0>(b.targets);
+  seg = nddr::Tensor<std::int32_t>(nddr::Shape{n, label_size, label_size});
+  for (std::int64_t i = 0; i < seg.numel(); ++i)
+    seg[i] = rng.uniform() < 0.1 ? 255 : static_cast<std::int32_t>(rng.below(11));
+  auto& nor = std::get<1>(b.targets);
+  nor = nddr::Tensor<double>(nddr::Shape::nchw(n, 3, label_size, label_size));
+  const std::int64_t plane = label_size * label_size;
+  for (std::int64_t s = 0; s < n; ++s)
+    for (std::int64_t p = 0; p < plane; ++p) {
+      if (rng.uniform() < 0.1) continue;
+      double v[3] = {rng.normal(), rng.normal(), rng.normal()};
+      const double norm = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
+      for (int c = 0; c < 3; ++c) nor[(s * 3 + c) * plane + p] = v[c] / norm;
+    }
+  return b;
+}
+
+nddr::TrainerOptions quiet(std::string dir = {}) {
+  nddr::TrainerOptions o;
+  o.loss_weights = {1.0, 20.0};
+  o.progress = false;
+  o.output_dir = std::move(dir);
+  o.optimizer = nddr::SgdOptions::paper_multi_task();
+  return o;
+}
+
+std::vector<double> host(nddr::TensorView<const double, Cuda> v) {
+  std::vector<double> h(static_cast<std::size_t>(v.numel()));
+  nddr::Storage<Cuda>::download(h.data(), v.data(), h.size() * sizeof(double));
+  return h;
+}
+std::vector<double> host(nddr::TensorView<const double, Cpu> v) {
+  return std::vector<double>(v.data(), v.data() + v.numel());
+}
+
+double max_rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  REQUIRE(a.size() == b.size());
+  double scale = 1e-30, diff = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, std::abs(b[i]));
+    diff = std::max(diff, std::abs(a[i] - b[i]));
+  }
+  return diff / scale;
+}
+
+// Parameters, BN statistics and velocity of the two trainers, within `tol` relative.
+void check_same_state(Train<Cuda>& g, Train<Cpu>& c, double tol) {
+  const auto& gs = std::as_const(g.network().parameters());
+  const auto& cs = std::as_const(c.network().parameters());
+  CHECK(max_rel_diff(host(gs.values()), host(cs.values())) <= tol);
+  CHECK(max_rel_diff(host(gs.buffer_values()), host(cs.buffer_values())) <= tol);
+  CHECK(max_rel_diff(host(std::as_const(g.optimizer()).velocity()),
+                     host(std::as_const(c.optimizer()).velocity())) <= tol);
+  CHECK(g.step() == c.step());
+}
+
+}  // namespace
+
+TEST_CASE("Trainer<Cuda>: fit and train_step match the CPU trainer in double",
+          "[cuda][trainer]") {
+  if (no_device()) return;
+  nddr::Context<Cpu> cpu(2);
+  nddr::Context<Cuda> gpu(0);
+  Net<Cpu> hnet({11, 3});
+  Net<Cuda> dnet({11, 3});
+  const nddr::PolySchedule schedule{0.01, 100, 0.9};
+  Train<Cpu> ht(hnet, schedule, quiet());
+  Train<Cuda> dt(dnet, schedule, quiet());
+  // Labels larger than the outputs exercise the host-side target resizing too.
+  const auto big = [](std::int64_t s) { return make_batch<Train<Cpu>::Batch>(s, 2, 16, 32); };
+  const auto big_d = [](std::int64_t s) { return make_batch<Train<Cuda>::Batch>(s, 2, 16, 32); };
+  ht.fit(cpu, 4, big);
+  dt.fit(gpu, 4, big_d);
+  REQUIRE(dt.history().size() == 4);
+  for (std::size_t s = 0; s < 4; ++s)
+    for (std::size_t k = 0; k < 2; ++k) {
+      INFO("step " << s << " task " << k);
+      CHECK(dt.history()[s].losses[k] ==
+            Approx(ht.history()[s].losses[k]).epsilon(1e-9));
+    }
+  check_same_state(dt, ht, 1e-9);
+
+  // Single steps alternate the upload slots; a batch of another size reallocates them.
+  for (std::int64_t s = 4; s < 7; ++s) {
+    const std::int64_t n = s == 5 ? 3 : 2;
+    const auto rc = ht.train_step(cpu, make_batch<Train<Cpu>::Batch>(s, n));
+    const auto rg = dt.train_step(gpu, make_batch<Train<Cuda>::Batch>(s, n));
+    CHECK(rg.total == Approx(rc.total).epsilon(1e-9));
+  }
+  check_same_state(dt, ht, 1e-9);
+
+  // Evaluation: outputs computed on the GPU, metrics on the host, as the CPU trainer.
+  const auto mc = Train<Cpu>::metric_values(
+      ht.evaluate(cpu, 2, [](std::int64_t i) { return make_batch<Train<Cpu>::Batch>(100 + i, 1); }));
+  const auto mg = Train<Cuda>::metric_values(
+      dt.evaluate(gpu, 2, [](std::int64_t i) { return make_batch<Train<Cuda>::Batch>(100 + i, 1); }));
+  REQUIRE(mc.size() == mg.size());
+  for (std::size_t i = 0; i < mc.size(); ++i) {
+    INFO(mc[i].task << "/" << mc[i].name);
+    CHECK(mg[i].value == Approx(mc[i].value).epsilon(1e-9).margin(1e-9));
+  }
+}
+
+TEST_CASE("Trainer<Cuda>: a non-finite loss or a bad label leaves the parameters untouched",
+          "[cuda][trainer]") {
+  if (no_device()) return;
+  nddr::Context<Cuda> gpu(0);
+  Net<Cuda> dnet({11, 3});
+  Train<Cuda> dt(dnet, nddr::ConstantSchedule{0.01}, quiet());
+  dt.fit(gpu, 1, [](std::int64_t s) { return make_batch<Train<Cuda>::Batch>(s); });
+  const auto before = host(std::as_const(dnet.parameters()).values());
+  const auto velocity = host(std::as_const(dt.optimizer()).velocity());
+
+  auto nan = make_batch<Train<Cuda>::Batch>(1);
+  nan.image[3] = std::numeric_limits<double>::quiet_NaN();
+  try {
+    dt.train_step(gpu, nan);
+    FAIL("expected NonFiniteLossError");
+  } catch (const nddr::NonFiniteLossError& e) {
+    CHECK(e.step() == 1);
+    CHECK_THAT(e.what(), Catch::Contains("step 1"));
+  }
+  CHECK(dt.step() == 1);
+  CHECK(host(std::as_const(dnet.parameters()).values()) == before);
+  CHECK(host(std::as_const(dt.optimizer()).velocity()) == velocity);
+
+  auto bad = make_batch<Train<Cuda>::Batch>(1);
+  for (std::int64_t i = 0; i < 16 * 16; ++i) std::get<0>(bad.targets)[i] = 77;  // all of sample 0
+  CHECK_THROWS_WITH(dt.train_step(gpu, bad), Catch::Contains("label 77") && Catch::Contains("11 classes"));
+  CHECK(dt.step() == 1);
+  CHECK(host(std::as_const(dnet.parameters()).values()) == before);
+
+  // A good batch after the failures trains normally.
+  dt.train_step(gpu, make_batch<Train<Cuda>::Batch>(1));
+  CHECK(dt.step() == 2);
+  CHECK(host(std::as_const(dnet.parameters()).values()) != before);
+}
+
+TEST_CASE("Trainer<Cuda>: checkpoints written on one device resume on the other",
+          "[cuda][trainer]") {
+  if (no_device()) return;
+  nddr_test::TempDir dir("nddr_cuda_ckpt_");
+  nddr::Context<Cpu> cpu(2);
+  nddr::Context<Cuda> gpu(0);
+  const nddr::PolySchedule schedule{0.01, 100, 0.9};
+  const auto cb = [](std::int64_t s) { return make_batch<Train<Cpu>::Batch>(s); };
+  const auto gb = [](std::int64_t s) { return make_batch<Train<Cuda>::Batch>(s); };
+
+  // CPU writes at step 2; the GPU resumes from it (its own initialisation differs) and both go
+  // on to step 4.
+  Net<Cpu> hnet({11, 3});
+  Train<Cpu> ht(hnet, schedule, quiet());
+  ht.fit(cpu, 2, cb);
+  ht.save_checkpoint(dir.file("cpu.safetensors"));
+  nddr::NetworkOptions<Spec> other;
+  other.seed = 4242;
+  Net<Cuda> dnet({11, 3}, other);
+  Train<Cuda> dt(dnet, schedule, quiet());
+  dt.load_checkpoint(dir.file("cpu.safetensors"));
+  CHECK(dt.step() == 2);
+  check_same_state(dt, ht, 0.0);
+  ht.fit(cpu, 4, cb);
+  dt.fit(gpu, 4, gb);
+  check_same_state(dt, ht, 1e-9);
+
+  // The GPU writes at step 4; a fresh CPU trainer loads exactly the GPU's state.
+  dt.save_checkpoint(dir.file("gpu.safetensors"));
+  Net<Cpu> hnet2({11, 3}, other);
+  Train<Cpu> ht2(hnet2, schedule, quiet());
+  ht2.load_checkpoint(dir.file("gpu.safetensors"));
+  check_same_state(dt, ht2, 0.0);
+}
+
+TEST_CASE("Trainer<Cuda>: CUDA Graph replays equal eager steps, dropout and checkpoints included",
+          "[cuda][trainer][graph]") {
+  if (no_device()) return;
+  nddr_test::TempDir dir("nddr_cuda_graph_");
+  nddr::Context<Cuda> gpu(0);
+  const nddr::PolySchedule schedule{0.01, 100, 0.9};
+  const auto batch = [](std::int64_t s) { return make_batch<Train<Cuda>::Batch>(s, 2, 32, 32); };
+  Net<Cuda> enet({11, 3}), gnet({11, 3});
+  Train<Cuda> eager(enet, schedule, quiet());
+  auto gopt = quiet();
+  gopt.cuda_graph = true;
+  Train<Cuda> graph(gnet, schedule, gopt);
+  eager.fit(gpu, 8, batch);
+  graph.fit(gpu, 8, batch);
+  const auto& graphs = graph.device_state()->graphs();
+  INFO("graphs disabled: " << graphs.disabled_reason());
+  REQUIRE_FALSE(graphs.disabled());
+  // step 0 eager (warm-up), steps 1 and 2 captured (one graph per upload slot), 3..7 replayed
+  CHECK(graphs.captures() == 2);
+  CHECK(graphs.replays() == 5);
+  const auto same = [&](double tol) {
+    CHECK(max_rel_diff(host(std::as_const(gnet.parameters()).values()),
+                       host(std::as_const(enet.parameters()).values())) <= tol);
+    CHECK(max_rel_diff(host(std::as_const(gnet.parameters()).buffer_values()),
+                       host(std::as_const(enet.parameters()).buffer_values())) <= tol);
+    CHECK(max_rel_diff(host(std::as_const(graph.optimizer()).velocity()),
+                       host(std::as_const(eager.optimizer()).velocity())) <= tol);
+    const auto er = enet.rngs(), gr = gnet.rngs();
+    REQUIRE(er.size() == gr.size());
+    for (std::size_t i = 0; i < er.size(); ++i) CHECK(gr[i]->state().counter == er[i]->state().counter);
+  };
+  same(1e-9);
+  for (std::size_t s = 0; s < 8; ++s) CHECK(graph.history()[s].total == Approx(eager.history()[s].total).epsilon(1e-9));
+
+  // Evaluation reallocates buffers: the next steps capture again and still match.
+  const auto eval = [](std::int64_t i) { return make_batch<Train<Cuda>::Batch>(50 + i, 1, 24, 24); };
+  eager.evaluate(gpu, 1, eval);
+  graph.evaluate(gpu, 1, eval);
+  eager.fit(gpu, 12, batch);
+  graph.fit(gpu, 12, batch);
+  CHECK(graphs.captures() == 4);
+  same(1e-9);
+
+  // A checkpoint written by the graph trainer resumes (eagerly or with graphs) identically.
+  graph.save_checkpoint(dir.file("g.safetensors"));
+  Net<Cuda> rnet({11, 3});
+  Train<Cuda> resumed(rnet, schedule, gopt);
+  resumed.load_checkpoint(dir.file("g.safetensors"));
+  resumed.fit(gpu, 16, batch);
+  eager.fit(gpu, 16, batch);
+  CHECK(max_rel_diff(host(std::as_const(rnet.parameters()).values()),
+                     host(std::as_const(enet.parameters()).values())) <= 1e-9);
+}
