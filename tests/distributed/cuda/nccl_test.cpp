@@ -128,3 +128,23 @@ TEST_CASE("AutoDataParallel with a CUDA network: NCCL under a launcher, serial a
   CHECK(dp.shard(nddr::data::LoaderOptions{}).shard_world == dp.size());
   CHECK(dp.trainer_options(nddr::TrainerOptions{}).write_outputs == dp.is_root());
 }
+
+TEST_CASE("CUDA BatchNorm2d refuses synchronized batch norm", "[nccl]") {
+  MpiCommunicator mpi;
+  if (too_few_devices(mpi)) return;
+  nddr::Context<Cuda> ctx(mpi.local_rank());
+  nddr::ParameterStore<float, Cuda> store;
+  nddr::BatchNorm2d<float, Cuda> bn(2);
+  bn.declare(store, "bn");
+  store.allocate();
+  nddr::Tensor<float, Cuda> x(nddr::Shape::nchw(2, 2, 3, 3)), y(x.shape()), dx(x.shape());
+  {
+    nddr::ScopedBatchNormSync sync([](std::span<double>) {});
+    CHECK_THROWS_WITH(bn.forward(ctx, x.cview(), y.view()),
+                      Catch::Contains("synchronized batch norm") && Catch::Contains("CPU only"));
+  }
+  // Outside a scope the layer trains as before.
+  bn.forward(ctx, x.cview(), y.view());
+  bn.backward(ctx, x.cview(), y.cview(), y.cview(), dx.view());
+  ctx.synchronize();
+}
