@@ -37,8 +37,8 @@ struct Case {
   Conv2dOptions opt;
 };
 
-// 3x3, stride 1, dilation 1: the Winograd shapes. H, W not multiples of the 2x2 tile, 1x1
-// maps, padding 0/1/2 and TF 'SAME', channels 1..70, batch 1..3.
+// 3x3, stride 1: the Winograd shapes. H, W not multiples of the 2x2 tile, 1x1 maps, padding
+// 0/1/2 and TF 'SAME', channels 1..70, batch 1..3, dilation 2/3 (phases of unequal size).
 const Case kWinogradCases[] = {
     {"1x1 map pad 1, 1 channel", Shape::nchw(1, 1, 1, 1), Shape::nchw(1, 1, 3, 3),
      Conv2dOptions{}.padding(1)},
@@ -54,6 +54,14 @@ const Case kWinogradCases[] = {
      Conv2dOptions{}.padding(1, 2)},
     {"25x23 pad 1, many tiles", Shape::nchw(2, 9, 25, 23), Shape::nchw(7, 9, 3, 3),
      Conv2dOptions{}.padding(1)},
+    {"conv5-like dilation 2 pad 2 on 21x21", Shape::nchw(2, 18, 21, 21), Shape::nchw(17, 18, 3, 3),
+     Conv2dOptions{}.dilation(2).padding(2)},
+    {"dilation 3 pad 1 on 10x11", Shape::nchw(1, 5, 10, 11), Shape::nchw(4, 5, 3, 3),
+     Conv2dOptions{}.dilation(3).padding(1)},
+    {"dilation (2, 3) SAME on 7x9, 1 channel", Shape::nchw(3, 1, 7, 9), Shape::nchw(2, 1, 3, 3),
+     Conv2dOptions{}.dilation(2, 3).same()},
+    {"dilation 12 pad 12 on 5x4", Shape::nchw(1, 3, 5, 4), Shape::nchw(2, 3, 3, 3),
+     Conv2dOptions{}.dilation(12).padding(12)},
 };
 
 // Dilated (and a few other) shapes for tap-skipping, which handles any kernel.
@@ -289,6 +297,7 @@ TEST_CASE("Conv2d fast: op gradients through the forced algorithms match finite 
   check_op_gradients(ConvAlgo::kWinograd, kWinogradCases[1]);
   check_op_gradients(ConvAlgo::kWinograd, kWinogradCases[4]);
   check_op_gradients(ConvAlgo::kWinograd, kWinogradCases[6]);
+  check_op_gradients(ConvAlgo::kWinograd, kWinogradCases[9]);
   check_op_gradients(ConvAlgo::kTapSkip, kTapSkipCases[0]);
   check_op_gradients(ConvAlgo::kTapSkip, kTapSkipCases[3]);
   check_op_gradients(ConvAlgo::kTapSkip, kTapSkipCases[5]);
@@ -378,10 +387,14 @@ TEST_CASE("Conv2d fast: algorithm selection", "[conv2d-fast]") {
   // fc6 at 161^2 reads padding through 62 % of its (tap, output) pairs; conv5 through 12 %.
   CHECK(nddr::detail::conv2d_tap_fraction(fc6) == Approx(1521.0 / 3969.0));
   CHECK(nddr::detail::conv2d_tap_fraction(conv5) == Approx(3481.0 / 3969.0));
+  for (auto dir : {Conv2dDirection::kForward, Conv2dDirection::kBackwardData,
+                   Conv2dDirection::kBackwardWeights})
+    CHECK(conv2d_select_algorithm(conv5, dir) == ConvAlgo::kWinograd);
   {
     const ForceAlgo force(ConvAlgo::kWinograd);
     CHECK(conv2d_select_algorithm(conv1_1, Conv2dDirection::kForward) == ConvAlgo::kWinograd);
-    CHECK(conv2d_select_algorithm(fc6, Conv2dDirection::kForward) == ConvAlgo::kIm2col);
+    CHECK(conv2d_select_algorithm(fc6, Conv2dDirection::kForward) == ConvAlgo::kWinograd);
+    CHECK(conv2d_select_algorithm(fc7, Conv2dDirection::kForward) == ConvAlgo::kIm2col);
   }
   {
     const ForceAlgo force(ConvAlgo::kIm2col);

@@ -1,10 +1,11 @@
 #pragma once
 /// \file
-/// CPU Winograd F(2x2, 3x3) convolution for 3x3, stride-1, undilated kernels, any padding:
+/// CPU Winograd F(2x2, 3x3) convolution for 3x3, stride-1 kernels, any padding and dilation
+/// (a dilation d runs d x d interleaved undilated convolutions, one per output phase):
 /// forward, data gradient (a Winograd convolution of dy with the flipped, transposed kernel)
 /// and weight gradient (batched GEMMs of transformed output-gradient and input tiles).
 ///
-/// Output tiles (2x2) of every batch item are numbered t = (n * tiles_h + th) * tiles_w + tw.
+/// Output tiles (2x2) are numbered t = (((n * d_h + ph) * d_w + pw) * tiles_h + th) * tiles_w + tw.
 /// Each thread owns a contiguous range of tiles and walks it in blocks of `nb` tiles:
 ///   transform the block's input tiles    V[xi] (C_in, nb)      (16 matrices)
 ///   16 GEMMs                              M[xi] (C_out, nb) = U[xi] (C_out, C_in) V[xi]
@@ -25,18 +26,28 @@ namespace nddr {
 namespace detail {
 
 /// Sizes of one Winograd convolution pass: `in` planes read through 4x4 tiles at offset
-/// (-pad_top, -pad_left), `out` planes written in 2x2 tiles.
+/// (-pad_top, -pad_left), `out` planes written in 2x2 tiles. A dilation d splits the output
+/// into d x d phases (outputs oh = ph + d * oh'), each an undilated convolution of the input
+/// rows and columns of the same phase; tiles tile every phase.
 struct WinogradPass {
   std::int64_t batch = 0;
   std::int64_t in_c = 0, in_h = 0, in_w = 0;
   std::int64_t out_c = 0, out_h = 0, out_w = 0;
   std::int64_t pad_top = 0, pad_left = 0;
+  std::int64_t dil_h = 1, dil_w = 1;
 
-  std::int64_t tiles_h() const { return (out_h + kTile - 1) / kTile; }
-  std::int64_t tiles_w() const { return (out_w + kTile - 1) / kTile; }
-  std::int64_t tiles() const { return batch * tiles_h() * tiles_w(); }
+  /// Tiles per phase along each axis (the largest phase: the first).
+  std::int64_t tiles_h() const { return ((out_h + dil_h - 1) / dil_h + kTile - 1) / kTile; }
+  std::int64_t tiles_w() const { return ((out_w + dil_w - 1) / dil_w + kTile - 1) / kTile; }
+  std::int64_t tiles() const { return batch * dil_h * dil_w * tiles_h() * tiles_w(); }
 
   static constexpr std::int64_t kTile = ops::kWinogradTile;
+};
+
+/// A run of `count` consecutive tiles along one tile row, starting at tile `t`: item `n`,
+/// first output (oh0, ow0); tile q covers outputs (oh0 + dil_h r, ow0 + dil_w (2 q + s)).
+struct WinogradRun {
+  std::int64_t n, oh0, ow0, count, t;
 };
 
 template <class T>
@@ -79,31 +90,41 @@ void winograd_split_tiles(const Context<Cpu>& ctx, std::int64_t tiles, std::int6
 /// transforms vectorise across tiles (`omp simd`) from small row buffers on the stack.
 inline constexpr std::int64_t kWinogradRun = 64;
 
-/// Calls `body(n, th, tw, count, t)` for the runs of consecutive tiles (same batch item and
-/// tile row, at most kWinogradRun) covering tiles [t0, t0 + nb); t is the run's first tile.
+/// Calls `body(run)` for the runs of consecutive tiles (same batch item, phase and tile row,
+/// at most kWinogradRun) covering tiles [t0, t0 + nb).
 template <class F>
 void winograd_for_runs(const WinogradPass& p, std::int64_t t0, std::int64_t nb, F&& body) {
+  constexpr std::int64_t kTile = WinogradPass::kTile;
   const std::int64_t th_count = p.tiles_h(), tw_count = p.tiles_w();
   for (std::int64_t t = t0; t < t0 + nb;) {
     const std::int64_t tw = t % tw_count, row = t / tw_count;
+    const std::int64_t th = row % th_count, phase = row / th_count;  // (n, ph, pw)
+    const std::int64_t pw = phase % p.dil_w, ph = (phase / p.dil_w) % p.dil_h;
     const std::int64_t count = std::min({tw_count - tw, t0 + nb - t, kWinogradRun});
-    body(row / th_count, row % th_count, tw, count, t);
+    body(WinogradRun{phase / (p.dil_w * p.dil_h), ph + p.dil_h * kTile * th,
+                     pw + p.dil_w * kTile * tw, count, t});
     t += count;
   }
 }
 
-/// Copies columns [c0, c0 + width) of row `r` of an (h, w) plane to `dst`, zeros outside.
+/// dst[q] = element (r, c0 + step q) of an (h, w) plane for q in [0, width), zeros outside.
 template <class T>
 void winograd_load_row(const T* plane, std::int64_t h, std::int64_t w, std::int64_t r,
-                       std::int64_t c0, std::int64_t width, T* dst) {
+                       std::int64_t c0, std::int64_t step, std::int64_t width, T* dst) {
   if (r < 0 || r >= h) {
     std::fill(dst, dst + width, T(0));
     return;
   }
-  const std::int64_t lo = std::clamp<std::int64_t>(-c0, 0, width);
-  const std::int64_t hi = std::clamp<std::int64_t>(w - c0, lo, width);
+  // In-plane q: c0 + step q in [0, w).
+  const std::int64_t lo = std::clamp<std::int64_t>(c0 >= 0 ? 0 : (-c0 + step - 1) / step, 0, width);
+  const std::int64_t hi =
+      std::clamp<std::int64_t>(w - c0 <= 0 ? 0 : (w - c0 + step - 1) / step, lo, width);
   std::fill(dst, dst + lo, T(0));
-  std::copy(plane + r * w + c0 + lo, plane + r * w + c0 + hi, dst + lo);
+  const T* src = plane + r * w + c0;
+  if (step == 1)
+    std::copy(src + lo, src + hi, dst + lo);
+  else
+    for (std::int64_t q = lo; q < hi; ++q) dst[q] = src[q * step];
   std::fill(dst + hi, dst + width, T(0));
 }
 
@@ -116,20 +137,19 @@ void winograd_transform_inputs(const T* x, const WinogradPass& p, std::int64_t t
   const std::int64_t plane = p.in_h * p.in_w;
   constexpr std::int64_t kRowLength = kTile * kWinogradRun + 2;
   alignas(64) T rows[4][kRowLength];
-  winograd_for_runs(
-      p, t0, nb,
-      [&](std::int64_t n, std::int64_t th, std::int64_t tw, std::int64_t count, std::int64_t t) {
-        const std::int64_t ih0 = th * kTile - p.pad_top, iw0 = tw * kTile - p.pad_left;
-        for (std::int64_t c = 0; c < p.in_c; ++c) {
-          const T* src = x + (n * p.in_c + c) * plane;
-          for (int r = 0; r < 4; ++r)
-            winograd_load_row(src, p.in_h, p.in_w, ih0 + r, iw0, kTile * count + 2, rows[r]);
-          T* vc = v + c * nb + (t - t0);
+  winograd_for_runs(p, t0, nb, [&](const WinogradRun& run) {
+    const std::int64_t ih0 = run.oh0 - p.pad_top, iw0 = run.ow0 - p.pad_left;
+    for (std::int64_t c = 0; c < p.in_c; ++c) {
+      const T* src = x + (run.n * p.in_c + c) * plane;
+      for (int r = 0; r < 4; ++r)
+        winograd_load_row(src, p.in_h, p.in_w, ih0 + p.dil_h * r, iw0, p.dil_w,
+                          kTile * run.count + 2, rows[r]);
+      T* vc = v + c * nb + (run.t - t0);
 #pragma omp simd
-          for (std::int64_t q = 0; q < count; ++q)
-            ops::winograd_input_transform(&rows[0][kTile * q], kRowLength, vc + q, stride);
-        }
-      });
+      for (std::int64_t q = 0; q < run.count; ++q)
+        ops::winograd_input_transform(&rows[0][kTile * q], kRowLength, vc + q, stride);
+    }
+  });
 }
 
 /// Inverse-transforms M[xi][k][t - t0] (tiles [t0, t0 + nb)) into out (batch, out_c, out_h,
@@ -141,27 +161,29 @@ void winograd_store_outputs(const T* m, const WinogradPass& p, std::int64_t t0, 
   const std::int64_t stride = p.out_c * nb;
   constexpr std::int64_t kRowLength = kTile * kWinogradRun;
   alignas(64) T rows[2][kRowLength];
-  winograd_for_runs(
-      p, t0, nb,
-      [&](std::int64_t n, std::int64_t th, std::int64_t tw, std::int64_t count, std::int64_t t) {
-        const std::int64_t oh0 = th * kTile, ow0 = tw * kTile;
-        const std::int64_t height = std::min(kTile, p.out_h - oh0);
-        const std::int64_t width = std::min(kTile * count, p.out_w - ow0);
-        for (std::int64_t k = 0; k < p.out_c; ++k) {
-          const T* mk = m + k * nb + (t - t0);
+  winograd_for_runs(p, t0, nb, [&](const WinogradRun& run) {
+    // Output rows / columns of the run inside the plane (a phase may end a tile early).
+    const std::int64_t height =
+        std::clamp<std::int64_t>((p.out_h - run.oh0 + p.dil_h - 1) / p.dil_h, 0, kTile);
+    const std::int64_t width =
+        std::clamp<std::int64_t>((p.out_w - run.ow0 + p.dil_w - 1) / p.dil_w, 0, kTile * run.count);
+    for (std::int64_t k = 0; k < p.out_c; ++k) {
+      const T* mk = m + k * nb + (run.t - t0);
 #pragma omp simd
-          for (std::int64_t q = 0; q < count; ++q)
-            ops::winograd_output_transform(mk + q, stride, &rows[0][kTile * q], kRowLength);
-          const T b = bias ? bias[k] : T(0);
-          for (std::int64_t r = 0; r < height; ++r) {
-            T* dst = out + ((n * p.out_c + k) * p.out_h + oh0 + r) * p.out_w + ow0;
-            if (accumulate)
-              for (std::int64_t q = 0; q < width; ++q) dst[q] += rows[r][q];
-            else
-              for (std::int64_t q = 0; q < width; ++q) dst[q] = rows[r][q] + b;
-          }
-        }
-      });
+      for (std::int64_t q = 0; q < run.count; ++q)
+        ops::winograd_output_transform(mk + q, stride, &rows[0][kTile * q], kRowLength);
+      const T b = bias ? bias[k] : T(0);
+      for (std::int64_t r = 0; r < height; ++r) {
+        T* dst =
+            out + ((run.n * p.out_c + k) * p.out_h + run.oh0 + p.dil_h * r) * p.out_w + run.ow0;
+        const std::int64_t step = p.dil_w;
+        if (accumulate)
+          for (std::int64_t q = 0; q < width; ++q) dst[q * step] += rows[r][q];
+        else
+          for (std::int64_t q = 0; q < width; ++q) dst[q * step] = rows[r][q] + b;
+      }
+    }
+  });
 }
 
 /// Z[xi][k][t - t0] = A dY A^T of the output-gradient tiles [t0, t0 + nb) of dy (batch,
@@ -174,20 +196,18 @@ void winograd_transform_output_grads(const T* dy, const WinogradPass& p, std::in
   const std::int64_t plane = p.out_h * p.out_w;
   constexpr std::int64_t kRowLength = kTile * kWinogradRun;
   alignas(64) T rows[2][kRowLength];
-  winograd_for_runs(
-      p, t0, nb,
-      [&](std::int64_t n, std::int64_t th, std::int64_t tw, std::int64_t count, std::int64_t t) {
-        for (std::int64_t k = 0; k < p.out_c; ++k) {
-          const T* src = dy + (n * p.out_c + k) * plane;
-          for (int r = 0; r < 2; ++r)
-            winograd_load_row(src, p.out_h, p.out_w, th * kTile + r, tw * kTile, kTile * count,
-                              rows[r]);
-          T* zk = z + k * nb + (t - t0);
+  winograd_for_runs(p, t0, nb, [&](const WinogradRun& run) {
+    for (std::int64_t k = 0; k < p.out_c; ++k) {
+      const T* src = dy + (run.n * p.out_c + k) * plane;
+      for (int r = 0; r < 2; ++r)
+        winograd_load_row(src, p.out_h, p.out_w, run.oh0 + p.dil_h * r, run.ow0, p.dil_w,
+                          kTile * run.count, rows[r]);
+      T* zk = z + k * nb + (run.t - t0);
 #pragma omp simd
-          for (std::int64_t q = 0; q < count; ++q)
-            ops::winograd_output_grad_transform(&rows[0][kTile * q], kRowLength, zk + q, stride);
-        }
-      });
+      for (std::int64_t q = 0; q < run.count; ++q)
+        ops::winograd_output_grad_transform(&rows[0][kTile * q], kRowLength, zk + q, stride);
+    }
+  });
 }
 
 /// U[xi][o][i] = G g G^T of each kernel, with g = w[o][i] (w is (out, in, 3, 3)) or, with
@@ -257,11 +277,10 @@ inline std::int64_t winograd_chunks(const Context<Cpu>& ctx, std::int64_t tiles)
 
 namespace ops {
 
-/// Whether the Winograd F(2x2, 3x3) path can compute this convolution: a 3x3 kernel,
-/// stride 1, dilation 1 (any padding, TF 'SAME' included).
+/// Whether the Winograd F(2x2, 3x3) path can compute this convolution: a 3x3 kernel and
+/// stride 1 (any dilation, through its phases; any padding, TF 'SAME' included).
 inline bool conv2d_winograd_applicable(const Conv2dGeometry& g) {
-  return g.kernel_h == 3 && g.kernel_w == 3 && g.stride_h == 1 && g.stride_w == 1 &&
-         g.dilation_h == 1 && g.dilation_w == 1;
+  return g.kernel_h == 3 && g.kernel_w == 3 && g.stride_h == 1 && g.stride_w == 1;
 }
 
 /// y (batch, C_out, OH, OW) = conv(x, w) [+ bias]; x (batch, C_in, H, W), w (C_out, C_in, 3,
@@ -269,8 +288,9 @@ inline bool conv2d_winograd_applicable(const Conv2dGeometry& g) {
 template <class T>
 void conv2d_winograd_forward(Context<Cpu>& ctx, const T* x, const T* w, const T* bias, T* y,
                              const Conv2dGeometry& g, std::int64_t batch) {
-  const nddr::detail::WinogradPass p{batch,   g.in_c,  g.in_h,    g.in_w,    g.out_c,
-                                     g.out_h, g.out_w, g.pad_top, g.pad_left};
+  const nddr::detail::WinogradPass p{batch,      g.in_c,       g.in_h,      g.in_w,
+                                     g.out_c,    g.out_h,      g.out_w,     g.pad_top,
+                                     g.pad_left, g.dilation_h, g.dilation_w};
   const std::int64_t tiles = p.tiles();
   if (tiles == 0) return;
   const std::int64_t chunks = nddr::detail::winograd_chunks(ctx, tiles);
@@ -284,13 +304,23 @@ void conv2d_winograd_forward(Context<Cpu>& ctx, const T* x, const T* w, const T*
 }
 
 /// dx (batch, C_in, H, W) += the data gradient of dy (batch, C_out, OH, OW) through w
-/// (C_out, C_in, 3, 3): a Winograd convolution of dy, offset by 2 - pad, with the kernel
+/// (C_out, C_in, 3, 3): a Winograd convolution of dy, offset by 2 dilation - pad, with the kernel
 /// rotated by 180 degrees and its channel axes swapped. Requires `conv2d_winograd_applicable(g)`.
 template <class T>
 void conv2d_winograd_backward_data(Context<Cpu>& ctx, const T* w, const T* dy, T* dx,
                                    const Conv2dGeometry& g, std::int64_t batch) {
-  const nddr::detail::WinogradPass p{batch,  g.out_c, g.out_h,       g.out_w,       g.in_c,
-                                     g.in_h, g.in_w,  2 - g.pad_top, 2 - g.pad_left};
+  // The flipped kernel spans 2 d + 1 inputs, so its offset is 2 d - pad.
+  const nddr::detail::WinogradPass p{batch,
+                                     g.out_c,
+                                     g.out_h,
+                                     g.out_w,
+                                     g.in_c,
+                                     g.in_h,
+                                     g.in_w,
+                                     2 * g.dilation_h - g.pad_top,
+                                     2 * g.dilation_w - g.pad_left,
+                                     g.dilation_h,
+                                     g.dilation_w};
   const std::int64_t tiles = p.tiles();
   if (tiles == 0) return;
   const std::int64_t chunks = nddr::detail::winograd_chunks(ctx, tiles);
@@ -310,8 +340,9 @@ template <class T>
 void conv2d_winograd_backward_weights(Context<Cpu>& ctx, const T* x, const T* dy, T* dw,
                                       const Conv2dGeometry& g, std::int64_t batch) {
   using nddr::detail::WinogradMatrix;
-  const nddr::detail::WinogradPass p{batch,   g.in_c,  g.in_h,    g.in_w,    g.out_c,
-                                     g.out_h, g.out_w, g.pad_top, g.pad_left};
+  const nddr::detail::WinogradPass p{batch,      g.in_c,       g.in_h,      g.in_w,
+                                     g.out_c,    g.out_h,      g.out_w,     g.pad_top,
+                                     g.pad_left, g.dilation_h, g.dilation_w};
   const std::int64_t tiles = p.tiles();
   const std::int64_t weights = g.out_c * g.in_c;
   if (tiles == 0) {
