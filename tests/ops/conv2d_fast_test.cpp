@@ -62,6 +62,8 @@ const Case kWinogradCases[] = {
      Conv2dOptions{}.dilation(2, 3).same()},
     {"dilation 12 pad 12 on 5x4", Shape::nchw(1, 3, 5, 4), Shape::nchw(2, 3, 3, 3),
      Conv2dOptions{}.dilation(12).padding(12)},
+    {"130 -> 129 channels on 5x7", Shape::nchw(1, 130, 5, 7), Shape::nchw(129, 130, 3, 3),
+     Conv2dOptions{}.padding(1)},
 };
 
 // Dilated (and a few other) shapes for tap-skipping, which handles any kernel.
@@ -82,6 +84,12 @@ const Case kTapSkipCases[] = {
      Conv2dOptions{}.dilation(12).padding(12)},
     {"3x3 pad 1 undilated", Shape::nchw(2, 3, 6, 5), Shape::nchw(4, 3, 3, 3),
      Conv2dOptions{}.padding(1)},
+    // >= 128 output and input channels: both threads get a channel range (the split needs 64
+    // channels per thread), so each scatters its own rows.
+    {"dilation 2, 130 -> 129 channels", Shape::nchw(2, 130, 7, 6), Shape::nchw(129, 130, 3, 3),
+     Conv2dOptions{}.dilation(2).padding(2)},
+    {"fc6-like on 9x9: only the centre tap", Shape::nchw(1, 136, 9, 9), Shape::nchw(144, 136, 3, 3),
+     Conv2dOptions{}.dilation(12).padding(12)},
 };
 
 template <class T>

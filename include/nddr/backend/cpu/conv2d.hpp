@@ -169,8 +169,8 @@ void conv2d_tap_gather(const T* src, std::int64_t batch, std::int64_t channels, 
     }
 }
 
-/// Adds rows [c0, c0 + count) of buf (channels, batch * area) onto the window's pixels of
-/// channels [c0, c0 + count) of dst (batch, channels, h, w); serial, for one thread's rows.
+/// Adds buf (count, batch * area), whose rows are channels [c0, c0 + count), onto the window's
+/// pixels of those channels of dst (batch, channels, h, w); serial, for one thread's rows.
 template <class T>
 void conv2d_tap_scatter_add(const T* buf, std::int64_t batch, std::int64_t channels, std::int64_t h,
                             std::int64_t w, const Conv2dTapWindow& win, std::int64_t c0,
@@ -179,7 +179,7 @@ void conv2d_tap_scatter_add(const T* buf, std::int64_t batch, std::int64_t chann
   for (std::int64_t c = c0; c < c0 + count; ++c)
     for (std::int64_t n = 0; n < batch; ++n) {
       T* plane = dst + (n * channels + c) * h * w;
-      const T* s = buf + (c * batch + n) * area;
+      const T* s = buf + ((c - c0) * batch + n) * area;
       for (std::int64_t r = 0; r < win.rows; ++r) {
         T* d = plane + ((win.oh_lo + r) * win.stride_h + win.ih_off) * w +
                win.ow_lo * win.stride_w + win.iw_off;
@@ -299,9 +299,8 @@ void conv2d_tapskip_backward_data(Context<Cpu>& ctx, const T* w, const T* dy, T*
                   .middleCols(c0, c1 - c0)
                   .transpose() *
               Conv2dConstMap<T>(dyt, g.out_c, cols);
-          // Rows of dxt are channels c0.., so shift the buffer to index it by channel.
-          nddr::detail::conv2d_tap_scatter_add(static_cast<const T*>(dxt) - c0 * cols, batch,
-                                               g.in_c, g.in_h, g.in_w, win, c0, c1 - c0, dx);
+          nddr::detail::conv2d_tap_scatter_add(static_cast<const T*>(dxt), batch, g.in_c, g.in_h,
+                                               g.in_w, win, c0, c1 - c0, dx);
         }
       });
 }
