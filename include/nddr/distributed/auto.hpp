@@ -80,6 +80,10 @@ class AutoDataParallel {
   bool is_root() const { return rank() == 0; }
   /// Whether this process is one of several replicas.
   bool distributed() const { return size() > 1; }
+  /// Waits for every rank (e.g. after rank 0 prepared a directory).
+  void barrier() {
+    visit([](auto& dp) { dp.communicator().barrier(); });
+  }
 
   TrainerOptions trainer_options(TrainerOptions o) const {
     return visit([&](const auto& dp) { return dp.trainer_options(std::move(o)); });

@@ -184,9 +184,11 @@ class DataParallel {
     average_losses(r);
   }
 
-  /// Installs before_update as the trainer's before-update hook.
+  /// Installs before_update as the trainer's before-update hook; on one rank, where it would do
+  /// nothing, installs none (a hook turns the trainer's CUDA-graph capture off).
   template <class Trainer>
   void attach(Trainer& trainer) {
+    if (size() == 1) return;
     trainer.set_before_update(
         [this](Context<D>& ctx, typename Trainer::StepResult& r) { before_update(ctx, r); });
   }

@@ -22,6 +22,34 @@ inline int launcher_world_size() {
   return 0;
 }
 
+/// This process's rank in the job as announced by the launcher (OMPI_COMM_WORLD_RANK, PMI_RANK,
+/// PMIX_RANK); 0 when none is set. Lets code that has no communicator at hand (e.g. a driver's
+/// result files) leave the writing to rank 0.
+inline int launcher_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"}) {
+    if (const char* v = std::getenv(name)) {
+      char* end = nullptr;
+      const long n = std::strtol(v, &end, 10);
+      if (end != v && *end == '\0' && n >= 0) return static_cast<int>(n);
+    }
+  }
+  return 0;
+}
+
+/// This process's rank among those of its host, as announced by the launcher
+/// (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, SLURM_LOCALID); 0 when none is set. Selects
+/// the GPU of a rank before MPI is initialised.
+inline int launcher_local_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
+    if (const char* v = std::getenv(name)) {
+      char* end = nullptr;
+      const long n = std::strtol(v, &end, 10);
+      if (end != v && *end == '\0' && n >= 0) return static_cast<int>(n);
+    }
+  }
+  return 0;
+}
+
 /// Whether a launcher started this process as one of several ranks.
 inline bool launched_multi_rank() { return launcher_world_size() > 1; }
 

@@ -33,6 +33,7 @@
 #include "nddr/data/augment.hpp"
 #include "nddr/data/loader.hpp"
 #include "nddr/data/nyuv2.hpp"
+#include "nddr/distributed/auto.hpp"
 #include "nddr/fusion/cross_stitch.hpp"
 #include "nddr/fusion/nddr.hpp"
 #include "nddr/fusion/none.hpp"
@@ -415,13 +416,18 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
   topt.output_dir = c.output_dir;
   topt.progress = c.progress;
   topt.name = experiment + "_" + c.method;
-  Train trainer(net, PolySchedule{c.lr, std::max<std::int64_t>(c.steps, 1), 0.9}, topt);
+  // Under mpirun -np N (built with nddr::mpi): one replica of N, each reading its shard; rank 0
+  // alone writes (docs/distributed.md). Alone: changes nothing.
+  distributed::AutoDataParallel dp(net, ctx);
+  Train trainer(net, PolySchedule{c.lr, std::max<std::int64_t>(c.steps, 1), 0.9},
+                dp.trainer_options(topt));
   if (c.resume) {
-    if (trainer.resume())
+    if (dp.resume(trainer))
       out << c.program << ": resumed from step " << trainer.step() << "\n";
     else
       out << c.program << ": no checkpoint in " << c.output_dir << "; starting at step 0\n";
   }
+  dp.attach(ctx, trainer);
 
   const auto to_batch = [&](std::vector<Sample>&& samples) {
     auto b = data.collate(samples);
@@ -436,11 +442,11 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
   if (!c.eval_only && trainer.step() < c.steps) {
     data::PrefetchLoader<Sample> loader(
         data.train_size(), [&](std::int64_t i, Rng& rng) { return data.load_train(i, rng); },
-        data::LoaderOptions{}
-            .batch_size(c.batch)
-            .seed(c.seed)
-            .threads(c.loader_threads)
-            .start_batch(trainer.step()));
+        dp.shard(data::LoaderOptions{}
+                     .batch_size(c.batch)
+                     .seed(c.seed)
+                     .threads(c.loader_threads)
+                     .start_batch(trainer.step())));
     trainer.fit(ctx, c.steps, [&](std::int64_t) { return to_batch(loader.next().items); });
   }
 
@@ -465,7 +471,7 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
     r.row.push_back(v);
   }
   out << "\n" << table_header(columns) << table_row(r);
-  if (!c.output_dir.empty()) write_results(c.output_dir, experiment, c, r);
+  if (!c.output_dir.empty() && dp.is_root()) write_results(c.output_dir, experiment, c, r);
   return r;
 }
 
@@ -498,8 +504,9 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
   cli::require_cuda_backend(c.program, c.device);
 #if defined(NDDR_WITH_CUDA)
   if constexpr (detail::runs_on_cuda<Spec>()) {
-    Context<Cuda> ctx(device.index);
-    out << c.program << ": training on CUDA device " << device.index << "\n";
+    // Under mpirun, the ranks of a node take consecutive devices from the requested one.
+    Context<Cuda> ctx(device.index + distributed::launcher_local_rank());
+    out << c.program << ": training on CUDA device " << ctx.device() << "\n";
     return run_spec_on<Spec, TaskList>(c, ctx, data, experiment, label, std::move(loss_weights),
                                        columns, column_metrics, out);
   }

@@ -26,6 +26,7 @@
 #include "nddr/backbones/tiny.hpp"
 #include "nddr/backend/cpu/resize.hpp"
 #include "nddr/data/fashion.hpp"
+#include "nddr/distributed/auto.hpp"
 #include "nddr/fusion/cross_stitch.hpp"
 #include "nddr/fusion/nddr.hpp"
 #include "nddr/fusion/none.hpp"
@@ -221,6 +222,9 @@ DemoRow demo_run(const std::string& method, const std::string& slug, const DemoO
   nopt.fusion_lr_mult = o.fusion_lr_mult;
   nopt.shortcut_channels = o.shortcut_channels;
   Network<Spec> net(demo_outputs<TaskList>::value, nopt);
+  // Under mpirun -np N (built with nddr::mpi) one replica of N drawing its own batch each step;
+  // rank 0 alone writes. Alone: changes nothing.
+  distributed::AutoDataParallel dp(net);
   TrainerOptions topt;
   topt.optimizer = K == 1 ? SgdOptions::paper_single_task() : SgdOptions::paper_multi_task();
   topt.loss_weights.clear();
@@ -231,9 +235,11 @@ DemoRow demo_run(const std::string& method, const std::string& slug, const DemoO
   topt.log_every = o.log_every;
   topt.progress = o.progress;
   topt.name = slug;
-  std::filesystem::remove_all(topt.output_dir);  // fresh logs; no resume across demo runs
+  if (dp.is_root()) std::filesystem::remove_all(topt.output_dir);  // fresh logs; no resume
+  dp.barrier();
   Context<Cpu> ctx(o.threads);
-  Train trainer(net, PolySchedule{o.base_lr, o.steps, 0.9}, topt);
+  Train trainer(net, PolySchedule{o.base_lr, o.steps, 0.9}, dp.trainer_options(topt));
+  dp.attach(ctx, trainer);
   const auto to_batch = [](data::DenseFashionBatch<float> b) {
     typename Train::Batch out;
     out.image = std::move(b.image);
@@ -245,7 +251,7 @@ DemoRow demo_run(const std::string& method, const std::string& slug, const DemoO
   log << "== " << method << " ==\n" << std::flush;
   const auto start = std::chrono::steady_clock::now();
   trainer.fit(ctx, o.steps, [&](std::int64_t step) {
-    const auto idx = demo_train_indices(o, step);
+    const auto idx = demo_train_indices(o, step * dp.size() + dp.rank());
     return to_batch(d.train.template batch<float>(idx));
   });
   DemoRow row;
@@ -264,7 +270,7 @@ DemoRow demo_run(const std::string& method, const std::string& slug, const DemoO
     for (const auto& r : trainer.history()) l.push_back(r.losses[k] / topt.loss_weights[k]);
     row.losses.emplace_back(Train::task_names()[k], std::move(l));
   }
-  after(ctx, net);
+  if (dp.is_root()) after(ctx, net);
   return row;
 }
 
@@ -295,8 +301,12 @@ inline Series smoothed(const std::string& label, const std::vector<double>& y, R
 /// Runs the demo (see the file comment), printing progress and the table to `log`. Throws
 /// IoError (naming the package to install) when Fashion-MNIST is missing from `data_dir`, and
 /// OptionError for bad options.
-inline DemoResult run_demo(const DemoOptions& o, std::ostream& log) {
+inline DemoResult run_demo(const DemoOptions& o, std::ostream& log_out) {
   o.validate();
+  // Under mpirun every rank trains and evaluates; rank 0 alone logs and writes files.
+  const bool root = distributed::launcher_rank() == 0;
+  std::ostream no_log(nullptr);
+  std::ostream& log = root ? log_out : no_log;
   namespace fs = std::filesystem;
   const auto start = std::chrono::steady_clock::now();
   fs::create_directories(o.output_dir);
@@ -346,7 +356,8 @@ inline DemoResult run_demo(const DemoOptions& o, std::ostream& log) {
     r.rows[i].delta_m = delta_m(r.rows[i].metrics, baseline, r.delta);
 
   std::ostringstream table;
-  std::ofstream csv(r.results_csv);
+  std::ofstream csv;
+  if (root) csv.open(r.results_csv);
   table << "| method |";
   csv << "method";
   for (const auto& c : demo_metric_columns()) {
@@ -390,7 +401,7 @@ inline DemoResult run_demo(const DemoOptions& o, std::ostream& log) {
     panels.push_back(render_line_plot(
         series, PlotOptions{}.size(640, 420).with_title(title).labels("step", "")));
   }
-  io::write_png(r.loss_curves_png.string(), hconcat(panels, 8));
+  if (root) io::write_png(r.loss_curves_png.string(), hconcat(panels, 8));
 
   r.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log << "\n" << r.table << "\nTotal wall time " << detail::format_value(r.total_seconds, 1)
