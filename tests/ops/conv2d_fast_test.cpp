@@ -180,7 +180,7 @@ Outputs run(ConvAlgo algo, int threads, const Case& c, const Tensor<double>& x,
 }
 
 /// Checks `algo` against im2col and the direct loops for every case, both precisions and 1
-/// and 2 threads.
+/// to 3 threads (3: uneven tile and channel splits).
 void check_against_im2col(ConvAlgo algo, const Case* begin, const Case* end) {
   nddr::Rng rng(21);
   for (const Case* c = begin; c != end; ++c) {
@@ -193,7 +193,7 @@ void check_against_im2col(ConvAlgo algo, const Case* begin, const Case* end) {
     fill_uniform(dy, rng);
     fill_uniform(dx0, rng);
     const Direct ref = direct_convolution(x, w, b, dy, c->opt);
-    for (int threads : {1, 2}) {
+    for (int threads : {1, 2, 3}) {
       INFO("threads " << threads);
       const Outputs d_fast = run<double>(algo, threads, *c, x, w, b, dy, dx0);
       const Outputs d_im2col = run<double>(ConvAlgo::kIm2col, threads, *c, x, w, b, dy, dx0);
@@ -367,6 +367,22 @@ TEST_CASE("Conv2d fast: the forced algorithms match the PyTorch reference in dou
       }
     }
   CHECK(winograd_cases >= 1);  // pad1 is 3x3, stride 1
+}
+
+TEST_CASE("Conv2d fast: an empty batch leaves y and dx alone and zeroes dw", "[conv2d-fast]") {
+  const Shape xs = Shape::nchw(0, 20, 6, 6), ws = Shape::nchw(18, 20, 3, 3);
+  for (ConvAlgo algo : {ConvAlgo::kWinograd, ConvAlgo::kTapSkip})
+    for (const Conv2dOptions& opt :
+         {Conv2dOptions{}.padding(1), Conv2dOptions{}.dilation(2).padding(2)}) {
+      const ForceAlgo force(algo);
+      nddr::Context<nddr::Cpu> ctx(2);
+      Tensor<double> x(xs), w(ws, 1.0), b(Shape{18}), dx(xs), dw(ws, 7.0), db(Shape{18}, 7.0);
+      Tensor<double> y(nddr::conv2d_output_shape(xs, ws, opt));
+      nddr::ops::conv2d_forward<double>(ctx, x, w, b, y.view(), opt);
+      nddr::ops::conv2d_backward<double>(ctx, x, w, y, dx.view(), dw.view(), db.view(), opt);
+      CHECK(std::all_of(dw.data(), dw.data() + dw.numel(), [](double v) { return v == 0.0; }));
+      CHECK(std::all_of(db.data(), db.data() + db.numel(), [](double v) { return v == 0.0; }));
+    }
 }
 
 TEST_CASE("Conv2d fast: algorithm selection", "[conv2d-fast]") {
