@@ -212,6 +212,7 @@ enum class Conv2dDirection { kForward, kBackwardData, kBackwardWeights };
 /// taps land inside the image for at least 75 % of the outputs (every undilated one; VGG
 /// conv5, dilation 2 on 21x21: 88 %); else tap-skipping for dilated kernels whose taps read
 /// padding for at least 10 % of the outputs (fc6, dilation 12 on 21x21: 62 %); else im2col.
+/// The three directions choose alike for now; the direction is there for per-direction rules.
 inline cpu::ConvAlgo conv2d_select_algorithm(const Conv2dGeometry& g, Conv2dDirection) {
   switch (cpu::conv_algorithm()) {
     case cpu::ConvAlgo::kIm2col:
