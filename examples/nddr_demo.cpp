@@ -8,6 +8,10 @@
 //   nddr-demo                 # the full run (about 5 minutes on 2 cores)
 //   nddr-demo --quick         # a ~20 s smoke run
 //   nddr-demo --steps 3000 --threads 4 --out results/
+//   nddr-demo --device cuda   # on the first GPU (a build with the CUDA backend)
+#if defined(NDDR_WITH_CUDA)
+#include <nddr/cuda.hpp>  // --device cuda[:N]
+#endif
 #include <cstdlib>
 #include <exception>
 #include <iostream>
@@ -27,6 +31,7 @@ void usage(const nddr::viz::DemoOptions& d) {
       << ")\n  --test N              test samples (default " << d.test_samples
       << ")\n  --size S              canvas side, >= 28 (default " << d.canvas
       << ")\n  --threads N           CPU threads (default " << d.threads
+      << ")\n  --device D            cpu | cuda | cuda:N (default " << d.device
       << ")\n  --seed N              seed of data, batches and initialisation (default " << d.seed
       << ")\n  --lr X                base learning rate (default " << d.base_lr
       << ")\n  --normal-weight X     loss weight of the normal task (default " << d.normal_weight
@@ -72,6 +77,8 @@ int main(int argc, char** argv) {
         o.canvas = std::stoi(value());
       } else if (a == "--threads") {
         o.threads = std::stoi(value());
+      } else if (a == "--device") {
+        o.device = value();
       } else if (a == "--seed") {
         o.seed = std::stoull(value());
       } else if (a == "--lr") {

@@ -192,5 +192,13 @@ TEST_CASE("viz: run_demo names the missing package and bad options", "[train][vi
   CHECK_THROWS_WITH(nddr::viz::run_demo(o, log), Catch::Contains("dataset-fashion-mnist"));
   o.steps = 0;
   CHECK_THROWS_WITH(nddr::viz::run_demo(o, log), Catch::Contains("steps is 0"));
+  o.steps = 10;
+  o.device = "gpu0";
+  CHECK_THROWS_WITH(nddr::viz::run_demo(o, log), Catch::Contains("cpu, cuda or cuda:N"));
+#if !defined(NDDR_WITH_CUDA)
+  o.device = "cuda:1";
+  CHECK_THROWS_AS(nddr::viz::run_demo(o, log), nddr::DeviceError);
+  CHECK_THROWS_WITH(nddr::viz::run_demo(o, log), Catch::Contains("no CUDA backend"));
+#endif
   std::filesystem::remove_all(o.output_dir);
 }

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <functional>
 #include <iomanip>
+#include <memory>
 #include <ostream>
 #include <sstream>
 #include <string>
@@ -34,6 +35,7 @@
 #include "nddr/multitask/multitask.hpp"
 #include "nddr/multitask/network.hpp"
 #include "nddr/tasks/tasks.hpp"
+#include "nddr/train/cli.hpp"
 #include "nddr/train/experiment.hpp"
 #include "nddr/train/trainer.hpp"
 #include "nddr/viz/plot.hpp"
@@ -48,6 +50,7 @@ struct DemoOptions {
   std::int64_t test_samples = 500;    ///< DenseFashion samples built from the test split
   int canvas = 48;                    ///< canvas side (>= 28)
   int threads = 2;                    ///< OpenMP threads
+  std::string device = "cpu";         ///< cpu | cuda | cuda:N (a build with the CUDA backend)
   std::uint64_t seed = 1;             ///< data, batch order and initialisation
   double base_lr = 0.02;              ///< poly schedule (power 0.9) over `steps`
   double normal_weight = 10.0;        ///< loss weight of the normal task (segmentation: 1)
@@ -88,6 +91,7 @@ struct DemoOptions {
     check<OptionError>(shortcut_channels >= 1, who, ": shortcut_channels is ", shortcut_channels,
                        ", expected >= 1");
     check<OptionError>(!output_dir.empty(), who, ": output_dir is empty");
+    if (cli::parse_device(who, device).cuda) cli::require_cuda_backend(who, device);
   }
 };
 
@@ -210,21 +214,33 @@ void write_predictions(Context<Cpu>& ctx, NetT& net, const DemoData& d, const st
   io::write_png(path, vconcat(rows));
 }
 
-// Trains and evaluates one model; `after(ctx, net)` runs on the trained network.
-template <class Spec, class TaskList, class After>
-DemoRow demo_run(const std::string& method, const std::string& slug, const DemoOptions& o,
-                 const DemoData& d, std::ostream& log, After&& after) {
-  using Exp = Experiment<Spec, TaskList>;
-  using Train = Trainer<Exp>;
-  constexpr std::size_t K = Exp::task_count;
+template <class Spec>
+NetworkOptions<Spec> demo_network_options(const DemoOptions& o) {
   NetworkOptions<Spec> nopt;
   nopt.seed = o.seed;
   nopt.fusion_lr_mult = o.fusion_lr_mult;
   nopt.shortcut_channels = o.shortcut_channels;
-  Network<Spec> net(demo_outputs<TaskList>::value, nopt);
+  return nopt;
+}
+
+// Trains and evaluates one model on `ctx`'s device; `after(host_ctx, host_net)` runs on the
+// trained network (on the CPU: a host copy of a GPU network).
+template <class Spec, class TaskList, class D, class After>
+DemoRow demo_run_on(Context<D>& ctx, const std::string& method, const std::string& slug,
+                    const DemoOptions& o, const DemoData& d, std::ostream& log, After&& after) {
+  using Exp = Experiment<Spec, TaskList>;
+  using Train = Trainer<Exp, D>;
+  constexpr std::size_t K = Exp::task_count;
+  const NetworkOptions<Spec> nopt = demo_network_options<Spec>(o);
+  Network<Spec, D> net(demo_outputs<TaskList>::value, nopt);
   // Under mpirun -np N (built with nddr::mpi) one replica of N drawing its own batch each step;
   // rank 0 alone writes. Alone: changes nothing.
-  distributed::AutoDataParallel dp(net);
+  auto dp = [&] {
+    if constexpr (std::is_same_v<D, Cpu>)
+      return std::make_unique<distributed::AutoDataParallel<Network<Spec, D>>>(net);
+    else
+      return std::make_unique<distributed::AutoDataParallel<Network<Spec, D>>>(net, ctx);
+  }();
   TrainerOptions topt;
   topt.optimizer = K == 1 ? SgdOptions::paper_single_task() : SgdOptions::paper_multi_task();
   topt.loss_weights.clear();
@@ -235,11 +251,10 @@ DemoRow demo_run(const std::string& method, const std::string& slug, const DemoO
   topt.log_every = o.log_every;
   topt.progress = o.progress;
   topt.name = slug;
-  if (dp.is_root()) std::filesystem::remove_all(topt.output_dir);  // fresh logs; no resume
-  dp.barrier();
-  Context<Cpu> ctx(o.threads);
-  Train trainer(net, PolySchedule{o.base_lr, o.steps, 0.9}, dp.trainer_options(topt));
-  dp.attach(ctx, trainer);
+  if (dp->is_root()) std::filesystem::remove_all(topt.output_dir);  // fresh logs; no resume
+  dp->barrier();
+  Train trainer(net, PolySchedule{o.base_lr, o.steps, 0.9}, dp->trainer_options(topt));
+  dp->attach(ctx, trainer);
   const auto to_batch = [](data::DenseFashionBatch<float> b) {
     typename Train::Batch out;
     out.image = std::move(b.image);
@@ -251,7 +266,7 @@ DemoRow demo_run(const std::string& method, const std::string& slug, const DemoO
   log << "== " << method << " ==\n" << std::flush;
   const auto start = std::chrono::steady_clock::now();
   trainer.fit(ctx, o.steps, [&](std::int64_t step) {
-    const auto idx = demo_train_indices(o, step * dp.size() + dp.rank());
+    const auto idx = demo_train_indices(o, step * dp->size() + dp->rank());
     return to_batch(d.train.template batch<float>(idx));
   });
   DemoRow row;
@@ -270,8 +285,38 @@ DemoRow demo_run(const std::string& method, const std::string& slug, const DemoO
     for (const auto& r : trainer.history()) l.push_back(r.losses[k] / topt.loss_weights[k]);
     row.losses.emplace_back(Train::task_names()[k], std::move(l));
   }
-  if (dp.is_root()) after(ctx, net);
+  if (dp->is_root()) {
+    if constexpr (std::is_same_v<D, Cpu>) {
+      after(ctx, net);
+    } else {
+      Network<Spec, Cpu> host(demo_outputs<TaskList>::value, nopt);
+      auto copy = [](auto dst, auto src) {
+        Storage<D>::download(dst.data(), src.data(), static_cast<std::size_t>(src.numel()) * sizeof(float));
+      };
+      copy(host.parameters().values(), std::as_const(net.parameters()).values());
+      copy(host.parameters().buffer_values(), std::as_const(net.parameters()).buffer_values());
+      Context<Cpu> host_ctx(o.threads);
+      after(host_ctx, host);
+    }
+  }
   return row;
+}
+
+// `demo_run_on` on the device of `o.device`.
+template <class Spec, class TaskList, class After>
+DemoRow demo_run(const std::string& method, const std::string& slug, const DemoOptions& o,
+                 const DemoData& d, std::ostream& log, After&& after) {
+  const cli::DeviceChoice device = cli::parse_device("nddr-demo", o.device);
+  if (device.cuda) {
+#if defined(NDDR_WITH_CUDA)
+    Context<Cuda> ctx(device.index);
+    return demo_run_on<Spec, TaskList>(ctx, method, slug, o, d, log, after);
+#else
+    cli::require_cuda_backend("nddr-demo", o.device);
+#endif
+  }
+  Context<Cpu> ctx(o.threads);
+  return demo_run_on<Spec, TaskList>(ctx, method, slug, o, d, log, after);
 }
 
 inline std::string format_value(double v, int precision = 2) {
