@@ -39,3 +39,17 @@ TEST_CASE("a killed rank ends the job", "[.dead_rank]") {
 TEST_CASE("a hung rank ends the job after the collective timeout", "[.hung_rank]") {
   train_until_rank1_fails([] { std::this_thread::sleep_for(std::chrono::seconds(300)); });
 }
+
+TEST_CASE("an exception on one rank ends the job through AutoDataParallel", "[.exception_rank]") {
+  Net net({5, 3});
+  nddr::Context<nddr::Cpu> ctx(1);
+  nddr::distributed::AutoDataParallel dp(net, ctx);
+  REQUIRE(dp.size() == 2);
+  Train t(net, kSchedule, dp.trainer_options(quiet()));
+  dp.attach(ctx, t);
+  t.fit(ctx, 50, [&](std::int64_t s) {
+    if (s == 2 && dp.rank() == 1) throw nddr::IoError("rank 1 cannot read its sample");
+    return slice(global_batch(s, 4), 2 * dp.rank(), 2);
+  });
+  FAIL("training finished although rank 1 failed");
+}

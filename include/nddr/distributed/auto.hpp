@@ -17,6 +17,7 @@
 ///   ... dp.shard(loader_options) ...                        // each rank its own samples
 ///   if (dp.is_root()) write_results(...);
 
+#include <exception>
 #include <memory>
 #include <optional>
 #include <type_traits>
@@ -67,6 +68,16 @@ class AutoDataParallel {
     requires std::is_same_v<D, Cpu>
   {
     init(net, nullptr, opt);
+  }
+  /// Destroyed by an exception leaving the driver on one rank of several (a non-finite loss, an
+  /// unreadable sample): that rank ends the whole job (MPI_Abort) instead of leaving the others
+  /// blocked in their next collective until the watchdog's timeout.
+  ~AutoDataParallel() {
+#if defined(NDDR_WITH_MPI)
+    if (mpi_ && mpi_->size() > 1 && std::uncaught_exceptions() > exceptions_at_start_)
+      mpi_->abort(1, "an exception is leaving the data-parallel training on this rank (the "
+                     "other ranks would wait for it); ending the job");
+#endif
   }
   AutoDataParallel(const AutoDataParallel&) = delete;
   AutoDataParallel& operator=(const AutoDataParallel&) = delete;
@@ -157,6 +168,7 @@ class AutoDataParallel {
     return const_cast<AutoDataParallel*>(this)->visit(std::forward<F>(f));
   }
 
+  int exceptions_at_start_ = std::uncaught_exceptions();
   SerialCommunicator<D> serial_comm_;
   std::optional<DataParallel<SerialCommunicator<D>, Net>> serial_;
 #if defined(NDDR_WITH_MPI)
