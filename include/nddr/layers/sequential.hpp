@@ -6,6 +6,8 @@
 /// one instantiation per (T, D) instead of a nested template; the intermediate activations and
 /// their gradients are owned here and reallocated only when the input shape changes.
 
+#include <algorithm>
+#include <array>
 #include <concepts>
 #include <memory>
 #include <string>
@@ -19,6 +21,7 @@
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/random.hpp"
+#include "nddr/core/storage.hpp"
 #include "nddr/core/tensor.hpp"
 
 namespace nddr {
@@ -113,11 +116,13 @@ class Sequential {
       TensorView<const T, D> out = i + 1 == n ? y : acts_[i].cview();
       TensorView<T, D> din = dx;
       if (i > 0) {
-        grads_[i - 1].zero();  // children accumulate into their input gradient
-        din = grads_[i - 1].view();
+        // The gradient of acts_[i - 1] lives in the buffer that child i does not read.
+        din = TensorView<T, D>(grads_[(i - 1) % 2].data(), acts_[i - 1].shape());
+        // children accumulate into their input gradient
+        Storage<D>::zero(din.data(), static_cast<std::size_t>(din.numel()) * sizeof(T));
       }
       children_[i]->backward(ctx, in, out, dout, din);
-      if (i > 0) dout = grads_[i - 1].cview();
+      if (i > 0) dout = din;
     }
   }
 
@@ -164,24 +169,27 @@ class Sequential {
     L layer;
   };
 
-  // Sizes the intermediate activations and gradients for input shape `in`.
+  // Sizes the intermediate activations for input shape `in`, and the two gradient buffers that
+  // the backward pass alternates between (a child reads its output's gradient from one and
+  // writes its input's into the other), each as large as the largest activation.
   void prepare(const Shape& in) {
     if (in == in_shape_ && acts_.size() + 1 == children_.size()) return;
     acts_.clear();
-    grads_.clear();
     Shape s = in;
+    std::int64_t largest = 0;
     for (std::size_t i = 0; i + 1 < children_.size(); ++i) {
       s = children_[i]->output_shape(s);
       acts_.emplace_back(s);
-      grads_.emplace_back(s);
+      largest = std::max(largest, s.numel());
     }
+    for (auto& g : grads_) g = Tensor<T, D>(Shape{largest});
     in_shape_ = in;
   }
 
   std::vector<std::unique_ptr<Concept>> children_;
   std::vector<std::string> names_;
   std::vector<Tensor<T, D>> acts_;   // output of child i, i < size - 1
-  std::vector<Tensor<T, D>> grads_;  // gradient of acts_[i]
+  std::array<Tensor<T, D>, 2> grads_;  // gradient of acts_[i] in grads_[i % 2]
   Shape in_shape_{};
   bool training_ = true;
   bool declared_ = false;
