@@ -12,8 +12,8 @@
 //   vgg16-nddr-shortcut  MultiTask<VGG16, VGG16, Shortcut<NDDR>>  NDDR-CNN-Shortcut
 //   vgg16-mt             MultiTask<VGG16, VGG16, Shared<5>>       split multi-task baseline
 //   vgg16-st             MultiTask<VGG16, None>                   one single-task column, seg only
-//   vgg16-cross-stitch   MultiTask<VGG16, VGG16, CrossStitch>     (CPU only)
-//   vgg16-sluice         MultiTask<VGG16, VGG16, Sluice>          (CPU only)
+//   vgg16-cross-stitch   MultiTask<VGG16, VGG16, CrossStitch>
+//   vgg16-sluice         MultiTask<VGG16, VGG16, Sluice>
 // Compare with bench/pytorch/nddr_vgg16.py run with the same flags in the same command
 // (bench/compare_cpu.sh does).
 #if defined(NDDR_WITH_CUDA)
@@ -222,14 +222,8 @@ int dispatch(const Args& a, nddr::Context<D>& ctx) {
     return run<MultiTask<VGG16, VGG16, nddr::Shortcut<nddr::NDDR>>>(a, ctx);
   if (a.network == "vgg16-mt") return run<MultiTask<VGG16, VGG16, nddr::Shared<5>>>(a, ctx);
   if (a.network == "vgg16-st") return run<MultiTask<VGG16, nddr::None>>(a, ctx);
-  if constexpr (std::is_same_v<D, nddr::Cpu>) {
-    if (a.network == "vgg16-cross-stitch") return run<MultiTask<VGG16, VGG16, nddr::CrossStitch>>(a, ctx);
-    return run<MultiTask<VGG16, VGG16, nddr::Sluice>>(a, ctx);
-  } else {
-    throw nddr::DeviceError("nddr-bench-step: --network " + a.network +
-                            " has no CUDA path (the cross-stitch and sluice layers are CPU-only); "
-                            "use --device cpu");
-  }
+  if (a.network == "vgg16-cross-stitch") return run<MultiTask<VGG16, VGG16, nddr::CrossStitch>>(a, ctx);
+  return run<MultiTask<VGG16, VGG16, nddr::Sluice>>(a, ctx);
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include "nddr/backend/cuda/pool.hpp"
 #include "nddr/backend/cuda/resize.hpp"
 #include "nddr/backend/cuda/sgd.hpp"
+#include "nddr/backend/cuda/subspace_mix.hpp"
 #include "nddr/backend/cuda/batch_norm.hpp"
 #include "nddr/backend/cuda/conv2d.hpp"
 #include "nddr/backend/cuda/linear.hpp"

@@ -1,6 +1,6 @@
 // nddr-nyuv2's driver with --device cuda: the same tiny NDDR run on the CPU and on the GPU
-// (float) agree, checkpoints written by the GPU run resume on the CPU, cross-stitch names what
-// is missing. Self-skips without a device.
+// (float) agree, checkpoints written by the GPU run resume on the CPU, cross-stitch trains on
+// the GPU. Self-skips without a device.
 #include <catch2/catch.hpp>
 
 #include <nddr/cuda.hpp>
@@ -63,7 +63,13 @@ TEST_CASE("nddr-nyuv2 --device cuda: trains, evaluates and resumes like the CPU 
   CHECK_THAT(resumed.str(), Catch::Contains("resumed from step 4"));
   CHECK(r.steps == 6);
 
+  // Cross-stitch trains on the GPU too (its mixing kernels, tests/cuda/subspace_mix_test.cpp).
   std::ostringstream cs_log;
-  CHECK_THROWS_WITH(ex::run_nyuv2(tiny_run(data, tmp.file("cs"), "cross-stitch", "cuda"), cs_log),
-                    Catch::Contains("cross-stitch") && Catch::Contains("no CUDA implementation"));
+  const auto cs = ex::run_nyuv2(tiny_run(data, tmp.file("cs"), "cross-stitch", "cuda", "2"), cs_log);
+  CHECK_THAT(cs_log.str(), Catch::Contains("training on CUDA device 0"));
+  CHECK(cs.steps == 2);
+  for (const auto& m : cs.metrics) {
+    INFO(m.task << "/" << m.name);
+    CHECK(std::isfinite(m.value));
+  }
 }

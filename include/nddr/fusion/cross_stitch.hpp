@@ -4,6 +4,7 @@
 /// scalars A mixes the task features, out_k = sum_j A[k][j] x_j; no BN, no activation, no bias
 /// (paper-spec.md §4.3). Spec `CrossStitch`. Also the subspace-mixing kernels shared with the
 /// sluice layer (nddr/fusion/sluice.hpp), of which the cross-stitch unit is the S = 1 case.
+/// The CUDA overloads of `subspace_mix_forward/backward` are in backend/cuda/subspace_mix.hpp.
 
 #include <cstddef>
 #include <cstdint>
@@ -19,33 +20,11 @@
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
 #include "nddr/fusion/none.hpp"
+#include "nddr/fusion/subspace_layout.hpp"
 
 namespace nddr {
 
 namespace detail {
-
-/// Where subspace p = k * S + s lives: per batch item, `size` contiguous elements of task k's
-/// (N, C, H, W) tensor starting at s * size, with size = (C / S) * H * W.
-struct SubspaceLayout {
-  std::int64_t batch = 0;  ///< N
-  std::int64_t item = 0;   ///< C * H * W
-  std::int64_t size = 0;   ///< (C / S) * H * W
-  std::int64_t subspaces = 1;
-  std::int64_t count = 0;  ///< P = K * S
-
-  SubspaceLayout(const Shape& s, std::size_t tasks, std::int64_t subspaces_per_task)
-      : batch(s.n()),
-        item(s.item_size()),
-        size(s.item_size() / subspaces_per_task),
-        subspaces(subspaces_per_task),
-        count(static_cast<std::int64_t>(tasks) * subspaces_per_task) {}
-
-  std::size_t task(std::int64_t p) const { return static_cast<std::size_t>(p / subspaces); }
-  /// Flat offset of batch item n of subspace p inside its task's tensor.
-  std::int64_t offset(std::int64_t p, std::int64_t n) const {
-    return n * item + (p % subspaces) * size;
-  }
-};
 
 /// y_p = sum_q A[p][q] x_q over the P subspace tensors; A is (P, P), row-major. Assigned.
 template <class T>

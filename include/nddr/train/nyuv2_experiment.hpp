@@ -475,18 +475,6 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
   return r;
 }
 
-namespace detail {
-
-/// Whether the network of `Spec` has a CUDA implementation (cross-stitch and sluice mix on the
-/// CPU only so far).
-template <class Spec>
-constexpr bool runs_on_cuda() {
-  using F = typename Spec::fusion;  // Shortcut<G> derives from G
-  return !std::is_base_of_v<CrossStitch, F> && !std::is_base_of_v<Sluice, F>;
-}
-
-}  // namespace detail
-
 /// `run_spec_on` on the device named by `c.device` (`cpu`, `cuda`, `cuda:N`).
 template <class Spec, class TaskList, class Data>
 ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::string& experiment,
@@ -501,19 +489,17 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
     return run_spec_on<Spec, TaskList>(c, ctx, data, experiment, label, std::move(loss_weights),
                                        columns, column_metrics, out);
   }
-  cli::require_cuda_backend(c.program, c.device);
+  cli::require_cuda_backend(c.program, c.device);  // throws in a build without the backend
 #if defined(NDDR_WITH_CUDA)
-  if constexpr (detail::runs_on_cuda<Spec>()) {
-    // Under mpirun, the ranks of a node take consecutive devices from the requested one.
-    Context<Cuda> ctx(device.index + distributed::launcher_local_rank());
-    out << c.program << ": training on CUDA device " << ctx.device() << "\n";
-    return run_spec_on<Spec, TaskList>(c, ctx, data, experiment, label, std::move(loss_weights),
-                                       columns, column_metrics, out);
-  }
+  // Under mpirun, the ranks of a node take consecutive devices from the requested one.
+  Context<Cuda> ctx(device.index + distributed::launcher_local_rank());
+  out << c.program << ": training on CUDA device " << ctx.device() << "\n";
+  return run_spec_on<Spec, TaskList>(c, ctx, data, experiment, label, std::move(loss_weights),
+                                     columns, column_metrics, out);
+#else
+  throw Error(c.program + ": require_cuda_backend accepted --device " + c.device +
+              " in a build without the CUDA backend");
 #endif
-  throw DeviceError(nddr::detail::concat(c.program, ": --method ", c.method,
-                                         " has no CUDA implementation yet (cross-stitch and "
-                                         "sluice run on the CPU); use --device cpu"));
 }
 
 /// NYUv2 as a `run_spec` data source: augmented training crops, full test images.

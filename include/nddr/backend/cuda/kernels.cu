@@ -14,6 +14,7 @@
 #include "nddr/backend/cuda/kernels/loss.cuh"
 #include "nddr/backend/cuda/kernels/l2_normalize.cuh"
 #include "nddr/backend/cuda/kernels/sgd.cuh"
+#include "nddr/backend/cuda/kernels/subspace_mix.cuh"
 
 NDDR_CUDA_INSTANTIATE_ACTIVATION(float)
 NDDR_CUDA_INSTANTIATE_ACTIVATION(double)
@@ -37,6 +38,8 @@ NDDR_CUDA_INSTANTIATE_L2_NORMALIZE(float)
 NDDR_CUDA_INSTANTIATE_L2_NORMALIZE(double)
 NDDR_CUDA_INSTANTIATE_SGD(float)
 NDDR_CUDA_INSTANTIATE_SGD(double)
+NDDR_CUDA_INSTANTIATE_SUBSPACE_MIX(float)
+NDDR_CUDA_INSTANTIATE_SUBSPACE_MIX(double)
 
 // Guards for the rule above: these headers define their include guards when pulled in.
 #if defined(BOOST_HANA_CONFIG_HPP)
