@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/seg_normal_batch.hpp"
 #include "../support/temp_dir.hpp"
 
 namespace {
@@ -38,25 +39,8 @@ bool no_device() {
 template <class B>
 B make_batch(std::int64_t step, std::int64_t n = 2, std::int64_t size = 16,
              std::int64_t label_size = 16) {
-  nddr::Rng rng(500 + static_cast<std::uint64_t>(step));
-  B b;
-  b.image = nddr::Tensor<double>(nddr::Shape::nchw(n, 3, size, size));
-  for (std::int64_t i = 0; i < b.image.numel(); ++i) b.image[i] = rng.uniform(-1, 1);
-  auto& seg = std::get<0>(b.targets);
-  seg = nddr::Tensor<std::int32_t>(nddr::Shape{n, label_size, label_size});
-  for (std::int64_t i = 0; i < seg.numel(); ++i)
-    seg[i] = rng.uniform() < 0.1 ? 255 : static_cast<std::int32_t>(rng.below(11));
-  auto& nor = std::get<1>(b.targets);
-  nor = nddr::Tensor<double>(nddr::Shape::nchw(n, 3, label_size, label_size));
-  const std::int64_t plane = label_size * label_size;
-  for (std::int64_t s = 0; s < n; ++s)
-    for (std::int64_t p = 0; p < plane; ++p) {
-      if (rng.uniform() < 0.1) continue;
-      double v[3] = {rng.normal(), rng.normal(), rng.normal()};
-      const double norm = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-      for (int c = 0; c < 3; ++c) nor[(s * 3 + c) * plane + p] = v[c] / norm;
-    }
-  return b;
+  return nddr_test::seg_normal_batch<B>(500 + static_cast<std::uint64_t>(step), n, size,
+                                        label_size, 11);
 }
 
 nddr::TrainerOptions quiet(std::string dir = {}) {

@@ -10,6 +10,8 @@
 #include <limits>
 #include <string>
 
+#include "../support/seg_normal_batch.hpp"
+
 namespace {
 
 using Spec = nddr::MultiTask<nddr::TinyNet, nddr::TinyNet, nddr::NDDR>;
@@ -17,28 +19,10 @@ using Exp = nddr::Experiment<Spec, nddr::Tasks<nddr::Segmentation<11>, nddr::Sur
 using Net = nddr::Network<Spec>;
 using Train = nddr::Trainer<Exp>;
 
-// A deterministic synthetic batch per step: random image, labels with ignored pixels, unit
-// normals with invalid (zero) pixels.
+// A deterministic synthetic batch per step (tests/support/seg_normal_batch.hpp).
 Train::Batch make_batch(std::int64_t step, std::int64_t n = 2, std::int64_t size = 16) {
-  nddr::Rng rng(1000 + static_cast<std::uint64_t>(step));
-  Train::Batch b;
-  b.image = nddr::Tensor<float>(nddr::Shape::nchw(n, 3, size, size));
-  for (std::int64_t i = 0; i < b.image.numel(); ++i) b.image[i] = static_cast<float>(rng.uniform(-1, 1));
-  auto& seg = std::get<0>(b.targets);
-  seg = nddr::Tensor<std::int32_t>(nddr::Shape{n, size, size});
-  for (std::int64_t i = 0; i < seg.numel(); ++i)
-    seg[i] = rng.uniform() < 0.1 ? 255 : static_cast<std::int32_t>(rng.below(11));
-  auto& nor = std::get<1>(b.targets);
-  nor = nddr::Tensor<float>(nddr::Shape::nchw(n, 3, size, size));
-  const std::int64_t plane = size * size;
-  for (std::int64_t s = 0; s < n; ++s)
-    for (std::int64_t p = 0; p < plane; ++p) {
-      if (rng.uniform() < 0.1) continue;  // invalid: zero vector
-      double v[3] = {rng.normal(), rng.normal(), rng.normal()};
-      const double norm = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-      for (int c = 0; c < 3; ++c) nor[(s * 3 + c) * plane + p] = static_cast<float>(v[c] / norm);
-    }
-  return b;
+  return nddr_test::seg_normal_batch<Train::Batch>(1000 + static_cast<std::uint64_t>(step), n, size,
+                                                   size, 11);
 }
 
 nddr::TrainerOptions quiet(std::string dir = {}) {
