@@ -46,8 +46,9 @@ else()
   message(STATUS "nddr: CUDA backend OFF")
 endif()
 
-# nddr::cuda: INTERFACE target; kernels.cu (our __global__ templates, instantiated once) is
-# attached to every consumer as an INTERFACE source so the library stays header-only.
+# nddr::cuda: INTERFACE target (the headers stay header-only) linking nddr_cuda_kernels, a static
+# library of kernels.cu (our __global__ templates, instantiated once for float and double),
+# compiled once for every consumer in the build tree instead of once per executable.
 function(nddr_add_cuda_target)
   add_library(nddr_cuda INTERFACE)
   add_library(nddr::cuda ALIAS nddr_cuda)
@@ -57,6 +58,12 @@ function(nddr_add_cuda_target)
     $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -diag-suppress=20011,20012,20014>)
   set(_kernels "${PROJECT_SOURCE_DIR}/include/nddr/backend/cuda/kernels.cu")
   if(EXISTS "${_kernels}")
-    target_sources(nddr_cuda INTERFACE $<BUILD_INTERFACE:${_kernels}>)
+    add_library(nddr_cuda_kernels STATIC "${_kernels}")
+    target_link_libraries(nddr_cuda_kernels PUBLIC nddr::nddr CUDA::cudart)
+    target_compile_definitions(nddr_cuda_kernels PUBLIC NDDR_WITH_CUDA=1)
+    target_compile_options(nddr_cuda_kernels PRIVATE
+      --expt-relaxed-constexpr -diag-suppress=20011,20012,20014)
+    set_target_properties(nddr_cuda_kernels PROPERTIES POSITION_INDEPENDENT_CODE ON)
+    target_link_libraries(nddr_cuda INTERFACE $<BUILD_INTERFACE:nddr_cuda_kernels>)
   endif()
 endfunction()
