@@ -55,6 +55,14 @@ TEST_CASE("nddr-nyuv2 --device cuda: trains, evaluates and resumes like the CPU 
     // a few pixels of the 2 x 40 x 48 test set (measured on an H200: 0.8 points of accuracy).
     CHECK(gpu.metrics[i].value == Approx(cpu.metrics[i].value).margin(3.0));
   }
+  // --cuda-graph: the same run captured and replayed gives the eager GPU run's results.
+  auto graphed = tiny_run(data, tmp.file("gpu_graph"), "nddr", "cuda:0");
+  graphed.cuda_graph = true;
+  std::ostringstream graph_log;
+  const auto gg = ex::run_nyuv2(graphed, graph_log);
+  REQUIRE(gg.metrics.size() == gpu.metrics.size());
+  for (std::size_t i = 0; i < gpu.metrics.size(); ++i)
+    CHECK(gg.metrics[i].value == Approx(gpu.metrics[i].value).margin(1e-3));
   // The GPU run's checkpoint (step 4) resumes on the CPU: 2 more steps there.
   auto more = tiny_run(data, tmp.file("gpu"), "nddr", "cpu", "6");
   more.resume = true;

@@ -127,6 +127,13 @@ TEST_CASE("nddr-nyuv2 flags: help, defaults and the paper's values", "[train][ex
   CHECK(c->nddr_lr_mult == 100.0);
   CHECK(c->seed == 1234u);
   CHECK(c->weight_decay < 0);  // the per-method paper default
+  CHECK(c->device == "cpu");
+  CHECK_FALSE(c->cuda_graph);
+  const auto g = ex::parse_nyuv2_args({"--data-dir", "d", "--device", "cuda:1", "--cuda-graph"});
+  REQUIRE(g);
+  CHECK(g->device == "cuda:1");
+  CHECK(g->cuda_graph);
+  CHECK_THAT(help.str(), Contains("--cuda-graph") && Contains("--device"));
   CHECK_THROWS_WITH(ex::parse_nyuv2_args({"--data-dir", "d", "--bogus", "1"}),
                     Contains("unknown flag '--bogus'") && Contains("--data-dir"));
   CHECK_THROWS_WITH(ex::parse_fusion_init("p", "0.9;0.1"), Contains("--init must be"));

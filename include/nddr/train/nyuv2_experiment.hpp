@@ -77,6 +77,7 @@ struct CommonConfig {
   std::int64_t log_every = 20;
   std::int64_t checkpoint_every = 5000;
   bool progress = true;
+  bool cuda_graph = false;  ///< --cuda-graph: capture the GPU training step as a CUDA Graph
 };
 
 /// Flags of `nddr_nyuv2`.
@@ -261,6 +262,7 @@ inline void add_common_flags(cli::ArgParser& p, const CommonConfig& d, const std
       .option("loader-threads", std::to_string(d.loader_threads), "data loading threads")
       .option("seed", std::to_string(d.seed), "seed of initialisation, data order and augmentation")
       .option("device", d.device, "cpu | cuda | cuda:N")
+      .flag("cuda-graph", "on a GPU, capture the training step as a CUDA Graph and replay it")
       .option("eval-limit", "0", "evaluate on the first N test samples only (0 = all)")
       .option("log-every", std::to_string(d.log_every), "log interval in steps")
       .option("checkpoint-every", std::to_string(d.checkpoint_every), "checkpoint interval in steps")
@@ -289,6 +291,7 @@ inline void read_common_flags(const cli::ArgParser& p, CommonConfig& c) {
   c.loader_threads = static_cast<int>(p.get_int("loader-threads"));
   c.seed = static_cast<std::uint64_t>(p.get_int("seed"));
   c.device = p.get_string("device");
+  c.cuda_graph = p.get_bool("cuda-graph");
   c.eval_limit = p.get_int("eval-limit");
   c.log_every = p.get_int("log-every");
   c.checkpoint_every = p.get_int("checkpoint-every");
@@ -415,6 +418,7 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
   topt.checkpoint_every = c.checkpoint_every;
   topt.output_dir = c.output_dir;
   topt.progress = c.progress;
+  topt.cuda_graph = c.cuda_graph;
   topt.name = experiment + "_" + c.method;
   // Under mpirun -np N (built with nddr::mpi): one replica of N, each reading its shard; rank 0
   // alone writes (docs/distributed.md). Alone: changes nothing.
