@@ -165,6 +165,42 @@ void batch_norm_backward_loop(Context<Cpu>& ctx, const BatchNormLayout& L, bool 
 
 namespace nddr::ops {
 
+namespace detail {
+
+/// The part of a training forward after the statistics: per channel c with batch moments
+/// `moments(c)` (over `count` values per channel), saves mean and 1/std, normalises x into y and
+/// moves the running statistics. Shared by the local and the synchronized forward.
+template <class T, class Moments>
+void batch_norm_apply_training(Context<Cpu>& ctx, const nddr::detail::BatchNormLayout& L,
+                               TensorView<const T, Cpu> x, TensorView<const T, Cpu> gamma,
+                               TensorView<const T, Cpu> beta, TensorView<T, Cpu> running_mean,
+                               TensorView<T, Cpu> running_var, TensorView<T, Cpu> y,
+                               TensorView<T, Cpu> save_mean, TensorView<T, Cpu> save_inv_std,
+                               const BatchNormOptions& opt, std::int64_t count,
+                               const Moments& moments) {
+  const bool affine = opt.affine();
+  const T* xp = x.data();
+  const T* gp = affine ? gamma.data() : nullptr;
+  const T* bp = affine ? beta.data() : nullptr;
+  T* yp = y.data();
+  T* rm = running_mean.data();
+  T* rv = running_var.data();
+  T* sm = save_mean.data();
+  T* si = save_inv_std.data();
+  const double eps = opt.eps(), momentum = opt.momentum();
+  const bool unbiased = opt.unbiased_running_var();
+  nddr::detail::parallel_for(ctx, L.channels, [=, &moments](std::int64_t c) {
+    const BatchNormMoments m = moments(c);
+    const double inv_std = batch_norm_inv_std(m.var, eps);
+    sm[c] = static_cast<T>(m.mean);
+    si[c] = static_cast<T>(inv_std);
+    nddr::detail::batch_norm_normalize_channel(L, c, xp, gp, bp, sm[c], inv_std, yp);
+    batch_norm_update_running(rm[c], rv[c], m, count, momentum, unbiased);
+  });
+}
+
+}  // namespace detail
+
 /// Training forward: normalises x (N, C, H, W) with the batch mean and biased variance of
 /// each channel, writes y, saves mean and 1/sqrt(var + eps) for backward into `save_mean` and
 /// `save_inv_std` (C), and updates `running_mean` / `running_var` (C) in place.
@@ -181,30 +217,16 @@ void batch_norm_forward_training(Context<Cpu>& ctx,
   const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
                                                         running_mean.shape(), running_var.shape(),
                                                         gamma.shape(), beta.shape());
-  const bool affine = opt.affine();
   nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
   nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
                                         L.channels);
   nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
   const T* xp = x.data();
-  const T* gp = affine ? gamma.data() : nullptr;
-  const T* bp = affine ? beta.data() : nullptr;
-  T* yp = y.data();
-  T* rm = running_mean.data();
-  T* rv = running_var.data();
-  T* sm = save_mean.data();
-  T* si = save_inv_std.data();
-  const double eps = opt.eps(), momentum = opt.momentum();
-  const bool unbiased = opt.unbiased_running_var();
-  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
-    const BatchNormMoments m =
-        batch_norm_channel_moments(xp + c * L.plane, L.items, L.plane, L.stride());
-    const double inv_std = batch_norm_inv_std(m.var, eps);
-    sm[c] = static_cast<T>(m.mean);
-    si[c] = static_cast<T>(inv_std);
-    nddr::detail::batch_norm_normalize_channel(L, c, xp, gp, bp, sm[c], inv_std, yp);
-    batch_norm_update_running(rm[c], rv[c], m, L.count(), momentum, unbiased);
-  });
+  detail::batch_norm_apply_training<T>(
+      ctx, L, x, gamma, beta, running_mean, running_var, y, save_mean, save_inv_std, opt,
+      L.count(), [xp, &L](std::int64_t c) {
+        return batch_norm_channel_moments(xp + c * L.plane, L.items, L.plane, L.stride());
+      });
 }
 
 /// Inference forward: normalises x (N, C, H, W) with the running statistics (C).
@@ -314,7 +336,6 @@ void batch_norm_forward_training_sync(Context<Cpu>& ctx,
   const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
                                                         running_mean.shape(), running_var.shape(),
                                                         gamma.shape(), beta.shape());
-  const bool affine = opt.affine();
   nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
   nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
                                         L.channels);
@@ -346,24 +367,10 @@ void batch_norm_forward_training_sync(Context<Cpu>& ctx,
     });
   });
   all_reduce(std::span<double>(sq));
-  const T* gp = affine ? gamma.data() : nullptr;
-  const T* bp = affine ? beta.data() : nullptr;
-  T* yp = y.data();
-  T* rm = running_mean.data();
-  T* rv = running_var.data();
-  T* sm = save_mean.data();
-  T* si = save_inv_std.data();
-  const double eps = opt.eps(), momentum = opt.momentum();
-  const bool unbiased = opt.unbiased_running_var();
-  const auto global_count = static_cast<std::int64_t>(count);
-  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
-    const BatchNormMoments m{mp[c], qp[c] / count};
-    const double inv_std = batch_norm_inv_std(m.var, eps);
-    sm[c] = static_cast<T>(m.mean);
-    si[c] = static_cast<T>(inv_std);
-    nddr::detail::batch_norm_normalize_channel(L, c, xp, gp, bp, sm[c], inv_std, yp);
-    batch_norm_update_running(rm[c], rv[c], m, global_count, momentum, unbiased);
-  });
+  detail::batch_norm_apply_training<T>(
+      ctx, L, x, gamma, beta, running_mean, running_var, y, save_mean, save_inv_std, opt,
+      static_cast<std::int64_t>(count),
+      [mp, qp, count](std::int64_t c) { return BatchNormMoments{mp[c], qp[c] / count}; });
 }
 
 /// Synchronized training backward, through the global batch statistics saved by
