@@ -104,11 +104,27 @@ void copy_into(const io::SafetensorsFile& f, const std::string& key, T* dst) {
   std::copy(values.begin(), values.end(), dst);
 }
 
-/// Copies a host flat buffer into a device's (or the CPU's) flat buffer.
+/// A host-writable image of a flat buffer: the buffer itself on the CPU; on a device a host
+/// copy (zero: the padding between entries stays zero) that `commit` uploads.
 template <class T, class D>
-void upload_flat(TensorView<T, D> dst, const std::vector<T>& src) {
-  if (!src.empty()) Storage<D>::upload(dst.data(), src.data(), src.size() * sizeof(T));
-}
+class HostStaging {
+ public:
+  explicit HostStaging(TensorView<T, D> dst) : dst_(dst) {
+    if constexpr (!std::is_same_v<D, Cpu>) copy_.assign(static_cast<std::size_t>(dst.numel()), T(0));
+  }
+  T* data() {
+    if constexpr (std::is_same_v<D, Cpu>) return dst_.data();
+    else return copy_.data();
+  }
+  void commit() {
+    if constexpr (!std::is_same_v<D, Cpu>)
+      if (!copy_.empty()) Storage<D>::upload(dst_.data(), copy_.data(), copy_.size() * sizeof(T));
+  }
+
+ private:
+  TensorView<T, D> dst_;
+  std::vector<T> copy_;
+};
 
 }  // namespace detail
 
@@ -154,18 +170,17 @@ CheckpointState load_checkpoint(const std::string& path, ParameterStore<T, D>& s
   for (const auto& [k, v] : meta)
     if (k != "format" && k != "step" && k != "rng_count" && k.rfind("rng/", 0) != 0)
       st.extra[k] = v;
-  // Whole flat buffers (padding between entries stays zero), then one copy each to the store.
-  std::vector<T> values(static_cast<std::size_t>(store.values().numel()), T(0));
-  std::vector<T> buffers(static_cast<std::size_t>(store.buffer_values().numel()), T(0));
-  std::vector<T> optim(static_cast<std::size_t>(optimizer_state.numel()), T(0));
+  // Straight into the store on the CPU; through one host copy per flat buffer on a device.
+  detail::HostStaging<T, D> values(store.values()), buffers(store.buffer_values()),
+      optim(optimizer_state);
   for (const ParamEntry& e : store.parameters())
     detail::copy_into<T>(f, "param/" + e.name, values.data() + e.offset);
   for (const ParamEntry& e : store.buffers())
     detail::copy_into<T>(f, "buffer/" + e.name, buffers.data() + e.offset);
   if (!optimizer_state.empty()) detail::copy_into<T>(f, "optim/state", optim.data());
-  detail::upload_flat(store.values(), values);
-  detail::upload_flat(store.buffer_values(), buffers);
-  detail::upload_flat(optimizer_state, optim);
+  values.commit();
+  buffers.commit();
+  optim.commit();
   return st;
 }
 
