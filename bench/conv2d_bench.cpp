@@ -1,7 +1,7 @@
 // Conv2d on the CPU at every VGG16-DeepLab-LargeFOV shape of a 161x161 input (conv1_1 .. fc7,
 // dilation 2 and 12 included), batch 2 (the training step of the performance issue), float:
 // forward, backward data and backward weights, for each algorithm (im2col + GEMM, Winograd
-// F(2x2, 3x3), tap-skipping, and the automatic choice), at 1 and 2 threads.
+// F(2x2, 3x3) and F(4x4, 3x3), tap-skipping, and the automatic choice), at 1 and 2 threads.
 //
 // GFLOP/s counts the direct convolution, 2 N C_out C_in kh kw OH OW per direction, whatever
 // the algorithm does, so a faster algorithm shows as more GFLOP/s (Winograd can exceed the
@@ -14,13 +14,16 @@
 //   conv2d_bench --compare [rounds] [threads] [layer]  im2col vs the fast algorithms,
 //        alternated shape by shape in one process for `rounds` rounds (default 7, threads 2;
 //        every layer, or only `layer`); prints a markdown table of medians and ratios (robust
-//        to a shared, noisy machine).
+//        to a shared, noisy machine). With NDDR_BENCH_CPU_TIME=1 it times the process's CPU
+//        time instead of the wall clock (on a machine other jobs share; set
+//        OMP_WAIT_POLICY=passive then so that idle threads do not spin into the count).
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -60,9 +63,15 @@ constexpr std::int64_t kBatch = 2;
 enum Direction { kForward, kBackwardData, kBackwardWeights };
 constexpr const char* kDirectionNames[] = {"forward", "backward data", "backward weights"};
 
-constexpr ConvAlgo kAlgos[] = {ConvAlgo::kIm2col, ConvAlgo::kWinograd, ConvAlgo::kTapSkip,
-                               ConvAlgo::kAuto};
-constexpr const char* kAlgoNames[] = {"im2col", "winograd", "tapskip", "auto"};
+constexpr ConvAlgo kAlgos[] = {ConvAlgo::kIm2col, ConvAlgo::kWinograd, ConvAlgo::kWinogradF4,
+                               ConvAlgo::kTapSkip, ConvAlgo::kAuto};
+constexpr const char* kAlgoNames[] = {"im2col", "winograd-f2", "winograd-f4", "tapskip", "auto"};
+
+const char* algo_name(ConvAlgo algo) {
+  for (std::size_t i = 0; i < std::size(kAlgos); ++i)
+    if (kAlgos[i] == algo) return kAlgoNames[i];
+  return "?";
+}
 
 struct Problem {
   explicit Problem(const Layer& l)
@@ -86,7 +95,8 @@ struct Problem {
   }
   /// Whether forcing `algo` runs that algorithm (else it falls back to im2col).
   bool runs(ConvAlgo algo) const {
-    if (algo == ConvAlgo::kWinograd) return nddr::ops::conv2d_winograd_applicable(g);
+    if (algo == ConvAlgo::kWinograd || algo == ConvAlgo::kWinogradF4)
+      return nddr::ops::conv2d_winograd_applicable(g);
     if (algo == ConvAlgo::kTapSkip) return g.dilation_h > 1 || g.dilation_w > 1;
     return true;
   }
@@ -210,11 +220,27 @@ BENCHMARK(BM_conv2d)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
+/// Seconds of the process's CPU time (all threads) when NDDR_BENCH_CPU_TIME=1, else of the
+/// wall clock.
+double now_seconds() {
+  static const bool cpu_time = [] {
+    const char* v = std::getenv("NDDR_BENCH_CPU_TIME");
+    return v && std::strcmp(v, "1") == 0;
+  }();
+  if (cpu_time) {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 double seconds_of(Problem& pr, nddr::Context<nddr::Cpu>& ctx, Direction d, ConvAlgo algo) {
   nddr::cpu::set_conv_algorithm(algo);
-  const auto t0 = std::chrono::steady_clock::now();
+  const double t0 = now_seconds();
   pr.run(ctx, d);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double s = now_seconds() - t0;
   nddr::cpu::set_conv_algorithm(ConvAlgo::kAuto);
   return s;
 }
@@ -239,7 +265,7 @@ int compare(int rounds, int threads, const char* only) {
     Problem pr(l);
     for (Direction d : {kForward, kBackwardData, kBackwardWeights}) {
       std::vector<ConvAlgo> algos{ConvAlgo::kIm2col};
-      for (ConvAlgo a : {ConvAlgo::kWinograd, ConvAlgo::kTapSkip})
+      for (ConvAlgo a : {ConvAlgo::kWinograd, ConvAlgo::kWinogradF4, ConvAlgo::kTapSkip})
         if (pr.runs(a)) algos.push_back(a);
       std::vector<std::vector<double>> times(algos.size());
       for (ConvAlgo a : algos) seconds_of(pr, ctx, d, a);  // warm-up: workspace, caches
@@ -248,8 +274,7 @@ int compare(int rounds, int threads, const char* only) {
           times[i].push_back(seconds_of(pr, ctx, d, algos[i]));
       const auto pick =
           nddr::ops::conv2d_select_algorithm(pr.g, static_cast<nddr::ops::Conv2dDirection>(d));
-      const char* pick_name =
-          kAlgoNames[static_cast<std::size_t>(pick) == 0 ? 3 : static_cast<std::size_t>(pick) - 1];
+      const char* pick_name = algo_name(pick);
       const double base = median(times[0]);
       const auto row = [&](const char* algo, double t) {
         std::printf("| %s | %s | %.2f | %s | %.2f | %.2f | %.0f -> %.0f | %.2f | %s |\n", l.name,
@@ -258,7 +283,7 @@ int compare(int rounds, int threads, const char* only) {
       };
       if (algos.size() == 1) row("-", base);
       for (std::size_t i = 1; i < algos.size(); ++i)
-        row(kAlgoNames[static_cast<std::size_t>(algos[i]) - 1], median(times[i]));
+        row(algo_name(algos[i]), median(times[i]));
     }
   }
   return 0;

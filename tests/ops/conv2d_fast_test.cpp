@@ -1,4 +1,4 @@
-// Conv2d fast algorithms (Winograd F(2x2, 3x3), tap-skipping for dilated kernels): each, forced
+// Conv2d fast algorithms (Winograd F(2x2, 3x3) and F(4x4, 3x3), tap-skipping for dilated kernels): each, forced
 // through nddr::cpu::set_conv_algorithm, equals the im2col path and a direct convolution in all
 // three directions (double and float, 1 and 2 threads, odd sizes, 1x1 maps, padding 0-2,
 // dilation 2/3/12), keeps the accumulate/assign contract, and passes finite differences.
@@ -254,45 +254,65 @@ void check_op_gradients(ConvAlgo algo, const Case& c) {
 
 }  // namespace
 
-TEST_CASE("Conv2d fast: Winograd tile transforms compute a 3x3 correlation and its adjoints",
-          "[conv2d-fast]") {
+namespace {
+
+/// One tile of variant F: Y = A^T [U . V] A against the direct 3x3 correlation, and the
+/// weight gradient through the adjoint transforms against the direct sum.
+template <class F>
+void check_tile_transforms() {
+  constexpr int kA = F::kAlpha, kM = F::kTile, kP = F::kPoints;
   nddr::Rng rng(3);
-  double d[16], g[9], dy[4];
+  double d[kP], g[9], dy[kM * kM];
   for (double& v : d) v = rng.uniform(-1.0, 1.0);
   for (double& v : g) v = rng.uniform(-1.0, 1.0);
   for (double& v : dy) v = rng.uniform(-1.0, 1.0);
-  double u[16], vt[16], m[16], y[4];
-  nddr::ops::winograd_weight_transform(g, std::int64_t{3}, std::int64_t{1}, u, std::int64_t{1});
-  nddr::ops::winograd_input_transform(d, std::int64_t{4}, vt, std::int64_t{1});
-  for (int i = 0; i < 16; ++i) m[i] = u[i] * vt[i];
-  nddr::ops::winograd_output_transform(m, std::int64_t{1}, y, std::int64_t{2});
-  for (int r = 0; r < 2; ++r)
-    for (int s = 0; s < 2; ++s) {
+  double u[kP], vt[kP], m[kP], y[kM * kM];
+  nddr::ops::winograd_weight_transform<F>(g, std::int64_t{3}, std::int64_t{1}, u,
+                                          std::int64_t{1});
+  nddr::ops::winograd_input_transform<F>(d, std::int64_t{kA}, std::int64_t{1}, vt, std::int64_t{1});
+  for (int i = 0; i < kP; ++i) m[i] = u[i] * vt[i];
+  nddr::ops::winograd_output_transform<F>(m, std::int64_t{1}, y, std::int64_t{kM}, std::int64_t{1});
+  for (int r = 0; r < kM; ++r)
+    for (int s = 0; s < kM; ++s) {
       double direct = 0.0;
       for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) direct += g[i * 3 + j] * d[(r + i) * 4 + s + j];
-      CHECK(y[r * 2 + s] == Approx(direct).margin(1e-14));
+        for (int j = 0; j < 3; ++j) direct += g[i * 3 + j] * d[(r + i) * kA + s + j];
+      CHECK(y[r * kM + s] == Approx(direct).margin(1e-13));
     }
   // Weight gradient of <y, dy>: dg[i][j] = sum_rs dy[r][s] d[r + i][s + j].
-  double z[16], du[16], dg[9];
-  nddr::ops::winograd_output_grad_transform(dy, std::int64_t{2}, z, std::int64_t{1});
-  for (int i = 0; i < 16; ++i) du[i] = z[i] * vt[i];
-  nddr::ops::winograd_weight_grad_transform(du, std::int64_t{1}, dg, std::int64_t{3},
-                                            std::int64_t{1});
+  double z[kP], du[kP], dg[9];
+  nddr::ops::winograd_output_grad_transform<F>(dy, std::int64_t{kM}, std::int64_t{1}, z,
+                                               std::int64_t{1});
+  for (int i = 0; i < kP; ++i) du[i] = z[i] * vt[i];
+  nddr::ops::winograd_weight_grad_transform<F>(du, std::int64_t{1}, dg, std::int64_t{3},
+                                               std::int64_t{1});
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) {
       double direct = 0.0;
-      for (int r = 0; r < 2; ++r)
-        for (int s = 0; s < 2; ++s) direct += dy[r * 2 + s] * d[(r + i) * 4 + s + j];
-      CHECK(dg[i * 3 + j] == Approx(direct).margin(1e-14));
+      for (int r = 0; r < kM; ++r)
+        for (int s = 0; s < kM; ++s) direct += dy[r * kM + s] * d[(r + i) * kA + s + j];
+      CHECK(dg[i * 3 + j] == Approx(direct).margin(1e-13));
     }
+}
+
+constexpr ConvAlgo kWinogradAlgos[] = {ConvAlgo::kWinograd, ConvAlgo::kWinogradF4};
+
+}  // namespace
+
+TEST_CASE("Conv2d fast: Winograd tile transforms compute a 3x3 correlation and its adjoints",
+          "[conv2d-fast]") {
+  SECTION("F(2x2, 3x3)") { check_tile_transforms<nddr::ops::WinogradF2x3>(); }
+  SECTION("F(4x4, 3x3)") { check_tile_transforms<nddr::ops::WinogradF4x3>(); }
 }
 
 TEST_CASE("Conv2d fast: Winograd equals im2col and a direct convolution in every direction",
           "[conv2d-fast]") {
   for (const Case& c : kWinogradCases)
     REQUIRE(nddr::ops::conv2d_winograd_applicable(nddr::conv2d_geometry(c.x, c.w, c.opt)));
-  check_against_im2col(ConvAlgo::kWinograd, std::begin(kWinogradCases), std::end(kWinogradCases));
+  for (ConvAlgo algo : kWinogradAlgos) {
+    INFO((algo == ConvAlgo::kWinograd ? "F(2x2, 3x3)" : "F(4x4, 3x3)"));
+    check_against_im2col(algo, std::begin(kWinogradCases), std::end(kWinogradCases));
+  }
 }
 
 TEST_CASE("Conv2d fast: tap-skipping equals im2col and a direct convolution in every direction",
@@ -302,17 +322,19 @@ TEST_CASE("Conv2d fast: tap-skipping equals im2col and a direct convolution in e
 
 TEST_CASE("Conv2d fast: op gradients through the forced algorithms match finite differences",
           "[conv2d-fast]") {
-  check_op_gradients(ConvAlgo::kWinograd, kWinogradCases[1]);
-  check_op_gradients(ConvAlgo::kWinograd, kWinogradCases[4]);
-  check_op_gradients(ConvAlgo::kWinograd, kWinogradCases[6]);
-  check_op_gradients(ConvAlgo::kWinograd, kWinogradCases[9]);
+  for (ConvAlgo algo : kWinogradAlgos) {
+    check_op_gradients(algo, kWinogradCases[1]);
+    check_op_gradients(algo, kWinogradCases[4]);
+    check_op_gradients(algo, kWinogradCases[6]);
+    check_op_gradients(algo, kWinogradCases[9]);
+  }
   check_op_gradients(ConvAlgo::kTapSkip, kTapSkipCases[0]);
   check_op_gradients(ConvAlgo::kTapSkip, kTapSkipCases[3]);
   check_op_gradients(ConvAlgo::kTapSkip, kTapSkipCases[5]);
 }
 
 TEST_CASE("Conv2d fast: layer laws hold through the forced algorithms", "[conv2d-fast]") {
-  for (ConvAlgo algo : {ConvAlgo::kWinograd, ConvAlgo::kTapSkip}) {
+  for (ConvAlgo algo : {ConvAlgo::kWinograd, ConvAlgo::kWinogradF4, ConvAlgo::kTapSkip}) {
     const ForceAlgo force(algo);
     nddr::Conv2d<double> pad1(3, 4, 3, Conv2dOptions{}.padding(1));
     nddr::Conv2d<double> dilated(2, 3, 3, Conv2dOptions{}.dilation(3).padding(3));
@@ -333,10 +355,10 @@ TEST_CASE("Conv2d fast: the forced algorithms match the PyTorch reference in dou
   const char* const cases[] = {"pad1",         "dil2",         "dil12",     "same_s2",
                                "same_s2_asym", "same_s2_dil2", "pointwise", "strided_nobias"};
   int winograd_cases = 0;
-  for (ConvAlgo algo : {ConvAlgo::kWinograd, ConvAlgo::kTapSkip})
+  for (ConvAlgo algo : {ConvAlgo::kWinograd, ConvAlgo::kWinogradF4, ConvAlgo::kTapSkip})
     for (const char* name : cases) {
       const std::string p = std::string(name) + ".";
-      INFO(name << (algo == ConvAlgo::kWinograd ? " winograd" : " tap-skipping"));
+      INFO(name << " algorithm " << static_cast<int>(algo));
       const auto c = f.values<double>(p + "config");
       auto i = [&](std::size_t k) { return static_cast<std::int64_t>(c[k]); };
       Conv2dOptions opt =
@@ -347,7 +369,7 @@ TEST_CASE("Conv2d fast: the forced algorithms match the PyTorch reference in dou
       const Tensor<double> dy = f.tensor<double>(p + "dy");
       const Tensor<double> b = opt.use_bias ? f.tensor<double>(p + "b") : Tensor<double>{};
       const auto g = nddr::conv2d_geometry(x.shape(), w.shape(), opt);
-      winograd_cases += algo == ConvAlgo::kWinograd && nddr::ops::conv2d_winograd_applicable(g);
+      winograd_cases += algo != ConvAlgo::kTapSkip && nddr::ops::conv2d_winograd_applicable(g);
       const ForceAlgo force(algo);
       nddr::Context<nddr::Cpu> ctx(2);
       Tensor<double> y(dy.shape(), 7.0), dx(x.shape()), dw(w.shape(), 7.0), db(b.shape(), 7.0);
@@ -366,12 +388,12 @@ TEST_CASE("Conv2d fast: the forced algorithms match the PyTorch reference in dou
         CHECK(err < 1e-9);
       }
     }
-  CHECK(winograd_cases >= 1);  // pad1 is 3x3, stride 1
+  CHECK(winograd_cases >= 2);  // pad1 is 3x3, stride 1
 }
 
 TEST_CASE("Conv2d fast: an empty batch leaves y and dx alone and zeroes dw", "[conv2d-fast]") {
   const Shape xs = Shape::nchw(0, 20, 6, 6), ws = Shape::nchw(18, 20, 3, 3);
-  for (ConvAlgo algo : {ConvAlgo::kWinograd, ConvAlgo::kTapSkip})
+  for (ConvAlgo algo : {ConvAlgo::kWinograd, ConvAlgo::kWinogradF4, ConvAlgo::kTapSkip})
     for (const Conv2dOptions& opt :
          {Conv2dOptions{}.padding(1), Conv2dOptions{}.dilation(2).padding(2)}) {
       const ForceAlgo force(algo);
@@ -403,7 +425,7 @@ TEST_CASE("Conv2d fast: algorithm selection", "[conv2d-fast]") {
   for (auto dir : {Conv2dDirection::kForward, Conv2dDirection::kBackwardData,
                    Conv2dDirection::kBackwardWeights}) {
     CHECK(conv2d_select_algorithm(conv1_1, dir) == ConvAlgo::kIm2col);
-    CHECK(conv2d_select_algorithm(conv3_2, dir) == ConvAlgo::kWinograd);
+    CHECK(conv2d_select_algorithm(conv3_2, dir) == ConvAlgo::kWinogradF4);
     CHECK(conv2d_select_algorithm(fc6, dir) == ConvAlgo::kTapSkip);
     CHECK(conv2d_select_algorithm(fc7, dir) == ConvAlgo::kIm2col);
     CHECK(conv2d_select_algorithm(strided, dir) == ConvAlgo::kIm2col);
@@ -413,7 +435,20 @@ TEST_CASE("Conv2d fast: algorithm selection", "[conv2d-fast]") {
   CHECK(nddr::detail::conv2d_tap_fraction(conv5) == Approx(3481.0 / 3969.0));
   for (auto dir : {Conv2dDirection::kForward, Conv2dDirection::kBackwardData,
                    Conv2dDirection::kBackwardWeights})
-    CHECK(conv2d_select_algorithm(conv5, dir) == ConvAlgo::kWinograd);
+    CHECK(conv2d_select_algorithm(conv5, dir) == ConvAlgo::kWinogradF4);
+  // Small maps: F(4x4, 3x3) computes whole 4x4 tiles. 3x3 outputs: one 6x6 tile (36 products)
+  // against four 4x4 ones (64); 6x6: 4 x 36 = 9 x 16, a tie, F(2x2, 3x3); 2x2: 36 against 16.
+  CHECK(conv2d_select_algorithm(geo(64, 64, 3, 3, Conv2dOptions{}.padding(1)),
+                                Conv2dDirection::kForward) == ConvAlgo::kWinogradF4);
+  CHECK(conv2d_select_algorithm(geo(64, 64, 6, 3, Conv2dOptions{}.padding(1)),
+                                Conv2dDirection::kForward) == ConvAlgo::kWinograd);
+  CHECK(conv2d_select_algorithm(geo(64, 64, 2, 3, Conv2dOptions{}.padding(1)),
+                                Conv2dDirection::kForward) == ConvAlgo::kWinograd);
+  {
+    const ForceAlgo force(ConvAlgo::kWinogradF4);
+    CHECK(conv2d_select_algorithm(conv3_2, Conv2dDirection::kForward) == ConvAlgo::kWinogradF4);
+    CHECK(conv2d_select_algorithm(fc7, Conv2dDirection::kForward) == ConvAlgo::kIm2col);
+  }
   {
     const ForceAlgo force(ConvAlgo::kWinograd);
     CHECK(conv2d_select_algorithm(conv1_1, Conv2dDirection::kForward) == ConvAlgo::kWinograd);

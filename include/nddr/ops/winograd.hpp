@@ -1,22 +1,35 @@
 #pragma once
 /// \file
-/// Winograd F(2x2, 3x3) tile transforms (Lavin & Gray 2016), shared by every backend.
+/// Winograd F(m x m, 3x3) tile transforms (Lavin & Gray 2016) for m = 2 and m = 4, shared by
+/// every backend.
 ///
-/// A 3x3, stride-1, undilated convolution of a 4x4 input tile d with a 3x3 kernel g gives a
-/// 2x2 output tile
-///     Y = A^T [ (G g G^T) . (B^T d B) ] A          (. = element-wise, 16 products)
-/// instead of 36 products. Summed over input channels, the element-wise products become 16
-/// independent GEMMs in the transformed domain: M[xi] (C_out, tiles) = U[xi] (C_out, C_in)
-/// V[xi] (C_in, tiles), xi in [0, 16). The weight gradient is the adjoint in g:
+/// A 3x3, stride-1, undilated convolution of an alpha x alpha input tile d (alpha = m + 2) with
+/// a 3x3 kernel g gives an m x m output tile
+///     Y = A^T [ (G g G^T) . (B^T d B) ] A          (. = element-wise, alpha^2 products)
+/// instead of 9 m^2 products. Summed over input channels, the element-wise products become
+/// alpha^2 independent GEMMs in the transformed domain: M[xi] (C_out, tiles) = U[xi] (C_out,
+/// C_in) V[xi] (C_in, tiles). The weight gradient is the adjoint in g:
 ///     dg = G^T [ (A dY A^T) . V ] G,
 /// so it needs the output-gradient transform A dY A^T and the adjoint weight transform.
 ///
+/// F(2x2, 3x3), interpolation points 0, 1, -1, infinity (16 products per 4 outputs):
 ///     B^T = [1  0 -1  0]    G = [ 1    0    0 ]    A^T = [1 1  1  0]
 ///           [0  1  1  0]        [1/2  1/2  1/2]          [0 1 -1 -1]
 ///           [0 -1  1  0]        [1/2 -1/2  1/2]
 ///           [0  1  0 -1]        [ 0    0    1 ]
 ///
-/// Every tile is row-major; the transforms are written out (no multiplications by 0 or 1).
+/// F(4x4, 3x3), points 0, 1, -1, 2, -2, infinity (36 products per 16 outputs, 2.25 per output
+/// instead of 4; the larger constants cost about one decimal digit of float accuracy):
+///     B^T = [4  0 -5  0 1 0]    G = [ 1/4    0     0 ]    A^T = [1 1  1 1  1 0]
+///           [0 -4 -4  1 1 0]        [-1/6 -1/6  -1/6 ]          [0 1 -1 2 -2 0]
+///           [0  4 -4 -1 1 0]        [-1/6  1/6  -1/6 ]          [0 1  1 4  4 0]
+///           [0 -2 -1  2 1 0]        [1/24 1/12   1/6 ]          [0 1 -1 8 -8 1]
+///           [0  2 -1 -2 1 0]        [1/24 -1/12  1/6 ]
+///           [0  4  0 -5 0 1]        [  0    0     1  ]
+///
+/// Each variant gives the five one-dimensional transforms; the 2-D ones apply them along the
+/// columns and then the rows (every matrix is separable), written out without multiplications
+/// by 0 or 1.
 
 #include <cstdint>
 
@@ -24,145 +37,236 @@
 
 namespace nddr::ops {
 
-/// Output tile edge (m) and transformed tile edge (alpha = m + 2) of F(2x2, 3x3).
-inline constexpr int kWinogradTile = 2;
-inline constexpr int kWinogradAlpha = 4;
-inline constexpr int kWinogradPoints = kWinogradAlpha * kWinogradAlpha;
+/// F(2x2, 3x3): 2x2 output tiles from 4x4 input tiles.
+struct WinogradF2x3 {
+  static constexpr int kTile = 2;   ///< m: output tile edge
+  static constexpr int kAlpha = 4;  ///< m + 2: transformed tile edge
+  static constexpr int kPoints = kAlpha * kAlpha;
 
-/// U = G g G^T: 3x3 kernel `g` (row-major, element (i, j) at g[i * row + j * col]) to the 16
+  /// u = G g
+  template <class T>
+  NDDR_HOST_DEVICE static void weight(const T* g, T* u) {
+    const T half = T(0.5);
+    u[0] = g[0];
+    u[1] = half * (g[0] + g[1] + g[2]);
+    u[2] = half * (g[0] - g[1] + g[2]);
+    u[3] = g[2];
+  }
+  /// dg = G^T du
+  template <class T>
+  NDDR_HOST_DEVICE static void weight_grad(const T* du, T* dg) {
+    const T half = T(0.5);
+    dg[0] = du[0] + half * (du[1] + du[2]);
+    dg[1] = half * (du[1] - du[2]);
+    dg[2] = half * (du[1] + du[2]) + du[3];
+  }
+  /// v = B^T d
+  template <class T>
+  NDDR_HOST_DEVICE static void input(const T* d, T* v) {
+    v[0] = d[0] - d[2];
+    v[1] = d[1] + d[2];
+    v[2] = d[2] - d[1];
+    v[3] = d[1] - d[3];
+  }
+  /// y = A^T m
+  template <class T>
+  NDDR_HOST_DEVICE static void output(const T* m, T* y) {
+    y[0] = m[0] + m[1] + m[2];
+    y[1] = m[1] - m[2] - m[3];
+  }
+  /// z = A dy
+  template <class T>
+  NDDR_HOST_DEVICE static void output_grad(const T* dy, T* z) {
+    z[0] = dy[0];
+    z[1] = dy[0] + dy[1];
+    z[2] = dy[0] - dy[1];
+    z[3] = -dy[1];
+  }
+};
+
+/// F(4x4, 3x3): 4x4 output tiles from 6x6 input tiles.
+struct WinogradF4x3 {
+  static constexpr int kTile = 4;
+  static constexpr int kAlpha = 6;
+  static constexpr int kPoints = kAlpha * kAlpha;
+
+  template <class T>
+  NDDR_HOST_DEVICE static void weight(const T* g, T* u) {
+    const T a = T(-1) / T(6) * (g[0] + g[2]), b = g[1] / T(6);
+    const T c = g[0] / T(24) + g[2] / T(6), e = g[1] / T(12);
+    u[0] = g[0] / T(4);
+    u[1] = a - b;
+    u[2] = a + b;
+    u[3] = c + e;
+    u[4] = c - e;
+    u[5] = g[2];
+  }
+  template <class T>
+  NDDR_HOST_DEVICE static void weight_grad(const T* du, T* dg) {
+    const T s12 = du[1] + du[2], s34 = du[3] + du[4];
+    dg[0] = du[0] / T(4) - s12 / T(6) + s34 / T(24);
+    dg[1] = (du[2] - du[1]) / T(6) + (du[3] - du[4]) / T(12);
+    dg[2] = (s34 - s12) / T(6) + du[5];
+  }
+  template <class T>
+  NDDR_HOST_DEVICE static void input(const T* d, T* v) {
+    const T t1 = d[4] - T(4) * d[2], t2 = d[3] - T(4) * d[1];
+    const T t3 = d[4] - d[2], t4 = T(2) * (d[3] - d[1]);
+    v[0] = T(4) * d[0] - T(5) * d[2] + d[4];
+    v[1] = t1 + t2;
+    v[2] = t1 - t2;
+    v[3] = t3 + t4;
+    v[4] = t3 - t4;
+    v[5] = T(4) * d[1] - T(5) * d[3] + d[5];
+  }
+  template <class T>
+  NDDR_HOST_DEVICE static void output(const T* m, T* y) {
+    const T a = m[1] + m[2], b = m[1] - m[2], c = m[3] + m[4], e = m[3] - m[4];
+    y[0] = m[0] + a + c;
+    y[1] = b + T(2) * e;
+    y[2] = a + T(4) * c;
+    y[3] = b + T(8) * e + m[5];
+  }
+  template <class T>
+  NDDR_HOST_DEVICE static void output_grad(const T* dy, T* z) {
+    const T p = dy[0] + dy[2], q = dy[1] + dy[3];
+    const T r = dy[0] + T(4) * dy[2], s = T(2) * dy[1] + T(8) * dy[3];
+    z[0] = dy[0];
+    z[1] = p + q;
+    z[2] = p - q;
+    z[3] = r + s;
+    z[4] = r - s;
+    z[5] = dy[3];
+  }
+};
+
+/// U = G g G^T: 3x3 kernel `g` (element (i, j) at g[i * row + j * col]) to the alpha^2
 /// transformed weights, written to u[xi * u_stride].
-template <class T>
+template <class F, class T>
 NDDR_HOST_DEVICE inline void winograd_weight_transform(const T* g, std::int64_t row,
                                                        std::int64_t col, T* u,
                                                        std::int64_t u_stride) {
-  const T half = T(0.5);
-  T q[4][3];  // G g
+  constexpr int kA = F::kAlpha;
+  T q[3][kA];  // column j of G g, transposed
+  NDDR_UNROLL
   for (int j = 0; j < 3; ++j) {
-    const T g0 = g[0 * row + j * col], g1 = g[1 * row + j * col], g2 = g[2 * row + j * col];
-    q[0][j] = g0;
-    q[1][j] = half * (g0 + g1 + g2);
-    q[2][j] = half * (g0 - g1 + g2);
-    q[3][j] = g2;
+    const T gj[3] = {g[0 * row + j * col], g[1 * row + j * col], g[2 * row + j * col]};
+    F::weight(gj, q[j]);
   }
-  for (int i = 0; i < 4; ++i) {
-    u[(i * 4 + 0) * u_stride] = q[i][0];
-    u[(i * 4 + 1) * u_stride] = half * (q[i][0] + q[i][1] + q[i][2]);
-    u[(i * 4 + 2) * u_stride] = half * (q[i][0] - q[i][1] + q[i][2]);
-    u[(i * 4 + 3) * u_stride] = q[i][2];
+  NDDR_UNROLL
+  for (int i = 0; i < kA; ++i) {
+    const T qi[3] = {q[0][i], q[1][i], q[2][i]};
+    T ui[kA];
+    F::weight(qi, ui);
+    NDDR_UNROLL
+    for (int j = 0; j < kA; ++j) u[(i * kA + j) * u_stride] = ui[j];
   }
 }
 
-/// dg = G^T dU G, the adjoint of `winograd_weight_transform`: 16 transformed weight
+/// dg = G^T dU G, the adjoint of `winograd_weight_transform`: alpha^2 transformed weight
 /// gradients du[xi * du_stride] to the 3x3 kernel gradient `dg` (element (i, j) at
 /// dg[i * row + j * col]).
-template <class T>
+template <class F, class T>
 NDDR_HOST_DEVICE inline void winograd_weight_grad_transform(const T* du, std::int64_t du_stride,
                                                             T* dg, std::int64_t row,
                                                             std::int64_t col) {
-  const T half = T(0.5);
-  T p[3][4];  // G^T dU
-  for (int j = 0; j < 4; ++j) {
-    const T d0 = du[(0 * 4 + j) * du_stride], d1 = du[(1 * 4 + j) * du_stride];
-    const T d2 = du[(2 * 4 + j) * du_stride], d3 = du[(3 * 4 + j) * du_stride];
-    p[0][j] = d0 + half * (d1 + d2);
-    p[1][j] = half * (d1 - d2);
-    p[2][j] = half * (d1 + d2) + d3;
+  constexpr int kA = F::kAlpha;
+  T p[kA][3];  // row j of G^T dU, transposed
+  NDDR_UNROLL
+  for (int j = 0; j < kA; ++j) {
+    T dj[kA];
+    NDDR_UNROLL
+    for (int i = 0; i < kA; ++i) dj[i] = du[(i * kA + j) * du_stride];
+    F::weight_grad(dj, p[j]);
   }
+  NDDR_UNROLL
   for (int i = 0; i < 3; ++i) {
-    dg[i * row + 0 * col] = p[i][0] + half * (p[i][1] + p[i][2]);
-    dg[i * row + 1 * col] = half * (p[i][1] - p[i][2]);
-    dg[i * row + 2 * col] = half * (p[i][1] + p[i][2]) + p[i][3];
+    T pi[kA];
+    NDDR_UNROLL
+    for (int j = 0; j < kA; ++j) pi[j] = p[j][i];
+    T out[3];
+    F::weight_grad(pi, out);
+    NDDR_UNROLL
+    for (int j = 0; j < 3; ++j) dg[i * row + j * col] = out[j];
   }
 }
 
-/// V = B^T d B: 4x4 input tile `d` (element (r, s) at d[r * d_row + s]) to the 16
-/// transformed inputs v[xi * v_stride].
-template <class T>
-NDDR_HOST_DEVICE inline void winograd_input_transform(const T* d, std::int64_t d_row, T* v,
+/// V = B^T d B: alpha x alpha input tile `d` (element (r, s) at d[r * d_row + s * d_col]) to
+/// the alpha^2 transformed inputs v[xi * v_stride].
+template <class F, class T>
+NDDR_HOST_DEVICE inline void winograd_input_transform(const T* d, std::int64_t d_row,
+                                                      std::int64_t d_col, T* v,
                                                       std::int64_t v_stride) {
-  T t[4][4];  // B^T d
-  for (int j = 0; j < 4; ++j) {
-    t[0][j] = d[0 * d_row + j] - d[2 * d_row + j];
-    t[1][j] = d[1 * d_row + j] + d[2 * d_row + j];
-    t[2][j] = d[2 * d_row + j] - d[1 * d_row + j];
-    t[3][j] = d[1 * d_row + j] - d[3 * d_row + j];
+  constexpr int kA = F::kAlpha;
+  T t[kA][kA];  // column j of B^T d, transposed
+  NDDR_UNROLL
+  for (int j = 0; j < kA; ++j) {
+    T dj[kA];
+    NDDR_UNROLL
+    for (int r = 0; r < kA; ++r) dj[r] = d[r * d_row + j * d_col];
+    F::input(dj, t[j]);
   }
-  for (int i = 0; i < 4; ++i) {
-    v[(i * 4 + 0) * v_stride] = t[i][0] - t[i][2];
-    v[(i * 4 + 1) * v_stride] = t[i][1] + t[i][2];
-    v[(i * 4 + 2) * v_stride] = t[i][2] - t[i][1];
-    v[(i * 4 + 3) * v_stride] = t[i][1] - t[i][3];
+  NDDR_UNROLL
+  for (int i = 0; i < kA; ++i) {
+    T ti[kA], vi[kA];
+    NDDR_UNROLL
+    for (int j = 0; j < kA; ++j) ti[j] = t[j][i];
+    F::input(ti, vi);
+    NDDR_UNROLL
+    for (int j = 0; j < kA; ++j) v[(i * kA + j) * v_stride] = vi[j];
   }
 }
 
-/// Y = A^T M A: 16 transformed products m[xi * m_stride] to the 2x2 output tile `y`
-/// (element (r, s) at y[r * y_row + s]).
-template <class T>
+/// Y = A^T M A: alpha^2 transformed products m[xi * m_stride] to the m x m output tile `y`
+/// (element (r, s) at y[r * y_row + s * y_col]).
+template <class F, class T>
 NDDR_HOST_DEVICE inline void winograd_output_transform(const T* m, std::int64_t m_stride, T* y,
-                                                       std::int64_t y_row) {
-  T s[2][4];  // A^T M
-  for (int j = 0; j < 4; ++j) {
-    const T m0 = m[(0 * 4 + j) * m_stride], m1 = m[(1 * 4 + j) * m_stride];
-    const T m2 = m[(2 * 4 + j) * m_stride], m3 = m[(3 * 4 + j) * m_stride];
-    s[0][j] = m0 + m1 + m2;
-    s[1][j] = m1 - m2 - m3;
+                                                       std::int64_t y_row, std::int64_t y_col) {
+  constexpr int kA = F::kAlpha, kM = F::kTile;
+  T s[kA][kM];  // column j of A^T M, transposed
+  NDDR_UNROLL
+  for (int j = 0; j < kA; ++j) {
+    T mj[kA];
+    NDDR_UNROLL
+    for (int i = 0; i < kA; ++i) mj[i] = m[(i * kA + j) * m_stride];
+    F::output(mj, s[j]);
   }
-  for (int i = 0; i < 2; ++i) {
-    y[i * y_row + 0] = s[i][0] + s[i][1] + s[i][2];
-    y[i * y_row + 1] = s[i][1] - s[i][2] - s[i][3];
+  NDDR_UNROLL
+  for (int i = 0; i < kM; ++i) {
+    T si[kA], yi[kM];
+    NDDR_UNROLL
+    for (int j = 0; j < kA; ++j) si[j] = s[j][i];
+    F::output(si, yi);
+    NDDR_UNROLL
+    for (int j = 0; j < kM; ++j) y[i * y_row + j * y_col] = yi[j];
   }
 }
 
-/// Z = A dY A^T, the adjoint of `winograd_output_transform`: 2x2 output-gradient tile `dy`
-/// (element (r, s) at dy[r * dy_row + s]) to the 16 transformed gradients z[xi * z_stride].
-template <class T>
-NDDR_HOST_DEVICE inline void winograd_output_grad_transform(const T* dy, std::int64_t dy_row, T* z,
+/// Z = A dY A^T, the adjoint of `winograd_output_transform`: m x m output-gradient tile `dy`
+/// (element (r, s) at dy[r * dy_row + s * dy_col]) to the alpha^2 transformed gradients
+/// z[xi * z_stride].
+template <class F, class T>
+NDDR_HOST_DEVICE inline void winograd_output_grad_transform(const T* dy, std::int64_t dy_row,
+                                                            std::int64_t dy_col, T* z,
                                                             std::int64_t z_stride) {
-  T r[4][2];  // A dY
-  for (int j = 0; j < 2; ++j) {
-    r[0][j] = dy[j];
-    r[1][j] = dy[j] + dy[dy_row + j];
-    r[2][j] = dy[j] - dy[dy_row + j];
-    r[3][j] = -dy[dy_row + j];
+  constexpr int kA = F::kAlpha, kM = F::kTile;
+  T r[kM][kA];  // column j of A dY, transposed
+  NDDR_UNROLL
+  for (int j = 0; j < kM; ++j) {
+    T dj[kM];
+    NDDR_UNROLL
+    for (int i = 0; i < kM; ++i) dj[i] = dy[i * dy_row + j * dy_col];
+    F::output_grad(dj, r[j]);
   }
-  for (int i = 0; i < 4; ++i) {
-    z[(i * 4 + 0) * z_stride] = r[i][0];
-    z[(i * 4 + 1) * z_stride] = r[i][0] + r[i][1];
-    z[(i * 4 + 2) * z_stride] = r[i][0] - r[i][1];
-    z[(i * 4 + 3) * z_stride] = -r[i][1];
+  NDDR_UNROLL
+  for (int i = 0; i < kA; ++i) {
+    T ri[kM], zi[kA];
+    NDDR_UNROLL
+    for (int j = 0; j < kM; ++j) ri[j] = r[j][i];
+    F::output_grad(ri, zi);
+    NDDR_UNROLL
+    for (int j = 0; j < kA; ++j) z[(i * kA + j) * z_stride] = zi[j];
   }
-}
-
-/// Loads the 4x4 input tile whose top-left element is (ih0, iw0) of an (h, w) plane into `d`
-/// (row-major), with zeros outside the plane (the convolution's padding).
-template <class T>
-NDDR_HOST_DEVICE inline void winograd_load_input_tile(const T* plane, std::int64_t h,
-                                                      std::int64_t w, std::int64_t ih0,
-                                                      std::int64_t iw0, T* d) {
-  if (ih0 >= 0 && iw0 >= 0 && ih0 + 4 <= h && iw0 + 4 <= w) {
-    const T* s = plane + ih0 * w + iw0;
-    for (int r = 0; r < 4; ++r)
-      for (int c = 0; c < 4; ++c) d[r * 4 + c] = s[r * w + c];
-    return;
-  }
-  for (int r = 0; r < 4; ++r)
-    for (int c = 0; c < 4; ++c) {
-      const std::int64_t ih = ih0 + r, iw = iw0 + c;
-      d[r * 4 + c] = ih >= 0 && ih < h && iw >= 0 && iw < w ? plane[ih * w + iw] : T(0);
-    }
-}
-
-/// Loads the 2x2 output(-gradient) tile at (oh0, ow0) of an (h, w) plane into `dy`
-/// (row-major), with zeros past the bottom/right edge (outputs a tile computes but drops).
-template <class T>
-NDDR_HOST_DEVICE inline void winograd_load_output_tile(const T* plane, std::int64_t h,
-                                                       std::int64_t w, std::int64_t oh0,
-                                                       std::int64_t ow0, T* dy) {
-  for (int r = 0; r < 2; ++r)
-    for (int c = 0; c < 2; ++c) {
-      const std::int64_t oh = oh0 + r, ow = ow0 + c;
-      dy[r * 2 + c] = oh < h && ow < w ? plane[oh * w + ow] : T(0);
-    }
 }
 
 }  // namespace nddr::ops

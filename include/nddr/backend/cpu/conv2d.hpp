@@ -13,7 +13,7 @@
 /// matrix. Columns live in `ctx.workspace<T>()`, so steady-state calls do not allocate.
 ///
 /// Two other algorithms are dispatched to when they do less work (`conv2d_select_algorithm`):
-/// Winograd F(2x2, 3x3) for 3x3 stride-1 kernels (nddr/backend/cpu/winograd.hpp),
+/// Winograd F(4x4, 3x3) or F(2x2, 3x3) for 3x3 stride-1 kernels (nddr/backend/cpu/winograd.hpp),
 /// and tap-skipping for dilated kernels: the convolution as a sum over the kh * kw taps of 1x1
 /// GEMMs, each restricted to the outputs whose tap lands inside the image, so taps that read
 /// only padding (most of DeepLab's fc6, dilation 12 on a 21x21 map) cost nothing.
@@ -37,8 +37,9 @@ namespace cpu {
 
 /// Convolution algorithm of the CPU backend. kAuto picks per shape and direction
 /// (`ops::conv2d_select_algorithm`); the others force one wherever it applies (Winograd:
-/// 3x3, stride 1; tap-skipping: any kernel) and fall back to im2col elsewhere.
-enum class ConvAlgo { kAuto, kIm2col, kWinograd, kTapSkip };
+/// 3x3, stride 1; tap-skipping: any kernel) and fall back to im2col elsewhere. kWinograd is
+/// F(2x2, 3x3), kWinogradF4 is F(4x4, 3x3).
+enum class ConvAlgo { kAuto, kIm2col, kWinograd, kTapSkip, kWinogradF4 };
 
 namespace detail {
 inline std::atomic<ConvAlgo>& conv_algorithm_slot() {
@@ -210,7 +211,8 @@ enum class Conv2dDirection { kForward, kBackwardData, kBackwardWeights };
 /// `g`: the forced one (`nddr::cpu::set_conv_algorithm`) where it applies, else im2col. Under
 /// kAuto: Winograd for 3x3 stride-1 kernels with at least 16 input and output channels whose
 /// taps land inside the image for at least 75 % of the outputs (every undilated one; VGG
-/// conv5, dilation 2 on 21x21: 88 %); else tap-skipping for dilated kernels whose taps read
+/// conv5, dilation 2 on 21x21: 88 %), F(4x4, 3x3) unless F(2x2, 3x3) needs no more
+/// transformed-domain products (maps of a few pixels); else tap-skipping for dilated kernels whose taps read
 /// padding for at least 10 % of the outputs (fc6, dilation 12 on 21x21: 62 %); else im2col.
 /// The three directions choose alike for now; the direction is there for per-direction rules.
 inline cpu::ConvAlgo conv2d_select_algorithm(const Conv2dGeometry& g, Conv2dDirection) {
@@ -218,7 +220,8 @@ inline cpu::ConvAlgo conv2d_select_algorithm(const Conv2dGeometry& g, Conv2dDire
     case cpu::ConvAlgo::kIm2col:
       return cpu::ConvAlgo::kIm2col;
     case cpu::ConvAlgo::kWinograd:
-      return conv2d_winograd_applicable(g) ? cpu::ConvAlgo::kWinograd : cpu::ConvAlgo::kIm2col;
+    case cpu::ConvAlgo::kWinogradF4:
+      return conv2d_winograd_applicable(g) ? cpu::conv_algorithm() : cpu::ConvAlgo::kIm2col;
     case cpu::ConvAlgo::kTapSkip:
       return cpu::ConvAlgo::kTapSkip;
     case cpu::ConvAlgo::kAuto:
@@ -228,8 +231,13 @@ inline cpu::ConvAlgo conv2d_select_algorithm(const Conv2dGeometry& g, Conv2dDire
   const double inside = dilated ? nddr::detail::conv2d_tap_fraction(g) : 1.0;
   // Winograd's tiles of a dilated phase still multiply the padding, so it only wins while
   // most taps land inside the image; below that, skipping them wins.
-  if (conv2d_winograd_applicable(g) && g.in_c >= 16 && g.out_c >= 16 && inside >= 0.75)
-    return cpu::ConvAlgo::kWinograd;
+  if (conv2d_winograd_applicable(g) && g.in_c >= 16 && g.out_c >= 16 && inside >= 0.75) {
+    // F(4x4, 3x3) needs 2.25 products per output against 4, but computes whole 4x4 tiles: on
+    // maps too small to fill them F(2x2, 3x3) does less (and is the more accurate on a tie).
+    const bool f4 = nddr::detail::winograd_products<WinogradF4x3>(g) <
+                    nddr::detail::winograd_products<WinogradF2x3>(g);
+    return f4 ? cpu::ConvAlgo::kWinogradF4 : cpu::ConvAlgo::kWinograd;
+  }
   if (dilated && inside < 0.9) return cpu::ConvAlgo::kTapSkip;
   return cpu::ConvAlgo::kIm2col;
 }
@@ -443,8 +451,11 @@ void conv2d_forward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, 
   const T* bias_data = opt.use_bias ? b.data() : nullptr;
   switch (conv2d_select_algorithm(g, Conv2dDirection::kForward)) {
     case cpu::ConvAlgo::kWinograd:
-      return conv2d_winograd_forward(ctx, x.data(), w.data(), bias_data, y.data(), g,
-                                     x.shape().n());
+      return conv2d_winograd_forward<WinogradF2x3>(ctx, x.data(), w.data(), bias_data, y.data(),
+                                                   g, x.shape().n());
+    case cpu::ConvAlgo::kWinogradF4:
+      return conv2d_winograd_forward<WinogradF4x3>(ctx, x.data(), w.data(), bias_data, y.data(),
+                                                   g, x.shape().n());
     case cpu::ConvAlgo::kTapSkip:
       return conv2d_tapskip_forward(ctx, x.data(), w.data(), bias_data, y.data(), g, x.shape().n());
     default:
@@ -491,7 +502,11 @@ void conv2d_backward_data(Context<Cpu>& ctx, std::type_identity_t<TensorView<con
   check_shape(kWho, "dy", dy.shape(), Shape::nchw(dx.shape().n(), g.out_c, g.out_h, g.out_w));
   switch (conv2d_select_algorithm(g, Conv2dDirection::kBackwardData)) {
     case cpu::ConvAlgo::kWinograd:
-      return conv2d_winograd_backward_data(ctx, w.data(), dy.data(), dx.data(), g, dx.shape().n());
+      return conv2d_winograd_backward_data<WinogradF2x3>(ctx, w.data(), dy.data(), dx.data(), g,
+                                                         dx.shape().n());
+    case cpu::ConvAlgo::kWinogradF4:
+      return conv2d_winograd_backward_data<WinogradF4x3>(ctx, w.data(), dy.data(), dx.data(), g,
+                                                         dx.shape().n());
     case cpu::ConvAlgo::kTapSkip:
       return conv2d_tapskip_backward_data(ctx, w.data(), dy.data(), dx.data(), g, dx.shape().n());
     default:
@@ -552,8 +567,11 @@ void conv2d_backward_weights(Context<Cpu>& ctx, std::type_identity_t<TensorView<
   check_shape(kWho, "dy", dy.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
   switch (conv2d_select_algorithm(g, Conv2dDirection::kBackwardWeights)) {
     case cpu::ConvAlgo::kWinograd:
-      return conv2d_winograd_backward_weights(ctx, x.data(), dy.data(), dw.data(), g,
-                                              x.shape().n());
+      return conv2d_winograd_backward_weights<WinogradF2x3>(ctx, x.data(), dy.data(), dw.data(),
+                                                            g, x.shape().n());
+    case cpu::ConvAlgo::kWinogradF4:
+      return conv2d_winograd_backward_weights<WinogradF4x3>(ctx, x.data(), dy.data(), dw.data(),
+                                                            g, x.shape().n());
     case cpu::ConvAlgo::kTapSkip:
       return conv2d_tapskip_backward_weights(ctx, x.data(), dy.data(), dw.data(), g, x.shape().n());
     default:

@@ -1,18 +1,19 @@
 #pragma once
 /// \file
-/// CPU Winograd F(2x2, 3x3) convolution for 3x3, stride-1 kernels, any padding and dilation
+/// CPU Winograd F(m x m, 3x3) convolution (m = 2 or 4, `ops::WinogradF2x3` / `ops::WinogradF4x3`)
+/// for 3x3, stride-1 kernels, any padding and dilation
 /// (a dilation d runs d x d interleaved undilated convolutions, one per output phase):
 /// forward, data gradient (a Winograd convolution of dy with the flipped, transposed kernel)
 /// and weight gradient (batched GEMMs of transformed output-gradient and input tiles).
 ///
-/// Output tiles (2x2) are numbered t = (((n * d_h + ph) * d_w + pw) * tiles_h + th) * tiles_w + tw.
+/// Output tiles (m x m) are numbered t = (((n * d_h + ph) * d_w + pw) * tiles_h + th) * tiles_w + tw.
 /// Each thread owns a contiguous range of tiles and walks it in blocks of `nb` tiles:
-///   transform the block's input tiles    V[xi] (C_in, nb)      (16 matrices)
-///   16 GEMMs                              M[xi] (C_out, nb) = U[xi] (C_out, C_in) V[xi]
-///   inverse-transform into the output     y (2x2 per tile and channel)
+///   transform the block's input tiles    V[xi] (C_in, nb)      (alpha^2 matrices)
+///   alpha^2 GEMMs                              M[xi] (C_out, nb) = U[xi] (C_out, C_in) V[xi]
+///   inverse-transform into the output     y (m x m per tile and channel)
 /// so V and M stay cache-sized and the threads never synchronise. U = G w G^T is transformed
 /// once per call and shared. All buffers live in `ctx.workspace<T>()`.
-/// The weight gradient keeps one dU (16, C_out, C_in) accumulator per thread and sums them.
+/// The weight gradient keeps one dU (alpha^2, C_out, C_in) accumulator per thread and sums them.
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -25,10 +26,12 @@
 namespace nddr {
 namespace detail {
 
-/// Sizes of one Winograd convolution pass: `in` planes read through 4x4 tiles at offset
-/// (-pad_top, -pad_left), `out` planes written in 2x2 tiles. A dilation d splits the output
-/// into d x d phases (outputs oh = ph + d * oh'), each an undilated convolution of the input
-/// rows and columns of the same phase; tiles tile every phase.
+/// Sizes of one Winograd convolution pass: `in` planes read through alpha x alpha tiles at
+/// offset (-pad_top, -pad_left), `out` planes written in m x m tiles (m = F::kTile). A
+/// dilation d splits the output into d x d phases (outputs oh = ph + d * oh'), each an
+/// undilated convolution of the input rows and columns of the same phase; tiles tile every
+/// phase.
+template <class F>
 struct WinogradPass {
   std::int64_t batch = 0;
   std::int64_t in_c = 0, in_h = 0, in_w = 0;
@@ -41,11 +44,11 @@ struct WinogradPass {
   std::int64_t tiles_w() const { return ((out_w + dil_w - 1) / dil_w + kTile - 1) / kTile; }
   std::int64_t tiles() const { return batch * dil_h * dil_w * tiles_h() * tiles_w(); }
 
-  static constexpr std::int64_t kTile = ops::kWinogradTile;
+  static constexpr std::int64_t kTile = F::kTile;
 };
 
 /// A run of `count` consecutive tiles along one tile row, starting at tile `t`: item `n`,
-/// first output (oh0, ow0); tile q covers outputs (oh0 + dil_h r, ow0 + dil_w (2 q + s)).
+/// first output (oh0, ow0); tile q covers outputs (oh0 + dil_h r, ow0 + dil_w (m q + s)).
 struct WinogradRun {
   std::int64_t n, oh0, ow0, count, t;
 };
@@ -60,15 +63,15 @@ constexpr std::int64_t winograd_aligned(std::int64_t count) {
   return (count + kStep - 1) / kStep * kStep;
 }
 
-/// Tiles per block: V and M of a block (16 (C_in + C_out) nb values) about kBytes, so they
+/// Tiles per block: V and M of a block (alpha^2 (C_in + C_out) nb values) about kBytes, so they
 /// stay in the per-core L2 between the transforms and the GEMMs, but at least kMin tiles so
 /// each GEMM amortises packing its U[xi] operand. Never more than a thread's share.
-template <class T>
-std::int64_t winograd_block_tiles(const WinogradPass& p, std::int64_t per_thread) {
+template <class F, class T>
+std::int64_t winograd_block_tiles(const WinogradPass<F>& p, std::int64_t per_thread) {
   constexpr std::int64_t kBytes = std::int64_t{3} << 19;
   constexpr std::int64_t kMin = 96;
   const std::int64_t per_tile =
-      ops::kWinogradPoints * (p.in_c + p.out_c) * static_cast<std::int64_t>(sizeof(T));
+      F::kPoints * (p.in_c + p.out_c) * static_cast<std::int64_t>(sizeof(T));
   const std::int64_t nb = std::max<std::int64_t>(kMin, kBytes / per_tile / 16 * 16);
   return std::max<std::int64_t>(1, std::min(nb, per_thread));
 }
@@ -92,9 +95,9 @@ inline constexpr std::int64_t kWinogradRun = 64;
 
 /// Calls `body(run)` for the runs of consecutive tiles (same batch item, phase and tile row,
 /// at most kWinogradRun) covering tiles [t0, t0 + nb).
-template <class F>
-void winograd_for_runs(const WinogradPass& p, std::int64_t t0, std::int64_t nb, F&& body) {
-  constexpr std::int64_t kTile = WinogradPass::kTile;
+template <class F, class Body>
+void winograd_for_runs(const WinogradPass<F>& p, std::int64_t t0, std::int64_t nb, Body&& body) {
+  constexpr std::int64_t kTile = F::kTile;
   const std::int64_t th_count = p.tiles_h(), tw_count = p.tiles_w();
   for (std::int64_t t = t0; t < t0 + nb;) {
     const std::int64_t tw = t % tw_count, row = t / tw_count;
@@ -128,59 +131,77 @@ void winograd_load_row(const T* plane, std::int64_t h, std::int64_t w, std::int6
   std::fill(dst + hi, dst + width, T(0));
 }
 
+/// tiles[s][q] = row[kTile q + s] for s < S and q < count: a loaded row spread into the S
+/// columns of its consecutive tiles, so that the per-tile transforms, vectorised across tiles,
+/// read contiguous vectors instead of strided gathers.
+template <std::int64_t kTile, std::int64_t S, class T>
+void winograd_spread_row(const T* row, std::int64_t count, T (*tiles)[kWinogradRun]) {
+  for (std::int64_t s = 0; s < S; ++s)
+    for (std::int64_t q = 0; q < count; ++q) tiles[s][q] = row[kTile * q + s];
+}
+
 /// V[xi][c][t - t0] for tiles [t0, t0 + nb) of the input `x` (batch, in_c, in_h, in_w).
-template <class T>
-void winograd_transform_inputs(const T* x, const WinogradPass& p, std::int64_t t0, std::int64_t nb,
-                               T* v) {
-  constexpr std::int64_t kTile = WinogradPass::kTile;
-  const std::int64_t stride = p.in_c * nb;  // between the 16 matrices
+template <class F, class T>
+void winograd_transform_inputs(const T* x, const WinogradPass<F>& p, std::int64_t t0,
+                               std::int64_t nb, T* v) {
+  constexpr std::int64_t kTile = F::kTile, kAlpha = F::kAlpha;
+  const std::int64_t stride = p.in_c * nb;  // between the alpha^2 matrices
   const std::int64_t plane = p.in_h * p.in_w;
-  constexpr std::int64_t kRowLength = kTile * kWinogradRun + 2;
-  alignas(64) T rows[4][kRowLength];
+  alignas(64) T row[kTile * kWinogradRun + 2];
+  alignas(64) T tiles[kAlpha][kAlpha][kWinogradRun];  // (r, s, tile)
   winograd_for_runs(p, t0, nb, [&](const WinogradRun& run) {
     const std::int64_t ih0 = run.oh0 - p.pad_top, iw0 = run.ow0 - p.pad_left;
     for (std::int64_t c = 0; c < p.in_c; ++c) {
       const T* src = x + (run.n * p.in_c + c) * plane;
-      for (int r = 0; r < 4; ++r)
+      for (std::int64_t r = 0; r < kAlpha; ++r) {
         winograd_load_row(src, p.in_h, p.in_w, ih0 + p.dil_h * r, iw0, p.dil_w,
-                          kTile * run.count + 2, rows[r]);
+                          kTile * run.count + 2, row);
+        winograd_spread_row<kTile, kAlpha>(row, run.count, tiles[r]);
+      }
       T* vc = v + c * nb + (run.t - t0);
 #pragma omp simd
       for (std::int64_t q = 0; q < run.count; ++q)
-        ops::winograd_input_transform(&rows[0][kTile * q], kRowLength, vc + q, stride);
+        ops::winograd_input_transform<F>(&tiles[0][0][q], kAlpha * kWinogradRun, kWinogradRun,
+                                         vc + q, stride);
     }
   });
 }
 
 /// Inverse-transforms M[xi][k][t - t0] (tiles [t0, t0 + nb)) into out (batch, out_c, out_h,
 /// out_w): assigned plus `bias` (null: none), or added when `accumulate`.
-template <class T>
-void winograd_store_outputs(const T* m, const WinogradPass& p, std::int64_t t0, std::int64_t nb,
-                            const T* bias, bool accumulate, T* out) {
-  constexpr std::int64_t kTile = WinogradPass::kTile;
+template <class F, class T>
+void winograd_store_outputs(const T* m, const WinogradPass<F>& p, std::int64_t t0,
+                            std::int64_t nb, const T* bias, bool accumulate, T* out) {
+  constexpr std::int64_t kTile = F::kTile;
   const std::int64_t stride = p.out_c * nb;
-  constexpr std::int64_t kRowLength = kTile * kWinogradRun;
-  alignas(64) T rows[2][kRowLength];
+  alignas(64) T tiles[kTile][kTile][kWinogradRun];  // (r, s, tile)
   winograd_for_runs(p, t0, nb, [&](const WinogradRun& run) {
     // Output rows / columns of the run inside the plane (a phase may end a tile early).
     const std::int64_t height =
         std::clamp<std::int64_t>((p.out_h - run.oh0 + p.dil_h - 1) / p.dil_h, 0, kTile);
     const std::int64_t width =
         std::clamp<std::int64_t>((p.out_w - run.ow0 + p.dil_w - 1) / p.dil_w, 0, kTile * run.count);
+    const std::int64_t step = p.dil_w;
     for (std::int64_t k = 0; k < p.out_c; ++k) {
       const T* mk = m + k * nb + (run.t - t0);
 #pragma omp simd
       for (std::int64_t q = 0; q < run.count; ++q)
-        ops::winograd_output_transform(mk + q, stride, &rows[0][kTile * q], kRowLength);
+        ops::winograd_output_transform<F>(mk + q, stride, &tiles[0][0][q], kTile * kWinogradRun,
+                                          kWinogradRun);
       const T b = bias ? bias[k] : T(0);
       for (std::int64_t r = 0; r < height; ++r) {
         T* dst =
             out + ((run.n * p.out_c + k) * p.out_h + run.oh0 + p.dil_h * r) * p.out_w + run.ow0;
-        const std::int64_t step = p.dil_w;
-        if (accumulate)
-          for (std::int64_t q = 0; q < width; ++q) dst[q * step] += rows[r][q];
-        else
-          for (std::int64_t q = 0; q < width; ++q) dst[q * step] = rows[r][q] + b;
+        // Output column kTile q + s of the run is tile q's column s.
+        for (std::int64_t s = 0; s < std::min(kTile, width); ++s) {
+          const std::int64_t count = (width - s + kTile - 1) / kTile;
+          T* d = dst + s * step;
+          const T* t = tiles[r][s];
+          if (accumulate)
+            for (std::int64_t q = 0; q < count; ++q) d[q * kTile * step] += t[q];
+          else
+            for (std::int64_t q = 0; q < count; ++q) d[q * kTile * step] = t[q] + b;
+        }
       }
     }
   });
@@ -188,31 +209,34 @@ void winograd_store_outputs(const T* m, const WinogradPass& p, std::int64_t t0, 
 
 /// Z[xi][k][t - t0] = A dY A^T of the output-gradient tiles [t0, t0 + nb) of dy (batch,
 /// out_c, out_h, out_w).
-template <class T>
-void winograd_transform_output_grads(const T* dy, const WinogradPass& p, std::int64_t t0,
+template <class F, class T>
+void winograd_transform_output_grads(const T* dy, const WinogradPass<F>& p, std::int64_t t0,
                                      std::int64_t nb, T* z) {
-  constexpr std::int64_t kTile = WinogradPass::kTile;
+  constexpr std::int64_t kTile = F::kTile;
   const std::int64_t stride = p.out_c * nb;
   const std::int64_t plane = p.out_h * p.out_w;
-  constexpr std::int64_t kRowLength = kTile * kWinogradRun;
-  alignas(64) T rows[2][kRowLength];
+  alignas(64) T row[kTile * kWinogradRun];
+  alignas(64) T tiles[kTile][kTile][kWinogradRun];  // (r, s, tile)
   winograd_for_runs(p, t0, nb, [&](const WinogradRun& run) {
     for (std::int64_t k = 0; k < p.out_c; ++k) {
       const T* src = dy + (run.n * p.out_c + k) * plane;
-      for (int r = 0; r < 2; ++r)
+      for (std::int64_t r = 0; r < kTile; ++r) {
         winograd_load_row(src, p.out_h, p.out_w, run.oh0 + p.dil_h * r, run.ow0, p.dil_w,
-                          kTile * run.count, rows[r]);
+                          kTile * run.count, row);
+        winograd_spread_row<kTile, kTile>(row, run.count, tiles[r]);
+      }
       T* zk = z + k * nb + (run.t - t0);
 #pragma omp simd
       for (std::int64_t q = 0; q < run.count; ++q)
-        ops::winograd_output_grad_transform(&rows[0][kTile * q], kRowLength, zk + q, stride);
+        ops::winograd_output_grad_transform<F>(&tiles[0][0][q], kTile * kWinogradRun,
+                                               kWinogradRun, zk + q, stride);
     }
   });
 }
 
 /// U[xi][o][i] = G g G^T of each kernel, with g = w[o][i] (w is (out, in, 3, 3)) or, with
 /// `flip_transpose`, g = w[i][o] rotated by 180 degrees (the data gradient's kernel).
-template <class T>
+template <class F, class T>
 void winograd_transform_weights(const Context<Cpu>& ctx, const T* w, std::int64_t out,
                                 std::int64_t in, bool flip_transpose, T* u) {
   const std::int64_t stride = out * in;
@@ -222,8 +246,8 @@ void winograd_transform_weights(const Context<Cpu>& ctx, const T* w, std::int64_
     if (flip_transpose) {
 #pragma omp simd
       for (std::int64_t i = 0; i < in; ++i)
-        ops::winograd_weight_transform(w + (i * out + o) * 9 + 8, std::int64_t{-3},
-                                       std::int64_t{-1}, dst + i, stride);
+        ops::winograd_weight_transform<F>(w + (i * out + o) * 9 + 8, std::int64_t{-3},
+                                          std::int64_t{-1}, dst + i, stride);
     } else {
       // Kernels regrouped tap-major (a stride-9 gather does not vectorise), 256 at a time.
       constexpr std::int64_t kChunk = 256;
@@ -235,7 +259,8 @@ void winograd_transform_weights(const Context<Cpu>& ctx, const T* w, std::int64_
           for (int e = 0; e < 9; ++e) taps[e][i] = src[i * 9 + e];
 #pragma omp simd
         for (std::int64_t i = 0; i < count; ++i)
-          ops::winograd_weight_transform(&taps[0][i], 3 * kChunk, kChunk, dst + i0 + i, stride);
+          ops::winograd_weight_transform<F>(&taps[0][i], 3 * kChunk, kChunk, dst + i0 + i,
+                                            stride);
       }
     }
   });
@@ -243,20 +268,19 @@ void winograd_transform_weights(const Context<Cpu>& ctx, const T* w, std::int64_
 
 /// out (batch, out_c, out_h, out_w) = [out +] conv(in, U) [+ bias], U from
 /// `winograd_transform_weights`; `accumulate` adds instead of assigning.
-template <class T>
-void winograd_convolve(Context<Cpu>& ctx, const T* in, const WinogradPass& p, const T* u,
+template <class F, class T>
+void winograd_convolve(Context<Cpu>& ctx, const T* in, const WinogradPass<F>& p, const T* u,
                        const T* bias, bool accumulate, T* out, T* scratch, std::int64_t chunks,
                        std::int64_t nb) {
-  const std::int64_t per_thread =
-      winograd_aligned<T>(ops::kWinogradPoints * (p.in_c + p.out_c) * nb);
+  const std::int64_t per_thread = winograd_aligned<T>(F::kPoints * (p.in_c + p.out_c) * nb);
   winograd_split_tiles(
       ctx, p.tiles(), chunks, [&](std::int64_t chunk, std::int64_t begin, std::int64_t end) {
-        T* v = scratch + chunk * per_thread;            // (16, C_in, nb)
-        T* m = v + ops::kWinogradPoints * p.in_c * nb;  // (16, C_out, nb)
+        T* v = scratch + chunk * per_thread;  // (alpha^2, C_in, nb)
+        T* m = v + F::kPoints * p.in_c * nb;  // (alpha^2, C_out, nb)
         for (std::int64_t t0 = begin; t0 < end; t0 += nb) {
           const std::int64_t cols = std::min(nb, end - t0);
           winograd_transform_inputs(in, p, t0, cols, v);
-          for (int xi = 0; xi < ops::kWinogradPoints; ++xi) {
+          for (int xi = 0; xi < F::kPoints; ++xi) {
             const Eigen::Map<const WinogradMatrix<T>> um(u + xi * p.out_c * p.in_c, p.out_c,
                                                          p.in_c);
             const Eigen::Map<const WinogradMatrix<T>> vm(v + xi * p.in_c * cols, p.in_c, cols);
@@ -273,76 +297,86 @@ inline std::int64_t winograd_chunks(const Context<Cpu>& ctx, std::int64_t tiles)
   return std::max<std::int64_t>(1, std::min<std::int64_t>(ctx.threads(), tiles));
 }
 
+/// The pass of a forward convolution (and of its weight gradient) with geometry `g`.
+template <class F>
+WinogradPass<F> winograd_forward_pass(const Conv2dGeometry& g, std::int64_t batch) {
+  return {batch,   g.in_c,  g.in_h,     g.in_w,     g.out_c,      g.out_h,
+          g.out_w, g.pad_top, g.pad_left, g.dilation_h, g.dilation_w};
+}
+
+/// Element-wise products of the transformed domain for one batch item of geometry `g` through
+/// variant F (tiles of every phase times alpha^2): what the variant's GEMMs cost, up to the
+/// channel counts both share.
+template <class F>
+std::int64_t winograd_products(const Conv2dGeometry& g) {
+  return winograd_forward_pass<F>(g, 1).tiles() * F::kPoints;
+}
+
+/// A forward convolution `in` -> `out` through the pass `p` with the kernel `w` ((p.out_c,
+/// p.in_c, 3, 3), or with `flip_transpose` (p.in_c, p.out_c, 3, 3) used rotated and swapped).
+template <class F, class T>
+void winograd_run(Context<Cpu>& ctx, const WinogradPass<F>& p, const T* in, const T* w,
+                  bool flip_transpose, const T* bias, bool accumulate, T* out) {
+  const std::int64_t tiles = p.tiles();
+  if (tiles == 0) return;
+  const std::int64_t chunks = winograd_chunks(ctx, tiles);
+  const std::int64_t nb = winograd_block_tiles<F, T>(p, (tiles + chunks - 1) / chunks);
+  const std::int64_t u_size = winograd_aligned<T>(F::kPoints * p.out_c * p.in_c);
+  const std::int64_t per_thread = winograd_aligned<T>(F::kPoints * (p.in_c + p.out_c) * nb);
+  T* u = ctx.workspace<T>(static_cast<std::size_t>(u_size + chunks * per_thread));
+  winograd_transform_weights<F>(ctx, w, p.out_c, p.in_c, flip_transpose, u);
+  winograd_convolve(ctx, in, p, u, bias, accumulate, out, u + u_size, chunks, nb);
+}
+
 }  // namespace detail
 
 namespace ops {
 
-/// Whether the Winograd F(2x2, 3x3) path can compute this convolution: a 3x3 kernel and
-/// stride 1 (any dilation, through its phases; any padding, TF 'SAME' included).
+/// Whether the Winograd paths can compute this convolution: a 3x3 kernel and stride 1 (any
+/// dilation, through its phases; any padding, TF 'SAME' included).
 inline bool conv2d_winograd_applicable(const Conv2dGeometry& g) {
   return g.kernel_h == 3 && g.kernel_w == 3 && g.stride_h == 1 && g.stride_w == 1;
 }
 
 /// y (batch, C_out, OH, OW) = conv(x, w) [+ bias]; x (batch, C_in, H, W), w (C_out, C_in, 3,
-/// 3), `bias` null or C_out values. Requires `conv2d_winograd_applicable(g)`.
-template <class T>
+/// 3), `bias` null or C_out values, through Winograd variant F (`WinogradF2x3` or
+/// `WinogradF4x3`). Requires `conv2d_winograd_applicable(g)`.
+template <class F, class T>
 void conv2d_winograd_forward(Context<Cpu>& ctx, const T* x, const T* w, const T* bias, T* y,
                              const Conv2dGeometry& g, std::int64_t batch) {
-  const nddr::detail::WinogradPass p{batch,      g.in_c,       g.in_h,      g.in_w,
-                                     g.out_c,    g.out_h,      g.out_w,     g.pad_top,
-                                     g.pad_left, g.dilation_h, g.dilation_w};
-  const std::int64_t tiles = p.tiles();
-  if (tiles == 0) return;
-  const std::int64_t chunks = nddr::detail::winograd_chunks(ctx, tiles);
-  const std::int64_t nb = nddr::detail::winograd_block_tiles<T>(p, (tiles + chunks - 1) / chunks);
-  const std::int64_t u_size = nddr::detail::winograd_aligned<T>(kWinogradPoints * g.out_c * g.in_c);
-  const std::int64_t per_thread =
-      nddr::detail::winograd_aligned<T>(kWinogradPoints * (g.in_c + g.out_c) * nb);
-  T* u = ctx.workspace<T>(static_cast<std::size_t>(u_size + chunks * per_thread));
-  nddr::detail::winograd_transform_weights(ctx, w, g.out_c, g.in_c, false, u);
-  nddr::detail::winograd_convolve(ctx, x, p, u, bias, false, y, u + u_size, chunks, nb);
+  nddr::detail::winograd_run(ctx, nddr::detail::winograd_forward_pass<F>(g, batch), x, w, false,
+                             bias, false, y);
 }
 
 /// dx (batch, C_in, H, W) += the data gradient of dy (batch, C_out, OH, OW) through w
 /// (C_out, C_in, 3, 3): a Winograd convolution of dy, offset by 2 dilation - pad, with the kernel
 /// rotated by 180 degrees and its channel axes swapped. Requires `conv2d_winograd_applicable(g)`.
-template <class T>
+template <class F, class T>
 void conv2d_winograd_backward_data(Context<Cpu>& ctx, const T* w, const T* dy, T* dx,
                                    const Conv2dGeometry& g, std::int64_t batch) {
   // The flipped kernel spans 2 d + 1 inputs, so its offset is 2 d - pad.
-  const nddr::detail::WinogradPass p{batch,
-                                     g.out_c,
-                                     g.out_h,
-                                     g.out_w,
-                                     g.in_c,
-                                     g.in_h,
-                                     g.in_w,
-                                     2 * g.dilation_h - g.pad_top,
-                                     2 * g.dilation_w - g.pad_left,
-                                     g.dilation_h,
-                                     g.dilation_w};
-  const std::int64_t tiles = p.tiles();
-  if (tiles == 0) return;
-  const std::int64_t chunks = nddr::detail::winograd_chunks(ctx, tiles);
-  const std::int64_t nb = nddr::detail::winograd_block_tiles<T>(p, (tiles + chunks - 1) / chunks);
-  const std::int64_t u_size = nddr::detail::winograd_aligned<T>(kWinogradPoints * g.out_c * g.in_c);
-  const std::int64_t per_thread =
-      nddr::detail::winograd_aligned<T>(kWinogradPoints * (g.in_c + g.out_c) * nb);
-  T* u = ctx.workspace<T>(static_cast<std::size_t>(u_size + chunks * per_thread));
-  nddr::detail::winograd_transform_weights(ctx, w, g.in_c, g.out_c, true, u);
-  nddr::detail::winograd_convolve(ctx, dy, p, u, static_cast<const T*>(nullptr), true, dx,
-                                  u + u_size, chunks, nb);
+  const nddr::detail::WinogradPass<F> p{batch,
+                                        g.out_c,
+                                        g.out_h,
+                                        g.out_w,
+                                        g.in_c,
+                                        g.in_h,
+                                        g.in_w,
+                                        2 * g.dilation_h - g.pad_top,
+                                        2 * g.dilation_w - g.pad_left,
+                                        g.dilation_h,
+                                        g.dilation_w};
+  nddr::detail::winograd_run(ctx, p, dy, w, true, static_cast<const T*>(nullptr), true, dx);
 }
 
 /// dw (C_out, C_in, 3, 3) = sum over the batch of the weight gradient, assigned; x (batch,
 /// C_in, H, W), dy (batch, C_out, OH, OW). Requires `conv2d_winograd_applicable(g)`.
-template <class T>
+template <class F, class T>
 void conv2d_winograd_backward_weights(Context<Cpu>& ctx, const T* x, const T* dy, T* dw,
                                       const Conv2dGeometry& g, std::int64_t batch) {
   using nddr::detail::WinogradMatrix;
-  const nddr::detail::WinogradPass p{batch,      g.in_c,       g.in_h,      g.in_w,
-                                     g.out_c,    g.out_h,      g.out_w,     g.pad_top,
-                                     g.pad_left, g.dilation_h, g.dilation_w};
+  constexpr int kPoints = F::kPoints;
+  const auto p = nddr::detail::winograd_forward_pass<F>(g, batch);
   const std::int64_t tiles = p.tiles();
   const std::int64_t weights = g.out_c * g.in_c;
   if (tiles == 0) {
@@ -350,21 +384,22 @@ void conv2d_winograd_backward_weights(Context<Cpu>& ctx, const T* x, const T* dy
     return;
   }
   const std::int64_t chunks = nddr::detail::winograd_chunks(ctx, tiles);
-  const std::int64_t nb = nddr::detail::winograd_block_tiles<T>(p, (tiles + chunks - 1) / chunks);
-  const std::int64_t du_size = nddr::detail::winograd_aligned<T>(kWinogradPoints * weights);
+  const std::int64_t nb =
+      nddr::detail::winograd_block_tiles<F, T>(p, (tiles + chunks - 1) / chunks);
+  const std::int64_t du_size = nddr::detail::winograd_aligned<T>(kPoints * weights);
   const std::int64_t per_thread =
-      du_size + nddr::detail::winograd_aligned<T>(kWinogradPoints * (g.in_c + g.out_c) * nb);
+      du_size + nddr::detail::winograd_aligned<T>(kPoints * (g.in_c + g.out_c) * nb);
   T* scratch = ctx.workspace<T>(static_cast<std::size_t>(chunks * per_thread));
   nddr::detail::winograd_split_tiles(
       ctx, tiles, chunks, [&](std::int64_t chunk, std::int64_t begin, std::int64_t end) {
-        T* du = scratch + chunk * per_thread;      // (16, C_out, C_in)
-        T* v = du + du_size;                       // (16, C_in, nb)
-        T* z = v + kWinogradPoints * g.in_c * nb;  // (16, C_out, nb)
+        T* du = scratch + chunk * per_thread;  // (alpha^2, C_out, C_in)
+        T* v = du + du_size;                   // (alpha^2, C_in, nb)
+        T* z = v + kPoints * g.in_c * nb;      // (alpha^2, C_out, nb)
         for (std::int64_t t0 = begin; t0 < end; t0 += nb) {
           const std::int64_t cols = std::min(nb, end - t0);
           nddr::detail::winograd_transform_inputs(x, p, t0, cols, v);
           nddr::detail::winograd_transform_output_grads(dy, p, t0, cols, z);
-          for (int xi = 0; xi < kWinogradPoints; ++xi) {
+          for (int xi = 0; xi < kPoints; ++xi) {
             const Eigen::Map<const WinogradMatrix<T>> zm(z + xi * g.out_c * cols, g.out_c, cols);
             const Eigen::Map<const WinogradMatrix<T>> vm(v + xi * g.in_c * cols, g.in_c, cols);
             Eigen::Map<WinogradMatrix<T>> dum(du + xi * weights, g.out_c, g.in_c);
@@ -380,7 +415,7 @@ void conv2d_winograd_backward_weights(Context<Cpu>& ctx, const T* x, const T* dy
   nddr::detail::parallel_for(ctx, g.out_c, [&](std::int64_t k) {
     T* du = scratch + k * g.in_c;
     for (std::int64_t t = 1; t < chunks; ++t)
-      for (int xi = 0; xi < kWinogradPoints; ++xi) {
+      for (int xi = 0; xi < kPoints; ++xi) {
         const T* part = scratch + t * per_thread + xi * weights + k * g.in_c;
         T* sum = du + xi * weights;
         for (std::int64_t c = 0; c < g.in_c; ++c) sum[c] += part[c];
@@ -391,7 +426,7 @@ void conv2d_winograd_backward_weights(Context<Cpu>& ctx, const T* x, const T* dy
       const std::int64_t count = std::min(kChunk, g.in_c - c0);
 #pragma omp simd
       for (std::int64_t c = 0; c < count; ++c)
-        winograd_weight_grad_transform(du + c0 + c, weights, &taps[0][c], 3 * kChunk, kChunk);
+        winograd_weight_grad_transform<F>(du + c0 + c, weights, &taps[0][c], 3 * kChunk, kChunk);
       T* dst = dw + (k * g.in_c + c0) * 9;
       for (std::int64_t c = 0; c < count; ++c)
         for (int e = 0; e < 9; ++e) dst[c * 9 + e] = taps[e][c];
