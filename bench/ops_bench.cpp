@@ -1,6 +1,6 @@
 // The non-convolution ops of the NDDR-VGG16 training step at its shapes (batch 2, 161x161
 // input, float): BatchNorm (training) forward/backward, ReLU forward/backward, max pool 3x3/2
-// TF-'SAME' forward/backward, and the NDDR fusion layer (K = 2, 1x1 GEMMs + BN + ReLU) forward
+// TF-'SAME' forward/backward, the stride-1 max and average pools of stage 5 forward, and the NDDR fusion layer (K = 2, 1x1 GEMMs + BN + ReLU) forward
 // and backward after each of the five stages: the whole layer (`<false>`), its GEMMs alone
 // (`<true>`: BN and ReLU off) and the concatenate + Conv2d formulation the layer used before
 // ("concat", the same GEMM work).
@@ -372,6 +372,39 @@ void BM_nddr_concat_backward(benchmark::State& state) {
   set_flops(state, 2.0 * NddrProblem::kTasks * p.gemm_flop(), threads, a.name);
 }
 
+// pool4/pool5 of the Deeplab VGG16 (3x3, stride 1, SAME) and pool5a (average, the same
+// geometry) at conv4/conv5's shape: read x, write y (and the int32 argmax for max) = 3 |x|
+// (max) or 2 |x| (average).
+const auto kPoolS1 = nddr::Pool2dOptions{}.kernel(3).same();
+
+void BM_max_pool_s1_forward(benchmark::State& state) {
+  const Act& a = kActs[3];
+  const int threads = static_cast<int>(state.range(0));
+  nddr::MaxPool2d<float> pool(kPoolS1);
+  Tensor<float> x(act_shape(a)), y(pool.output_shape(x.shape()));
+  fill(x, 1);
+  Ctx ctx(threads);
+  for (auto _ : state) {
+    pool.forward(ctx, x.cview(), y.view());
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_bandwidth(state, static_cast<double>(x.bytes() + 2 * y.bytes()), threads, "pool4");
+}
+
+void BM_avg_pool_s1_forward(benchmark::State& state) {
+  const Act& a = kActs[3];
+  const int threads = static_cast<int>(state.range(0));
+  nddr::AvgPool2d<float> pool(kPoolS1);
+  Tensor<float> x(act_shape(a)), y(pool.output_shape(x.shape()));
+  fill(x, 1);
+  Ctx ctx(threads);
+  for (auto _ : state) {
+    pool.forward(ctx, x.cview(), y.view());
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_bandwidth(state, static_cast<double>(x.bytes() + y.bytes()), threads, "pool5a");
+}
+
 void act_args(benchmark::internal::Benchmark* b) {
   for (int i = 0; i < 4; ++i)
     for (int t : {1, 2}) b->Args({i, t});
@@ -398,6 +431,8 @@ BENCHMARK(BM_relu_forward)->Apply(act_args);
 BENCHMARK(BM_relu_backward)->Apply(act_args);
 BENCHMARK(BM_max_pool_forward)->Apply(pool_args);
 BENCHMARK(BM_max_pool_backward)->Apply(pool_args);
+BENCHMARK(BM_max_pool_s1_forward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_avg_pool_s1_forward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_nddr_forward, false)->Apply(nddr_args);
 BENCHMARK_TEMPLATE(BM_nddr_forward, true)->Apply(nddr_args);
 BENCHMARK(BM_nddr_concat_forward)->Apply(nddr_args);

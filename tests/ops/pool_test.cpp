@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <nddr/backend/cpu/pool.hpp>
 #include <nddr/core/random.hpp>
 #include <nddr/io/safetensors.hpp>
@@ -12,6 +13,7 @@
 #include <nddr/testing/gradient_check.hpp>
 #include <nddr/testing/layer_laws.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -333,4 +335,119 @@ TEST_CASE("Pool2d: bad input", "[ops][pool]") {
   Tensor<double> gy(Shape::nchw(1, 2, 2, 1));
   CHECK_THROWS_WITH(nddr::ops::global_avg_pool_forward(ctx, x.cview(), gy.view()),
                     Contains("global_avg_pool_forward") && Contains("(1, 2, 2, 1)"));
+}
+
+namespace {
+
+/// Max pooling of output pixel (oh, ow) by the definition: scan the in-bounds window cells in
+/// row-major order; the first NaN, else the first maximum, with its plane index.
+template <class T>
+T naive_max_pool(const T* plane, const nddr::Pool2dGeometry& g, std::int64_t oh, std::int64_t ow,
+                 std::int64_t& arg) {
+  bool found = false;
+  T best = T(0);
+  for (std::int64_t h = oh * g.stride_h - g.pad_top; h < oh * g.stride_h - g.pad_top + g.kernel_h;
+       ++h)
+    for (std::int64_t w = ow * g.stride_w - g.pad_left;
+         w < ow * g.stride_w - g.pad_left + g.kernel_w; ++w) {
+      if (h < 0 || h >= g.in_h || w < 0 || w >= g.in_w) continue;
+      const T v = plane[h * g.in_w + w];
+      if (!found || (!std::isnan(best) && (std::isnan(v) || v > best))) {
+        best = v;
+        arg = h * g.in_w + w;
+        found = true;
+      }
+    }
+  return best;
+}
+
+/// Average pooling of (oh, ow) by the definition, summed in row-major window order.
+template <class T>
+T naive_avg_pool(const T* plane, const nddr::Pool2dGeometry& g, std::int64_t oh, std::int64_t ow,
+                 bool include_pad) {
+  T sum = T(0);
+  std::int64_t inside = 0, padded = 0;
+  for (std::int64_t h = oh * g.stride_h - g.pad_top; h < oh * g.stride_h - g.pad_top + g.kernel_h;
+       ++h)
+    for (std::int64_t w = ow * g.stride_w - g.pad_left;
+         w < ow * g.stride_w - g.pad_left + g.kernel_w; ++w) {
+      if (h < g.in_h + g.pad_bottom && w < g.in_w + g.pad_right) ++padded;
+      if (h < 0 || h >= g.in_h || w < 0 || w >= g.in_w) continue;
+      sum += plane[h * g.in_w + w];
+      ++inside;
+    }
+  return sum / static_cast<T>(include_pad ? padded : inside);
+}
+
+/// Same value to the bit, NaN included (any NaN equals any NaN; the sign of zero counts).
+template <class T>
+bool same_value(T a, T b) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
+  return a == b && std::signbit(a) == std::signbit(b);
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("Pool2d: row sweeps match the definition at every edge/interior split",
+                   "[ops][pool]", float, double) {
+  using T = TestType;
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Rng rng(17);
+  // Few distinct values, signed zeros and NaNs, so that windows hold ties and NaNs.
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  const T pool[] = {T(-1), T(-0.0), T(0), T(1), T(2), T(2), T(0.5), nan};
+  const std::pair<int, int> kernels[] = {{1, 1}, {2, 2}, {3, 3}, {3, 2}, {2, 3}, {4, 4}};
+  const std::pair<int, int> strides[] = {{1, 1}, {2, 2}, {1, 2}, {2, 1}, {3, 3}};
+  int checked = 0;
+  for (const int in_h : {1, 2, 3, 4, 5, 8, 9})
+    for (const int in_w : {1, 2, 3, 4, 5, 8, 9, 17, 40})
+      for (const auto& [kh, kw] : kernels)
+        for (const auto& [sh, sw] : strides)
+          for (int pad_mode = 0; pad_mode < 3; ++pad_mode) {
+            // pad_mode: 0 TF SAME, 1 no padding, 2 explicit kernel / 2.
+            auto opt = Pool2dOptions{}.kernel(kh, kw).stride(sh, sw);
+            if (pad_mode == 0) opt.same();
+            if (pad_mode == 2) opt.padding(kh / 2, kw / 2);
+            const Shape xs = Shape::nchw(1, 2, in_h, in_w);
+            nddr::Pool2dGeometry g;
+            try {
+              g = nddr::pool2d_geometry("t", xs, opt);
+            } catch (const nddr::ShapeError&) {
+              continue;  // kernel larger than the padded input
+            }
+            Tensor<T> x(xs);
+            for (std::int64_t i = 0; i < x.numel(); ++i) {
+              // One cell in 16 NaN; the rest from the tie-heavy pool.
+              const auto r = static_cast<int>(rng.uniform(0.0, 16.0));
+              x[i] = r == 0 ? nan : pool[r % 7];
+            }
+            const Shape ys = nddr::pool2d_output_shape("t", xs, opt);
+            Tensor<T> y(ys), y32(ys), y64(ys), ya(ys), yp(ys);
+            Tensor<std::int32_t> a32(ys);
+            Tensor<std::int64_t> a64(ys);
+            nddr::ops::max_pool2d_forward(ctx, x.cview(), y.view(), opt);
+            nddr::ops::max_pool2d_forward(ctx, x.cview(), y32.view(), a32.view(), opt);
+            nddr::ops::max_pool2d_forward(ctx, x.cview(), y64.view(), a64.view(), opt);
+            nddr::ops::avg_pool2d_forward(ctx, x.cview(), ya.view(), opt);
+            nddr::ops::avg_pool2d_forward(ctx, x.cview(), yp.view(),
+                                          Pool2dOptions(opt).count_include_pad());
+            bool ok = true;
+            for (std::int64_t p = 0; p < 2; ++p)
+              for (std::int64_t oh = 0; oh < g.out_h; ++oh)
+                for (std::int64_t ow = 0; ow < g.out_w; ++ow) {
+                  const std::int64_t o = (p * g.out_h + oh) * g.out_w + ow;
+                  const T* plane = x.data() + p * in_h * in_w;
+                  std::int64_t arg = -1;
+                  const T m = naive_max_pool(plane, g, oh, ow, arg);
+                  ok = ok && same_value(y[o], m) && same_value(y32[o], m) &&
+                       same_value(y64[o], m) && a32[o] == arg && a64[o] == arg &&
+                       same_value(ya[o], naive_avg_pool(plane, g, oh, ow, false)) &&
+                       same_value(yp[o], naive_avg_pool(plane, g, oh, ow, true));
+                }
+            INFO("x " << xs.str() << " kernel (" << kh << ", " << kw << ") stride (" << sh
+                      << ", " << sw << ") pad mode " << pad_mode);
+            CHECK(ok);
+            ++checked;
+          }
+  CHECK(checked > 1000);
 }

@@ -157,6 +157,43 @@ NDDR_HOST_DEVICE inline PoolWindow pool_window(const Pool2dGeometry& g, std::int
   return {hs > 0 ? hs : 0, he < g.in_h ? he : g.in_h, ws > 0 ? ws : 0, we < g.in_w ? we : g.in_w};
 }
 
+/// Output columns [lo, hi) whose window lies wholly inside the input columns (no clipping);
+/// lo == hi when there are none (a plane narrower than the kernel).
+struct PoolInterior {
+  std::int64_t lo, hi;
+};
+
+/// The interior output columns of `g`.
+NDDR_HOST_DEVICE inline PoolInterior pool_interior_columns(const Pool2dGeometry& g) {
+  // ow * stride - pad_left >= 0 and ow * stride - pad_left + kernel <= in_w.
+  const std::int64_t room = g.in_w - g.kernel_w + g.pad_left;
+  std::int64_t hi = room >= 0 ? room / g.stride_w + 1 : 0;
+  hi = hi < g.out_w ? hi : g.out_w;
+  const std::int64_t lo = (g.pad_left + g.stride_w - 1) / g.stride_w;
+  return {lo < hi ? lo : hi, hi};
+}
+
+/// Whether a cell of value `v`, later in row-major window order than the current maximum
+/// `best`, replaces it: the first NaN wins, else the first strictly larger value (so ties
+/// keep the first maximum, PyTorch's rule). Written without short-circuits so that a loop of
+/// it vectorises.
+template <class T>
+NDDR_HOST_DEVICE inline bool max_pool_takes(T v, T best) {
+  return (v > best) | ((v != v) & (best == best));
+}
+
+/// Whether cell (v, i) of a window replaces the current maximum (best, best_i) when the window
+/// is reduced in any order (by columns, say), `i` and `best_i` being plane indices h * W + w:
+/// a NaN beats a number, a larger value a smaller one, and on a tie (two NaNs included) the
+/// smaller index wins, which is the earlier cell in row-major order, so the outcome is that
+/// of `max_pool_element`'s row-major scan.
+template <class T, class I>
+NDDR_HOST_DEVICE inline bool max_pool_takes_any_order(T v, I i, T best, I best_i) {
+  const bool v_nan = v != v;
+  const bool best_nan = best != best;
+  return (v > best) | (v_nan & !best_nan) | (((v == best) | (v_nan & best_nan)) & (i < best_i));
+}
+
 /// Divisor of average pooling at (oh, ow): the in-bounds cell count, or with `include_pad`
 /// the cells of the window inside the padded input (PyTorch count_include_pad=True).
 NDDR_HOST_DEVICE inline std::int64_t avg_pool_divisor(const Pool2dGeometry& g, std::int64_t oh,
@@ -186,7 +223,7 @@ NDDR_HOST_DEVICE inline T max_pool_element(const T* plane, const Pool2dGeometry&
     for (std::int64_t w = win.w0; w < win.w1; ++w) {
       const std::int64_t i = h * g.in_w + w;
       const T v = plane[i];
-      if (v > best || (v != v && best == best)) {
+      if (max_pool_takes(v, best)) {
         best = v;
         best_i = i;
       }

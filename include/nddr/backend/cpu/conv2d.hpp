@@ -7,10 +7,12 @@
 /// NCHW buffers:   forward        Y (C_out, P)  = W (C_out, K) * col (K, P) [+ b]
 ///                 weight grad    dW (C_out, K) = sum_n dY_n (C_out, P) * col_n^T
 ///                 data grad      dcol (K, P)   = W^T * dY_n, then col2im adds it into dx.
-/// Forward and weight grad build the column matrix in blocks of output columns small enough
-/// to stay in cache (the whole matrix is 60 MB at VGG conv1_2, 161^2), one block per thread
-/// at a time; the data grad, whose col2im scatters across block boundaries, uses the whole
-/// matrix. Columns live in `ctx.workspace<T>()`, so steady-state calls do not allocate.
+/// All three build the column matrix in blocks of output columns small enough to stay in
+/// cache (the whole matrix is 60 MB at VGG conv1_2, 161^2). Forward and weight grad give
+/// each thread its own block; the data grad, whose col2im scatters across block boundaries,
+/// gives each thread the rows of one range of input channels of a shared block, so the
+/// threads add into disjoint dx planes. Columns live in `ctx.workspace<T>()`, so
+/// steady-state calls do not allocate.
 ///
 /// Two other algorithms are dispatched to when they do less work (`conv2d_select_algorithm`):
 /// Winograd F(4x4, 3x3) or F(2x2, 3x3) for 3x3 stride-1 kernels (nddr/backend/cpu/winograd.hpp),
@@ -87,6 +89,21 @@ void conv2d_split_columns(const Context<Cpu>& ctx, std::int64_t n, F&& body) {
     const std::int64_t begin = bound(t);
     const std::int64_t end = bound(t + 1);
     if (end > begin) body(t, begin, end);
+  });
+}
+
+/// Runs `body(begin, end)` on disjoint ranges of [0, n) of near-equal size, one per thread
+/// and at most n of them, each free to run a single-threaded Eigen GEMM (as above).
+template <class F>
+void conv2d_split_range(const Context<Cpu>& ctx, std::int64_t n, F&& body) {
+  const std::int64_t chunks = std::max<std::int64_t>(1, std::min<std::int64_t>(ctx.threads(), n));
+  parallel_for(ctx, chunks, [&](std::int64_t t) {
+#if defined(_OPENMP)
+    omp_set_num_threads(1);
+#endif
+    const std::int64_t begin = n * t / chunks;
+    const std::int64_t end = n * (t + 1) / chunks;
+    if (end > begin) body(begin, end);
   });
 }
 
@@ -408,32 +425,44 @@ void conv2d_im2col(const Context<Cpu>& ctx, const T* x, const Conv2dGeometry& g,
   });
 }
 
-/// Adds the column matrix `col` (K, P) back onto one batch item `dx` (C_in, H, W): every
-/// entry goes to the input pixel it was read from (the adjoint of `conv2d_im2col`).
+/// Adds columns [p0, p1) of row `row` of a column matrix, `src` (p1 - p0 entries), back onto
+/// one batch item `dx` (C_in, H, W): each entry goes to the input pixel it was read from (the
+/// adjoint of `conv2d_im2col_row`). Only the plane of the row's input channel is touched.
+template <class T>
+void conv2d_col2im_row_add(const T* src, const Conv2dGeometry& g, std::int64_t row,
+                           std::int64_t p0, std::int64_t p1, T* dx) {
+  const std::int64_t j = row % g.kernel_w;
+  const std::int64_t i = (row / g.kernel_w) % g.kernel_h;
+  T* plane = dx + row / (g.kernel_w * g.kernel_h) * g.in_h * g.in_w;
+  std::int64_t oh_lo, oh_hi, ow_lo, ow_hi;
+  conv2d_valid_outputs(i, g.in_h, g.out_h, g.stride_h, g.dilation_h, g.pad_top, oh_lo, oh_hi);
+  conv2d_valid_outputs(j, g.in_w, g.out_w, g.stride_w, g.dilation_w, g.pad_left, ow_lo, ow_hi);
+  const std::int64_t iw_lo = conv2d_input_coord(ow_lo, j, g.stride_w, g.dilation_w, g.pad_left);
+  for (std::int64_t oh = std::max(p0 / g.out_w, oh_lo); oh < oh_hi && oh * g.out_w < p1; ++oh) {
+    // Columns [va, ve) of output row oh: inside the range and reading the image.
+    const std::int64_t va = std::max(std::max(p0 - oh * g.out_w, std::int64_t{0}), ow_lo);
+    const std::int64_t ve = std::min(std::min(p1 - oh * g.out_w, g.out_w), ow_hi);
+    if (va >= ve) continue;
+    T* d = plane + conv2d_input_coord(oh, i, g.stride_h, g.dilation_h, g.pad_top) * g.in_w + iw_lo;
+    const T* s = src + (oh * g.out_w - p0);  // s[ow] is column oh * out_w + ow; ow >= va
+    if (g.stride_w == 1) {
+      for (std::int64_t ow = va; ow < ve; ++ow) d[ow - ow_lo] += s[ow];
+    } else {
+      for (std::int64_t ow = va; ow < ve; ++ow) d[(ow - ow_lo) * g.stride_w] += s[ow];
+    }
+  }
+}
+
+/// Adds the column matrix `col` (K, P) back onto one batch item `dx` (C_in, H, W) (the adjoint
+/// of `conv2d_im2col`).
 template <class T>
 void conv2d_col2im_add(const Context<Cpu>& ctx, const T* col, const Conv2dGeometry& g, T* dx) {
   const std::int64_t cols = g.col_cols();
+  const std::int64_t taps = g.kernel_h * g.kernel_w;
   // One channel per task: its rows of `col` touch only its own plane of dx, so no races.
   nddr::detail::parallel_for(ctx, g.in_c, [&](std::int64_t c) {
-    T* plane = dx + c * g.in_h * g.in_w;
-    for (std::int64_t i = 0; i < g.kernel_h; ++i) {
-      std::int64_t oh_lo, oh_hi;
-      conv2d_valid_outputs(i, g.in_h, g.out_h, g.stride_h, g.dilation_h, g.pad_top, oh_lo, oh_hi);
-      for (std::int64_t j = 0; j < g.kernel_w; ++j) {
-        std::int64_t ow_lo, ow_hi;
-        conv2d_valid_outputs(j, g.in_w, g.out_w, g.stride_w, g.dilation_w, g.pad_left, ow_lo,
-                             ow_hi);
-        const T* src = col + ((c * g.kernel_h + i) * g.kernel_w + j) * cols;
-        const std::int64_t iw_lo =
-            conv2d_input_coord(ow_lo, j, g.stride_w, g.dilation_w, g.pad_left);
-        for (std::int64_t oh = oh_lo; oh < oh_hi; ++oh) {
-          T* d = plane + conv2d_input_coord(oh, i, g.stride_h, g.dilation_h, g.pad_top) * g.in_w +
-                 iw_lo;
-          const T* s = src + oh * g.out_w;
-          for (std::int64_t ow = ow_lo; ow < ow_hi; ++ow) d[(ow - ow_lo) * g.stride_w] += s[ow];
-        }
-      }
-    }
+    for (std::int64_t row = c * taps; row < (c + 1) * taps; ++row)
+      conv2d_col2im_row_add(col + row * cols, g, row, 0, cols, dx);
   });
 }
 
@@ -514,25 +543,44 @@ void conv2d_backward_data(Context<Cpu>& ctx, std::type_identity_t<TensorView<con
   }
   const std::int64_t k = g.col_rows();
   const std::int64_t p = g.col_cols();
-  T* dcol = g.is_pointwise() ? nullptr : ctx.workspace<T>(static_cast<std::size_t>(k * p));
   const auto wt = nddr::detail::Conv2dConstMap<T>(w.data(), g.out_c, k).transpose();  // (K, C_out)
-  for (std::int64_t n = 0; n < dx.shape().n(); ++n) {
-    const nddr::detail::Conv2dConstMap<T> dym(dy.data() + n * dy.shape().item_size(), g.out_c, p);
-    T* dxn = dx.data() + n * dx.shape().item_size();  // (C_in, H, W)
-    if (!dcol) {
-      nddr::detail::Conv2dMap<T> dxm(dxn, k, p);  // (C_in, H * W)
+  if (g.is_pointwise()) {
+    for (std::int64_t n = 0; n < dx.shape().n(); ++n) {
+      const nddr::detail::Conv2dConstMap<T> dym(dy.data() + n * dy.shape().item_size(), g.out_c,
+                                                p);
+      nddr::detail::Conv2dMap<T> dxm(dx.data() + n * dx.shape().item_size(), k, p);  // (C_in, HW)
       nddr::detail::conv2d_split_columns(
           ctx, p, [&](std::int64_t, std::int64_t begin, std::int64_t end) {
             dxm.middleCols(begin, end - begin).noalias() += wt * dym.middleCols(begin, end - begin);
           });
-      continue;
     }
-    nddr::detail::Conv2dMap<T> dcm(dcol, k, p);  // (K, P)
-    nddr::detail::conv2d_split_columns(
-        ctx, p, [&](std::int64_t, std::int64_t begin, std::int64_t end) {
-          dcm.middleCols(begin, end - begin).noalias() = wt * dym.middleCols(begin, end - begin);
-        });
-    conv2d_col2im_add(ctx, static_cast<const T*>(dcol), g, dxn);
+    return;
+  }
+  // The column gradient of one block of output columns at a time, (K, block), added into dx
+  // right after its GEMM. Each thread owns the rows of a range of input channels, so its
+  // col2im adds only into its own dx planes; every dx pixel then receives its terms in the
+  // same order (blocks, then taps) whatever the timing, so results repeat to the bit.
+  const std::int64_t taps = g.kernel_h * g.kernel_w;
+  const std::int64_t block = std::min(p, nddr::detail::conv2d_block_columns<T>(k));
+  T* dcol = ctx.workspace<T>(static_cast<std::size_t>(k * block));
+  for (std::int64_t n = 0; n < dx.shape().n(); ++n) {
+    const nddr::detail::Conv2dConstMap<T> dym(dy.data() + n * dy.shape().item_size(), g.out_c, p);
+    T* dxn = dx.data() + n * dx.shape().item_size();  // (C_in, H, W)
+    nddr::detail::conv2d_split_range(ctx, g.in_c, [&](std::int64_t c0, std::int64_t c1) {
+      const std::int64_t r0 = c0 * taps;
+      const std::int64_t rows = (c1 - c0) * taps;
+      for (std::int64_t p0 = 0; p0 < p; p0 += block) {
+        const std::int64_t cols = std::min(block, p - p0);
+        // This thread's (rows, cols) part, in its own rows * block slice of the workspace:
+        // the threads need not be at the same block.
+        T* cb = dcol + r0 * block;
+        nddr::detail::Conv2dMap<T>(cb, rows, cols).noalias() =
+            wt.middleRows(r0, rows) * dym.middleCols(p0, cols);
+        for (std::int64_t r = 0; r < rows; ++r)
+          conv2d_col2im_row_add(static_cast<const T*>(cb + r * cols), g, r0 + r, p0, p0 + cols,
+                                dxn);
+      }
+    });
   }
 }
 
