@@ -6,14 +6,17 @@
 /// forward, data gradient (a Winograd convolution of dy with the flipped, transposed kernel)
 /// and weight gradient (batched GEMMs of transformed output-gradient and input tiles).
 ///
-/// Output tiles (m x m) are numbered t = (((n * d_h + ph) * d_w + pw) * tiles_h + th) * tiles_w + tw.
-/// Each thread owns a contiguous range of tiles and walks it in blocks of `nb` tiles:
-///   transform the block's input tiles    V[xi] (C_in, nb)      (alpha^2 matrices)
-///   alpha^2 GEMMs                              M[xi] (C_out, nb) = U[xi] (C_out, C_in) V[xi]
-///   inverse-transform into the output     y (m x m per tile and channel)
-/// so V and M stay cache-sized and the threads never synchronise. U = G w G^T is transformed
-/// once per call and shared. All buffers live in `ctx.workspace<T>()`.
-/// The weight gradient keeps one dU (alpha^2, C_out, C_in) accumulator per thread and sums them.
+/// Output tiles (m x m) are numbered t = (((n * d_h + ph) * d_w + pw) * tiles_h + th) * tiles_w + tw
+/// and walked in blocks of `nb` tiles, each in three phases that all threads share:
+///   transform the block's input tiles    V[xi] (C_in, nb)      threads split the channels
+///   alpha^2 GEMMs                        M[xi] (C_out, nb) = U[xi] (C_out, C_in) V[xi]
+///                                                              threads split the points xi
+///   inverse-transform into the output    y (m x m per tile)    threads split the channels
+/// Splitting channels and points rather than tiles keeps every GEMM as wide as the block even
+/// on the 21x21 maps of VGG's conv4/conv5 (72 tiles of 4x4 in a batch of 2: one block), and
+/// needs one V and M and, for the weight gradient, one dU (alpha^2, C_out, C_in) accumulator
+/// instead of one per thread (no reduction). U = G w G^T is transformed once per call. All
+/// buffers live in `ctx.workspace<T>()`.
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -64,28 +67,30 @@ constexpr std::int64_t winograd_aligned(std::int64_t count) {
 }
 
 /// Tiles per block: V and M of a block (alpha^2 (C_in + C_out) nb values) about kBytes, so they
-/// stay in the per-core L2 between the transforms and the GEMMs, but at least kMin tiles so
-/// each GEMM amortises packing its U[xi] operand. Never more than a thread's share.
+/// stay in the shared cache between the phases, but at least kMin tiles so each GEMM amortises
+/// packing its U[xi] operand. Never more than the pass has.
 template <class F, class T>
-std::int64_t winograd_block_tiles(const WinogradPass<F>& p, std::int64_t per_thread) {
-  constexpr std::int64_t kBytes = std::int64_t{3} << 19;
+std::int64_t winograd_block_tiles(const WinogradPass<F>& p) {
+  constexpr std::int64_t kBytes = std::int64_t{3} << 20;
   constexpr std::int64_t kMin = 96;
   const std::int64_t per_tile =
       F::kPoints * (p.in_c + p.out_c) * static_cast<std::int64_t>(sizeof(T));
   const std::int64_t nb = std::max<std::int64_t>(kMin, kBytes / per_tile / 16 * 16);
-  return std::max<std::int64_t>(1, std::min(nb, per_thread));
+  return std::max<std::int64_t>(1, std::min(nb, p.tiles()));
 }
 
-/// Runs `body(chunk, tile_begin, tile_end)` on one contiguous tile range per thread, each
-/// body serial (Eigen must not start threads of its own inside).
-template <class F>
-void winograd_split_tiles(const Context<Cpu>& ctx, std::int64_t tiles, std::int64_t chunks,
-                          F&& body) {
-  parallel_for(ctx, chunks, [&](std::int64_t t) {
+/// Runs `body(begin, end)` on one contiguous part of [0, count) per thread (at most one
+/// element each), each body serial (Eigen must not start threads of its own inside); returns
+/// when all are done.
+template <class Body>
+void winograd_split(const Context<Cpu>& ctx, std::int64_t count, Body&& body) {
+  const std::int64_t parts =
+      std::max<std::int64_t>(1, std::min<std::int64_t>(ctx.threads(), count));
+  parallel_for(ctx, parts, [&](std::int64_t t) {
 #if defined(_OPENMP)
     omp_set_num_threads(1);  // see conv2d_split_columns
 #endif
-    body(t, tiles * t / chunks, tiles * (t + 1) / chunks);
+    body(count * t / parts, count * (t + 1) / parts);
   });
 }
 
@@ -140,10 +145,11 @@ void winograd_spread_row(const T* row, std::int64_t count, T (*tiles)[kWinogradR
     for (std::int64_t q = 0; q < count; ++q) tiles[s][q] = row[kTile * q + s];
 }
 
-/// V[xi][c][t - t0] for tiles [t0, t0 + nb) of the input `x` (batch, in_c, in_h, in_w).
+/// V[xi][c][t - t0] for tiles [t0, t0 + nb) and channels c in [c0, c1) of the input `x`
+/// (batch, in_c, in_h, in_w).
 template <class F, class T>
 void winograd_transform_inputs(const T* x, const WinogradPass<F>& p, std::int64_t t0,
-                               std::int64_t nb, T* v) {
+                               std::int64_t nb, std::int64_t c0, std::int64_t c1, T* v) {
   constexpr std::int64_t kTile = F::kTile, kAlpha = F::kAlpha;
   const std::int64_t stride = p.in_c * nb;  // between the alpha^2 matrices
   const std::int64_t plane = p.in_h * p.in_w;
@@ -151,7 +157,7 @@ void winograd_transform_inputs(const T* x, const WinogradPass<F>& p, std::int64_
   alignas(64) T tiles[kAlpha][kAlpha][kWinogradRun];  // (r, s, tile)
   winograd_for_runs(p, t0, nb, [&](const WinogradRun& run) {
     const std::int64_t ih0 = run.oh0 - p.pad_top, iw0 = run.ow0 - p.pad_left;
-    for (std::int64_t c = 0; c < p.in_c; ++c) {
+    for (std::int64_t c = c0; c < c1; ++c) {
       const T* src = x + (run.n * p.in_c + c) * plane;
       for (std::int64_t r = 0; r < kAlpha; ++r) {
         winograd_load_row(src, p.in_h, p.in_w, ih0 + p.dil_h * r, iw0, p.dil_w,
@@ -167,11 +173,12 @@ void winograd_transform_inputs(const T* x, const WinogradPass<F>& p, std::int64_
   });
 }
 
-/// Inverse-transforms M[xi][k][t - t0] (tiles [t0, t0 + nb)) into out (batch, out_c, out_h,
-/// out_w): assigned plus `bias` (null: none), or added when `accumulate`.
+/// Inverse-transforms M[xi][k][t - t0] (tiles [t0, t0 + nb), channels k in [k0, k1)) into out
+/// (batch, out_c, out_h, out_w): assigned plus `bias` (null: none), or added when `accumulate`.
 template <class F, class T>
 void winograd_store_outputs(const T* m, const WinogradPass<F>& p, std::int64_t t0,
-                            std::int64_t nb, const T* bias, bool accumulate, T* out) {
+                            std::int64_t nb, std::int64_t k0, std::int64_t k1, const T* bias,
+                            bool accumulate, T* out) {
   constexpr std::int64_t kTile = F::kTile;
   const std::int64_t stride = p.out_c * nb;
   alignas(64) T tiles[kTile][kTile][kWinogradRun];  // (r, s, tile)
@@ -182,7 +189,7 @@ void winograd_store_outputs(const T* m, const WinogradPass<F>& p, std::int64_t t
     const std::int64_t width =
         std::clamp<std::int64_t>((p.out_w - run.ow0 + p.dil_w - 1) / p.dil_w, 0, kTile * run.count);
     const std::int64_t step = p.dil_w;
-    for (std::int64_t k = 0; k < p.out_c; ++k) {
+    for (std::int64_t k = k0; k < k1; ++k) {
       const T* mk = m + k * nb + (run.t - t0);
 #pragma omp simd
       for (std::int64_t q = 0; q < run.count; ++q)
@@ -207,18 +214,18 @@ void winograd_store_outputs(const T* m, const WinogradPass<F>& p, std::int64_t t
   });
 }
 
-/// Z[xi][k][t - t0] = A dY A^T of the output-gradient tiles [t0, t0 + nb) of dy (batch,
-/// out_c, out_h, out_w).
+/// Z[xi][k][t - t0] = A dY A^T of the output-gradient tiles [t0, t0 + nb), channels k in
+/// [k0, k1), of dy (batch, out_c, out_h, out_w).
 template <class F, class T>
 void winograd_transform_output_grads(const T* dy, const WinogradPass<F>& p, std::int64_t t0,
-                                     std::int64_t nb, T* z) {
+                                     std::int64_t nb, std::int64_t k0, std::int64_t k1, T* z) {
   constexpr std::int64_t kTile = F::kTile;
   const std::int64_t stride = p.out_c * nb;
   const std::int64_t plane = p.out_h * p.out_w;
   alignas(64) T row[kTile * kWinogradRun];
   alignas(64) T tiles[kTile][kTile][kWinogradRun];  // (r, s, tile)
   winograd_for_runs(p, t0, nb, [&](const WinogradRun& run) {
-    for (std::int64_t k = 0; k < p.out_c; ++k) {
+    for (std::int64_t k = k0; k < k1; ++k) {
       const T* src = dy + (run.n * p.out_c + k) * plane;
       for (std::int64_t r = 0; r < kTile; ++r) {
         winograd_load_row(src, p.out_h, p.out_w, run.oh0 + p.dil_h * r, run.ow0, p.dil_w,
@@ -267,34 +274,31 @@ void winograd_transform_weights(const Context<Cpu>& ctx, const T* w, std::int64_
 }
 
 /// out (batch, out_c, out_h, out_w) = [out +] conv(in, U) [+ bias], U from
-/// `winograd_transform_weights`; `accumulate` adds instead of assigning.
+/// `winograd_transform_weights`; `accumulate` adds instead of assigning. `scratch` holds
+/// alpha^2 (in_c + out_c) nb values.
 template <class F, class T>
 void winograd_convolve(Context<Cpu>& ctx, const T* in, const WinogradPass<F>& p, const T* u,
-                       const T* bias, bool accumulate, T* out, T* scratch, std::int64_t chunks,
-                       std::int64_t nb) {
-  const std::int64_t per_thread = winograd_aligned<T>(F::kPoints * (p.in_c + p.out_c) * nb);
-  winograd_split_tiles(
-      ctx, p.tiles(), chunks, [&](std::int64_t chunk, std::int64_t begin, std::int64_t end) {
-        T* v = scratch + chunk * per_thread;  // (alpha^2, C_in, nb)
-        T* m = v + F::kPoints * p.in_c * nb;  // (alpha^2, C_out, nb)
-        for (std::int64_t t0 = begin; t0 < end; t0 += nb) {
-          const std::int64_t cols = std::min(nb, end - t0);
-          winograd_transform_inputs(in, p, t0, cols, v);
-          for (int xi = 0; xi < F::kPoints; ++xi) {
-            const Eigen::Map<const WinogradMatrix<T>> um(u + xi * p.out_c * p.in_c, p.out_c,
-                                                         p.in_c);
-            const Eigen::Map<const WinogradMatrix<T>> vm(v + xi * p.in_c * cols, p.in_c, cols);
-            Eigen::Map<WinogradMatrix<T>>(m + xi * p.out_c * cols, p.out_c, cols).noalias() =
-                um * vm;
-          }
-          winograd_store_outputs(m, p, t0, cols, bias, accumulate, out);
-        }
-      });
-}
-
-/// Threads used for `tiles` tiles: at most one per tile.
-inline std::int64_t winograd_chunks(const Context<Cpu>& ctx, std::int64_t tiles) {
-  return std::max<std::int64_t>(1, std::min<std::int64_t>(ctx.threads(), tiles));
+                       const T* bias, bool accumulate, T* out, T* scratch, std::int64_t nb) {
+  using Map = Eigen::Map<WinogradMatrix<T>>;
+  using ConstMap = Eigen::Map<const WinogradMatrix<T>>;
+  const std::int64_t tiles = p.tiles();
+  T* v = scratch;                       // (alpha^2, C_in, nb)
+  T* m = v + F::kPoints * p.in_c * nb;  // (alpha^2, C_out, nb)
+  for (std::int64_t t0 = 0; t0 < tiles; t0 += nb) {
+    const std::int64_t cols = std::min(nb, tiles - t0);
+    winograd_split(ctx, p.in_c, [&](std::int64_t c0, std::int64_t c1) {
+      winograd_transform_inputs(in, p, t0, cols, c0, c1, v);
+    });
+    winograd_split(ctx, F::kPoints, [&](std::int64_t x0, std::int64_t x1) {
+      for (std::int64_t xi = x0; xi < x1; ++xi)
+        Map(m + xi * p.out_c * cols, p.out_c, cols).noalias() =
+            ConstMap(u + xi * p.out_c * p.in_c, p.out_c, p.in_c) *
+            ConstMap(v + xi * p.in_c * cols, p.in_c, cols);
+    });
+    winograd_split(ctx, p.out_c, [&](std::int64_t k0, std::int64_t k1) {
+      winograd_store_outputs(m, p, t0, cols, k0, k1, bias, accumulate, out);
+    });
+  }
 }
 
 /// The pass of a forward convolution (and of its weight gradient) with geometry `g`.
@@ -317,15 +321,13 @@ std::int64_t winograd_products(const Conv2dGeometry& g) {
 template <class F, class T>
 void winograd_run(Context<Cpu>& ctx, const WinogradPass<F>& p, const T* in, const T* w,
                   bool flip_transpose, const T* bias, bool accumulate, T* out) {
-  const std::int64_t tiles = p.tiles();
-  if (tiles == 0) return;
-  const std::int64_t chunks = winograd_chunks(ctx, tiles);
-  const std::int64_t nb = winograd_block_tiles<F, T>(p, (tiles + chunks - 1) / chunks);
+  if (p.tiles() == 0) return;
+  const std::int64_t nb = winograd_block_tiles<F, T>(p);
   const std::int64_t u_size = winograd_aligned<T>(F::kPoints * p.out_c * p.in_c);
-  const std::int64_t per_thread = winograd_aligned<T>(F::kPoints * (p.in_c + p.out_c) * nb);
-  T* u = ctx.workspace<T>(static_cast<std::size_t>(u_size + chunks * per_thread));
+  const std::int64_t block = F::kPoints * (p.in_c + p.out_c) * nb;
+  T* u = ctx.workspace<T>(static_cast<std::size_t>(u_size + block));
   winograd_transform_weights<F>(ctx, w, p.out_c, p.in_c, flip_transpose, u);
-  winograd_convolve(ctx, in, p, u, bias, accumulate, out, u + u_size, chunks, nb);
+  winograd_convolve(ctx, in, p, u, bias, accumulate, out, u + u_size, nb);
 }
 
 }  // namespace detail
@@ -383,50 +385,46 @@ void conv2d_winograd_backward_weights(Context<Cpu>& ctx, const T* x, const T* dy
     std::fill(dw, dw + weights * 9, T(0));
     return;
   }
-  const std::int64_t chunks = nddr::detail::winograd_chunks(ctx, tiles);
-  const std::int64_t nb =
-      nddr::detail::winograd_block_tiles<F, T>(p, (tiles + chunks - 1) / chunks);
+  using Map = Eigen::Map<WinogradMatrix<T>>;
+  using ConstMap = Eigen::Map<const WinogradMatrix<T>>;
+  const std::int64_t nb = nddr::detail::winograd_block_tiles<F, T>(p);
   const std::int64_t du_size = nddr::detail::winograd_aligned<T>(kPoints * weights);
-  const std::int64_t per_thread =
-      du_size + nddr::detail::winograd_aligned<T>(kPoints * (g.in_c + g.out_c) * nb);
-  T* scratch = ctx.workspace<T>(static_cast<std::size_t>(chunks * per_thread));
-  nddr::detail::winograd_split_tiles(
-      ctx, tiles, chunks, [&](std::int64_t chunk, std::int64_t begin, std::int64_t end) {
-        T* du = scratch + chunk * per_thread;  // (alpha^2, C_out, C_in)
-        T* v = du + du_size;                   // (alpha^2, C_in, nb)
-        T* z = v + kPoints * g.in_c * nb;      // (alpha^2, C_out, nb)
-        for (std::int64_t t0 = begin; t0 < end; t0 += nb) {
-          const std::int64_t cols = std::min(nb, end - t0);
-          nddr::detail::winograd_transform_inputs(x, p, t0, cols, v);
-          nddr::detail::winograd_transform_output_grads(dy, p, t0, cols, z);
-          for (int xi = 0; xi < kPoints; ++xi) {
-            const Eigen::Map<const WinogradMatrix<T>> zm(z + xi * g.out_c * cols, g.out_c, cols);
-            const Eigen::Map<const WinogradMatrix<T>> vm(v + xi * g.in_c * cols, g.in_c, cols);
-            Eigen::Map<WinogradMatrix<T>> dum(du + xi * weights, g.out_c, g.in_c);
-            if (t0 == begin)
-              dum.noalias() = zm * vm.transpose();
-            else
-              dum.noalias() += zm * vm.transpose();
-          }
-        }
-      });
-  // Sum the per-thread accumulators into the first and transform back, dw[k][c] =
-  // G^T dU[:, k, c] G, one row k per task, vectorised across c through a tap-major buffer.
-  nddr::detail::parallel_for(ctx, g.out_c, [&](std::int64_t k) {
-    T* du = scratch + k * g.in_c;
-    for (std::int64_t t = 1; t < chunks; ++t)
-      for (int xi = 0; xi < kPoints; ++xi) {
-        const T* part = scratch + t * per_thread + xi * weights + k * g.in_c;
-        T* sum = du + xi * weights;
-        for (std::int64_t c = 0; c < g.in_c; ++c) sum[c] += part[c];
+  T* du = ctx.workspace<T>(static_cast<std::size_t>(du_size + kPoints * (g.in_c + g.out_c) * nb));
+  T* v = du + du_size;               // (alpha^2, C_in, nb); du: (alpha^2, C_out, C_in)
+  T* z = v + kPoints * g.in_c * nb;  // (alpha^2, C_out, nb)
+  for (std::int64_t t0 = 0; t0 < tiles; t0 += nb) {
+    const std::int64_t cols = std::min(nb, tiles - t0);
+    // Input and output-gradient channels in one split: [0, in_c) inputs, then outputs.
+    nddr::detail::winograd_split(ctx, g.in_c + g.out_c, [&](std::int64_t b, std::int64_t e) {
+      if (b < g.in_c)
+        nddr::detail::winograd_transform_inputs(x, p, t0, cols, b, std::min(e, g.in_c), v);
+      if (e > g.in_c)
+        nddr::detail::winograd_transform_output_grads(dy, p, t0, cols,
+                                                      std::max(b, g.in_c) - g.in_c, e - g.in_c, z);
+    });
+    nddr::detail::winograd_split(ctx, kPoints, [&](std::int64_t x0, std::int64_t x1) {
+      for (std::int64_t xi = x0; xi < x1; ++xi) {
+        const ConstMap zm(z + xi * g.out_c * cols, g.out_c, cols);
+        const ConstMap vm(v + xi * g.in_c * cols, g.in_c, cols);
+        Map dum(du + xi * weights, g.out_c, g.in_c);
+        if (t0 == 0)
+          dum.noalias() = zm * vm.transpose();
+        else
+          dum.noalias() += zm * vm.transpose();
       }
+    });
+  }
+  // dw[k][c] = G^T dU[:, k, c] G, one row k per task, vectorised across c through a tap-major
+  // buffer.
+  nddr::detail::parallel_for(ctx, g.out_c, [&](std::int64_t k) {
+    const T* du_k = du + k * g.in_c;
     constexpr std::int64_t kChunk = 256;
     alignas(64) T taps[9][kChunk];
     for (std::int64_t c0 = 0; c0 < g.in_c; c0 += kChunk) {
       const std::int64_t count = std::min(kChunk, g.in_c - c0);
 #pragma omp simd
       for (std::int64_t c = 0; c < count; ++c)
-        winograd_weight_grad_transform<F>(du + c0 + c, weights, &taps[0][c], 3 * kChunk, kChunk);
+        winograd_weight_grad_transform<F>(du_k + c0 + c, weights, &taps[0][c], 3 * kChunk, kChunk);
       T* dst = dw + (k * g.in_c + c0) * 9;
       for (std::int64_t c = 0; c < count; ++c)
         for (int e = 0; e < 9; ++e) dst[c * 9 + e] = taps[e][c];
