@@ -5,6 +5,9 @@
 #include <nddr/layers/sequential.hpp>
 #include <nddr/testing/layer_laws.hpp>
 
+#include <cmath>
+#include <string>
+
 TEST_CASE("Sequential: conv-bn-relu-pool chain obeys the Layer laws", "[layers][sequential]") {
   nddr::Sequential<double> seq;
   seq.add("conv1", nddr::Conv2d<double>(2, 3, 3, nddr::Conv2dOptions{}.padding(1).bias(false)))
@@ -86,6 +89,43 @@ nddr::Tensor<float> uniform(const nddr::Shape& s, std::uint64_t seed) {
   return t;
 }
 
+// y = exp(x); its backward reads its output (dx += dy * y).
+struct ExpLayer {
+  using value_type = double;
+  using device_type = nddr::Cpu;
+  nddr::Shape output_shape(const nddr::Shape& in) const { return in; }
+  void declare(nddr::ParameterStore<double>&, const std::string&) {}
+  void initialize(nddr::Rng&) {}
+  void set_training(bool on) { training_ = on; }
+  bool training() const { return training_; }
+  void forward(nddr::Context<nddr::Cpu>&, nddr::TensorView<const double> x,
+               nddr::TensorView<double> y) {
+    for (std::int64_t i = 0; i < x.numel(); ++i) y[i] = std::exp(x[i]);
+  }
+  void backward(nddr::Context<nddr::Cpu>&, nddr::TensorView<const double>,
+                nddr::TensorView<const double> y, nddr::TensorView<const double> dy,
+                nddr::TensorView<double> dx) {
+    if (dx.empty()) return;
+    for (std::int64_t i = 0; i < y.numel(); ++i) dx[i] += dy[i] * y[i];
+  }
+  bool training_ = true;
+};
+
+// y = 2 x, in place; its backward reads neither x nor y.
+struct DoubleInPlace : ExpLayer {
+  static constexpr bool runs_in_place = true;
+  void forward(nddr::Context<nddr::Cpu>&, nddr::TensorView<const double> x,
+               nddr::TensorView<double> y) {
+    for (std::int64_t i = 0; i < x.numel(); ++i) y[i] = 2.0 * x[i];
+  }
+  void backward(nddr::Context<nddr::Cpu>&, nddr::TensorView<const double>,
+                nddr::TensorView<const double>, nddr::TensorView<const double> dy,
+                nddr::TensorView<double> dx) {
+    if (dx.empty()) return;
+    for (std::int64_t i = 0; i < dy.numel(); ++i) dx[i] += 2.0 * dy[i];
+  }
+};
+
 }  // namespace
 
 TEST_CASE("Sequential: in-place ReLU matches out-of-place bit for bit, in fewer buffers",
@@ -166,6 +206,22 @@ TEST_CASE("Sequential: in-place runs obey the Layer laws in both modes",
   }
 }
 
+TEST_CASE("Sequential: an in-place layer never overwrites an output that backward reads",
+          "[layers][sequential][in_place]") {
+  // Training: each doubling gets its own buffer, since ExpLayer's backward reads its output.
+  // Inference: they double in place, and the backward first recomputes ExpLayer's outputs.
+  for (bool training : {true, false}) {
+    INFO("training " << training);
+    nddr::Sequential<double> seq;
+    seq.add("exp1", ExpLayer()).add("double1", DoubleInPlace()).add("exp2", ExpLayer())
+        .add("double2", DoubleInPlace());
+    seq.set_training(training);
+    auto r = nddr::testing::check_layer_laws(seq, nddr::Shape::nchw(1, 2, 3, 3));
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+}
+
 TEST_CASE("Sequential: inference keeps two activation buffers and no gradient buffers",
           "[layers][sequential][in_place]") {
   auto seq = conv_chain<nddr::ReLU>(true);
@@ -197,4 +253,45 @@ TEST_CASE("Sequential: inference keeps two activation buffers and no gradient bu
   seq.set_training(true);
   CHECK_THROWS_WITH(seq.backward(ctx, x.cview(), y_eval.cview(), dy.cview(), dx.view()),
                     Catch::Contains("mode changed"));
+}
+
+TEST_CASE("Sequential: chains share an ActivationArena in inference mode",
+          "[layers][sequential][in_place]") {
+  // Two chains with the same parameters, one with its own buffers, one sharing an arena with a
+  // wider chain that runs in between (and grows the arena).
+  auto own = conv_chain<nddr::ReLU>(true);
+  auto shared = conv_chain<nddr::ReLU>(true);
+  nddr::Sequential<float> wide;
+  wide.add("conv", nddr::Conv2d<float>(3, 16, 3, nddr::Conv2dOptions{}.padding(1)))
+      .add("relu", nddr::ReLU<float>())
+      .add("fc", nddr::Conv2d<float>(16, 2, 1));
+  nddr::ParameterStore<float> s1, s2, s3;
+  own.declare(s1, "net");
+  shared.declare(s2, "net");
+  wide.declare(s3, "wide");
+  s1.allocate();
+  s2.allocate();
+  s3.allocate();
+  nddr::Rng r1(5), r2(5), r3(6);
+  own.initialize(r1);
+  shared.initialize(r2);
+  wide.initialize(r3);
+  nddr::ActivationArena<float> arena;
+  shared.share_inference_buffers(&arena);
+  wide.share_inference_buffers(&arena);
+  for (auto* s : {&own, &shared, &wide}) s->set_training(false);
+  const auto in = nddr::Shape::nchw(2, 3, 9, 9);
+  const auto x = uniform(in, 1);
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Tensor<float> y_own(own.output_shape(in)), y_shared(y_own.shape()),
+      y_wide(wide.output_shape(in));
+  own.forward(ctx, x.cview(), y_own.view());
+  shared.forward(ctx, x.cview(), y_shared.view());
+  CHECK(arena.elements() == 2 * (2 * 8 * 9 * 9));
+  wide.forward(ctx, x.cview(), y_wide.view());
+  CHECK(arena.elements() == 2 * 8 * 9 * 9 + 2 * 16 * 9 * 9);  // conv and relu share one
+  shared.forward(ctx, x.cview(), y_shared.view());
+  CHECK(shared.activation_elements() == 0);
+  CHECK(wide.activation_elements() == 0);
+  for (std::int64_t i = 0; i < y_own.numel(); ++i) REQUIRE(y_own[i] == y_shared[i]);
 }

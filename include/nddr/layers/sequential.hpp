@@ -28,6 +28,28 @@
 
 namespace nddr {
 
+/// Two scratch buffers that several `Sequential`s run one after the other (a network's stages
+/// and heads) share for their inference-mode intermediate outputs, instead of two each; they
+/// grow to the largest request. A Sequential nested inside another must not share its parent's
+/// arena: both would write the same buffers at once.
+template <class T, class D = Cpu>
+class ActivationArena {
+ public:
+  /// Buffer `i` (0 or 1) with room for at least `count` elements; contents unspecified.
+  T* buffer(std::size_t i, std::int64_t count) {
+    if (buffers_[i].numel() < count) {
+      buffers_[i] = Tensor<T, D>();  // free before allocating the larger one
+      buffers_[i] = Tensor<T, D>(Shape{count});
+    }
+    return buffers_[i].data();
+  }
+  /// Elements held now (diagnostics and tests).
+  std::int64_t elements() const { return buffers_[0].numel() + buffers_[1].numel(); }
+
+ private:
+  std::array<Tensor<T, D>, 2> buffers_;
+};
+
 template <class T, class D = Cpu>
 class Sequential {
  public:
@@ -104,7 +126,16 @@ class Sequential {
     check<Error>(!children_.empty(), "nddr::Sequential::forward: no layers");
     check_shape("nddr::Sequential::forward", "y", y.shape(), output_shape(x.shape()));
     plan(x.shape(), training_);
+    if (!keeps_all_ && arena_ != nullptr)  // another Sequential may have grown the arena
+      for (std::size_t b = 0; b < sizes_.size(); ++b) bases_[b] = arena_->buffer(b, sizes_[b]);
     run_forward(ctx, x, y, children_.size());
+  }
+
+  /// Takes the two inference-mode buffers from `arena` (null: own ones), which must outlive
+  /// this Sequential's use and not be shared with a Sequential nested in this one.
+  void share_inference_buffers(ActivationArena<T, D>* arena) {
+    arena_ = arena;
+    slot_.clear();  // plan again
   }
 
   void backward(Context<D>& ctx, TensorView<const T, D> x, TensorView<const T, D> y,
@@ -138,7 +169,8 @@ class Sequential {
     }
   }
 
-  /// Elements of the intermediate activation buffers held now (diagnostics and tests).
+  /// Elements of the intermediate activation buffers held now, a shared arena's excluded
+  /// (diagnostics and tests).
   std::int64_t activation_elements() const {
     std::int64_t total = 0;
     for (const auto& b : acts_) total += b.numel();
@@ -198,10 +230,10 @@ class Sequential {
 
   // Child i's output: the caller's y or its activation buffer, seen with its shape.
   TensorView<T, D> output(std::size_t i, TensorView<T, D> y) {
-    return slot_[i] == kOutput ? y : TensorView<T, D>(acts_[slot_[i]].data(), shapes_[i]);
+    return slot_[i] == kOutput ? y : TensorView<T, D>(bases_[slot_[i]], shapes_[i]);
   }
   TensorView<const T, D> output(std::size_t i, TensorView<const T, D> y) {
-    return slot_[i] == kOutput ? y : TensorView<const T, D>(acts_[slot_[i]].data(), shapes_[i]);
+    return slot_[i] == kOutput ? y : TensorView<const T, D>(bases_[slot_[i]], shapes_[i]);
   }
 
   // Runs children [0, count) on x, the last one of them into y when it is the last child.
@@ -218,8 +250,8 @@ class Sequential {
   // Assigns every child's output a buffer for input shape `in`. Consecutive children form a
   // run on one buffer when each after the first runs in place and, if everything is kept for
   // backward, the one before it does not read its output in backward. The last run writes the
-  // caller's y. Kept for backward: one buffer per other run; otherwise two, alternating.
-  // Reallocates only when the shape or the mode changes.
+  // caller's y. Kept for backward: one buffer per other run; otherwise two, alternating (the
+  // shared arena's when there is one). Reallocates only when the shape or the mode changes.
   void plan(const Shape& in, bool keep_all) {
     const std::size_t n = children_.size();
     if (in == in_shape_ && keep_all == keeps_all_ && slot_.size() == n) return;
@@ -236,16 +268,19 @@ class Sequential {
       s = out;
     }
     const std::size_t runs = run[n - 1];  // runs before the last one
-    std::vector<std::int64_t> sizes(keep_all ? runs : std::min<std::size_t>(runs, 2), 0);
+    sizes_.assign(keep_all ? runs : std::min<std::size_t>(runs, 2), 0);
     slot_.assign(n, kOutput);
     largest_ = 0;
     for (std::size_t i = 0; i < n; ++i) {
       if (i + 1 < n) largest_ = std::max(largest_, shapes_[i].numel());
       if (run[i] == runs) continue;
       slot_[i] = keep_all ? run[i] : run[i] % 2;
-      sizes[slot_[i]] = std::max(sizes[slot_[i]], shapes_[i].numel());
+      sizes_[slot_[i]] = std::max(sizes_[slot_[i]], shapes_[i].numel());
     }
-    for (std::int64_t size : sizes) acts_.emplace_back(Shape{size});
+    bases_.assign(sizes_.size(), nullptr);
+    if (keep_all || arena_ == nullptr)
+      for (std::size_t b = 0; b < sizes_.size(); ++b)
+        bases_[b] = acts_.emplace_back(Shape{sizes_[b]}).data();
     in_shape_ = in;
     keeps_all_ = keep_all;
   }
@@ -261,7 +296,10 @@ class Sequential {
   std::vector<std::unique_ptr<Concept>> children_;
   std::vector<std::string> names_;
   std::vector<Tensor<T, D>> acts_;     // activation buffers, see plan()
-  std::vector<std::size_t> slot_;      // child i writes acts_[slot_[i]], or y for kOutput
+  std::vector<std::int64_t> sizes_;    // elements of each buffer
+  std::vector<T*> bases_;              // each buffer's memory: acts_ or the arena's
+  std::vector<std::size_t> slot_;      // child i writes bases_[slot_[i]], or y for kOutput
+  ActivationArena<T, D>* arena_ = nullptr;
   std::vector<Shape> shapes_;          // output shape of child i
   std::array<Tensor<T, D>, 2> grads_;  // gradient of child i's output in grads_[i % 2]
   std::int64_t largest_ = 0;           // elements of the largest intermediate output

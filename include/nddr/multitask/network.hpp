@@ -89,6 +89,10 @@ class Network {
         shortcuts_.push_back(
             std::make_unique<ShortcutModule<T, D>>(ch, opt.shortcut_channels));
     }
+    // Stages and heads run one after the other: in inference mode they share two buffers.
+    for (auto& col : stages_)
+      for (auto& st : col) st->share_inference_buffers(&arena_);
+    for (auto& h : heads_) h.share_inference_buffers(&arena_);
     declare_all();
     store_.allocate();
     if constexpr (std::is_same_v<D, Cpu>) {
@@ -384,6 +388,7 @@ class Network {
 
   NetworkOptions<Spec> opt_;
   ParameterStore<T, D> store_;
+  ActivationArena<T, D> arena_;  // the stages' and heads' inference-mode intermediate outputs
   std::array<std::vector<std::unique_ptr<Sequential<T, D>>>, kTasks> stages_;
   std::vector<std::unique_ptr<FusionLayerType>> fusion_;
   std::vector<std::unique_ptr<ShortcutModule<T, D>>> shortcuts_;
