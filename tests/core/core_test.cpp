@@ -218,3 +218,20 @@ TEST_CASE("Layer laws kit accepts a correct layer and catches broken ones", "[co
   CHECK_FALSE(r3.ok);
   CHECK_THAT(r3.report, Catch::Contains("layer.a"));
 }
+
+TEST_CASE("ParameterStore: the gradient buffer is allocated on first use", "[core][params]") {
+  nddr::ParameterStore<float> store;
+  auto w = store.declare("w", Shape{3, 5});
+  store.declare("b", Shape{3});
+  store.allocate();
+  CHECK_FALSE(store.gradients_allocated());
+  store.zero_grad();  // nothing to zero yet
+  CHECK_FALSE(store.gradients_allocated());
+  const auto& cstore = store;
+  CHECK(cstore.grad(w).shape() == Shape{3, 5});  // gradients read as zeros, even through const
+  CHECK(store.gradients_allocated());
+  CHECK(cstore.grad(w)[4] == 0.0f);
+  CHECK(store.grads().numel() >= 18);
+  store.grad(w)[4] = 2.0f;
+  CHECK(store.grads()[4] == 2.0f);
+}

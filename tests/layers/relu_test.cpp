@@ -29,3 +29,20 @@ TEST_CASE("ReLU: forward values, accumulate backward, laws", "[ops][relu]") {
   INFO(r.report);
   CHECK(r.ok);
 }
+
+TEST_CASE("ReLU layer runs in place: backward reads its mask from the output",
+          "[ops][relu][in_place]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  nddr::Tensor<float> x(nddr::Shape{6});
+  x[0] = -2.f; x[1] = -0.f; x[2] = 0.f; x[3] = 0.5f; x[4] = 3.f; x[5] = nan;
+  nddr::Tensor<float> buf = x, dy(x.shape(), 1.f), expected(x.shape()), dx(x.shape());
+  nddr::ops::relu_backward(ctx, x.cview(), dy.cview(), expected.view());
+  nddr::ReLU<float> layer;
+  layer.forward(ctx, buf.cview(), buf.view());  // y over x
+  CHECK(buf[0] == 0.f);
+  CHECK(buf[4] == 3.f);
+  CHECK(std::isnan(buf[5]));  // NaN propagates in place too
+  layer.backward(ctx, buf.cview(), buf.cview(), dy.cview(), dx.view());
+  for (std::int64_t i = 0; i < x.numel(); ++i) CHECK(dx[i] == expected[i]);
+}

@@ -276,3 +276,31 @@ TEST_CASE("Network: NDDR at (1, 0) without BN/ReLU reproduces single-task column
     }
   }
 }
+
+TEST_CASE("Network: inference allocates no gradient memory; the first backward does",
+          "[networks][multitask][memory]") {
+  nddr::Network<nddr::MultiTask<MiniNet, MiniNet, nddr::NDDR>> net({5, 3});
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Tensor<float> x(nddr::Shape::nchw(2, 2, 9, 9));
+  for (std::int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(i % 7) * 0.1f - 0.3f;
+  net.set_training(false);
+  net.forward(ctx, x.cview());
+  CHECK(net.gradient_elements() == 0);
+  CHECK_FALSE(net.parameters().gradients_allocated());
+  const auto inference_layout = net.layout_version();
+
+  net.set_training(true);
+  auto out = net.forward(ctx, x.cview());
+  CHECK(net.layout_version() != inference_layout);  // the stages re-planned their buffers
+  std::vector<nddr::TensorView<const float>> douts{out[0], out[1]};
+  net.backward(ctx, x.cview(), douts);
+  CHECK(net.gradient_elements() > 0);
+  CHECK(net.parameters().gradients_allocated());
+}
+
+TEST_CASE("Network: gradients after an inference-mode forward (stages recompute for backward)",
+          "[networks][multitask][memory]") {
+  nddr::Network<nddr::MultiTask<MiniNet, MiniNet, nddr::NDDR>, nddr::Cpu, double> net({3, 2});
+  net.set_training(false);
+  check_network_gradients(net);
+}

@@ -37,6 +37,8 @@ class OutputConv2d {
  public:
   using value_type = T;
   using device_type = D;
+  /// Backward never reads the output (nddr/layers/layer_traits.hpp).
+  static constexpr bool backward_reads_output = false;
 
   static constexpr const char* weight_group = "fc8.weight";
   static constexpr const char* bias_group = "fc8.bias";

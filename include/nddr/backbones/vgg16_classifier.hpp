@@ -32,6 +32,8 @@ class SpatialLinear {
  public:
   using value_type = T;
   using device_type = D;
+  /// Backward never reads the output (nddr/layers/layer_traits.hpp).
+  static constexpr bool backward_reads_output = false;
 
   /// Maps (N, channels, height, width) to (N, out_features, 1, 1); `requirement` is appended
   /// to the shape error.

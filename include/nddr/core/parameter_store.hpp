@@ -6,7 +6,9 @@
 ///
 /// Life cycle: layers `declare` their parameters (names, shapes, group), the owner calls
 /// `allocate()` once, then layers read `value(id)` / `grad(id)` views, which stay valid for the
-/// life of the store.
+/// life of the store. The gradient buffer is allocated (zeroed) by the first call that asks for
+/// a gradient (`grad`, `grads`), normally the first backward, so a store used for inference only
+/// never holds it.
 
 #include <cstddef>
 #include <cstdint>
@@ -120,20 +122,28 @@ class ParameterStore {
     return ParamId{buffers_.size() - 1};
   }
 
-  /// Allocates the flat buffers (zeroed). Declaring afterwards is an error.
+  /// Allocates the value and buffer arrays (zeroed); the gradients follow on first use.
+  /// Declaring afterwards is an error.
   void allocate() {
     check<Error>(!allocated_, "nddr::ParameterStore::allocate: already allocated");
     values_ = Tensor<T, D>(Shape{static_cast<std::int64_t>(param_size_)});
-    grads_ = Tensor<T, D>(Shape{static_cast<std::int64_t>(param_size_)});
     buffer_values_ = Tensor<T, D>(Shape{static_cast<std::int64_t>(buffer_size_)});
     allocated_ = true;
   }
   bool allocated() const { return allocated_; }
+  /// Whether the gradient buffer exists yet (it does after the first `grad`/`grads` call).
+  bool gradients_allocated() const { return grads_allocated_; }
 
   TensorView<T, D> value(ParamId id) { return view_of(values_, param(id)); }
   TensorView<const T, D> value(ParamId id) const { return view_of(values_, param(id)); }
-  TensorView<T, D> grad(ParamId id) { return view_of(grads_, param(id)); }
-  TensorView<const T, D> grad(ParamId id) const { return view_of(grads_, param(id)); }
+  TensorView<T, D> grad(ParamId id) {
+    const ParamEntry& e = param(id);
+    return view_of(gradients(), e);
+  }
+  TensorView<const T, D> grad(ParamId id) const {
+    const ParamEntry& e = param(id);
+    return view_of(gradients(), e);
+  }
   TensorView<T, D> buffer(ParamId id) { return view_of(buffer_values_, buffer_entry(id)); }
   TensorView<const T, D> buffer(ParamId id) const {
     return view_of(buffer_values_, buffer_entry(id));
@@ -157,11 +167,11 @@ class ParameterStore {
 
   /// The whole flat buffers (padding between entries included, always zero).
   TensorView<T, D> values() { return values_.view(); }
-  TensorView<T, D> grads() { return grads_.view(); }
+  TensorView<T, D> grads() { return gradients().view(); }
   TensorView<T, D> buffer_values() { return buffer_values_.view(); }
   TensorView<const T, D> buffer_values() const { return buffer_values_.view(); }
   TensorView<const T, D> values() const { return values_.view(); }
-  TensorView<const T, D> grads() const { return grads_.view(); }
+  TensorView<const T, D> grads() const { return gradients().cview(); }
 
   /// Number of trainable scalars (padding excluded).
   std::int64_t parameter_count() const {
@@ -176,6 +186,7 @@ class ParameterStore {
     return n;
   }
 
+  /// Zeroes the gradients (nothing to do before they exist: they start at zero).
   void zero_grad() { grads_.zero(); }
 
  private:
@@ -192,6 +203,15 @@ class ParameterStore {
     check<Error>(!name.empty(), "nddr::ParameterStore::declare: empty parameter name");
     check<Error>(!index_.contains(name), "nddr::ParameterStore::declare: duplicate name '",
                  name, "'");
+  }
+  // The gradient buffer, allocated zeroed on first use after allocate() (empty before).
+  // Logically the gradients exist as zeros from allocate() on, so const accessors create it too.
+  Tensor<T, D>& gradients() const {
+    if (allocated_ && !grads_allocated_) {
+      grads_ = Tensor<T, D>(Shape{static_cast<std::int64_t>(param_size_)});
+      grads_allocated_ = true;
+    }
+    return grads_;
   }
   const ParamEntry& param(ParamId id) const {
     check<Error>(allocated_ && id.index < params_.size(),
@@ -217,8 +237,9 @@ class ParameterStore {
   std::size_t param_size_ = 0;
   std::size_t buffer_size_ = 0;
   bool allocated_ = false;
+  mutable bool grads_allocated_ = false;
   Tensor<T, D> values_;
-  Tensor<T, D> grads_;
+  mutable Tensor<T, D> grads_;
   Tensor<T, D> buffer_values_;
 };
 

@@ -60,6 +60,8 @@ class BatchNorm2d {
  public:
   using value_type = T;
   using device_type = D;
+  /// Backward never reads the output (nddr/layers/layer_traits.hpp).
+  static constexpr bool backward_reads_output = false;
 
   /// Normalises `channels` (>= 1) channels; throws OptionError on bad options.
   explicit BatchNorm2d(std::int64_t channels, BatchNormOptions opt = {})

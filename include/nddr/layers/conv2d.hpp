@@ -36,6 +36,8 @@ class Conv2d {
  public:
   using value_type = T;
   using device_type = D;
+  /// Backward never reads the output (nddr/layers/layer_traits.hpp).
+  static constexpr bool backward_reads_output = false;
 
   /// A kernel_h x kernel_w convolution from `in_channels` to `out_channels`.
   Conv2d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t kernel_h,

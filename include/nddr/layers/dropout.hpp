@@ -23,6 +23,8 @@ class Dropout {
  public:
   using value_type = T;
   using device_type = D;
+  /// Backward never reads the output (nddr/layers/layer_traits.hpp).
+  static constexpr bool backward_reads_output = false;
 
   /// Throws OptionError unless 0 <= p < 1.
   explicit Dropout(DropoutOptions opt = {}) : opt_(opt) { opt_.validate("nddr::Dropout"); }

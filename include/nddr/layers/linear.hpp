@@ -31,6 +31,8 @@ class Linear {
  public:
   using value_type = T;
   using device_type = D;
+  /// Backward never reads the output (nddr/layers/layer_traits.hpp).
+  static constexpr bool backward_reads_output = false;
 
   /// A map from `in_features` (= C * H * W of the input) to `out_features` outputs.
   Linear(std::int64_t in_features, std::int64_t out_features, LinearOptions opt = {})

@@ -22,6 +22,8 @@ class MaxPool2d {
  public:
   using value_type = T;
   using device_type = D;
+  /// Backward never reads the output (nddr/layers/layer_traits.hpp).
+  static constexpr bool backward_reads_output = false;
 
   /// e.g. `MaxPool2d<float>(Pool2dOptions{}.kernel(3).stride(2).same())` (VGG pool1).
   explicit MaxPool2d(const Pool2dOptions& opt) : opt_(opt) {}
@@ -59,6 +61,8 @@ class AvgPool2d {
  public:
   using value_type = T;
   using device_type = D;
+  /// Backward never reads the output (nddr/layers/layer_traits.hpp).
+  static constexpr bool backward_reads_output = false;
 
   /// e.g. `AvgPool2d<float>(Pool2dOptions{}.kernel(3).same())` (VGG pool5_avg).
   explicit AvgPool2d(const Pool2dOptions& opt) : opt_(opt) {}
@@ -91,6 +95,8 @@ class GlobalAvgPool {
  public:
   using value_type = T;
   using device_type = D;
+  /// Backward never reads the output (nddr/layers/layer_traits.hpp).
+  static constexpr bool backward_reads_output = false;
 
   Shape output_shape(const Shape& in) const {
     check_rank4("nddr::GlobalAvgPool", "input", in);

@@ -1,6 +1,8 @@
 #pragma once
 /// \file
-/// `ReLU<T, D>`: the rectified linear unit as a `Layer`.
+/// `ReLU<T, D>`: the rectified linear unit as a `Layer`. It runs in place (see
+/// nddr/layers/layer_traits.hpp): backward reads its mask from the output, since y > 0 exactly
+/// where x > 0 (NaN is neither, in x or in y = NaN).
 
 #include <string>
 
@@ -17,6 +19,8 @@ class ReLU {
  public:
   using value_type = T;
   using device_type = D;
+  static constexpr bool runs_in_place = true;
+  static constexpr bool backward_reads_output = true;
 
   Shape output_shape(const Shape& in) const { return in; }
   void declare(ParameterStore<T, D>&, const std::string&) {}
@@ -27,9 +31,10 @@ class ReLU {
   void forward(Context<D>& ctx, TensorView<const T, D> x, TensorView<T, D> y) {
     ops::relu_forward(ctx, x, y);
   }
-  void backward(Context<D>& ctx, TensorView<const T, D> x, TensorView<const T, D>,
+  /// Reads only `y` (forward's output) and `dy`; `x` may be `y`'s memory.
+  void backward(Context<D>& ctx, TensorView<const T, D>, TensorView<const T, D> y,
                 TensorView<const T, D> dy, TensorView<T, D> dx) {
-    ops::relu_backward(ctx, x, dy, dx);
+    ops::relu_backward(ctx, y, dy, dx);
   }
 
  private:

@@ -20,6 +20,8 @@ class Resize {
  public:
   using value_type = T;
   using device_type = D;
+  /// Backward never reads the output (nddr/layers/layer_traits.hpp).
+  static constexpr bool backward_reads_output = false;
 
   explicit Resize(const ResizeOptions& opt) : opt_(opt) {}
 

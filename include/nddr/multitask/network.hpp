@@ -89,6 +89,10 @@ class Network {
         shortcuts_.push_back(
             std::make_unique<ShortcutModule<T, D>>(ch, opt.shortcut_channels));
     }
+    // Stages and heads run one after the other: in inference mode they share two buffers.
+    for (auto& col : stages_)
+      for (auto& st : col) st->share_inference_buffers(&arena_);
+    for (auto& h : heads_) h.share_inference_buffers(&arena_);
     declare_all();
     store_.allocate();
     if constexpr (std::is_same_v<D, Cpu>) {
@@ -155,6 +159,10 @@ class Network {
   /// forward with another input shape.
   std::array<TensorView<const T, D>, kTasks> forward(Context<D>& ctx, TensorView<const T, D> x) {
     prepare(x.shape());
+    if (training_ != planned_training_) {  // the stages and heads re-plan their buffers
+      planned_training_ = training_;
+      ++layout_version_;
+    }
     for (std::size_t s = 0; s < kStages; ++s) {
       for (std::size_t k = 0; k < kTasks; ++k) {
         if (s < kShared && k > 0) continue;
@@ -181,6 +189,18 @@ class Network {
     return out;
   }
 
+  /// Elements of every activation-gradient buffer held now (the grid's, the stages' and the
+  /// heads'): none until the first backward, so a network used for inference holds none.
+  std::int64_t gradient_elements() const {
+    std::int64_t n = 0;
+    for (const auto& g : grads_) n += g.numel();
+    for (const auto& g : dh_) n += g.numel();
+    for (const auto& col : stages_)
+      for (const auto& st : col) n += st->gradient_elements();
+    for (const auto& h : heads_) n += h.gradient_elements();
+    return n;
+  }
+
   /// Back-propagates `douts[k]` (the gradient of the loss w.r.t. task k's output; an empty view
   /// means zero) through the whole grid after the matching `forward`. Parameter gradients are
   /// assigned. If `dx` is non-empty, the input gradient is accumulated into it.
@@ -190,6 +210,7 @@ class Network {
                  " output gradients, got ", douts.size());
     check<Error>(x.shape() == in_shape_, "nddr::Network::backward: call forward with ",
                  x.shape().str(), " first");
+    allocate_gradients();
     for (auto& g : grads_) g.zero();
     for (auto& g : dh_) g.zero();
     store_.zero_grad();  // layers that get no gradient this step must report zero
@@ -280,54 +301,56 @@ class Network {
     return Shape::nchw(last.n(), opt_.shortcut_channels, last.h(), last.w());
   }
 
-  // Allocates every activation and gradient for input shape `in` (only when it changes).
+  using Grid = std::array<std::array<Tensor<T, D>*, kStages>, kTasks>;
+
+  // Allocates every activation for input shape `in` (only when it changes); their gradients
+  // wait for the first backward (allocate_gradients), so inference never holds them.
   void prepare(const Shape& in) {
     if (in == in_shape_) return;
     grads_.clear();
     tensors_.clear();
-    auto make = [&](const Shape& s, bool grad) {
-      if (grad) {
-        grads_.emplace_back(s);
-        return &grads_.back();
-      }
-      tensors_.emplace_back(s);
-      return &tensors_.back();
-    };
-    std::array<Shape, kTasks> cur;
-    cur.fill(in);
-    for (std::size_t s = 0; s < kStages; ++s)
-      for (std::size_t k = 0; k < kTasks; ++k) {
-        if (s < kShared && k > 0) {
-          // Shared trunk: every task sees task 0's tensors.
-          a_[k][s] = a_[0][s];
-          da_[k][s] = da_[0][s];
-          f_[k][s] = f_[0][s];
-          df_[k][s] = df_[0][s];
-          cur[k] = cur[0];
-          continue;
-        }
-        cur[k] = stage(k, s).output_shape(cur[k]);
-        a_[k][s] = make(cur[k], false);
-        da_[k][s] = make(cur[k], true);
-        if (s < kShared) {  // identity fusion: alias
-          f_[k][s] = a_[k][s];
-          df_[k][s] = da_[k][s];
-        } else {
-          f_[k][s] = make(cur[k], false);
-          df_[k][s] = make(cur[k], true);
-        }
-      }
+    for (auto& g : dh_) g = Tensor<T, D>();
+    fill_grid(tensors_, a_, f_, in);
     for (std::size_t k = 0; k < kTasks; ++k) {
-      Shape hin = cur[k];
+      Shape hin = a_[k][kStages - 1]->shape();
       if constexpr (Spec::shortcut) {
-        hin = shortcut_input_shape(cur[k]);
+        hin = shortcut_input_shape(hin);
         h_[k] = Tensor<T, D>(hin);
-        dh_[k] = Tensor<T, D>(hin);
       }
       out_[k] = Tensor<T, D>(heads_[k].output_shape(hin));
     }
     in_shape_ = in;
     ++layout_version_;
+  }
+
+  // The gradients of the activations that prepare() allocated, same shapes and aliasing.
+  void allocate_gradients() {
+    store_.grads();
+    if (!grads_.empty()) return;
+    fill_grid(grads_, da_, df_, in_shape_);
+    if constexpr (Spec::shortcut)
+      for (std::size_t k = 0; k < kTasks; ++k) dh_[k] = Tensor<T, D>(h_[k].shape());
+    ++layout_version_;
+  }
+
+  // Fills the stage grid `a` (stage outputs) and `f` (fusion outputs) for input shape `in`
+  // with tensors appended to `pool`: shared stages exist once (every task sees task 0's) and
+  // their identity fusion aliases f to a.
+  void fill_grid(std::deque<Tensor<T, D>>& pool, Grid& a, Grid& f, const Shape& in) {
+    std::array<Shape, kTasks> cur;
+    cur.fill(in);
+    for (std::size_t s = 0; s < kStages; ++s)
+      for (std::size_t k = 0; k < kTasks; ++k) {
+        if (s < kShared && k > 0) {
+          a[k][s] = a[0][s];
+          f[k][s] = f[0][s];
+          cur[k] = cur[0];
+          continue;
+        }
+        cur[k] = stage(k, s).output_shape(cur[k]);
+        a[k][s] = &pool.emplace_back(cur[k]);
+        f[k][s] = s < kShared ? a[k][s] : &pool.emplace_back(cur[k]);
+      }
   }
 
   TensorView<const T, D> input_of(std::size_t k, std::size_t s, TensorView<const T, D> x) const {
@@ -342,7 +365,6 @@ class Network {
     return df_[k][kStages - 1]->view();
   }
 
-  using Grid = std::array<std::array<Tensor<T, D>*, kStages>, kTasks>;
   static std::vector<TensorView<const T, D>> views(const Grid& g, std::size_t s) {
     std::vector<TensorView<const T, D>> v;
     for (std::size_t k = 0; k < kTasks; ++k) v.push_back(g[k][s]->cview());
@@ -366,6 +388,7 @@ class Network {
 
   NetworkOptions<Spec> opt_;
   ParameterStore<T, D> store_;
+  ActivationArena<T, D> arena_;  // the stages' and heads' inference-mode intermediate outputs
   std::array<std::vector<std::unique_ptr<Sequential<T, D>>>, kTasks> stages_;
   std::vector<std::unique_ptr<FusionLayerType>> fusion_;
   std::vector<std::unique_ptr<ShortcutModule<T, D>>> shortcuts_;
@@ -377,6 +400,7 @@ class Network {
   Shape in_shape_{};
   std::uint64_t layout_version_ = 0;
   bool training_ = true;
+  bool planned_training_ = true;  // the mode of the last forward
 };
 
 }  // namespace nddr
