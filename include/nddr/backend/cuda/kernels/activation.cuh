@@ -12,8 +12,9 @@
 
 namespace nddr::cuda::kernels {
 
+// x and y may be the same buffer (Sequential runs ReLU in place), so neither is __restrict__.
 template <class T>
-__global__ void relu_forward(const T* __restrict__ x, T* __restrict__ y, std::int64_t n) {
+__global__ void relu_forward(const T* x, T* y, std::int64_t n) {
   for (std::int64_t i = first_index(); i < n; i += grid_stride()) y[i] = ops::relu_element(x[i]);
 }
 
