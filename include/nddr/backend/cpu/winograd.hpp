@@ -247,28 +247,28 @@ template <class F, class T>
 void winograd_transform_weights(const Context<Cpu>& ctx, const T* w, std::int64_t out,
                                 std::int64_t in, bool flip_transpose, T* u) {
   const std::int64_t stride = out * in;
-  // One row of U per task, vectorised across input channels (contiguous stores).
+  // One row of U per task, vectorised across input channels (contiguous stores) through
+  // kernels regrouped tap-major, 256 at a time (a stride-9 gather does not vectorise; the
+  // flipped kernels of a row are a whole row apart in w).
   parallel_for(ctx, out, [&](std::int64_t o) {
     T* dst = u + o * in;
-    if (flip_transpose) {
-#pragma omp simd
-      for (std::int64_t i = 0; i < in; ++i)
-        ops::winograd_weight_transform<F>(w + (i * out + o) * 9 + 8, std::int64_t{-3},
-                                          std::int64_t{-1}, dst + i, stride);
-    } else {
-      // Kernels regrouped tap-major (a stride-9 gather does not vectorise), 256 at a time.
-      constexpr std::int64_t kChunk = 256;
-      alignas(64) T taps[9][kChunk];
-      for (std::int64_t i0 = 0; i0 < in; i0 += kChunk) {
-        const std::int64_t count = std::min(kChunk, in - i0);
+    constexpr std::int64_t kChunk = 256;
+    alignas(64) T taps[9][kChunk];
+    for (std::int64_t i0 = 0; i0 < in; i0 += kChunk) {
+      const std::int64_t count = std::min(kChunk, in - i0);
+      if (flip_transpose) {
+        for (std::int64_t i = 0; i < count; ++i) {
+          const T* src = w + ((i0 + i) * out + o) * 9;
+          for (int e = 0; e < 9; ++e) taps[e][i] = src[8 - e];
+        }
+      } else {
         const T* src = w + (o * in + i0) * 9;
         for (std::int64_t i = 0; i < count; ++i)
           for (int e = 0; e < 9; ++e) taps[e][i] = src[i * 9 + e];
-#pragma omp simd
-        for (std::int64_t i = 0; i < count; ++i)
-          ops::winograd_weight_transform<F>(&taps[0][i], 3 * kChunk, kChunk, dst + i0 + i,
-                                            stride);
       }
+#pragma omp simd
+      for (std::int64_t i = 0; i < count; ++i)
+        ops::winograd_weight_transform<F>(&taps[0][i], 3 * kChunk, kChunk, dst + i0 + i, stride);
     }
   });
 }
