@@ -217,6 +217,32 @@ NDDR_HOST_DEVICE inline void winograd_input_transform(const T* d, std::int64_t d
   }
 }
 
+/// One column pass of `winograd_input_transform`: t[i * t_stride] = (B^T d)[i] for the alpha
+/// values d[r * d_stride] of one input column.
+template <class F, class T>
+NDDR_HOST_DEVICE inline void winograd_input_column(const T* d, std::int64_t d_stride, T* t,
+                                                   std::int64_t t_stride) {
+  constexpr int kA = F::kAlpha;
+  T dv[kA], tv[kA];
+  NDDR_UNROLL
+  for (int r = 0; r < kA; ++r) dv[r] = d[r * d_stride];
+  F::input(dv, tv);
+  NDDR_UNROLL
+  for (int i = 0; i < kA; ++i) t[i * t_stride] = tv[i];
+}
+
+/// The row passes of `winograd_input_transform`: V = t B for the column-transformed tile t
+/// (element (i, s) at t[i * t_row + s * t_col]), written to v[xi * v_stride].
+template <class F, class T>
+NDDR_HOST_DEVICE inline void winograd_input_rows(const T* t, std::int64_t t_row,
+                                                 std::int64_t t_col, T* v,
+                                                 std::int64_t v_stride) {
+  constexpr int kA = F::kAlpha;
+  NDDR_UNROLL
+  for (int i = 0; i < kA; ++i)
+    winograd_input_column<F>(t + i * t_row, t_col, v + i * kA * v_stride, v_stride);
+}
+
 /// Y = A^T M A: alpha^2 transformed products m[xi * m_stride] to the m x m output tile `y`
 /// (element (r, s) at y[r * y_row + s * y_col]).
 template <class F, class T>

@@ -151,24 +151,33 @@ template <class F, class T>
 void winograd_transform_inputs(const T* x, const WinogradPass<F>& p, std::int64_t t0,
                                std::int64_t nb, std::int64_t c0, std::int64_t c1, T* v) {
   constexpr std::int64_t kTile = F::kTile, kAlpha = F::kAlpha;
+  constexpr std::int64_t kRowLength = kTile * kWinogradRun + 2;
   const std::int64_t stride = p.in_c * nb;  // between the alpha^2 matrices
   const std::int64_t plane = p.in_h * p.in_w;
-  alignas(64) T row[kTile * kWinogradRun + 2];
-  alignas(64) T tiles[kAlpha][kAlpha][kWinogradRun];  // (r, s, tile)
+  alignas(64) T rows[kAlpha][kRowLength];              // the run's alpha input rows
+  alignas(64) T cols[kAlpha][kRowLength];              // B^T down every column of them
+  alignas(64) T tiles[kAlpha][kAlpha][kWinogradRun];  // cols spread: (i, s, tile)
   winograd_for_runs(p, t0, nb, [&](const WinogradRun& run) {
     const std::int64_t ih0 = run.oh0 - p.pad_top, iw0 = run.ow0 - p.pad_left;
+    const std::int64_t width = kTile * run.count + 2;
     for (std::int64_t c = c0; c < c1; ++c) {
       const T* src = x + (run.n * p.in_c + c) * plane;
-      for (std::int64_t r = 0; r < kAlpha; ++r) {
-        winograd_load_row(src, p.in_h, p.in_w, ih0 + p.dil_h * r, iw0, p.dil_w,
-                          kTile * run.count + 2, row);
-        winograd_spread_row<kTile, kAlpha>(row, run.count, tiles[r]);
-      }
+      for (std::int64_t r = 0; r < kAlpha; ++r)
+        winograd_load_row(src, p.in_h, p.in_w, ih0 + p.dil_h * r, iw0, p.dil_w, width, rows[r]);
+      // V = (B^T d) B: the column pass once per input column of the run (neighbouring tiles
+      // share alpha - m of them), then the row pass per tile.
+      const T* rp = &rows[0][0];
+      T* cp = &cols[0][0];
+#pragma omp simd
+      for (std::int64_t col = 0; col < width; ++col)
+        ops::winograd_input_column<F>(rp + col, kRowLength, cp + col, kRowLength);
+      for (std::int64_t i = 0; i < kAlpha; ++i)
+        winograd_spread_row<kTile, kAlpha>(cols[i], run.count, tiles[i]);
       T* vc = v + c * nb + (run.t - t0);
+      const T* tp = &tiles[0][0][0];
 #pragma omp simd
       for (std::int64_t q = 0; q < run.count; ++q)
-        ops::winograd_input_transform<F>(&tiles[0][0][q], kAlpha * kWinogradRun, kWinogradRun,
-                                         vc + q, stride);
+        ops::winograd_input_rows<F>(tp + q, kAlpha * kWinogradRun, kWinogradRun, vc + q, stride);
     }
   });
 }
