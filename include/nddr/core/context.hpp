@@ -2,6 +2,7 @@
 /// \file
 /// `Context<D>`: the per-device execution state that every op takes first.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <thread>
@@ -88,6 +89,24 @@ void parallel_for(const Context<Cpu>& ctx, std::int64_t count, F&& body) {
   (void)ctx;
   for (std::int64_t i = 0; i < count; ++i) body(i);
 #endif
+}
+
+/// Runs `body(begin, end)` on disjoint ranges of [0, count) of near-equal size, one per
+/// thread and at most `count` of them, in one parallel region that returns when all are done.
+/// Each body runs with a nested thread count of 1: Eigen parallelises a product unless
+/// omp_get_num_threads() > 1, so in a one-thread region it would start a team of its own;
+/// capping this task's ICV (task-local, gone with the region) keeps the products inside serial
+/// unless Eigen::setNbThreads was raised globally.
+template <class F>
+void parallel_ranges(const Context<Cpu>& ctx, std::int64_t count, F&& body) {
+  const std::int64_t parts =
+      std::max<std::int64_t>(1, std::min<std::int64_t>(ctx.threads(), count));
+  parallel_for(ctx, parts, [&](std::int64_t t) {
+#if defined(_OPENMP)
+    omp_set_num_threads(1);
+#endif
+    body(count * t / parts, count * (t + 1) / parts);
+  });
 }
 
 }  // namespace detail

@@ -81,29 +81,11 @@ void conv2d_split_columns(const Context<Cpu>& ctx, std::int64_t n, F&& body) {
   auto bound = [=](std::int64_t t) { return t == chunks ? n : n * t / chunks / 16 * 16; };
   parallel_for(ctx, chunks, [&](std::int64_t t) {
 #if defined(_OPENMP)
-    // Eigen parallelises a product unless omp_get_num_threads() > 1, so in a one-thread
-    // region it would nest its own team. Capping this task's thread ICV (task-local, gone at
-    // the end of the region) keeps it serial unless Eigen::setNbThreads was raised globally.
-    omp_set_num_threads(1);
+    omp_set_num_threads(1);  // Eigen stays serial inside: see detail::parallel_ranges
 #endif
     const std::int64_t begin = bound(t);
     const std::int64_t end = bound(t + 1);
     if (end > begin) body(t, begin, end);
-  });
-}
-
-/// Runs `body(begin, end)` on disjoint ranges of [0, n) of near-equal size, one per thread
-/// and at most n of them, each free to run a single-threaded Eigen GEMM (as above).
-template <class F>
-void conv2d_split_range(const Context<Cpu>& ctx, std::int64_t n, F&& body) {
-  const std::int64_t chunks = std::max<std::int64_t>(1, std::min<std::int64_t>(ctx.threads(), n));
-  parallel_for(ctx, chunks, [&](std::int64_t t) {
-#if defined(_OPENMP)
-    omp_set_num_threads(1);
-#endif
-    const std::int64_t begin = n * t / chunks;
-    const std::int64_t end = n * (t + 1) / chunks;
-    if (end > begin) body(begin, end);
   });
 }
 
@@ -566,7 +548,7 @@ void conv2d_backward_data(Context<Cpu>& ctx, std::type_identity_t<TensorView<con
   for (std::int64_t n = 0; n < dx.shape().n(); ++n) {
     const nddr::detail::Conv2dConstMap<T> dym(dy.data() + n * dy.shape().item_size(), g.out_c, p);
     T* dxn = dx.data() + n * dx.shape().item_size();  // (C_in, H, W)
-    nddr::detail::conv2d_split_range(ctx, g.in_c, [&](std::int64_t c0, std::int64_t c1) {
+    nddr::detail::parallel_ranges(ctx, g.in_c, [&](std::int64_t c0, std::int64_t c1) {
       const std::int64_t r0 = c0 * taps;
       const std::int64_t rows = (c1 - c0) * taps;
       for (std::int64_t p0 = 0; p0 < p; p0 += block) {

@@ -79,21 +79,6 @@ std::int64_t winograd_block_tiles(const WinogradPass<F>& p) {
   return std::max<std::int64_t>(1, std::min(nb, p.tiles()));
 }
 
-/// Runs `body(begin, end)` on one contiguous part of [0, count) per thread (at most one
-/// element each), each body serial (Eigen must not start threads of its own inside); returns
-/// when all are done.
-template <class Body>
-void winograd_split(const Context<Cpu>& ctx, std::int64_t count, Body&& body) {
-  const std::int64_t parts =
-      std::max<std::int64_t>(1, std::min<std::int64_t>(ctx.threads(), count));
-  parallel_for(ctx, parts, [&](std::int64_t t) {
-#if defined(_OPENMP)
-    omp_set_num_threads(1);  // see conv2d_split_columns
-#endif
-    body(count * t / parts, count * (t + 1) / parts);
-  });
-}
-
 /// Tiles per run: consecutive tiles of one tile row, handled together so that the per-tile
 /// transforms vectorise across tiles (`omp simd`) from small row buffers on the stack.
 inline constexpr std::int64_t kWinogradRun = 64;
@@ -295,16 +280,16 @@ void winograd_convolve(Context<Cpu>& ctx, const T* in, const WinogradPass<F>& p,
   T* m = v + F::kPoints * p.in_c * nb;  // (alpha^2, C_out, nb)
   for (std::int64_t t0 = 0; t0 < tiles; t0 += nb) {
     const std::int64_t cols = std::min(nb, tiles - t0);
-    winograd_split(ctx, p.in_c, [&](std::int64_t c0, std::int64_t c1) {
+    parallel_ranges(ctx, p.in_c, [&](std::int64_t c0, std::int64_t c1) {
       winograd_transform_inputs(in, p, t0, cols, c0, c1, v);
     });
-    winograd_split(ctx, F::kPoints, [&](std::int64_t x0, std::int64_t x1) {
+    parallel_ranges(ctx, F::kPoints, [&](std::int64_t x0, std::int64_t x1) {
       for (std::int64_t xi = x0; xi < x1; ++xi)
         Map(m + xi * p.out_c * cols, p.out_c, cols).noalias() =
             ConstMap(u + xi * p.out_c * p.in_c, p.out_c, p.in_c) *
             ConstMap(v + xi * p.in_c * cols, p.in_c, cols);
     });
-    winograd_split(ctx, p.out_c, [&](std::int64_t k0, std::int64_t k1) {
+    parallel_ranges(ctx, p.out_c, [&](std::int64_t k0, std::int64_t k1) {
       winograd_store_outputs(m, p, t0, cols, k0, k1, bias, accumulate, out);
     });
   }
@@ -404,14 +389,14 @@ void conv2d_winograd_backward_weights(Context<Cpu>& ctx, const T* x, const T* dy
   for (std::int64_t t0 = 0; t0 < tiles; t0 += nb) {
     const std::int64_t cols = std::min(nb, tiles - t0);
     // Input and output-gradient channels in one split: [0, in_c) inputs, then outputs.
-    nddr::detail::winograd_split(ctx, g.in_c + g.out_c, [&](std::int64_t b, std::int64_t e) {
+    nddr::detail::parallel_ranges(ctx, g.in_c + g.out_c, [&](std::int64_t b, std::int64_t e) {
       if (b < g.in_c)
         nddr::detail::winograd_transform_inputs(x, p, t0, cols, b, std::min(e, g.in_c), v);
       if (e > g.in_c)
         nddr::detail::winograd_transform_output_grads(dy, p, t0, cols,
                                                       std::max(b, g.in_c) - g.in_c, e - g.in_c, z);
     });
-    nddr::detail::winograd_split(ctx, kPoints, [&](std::int64_t x0, std::int64_t x1) {
+    nddr::detail::parallel_ranges(ctx, kPoints, [&](std::int64_t x0, std::int64_t x1) {
       for (std::int64_t xi = x0; xi < x1; ++xi) {
         const ConstMap zm(z + xi * g.out_c * cols, g.out_c, cols);
         const ConstMap vm(v + xi * g.in_c * cols, g.in_c, cols);
