@@ -377,10 +377,13 @@ void BM_nddr_concat_backward(benchmark::State& state) {
 // (max) or 2 |x| (average).
 const auto kPoolS1 = nddr::Pool2dOptions{}.kernel(3).same();
 
-void BM_max_pool_s1_forward(benchmark::State& state) {
+/// `Pool` forward at pool4's shape; `write_factor` output-sized tensors are written (2 for max:
+/// y and the argmax, 1 for average).
+template <class Pool>
+void pool_s1_forward(benchmark::State& state, int write_factor, const char* name) {
   const Act& a = kActs[3];
   const int threads = static_cast<int>(state.range(0));
-  nddr::MaxPool2d<float> pool(kPoolS1);
+  Pool pool(kPoolS1);
   Tensor<float> x(act_shape(a)), y(pool.output_shape(x.shape()));
   fill(x, 1);
   Ctx ctx(threads);
@@ -388,21 +391,15 @@ void BM_max_pool_s1_forward(benchmark::State& state) {
     pool.forward(ctx, x.cview(), y.view());
     benchmark::DoNotOptimize(y.data());
   }
-  set_bandwidth(state, static_cast<double>(x.bytes() + 2 * y.bytes()), threads, "pool4");
+  set_bandwidth(state, static_cast<double>(x.bytes() + write_factor * y.bytes()), threads, name);
+}
+
+void BM_max_pool_s1_forward(benchmark::State& state) {
+  pool_s1_forward<nddr::MaxPool2d<float>>(state, 2, "pool4");
 }
 
 void BM_avg_pool_s1_forward(benchmark::State& state) {
-  const Act& a = kActs[3];
-  const int threads = static_cast<int>(state.range(0));
-  nddr::AvgPool2d<float> pool(kPoolS1);
-  Tensor<float> x(act_shape(a)), y(pool.output_shape(x.shape()));
-  fill(x, 1);
-  Ctx ctx(threads);
-  for (auto _ : state) {
-    pool.forward(ctx, x.cview(), y.view());
-    benchmark::DoNotOptimize(y.data());
-  }
-  set_bandwidth(state, static_cast<double>(x.bytes() + y.bytes()), threads, "pool5a");
+  pool_s1_forward<nddr::AvgPool2d<float>>(state, 1, "pool5a");
 }
 
 void act_args(benchmark::internal::Benchmark* b) {

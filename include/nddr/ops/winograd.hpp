@@ -140,27 +140,43 @@ struct WinogradF4x3 {
   }
 };
 
+/// out[i * out_stride] = (P in)[i] for the `In` values in[r * in_stride], where P is the
+/// one-dimensional map `Map(in, out)` (`In` values to `Out`): one pass of a 2-D transform.
+template <int In, int Out, auto Map, class T>
+NDDR_HOST_DEVICE inline void winograd_pass(const T* in, std::int64_t in_stride, T* out,
+                                           std::int64_t out_stride) {
+  T iv[In], ov[Out];
+  NDDR_UNROLL
+  for (int r = 0; r < In; ++r) iv[r] = in[r * in_stride];
+  Map(iv, ov);
+  NDDR_UNROLL
+  for (int i = 0; i < Out; ++i) out[i * out_stride] = ov[i];
+}
+
+/// out = P in P^T for the one-dimensional map P = `Map` (In -> Out values), applied down the
+/// columns and then along the rows: `in` is In x In (element (r, s) at in[r * in_row + s *
+/// in_col]), `out` Out x Out (element (i, j) at out[i * out_row + j * out_col]). Every
+/// Winograd tile transform is one of these (the matrices are separable).
+template <int In, int Out, auto Map, class T>
+NDDR_HOST_DEVICE inline void winograd_separable(const T* in, std::int64_t in_row,
+                                                std::int64_t in_col, T* out, std::int64_t out_row,
+                                                std::int64_t out_col) {
+  T t[Out][In];  // P in
+  NDDR_UNROLL
+  for (int s = 0; s < In; ++s) winograd_pass<In, Out, Map>(in + s * in_col, in_row, &t[0][s], In);
+  NDDR_UNROLL
+  for (int i = 0; i < Out; ++i)
+    winograd_pass<In, Out, Map>(&t[i][0], std::int64_t{1}, out + i * out_row, out_col);
+}
+
 /// U = G g G^T: 3x3 kernel `g` (element (i, j) at g[i * row + j * col]) to the alpha^2
 /// transformed weights, written to u[xi * u_stride].
 template <class F, class T>
 NDDR_HOST_DEVICE inline void winograd_weight_transform(const T* g, std::int64_t row,
                                                        std::int64_t col, T* u,
                                                        std::int64_t u_stride) {
-  constexpr int kA = F::kAlpha;
-  T q[3][kA];  // column j of G g, transposed
-  NDDR_UNROLL
-  for (int j = 0; j < 3; ++j) {
-    const T gj[3] = {g[0 * row + j * col], g[1 * row + j * col], g[2 * row + j * col]};
-    F::weight(gj, q[j]);
-  }
-  NDDR_UNROLL
-  for (int i = 0; i < kA; ++i) {
-    const T qi[3] = {q[0][i], q[1][i], q[2][i]};
-    T ui[kA];
-    F::weight(qi, ui);
-    NDDR_UNROLL
-    for (int j = 0; j < kA; ++j) u[(i * kA + j) * u_stride] = ui[j];
-  }
+  winograd_separable<3, F::kAlpha, &F::template weight<T>>(g, row, col, u, F::kAlpha * u_stride,
+                                                            u_stride);
 }
 
 /// dg = G^T dU G, the adjoint of `winograd_weight_transform`: alpha^2 transformed weight
@@ -170,25 +186,8 @@ template <class F, class T>
 NDDR_HOST_DEVICE inline void winograd_weight_grad_transform(const T* du, std::int64_t du_stride,
                                                             T* dg, std::int64_t row,
                                                             std::int64_t col) {
-  constexpr int kA = F::kAlpha;
-  T p[kA][3];  // row j of G^T dU, transposed
-  NDDR_UNROLL
-  for (int j = 0; j < kA; ++j) {
-    T dj[kA];
-    NDDR_UNROLL
-    for (int i = 0; i < kA; ++i) dj[i] = du[(i * kA + j) * du_stride];
-    F::weight_grad(dj, p[j]);
-  }
-  NDDR_UNROLL
-  for (int i = 0; i < 3; ++i) {
-    T pi[kA];
-    NDDR_UNROLL
-    for (int j = 0; j < kA; ++j) pi[j] = p[j][i];
-    T out[3];
-    F::weight_grad(pi, out);
-    NDDR_UNROLL
-    for (int j = 0; j < 3; ++j) dg[i * row + j * col] = out[j];
-  }
+  winograd_separable<F::kAlpha, 3, &F::template weight_grad<T>>(du, F::kAlpha * du_stride,
+                                                                 du_stride, dg, row, col);
 }
 
 /// V = B^T d B: alpha x alpha input tile `d` (element (r, s) at d[r * d_row + s * d_col]) to
@@ -197,24 +196,8 @@ template <class F, class T>
 NDDR_HOST_DEVICE inline void winograd_input_transform(const T* d, std::int64_t d_row,
                                                       std::int64_t d_col, T* v,
                                                       std::int64_t v_stride) {
-  constexpr int kA = F::kAlpha;
-  T t[kA][kA];  // column j of B^T d, transposed
-  NDDR_UNROLL
-  for (int j = 0; j < kA; ++j) {
-    T dj[kA];
-    NDDR_UNROLL
-    for (int r = 0; r < kA; ++r) dj[r] = d[r * d_row + j * d_col];
-    F::input(dj, t[j]);
-  }
-  NDDR_UNROLL
-  for (int i = 0; i < kA; ++i) {
-    T ti[kA], vi[kA];
-    NDDR_UNROLL
-    for (int j = 0; j < kA; ++j) ti[j] = t[j][i];
-    F::input(ti, vi);
-    NDDR_UNROLL
-    for (int j = 0; j < kA; ++j) v[(i * kA + j) * v_stride] = vi[j];
-  }
+  winograd_separable<F::kAlpha, F::kAlpha, &F::template input<T>>(d, d_row, d_col, v,
+                                                                   F::kAlpha * v_stride, v_stride);
 }
 
 /// One column pass of `winograd_input_transform`: t[i * t_stride] = (B^T d)[i] for the alpha
@@ -222,13 +205,7 @@ NDDR_HOST_DEVICE inline void winograd_input_transform(const T* d, std::int64_t d
 template <class F, class T>
 NDDR_HOST_DEVICE inline void winograd_input_column(const T* d, std::int64_t d_stride, T* t,
                                                    std::int64_t t_stride) {
-  constexpr int kA = F::kAlpha;
-  T dv[kA], tv[kA];
-  NDDR_UNROLL
-  for (int r = 0; r < kA; ++r) dv[r] = d[r * d_stride];
-  F::input(dv, tv);
-  NDDR_UNROLL
-  for (int i = 0; i < kA; ++i) t[i * t_stride] = tv[i];
+  winograd_pass<F::kAlpha, F::kAlpha, &F::template input<T>>(d, d_stride, t, t_stride);
 }
 
 /// The row passes of `winograd_input_transform`: V = t B for the column-transformed tile t
@@ -248,24 +225,8 @@ NDDR_HOST_DEVICE inline void winograd_input_rows(const T* t, std::int64_t t_row,
 template <class F, class T>
 NDDR_HOST_DEVICE inline void winograd_output_transform(const T* m, std::int64_t m_stride, T* y,
                                                        std::int64_t y_row, std::int64_t y_col) {
-  constexpr int kA = F::kAlpha, kM = F::kTile;
-  T s[kA][kM];  // column j of A^T M, transposed
-  NDDR_UNROLL
-  for (int j = 0; j < kA; ++j) {
-    T mj[kA];
-    NDDR_UNROLL
-    for (int i = 0; i < kA; ++i) mj[i] = m[(i * kA + j) * m_stride];
-    F::output(mj, s[j]);
-  }
-  NDDR_UNROLL
-  for (int i = 0; i < kM; ++i) {
-    T si[kA], yi[kM];
-    NDDR_UNROLL
-    for (int j = 0; j < kA; ++j) si[j] = s[j][i];
-    F::output(si, yi);
-    NDDR_UNROLL
-    for (int j = 0; j < kM; ++j) y[i * y_row + j * y_col] = yi[j];
-  }
+  winograd_separable<F::kAlpha, F::kTile, &F::template output<T>>(m, F::kAlpha * m_stride,
+                                                                  m_stride, y, y_row, y_col);
 }
 
 /// Z = A dY A^T, the adjoint of `winograd_output_transform`: m x m output-gradient tile `dy`
@@ -275,24 +236,8 @@ template <class F, class T>
 NDDR_HOST_DEVICE inline void winograd_output_grad_transform(const T* dy, std::int64_t dy_row,
                                                             std::int64_t dy_col, T* z,
                                                             std::int64_t z_stride) {
-  constexpr int kA = F::kAlpha, kM = F::kTile;
-  T r[kM][kA];  // column j of A dY, transposed
-  NDDR_UNROLL
-  for (int j = 0; j < kM; ++j) {
-    T dj[kM];
-    NDDR_UNROLL
-    for (int i = 0; i < kM; ++i) dj[i] = dy[i * dy_row + j * dy_col];
-    F::output_grad(dj, r[j]);
-  }
-  NDDR_UNROLL
-  for (int i = 0; i < kA; ++i) {
-    T ri[kM], zi[kA];
-    NDDR_UNROLL
-    for (int j = 0; j < kM; ++j) ri[j] = r[j][i];
-    F::output_grad(ri, zi);
-    NDDR_UNROLL
-    for (int j = 0; j < kA; ++j) z[(i * kA + j) * z_stride] = zi[j];
-  }
+  winograd_separable<F::kTile, F::kAlpha, &F::template output_grad<T>>(
+      dy, dy_row, dy_col, z, F::kAlpha * z_stride, z_stride);
 }
 
 }  // namespace nddr::ops
