@@ -11,6 +11,8 @@
 #include <random>
 #include <string>
 
+#include "no_device.hpp"
+
 namespace {
 
 using nddr::Cpu;
@@ -18,11 +20,7 @@ using nddr::Cuda;
 using nddr::Shape;
 using nddr::Tensor;
 
-bool no_device() {
-  if (nddr::cuda_device_count() > 0) return false;
-  WARN("no CUDA device: skipped");
-  return true;
-}
+using nddr_test::no_device;
 
 template <class T>
 Tensor<T> random_tensor(Shape s, std::uint32_t seed, T lo = T(-1), T hi = T(1)) {

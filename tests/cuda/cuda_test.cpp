@@ -9,14 +9,11 @@
 #include <random>
 #include <vector>
 
+#include "no_device.hpp"
+
 namespace {
 
-/// True (after a warning) when no CUDA device can run the test case.
-bool no_device() {
-  if (nddr::cuda_device_count() > 0) return false;
-  WARN("no CUDA device: skipped");
-  return true;
-}
+using nddr_test::no_device;
 
 /// Uniform values in [-1, 1] with exact zeros sprinkled in (ReLU's kink).
 template <class T>

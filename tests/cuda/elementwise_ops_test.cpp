@@ -13,6 +13,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "no_device.hpp"
+
 namespace {
 
 using nddr::Cpu;
@@ -21,11 +23,7 @@ using nddr::Shape;
 using nddr::Tensor;
 using nddr::TensorView;
 
-bool no_device() {
-  if (nddr::cuda_device_count() > 0) return false;
-  WARN("no CUDA device: skipped");
-  return true;
-}
+using nddr_test::no_device;
 
 template <class T>
 Tensor<T> random_tensor(Shape s, std::uint32_t seed, T lo = T(-1), T hi = T(1)) {

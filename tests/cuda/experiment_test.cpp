@@ -14,15 +14,13 @@
 #include "../support/nyu_fixture.hpp"
 #include "../support/temp_dir.hpp"
 
+#include "no_device.hpp"
+
 namespace {
 
 namespace ex = nddr::experiments;
 
-bool no_device() {
-  if (nddr::cuda_device_count() > 0) return false;
-  WARN("no CUDA device: skipped");
-  return true;
-}
+using nddr_test::no_device;
 
 ex::NyuV2Config tiny_run(const std::string& data, const std::string& out, const std::string& method,
                          const std::string& device, const std::string& steps = "4") {

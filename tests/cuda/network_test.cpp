@@ -8,13 +8,11 @@
 
 #include "network_check.hpp"
 
+#include "no_device.hpp"
+
 namespace {
 
-bool no_device() {
-  if (nddr::cuda_device_count() > 0) return false;
-  WARN("no CUDA device: skipped");
-  return true;
-}
+using nddr_test::no_device;
 
 }  // namespace
 

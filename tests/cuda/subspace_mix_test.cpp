@@ -15,6 +15,8 @@
 
 #include "network_check.hpp"
 
+#include "no_device.hpp"
+
 namespace {
 
 using nddr::Cpu;
@@ -24,11 +26,7 @@ using nddr::Tensor;
 using nddr::TensorView;
 using nddr::detail::SubspaceLayout;
 
-bool no_device() {
-  if (nddr::cuda_device_count() > 0) return false;
-  WARN("no CUDA device: skipped");
-  return true;
-}
+using nddr_test::no_device;
 
 template <class T>
 Tensor<T> random_tensor(Shape s, std::uint32_t seed) {

@@ -17,6 +17,8 @@
 #include "../support/seg_normal_batch.hpp"
 #include "../support/temp_dir.hpp"
 
+#include "no_device.hpp"
+
 namespace {
 
 using Spec = nddr::MultiTask<nddr::TinyNet, nddr::TinyNet, nddr::NDDR>;
@@ -28,11 +30,7 @@ using Train = nddr::Trainer<Exp, D, double>;
 using nddr::Cpu;
 using nddr::Cuda;
 
-bool no_device() {
-  if (nddr::cuda_device_count() > 0) return false;
-  WARN("no CUDA device: skipped");
-  return true;
-}
+using nddr_test::no_device;
 
 // A deterministic batch per step; labels (with ignored pixels) and normals (with invalid
 // pixels) at `label_size`, which the trainer resizes to the outputs when they differ.
