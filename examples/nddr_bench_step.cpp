@@ -7,6 +7,8 @@
 // Usage: nddr-bench-step [--network vgg16-nddr] [--device cpu|cuda] [--batch 2] [--size 161]
 //                        [--iters 5] [--warmup 2] [--threads N] [--mode train|infer]
 //                        [--tf32 (GPU: TF32 convolutions)]
+//                        [--profile-step (GPU: one extra step between cudaProfilerStart/Stop,
+//                         for `ncu --profile-from-start off`)]
 // Networks (two tasks, seg 40 + normals 3, unless said):
 //   vgg16-nddr           MultiTask<VGG16, VGG16, NDDR>            NDDR-CNN
 //   vgg16-nddr-shortcut  MultiTask<VGG16, VGG16, Shortcut<NDDR>>  NDDR-CNN-Shortcut
@@ -17,6 +19,7 @@
 // Compare with bench/pytorch/nddr_vgg16.py run with the same flags in the same command
 // (bench/compare_cpu.sh does).
 #if defined(NDDR_WITH_CUDA)
+#include <cuda_profiler_api.h>
 #include <nddr/cuda.hpp>
 #endif
 #include <nddr/nddr.hpp>
@@ -83,6 +86,7 @@ struct Args {
   std::int64_t batch = 2, size = 161;
   int iters = 5, warmup = 2, threads = 0;
   bool tf32 = false;
+  bool profile_step = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -101,6 +105,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--warmup") a.warmup = std::stoi(value());
     else if (f == "--threads") a.threads = std::stoi(value());
     else if (f == "--tf32") a.tf32 = true;
+    else if (f == "--profile-step") a.profile_step = true;
     else if (f == "--network") {
       a.network = value();
       if (std::find(kNetworks.begin(), kNetworks.end(), a.network) == kNetworks.end()) {
@@ -111,7 +116,7 @@ Args parse(int argc, char** argv) {
     } else
       throw nddr::OptionError("nddr-bench-step: unknown flag " + f +
                               " (valid: --device --mode --batch --size --iters --warmup --threads "
-                              "--network --tf32)");
+                              "--network --tf32 --profile-step)");
   }
   if (a.batch < 1 || a.size < 8 || a.iters < 1 || a.warmup < 0 || (a.mode != "train" && a.mode != "infer"))
     throw nddr::OptionError("nddr-bench-step: bad --batch/--size/--iters/--warmup/--mode");
@@ -189,6 +194,18 @@ int run(const Args& a, nddr::Context<D>& ctx) {
   };
   for (int i = 0; i < a.warmup; ++i) step();
   sync();
+#if defined(NDDR_WITH_CUDA)
+  // One step, after the warm-up, inside the profiler's range: `ncu --profile-from-start off`
+  // then sees exactly the kernels of one steady-state step.
+  if constexpr (!std::is_same_v<D, nddr::Cpu>) {
+    if (a.profile_step) {
+      NDDR_CUDA_CHECK(cudaProfilerStart());
+      step();
+      sync();
+      NDDR_CUDA_CHECK(cudaProfilerStop());
+    }
+  }
+#endif
   std::vector<double> times;
   for (int i = 0; i < a.iters; ++i) {
     const auto t0 = std::chrono::steady_clock::now();

@@ -13,9 +13,12 @@
 #   NDDR_CUDA_ARCH      CMAKE_CUDA_ARCHITECTURES (default 90: H100/H200)
 #   NDDR_JOBS           build and ctest parallelism (default 16)
 #   NDDR_SKIP_CPU_TESTS set to 1 to run only the CUDA tests
+#   NDDR_SKIP_BENCH     set to 1 to skip the benchmarks against PyTorch
+#   NDDR_CTEST_CUDA     set to 1 to also run `ctest -L cuda` (the NCCL tests, where MPI exists)
+#   NDDR_PROFILE        set to 1 to profile one training step per kernel (tools/gpu-profile.sh)
 #   NDDR_CMAKE_ARGS     extra arguments for the configure step (word-split)
 #   CUDNN_ROOT          prefix holding include/cudnn.h and lib*/libcudnn.so* (else searched for)
-#   OUT                 if set, the logs (7 files) are written there instead of the build dir
+#   OUT                 if set, the logs are written there instead of the build dir
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -158,29 +161,38 @@ if ((configure_only)); then
 fi
 
 # ---- CUDA tests first, so that a broken CPU test elsewhere cannot hide them --------------
-say "build nddr_cuda_tests (-j$jobs)"
+# nddr-bench-step is built in the same command (the two link in parallel) unless the
+# benchmarks are skipped.
+targets=(nddr_cuda_tests)
+[[ "${NDDR_SKIP_BENCH:-0}" != 1 ]] && targets+=(nddr_bench_step)
+say "build ${targets[*]} (-j$jobs)"
 start=$SECONDS
-"$cmake" --build "$build" -j"$jobs" --target nddr_cuda_tests 2>&1 | tee "$logs/build-cuda.log" ||
-  die "building nddr_cuda_tests failed (see $logs/build-cuda.log)"
+"$cmake" --build "$build" -j"$jobs" --target "${targets[@]}" 2>&1 | tee "$logs/build-cuda.log" ||
+  die "building ${targets[*]} failed (see $logs/build-cuda.log)"
 echo "build took $((SECONDS - start)) s"
 
 cd "$build"
-say "CUDA tests (ctest -L cuda)"
-if ! ctest -L cuda --output-on-failure --timeout 600 2>&1 | tee "$logs/ctest-cuda.log"; then
-  failures+=("ctest -L cuda")
-fi
-# The executable once more, directly: its summary shows the assertion count, and a GPU
-# machine must not take the no-device path.
+# The test executable directly (one run, with each test case's duration): its summary shows
+# the assertion count, and a GPU machine must not take the no-device path. NDDR_CTEST_CUDA=1
+# also runs `ctest -L cuda` (every entry with the label, the NCCL tests where MPI was found).
+say "CUDA tests"
+start=$SECONDS
 cuda_exe=$(find "$build" -type f -name nddr_cuda_tests -perm -u+x | head -n1)
 if [[ -n "$cuda_exe" ]]; then
-  if ! "$cuda_exe" 2>&1 | tee "$logs/cuda-tests-direct.log"; then
+  if ! "$cuda_exe" --durations yes 2>&1 | tee "$logs/cuda-tests.log"; then
     failures+=("nddr_cuda_tests")
   fi
-  if grep -q "no CUDA device: skipped" "$logs/cuda-tests-direct.log"; then
+  if grep -q "no CUDA device: skipped" "$logs/cuda-tests.log"; then
     failures+=("CUDA tests skipped although a GPU is present")
   fi
 else
   failures+=("nddr_cuda_tests was not built")
+fi
+echo "CUDA tests took $((SECONDS - start)) s"
+if [[ "${NDDR_CTEST_CUDA:-0}" == 1 ]]; then
+  if ! ctest -L cuda --output-on-failure --timeout 600 2>&1 | tee "$logs/ctest-cuda.log"; then
+    failures+=("ctest -L cuda")
+  fi
 fi
 
 if [[ "${NDDR_SKIP_CPU_TESTS:-0}" != 1 ]]; then
@@ -212,9 +224,6 @@ if [[ "${NDDR_SKIP_BENCH:-0}" != 1 ]]; then
       break
     fi
   done
-  if ! "$cmake" --build "$build" -j"$jobs" --target nddr_bench_step 2>&1 | tee "$logs/build-bench.log" | tail -3; then
-    failures+=("build nddr_bench_step")
-  fi
   bench_args=(--batch "${NDDR_BENCH_BATCH:-10}" --size "${NDDR_BENCH_SIZE:-321}" --iters 10 --warmup 3)
   # Like for like: full FP32 convolutions on both sides, then TF32 on both (PyTorch's default).
   for precision in fp32 tf32; do
@@ -245,6 +254,13 @@ for prec in ("fp32", "tf32"):
                   f"img/s, speed ratio nddr/PyTorch = {n['images_per_s'] / p['images_per_s']:.3f}")
 PY
   fi
+fi
+
+# ---- per-kernel profile of one training step (NDDR_PROFILE=1) ------------------------------
+if [[ "${NDDR_PROFILE:-0}" == 1 && "${NDDR_SKIP_BENCH:-0}" != 1 ]]; then
+  say "profile: one FP32 training step, nddr (ncu) vs PyTorch (torch.profiler)"
+  OUT="$logs" NDDR_BUILD_DIR="$build" timeout "${NDDR_PROFILE_TIMEOUT:-240}" \
+    bash "$repo/tools/gpu-profile.sh" 2>&1 | tee "$logs/profile.log" || failures+=("profile")
 fi
 
 say "summary"

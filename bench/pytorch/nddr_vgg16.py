@@ -202,6 +202,23 @@ def forward_gflop(network, batch, size):
     return f * batch / 1e9
 
 
+def profile_one_step(step, sync, path):
+    """Per-kernel device time of one step (the kernels, not the operators that launched them)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        sync()
+    totals = {}
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            n, t = totals.get(ev.name, (0, 0.0))
+            totals[ev.name] = (n + 1, t + ev.time_range.elapsed_us())
+    with open(path, "w") as f:
+        f.write("name,calls,total_us\n")
+        for name, (n, t) in sorted(totals.items(), key=lambda kv: -kv[1][1]):
+            f.write('"%s",%d,%.1f\n' % (name.replace('"', "'"), n, t))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--network", choices=NETWORKS, default="vgg16-nddr")
@@ -213,6 +230,9 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--mode", choices=["train", "infer"], default="train")
     ap.add_argument("--no-tf32", action="store_true", help="full FP32 cuDNN convolutions")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="after the warm-up, profile one step (torch.profiler) and write its "
+                         "per-kernel GPU times to FILE (CSV: name,calls,total_us)")
     args = ap.parse_args()
     if args.no_tf32:
         torch.backends.cudnn.allow_tf32 = False
@@ -254,6 +274,8 @@ def main():
     for _ in range(args.warmup):
         step()
     sync()
+    if args.profile:
+        profile_one_step(step, sync, args.profile)
     times = []
     for _ in range(args.iters):
         t0 = time.perf_counter()

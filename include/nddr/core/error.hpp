@@ -49,9 +49,13 @@ namespace detail {
 
 template <class... Args>
 std::string concat(Args&&... args) {
-  std::ostringstream os;
-  (os << ... << std::forward<Args>(args));
-  return os.str();
+  if constexpr (sizeof...(Args) == 0) {
+    return {};
+  } else {
+    std::ostringstream os;
+    (os << ... << std::forward<Args>(args));
+    return os.str();
+  }
 }
 
 }  // namespace detail
