@@ -7,6 +7,8 @@
 // Usage: nddr-bench-step [--network vgg16-nddr] [--device cpu|cuda] [--batch 2] [--size 161]
 //                        [--iters 5] [--warmup 2] [--threads N] [--mode train|infer]
 //                        [--tf32 (GPU: TF32 convolutions)]
+//                        [--cudnn-benchmark (GPU: time cuDNN's algorithms per shape, take the
+//                         fastest)] [--deterministic (GPU: deterministic algorithms only)]
 //                        [--profile-step (GPU: one extra step between cudaProfilerStart/Stop,
 //                         for `ncu --profile-from-start off`)]
 // Networks (two tasks, seg 40 + normals 3, unless said):
@@ -87,6 +89,8 @@ struct Args {
   int iters = 5, warmup = 2, threads = 0;
   bool tf32 = false;
   bool profile_step = false;
+  bool cudnn_benchmark = false;
+  bool deterministic = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -106,6 +110,8 @@ Args parse(int argc, char** argv) {
     else if (f == "--threads") a.threads = std::stoi(value());
     else if (f == "--tf32") a.tf32 = true;
     else if (f == "--profile-step") a.profile_step = true;
+    else if (f == "--cudnn-benchmark") a.cudnn_benchmark = true;
+    else if (f == "--deterministic") a.deterministic = true;
     else if (f == "--network") {
       a.network = value();
       if (std::find(kNetworks.begin(), kNetworks.end(), a.network) == kNetworks.end()) {
@@ -116,11 +122,16 @@ Args parse(int argc, char** argv) {
     } else
       throw nddr::OptionError("nddr-bench-step: unknown flag " + f +
                               " (valid: --device --mode --batch --size --iters --warmup --threads "
-                              "--network --tf32 --profile-step)");
+                              "--network --tf32 --cudnn-benchmark --deterministic --profile-step)");
   }
   if (a.batch < 1 || a.size < 8 || a.iters < 1 || a.warmup < 0 || (a.mode != "train" && a.mode != "infer"))
     throw nddr::OptionError("nddr-bench-step: bad --batch/--size/--iters/--warmup/--mode");
   return a;
+}
+
+// How the GPU convolution algorithms were chosen: heuristic or benchmark, + deterministic.
+std::string conv_algos(const Args& a) {
+  return std::string(a.cudnn_benchmark ? "benchmark" : "heuristic") + (a.deterministic ? "+deterministic" : "");
 }
 
 // Random image and targets in host memory.
@@ -221,10 +232,11 @@ int run(const Args& a, nddr::Context<D>& ctx) {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   std::printf(
-      "{\"impl\":\"nddr\",\"network\":\"%s\",\"device\":\"%s\",\"precision\":\"%s\",\"mode\":\"%s\",\"batch\":%lld,\"size\":%lld,"
+      "{\"impl\":\"nddr\",\"network\":\"%s\",\"device\":\"%s\",\"precision\":\"%s\",\"conv_algos\":\"%s\",\"mode\":\"%s\",\"batch\":%lld,\"size\":%lld,"
       "\"iters\":%d,\"median_s\":%.6f,\"min_s\":%.6f,\"max_s\":%.6f,\"images_per_s\":%.4f,"
       "\"gflop_per_s\":%.1f,\"peak_rss_mib\":%.1f}\n",
-      a.network.c_str(), a.device.c_str(), a.tf32 && a.device != "cpu" ? "tf32" : "fp32", a.mode.c_str(), static_cast<long long>(a.batch),
+      a.network.c_str(), a.device.c_str(), a.tf32 && a.device != "cpu" ? "tf32" : "fp32",
+      a.device == "cpu" ? "cpu" : conv_algos(a).c_str(), a.mode.c_str(), static_cast<long long>(a.batch),
       static_cast<long long>(a.size), a.iters, med, sorted.front(), sorted.back(),
       static_cast<double>(a.batch) / med, gflop / med, static_cast<double>(ru.ru_maxrss) / 1024.0);
   return 0;
@@ -258,6 +270,8 @@ int main(int argc, char** argv) {
       const int index = a.device.size() > 5 ? std::stoi(a.device.substr(5)) : 0;
       nddr::Context<nddr::Cuda> ctx(index);
       nddr::cuda::set_conv_tf32(a.tf32);
+      nddr::cuda::set_conv_benchmark(a.cudnn_benchmark);
+      nddr::cuda::set_conv_deterministic(a.deterministic);
       return dispatch(a, ctx);
 #else
       throw nddr::DeviceError("nddr-bench-step: this build has no CUDA backend (configure with "

@@ -225,20 +225,27 @@ if [[ "${NDDR_SKIP_BENCH:-0}" != 1 ]]; then
     fi
   done
   bench_args=(--batch "${NDDR_BENCH_BATCH:-10}" --size "${NDDR_BENCH_SIZE:-321}" --iters 10 --warmup 3)
-  # Like for like: full FP32 convolutions on both sides, then TF32 on both (PyTorch's default).
+  # Like for like: full FP32 convolutions on both sides, then TF32 on both (PyTorch's default);
+  # algorithms from cuDNN's heuristics on both (PyTorch's default), then timed per shape on both
+  # (--cudnn-benchmark; training step only).
   for precision in fp32 tf32; do
-    py_flag=(); nddr_flag=()
-    [[ $precision == fp32 ]] && py_flag=(--no-tf32)
-    [[ $precision == tf32 ]] && nddr_flag=(--tf32)
-    for mode in train infer; do
-      if [[ -n "$bench_py" ]]; then
-        "$bench_py" "$repo/bench/pytorch/nddr_vgg16.py" --device cuda "${bench_args[@]}" \
-          --mode "$mode" "${py_flag[@]}" 2>&1 | tee -a "$logs/bench.jsonl" ||
-          failures+=("PyTorch benchmark ($precision $mode)")
-      fi
-      "$build/examples/nddr-bench-step" --device cuda "${bench_args[@]}" --mode "$mode" \
-        "${nddr_flag[@]}" 2>&1 | tee -a "$logs/bench.jsonl" ||
-        failures+=("nddr-bench-step ($precision $mode)")
+    for algos in heuristic benchmark; do
+      py_flag=(); nddr_flag=()
+      [[ $precision == fp32 ]] && py_flag+=(--no-tf32)
+      [[ $precision == tf32 ]] && nddr_flag+=(--tf32)
+      [[ $algos == benchmark ]] && { py_flag+=(--cudnn-benchmark); nddr_flag+=(--cudnn-benchmark); }
+      modes=(train infer)
+      [[ $algos == benchmark ]] && modes=(train)
+      for mode in "${modes[@]}"; do
+        if [[ -n "$bench_py" ]]; then
+          "$bench_py" "$repo/bench/pytorch/nddr_vgg16.py" --device cuda "${bench_args[@]}" \
+            --mode "$mode" "${py_flag[@]}" 2>&1 | tee -a "$logs/bench.jsonl" ||
+            failures+=("PyTorch benchmark ($precision $algos $mode)")
+        fi
+        "$build/examples/nddr-bench-step" --device cuda "${bench_args[@]}" --mode "$mode" \
+          "${nddr_flag[@]}" 2>&1 | tee -a "$logs/bench.jsonl" ||
+          failures+=("nddr-bench-step ($precision $algos $mode)")
+      done
     done
   done
   if [[ -n "$bench_py" ]]; then
@@ -246,12 +253,15 @@ if [[ "${NDDR_SKIP_BENCH:-0}" != 1 ]]; then
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 for prec in ("fp32", "tf32"):
-    for mode in ("train", "infer"):
-        r = {x["impl"]: x for x in rows if x.get("mode") == mode and x.get("precision") == prec}
-        if "nddr" in r and "pytorch-eager" in r:
-            n, p = r["nddr"], r["pytorch-eager"]
-            print(f"{prec} {mode}: nddr {n['images_per_s']:.2f} img/s, PyTorch {p['images_per_s']:.2f} "
-                  f"img/s, speed ratio nddr/PyTorch = {n['images_per_s'] / p['images_per_s']:.3f}")
+    for algos in ("heuristic", "benchmark"):
+        for mode in ("train", "infer"):
+            r = {x["impl"]: x for x in rows if x.get("mode") == mode and x.get("precision") == prec
+                 and x.get("conv_algos", "heuristic") == algos}
+            if "nddr" in r and "pytorch-eager" in r:
+                n, p = r["nddr"], r["pytorch-eager"]
+                print(f"{prec} {algos} {mode}: nddr {n['images_per_s']:.2f} img/s, PyTorch "
+                      f"{p['images_per_s']:.2f} img/s, speed ratio nddr/PyTorch = "
+                      f"{n['images_per_s'] / p['images_per_s']:.3f}")
 PY
   fi
 fi

@@ -230,6 +230,10 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--mode", choices=["train", "infer"], default="train")
     ap.add_argument("--no-tf32", action="store_true", help="full FP32 cuDNN convolutions")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="torch.backends.cudnn.benchmark = True (time the algorithms per shape)")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="torch.backends.cudnn.deterministic = True")
     ap.add_argument("--profile", metavar="FILE",
                     help="after the warm-up, profile one step (torch.profiler) and write its "
                          "per-kernel GPU times to FILE (CSV: name,calls,total_us)")
@@ -237,6 +241,8 @@ def main():
     if args.no_tf32:
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    torch.backends.cudnn.deterministic = args.deterministic
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -287,6 +293,8 @@ def main():
     gflop = forward_gflop(args.network, args.batch, args.size) * (3 if args.mode == "train" else 1)
     res = {"impl": "pytorch-eager", "network": args.network, "torch": torch.__version__, "device": str(dev),
            "precision": "tf32" if tf32 else "fp32",
+           "conv_algos": ("benchmark" if args.cudnn_benchmark else "heuristic") +
+                         ("+deterministic" if args.deterministic else ""),
            "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
            "mode": args.mode, "batch": args.batch, "size": args.size, "iters": args.iters,
            "median_s": med, "min_s": min(times), "max_s": max(times),

@@ -293,8 +293,27 @@ TEST_CASE("CUDA conv2d matches the CPU op (double)", "[cuda][conv2d]") {
   conv_suite<double>();
 }
 
+TEST_CASE("CUDA conv2d with timed (benchmark) or deterministic algorithms matches the CPU op",
+          "[cuda][conv2d]") {
+  if (no_device()) return;
+  SECTION("benchmark, float") {
+    const nddr_test::ConvAlgoSettings settings(false, true);
+    conv_suite<float>();
+  }
+  SECTION("benchmark + deterministic, double") {
+    const nddr_test::ConvAlgoSettings settings(true, true);
+    conv_suite<double>();
+  }
+  SECTION("deterministic, float") {
+    const nddr_test::ConvAlgoSettings settings(true, false);
+    conv_suite<float>();
+  }
+}
+
 TEST_CASE("CUDA conv2d caches its algorithms and repeats its results", "[cuda][conv2d]") {
   if (no_device()) return;
+  // Bit-for-bit repeats need deterministic algorithms (the default may add with atomics).
+  const nddr_test::ConvAlgoSettings settings(true, false);
   nddr::Context<Cuda> gpu;
   const auto opt = nddr::Conv2dOptions{}.stride(2).same();
   const Shape xs = Shape::nchw(2, 3, 11, 10), ws = Shape::nchw(4, 3, 3, 3);
@@ -349,6 +368,11 @@ TEST_CASE("CUDA conv2d rejects bad shapes like the CPU op", "[cuda][conv2d]") {
 TEST_CASE("CUDA batch norm matches the CPU op (float)", "[cuda][batch_norm]") {
   if (no_device()) return;
   SECTION("affine") { batch_norm_parity<float>(Shape::nchw(3, 5, 7, 9), {}, 21); }
+  // Planes of >= 256 elements take the plane-wise element kernels; 4 x 130^2 per channel is
+  // reduced by 33 blocks per channel.
+  SECTION("large planes, split reductions") {
+    batch_norm_parity<float>(Shape::nchw(4, 3, 130, 130), {}, 25);
+  }
   SECTION("tf_slim, no affine") {
     batch_norm_parity<float>(Shape::nchw(2, 4, 5, 3), nddr::BatchNormOptions::tf_slim().affine(false), 22);
   }
@@ -357,6 +381,10 @@ TEST_CASE("CUDA batch norm matches the CPU op (float)", "[cuda][batch_norm]") {
 TEST_CASE("CUDA batch norm matches the CPU op (double)", "[cuda][batch_norm]") {
   if (no_device()) return;
   SECTION("affine") { batch_norm_parity<double>(Shape::nchw(3, 5, 7, 9), {}, 23); }
+  SECTION("large planes, split reductions") {
+    batch_norm_parity<double>(Shape::nchw(4, 3, 130, 130), {}, 26);
+    batch_norm_parity<double>(Shape::nchw(2, 70, 17, 19), nddr::BatchNormOptions::tf_slim(), 27);
+  }
   SECTION("biased running var, N*H*W = 2") {
     batch_norm_parity<double>(Shape::nchw(2, 3, 1, 1),
                               nddr::BatchNormOptions{}.unbiased_running_var(false).momentum(0.3), 24);

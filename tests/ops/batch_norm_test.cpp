@@ -348,3 +348,64 @@ TEST_CASE("batch_norm: errors name the op, field and value", "[ops][batch_norm]"
   CHECK_THROWS_AS(bn.output_shape(Shape{2, 3}), nddr::ShapeError);
   CHECK_THROWS_AS(nddr::BatchNorm2d<double>(0), nddr::OptionError);
 }
+
+// The GPU's split per-channel reductions (backend/cuda/kernels/conv_bn.cuh) are built from
+// three host/device helpers; their logic is checked here on the CPU, block by block and thread
+// by thread as the kernels run them.
+TEST_CASE("batch_norm split reductions: every element once, shifted moments accurate",
+          "[ops][batch_norm]") {
+  constexpr std::int64_t kBlock = 256;
+  struct Case {
+    std::int64_t items, channels, plane;
+  };
+  // Planes larger and smaller than a block, a step that is a multiple of the plane, 1x1 maps.
+  for (const Case k : {Case{10, 64, 103041}, Case{10, 512, 1681}, Case{3, 5, 7}, Case{2, 3, 512},
+                       Case{64, 40, 1}, Case{1, 1, 1}, Case{4, 2, 2048}}) {
+    INFO("items " << k.items << " channels " << k.channels << " plane " << k.plane);
+    const std::int64_t splits =
+        nddr::ops::batch_norm_reduce_splits(k.items, k.plane, k.channels, kBlock);
+    CHECK(splits >= 1);
+    CHECK(splits <= 1024);
+    CHECK(splits * k.channels <= std::max<std::int64_t>(1024 + k.channels, k.channels));
+    // Channel 1 (or 0) of an NCHW tensor: offsets relative to its first element.
+    const std::int64_t stride = k.channels * k.plane;
+    std::vector<int> seen(static_cast<std::size_t>(k.items * k.plane), 0);
+    std::int64_t wrong = 0;
+    const std::int64_t step = splits * kBlock;
+    for (std::int64_t first = 0; first < step; ++first)
+      nddr::ops::batch_norm_strided_visit(k.items, k.plane, stride, first, step,
+                                          [&](std::int64_t off) {
+                                            const std::int64_t n = off / stride, p = off % stride;
+                                            if (p >= k.plane || n >= k.items) {
+                                              ++wrong;
+                                              return;
+                                            }
+                                            ++seen[static_cast<std::size_t>(n * k.plane + p)];
+                                          });
+    CHECK(wrong == 0);
+    std::int64_t not_once = 0;
+    for (int v : seen) not_once += v != 1;
+    CHECK(not_once == 0);
+  }
+
+  // Shifted sums: a channel with a mean of 1e4 and spread 1e-2, in float, shifted by its first
+  // element, gives the two-pass moments to double rounding.
+  nddr::Rng rng(21);
+  std::vector<float> v(5000);
+  for (auto& e : v) e = static_cast<float>(1e4 + 1e-2 * rng.normal());
+  double s1 = 0.0, s2 = 0.0;
+  const double shift = v[0];
+  for (float e : v) {
+    s1 += e - shift;
+    s2 += (e - shift) * (e - shift);
+  }
+  const auto m = nddr::ops::batch_norm_moments_from_shifted_sums(static_cast<double>(v.size()),
+                                                                 shift, s1, s2);
+  const auto ref = nddr::ops::batch_norm_channel_moments(v.data(), 1, static_cast<std::int64_t>(v.size()),
+                                                         static_cast<std::int64_t>(v.size()));
+  CHECK(m.mean == Approx(ref.mean).epsilon(1e-14));
+  CHECK(m.var == Approx(ref.var).epsilon(1e-9));
+  CHECK(ref.var == Approx(1e-4).epsilon(0.1));
+  // Rounding can push a constant channel's variance below zero: clamped.
+  CHECK(nddr::ops::batch_norm_moments_from_shifted_sums(4.0, 1.0, 1e-17, 0.0).var == 0.0);
+}

@@ -140,6 +140,56 @@ NDDR_HOST_DEVICE inline BatchNormGradSums batch_norm_channel_grad_sums(const T* 
   return s;
 }
 
+/// A share of a per-channel reduction split over many GPU threads: visits the channel offsets
+/// n * stride + p (n < items, p < plane) whose flat index j = n * plane + p runs from `first`
+/// in steps of `step`, calling f(offset) for each, without a division per element. The threads
+/// first = 0 .. step - 1 together visit every offset once (tests/ops check this on the CPU).
+template <class F>
+NDDR_HOST_DEVICE inline void batch_norm_strided_visit(std::int64_t items, std::int64_t plane,
+                                                      std::int64_t stride, std::int64_t first,
+                                                      std::int64_t step, F f) {
+  if (plane <= 0 || first >= items * plane) return;
+  std::int64_t n = first / plane, p = first % plane;
+  const std::int64_t dn = step / plane, dp = step % plane;
+  while (n < items) {
+    f(n * stride + p);
+    p += dp;
+    n += dn;
+    if (p >= plane) {
+      p -= plane;
+      ++n;
+    }
+  }
+}
+
+/// Batch moments of `count` values from sums of the values less a shift: s1 = sum(x - shift),
+/// s2 = sum((x - shift)^2), all in double. With a shift near the mean (the GPU uses the
+/// channel's first element) the variance keeps its digits however large the mean is; the
+/// result is clamped at 0 against rounding.
+NDDR_HOST_DEVICE inline BatchNormMoments batch_norm_moments_from_shifted_sums(double count,
+                                                                              double shift,
+                                                                              double s1,
+                                                                              double s2) {
+  const double d = s1 / count;
+  BatchNormMoments m;
+  m.mean = shift + d;
+  const double var = s2 / count - d * d;
+  m.var = var > 0.0 ? var : 0.0;
+  return m;
+}
+
+/// Blocks per channel of the GPU's per-channel reductions: about 1024 blocks in all, at least
+/// 8 elements per thread of `block` threads, at most 1024. Depends on the sizes only, so a
+/// reduction sums in the same order every time.
+inline std::int64_t batch_norm_reduce_splits(std::int64_t items, std::int64_t plane,
+                                             std::int64_t channels, std::int64_t block) {
+  const std::int64_t by_work = items * plane / (block * 8);
+  const std::int64_t by_grid = channels > 0 ? (1024 + channels - 1) / channels : 1;
+  std::int64_t s = by_work < by_grid ? by_work : by_grid;
+  if (s > 1024) s = 1024;
+  return s < 1 ? 1 : s;
+}
+
 /// Moves the running statistics of one channel towards the batch moments of `count` values.
 template <class T>
 NDDR_HOST_DEVICE inline void batch_norm_update_running(T& running_mean, T& running_var,

@@ -2,8 +2,12 @@
 /// \file
 /// CUDA batch normalisation: our own kernels (kernels/conv_bn.cuh) running the per-channel and
 /// element bodies of nddr/ops/batch_norm.hpp, with the CPU op's validation and messages.
-/// Per channel, one block reduces in double (two passes for the moments, like the CPU); the
-/// element passes then read per-channel constants from the context workspace.
+/// The per-channel reductions are split over about 1024 blocks (`ops::batch_norm_reduce_splits`
+/// blocks per channel), each summing its share in double into the workspace, then one thread
+/// per channel adds the partial sums in block order: deterministic, and the whole GPU reads
+/// even a 64-channel layer. The forward moments sum x - shift and (x - shift)^2 with the
+/// channel's first element as the shift (one pass; `ops::batch_norm_moments_from_shifted_sums`).
+/// The element passes then read per-channel constants from the context workspace.
 
 #include <cuda_runtime_api.h>
 
@@ -20,14 +24,15 @@
 
 namespace nddr::cuda::launch {
 
-/// Training statistics per channel (one block each): saves mean and inv_std, writes the
-/// element scale gamma * inv_std (gamma = 1 when null) and updates the running statistics.
+/// Training statistics per channel (`splits` blocks each, partial sums in `partial`, 2 *
+/// splits * channels doubles): saves mean and inv_std, writes the element scale
+/// gamma * inv_std (gamma = 1 when null) and updates the running statistics.
 /// Defined in kernels/conv_bn.cuh.
 template <class T>
 void batch_norm_stats(cudaStream_t stream, const T* x, const T* gamma, T* rm, T* rv,
-                      T* save_mean, T* save_inv_std, T* scale, std::int64_t items,
-                      std::int64_t channels, std::int64_t plane, double eps, double momentum,
-                      bool unbiased);
+                      T* save_mean, T* save_inv_std, T* scale, double* partial,
+                      std::int64_t splits, std::int64_t items, std::int64_t channels,
+                      std::int64_t plane, double eps, double momentum, bool unbiased);
 
 /// scale[c] = gamma[c] / sqrt(rv[c] + eps) (gamma = 1 when null).
 template <class T>
@@ -40,14 +45,14 @@ void batch_norm_apply(cudaStream_t stream, const T* x, const T* mean, const T* s
                       const T* shift, T* y, std::int64_t items, std::int64_t channels,
                       std::int64_t plane);
 
-/// Backward reductions per channel: dgamma, dbeta (when non-null) and the element constants
-/// (mean, k, a, b) into consts (4 * channels). training: stat0/stat1 = saved mean / inv_std;
-/// else running mean / running variance.
+/// Backward reductions per channel (split as batch_norm_stats): dgamma, dbeta (when non-null)
+/// and the element constants (mean, k, a, b) into consts (4 * channels). training:
+/// stat0/stat1 = saved mean / inv_std; else running mean / running variance.
 template <class T>
 void batch_norm_grad_stats(cudaStream_t stream, const T* x, const T* dy, const T* gamma,
                            const T* stat0, const T* stat1, T* dgamma, T* dbeta, T* consts,
-                           std::int64_t items, std::int64_t channels, std::int64_t plane,
-                           double eps, bool training);
+                           double* partial, std::int64_t splits, std::int64_t items,
+                           std::int64_t channels, std::int64_t plane, double eps, bool training);
 
 /// dx += k * (dy - a - (x - mean) * b) with the constants of batch_norm_grad_stats.
 template <class T>
@@ -59,14 +64,39 @@ void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* dy, con
 
 namespace nddr::cuda::detail {
 
+/// Threads per block of the split reductions (kernels::kReduceBlock).
+inline constexpr std::int64_t kBatchNormReduceBlock = 256;
+
+/// The workspace of one batch-norm call: `count` per-channel values of T, then the partial
+/// sums of the split reductions (2 doubles per block).
+template <class T>
+struct BatchNormScratch {
+  T* values;
+  double* partial;
+  std::int64_t splits;
+};
+
+template <class T>
+BatchNormScratch<T> batch_norm_scratch(Context<Cuda>& ctx, const nddr::detail::BatchNormLayout& L,
+                                       std::int64_t count) {
+  const std::int64_t splits =
+      ops::batch_norm_reduce_splits(L.items, L.plane, L.channels, kBatchNormReduceBlock);
+  const std::size_t head = (static_cast<std::size_t>(count) * sizeof(T) + 255) / 256 * 256;
+  char* ws = static_cast<char*>(ctx.workspace_bytes(
+      head + static_cast<std::size_t>(2 * splits * L.channels) * sizeof(double)));
+  return {reinterpret_cast<T*>(ws), reinterpret_cast<double*>(ws + head), splits};
+}
+
 /// The backward passes of both modes; checks are done by the caller.
 template <class T>
 void batch_norm_backward(Context<Cuda>& ctx, const nddr::detail::BatchNormLayout& L, const T* x,
                          const T* dy, const T* gamma, const T* stat0, const T* stat1, T* dx,
                          T* dgamma, T* dbeta, double eps, bool training) {
-  T* consts = ctx.workspace<T>(static_cast<std::size_t>(4 * L.channels));
+  const auto scratch = batch_norm_scratch<T>(ctx, L, 4 * L.channels);
+  T* consts = scratch.values;
   launch::batch_norm_grad_stats<T>(ctx.stream(), x, dy, gamma, stat0, stat1, dgamma, dbeta, consts,
-                                   L.items, L.channels, L.plane, eps, training);
+                                   scratch.partial, scratch.splits, L.items, L.channels, L.plane,
+                                   eps, training);
   if (dx)
     launch::batch_norm_backward_apply<T>(ctx.stream(), x, dy, consts, dx, L.items, L.channels,
                                          L.plane);
@@ -99,11 +129,13 @@ void batch_norm_forward_training(Context<Cuda>& ctx,
   nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
                                         L.channels);
   nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
-  T* scale = ctx.workspace<T>(static_cast<std::size_t>(L.channels));  // (C)
+  const auto scratch = cuda::detail::batch_norm_scratch<T>(ctx, L, L.channels);
+  T* scale = scratch.values;  // (C)
   cuda::launch::batch_norm_stats<T>(ctx.stream(), x.data(), affine ? gamma.data() : nullptr,
                                     running_mean.data(), running_var.data(), save_mean.data(),
-                                    save_inv_std.data(), scale, L.items, L.channels, L.plane,
-                                    opt.eps(), opt.momentum(), opt.unbiased_running_var());
+                                    save_inv_std.data(), scale, scratch.partial, scratch.splits,
+                                    L.items, L.channels, L.plane, opt.eps(), opt.momentum(),
+                                    opt.unbiased_running_var());
   cuda::launch::batch_norm_apply<T>(ctx.stream(), x.data(), save_mean.data(), scale,
                                     affine ? beta.data() : nullptr, y.data(), L.items, L.channels,
                                     L.plane);

@@ -3,9 +3,14 @@
 /// CUDA 2-D convolution through cuDNN's legacy convolution API, in full FP32/FP64 precision
 /// (`CUDNN_FMA_MATH`: no TF32 tensor cores, so results match the CPU op to rounding).
 ///
-/// Algorithms come from cuDNN's heuristics (`cudnnGet*Algorithm_v7`), preferring the first
-/// deterministic one whose workspace fits `kConvWorkspaceLimit`; the choice is cached per
-/// device, element type, batch size and geometry, so later calls skip the query.
+/// Algorithms come from cuDNN's heuristics (`cudnnGet*Algorithm_v7`): the first full-precision
+/// one whose workspace fits `kConvWorkspaceLimit`, as PyTorch's default does (some of them add
+/// with atomics, so results may differ in the last bits run to run).
+/// `set_conv_deterministic(true)` takes the first deterministic one instead (bit-identical
+/// runs; PyTorch's `cudnn.deterministic`), `set_conv_benchmark(true)` times the candidates
+/// (`cudnnFind*AlgorithmEx`) at the first call of each shape and takes the fastest (PyTorch's
+/// `cudnn.benchmark`). The choice is cached per device, element type, batch size, geometry and
+/// these settings, so later calls skip the query.
 ///
 /// TF 'SAME' padding with more padding after than before (an odd total, e.g. stride 2 on an
 /// even input): cuDNN pads symmetrically only, so x is copied into a zero-padded buffer in the
@@ -81,6 +86,32 @@ inline void set_conv_tf32(bool on) { detail::conv_tf32_flag().store(on); }
 inline bool conv_tf32() { return detail::conv_tf32_flag().load(); }
 
 namespace detail {
+inline std::atomic<bool>& conv_deterministic_flag() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+inline std::atomic<bool>& conv_benchmark_flag() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+}  // namespace detail
+
+/// Restricts convolutions to cuDNN's deterministic algorithms, so that two runs of the same
+/// step give the same bits (PyTorch's `torch.backends.cudnn.deterministic`); when a shape has
+/// no deterministic algorithm within the workspace limit, the fastest other one runs. Off by
+/// default, like PyTorch. Process-wide.
+inline void set_conv_deterministic(bool on) { detail::conv_deterministic_flag().store(on); }
+inline bool conv_deterministic() { return detail::conv_deterministic_flag().load(); }
+
+/// Chooses each shape's algorithms by timing cuDNN's candidates at its first call
+/// (`cudnnFind*AlgorithmEx`, PyTorch's `torch.backends.cudnn.benchmark`) instead of taking
+/// cuDNN's heuristic choice. The first call of a shape then takes longer (every candidate
+/// runs once, and a scratch output of dx's size is allocated for the data gradient), later
+/// calls reuse the choice. Off by default. Process-wide.
+inline void set_conv_benchmark(bool on) { detail::conv_benchmark_flag().store(on); }
+inline bool conv_benchmark() { return detail::conv_benchmark_flag().load(); }
+
+namespace detail {
 
 enum class ConvDirection { kForward, kBackwardData, kBackwardFilter };
 
@@ -92,9 +123,11 @@ struct ConvKey {
   std::int64_t batch;
   Conv2dGeometry g;
   bool tf32 = false;
+  bool deterministic = false;
+  bool benchmark = false;
 
   auto tie() const {
-    return std::tie(device, type, direction, tf32, batch, g.in_c, g.in_h, g.in_w, g.out_c, g.out_h,
+    return std::tie(device, type, direction, tf32, deterministic, benchmark, batch, g.in_c, g.in_h, g.in_w, g.out_c, g.out_h,
                     g.out_w, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.dilation_h,
                     g.dilation_w, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right);
   }
@@ -146,22 +179,50 @@ class ConvAlgoCache {
   std::size_t hits_ = 0;
 };
 
-/// From cuDNN's ranked candidates, the first deterministic FMA/default-math one that fits the
-/// workspace limit, else the first that fits; throws DeviceError when none does.
+/// Whether a candidate ran (or would run) in the requested precision within the workspace
+/// limit.
 template <class Perf>
-ConvAlgo pick_algorithm(const Perf* perf, int count, const char* who) {
-  auto usable = [&](const Perf& p) {
-    return p.status == CUDNN_STATUS_SUCCESS && p.memory <= kConvWorkspaceLimit &&
-           (p.mathType == CUDNN_DEFAULT_MATH || p.mathType == CUDNN_FMA_MATH ||
-            (conv_tf32() && p.mathType == CUDNN_TENSOR_OP_MATH));
-  };
+bool usable_algorithm(const Perf& p, bool tf32) {
+  return p.status == CUDNN_STATUS_SUCCESS && p.memory <= kConvWorkspaceLimit &&
+         (p.mathType == CUDNN_DEFAULT_MATH || p.mathType == CUDNN_FMA_MATH ||
+          (tf32 && p.mathType == CUDNN_TENSOR_OP_MATH));
+}
+
+/// From cuDNN's ranked candidates (heuristic order, or fastest first when timed), the first
+/// usable one; with `deterministic`, the first usable deterministic one if there is one.
+/// Throws DeviceError when none is usable.
+template <class Perf>
+ConvAlgo pick_algorithm(const Perf* perf, int count, const ConvKey& key, const char* who) {
+  if (key.deterministic)
+    for (int i = 0; i < count; ++i)
+      if (usable_algorithm(perf[i], key.tf32) && perf[i].determinism == CUDNN_DETERMINISTIC)
+        return {static_cast<int>(perf[i].algo), perf[i].memory};
   for (int i = 0; i < count; ++i)
-    if (usable(perf[i]) && perf[i].determinism == CUDNN_DETERMINISTIC)
-      return {static_cast<int>(perf[i].algo), perf[i].memory};
-  for (int i = 0; i < count; ++i)
-    if (usable(perf[i])) return {static_cast<int>(perf[i].algo), perf[i].memory};
+    if (usable_algorithm(perf[i], key.tf32)) return {static_cast<int>(perf[i].algo), perf[i].memory};
   throw DeviceError(nddr::detail::concat(who, ": cuDNN offers no full-precision algorithm within ",
                                          kConvWorkspaceLimit, " bytes of workspace"));
+}
+
+/// The cached algorithm of `key`, chosen on a miss: `heuristic(perf, &count)` fills cuDNN's
+/// ranked candidates; with `key.benchmark`, `timed(perf, &count, workspace_bytes)` then times
+/// those that fit the largest usable heuristic candidate's workspace (fastest first).
+template <class Perf, int kCount, class Heuristic, class Timed>
+ConvAlgo choose_algorithm(const ConvKey& key, const char* who, Heuristic&& heuristic,
+                          Timed&& timed) {
+  return ConvAlgoCache::instance().get(key, [&] {
+    Perf perf[kCount];
+    int count = 0;
+    heuristic(perf, &count);
+    if (!key.benchmark) return pick_algorithm(perf, count, key, who);
+    std::size_t workspace = 0;
+    for (int i = 0; i < count; ++i)
+      if (usable_algorithm(perf[i], key.tf32) && perf[i].memory > workspace)
+        workspace = perf[i].memory;
+    Perf measured[kCount];
+    int measured_count = 0;
+    timed(measured, &measured_count, workspace);
+    return pick_algorithm(measured, measured_count, key, who);
+  });
 }
 
 /// The cuDNN descriptors of one convolution call. With asymmetric padding, `x` describes the
@@ -235,7 +296,7 @@ template <class T>
 ConvKey conv_key(const Context<Cuda>& ctx, ConvDirection d, std::int64_t batch,
                  const Conv2dGeometry& g) {
   return ConvKey{ctx.device(), cudnn_data_type<T>(), d, batch, g,
-                 std::is_same_v<T, float> && conv_tf32()};
+                 std::is_same_v<T, float> && conv_tf32(), conv_deterministic(), conv_benchmark()};
 }
 
 }  // namespace detail
@@ -268,17 +329,26 @@ void conv2d_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T,
   if (y.numel() == 0) return;
   const bool padded = cd::conv2d_needs_padded_copy(g);
   cd::ConvDescriptors<T> d(batch, g, padded);
-  const cd::ConvAlgo algo = cd::ConvAlgoCache::instance().get(
-      cd::conv_key<T>(ctx, cd::ConvDirection::kForward, batch, g), [&] {
-        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        int count = 0;
+  const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
+  const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionFwdAlgoPerf_t,
+                                                 CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
+      cd::conv_key<T>(ctx, cd::ConvDirection::kForward, batch, g), kWho,
+      [&](cudnnConvolutionFwdAlgoPerf_t* perf, int* count) {
         NDDR_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx.cudnn(), d.x, d.w, d.conv, d.y,
                                                                CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                               &count, perf),
+                                                               count, perf),
                         kWho, ": choosing a cuDNN forward algorithm for input ", x.shape().str());
-        return cd::pick_algorithm(perf, count, kWho);
+      },
+      [&](cudnnConvolutionFwdAlgoPerf_t* perf, int* count, std::size_t bytes) {
+        // y is assigned below anyway, so the candidates may write it.
+        char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + bytes));
+        if (padded) cd::conv2d_pad_input(ctx, x.data(), reinterpret_cast<T*>(ws), batch, g);
+        NDDR_CUDA_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
+                            ctx.cudnn(), d.x, padded ? ws : static_cast<const void*>(x.data()), d.w,
+                            w.data(), d.conv, d.y, y.data(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                            count, perf, ws + pad_bytes, bytes),
+                        kWho, ": timing cuDNN forward algorithms for input ", x.shape().str());
       });
-  const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
   char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
   const T* xin = x.data();
   if (padded) {
@@ -312,18 +382,33 @@ void conv2d_backward_data(Context<Cuda>& ctx, std::type_identity_t<TensorView<co
   if (dx.numel() == 0 || dy.numel() == 0) return;
   const bool padded = cd::conv2d_needs_padded_copy(g);
   cd::ConvDescriptors<T> d(batch, g, padded);
-  const cd::ConvAlgo algo = cd::ConvAlgoCache::instance().get(
-      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardData, batch, g), [&] {
-        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-        int count = 0;
+  const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
+  const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t,
+                                                 CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
+      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardData, batch, g), kWho,
+      [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count) {
         NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
                             ctx.cudnn(), d.w, d.y, d.conv, d.x,
-                            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf),
+                            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, count, perf),
                         kWho, ": choosing a cuDNN backward-data algorithm for dx ",
                         dx.shape().str());
-        return cd::pick_algorithm(perf, count, kWho);
+      },
+      [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count, std::size_t bytes) {
+        // The candidates overwrite their output: the padded buffer is scratch anyway; dx holds
+        // the sum so far, so they write a scratch block of its size instead.
+        char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + bytes));
+        const std::size_t dx_bytes = static_cast<std::size_t>(dx.numel()) * sizeof(T);
+        void* scratch = padded ? nullptr : Storage<Cuda>::allocate(dx_bytes);
+        const cudnnStatus_t status = cudnnFindConvolutionBackwardDataAlgorithmEx(
+            ctx.cudnn(), d.w, w.data(), d.y, dy.data(), d.conv, d.x, padded ? ws : scratch,
+            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, count, perf, ws + pad_bytes, bytes);
+        if (scratch) {
+          ctx.synchronize();
+          Storage<Cuda>::deallocate(scratch);
+        }
+        NDDR_CUDA_CHECK(status, kWho, ": timing cuDNN backward-data algorithms for dx ",
+                        dx.shape().str());
       });
-  const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
   char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
   T* out = padded ? reinterpret_cast<T*>(ws) : dx.data();
   // Straight into dx: cuDNN accumulates with beta = 1. Via the padded buffer: assign there,
@@ -373,18 +458,29 @@ void conv2d_backward_weights(Context<Cuda>& ctx,
   }
   const bool padded = cd::conv2d_needs_padded_copy(g);
   cd::ConvDescriptors<T> d(batch, g, padded);
-  const cd::ConvAlgo algo = cd::ConvAlgoCache::instance().get(
-      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardFilter, batch, g), [&] {
-        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-        int count = 0;
+  const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
+  const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t,
+                                                 CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
+      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardFilter, batch, g), kWho,
+      [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count) {
         NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
                             ctx.cudnn(), d.x, d.y, d.conv, d.w,
-                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf),
+                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, count, perf),
                         kWho, ": choosing a cuDNN backward-filter algorithm for input ",
                         x.shape().str());
-        return cd::pick_algorithm(perf, count, kWho);
+      },
+      [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count, std::size_t bytes) {
+        // dw is assigned below anyway, so the candidates may write it.
+        char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + bytes));
+        if (padded) cd::conv2d_pad_input(ctx, x.data(), reinterpret_cast<T*>(ws), batch, g);
+        NDDR_CUDA_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                            ctx.cudnn(), d.x, padded ? ws : static_cast<const void*>(x.data()),
+                            d.y, dy.data(), d.conv, d.w, dw.data(),
+                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, count, perf, ws + pad_bytes,
+                            bytes),
+                        kWho, ": timing cuDNN backward-filter algorithms for input ",
+                        x.shape().str());
       });
-  const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
   char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
   const T* xin = x.data();
   if (padded) {

@@ -93,37 +93,86 @@ __global__ void channel_sum(const T* __restrict__ x, T* __restrict__ out, std::i
   if (threadIdx.x == 0) out[c] = static_cast<T>(s);
 }
 
-/// Per-channel statistics of the training forward: mean and biased variance in two passes
-/// in double, saved mean / inv_std, the element scale, and the running-statistics update.
+/// Sums of a and b over the block (warp shuffles, then one warp over the warp sums): the
+/// results are valid in thread 0. The order is fixed by the block size, so sums repeat
+/// bit for bit. `shared` holds 64 doubles; the block ends synchronised.
+__device__ inline void block_sum2(double& a, double& b, double* shared) {
+  for (int o = 16; o > 0; o >>= 1) {
+    a += __shfl_down_sync(0xffffffffu, a, o);
+    b += __shfl_down_sync(0xffffffffu, b, o);
+  }
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  if (lane == 0) {
+    shared[warp] = a;
+    shared[32 + warp] = b;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const int warps = static_cast<int>((blockDim.x + 31) / 32);
+    a = lane < warps ? shared[lane] : 0.0;
+    b = lane < warps ? shared[32 + lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) {
+      a += __shfl_down_sync(0xffffffffu, a, o);
+      b += __shfl_down_sync(0xffffffffu, b, o);
+    }
+  }
+  __syncthreads();
+}
+
+/// First pass of the training statistics, split over gridDim.x blocks per channel
+/// (blockIdx.y strides over channels): each block writes the sums of (x - shift) and
+/// (x - shift)^2 over its share, in double, to partial[2 (c splits + block)]; shift is the
+/// channel's first element.
 template <class T>
-__global__ void batch_norm_stats(const T* __restrict__ x, const T* __restrict__ gamma, T* rm,
-                                 T* rv, T* save_mean, T* save_inv_std, T* scale,
-                                 std::int64_t items, std::int64_t channels, std::int64_t plane,
-                                 double eps, double momentum, bool unbiased) {
-  __shared__ double shared[kReduceBlock];
-  const std::int64_t c = blockIdx.x;
-  const T* xc = x + c * plane;
-  const std::int64_t stride = channels * plane;
-  const double count = static_cast<double>(items * plane);
-  ops::BatchNormMoments m;
-  m.mean = block_sum(thread_channel_sum(items, plane, stride,
-                                        [xc](std::int64_t i) { return static_cast<double>(xc[i]); }),
-                     shared) /
-           count;
-  const double mean = m.mean;
-  m.var = block_sum(thread_channel_sum(items, plane, stride,
-                                       [xc, mean](std::int64_t i) {
-                                         const double d = static_cast<double>(xc[i]) - mean;
-                                         return d * d;
-                                       }),
-                    shared) /
-          count;
-  if (threadIdx.x != 0) return;
-  const double inv_std = ops::batch_norm_inv_std(m.var, eps);
-  save_mean[c] = static_cast<T>(m.mean);
-  save_inv_std[c] = static_cast<T>(inv_std);
-  scale[c] = static_cast<T>(gamma ? static_cast<double>(gamma[c]) * inv_std : inv_std);
-  ops::batch_norm_update_running(rm[c], rv[c], m, items * plane, momentum, unbiased);
+__global__ void batch_norm_partial_moments(const T* __restrict__ x, double* __restrict__ partial,
+                                           std::int64_t items, std::int64_t channels,
+                                           std::int64_t plane) {
+  __shared__ double shared[64];
+  const std::int64_t splits = gridDim.x;
+  for (std::int64_t c = blockIdx.y; c < channels; c += gridDim.y) {
+    const T* xc = x + c * plane;
+    const double shift = static_cast<double>(xc[0]);
+    double s1 = 0.0, s2 = 0.0;
+    ops::batch_norm_strided_visit(items, plane, channels * plane,
+                                  static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                                  splits * blockDim.x, [&](std::int64_t i) {
+                                    const double d = static_cast<double>(xc[i]) - shift;
+                                    s1 += d;
+                                    s2 += d * d;
+                                  });
+    block_sum2(s1, s2, shared);
+    if (threadIdx.x == 0) {
+      partial[2 * (c * splits + blockIdx.x)] = s1;
+      partial[2 * (c * splits + blockIdx.x) + 1] = s2;
+    }
+  }
+}
+
+/// Second pass, one thread per channel: adds the channel's partial sums in block order, then
+/// saves mean / inv_std, writes the element scale gamma * inv_std (gamma = 1 when null) and
+/// updates the running statistics.
+template <class T>
+__global__ void batch_norm_finish_moments(const T* __restrict__ x,
+                                          const double* __restrict__ partial,
+                                          std::int64_t splits, const T* __restrict__ gamma,
+                                          T* rm, T* rv, T* save_mean, T* save_inv_std, T* scale,
+                                          std::int64_t items, std::int64_t channels,
+                                          std::int64_t plane, double eps, double momentum,
+                                          bool unbiased) {
+  for (std::int64_t c = first_index(); c < channels; c += grid_stride()) {
+    double s1 = 0.0, s2 = 0.0;
+    for (std::int64_t b = 0; b < splits; ++b) {
+      s1 += partial[2 * (c * splits + b)];
+      s2 += partial[2 * (c * splits + b) + 1];
+    }
+    const ops::BatchNormMoments m = ops::batch_norm_moments_from_shifted_sums(
+        static_cast<double>(items * plane), static_cast<double>(x[c * plane]), s1, s2);
+    const double inv_std = ops::batch_norm_inv_std(m.var, eps);
+    save_mean[c] = static_cast<T>(m.mean);
+    save_inv_std[c] = static_cast<T>(inv_std);
+    scale[c] = static_cast<T>(gamma ? static_cast<double>(gamma[c]) * inv_std : inv_std);
+    ops::batch_norm_update_running(rm[c], rv[c], m, items * plane, momentum, unbiased);
+  }
 }
 
 /// scale[c] = gamma[c] / sqrt(running_var[c] + eps) (gamma = 1 when null).
@@ -137,7 +186,22 @@ __global__ void batch_norm_inference_scale(const T* __restrict__ gamma, const T*
   }
 }
 
-/// y = (x - mean[c]) * scale[c] + shift[c] (shift = 0 when null).
+/// Calls f(plane index q, channel, offset of the element) for every element of `planes`
+/// planes of `plane` elements: blockIdx.y strides over planes (one division per plane, none
+/// per element), blockIdx.x and the threads over the plane.
+template <class F>
+__device__ inline void for_each_plane_element(std::int64_t planes, std::int64_t channels,
+                                              std::int64_t plane, F f) {
+  for (std::int64_t q = blockIdx.y; q < planes; q += gridDim.y) {
+    const std::int64_t c = q % channels;
+    const std::int64_t base = q * plane;
+    for (std::int64_t p = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+         p < plane; p += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+      f(c, base + p);
+  }
+}
+
+/// y = (x - mean[c]) * scale[c] + shift[c] (shift = 0 when null); flat, for small planes.
 template <class T>
 __global__ void batch_norm_apply(const T* __restrict__ x, const T* __restrict__ mean,
                                  const T* __restrict__ scale, const T* __restrict__ shift,
@@ -149,48 +213,79 @@ __global__ void batch_norm_apply(const T* __restrict__ x, const T* __restrict__ 
   }
 }
 
-/// Per-channel reductions of the backward pass. Writes dgamma / dbeta (when non-null) and the
-/// element constants consts = (mean, k, a, b) as 4 arrays of `channels`. Statistics: with
-/// `training`, stat0 = saved mean and stat1 = saved inv_std; otherwise stat0 = running mean and
-/// stat1 = running variance.
+/// As batch_norm_apply, over a 2-D grid of (plane chunks, planes).
 template <class T>
-__global__ void batch_norm_grad_stats(const T* __restrict__ x, const T* __restrict__ dy,
-                                      const T* __restrict__ gamma, const T* __restrict__ stat0,
-                                      const T* __restrict__ stat1, T* dgamma, T* dbeta, T* consts,
-                                      std::int64_t items, std::int64_t channels,
-                                      std::int64_t plane, double eps, bool training) {
-  __shared__ double shared[kReduceBlock];
-  const std::int64_t c = blockIdx.x;
-  const std::int64_t off = c * plane;
-  const std::int64_t stride = channels * plane;
-  const double mean = static_cast<double>(stat0[c]);
-  const double inv_std = training ? static_cast<double>(stat1[c])
-                                  : ops::batch_norm_inv_std(static_cast<double>(stat1[c]), eps);
-  const T* xc = x + off;
-  const T* dyc = dy + off;
-  ops::BatchNormGradSums s;
-  s.sum_dy = block_sum(thread_channel_sum(items, plane, stride,
-                                          [dyc](std::int64_t i) { return static_cast<double>(dyc[i]); }),
-                       shared);
-  s.sum_dy_xmu = block_sum(thread_channel_sum(items, plane, stride,
-                                              [xc, dyc, mean](std::int64_t i) {
-                                                return static_cast<double>(dyc[i]) *
-                                                       (static_cast<double>(xc[i]) - mean);
-                                              }),
-                           shared);
-  if (threadIdx.x != 0) return;
-  if (dgamma) dgamma[c] = static_cast<T>(s.sum_dy_xmu * inv_std);
-  if (dbeta) dbeta[c] = static_cast<T>(s.sum_dy);
-  const double count = static_cast<double>(items * plane);
-  const double g = gamma ? static_cast<double>(gamma[c]) : 1.0;
-  consts[c] = static_cast<T>(mean);
-  consts[channels + c] = static_cast<T>(g * inv_std);
-  consts[2 * channels + c] = static_cast<T>(training ? s.sum_dy / count : 0.0);
-  consts[3 * channels + c] =
-      static_cast<T>(training ? inv_std * inv_std * s.sum_dy_xmu / count : 0.0);
+__global__ void batch_norm_apply_planes(const T* __restrict__ x, const T* __restrict__ mean,
+                                        const T* __restrict__ scale, const T* __restrict__ shift,
+                                        T* __restrict__ y, std::int64_t planes,
+                                        std::int64_t channels, std::int64_t plane) {
+  for_each_plane_element(planes, channels, plane, [&](std::int64_t c, std::int64_t i) {
+    y[i] = ops::batch_norm_element(x[i], mean[c], scale[c], shift ? shift[c] : T(0));
+  });
 }
 
-/// dx += k * (dy - a - (x - mean) * b) with the per-channel constants of batch_norm_grad_stats.
+/// First pass of the backward reductions, split like batch_norm_partial_moments: sums of dy
+/// and dy * (x - mean) (mean = stat0[c]) per block into partial.
+template <class T>
+__global__ void batch_norm_partial_grad(const T* __restrict__ x, const T* __restrict__ dy,
+                                        const T* __restrict__ stat0, double* __restrict__ partial,
+                                        std::int64_t items, std::int64_t channels,
+                                        std::int64_t plane) {
+  __shared__ double shared[64];
+  const std::int64_t splits = gridDim.x;
+  for (std::int64_t c = blockIdx.y; c < channels; c += gridDim.y) {
+    const T* xc = x + c * plane;
+    const T* dyc = dy + c * plane;
+    const double mean = static_cast<double>(stat0[c]);
+    double s1 = 0.0, s2 = 0.0;
+    ops::batch_norm_strided_visit(items, plane, channels * plane,
+                                  static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                                  splits * blockDim.x, [&](std::int64_t i) {
+                                    const double g = static_cast<double>(dyc[i]);
+                                    s1 += g;
+                                    s2 += g * (static_cast<double>(xc[i]) - mean);
+                                  });
+    block_sum2(s1, s2, shared);
+    if (threadIdx.x == 0) {
+      partial[2 * (c * splits + blockIdx.x)] = s1;
+      partial[2 * (c * splits + blockIdx.x) + 1] = s2;
+    }
+  }
+}
+
+/// Second pass of the backward reductions, one thread per channel. Writes dgamma / dbeta
+/// (when non-null) and the element constants consts = (mean, k, a, b) as 4 arrays of
+/// `channels`. Statistics: with `training`, stat0 = saved mean and stat1 = saved inv_std;
+/// otherwise stat0 = running mean and stat1 = running variance.
+template <class T>
+__global__ void batch_norm_finish_grad(const double* __restrict__ partial, std::int64_t splits,
+                                       const T* __restrict__ gamma, const T* __restrict__ stat0,
+                                       const T* __restrict__ stat1, T* dgamma, T* dbeta,
+                                       T* consts, std::int64_t items, std::int64_t channels,
+                                       std::int64_t plane, double eps, bool training) {
+  for (std::int64_t c = first_index(); c < channels; c += grid_stride()) {
+    ops::BatchNormGradSums s;
+    for (std::int64_t b = 0; b < splits; ++b) {
+      s.sum_dy += partial[2 * (c * splits + b)];
+      s.sum_dy_xmu += partial[2 * (c * splits + b) + 1];
+    }
+    const double mean = static_cast<double>(stat0[c]);
+    const double inv_std = training ? static_cast<double>(stat1[c])
+                                    : ops::batch_norm_inv_std(static_cast<double>(stat1[c]), eps);
+    if (dgamma) dgamma[c] = static_cast<T>(s.sum_dy_xmu * inv_std);
+    if (dbeta) dbeta[c] = static_cast<T>(s.sum_dy);
+    const double count = static_cast<double>(items * plane);
+    const double g = gamma ? static_cast<double>(gamma[c]) : 1.0;
+    consts[c] = static_cast<T>(mean);
+    consts[channels + c] = static_cast<T>(g * inv_std);
+    consts[2 * channels + c] = static_cast<T>(training ? s.sum_dy / count : 0.0);
+    consts[3 * channels + c] =
+        static_cast<T>(training ? inv_std * inv_std * s.sum_dy_xmu / count : 0.0);
+  }
+}
+
+/// dx += k * (dy - a - (x - mean) * b) with the per-channel constants of batch_norm_finish_grad;
+/// flat, for small planes.
 template <class T>
 __global__ void batch_norm_backward_apply(const T* __restrict__ x, const T* __restrict__ dy,
                                           const T* __restrict__ consts, T* __restrict__ dx,
@@ -201,6 +296,35 @@ __global__ void batch_norm_backward_apply(const T* __restrict__ x, const T* __re
     ops::batch_norm_backward_element(x[i], dy[i], consts[c], consts[channels + c],
                                      consts[2 * channels + c], consts[3 * channels + c], dx[i]);
   }
+}
+
+/// As batch_norm_backward_apply, over a 2-D grid of (plane chunks, planes).
+template <class T>
+__global__ void batch_norm_backward_apply_planes(const T* __restrict__ x,
+                                                 const T* __restrict__ dy,
+                                                 const T* __restrict__ consts,
+                                                 T* __restrict__ dx, std::int64_t planes,
+                                                 std::int64_t channels, std::int64_t plane) {
+  for_each_plane_element(planes, channels, plane, [&](std::int64_t c, std::int64_t i) {
+    ops::batch_norm_backward_element(x[i], dy[i], consts[c], consts[channels + c],
+                                     consts[2 * channels + c], consts[3 * channels + c], dx[i]);
+  });
+}
+
+/// Grid of the plane-wise element kernels: about 4 elements per thread along a plane, planes
+/// on the y axis (capped; the kernels stride over the rest). Small planes go flat instead.
+inline constexpr std::int64_t kPlaneKernelMinPlane = 256;
+inline dim3 plane_grid(std::int64_t planes, std::int64_t plane) {
+  const std::int64_t gx = std::min<std::int64_t>((plane + 4 * kBlock - 1) / (4 * kBlock), 65535);
+  const std::int64_t gy = std::min<std::int64_t>(planes, 65535);
+  return dim3(static_cast<unsigned>(std::max<std::int64_t>(gx, 1)),
+              static_cast<unsigned>(std::max<std::int64_t>(gy, 1)));
+}
+
+/// Grid of the split reductions: splits blocks per channel, channels on the y axis (capped).
+inline dim3 reduce_grid(std::int64_t splits, std::int64_t channels) {
+  return dim3(static_cast<unsigned>(splits),
+              static_cast<unsigned>(std::min<std::int64_t>(channels, 65535)));
 }
 
 }  // namespace nddr::cuda::kernels
@@ -250,15 +374,18 @@ void channel_sum(cudaStream_t stream, const T* x, T* out, std::int64_t items,
 
 template <class T>
 void batch_norm_stats(cudaStream_t stream, const T* x, const T* gamma, T* rm, T* rv,
-                      T* save_mean, T* save_inv_std, T* scale, std::int64_t items,
-                      std::int64_t channels, std::int64_t plane, double eps, double momentum,
-                      bool unbiased) {
+                      T* save_mean, T* save_inv_std, T* scale, double* partial,
+                      std::int64_t splits, std::int64_t items, std::int64_t channels,
+                      std::int64_t plane, double eps, double momentum, bool unbiased) {
   if (channels == 0) return;
-  kernels::batch_norm_stats<T>
-      <<<static_cast<unsigned>(channels), kernels::kReduceBlock, 0, stream>>>(
-          x, gamma, rm, rv, save_mean, save_inv_std, scale, items, channels, plane, eps, momentum,
-          unbiased);
-  check_launch("batch_norm_stats");
+  kernels::batch_norm_partial_moments<T>
+      <<<kernels::reduce_grid(splits, channels), kernels::kReduceBlock, 0, stream>>>(
+          x, partial, items, channels, plane);
+  check_launch("batch_norm_partial_moments");
+  kernels::batch_norm_finish_moments<T><<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(
+      x, partial, splits, gamma, rm, rv, save_mean, save_inv_std, scale, items, channels, plane,
+      eps, momentum, unbiased);
+  check_launch("batch_norm_finish_moments");
 }
 
 template <class T>
@@ -277,22 +404,30 @@ void batch_norm_apply(cudaStream_t stream, const T* x, const T* mean, const T* s
                       std::int64_t plane) {
   const std::int64_t n = items * channels * plane;
   if (n == 0) return;
-  kernels::batch_norm_apply<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
-      x, mean, scale, shift, y, n, channels, plane);
+  if (plane >= kernels::kPlaneKernelMinPlane)
+    kernels::batch_norm_apply_planes<T>
+        <<<kernels::plane_grid(items * channels, plane), kernels::kBlock, 0, stream>>>(
+            x, mean, scale, shift, y, items * channels, channels, plane);
+  else
+    kernels::batch_norm_apply<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
+        x, mean, scale, shift, y, n, channels, plane);
   check_launch("batch_norm_apply");
 }
 
 template <class T>
 void batch_norm_grad_stats(cudaStream_t stream, const T* x, const T* dy, const T* gamma,
                            const T* stat0, const T* stat1, T* dgamma, T* dbeta, T* consts,
-                           std::int64_t items, std::int64_t channels, std::int64_t plane,
-                           double eps, bool training) {
+                           double* partial, std::int64_t splits, std::int64_t items,
+                           std::int64_t channels, std::int64_t plane, double eps, bool training) {
   if (channels == 0) return;
-  kernels::batch_norm_grad_stats<T>
-      <<<static_cast<unsigned>(channels), kernels::kReduceBlock, 0, stream>>>(
-          x, dy, gamma, stat0, stat1, dgamma, dbeta, consts, items, channels, plane, eps,
-          training);
-  check_launch("batch_norm_grad_stats");
+  kernels::batch_norm_partial_grad<T>
+      <<<kernels::reduce_grid(splits, channels), kernels::kReduceBlock, 0, stream>>>(
+          x, dy, stat0, partial, items, channels, plane);
+  check_launch("batch_norm_partial_grad");
+  kernels::batch_norm_finish_grad<T><<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(
+      partial, splits, gamma, stat0, stat1, dgamma, dbeta, consts, items, channels, plane, eps,
+      training);
+  check_launch("batch_norm_finish_grad");
 }
 
 template <class T>
@@ -301,8 +436,13 @@ void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* dy, con
                                std::int64_t plane) {
   const std::int64_t n = items * channels * plane;
   if (n == 0) return;
-  kernels::batch_norm_backward_apply<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
-      x, dy, consts, dx, n, channels, plane);
+  if (plane >= kernels::kPlaneKernelMinPlane)
+    kernels::batch_norm_backward_apply_planes<T>
+        <<<kernels::plane_grid(items * channels, plane), kernels::kBlock, 0, stream>>>(
+            x, dy, consts, dx, items * channels, channels, plane);
+  else
+    kernels::batch_norm_backward_apply<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
+        x, dy, consts, dx, n, channels, plane);
   check_launch("batch_norm_backward_apply");
 }
 
@@ -321,8 +461,8 @@ void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* dy, con
   template void nddr::cuda::launch::channel_sum<T>(cudaStream_t, const T*, T*, std::int64_t,      \
                                                    std::int64_t, std::int64_t);                   \
   template void nddr::cuda::launch::batch_norm_stats<T>(                                          \
-      cudaStream_t, const T*, const T*, T*, T*, T*, T*, T*, std::int64_t, std::int64_t,           \
-      std::int64_t, double, double, bool);                                                        \
+      cudaStream_t, const T*, const T*, T*, T*, T*, T*, T*, double*, std::int64_t, std::int64_t,  \
+      std::int64_t, std::int64_t, double, double, bool);                                          \
   template void nddr::cuda::launch::batch_norm_inference_scale<T>(cudaStream_t, const T*,         \
                                                                   const T*, T*, std::int64_t,     \
                                                                   double);                        \
@@ -330,7 +470,7 @@ void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* dy, con
                                                         const T*, const T*, T*, std::int64_t,     \
                                                         std::int64_t, std::int64_t);              \
   template void nddr::cuda::launch::batch_norm_grad_stats<T>(                                     \
-      cudaStream_t, const T*, const T*, const T*, const T*, const T*, T*, T*, T*, std::int64_t,   \
-      std::int64_t, std::int64_t, double, bool);                                                  \
+      cudaStream_t, const T*, const T*, const T*, const T*, const T*, T*, T*, T*, double*,        \
+      std::int64_t, std::int64_t, std::int64_t, std::int64_t, double, bool);                      \
   template void nddr::cuda::launch::batch_norm_backward_apply<T>(                                 \
       cudaStream_t, const T*, const T*, const T*, T*, std::int64_t, std::int64_t, std::int64_t);
