@@ -170,12 +170,13 @@ void batch_norm_parity(Shape xs, const nddr::BatchNormOptions& opt, std::uint32_
     Tensor<T> dx = random_tensor<T>(xs, seed + 7), dg(cs), dbt(cs);
     auto dxd = dev(gpu, dx), dgd = dev(gpu, random_tensor<T>(cs, 1, T(50), T(60))),
          dbd = dev(gpu, random_tensor<T>(cs, 2, T(50), T(60)));
+    // y and yd hold the forward of x1 (the fused ReLU's mask; unused without it).
     nddr::ops::batch_norm_backward_training<T>(cpu, x1.cview(), dy.cview(), gamma.cview(),
                                                sm.cview(), si.cview(), dx.view(), dg.view(),
-                                               dbt.view(), opt);
+                                               dbt.view(), opt, y.cview());
     nddr::ops::batch_norm_backward_training<T>(gpu, xd.cview(), dyd.cview(), gd.cview(),
                                                smd.cview(), sid.cview(), dxd.view(), dgd.view(),
-                                               dbd.view(), opt);
+                                               dbd.view(), opt, yd.cview());
     check_close(host(gpu, dxd), dx, "bn training dx (accumulated)");
     if (opt.affine()) {
       check_close(host(gpu, dgd), dg, "bn training dgamma");
@@ -193,10 +194,10 @@ void batch_norm_parity(Shape xs, const nddr::BatchNormOptions& opt, std::uint32_
     auto dxd = dev(gpu, dx), dgd = dev(gpu, dg), dbd = dev(gpu, dbt);
     nddr::ops::batch_norm_backward_inference<T>(cpu, x0.cview(), dy.cview(), gamma.cview(),
                                                 rm.cview(), rv.cview(), dx.view(), dg.view(),
-                                                dbt.view(), opt);
+                                                dbt.view(), opt, y.cview());
     nddr::ops::batch_norm_backward_inference<T>(gpu, x0d.cview(), dyd.cview(), gd.cview(),
                                                 rmd.cview(), rvd.cview(), dxd.view(), dgd.view(),
-                                                dbd.view(), opt);
+                                                dbd.view(), opt, yd.cview());
     check_close(host(gpu, dxd), dx, "bn inference dx (accumulated)");
     if (opt.affine()) {
       check_close(host(gpu, dgd), dg, "bn inference dgamma");
@@ -373,6 +374,10 @@ TEST_CASE("CUDA batch norm matches the CPU op (float)", "[cuda][batch_norm]") {
   SECTION("large planes, split reductions") {
     batch_norm_parity<float>(Shape::nchw(4, 3, 130, 130), {}, 25);
   }
+  SECTION("fused ReLU, small and large planes") {
+    batch_norm_parity<float>(Shape::nchw(3, 5, 7, 9), nddr::BatchNormOptions::tf_slim().relu(true), 28);
+    batch_norm_parity<float>(Shape::nchw(2, 4, 40, 33), nddr::BatchNormOptions{}.relu(true), 29);
+  }
   SECTION("tf_slim, no affine") {
     batch_norm_parity<float>(Shape::nchw(2, 4, 5, 3), nddr::BatchNormOptions::tf_slim().affine(false), 22);
   }
@@ -384,6 +389,10 @@ TEST_CASE("CUDA batch norm matches the CPU op (double)", "[cuda][batch_norm]") {
   SECTION("large planes, split reductions") {
     batch_norm_parity<double>(Shape::nchw(4, 3, 130, 130), {}, 26);
     batch_norm_parity<double>(Shape::nchw(2, 70, 17, 19), nddr::BatchNormOptions::tf_slim(), 27);
+  }
+  SECTION("fused ReLU, small and large planes") {
+    batch_norm_parity<double>(Shape::nchw(3, 5, 7, 9), nddr::BatchNormOptions::tf_slim().relu(true), 30);
+    batch_norm_parity<double>(Shape::nchw(2, 4, 40, 33), nddr::BatchNormOptions{}.relu(true).affine(false), 31);
   }
   SECTION("biased running var, N*H*W = 2") {
     batch_norm_parity<double>(Shape::nchw(2, 3, 1, 1),

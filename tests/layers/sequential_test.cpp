@@ -133,7 +133,9 @@ TEST_CASE("Sequential: in-place ReLU matches out-of-place bit for bit, in fewer 
   static_assert(nddr::runs_in_place_v<nddr::ReLU<float>>);
   static_assert(!nddr::runs_in_place_v<OutOfPlaceReLU<float>>);
   static_assert(!nddr::runs_in_place_v<nddr::Conv2d<float>>);
-  static_assert(!nddr::backward_reads_output_v<nddr::BatchNorm2d<float>>);
+  // BatchNorm2d reads its output in backward only with the fused ReLU (a runtime option).
+  CHECK_FALSE(nddr::reads_output_in_backward(nddr::BatchNorm2d<float>(3)));
+  CHECK(nddr::reads_output_in_backward(nddr::BatchNorm2d<float>(3, nddr::BatchNormOptions{}.relu(true))));
   static_assert(nddr::backward_reads_output_v<nddr::ReLU<float>>);
   for (bool to_the_end : {true, false}) {
     INFO("to_the_end " << to_the_end);

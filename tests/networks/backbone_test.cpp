@@ -151,17 +151,17 @@ TEST_CASE("VGG16: parameter names and groups", "[networks][backbones]") {
   CHECK(fc6.shape == Shape::nchw(1024, 512, 3, 3));
 
   auto st5 = nddr::VGG16::Stage5::build<float, nddr::Cpu>();
-  CHECK(st5.names() == std::vector<std::string>{"conv5_1", "conv5_1.bn", "conv5_1.relu", "conv5_2",
-                                                "conv5_2.bn", "conv5_2.relu", "conv5_3", "conv5_3.bn",
-                                                "conv5_3.relu", "pool5", "pool5a"});
+  CHECK(st5.names() == std::vector<std::string>{"conv5_1", "conv5_1.bn", "conv5_2", "conv5_2.bn",
+                                                "conv5_3", "conv5_3.bn", "pool5", "pool5a"});
   CHECK(st5.child<nddr::Conv2d<float>>("conv5_2").options().dilation_h == 2);
+  CHECK(st5.child<nddr::BatchNorm2d<float>>("conv5_2.bn").options().relu());  // ReLU fused
   CHECK(st5.child<nddr::MaxPool2d<float>>("pool5").options().stride_h == 1);
   auto st2 = nddr::VGG16::Stage2::build<float, nddr::Cpu>();
   CHECK(st2.names().back() == "pool2");
   CHECK(st2.child<nddr::MaxPool2d<float>>("pool2").options().stride_h == 2);
   auto head = nddr::LargeFovHead::build<float, nddr::Cpu>(512, 40);
-  CHECK(head.names() == std::vector<std::string>{"fc6", "fc6.bn", "fc6.relu", "drop6", "fc7", "fc7.bn",
-                                                 "fc7.relu", "drop7", "fc8"});
+  CHECK(head.names() == std::vector<std::string>{"fc6", "fc6.bn", "drop6", "fc7", "fc7.bn", "drop7",
+                                                 "fc8"});
   CHECK(head.child<nddr::Conv2d<float>>("fc6").options().dilation_h == 12);
   CHECK_THROWS_WITH((nddr::LargeFovHead::build<float, nddr::Cpu>(512, 0)),
                     Catch::Contains("OutputConv2d") && Catch::Contains("got 0"));
@@ -220,9 +220,9 @@ TEST_CASE("TinyNet: shapes, counts, names", "[networks][backbones]") {
     CHECK(store.find(n).has_value());
   }
   auto st = nddr::TinyNet::Stage3::build<float, nddr::Cpu>();
-  CHECK(st.names() == std::vector<std::string>{"conv3_1", "conv3_1.bn", "conv3_1.relu", "pool3"});
+  CHECK(st.names() == std::vector<std::string>{"conv3_1", "conv3_1.bn", "pool3"});
   auto head = nddr::TinyHead::build<float, nddr::Cpu>(32, 5);
-  CHECK(head.names() == std::vector<std::string>{"fc6", "fc6.bn", "fc6.relu", "drop6", "fc8"});
+  CHECK(head.names() == std::vector<std::string>{"fc6", "fc6.bn", "drop6", "fc8"});
 }
 
 TEST_CASE("TinyNet: column + head forward and backward", "[networks][backbones]") {

@@ -109,7 +109,9 @@ struct Reference {
       else
         db = dys[k];
       if (opt.use_batch_norm)
-        layer.batch_norm(k).backward(ctx, z[k].cview(), {}, db.cview(), dz.view());
+        // With ReLU the layer's BN carries it fused (BatchNormOptions::relu): b is then already
+        // ReLU(BN(z)), and the separate ReLU passes here are idempotent on top of it.
+        layer.batch_norm(k).backward(ctx, z[k].cview(), b[k].cview(), db.cview(), dz.view());
       else
         dz = db;
       layer.conv(k).backward(ctx, concat.cview(), {}, dz.cview(), dconcat.view());

@@ -6,10 +6,15 @@
 #include <limits>
 #include <nddr/io/safetensors.hpp>
 #include <nddr/layers/batch_norm.hpp>
+#include <nddr/layers/conv2d.hpp>
+#include <nddr/layers/relu.hpp>
+#include <nddr/layers/sequential.hpp>
 #include <nddr/testing/gradient_check.hpp>
 #include <nddr/testing/layer_laws.hpp>
+#include <span>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -158,6 +163,177 @@ TEST_CASE("batch_norm ops: finite-difference gradients for x, gamma, beta", "[op
     CHECK(gg.ok);
     CHECK(gb.ok);
   }
+}
+
+TEST_CASE("batch_norm ops with the fused ReLU: finite-difference gradients", "[ops][batch_norm]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Rng rng(15);
+  const Shape s = Shape::nchw(2, 3, 2, 3);
+  TensorD x = random_tensor(rng, s, -1.0, 2.0), r = random_tensor(rng, s, -1.0, 1.0);
+  TensorD gamma = random_tensor(rng, Shape{3}, 0.5, 1.5),
+          beta = random_tensor(rng, Shape{3}, -0.3, 0.3);
+  TensorD rm = random_tensor(rng, Shape{3}, -0.5, 0.5), rv = random_tensor(rng, Shape{3}, 0.5, 2.0);
+  TensorD y(s), mean(Shape{3}), inv_std(Shape{3});
+  const auto opt = BatchNormOptions::tf_slim().relu(true);
+  const auto plain = BatchNormOptions::tf_slim();
+
+  for (bool training : {true, false}) {
+    INFO("training = " << training);
+    auto forward = [&](const BatchNormOptions& o) {
+      if (training)
+        nddr::ops::batch_norm_forward_training(ctx, x, gamma, beta, rm.view(), rv.view(), y.view(),
+                                               mean.view(), inv_std.view(), o);
+      else
+        nddr::ops::batch_norm_forward_inference(ctx, x, gamma, beta, rm, rv, y.view(), o);
+    };
+    // Finite differences across the ReLU's kink are meaningless: the data keep every
+    // pre-activation away from 0, and some on each side.
+    forward(plain);
+    std::int64_t near_zero = 0, positive = 0;
+    for (std::int64_t i = 0; i < y.numel(); ++i) {
+      near_zero += std::abs(y[i]) < 1e-3;
+      positive += y[i] > 0.0;
+    }
+    REQUIRE(near_zero == 0);
+    REQUIRE(positive > 0);
+    REQUIRE(positive < y.numel());
+    auto loss = [&] {
+      forward(opt);
+      double l = 0.0;
+      for (std::int64_t i = 0; i < y.numel(); ++i) l += y[i] * r[i];
+      return l;
+    };
+    forward(opt);
+    TensorD dx(s, 0.5), dgamma(Shape{3}, 7.0), dbeta(Shape{3}, 7.0);
+    if (training)
+      nddr::ops::batch_norm_backward_training(ctx, x, r, gamma, mean, inv_std, dx.view(),
+                                              dgamma.view(), dbeta.view(), opt, y);
+    else
+      nddr::ops::batch_norm_backward_inference(ctx, x, r, gamma, rm, rv, dx.view(), dgamma.view(),
+                                               dbeta.view(), opt, y);
+    for (std::int64_t i = 0; i < dx.numel(); ++i) dx[i] -= 0.5;  // accumulated onto 0.5
+    auto gx = nddr::testing::check_gradient("dx", x.data(), x.numel(), dx.data(), loss);
+    auto gg = nddr::testing::check_gradient("dgamma", gamma.data(), 3, dgamma.data(), loss);
+    auto gb = nddr::testing::check_gradient("dbeta", beta.data(), 3, dbeta.data(), loss);
+    INFO(gx.report << gg.report << gb.report);
+    CHECK(gx.ok);
+    CHECK(gg.ok);
+    CHECK(gb.ok);
+  }
+}
+
+// The fused op against its definition: BatchNorm, then ReLU (forward and backward through the
+// separate ops). Both run the same arithmetic in the same order, so they agree bit for bit.
+TEST_CASE("batch_norm ops: the fused ReLU equals BatchNorm followed by ReLU, bit for bit",
+          "[ops][batch_norm]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Rng rng(16);
+  const Shape s = Shape::nchw(3, 4, 5, 7), cs{4};
+  const TensorD x = random_tensor(rng, s, -2.0, 3.0), dy = random_tensor(rng, s, -1.0, 1.0);
+  const TensorD gamma = random_tensor(rng, cs, 0.5, 1.5), beta = random_tensor(rng, cs, -1.0, 1.0);
+  const TensorD dx0 = random_tensor(rng, s, -1.0, 1.0);
+  const auto plain = BatchNormOptions::tf_slim();
+  const auto fused = BatchNormOptions::tf_slim().relu(true);
+  const auto identity = nddr::BatchNormAllReduce([](std::span<double>) {});
+  enum class Mode { kTraining, kInference, kSync };
+  for (Mode mode : {Mode::kTraining, Mode::kInference, Mode::kSync}) {
+    INFO("mode " << static_cast<int>(mode));
+    TensorD rm1(cs, 0.1), rv1(cs, 1.3), rm2(cs, 0.1), rv2(cs, 1.3);
+    TensorD m1(cs), i1(cs), m2(cs), i2(cs);
+    TensorD z(s), y1(s), y2(s);
+    // Separate: z = BN(x), y1 = ReLU(z); dz = ReLU'(y1) dy (into zeros), dx1 += BN'(dz).
+    // Fused: y2 = ReLU(BN(x)); dx2 += BN'(mask(y2) dy).
+    auto run_forward = [&](const BatchNormOptions& o, TensorD& rm, TensorD& rv, TensorD& m,
+                           TensorD& is, TensorD& out) {
+      if (mode == Mode::kTraining)
+        nddr::ops::batch_norm_forward_training(ctx, x, gamma, beta, rm.view(), rv.view(),
+                                               out.view(), m.view(), is.view(), o);
+      else if (mode == Mode::kSync)
+        nddr::ops::batch_norm_forward_training_sync(ctx, x, gamma, beta, rm.view(), rv.view(),
+                                                    out.view(), m.view(), is.view(), o, identity);
+      else
+        nddr::ops::batch_norm_forward_inference(ctx, x, gamma, beta, rm, rv, out.view(), o);
+    };
+    auto run_backward = [&](const BatchNormOptions& o, const TensorD& rm, const TensorD& rv,
+                            const TensorD& m, const TensorD& is, const TensorD& g, TensorD& dx,
+                            TensorD& dg, TensorD& db, nddr::TensorView<const double> out) {
+      if (mode == Mode::kTraining)
+        nddr::ops::batch_norm_backward_training(ctx, x, g, gamma, m, is, dx.view(), dg.view(),
+                                                db.view(), o, out);
+      else if (mode == Mode::kSync)
+        nddr::ops::batch_norm_backward_training_sync(ctx, x, g, gamma, m, is, dx.view(), dg.view(),
+                                                     db.view(), o, identity, out);
+      else
+        nddr::ops::batch_norm_backward_inference(ctx, x, g, gamma, rm, rv, dx.view(), dg.view(),
+                                                 db.view(), o, out);
+    };
+    run_forward(plain, rm1, rv1, m1, i1, z);
+    nddr::ops::relu_forward<double>(ctx, z, y1.view());
+    run_forward(fused, rm2, rv2, m2, i2, y2);
+    TensorD dz(s, 0.0), dx1 = dx0, dx2 = dx0, dg1(cs), db1(cs), dg2(cs), db2(cs);
+    nddr::ops::relu_backward<double>(ctx, y1, dy, dz.view());
+    run_backward(plain, rm1, rv1, m1, i1, dz, dx1, dg1, db1, {});
+    run_backward(fused, rm2, rv2, m2, i2, dy, dx2, dg2, db2, y2.cview());
+    std::int64_t differ = 0;
+    for (std::int64_t i = 0; i < s.numel(); ++i) differ += !(y1[i] == y2[i]) + !(dx1[i] == dx2[i]);
+    for (std::int64_t c = 0; c < 4; ++c)
+      differ += !(dg1[c] == dg2[c]) + !(db1[c] == db2[c]) + !(rm1[c] == rm2[c]) + !(rv1[c] == rv2[c]);
+    CHECK(differ == 0);
+    std::int64_t zeros = 0;
+    for (std::int64_t i = 0; i < s.numel(); ++i) zeros += y2[i] == 0.0;
+    CHECK(zeros > 0);  // the ReLU did cut something
+  }
+  // The fused backward needs forward's output for the mask: a clear error without it.
+  TensorD m(cs), is(cs, 1.0), dx(s), dg(cs), db(cs);
+  CHECK_THROWS_WITH(nddr::ops::batch_norm_backward_training(ctx, x, dy, gamma, m, is, dx.view(),
+                                                            dg.view(), db.view(), fused),
+                    Catch::Contains("nddr::ops::batch_norm_backward_training") &&
+                        Catch::Contains("y (forward's output; BatchNormOptions.relu"));
+}
+
+TEST_CASE("BatchNorm2d with the fused ReLU: layer laws, same as BatchNorm2d + ReLU", "[ops][batch_norm]") {
+  nddr::BatchNorm2d<double> bn(3, BatchNormOptions::tf_slim().relu(true));
+  CHECK(bn.reads_output_in_backward());
+  CHECK_FALSE(nddr::BatchNorm2d<double>(3).reads_output_in_backward());
+  auto r = nddr::testing::check_layer_laws(bn, Shape::nchw(2, 3, 4, 5));
+  INFO(r.report);
+  CHECK(r.ok);
+  // In a Sequential: conv + BN(relu) equals conv + BN + ReLU, forward and backward.
+  nddr::Context<nddr::Cpu> ctx(2);
+  auto build = [](bool fused) {
+    nddr::Sequential<double> seq;
+    seq.add("conv", nddr::Conv2d<double>(2, 3, 3, nddr::Conv2dOptions{}.padding(1).bias(false)));
+    seq.add("bn", nddr::BatchNorm2d<double>(3, BatchNormOptions::tf_slim().relu(fused)));
+    if (!fused) seq.add("relu", nddr::ReLU<double>());
+    seq.add("conv2", nddr::Conv2d<double>(3, 2, 1, nddr::Conv2dOptions{}.bias(false)));
+    return seq;
+  };
+  auto a = build(true), b = build(false);
+  nddr::ParameterStore<double> sa, sb;
+  a.declare(sa, "net");
+  b.declare(sb, "net");
+  sa.allocate();
+  sb.allocate();
+  nddr::Rng ra(3), rb(3);
+  a.initialize(ra);
+  b.initialize(rb);
+  nddr::Rng rng(4);
+  const Shape xs = Shape::nchw(2, 2, 6, 5);
+  const TensorD x = random_tensor(rng, xs, -1.0, 1.0);
+  const Shape ys = a.output_shape(xs);
+  const TensorD dy = random_tensor(rng, ys, -1.0, 1.0);
+  TensorD ya(ys), yb(ys), dxa(xs), dxb(xs);
+  a.forward(ctx, x, ya.view());
+  b.forward(ctx, x, yb.view());
+  a.backward(ctx, x, ya, dy, dxa.view());
+  b.backward(ctx, x, yb, dy, dxb.view());
+  std::int64_t differ = 0;
+  for (std::int64_t i = 0; i < ya.numel(); ++i) differ += !(ya[i] == yb[i]);
+  for (std::int64_t i = 0; i < dxa.numel(); ++i) differ += !(dxa[i] == dxb[i]);
+  const auto ga = std::as_const(sa).grads(), gb = std::as_const(sb).grads();
+  REQUIRE(ga.numel() == gb.numel());
+  for (std::int64_t i = 0; i < ga.numel(); ++i) differ += !(ga[i] == gb[i]);
+  CHECK(differ == 0);
 }
 
 TEST_CASE("batch_norm ops: PyTorch reference values", "[ops][batch_norm]") {
@@ -401,11 +577,15 @@ TEST_CASE("batch_norm split reductions: every element once, shifted moments accu
   }
   const auto m = nddr::ops::batch_norm_moments_from_shifted_sums(static_cast<double>(v.size()),
                                                                  shift, s1, s2);
-  const auto ref = nddr::ops::batch_norm_channel_moments(v.data(), 1, static_cast<std::int64_t>(v.size()),
-                                                         static_cast<std::int64_t>(v.size()));
-  CHECK(m.mean == Approx(ref.mean).epsilon(1e-14));
-  CHECK(m.var == Approx(ref.var).epsilon(1e-9));
-  CHECK(ref.var == Approx(1e-4).epsilon(0.1));
+  // Two passes in double: the reference.
+  double ref_mean = 0.0, ref_var = 0.0;
+  for (float e : v) ref_mean += e;
+  ref_mean /= static_cast<double>(v.size());
+  for (float e : v) ref_var += (e - ref_mean) * (e - ref_mean);
+  ref_var /= static_cast<double>(v.size());
+  CHECK(m.mean == Approx(ref_mean).epsilon(1e-14));
+  CHECK(m.var == Approx(ref_var).epsilon(1e-9));
+  CHECK(ref_var == Approx(1e-4).epsilon(0.1));
   // Rounding can push a constant channel's variance below zero: clamped.
   CHECK(nddr::ops::batch_norm_moments_from_shifted_sums(4.0, 1.0, 1e-17, 0.0).var == 0.0);
 }

@@ -109,21 +109,20 @@ class OutputConv2d {
 
 namespace backbones::detail {
 
-/// Appends `name` (Conv2d, TF 'SAME', no bias), `name.bn` (BatchNorm2d, TF-slim settings) and
-/// `name.relu`: the conv unit of every backbone here.
+/// Appends `name` (Conv2d, TF 'SAME', no bias) and `name.bn` (BatchNorm2d, TF-slim settings,
+/// with the ReLU fused: BatchNormOptions::relu): the conv unit of every backbone here.
 template <class T, class D>
 void add_conv_bn_relu(Sequential<T, D>& seq, const std::string& name, std::int64_t in,
                       std::int64_t out, std::int64_t kernel, Conv2dOptions opt = {}) {
   seq.add(name, Conv2d<T, D>(in, out, kernel, opt.same().bias(false)));
-  seq.add(name + ".bn", BatchNorm2d<T, D>(out, BatchNormOptions::tf_slim()));
-  seq.add(name + ".relu", ReLU<T, D>());
+  seq.add(name + ".bn", BatchNorm2d<T, D>(out, BatchNormOptions::tf_slim().relu(true)));
 }
 
 }  // namespace backbones::detail
 
 /// DeepLab-LargeFOV head as coded for NDDR-CNN (paper-spec §2.1): `fc6` (3x3, dilation 12,
-/// in -> 1024), `fc6.bn`, `fc6.relu`, `drop6` (p 0.5), `fc7` (1x1, 1024 -> 1024), `fc7.bn`,
-/// `fc7.relu`, `drop7`, `fc8` (1x1, 1024 -> outputs, bias). Keeps the spatial size.
+/// in -> 1024), `fc6.bn` (BatchNorm2d, ReLU fused), `drop6` (p 0.5), `fc7` (1x1, 1024 -> 1024),
+/// `fc7.bn` (ReLU fused), `drop7`, `fc8` (1x1, 1024 -> outputs, bias). Keeps the spatial size.
 struct LargeFovHead {
   static constexpr const char* name = "largefov";
   static constexpr std::int64_t hidden_channels = 1024;
@@ -143,7 +142,7 @@ struct LargeFovHead {
 };
 
 /// A small dense head for tests and demos, shaped like LargeFOV: `fc6` (3x3, dilation 2,
-/// in -> 16, no bias), `fc6.bn`, `fc6.relu`, `drop6` (p 0.5), `fc8` (1x1, 16 -> outputs, bias).
+/// in -> 16, no bias), `fc6.bn` (ReLU fused), `drop6` (p 0.5), `fc8` (1x1, 16 -> outputs, bias).
 struct TinyHead {
   static constexpr const char* name = "tiny";
   static constexpr std::int64_t hidden_channels = 16;

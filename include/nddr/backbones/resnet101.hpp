@@ -4,7 +4,7 @@
 /// `Bottleneck` (residual unit) and `Aspp` (four parallel dilated 3x3 output convs, summed).
 ///
 /// Stages (TF 'SAME' padding everywhere, BatchNorm with TF-slim settings, no conv biases):
-///  1. `conv1` (7x7 stride 2, 3 -> 64), `conv1.bn`, `conv1.relu`, `pool1` (max 3x3 stride 2):
+///  1. `conv1` (7x7 stride 2, 3 -> 64), `conv1.bn` (ReLU fused), `pool1` (max 3x3 stride 2):
 ///     stride 4;
 ///  2. `res2.unit1..3` (256 out), stride 1;
 ///  3. `res3.unit1..4` (512 out), stride 2 (in unit 1's first 1x1 conv and its projection, as in
@@ -32,8 +32,8 @@
 namespace nddr {
 
 /// The ResNet bottleneck unit y = relu(main(x) + shortcut(x)) with main = `conv1` (1x1,
-/// in -> mid, stride), `conv1.bn`, `conv1.relu`, `conv2` (3x3, mid -> mid, dilation),
-/// `conv2.bn`, `conv2.relu`, `conv3` (1x1, mid -> out), `conv3.bn`; the shortcut is the
+/// in -> mid, stride), `conv1.bn` (ReLU fused), `conv2` (3x3, mid -> mid, dilation),
+/// `conv2.bn` (ReLU fused), `conv3` (1x1, mid -> out), `conv3.bn`; the shortcut is the
 /// identity, or `proj` (1x1, in -> out, stride) + `proj.bn` when in != out or stride != 1.
 template <class T, class D = Cpu>
 class Bottleneck {

@@ -4,7 +4,7 @@
 /// 1, 1) with few channels (8, 16, 32, 32, 32), for tests and demos. Aliases: `TinyNet` (RGB)
 /// and `TinyNet1` (one channel, e.g. Fashion-MNIST).
 ///
-/// Stage s has `conv{s}_1` (3x3 SAME, no bias), `conv{s}_1.bn`, `conv{s}_1.relu`, `pool{s}`
+/// Stage s has `conv{s}_1` (3x3 SAME, no bias), `conv{s}_1.bn` (ReLU fused), `pool{s}`
 /// (max 3x3 SAME). The head is `TinyHead`.
 
 #include <cstdint>

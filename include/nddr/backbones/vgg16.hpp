@@ -5,7 +5,7 @@
 /// TF 'SAME' padding, output stride 8.
 ///
 /// Stage s (a `Sequential`) has, in order, for each conv i: `conv{s}_{i}` (3x3; dilation 2 in
-/// stage 5), `conv{s}_{i}.bn`, `conv{s}_{i}.relu`; then `pool{s}` (max 3x3 SAME, stride 2 for
+/// stage 5), `conv{s}_{i}.bn` (BatchNorm2d with the ReLU fused); then `pool{s}` (max 3x3 SAME, stride 2 for
 /// s = 1..3, stride 1 for s = 4, 5) and, in stage 5 only, `pool5a` (avg 3x3 stride 1 SAME,
 /// padding excluded). The head is `LargeFovHead`.
 

@@ -3,8 +3,8 @@
 /// `nddr::VGG16Classifier`: the image-level VGG-16 (ImageNet layout) of the IMDB-WIKI
 /// experiment (paper-spec §4.6), one column per task. Needs a 224 x 224 input.
 ///
-/// Stages s = 1..5: `conv{s}_{i}` (3x3 SAME, no bias), `conv{s}_{i}.bn` (TF-slim BatchNorm),
-/// `conv{s}_{i}.relu`, `pool{s}` (max 2x2 stride 2 SAME; for even sizes this is torchvision's
+/// Stages s = 1..5: `conv{s}_{i}` (3x3 SAME, no bias), `conv{s}_{i}.bn` (TF-slim BatchNorm,
+/// ReLU fused), `pool{s}` (max 2x2 stride 2 SAME; for even sizes this is torchvision's
 /// 2x2/2 pool). BatchNorm and no conv biases as in `VGG16`, so both backbones train alike.
 /// Head `VGG16ClassifierHead`: `fc6` (512*7*7 -> 4096, bias), `fc6.relu`, `drop6`, `fc7`
 /// (4096 -> 4096, bias), `fc7.relu`, `drop7`, `fc8` (4096 -> outputs, groups "fc8.weight" /

@@ -8,9 +8,9 @@
 /// On the CPU the concatenation is never formed: with W_k = [W_k1, ..., W_kK] in C x C blocks,
 /// W_k X = sum_j W_kj x_j, so the 1x1 convolution is K accumulated GEMMs straight from the task
 /// buffers; backward writes dx_j += W_kj^T dz_k into each task's gradient and dW_kj = dz_k x_j^T
-/// per block. BatchNorm writes into the output and ReLU runs in place there; ReLU's backward
-/// reads its mask from the output (y > 0 exactly where its input is > 0). Other devices keep
-/// the concatenate + Conv2d formulation.
+/// per block. Other devices keep the concatenate + Conv2d formulation. On both, BatchNorm and
+/// ReLU run as one op (BatchNormOptions::relu) writing the output, whose backward reads the
+/// ReLU's mask from the output (y > 0 exactly where its input is > 0).
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -128,10 +128,10 @@ class NddrLayer {
     const auto in = static_cast<std::int64_t>(tasks_) * channels_;
     for (std::size_t k = 0; k < tasks_; ++k) {
       convs_.emplace_back(in, channels_, 1, Conv2dOptions{}.bias(opt_.use_bias));
-      if (opt_.use_batch_norm) bns_.emplace_back(channels_, opt_.batch_norm_options);
+      if (opt_.use_batch_norm)
+        bns_.emplace_back(channels_, BatchNormOptions(opt_.batch_norm_options).relu(opt_.use_relu));
     }
     conv_out_.resize(tasks_);
-    bn_out_.resize(tasks_);
   }
 
   std::size_t tasks() const { return tasks_; }
@@ -191,17 +191,16 @@ class NddrLayer {
       forward_concat(ctx, xs, ys, s);
   }
 
-  /// On the CPU with ReLU, `ys` must be forward's outputs: ReLU's backward reads its mask there.
+  /// With ReLU, `ys` must be forward's outputs: ReLU's backward reads its mask there.
   void backward(Context<D>& ctx, Views xs, Views ys, Views dys, Outs dxs) {
     const Shape s = detail::check_fusion_views(kWho, tasks_, channels_, xs, dys, "dy", false);
     detail::check_fusion_views(kWho, tasks_, channels_, xs, dxs, "dx", true);
-    if constexpr (std::is_same_v<D, Cpu>) {
-      if (opt_.use_relu)
-        detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "y (the ReLU mask)", false);
+    if (opt_.use_relu)
+      detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "y (the ReLU mask)", false);
+    if constexpr (std::is_same_v<D, Cpu>)
       backward_split(ctx, xs, ys, dys, dxs, s);
-    } else {
-      backward_concat(ctx, dys, dxs, s);
-    }
+    else
+      backward_concat(ctx, ys, dys, dxs, s);
   }
 
  private:
@@ -220,36 +219,28 @@ class NddrLayer {
         z = conv_out_[k].view();
       }
       convs_[k].forward(ctx, concat_.cview(), z);
-      if (opt_.use_batch_norm) {
-        TensorView<T, D> b = ys[k];  // (N, C, H, W)
-        if (opt_.use_relu) {
-          bn_out_[k].resize(s);
-          b = bn_out_[k].view();
-        }
-        bns_[k].forward(ctx, z, b);
-        z = b;
-      }
-      if (opt_.use_relu) ops::relu_forward<T>(ctx, z, ys[k]);
+      if (opt_.use_batch_norm)
+        bns_[k].forward(ctx, z, ys[k]);  // with the ReLU fused when use_relu
+      else if (opt_.use_relu)
+        ops::relu_forward<T>(ctx, z, ys[k]);
     }
   }
 
-  void backward_concat(Context<D>& ctx, Views dys, Outs dxs, const Shape& s) {
+  void backward_concat(Context<D>& ctx, Views ys, Views dys, Outs dxs, const Shape& s) {
     d_concat_.resize(concat_.shape());
     d_concat_.zero();
     for (std::size_t k = 0; k < tasks_; ++k) {
       TensorView<const T, D> g = dys[k];  // (N, C, H, W) gradient w.r.t. the current stage output
-      if (opt_.use_relu) {
-        d_relu_.resize(s);
-        d_relu_.zero();
-        const Tensor<T, D>& pre = opt_.use_batch_norm ? bn_out_[k] : conv_out_[k];
-        ops::relu_backward<T>(ctx, pre.cview(), g, d_relu_.view());
-        g = d_relu_.cview();
-      }
       if (opt_.use_batch_norm) {
         d_bn_.resize(s);
         d_bn_.zero();
-        bns_[k].backward(ctx, conv_out_[k].cview(), {}, g, d_bn_.view());
+        bns_[k].backward(ctx, conv_out_[k].cview(), ys[k], g, d_bn_.view());  // ReLU mask from y
         g = d_bn_.cview();
+      } else if (opt_.use_relu) {
+        d_relu_.resize(s);
+        d_relu_.zero();
+        ops::relu_backward<T>(ctx, conv_out_[k].cview(), g, d_relu_.view());
+        g = d_relu_.cview();
       }
       convs_[k].backward(ctx, concat_.cview(), {}, g, d_concat_.view());
     }
@@ -269,8 +260,8 @@ class NddrLayer {
     return std::max<std::int64_t>(512, (std::int64_t{1} << 19) / (rows * std::int64_t{sizeof(T)}) / 16 * 16);
   }
 
-  // z_k = sum_j W_kj x_j [+ b_k] per batch item, threads on column ranges; then BN into ys[k]
-  // (or z_k is ys[k] itself when nothing follows) and ReLU in place.
+  // z_k = sum_j W_kj x_j [+ b_k] per batch item, threads on column ranges; then BN (+ ReLU,
+  // fused) into ys[k], or z_k is ys[k] itself and ReLU runs in place there.
   void forward_split(Context<Cpu>& ctx, Views xs, Outs ys, const Shape& s) {
     using Map = Eigen::Map<detail::NddrMatrix<T>>;
     using ConstMap = Eigen::Map<const detail::NddrMatrix<T>>;
@@ -309,8 +300,10 @@ class NddrLayer {
       });
     }
     for (std::size_t k = 0; k < tasks_; ++k) {
-      if (opt_.use_batch_norm) bns_[k].forward(ctx, conv_out_[k].cview(), ys[k]);
-      if (opt_.use_relu) ops::relu_forward<T>(ctx, ys[k], ys[k]);
+      if (opt_.use_batch_norm)
+        bns_[k].forward(ctx, conv_out_[k].cview(), ys[k]);  // with the ReLU fused when use_relu
+      else if (opt_.use_relu)
+        ops::relu_forward<T>(ctx, ys[k], ys[k]);
     }
   }
 
@@ -323,19 +316,18 @@ class NddrLayer {
     const std::int64_t block = block_columns();
     for (std::size_t k = 0; k < tasks_; ++k) {
       const T* g = dys[k].data();  // (N, C, H, W) gradient w.r.t. the current stage's output
-      if (opt_.use_relu) {
+      if (opt_.use_batch_norm) {
+        d_bn_.resize(s);
+        d_bn_.zero();
+        bns_[k].backward(ctx, conv_out_[k].cview(), ys[k], dys[k], d_bn_.view());  // ReLU mask from y
+        g = d_bn_.data();
+      } else if (opt_.use_relu) {
         d_relu_.resize(s);
         const T* y = ys[k].data();
         const T* dy = dys[k].data();
         T* d = d_relu_.data();
-        detail::parallel_for(ctx, s.numel(), [=](std::int64_t i) { d[i] = y[i] > T(0) ? dy[i] : T(0); });
+        detail::parallel_for(ctx, s.numel(), [=](std::int64_t i) { d[i] = ops::relu_pass(y[i], dy[i]); });
         g = d;
-      }
-      if (opt_.use_batch_norm) {
-        d_bn_.resize(s);
-        d_bn_.zero();
-        bns_[k].backward(ctx, conv_out_[k].cview(), {}, TensorView<const T, Cpu>(g, s), d_bn_.view());
-        g = d_bn_.data();
       }
       Map dw(store_->grad(weights_[k]).data(), C, KC);  // (C, K C)
       detail::nddr_split(ctx, KC, [&](std::int64_t begin, std::int64_t end) {
@@ -407,7 +399,6 @@ class NddrLayer {
   // (N, C, H, W) per task: the convolution's output (kept for BN's backward); on the CPU only
   // with BN, elsewhere when BN or ReLU follows.
   std::vector<Tensor<T, D>> conv_out_;
-  std::vector<Tensor<T, D>> bn_out_;    // (N, C, H, W) per task, not on the CPU: ReLU's input
   Tensor<T, D> d_relu_;                 // (N, C, H, W) scratch
   Tensor<T, D> d_bn_;                   // (N, C, H, W) scratch
 };

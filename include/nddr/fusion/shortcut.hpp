@@ -24,7 +24,6 @@
 #include "nddr/core/tensor.hpp"
 #include "nddr/layers/batch_norm.hpp"
 #include "nddr/layers/conv2d.hpp"
-#include "nddr/layers/relu.hpp"
 #include "nddr/ops/resize.hpp"
 
 namespace nddr {
@@ -65,7 +64,7 @@ class ShortcutModule {
         opt_(opt),
         conv_(std::accumulate(channels_.begin(), channels_.end(), std::int64_t{0}), out_channels, 1,
               Conv2dOptions{}.bias(false)),
-        bn_(out_channels, opt.batch_norm_options),
+        bn_(out_channels, BatchNormOptions(opt.batch_norm_options).relu(true)),
         resized_(channels_.size()),
         dresized_(channels_.size()) {}
 
@@ -130,11 +129,9 @@ class ShortcutModule {
     const Shape fused = Shape::nchw(out.n(), concat_channels(), out.h(), out.w());
     concat_.resize(fused);  // (N, sum C_s, H_S, W_S)
     conv_out_.resize(out);  // (N, out, H_S, W_S)
-    bn_out_.resize(out);    // (N, out, H_S, W_S)
     ops::concat_channels_forward<T>(ctx, parts, concat_.view());
     conv_.forward(ctx, concat_.cview(), conv_out_.view());
-    bn_.forward(ctx, conv_out_.cview(), bn_out_.view());
-    relu_.forward(ctx, bn_out_.cview(), y);
+    bn_.forward(ctx, conv_out_.cview(), y);  // BatchNorm with the ReLU fused
     forwarded_ = true;
   }
 
@@ -153,12 +150,9 @@ class ShortcutModule {
     for (std::size_t s = 0; s < dxs.size(); ++s)
       if (!dxs[s].empty()) check_shape(kWho, "dx", dxs[s].shape(), xs[s].shape());
 
-    dbn_out_.resize(out);  // (N, out, H_S, W_S)
-    dbn_out_.zero();
-    relu_.backward(ctx, bn_out_.cview(), y, dy, dbn_out_.view());
     dconv_out_.resize(out);  // (N, out, H_S, W_S)
     dconv_out_.zero();
-    bn_.backward(ctx, conv_out_.cview(), bn_out_.cview(), dbn_out_.cview(), dconv_out_.view());
+    bn_.backward(ctx, conv_out_.cview(), y, dy, dconv_out_.view());  // ReLU's mask read from y
     dconcat_.resize(concat_.shape());  // (N, sum C_s, H_S, W_S)
     dconcat_.zero();
     conv_.backward(ctx, concat_.cview(), conv_out_.cview(), dconv_out_.cview(), dconcat_.view());
@@ -211,15 +205,12 @@ class ShortcutModule {
   ShortcutOptions opt_;
   Conv2d<T, D> conv_;
   BatchNorm2d<T, D> bn_;
-  ReLU<T, D> relu_;
   bool training_ = true;
   bool forwarded_ = false;
   std::vector<Tensor<T, D>> resized_;   // per stage (N, C_s, H_S, W_S); unused at target size
   std::vector<Tensor<T, D>> dresized_;  // their gradients
   Tensor<T, D> concat_;                 // (N, sum C_s, H_S, W_S)
   Tensor<T, D> conv_out_;               // (N, out, H_S, W_S)
-  Tensor<T, D> bn_out_;                 // (N, out, H_S, W_S)
-  Tensor<T, D> dbn_out_;                // (N, out, H_S, W_S)
   Tensor<T, D> dconv_out_;              // (N, out, H_S, W_S)
   Tensor<T, D> dconcat_;                // (N, sum C_s, H_S, W_S)
 };

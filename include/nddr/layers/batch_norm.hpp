@@ -54,14 +54,16 @@ class ScopedBatchNormSync {
 /// Parameters `prefix.weight` (gamma, init 1) and `prefix.bias` (beta, init 0) when affine;
 /// buffers `prefix.running_mean` (init 0) and `prefix.running_var` (init 1). Training mode
 /// normalises with batch statistics and updates the running ones; inference mode uses the
-/// running statistics, and its backward treats them as constants.
+/// running statistics, and its backward treats them as constants. With
+/// `BatchNormOptions::relu(true)` the layer is BatchNorm2d followed by ReLU in one pass each
+/// way (the conv units of every backbone here); its backward then reads its output.
 template <class T, class D = Cpu>
 class BatchNorm2d {
  public:
   using value_type = T;
   using device_type = D;
-  /// Backward never reads the output (nddr/layers/layer_traits.hpp).
-  static constexpr bool backward_reads_output = false;
+  /// Backward reads the output only for the fused ReLU's mask (nddr/layers/layer_traits.hpp).
+  bool reads_output_in_backward() const { return opt_.relu(); }
 
   /// Normalises `channels` (>= 1) channels; throws OptionError on bad options.
   explicit BatchNorm2d(std::int64_t channels, BatchNormOptions opt = {})
@@ -131,20 +133,22 @@ class BatchNorm2d {
     }
   }
 
-  void backward(Context<D>& ctx, TensorView<const T, D> x, TensorView<const T, D>,
+  /// `y` is forward's output; only the fused ReLU reads it.
+  void backward(Context<D>& ctx, TensorView<const T, D> x, TensorView<const T, D> y,
                 TensorView<const T, D> dy, TensorView<T, D> dx) {
     output_shape(x.shape());
+    const TensorView<const T, D> mask = opt_.relu() ? y : TensorView<const T, D>{};
     if (training_ && synced_ != nullptr) {
       if constexpr (std::is_same_v<D, Cpu>)
         ops::batch_norm_backward_training_sync(ctx, x, dy, gamma(), save_mean_.cview(),
                                                save_inv_std_.cview(), dx, dgamma(), dbeta(), opt_,
-                                               *synced_);
+                                               *synced_, mask);
     } else if (training_) {
       ops::batch_norm_backward_training(ctx, x, dy, gamma(), save_mean_.cview(),
-                                        save_inv_std_.cview(), dx, dgamma(), dbeta(), opt_);
+                                        save_inv_std_.cview(), dx, dgamma(), dbeta(), opt_, mask);
     } else {
       ops::batch_norm_backward_inference(ctx, x, dy, gamma(), running_mean(), running_var(), dx,
-                                         dgamma(), dbeta(), opt_);
+                                         dgamma(), dbeta(), opt_, mask);
     }
   }
 

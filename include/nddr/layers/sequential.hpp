@@ -222,7 +222,7 @@ class Sequential {
       layer.backward(c, x, y, dy, dx);
     }
     bool runs_in_place() const override { return runs_in_place_v<L>; }
-    bool backward_reads_output() const override { return backward_reads_output_v<L>; }
+    bool backward_reads_output() const override { return reads_output_in_backward(layer); }
     L layer;
   };
 

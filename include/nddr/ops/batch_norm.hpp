@@ -12,6 +12,7 @@
 
 #include "nddr/core/error.hpp"
 #include "nddr/core/macros.hpp"
+#include "nddr/ops/activation.hpp"
 
 namespace nddr {
 
@@ -46,6 +47,16 @@ class BatchNormOptions {
     return *this;
   }
 
+  /// A ReLU fused after the normalisation: y = max(BN(x), 0) (NaN stays NaN, as ops::relu), one
+  /// pass instead of two in each direction. The backward ops then take forward's y as their
+  /// last argument and read the ReLU's mask there; dy is the gradient w.r.t. the ReLU's output.
+  /// Default off.
+  bool relu() const { return relu_; }
+  BatchNormOptions& relu(bool v) {
+    relu_ = v;
+    return *this;
+  }
+
   /// The TF-slim `batch_norm` of the NDDR-CNN code: eps 1e-3, decay 0.95 (momentum 0.05).
   static BatchNormOptions tf_slim() { return BatchNormOptions{}.eps(1e-3).momentum(0.05); }
 
@@ -63,6 +74,7 @@ class BatchNormOptions {
   double momentum_ = 0.1;
   bool affine_ = true;
   bool unbiased_running_var_ = true;
+  bool relu_ = false;
 };
 
 }  // namespace nddr
@@ -80,6 +92,13 @@ struct BatchNormGradSums {
   double sum_dy = 0.0;      ///< sum(dy)
   double sum_dy_xmu = 0.0;  ///< sum(dy * (x - mean))
 };
+
+/// The gradient w.r.t. the normalised value: dy, or with the fused ReLU (y non-null, forward's
+/// output) dy where y > 0.
+template <class T>
+NDDR_HOST_DEVICE inline T batch_norm_grad_in(const T* y, const T* dy, std::int64_t i) {
+  return y ? relu_pass(y[i], dy[i]) : dy[i];
+}
 
 /// Sum over one channel of f(i), where i runs over the channel's element offsets: `items`
 /// planes of `plane` contiguous elements, `stride` elements apart. Four partial sums break the
@@ -125,17 +144,20 @@ NDDR_HOST_DEVICE inline BatchNormMoments batch_norm_channel_moments(const T* x, 
 }
 
 /// sum(dy) and sum(dy * (x - mean)) over one channel (layout as in batch_norm_channel_moments).
+/// With the fused ReLU, `y` (forward's output, same layout) masks dy; null otherwise.
 template <class T>
 NDDR_HOST_DEVICE inline BatchNormGradSums batch_norm_channel_grad_sums(const T* x, const T* dy,
                                                                        std::int64_t items,
                                                                        std::int64_t plane,
                                                                        std::int64_t stride,
-                                                                       double mean) {
+                                                                       double mean,
+                                                                       const T* y = nullptr) {
   BatchNormGradSums s;
-  s.sum_dy = batch_norm_channel_sum(items, plane, stride,
-                                    [dy](std::int64_t i) { return static_cast<double>(dy[i]); });
-  s.sum_dy_xmu = batch_norm_channel_sum(items, plane, stride, [x, dy, mean](std::int64_t i) {
-    return static_cast<double>(dy[i]) * (static_cast<double>(x[i]) - mean);
+  s.sum_dy = batch_norm_channel_sum(items, plane, stride, [y, dy](std::int64_t i) {
+    return static_cast<double>(batch_norm_grad_in(y, dy, i));
+  });
+  s.sum_dy_xmu = batch_norm_channel_sum(items, plane, stride, [x, y, dy, mean](std::int64_t i) {
+    return static_cast<double>(batch_norm_grad_in(y, dy, i)) * (static_cast<double>(x[i]) - mean);
   });
   return s;
 }
@@ -214,6 +236,14 @@ template <class T>
 NDDR_HOST_DEVICE inline T batch_norm_element(T x, T mean, T scale, T shift) {
   return (x - mean) * scale + shift;
 }
+
+/// The forward element with the optional fused ReLU (BatchNormOptions::relu).
+template <class T>
+NDDR_HOST_DEVICE inline T batch_norm_element(T x, T mean, T scale, T shift, bool relu) {
+  const T v = batch_norm_element(x, mean, scale, shift);
+  return relu ? relu_element(v) : v;
+}
+
 
 /// Element body of the backward pass (accumulates): dx += k * (dy - a - (x - mean) * b) with
 /// per-channel k = gamma * inv_std, a = sum(dy) / M, b = inv_std^2 * sum(dy * (x - mean)) / M

@@ -68,6 +68,13 @@ inline void batch_norm_check_training_count(const char* who, const Shape& x,
                     "; training needs more than one value per channel (N*H*W > 1)");
 }
 
+/// With the fused ReLU (BatchNormOptions::relu), the backward ops read its mask from forward's
+/// output y: it must have x's shape. Without it y is not used.
+inline void batch_norm_check_relu_output(const char* who, const BatchNormOptions& opt,
+                                         const Shape& y, const Shape& x) {
+  if (opt.relu()) check_shape(who, "y (forward's output; BatchNormOptions.relu reads its mask)", y, x);
+}
+
 /// The checks shared by both forward passes: options, x, y, the running statistics and, with
 /// `affine()`, gamma and beta. Returns the layout of x.
 inline BatchNormLayout batch_norm_check_forward(const char* who, const BatchNormOptions& opt,
@@ -101,27 +108,29 @@ BatchNormLayout batch_norm_check_backward(const char* who, const BatchNormOption
   return L;
 }
 
-/// Writes channel c of y = (x - mean) * gamma * inv_std + beta, the loop shared by both forward
-/// passes. A null gp means gamma = 1, a null bp beta = 0.
+/// Writes channel c of y = (x - mean) * gamma * inv_std + beta (then max(., 0) with `relu`),
+/// the loop shared by both forward passes. A null gp means gamma = 1, a null bp beta = 0.
 template <class T>
 void batch_norm_normalize_channel(const BatchNormLayout& L, std::int64_t c, const T* xp,
-                                  const T* gp, const T* bp, T mean, double inv_std, T* yp) {
+                                  const T* gp, const T* bp, T mean, double inv_std, T* yp,
+                                  bool relu) {
   const std::int64_t off = c * L.plane;
   const T scale = static_cast<T>(gp ? static_cast<double>(gp[c]) * inv_std : inv_std);
   const T shift = bp ? bp[c] : T(0);
   for (std::int64_t n = 0; n < L.items; ++n) {
     const std::int64_t base = n * L.stride() + off;
     for (std::int64_t i = 0; i < L.plane; ++i)
-      yp[base + i] = ops::batch_norm_element(xp[base + i], mean, scale, shift);
+      yp[base + i] = ops::batch_norm_element(xp[base + i], mean, scale, shift, relu);
   }
 }
 
 /// dx += k * (dy - a - (x - mean) * b) over channel c, k = gamma * inv_std (gamma = 1 when gp
-/// is null): the element loop shared by every backward pass.
+/// is null): the element loop shared by every backward pass. A non-null yp (forward's output,
+/// fused ReLU) masks dy.
 template <class T>
 void batch_norm_backward_channel(const BatchNormLayout& L, std::int64_t c, const T* xp,
                                  const T* dyp, const T* gp, double mean, double inv_std, double a,
-                                 double b, T* dxp) {
+                                 double b, T* dxp, const T* yp) {
   const std::int64_t off = c * L.plane;
   const double g = gp ? static_cast<double>(gp[c]) : 1.0;
   const T k = static_cast<T>(g * inv_std), m = static_cast<T>(mean);
@@ -129,20 +138,23 @@ void batch_norm_backward_channel(const BatchNormLayout& L, std::int64_t c, const
   for (std::int64_t n = 0; n < L.items; ++n) {
     const std::int64_t base = n * L.stride() + off;
     for (std::int64_t i = 0; i < L.plane; ++i)
-      ops::batch_norm_backward_element(xp[base + i], dyp[base + i], m, k, ta, tb, dxp[base + i]);
+      ops::batch_norm_backward_element(xp[base + i], ops::batch_norm_grad_in(yp, dyp, base + i), m,
+                                       k, ta, tb, dxp[base + i]);
   }
 }
 
 /// The loops shared by both backward passes. `stats(c)` gives channel c's (mean, inv_std);
 /// `consts(sums, inv_std)` the (a, b) of batch_norm_backward_element. Empty dx is skipped, and
-/// without `affine` gamma is 1 and dgamma, dbeta are skipped (as they are when empty).
+/// without `affine` gamma is 1 and dgamma, dbeta are skipped (as they are when empty). With
+/// `relu`, y (forward's output) masks dy.
 template <class T, class Stats, class Consts>
-void batch_norm_backward_loop(Context<Cpu>& ctx, const BatchNormLayout& L, bool affine,
-                              TensorView<const T, Cpu> x, TensorView<const T, Cpu> dy,
-                              TensorView<const T, Cpu> gamma, TensorView<T, Cpu> dx,
-                              TensorView<T, Cpu> dgamma, TensorView<T, Cpu> dbeta, Stats stats,
-                              Consts consts) {
+void batch_norm_backward_loop(Context<Cpu>& ctx, const BatchNormLayout& L, bool affine, bool relu,
+                              TensorView<const T, Cpu> x, TensorView<const T, Cpu> y,
+                              TensorView<const T, Cpu> dy, TensorView<const T, Cpu> gamma,
+                              TensorView<T, Cpu> dx, TensorView<T, Cpu> dgamma,
+                              TensorView<T, Cpu> dbeta, Stats stats, Consts consts) {
   const T* xp = x.data();
+  const T* yp = relu ? y.data() : nullptr;
   const T* dyp = dy.data();
   const T* gp = affine ? gamma.data() : nullptr;
   T* dxp = dx.data();
@@ -151,13 +163,13 @@ void batch_norm_backward_loop(Context<Cpu>& ctx, const BatchNormLayout& L, bool 
   parallel_for(ctx, L.channels, [=](std::int64_t c) {
     const std::int64_t off = c * L.plane;
     const auto [mean, inv_std] = stats(c);
-    const ops::BatchNormGradSums s =
-        ops::batch_norm_channel_grad_sums(xp + off, dyp + off, L.items, L.plane, L.stride(), mean);
+    const ops::BatchNormGradSums s = ops::batch_norm_channel_grad_sums(
+        xp + off, dyp + off, L.items, L.plane, L.stride(), mean, yp ? yp + off : nullptr);
     if (dgp) dgp[c] = static_cast<T>(s.sum_dy_xmu * inv_std);
     if (dbp) dbp[c] = static_cast<T>(s.sum_dy);
     if (!dxp) return;
     const auto [a, b] = consts(s, inv_std);
-    batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp);
+    batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
   });
 }
 
@@ -189,12 +201,13 @@ void batch_norm_apply_training(Context<Cpu>& ctx, const nddr::detail::BatchNormL
   T* si = save_inv_std.data();
   const double eps = opt.eps(), momentum = opt.momentum();
   const bool unbiased = opt.unbiased_running_var();
+  const bool relu = opt.relu();
   nddr::detail::parallel_for(ctx, L.channels, [=, &moments](std::int64_t c) {
     const BatchNormMoments m = moments(c);
     const double inv_std = batch_norm_inv_std(m.var, eps);
     sm[c] = static_cast<T>(m.mean);
     si[c] = static_cast<T>(inv_std);
-    nddr::detail::batch_norm_normalize_channel(L, c, xp, gp, bp, sm[c], inv_std, yp);
+    nddr::detail::batch_norm_normalize_channel(L, c, xp, gp, bp, sm[c], inv_std, yp, relu);
     batch_norm_update_running(rm[c], rv[c], m, count, momentum, unbiased);
   });
 }
@@ -250,15 +263,17 @@ void batch_norm_forward_inference(Context<Cpu>& ctx,
   const T* rv = running_var.data();
   T* yp = y.data();
   const double eps = opt.eps();
+  const bool relu = opt.relu();
   nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
     const double inv_std = batch_norm_inv_std(static_cast<double>(rv[c]), eps);
-    nddr::detail::batch_norm_normalize_channel(L, c, xp, gp, bp, rm[c], inv_std, yp);
+    nddr::detail::batch_norm_normalize_channel(L, c, xp, gp, bp, rm[c], inv_std, yp, relu);
   });
 }
 
 /// Training backward, through the batch statistics: dx += dL/dx (skipped when dx is empty);
 /// dgamma = sum(dy * xhat) and dbeta = sum(dy) are assigned (each skipped when empty).
-/// `save_mean` and `save_inv_std` are what batch_norm_forward_training saved for this x.
+/// `save_mean` and `save_inv_std` are what batch_norm_forward_training saved for this x. With
+/// `opt.relu()`, `y` is forward's output (the fused ReLU's mask) and dy the gradient w.r.t. it.
 template <class T>
 void batch_norm_backward_training(Context<Cpu>& ctx,
                                   std::type_identity_t<TensorView<const T, Cpu>> x,
@@ -267,17 +282,19 @@ void batch_norm_backward_training(Context<Cpu>& ctx,
                                   std::type_identity_t<TensorView<const T, Cpu>> save_mean,
                                   std::type_identity_t<TensorView<const T, Cpu>> save_inv_std,
                                   TensorView<T, Cpu> dx, TensorView<T, Cpu> dgamma,
-                                  TensorView<T, Cpu> dbeta, const BatchNormOptions& opt) {
+                                  TensorView<T, Cpu> dbeta, const BatchNormOptions& opt,
+                                  std::type_identity_t<TensorView<const T, Cpu>> y = {}) {
   constexpr const char* who = "nddr::ops::batch_norm_backward_training";
   const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean",
                                                          save_mean, "save_inv_std", save_inv_std,
                                                          dx, dgamma, dbeta);
+  nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
   nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
   const T* sm = save_mean.data();
   const T* si = save_inv_std.data();
   const double count = static_cast<double>(L.count());
   nddr::detail::batch_norm_backward_loop(
-      ctx, L, opt.affine(), x, dy, gamma, dx, dgamma, dbeta,
+      ctx, L, opt.affine(), opt.relu(), x, y, dy, gamma, dx, dgamma, dbeta,
       [=](std::int64_t c) {
         return std::pair{static_cast<double>(sm[c]), static_cast<double>(si[c])};
       },
@@ -287,7 +304,8 @@ void batch_norm_backward_training(Context<Cpu>& ctx,
 }
 
 /// Inference backward, with the running statistics as constants: dx += dy * gamma * inv_std
-/// (skipped when dx is empty); dgamma = sum(dy * xhat) and dbeta = sum(dy) are assigned.
+/// (skipped when dx is empty); dgamma = sum(dy * xhat) and dbeta = sum(dy) are assigned. With
+/// `opt.relu()`, `y` is forward's output (the fused ReLU's mask).
 template <class T>
 void batch_norm_backward_inference(Context<Cpu>& ctx,
                                    std::type_identity_t<TensorView<const T, Cpu>> x,
@@ -296,16 +314,18 @@ void batch_norm_backward_inference(Context<Cpu>& ctx,
                                    std::type_identity_t<TensorView<const T, Cpu>> running_mean,
                                    std::type_identity_t<TensorView<const T, Cpu>> running_var,
                                    TensorView<T, Cpu> dx, TensorView<T, Cpu> dgamma,
-                                   TensorView<T, Cpu> dbeta, const BatchNormOptions& opt) {
+                                   TensorView<T, Cpu> dbeta, const BatchNormOptions& opt,
+                                   std::type_identity_t<TensorView<const T, Cpu>> y = {}) {
   constexpr const char* who = "nddr::ops::batch_norm_backward_inference";
   const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "running_mean",
                                                          running_mean, "running_var", running_var,
                                                          dx, dgamma, dbeta);
+  nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
   const T* rm = running_mean.data();
   const T* rv = running_var.data();
   const double eps = opt.eps();
   nddr::detail::batch_norm_backward_loop(
-      ctx, L, opt.affine(), x, dy, gamma, dx, dgamma, dbeta,
+      ctx, L, opt.affine(), opt.relu(), x, y, dy, gamma, dx, dgamma, dbeta,
       [=](std::int64_t c) {
         return std::pair{static_cast<double>(rm[c]),
                          batch_norm_inv_std(static_cast<double>(rv[c]), eps)};
@@ -387,14 +407,17 @@ void batch_norm_backward_training_sync(Context<Cpu>& ctx,
                                        std::type_identity_t<TensorView<const T, Cpu>> save_inv_std,
                                        TensorView<T, Cpu> dx, TensorView<T, Cpu> dgamma,
                                        TensorView<T, Cpu> dbeta, const BatchNormOptions& opt,
-                                       const BatchNormAllReduce& all_reduce) {
+                                       const BatchNormAllReduce& all_reduce,
+                                       std::type_identity_t<TensorView<const T, Cpu>> y = {}) {
   constexpr const char* who = "nddr::ops::batch_norm_backward_training_sync";
   const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean",
                                                          save_mean, "save_inv_std", save_inv_std,
                                                          dx, dgamma, dbeta);
+  nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
   check<OptionError>(static_cast<bool>(all_reduce), who, ": all_reduce is empty");
   const bool affine = opt.affine();
   const T* xp = x.data();
+  const T* yp = opt.relu() ? y.data() : nullptr;
   const T* dyp = dy.data();
   const T* gp = affine ? gamma.data() : nullptr;
   const T* sm = save_mean.data();
@@ -409,8 +432,8 @@ void batch_norm_backward_training_sync(Context<Cpu>& ctx,
   nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
     const std::int64_t off = c * L.plane;
     const double mean = static_cast<double>(sm[c]);
-    const BatchNormGradSums s =
-        batch_norm_channel_grad_sums(xp + off, dyp + off, L.items, L.plane, L.stride(), mean);
+    const BatchNormGradSums s = batch_norm_channel_grad_sums(
+        xp + off, dyp + off, L.items, L.plane, L.stride(), mean, yp ? yp + off : nullptr);
     if (dgp) dgp[c] = static_cast<T>(s.sum_dy_xmu * static_cast<double>(si[c]));
     if (dbp) dbp[c] = static_cast<T>(s.sum_dy);
     sp[2 * c] = s.sum_dy;
@@ -428,7 +451,7 @@ void batch_norm_backward_training_sync(Context<Cpu>& ctx,
     const double inv_std = static_cast<double>(si[c]);
     const double a = sp[2 * c] / count;
     const double b = inv_std * inv_std * sp[2 * c + 1] / count;
-    nddr::detail::batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp);
+    nddr::detail::batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
   });
 }
 

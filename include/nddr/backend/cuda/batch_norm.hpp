@@ -39,25 +39,26 @@ template <class T>
 void batch_norm_inference_scale(cudaStream_t stream, const T* gamma, const T* rv, T* scale,
                                 std::int64_t channels, double eps);
 
-/// y = (x - mean[c]) * scale[c] + shift[c] (shift = 0 when null).
+/// y = (x - mean[c]) * scale[c] + shift[c] (shift = 0 when null), max(y, 0) with `relu`.
 template <class T>
 void batch_norm_apply(cudaStream_t stream, const T* x, const T* mean, const T* scale,
                       const T* shift, T* y, std::int64_t items, std::int64_t channels,
-                      std::int64_t plane);
+                      std::int64_t plane, bool relu);
 
 /// Backward reductions per channel (split as batch_norm_stats): dgamma, dbeta (when non-null)
 /// and the element constants (mean, k, a, b) into consts (4 * channels). training:
-/// stat0/stat1 = saved mean / inv_std; else running mean / running variance.
+/// stat0/stat1 = saved mean / inv_std; else running mean / running variance. A non-null y
+/// (forward's output, fused ReLU) masks dy, here and in batch_norm_backward_apply.
 template <class T>
-void batch_norm_grad_stats(cudaStream_t stream, const T* x, const T* dy, const T* gamma,
-                           const T* stat0, const T* stat1, T* dgamma, T* dbeta, T* consts,
-                           double* partial, std::int64_t splits, std::int64_t items,
+void batch_norm_grad_stats(cudaStream_t stream, const T* x, const T* y, const T* dy,
+                           const T* gamma, const T* stat0, const T* stat1, T* dgamma, T* dbeta,
+                           T* consts, double* partial, std::int64_t splits, std::int64_t items,
                            std::int64_t channels, std::int64_t plane, double eps, bool training);
 
 /// dx += k * (dy - a - (x - mean) * b) with the constants of batch_norm_grad_stats.
 template <class T>
-void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* dy, const T* consts,
-                               T* dx, std::int64_t items, std::int64_t channels,
+void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* y, const T* dy,
+                               const T* consts, T* dx, std::int64_t items, std::int64_t channels,
                                std::int64_t plane);
 
 }  // namespace nddr::cuda::launch
@@ -87,18 +88,19 @@ BatchNormScratch<T> batch_norm_scratch(Context<Cuda>& ctx, const nddr::detail::B
   return {reinterpret_cast<T*>(ws), reinterpret_cast<double*>(ws + head), splits};
 }
 
-/// The backward passes of both modes; checks are done by the caller.
+/// The backward passes of both modes; checks are done by the caller. y: forward's output with
+/// the fused ReLU, else null.
 template <class T>
 void batch_norm_backward(Context<Cuda>& ctx, const nddr::detail::BatchNormLayout& L, const T* x,
-                         const T* dy, const T* gamma, const T* stat0, const T* stat1, T* dx,
-                         T* dgamma, T* dbeta, double eps, bool training) {
+                         const T* y, const T* dy, const T* gamma, const T* stat0, const T* stat1,
+                         T* dx, T* dgamma, T* dbeta, double eps, bool training) {
   const auto scratch = batch_norm_scratch<T>(ctx, L, 4 * L.channels);
   T* consts = scratch.values;
-  launch::batch_norm_grad_stats<T>(ctx.stream(), x, dy, gamma, stat0, stat1, dgamma, dbeta, consts,
-                                   scratch.partial, scratch.splits, L.items, L.channels, L.plane,
-                                   eps, training);
+  launch::batch_norm_grad_stats<T>(ctx.stream(), x, y, dy, gamma, stat0, stat1, dgamma, dbeta,
+                                   consts, scratch.partial, scratch.splits, L.items, L.channels,
+                                   L.plane, eps, training);
   if (dx)
-    launch::batch_norm_backward_apply<T>(ctx.stream(), x, dy, consts, dx, L.items, L.channels,
+    launch::batch_norm_backward_apply<T>(ctx.stream(), x, y, dy, consts, dx, L.items, L.channels,
                                          L.plane);
 }
 
@@ -138,7 +140,7 @@ void batch_norm_forward_training(Context<Cuda>& ctx,
                                     opt.unbiased_running_var());
   cuda::launch::batch_norm_apply<T>(ctx.stream(), x.data(), save_mean.data(), scale,
                                     affine ? beta.data() : nullptr, y.data(), L.items, L.channels,
-                                    L.plane);
+                                    L.plane, opt.relu());
 }
 
 /// Inference forward on the GPU: normalises with the running statistics, as the CPU op.
@@ -164,11 +166,12 @@ void batch_norm_forward_inference(Context<Cuda>& ctx,
                                               running_var.data(), scale, L.channels, opt.eps());
   cuda::launch::batch_norm_apply<T>(ctx.stream(), x.data(), running_mean.data(), scale,
                                     affine ? beta.data() : nullptr, y.data(), L.items, L.channels,
-                                    L.plane);
+                                    L.plane, opt.relu());
 }
 
 /// Training backward on the GPU: dx += dL/dx through the batch statistics (skipped when
-/// empty); dgamma, dbeta assigned (each skipped when empty), as the CPU op.
+/// empty); dgamma, dbeta assigned (each skipped when empty); with `opt.relu()`, y is forward's
+/// output (the fused ReLU's mask); as the CPU op.
 template <class T>
 void batch_norm_backward_training(Context<Cuda>& ctx,
                                   std::type_identity_t<TensorView<const T, Cuda>> x,
@@ -177,7 +180,8 @@ void batch_norm_backward_training(Context<Cuda>& ctx,
                                   std::type_identity_t<TensorView<const T, Cuda>> save_mean,
                                   std::type_identity_t<TensorView<const T, Cuda>> save_inv_std,
                                   TensorView<T, Cuda> dx, TensorView<T, Cuda> dgamma,
-                                  TensorView<T, Cuda> dbeta, const BatchNormOptions& opt) {
+                                  TensorView<T, Cuda> dbeta, const BatchNormOptions& opt,
+                                  std::type_identity_t<TensorView<const T, Cuda>> y = {}) {
   static_assert(cuda::kKernelType<T>,
                 "nddr::ops::batch_norm_backward_training: CUDA supports float and double");
   constexpr const char* who = "nddr::ops::batch_norm_backward_training";
@@ -191,8 +195,9 @@ void batch_norm_backward_training(Context<Cuda>& ctx,
   nddr::detail::batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(),
                                         L.channels);
   if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
+  nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
   nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
-  cuda::detail::batch_norm_backward<T>(ctx, L, x.data(), dy.data(),
+  cuda::detail::batch_norm_backward<T>(ctx, L, x.data(), opt.relu() ? y.data() : nullptr, dy.data(),
                                        affine ? gamma.data() : nullptr, save_mean.data(),
                                        save_inv_std.data(), dx.data(),
                                        affine ? dgamma.data() : nullptr,
@@ -200,7 +205,7 @@ void batch_norm_backward_training(Context<Cuda>& ctx,
 }
 
 /// Inference backward on the GPU: running statistics as constants, dx += dy * gamma * inv_std
-/// (skipped when empty); dgamma, dbeta assigned, as the CPU op.
+/// (skipped when empty); dgamma, dbeta assigned; y as in the training backward; as the CPU op.
 template <class T>
 void batch_norm_backward_inference(Context<Cuda>& ctx,
                                    std::type_identity_t<TensorView<const T, Cuda>> x,
@@ -209,7 +214,8 @@ void batch_norm_backward_inference(Context<Cuda>& ctx,
                                    std::type_identity_t<TensorView<const T, Cuda>> running_mean,
                                    std::type_identity_t<TensorView<const T, Cuda>> running_var,
                                    TensorView<T, Cuda> dx, TensorView<T, Cuda> dgamma,
-                                   TensorView<T, Cuda> dbeta, const BatchNormOptions& opt) {
+                                   TensorView<T, Cuda> dbeta, const BatchNormOptions& opt,
+                                   std::type_identity_t<TensorView<const T, Cuda>> y = {}) {
   static_assert(cuda::kKernelType<T>,
                 "nddr::ops::batch_norm_backward_inference: CUDA supports float and double");
   constexpr const char* who = "nddr::ops::batch_norm_backward_inference";
@@ -223,7 +229,8 @@ void batch_norm_backward_inference(Context<Cuda>& ctx,
   nddr::detail::batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(),
                                         L.channels);
   if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
-  cuda::detail::batch_norm_backward<T>(ctx, L, x.data(), dy.data(),
+  nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
+  cuda::detail::batch_norm_backward<T>(ctx, L, x.data(), opt.relu() ? y.data() : nullptr, dy.data(),
                                        affine ? gamma.data() : nullptr, running_mean.data(),
                                        running_var.data(), dx.data(),
                                        affine ? dgamma.data() : nullptr,

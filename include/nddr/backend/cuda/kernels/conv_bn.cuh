@@ -201,15 +201,16 @@ __device__ inline void for_each_plane_element(std::int64_t planes, std::int64_t 
   }
 }
 
-/// y = (x - mean[c]) * scale[c] + shift[c] (shift = 0 when null); flat, for small planes.
+/// y = (x - mean[c]) * scale[c] + shift[c] (shift = 0 when null), then max(y, 0) with `relu`;
+/// flat, for small planes.
 template <class T>
 __global__ void batch_norm_apply(const T* __restrict__ x, const T* __restrict__ mean,
                                  const T* __restrict__ scale, const T* __restrict__ shift,
                                  T* __restrict__ y, std::int64_t n, std::int64_t channels,
-                                 std::int64_t plane) {
+                                 std::int64_t plane, bool relu) {
   for (std::int64_t i = first_index(); i < n; i += grid_stride()) {
     const std::int64_t c = i / plane % channels;
-    y[i] = ops::batch_norm_element(x[i], mean[c], scale[c], shift ? shift[c] : T(0));
+    y[i] = ops::batch_norm_element(x[i], mean[c], scale[c], shift ? shift[c] : T(0), relu);
   }
 }
 
@@ -218,30 +219,33 @@ template <class T>
 __global__ void batch_norm_apply_planes(const T* __restrict__ x, const T* __restrict__ mean,
                                         const T* __restrict__ scale, const T* __restrict__ shift,
                                         T* __restrict__ y, std::int64_t planes,
-                                        std::int64_t channels, std::int64_t plane) {
+                                        std::int64_t channels, std::int64_t plane, bool relu) {
   for_each_plane_element(planes, channels, plane, [&](std::int64_t c, std::int64_t i) {
-    y[i] = ops::batch_norm_element(x[i], mean[c], scale[c], shift ? shift[c] : T(0));
+    y[i] = ops::batch_norm_element(x[i], mean[c], scale[c], shift ? shift[c] : T(0), relu);
   });
 }
 
 /// First pass of the backward reductions, split like batch_norm_partial_moments: sums of dy
-/// and dy * (x - mean) (mean = stat0[c]) per block into partial.
+/// and dy * (x - mean) (mean = stat0[c]) per block into partial; a non-null y (forward's output,
+/// fused ReLU) masks dy.
 template <class T>
-__global__ void batch_norm_partial_grad(const T* __restrict__ x, const T* __restrict__ dy,
-                                        const T* __restrict__ stat0, double* __restrict__ partial,
-                                        std::int64_t items, std::int64_t channels,
-                                        std::int64_t plane) {
+__global__ void batch_norm_partial_grad(const T* __restrict__ x, const T* __restrict__ y,
+                                        const T* __restrict__ dy, const T* __restrict__ stat0,
+                                        double* __restrict__ partial, std::int64_t items,
+                                        std::int64_t channels, std::int64_t plane) {
   __shared__ double shared[64];
   const std::int64_t splits = gridDim.x;
   for (std::int64_t c = blockIdx.y; c < channels; c += gridDim.y) {
     const T* xc = x + c * plane;
+    const T* yc = y ? y + c * plane : nullptr;
     const T* dyc = dy + c * plane;
     const double mean = static_cast<double>(stat0[c]);
     double s1 = 0.0, s2 = 0.0;
     ops::batch_norm_strided_visit(items, plane, channels * plane,
                                   static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
                                   splits * blockDim.x, [&](std::int64_t i) {
-                                    const double g = static_cast<double>(dyc[i]);
+                                    const double g =
+                                        static_cast<double>(ops::batch_norm_grad_in(yc, dyc, i));
                                     s1 += g;
                                     s2 += g * (static_cast<double>(xc[i]) - mean);
                                   });
@@ -284,30 +288,33 @@ __global__ void batch_norm_finish_grad(const double* __restrict__ partial, std::
   }
 }
 
-/// dx += k * (dy - a - (x - mean) * b) with the per-channel constants of batch_norm_finish_grad;
-/// flat, for small planes.
+/// dx += k * (dy - a - (x - mean) * b) with the per-channel constants of batch_norm_finish_grad
+/// (dy masked by a non-null y, the fused ReLU's output); flat, for small planes.
 template <class T>
-__global__ void batch_norm_backward_apply(const T* __restrict__ x, const T* __restrict__ dy,
-                                          const T* __restrict__ consts, T* __restrict__ dx,
-                                          std::int64_t n, std::int64_t channels,
-                                          std::int64_t plane) {
+__global__ void batch_norm_backward_apply(const T* __restrict__ x, const T* __restrict__ y,
+                                          const T* __restrict__ dy, const T* __restrict__ consts,
+                                          T* __restrict__ dx, std::int64_t n,
+                                          std::int64_t channels, std::int64_t plane) {
   for (std::int64_t i = first_index(); i < n; i += grid_stride()) {
     const std::int64_t c = i / plane % channels;
-    ops::batch_norm_backward_element(x[i], dy[i], consts[c], consts[channels + c],
-                                     consts[2 * channels + c], consts[3 * channels + c], dx[i]);
+    ops::batch_norm_backward_element(x[i], ops::batch_norm_grad_in(y, dy, i), consts[c],
+                                     consts[channels + c], consts[2 * channels + c],
+                                     consts[3 * channels + c], dx[i]);
   }
 }
 
 /// As batch_norm_backward_apply, over a 2-D grid of (plane chunks, planes).
 template <class T>
 __global__ void batch_norm_backward_apply_planes(const T* __restrict__ x,
+                                                 const T* __restrict__ y,
                                                  const T* __restrict__ dy,
                                                  const T* __restrict__ consts,
                                                  T* __restrict__ dx, std::int64_t planes,
                                                  std::int64_t channels, std::int64_t plane) {
   for_each_plane_element(planes, channels, plane, [&](std::int64_t c, std::int64_t i) {
-    ops::batch_norm_backward_element(x[i], dy[i], consts[c], consts[channels + c],
-                                     consts[2 * channels + c], consts[3 * channels + c], dx[i]);
+    ops::batch_norm_backward_element(x[i], ops::batch_norm_grad_in(y, dy, i), consts[c],
+                                     consts[channels + c], consts[2 * channels + c],
+                                     consts[3 * channels + c], dx[i]);
   });
 }
 
@@ -401,28 +408,28 @@ void batch_norm_inference_scale(cudaStream_t stream, const T* gamma, const T* rv
 template <class T>
 void batch_norm_apply(cudaStream_t stream, const T* x, const T* mean, const T* scale,
                       const T* shift, T* y, std::int64_t items, std::int64_t channels,
-                      std::int64_t plane) {
+                      std::int64_t plane, bool relu) {
   const std::int64_t n = items * channels * plane;
   if (n == 0) return;
   if (plane >= kernels::kPlaneKernelMinPlane)
     kernels::batch_norm_apply_planes<T>
         <<<kernels::plane_grid(items * channels, plane), kernels::kBlock, 0, stream>>>(
-            x, mean, scale, shift, y, items * channels, channels, plane);
+            x, mean, scale, shift, y, items * channels, channels, plane, relu);
   else
     kernels::batch_norm_apply<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
-        x, mean, scale, shift, y, n, channels, plane);
+        x, mean, scale, shift, y, n, channels, plane, relu);
   check_launch("batch_norm_apply");
 }
 
 template <class T>
-void batch_norm_grad_stats(cudaStream_t stream, const T* x, const T* dy, const T* gamma,
-                           const T* stat0, const T* stat1, T* dgamma, T* dbeta, T* consts,
-                           double* partial, std::int64_t splits, std::int64_t items,
+void batch_norm_grad_stats(cudaStream_t stream, const T* x, const T* y, const T* dy,
+                           const T* gamma, const T* stat0, const T* stat1, T* dgamma, T* dbeta,
+                           T* consts, double* partial, std::int64_t splits, std::int64_t items,
                            std::int64_t channels, std::int64_t plane, double eps, bool training) {
   if (channels == 0) return;
   kernels::batch_norm_partial_grad<T>
       <<<kernels::reduce_grid(splits, channels), kernels::kReduceBlock, 0, stream>>>(
-          x, dy, stat0, partial, items, channels, plane);
+          x, y, dy, stat0, partial, items, channels, plane);
   check_launch("batch_norm_partial_grad");
   kernels::batch_norm_finish_grad<T><<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(
       partial, splits, gamma, stat0, stat1, dgamma, dbeta, consts, items, channels, plane, eps,
@@ -431,18 +438,18 @@ void batch_norm_grad_stats(cudaStream_t stream, const T* x, const T* dy, const T
 }
 
 template <class T>
-void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* dy, const T* consts,
-                               T* dx, std::int64_t items, std::int64_t channels,
+void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* y, const T* dy,
+                               const T* consts, T* dx, std::int64_t items, std::int64_t channels,
                                std::int64_t plane) {
   const std::int64_t n = items * channels * plane;
   if (n == 0) return;
   if (plane >= kernels::kPlaneKernelMinPlane)
     kernels::batch_norm_backward_apply_planes<T>
         <<<kernels::plane_grid(items * channels, plane), kernels::kBlock, 0, stream>>>(
-            x, dy, consts, dx, items * channels, channels, plane);
+            x, y, dy, consts, dx, items * channels, channels, plane);
   else
     kernels::batch_norm_backward_apply<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
-        x, dy, consts, dx, n, channels, plane);
+        x, y, dy, consts, dx, n, channels, plane);
   check_launch("batch_norm_backward_apply");
 }
 
@@ -468,9 +475,10 @@ void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* dy, con
                                                                   double);                        \
   template void nddr::cuda::launch::batch_norm_apply<T>(cudaStream_t, const T*, const T*,         \
                                                         const T*, const T*, T*, std::int64_t,     \
-                                                        std::int64_t, std::int64_t);              \
+                                                        std::int64_t, std::int64_t, bool);        \
   template void nddr::cuda::launch::batch_norm_grad_stats<T>(                                     \
-      cudaStream_t, const T*, const T*, const T*, const T*, const T*, T*, T*, T*, double*,        \
-      std::int64_t, std::int64_t, std::int64_t, std::int64_t, double, bool);                      \
+      cudaStream_t, const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, T*,       \
+      double*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, double, bool);             \
   template void nddr::cuda::launch::batch_norm_backward_apply<T>(                                 \
-      cudaStream_t, const T*, const T*, const T*, T*, std::int64_t, std::int64_t, std::int64_t);
+      cudaStream_t, const T*, const T*, const T*, const T*, T*, std::int64_t, std::int64_t,       \
+      std::int64_t);
