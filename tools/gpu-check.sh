@@ -18,6 +18,11 @@
 #   NDDR_PROFILE        set to 1 to profile one training step per kernel (tools/gpu-profile.sh)
 #   NDDR_CMAKE_ARGS     extra arguments for the configure step (word-split)
 #   CUDNN_ROOT          prefix holding include/cudnn.h and lib*/libcudnn.so* (else searched for)
+#   NDDR_PREBUILT_DIR   a folder made by tools/gpu-prebuild.sh on another machine (the CUDA test
+#                       binary, nddr-bench-step, the libraries they need that a bare GPU
+#                       machine may lack): no .deps, no configure, no build (saves the 100-150 s
+#                       build of the device's time); the tests and benchmarks run from there
+#   NDDR_BENCH_TIMED    set to 0 to skip the --cudnn-benchmark rows of the benchmarks
 #   OUT                 if set, the logs are written there instead of the build dir
 set -euo pipefail
 
@@ -28,6 +33,8 @@ jobs=${NDDR_JOBS:-16}
 arch=${NDDR_CUDA_ARCH:-90}
 configure_only=0
 [[ "${1:-}" == "--configure-only" ]] && configure_only=1
+prebuilt=${NDDR_PREBUILT_DIR:-}
+[[ -n "$prebuilt" ]] && prebuilt=$(cd "$prebuilt" && pwd)
 
 # Logs go straight to $OUT when it is set, so they come back even if the run is cut short.
 logs=${OUT:-$build/gpu-check-logs}
@@ -75,12 +82,14 @@ elif [[ -x /opt/torch/.venv/bin/ninja ]]; then
 fi
 
 # ---- header dependencies (.deps) ----------------------------------------------------------
-say "dependencies from $deps"
-[[ -f "$deps/MANIFEST" ]] ||
-  die "$deps/MANIFEST missing: run 'bash tools/gpu-deps.sh' where the packages are installed and carry .deps"
-cat "$deps/MANIFEST"
-# Exported so that nested CMake runs (the install/find_package consumer test) find them too.
-export CMAKE_PREFIX_PATH="$deps${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+if [[ -z "$prebuilt" ]]; then
+  say "dependencies from $deps"
+  [[ -f "$deps/MANIFEST" ]] ||
+    die "$deps/MANIFEST missing: run 'bash tools/gpu-deps.sh' where the packages are installed and carry .deps"
+  cat "$deps/MANIFEST"
+  # Exported so that nested CMake runs (the install/find_package consumer test) find them too.
+  export CMAKE_PREFIX_PATH="$deps${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+fi
 
 # ---- cuDNN --------------------------------------------------------------------------------
 # cuDNN may be in the toolkit, in the system, or only in a Python wheel (nvidia-cudnn-cu13,
@@ -129,6 +138,19 @@ export LD_LIBRARY_PATH="$cudnn_libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 ls "$cuda_root"/lib64/libcublas.so* >/dev/null 2>&1 ||
   echo "warning: no libcublas.so* in $cuda_root/lib64; CMake's CUDA::cublas may be missing"
 
+if [[ -n "$prebuilt" ]]; then
+  # ---- prebuilt binaries: no configure, no build -------------------------------------------
+  say "prebuilt binaries from $prebuilt"
+  [[ -f "$prebuilt/MANIFEST" ]] || die "$prebuilt/MANIFEST missing: make the folder with tools/gpu-prebuild.sh"
+  cat "$prebuilt/MANIFEST"
+  # The carried libraries come last: the machine's own (newer) ones win where they exist.
+  export LD_LIBRARY_PATH="$cuda_root/lib64:${LD_LIBRARY_PATH}:$prebuilt/lib"
+  ldd "$prebuilt/nddr_cuda_tests" | grep -i "not found" && die "a library of the prebuilt tests is missing"
+  mkdir -p "$build"
+  cuda_exe="$prebuilt/nddr_cuda_tests"
+  bench_bin="$prebuilt/nddr-bench-step"
+  cd "$build"
+else
 # ---- configure ----------------------------------------------------------------------------
 say "configure ($build)"
 extra=()
@@ -172,12 +194,15 @@ start=$SECONDS
 echo "build took $((SECONDS - start)) s"
 
 cd "$build"
+cuda_exe=$(find "$build" -type f -name nddr_cuda_tests -perm -u+x | head -n1)
+bench_bin="$build/examples/nddr-bench-step"
+fi  # prebuilt
+
 # The test executable directly (one run, with each test case's duration): its summary shows
 # the assertion count, and a GPU machine must not take the no-device path. NDDR_CTEST_CUDA=1
 # also runs `ctest -L cuda` (every entry with the label, the NCCL tests where MPI was found).
 say "CUDA tests"
 start=$SECONDS
-cuda_exe=$(find "$build" -type f -name nddr_cuda_tests -perm -u+x | head -n1)
 if [[ -n "$cuda_exe" ]]; then
   if ! "$cuda_exe" --durations yes 2>&1 | tee "$logs/cuda-tests.log"; then
     failures+=("nddr_cuda_tests")
@@ -195,7 +220,7 @@ if [[ "${NDDR_CTEST_CUDA:-0}" == 1 ]]; then
   fi
 fi
 
-if [[ "${NDDR_SKIP_CPU_TESTS:-0}" != 1 ]]; then
+if [[ "${NDDR_SKIP_CPU_TESTS:-0}" != 1 && -z "$prebuilt" ]]; then
   say "build everything else (-j$jobs)"
   start=$SECONDS
   if ! "$cmake" --build "$build" -j"$jobs" 2>&1 | tee "$logs/build.log"; then
@@ -236,13 +261,14 @@ if [[ "${NDDR_SKIP_BENCH:-0}" != 1 ]]; then
       [[ $algos == benchmark ]] && { py_flag+=(--cudnn-benchmark); nddr_flag+=(--cudnn-benchmark); }
       modes=(train infer)
       [[ $algos == benchmark ]] && modes=(train)
+      [[ $algos == benchmark && "${NDDR_BENCH_TIMED:-1}" == 0 ]] && modes=()
       for mode in "${modes[@]}"; do
         if [[ -n "$bench_py" ]]; then
           "$bench_py" "$repo/bench/pytorch/nddr_vgg16.py" --device cuda "${bench_args[@]}" \
             --mode "$mode" "${py_flag[@]}" 2>&1 | tee -a "$logs/bench.jsonl" ||
             failures+=("PyTorch benchmark ($precision $algos $mode)")
         fi
-        "$build/examples/nddr-bench-step" --device cuda "${bench_args[@]}" --mode "$mode" \
+        "$bench_bin" --device cuda "${bench_args[@]}" --mode "$mode" \
           "${nddr_flag[@]}" 2>&1 | tee -a "$logs/bench.jsonl" ||
           failures+=("nddr-bench-step ($precision $algos $mode)")
       done
@@ -269,7 +295,7 @@ fi
 # ---- per-kernel profile of one training step (NDDR_PROFILE=1) ------------------------------
 if [[ "${NDDR_PROFILE:-0}" == 1 && "${NDDR_SKIP_BENCH:-0}" != 1 ]]; then
   say "profile: one FP32 training step, nddr (ncu) vs PyTorch (torch.profiler)"
-  OUT="$logs" NDDR_BUILD_DIR="$build" timeout "${NDDR_PROFILE_TIMEOUT:-240}" \
+  OUT="$logs" NDDR_BUILD_DIR="$build" NDDR_BENCH_BIN="$bench_bin" timeout "${NDDR_PROFILE_TIMEOUT:-240}" \
     bash "$repo/tools/gpu-profile.sh" 2>&1 | tee "$logs/profile.log" || failures+=("profile")
 fi
 

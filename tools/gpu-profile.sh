@@ -10,7 +10,8 @@
 # Both in FP32 (no TF32). Writes ncu-nddr.csv (every kernel, in launch order), kernels-nddr.csv
 # and kernels-pytorch.csv (per kernel name: calls, total microseconds) and prints the top rows
 # of both and their totals. Output goes to $OUT when set, else the build dir.
-# Environment: NDDR_BUILD_DIR (default build-gpu), NCU (path of ncu; else searched for).
+# Environment: NDDR_BUILD_DIR (default build-gpu), NDDR_BENCH_BIN (the nddr-bench-step to run;
+# default: the build dir's), NCU (path of ncu; else searched for).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${NDDR_BUILD_DIR:-$repo/build-gpu}
@@ -19,7 +20,7 @@ network=${1:-vgg16-nddr}
 batch=${2:-10}
 size=${3:-321}
 mkdir -p "$out"
-bench="$build/examples/nddr-bench-step"
+bench=${NDDR_BENCH_BIN:-$build/examples/nddr-bench-step}
 [[ -x "$bench" ]] || { echo "gpu-profile: $bench not built (run tools/gpu-check.sh first)" >&2; exit 1; }
 
 ncu=${NCU:-$(command -v ncu || true)}

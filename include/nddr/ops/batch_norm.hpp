@@ -164,8 +164,11 @@ NDDR_HOST_DEVICE inline BatchNormGradSums batch_norm_channel_grad_sums(const T* 
 
 /// A share of a per-channel reduction split over many GPU threads: visits the channel offsets
 /// n * stride + p (n < items, p < plane) whose flat index j = n * plane + p runs from `first`
-/// in steps of `step`, calling f(offset) for each, without a division per element. The threads
-/// first = 0 .. step - 1 together visit every offset once (tests/ops check this on the CPU).
+/// in steps of `step`, calling f(offset) for each in that order, without a division per
+/// element. Offsets are taken four at a time and the four calls made together, so that a GPU
+/// thread has four loads in flight instead of one (the reductions are bound by memory
+/// latency otherwise). The threads first = 0 .. step - 1 together visit every offset once
+/// (tests/ops check this on the CPU).
 template <class F>
 NDDR_HOST_DEVICE inline void batch_norm_strided_visit(std::int64_t items, std::int64_t plane,
                                                       std::int64_t stride, std::int64_t first,
@@ -173,14 +176,26 @@ NDDR_HOST_DEVICE inline void batch_norm_strided_visit(std::int64_t items, std::i
   if (plane <= 0 || first >= items * plane) return;
   std::int64_t n = first / plane, p = first % plane;
   const std::int64_t dn = step / plane, dp = step % plane;
-  while (n < items) {
-    f(n * stride + p);
-    p += dp;
-    n += dn;
-    if (p >= plane) {
-      p -= plane;
-      ++n;
+  for (;;) {
+    std::int64_t off[4];
+    int k = 0;
+    for (; k < 4 && n < items; ++k) {
+      off[k] = n * stride + p;
+      p += dp;
+      n += dn;
+      if (p >= plane) {
+        p -= plane;
+        ++n;
+      }
     }
+    if (k < 4) {
+      for (int j = 0; j < k; ++j) f(off[j]);
+      return;
+    }
+    f(off[0]);
+    f(off[1]);
+    f(off[2]);
+    f(off[3]);
   }
 }
 
