@@ -158,7 +158,8 @@ constexpr std::int64_t kBatch = 2;
 Shape act_shape(const Act& a) { return Shape::nchw(kBatch, a.c, a.hw, a.hw); }
 
 struct BnProblem {
-  explicit BnProblem(const Act& a) : bn(a.c), x(act_shape(a)), y(x.shape()), dy(x.shape()), dx(x.shape()) {
+  BnProblem(const Act& a, bool relu)
+      : bn(a.c, nddr::BatchNormOptions{}.relu(relu)), x(act_shape(a)), y(x.shape()), dy(x.shape()), dx(x.shape()) {
     bn.declare(store, "bn");
     store.allocate();
     nddr::Rng rng(1);
@@ -171,11 +172,13 @@ struct BnProblem {
   Tensor<float> x, y, dy, dx;
 };
 
-// BN forward: read x (statistics), read x + write y (normalise) = 3 |x|.
+// BN forward (Relu: with the fused ReLU): read x (statistics), read x + write y (normalise) =
+// 3 |x|.
+template <bool Relu>
 void BM_batch_norm_forward(benchmark::State& state) {
   const Act& a = kActs[state.range(0)];
   const int threads = static_cast<int>(state.range(1));
-  BnProblem p(a);
+  BnProblem p(a, Relu);
   Ctx ctx(threads);
   for (auto _ : state) {
     p.bn.forward(ctx, p.x.cview(), p.y.view());
@@ -184,18 +187,20 @@ void BM_batch_norm_forward(benchmark::State& state) {
   set_bandwidth(state, 3.0 * static_cast<double>(p.x.bytes()), threads, a.name);
 }
 
-// BN backward: read x, dy (sums), read x, dy, dx + write dx (dx +=) = 6 |x|.
+// BN backward: read x, dy (sums), read x, dy, dx + write dx (dx +=) = 6 |x|; with the fused
+// ReLU also y twice (8 |x|).
+template <bool Relu>
 void BM_batch_norm_backward(benchmark::State& state) {
   const Act& a = kActs[state.range(0)];
   const int threads = static_cast<int>(state.range(1));
-  BnProblem p(a);
+  BnProblem p(a, Relu);
   Ctx ctx(threads);
   p.bn.forward(ctx, p.x.cview(), p.y.view());
   for (auto _ : state) {
     p.bn.backward(ctx, p.x.cview(), p.y.cview(), p.dy.cview(), p.dx.view());
     benchmark::DoNotOptimize(p.dx.data());
   }
-  set_bandwidth(state, 6.0 * static_cast<double>(p.x.bytes()), threads, a.name);
+  set_bandwidth(state, (Relu ? 8.0 : 6.0) * static_cast<double>(p.x.bytes()), threads, a.name);
 }
 
 // ReLU forward: read x, write y = 2 |x|.
@@ -422,8 +427,10 @@ void nddr_args(benchmark::internal::Benchmark* b) {
 
 }  // namespace
 
-BENCHMARK(BM_batch_norm_forward)->Apply(act_args);
-BENCHMARK(BM_batch_norm_backward)->Apply(act_args);
+BENCHMARK_TEMPLATE(BM_batch_norm_forward, false)->Apply(act_args);
+BENCHMARK_TEMPLATE(BM_batch_norm_forward, true)->Apply(act_args);
+BENCHMARK_TEMPLATE(BM_batch_norm_backward, false)->Apply(act_args);
+BENCHMARK_TEMPLATE(BM_batch_norm_backward, true)->Apply(act_args);
 BENCHMARK(BM_relu_forward)->Apply(act_args);
 BENCHMARK(BM_relu_backward)->Apply(act_args);
 BENCHMARK(BM_max_pool_forward)->Apply(pool_args);

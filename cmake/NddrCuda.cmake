@@ -48,10 +48,12 @@ endif()
 
 # nddr::cuda: INTERFACE target (the headers stay header-only) linking nddr_cuda_kernels, a static
 # library of kernels.cu (our __global__ templates, instantiated once for float and double),
-# compiled once for every consumer in the build tree instead of once per executable.
+# compiled once for every consumer in the build tree instead of once per executable. Both are
+# installed and exported (nddr::cuda, nddr::cuda_kernels) for find_package(nddr) users.
 function(nddr_add_cuda_target)
   add_library(nddr_cuda INTERFACE)
   add_library(nddr::cuda ALIAS nddr_cuda)
+  set_target_properties(nddr_cuda PROPERTIES EXPORT_NAME cuda)
   target_link_libraries(nddr_cuda INTERFACE nddr::nddr CUDA::cudart CUDA::cublas CUDNN::cudnn)
   target_compile_definitions(nddr_cuda INTERFACE NDDR_WITH_CUDA=1)
   target_compile_options(nddr_cuda INTERFACE
@@ -63,7 +65,8 @@ function(nddr_add_cuda_target)
     target_compile_definitions(nddr_cuda_kernels PUBLIC NDDR_WITH_CUDA=1)
     target_compile_options(nddr_cuda_kernels PRIVATE
       --expt-relaxed-constexpr -diag-suppress=20011,20012,20014)
-    set_target_properties(nddr_cuda_kernels PROPERTIES POSITION_INDEPENDENT_CODE ON)
-    target_link_libraries(nddr_cuda INTERFACE $<BUILD_INTERFACE:nddr_cuda_kernels>)
+    set_target_properties(nddr_cuda_kernels PROPERTIES POSITION_INDEPENDENT_CODE ON
+                                                       EXPORT_NAME cuda_kernels)
+    target_link_libraries(nddr_cuda INTERFACE nddr_cuda_kernels)
   endif()
 endfunction()

@@ -125,9 +125,9 @@ void batch_norm_normalize_channel(const BatchNormLayout& L, std::int64_t c, cons
 }
 
 /// dx += k * (dy - a - (x - mean) * b) over channel c, k = gamma * inv_std (gamma = 1 when gp
-/// is null): the element loop shared by every backward pass. A non-null yp (forward's output,
-/// fused ReLU) masks dy.
-template <class T>
+/// is null): the element loop shared by every backward pass. With `Relu`, yp (forward's
+/// output, fused ReLU) masks dy.
+template <bool Relu, class T>
 void batch_norm_backward_channel(const BatchNormLayout& L, std::int64_t c, const T* xp,
                                  const T* dyp, const T* gp, double mean, double inv_std, double a,
                                  double b, T* dxp, const T* yp) {
@@ -138,7 +138,8 @@ void batch_norm_backward_channel(const BatchNormLayout& L, std::int64_t c, const
   for (std::int64_t n = 0; n < L.items; ++n) {
     const std::int64_t base = n * L.stride() + off;
     for (std::int64_t i = 0; i < L.plane; ++i)
-      ops::batch_norm_backward_element(xp[base + i], ops::batch_norm_grad_in(yp, dyp, base + i), m,
+      ops::batch_norm_backward_element(xp[base + i],
+                                       ops::batch_norm_grad_in_static<Relu>(yp, dyp, base + i), m,
                                        k, ta, tb, dxp[base + i]);
   }
 }
@@ -163,13 +164,19 @@ void batch_norm_backward_loop(Context<Cpu>& ctx, const BatchNormLayout& L, bool 
   parallel_for(ctx, L.channels, [=](std::int64_t c) {
     const std::int64_t off = c * L.plane;
     const auto [mean, inv_std] = stats(c);
-    const ops::BatchNormGradSums s = ops::batch_norm_channel_grad_sums(
-        xp + off, dyp + off, L.items, L.plane, L.stride(), mean, yp ? yp + off : nullptr);
+    const ops::BatchNormGradSums s =
+        yp ? ops::batch_norm_channel_grad_sums<true>(xp + off, dyp + off, L.items, L.plane,
+                                                     L.stride(), mean, yp + off)
+           : ops::batch_norm_channel_grad_sums<false>(xp + off, dyp + off, L.items, L.plane,
+                                                      L.stride(), mean);
     if (dgp) dgp[c] = static_cast<T>(s.sum_dy_xmu * inv_std);
     if (dbp) dbp[c] = static_cast<T>(s.sum_dy);
     if (!dxp) return;
     const auto [a, b] = consts(s, inv_std);
-    batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
+    if (yp)
+      batch_norm_backward_channel<true>(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
+    else
+      batch_norm_backward_channel<false>(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
   });
 }
 
@@ -432,8 +439,11 @@ void batch_norm_backward_training_sync(Context<Cpu>& ctx,
   nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
     const std::int64_t off = c * L.plane;
     const double mean = static_cast<double>(sm[c]);
-    const BatchNormGradSums s = batch_norm_channel_grad_sums(
-        xp + off, dyp + off, L.items, L.plane, L.stride(), mean, yp ? yp + off : nullptr);
+    const BatchNormGradSums s =
+        yp ? batch_norm_channel_grad_sums<true>(xp + off, dyp + off, L.items, L.plane, L.stride(),
+                                                mean, yp + off)
+           : batch_norm_channel_grad_sums<false>(xp + off, dyp + off, L.items, L.plane,
+                                                 L.stride(), mean);
     if (dgp) dgp[c] = static_cast<T>(s.sum_dy_xmu * static_cast<double>(si[c]));
     if (dbp) dbp[c] = static_cast<T>(s.sum_dy);
     sp[2 * c] = s.sum_dy;
@@ -451,7 +461,10 @@ void batch_norm_backward_training_sync(Context<Cpu>& ctx,
     const double inv_std = static_cast<double>(si[c]);
     const double a = sp[2 * c] / count;
     const double b = inv_std * inv_std * sp[2 * c + 1] / count;
-    nddr::detail::batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
+    if (yp)
+      nddr::detail::batch_norm_backward_channel<true>(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
+    else
+      nddr::detail::batch_norm_backward_channel<false>(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
   });
 }
 
