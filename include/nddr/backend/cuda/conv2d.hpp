@@ -73,43 +73,40 @@ namespace nddr::cuda {
 inline constexpr std::size_t kConvWorkspaceLimit = std::size_t{1} << 30;
 
 namespace detail {
-inline std::atomic<bool>& conv_tf32_flag() {
-  static std::atomic<bool> flag{false};
-  return flag;
+/// The process-wide convolution settings below, all off at start.
+enum class ConvSetting { kTf32, kDeterministic, kBenchmark, kCount };
+inline std::atomic<bool>& conv_setting(ConvSetting which) {
+  static std::atomic<bool> flags[static_cast<int>(ConvSetting::kCount)] = {};
+  return flags[static_cast<int>(which)];
 }
 }  // namespace detail
 
 /// Lets float convolutions use TF32 tensor cores (10-bit mantissa products, FP32 accumulation),
 /// PyTorch's default for cuDNN convolutions. Off by default: then every convolution runs in full
 /// FP32 (`CUDNN_FMA_MATH`) and matches the CPU op to rounding. Process-wide; double is unaffected.
-inline void set_conv_tf32(bool on) { detail::conv_tf32_flag().store(on); }
-inline bool conv_tf32() { return detail::conv_tf32_flag().load(); }
-
-namespace detail {
-inline std::atomic<bool>& conv_deterministic_flag() {
-  static std::atomic<bool> flag{false};
-  return flag;
-}
-inline std::atomic<bool>& conv_benchmark_flag() {
-  static std::atomic<bool> flag{false};
-  return flag;
-}
-}  // namespace detail
+inline void set_conv_tf32(bool on) { detail::conv_setting(detail::ConvSetting::kTf32).store(on); }
+inline bool conv_tf32() { return detail::conv_setting(detail::ConvSetting::kTf32).load(); }
 
 /// Restricts convolutions to cuDNN's deterministic algorithms, so that two runs of the same
 /// step give the same bits (PyTorch's `torch.backends.cudnn.deterministic`); when a shape has
 /// no deterministic algorithm within the workspace limit, the fastest other one runs. Off by
 /// default, like PyTorch. Process-wide.
-inline void set_conv_deterministic(bool on) { detail::conv_deterministic_flag().store(on); }
-inline bool conv_deterministic() { return detail::conv_deterministic_flag().load(); }
+inline void set_conv_deterministic(bool on) {
+  detail::conv_setting(detail::ConvSetting::kDeterministic).store(on);
+}
+inline bool conv_deterministic() {
+  return detail::conv_setting(detail::ConvSetting::kDeterministic).load();
+}
 
 /// Chooses each shape's algorithms by timing cuDNN's candidates at its first call
 /// (`cudnnFind*AlgorithmEx`, PyTorch's `torch.backends.cudnn.benchmark`) instead of taking
 /// cuDNN's heuristic choice. The first call of a shape then takes longer (every candidate
 /// runs once, and a scratch output of dx's size is allocated for the data gradient), later
 /// calls reuse the choice. Off by default. Process-wide.
-inline void set_conv_benchmark(bool on) { detail::conv_benchmark_flag().store(on); }
-inline bool conv_benchmark() { return detail::conv_benchmark_flag().load(); }
+inline void set_conv_benchmark(bool on) {
+  detail::conv_setting(detail::ConvSetting::kBenchmark).store(on);
+}
+inline bool conv_benchmark() { return detail::conv_setting(detail::ConvSetting::kBenchmark).load(); }
 
 namespace detail {
 
