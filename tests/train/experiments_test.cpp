@@ -134,6 +134,18 @@ TEST_CASE("nddr-nyuv2 flags: help, defaults and the paper's values", "[train][ex
   CHECK(g->device == "cuda:1");
   CHECK(g->cuda_graph);
   CHECK_THAT(help.str(), Contains("--cuda-graph") && Contains("--device"));
+  // GPU convolution settings: parsed, listed in --help, refused with a CPU device.
+  CHECK_FALSE((c->tf32 || c->cudnn_benchmark || c->deterministic));
+  const auto t = ex::parse_nyuv2_args(
+      {"--data-dir", "d", "--device", "cuda", "--tf32", "--cudnn-benchmark", "--deterministic"});
+  REQUIRE(t);
+  CHECK((t->tf32 && t->cudnn_benchmark && t->deterministic));
+  CHECK_THAT(help.str(), Contains("--tf32") && Contains("--cudnn-benchmark") &&
+                             Contains("--deterministic"));
+  auto on_cpu = *ex::parse_nyuv2_args({"--data-dir", "d", "--cudnn-benchmark"});
+  CHECK_THROWS_WITH(ex::validate_common(on_cpu),
+                    Contains("--cudnn-benchmark sets how GPU convolutions run") &&
+                        Contains("needs --device cuda[:N], got --device cpu"));
   CHECK_THROWS_WITH(ex::parse_nyuv2_args({"--data-dir", "d", "--bogus", "1"}),
                     Contains("unknown flag '--bogus'") && Contains("--data-dir"));
   CHECK_THROWS_WITH(ex::parse_fusion_init("p", "0.9;0.1"), Contains("--init must be"));

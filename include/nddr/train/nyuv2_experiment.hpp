@@ -78,6 +78,9 @@ struct CommonConfig {
   std::int64_t checkpoint_every = 5000;
   bool progress = true;
   bool cuda_graph = false;  ///< --cuda-graph: capture the GPU training step as a CUDA Graph
+  bool tf32 = false;             ///< --tf32: TF32 tensor cores in the GPU convolutions
+  bool cudnn_benchmark = false;  ///< --cudnn-benchmark: time cuDNN's algorithms per shape
+  bool deterministic = false;    ///< --deterministic: deterministic cuDNN algorithms only
 };
 
 /// Flags of `nddr_nyuv2`.
@@ -263,6 +266,10 @@ inline void add_common_flags(cli::ArgParser& p, const CommonConfig& d, const std
       .option("seed", std::to_string(d.seed), "seed of initialisation, data order and augmentation")
       .option("device", d.device, "cpu | cuda | cuda:N")
       .flag("cuda-graph", "on a GPU, capture the training step as a CUDA Graph and replay it")
+      .flag("tf32", "on a GPU, let the convolutions use TF32 tensor cores (PyTorch's default)")
+      .flag("cudnn-benchmark",
+            "on a GPU, time cuDNN's convolution algorithms per shape and take the fastest")
+      .flag("deterministic", "on a GPU, deterministic convolution algorithms only (same bits)")
       .option("eval-limit", "0", "evaluate on the first N test samples only (0 = all)")
       .option("log-every", std::to_string(d.log_every), "log interval in steps")
       .option("checkpoint-every", std::to_string(d.checkpoint_every), "checkpoint interval in steps")
@@ -292,6 +299,9 @@ inline void read_common_flags(const cli::ArgParser& p, CommonConfig& c) {
   c.seed = static_cast<std::uint64_t>(p.get_int("seed"));
   c.device = p.get_string("device");
   c.cuda_graph = p.get_bool("cuda-graph");
+  c.tf32 = p.get_bool("tf32");
+  c.cudnn_benchmark = p.get_bool("cudnn-benchmark");
+  c.deterministic = p.get_bool("deterministic");
   c.eval_limit = p.get_int("eval-limit");
   c.log_every = p.get_int("log-every");
   c.checkpoint_every = p.get_int("checkpoint-every");
@@ -301,7 +311,15 @@ inline void read_common_flags(const cli::ArgParser& p, CommonConfig& c) {
 /// Checks the values every experiment needs (device, counts, formats); OptionError/DeviceError.
 inline void validate_common(const CommonConfig& c) {
   const std::string& p = c.program;
-  if (cli::parse_device(p, c.device).cuda) cli::require_cuda_backend(p, c.device);
+  if (cli::parse_device(p, c.device).cuda) {
+    cli::require_cuda_backend(p, c.device);
+  } else {
+    for (const auto& [on, flag] : {std::pair{c.tf32, "--tf32"},
+                                   std::pair{c.cudnn_benchmark, "--cudnn-benchmark"},
+                                   std::pair{c.deterministic, "--deterministic"}})
+      check<OptionError>(!on, p, ": ", flag, " sets how GPU convolutions run; it needs --device cuda[:N], got --device ",
+                         c.device);
+  }
   check<OptionError>(c.steps >= 0, p, ": --steps must be >= 0, got ", c.steps);
   check<OptionError>(c.batch >= 1, p, ": --batch must be >= 1, got ", c.batch);
   check<OptionError>(c.lr >= 0.0 && std::isfinite(c.lr), p, ": --lr must be >= 0, got ", c.lr);
@@ -497,7 +515,12 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
 #if defined(NDDR_WITH_CUDA)
   // Under mpirun, the ranks of a node take consecutive devices from the requested one.
   Context<Cuda> ctx(device.index + distributed::launcher_local_rank());
-  out << c.program << ": training on CUDA device " << ctx.device() << "\n";
+  cuda::set_conv_tf32(c.tf32);
+  cuda::set_conv_benchmark(c.cudnn_benchmark);
+  cuda::set_conv_deterministic(c.deterministic);
+  out << c.program << ": training on CUDA device " << ctx.device() << " (convolutions "
+      << (c.tf32 ? "TF32" : "FP32") << ", algorithms " << (c.cudnn_benchmark ? "timed" : "heuristic")
+      << (c.deterministic ? ", deterministic" : "") << ")\n";
   return run_spec_on<Spec, TaskList>(c, ctx, data, experiment, label, std::move(loss_weights),
                                      columns, column_metrics, out);
 #else
