@@ -4,6 +4,16 @@
 #    the cuda_std_20 compile feature;
 #  - one shared CUDA runtime (CMAKE_CUDA_RUNTIME_LIBRARY Shared);
 #  - cuDNN has no CMake target in the toolkit: CUDNN::cudnn is made here.
+# An imported target for a library that ships no CMake package (cuDNN, NCCL), once.
+function(nddr_import_library target library include_dir)
+  if(NOT TARGET ${target})
+    add_library(${target} UNKNOWN IMPORTED)
+    set_target_properties(${target} PROPERTIES
+      IMPORTED_LOCATION "${library}"
+      INTERFACE_INCLUDE_DIRECTORIES "${include_dir}")
+  endif()
+endfunction()
+
 include(CheckLanguage)
 check_language(CUDA)
 set(_nddr_cuda_default OFF)
@@ -34,12 +44,7 @@ if(NDDR_ENABLE_CUDA)
                         "(cudnn.h / libcudnn near ${CUDAToolkit_LIBRARY_DIR}); "
                         "set CUDNN_ROOT or configure with -DNDDR_ENABLE_CUDA=OFF")
   endif()
-  if(NOT TARGET CUDNN::cudnn)
-    add_library(CUDNN::cudnn UNKNOWN IMPORTED)
-    set_target_properties(CUDNN::cudnn PROPERTIES
-      IMPORTED_LOCATION "${CUDNN_LIBRARY}"
-      INTERFACE_INCLUDE_DIRECTORIES "${CUDNN_INCLUDE_DIR}")
-  endif()
+  nddr_import_library(CUDNN::cudnn "${CUDNN_LIBRARY}" "${CUDNN_INCLUDE_DIR}")
   message(STATUS "nddr: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, "
                  "arch ${CMAKE_CUDA_ARCHITECTURES}, cuDNN ${CUDNN_LIBRARY})")
 else()

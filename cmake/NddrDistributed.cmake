@@ -24,12 +24,7 @@ if(MPI_CXX_FOUND)
     find_library(NDDR_NCCL_LIBRARY nccl
       HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_ROOT}/lib64 /usr/local/cuda/lib64)
     if(NDDR_NCCL_INCLUDE_DIR AND NDDR_NCCL_LIBRARY)
-      if(NOT TARGET NCCL::nccl)
-        add_library(NCCL::nccl UNKNOWN IMPORTED)
-        set_target_properties(NCCL::nccl PROPERTIES
-          IMPORTED_LOCATION "${NDDR_NCCL_LIBRARY}"
-          INTERFACE_INCLUDE_DIRECTORIES "${NDDR_NCCL_INCLUDE_DIR}")
-      endif()
+      nddr_import_library(NCCL::nccl "${NDDR_NCCL_LIBRARY}" "${NDDR_NCCL_INCLUDE_DIR}")
       add_library(nddr_nccl INTERFACE)
       add_library(nddr::nccl ALIAS nddr_nccl)
       set_target_properties(nddr_nccl PROPERTIES EXPORT_NAME nccl)

@@ -133,22 +133,21 @@ class BatchNorm2d {
     }
   }
 
-  /// `y` is forward's output; only the fused ReLU reads it.
+  /// `y` is forward's output; the ops read it only for the fused ReLU.
   void backward(Context<D>& ctx, TensorView<const T, D> x, TensorView<const T, D> y,
                 TensorView<const T, D> dy, TensorView<T, D> dx) {
     output_shape(x.shape());
-    const TensorView<const T, D> mask = opt_.relu() ? y : TensorView<const T, D>{};
     if (training_ && synced_ != nullptr) {
       if constexpr (std::is_same_v<D, Cpu>)
         ops::batch_norm_backward_training_sync(ctx, x, dy, gamma(), save_mean_.cview(),
                                                save_inv_std_.cview(), dx, dgamma(), dbeta(), opt_,
-                                               *synced_, mask);
+                                               *synced_, y);
     } else if (training_) {
       ops::batch_norm_backward_training(ctx, x, dy, gamma(), save_mean_.cview(),
-                                        save_inv_std_.cview(), dx, dgamma(), dbeta(), opt_, mask);
+                                        save_inv_std_.cview(), dx, dgamma(), dbeta(), opt_, y);
     } else {
       ops::batch_norm_backward_inference(ctx, x, dy, gamma(), running_mean(), running_var(), dx,
-                                         dgamma(), dbeta(), opt_, mask);
+                                         dgamma(), dbeta(), opt_, y);
     }
   }
 

@@ -128,9 +128,9 @@ void batch_norm_normalize_channel(const BatchNormLayout& L, std::int64_t c, cons
 /// is null): the element loop shared by every backward pass. With `Relu`, yp (forward's
 /// output, fused ReLU) masks dy.
 template <bool Relu, class T>
-void batch_norm_backward_channel(const BatchNormLayout& L, std::int64_t c, const T* xp,
-                                 const T* dyp, const T* gp, double mean, double inv_std, double a,
-                                 double b, T* dxp, const T* yp) {
+void batch_norm_backward_channel_as(const BatchNormLayout& L, std::int64_t c, const T* xp,
+                                    const T* dyp, const T* gp, double mean, double inv_std,
+                                    double a, double b, T* dxp, const T* yp) {
   const std::int64_t off = c * L.plane;
   const double g = gp ? static_cast<double>(gp[c]) : 1.0;
   const T k = static_cast<T>(g * inv_std), m = static_cast<T>(mean);
@@ -142,6 +142,30 @@ void batch_norm_backward_channel(const BatchNormLayout& L, std::int64_t c, const
                                        ops::batch_norm_grad_in_static<Relu>(yp, dyp, base + i), m,
                                        k, ta, tb, dxp[base + i]);
   }
+}
+
+/// batch_norm_backward_channel_as with the fused ReLU's mask when yp (forward's output) is not
+/// null: the loop is compiled for each case, so neither tests yp per element.
+template <class T>
+void batch_norm_backward_channel(const BatchNormLayout& L, std::int64_t c, const T* xp,
+                                 const T* dyp, const T* gp, double mean, double inv_std, double a,
+                                 double b, T* dxp, const T* yp) {
+  if (yp)
+    batch_norm_backward_channel_as<true>(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
+  else
+    batch_norm_backward_channel_as<false>(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
+}
+
+/// sum(dy) and sum(dy * (x - mean)) of channel c, dy masked by a non-null yp (the fused ReLU).
+template <class T>
+ops::BatchNormGradSums batch_norm_channel_grad_sums(const BatchNormLayout& L, std::int64_t c,
+                                                   const T* xp, const T* dyp, const T* yp,
+                                                   double mean) {
+  const std::int64_t off = c * L.plane;
+  return yp ? ops::batch_norm_channel_grad_sums<true>(xp + off, dyp + off, L.items, L.plane,
+                                                      L.stride(), mean, yp + off)
+            : ops::batch_norm_channel_grad_sums<false>(xp + off, dyp + off, L.items, L.plane,
+                                                       L.stride(), mean);
 }
 
 /// The loops shared by both backward passes. `stats(c)` gives channel c's (mean, inv_std);
@@ -162,21 +186,13 @@ void batch_norm_backward_loop(Context<Cpu>& ctx, const BatchNormLayout& L, bool 
   T* dgp = affine ? dgamma.data() : nullptr;
   T* dbp = affine ? dbeta.data() : nullptr;
   parallel_for(ctx, L.channels, [=](std::int64_t c) {
-    const std::int64_t off = c * L.plane;
     const auto [mean, inv_std] = stats(c);
-    const ops::BatchNormGradSums s =
-        yp ? ops::batch_norm_channel_grad_sums<true>(xp + off, dyp + off, L.items, L.plane,
-                                                     L.stride(), mean, yp + off)
-           : ops::batch_norm_channel_grad_sums<false>(xp + off, dyp + off, L.items, L.plane,
-                                                      L.stride(), mean);
+    const ops::BatchNormGradSums s = batch_norm_channel_grad_sums(L, c, xp, dyp, yp, mean);
     if (dgp) dgp[c] = static_cast<T>(s.sum_dy_xmu * inv_std);
     if (dbp) dbp[c] = static_cast<T>(s.sum_dy);
     if (!dxp) return;
     const auto [a, b] = consts(s, inv_std);
-    if (yp)
-      batch_norm_backward_channel<true>(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
-    else
-      batch_norm_backward_channel<false>(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
+    batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
   });
 }
 
@@ -437,13 +453,9 @@ void batch_norm_backward_training_sync(Context<Cpu>& ctx,
   std::vector<double> sums(2 * C + 1);
   double* sp = sums.data();
   nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
-    const std::int64_t off = c * L.plane;
     const double mean = static_cast<double>(sm[c]);
     const BatchNormGradSums s =
-        yp ? batch_norm_channel_grad_sums<true>(xp + off, dyp + off, L.items, L.plane, L.stride(),
-                                                mean, yp + off)
-           : batch_norm_channel_grad_sums<false>(xp + off, dyp + off, L.items, L.plane,
-                                                 L.stride(), mean);
+        nddr::detail::batch_norm_channel_grad_sums(L, c, xp, dyp, yp, mean);
     if (dgp) dgp[c] = static_cast<T>(s.sum_dy_xmu * static_cast<double>(si[c]));
     if (dbp) dbp[c] = static_cast<T>(s.sum_dy);
     sp[2 * c] = s.sum_dy;
@@ -461,10 +473,7 @@ void batch_norm_backward_training_sync(Context<Cpu>& ctx,
     const double inv_std = static_cast<double>(si[c]);
     const double a = sp[2 * c] / count;
     const double b = inv_std * inv_std * sp[2 * c + 1] / count;
-    if (yp)
-      nddr::detail::batch_norm_backward_channel<true>(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
-    else
-      nddr::detail::batch_norm_backward_channel<false>(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
+    nddr::detail::batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
   });
 }
 

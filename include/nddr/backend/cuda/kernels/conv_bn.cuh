@@ -16,32 +16,67 @@
 
 namespace nddr::cuda::kernels {
 
-/// Threads per block of the per-channel reductions (one block per channel).
+/// Threads per block of the per-channel reductions.
 inline constexpr int kReduceBlock = 256;
 
-/// Sum of `v` over the block, in double; the result is valid in every thread.
-__device__ inline double block_sum(double v, double* shared) {
-  shared[threadIdx.x] = v;
-  __syncthreads();
-  for (int s = kReduceBlock / 2; s > 0; s /= 2) {
-    if (static_cast<int>(threadIdx.x) < s) shared[threadIdx.x] += shared[threadIdx.x + s];
-    __syncthreads();
+/// Sums of a and b over the block (warp shuffles, then one warp over the warp sums): the
+/// results are valid in thread 0. The order is fixed by the block size, so sums repeat
+/// bit for bit. `shared` holds 64 doubles; the block ends synchronised.
+__device__ inline void block_sum2(double& a, double& b, double* shared) {
+  for (int o = 16; o > 0; o >>= 1) {
+    a += __shfl_down_sync(0xffffffffu, a, o);
+    b += __shfl_down_sync(0xffffffffu, b, o);
   }
-  const double total = shared[0];
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  if (lane == 0) {
+    shared[warp] = a;
+    shared[32 + warp] = b;
+  }
   __syncthreads();
-  return total;
+  if (warp == 0) {
+    const int warps = static_cast<int>((blockDim.x + 31) / 32);
+    a = lane < warps ? shared[lane] : 0.0;
+    b = lane < warps ? shared[32 + lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) {
+      a += __shfl_down_sync(0xffffffffu, a, o);
+      b += __shfl_down_sync(0xffffffffu, b, o);
+    }
+  }
+  __syncthreads();
 }
 
-/// Sum of f(i) over one channel's elements (items planes of `plane`, `stride` apart), this
-/// thread's share; combine with block_sum.
-template <class F>
-__device__ inline double thread_channel_sum(std::int64_t items, std::int64_t plane,
-                                            std::int64_t stride, F f) {
-  double s = 0.0;
-  const std::int64_t count = items * plane;
-  for (std::int64_t j = threadIdx.x; j < count; j += kReduceBlock)
-    s += f(j / plane * stride + j % plane);
-  return s;
+/// The split per-channel reductions' first pass: for each channel c of this block's y range,
+/// this block's share (block gridDim.x of `splits`, offsets from ops::batch_norm_strided_visit)
+/// of the two sums that add(c, offset, s1, s2) accumulates, written in double to
+/// partial[2 (c splits + block)] and partial[... + 1].
+template <class Add>
+__device__ inline void channel_partial_sums(double* __restrict__ partial, std::int64_t items,
+                                            std::int64_t channels, std::int64_t plane, Add add) {
+  __shared__ double shared[64];
+  const std::int64_t splits = gridDim.x;
+  for (std::int64_t c = blockIdx.y; c < channels; c += gridDim.y) {
+    double s1 = 0.0, s2 = 0.0;
+    ops::batch_norm_strided_visit(items, plane, channels * plane,
+                                  static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                                  splits * blockDim.x,
+                                  [&](std::int64_t i) { add(c, c * plane + i, s1, s2); });
+    block_sum2(s1, s2, shared);
+    if (threadIdx.x == 0) {
+      partial[2 * (c * splits + blockIdx.x)] = s1;
+      partial[2 * (c * splits + blockIdx.x) + 1] = s2;
+    }
+  }
+}
+
+/// The second pass: channel c's two sums, its blocks' partial sums added in block order.
+__device__ inline void channel_total_sums(const double* __restrict__ partial, std::int64_t c,
+                                          std::int64_t splits, double& s1, double& s2) {
+  s1 = 0.0;
+  s2 = 0.0;
+  for (std::int64_t b = 0; b < splits; ++b) {
+    s1 += partial[2 * (c * splits + b)];
+    s2 += partial[2 * (c * splits + b) + 1];
+  }
 }
 
 /// dst (N, C, H + pt + pb, W + pl + pr) = src (N, C, H, W) surrounded by zeros.
@@ -83,40 +118,14 @@ __global__ void bias_add(const T* __restrict__ b, T* __restrict__ y, std::int64_
 template <class T>
 __global__ void channel_sum(const T* __restrict__ x, T* __restrict__ out, std::int64_t items,
                             std::int64_t channels, std::int64_t plane) {
-  __shared__ double shared[kReduceBlock];
+  __shared__ double shared[64];
   const std::int64_t c = blockIdx.x;
   const T* xc = x + c * plane;
-  const double s = block_sum(
-      thread_channel_sum(items, plane, channels * plane,
-                         [xc](std::int64_t i) { return static_cast<double>(xc[i]); }),
-      shared);
-  if (threadIdx.x == 0) out[c] = static_cast<T>(s);
-}
-
-/// Sums of a and b over the block (warp shuffles, then one warp over the warp sums): the
-/// results are valid in thread 0. The order is fixed by the block size, so sums repeat
-/// bit for bit. `shared` holds 64 doubles; the block ends synchronised.
-__device__ inline void block_sum2(double& a, double& b, double* shared) {
-  for (int o = 16; o > 0; o >>= 1) {
-    a += __shfl_down_sync(0xffffffffu, a, o);
-    b += __shfl_down_sync(0xffffffffu, b, o);
-  }
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  if (lane == 0) {
-    shared[warp] = a;
-    shared[32 + warp] = b;
-  }
-  __syncthreads();
-  if (warp == 0) {
-    const int warps = static_cast<int>((blockDim.x + 31) / 32);
-    a = lane < warps ? shared[lane] : 0.0;
-    b = lane < warps ? shared[32 + lane] : 0.0;
-    for (int o = 16; o > 0; o >>= 1) {
-      a += __shfl_down_sync(0xffffffffu, a, o);
-      b += __shfl_down_sync(0xffffffffu, b, o);
-    }
-  }
-  __syncthreads();
+  double sum = 0.0, unused = 0.0;
+  ops::batch_norm_strided_visit(items, plane, channels * plane, threadIdx.x, blockDim.x,
+                                [&](std::int64_t i) { sum += static_cast<double>(xc[i]); });
+  block_sum2(sum, unused, shared);
+  if (threadIdx.x == 0) out[c] = static_cast<T>(sum);
 }
 
 /// First pass of the training statistics, split over gridDim.x blocks per channel
@@ -127,25 +136,12 @@ template <class T>
 __global__ void batch_norm_partial_moments(const T* __restrict__ x, double* __restrict__ partial,
                                            std::int64_t items, std::int64_t channels,
                                            std::int64_t plane) {
-  __shared__ double shared[64];
-  const std::int64_t splits = gridDim.x;
-  for (std::int64_t c = blockIdx.y; c < channels; c += gridDim.y) {
-    const T* xc = x + c * plane;
-    const double shift = static_cast<double>(xc[0]);
-    double s1 = 0.0, s2 = 0.0;
-    ops::batch_norm_strided_visit(items, plane, channels * plane,
-                                  static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
-                                  splits * blockDim.x, [&](std::int64_t i) {
-                                    const double d = static_cast<double>(xc[i]) - shift;
-                                    s1 += d;
-                                    s2 += d * d;
-                                  });
-    block_sum2(s1, s2, shared);
-    if (threadIdx.x == 0) {
-      partial[2 * (c * splits + blockIdx.x)] = s1;
-      partial[2 * (c * splits + blockIdx.x) + 1] = s2;
-    }
-  }
+  channel_partial_sums(partial, items, channels, plane,
+                       [x, plane](std::int64_t c, std::int64_t i, double& s1, double& s2) {
+                         const double d = static_cast<double>(x[i]) - static_cast<double>(x[c * plane]);
+                         s1 += d;
+                         s2 += d * d;
+                       });
 }
 
 /// Second pass, one thread per channel: adds the channel's partial sums in block order, then
@@ -160,11 +156,8 @@ __global__ void batch_norm_finish_moments(const T* __restrict__ x,
                                           std::int64_t plane, double eps, double momentum,
                                           bool unbiased) {
   for (std::int64_t c = first_index(); c < channels; c += grid_stride()) {
-    double s1 = 0.0, s2 = 0.0;
-    for (std::int64_t b = 0; b < splits; ++b) {
-      s1 += partial[2 * (c * splits + b)];
-      s2 += partial[2 * (c * splits + b) + 1];
-    }
+    double s1, s2;
+    channel_total_sums(partial, c, splits, s1, s2);
     const ops::BatchNormMoments m = ops::batch_norm_moments_from_shifted_sums(
         static_cast<double>(items * plane), static_cast<double>(x[c * plane]), s1, s2);
     const double inv_std = ops::batch_norm_inv_std(m.var, eps);
@@ -233,28 +226,12 @@ __global__ void batch_norm_partial_grad(const T* __restrict__ x, const T* __rest
                                         const T* __restrict__ dy, const T* __restrict__ stat0,
                                         double* __restrict__ partial, std::int64_t items,
                                         std::int64_t channels, std::int64_t plane) {
-  __shared__ double shared[64];
-  const std::int64_t splits = gridDim.x;
-  for (std::int64_t c = blockIdx.y; c < channels; c += gridDim.y) {
-    const T* xc = x + c * plane;
-    const T* yc = y ? y + c * plane : nullptr;
-    const T* dyc = dy + c * plane;
-    const double mean = static_cast<double>(stat0[c]);
-    double s1 = 0.0, s2 = 0.0;
-    ops::batch_norm_strided_visit(items, plane, channels * plane,
-                                  static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
-                                  splits * blockDim.x, [&](std::int64_t i) {
-                                    const double g =
-                                        static_cast<double>(ops::batch_norm_grad_in(yc, dyc, i));
-                                    s1 += g;
-                                    s2 += g * (static_cast<double>(xc[i]) - mean);
-                                  });
-    block_sum2(s1, s2, shared);
-    if (threadIdx.x == 0) {
-      partial[2 * (c * splits + blockIdx.x)] = s1;
-      partial[2 * (c * splits + blockIdx.x) + 1] = s2;
-    }
-  }
+  channel_partial_sums(partial, items, channels, plane,
+                       [x, y, dy, stat0](std::int64_t c, std::int64_t i, double& s1, double& s2) {
+                         const double g = static_cast<double>(ops::batch_norm_grad_in(y, dy, i));
+                         s1 += g;
+                         s2 += g * (static_cast<double>(x[i]) - static_cast<double>(stat0[c]));
+                       });
 }
 
 /// Second pass of the backward reductions, one thread per channel. Writes dgamma / dbeta
@@ -269,10 +246,7 @@ __global__ void batch_norm_finish_grad(const double* __restrict__ partial, std::
                                        std::int64_t plane, double eps, bool training) {
   for (std::int64_t c = first_index(); c < channels; c += grid_stride()) {
     ops::BatchNormGradSums s;
-    for (std::int64_t b = 0; b < splits; ++b) {
-      s.sum_dy += partial[2 * (c * splits + b)];
-      s.sum_dy_xmu += partial[2 * (c * splits + b) + 1];
-    }
+    channel_total_sums(partial, c, splits, s.sum_dy, s.sum_dy_xmu);
     const double mean = static_cast<double>(stat0[c]);
     const double inv_std = training ? static_cast<double>(stat1[c])
                                     : ops::batch_norm_inv_std(static_cast<double>(stat1[c]), eps);
