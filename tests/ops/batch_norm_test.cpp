@@ -348,6 +348,35 @@ TEST_CASE("batch_norm ops: PyTorch reference values", "[ops][batch_norm]") {
     check_close(q + "dx", dx.data(), f.values<double>(q + "dx"));
     check_close(q + "dgamma", dgamma.data(), f.values<double>(q + "dgamma"));
     check_close(q + "dbeta", dbeta.data(), f.values<double>(q + "dbeta"));
+
+    // The fused ReLU against PyTorch's F.relu(F.batch_norm(...)), training and inference.
+    const auto fused = BatchNormOptions::tf_slim().relu(true);
+    {
+      const std::string r = p + "relu.";
+      TensorD rm = rm0, rv = rv0, yr(x.shape()), mean(cs), inv_std(cs);
+      TensorD dxr(x.shape()), dgr(cs), dbr(cs);
+      nddr::ops::batch_norm_forward_training(ctx, x, gamma, beta, rm.view(), rv.view(),
+                                             yr.view(), mean.view(), inv_std.view(), fused);
+      nddr::ops::batch_norm_backward_training(ctx, x, dy, gamma, mean, inv_std, dxr.view(),
+                                              dgr.view(), dbr.view(), fused, yr);
+      check_close(r + "y", yr.data(), f.values<double>(r + "y"));
+      check_close(r + "dx", dxr.data(), f.values<double>(r + "dx"));
+      check_close(r + "dgamma", dgr.data(), f.values<double>(r + "dgamma"));
+      check_close(r + "dbeta", dbr.data(), f.values<double>(r + "dbeta"));
+      check_close(r + "running_mean", rm.data(), f.values<double>(r + "running_mean"));
+      check_close(r + "running_var", rv.data(), f.values<double>(r + "running_var"));
+    }
+    {
+      const std::string r = p + "relu_eval.";
+      TensorD yr(x.shape()), dxr(x.shape()), dgr(cs), dbr(cs);
+      nddr::ops::batch_norm_forward_inference(ctx, x, gamma, beta, rm0, rv0, yr.view(), fused);
+      nddr::ops::batch_norm_backward_inference(ctx, x, dy, gamma, rm0, rv0, dxr.view(), dgr.view(),
+                                               dbr.view(), fused, yr);
+      check_close(r + "y", yr.data(), f.values<double>(r + "y"));
+      check_close(r + "dx", dxr.data(), f.values<double>(r + "dx"));
+      check_close(r + "dgamma", dgr.data(), f.values<double>(r + "dgamma"));
+      check_close(r + "dbeta", dbr.data(), f.values<double>(r + "dbeta"));
+    }
   }
 }
 
