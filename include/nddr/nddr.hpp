@@ -10,6 +10,7 @@
 #endif
 
 // Core
+#include "nddr/core/bfloat16.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/device.hpp"
 #include "nddr/core/error.hpp"

@@ -129,6 +129,97 @@ void conv_suite() {
   }
 }
 
+/// `t` with every element rounded to bfloat16 (what the BF16 convolutions feed cuDNN).
+Tensor<float> rounded_bf16(const Tensor<float>& t) {
+  Tensor<float> r(t.shape());
+  for (std::int64_t i = 0; i < t.numel(); ++i) r[i] = nddr::round_to_bfloat16(t[i]);
+  return r;
+}
+
+/// Element-wise check of a BF16 convolution result against the CPU op run on the rounded
+/// operands (`exact`, FP32 accumulation) plus `base`: got - base is `exact` rounded to bfloat16
+/// after an accumulation in another order, so it may sit one bfloat16 ulp (2^-7 relative) away,
+/// plus FP32 summation noise relative to the largest magnitude.
+void check_bf16(const Tensor<float>& got, const Tensor<float>& exact, const Tensor<float>* base,
+                const std::string& what) {
+  INFO(what << " " << exact.shape().str());
+  REQUIRE(got.shape() == exact.shape());
+  double scale = 1e-30;
+  for (std::int64_t i = 0; i < exact.numel(); ++i)
+    scale = std::max(scale, std::abs(static_cast<double>(exact[i])));
+  std::int64_t bad = 0, first_bad = -1;
+  for (std::int64_t i = 0; i < exact.numel(); ++i) {
+    const double b = base ? static_cast<double>((*base)[i]) : 0.0;
+    const double e = static_cast<double>(exact[i]);
+    const double d = std::abs(static_cast<double>(got[i]) - b - e);
+    if (d > std::ldexp(std::abs(e), -7) + 5e-5 * scale) {
+      if (first_bad < 0) first_bad = i;
+      ++bad;
+    }
+  }
+  INFO(bad << " elements off; first at " << first_bad << ": got "
+            << (first_bad >= 0 ? got[first_bad] : 0.0f) << ", want "
+            << (first_bad >= 0 ? exact[first_bad] + (base ? (*base)[first_bad] : 0.0f) : 0.0f));
+  CHECK(bad == 0);
+}
+
+/// The BF16 convolution (`set_conv_bf16`) against the CPU op on bfloat16-rounded operands:
+/// y, dx accumulated onto garbage, dw assigned over garbage, db from the unrounded dy. Also
+/// checks that the rounding happened (the FP32 result differs).
+void conv_parity_bf16(Shape xs, Shape ws, const nddr::Conv2dOptions& opt, std::uint32_t seed) {
+  nddr::Context<Cpu> cpu(2);
+  nddr::Context<Cuda> gpu;
+  const nddr_test::ConvBf16Setting bf16(true);
+  const Tensor<float> x = random_tensor<float>(xs, seed), w = random_tensor<float>(ws, seed + 1);
+  const Tensor<float> b =
+      opt.use_bias ? random_tensor<float>(Shape{ws.n()}, seed + 2) : Tensor<float>();
+  const Tensor<float> xr = rounded_bf16(x), wr = rounded_bf16(w);
+  const Shape ys = nddr::conv2d_output_shape(xs, ws, opt);
+  const auto nobias = nddr::Conv2dOptions(opt).bias(false);
+
+  // y: the rounded operands' product, rounded, plus the float bias.
+  Tensor<float> y_exact(ys), y_fp32(ys);
+  nddr::ops::conv2d_forward<float>(cpu, xr.cview(), wr.cview(), {}, y_exact.view(), nobias);
+  nddr::ops::conv2d_forward<float>(cpu, x.cview(), w.cview(), b.cview(), y_fp32.view(), opt);
+  Tensor<float> bias_plane(ys);
+  if (opt.use_bias)
+    for (std::int64_t i = 0; i < bias_plane.numel(); ++i)
+      bias_plane[i] = b[(i / (ys.h() * ys.w())) % ys.c()];
+  const auto xd = dev(gpu, x), wd = dev(gpu, w);
+  const auto bd = opt.use_bias ? dev(gpu, b) : Tensor<float, Cuda>();
+  Tensor<float, Cuda> yd(ys);
+  nddr::ops::conv2d_forward<float>(gpu, xd.cview(), wd.cview(), bd.cview(), yd.view(), opt);
+  const Tensor<float> y = host(gpu, yd);
+  check_bf16(y, y_exact, &bias_plane, "bf16 conv2d y");
+  double fp32_diff = 0.0;
+  for (std::int64_t i = 0; i < y.numel(); ++i)
+    fp32_diff = std::max(fp32_diff, static_cast<double>(std::abs(y[i] - y_fp32[i])));
+  CHECK(fp32_diff > 0.0);
+
+  // dx += the product of rounded dy and w, rounded.
+  const Tensor<float> dy = random_tensor<float>(ys, seed + 3), dyr = rounded_bf16(dy);
+  const Tensor<float> dx0 = random_tensor<float>(xs, seed + 4);
+  Tensor<float> dx_exact(xs);
+  nddr::ops::conv2d_backward_data<float>(cpu, wr.cview(), dyr.cview(), dx_exact.view(), opt);
+  // dw = the product of rounded x and dy, rounded; db sums the unrounded dy in float.
+  Tensor<float> dw_exact(ws), db(opt.use_bias ? Shape{ws.n()} : Shape{0});
+  nddr::ops::conv2d_backward_weights<float>(cpu, xr.cview(), dyr.cview(), dw_exact.view(), {},
+                                            nobias);
+  if (opt.use_bias)
+    nddr::ops::conv2d_backward_weights<float>(cpu, x.cview(), dy.cview(), {}, db.view(), opt);
+
+  auto dxd = dev(gpu, dx0);
+  auto dwd = dev(gpu, random_tensor<float>(ws, seed + 5, 100.0f, 200.0f));
+  auto dbd = opt.use_bias ? dev(gpu, random_tensor<float>(Shape{ws.n()}, seed + 6, 100.0f, 200.0f))
+                          : Tensor<float, Cuda>();
+  const auto dyd = dev(gpu, dy);
+  nddr::ops::conv2d_backward<float>(gpu, xd.cview(), wd.cview(), dyd.cview(), dxd.view(),
+                                    dwd.view(), dbd.view(), opt);
+  check_bf16(host(gpu, dxd), dx_exact, &dx0, "bf16 conv2d dx (accumulated)");
+  check_bf16(host(gpu, dwd), dw_exact, nullptr, "bf16 conv2d dw");
+  if (opt.use_bias) check_close(host(gpu, dbd), db, "bf16 conv2d db (float)");
+}
+
 template <class T>
 struct BnState {
   Tensor<T> gamma, beta, rm, rv;
@@ -345,6 +436,89 @@ TEST_CASE("CUDA conv2d caches its algorithms and repeats its results", "[cuda][c
       for (std::int64_t i = 0; i < dw2.numel(); ++i) CHECK(dw2[i] == first_dw[i]);
     }
   }
+}
+
+TEST_CASE("CUDA conv2d in BF16 (set_conv_bf16) matches the CPU op on rounded operands",
+          "[cuda][conv2d][bf16]") {
+  if (no_device()) return;
+  using O = nddr::Conv2dOptions;
+  const auto run_all = [] {
+    conv_parity_bf16(Shape::nchw(2, 3, 9, 11), Shape::nchw(5, 3, 3, 3), O{}.padding(1), 41);
+    conv_parity_bf16(Shape::nchw(2, 16, 13, 12), Shape::nchw(8, 16, 3, 3),
+                     O{}.padding(2).dilation(2).bias(false), 42);
+    conv_parity_bf16(Shape::nchw(2, 3, 10, 12), Shape::nchw(5, 3, 3, 3), O{}.stride(2).same(), 43);
+    conv_parity_bf16(Shape::nchw(2, 2, 7, 6), Shape::nchw(3, 2, 2, 2), O{}.same(), 44);
+    conv_parity_bf16(Shape::nchw(2, 32, 5, 7), Shape::nchw(16, 32, 1, 1), O{}, 45);
+    // Large enough for tensor-core tiles and a long FP32 accumulation (K = 64 * 9).
+    conv_parity_bf16(Shape::nchw(2, 64, 33, 33), Shape::nchw(64, 64, 3, 3),
+                     O{}.padding(1).bias(false), 46);
+  };
+  SECTION("heuristic algorithms") { run_all(); }
+  SECTION("timed algorithms") {
+    const nddr_test::ConvAlgoSettings settings(false, true);
+    run_all();
+  }
+  SECTION("deterministic algorithms") {
+    const nddr_test::ConvAlgoSettings settings(true, false);
+    run_all();
+  }
+}
+
+TEST_CASE("CUDA conv2d: BF16 and TF32 choices are cached apart from FP32 ones, double ignores "
+          "them", "[cuda][conv2d][bf16]") {
+  if (no_device()) return;
+  nddr::Context<Cuda> gpu;
+  const auto opt = nddr::Conv2dOptions{}.padding(1);
+  const Shape xs = Shape::nchw(2, 5, 9, 9), ws = Shape::nchw(6, 5, 3, 3);
+  const Shape ys = nddr::conv2d_output_shape(xs, ws, opt);
+  const auto run = [&](auto zero) {
+    using T = decltype(zero);
+    const auto x = dev(gpu, random_tensor<T>(xs, 51));
+    const auto w = dev(gpu, random_tensor<T>(ws, 52));
+    const auto b = dev(gpu, random_tensor<T>(Shape{6}, 53));
+    const auto dy = dev(gpu, random_tensor<T>(ys, 54));
+    Tensor<T, Cuda> y(ys), dx(xs), dw(ws), db(Shape{6});
+    nddr::ops::conv2d_forward<T>(gpu, x.cview(), w.cview(), b.cview(), y.view(), opt);
+    nddr::ops::conv2d_backward<T>(gpu, x.cview(), w.cview(), dy.cview(), dx.view(), dw.view(),
+                                  db.view(), opt);
+    return host(gpu, y);
+  };
+  // The largest difference relative to the largest magnitude of `want`.
+  const auto rel_diff = [](const Tensor<float>& got, const Tensor<float>& want) {
+    double scale = 1e-30, diff = 0.0;
+    for (std::int64_t i = 0; i < want.numel(); ++i) {
+      scale = std::max(scale, std::abs(static_cast<double>(want[i])));
+      diff = std::max(diff, std::abs(static_cast<double>(got[i]) - want[i]));
+    }
+    return diff / scale;
+  };
+  const Tensor<double> dbl = run(0.0);
+  const Tensor<float> fp32 = run(0.0f);
+  const std::size_t size = nddr::cuda::conv2d_algorithm_cache_size();
+  Tensor<float> bf16;
+  {
+    const nddr_test::ConvBf16Setting on(true);
+    CHECK(nddr::cuda::conv_bf16());
+    bf16 = run(0.0f);
+    CHECK(nddr::cuda::conv2d_algorithm_cache_size() == size + 3);
+    // Double ignores the setting: its full-precision choices are reused, bit for bit.
+    const Tensor<double> dbl2 = run(0.0);
+    CHECK(nddr::cuda::conv2d_algorithm_cache_size() == size + 3);
+    for (std::int64_t i = 0; i < dbl.numel(); ++i) REQUIRE(dbl2[i] == dbl[i]);
+  }
+  CHECK_FALSE(nddr::cuda::conv_bf16());
+  const std::size_t after_bf16 = nddr::cuda::conv2d_algorithm_cache_size();
+  {
+    const bool tf32_before = nddr::cuda::conv_tf32();
+    nddr::cuda::set_conv_tf32(true);
+    const Tensor<float> tf32 = run(0.0f);
+    nddr::cuda::set_conv_tf32(tf32_before);
+    CHECK(nddr::cuda::conv2d_algorithm_cache_size() == after_bf16 + 3);
+    // TF32 keeps 11 significant bits of each operand, BF16 8: both near FP32, BF16 less so.
+    CHECK(rel_diff(tf32, fp32) < 3e-3);
+  }
+  CHECK(rel_diff(bf16, fp32) < 3e-2);
+  CHECK(rel_diff(bf16, fp32) > 0.0);
 }
 
 TEST_CASE("CUDA conv2d rejects bad shapes like the CPU op", "[cuda][conv2d]") {

@@ -1,5 +1,5 @@
 #pragma once
-// The CUDA tests' skip check and convolution-setting guards, shared by every file in tests/cuda.
+// The CUDA tests' skip check and convolution-setting guards (algorithm choice, BF16), shared by every file in tests/cuda.
 #include <catch2/catch.hpp>
 
 #include <nddr/cuda.hpp>
@@ -29,6 +29,16 @@ struct ConvAlgoSettings {
   }
   ConvAlgoSettings(const ConvAlgoSettings&) = delete;
   ConvAlgoSettings& operator=(const ConvAlgoSettings&) = delete;
+};
+
+/// Turns the BF16 convolutions (`nddr::cuda::set_conv_bf16`) on or off while alive and restores
+/// the previous setting.
+struct ConvBf16Setting {
+  bool before = nddr::cuda::conv_bf16();
+  explicit ConvBf16Setting(bool on) { nddr::cuda::set_conv_bf16(on); }
+  ~ConvBf16Setting() { nddr::cuda::set_conv_bf16(before); }
+  ConvBf16Setting(const ConvBf16Setting&) = delete;
+  ConvBf16Setting& operator=(const ConvBf16Setting&) = delete;
 };
 
 }  // namespace nddr_test

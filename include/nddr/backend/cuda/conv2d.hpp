@@ -1,7 +1,9 @@
 #pragma once
 /// \file
 /// CUDA 2-D convolution through cuDNN's legacy convolution API, in full FP32/FP64 precision
-/// (`CUDNN_FMA_MATH`: no TF32 tensor cores, so results match the CPU op to rounding).
+/// by default (`CUDNN_FMA_MATH`: no TF32 tensor cores, so results match the CPU op to
+/// rounding); float convolutions may opt into TF32 tensor cores (`set_conv_tf32`) or BF16
+/// operands with FP32 accumulation (`set_conv_bf16`, below).
 ///
 /// Algorithms come from cuDNN's heuristics (`cudnnGet*Algorithm_v7`): the first full-precision
 /// one whose workspace fits `kConvWorkspaceLimit`, as PyTorch's default does (some of them add
@@ -37,6 +39,7 @@
 #include "nddr/backend/cuda/error.hpp"
 #include "nddr/backend/cuda/handles.hpp"
 #include "nddr/backend/cuda/launch.hpp"
+#include "nddr/core/bfloat16.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
@@ -44,16 +47,26 @@
 
 namespace nddr::cuda::launch {
 
-/// dst (planes, h + pt + pb, w + pl + pr) = src (planes, h, w) framed by zeros; the padded
-/// extents are (ph, pw). Defined in kernels/conv_bn.cuh.
-template <class T>
-void pad_copy(cudaStream_t stream, const T* src, T* dst, std::int64_t planes, std::int64_t h,
+/// dst (planes, h + pt + pb, w + pl + pr) = src (planes, h, w) framed by zeros, converted to D;
+/// the padded extents are (ph, pw). Defined in kernels/conv_bn.cuh for (S, D) = (float, float),
+/// (double, double) and (float, bfloat16).
+template <class S, class D = S>
+void pad_copy(cudaStream_t stream, const S* src, D* dst, std::int64_t planes, std::int64_t h,
               std::int64_t w, std::int64_t pt, std::int64_t pl, std::int64_t ph, std::int64_t pw);
 
-/// dst (planes, h, w) += the interior of src (planes, ph, pw) starting at row pt, column pl.
-template <class T>
-void crop_add(cudaStream_t stream, const T* src, T* dst, std::int64_t planes, std::int64_t h,
+/// dst (planes, h, w) += the interior of src (planes, ph, pw) starting at row pt, column pl,
+/// converted to D; (S, D) = (float, float), (double, double), (bfloat16, float).
+template <class S, class D = S>
+void crop_add(cudaStream_t stream, const S* src, D* dst, std::int64_t planes, std::int64_t h,
               std::int64_t w, std::int64_t pt, std::int64_t pl, std::int64_t ph, std::int64_t pw);
+
+/// dst[i] = D(src[i]) for i < n; (S, D) = (float, bfloat16), (bfloat16, float).
+template <class S, class D>
+void convert(cudaStream_t stream, const S* src, D* dst, std::int64_t n);
+
+/// dst[i] += D(src[i]) for i < n; (S, D) = (bfloat16, float).
+template <class S, class D>
+void convert_add(cudaStream_t stream, const S* src, D* dst, std::int64_t n);
 
 /// y (items, channels, plane) += b (channels), broadcast.
 template <class T>
@@ -74,7 +87,7 @@ inline constexpr std::size_t kConvWorkspaceLimit = std::size_t{1} << 30;
 
 namespace detail {
 /// The process-wide convolution settings below, all off at start.
-enum class ConvSetting { kTf32, kDeterministic, kBenchmark, kCount };
+enum class ConvSetting { kTf32, kBf16, kDeterministic, kBenchmark, kCount };
 inline std::atomic<bool>& conv_setting(ConvSetting which) {
   static std::atomic<bool> flags[static_cast<int>(ConvSetting::kCount)] = {};
   return flags[static_cast<int>(which)];
@@ -86,6 +99,20 @@ inline std::atomic<bool>& conv_setting(ConvSetting which) {
 /// FP32 (`CUDNN_FMA_MATH`) and matches the CPU op to rounding. Process-wide; double is unaffected.
 inline void set_conv_tf32(bool on) { detail::conv_setting(detail::ConvSetting::kTf32).store(on); }
 inline bool conv_tf32() { return detail::conv_setting(detail::ConvSetting::kTf32).load(); }
+
+/// Runs float convolutions in BF16 (mixed precision, like `torch.autocast(dtype=bfloat16)` does
+/// for convolutions): each convolution call rounds its inputs (x and the FP32 master weights
+/// for the forward pass, dy and w for the data gradient, x and dy for the weight gradient) to
+/// bfloat16 copies in the workspace, cuDNN multiplies them on tensor cores with FP32
+/// accumulation (`CUDNN_DATA_BFLOAT16` data, `CUDNN_DATA_FLOAT` compute) into a bfloat16
+/// result, and that result is widened back into the float output (added onto dx, assigned
+/// to y and dw; the bias is added and its gradient summed in float). Activations between
+/// layers, batch norm, the losses, the parameters and the SGD step stay in FP32, so a
+/// network's type and checkpoints are unchanged. Expect about 1e-2 relative differences from
+/// an FP32 run (8 significant bits per operand). Overrides `set_conv_tf32`; double is
+/// unaffected. Off by default. Process-wide.
+inline void set_conv_bf16(bool on) { detail::conv_setting(detail::ConvSetting::kBf16).store(on); }
+inline bool conv_bf16() { return detail::conv_setting(detail::ConvSetting::kBf16).load(); }
 
 /// Restricts convolutions to cuDNN's deterministic algorithms, so that two runs of the same
 /// step give the same bits (PyTorch's `torch.backends.cudnn.deterministic`); when a shape has
@@ -112,6 +139,21 @@ namespace detail {
 
 enum class ConvDirection { kForward, kBackwardData, kBackwardFilter };
 
+/// The arithmetic of a convolution call: full precision (FMA, no tensor cores), TF32 tensor
+/// cores on float data, or bfloat16 copies of the operands on tensor cores.
+enum class ConvMath { kFull, kTf32, kBf16 };
+
+/// The arithmetic convolutions of element type T use under the current settings.
+template <class T>
+ConvMath conv_math() {
+  if constexpr (!std::is_same_v<T, float>) {
+    return ConvMath::kFull;
+  } else {
+    if (conv_bf16()) return ConvMath::kBf16;
+    return conv_tf32() ? ConvMath::kTf32 : ConvMath::kFull;
+  }
+}
+
 /// What an algorithm choice depends on.
 struct ConvKey {
   int device;
@@ -119,12 +161,12 @@ struct ConvKey {
   ConvDirection direction;
   std::int64_t batch;
   Conv2dGeometry g;
-  bool tf32 = false;
+  ConvMath math = ConvMath::kFull;
   bool deterministic = false;
   bool benchmark = false;
 
   auto tie() const {
-    return std::tie(device, type, direction, tf32, deterministic, benchmark, batch, g.in_c, g.in_h, g.in_w, g.out_c, g.out_h,
+    return std::tie(device, type, direction, math, deterministic, benchmark, batch, g.in_c, g.in_h, g.in_w, g.out_c, g.out_h,
                     g.out_w, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.dilation_h,
                     g.dilation_w, g.pad_top, g.pad_bottom, g.pad_left, g.pad_right);
   }
@@ -177,12 +219,13 @@ class ConvAlgoCache {
 };
 
 /// Whether a candidate ran (or would run) in the requested precision within the workspace
-/// limit.
+/// limit: tensor-core math only with TF32 or BF16 (never `ALLOW_CONVERSION`, which would
+/// round float to half).
 template <class Perf>
-bool usable_algorithm(const Perf& p, bool tf32) {
+bool usable_algorithm(const Perf& p, ConvMath math) {
   return p.status == CUDNN_STATUS_SUCCESS && p.memory <= kConvWorkspaceLimit &&
          (p.mathType == CUDNN_DEFAULT_MATH || p.mathType == CUDNN_FMA_MATH ||
-          (tf32 && p.mathType == CUDNN_TENSOR_OP_MATH));
+          (math != ConvMath::kFull && p.mathType == CUDNN_TENSOR_OP_MATH));
 }
 
 /// From cuDNN's ranked candidates (heuristic order, or fastest first when timed), the first
@@ -192,12 +235,16 @@ template <class Perf>
 ConvAlgo pick_algorithm(const Perf* perf, int count, const ConvKey& key, const char* who) {
   if (key.deterministic)
     for (int i = 0; i < count; ++i)
-      if (usable_algorithm(perf[i], key.tf32) && perf[i].determinism == CUDNN_DETERMINISTIC)
+      if (usable_algorithm(perf[i], key.math) && perf[i].determinism == CUDNN_DETERMINISTIC)
         return {static_cast<int>(perf[i].algo), perf[i].memory};
   for (int i = 0; i < count; ++i)
-    if (usable_algorithm(perf[i], key.tf32)) return {static_cast<int>(perf[i].algo), perf[i].memory};
-  throw DeviceError(nddr::detail::concat(who, ": cuDNN offers no full-precision algorithm within ",
-                                         kConvWorkspaceLimit, " bytes of workspace"));
+    if (usable_algorithm(perf[i], key.math)) return {static_cast<int>(perf[i].algo), perf[i].memory};
+  throw DeviceError(nddr::detail::concat(
+      who, ": cuDNN offers no ",
+      key.math == ConvMath::kBf16   ? "BF16"
+      : key.math == ConvMath::kTf32 ? "TF32 or full-precision"
+                                    : "full-precision",
+      " algorithm within ", kConvWorkspaceLimit, " bytes of workspace"));
 }
 
 /// The cached algorithm of `key`, chosen on a miss: `heuristic(perf, &count)` fills cuDNN's
@@ -213,7 +260,7 @@ ConvAlgo choose_algorithm(const ConvKey& key, const char* who, Heuristic&& heuri
     if (!key.benchmark) return pick_algorithm(perf, count, key, who);
     std::size_t workspace = 0;
     for (int i = 0; i < count; ++i)
-      if (usable_algorithm(perf[i], key.tf32) && perf[i].memory > workspace)
+      if (usable_algorithm(perf[i], key.math) && perf[i].memory > workspace)
         workspace = perf[i].memory;
     Perf measured[kCount];
     int measured_count = 0;
@@ -222,8 +269,9 @@ ConvAlgo choose_algorithm(const ConvKey& key, const char* who, Heuristic&& heuri
   });
 }
 
-/// The cuDNN descriptors of one convolution call. With asymmetric padding, `x` describes the
-/// zero-padded copy and the convolution is unpadded.
+/// The cuDNN descriptors of one convolution call on data of type T (float, double, or the
+/// bfloat16 copies of a BF16 call; T's math comes from `math`). With asymmetric padding, `x`
+/// describes the zero-padded copy and the convolution is unpadded.
 template <class T>
 struct ConvDescriptors {
   TensorDescriptor x = TensorDescriptor::create();
@@ -231,7 +279,7 @@ struct ConvDescriptors {
   FilterDescriptor w = FilterDescriptor::create();
   ConvolutionDescriptor conv = ConvolutionDescriptor::create();
 
-  ConvDescriptors(std::int64_t batch, const Conv2dGeometry& g, bool padded_copy) {
+  ConvDescriptors(std::int64_t batch, const Conv2dGeometry& g, bool padded_copy, ConvMath math) {
     const std::int64_t h = padded_copy ? g.in_h + g.pad_top + g.pad_bottom : g.in_h;
     const std::int64_t w_ = padded_copy ? g.in_w + g.pad_left + g.pad_right : g.in_w;
     x.set<T>(Shape::nchw(batch, g.in_c, h, w_));
@@ -246,10 +294,11 @@ struct ConvDescriptors {
             conv, padded_copy ? 0 : static_cast<int>(g.pad_top),
             padded_copy ? 0 : static_cast<int>(g.pad_left), static_cast<int>(g.stride_h),
             static_cast<int>(g.stride_w), static_cast<int>(g.dilation_h),
-            static_cast<int>(g.dilation_w), CUDNN_CROSS_CORRELATION, cudnn_data_type<T>()),
+            static_cast<int>(g.dilation_w), CUDNN_CROSS_CORRELATION,
+            std::is_same_v<T, double> ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT),
         "describing a convolution to cuDNN");
-    const bool tf32 = std::is_same_v<T, float> && conv_tf32();
-    NDDR_CUDA_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
+    NDDR_CUDA_CHECK(cudnnSetConvolutionMathType(
+                        conv, math == ConvMath::kFull ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH),
                     "selecting the convolution math type");
   }
 };
@@ -289,11 +338,192 @@ void conv2d_check_bias(const char* who, const char* what, TensorView<T, Cuda> b,
   check_shape(who, what, b.shape(), Shape{out_c});
 }
 
+/// T is the type cuDNN sees (bfloat16 in a BF16 call).
 template <class T>
 ConvKey conv_key(const Context<Cuda>& ctx, ConvDirection d, std::int64_t batch,
-                 const Conv2dGeometry& g) {
-  return ConvKey{ctx.device(), cudnn_data_type<T>(), d, batch, g,
-                 std::is_same_v<T, float> && conv_tf32(), conv_deterministic(), conv_benchmark()};
+                 const Conv2dGeometry& g, ConvMath math) {
+  return ConvKey{ctx.device(), cudnn_data_type<T>(), d,   batch,
+                 g,            math,                 conv_deterministic(), conv_benchmark()};
+}
+
+// --- BF16 convolutions (set_conv_bf16) -------------------------------------------------------
+// Each call lays its bfloat16 copies out at the front of the context's workspace, 256-byte
+// aligned, with cuDNN's own workspace behind them; the copies are made after the last
+// `workspace_bytes` call of the op, since growing the workspace drops its contents.
+
+/// Bytes of a bfloat16 copy of `count` elements, aligned.
+inline std::size_t bf16_bytes(std::int64_t count) {
+  return conv2d_align(static_cast<std::size_t>(count) * sizeof(bfloat16));
+}
+
+inline bfloat16* bf16_at(char* ws, std::size_t offset) {
+  return reinterpret_cast<bfloat16*>(ws + offset);
+}
+
+/// The bfloat16 copy of input x (zero-padded when cuDNN cannot express the padding).
+inline void conv2d_stage_input_bf16(Context<Cuda>& ctx, const float* x, bfloat16* xb,
+                                    std::int64_t batch, const Conv2dGeometry& g, bool padded) {
+  if (padded)
+    launch::pad_copy<float, bfloat16>(ctx.stream(), x, xb, batch * g.in_c, g.in_h, g.in_w,
+                                      g.pad_top, g.pad_left, g.in_h + g.pad_top + g.pad_bottom,
+                                      g.in_w + g.pad_left + g.pad_right);
+  else
+    launch::convert<float, bfloat16>(ctx.stream(), x, xb, batch * g.in_c * g.in_h * g.in_w);
+}
+
+/// Elements of the input copy cuDNN reads: the padded size or x's.
+inline std::int64_t conv2d_input_copy_count(std::int64_t batch, const Conv2dGeometry& g,
+                                            bool padded) {
+  return padded ? static_cast<std::int64_t>(conv2d_padded_count(batch, g))
+                : batch * g.in_c * g.in_h * g.in_w;
+}
+
+/// y = conv(bf16(x), bf16(w)) widened to float, + b. Workspace: [x copy | w copy | y copy | cuDNN].
+inline void conv2d_forward_bf16(Context<Cuda>& ctx, TensorView<const float, Cuda> x,
+                                TensorView<const float, Cuda> w, TensorView<const float, Cuda> b,
+                                TensorView<float, Cuda> y, const Conv2dOptions& opt,
+                                const Conv2dGeometry& g, const char* who) {
+  const std::int64_t batch = x.shape().n();
+  const bool padded = conv2d_needs_padded_copy(g);
+  ConvDescriptors<bfloat16> d(batch, g, padded, ConvMath::kBf16);
+  const std::size_t w_at = bf16_bytes(conv2d_input_copy_count(batch, g, padded));
+  const std::size_t y_at = w_at + bf16_bytes(w.numel());
+  const std::size_t ws_at = y_at + bf16_bytes(y.numel());
+  const auto stage = [&](char* ws) {
+    conv2d_stage_input_bf16(ctx, x.data(), bf16_at(ws, 0), batch, g, padded);
+    launch::convert<float, bfloat16>(ctx.stream(), w.data(), bf16_at(ws, w_at), w.numel());
+  };
+  const ConvAlgo algo =
+      choose_algorithm<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
+          conv_key<bfloat16>(ctx, ConvDirection::kForward, batch, g, ConvMath::kBf16), who,
+          [&](cudnnConvolutionFwdAlgoPerf_t* perf, int* count) {
+            NDDR_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+                                ctx.cudnn(), d.x, d.w, d.conv, d.y,
+                                CUDNN_CONVOLUTION_FWD_ALGO_COUNT, count, perf),
+                            who, ": choosing a cuDNN BF16 forward algorithm for input ",
+                            x.shape().str());
+          },
+          [&](cudnnConvolutionFwdAlgoPerf_t* perf, int* count, std::size_t bytes) {
+            char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + bytes));
+            stage(ws);
+            NDDR_CUDA_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
+                                ctx.cudnn(), d.x, ws, d.w, ws + w_at, d.conv, d.y, ws + y_at,
+                                CUDNN_CONVOLUTION_FWD_ALGO_COUNT, count, perf, ws + ws_at, bytes),
+                            who, ": timing cuDNN BF16 forward algorithms for input ",
+                            x.shape().str());
+          });
+  char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + algo.workspace));
+  stage(ws);
+  const float one = 1.0f, zero = 0.0f;
+  NDDR_CUDA_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, d.x, ws, d.w, ws + w_at, d.conv,
+                                          static_cast<cudnnConvolutionFwdAlgo_t>(algo.algo),
+                                          ws + ws_at, algo.workspace, &zero, d.y, ws + y_at),
+                  who, ": cuDNN BF16 forward convolution of input ", x.shape().str(),
+                  " and weight ", w.shape().str());
+  launch::convert<bfloat16, float>(ctx.stream(), bf16_at(ws, y_at), y.data(), y.numel());
+  if (opt.use_bias)
+    launch::bias_add<float>(ctx.stream(), b.data(), y.data(), batch, g.out_c, g.out_h * g.out_w);
+}
+
+/// dx += float(conv^T(bf16(dy), bf16(w))). Workspace: [dy copy | w copy | dx copy | cuDNN].
+inline void conv2d_backward_data_bf16(Context<Cuda>& ctx, TensorView<const float, Cuda> w,
+                                      TensorView<const float, Cuda> dy, TensorView<float, Cuda> dx,
+                                      const Conv2dGeometry& g, const char* who) {
+  const std::int64_t batch = dx.shape().n();
+  const bool padded = conv2d_needs_padded_copy(g);
+  ConvDescriptors<bfloat16> d(batch, g, padded, ConvMath::kBf16);
+  const std::size_t w_at = bf16_bytes(dy.numel());
+  const std::size_t dx_at = w_at + bf16_bytes(w.numel());
+  const std::size_t ws_at = dx_at + bf16_bytes(conv2d_input_copy_count(batch, g, padded));
+  const auto stage = [&](char* ws) {
+    launch::convert<float, bfloat16>(ctx.stream(), dy.data(), bf16_at(ws, 0), dy.numel());
+    launch::convert<float, bfloat16>(ctx.stream(), w.data(), bf16_at(ws, w_at), w.numel());
+  };
+  const ConvAlgo algo =
+      choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
+          conv_key<bfloat16>(ctx, ConvDirection::kBackwardData, batch, g, ConvMath::kBf16), who,
+          [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count) {
+            NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                                ctx.cudnn(), d.w, d.y, d.conv, d.x,
+                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, count, perf),
+                            who, ": choosing a cuDNN BF16 backward-data algorithm for dx ",
+                            dx.shape().str());
+          },
+          [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count, std::size_t bytes) {
+            // The candidates write the dx copy, which is scratch until the add below.
+            char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + bytes));
+            stage(ws);
+            NDDR_CUDA_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+                                ctx.cudnn(), d.w, ws + w_at, d.y, ws, d.conv, d.x, ws + dx_at,
+                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, count, perf, ws + ws_at,
+                                bytes),
+                            who, ": timing cuDNN BF16 backward-data algorithms for dx ",
+                            dx.shape().str());
+          });
+  char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + algo.workspace));
+  stage(ws);
+  const float one = 1.0f, zero = 0.0f;
+  NDDR_CUDA_CHECK(cudnnConvolutionBackwardData(
+                      ctx.cudnn(), &one, d.w, ws + w_at, d.y, ws, d.conv,
+                      static_cast<cudnnConvolutionBwdDataAlgo_t>(algo.algo), ws + ws_at,
+                      algo.workspace, &zero, d.x, ws + dx_at),
+                  who, ": cuDNN BF16 backward-data convolution of dy ", dy.shape().str(),
+                  " and weight ", w.shape().str());
+  if (padded)
+    launch::crop_add<bfloat16, float>(ctx.stream(), bf16_at(ws, dx_at), dx.data(),
+                                      batch * g.in_c, g.in_h, g.in_w, g.pad_top, g.pad_left,
+                                      g.in_h + g.pad_top + g.pad_bottom,
+                                      g.in_w + g.pad_left + g.pad_right);
+  else
+    launch::convert_add<bfloat16, float>(ctx.stream(), bf16_at(ws, dx_at), dx.data(),
+                                         dx.numel());
+}
+
+/// dw = float(dconv(bf16(x), bf16(dy))). Workspace: [x copy | dy copy | dw copy | cuDNN].
+inline void conv2d_backward_filter_bf16(Context<Cuda>& ctx, TensorView<const float, Cuda> x,
+                                        TensorView<const float, Cuda> dy,
+                                        TensorView<float, Cuda> dw, const Conv2dGeometry& g,
+                                        const char* who) {
+  const std::int64_t batch = x.shape().n();
+  const bool padded = conv2d_needs_padded_copy(g);
+  ConvDescriptors<bfloat16> d(batch, g, padded, ConvMath::kBf16);
+  const std::size_t dy_at = bf16_bytes(conv2d_input_copy_count(batch, g, padded));
+  const std::size_t dw_at = dy_at + bf16_bytes(dy.numel());
+  const std::size_t ws_at = dw_at + bf16_bytes(dw.numel());
+  const auto stage = [&](char* ws) {
+    conv2d_stage_input_bf16(ctx, x.data(), bf16_at(ws, 0), batch, g, padded);
+    launch::convert<float, bfloat16>(ctx.stream(), dy.data(), bf16_at(ws, dy_at), dy.numel());
+  };
+  const ConvAlgo algo = choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t,
+                                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
+      conv_key<bfloat16>(ctx, ConvDirection::kBackwardFilter, batch, g, ConvMath::kBf16), who,
+      [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count) {
+        NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                            ctx.cudnn(), d.x, d.y, d.conv, d.w,
+                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, count, perf),
+                        who, ": choosing a cuDNN BF16 backward-filter algorithm for input ",
+                        x.shape().str());
+      },
+      [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count, std::size_t bytes) {
+        char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + bytes));
+        stage(ws);
+        NDDR_CUDA_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                            ctx.cudnn(), d.x, ws, d.y, ws + dy_at, d.conv, d.w, ws + dw_at,
+                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, count, perf, ws + ws_at,
+                            bytes),
+                        who, ": timing cuDNN BF16 backward-filter algorithms for input ",
+                        x.shape().str());
+      });
+  char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + algo.workspace));
+  stage(ws);
+  const float one = 1.0f, zero = 0.0f;
+  NDDR_CUDA_CHECK(cudnnConvolutionBackwardFilter(
+                      ctx.cudnn(), &one, d.x, ws, d.y, ws + dy_at, d.conv,
+                      static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo.algo), ws + ws_at,
+                      algo.workspace, &zero, d.w, ws + dw_at),
+                  who, ": cuDNN BF16 backward-filter convolution of input ", x.shape().str(),
+                  " and dy ", dy.shape().str());
+  launch::convert<bfloat16, float>(ctx.stream(), bf16_at(ws, dw_at), dw.data(), dw.numel());
 }
 
 }  // namespace detail
@@ -324,12 +554,15 @@ void conv2d_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T,
   const std::int64_t batch = x.shape().n();
   check_shape(kWho, "y", y.shape(), Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
   if (y.numel() == 0) return;
+  if constexpr (std::is_same_v<T, float>)
+    if (cd::conv_math<T>() == cd::ConvMath::kBf16)
+      return cd::conv2d_forward_bf16(ctx, x, w, b, y, opt, g, kWho);
   const bool padded = cd::conv2d_needs_padded_copy(g);
-  cd::ConvDescriptors<T> d(batch, g, padded);
+  cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>());
   const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
   const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionFwdAlgoPerf_t,
                                                  CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
-      cd::conv_key<T>(ctx, cd::ConvDirection::kForward, batch, g), kWho,
+      cd::conv_key<T>(ctx, cd::ConvDirection::kForward, batch, g, cd::conv_math<T>()), kWho,
       [&](cudnnConvolutionFwdAlgoPerf_t* perf, int* count) {
         NDDR_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx.cudnn(), d.x, d.w, d.conv, d.y,
                                                                CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
@@ -377,12 +610,15 @@ void conv2d_backward_data(Context<Cuda>& ctx, std::type_identity_t<TensorView<co
   const std::int64_t batch = dx.shape().n();
   check_shape(kWho, "dy", dy.shape(), Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
   if (dx.numel() == 0 || dy.numel() == 0) return;
+  if constexpr (std::is_same_v<T, float>)
+    if (cd::conv_math<T>() == cd::ConvMath::kBf16)
+      return cd::conv2d_backward_data_bf16(ctx, w, dy, dx, g, kWho);
   const bool padded = cd::conv2d_needs_padded_copy(g);
-  cd::ConvDescriptors<T> d(batch, g, padded);
+  cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>());
   const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
   const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t,
                                                  CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
-      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardData, batch, g), kWho,
+      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardData, batch, g, cd::conv_math<T>()), kWho,
       [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count) {
         NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
                             ctx.cudnn(), d.w, d.y, d.conv, d.x,
@@ -453,12 +689,15 @@ void conv2d_backward_weights(Context<Cuda>& ctx,
                     kWho, ": zeroing dw ", dw.shape().str());
     return;
   }
+  if constexpr (std::is_same_v<T, float>)
+    if (cd::conv_math<T>() == cd::ConvMath::kBf16)
+      return cd::conv2d_backward_filter_bf16(ctx, x, dy, dw, g, kWho);
   const bool padded = cd::conv2d_needs_padded_copy(g);
-  cd::ConvDescriptors<T> d(batch, g, padded);
+  cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>());
   const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
   const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t,
                                                  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
-      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardFilter, batch, g), kWho,
+      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardFilter, batch, g, cd::conv_math<T>()), kWho,
       [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count) {
         NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
                             ctx.cudnn(), d.x, d.y, d.conv, d.w,

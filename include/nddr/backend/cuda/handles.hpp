@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "nddr/backend/cuda/error.hpp"
+#include "nddr/core/bfloat16.hpp"
 #include "nddr/core/shape.hpp"
 
 namespace nddr::cuda {
@@ -79,12 +80,17 @@ struct ConvolutionDescriptorTraits {
 
 }  // namespace detail
 
-/// The cuDNN data type of `T` (float or double).
+/// The cuDNN data type of `T` (float, double, or bfloat16 for the BF16 convolutions' copies).
 template <class T>
 constexpr cudnnDataType_t cudnn_data_type() {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                "nddr::cuda::cudnn_data_type: the CUDA backend supports float and double");
-  return std::is_same_v<T, float> ? CUDNN_DATA_FLOAT : CUDNN_DATA_DOUBLE;
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> ||
+                    std::is_same_v<T, bfloat16>,
+                "nddr::cuda::cudnn_data_type: the CUDA backend supports float and double "
+                "(and bfloat16 inside the BF16 convolutions)");
+  if constexpr (std::is_same_v<T, bfloat16>)
+    return CUDNN_DATA_BFLOAT16;
+  else
+    return std::is_same_v<T, float> ? CUDNN_DATA_FLOAT : CUDNN_DATA_DOUBLE;
 }
 
 /// A CUDA stream. Blocking (it synchronises with the legacy default stream, on which

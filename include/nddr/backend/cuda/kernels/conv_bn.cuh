@@ -12,6 +12,7 @@
 
 #include "nddr/backend/cuda/kernels/launch.cuh"
 #include "nddr/backend/cuda/launch.hpp"
+#include "nddr/core/bfloat16.hpp"
 #include "nddr/ops/batch_norm.hpp"
 
 namespace nddr::cuda::kernels {
@@ -79,9 +80,9 @@ __device__ inline void channel_total_sums(const double* __restrict__ partial, st
   }
 }
 
-/// dst (N, C, H + pt + pb, W + pl + pr) = src (N, C, H, W) surrounded by zeros.
-template <class T>
-__global__ void pad_copy(const T* __restrict__ src, T* __restrict__ dst, std::int64_t planes,
+/// dst (N, C, H + pt + pb, W + pl + pr) = src (N, C, H, W) surrounded by zeros, converted to D.
+template <class S, class D>
+__global__ void pad_copy(const S* __restrict__ src, D* __restrict__ dst, std::int64_t planes,
                          std::int64_t h, std::int64_t w, std::int64_t pt, std::int64_t pl,
                          std::int64_t ph, std::int64_t pw) {
   const std::int64_t n = planes * ph * pw;
@@ -89,13 +90,14 @@ __global__ void pad_copy(const T* __restrict__ src, T* __restrict__ dst, std::in
     const std::int64_t x = i % pw - pl;
     const std::int64_t y = i / pw % ph - pt;
     const std::int64_t p = i / (pw * ph);
-    dst[i] = (y >= 0 && y < h && x >= 0 && x < w) ? src[(p * h + y) * w + x] : T(0);
+    dst[i] = (y >= 0 && y < h && x >= 0 && x < w) ? static_cast<D>(src[(p * h + y) * w + x])
+                                                   : static_cast<D>(0.0f);
   }
 }
 
-/// dst (N, C, H, W) += the interior of src (N, C, H + pt + pb, W + pl + pr).
-template <class T>
-__global__ void crop_add(const T* __restrict__ src, T* __restrict__ dst, std::int64_t planes,
+/// dst (N, C, H, W) += the interior of src (N, C, H + pt + pb, W + pl + pr), converted to D.
+template <class S, class D>
+__global__ void crop_add(const S* __restrict__ src, D* __restrict__ dst, std::int64_t planes,
                          std::int64_t h, std::int64_t w, std::int64_t pt, std::int64_t pl,
                          std::int64_t ph, std::int64_t pw) {
   const std::int64_t n = planes * h * w;
@@ -103,8 +105,20 @@ __global__ void crop_add(const T* __restrict__ src, T* __restrict__ dst, std::in
     const std::int64_t x = i % w;
     const std::int64_t y = i / w % h;
     const std::int64_t p = i / (w * h);
-    dst[i] += src[(p * ph + y + pt) * pw + x + pl];
+    dst[i] += static_cast<D>(src[(p * ph + y + pt) * pw + x + pl]);
   }
+}
+
+/// dst[i] = D(src[i]) (the BF16 convolutions' copies: float <-> nddr::bfloat16).
+template <class S, class D>
+__global__ void convert(const S* __restrict__ src, D* __restrict__ dst, std::int64_t n) {
+  for (std::int64_t i = first_index(); i < n; i += grid_stride()) dst[i] = static_cast<D>(src[i]);
+}
+
+/// dst[i] += D(src[i]).
+template <class S, class D>
+__global__ void convert_add(const S* __restrict__ src, D* __restrict__ dst, std::int64_t n) {
+  for (std::int64_t i = first_index(); i < n; i += grid_stride()) dst[i] += static_cast<D>(src[i]);
 }
 
 /// y[(n, c, i)] += b[c] over `n` elements of planes `plane`, `channels` channels.
@@ -312,26 +326,40 @@ inline dim3 reduce_grid(std::int64_t splits, std::int64_t channels) {
 
 namespace nddr::cuda::launch {
 
-template <class T>
-void pad_copy(cudaStream_t stream, const T* src, T* dst, std::int64_t planes, std::int64_t h,
+template <class S, class D>
+void pad_copy(cudaStream_t stream, const S* src, D* dst, std::int64_t planes, std::int64_t h,
               std::int64_t w, std::int64_t pt, std::int64_t pl, std::int64_t ph,
               std::int64_t pw) {
   const std::int64_t n = planes * ph * pw;
   if (n == 0) return;
-  kernels::pad_copy<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(src, dst, planes, h,
+  kernels::pad_copy<S, D><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(src, dst, planes, h,
                                                                              w, pt, pl, ph, pw);
   check_launch("pad_copy");
 }
 
-template <class T>
-void crop_add(cudaStream_t stream, const T* src, T* dst, std::int64_t planes, std::int64_t h,
+template <class S, class D>
+void crop_add(cudaStream_t stream, const S* src, D* dst, std::int64_t planes, std::int64_t h,
               std::int64_t w, std::int64_t pt, std::int64_t pl, std::int64_t ph,
               std::int64_t pw) {
   const std::int64_t n = planes * h * w;
   if (n == 0) return;
-  kernels::crop_add<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(src, dst, planes, h,
+  kernels::crop_add<S, D><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(src, dst, planes, h,
                                                                              w, pt, pl, ph, pw);
   check_launch("crop_add");
+}
+
+template <class S, class D>
+void convert(cudaStream_t stream, const S* src, D* dst, std::int64_t n) {
+  if (n == 0) return;
+  kernels::convert<S, D><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(src, dst, n);
+  check_launch("convert");
+}
+
+template <class S, class D>
+void convert_add(cudaStream_t stream, const S* src, D* dst, std::int64_t n) {
+  if (n == 0) return;
+  kernels::convert_add<S, D><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(src, dst, n);
+  check_launch("convert_add");
 }
 
 template <class T>
@@ -431,12 +459,12 @@ void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* y, cons
 
 /// Explicit instantiations of the conv / batch norm / linear launchers for `T` (kernels.cu).
 #define NDDR_CUDA_INSTANTIATE_CONV_BN(T)                                                          \
-  template void nddr::cuda::launch::pad_copy<T>(cudaStream_t, const T*, T*, std::int64_t,         \
-                                                std::int64_t, std::int64_t, std::int64_t,         \
-                                                std::int64_t, std::int64_t, std::int64_t);        \
-  template void nddr::cuda::launch::crop_add<T>(cudaStream_t, const T*, T*, std::int64_t,         \
-                                                std::int64_t, std::int64_t, std::int64_t,         \
-                                                std::int64_t, std::int64_t, std::int64_t);        \
+  template void nddr::cuda::launch::pad_copy<T, T>(cudaStream_t, const T*, T*, std::int64_t,      \
+                                                   std::int64_t, std::int64_t, std::int64_t,      \
+                                                   std::int64_t, std::int64_t, std::int64_t);     \
+  template void nddr::cuda::launch::crop_add<T, T>(cudaStream_t, const T*, T*, std::int64_t,      \
+                                                   std::int64_t, std::int64_t, std::int64_t,      \
+                                                   std::int64_t, std::int64_t, std::int64_t);     \
   template void nddr::cuda::launch::bias_add<T>(cudaStream_t, const T*, T*, std::int64_t,         \
                                                 std::int64_t, std::int64_t);                      \
   template void nddr::cuda::launch::channel_sum<T>(cudaStream_t, const T*, T*, std::int64_t,      \
@@ -456,3 +484,18 @@ void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* y, cons
   template void nddr::cuda::launch::batch_norm_backward_apply<T>(                                 \
       cudaStream_t, const T*, const T*, const T*, const T*, T*, std::int64_t, std::int64_t,       \
       std::int64_t);
+
+/// The BF16 convolutions' conversions (float <-> nddr::bfloat16), instantiated once (kernels.cu).
+#define NDDR_CUDA_INSTANTIATE_CONV_BF16                                                           \
+  template void nddr::cuda::launch::pad_copy<float, nddr::bfloat16>(                              \
+      cudaStream_t, const float*, nddr::bfloat16*, std::int64_t, std::int64_t, std::int64_t,      \
+      std::int64_t, std::int64_t, std::int64_t, std::int64_t);                                    \
+  template void nddr::cuda::launch::crop_add<nddr::bfloat16, float>(                              \
+      cudaStream_t, const nddr::bfloat16*, float*, std::int64_t, std::int64_t, std::int64_t,      \
+      std::int64_t, std::int64_t, std::int64_t, std::int64_t);                                    \
+  template void nddr::cuda::launch::convert<float, nddr::bfloat16>(cudaStream_t, const float*,    \
+                                                                   nddr::bfloat16*, std::int64_t); \
+  template void nddr::cuda::launch::convert<nddr::bfloat16, float>(                               \
+      cudaStream_t, const nddr::bfloat16*, float*, std::int64_t);                                 \
+  template void nddr::cuda::launch::convert_add<nddr::bfloat16, float>(                           \
+      cudaStream_t, const nddr::bfloat16*, float*, std::int64_t);
