@@ -88,6 +88,7 @@ struct Args {
   std::int64_t batch = 2, size = 161;
   int iters = 5, warmup = 2, threads = 0;
   bool tf32 = false;
+  bool bf16 = false;
   bool profile_step = false;
   bool cudnn_benchmark = false;
   bool deterministic = false;
@@ -109,6 +110,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--warmup") a.warmup = std::stoi(value());
     else if (f == "--threads") a.threads = std::stoi(value());
     else if (f == "--tf32") a.tf32 = true;
+    else if (f == "--bf16") a.bf16 = true;
     else if (f == "--profile-step") a.profile_step = true;
     else if (f == "--cudnn-benchmark") a.cudnn_benchmark = true;
     else if (f == "--deterministic") a.deterministic = true;
@@ -122,10 +124,11 @@ Args parse(int argc, char** argv) {
     } else
       throw nddr::OptionError("nddr-bench-step: unknown flag " + f +
                               " (valid: --device --mode --batch --size --iters --warmup --threads "
-                              "--network --tf32 --cudnn-benchmark --deterministic --profile-step)");
+                              "--network --tf32 --bf16 --cudnn-benchmark --deterministic --profile-step)");
   }
   if (a.batch < 1 || a.size < 8 || a.iters < 1 || a.warmup < 0 || (a.mode != "train" && a.mode != "infer"))
     throw nddr::OptionError("nddr-bench-step: bad --batch/--size/--iters/--warmup/--mode");
+  if (a.tf32 && a.bf16) throw nddr::OptionError("nddr-bench-step: give one of --tf32 and --bf16");
   return a;
 }
 
@@ -235,7 +238,7 @@ int run(const Args& a, nddr::Context<D>& ctx) {
       "{\"impl\":\"nddr\",\"network\":\"%s\",\"device\":\"%s\",\"precision\":\"%s\",\"conv_algos\":\"%s\",\"mode\":\"%s\",\"batch\":%lld,\"size\":%lld,"
       "\"iters\":%d,\"median_s\":%.6f,\"min_s\":%.6f,\"max_s\":%.6f,\"images_per_s\":%.4f,"
       "\"gflop_per_s\":%.1f,\"peak_rss_mib\":%.1f}\n",
-      a.network.c_str(), a.device.c_str(), a.tf32 && a.device != "cpu" ? "tf32" : "fp32",
+      a.network.c_str(), a.device.c_str(), a.device == "cpu" ? "fp32" : a.bf16 ? "bf16" : a.tf32 ? "tf32" : "fp32",
       a.device == "cpu" ? "cpu" : conv_algos(a).c_str(), a.mode.c_str(), static_cast<long long>(a.batch),
       static_cast<long long>(a.size), a.iters, med, sorted.front(), sorted.back(),
       static_cast<double>(a.batch) / med, gflop / med, static_cast<double>(ru.ru_maxrss) / 1024.0);
@@ -270,6 +273,7 @@ int main(int argc, char** argv) {
       const int index = a.device.size() > 5 ? std::stoi(a.device.substr(5)) : 0;
       nddr::Context<nddr::Cuda> ctx(index);
       nddr::cuda::set_conv_tf32(a.tf32);
+      nddr::cuda::set_conv_bf16(a.bf16);
       nddr::cuda::set_conv_benchmark(a.cudnn_benchmark);
       nddr::cuda::set_conv_deterministic(a.deterministic);
       return dispatch(a, ctx);

@@ -250,14 +250,16 @@ if [[ "${NDDR_SKIP_BENCH:-0}" != 1 ]]; then
     fi
   done
   bench_args=(--batch "${NDDR_BENCH_BATCH:-10}" --size "${NDDR_BENCH_SIZE:-321}" --iters 10 --warmup 3)
-  # Like for like: full FP32 convolutions on both sides, then TF32 on both (PyTorch's default);
-  # algorithms from cuDNN's heuristics on both (PyTorch's default), then timed per shape on both
-  # (--cudnn-benchmark; training step only).
-  for precision in fp32 tf32; do
+  # Like for like: full FP32 convolutions on both sides, then TF32 on both (PyTorch's default),
+  # then BF16 mixed precision (nddr --bf16: BF16 convolutions, FP32 activations; PyTorch
+  # torch.autocast(bfloat16): BF16 activations too); algorithms from cuDNN's heuristics on both
+  # (PyTorch's default), then timed per shape on both (--cudnn-benchmark; training step only).
+  for precision in fp32 tf32 bf16; do
     for algos in heuristic benchmark; do
       py_flag=(); nddr_flag=()
       [[ $precision == fp32 ]] && py_flag+=(--no-tf32)
       [[ $precision == tf32 ]] && nddr_flag+=(--tf32)
+      [[ $precision == bf16 ]] && { py_flag+=(--bf16); nddr_flag+=(--bf16); }
       [[ $algos == benchmark ]] && { py_flag+=(--cudnn-benchmark); nddr_flag+=(--cudnn-benchmark); }
       modes=(train infer)
       [[ $algos == benchmark ]] && modes=(train)
@@ -278,7 +280,7 @@ if [[ "${NDDR_SKIP_BENCH:-0}" != 1 ]]; then
     "$bench_py" - "$logs/bench.jsonl" <<'PY' | tee "$logs/bench-summary.txt"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-for prec in ("fp32", "tf32"):
+for prec in ("fp32", "tf32", "bf16"):
     for algos in ("heuristic", "benchmark"):
         for mode in ("train", "infer"):
             r = {x["impl"]: x for x in rows if x.get("mode") == mode and x.get("precision") == prec

@@ -230,6 +230,9 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--mode", choices=["train", "infer"], default="train")
     ap.add_argument("--no-tf32", action="store_true", help="full FP32 cuDNN convolutions")
+    ap.add_argument("--bf16", action="store_true",
+                    help="mixed precision: forward and losses under torch.autocast(bfloat16) "
+                         "(PyTorch's standard BF16 AMP; FP32 master weights)")
     ap.add_argument("--cudnn-benchmark", action="store_true",
                     help="torch.backends.cudnn.benchmark = True (time the algorithms per shape)")
     ap.add_argument("--deterministic", action="store_true",
@@ -260,16 +263,18 @@ def main():
 
     def step():
         if args.mode == "infer":
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16,
+                                                 enabled=args.bf16):
                 net.eval()
                 net(x)
             return
         net.train()
         opt.zero_grad(set_to_none=True)
-        o = net(x)
-        loss = F.cross_entropy(o[0], seg, ignore_index=255)
-        if len(o) > 1:
-            loss = loss + 20.0 * (1.0 - (F.normalize(o[1], dim=1) * nrm).sum(1)).mean()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
+            o = net(x)
+            loss = F.cross_entropy(o[0], seg, ignore_index=255)
+            if len(o) > 1:
+                loss = loss + 20.0 * (1.0 - (F.normalize(o[1], dim=1) * nrm).sum(1)).mean()
         loss.backward()
         opt.step()
 
@@ -292,7 +297,7 @@ def main():
     tf32 = dev.type == "cuda" and torch.backends.cudnn.allow_tf32
     gflop = forward_gflop(args.network, args.batch, args.size) * (3 if args.mode == "train" else 1)
     res = {"impl": "pytorch-eager", "network": args.network, "torch": torch.__version__, "device": str(dev),
-           "precision": "tf32" if tf32 else "fp32",
+           "precision": "bf16" if args.bf16 else "tf32" if tf32 else "fp32",
            "conv_algos": ("benchmark" if args.cudnn_benchmark else "heuristic") +
                          ("+deterministic" if args.deterministic else ""),
            "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,

@@ -135,13 +135,20 @@ TEST_CASE("nddr-nyuv2 flags: help, defaults and the paper's values", "[train][ex
   CHECK(g->cuda_graph);
   CHECK_THAT(help.str(), Contains("--cuda-graph") && Contains("--device"));
   // GPU convolution settings: parsed, listed in --help, refused with a CPU device.
-  CHECK_FALSE((c->tf32 || c->cudnn_benchmark || c->deterministic));
+  CHECK_FALSE((c->tf32 || c->bf16 || c->cudnn_benchmark || c->deterministic));
   const auto t = ex::parse_nyuv2_args(
       {"--data-dir", "d", "--device", "cuda", "--tf32", "--cudnn-benchmark", "--deterministic"});
   REQUIRE(t);
   CHECK((t->tf32 && t->cudnn_benchmark && t->deterministic));
-  CHECK_THAT(help.str(), Contains("--tf32") && Contains("--cudnn-benchmark") &&
-                             Contains("--deterministic"));
+  CHECK_FALSE(t->bf16);
+  CHECK_THAT(help.str(), Contains("--tf32") && Contains("--bf16") &&
+                             Contains("--cudnn-benchmark") && Contains("--deterministic"));
+  auto both = *ex::parse_nyuv2_args({"--data-dir", "d", "--device", "cuda", "--tf32", "--bf16"});
+  CHECK(both.bf16);
+  CHECK_THROWS_WITH(ex::validate_common(both),
+                    Contains("--tf32 and --bf16 choose the convolutions' precision"));
+  CHECK_THROWS_WITH(ex::validate_common(*ex::parse_nyuv2_args({"--data-dir", "d", "--bf16"})),
+                    Contains("--bf16 sets how GPU convolutions run"));
   auto on_cpu = *ex::parse_nyuv2_args({"--data-dir", "d", "--cudnn-benchmark"});
   CHECK_THROWS_WITH(ex::validate_common(on_cpu),
                     Contains("--cudnn-benchmark sets how GPU convolutions run") &&

@@ -79,6 +79,7 @@ struct CommonConfig {
   bool progress = true;
   bool cuda_graph = false;  ///< --cuda-graph: capture the GPU training step as a CUDA Graph
   bool tf32 = false;             ///< --tf32: TF32 tensor cores in the GPU convolutions
+  bool bf16 = false;             ///< --bf16: BF16 operands, FP32 accumulation, in GPU convolutions
   bool cudnn_benchmark = false;  ///< --cudnn-benchmark: time cuDNN's algorithms per shape
   bool deterministic = false;    ///< --deterministic: deterministic cuDNN algorithms only
 };
@@ -267,6 +268,9 @@ inline void add_common_flags(cli::ArgParser& p, const CommonConfig& d, const std
       .option("device", d.device, "cpu | cuda | cuda:N")
       .flag("cuda-graph", "on a GPU, capture the training step as a CUDA Graph and replay it")
       .flag("tf32", "on a GPU, let the convolutions use TF32 tensor cores (PyTorch's default)")
+      .flag("bf16",
+            "on a GPU, run the convolutions on BF16 copies of their operands with FP32 "
+            "accumulation (mixed precision; weights, activations and updates stay FP32)")
       .flag("cudnn-benchmark",
             "on a GPU, time cuDNN's convolution algorithms per shape and take the fastest")
       .flag("deterministic", "on a GPU, deterministic convolution algorithms only (same bits)")
@@ -300,6 +304,7 @@ inline void read_common_flags(const cli::ArgParser& p, CommonConfig& c) {
   c.device = p.get_string("device");
   c.cuda_graph = p.get_bool("cuda-graph");
   c.tf32 = p.get_bool("tf32");
+  c.bf16 = p.get_bool("bf16");
   c.cudnn_benchmark = p.get_bool("cudnn-benchmark");
   c.deterministic = p.get_bool("deterministic");
   c.eval_limit = p.get_int("eval-limit");
@@ -311,10 +316,12 @@ inline void read_common_flags(const cli::ArgParser& p, CommonConfig& c) {
 /// Checks the values every experiment needs (device, counts, formats); OptionError/DeviceError.
 inline void validate_common(const CommonConfig& c) {
   const std::string& p = c.program;
+  check<OptionError>(!(c.tf32 && c.bf16), p,
+                     ": --tf32 and --bf16 choose the convolutions' precision; give one of them");
   if (cli::parse_device(p, c.device).cuda) {
     cli::require_cuda_backend(p, c.device);
   } else {
-    for (const auto& [on, flag] : {std::pair{c.tf32, "--tf32"},
+    for (const auto& [on, flag] : {std::pair{c.tf32, "--tf32"}, std::pair{c.bf16, "--bf16"},
                                    std::pair{c.cudnn_benchmark, "--cudnn-benchmark"},
                                    std::pair{c.deterministic, "--deterministic"}})
       check<OptionError>(!on, p, ": ", flag, " sets how GPU convolutions run; it needs --device cuda[:N], got --device ",
@@ -516,10 +523,11 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
   // Under mpirun, the ranks of a node take consecutive devices from the requested one.
   Context<Cuda> ctx(device.index + distributed::launcher_local_rank());
   cuda::set_conv_tf32(c.tf32);
+  cuda::set_conv_bf16(c.bf16);
   cuda::set_conv_benchmark(c.cudnn_benchmark);
   cuda::set_conv_deterministic(c.deterministic);
   out << c.program << ": training on CUDA device " << ctx.device() << " (convolutions "
-      << (c.tf32 ? "TF32" : "FP32") << ", algorithms " << (c.cudnn_benchmark ? "timed" : "heuristic")
+      << (c.bf16 ? "BF16" : c.tf32 ? "TF32" : "FP32") << ", algorithms " << (c.cudnn_benchmark ? "timed" : "heuristic")
       << (c.deterministic ? ", deterministic" : "") << ")\n";
   return run_spec_on<Spec, TaskList>(c, ctx, data, experiment, label, std::move(loss_weights),
                                      columns, column_metrics, out);
