@@ -7,6 +7,7 @@
 // Usage: nddr-bench-step [--network vgg16-nddr] [--device cpu|cuda] [--batch 2] [--size 161]
 //                        [--iters 5] [--warmup 2] [--threads N] [--mode train|infer]
 //                        [--tf32 (GPU: TF32 convolutions)]
+//                        [--bf16 (BF16 convolutions, FP32 accumulation; emulated on the CPU)]
 //                        [--cudnn-benchmark (GPU: time cuDNN's algorithms per shape, take the
 //                         fastest)] [--deterministic (GPU: deterministic algorithms only)]
 //                        [--profile-step (GPU: one extra step between cudaProfilerStart/Stop,
@@ -238,7 +239,7 @@ int run(const Args& a, nddr::Context<D>& ctx) {
       "{\"impl\":\"nddr\",\"network\":\"%s\",\"device\":\"%s\",\"precision\":\"%s\",\"conv_algos\":\"%s\",\"mode\":\"%s\",\"batch\":%lld,\"size\":%lld,"
       "\"iters\":%d,\"median_s\":%.6f,\"min_s\":%.6f,\"max_s\":%.6f,\"images_per_s\":%.4f,"
       "\"gflop_per_s\":%.1f,\"peak_rss_mib\":%.1f}\n",
-      a.network.c_str(), a.device.c_str(), a.device == "cpu" ? "fp32" : a.bf16 ? "bf16" : a.tf32 ? "tf32" : "fp32",
+      a.network.c_str(), a.device.c_str(), a.bf16 ? "bf16" : a.tf32 && a.device != "cpu" ? "tf32" : "fp32",
       a.device == "cpu" ? "cpu" : conv_algos(a).c_str(), a.mode.c_str(), static_cast<long long>(a.batch),
       static_cast<long long>(a.size), a.iters, med, sorted.front(), sorted.back(),
       static_cast<double>(a.batch) / med, gflop / med, static_cast<double>(ru.ru_maxrss) / 1024.0);
@@ -263,6 +264,7 @@ int dispatch(const Args& a, nddr::Context<D>& ctx) {
 int main(int argc, char** argv) {
   try {
     const Args a = parse(argc, argv);
+    nddr::set_conv_bf16(a.bf16);  // on the CPU: the GPU's BF16 numerics, emulated
     if (a.device == "cpu") {
       nddr::Context<nddr::Cpu> ctx;
       if (a.threads > 0) ctx.set_threads(a.threads);
@@ -273,7 +275,6 @@ int main(int argc, char** argv) {
       const int index = a.device.size() > 5 ? std::stoi(a.device.substr(5)) : 0;
       nddr::Context<nddr::Cuda> ctx(index);
       nddr::cuda::set_conv_tf32(a.tf32);
-      nddr::cuda::set_conv_bf16(a.bf16);
       nddr::cuda::set_conv_benchmark(a.cudnn_benchmark);
       nddr::cuda::set_conv_deterministic(a.deterministic);
       return dispatch(a, ctx);

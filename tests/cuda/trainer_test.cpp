@@ -266,9 +266,12 @@ TEST_CASE("Trainer<Cuda>: BF16 convolutions train like FP32 ones, eagerly and as
   const auto batch = [](std::int64_t s) { return make_batch<FTrain::Batch>(s % 2, 2, 32, 32); };
   constexpr std::int64_t kSteps = 30;
   FNet fnet({11, 3}), bnet({11, 3}), gnet({11, 3});
-  FTrain fp32(fnet, schedule, quiet());
-  FTrain bf16(bnet, schedule, quiet());
-  auto gopt = quiet();
+  // Segmentation loss only (see the CPU twin of this test in tests/train/trainer_test.cpp).
+  auto fopt = quiet();
+  fopt.loss_weights = {1.0, 0.0};
+  FTrain fp32(fnet, schedule, fopt);
+  FTrain bf16(bnet, schedule, fopt);
+  auto gopt = fopt;
   gopt.cuda_graph = true;
   FTrain graph(gnet, schedule, gopt);
   fp32.fit(gpu, kSteps, batch);
@@ -277,15 +280,20 @@ TEST_CASE("Trainer<Cuda>: BF16 convolutions train like FP32 ones, eagerly and as
     bf16.fit(gpu, kSteps, batch);
     graph.fit(gpu, kSteps, batch);
   }
-  // Step 0 starts from the same weights: only the operands' rounding differs. Later steps
-  // follow FP32's loss curve (these random batches leave little to learn, so the curve is
-  // nearly flat; what matters is that BF16 does not drift away from it).
-  CHECK(bf16.history()[0].total == Approx(fp32.history()[0].total).epsilon(2e-2));
+  const auto mean = [](const FTrain& t, std::size_t from, std::size_t to) {
+    double s = 0.0;
+    for (std::size_t i = from; i < to; ++i) s += t.history()[i].total;
+    return s / static_cast<double>(to - from);
+  };
+  // Same weights at step 0: only the rounding differs. Both learn, to about the same loss (the
+  // CPU emulation of tests/train/trainer_test.cpp shows the spread to expect).
+  CHECK(bf16.history()[0].total == Approx(fp32.history()[0].total).epsilon(1e-2));
   CHECK(bf16.history()[0].total != fp32.history()[0].total);
-  for (std::size_t s = 1; s < static_cast<std::size_t>(kSteps); ++s) {
-    INFO("step " << s);
-    CHECK(bf16.history()[s].total == Approx(fp32.history()[s].total).epsilon(5e-2));
-  }
+  const double f_end = mean(fp32, kSteps - 6, kSteps), b_end = mean(bf16, kSteps - 6, kSteps);
+  INFO("mean loss of the last 6 steps: FP32 " << f_end << ", BF16 " << b_end);
+  CHECK(f_end < 0.7 * fp32.history()[0].total);
+  CHECK(b_end < 0.7 * bf16.history()[0].total);
+  CHECK(b_end == Approx(f_end).epsilon(0.15));
   // The graph replays of BF16 steps equal the eager BF16 steps.
   const auto& graphs = graph.device_state()->graphs();
   INFO("graphs disabled: " << graphs.disabled_reason());

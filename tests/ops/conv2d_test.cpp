@@ -544,3 +544,102 @@ TEST_CASE("Conv2d: blocked im2col data gradient matches a direct transposed conv
     }
   }
 }
+
+namespace {
+
+/// Turns `nddr::set_conv_bf16` on while alive.
+struct Bf16On {
+  bool before = nddr::conv_bf16();
+  Bf16On() { nddr::set_conv_bf16(true); }
+  ~Bf16On() { nddr::set_conv_bf16(before); }
+};
+
+Tensor<float> bf16_rounded(const Tensor<float>& t) {
+  Tensor<float> r(t.shape());
+  for (std::int64_t i = 0; i < t.numel(); ++i) r[i] = nddr::round_to_bfloat16(t[i]);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("conv2d under set_conv_bf16 (CPU emulation): rounds operands and products like the "
+          "GPU's BF16 convolutions, bit for bit",
+          "[ops][conv2d][bf16]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Rng rng(77);
+  struct Case {
+    Shape x, w;
+    Conv2dOptions opt;
+  };
+  const std::vector<Case> cases = {
+      {Shape::nchw(2, 3, 9, 11), Shape::nchw(5, 3, 3, 3), Conv2dOptions{}.padding(1)},
+      {Shape::nchw(2, 3, 10, 12), Shape::nchw(4, 3, 3, 3), Conv2dOptions{}.stride(2).same()},
+      {Shape::nchw(1, 8, 6, 5), Shape::nchw(6, 8, 1, 1), Conv2dOptions{}.bias(false)},
+      {Shape::nchw(2, 4, 13, 13), Shape::nchw(3, 4, 3, 3), Conv2dOptions{}.padding(2).dilation(2)},
+  };
+  for (const auto& c : cases) {
+    INFO("x " << c.x.str() << " w " << c.w.str());
+    Tensor<float> x(c.x), w(c.w), b(c.opt.use_bias ? Shape{c.w.n()} : Shape{0});
+    fill_uniform(x, rng);
+    fill_uniform(w, rng);
+    fill_uniform(b, rng);
+    const Shape ys = nddr::conv2d_output_shape(c.x, c.w, c.opt);
+    Tensor<float> dy(ys), dx0(c.x);
+    fill_uniform(dy, rng);
+    fill_uniform(dx0, rng);
+    const Tensor<float> xr = bf16_rounded(x), wr = bf16_rounded(w), dyr = bf16_rounded(dy);
+    const auto nobias = Conv2dOptions(c.opt).bias(false);
+    const auto bview = c.opt.use_bias ? b.cview() : TensorView<const float>();
+
+    // What the emulation must equal: the FP32 op on rounded operands, its result rounded.
+    Tensor<float> y_want(ys), y_fp32(ys), dx_part(c.x), dw_want(c.w), db_want(b.shape());
+    nddr::ops::conv2d_forward<float>(ctx, xr.cview(), wr.cview(), {}, y_want.view(), nobias);
+    for (std::int64_t i = 0; i < y_want.numel(); ++i)
+      y_want[i] = nddr::round_to_bfloat16(y_want[i]) +
+                  (c.opt.use_bias ? b[(i / (ys.h() * ys.w())) % ys.c()] : 0.0f);
+    nddr::ops::conv2d_forward<float>(ctx, x.cview(), w.cview(), bview, y_fp32.view(), c.opt);
+    nddr::ops::conv2d_backward_data<float>(ctx, wr.cview(), dyr.cview(), dx_part.view(), c.opt);
+    Tensor<float> dx_want = dx0;
+    for (std::int64_t i = 0; i < dx_want.numel(); ++i)
+      dx_want[i] += nddr::round_to_bfloat16(dx_part[i]);
+    nddr::ops::conv2d_backward_weights<float>(ctx, xr.cview(), dyr.cview(), dw_want.view(), {},
+                                              c.opt);
+    for (std::int64_t i = 0; i < dw_want.numel(); ++i)
+      dw_want[i] = nddr::round_to_bfloat16(dw_want[i]);
+    if (c.opt.use_bias)
+      nddr::ops::conv2d_backward_weights<float>(ctx, x.cview(), dy.cview(), {}, db_want.view(),
+                                                c.opt);
+
+    const Bf16On on;
+    Tensor<float> y(ys), dx = dx0, dw(c.w), db(b.shape());
+    for (std::int64_t i = 0; i < dw.numel(); ++i) dw[i] = 123.0f;  // assigned over garbage
+    for (std::int64_t i = 0; i < db.numel(); ++i) db[i] = 123.0f;
+    nddr::ops::conv2d_forward<float>(ctx, x.cview(), w.cview(), bview, y.view(), c.opt);
+    nddr::ops::conv2d_backward<float>(ctx, x.cview(), w.cview(), dy.cview(), dx.view(), dw.view(),
+                                      c.opt.use_bias ? db.view() : TensorView<float>(), c.opt);
+    for (std::int64_t i = 0; i < y.numel(); ++i) REQUIRE(y[i] == y_want[i]);
+    for (std::int64_t i = 0; i < dx.numel(); ++i) REQUIRE(dx[i] == dx_want[i]);
+    for (std::int64_t i = 0; i < dw.numel(); ++i) REQUIRE(dw[i] == dw_want[i]);
+    for (std::int64_t i = 0; i < db.numel(); ++i) REQUIRE(db[i] == db_want[i]);
+    // ... and it is not FP32: the rounding shows, by about 2^-8 of the magnitude.
+    double diff = 0.0, scale = 0.0;
+    for (std::int64_t i = 0; i < y.numel(); ++i) {
+      diff = std::max(diff, static_cast<double>(std::abs(y[i] - y_fp32[i])));
+      scale = std::max(scale, static_cast<double>(std::abs(y_fp32[i])));
+    }
+    CHECK(diff > 0.0);
+    CHECK(diff < 2e-2 * scale);
+  }
+  // Double ignores the switch; bad shapes are refused with the op's own message.
+  const Bf16On on;
+  Tensor<double> xd(Shape::nchw(1, 2, 4, 4)), wd(Shape::nchw(1, 2, 1, 1)), yd(Shape::nchw(1, 1, 4, 4));
+  for (std::int64_t i = 0; i < xd.numel(); ++i) xd[i] = 1.0 + 1e-6 * static_cast<double>(i);
+  for (std::int64_t i = 0; i < wd.numel(); ++i) wd[i] = 1.0;
+  nddr::ops::conv2d_forward<double>(ctx, xd.cview(), wd.cview(), {}, yd.view(),
+                                    Conv2dOptions{}.bias(false));
+  CHECK(yd[1] == xd[1] + xd[17]);
+  Tensor<float> xf(Shape::nchw(1, 2, 4, 4)), wf(Shape::nchw(1, 3, 1, 1)), yf(Shape::nchw(1, 1, 4, 4));
+  CHECK_THROWS_WITH(nddr::ops::conv2d_forward<float>(ctx, xf.cview(), wf.cview(), {}, yf.view(),
+                                                     Conv2dOptions{}.bias(false)),
+                    Catch::Contains("nddr::ops::conv2d_forward"));
+}

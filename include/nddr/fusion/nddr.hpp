@@ -185,10 +185,12 @@ class NddrLayer {
 
   void forward(Context<D>& ctx, Views xs, Outs ys) {
     const Shape s = detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "output", false);
+    // The CPU's split GEMMs are FP32 only; under BF16 convolutions (`set_conv_bf16`) the CPU
+    // takes the concatenate + Conv2d route too, so that it rounds exactly where the GPU does.
+    split_ = std::is_same_v<D, Cpu> && !(std::is_same_v<T, float> && conv_bf16());
     if constexpr (std::is_same_v<D, Cpu>)
-      forward_split(ctx, xs, ys, s);
-    else
-      forward_concat(ctx, xs, ys, s);
+      if (split_) return forward_split(ctx, xs, ys, s);
+    forward_concat(ctx, xs, ys, s);
   }
 
   /// With ReLU, `ys` must be forward's outputs: ReLU's backward reads its mask there.
@@ -198,15 +200,14 @@ class NddrLayer {
     if (opt_.use_relu)
       detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "y (the ReLU mask)", false);
     if constexpr (std::is_same_v<D, Cpu>)
-      backward_split(ctx, xs, ys, dys, dxs, s);
-    else
-      backward_concat(ctx, ys, dys, dxs, s);
+      if (split_) return backward_split(ctx, xs, ys, dys, dxs, s);
+    backward_concat(ctx, ys, dys, dxs, s);
   }
 
  private:
   static constexpr const char* kWho = "nddr::NddrLayer";
 
-  // The concatenate + Conv2d formulation (devices other than the CPU).
+  // The concatenate + Conv2d formulation (devices other than the CPU, and the CPU under BF16).
   void forward_concat(Context<D>& ctx, Views xs, Outs ys, const Shape& s) {
     concat_.resize(Shape::nchw(s.n(), static_cast<std::int64_t>(tasks_) * s.c(), s.h(), s.w()));
     ops::concat_channels_forward<T>(ctx, xs, concat_.view());
@@ -388,6 +389,7 @@ class NddrLayer {
   std::int64_t channels_;
   NddrOptions opt_;
   std::vector<Conv2d<T, D>> convs_;
+  bool split_ = std::is_same_v<D, Cpu>;  ///< the formulation the last forward used
   std::vector<BatchNorm2d<T, D>> bns_;
   ParameterStore<T, D>* store_ = nullptr;
   std::vector<ParamId> weights_;

@@ -79,7 +79,7 @@ struct CommonConfig {
   bool progress = true;
   bool cuda_graph = false;  ///< --cuda-graph: capture the GPU training step as a CUDA Graph
   bool tf32 = false;             ///< --tf32: TF32 tensor cores in the GPU convolutions
-  bool bf16 = false;             ///< --bf16: BF16 operands, FP32 accumulation, in GPU convolutions
+  bool bf16 = false;             ///< --bf16: BF16 operands, FP32 accumulation, in convolutions
   bool cudnn_benchmark = false;  ///< --cudnn-benchmark: time cuDNN's algorithms per shape
   bool deterministic = false;    ///< --deterministic: deterministic cuDNN algorithms only
 };
@@ -269,8 +269,9 @@ inline void add_common_flags(cli::ArgParser& p, const CommonConfig& d, const std
       .flag("cuda-graph", "on a GPU, capture the training step as a CUDA Graph and replay it")
       .flag("tf32", "on a GPU, let the convolutions use TF32 tensor cores (PyTorch's default)")
       .flag("bf16",
-            "on a GPU, run the convolutions on BF16 copies of their operands with FP32 "
-            "accumulation (mixed precision; weights, activations and updates stay FP32)")
+            "run the convolutions on BF16 copies of their operands with FP32 accumulation "
+            "(mixed precision; weights, activations and updates stay FP32; on the CPU an "
+            "emulation of the GPU's numerics, slower than FP32)")
       .flag("cudnn-benchmark",
             "on a GPU, time cuDNN's convolution algorithms per shape and take the fastest")
       .flag("deterministic", "on a GPU, deterministic convolution algorithms only (same bits)")
@@ -321,7 +322,7 @@ inline void validate_common(const CommonConfig& c) {
   if (cli::parse_device(p, c.device).cuda) {
     cli::require_cuda_backend(p, c.device);
   } else {
-    for (const auto& [on, flag] : {std::pair{c.tf32, "--tf32"}, std::pair{c.bf16, "--bf16"},
+    for (const auto& [on, flag] : {std::pair{c.tf32, "--tf32"},
                                    std::pair{c.cudnn_benchmark, "--cudnn-benchmark"},
                                    std::pair{c.deterministic, "--deterministic"}})
       check<OptionError>(!on, p, ": ", flag, " sets how GPU convolutions run; it needs --device cuda[:N], got --device ",
@@ -512,7 +513,9 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
                           const std::vector<std::pair<std::string, std::string>>& column_metrics,
                           std::ostream& out) {
   const cli::DeviceChoice device = cli::parse_device(c.program, c.device);
+  set_conv_bf16(c.bf16);
   if (!device.cuda) {
+    if (c.bf16) out << c.program << ": convolutions in emulated BF16 on the CPU\n";
     Context<Cpu> ctx(c.threads > 0 ? c.threads
                                    : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
     return run_spec_on<Spec, TaskList>(c, ctx, data, experiment, label, std::move(loss_weights),
@@ -523,7 +526,6 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
   // Under mpirun, the ranks of a node take consecutive devices from the requested one.
   Context<Cuda> ctx(device.index + distributed::launcher_local_rank());
   cuda::set_conv_tf32(c.tf32);
-  cuda::set_conv_bf16(c.bf16);
   cuda::set_conv_benchmark(c.cudnn_benchmark);
   cuda::set_conv_deterministic(c.deterministic);
   out << c.program << ": training on CUDA device " << ctx.device() << " (convolutions "

@@ -28,6 +28,7 @@
 #include <type_traits>
 
 #include "nddr/backend/cpu/winograd.hpp"
+#include "nddr/core/bfloat16.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
@@ -448,10 +449,11 @@ void conv2d_col2im_add(const Context<Cpu>& ctx, const T* col, const Conv2dGeomet
   });
 }
 
-/// y = conv(x, w) + b. x (N, C_in, H, W), w (C_out, C_in, kh, kw), b (C_out) when
+/// y = conv(x, w) + b in T's full precision, whatever `set_conv_bf16` says (the public op
+/// below dispatches). x (N, C_in, H, W), w (C_out, C_in, kh, kw), b (C_out) when
 /// `opt.use_bias` (else empty), y (N, C_out, OH, OW) assigned.
 template <class T>
-void conv2d_forward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
+void conv2d_forward_full(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
                     std::type_identity_t<TensorView<const T, Cpu>> w,
                     std::type_identity_t<TensorView<const T, Cpu>> b, TensorView<T, Cpu> y,
                     const Conv2dOptions& opt) {
@@ -501,10 +503,10 @@ void conv2d_forward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, 
   }
 }
 
-/// dx += conv^T(dy, w): the data gradient, accumulated. An empty dx is skipped.
-/// w (C_out, C_in, kh, kw), dy (N, C_out, OH, OW), dx (N, C_in, H, W).
+/// dx += conv^T(dy, w): the data gradient, accumulated, in full precision. An empty dx is
+/// skipped. w (C_out, C_in, kh, kw), dy (N, C_out, OH, OW), dx (N, C_in, H, W).
 template <class T>
-void conv2d_backward_data(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> w,
+void conv2d_backward_data_full(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> w,
                           std::type_identity_t<TensorView<const T, Cpu>> dy, TensorView<T, Cpu> dx,
                           const Conv2dOptions& opt) {
   if (dx.empty()) return;
@@ -566,11 +568,11 @@ void conv2d_backward_data(Context<Cpu>& ctx, std::type_identity_t<TensorView<con
   }
 }
 
-/// dw = sum_n dy_n * col(x_n)^T and db = sum over (n, h, w) of dy, both assigned. An empty dw
-/// or db is skipped; db must be empty unless `opt.use_bias`.
+/// dw = sum_n dy_n * col(x_n)^T and db = sum over (n, h, w) of dy, both assigned, in full
+/// precision. An empty dw or db is skipped; db must be empty unless `opt.use_bias`.
 /// x (N, C_in, H, W), dy (N, C_out, OH, OW), dw (C_out, C_in, kh, kw), db (C_out).
 template <class T>
-void conv2d_backward_weights(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
+void conv2d_backward_weights_full(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
                              std::type_identity_t<TensorView<const T, Cpu>> dy,
                              TensorView<T, Cpu> dw, std::type_identity_t<TensorView<T, Cpu>> db,
                              const Conv2dOptions& opt) {
@@ -640,6 +642,104 @@ void conv2d_backward_weights(Context<Cpu>& ctx, std::type_identity_t<TensorView<
           }
         });
   }
+}
+
+namespace bf16_emulation {
+
+/// A copy of `src` with every element rounded to bfloat16.
+inline Tensor<float, Cpu> rounded(const Context<Cpu>& ctx, TensorView<const float, Cpu> src) {
+  Tensor<float, Cpu> r(src.shape());
+  const float* in = src.data();
+  float* out = r.data();
+  nddr::detail::parallel_ranges(ctx, src.numel(), [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i) out[i] = round_to_bfloat16(in[i]);
+  });
+  return r;
+}
+
+}  // namespace bf16_emulation
+
+/// y = conv(x, w) + b. x (N, C_in, H, W), w (C_out, C_in, kh, kw), b (C_out) when
+/// `opt.use_bias` (else empty), y (N, C_out, OH, OW) assigned. With `set_conv_bf16` on, float
+/// convolutions emulate the GPU's BF16 ones: y = bf16(conv(bf16(x), bf16(w))) + b.
+template <class T>
+void conv2d_forward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
+                    std::type_identity_t<TensorView<const T, Cpu>> w,
+                    std::type_identity_t<TensorView<const T, Cpu>> b, TensorView<T, Cpu> y,
+                    const Conv2dOptions& opt) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (conv_bf16()) {
+      constexpr const char* kWho = "nddr::ops::conv2d_forward";
+      const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt, kWho);
+      nddr::detail::conv2d_check_bias(kWho, "bias", b, opt, g.out_c);
+      check_shape(kWho, "y", y.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
+      const auto xr = bf16_emulation::rounded(ctx, x), wr = bf16_emulation::rounded(ctx, w);
+      conv2d_forward_full<float>(ctx, xr.cview(), wr.cview(), {}, y,
+                                 Conv2dOptions(opt).bias(false));
+      const std::int64_t plane = g.out_h * g.out_w, channels = g.out_c;
+      const float* bias = opt.use_bias ? b.data() : nullptr;
+      float* out = y.data();
+      nddr::detail::parallel_ranges(ctx, y.numel(), [&](std::int64_t s, std::int64_t e) {
+        for (std::int64_t i = s; i < e; ++i)
+          out[i] = round_to_bfloat16(out[i]) + (bias ? bias[(i / plane) % channels] : 0.0f);
+      });
+      return;
+    }
+  }
+  conv2d_forward_full<T>(ctx, x, w, b, y, opt);
+}
+
+/// dx += conv^T(dy, w): the data gradient, accumulated. An empty dx is skipped.
+/// w (C_out, C_in, kh, kw), dy (N, C_out, OH, OW), dx (N, C_in, H, W). With `set_conv_bf16`
+/// on (float): dx += bf16(conv^T(bf16(dy), bf16(w))).
+template <class T>
+void conv2d_backward_data(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> w,
+                          std::type_identity_t<TensorView<const T, Cpu>> dy, TensorView<T, Cpu> dx,
+                          const Conv2dOptions& opt) {
+  if (dx.empty()) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (conv_bf16()) {
+      constexpr const char* kWho = "nddr::ops::conv2d_backward_data";
+      const Conv2dGeometry g = conv2d_geometry(dx.shape(), w.shape(), opt, kWho);
+      check_shape(kWho, "dy", dy.shape(), Shape::nchw(dx.shape().n(), g.out_c, g.out_h, g.out_w));
+      const auto dyr = bf16_emulation::rounded(ctx, dy), wr = bf16_emulation::rounded(ctx, w);
+      Tensor<float, Cpu> part(dx.shape());
+      conv2d_backward_data_full<float>(ctx, wr.cview(), dyr.cview(), part.view(), opt);
+      const float* in = part.data();
+      float* out = dx.data();
+      nddr::detail::parallel_ranges(ctx, dx.numel(), [&](std::int64_t s, std::int64_t e) {
+        for (std::int64_t i = s; i < e; ++i) out[i] += round_to_bfloat16(in[i]);
+      });
+      return;
+    }
+  }
+  conv2d_backward_data_full<T>(ctx, w, dy, dx, opt);
+}
+
+/// dw = sum_n dy_n * col(x_n)^T and db = sum over (n, h, w) of dy, both assigned. An empty dw
+/// or db is skipped; db must be empty unless `opt.use_bias`.
+/// x (N, C_in, H, W), dy (N, C_out, OH, OW), dw (C_out, C_in, kh, kw), db (C_out). With
+/// `set_conv_bf16` on (float): dw = bf16(dconv(bf16(x), bf16(dy))); db from the float dy.
+template <class T>
+void conv2d_backward_weights(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
+                             std::type_identity_t<TensorView<const T, Cpu>> dy,
+                             TensorView<T, Cpu> dw, std::type_identity_t<TensorView<T, Cpu>> db,
+                             const Conv2dOptions& opt) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (conv_bf16()) {
+      conv2d_backward_weights_full<float>(ctx, x, dy, {}, db, opt);
+      if (dw.empty()) return;
+      constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
+      const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
+      check_shape(kWho, "dy", dy.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
+      const auto xr = bf16_emulation::rounded(ctx, x), dyr = bf16_emulation::rounded(ctx, dy);
+      conv2d_backward_weights_full<float>(ctx, xr.cview(), dyr.cview(), dw, {}, opt);
+      float* out = dw.data();
+      for (std::int64_t i = 0; i < dw.numel(); ++i) out[i] = round_to_bfloat16(out[i]);
+      return;
+    }
+  }
+  conv2d_backward_weights_full<T>(ctx, x, dy, dw, db, opt);
 }
 
 /// Full backward pass: dx accumulated (skipped when empty), dw and db assigned (each skipped

@@ -87,7 +87,7 @@ inline constexpr std::size_t kConvWorkspaceLimit = std::size_t{1} << 30;
 
 namespace detail {
 /// The process-wide convolution settings below, all off at start.
-enum class ConvSetting { kTf32, kBf16, kDeterministic, kBenchmark, kCount };
+enum class ConvSetting { kTf32, kDeterministic, kBenchmark, kCount };
 inline std::atomic<bool>& conv_setting(ConvSetting which) {
   static std::atomic<bool> flags[static_cast<int>(ConvSetting::kCount)] = {};
   return flags[static_cast<int>(which)];
@@ -100,19 +100,13 @@ inline std::atomic<bool>& conv_setting(ConvSetting which) {
 inline void set_conv_tf32(bool on) { detail::conv_setting(detail::ConvSetting::kTf32).store(on); }
 inline bool conv_tf32() { return detail::conv_setting(detail::ConvSetting::kTf32).load(); }
 
-/// Runs float convolutions in BF16 (mixed precision, like `torch.autocast(dtype=bfloat16)` does
-/// for convolutions): each convolution call rounds its inputs (x and the FP32 master weights
-/// for the forward pass, dy and w for the data gradient, x and dy for the weight gradient) to
-/// bfloat16 copies in the workspace, cuDNN multiplies them on tensor cores with FP32
-/// accumulation (`CUDNN_DATA_BFLOAT16` data, `CUDNN_DATA_FLOAT` compute) into a bfloat16
-/// result, and that result is widened back into the float output (added onto dx, assigned
-/// to y and dw; the bias is added and its gradient summed in float). Activations between
-/// layers, batch norm, the losses, the parameters and the SGD step stay in FP32, so a
-/// network's type and checkpoints are unchanged. Expect about 1e-2 relative differences from
-/// an FP32 run (8 significant bits per operand). Overrides `set_conv_tf32`; double is
-/// unaffected. Off by default. Process-wide.
-inline void set_conv_bf16(bool on) { detail::conv_setting(detail::ConvSetting::kBf16).store(on); }
-inline bool conv_bf16() { return detail::conv_setting(detail::ConvSetting::kBf16).load(); }
+/// BF16 mixed precision for float convolutions (`nddr::set_conv_bf16`, nddr/ops/conv2d.hpp; one
+/// switch for both devices): on the GPU each call rounds its operands into bfloat16 copies in
+/// the workspace, cuDNN multiplies them on tensor cores with FP32 accumulation
+/// (`CUDNN_DATA_BFLOAT16` data, `CUDNN_DATA_FLOAT` compute) into a bfloat16 result, and that
+/// result is widened back into the float output. Overrides `set_conv_tf32`.
+using nddr::conv_bf16;
+using nddr::set_conv_bf16;
 
 /// Restricts convolutions to cuDNN's deterministic algorithms, so that two runs of the same
 /// step give the same bits (PyTorch's `torch.backends.cudnn.deterministic`); when a shape has
