@@ -275,6 +275,7 @@ int main(int argc, char** argv) {
       const int index = a.device.size() > 5 ? std::stoi(a.device.substr(5)) : 0;
       nddr::Context<nddr::Cuda> ctx(index);
       nddr::cuda::set_conv_tf32(a.tf32);
+      nddr::cuda::set_matmul_tf32(a.tf32);
       nddr::cuda::set_conv_benchmark(a.cudnn_benchmark);
       nddr::cuda::set_conv_deterministic(a.deterministic);
       return dispatch(a, ctx);

@@ -4,6 +4,7 @@
 // "no CUDA device: skipped" and pass when none is usable.
 #include <catch2/catch.hpp>
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <nddr/cuda.hpp>
@@ -599,6 +600,42 @@ TEST_CASE("CUDA linear matches the CPU op", "[cuda][linear]") {
   SECTION("rank 4, no bias, float") { linear_parity<float>(Shape::nchw(3, 4, 5, 3), 7, false, 32); }
   SECTION("rank 2, bias, double") { linear_parity<double>(Shape{5, 37}, 13, true, 33); }
   SECTION("rank 4, bias, double") { linear_parity<double>(Shape::nchw(3, 4, 5, 3), 7, true, 34); }
+}
+
+TEST_CASE("CUDA linear with TF32 GEMMs (set_matmul_tf32) stays near FP32", "[cuda][linear]") {
+  if (no_device()) return;
+  nddr::Context<Cuda> gpu;
+  const Shape xs{64, 512};
+  const std::int64_t out = 256;
+  const auto x = dev(gpu, random_tensor<float>(xs, 61));
+  const auto w = dev(gpu, random_tensor<float>(Shape{out, 512}, 62));
+  const auto dy = dev(gpu, random_tensor<float>(Shape{64, out}, 63));
+  const auto run = [&] {
+    Tensor<float, Cuda> y(Shape{64, out}), dx(xs), dw(Shape{out, 512});
+    nddr::ops::linear_forward<float>(gpu, x.cview(), w.cview(), {}, y.view());
+    nddr::ops::linear_backward<float>(gpu, x.cview(), w.cview(), dy.cview(), dx.view(), dw.view(),
+                                      {});
+    return std::array<Tensor<float>, 3>{host(gpu, y), host(gpu, dx), host(gpu, dw)};
+  };
+  const auto fp32 = run();
+  const bool before = nddr::cuda::matmul_tf32();
+  nddr::cuda::set_matmul_tf32(true);
+  const auto tf32 = run();
+  nddr::cuda::set_matmul_tf32(before);
+  const auto fp32_again = run();
+  for (std::size_t i = 0; i < 3; ++i) {
+    INFO("output " << i << " (y, dx, dw)");
+    double scale = 1e-30, diff = 0.0, again = 0.0;
+    for (std::int64_t j = 0; j < fp32[i].numel(); ++j) {
+      scale = std::max(scale, std::abs(static_cast<double>(fp32[i][j])));
+      diff = std::max(diff, std::abs(static_cast<double>(tf32[i][j]) - fp32[i][j]));
+      again = std::max(again, std::abs(static_cast<double>(fp32_again[i][j]) - fp32[i][j]));
+    }
+    // 11 significant bits per operand: about 1e-3 of the scale, and visibly not FP32.
+    CHECK(diff < 3e-3 * scale);
+    CHECK(diff > 0.0);
+    CHECK(again == 0.0);  // switching back restores full precision
+  }
 }
 
 TEST_CASE("CUDA linear rejects bad shapes like the CPU op", "[cuda][linear]") {

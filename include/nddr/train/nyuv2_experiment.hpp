@@ -78,7 +78,7 @@ struct CommonConfig {
   std::int64_t checkpoint_every = 5000;
   bool progress = true;
   bool cuda_graph = false;  ///< --cuda-graph: capture the GPU training step as a CUDA Graph
-  bool tf32 = false;             ///< --tf32: TF32 tensor cores in the GPU convolutions
+  bool tf32 = false;             ///< --tf32: TF32 tensor cores in GPU convolutions and GEMMs
   bool bf16 = false;             ///< --bf16: BF16 operands, FP32 accumulation, in convolutions
   bool cudnn_benchmark = false;  ///< --cudnn-benchmark: time cuDNN's algorithms per shape
   bool deterministic = false;    ///< --deterministic: deterministic cuDNN algorithms only
@@ -267,7 +267,9 @@ inline void add_common_flags(cli::ArgParser& p, const CommonConfig& d, const std
       .option("seed", std::to_string(d.seed), "seed of initialisation, data order and augmentation")
       .option("device", d.device, "cpu | cuda | cuda:N")
       .flag("cuda-graph", "on a GPU, capture the training step as a CUDA Graph and replay it")
-      .flag("tf32", "on a GPU, let the convolutions use TF32 tensor cores (PyTorch's default)")
+      .flag("tf32",
+            "on a GPU, let the convolutions (PyTorch's default) and the linear layers' GEMMs "
+            "use TF32 tensor cores")
       .flag("bf16",
             "run the convolutions on BF16 copies of their operands with FP32 accumulation "
             "(mixed precision; weights, activations and updates stay FP32; on the CPU an "
@@ -526,6 +528,7 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
   // Under mpirun, the ranks of a node take consecutive devices from the requested one.
   Context<Cuda> ctx(device.index + distributed::launcher_local_rank());
   cuda::set_conv_tf32(c.tf32);
+  cuda::set_matmul_tf32(c.tf32);
   cuda::set_conv_benchmark(c.cudnn_benchmark);
   cuda::set_conv_deterministic(c.deterministic);
   out << c.program << ": training on CUDA device " << ctx.device() << " (convolutions "

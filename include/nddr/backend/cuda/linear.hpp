@@ -1,7 +1,7 @@
 #pragma once
 /// \file
-/// CUDA fully connected map through cuBLAS GEMM (full precision: the handle's default math
-/// mode, no TF32). Our buffers are row-major; cuBLAS is column-major, and a row-major (r, c)
+/// CUDA fully connected map through cuBLAS GEMM, in full precision by default (no TF32;
+/// `set_matmul_tf32(true)` allows TF32 tensor cores for float GEMMs). Our buffers are row-major; cuBLAS is column-major, and a row-major (r, c)
 /// matrix is the column-major (c, r) matrix, its transpose. So with x (N, F), w (out, F),
 /// dy (N, out):
 ///   y^T (out, N)  = w^T(F, out)^T * x^T (F, N)      gemm(T, N, out, N, F)
@@ -12,6 +12,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -26,12 +27,35 @@
 #include "nddr/core/tensor.hpp"
 #include "nddr/ops/linear.hpp"
 
+namespace nddr::cuda {
+
+namespace detail {
+inline std::atomic<bool>& matmul_tf32_flag() {
+  static std::atomic<bool> on{false};
+  return on;
+}
+}  // namespace detail
+
+/// Lets float GEMMs (the `Linear` ops) use TF32 tensor cores (`CUBLAS_TF32_TENSOR_OP_MATH`:
+/// 11 significant bits per operand, FP32 accumulation), like PyTorch's
+/// `torch.backends.cuda.matmul.allow_tf32`. Off by default (full FP32, matching the CPU op to
+/// rounding); double is unaffected. Process-wide. `--tf32` in the experiment binaries turns on
+/// this and `set_conv_tf32`.
+inline void set_matmul_tf32(bool on) { detail::matmul_tf32_flag().store(on); }
+inline bool matmul_tf32() { return detail::matmul_tf32_flag().load(); }
+
+}  // namespace nddr::cuda
+
 namespace nddr::cuda::detail {
 
-/// C (m, n, column-major, ldc) = alpha * op(A) * op(B) + beta * C in float or double.
+/// C (m, n, column-major, ldc) = alpha * op(A) * op(B) + beta * C in float or double; float
+/// GEMMs run in the math mode `set_matmul_tf32` asks for (set on the handle per call).
 inline cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
                            int n, int k, float alpha, const float* a, int lda, const float* b,
                            int ldb, float beta, float* c, int ldc) {
+  const cublasStatus_t mode =
+      cublasSetMathMode(h, matmul_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+  if (mode != CUBLAS_STATUS_SUCCESS) return mode;
   return cublasSgemm(h, ta, tb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
 }
 inline cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
