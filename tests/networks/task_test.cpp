@@ -115,7 +115,8 @@ TEST_CASE("SurfaceNormal: cosine loss by default, L2 twice it, finite difference
   nddr::Tensor<double> grad(p.shape()), expected(p.shape());
   const double value =
       nddr::SurfaceNormal::loss<double>(ctx, p.cview(), g.cview(), grad.view(), 20.0);
-  const auto opt = nddr::NormalLossOptions{}.form(nddr::NormalLossForm::kCosine).scale(20.0);
+  const auto opt =
+      nddr::NormalLossOptions{}.form(nddr::NormalLossForm::kCosine).scale(20.0).eps(1e-6);
   CHECK(value == nddr::ops::normal_loss_forward<double>(ctx, p.cview(), g.cview(), opt));
   nddr::ops::normal_loss_backward<double>(ctx, p.cview(), g.cview(), expected.view(), opt);
   for (std::int64_t i = 0; i < grad.numel(); ++i) REQUIRE(grad[i] == expected[i]);
@@ -127,6 +128,19 @@ TEST_CASE("SurfaceNormal: cosine loss by default, L2 twice it, finite difference
 
   check_task_gradient<nddr::SurfaceNormal>(p, g);
   check_task_gradient<L2>(p, g);
+
+  // An all-zero prediction (a pixel whose features all died in a ReLU, zero bias): the norm is
+  // floored at 1e-6 as in the authors' TF code, so its gradient is -g^ * 1e6 * weight / count,
+  // not PyTorch's 1e12 floor.
+  nddr::Tensor<double> p0 = p;
+  for (std::int64_t c = 0; c < 3; ++c) p0(0, c, 1, 1) = 0.0;
+  nddr::Tensor<double> grad0(p.shape());
+  nddr::SurfaceNormal::loss<double>(ctx, p0.cview(), g.cview(), grad0.view(), 1.0);
+  const double gn = std::sqrt(g(0, 0, 1, 1) * g(0, 0, 1, 1) + g(0, 1, 1, 1) * g(0, 1, 1, 1) +
+                              g(0, 2, 1, 1) * g(0, 2, 1, 1));
+  const double labelled = 2 * 3 * 4 - 1;
+  for (std::int64_t c = 0; c < 3; ++c)
+    CHECK(grad0(0, c, 1, 1) == Approx(-g(0, c, 1, 1) / gn * 1e6 / labelled).epsilon(1e-9));
 }
 
 TEST_CASE("AgeClassification and Gender: K-way softmax cross-entropy on (N) labels",

@@ -151,9 +151,11 @@ def forward(P, x):
 
 
 def normal_loss(pred, target):
-    """Mean over labelled pixels (target != 0) of 1 - cos(pred, target)."""
+    """Mean over labelled pixels (target != 0) of 1 - cos(pred, target); the norm floored at
+    1e-6 as the authors' TF code (tf.nn.l2_normalize, epsilon 1e-12 on the squared norm) and
+    nddr::SurfaceNormal do."""
     valid = (target != 0).any(dim=1)  # (N, H, W)
-    cos = (F.normalize(pred, dim=1, eps=1e-12) * F.normalize(target, dim=1, eps=1e-12)).sum(1)
+    cos = (F.normalize(pred, dim=1, eps=1e-6) * F.normalize(target, dim=1, eps=1e-6)).sum(1)
     return (1.0 - cos)[valid].mean()
 
 

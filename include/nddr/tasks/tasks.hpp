@@ -84,9 +84,14 @@ struct SurfaceNormalTask {
     return value;
   }
   /// The loss as options of a library op, so that the trainer can run it on any device.
+  /// eps = 1e-6 floors the norm as the authors' TF code does (`x / sqrt(max(sum x^2, 1e-12))`,
+  /// `tf.nn.l2_normalize`): PyTorch's `F.normalize` floor of 1e-12 would give a pixel whose
+  /// prediction is exactly zero (all its features dead after a ReLU, zero bias) a gradient of
+  /// 1e12 instead of 1e6, enough to wreck a step.
   static NormalLossOptions loss_options(double weight) {
-    return NormalLossOptions{}.form(Form).scale(weight);
+    return NormalLossOptions{}.form(Form).scale(weight).eps(kNormFloor);
   }
+  static constexpr double kNormFloor = 1e-6;
 };
 
 /// The surface-normal task as the authors coded it (cosine form).
