@@ -22,6 +22,7 @@ using nddr::Shape;
 using nddr::Tensor;
 
 using nddr_test::no_device;
+using nddr_test::rounded_bf16;
 
 template <class T>
 Tensor<T> random_tensor(Shape s, std::uint32_t seed, T lo = T(-1), T hi = T(1)) {
@@ -128,13 +129,6 @@ void conv_suite() {
   SECTION("stride 2 unpadded 7x7") {
     conv_parity<T>(Shape::nchw(2, 3, 17, 15), Shape::nchw(4, 3, 7, 7), O{}.stride(2).padding(3), 19);
   }
-}
-
-/// `t` with every element rounded to bfloat16 (what the BF16 convolutions feed cuDNN).
-Tensor<float> rounded_bf16(const Tensor<float>& t) {
-  Tensor<float> r(t.shape());
-  for (std::int64_t i = 0; i < t.numel(); ++i) r[i] = nddr::round_to_bfloat16(t[i]);
-  return r;
 }
 
 /// Element-wise check of a BF16 convolution result against the exact product of the rounded

@@ -4,6 +4,8 @@
 
 #include <nddr/cuda.hpp>
 
+#include "../support/bf16.hpp"  // nddr_test::ConvBf16Setting
+
 namespace nddr_test {
 
 /// True (and a Catch2 warning saying so) when this machine has no CUDA device, so the calling
@@ -29,16 +31,6 @@ struct ConvAlgoSettings {
   }
   ConvAlgoSettings(const ConvAlgoSettings&) = delete;
   ConvAlgoSettings& operator=(const ConvAlgoSettings&) = delete;
-};
-
-/// Turns the BF16 convolutions (`nddr::cuda::set_conv_bf16`) on or off while alive and restores
-/// the previous setting.
-struct ConvBf16Setting {
-  bool before = nddr::cuda::conv_bf16();
-  explicit ConvBf16Setting(bool on) { nddr::cuda::set_conv_bf16(on); }
-  ~ConvBf16Setting() { nddr::cuda::set_conv_bf16(before); }
-  ConvBf16Setting(const ConvBf16Setting&) = delete;
-  ConvBf16Setting& operator=(const ConvBf16Setting&) = delete;
 };
 
 }  // namespace nddr_test

@@ -280,16 +280,12 @@ TEST_CASE("Trainer<Cuda>: BF16 convolutions train like FP32 ones, eagerly and as
     bf16.fit(gpu, kSteps, batch);
     graph.fit(gpu, kSteps, batch);
   }
-  const auto mean = [](const FTrain& t, std::size_t from, std::size_t to) {
-    double s = 0.0;
-    for (std::size_t i = from; i < to; ++i) s += t.history()[i].total;
-    return s / static_cast<double>(to - from);
-  };
   // Same weights at step 0: only the rounding differs. Both learn, to about the same loss (the
   // CPU emulation of tests/train/trainer_test.cpp shows the spread to expect).
   CHECK(bf16.history()[0].total == Approx(fp32.history()[0].total).epsilon(1e-2));
   CHECK(bf16.history()[0].total != fp32.history()[0].total);
-  const double f_end = mean(fp32, kSteps - 6, kSteps), b_end = mean(bf16, kSteps - 6, kSteps);
+  const double f_end = nddr_test::mean_total_loss(fp32, kSteps - 6, kSteps);
+  const double b_end = nddr_test::mean_total_loss(bf16, kSteps - 6, kSteps);
   INFO("mean loss of the last 6 steps: FP32 " << f_end << ", BF16 " << b_end);
   CHECK(f_end < 0.7 * fp32.history()[0].total);
   CHECK(b_end < 0.7 * bf16.history()[0].total);

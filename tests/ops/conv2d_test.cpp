@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "../support/bf16.hpp"
+
 namespace {
 
 using nddr::Conv2dOptions;
@@ -545,23 +547,6 @@ TEST_CASE("Conv2d: blocked im2col data gradient matches a direct transposed conv
   }
 }
 
-namespace {
-
-/// Turns `nddr::set_conv_bf16` on while alive.
-struct Bf16On {
-  bool before = nddr::conv_bf16();
-  Bf16On() { nddr::set_conv_bf16(true); }
-  ~Bf16On() { nddr::set_conv_bf16(before); }
-};
-
-Tensor<float> bf16_rounded(const Tensor<float>& t) {
-  Tensor<float> r(t.shape());
-  for (std::int64_t i = 0; i < t.numel(); ++i) r[i] = nddr::round_to_bfloat16(t[i]);
-  return r;
-}
-
-}  // namespace
-
 TEST_CASE("conv2d under set_conv_bf16 (CPU emulation): rounds operands and products like the "
           "GPU's BF16 convolutions, bit for bit",
           "[ops][conv2d][bf16]") {
@@ -587,7 +572,8 @@ TEST_CASE("conv2d under set_conv_bf16 (CPU emulation): rounds operands and produ
     Tensor<float> dy(ys), dx0(c.x);
     fill_uniform(dy, rng);
     fill_uniform(dx0, rng);
-    const Tensor<float> xr = bf16_rounded(x), wr = bf16_rounded(w), dyr = bf16_rounded(dy);
+    const Tensor<float> xr = nddr_test::rounded_bf16(x), wr = nddr_test::rounded_bf16(w),
+                        dyr = nddr_test::rounded_bf16(dy);
     const auto nobias = Conv2dOptions(c.opt).bias(false);
     const auto bview = c.opt.use_bias ? b.cview() : TensorView<const float>();
 
@@ -610,7 +596,7 @@ TEST_CASE("conv2d under set_conv_bf16 (CPU emulation): rounds operands and produ
       nddr::ops::conv2d_backward_weights<float>(ctx, x.cview(), dy.cview(), {}, db_want.view(),
                                                 c.opt);
 
-    const Bf16On on;
+    const nddr_test::ConvBf16Setting on(true);
     Tensor<float> y(ys), dx = dx0, dw(c.w), db(b.shape());
     for (std::int64_t i = 0; i < dw.numel(); ++i) dw[i] = 123.0f;  // assigned over garbage
     for (std::int64_t i = 0; i < db.numel(); ++i) db[i] = 123.0f;
@@ -631,7 +617,7 @@ TEST_CASE("conv2d under set_conv_bf16 (CPU emulation): rounds operands and produ
     CHECK(diff < 2e-2 * scale);
   }
   // Double ignores the switch; bad shapes are refused with the op's own message.
-  const Bf16On on;
+  const nddr_test::ConvBf16Setting on(true);
   Tensor<double> xd(Shape::nchw(1, 2, 4, 4)), wd(Shape::nchw(1, 2, 1, 1)), yd(Shape::nchw(1, 1, 4, 4));
   for (std::int64_t i = 0; i < xd.numel(); ++i) xd[i] = 1.0 + 1e-6 * static_cast<double>(i);
   for (std::int64_t i = 0; i < wd.numel(); ++i) wd[i] = 1.0;

@@ -10,6 +10,7 @@
 #include <limits>
 #include <string>
 
+#include "../support/bf16.hpp"
 #include "../support/seg_normal_batch.hpp"
 
 namespace {
@@ -265,22 +266,16 @@ TEST_CASE("Trainer: BF16 convolutions (set_conv_bf16, CPU emulation) train like 
   FTrain fp32(fnet, schedule, opt), bf16(bnet, schedule, opt);
   fp32.fit(ctx, kSteps, batch);
   {
-    const bool before = nddr::conv_bf16();
-    nddr::set_conv_bf16(true);
+    const nddr_test::ConvBf16Setting on(true);
     bf16.fit(ctx, kSteps, batch);
-    nddr::set_conv_bf16(before);
   }
-  const auto mean = [](const FTrain& t, std::size_t from, std::size_t to) {
-    double s = 0.0;
-    for (std::size_t i = from; i < to; ++i) s += t.history()[i].total;
-    return s / static_cast<double>(to - from);
-  };
   // Same weights at step 0: only the rounding differs.
   CHECK(bf16.history()[0].total == Approx(fp32.history()[0].total).epsilon(1e-2));
   CHECK(bf16.history()[0].total != fp32.history()[0].total);
   // Both learn, to about the same loss (later steps differ by up to ~10 % either way: an FP32
   // run on images scaled by 1.001 strays as far, so that is the training's sensitivity).
-  const double f_end = mean(fp32, kSteps - 6, kSteps), b_end = mean(bf16, kSteps - 6, kSteps);
+  const double f_end = nddr_test::mean_total_loss(fp32, kSteps - 6, kSteps);
+  const double b_end = nddr_test::mean_total_loss(bf16, kSteps - 6, kSteps);
   INFO("loss at step 0: FP32 " << fp32.history()[0].total << ", BF16 " << bf16.history()[0].total
                               << "; mean of the last 6 steps: FP32 " << f_end << ", BF16 " << b_end);
   CHECK(f_end < 0.7 * fp32.history()[0].total);

@@ -657,6 +657,38 @@ inline Tensor<float, Cpu> rounded(const Context<Cpu>& ctx, TensorView<const floa
   return r;
 }
 
+/// dx += bf16(conv^T(dyr, wr)) for operands already rounded (dx not empty).
+inline void backward_data(Context<Cpu>& ctx, TensorView<const float, Cpu> wr,
+                          TensorView<const float, Cpu> dyr, TensorView<float, Cpu> dx,
+                          const Conv2dOptions& opt) {
+  constexpr const char* kWho = "nddr::ops::conv2d_backward_data";
+  const Conv2dGeometry g = conv2d_geometry(dx.shape(), wr.shape(), opt, kWho);
+  check_shape(kWho, "dy", dyr.shape(), Shape::nchw(dx.shape().n(), g.out_c, g.out_h, g.out_w));
+  Tensor<float, Cpu> part(dx.shape());
+  conv2d_backward_data_full<float>(ctx, wr, dyr, part.view(), opt);
+  const float* in = part.data();
+  float* out = dx.data();
+  nddr::detail::parallel_ranges(ctx, dx.numel(), [&](std::int64_t s, std::int64_t e) {
+    for (std::int64_t i = s; i < e; ++i) out[i] += round_to_bfloat16(in[i]);
+  });
+}
+
+/// db = sum of the float dy; dw = bf16(dconv(bf16(x), dyr)) with dyr = bf16(dy) given.
+inline void backward_weights(Context<Cpu>& ctx, TensorView<const float, Cpu> x,
+                             TensorView<const float, Cpu> dy, TensorView<const float, Cpu> dyr,
+                             TensorView<float, Cpu> dw, TensorView<float, Cpu> db,
+                             const Conv2dOptions& opt) {
+  conv2d_backward_weights_full<float>(ctx, x, dy, {}, db, opt);
+  if (dw.empty()) return;
+  constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
+  const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
+  check_shape(kWho, "dy", dy.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
+  const auto xr = rounded(ctx, x);
+  conv2d_backward_weights_full<float>(ctx, xr.cview(), dyr, dw, {}, opt);
+  float* out = dw.data();
+  for (std::int64_t i = 0; i < dw.numel(); ++i) out[i] = round_to_bfloat16(out[i]);
+}
+
 }  // namespace bf16_emulation
 
 /// y = conv(x, w) + b. x (N, C_in, H, W), w (C_out, C_in, kh, kw), b (C_out) when
@@ -699,18 +731,8 @@ void conv2d_backward_data(Context<Cpu>& ctx, std::type_identity_t<TensorView<con
   if (dx.empty()) return;
   if constexpr (std::is_same_v<T, float>) {
     if (conv_bf16()) {
-      constexpr const char* kWho = "nddr::ops::conv2d_backward_data";
-      const Conv2dGeometry g = conv2d_geometry(dx.shape(), w.shape(), opt, kWho);
-      check_shape(kWho, "dy", dy.shape(), Shape::nchw(dx.shape().n(), g.out_c, g.out_h, g.out_w));
       const auto dyr = bf16_emulation::rounded(ctx, dy), wr = bf16_emulation::rounded(ctx, w);
-      Tensor<float, Cpu> part(dx.shape());
-      conv2d_backward_data_full<float>(ctx, wr.cview(), dyr.cview(), part.view(), opt);
-      const float* in = part.data();
-      float* out = dx.data();
-      nddr::detail::parallel_ranges(ctx, dx.numel(), [&](std::int64_t s, std::int64_t e) {
-        for (std::int64_t i = s; i < e; ++i) out[i] += round_to_bfloat16(in[i]);
-      });
-      return;
+      return bf16_emulation::backward_data(ctx, wr.cview(), dyr.cview(), dx, opt);
     }
   }
   conv2d_backward_data_full<T>(ctx, w, dy, dx, opt);
@@ -727,29 +749,31 @@ void conv2d_backward_weights(Context<Cpu>& ctx, std::type_identity_t<TensorView<
                              const Conv2dOptions& opt) {
   if constexpr (std::is_same_v<T, float>) {
     if (conv_bf16()) {
-      conv2d_backward_weights_full<float>(ctx, x, dy, {}, db, opt);
-      if (dw.empty()) return;
-      constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
-      const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
-      check_shape(kWho, "dy", dy.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
-      const auto xr = bf16_emulation::rounded(ctx, x), dyr = bf16_emulation::rounded(ctx, dy);
-      conv2d_backward_weights_full<float>(ctx, xr.cview(), dyr.cview(), dw, {}, opt);
-      float* out = dw.data();
-      for (std::int64_t i = 0; i < dw.numel(); ++i) out[i] = round_to_bfloat16(out[i]);
-      return;
+      const auto dyr = bf16_emulation::rounded(ctx, dy);
+      return bf16_emulation::backward_weights(ctx, x, dy, dyr.cview(), dw, db, opt);
     }
   }
   conv2d_backward_weights_full<T>(ctx, x, dy, dw, db, opt);
 }
 
 /// Full backward pass: dx accumulated (skipped when empty), dw and db assigned (each skipped
-/// when empty).
+/// when empty). Under `set_conv_bf16` (float), dy is rounded once for both gradients.
 template <class T>
 void conv2d_backward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
                      std::type_identity_t<TensorView<const T, Cpu>> w,
                      std::type_identity_t<TensorView<const T, Cpu>> dy, TensorView<T, Cpu> dx,
                      std::type_identity_t<TensorView<T, Cpu>> dw,
                      std::type_identity_t<TensorView<T, Cpu>> db, const Conv2dOptions& opt) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (conv_bf16()) {
+      const auto dyr = bf16_emulation::rounded(ctx, dy);
+      bf16_emulation::backward_weights(ctx, x, dy, dyr.cview(), dw, db, opt);
+      if (!dx.empty())
+        bf16_emulation::backward_data(ctx, bf16_emulation::rounded(ctx, w).cview(), dyr.cview(),
+                                      dx, opt);
+      return;
+    }
+  }
   conv2d_backward_weights<T>(ctx, x, dy, dw, db, opt);
   conv2d_backward_data<T>(ctx, w, dy, dx, opt);
 }
