@@ -10,6 +10,7 @@
 #include <nddr/cuda.hpp>
 #include <nddr/nddr.hpp>
 #include <random>
+#include <span>
 #include <string>
 
 #include "no_device.hpp"
@@ -534,6 +535,72 @@ TEST_CASE("CUDA conv2d: BF16 and TF32 choices are cached apart from FP32 ones, d
   CHECK(rel_diff(bf16, fp32) > 0.0);
 }
 
+TEST_CASE("cuDNN algorithm choice: precision, workspace, determinism and math type (host "
+          "logic, runs without a device)", "[cuda][conv2d][algorithm]") {
+  namespace cd = nddr::cuda::detail;
+  using Perf = cudnnConvolutionFwdAlgoPerf_t;
+  const auto perf = [](int algo, cudnnStatus_t status, std::size_t memory,
+                       cudnnMathType_t math, cudnnDeterminism_t det) {
+    Perf p{};
+    p.algo = static_cast<cudnnConvolutionFwdAlgo_t>(algo);
+    p.status = status;
+    p.memory = memory;
+    p.mathType = math;
+    p.determinism = det;
+    return p;
+  };
+  constexpr auto ok = CUDNN_STATUS_SUCCESS;
+  constexpr auto nd = CUDNN_NON_DETERMINISTIC;
+  constexpr auto det = CUDNN_DETERMINISTIC;
+  // cuDNN's ranked list: a failed candidate, one over the workspace limit, one that would round
+  // float data to half, a tensor-core one (non-deterministic), then FMA and default-math ones.
+  const std::array<Perf, 6> ranked{
+      perf(0, CUDNN_STATUS_NOT_SUPPORTED, 0, CUDNN_FMA_MATH, det),
+      perf(1, ok, nddr::cuda::kConvWorkspaceLimit + 1, CUDNN_FMA_MATH, det),
+      perf(2, ok, 0, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, det),
+      perf(3, ok, 4096, CUDNN_TENSOR_OP_MATH, nd),
+      perf(4, ok, 256, CUDNN_FMA_MATH, nd),
+      perf(5, ok, 512, CUDNN_DEFAULT_MATH, det)};
+  const auto key = [](cd::ConvMath math, bool deterministic) {
+    return cd::ConvKey{0, CUDNN_DATA_FLOAT, cd::ConvDirection::kForward, 1, nddr::Conv2dGeometry{},
+                       math, deterministic, false};
+  };
+  const auto pick = [&](cd::ConvMath math, bool deterministic, int count = 6) {
+    return cd::pick_algorithm(ranked.data(), count, key(math, deterministic), "test");
+  };
+  // Full precision never takes tensor-core math; TF32 and BF16 take the first usable candidate
+  // and carry its math type (set on the descriptor before the call runs).
+  CHECK(pick(cd::ConvMath::kFull, false).algo == 4);
+  CHECK(pick(cd::ConvMath::kFull, false).workspace == 256);
+  for (const auto math : {cd::ConvMath::kTf32, cd::ConvMath::kBf16}) {
+    const cd::ConvAlgo a = pick(math, false);
+    CHECK(a.algo == 3);
+    CHECK(a.workspace == 4096);
+    CHECK(a.math_type == CUDNN_TENSOR_OP_MATH);
+    // Deterministic: the first usable deterministic candidate, skipping faster others.
+    const cd::ConvAlgo d = pick(math, true);
+    CHECK(d.algo == 5);
+    CHECK(d.math_type == CUDNN_DEFAULT_MATH);
+  }
+  CHECK(pick(cd::ConvMath::kFull, true).algo == 5);
+  // No deterministic candidate usable: the first usable other one.
+  CHECK(pick(cd::ConvMath::kBf16, true, 5).algo == 3);
+  CHECK(pick(cd::ConvMath::kFull, true, 5).algo == 4);
+  // None usable: an error that names the caller, the precision and the limit.
+  const auto none = [&](cd::ConvMath math) {
+    try {
+      (void)pick(math, false, 3);
+    } catch (const nddr::DeviceError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK_THAT(none(cd::ConvMath::kBf16),
+             Catch::Contains("test: cuDNN offers no BF16 algorithm within 1073741824 bytes"));
+  CHECK_THAT(none(cd::ConvMath::kFull), Catch::Contains("no full-precision algorithm"));
+  CHECK_THAT(none(cd::ConvMath::kTf32), Catch::Contains("no TF32 or full-precision algorithm"));
+}
+
 TEST_CASE("CUDA conv2d rejects bad shapes like the CPU op", "[cuda][conv2d]") {
   if (no_device()) return;
   nddr::Context<Cuda> gpu;
@@ -584,6 +651,157 @@ TEST_CASE("CUDA batch norm matches the CPU op (double)", "[cuda][batch_norm]") {
   SECTION("biased running var, N*H*W = 2") {
     batch_norm_parity<double>(Shape::nchw(2, 3, 1, 1),
                               nddr::BatchNormOptions{}.unbiased_running_var(false).momentum(0.3), 24);
+  }
+}
+
+/// Synchronized batch norm on both backends with the same host reduction `reduce` (an identity,
+/// or a doubling that stands for two replicas holding the same batch): forward and backward
+/// outputs, the running statistics and the number of reductions (the CPU op's three) agree.
+template <class T>
+void batch_norm_sync_parity(Shape xs, const nddr::BatchNormOptions& opt, double replicas,
+                            std::uint32_t seed) {
+  nddr::Context<Cpu> cpu(2);
+  nddr::Context<Cuda> gpu;
+  const Shape cs{xs.c()};
+  const Tensor<T> x = random_tensor<T>(xs, seed, T(2), T(5));
+  const Tensor<T> dy = random_tensor<T>(xs, seed + 1);
+  const Tensor<T> gamma = random_tensor<T>(cs, seed + 2, T(0.5), T(1.5));
+  const Tensor<T> beta = random_tensor<T>(cs, seed + 3);
+  Tensor<T> rm = random_tensor<T>(cs, seed + 4), rv = random_tensor<T>(cs, seed + 5, T(0.5), T(2));
+  Tensor<T> dx = random_tensor<T>(xs, seed + 6), y(xs), sm(cs), si(cs), dg(cs), dbt(cs);
+  const auto xd = dev(gpu, x), dyd = dev(gpu, dy), gd = dev(gpu, gamma), bd = dev(gpu, beta);
+  auto rmd = dev(gpu, rm), rvd = dev(gpu, rv), dxd = dev(gpu, dx);
+  Tensor<T, Cuda> yd(xs), smd(cs), sid(cs);
+  auto dgd = dev(gpu, random_tensor<T>(cs, 1, T(50), T(60)));
+  auto dbd = dev(gpu, random_tensor<T>(cs, 2, T(50), T(60)));
+  int cpu_calls = 0, gpu_calls = 0;
+  const auto scaled = [replicas](int& calls) {
+    return nddr::BatchNormAllReduce([replicas, &calls](std::span<double> v) {
+      ++calls;
+      for (double& e : v) e *= replicas;
+    });
+  };
+  const nddr::BatchNormAllReduce on_cpu = scaled(cpu_calls), on_gpu = scaled(gpu_calls);
+  nddr::ops::batch_norm_forward_training_sync<T>(cpu, x.cview(), gamma.cview(), beta.cview(),
+                                                 rm.view(), rv.view(), y.view(), sm.view(),
+                                                 si.view(), opt, on_cpu);
+  nddr::ops::batch_norm_forward_training_sync<T>(gpu, xd.cview(), gd.cview(), bd.cview(),
+                                                 rmd.view(), rvd.view(), yd.view(), smd.view(),
+                                                 sid.view(), opt, on_gpu);
+  check_close(host(gpu, yd), y, "sync bn y");
+  check_close(host(gpu, smd), sm, "sync bn save_mean");
+  check_close(host(gpu, sid), si, "sync bn save_inv_std");
+  check_close(host(gpu, rmd), rm, "sync bn running_mean");
+  check_close(host(gpu, rvd), rv, "sync bn running_var");
+  nddr::ops::batch_norm_backward_training_sync<T>(cpu, x.cview(), dy.cview(), gamma.cview(),
+                                                  sm.cview(), si.cview(), dx.view(), dg.view(),
+                                                  dbt.view(), opt, on_cpu, y.cview());
+  nddr::ops::batch_norm_backward_training_sync<T>(gpu, xd.cview(), dyd.cview(), gd.cview(),
+                                                  smd.cview(), sid.cview(), dxd.view(),
+                                                  dgd.view(), dbd.view(), opt, on_gpu, yd.cview());
+  check_close(host(gpu, dxd), dx, "sync bn dx (accumulated)");
+  if (opt.affine()) {
+    check_close(host(gpu, dgd), dg, "sync bn dgamma (this replica's)");
+    check_close(host(gpu, dbd), dbt, "sync bn dbeta (this replica's)");
+  }
+  CHECK(cpu_calls == 3);
+  CHECK(gpu_calls == 3);
+}
+
+TEST_CASE("CUDA synchronized batch norm matches the CPU op", "[cuda][batch_norm][sync]") {
+  if (no_device()) return;
+  SECTION("one replica (identity reduction)") {
+    batch_norm_sync_parity<double>(Shape::nchw(3, 5, 7, 9), {}, 1.0, 61);
+    batch_norm_sync_parity<float>(Shape::nchw(4, 3, 130, 130), {}, 1.0, 62);
+  }
+  SECTION("two replicas of the same batch (doubling reduction)") {
+    batch_norm_sync_parity<double>(Shape::nchw(2, 4, 40, 33),
+                                   nddr::BatchNormOptions{}.relu(true).momentum(0.3), 2.0, 63);
+    batch_norm_sync_parity<float>(Shape::nchw(3, 5, 7, 9),
+                                  nddr::BatchNormOptions::tf_slim().relu(true), 2.0, 64);
+    batch_norm_sync_parity<double>(Shape::nchw(2, 4, 5, 3),
+                                   nddr::BatchNormOptions::tf_slim().affine(false), 2.0, 65);
+  }
+  SECTION("the identity reduction gives the local op's results") {
+    nddr::Context<Cuda> gpu;
+    const Shape xs = Shape::nchw(2, 6, 11, 13), cs{6};
+    const auto x = dev(gpu, random_tensor<double>(xs, 66, 1.0, 4.0));
+    const auto g = dev(gpu, random_tensor<double>(cs, 67, 0.5, 1.5));
+    const auto b = dev(gpu, random_tensor<double>(cs, 68));
+    Tensor<double, Cuda> rm1(cs), rv1(cs), rm2(cs), rv2(cs), y1(xs), y2(xs), sm1(cs), si1(cs),
+        sm2(cs), si2(cs);
+    const nddr::BatchNormAllReduce identity = [](std::span<double>) {};
+    nddr::ops::batch_norm_forward_training<double>(gpu, x.cview(), g.cview(), b.cview(),
+                                                   rm1.view(), rv1.view(), y1.view(), sm1.view(),
+                                                   si1.view(), {});
+    nddr::ops::batch_norm_forward_training_sync<double>(gpu, x.cview(), g.cview(), b.cview(),
+                                                        rm2.view(), rv2.view(), y2.view(),
+                                                        sm2.view(), si2.view(), {}, identity);
+    check_close(host(gpu, y2), host(gpu, y1), "identity-synchronized y vs local y");
+    check_close(host(gpu, si2), host(gpu, si1), "identity-synchronized inv_std vs local");
+  }
+  SECTION("bad inputs") {
+    nddr::Context<Cuda> gpu;
+    Tensor<double, Cuda> x(Shape::nchw(1, 2, 1, 1)), y(x.shape()), c1(Shape{2}), c2(Shape{2}),
+        c3(Shape{2}), c4(Shape{2});
+    const auto opt = nddr::BatchNormOptions{}.affine(false);
+    CHECK_THROWS_WITH(nddr::ops::batch_norm_forward_training_sync<double>(
+                          gpu, x.cview(), {}, {}, c1.view(), c2.view(), y.view(), c3.view(),
+                          c4.view(), opt, nddr::BatchNormAllReduce{}),
+                      Contains("batch_norm_forward_training_sync: all_reduce is empty"));
+    CHECK_THROWS_WITH(nddr::ops::batch_norm_forward_training_sync<double>(
+                          gpu, x.cview(), {}, {}, c1.view(), c2.view(), y.view(), c3.view(),
+                          c4.view(), opt, [](std::span<double>) {}),
+                      Contains("global batch 1 values per channel"));
+    // Two replicas of one value each: the global batch has two, so it trains.
+    CHECK_NOTHROW(nddr::ops::batch_norm_forward_training_sync<double>(
+        gpu, x.cview(), {}, {}, c1.view(), c2.view(), y.view(), c3.view(), c4.view(), opt,
+        [](std::span<double> v) {
+          for (double& e : v) e *= 2.0;
+        }));
+  }
+  SECTION("BatchNorm2d inside ScopedBatchNormSync, as on the CPU") {
+    nddr::Context<Cpu> cpu(2);
+    nddr::Context<Cuda> gpu;
+    nddr::ParameterStore<float> hs;
+    nddr::ParameterStore<float, Cuda> ds;
+    nddr::BatchNorm2d<float> hb(3, nddr::BatchNormOptions{}.relu(true));
+    nddr::BatchNorm2d<float, Cuda> db(3, nddr::BatchNormOptions{}.relu(true));
+    hb.declare(hs, "bn");
+    db.declare(ds, "bn");
+    hs.allocate();
+    ds.allocate();
+    nddr::Rng rng(1);
+    hb.initialize(rng);
+    nddr::Storage<Cuda>::upload(ds.buffer_values().data(), hs.buffer_values().data(),
+                                static_cast<std::size_t>(hs.buffer_values().numel()) *
+                                    sizeof(float));
+    nddr::Storage<Cuda>::upload(ds.values().data(), hs.values().data(),
+                                static_cast<std::size_t>(hs.values().numel()) * sizeof(float));
+    const Shape xs = Shape::nchw(2, 3, 9, 8);
+    const Tensor<float> x = random_tensor<float>(xs, 69), dy = random_tensor<float>(xs, 70);
+    const auto xd = dev(gpu, x), dyd = dev(gpu, dy);
+    Tensor<float> y(xs), dx(xs);
+    Tensor<float, Cuda> yd(xs), dxd(xs);
+    int calls = 0;
+    {
+      const nddr::ScopedBatchNormSync sync([&calls](std::span<double> v) {
+        ++calls;
+        for (double& e : v) e *= 2.0;
+      });
+      hb.forward(cpu, x.cview(), y.view());
+      db.forward(gpu, xd.cview(), yd.view());
+      hb.backward(cpu, x.cview(), y.cview(), dy.cview(), dx.view());
+      db.backward(gpu, xd.cview(), yd.cview(), dyd.cview(), dxd.view());
+    }
+    CHECK(calls == 6);
+    check_close(host(gpu, yd), y, "synchronized BatchNorm2d y");
+    check_close(host(gpu, dxd), dx, "synchronized BatchNorm2d dx");
+    Tensor<float> hrv(Shape{3});
+    nddr::Storage<Cuda>::download(hrv.data(), db.running_var().data(), 3 * sizeof(float));
+    Tensor<float> want(Shape{3});
+    for (int c = 0; c < 3; ++c) want[c] = hb.running_var()[c];
+    check_close(hrv, want, "synchronized BatchNorm2d running_var");
   }
 }
 

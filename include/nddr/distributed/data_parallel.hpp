@@ -12,7 +12,8 @@
 ///   - `shard(loader_options)`: each rank reads its own disjoint shard of every epoch;
 ///   - `resume(trainer)` / `load_checkpoint(trainer, path)`: every rank reads rank 0's
 ///     checkpoint (any rank count wrote it) and re-derives its random streams;
-///   - `DataParallelOptions::sync_batch_norm`: BN statistics of the global batch (CPU only).
+///   - `DataParallelOptions::sync_batch_norm`: BN statistics of the global batch (CPU and GPU;
+///     the per-channel sums go through the host on the GPU).
 ///
 /// Equivalence (tested): with equal per-rank batches of B images and per-rank losses that are
 /// means over the rank's batch, R ranks with synchronized BN follow one process trained on the
@@ -112,8 +113,6 @@ class DataParallel {
                        "nddr::distributed::DataParallel: bucket_bytes must be > 0, got ",
                        opt_.bucket_bytes);
     if (opt_.sync_batch_norm) {
-      check<OptionError>(std::is_same_v<D, Cpu>,
-                         "nddr::distributed::DataParallel: sync_batch_norm runs on the CPU only");
       bn_sync_.emplace([this](std::span<double> v) { comm_.all_reduce_sum_host(v); });
     }
   }

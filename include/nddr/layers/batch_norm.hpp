@@ -31,11 +31,11 @@ namespace detail {
 inline thread_local const BatchNormAllReduce* batch_norm_sync = nullptr;
 }  // namespace detail
 
-/// While alive, every BatchNorm2d<T, Cpu> whose training forward runs on this thread (the one
+/// While alive, every BatchNorm2d whose training forward runs on this thread (the one
 /// that runs the network) normalises with the statistics of the global batch, summed over the
 /// replicas by `all_reduce`, and its backward reduces sum(dy) and sum(dy * xhat) the same way
-/// (synchronized batch norm; see ops::batch_norm_forward_training_sync). Scopes nest; the CUDA
-/// layer throws OptionError inside one (not implemented on the device).
+/// (synchronized batch norm; see ops::batch_norm_forward_training_sync, on the CPU and the GPU).
+/// Scopes nest.
 class ScopedBatchNormSync {
  public:
   explicit ScopedBatchNormSync(BatchNormAllReduce all_reduce)
@@ -114,16 +114,10 @@ class BatchNorm2d {
     output_shape(x.shape());
     synced_ = nullptr;
     if (training_ && detail::batch_norm_sync != nullptr) {
-      if constexpr (std::is_same_v<D, Cpu>) {
-        synced_ = detail::batch_norm_sync;
-        ops::batch_norm_forward_training_sync(ctx, x, gamma(), beta(), running_mean(),
-                                              running_var(), y, save_mean_.view(),
-                                              save_inv_std_.view(), opt_, *synced_);
-      } else {
-        throw OptionError(
-            "nddr::BatchNorm2d: synchronized batch norm (ScopedBatchNormSync) runs on the CPU "
-            "only");
-      }
+      synced_ = detail::batch_norm_sync;
+      ops::batch_norm_forward_training_sync(ctx, x, gamma(), beta(), running_mean(),
+                                            running_var(), y, save_mean_.view(),
+                                            save_inv_std_.view(), opt_, *synced_);
     } else if (training_) {
       ops::batch_norm_forward_training(ctx, x, gamma(), beta(), running_mean(), running_var(), y,
                                        save_mean_.view(), save_inv_std_.view(), opt_);
@@ -138,10 +132,9 @@ class BatchNorm2d {
                 TensorView<const T, D> dy, TensorView<T, D> dx) {
     output_shape(x.shape());
     if (training_ && synced_ != nullptr) {
-      if constexpr (std::is_same_v<D, Cpu>)
-        ops::batch_norm_backward_training_sync(ctx, x, dy, gamma(), save_mean_.cview(),
-                                               save_inv_std_.cview(), dx, dgamma(), dbeta(), opt_,
-                                               *synced_, y);
+      ops::batch_norm_backward_training_sync(ctx, x, dy, gamma(), save_mean_.cview(),
+                                             save_inv_std_.cview(), dx, dgamma(), dbeta(), opt_,
+                                             *synced_, y);
     } else if (training_) {
       ops::batch_norm_backward_training(ctx, x, dy, gamma(), save_mean_.cview(),
                                         save_inv_std_.cview(), dx, dgamma(), dbeta(), opt_, y);

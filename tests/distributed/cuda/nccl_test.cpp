@@ -110,9 +110,9 @@ TEST_CASE("DataParallel over NCCL: rank 0's parameters everywhere, averaged grad
     wrong += std::abs(avg[i] - mean_factor * static_cast<float>(i % 5)) > 1e-5f;
   CHECK(wrong == 0);
 
-  CHECK_THROWS_WITH(nddr::distributed::DataParallel(
-                        comm, net, nddr::distributed::DataParallelOptions{}.sync_bn(true)),
-                    Catch::Contains("sync_batch_norm runs on the CPU only"));
+  // Synchronized BN runs on the GPU too (its sums go through the host all-reduce).
+  CHECK_NOTHROW(nddr::distributed::DataParallel(
+      comm, net, nddr::distributed::DataParallelOptions{}.sync_bn(true)));
 }
 
 TEST_CASE("AutoDataParallel with a CUDA network: NCCL under a launcher, serial alone", "[nccl]") {
@@ -129,22 +129,43 @@ TEST_CASE("AutoDataParallel with a CUDA network: NCCL under a launcher, serial a
   CHECK(dp.trainer_options(nddr::TrainerOptions{}).write_outputs == dp.is_root());
 }
 
-TEST_CASE("CUDA BatchNorm2d refuses synchronized batch norm", "[nccl]") {
+TEST_CASE("CUDA BatchNorm2d synchronized over the ranks normalises with the global batch",
+          "[nccl]") {
   MpiCommunicator mpi;
   if (too_few_devices(mpi)) return;
   nddr::Context<Cuda> ctx(mpi.local_rank());
-  nddr::ParameterStore<float, Cuda> store;
-  nddr::BatchNorm2d<float, Cuda> bn(2);
-  bn.declare(store, "bn");
-  store.allocate();
-  nddr::Tensor<float, Cuda> x(nddr::Shape::nchw(2, 2, 3, 3)), y(x.shape()), dx(x.shape());
-  {
-    nddr::ScopedBatchNormSync sync([](std::span<double>) {});
-    CHECK_THROWS_WITH(bn.forward(ctx, x.cview(), y.view()),
-                      Catch::Contains("synchronized batch norm") && Catch::Contains("CPU only"));
-  }
-  // Outside a scope the layer trains as before.
-  bn.forward(ctx, x.cview(), y.view());
-  bn.backward(ctx, x.cview(), y.cview(), y.cview(), dx.view());
-  ctx.synchronize();
+  const int r = mpi.rank(), n = mpi.size();
+  // Rank k holds images k*2, k*2 + 1 of a batch of 2n; every rank can build all of them.
+  const std::int64_t C = 3, H = 5, W = 4, plane = H * W;
+  const auto value = [&](std::int64_t img, std::int64_t i) {
+    return static_cast<float>(std::sin(0.37 * static_cast<double>(img * C * plane + i)) * 2.0 +
+                              0.1 * static_cast<double>(img));
+  };
+  std::vector<float> whole(static_cast<std::size_t>(2 * n * C * plane)), mine;
+  for (std::int64_t img = 0; img < 2 * n; ++img)
+    for (std::int64_t i = 0; i < C * plane; ++i)
+      whole[static_cast<std::size_t>(img * C * plane + i)] = value(img, i);
+  mine.assign(whole.begin() + 2 * r * C * plane, whole.begin() + (2 * r + 2) * C * plane);
+  const auto run = [&](const std::vector<float>& x_host, std::int64_t images, bool sync) {
+    nddr::ParameterStore<float, Cuda> store;
+    nddr::BatchNorm2d<float, Cuda> bn(C);
+    bn.declare(store, "bn");
+    store.allocate();
+    upload(store.values(), std::vector<float>(static_cast<std::size_t>(store.values().numel()), 1.0f));
+    nddr::Tensor<float, Cuda> x(nddr::Shape::nchw(images, C, H, W)), y(x.shape());
+    upload(x.view(), x_host);
+    if (sync) {
+      nddr::ScopedBatchNormSync scope([&](std::span<double> v) { mpi.all_reduce_sum_host(v); });
+      bn.forward(ctx, x.cview(), y.view());
+    } else {
+      bn.forward(ctx, x.cview(), y.view());
+    }
+    return download(nddr::TensorView<const float, Cuda>(y.view()));
+  };
+  const auto global = run(whole, 2 * n, false);
+  const auto synced = run(mine, 2, true);
+  std::int64_t wrong = 0;
+  for (std::size_t i = 0; i < synced.size(); ++i)
+    wrong += std::abs(synced[i] - global[static_cast<std::size_t>(2 * r * C * plane) + i]) > 1e-4f;
+  CHECK(wrong == 0);
 }

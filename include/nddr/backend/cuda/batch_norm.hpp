@@ -12,7 +12,9 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <span>
 #include <type_traits>
+#include <vector>
 
 #include "nddr/backend/cpu/batch_norm.hpp"
 #include "nddr/backend/cuda/context.hpp"
@@ -61,6 +63,36 @@ void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* y, cons
                                const T* consts, T* dx, std::int64_t items, std::int64_t channels,
                                std::int64_t plane);
 
+/// Synchronized batch norm (defined in kernels/conv_bn.cuh). totals (2 * channels doubles):
+/// the per-channel sums of x - center[c] and of its square (center = 0 when null), split as
+/// batch_norm_stats.
+template <class T>
+void batch_norm_centered_sums(cudaStream_t stream, const T* x, const double* center,
+                              double* partial, std::int64_t splits, double* totals,
+                              std::int64_t items, std::int64_t channels, std::int64_t plane);
+
+/// totals: the per-channel sums of dy and dy * (x - mean[c]) (dy masked by a non-null y).
+template <class T>
+void batch_norm_grad_sums(cudaStream_t stream, const T* x, const T* y, const T* dy,
+                          const T* mean, double* partial, std::int64_t splits, double* totals,
+                          std::int64_t items, std::int64_t channels, std::int64_t plane);
+
+/// From the global moments (mean, then biased variance; 2 * channels doubles over `count`
+/// values per channel): saved mean / inv_std, the element scale, the running statistics.
+template <class T>
+void batch_norm_stats_global(cudaStream_t stream, const double* moments, std::int64_t count,
+                             const T* gamma, T* rm, T* rv, T* save_mean, T* save_inv_std,
+                             T* scale, std::int64_t channels, double eps, double momentum,
+                             bool unbiased);
+
+/// dgamma / dbeta from this replica's gradient sums `local`, the element constants
+/// (mean, k, a, b) of batch_norm_backward_apply from the global ones.
+template <class T>
+void batch_norm_grad_consts_global(cudaStream_t stream, const double* local, const double* global,
+                                   double count, const T* gamma, const T* save_mean,
+                                   const T* save_inv_std, T* dgamma, T* dbeta, T* consts,
+                                   std::int64_t channels);
+
 }  // namespace nddr::cuda::launch
 
 namespace nddr::cuda::detail {
@@ -102,6 +134,49 @@ void batch_norm_backward(Context<Cuda>& ctx, const nddr::detail::BatchNormLayout
   if (dx)
     launch::batch_norm_backward_apply<T>(ctx.stream(), x, y, dy, consts, dx, L.items, L.channels,
                                          L.plane);
+}
+
+/// The workspace of one synchronized batch-norm call: `values` per-channel values of T, then
+/// `doubles` doubles of per-channel sums, then the partial sums of the split reductions.
+template <class T>
+struct BatchNormSyncScratch {
+  T* values;
+  double* sums;
+  double* partial;
+  std::int64_t splits;
+};
+
+template <class T>
+BatchNormSyncScratch<T> batch_norm_sync_scratch(Context<Cuda>& ctx,
+                                                const nddr::detail::BatchNormLayout& L,
+                                                std::int64_t values, std::int64_t doubles) {
+  const std::int64_t splits =
+      ops::batch_norm_reduce_splits(L.items, L.plane, L.channels, kBatchNormReduceBlock);
+  const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
+  const std::size_t head = align(static_cast<std::size_t>(values) * sizeof(T));
+  const std::size_t mid = align(static_cast<std::size_t>(doubles) * sizeof(double));
+  char* ws = static_cast<char*>(ctx.workspace_bytes(
+      head + mid + static_cast<std::size_t>(2 * splits * L.channels) * sizeof(double)));
+  return {reinterpret_cast<T*>(ws), reinterpret_cast<double*>(ws + head),
+          reinterpret_cast<double*>(ws + head + mid), splits};
+}
+
+/// Device -> host copy of `n` doubles on the context's stream; waits for it.
+inline void download_sums(Context<Cuda>& ctx, const double* src, double* dst, std::size_t n,
+                          const char* who) {
+  NDDR_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(double), cudaMemcpyDeviceToHost,
+                                  ctx.stream()),
+                  who, ": downloading ", n, " per-channel sums for the all-reduce");
+  ctx.synchronize();
+}
+
+/// Host -> device copy of `n` doubles on the context's stream (the host buffer is staged
+/// before the call returns, so it may go away afterwards).
+inline void upload_sums(Context<Cuda>& ctx, const double* src, double* dst, std::size_t n,
+                        const char* who) {
+  NDDR_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(double), cudaMemcpyHostToDevice,
+                                  ctx.stream()),
+                  who, ": uploading ", n, " all-reduced per-channel sums");
 }
 
 }  // namespace nddr::cuda::detail
@@ -235,6 +310,140 @@ void batch_norm_backward_inference(Context<Cuda>& ctx,
                                        running_var.data(), dx.data(),
                                        affine ? dgamma.data() : nullptr,
                                        affine ? dbeta.data() : nullptr, opt.eps(), false);
+}
+
+/// Synchronized training forward on the GPU, as the CPU op `batch_norm_forward_training_sync`:
+/// the mean and biased variance of each channel are those of the global batch, whose sums
+/// `all_reduce` adds up over the replicas on the host (two calls, the same as the CPU op's: the
+/// per-channel sums with the element count, then the squared deviations from the global mean),
+/// so GPU and CPU replicas may even be mixed. Each call downloads and uploads 2C doubles and
+/// waits for the device twice. Every replica must call it with the same C; N, H and W may
+/// differ. Throws ShapeError when the global count N*H*W is 1.
+template <class T>
+void batch_norm_forward_training_sync(Context<Cuda>& ctx,
+                                      std::type_identity_t<TensorView<const T, Cuda>> x,
+                                      std::type_identity_t<TensorView<const T, Cuda>> gamma,
+                                      std::type_identity_t<TensorView<const T, Cuda>> beta,
+                                      TensorView<T, Cuda> running_mean,
+                                      TensorView<T, Cuda> running_var, TensorView<T, Cuda> y,
+                                      TensorView<T, Cuda> save_mean,
+                                      TensorView<T, Cuda> save_inv_std, const BatchNormOptions& opt,
+                                      const BatchNormAllReduce& all_reduce) {
+  static_assert(cuda::kKernelType<T>,
+                "nddr::ops::batch_norm_forward_training_sync: CUDA supports float and double");
+  constexpr const char* who = "nddr::ops::batch_norm_forward_training_sync";
+  const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
+                                                        running_mean.shape(), running_var.shape(),
+                                                        gamma.shape(), beta.shape());
+  nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
+                                        L.channels);
+  check<OptionError>(static_cast<bool>(all_reduce), who, ": all_reduce is empty");
+  const bool affine = opt.affine();
+  const std::size_t C = static_cast<std::size_t>(L.channels);
+  // values: the element scale (C); sums: the device totals (2C), then the moments (2C).
+  const auto s = cuda::detail::batch_norm_sync_scratch<T>(ctx, L, L.channels, 4 * L.channels);
+  double* totals = s.sums;
+  double* moments = s.sums + 2 * C;
+  // 1. Sums of x per channel, and the element count, over every replica.
+  cuda::launch::batch_norm_centered_sums<T>(ctx.stream(), x.data(), nullptr, s.partial, s.splits,
+                                            totals, L.items, L.channels, L.plane);
+  std::vector<double> sums(C + 1), host(2 * C);
+  cuda::detail::download_sums(ctx, totals, sums.data(), C, who);
+  sums[C] = static_cast<double>(L.count());
+  all_reduce(std::span<double>(sums));
+  const double count = sums[C];
+  check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape().str(), " and the global batch ",
+                    count, " values per channel; training needs more than one (N*H*W > 1)");
+  for (std::size_t c = 0; c < C; ++c) host[c] = sums[c] / count;
+  // 2. Squared deviations from the global mean, over every replica.
+  cuda::detail::upload_sums(ctx, host.data(), moments, C, who);
+  cuda::launch::batch_norm_centered_sums<T>(ctx.stream(), x.data(), moments, s.partial, s.splits,
+                                            totals, L.items, L.channels, L.plane);
+  std::vector<double> sq(C);
+  cuda::detail::download_sums(ctx, totals + C, sq.data(), C, who);
+  all_reduce(std::span<double>(sq));
+  for (std::size_t c = 0; c < C; ++c) host[C + c] = sq[c] / count;
+  // 3. Saved statistics, running statistics and the normalisation, from the global moments.
+  cuda::detail::upload_sums(ctx, host.data(), moments, 2 * C, who);
+  cuda::launch::batch_norm_stats_global<T>(
+      ctx.stream(), moments, static_cast<std::int64_t>(count), affine ? gamma.data() : nullptr,
+      running_mean.data(), running_var.data(), save_mean.data(), save_inv_std.data(), s.values,
+      L.channels, opt.eps(), opt.momentum(), opt.unbiased_running_var());
+  cuda::launch::batch_norm_apply<T>(ctx.stream(), x.data(), save_mean.data(), s.values,
+                                    affine ? beta.data() : nullptr, y.data(), L.items, L.channels,
+                                    L.plane, opt.relu());
+  // The uploads read `host` asynchronously only until they are staged; wait before it goes.
+  ctx.synchronize();
+}
+
+/// Synchronized training backward on the GPU, as the CPU op `batch_norm_backward_training_sync`:
+/// sum(dy) and sum(dy * (x - mean)) per channel are added up over every replica by `all_reduce`
+/// (one call, the CPU op's layout) for dx (dx += ..., skipped when empty); dgamma and dbeta are
+/// this replica's own sums (assigned); y is forward's output with the fused ReLU.
+template <class T>
+void batch_norm_backward_training_sync(Context<Cuda>& ctx,
+                                       std::type_identity_t<TensorView<const T, Cuda>> x,
+                                       std::type_identity_t<TensorView<const T, Cuda>> dy,
+                                       std::type_identity_t<TensorView<const T, Cuda>> gamma,
+                                       std::type_identity_t<TensorView<const T, Cuda>> save_mean,
+                                       std::type_identity_t<TensorView<const T, Cuda>> save_inv_std,
+                                       TensorView<T, Cuda> dx, TensorView<T, Cuda> dgamma,
+                                       TensorView<T, Cuda> dbeta, const BatchNormOptions& opt,
+                                       const BatchNormAllReduce& all_reduce,
+                                       std::type_identity_t<TensorView<const T, Cuda>> y = {}) {
+  static_assert(cuda::kKernelType<T>,
+                "nddr::ops::batch_norm_backward_training_sync: CUDA supports float and double");
+  constexpr const char* who = "nddr::ops::batch_norm_backward_training_sync";
+  const auto L =
+      nddr::detail::batch_norm_check(who, opt, x.shape(), "dy", dy.shape(), "save_mean",
+                                     save_mean.shape(), "save_inv_std", save_inv_std.shape());
+  const bool affine = opt.affine();
+  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "dgamma", affine && !dgamma.empty(), dgamma.shape(),
+                                        L.channels);
+  nddr::detail::batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(),
+                                        L.channels);
+  if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
+  nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
+  check<OptionError>(static_cast<bool>(all_reduce), who, ": all_reduce is empty");
+  const std::size_t C = static_cast<std::size_t>(L.channels);
+  // values: the element constants (4C); sums: this replica's totals (2C), then the global ones.
+  const auto s = cuda::detail::batch_norm_sync_scratch<T>(ctx, L, 4 * L.channels, 4 * L.channels);
+  double* local = s.sums;
+  double* global = s.sums + 2 * C;
+  cuda::launch::batch_norm_grad_sums<T>(ctx.stream(), x.data(), opt.relu() ? y.data() : nullptr,
+                                        dy.data(), save_mean.data(), s.partial, s.splits, local,
+                                        L.items, L.channels, L.plane);
+  std::vector<double> totals(2 * C), sums(2 * C + 1);
+  cuda::detail::download_sums(ctx, local, totals.data(), 2 * C, who);
+  // The CPU op's layout: sums[2c] = sum(dy), sums[2c + 1] = sum(dy * (x - mean)), sums[2C] =
+  // count. Every replica takes part in the reduction, even one whose dx is not wanted.
+  for (std::size_t c = 0; c < C; ++c) {
+    sums[2 * c] = totals[c];
+    sums[2 * c + 1] = totals[C + c];
+  }
+  sums[2 * C] = static_cast<double>(L.count());
+  all_reduce(std::span<double>(sums));
+  const double count = sums[2 * C];
+  if (!dx.empty())
+    check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape().str(),
+                      " and the global batch ", count,
+                      " values per channel; training needs more than one (N*H*W > 1)");
+  for (std::size_t c = 0; c < C; ++c) {
+    totals[c] = sums[2 * c];
+    totals[C + c] = sums[2 * c + 1];
+  }
+  cuda::detail::upload_sums(ctx, totals.data(), global, 2 * C, who);
+  cuda::launch::batch_norm_grad_consts_global<T>(
+      ctx.stream(), local, global, count, affine ? gamma.data() : nullptr, save_mean.data(),
+      save_inv_std.data(), affine && !dgamma.empty() ? dgamma.data() : nullptr,
+      affine && !dbeta.empty() ? dbeta.data() : nullptr, s.values, L.channels);
+  if (!dx.empty())
+    cuda::launch::batch_norm_backward_apply<T>(ctx.stream(), x.data(),
+                                               opt.relu() ? y.data() : nullptr, dy.data(),
+                                               s.values, dx.data(), L.items, L.channels, L.plane);
+  ctx.synchronize();
 }
 
 }  // namespace nddr::ops

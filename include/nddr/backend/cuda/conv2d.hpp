@@ -167,10 +167,12 @@ struct ConvKey {
   bool operator<(const ConvKey& o) const { return tie() < o.tie(); }
 };
 
-/// A cached algorithm: the enum value of the direction's algorithm type and its workspace.
+/// A cached algorithm: the enum value of the direction's algorithm type, its workspace and the
+/// math type cuDNN ranked it with.
 struct ConvAlgo {
   int algo = 0;
   std::size_t workspace = 0;
+  cudnnMathType_t math_type = CUDNN_DEFAULT_MATH;
 };
 
 /// Process-wide cache of algorithm choices (thread-safe).
@@ -230,9 +232,10 @@ ConvAlgo pick_algorithm(const Perf* perf, int count, const ConvKey& key, const c
   if (key.deterministic)
     for (int i = 0; i < count; ++i)
       if (usable_algorithm(perf[i], key.math) && perf[i].determinism == CUDNN_DETERMINISTIC)
-        return {static_cast<int>(perf[i].algo), perf[i].memory};
+        return {static_cast<int>(perf[i].algo), perf[i].memory, perf[i].mathType};
   for (int i = 0; i < count; ++i)
-    if (usable_algorithm(perf[i], key.math)) return {static_cast<int>(perf[i].algo), perf[i].memory};
+    if (usable_algorithm(perf[i], key.math))
+      return {static_cast<int>(perf[i].algo), perf[i].memory, perf[i].mathType};
   throw DeviceError(nddr::detail::concat(
       who, ": cuDNN offers no ",
       key.math == ConvMath::kBf16   ? "BF16"
@@ -296,6 +299,18 @@ struct ConvDescriptors {
                     "selecting the convolution math type");
   }
 };
+
+/// Sets the convolution descriptor to the math type cuDNN ranked the chosen algorithm with, as
+/// PyTorch does: since cuDNN 7.4 a kernel is selected by algorithm *and* math type, and the
+/// workspace size cuDNN reported belongs to that pair. Full-precision calls keep
+/// `CUDNN_FMA_MATH` whatever the candidate says (`CUDNN_DEFAULT_MATH` would permit TF32 on
+/// Ampere and later).
+template <class T>
+void use_algorithm_math(ConvDescriptors<T>& d, const ConvAlgo& a, ConvMath math, const char* who) {
+  if (math == ConvMath::kFull) return;
+  NDDR_CUDA_CHECK(cudnnSetConvolutionMathType(d.conv, a.math_type), who,
+                  ": selecting the math type of the chosen cuDNN algorithm");
+}
 
 /// Whether cuDNN cannot express the padding directly (TF 'SAME' with an odd total).
 inline bool conv2d_needs_padded_copy(const Conv2dGeometry& g) {
@@ -406,6 +421,7 @@ inline void conv2d_forward_bf16(Context<Cuda>& ctx, TensorView<const float, Cuda
                             who, ": timing cuDNN BF16 forward algorithms for input ",
                             x.shape().str());
           });
+  use_algorithm_math(d, algo, ConvMath::kBf16, who);
   char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + algo.workspace));
   stage(ws);
   const float one = 1.0f, zero = 0.0f;
@@ -454,6 +470,7 @@ inline void conv2d_backward_data_bf16(Context<Cuda>& ctx, TensorView<const float
                             who, ": timing cuDNN BF16 backward-data algorithms for dx ",
                             dx.shape().str());
           });
+  use_algorithm_math(d, algo, ConvMath::kBf16, who);
   char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + algo.workspace));
   stage(ws);
   const float one = 1.0f, zero = 0.0f;
@@ -508,6 +525,7 @@ inline void conv2d_backward_filter_bf16(Context<Cuda>& ctx, TensorView<const flo
                         who, ": timing cuDNN BF16 backward-filter algorithms for input ",
                         x.shape().str());
       });
+  use_algorithm_math(d, algo, ConvMath::kBf16, who);
   char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + algo.workspace));
   stage(ws);
   const float one = 1.0f, zero = 0.0f;
@@ -573,6 +591,7 @@ void conv2d_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T,
                             count, perf, ws + pad_bytes, bytes),
                         kWho, ": timing cuDNN forward algorithms for input ", x.shape().str());
       });
+  cd::use_algorithm_math(d, algo, cd::conv_math<T>(), kWho);
   char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
   const T* xin = x.data();
   if (padded) {
@@ -636,6 +655,7 @@ void conv2d_backward_data(Context<Cuda>& ctx, std::type_identity_t<TensorView<co
         NDDR_CUDA_CHECK(status, kWho, ": timing cuDNN backward-data algorithms for dx ",
                         dx.shape().str());
       });
+  cd::use_algorithm_math(d, algo, cd::conv_math<T>(), kWho);
   char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
   T* out = padded ? reinterpret_cast<T*>(ws) : dx.data();
   // Straight into dx: cuDNN accumulates with beta = 1. Via the padded buffer: assign there,
@@ -711,6 +731,7 @@ void conv2d_backward_weights(Context<Cuda>& ctx,
                         kWho, ": timing cuDNN backward-filter algorithms for input ",
                         x.shape().str());
       });
+  cd::use_algorithm_math(d, algo, cd::conv_math<T>(), kWho);
   char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
   const T* xin = x.data();
   if (padded) {

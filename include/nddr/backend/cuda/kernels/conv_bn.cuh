@@ -306,6 +306,79 @@ __global__ void batch_norm_backward_apply_planes(const T* __restrict__ x,
   });
 }
 
+// --- Synchronized (cross-replica) batch norm: the reductions leave raw per-channel sums in
+// device memory for the host to all-reduce; the finishing kernels read the global sums back.
+
+/// First pass of the synchronized forward statistics, split like batch_norm_partial_moments:
+/// per-block sums of x - center[c] and (x - center[c])^2 (center = 0 when null), in double.
+template <class T>
+__global__ void batch_norm_partial_centered(const T* __restrict__ x,
+                                            const double* __restrict__ center,
+                                            double* __restrict__ partial, std::int64_t items,
+                                            std::int64_t channels, std::int64_t plane) {
+  channel_partial_sums(partial, items, channels, plane,
+                       [x, center](std::int64_t c, std::int64_t i, double& s1, double& s2) {
+                         const double d = static_cast<double>(x[i]) - (center ? center[c] : 0.0);
+                         s1 += d;
+                         s2 += d * d;
+                       });
+}
+
+/// totals[c] and totals[channels + c]: channel c's two sums, its blocks' partial sums added in
+/// block order; one thread per channel.
+__global__ void channel_totals(const double* __restrict__ partial, std::int64_t splits,
+                               std::int64_t channels, double* __restrict__ totals) {
+  for (std::int64_t c = first_index(); c < channels; c += grid_stride()) {
+    double s1, s2;
+    channel_total_sums(partial, c, splits, s1, s2);
+    totals[c] = s1;
+    totals[channels + c] = s2;
+  }
+}
+
+/// The synchronized forward's per-channel finish from the global batch's moments
+/// (moments[c] = mean, moments[channels + c] = biased variance, `count` values per channel):
+/// saves mean / inv_std, writes the element scale gamma * inv_std (gamma = 1 when null) and
+/// moves the running statistics towards the global ones.
+template <class T>
+__global__ void batch_norm_finish_global_moments(const double* __restrict__ moments,
+                                                 std::int64_t count, const T* __restrict__ gamma,
+                                                 T* rm, T* rv, T* save_mean, T* save_inv_std,
+                                                 T* scale, std::int64_t channels, double eps,
+                                                 double momentum, bool unbiased) {
+  for (std::int64_t c = first_index(); c < channels; c += grid_stride()) {
+    const ops::BatchNormMoments m{moments[c], moments[channels + c]};
+    const double inv_std = ops::batch_norm_inv_std(m.var, eps);
+    save_mean[c] = static_cast<T>(m.mean);
+    save_inv_std[c] = static_cast<T>(inv_std);
+    scale[c] = static_cast<T>(gamma ? static_cast<double>(gamma[c]) * inv_std : inv_std);
+    ops::batch_norm_update_running(rm[c], rv[c], m, count, momentum, unbiased);
+  }
+}
+
+/// The synchronized backward's per-channel finish: dgamma / dbeta (when non-null) from this
+/// replica's sums (local[c] = sum(dy), local[channels + c] = sum(dy (x - mean))), the element
+/// constants (mean, k, a, b) of batch_norm_backward_apply from the global ones (`global`, same
+/// layout, over `count` values per channel).
+template <class T>
+__global__ void batch_norm_finish_global_grad(const double* __restrict__ local,
+                                              const double* __restrict__ global, double count,
+                                              const T* __restrict__ gamma,
+                                              const T* __restrict__ save_mean,
+                                              const T* __restrict__ save_inv_std, T* dgamma,
+                                              T* dbeta, T* consts, std::int64_t channels) {
+  for (std::int64_t c = first_index(); c < channels; c += grid_stride()) {
+    const double inv_std = static_cast<double>(save_inv_std[c]);
+    if (dgamma) dgamma[c] = static_cast<T>(local[channels + c] * inv_std);
+    if (dbeta) dbeta[c] = static_cast<T>(local[c]);
+    const double g = gamma ? static_cast<double>(gamma[c]) : 1.0;
+    consts[c] = save_mean[c];
+    consts[channels + c] = static_cast<T>(g * inv_std);
+    consts[2 * channels + c] = static_cast<T>(global[c] / count);
+    consts[3 * channels + c] = static_cast<T>(inv_std * inv_std * global[channels + c] / count);
+  }
+}
+
 /// Grid of the plane-wise element kernels: about 4 elements per thread along a plane, planes
 /// on the y axis (capped; the kernels stride over the rest). Small planes go flat instead.
 inline constexpr std::int64_t kPlaneKernelMinPlane = 256;
@@ -455,6 +528,59 @@ void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* y, cons
   check_launch("batch_norm_backward_apply");
 }
 
+template <class T>
+void batch_norm_centered_sums(cudaStream_t stream, const T* x, const double* center,
+                              double* partial, std::int64_t splits, double* totals,
+                              std::int64_t items, std::int64_t channels, std::int64_t plane) {
+  if (channels == 0) return;
+  kernels::batch_norm_partial_centered<T>
+      <<<kernels::reduce_grid(splits, channels), kernels::kReduceBlock, 0, stream>>>(
+          x, center, partial, items, channels, plane);
+  check_launch("batch_norm_partial_centered");
+  kernels::channel_totals<<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(
+      partial, splits, channels, totals);
+  check_launch("channel_totals");
+}
+
+template <class T>
+void batch_norm_grad_sums(cudaStream_t stream, const T* x, const T* y, const T* dy,
+                          const T* mean, double* partial, std::int64_t splits, double* totals,
+                          std::int64_t items, std::int64_t channels, std::int64_t plane) {
+  if (channels == 0) return;
+  kernels::batch_norm_partial_grad<T>
+      <<<kernels::reduce_grid(splits, channels), kernels::kReduceBlock, 0, stream>>>(
+          x, y, dy, mean, partial, items, channels, plane);
+  check_launch("batch_norm_partial_grad");
+  kernels::channel_totals<<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(
+      partial, splits, channels, totals);
+  check_launch("channel_totals");
+}
+
+template <class T>
+void batch_norm_stats_global(cudaStream_t stream, const double* moments, std::int64_t count,
+                             const T* gamma, T* rm, T* rv, T* save_mean, T* save_inv_std,
+                             T* scale, std::int64_t channels, double eps, double momentum,
+                             bool unbiased) {
+  if (channels == 0) return;
+  kernels::batch_norm_finish_global_moments<T>
+      <<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(
+          moments, count, gamma, rm, rv, save_mean, save_inv_std, scale, channels, eps, momentum,
+          unbiased);
+  check_launch("batch_norm_finish_global_moments");
+}
+
+template <class T>
+void batch_norm_grad_consts_global(cudaStream_t stream, const double* local, const double* global,
+                                   double count, const T* gamma, const T* save_mean,
+                                   const T* save_inv_std, T* dgamma, T* dbeta, T* consts,
+                                   std::int64_t channels) {
+  if (channels == 0) return;
+  kernels::batch_norm_finish_global_grad<T>
+      <<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(
+          local, global, count, gamma, save_mean, save_inv_std, dgamma, dbeta, consts, channels);
+  check_launch("batch_norm_finish_global_grad");
+}
+
 }  // namespace nddr::cuda::launch
 
 /// Explicit instantiations of the conv / batch norm / linear launchers for `T` (kernels.cu).
@@ -483,7 +609,19 @@ void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* y, cons
       double*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, double, bool);             \
   template void nddr::cuda::launch::batch_norm_backward_apply<T>(                                 \
       cudaStream_t, const T*, const T*, const T*, const T*, T*, std::int64_t, std::int64_t,       \
-      std::int64_t);
+      std::int64_t);                                                                              \
+  template void nddr::cuda::launch::batch_norm_centered_sums<T>(                                  \
+      cudaStream_t, const T*, const double*, double*, std::int64_t, double*, std::int64_t,        \
+      std::int64_t, std::int64_t);                                                                \
+  template void nddr::cuda::launch::batch_norm_grad_sums<T>(                                      \
+      cudaStream_t, const T*, const T*, const T*, const T*, double*, std::int64_t, double*,       \
+      std::int64_t, std::int64_t, std::int64_t);                                                  \
+  template void nddr::cuda::launch::batch_norm_stats_global<T>(                                   \
+      cudaStream_t, const double*, std::int64_t, const T*, T*, T*, T*, T*, T*, std::int64_t,      \
+      double, double, bool);                                                                      \
+  template void nddr::cuda::launch::batch_norm_grad_consts_global<T>(                             \
+      cudaStream_t, const double*, const double*, double, const T*, const T*, const T*, T*, T*,   \
+      T*, std::int64_t);
 
 /// The BF16 convolutions' conversions (float <-> nddr::bfloat16), instantiated once (kernels.cu).
 #define NDDR_CUDA_INSTANTIATE_CONV_BF16                                                           \
