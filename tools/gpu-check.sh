@@ -149,6 +149,7 @@ if [[ -n "$prebuilt" ]]; then
   mkdir -p "$build"
   cuda_exe="$prebuilt/nddr_cuda_tests"
   bench_bin="$prebuilt/nddr-bench-step"
+  layer_bin="$prebuilt/00_nddr_layer"
   cd "$build"
 else
 # ---- configure ----------------------------------------------------------------------------
@@ -185,7 +186,7 @@ fi
 # ---- CUDA tests first, so that a broken CPU test elsewhere cannot hide them --------------
 # nddr-bench-step is built in the same command (the two link in parallel) unless the
 # benchmarks are skipped.
-targets=(nddr_cuda_tests)
+targets=(nddr_cuda_tests 00_nddr_layer)
 [[ "${NDDR_SKIP_BENCH:-0}" != 1 ]] && targets+=(nddr_bench_step)
 say "build ${targets[*]} (-j$jobs)"
 start=$SECONDS
@@ -196,6 +197,7 @@ echo "build took $((SECONDS - start)) s"
 cd "$build"
 cuda_exe=$(find "$build" -type f -name nddr_cuda_tests -perm -u+x | head -n1)
 bench_bin="$build/examples/nddr-bench-step"
+layer_bin="$build/examples/00_nddr_layer"
 fi  # prebuilt
 
 # The test executable directly (one run, with each test case's duration): its summary shows
@@ -214,6 +216,14 @@ else
   failures+=("nddr_cuda_tests was not built")
 fi
 echo "CUDA tests took $((SECONDS - start)) s"
+# The one-layer walk-through on the GPU (closed form at init, 20 SGD steps; no data needed).
+say "example: 00_nddr_layer --device cuda"
+if [[ -x "${layer_bin:-}" ]]; then
+  "$layer_bin" --device cuda 2>&1 | tee "$logs/example-00_nddr_layer.log" ||
+    failures+=("00_nddr_layer --device cuda")
+else
+  failures+=("00_nddr_layer was not built")
+fi
 if [[ "${NDDR_CTEST_CUDA:-0}" == 1 ]]; then
   if ! ctest -L cuda --output-on-failure --timeout 600 2>&1 | tee "$logs/ctest-cuda.log"; then
     failures+=("ctest -L cuda")

@@ -95,6 +95,19 @@ struct BatchNormGradSums {
   double sum_dy_xmu = 0.0;  ///< sum(dy * (x - mean))
 };
 
+/// The terms a and b of the training backward element (batch_norm_backward_element).
+struct BatchNormGradTerms {
+  double a = 0.0;  ///< sum(dy) / M
+  double b = 0.0;  ///< inv_std^2 * sum(dy * (x - mean)) / M
+};
+
+/// A channel's a and b from its gradient sums over M = `count` values (of this replica, or of
+/// the global batch under synchronized BN); shared by the CPU ops and the CUDA kernels.
+NDDR_HOST_DEVICE inline BatchNormGradTerms batch_norm_grad_terms(BatchNormGradSums s,
+                                                                 double inv_std, double count) {
+  return {s.sum_dy / count, inv_std * inv_std * s.sum_dy_xmu / count};
+}
+
 /// The gradient w.r.t. the normalised value: dy, or with the fused ReLU (y non-null, forward's
 /// output) dy where y > 0. The GPU kernels use this form (the branch is uniform there).
 template <class T>

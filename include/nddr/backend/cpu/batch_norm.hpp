@@ -322,7 +322,8 @@ void batch_norm_backward_training(Context<Cpu>& ctx,
         return std::pair{static_cast<double>(sm[c]), static_cast<double>(si[c])};
       },
       [=](const BatchNormGradSums& s, double inv_std) {
-        return std::pair{s.sum_dy / count, inv_std * inv_std * s.sum_dy_xmu / count};
+        const BatchNormGradTerms t = batch_norm_grad_terms(s, inv_std, count);
+        return std::pair{t.a, t.b};
       });
 }
 
@@ -471,9 +472,9 @@ void batch_norm_backward_training_sync(Context<Cpu>& ctx,
   nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
     const double mean = static_cast<double>(sm[c]);
     const double inv_std = static_cast<double>(si[c]);
-    const double a = sp[2 * c] / count;
-    const double b = inv_std * inv_std * sp[2 * c + 1] / count;
-    nddr::detail::batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, a, b, dxp, yp);
+    const BatchNormGradTerms t =
+        batch_norm_grad_terms(BatchNormGradSums{sp[2 * c], sp[2 * c + 1]}, inv_std, count);
+    nddr::detail::batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, t.a, t.b, dxp, yp);
   });
 }
 

@@ -27,6 +27,7 @@
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -67,6 +68,11 @@ void convert(cudaStream_t stream, const S* src, D* dst, std::int64_t n);
 /// dst[i] += D(src[i]) for i < n; (S, D) = (bfloat16, float).
 template <class S, class D>
 void convert_add(cudaStream_t stream, const S* src, D* dst, std::int64_t n);
+
+/// dst (items, channels, plane) = D(src) + b (channels), broadcast; (S, D) = (bfloat16, float).
+template <class S, class D>
+void convert_bias(cudaStream_t stream, const S* src, const D* b, D* dst, std::int64_t items,
+                  std::int64_t channels, std::int64_t plane);
 
 /// y (items, channels, plane) += b (channels), broadcast.
 template <class T>
@@ -387,7 +393,8 @@ inline std::int64_t conv2d_input_copy_count(std::int64_t batch, const Conv2dGeom
                 : batch * g.in_c * g.in_h * g.in_w;
 }
 
-/// y = conv(bf16(x), bf16(w)) widened to float, + b. Workspace: [x copy | w copy | y copy | cuDNN].
+/// y = conv(bf16(x), bf16(w)) widened to float, + b (one pass). Workspace: [x copy | w copy |
+/// y copy | cuDNN].
 inline void conv2d_forward_bf16(Context<Cuda>& ctx, TensorView<const float, Cuda> x,
                                 TensorView<const float, Cuda> w, TensorView<const float, Cuda> b,
                                 TensorView<float, Cuda> y, const Conv2dOptions& opt,
@@ -430,112 +437,115 @@ inline void conv2d_forward_bf16(Context<Cuda>& ctx, TensorView<const float, Cuda
                                           ws + ws_at, algo.workspace, &zero, d.y, ws + y_at),
                   who, ": cuDNN BF16 forward convolution of input ", x.shape().str(),
                   " and weight ", w.shape().str());
-  launch::convert<bfloat16, float>(ctx.stream(), bf16_at(ws, y_at), y.data(), y.numel());
   if (opt.use_bias)
-    launch::bias_add<float>(ctx.stream(), b.data(), y.data(), batch, g.out_c, g.out_h * g.out_w);
+    launch::convert_bias<bfloat16, float>(ctx.stream(), bf16_at(ws, y_at), b.data(), y.data(),
+                                          batch, g.out_c, g.out_h * g.out_w);
+  else
+    launch::convert<bfloat16, float>(ctx.stream(), bf16_at(ws, y_at), y.data(), y.numel());
 }
 
-/// dx += float(conv^T(bf16(dy), bf16(w))). Workspace: [dy copy | w copy | dx copy | cuDNN].
-inline void conv2d_backward_data_bf16(Context<Cuda>& ctx, TensorView<const float, Cuda> w,
-                                      TensorView<const float, Cuda> dy, TensorView<float, Cuda> dx,
-                                      const Conv2dGeometry& g, const char* who) {
-  const std::int64_t batch = dx.shape().n();
+/// The BF16 backward pass: dw = float(dconv(bf16(x), bf16(dy))) when dw is non-empty (x may be
+/// empty otherwise), dx += float(conv^T(bf16(dy), bf16(w))) when dx is non-empty (w may be
+/// empty otherwise); dy is rounded once for both. Workspace: [dy copy | x copy | w copy |
+/// dw copy | dx copy | cuDNN], the copies a gradient does not need left out.
+inline void conv2d_backward_bf16(Context<Cuda>& ctx, TensorView<const float, Cuda> x,
+                                 TensorView<const float, Cuda> w, TensorView<const float, Cuda> dy,
+                                 TensorView<float, Cuda> dx, TensorView<float, Cuda> dw,
+                                 const Conv2dGeometry& g, const char* who) {
+  const bool want_dw = !dw.empty(), want_dx = !dx.empty();
+  const std::int64_t batch = dy.shape().n();
   const bool padded = conv2d_needs_padded_copy(g);
   ConvDescriptors<bfloat16> d(batch, g, padded, ConvMath::kBf16);
-  const std::size_t w_at = bf16_bytes(dy.numel());
-  const std::size_t dx_at = w_at + bf16_bytes(w.numel());
-  const std::size_t ws_at = dx_at + bf16_bytes(conv2d_input_copy_count(batch, g, padded));
+  const std::int64_t in_count = conv2d_input_copy_count(batch, g, padded);
+  const std::int64_t w_count = g.out_c * g.in_c * g.kernel_h * g.kernel_w;
+  const std::size_t x_at = bf16_bytes(dy.numel());
+  const std::size_t w_at = x_at + (want_dw ? bf16_bytes(in_count) : 0);
+  const std::size_t dw_at = w_at + (want_dx ? bf16_bytes(w_count) : 0);
+  const std::size_t dx_at = dw_at + (want_dw ? bf16_bytes(w_count) : 0);
+  const std::size_t ws_at = dx_at + (want_dx ? bf16_bytes(in_count) : 0);
   const auto stage = [&](char* ws) {
     launch::convert<float, bfloat16>(ctx.stream(), dy.data(), bf16_at(ws, 0), dy.numel());
-    launch::convert<float, bfloat16>(ctx.stream(), w.data(), bf16_at(ws, w_at), w.numel());
+    if (want_dw) conv2d_stage_input_bf16(ctx, x.data(), bf16_at(ws, x_at), batch, g, padded);
+    if (want_dx) launch::convert<float, bfloat16>(ctx.stream(), w.data(), bf16_at(ws, w_at), w_count);
   };
-  const ConvAlgo algo =
-      choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
-          conv_key<bfloat16>(ctx, ConvDirection::kBackwardData, batch, g, ConvMath::kBf16), who,
-          [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count) {
-            NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-                                ctx.cudnn(), d.w, d.y, d.conv, d.x,
-                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, count, perf),
-                            who, ": choosing a cuDNN BF16 backward-data algorithm for dx ",
-                            dx.shape().str());
-          },
-          [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count, std::size_t bytes) {
-            // The candidates write the dx copy, which is scratch until the add below.
-            char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + bytes));
-            stage(ws);
-            NDDR_CUDA_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
-                                ctx.cudnn(), d.w, ws + w_at, d.y, ws, d.conv, d.x, ws + dx_at,
-                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, count, perf, ws + ws_at,
-                                bytes),
-                            who, ": timing cuDNN BF16 backward-data algorithms for dx ",
-                            dx.shape().str());
-          });
-  use_algorithm_math(d, algo, ConvMath::kBf16, who);
-  char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + algo.workspace));
+  ConvAlgo filter, data;
+  if (want_dw)
+    filter = choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t,
+                              CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
+        conv_key<bfloat16>(ctx, ConvDirection::kBackwardFilter, batch, g, ConvMath::kBf16), who,
+        [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count) {
+          NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                              ctx.cudnn(), d.x, d.y, d.conv, d.w,
+                              CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, count, perf),
+                          who, ": choosing a cuDNN BF16 backward-filter algorithm for dy ",
+                          dy.shape().str());
+        },
+        [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count, std::size_t bytes) {
+          // The candidates write the dw copy, which is scratch until the conversion below.
+          char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + bytes));
+          stage(ws);
+          NDDR_CUDA_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                              ctx.cudnn(), d.x, ws + x_at, d.y, ws, d.conv, d.w, ws + dw_at,
+                              CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, count, perf, ws + ws_at,
+                              bytes),
+                          who, ": timing cuDNN BF16 backward-filter algorithms for dy ",
+                          dy.shape().str());
+        });
+  if (want_dx)
+    data = choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t,
+                            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
+        conv_key<bfloat16>(ctx, ConvDirection::kBackwardData, batch, g, ConvMath::kBf16), who,
+        [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count) {
+          NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                              ctx.cudnn(), d.w, d.y, d.conv, d.x,
+                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, count, perf),
+                          who, ": choosing a cuDNN BF16 backward-data algorithm for dx ",
+                          dx.shape().str());
+        },
+        [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count, std::size_t bytes) {
+          // The candidates write the dx copy, which is scratch until the add below.
+          char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + bytes));
+          stage(ws);
+          NDDR_CUDA_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+                              ctx.cudnn(), d.w, ws + w_at, d.y, ws, d.conv, d.x, ws + dx_at,
+                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, count, perf, ws + ws_at,
+                              bytes),
+                          who, ": timing cuDNN BF16 backward-data algorithms for dx ",
+                          dx.shape().str());
+        });
+  // One workspace for both calls, taken after every choice (growing it drops its contents).
+  const std::size_t cudnn_bytes = std::max(want_dw ? filter.workspace : std::size_t{0},
+                                           want_dx ? data.workspace : std::size_t{0});
+  char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + cudnn_bytes));
   stage(ws);
   const float one = 1.0f, zero = 0.0f;
-  NDDR_CUDA_CHECK(cudnnConvolutionBackwardData(
-                      ctx.cudnn(), &one, d.w, ws + w_at, d.y, ws, d.conv,
-                      static_cast<cudnnConvolutionBwdDataAlgo_t>(algo.algo), ws + ws_at,
-                      algo.workspace, &zero, d.x, ws + dx_at),
-                  who, ": cuDNN BF16 backward-data convolution of dy ", dy.shape().str(),
-                  " and weight ", w.shape().str());
-  if (padded)
-    launch::crop_add<bfloat16, float>(ctx.stream(), bf16_at(ws, dx_at), dx.data(),
-                                      batch * g.in_c, g.in_h, g.in_w, g.pad_top, g.pad_left,
-                                      g.in_h + g.pad_top + g.pad_bottom,
-                                      g.in_w + g.pad_left + g.pad_right);
-  else
-    launch::convert_add<bfloat16, float>(ctx.stream(), bf16_at(ws, dx_at), dx.data(),
-                                         dx.numel());
-}
-
-/// dw = float(dconv(bf16(x), bf16(dy))). Workspace: [x copy | dy copy | dw copy | cuDNN].
-inline void conv2d_backward_filter_bf16(Context<Cuda>& ctx, TensorView<const float, Cuda> x,
-                                        TensorView<const float, Cuda> dy,
-                                        TensorView<float, Cuda> dw, const Conv2dGeometry& g,
-                                        const char* who) {
-  const std::int64_t batch = x.shape().n();
-  const bool padded = conv2d_needs_padded_copy(g);
-  ConvDescriptors<bfloat16> d(batch, g, padded, ConvMath::kBf16);
-  const std::size_t dy_at = bf16_bytes(conv2d_input_copy_count(batch, g, padded));
-  const std::size_t dw_at = dy_at + bf16_bytes(dy.numel());
-  const std::size_t ws_at = dw_at + bf16_bytes(dw.numel());
-  const auto stage = [&](char* ws) {
-    conv2d_stage_input_bf16(ctx, x.data(), bf16_at(ws, 0), batch, g, padded);
-    launch::convert<float, bfloat16>(ctx.stream(), dy.data(), bf16_at(ws, dy_at), dy.numel());
-  };
-  const ConvAlgo algo = choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t,
-                                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
-      conv_key<bfloat16>(ctx, ConvDirection::kBackwardFilter, batch, g, ConvMath::kBf16), who,
-      [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count) {
-        NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                            ctx.cudnn(), d.x, d.y, d.conv, d.w,
-                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, count, perf),
-                        who, ": choosing a cuDNN BF16 backward-filter algorithm for input ",
-                        x.shape().str());
-      },
-      [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count, std::size_t bytes) {
-        char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + bytes));
-        stage(ws);
-        NDDR_CUDA_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-                            ctx.cudnn(), d.x, ws, d.y, ws + dy_at, d.conv, d.w, ws + dw_at,
-                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, count, perf, ws + ws_at,
-                            bytes),
-                        who, ": timing cuDNN BF16 backward-filter algorithms for input ",
-                        x.shape().str());
-      });
-  use_algorithm_math(d, algo, ConvMath::kBf16, who);
-  char* ws = static_cast<char*>(ctx.workspace_bytes(ws_at + algo.workspace));
-  stage(ws);
-  const float one = 1.0f, zero = 0.0f;
-  NDDR_CUDA_CHECK(cudnnConvolutionBackwardFilter(
-                      ctx.cudnn(), &one, d.x, ws, d.y, ws + dy_at, d.conv,
-                      static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo.algo), ws + ws_at,
-                      algo.workspace, &zero, d.w, ws + dw_at),
-                  who, ": cuDNN BF16 backward-filter convolution of input ", x.shape().str(),
-                  " and dy ", dy.shape().str());
-  launch::convert<bfloat16, float>(ctx.stream(), bf16_at(ws, dw_at), dw.data(), dw.numel());
+  if (want_dw) {
+    use_algorithm_math(d, filter, ConvMath::kBf16, who);
+    NDDR_CUDA_CHECK(cudnnConvolutionBackwardFilter(
+                        ctx.cudnn(), &one, d.x, ws + x_at, d.y, ws, d.conv,
+                        static_cast<cudnnConvolutionBwdFilterAlgo_t>(filter.algo), ws + ws_at,
+                        filter.workspace, &zero, d.w, ws + dw_at),
+                    who, ": cuDNN BF16 backward-filter convolution of input ", x.shape().str(),
+                    " and dy ", dy.shape().str());
+    launch::convert<bfloat16, float>(ctx.stream(), bf16_at(ws, dw_at), dw.data(), dw.numel());
+  }
+  if (want_dx) {
+    use_algorithm_math(d, data, ConvMath::kBf16, who);
+    NDDR_CUDA_CHECK(cudnnConvolutionBackwardData(
+                        ctx.cudnn(), &one, d.w, ws + w_at, d.y, ws, d.conv,
+                        static_cast<cudnnConvolutionBwdDataAlgo_t>(data.algo), ws + ws_at,
+                        data.workspace, &zero, d.x, ws + dx_at),
+                    who, ": cuDNN BF16 backward-data convolution of dy ", dy.shape().str(),
+                    " and weight ", w.shape().str());
+    if (padded)
+      launch::crop_add<bfloat16, float>(ctx.stream(), bf16_at(ws, dx_at), dx.data(),
+                                        batch * g.in_c, g.in_h, g.in_w, g.pad_top, g.pad_left,
+                                        g.in_h + g.pad_top + g.pad_bottom,
+                                        g.in_w + g.pad_left + g.pad_right);
+    else
+      launch::convert_add<bfloat16, float>(ctx.stream(), bf16_at(ws, dx_at), dx.data(),
+                                           dx.numel());
+  }
 }
 
 }  // namespace detail
@@ -625,7 +635,7 @@ void conv2d_backward_data(Context<Cuda>& ctx, std::type_identity_t<TensorView<co
   if (dx.numel() == 0 || dy.numel() == 0) return;
   if constexpr (std::is_same_v<T, float>)
     if (cd::conv_math<T>() == cd::ConvMath::kBf16)
-      return cd::conv2d_backward_data_bf16(ctx, w, dy, dx, g, kWho);
+      return cd::conv2d_backward_bf16(ctx, {}, w, dy, dx, {}, g, kWho);
   const bool padded = cd::conv2d_needs_padded_copy(g);
   cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>());
   const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
@@ -705,7 +715,7 @@ void conv2d_backward_weights(Context<Cuda>& ctx,
   }
   if constexpr (std::is_same_v<T, float>)
     if (cd::conv_math<T>() == cd::ConvMath::kBf16)
-      return cd::conv2d_backward_filter_bf16(ctx, x, dy, dw, g, kWho);
+      return cd::conv2d_backward_bf16(ctx, x, {}, dy, {}, dw, g, kWho);
   const bool padded = cd::conv2d_needs_padded_copy(g);
   cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>());
   const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
@@ -754,6 +764,18 @@ void conv2d_backward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T
                      std::type_identity_t<TensorView<const T, Cuda>> dy, TensorView<T, Cuda> dx,
                      std::type_identity_t<TensorView<T, Cuda>> dw,
                      std::type_identity_t<TensorView<T, Cuda>> db, const Conv2dOptions& opt) {
+  if constexpr (std::is_same_v<T, float>) {
+    namespace cd = cuda::detail;
+    // BF16 with both gradients: one pass that rounds dy once (the separate ops' checks first).
+    if (cd::conv_math<T>() == cd::ConvMath::kBf16 && !dx.empty() && !dw.empty() &&
+        dx.shape() == x.shape() && dw.shape() == w.shape() && x.numel() > 0 && dy.numel() > 0) {
+      constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
+      conv2d_backward_weights<T>(ctx, x, dy, {}, db, opt);  // db and its checks only
+      const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
+      check_shape(kWho, "dy", dy.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
+      return cd::conv2d_backward_bf16(ctx, x, w, dy, dx, dw, g, "nddr::ops::conv2d_backward");
+    }
+  }
   conv2d_backward_weights<T>(ctx, x, dy, dw, db, opt);
   conv2d_backward_data<T>(ctx, w, dy, dx, opt);
 }

@@ -121,6 +121,15 @@ __global__ void convert_add(const S* __restrict__ src, D* __restrict__ dst, std:
   for (std::int64_t i = first_index(); i < n; i += grid_stride()) dst[i] += static_cast<D>(src[i]);
 }
 
+/// dst[i] = D(src[i]) + b[channel of i] (the BF16 forward's widening and bias add in one pass).
+template <class S, class D>
+__global__ void convert_bias(const S* __restrict__ src, const D* __restrict__ b,
+                             D* __restrict__ dst, std::int64_t n, std::int64_t channels,
+                             std::int64_t plane) {
+  for (std::int64_t i = first_index(); i < n; i += grid_stride())
+    dst[i] = static_cast<D>(src[i]) + b[i / plane % channels];
+}
+
 /// y[(n, c, i)] += b[c] over `n` elements of planes `plane`, `channels` channels.
 template <class T>
 __global__ void bias_add(const T* __restrict__ b, T* __restrict__ y, std::int64_t n,
@@ -270,9 +279,10 @@ __global__ void batch_norm_finish_grad(const double* __restrict__ partial, std::
     const double g = gamma ? static_cast<double>(gamma[c]) : 1.0;
     consts[c] = static_cast<T>(mean);
     consts[channels + c] = static_cast<T>(g * inv_std);
-    consts[2 * channels + c] = static_cast<T>(training ? s.sum_dy / count : 0.0);
-    consts[3 * channels + c] =
-        static_cast<T>(training ? inv_std * inv_std * s.sum_dy_xmu / count : 0.0);
+    const ops::BatchNormGradTerms t =
+        training ? ops::batch_norm_grad_terms(s, inv_std, count) : ops::BatchNormGradTerms{};
+    consts[2 * channels + c] = static_cast<T>(t.a);
+    consts[3 * channels + c] = static_cast<T>(t.b);
   }
 }
 
@@ -374,8 +384,10 @@ __global__ void batch_norm_finish_global_grad(const double* __restrict__ local,
     const double g = gamma ? static_cast<double>(gamma[c]) : 1.0;
     consts[c] = save_mean[c];
     consts[channels + c] = static_cast<T>(g * inv_std);
-    consts[2 * channels + c] = static_cast<T>(global[c] / count);
-    consts[3 * channels + c] = static_cast<T>(inv_std * inv_std * global[channels + c] / count);
+    const ops::BatchNormGradTerms t = ops::batch_norm_grad_terms(
+        ops::BatchNormGradSums{global[c], global[channels + c]}, inv_std, count);
+    consts[2 * channels + c] = static_cast<T>(t.a);
+    consts[3 * channels + c] = static_cast<T>(t.b);
   }
 }
 
@@ -433,6 +445,16 @@ void convert_add(cudaStream_t stream, const S* src, D* dst, std::int64_t n) {
   if (n == 0) return;
   kernels::convert_add<S, D><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(src, dst, n);
   check_launch("convert_add");
+}
+
+template <class S, class D>
+void convert_bias(cudaStream_t stream, const S* src, const D* b, D* dst, std::int64_t items,
+                  std::int64_t channels, std::int64_t plane) {
+  const std::int64_t n = items * channels * plane;
+  if (n == 0) return;
+  kernels::convert_bias<S, D><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
+      src, b, dst, n, channels, plane);
+  check_launch("convert_bias");
 }
 
 template <class T>
@@ -636,4 +658,7 @@ void batch_norm_grad_consts_global(cudaStream_t stream, const double* local, con
   template void nddr::cuda::launch::convert<nddr::bfloat16, float>(                               \
       cudaStream_t, const nddr::bfloat16*, float*, std::int64_t);                                 \
   template void nddr::cuda::launch::convert_add<nddr::bfloat16, float>(                           \
-      cudaStream_t, const nddr::bfloat16*, float*, std::int64_t);
+      cudaStream_t, const nddr::bfloat16*, float*, std::int64_t);                                 \
+  template void nddr::cuda::launch::convert_bias<nddr::bfloat16, float>(                          \
+      cudaStream_t, const nddr::bfloat16*, const float*, float*, std::int64_t, std::int64_t,      \
+      std::int64_t);
