@@ -22,6 +22,7 @@
 #include "nddr/backend/cuda/activation.hpp"
 #include "nddr/backend/cuda/concat.hpp"
 #include "nddr/backend/cuda/dropout.hpp"
+#include "nddr/backend/cuda/argmax.hpp"
 #include "nddr/backend/cuda/l2_normalize.hpp"
 #include "nddr/backend/cuda/loss.hpp"
 #include "nddr/backend/cuda/pool.hpp"

@@ -32,6 +32,7 @@
 #include "nddr/backend/cpu/concat.hpp"
 #include "nddr/backend/cpu/conv2d.hpp"
 #include "nddr/backend/cpu/dropout.hpp"
+#include "nddr/backend/cpu/argmax.hpp"
 #include "nddr/backend/cpu/l2_normalize.hpp"
 #include "nddr/backend/cpu/linear.hpp"
 #include "nddr/backend/cpu/loss.hpp"

@@ -481,6 +481,29 @@ TEMPLATE_TEST_CASE("CUDA L2 normalisation matches the CPU op", "[cuda][l2_normal
                   nddr::ShapeError);
 }
 
+// ---- arg-max (the segmentation metric's prediction) ------------------------------------------
+
+TEMPLATE_TEST_CASE("CUDA arg-max over channels matches the CPU op", "[cuda][argmax][device]",
+                   float, double) {
+  using T = TestType;
+  if (no_device()) return;
+  Devices d;
+  const Shape s = Shape::nchw(3, 40, 17, 23);
+  Tensor<T> x = random_tensor<T>(s, 4);
+  for (std::int64_t i = 0; i < x.numel(); i += 7) x[i] = T(0.5);  // ties
+  Tensor<std::int32_t> want(Shape{3, 17, 23});
+  nddr::ops::argmax_channels<T>(d.cpu, x.cview(), want.view());
+  const auto xd = nddr::to_device(d.gpu, x);
+  Tensor<std::int32_t, Cuda> got(want.shape());
+  nddr::ops::argmax_channels<T>(d.gpu, xd.cview(), got.view());
+  const Tensor<std::int32_t> h = nddr::to_host(d.gpu, got);
+  std::int64_t differ = 0;
+  for (std::int64_t i = 0; i < h.numel(); ++i) differ += h[i] != want[i];
+  CHECK(differ == 0);
+  Tensor<std::int32_t, Cuda> bad(Shape{3, 17, 22});
+  CHECK_THROWS_AS(nddr::ops::argmax_channels<T>(d.gpu, xd.cview(), bad.view()), nddr::ShapeError);
+}
+
 // ---- SGD --------------------------------------------------------------------------------------
 
 TEMPLATE_TEST_CASE("CUDA fused SGD step matches the CPU Sgd", "[cuda][sgd][device]", float, double) {

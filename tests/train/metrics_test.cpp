@@ -5,6 +5,8 @@
 #include <limits>
 #include <vector>
 
+#include "nddr/backend/cpu/argmax.hpp"
+#include "nddr/core/context.hpp"
 #include "nddr/core/tensor.hpp"
 #include "nddr/metrics/classification.hpp"
 #include "nddr/metrics/delta.hpp"
@@ -82,6 +84,61 @@ TEST_CASE("SegmentationMetrics: argmax of logits, first maximum wins", "[train][
   nddr::SegmentationMetrics mf(3);
   mf.update(xf.cview(), gt3.cview());
   CHECK(mf.confusion() == m.confusion());
+}
+
+TEST_CASE("ops::argmax_channels: the metric's prediction, first maximum, NaN rule, errors",
+          "[train][metrics][argmax]") {
+  nddr::Context<nddr::Cpu> ctx(2);
+  // The tiny case: its predictions are kPred (pixel 4, ignored by the metric, predicts 2).
+  const std::vector<double> logits{5.0, 0.0, 1.0, -1.0, 0.0, 2.0,   // channel 0
+                                   5.0, 1.0, 3.0, -2.0, 0.0, 1.0,   // channel 1
+                                   4.0, 0.5, 3.0, -3.0, 9.0, 1.0};  // channel 2
+  const auto x = make<double>(nddr::Shape::nchw(1, 3, 2, 3), logits);
+  nddr::Tensor<std::int32_t> pred(nddr::Shape{1, 2, 3});
+  nddr::ops::argmax_channels<double>(ctx, x.cview(), pred.view());
+  for (std::int64_t i = 0; i < 6; ++i) CHECK(pred[i] == kPred[static_cast<std::size_t>(i)]);
+
+  // Random logits with many ties (small integers), 2 images: update_predictions(argmax) gives
+  // the confusion of update(logits), i.e. the evaluation's GPU path equals its CPU path.
+  const nddr::Shape s = nddr::Shape::nchw(2, 5, 7, 9);
+  nddr::Tensor<float> xf(s);
+  std::uint32_t state = 12345;
+  for (std::int64_t i = 0; i < xf.numel(); ++i) {
+    state = state * 1664525u + 1013904223u;
+    xf[i] = static_cast<float>((state >> 24) % 4);
+  }
+  // NaN: in channel 0 of pixel 0 it wins (nothing compares greater), elsewhere it never does.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  xf[0] = nan;
+  xf[1 * 63 + 1] = nan;
+  nddr::Tensor<std::int32_t> labels(nddr::Shape{2, 7, 9}), p(nddr::Shape{2, 7, 9});
+  for (std::int64_t i = 0; i < labels.numel(); ++i)
+    labels[i] = i % 11 == 0 ? 255 : static_cast<std::int32_t>(i % 5);
+  nddr::ops::argmax_channels<float>(ctx, xf.cview(), p.view());
+  for (std::int64_t n = 0; n < 2; ++n)
+    for (std::int64_t i = 0; i < 63; ++i) {
+      std::int32_t want = 0;
+      float best = xf[n * 5 * 63 + i];
+      for (std::int32_t c = 1; c < 5; ++c)
+        if (xf[(n * 5 + c) * 63 + i] > best) {
+          best = xf[(n * 5 + c) * 63 + i];
+          want = c;
+        }
+      REQUIRE(p[n * 63 + i] == want);
+    }
+  CHECK(p[0] == 0);
+  nddr::SegmentationMetrics a(5), b(5);
+  a.update(xf.cview(), labels.cview());
+  b.update_predictions(p.cview(), labels.cview());
+  CHECK(a.confusion() == b.confusion());
+
+  nddr::Tensor<std::int32_t> wrong(nddr::Shape{2, 7, 8});
+  CHECK_THROWS_WITH(nddr::ops::argmax_channels<float>(ctx, xf.cview(), wrong.view()),
+                    Contains("nddr::ops::argmax_channels") && Contains("out"));
+  nddr::Tensor<float> empty_c(nddr::Shape::nchw(1, 0, 2, 2));
+  nddr::Tensor<std::int32_t> out(nddr::Shape{1, 2, 2});
+  CHECK_THROWS_WITH(nddr::ops::argmax_channels<float>(ctx, empty_c.cview(), out.view()),
+                    Contains("expected at least one channel"));
 }
 
 TEST_CASE("SegmentationMetrics: merge equals a single pass", "[train][metrics]") {

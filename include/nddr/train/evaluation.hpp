@@ -6,15 +6,24 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "nddr/backend/cpu/argmax.hpp"
 #include "nddr/backend/cpu/resize.hpp"
 #include "nddr/metrics/classification.hpp"
 #include "nddr/metrics/delta.hpp"
 #include "nddr/metrics/normals.hpp"
 #include "nddr/metrics/segmentation.hpp"
 #include "nddr/tasks/tasks.hpp"
+
+#if defined(NDDR_WITH_CUDA)
+// The ops:: calls below are qualified, so their Context<Cuda> overloads must be declared
+// before these templates for D = Cuda to find them, whatever the user's include order.
+#include "nddr/backend/cuda/argmax.hpp"
+#include "nddr/backend/cuda/resize.hpp"
+#endif
 
 namespace nddr {
 
@@ -69,10 +78,11 @@ namespace detail {
 
 /// Up-samples a dense (N, C, h, w) output to the target's (H, W) with TF-legacy bilinear,
 /// as the paper's evaluation does; returns the input unchanged when sizes already match or the
-/// output is not dense.
-template <class T, class U>
-TensorView<const T> resize_to_target(Context<Cpu>& ctx, TensorView<const T> out,
-                                     TensorView<const U> target, Tensor<T>& scratch) {
+/// output is not dense. The output and `scratch` live on device D (the target's shape only is
+/// read, wherever it lives).
+template <class T, class U, class D, class DT>
+TensorView<const T, D> resize_to_target(Context<D>& ctx, TensorView<const T, D> out,
+                                        TensorView<const U, DT> target, Tensor<T, D>& scratch) {
   const Shape& os = out.shape();
   const Shape& ts = target.shape();
   if (os.rank() != 4 || (ts.rank() != 3 && ts.rank() != 4)) return out;
@@ -94,6 +104,34 @@ void update_metric(Context<Cpu>& ctx, typename MetricFor<Task>::type& metric,
   Tensor<T> scratch;
   auto o = detail::resize_to_target(ctx, out, target, scratch);
   metric.update(o, target);
+}
+
+/// Updates `metric` of `Task` with one batch's output on the GPU (or any device D) and its host
+/// target: the dense output is resized to the label size on the device; segmentation takes the
+/// arg-max there too, so only the (N, H, W) predictions are downloaded (1/C of the logits);
+/// other tasks download the resized output. Same results as downloading first, up to the
+/// device's rounding.
+template <class Task, class T, class U, class D>
+void update_metric_on_device(Context<D>& ctx, Context<Cpu>& host,
+                             typename MetricFor<Task>::type& metric, TensorView<const T, D> out,
+                             TensorView<const U> target) {
+  Tensor<T, D> scratch;
+  const TensorView<const T, D> o = detail::resize_to_target(ctx, out, target, scratch);
+  if constexpr (std::is_same_v<typename MetricFor<Task>::type, SegmentationMetrics> &&
+                std::is_same_v<U, std::int32_t>) {
+    const Shape& s = o.shape();
+    if (s.rank() == 4 && s.c() == metric.num_classes()) {
+      Tensor<std::int32_t, D> pred(Shape{s.n(), s.h(), s.w()});
+      ops::argmax_channels(ctx, o, pred.view());
+      Tensor<std::int32_t> h(pred.shape());
+      Storage<D>::download(h.data(), pred.data(), h.bytes());
+      metric.update_predictions(h.cview(), target);
+      return;
+    }
+  }
+  Tensor<T> h(o.shape());
+  Storage<D>::download(h.data(), o.data(), h.bytes());
+  update_metric<Task>(host, metric, h.cview(), target);
 }
 
 }  // namespace nddr

@@ -206,7 +206,8 @@ class Trainer {
         Storage<D>::upload(image.data(), batch.image.data(), batch.image.bytes());
         auto out = net_.forward(ctx, image.cview());
         [&]<std::size_t... I>(std::index_sequence<I...>) {
-          ((eval_on_host<I>(dev.host(), std::get<I>(m), out[I], std::get<I>(batch.targets).cview())),
+          (update_metric_on_device<task_t<I>>(ctx, dev.host(), std::get<I>(m), out[I],
+                                              std::get<I>(batch.targets).cview()),
            ...);
         }(std::make_index_sequence<K>{});
       }
@@ -543,14 +544,6 @@ class Trainer {
     const TensorView<const U, Cpu> tv = fit_target<U>(ctx, target.cview(), out.shape(), resized);
     r.losses[I] = static_cast<double>(
         Task::template loss<T>(ctx, out, tv, douts_[I].view(), static_cast<T>(opt_.loss_weights[I])));
-  }
-
-  template <std::size_t I, class M, class U>
-  void eval_on_host(Context<Cpu>& host, M& metric, TensorView<const T, D> out,
-                    TensorView<const U, Cpu> target) {
-    Tensor<T, Cpu> h(out.shape());
-    Storage<D>::download(h.data(), out.data(), h.bytes());
-    update_metric<task_t<I>>(host, metric, h.cview(), target);
   }
 
   void write_logs(const StepResult& r, double rate, double secs) {
