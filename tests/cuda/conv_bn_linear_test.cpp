@@ -773,11 +773,8 @@ TEST_CASE("CUDA synchronized batch norm matches the CPU op", "[cuda][batch_norm]
     ds.allocate();
     nddr::Rng rng(1);
     hb.initialize(rng);
-    nddr::Storage<Cuda>::upload(ds.buffer_values().data(), hs.buffer_values().data(),
-                                static_cast<std::size_t>(hs.buffer_values().numel()) *
-                                    sizeof(float));
-    nddr::Storage<Cuda>::upload(ds.values().data(), hs.values().data(),
-                                static_cast<std::size_t>(hs.values().numel()) * sizeof(float));
+    nddr::copy<float, Cpu, Cuda>(gpu, hs.values(), ds.values());
+    nddr::copy<float, Cpu, Cuda>(gpu, hs.buffer_values(), ds.buffer_values());
     const Shape xs = Shape::nchw(2, 3, 9, 8);
     const Tensor<float> x = random_tensor<float>(xs, 69), dy = random_tensor<float>(xs, 70);
     const auto xd = dev(gpu, x), dyd = dev(gpu, dy);

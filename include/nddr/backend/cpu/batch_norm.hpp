@@ -89,15 +89,16 @@ inline BatchNormLayout batch_norm_check_forward(const char* who, const BatchNorm
   return L;
 }
 
-/// The checks shared by both backward passes: options, x, dy, the two statistics (named `a_name`,
-/// `b_name`), gamma and the gradients that will be written. Returns the layout of x.
-template <class T>
+/// The checks shared by every backward pass (both modes, synchronized or not, on any device D):
+/// options, x, dy, the two statistics (named `a_name`, `b_name`), gamma and the gradients that
+/// will be written. Returns the layout of x.
+template <class T, class D>
 BatchNormLayout batch_norm_check_backward(const char* who, const BatchNormOptions& opt,
-                                          TensorView<const T, Cpu> x, TensorView<const T, Cpu> dy,
-                                          TensorView<const T, Cpu> gamma, const char* a_name,
-                                          TensorView<const T, Cpu> a, const char* b_name,
-                                          TensorView<const T, Cpu> b, TensorView<T, Cpu> dx,
-                                          TensorView<T, Cpu> dgamma, TensorView<T, Cpu> dbeta) {
+                                          TensorView<const T, D> x, TensorView<const T, D> dy,
+                                          TensorView<const T, D> gamma, const char* a_name,
+                                          TensorView<const T, D> a, const char* b_name,
+                                          TensorView<const T, D> b, TensorView<T, D> dx,
+                                          TensorView<T, D> dgamma, TensorView<T, D> dbeta) {
   const BatchNormLayout L =
       batch_norm_check(who, opt, x.shape(), "dy", dy.shape(), a_name, a.shape(), b_name, b.shape());
   const bool affine = opt.affine();

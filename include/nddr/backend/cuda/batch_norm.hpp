@@ -196,12 +196,10 @@ void batch_norm_forward_training(Context<Cuda>& ctx,
   static_assert(cuda::kKernelType<T>,
                 "nddr::ops::batch_norm_forward_training: CUDA supports float and double");
   constexpr const char* who = "nddr::ops::batch_norm_forward_training";
-  const auto L =
-      nddr::detail::batch_norm_check(who, opt, x.shape(), "y", y.shape(), "running_mean",
-                                     running_mean.shape(), "running_var", running_var.shape());
+  const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
+                                                        running_mean.shape(), running_var.shape(),
+                                                        gamma.shape(), beta.shape());
   const bool affine = opt.affine();
-  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
-  nddr::detail::batch_norm_check_vector(who, "beta", affine, beta.shape(), L.channels);
   nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
   nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
                                         L.channels);
@@ -230,12 +228,10 @@ void batch_norm_forward_inference(Context<Cuda>& ctx,
   static_assert(cuda::kKernelType<T>,
                 "nddr::ops::batch_norm_forward_inference: CUDA supports float and double");
   constexpr const char* who = "nddr::ops::batch_norm_forward_inference";
-  const auto L =
-      nddr::detail::batch_norm_check(who, opt, x.shape(), "y", y.shape(), "running_mean",
-                                     running_mean.shape(), "running_var", running_var.shape());
+  const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
+                                                        running_mean.shape(), running_var.shape(),
+                                                        gamma.shape(), beta.shape());
   const bool affine = opt.affine();
-  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
-  nddr::detail::batch_norm_check_vector(who, "beta", affine, beta.shape(), L.channels);
   T* scale = ctx.workspace<T>(static_cast<std::size_t>(L.channels));  // (C)
   cuda::launch::batch_norm_inference_scale<T>(ctx.stream(), affine ? gamma.data() : nullptr,
                                               running_var.data(), scale, L.channels, opt.eps());
@@ -260,16 +256,10 @@ void batch_norm_backward_training(Context<Cuda>& ctx,
   static_assert(cuda::kKernelType<T>,
                 "nddr::ops::batch_norm_backward_training: CUDA supports float and double");
   constexpr const char* who = "nddr::ops::batch_norm_backward_training";
-  const auto L =
-      nddr::detail::batch_norm_check(who, opt, x.shape(), "dy", dy.shape(), "save_mean",
-                                     save_mean.shape(), "save_inv_std", save_inv_std.shape());
+  const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean",
+                                                         save_mean, "save_inv_std", save_inv_std,
+                                                         dx, dgamma, dbeta);
   const bool affine = opt.affine();
-  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
-  nddr::detail::batch_norm_check_vector(who, "dgamma", affine && !dgamma.empty(), dgamma.shape(),
-                                        L.channels);
-  nddr::detail::batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(),
-                                        L.channels);
-  if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
   nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
   nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
   cuda::detail::batch_norm_backward<T>(ctx, L, x.data(), opt.relu() ? y.data() : nullptr, dy.data(),
@@ -294,16 +284,10 @@ void batch_norm_backward_inference(Context<Cuda>& ctx,
   static_assert(cuda::kKernelType<T>,
                 "nddr::ops::batch_norm_backward_inference: CUDA supports float and double");
   constexpr const char* who = "nddr::ops::batch_norm_backward_inference";
-  const auto L =
-      nddr::detail::batch_norm_check(who, opt, x.shape(), "dy", dy.shape(), "running_mean",
-                                     running_mean.shape(), "running_var", running_var.shape());
+  const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "running_mean",
+                                                         running_mean, "running_var", running_var,
+                                                         dx, dgamma, dbeta);
   const bool affine = opt.affine();
-  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
-  nddr::detail::batch_norm_check_vector(who, "dgamma", affine && !dgamma.empty(), dgamma.shape(),
-                                        L.channels);
-  nddr::detail::batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(),
-                                        L.channels);
-  if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
   nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
   cuda::detail::batch_norm_backward<T>(ctx, L, x.data(), opt.relu() ? y.data() : nullptr, dy.data(),
                                        affine ? gamma.data() : nullptr, running_mean.data(),
@@ -395,16 +379,10 @@ void batch_norm_backward_training_sync(Context<Cuda>& ctx,
   static_assert(cuda::kKernelType<T>,
                 "nddr::ops::batch_norm_backward_training_sync: CUDA supports float and double");
   constexpr const char* who = "nddr::ops::batch_norm_backward_training_sync";
-  const auto L =
-      nddr::detail::batch_norm_check(who, opt, x.shape(), "dy", dy.shape(), "save_mean",
-                                     save_mean.shape(), "save_inv_std", save_inv_std.shape());
+  const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean",
+                                                         save_mean, "save_inv_std", save_inv_std,
+                                                         dx, dgamma, dbeta);
   const bool affine = opt.affine();
-  nddr::detail::batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
-  nddr::detail::batch_norm_check_vector(who, "dgamma", affine && !dgamma.empty(), dgamma.shape(),
-                                        L.channels);
-  nddr::detail::batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(),
-                                        L.channels);
-  if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
   nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
   check<OptionError>(static_cast<bool>(all_reduce), who, ": all_reduce is empty");
   const std::size_t C = static_cast<std::size_t>(L.channels);
