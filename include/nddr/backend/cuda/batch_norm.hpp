@@ -63,15 +63,16 @@ void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* y, cons
                                const T* consts, T* dx, std::int64_t items, std::int64_t channels,
                                std::int64_t plane);
 
-/// Synchronized batch norm (defined in kernels/conv_bn.cuh). totals (2 * channels doubles):
-/// the per-channel sums of x - center[c] and of its square (center = 0 when null), split as
-/// batch_norm_stats.
+/// Synchronized batch norm (defined in kernels/conv_bn.cuh). totals (2 * channels doubles,
+/// interleaved: totals[2c], totals[2c + 1]): the per-channel sums of x - center[c] and of its
+/// square (center = 0 when null), split as batch_norm_stats.
 template <class T>
 void batch_norm_centered_sums(cudaStream_t stream, const T* x, const double* center,
                               double* partial, std::int64_t splits, double* totals,
                               std::int64_t items, std::int64_t channels, std::int64_t plane);
 
-/// totals: the per-channel sums of dy and dy * (x - mean[c]) (dy masked by a non-null y).
+/// totals (interleaved): the per-channel sums of dy and dy * (x - mean[c]) (dy masked by a
+/// non-null y), the layout of the CPU op's all-reduce.
 template <class T>
 void batch_norm_grad_sums(cudaStream_t stream, const T* x, const T* y, const T* dy,
                           const T* mean, double* partial, std::int64_t splits, double* totals,
@@ -100,24 +101,29 @@ namespace nddr::cuda::detail {
 /// Threads per block of the split reductions (kernels::kReduceBlock).
 inline constexpr std::int64_t kBatchNormReduceBlock = 256;
 
-/// The workspace of one batch-norm call: `count` per-channel values of T, then the partial
-/// sums of the split reductions (2 doubles per block).
+/// The workspace of one batch-norm call: `count` per-channel values of T, then `doubles`
+/// doubles of per-channel sums (synchronized batch norm), then the partial sums of the split
+/// reductions (2 doubles per block).
 template <class T>
 struct BatchNormScratch {
   T* values;
+  double* sums;
   double* partial;
   std::int64_t splits;
 };
 
 template <class T>
 BatchNormScratch<T> batch_norm_scratch(Context<Cuda>& ctx, const nddr::detail::BatchNormLayout& L,
-                                       std::int64_t count) {
+                                       std::int64_t count, std::int64_t doubles = 0) {
   const std::int64_t splits =
       ops::batch_norm_reduce_splits(L.items, L.plane, L.channels, kBatchNormReduceBlock);
-  const std::size_t head = (static_cast<std::size_t>(count) * sizeof(T) + 255) / 256 * 256;
+  const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
+  const std::size_t head = align(static_cast<std::size_t>(count) * sizeof(T));
+  const std::size_t mid = align(static_cast<std::size_t>(doubles) * sizeof(double));
   char* ws = static_cast<char*>(ctx.workspace_bytes(
-      head + static_cast<std::size_t>(2 * splits * L.channels) * sizeof(double)));
-  return {reinterpret_cast<T*>(ws), reinterpret_cast<double*>(ws + head), splits};
+      head + mid + static_cast<std::size_t>(2 * splits * L.channels) * sizeof(double)));
+  return {reinterpret_cast<T*>(ws), reinterpret_cast<double*>(ws + head),
+          reinterpret_cast<double*>(ws + head + mid), splits};
 }
 
 /// The backward passes of both modes; checks are done by the caller. y: forward's output with
@@ -136,31 +142,6 @@ void batch_norm_backward(Context<Cuda>& ctx, const nddr::detail::BatchNormLayout
                                          L.plane);
 }
 
-/// The workspace of one synchronized batch-norm call: `values` per-channel values of T, then
-/// `doubles` doubles of per-channel sums, then the partial sums of the split reductions.
-template <class T>
-struct BatchNormSyncScratch {
-  T* values;
-  double* sums;
-  double* partial;
-  std::int64_t splits;
-};
-
-template <class T>
-BatchNormSyncScratch<T> batch_norm_sync_scratch(Context<Cuda>& ctx,
-                                                const nddr::detail::BatchNormLayout& L,
-                                                std::int64_t values, std::int64_t doubles) {
-  const std::int64_t splits =
-      ops::batch_norm_reduce_splits(L.items, L.plane, L.channels, kBatchNormReduceBlock);
-  const auto align = [](std::size_t b) { return (b + 255) / 256 * 256; };
-  const std::size_t head = align(static_cast<std::size_t>(values) * sizeof(T));
-  const std::size_t mid = align(static_cast<std::size_t>(doubles) * sizeof(double));
-  char* ws = static_cast<char*>(ctx.workspace_bytes(
-      head + mid + static_cast<std::size_t>(2 * splits * L.channels) * sizeof(double)));
-  return {reinterpret_cast<T*>(ws), reinterpret_cast<double*>(ws + head),
-          reinterpret_cast<double*>(ws + head + mid), splits};
-}
-
 /// Device -> host copy of `n` doubles on the context's stream; waits for it.
 inline void download_sums(Context<Cuda>& ctx, const double* src, double* dst, std::size_t n,
                           const char* who) {
@@ -170,8 +151,8 @@ inline void download_sums(Context<Cuda>& ctx, const double* src, double* dst, st
   ctx.synchronize();
 }
 
-/// Host -> device copy of `n` doubles on the context's stream (the host buffer is staged
-/// before the call returns, so it may go away afterwards).
+/// Host -> device copy of `n` doubles on the context's stream. From pageable memory the runtime
+/// stages the host buffer before returning, so it may go away afterwards without a wait.
 inline void upload_sums(Context<Cuda>& ctx, const double* src, double* dst, std::size_t n,
                         const char* who) {
   NDDR_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(double), cudaMemcpyHostToDevice,
@@ -325,15 +306,17 @@ void batch_norm_forward_training_sync(Context<Cuda>& ctx,
   check<OptionError>(static_cast<bool>(all_reduce), who, ": all_reduce is empty");
   const bool affine = opt.affine();
   const std::size_t C = static_cast<std::size_t>(L.channels);
-  // values: the element scale (C); sums: the device totals (2C), then the moments (2C).
-  const auto s = cuda::detail::batch_norm_sync_scratch<T>(ctx, L, L.channels, 4 * L.channels);
+  // values: the element scale (C); sums: the device totals (2C, interleaved per channel),
+  // then the moments (mean, then variance; 2C).
+  const auto s = cuda::detail::batch_norm_scratch<T>(ctx, L, L.channels, 4 * L.channels);
   double* totals = s.sums;
   double* moments = s.sums + 2 * C;
   // 1. Sums of x per channel, and the element count, over every replica.
   cuda::launch::batch_norm_centered_sums<T>(ctx.stream(), x.data(), nullptr, s.partial, s.splits,
                                             totals, L.items, L.channels, L.plane);
-  std::vector<double> sums(C + 1), host(2 * C);
-  cuda::detail::download_sums(ctx, totals, sums.data(), C, who);
+  std::vector<double> device_totals(2 * C), sums(C + 1), host(2 * C);
+  cuda::detail::download_sums(ctx, totals, device_totals.data(), 2 * C, who);
+  for (std::size_t c = 0; c < C; ++c) sums[c] = device_totals[2 * c];
   sums[C] = static_cast<double>(L.count());
   all_reduce(std::span<double>(sums));
   const double count = sums[C];
@@ -345,7 +328,8 @@ void batch_norm_forward_training_sync(Context<Cuda>& ctx,
   cuda::launch::batch_norm_centered_sums<T>(ctx.stream(), x.data(), moments, s.partial, s.splits,
                                             totals, L.items, L.channels, L.plane);
   std::vector<double> sq(C);
-  cuda::detail::download_sums(ctx, totals + C, sq.data(), C, who);
+  cuda::detail::download_sums(ctx, totals, device_totals.data(), 2 * C, who);
+  for (std::size_t c = 0; c < C; ++c) sq[c] = device_totals[2 * c + 1];
   all_reduce(std::span<double>(sq));
   for (std::size_t c = 0; c < C; ++c) host[C + c] = sq[c] / count;
   // 3. Saved statistics, running statistics and the normalisation, from the global moments.
@@ -357,8 +341,6 @@ void batch_norm_forward_training_sync(Context<Cuda>& ctx,
   cuda::launch::batch_norm_apply<T>(ctx.stream(), x.data(), save_mean.data(), s.values,
                                     affine ? beta.data() : nullptr, y.data(), L.items, L.channels,
                                     L.plane, opt.relu());
-  // The uploads read `host` asynchronously only until they are staged; wait before it goes.
-  ctx.synchronize();
 }
 
 /// Synchronized training backward on the GPU, as the CPU op `batch_norm_backward_training_sync`:
@@ -387,20 +369,17 @@ void batch_norm_backward_training_sync(Context<Cuda>& ctx,
   check<OptionError>(static_cast<bool>(all_reduce), who, ": all_reduce is empty");
   const std::size_t C = static_cast<std::size_t>(L.channels);
   // values: the element constants (4C); sums: this replica's totals (2C), then the global ones.
-  const auto s = cuda::detail::batch_norm_sync_scratch<T>(ctx, L, 4 * L.channels, 4 * L.channels);
+  const auto s = cuda::detail::batch_norm_scratch<T>(ctx, L, 4 * L.channels, 4 * L.channels);
   double* local = s.sums;
   double* global = s.sums + 2 * C;
   cuda::launch::batch_norm_grad_sums<T>(ctx.stream(), x.data(), opt.relu() ? y.data() : nullptr,
                                         dy.data(), save_mean.data(), s.partial, s.splits, local,
                                         L.items, L.channels, L.plane);
-  std::vector<double> totals(2 * C), sums(2 * C + 1);
-  cuda::detail::download_sums(ctx, local, totals.data(), 2 * C, who);
-  // The CPU op's layout: sums[2c] = sum(dy), sums[2c + 1] = sum(dy * (x - mean)), sums[2C] =
-  // count. Every replica takes part in the reduction, even one whose dx is not wanted.
-  for (std::size_t c = 0; c < C; ++c) {
-    sums[2 * c] = totals[c];
-    sums[2 * c + 1] = totals[C + c];
-  }
+  // The device totals are in the CPU op's layout: sums[2c] = sum(dy), sums[2c + 1] =
+  // sum(dy * (x - mean)); sums[2C] = count. Every replica takes part in the reduction, even
+  // one whose dx is not wanted.
+  std::vector<double> sums(2 * C + 1);
+  cuda::detail::download_sums(ctx, local, sums.data(), 2 * C, who);
   sums[2 * C] = static_cast<double>(L.count());
   all_reduce(std::span<double>(sums));
   const double count = sums[2 * C];
@@ -408,11 +387,7 @@ void batch_norm_backward_training_sync(Context<Cuda>& ctx,
     check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape().str(),
                       " and the global batch ", count,
                       " values per channel; training needs more than one (N*H*W > 1)");
-  for (std::size_t c = 0; c < C; ++c) {
-    totals[c] = sums[2 * c];
-    totals[C + c] = sums[2 * c + 1];
-  }
-  cuda::detail::upload_sums(ctx, totals.data(), global, 2 * C, who);
+  cuda::detail::upload_sums(ctx, sums.data(), global, 2 * C, who);
   cuda::launch::batch_norm_grad_consts_global<T>(
       ctx.stream(), local, global, count, affine ? gamma.data() : nullptr, save_mean.data(),
       save_inv_std.data(), affine && !dgamma.empty() ? dgamma.data() : nullptr,
@@ -421,7 +396,6 @@ void batch_norm_backward_training_sync(Context<Cuda>& ctx,
     cuda::launch::batch_norm_backward_apply<T>(ctx.stream(), x.data(),
                                                opt.relu() ? y.data() : nullptr, dy.data(),
                                                s.values, dx.data(), L.items, L.channels, L.plane);
-  ctx.synchronize();
 }
 
 }  // namespace nddr::ops

@@ -334,15 +334,15 @@ __global__ void batch_norm_partial_centered(const T* __restrict__ x,
                        });
 }
 
-/// totals[c] and totals[channels + c]: channel c's two sums, its blocks' partial sums added in
-/// block order; one thread per channel.
+/// totals[2c] and totals[2c + 1]: channel c's two sums, its blocks' partial sums added in block
+/// order; one thread per channel.
 __global__ void channel_totals(const double* __restrict__ partial, std::int64_t splits,
                                std::int64_t channels, double* __restrict__ totals) {
   for (std::int64_t c = first_index(); c < channels; c += grid_stride()) {
     double s1, s2;
     channel_total_sums(partial, c, splits, s1, s2);
-    totals[c] = s1;
-    totals[channels + c] = s2;
+    totals[2 * c] = s1;
+    totals[2 * c + 1] = s2;
   }
 }
 
@@ -367,7 +367,7 @@ __global__ void batch_norm_finish_global_moments(const double* __restrict__ mome
 }
 
 /// The synchronized backward's per-channel finish: dgamma / dbeta (when non-null) from this
-/// replica's sums (local[c] = sum(dy), local[channels + c] = sum(dy (x - mean))), the element
+/// replica's sums (local[2c] = sum(dy), local[2c + 1] = sum(dy (x - mean))), the element
 /// constants (mean, k, a, b) of batch_norm_backward_apply from the global ones (`global`, same
 /// layout, over `count` values per channel).
 template <class T>
@@ -379,13 +379,13 @@ __global__ void batch_norm_finish_global_grad(const double* __restrict__ local,
                                               T* dbeta, T* consts, std::int64_t channels) {
   for (std::int64_t c = first_index(); c < channels; c += grid_stride()) {
     const double inv_std = static_cast<double>(save_inv_std[c]);
-    if (dgamma) dgamma[c] = static_cast<T>(local[channels + c] * inv_std);
-    if (dbeta) dbeta[c] = static_cast<T>(local[c]);
+    if (dgamma) dgamma[c] = static_cast<T>(local[2 * c + 1] * inv_std);
+    if (dbeta) dbeta[c] = static_cast<T>(local[2 * c]);
     const double g = gamma ? static_cast<double>(gamma[c]) : 1.0;
     consts[c] = save_mean[c];
     consts[channels + c] = static_cast<T>(g * inv_std);
     const ops::BatchNormGradTerms t = ops::batch_norm_grad_terms(
-        ops::BatchNormGradSums{global[c], global[channels + c]}, inv_std, count);
+        ops::BatchNormGradSums{global[2 * c], global[2 * c + 1]}, inv_std, count);
     consts[2 * channels + c] = static_cast<T>(t.a);
     consts[3 * channels + c] = static_cast<T>(t.b);
   }
