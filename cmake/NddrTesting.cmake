@@ -6,17 +6,18 @@ include(Catch)
 add_library(nddr_catch_main OBJECT "${PROJECT_SOURCE_DIR}/tests/main.cpp")
 target_link_libraries(nddr_catch_main PUBLIC Catch2::Catch2)
 
-# nddr_add_test(<name> SOURCES <files...> [LABELS <labels...>] [LIBS <targets...>])
+# nddr_add_test(<name> SOURCES <files...> [LABELS <labels...>] [LIBS <targets...>]
+#               [PREFIX <ctest name prefix>])
 # One executable; every Catch2 test case becomes a ctest test carrying LABELS.
 function(nddr_add_test name)
-  cmake_parse_arguments(ARG "" "" "SOURCES;LABELS;LIBS" ${ARGN})
+  cmake_parse_arguments(ARG "" "PREFIX" "SOURCES;LABELS;LIBS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES} $<TARGET_OBJECTS:nddr_catch_main>)
   target_link_libraries(${name} PRIVATE nddr::nddr nddr_build_flags Catch2::Catch2 ${ARG_LIBS})
   target_compile_definitions(${name} PRIVATE
     NDDR_TEST_DATA_DIR="${PROJECT_SOURCE_DIR}/tests/data")
   target_precompile_headers(${name} PRIVATE
     <catch2/catch.hpp> <Eigen/Core> <vector> <string> <cmath>)
-  catch_discover_tests(${name} PROPERTIES LABELS "${ARG_LABELS}")
+  catch_discover_tests(${name} TEST_PREFIX "${ARG_PREFIX}" PROPERTIES LABELS "${ARG_LABELS}")
 endfunction()
 
 # nddr_add_failtest(<name> FILE <source> PATTERN <regex>)

@@ -32,14 +32,15 @@ namespace nddr::cuda::launch {
 template <class T>
 void relu_forward(cudaStream_t stream, const T* x, T* y, std::int64_t n) {
   if (n == 0) return;
-  kernels::relu_forward<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(x, y, n);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::relu_forward<T>)(x, y, n);
   check_launch("relu_forward");
 }
 
 template <class T>
 void relu_backward(cudaStream_t stream, const T* x, const T* dy, T* dx, std::int64_t n) {
   if (n == 0) return;
-  kernels::relu_backward<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(x, dy, dx, n);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::relu_backward<T>)
+  (x, dy, dx, n);
   check_launch("relu_backward");
 }
 

@@ -31,14 +31,14 @@ template <class T>
 void argmax_channels(cudaStream_t stream, const T* x, std::int32_t* out, std::int64_t pixels,
                      std::int64_t channels, std::int64_t plane) {
   if (pixels == 0) return;
-  kernels::argmax_channels<T><<<kernels::grid_for(pixels), kernels::kBlock, 0, stream>>>(
-      x, out, pixels, channels, plane);
+  NDDR_LAUNCH(kernels::grid_for(pixels), kernels::kBlock, 0, stream, kernels::argmax_channels<T>)
+  (x, out, pixels, channels, plane);
   check_launch("argmax_channels");
 }
 
 }  // namespace nddr::cuda::launch
 
 /// Explicit instantiation of the arg-max launcher for element type `T` (kernels.cu).
-#define NDDR_CUDA_INSTANTIATE_ARGMAX(T)                                                         \
+#define NDDR_CUDA_INSTANTIATE_ARGMAX(T)                                                       \
   template void nddr::cuda::launch::argmax_channels<T>(cudaStream_t, const T*, std::int32_t*, \
                                                        std::int64_t, std::int64_t, std::int64_t);

@@ -43,16 +43,18 @@ namespace nddr::cuda::launch {
 template <class T>
 void concat_part_to_whole(cudaStream_t stream, const T* part, T* whole, ConcatPart m) {
   if (m.count == 0) return;
-  kernels::concat_part_to_whole<T><<<kernels::grid_for(m.count), kernels::kBlock, 0, stream>>>(
-      part, whole, m);
+  NDDR_LAUNCH(kernels::grid_for(m.count), kernels::kBlock, 0, stream,
+              kernels::concat_part_to_whole<T>)
+  (part, whole, m);
   check_launch("concat_part_to_whole");
 }
 
 template <class T>
 void concat_part_add_to_whole(cudaStream_t stream, const T* part, T* whole, ConcatPart m) {
   if (m.count == 0) return;
-  kernels::concat_part_add_to_whole<T><<<kernels::grid_for(m.count), kernels::kBlock, 0, stream>>>(
-      part, whole, m);
+  NDDR_LAUNCH(kernels::grid_for(m.count), kernels::kBlock, 0, stream,
+              kernels::concat_part_add_to_whole<T>)
+  (part, whole, m);
   check_launch("concat_part_add_to_whole");
 }
 
@@ -60,8 +62,9 @@ template <class T>
 void concat_whole_to_part(cudaStream_t stream, const T* whole, T* part, ConcatPart m,
                           bool accumulate) {
   if (m.count == 0) return;
-  kernels::concat_whole_to_part<T><<<kernels::grid_for(m.count), kernels::kBlock, 0, stream>>>(
-      whole, part, m, accumulate);
+  NDDR_LAUNCH(kernels::grid_for(m.count), kernels::kBlock, 0, stream,
+              kernels::concat_whole_to_part<T>)
+  (whole, part, m, accumulate);
   check_launch("concat_whole_to_part");
 }
 
@@ -73,5 +76,5 @@ void concat_whole_to_part(cudaStream_t stream, const T* whole, T* part, ConcatPa
                                                             nddr::cuda::launch::ConcatPart);     \
   template void nddr::cuda::launch::concat_part_add_to_whole<T>(cudaStream_t, const T*, T*,      \
                                                                 nddr::cuda::launch::ConcatPart); \
-  template void nddr::cuda::launch::concat_whole_to_part<T>(                                     \
-      cudaStream_t, const T*, T*, nddr::cuda::launch::ConcatPart, bool);
+  template void nddr::cuda::launch::concat_whole_to_part<T>(cudaStream_t, const T*, T*,          \
+                                                            nddr::cuda::launch::ConcatPart, bool);

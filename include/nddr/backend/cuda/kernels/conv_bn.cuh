@@ -91,7 +91,7 @@ __global__ void pad_copy(const S* __restrict__ src, D* __restrict__ dst, std::in
     const std::int64_t y = i / pw % ph - pt;
     const std::int64_t p = i / (pw * ph);
     dst[i] = (y >= 0 && y < h && x >= 0 && x < w) ? static_cast<D>(src[(p * h + y) * w + x])
-                                                   : static_cast<D>(0.0f);
+                                                  : static_cast<D>(0.0f);
   }
 }
 
@@ -161,7 +161,8 @@ __global__ void batch_norm_partial_moments(const T* __restrict__ x, double* __re
                                            std::int64_t plane) {
   channel_partial_sums(partial, items, channels, plane,
                        [x, plane](std::int64_t c, std::int64_t i, double& s1, double& s2) {
-                         const double d = static_cast<double>(x[i]) - static_cast<double>(x[c * plane]);
+                         const double d =
+                             static_cast<double>(x[i]) - static_cast<double>(x[c * plane]);
                          s1 += d;
                          s2 += d * d;
                        });
@@ -172,12 +173,11 @@ __global__ void batch_norm_partial_moments(const T* __restrict__ x, double* __re
 /// updates the running statistics.
 template <class T>
 __global__ void batch_norm_finish_moments(const T* __restrict__ x,
-                                          const double* __restrict__ partial,
-                                          std::int64_t splits, const T* __restrict__ gamma,
-                                          T* rm, T* rv, T* save_mean, T* save_inv_std, T* scale,
-                                          std::int64_t items, std::int64_t channels,
-                                          std::int64_t plane, double eps, double momentum,
-                                          bool unbiased) {
+                                          const double* __restrict__ partial, std::int64_t splits,
+                                          const T* __restrict__ gamma, T* rm, T* rv, T* save_mean,
+                                          T* save_inv_std, T* scale, std::int64_t items,
+                                          std::int64_t channels, std::int64_t plane, double eps,
+                                          double momentum, bool unbiased) {
   for (std::int64_t c = first_index(); c < channels; c += grid_stride()) {
     double s1, s2;
     channel_total_sums(partial, c, splits, s1, s2);
@@ -264,8 +264,8 @@ __global__ void batch_norm_partial_grad(const T* __restrict__ x, const T* __rest
 template <class T>
 __global__ void batch_norm_finish_grad(const double* __restrict__ partial, std::int64_t splits,
                                        const T* __restrict__ gamma, const T* __restrict__ stat0,
-                                       const T* __restrict__ stat1, T* dgamma, T* dbeta,
-                                       T* consts, std::int64_t items, std::int64_t channels,
+                                       const T* __restrict__ stat1, T* dgamma, T* dbeta, T* consts,
+                                       std::int64_t items, std::int64_t channels,
                                        std::int64_t plane, double eps, bool training) {
   for (std::int64_t c = first_index(); c < channels; c += grid_stride()) {
     ops::BatchNormGradSums s;
@@ -291,8 +291,8 @@ __global__ void batch_norm_finish_grad(const double* __restrict__ partial, std::
 template <class T>
 __global__ void batch_norm_backward_apply(const T* __restrict__ x, const T* __restrict__ y,
                                           const T* __restrict__ dy, const T* __restrict__ consts,
-                                          T* __restrict__ dx, std::int64_t n,
-                                          std::int64_t channels, std::int64_t plane) {
+                                          T* __restrict__ dx, std::int64_t n, std::int64_t channels,
+                                          std::int64_t plane) {
   for (std::int64_t i = first_index(); i < n; i += grid_stride()) {
     const std::int64_t c = i / plane % channels;
     ops::batch_norm_backward_element(x[i], ops::batch_norm_grad_in(y, dy, i), consts[c],
@@ -303,12 +303,11 @@ __global__ void batch_norm_backward_apply(const T* __restrict__ x, const T* __re
 
 /// As batch_norm_backward_apply, over a 2-D grid of (plane chunks, planes).
 template <class T>
-__global__ void batch_norm_backward_apply_planes(const T* __restrict__ x,
-                                                 const T* __restrict__ y,
+__global__ void batch_norm_backward_apply_planes(const T* __restrict__ x, const T* __restrict__ y,
                                                  const T* __restrict__ dy,
-                                                 const T* __restrict__ consts,
-                                                 T* __restrict__ dx, std::int64_t planes,
-                                                 std::int64_t channels, std::int64_t plane) {
+                                                 const T* __restrict__ consts, T* __restrict__ dx,
+                                                 std::int64_t planes, std::int64_t channels,
+                                                 std::int64_t plane) {
   for_each_plane_element(planes, channels, plane, [&](std::int64_t c, std::int64_t i) {
     ops::batch_norm_backward_element(x[i], ops::batch_norm_grad_in(y, dy, i), consts[c],
                                      consts[channels + c], consts[2 * channels + c],
@@ -413,37 +412,37 @@ namespace nddr::cuda::launch {
 
 template <class S, class D>
 void pad_copy(cudaStream_t stream, const S* src, D* dst, std::int64_t planes, std::int64_t h,
-              std::int64_t w, std::int64_t pt, std::int64_t pl, std::int64_t ph,
-              std::int64_t pw) {
+              std::int64_t w, std::int64_t pt, std::int64_t pl, std::int64_t ph, std::int64_t pw) {
   const std::int64_t n = planes * ph * pw;
   if (n == 0) return;
-  kernels::pad_copy<S, D><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(src, dst, planes, h,
-                                                                             w, pt, pl, ph, pw);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::pad_copy<S, D>)
+  (src, dst, planes, h, w, pt, pl, ph, pw);
   check_launch("pad_copy");
 }
 
 template <class S, class D>
 void crop_add(cudaStream_t stream, const S* src, D* dst, std::int64_t planes, std::int64_t h,
-              std::int64_t w, std::int64_t pt, std::int64_t pl, std::int64_t ph,
-              std::int64_t pw) {
+              std::int64_t w, std::int64_t pt, std::int64_t pl, std::int64_t ph, std::int64_t pw) {
   const std::int64_t n = planes * h * w;
   if (n == 0) return;
-  kernels::crop_add<S, D><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(src, dst, planes, h,
-                                                                             w, pt, pl, ph, pw);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::crop_add<S, D>)
+  (src, dst, planes, h, w, pt, pl, ph, pw);
   check_launch("crop_add");
 }
 
 template <class S, class D>
 void convert(cudaStream_t stream, const S* src, D* dst, std::int64_t n) {
   if (n == 0) return;
-  kernels::convert<S, D><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(src, dst, n);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::convert<S, D>)
+  (src, dst, n);
   check_launch("convert");
 }
 
 template <class S, class D>
 void convert_add(cudaStream_t stream, const S* src, D* dst, std::int64_t n) {
   if (n == 0) return;
-  kernels::convert_add<S, D><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(src, dst, n);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::convert_add<S, D>)
+  (src, dst, n);
   check_launch("convert_add");
 }
 
@@ -452,8 +451,8 @@ void convert_bias(cudaStream_t stream, const S* src, const D* b, D* dst, std::in
                   std::int64_t channels, std::int64_t plane) {
   const std::int64_t n = items * channels * plane;
   if (n == 0) return;
-  kernels::convert_bias<S, D><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
-      src, b, dst, n, channels, plane);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::convert_bias<S, D>)
+  (src, b, dst, n, channels, plane);
   check_launch("convert_bias");
 }
 
@@ -462,33 +461,35 @@ void bias_add(cudaStream_t stream, const T* b, T* y, std::int64_t items, std::in
               std::int64_t plane) {
   const std::int64_t n = items * channels * plane;
   if (n == 0) return;
-  kernels::bias_add<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(b, y, n, channels,
-                                                                             plane);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::bias_add<T>)
+  (b, y, n, channels, plane);
   check_launch("bias_add");
 }
 
 template <class T>
-void channel_sum(cudaStream_t stream, const T* x, T* out, std::int64_t items,
-                 std::int64_t channels, std::int64_t plane) {
+void channel_sum(cudaStream_t stream, const T* x, T* out, std::int64_t items, std::int64_t channels,
+                 std::int64_t plane) {
   if (channels == 0) return;
-  kernels::channel_sum<T><<<static_cast<unsigned>(channels), kernels::kReduceBlock, 0, stream>>>(
-      x, out, items, channels, plane);
+  NDDR_LAUNCH(static_cast<unsigned>(channels), kernels::kReduceBlock, 0, stream,
+              kernels::channel_sum<T>)
+  (x, out, items, channels, plane);
   check_launch("channel_sum");
 }
 
 template <class T>
-void batch_norm_stats(cudaStream_t stream, const T* x, const T* gamma, T* rm, T* rv,
-                      T* save_mean, T* save_inv_std, T* scale, double* partial,
-                      std::int64_t splits, std::int64_t items, std::int64_t channels,
-                      std::int64_t plane, double eps, double momentum, bool unbiased) {
+void batch_norm_stats(cudaStream_t stream, const T* x, const T* gamma, T* rm, T* rv, T* save_mean,
+                      T* save_inv_std, T* scale, double* partial, std::int64_t splits,
+                      std::int64_t items, std::int64_t channels, std::int64_t plane, double eps,
+                      double momentum, bool unbiased) {
   if (channels == 0) return;
-  kernels::batch_norm_partial_moments<T>
-      <<<kernels::reduce_grid(splits, channels), kernels::kReduceBlock, 0, stream>>>(
-          x, partial, items, channels, plane);
+  NDDR_LAUNCH(kernels::reduce_grid(splits, channels), kernels::kReduceBlock, 0, stream,
+              kernels::batch_norm_partial_moments<T>)
+  (x, partial, items, channels, plane);
   check_launch("batch_norm_partial_moments");
-  kernels::batch_norm_finish_moments<T><<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(
-      x, partial, splits, gamma, rm, rv, save_mean, save_inv_std, scale, items, channels, plane,
-      eps, momentum, unbiased);
+  NDDR_LAUNCH(kernels::grid_for(channels), kernels::kBlock, 0, stream,
+              kernels::batch_norm_finish_moments<T>)
+  (x, partial, splits, gamma, rm, rv, save_mean, save_inv_std, scale, items, channels, plane, eps,
+   momentum, unbiased);
   check_launch("batch_norm_finish_moments");
 }
 
@@ -496,9 +497,9 @@ template <class T>
 void batch_norm_inference_scale(cudaStream_t stream, const T* gamma, const T* rv, T* scale,
                                 std::int64_t channels, double eps) {
   if (channels == 0) return;
-  kernels::batch_norm_inference_scale<T>
-      <<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(gamma, rv, scale, channels,
-                                                                    eps);
+  NDDR_LAUNCH(kernels::grid_for(channels), kernels::kBlock, 0, stream,
+              kernels::batch_norm_inference_scale<T>)
+  (gamma, rv, scale, channels, eps);
   check_launch("batch_norm_inference_scale");
 }
 
@@ -509,28 +510,29 @@ void batch_norm_apply(cudaStream_t stream, const T* x, const T* mean, const T* s
   const std::int64_t n = items * channels * plane;
   if (n == 0) return;
   if (plane >= kernels::kPlaneKernelMinPlane)
-    kernels::batch_norm_apply_planes<T>
-        <<<kernels::plane_grid(items * channels, plane), kernels::kBlock, 0, stream>>>(
-            x, mean, scale, shift, y, items * channels, channels, plane, relu);
+    NDDR_LAUNCH(kernels::plane_grid(items * channels, plane), kernels::kBlock, 0, stream,
+                kernels::batch_norm_apply_planes<T>)
+    (x, mean, scale, shift, y, items * channels, channels, plane, relu);
   else
-    kernels::batch_norm_apply<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
-        x, mean, scale, shift, y, n, channels, plane, relu);
+    NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::batch_norm_apply<T>)
+    (x, mean, scale, shift, y, n, channels, plane, relu);
   check_launch("batch_norm_apply");
 }
 
 template <class T>
-void batch_norm_grad_stats(cudaStream_t stream, const T* x, const T* y, const T* dy,
-                           const T* gamma, const T* stat0, const T* stat1, T* dgamma, T* dbeta,
-                           T* consts, double* partial, std::int64_t splits, std::int64_t items,
+void batch_norm_grad_stats(cudaStream_t stream, const T* x, const T* y, const T* dy, const T* gamma,
+                           const T* stat0, const T* stat1, T* dgamma, T* dbeta, T* consts,
+                           double* partial, std::int64_t splits, std::int64_t items,
                            std::int64_t channels, std::int64_t plane, double eps, bool training) {
   if (channels == 0) return;
-  kernels::batch_norm_partial_grad<T>
-      <<<kernels::reduce_grid(splits, channels), kernels::kReduceBlock, 0, stream>>>(
-          x, y, dy, stat0, partial, items, channels, plane);
+  NDDR_LAUNCH(kernels::reduce_grid(splits, channels), kernels::kReduceBlock, 0, stream,
+              kernels::batch_norm_partial_grad<T>)
+  (x, y, dy, stat0, partial, items, channels, plane);
   check_launch("batch_norm_partial_grad");
-  kernels::batch_norm_finish_grad<T><<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(
-      partial, splits, gamma, stat0, stat1, dgamma, dbeta, consts, items, channels, plane, eps,
-      training);
+  NDDR_LAUNCH(kernels::grid_for(channels), kernels::kBlock, 0, stream,
+              kernels::batch_norm_finish_grad<T>)
+  (partial, splits, gamma, stat0, stat1, dgamma, dbeta, consts, items, channels, plane, eps,
+   training);
   check_launch("batch_norm_finish_grad");
 }
 
@@ -541,12 +543,13 @@ void batch_norm_backward_apply(cudaStream_t stream, const T* x, const T* y, cons
   const std::int64_t n = items * channels * plane;
   if (n == 0) return;
   if (plane >= kernels::kPlaneKernelMinPlane)
-    kernels::batch_norm_backward_apply_planes<T>
-        <<<kernels::plane_grid(items * channels, plane), kernels::kBlock, 0, stream>>>(
-            x, y, dy, consts, dx, items * channels, channels, plane);
+    NDDR_LAUNCH(kernels::plane_grid(items * channels, plane), kernels::kBlock, 0, stream,
+                kernels::batch_norm_backward_apply_planes<T>)
+    (x, y, dy, consts, dx, items * channels, channels, plane);
   else
-    kernels::batch_norm_backward_apply<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
-        x, y, dy, consts, dx, n, channels, plane);
+    NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream,
+                kernels::batch_norm_backward_apply<T>)
+    (x, y, dy, consts, dx, n, channels, plane);
   check_launch("batch_norm_backward_apply");
 }
 
@@ -555,39 +558,38 @@ void batch_norm_centered_sums(cudaStream_t stream, const T* x, const double* cen
                               double* partial, std::int64_t splits, double* totals,
                               std::int64_t items, std::int64_t channels, std::int64_t plane) {
   if (channels == 0) return;
-  kernels::batch_norm_partial_centered<T>
-      <<<kernels::reduce_grid(splits, channels), kernels::kReduceBlock, 0, stream>>>(
-          x, center, partial, items, channels, plane);
+  NDDR_LAUNCH(kernels::reduce_grid(splits, channels), kernels::kReduceBlock, 0, stream,
+              kernels::batch_norm_partial_centered<T>)
+  (x, center, partial, items, channels, plane);
   check_launch("batch_norm_partial_centered");
-  kernels::channel_totals<<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(
-      partial, splits, channels, totals);
+  NDDR_LAUNCH(kernels::grid_for(channels), kernels::kBlock, 0, stream, kernels::channel_totals)
+  (partial, splits, channels, totals);
   check_launch("channel_totals");
 }
 
 template <class T>
-void batch_norm_grad_sums(cudaStream_t stream, const T* x, const T* y, const T* dy,
-                          const T* mean, double* partial, std::int64_t splits, double* totals,
-                          std::int64_t items, std::int64_t channels, std::int64_t plane) {
+void batch_norm_grad_sums(cudaStream_t stream, const T* x, const T* y, const T* dy, const T* mean,
+                          double* partial, std::int64_t splits, double* totals, std::int64_t items,
+                          std::int64_t channels, std::int64_t plane) {
   if (channels == 0) return;
-  kernels::batch_norm_partial_grad<T>
-      <<<kernels::reduce_grid(splits, channels), kernels::kReduceBlock, 0, stream>>>(
-          x, y, dy, mean, partial, items, channels, plane);
+  NDDR_LAUNCH(kernels::reduce_grid(splits, channels), kernels::kReduceBlock, 0, stream,
+              kernels::batch_norm_partial_grad<T>)
+  (x, y, dy, mean, partial, items, channels, plane);
   check_launch("batch_norm_partial_grad");
-  kernels::channel_totals<<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(
-      partial, splits, channels, totals);
+  NDDR_LAUNCH(kernels::grid_for(channels), kernels::kBlock, 0, stream, kernels::channel_totals)
+  (partial, splits, channels, totals);
   check_launch("channel_totals");
 }
 
 template <class T>
 void batch_norm_stats_global(cudaStream_t stream, const double* moments, std::int64_t count,
-                             const T* gamma, T* rm, T* rv, T* save_mean, T* save_inv_std,
-                             T* scale, std::int64_t channels, double eps, double momentum,
-                             bool unbiased) {
+                             const T* gamma, T* rm, T* rv, T* save_mean, T* save_inv_std, T* scale,
+                             std::int64_t channels, double eps, double momentum, bool unbiased) {
   if (channels == 0) return;
-  kernels::batch_norm_finish_global_moments<T>
-      <<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(
-          moments, count, gamma, rm, rv, save_mean, save_inv_std, scale, channels, eps, momentum,
-          unbiased);
+  NDDR_LAUNCH(kernels::grid_for(channels), kernels::kBlock, 0, stream,
+              kernels::batch_norm_finish_global_moments<T>)
+  (moments, count, gamma, rm, rv, save_mean, save_inv_std, scale, channels, eps, momentum,
+   unbiased);
   check_launch("batch_norm_finish_global_moments");
 }
 
@@ -597,68 +599,67 @@ void batch_norm_grad_consts_global(cudaStream_t stream, const double* local, con
                                    const T* save_inv_std, T* dgamma, T* dbeta, T* consts,
                                    std::int64_t channels) {
   if (channels == 0) return;
-  kernels::batch_norm_finish_global_grad<T>
-      <<<kernels::grid_for(channels), kernels::kBlock, 0, stream>>>(
-          local, global, count, gamma, save_mean, save_inv_std, dgamma, dbeta, consts, channels);
+  NDDR_LAUNCH(kernels::grid_for(channels), kernels::kBlock, 0, stream,
+              kernels::batch_norm_finish_global_grad<T>)
+  (local, global, count, gamma, save_mean, save_inv_std, dgamma, dbeta, consts, channels);
   check_launch("batch_norm_finish_global_grad");
 }
 
 }  // namespace nddr::cuda::launch
 
 /// Explicit instantiations of the conv / batch norm / linear launchers for `T` (kernels.cu).
-#define NDDR_CUDA_INSTANTIATE_CONV_BN(T)                                                          \
-  template void nddr::cuda::launch::pad_copy<T, T>(cudaStream_t, const T*, T*, std::int64_t,      \
-                                                   std::int64_t, std::int64_t, std::int64_t,      \
-                                                   std::int64_t, std::int64_t, std::int64_t);     \
-  template void nddr::cuda::launch::crop_add<T, T>(cudaStream_t, const T*, T*, std::int64_t,      \
-                                                   std::int64_t, std::int64_t, std::int64_t,      \
-                                                   std::int64_t, std::int64_t, std::int64_t);     \
-  template void nddr::cuda::launch::bias_add<T>(cudaStream_t, const T*, T*, std::int64_t,         \
-                                                std::int64_t, std::int64_t);                      \
-  template void nddr::cuda::launch::channel_sum<T>(cudaStream_t, const T*, T*, std::int64_t,      \
-                                                   std::int64_t, std::int64_t);                   \
-  template void nddr::cuda::launch::batch_norm_stats<T>(                                          \
-      cudaStream_t, const T*, const T*, T*, T*, T*, T*, T*, double*, std::int64_t, std::int64_t,  \
-      std::int64_t, std::int64_t, double, double, bool);                                          \
-  template void nddr::cuda::launch::batch_norm_inference_scale<T>(cudaStream_t, const T*,         \
-                                                                  const T*, T*, std::int64_t,     \
-                                                                  double);                        \
-  template void nddr::cuda::launch::batch_norm_apply<T>(cudaStream_t, const T*, const T*,         \
-                                                        const T*, const T*, T*, std::int64_t,     \
-                                                        std::int64_t, std::int64_t, bool);        \
-  template void nddr::cuda::launch::batch_norm_grad_stats<T>(                                     \
-      cudaStream_t, const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, T*,       \
-      double*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, double, bool);             \
-  template void nddr::cuda::launch::batch_norm_backward_apply<T>(                                 \
-      cudaStream_t, const T*, const T*, const T*, const T*, T*, std::int64_t, std::int64_t,       \
-      std::int64_t);                                                                              \
-  template void nddr::cuda::launch::batch_norm_centered_sums<T>(                                  \
-      cudaStream_t, const T*, const double*, double*, std::int64_t, double*, std::int64_t,        \
-      std::int64_t, std::int64_t);                                                                \
-  template void nddr::cuda::launch::batch_norm_grad_sums<T>(                                      \
-      cudaStream_t, const T*, const T*, const T*, const T*, double*, std::int64_t, double*,       \
-      std::int64_t, std::int64_t, std::int64_t);                                                  \
-  template void nddr::cuda::launch::batch_norm_stats_global<T>(                                   \
-      cudaStream_t, const double*, std::int64_t, const T*, T*, T*, T*, T*, T*, std::int64_t,      \
-      double, double, bool);                                                                      \
-  template void nddr::cuda::launch::batch_norm_grad_consts_global<T>(                             \
-      cudaStream_t, const double*, const double*, double, const T*, const T*, const T*, T*, T*,   \
+#define NDDR_CUDA_INSTANTIATE_CONV_BN(T)                                                         \
+  template void nddr::cuda::launch::pad_copy<T, T>(cudaStream_t, const T*, T*, std::int64_t,     \
+                                                   std::int64_t, std::int64_t, std::int64_t,     \
+                                                   std::int64_t, std::int64_t, std::int64_t);    \
+  template void nddr::cuda::launch::crop_add<T, T>(cudaStream_t, const T*, T*, std::int64_t,     \
+                                                   std::int64_t, std::int64_t, std::int64_t,     \
+                                                   std::int64_t, std::int64_t, std::int64_t);    \
+  template void nddr::cuda::launch::bias_add<T>(cudaStream_t, const T*, T*, std::int64_t,        \
+                                                std::int64_t, std::int64_t);                     \
+  template void nddr::cuda::launch::channel_sum<T>(cudaStream_t, const T*, T*, std::int64_t,     \
+                                                   std::int64_t, std::int64_t);                  \
+  template void nddr::cuda::launch::batch_norm_stats<T>(                                         \
+      cudaStream_t, const T*, const T*, T*, T*, T*, T*, T*, double*, std::int64_t, std::int64_t, \
+      std::int64_t, std::int64_t, double, double, bool);                                         \
+  template void nddr::cuda::launch::batch_norm_inference_scale<T>(                               \
+      cudaStream_t, const T*, const T*, T*, std::int64_t, double);                               \
+  template void nddr::cuda::launch::batch_norm_apply<T>(cudaStream_t, const T*, const T*,        \
+                                                        const T*, const T*, T*, std::int64_t,    \
+                                                        std::int64_t, std::int64_t, bool);       \
+  template void nddr::cuda::launch::batch_norm_grad_stats<T>(                                    \
+      cudaStream_t, const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, T*,      \
+      double*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, double, bool);            \
+  template void nddr::cuda::launch::batch_norm_backward_apply<T>(                                \
+      cudaStream_t, const T*, const T*, const T*, const T*, T*, std::int64_t, std::int64_t,      \
+      std::int64_t);                                                                             \
+  template void nddr::cuda::launch::batch_norm_centered_sums<T>(                                 \
+      cudaStream_t, const T*, const double*, double*, std::int64_t, double*, std::int64_t,       \
+      std::int64_t, std::int64_t);                                                               \
+  template void nddr::cuda::launch::batch_norm_grad_sums<T>(                                     \
+      cudaStream_t, const T*, const T*, const T*, const T*, double*, std::int64_t, double*,      \
+      std::int64_t, std::int64_t, std::int64_t);                                                 \
+  template void nddr::cuda::launch::batch_norm_stats_global<T>(                                  \
+      cudaStream_t, const double*, std::int64_t, const T*, T*, T*, T*, T*, T*, std::int64_t,     \
+      double, double, bool);                                                                     \
+  template void nddr::cuda::launch::batch_norm_grad_consts_global<T>(                            \
+      cudaStream_t, const double*, const double*, double, const T*, const T*, const T*, T*, T*,  \
       T*, std::int64_t);
 
 /// The BF16 convolutions' conversions (float <-> nddr::bfloat16), instantiated once (kernels.cu).
-#define NDDR_CUDA_INSTANTIATE_CONV_BF16                                                           \
-  template void nddr::cuda::launch::pad_copy<float, nddr::bfloat16>(                              \
-      cudaStream_t, const float*, nddr::bfloat16*, std::int64_t, std::int64_t, std::int64_t,      \
-      std::int64_t, std::int64_t, std::int64_t, std::int64_t);                                    \
-  template void nddr::cuda::launch::crop_add<nddr::bfloat16, float>(                              \
-      cudaStream_t, const nddr::bfloat16*, float*, std::int64_t, std::int64_t, std::int64_t,      \
-      std::int64_t, std::int64_t, std::int64_t, std::int64_t);                                    \
-  template void nddr::cuda::launch::convert<float, nddr::bfloat16>(cudaStream_t, const float*,    \
+#define NDDR_CUDA_INSTANTIATE_CONV_BF16                                                            \
+  template void nddr::cuda::launch::pad_copy<float, nddr::bfloat16>(                               \
+      cudaStream_t, const float*, nddr::bfloat16*, std::int64_t, std::int64_t, std::int64_t,       \
+      std::int64_t, std::int64_t, std::int64_t, std::int64_t);                                     \
+  template void nddr::cuda::launch::crop_add<nddr::bfloat16, float>(                               \
+      cudaStream_t, const nddr::bfloat16*, float*, std::int64_t, std::int64_t, std::int64_t,       \
+      std::int64_t, std::int64_t, std::int64_t, std::int64_t);                                     \
+  template void nddr::cuda::launch::convert<float, nddr::bfloat16>(cudaStream_t, const float*,     \
                                                                    nddr::bfloat16*, std::int64_t); \
-  template void nddr::cuda::launch::convert<nddr::bfloat16, float>(                               \
-      cudaStream_t, const nddr::bfloat16*, float*, std::int64_t);                                 \
-  template void nddr::cuda::launch::convert_add<nddr::bfloat16, float>(                           \
-      cudaStream_t, const nddr::bfloat16*, float*, std::int64_t);                                 \
-  template void nddr::cuda::launch::convert_bias<nddr::bfloat16, float>(                          \
-      cudaStream_t, const nddr::bfloat16*, const float*, float*, std::int64_t, std::int64_t,      \
+  template void nddr::cuda::launch::convert<nddr::bfloat16, float>(                                \
+      cudaStream_t, const nddr::bfloat16*, float*, std::int64_t);                                  \
+  template void nddr::cuda::launch::convert_add<nddr::bfloat16, float>(                            \
+      cudaStream_t, const nddr::bfloat16*, float*, std::int64_t);                                  \
+  template void nddr::cuda::launch::convert_bias<nddr::bfloat16, float>(                           \
+      cudaStream_t, const nddr::bfloat16*, const float*, float*, std::int64_t, std::int64_t,       \
       std::int64_t);

@@ -41,27 +41,27 @@ template <class T>
 void l2_normalize_forward(cudaStream_t stream, const T* x, T* y, std::int64_t pixels,
                           std::int64_t channels, std::int64_t plane, T eps) {
   if (pixels == 0) return;
-  kernels::l2_normalize_forward<T><<<kernels::grid_for(pixels), kernels::kBlock, 0, stream>>>(
-      x, y, pixels, channels, plane, eps);
+  NDDR_LAUNCH(kernels::grid_for(pixels), kernels::kBlock, 0, stream,
+              kernels::l2_normalize_forward<T>)
+  (x, y, pixels, channels, plane, eps);
   check_launch("l2_normalize_forward");
 }
 
 template <class T>
-void l2_normalize_backward(cudaStream_t stream, const T* x, const T* dy, T* dx,
-                           std::int64_t pixels, std::int64_t channels, std::int64_t plane, T eps) {
+void l2_normalize_backward(cudaStream_t stream, const T* x, const T* dy, T* dx, std::int64_t pixels,
+                           std::int64_t channels, std::int64_t plane, T eps) {
   if (pixels == 0) return;
-  kernels::l2_normalize_backward<T><<<kernels::grid_for(pixels), kernels::kBlock, 0, stream>>>(
-      x, dy, dx, pixels, channels, plane, eps);
+  NDDR_LAUNCH(kernels::grid_for(pixels), kernels::kBlock, 0, stream,
+              kernels::l2_normalize_backward<T>)
+  (x, dy, dx, pixels, channels, plane, eps);
   check_launch("l2_normalize_backward");
 }
 
 }  // namespace nddr::cuda::launch
 
 /// Explicit instantiations of the L2-normalisation launchers for `T` (used by kernels.cu).
-#define NDDR_CUDA_INSTANTIATE_L2_NORMALIZE(T)                                                   \
-  template void nddr::cuda::launch::l2_normalize_forward<T>(cudaStream_t, const T*, T*,         \
-                                                            std::int64_t, std::int64_t,         \
-                                                            std::int64_t, T);                   \
-  template void nddr::cuda::launch::l2_normalize_backward<T>(cudaStream_t, const T*, const T*,  \
-                                                             T*, std::int64_t, std::int64_t,    \
-                                                             std::int64_t, T);
+#define NDDR_CUDA_INSTANTIATE_L2_NORMALIZE(T)                                   \
+  template void nddr::cuda::launch::l2_normalize_forward<T>(                    \
+      cudaStream_t, const T*, T*, std::int64_t, std::int64_t, std::int64_t, T); \
+  template void nddr::cuda::launch::l2_normalize_backward<T>(                   \
+      cudaStream_t, const T*, const T*, T*, std::int64_t, std::int64_t, std::int64_t, T);

@@ -1,11 +1,24 @@
 #pragma once
 /// \file
-/// Launch geometry shared by our element-wise kernels (nvcc only).
+/// Launch geometry shared by our element-wise kernels, and the launch macro (nvcc, or g++ with
+/// the CPU emulator of tests/emulation).
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+
+/// `NDDR_LAUNCH(grid, block, shared_bytes, stream, kernel)(args...)` is
+/// `kernel<<<grid, block, shared_bytes, stream>>>(args...)`. Under `NDDR_CUDA_EMULATION`
+/// (tests/emulation: the kernels compiled by the host compiler, run on the CPU by one fiber per
+/// thread) it calls the emulator's launcher instead, which is why every launch goes through it.
+#if defined(NDDR_CUDA_EMULATION)
+#define NDDR_LAUNCH(grid, block, shared_bytes, stream, ...) \
+  ::nddr_emu::launch(#__VA_ARGS__, grid, block, shared_bytes, stream, __VA_ARGS__)
+#else
+#define NDDR_LAUNCH(grid, block, shared_bytes, stream, ...) \
+  __VA_ARGS__<<<grid, block, shared_bytes, stream>>>
+#endif
 
 namespace nddr::cuda::kernels {
 

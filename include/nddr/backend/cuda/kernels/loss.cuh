@@ -48,7 +48,8 @@ __global__ void loss_stats_pass1(std::int64_t pixels, F term, LossStats* partial
 /// Second pass (one block): partial[0..count) -> partial[launch::kLossBlocks].
 __global__ void loss_stats_pass2(LossStats* partial, int count) {
   LossStats acc{0.0, 0.0, ULLONG_MAX};
-  for (int i = static_cast<int>(threadIdx.x); i < count; i += kBlock) acc = combine(acc, partial[i]);
+  for (int i = static_cast<int>(threadIdx.x); i < count; i += kBlock)
+    acc = combine(acc, partial[i]);
   const LossStats total = block_reduce(acc);
   if (threadIdx.x == 0) partial[launch::kLossBlocks] = total;
 }
@@ -56,10 +57,11 @@ __global__ void loss_stats_pass2(LossStats* partial, int count) {
 template <class F>
 void run_loss_stats(cudaStream_t stream, std::int64_t pixels, F term, LossStats* out) {
   const std::int64_t wanted = (pixels + kBlock - 1) / kBlock;
-  const int blocks = static_cast<int>(wanted < 1 ? 1 : (wanted < launch::kLossBlocks ? wanted : launch::kLossBlocks));
-  loss_stats_pass1<<<blocks, kBlock, 0, stream>>>(pixels, term, out);
+  const int blocks = static_cast<int>(
+      wanted < 1 ? 1 : (wanted < launch::kLossBlocks ? wanted : launch::kLossBlocks));
+  NDDR_LAUNCH(blocks, kBlock, 0, stream, loss_stats_pass1<F>)(pixels, term, out);
   check_launch("loss_stats_pass1");
-  loss_stats_pass2<<<1, kBlock, 0, stream>>>(out, blocks);
+  NDDR_LAUNCH(1, kBlock, 0, stream, loss_stats_pass2)(out, blocks);
   check_launch("loss_stats_pass2");
 }
 
@@ -166,8 +168,9 @@ void cross_entropy_backward(cudaStream_t stream, const T* logits, const std::int
                             std::int64_t plane, std::int32_t ignore_label, T coeff,
                             const LossStats* total) {
   if (pixels == 0) return;
-  kernels::cross_entropy_backward<T><<<kernels::grid_for(pixels), kernels::kBlock, 0, stream>>>(
-      logits, labels, dlogits, pixels, classes, plane, ignore_label, coeff, total);
+  NDDR_LAUNCH(kernels::grid_for(pixels), kernels::kBlock, 0, stream,
+              kernels::cross_entropy_backward<T>)
+  (logits, labels, dlogits, pixels, classes, plane, ignore_label, coeff, total);
   check_launch("cross_entropy_backward");
 }
 
@@ -184,26 +187,25 @@ void normal_loss_backward(cudaStream_t stream, const T* p, const T* g, T* dp, st
                           std::int64_t plane, NormalLossForm form, T eps, T coeff,
                           const LossStats* total) {
   if (pixels == 0) return;
-  kernels::normal_loss_backward<T><<<kernels::grid_for(pixels), kernels::kBlock, 0, stream>>>(
-      p, g, dp, pixels, plane, form, eps, coeff, total);
+  NDDR_LAUNCH(kernels::grid_for(pixels), kernels::kBlock, 0, stream,
+              kernels::normal_loss_backward<T>)
+  (p, g, dp, pixels, plane, form, eps, coeff, total);
   check_launch("normal_loss_backward");
 }
 
 }  // namespace nddr::cuda::launch
 
 /// Explicit instantiations of the loss launchers for element type `T` (used by kernels.cu).
-#define NDDR_CUDA_INSTANTIATE_LOSS(T)                                                           \
-  template void nddr::cuda::launch::cross_entropy_stats<T>(                                     \
-      cudaStream_t, const T*, const std::int32_t*, std::int64_t, std::int64_t, std::int64_t,    \
-      std::int32_t, bool, nddr::cuda::LossStats*);                                              \
-  template void nddr::cuda::launch::cross_entropy_backward<T>(                                  \
-      cudaStream_t, const T*, const std::int32_t*, T*, std::int64_t, std::int64_t,              \
-      std::int64_t, std::int32_t, T, const nddr::cuda::LossStats*);                             \
-  template void nddr::cuda::launch::normal_loss_stats<T>(cudaStream_t, const T*, const T*,      \
-                                                         std::int64_t, std::int64_t,            \
-                                                         nddr::NormalLossForm, T, bool,         \
-                                                         nddr::cuda::LossStats*);               \
-  template void nddr::cuda::launch::normal_loss_backward<T>(cudaStream_t, const T*, const T*,   \
-                                                            T*, std::int64_t, std::int64_t,     \
-                                                            nddr::NormalLossForm, T, T,         \
-                                                            const nddr::cuda::LossStats*);
+#define NDDR_CUDA_INSTANTIATE_LOSS(T)                                                              \
+  template void nddr::cuda::launch::cross_entropy_stats<T>(                                        \
+      cudaStream_t, const T*, const std::int32_t*, std::int64_t, std::int64_t, std::int64_t,       \
+      std::int32_t, bool, nddr::cuda::LossStats*);                                                 \
+  template void nddr::cuda::launch::cross_entropy_backward<T>(                                     \
+      cudaStream_t, const T*, const std::int32_t*, T*, std::int64_t, std::int64_t, std::int64_t,   \
+      std::int32_t, T, const nddr::cuda::LossStats*);                                              \
+  template void nddr::cuda::launch::normal_loss_stats<T>(                                          \
+      cudaStream_t, const T*, const T*, std::int64_t, std::int64_t, nddr::NormalLossForm, T, bool, \
+      nddr::cuda::LossStats*);                                                                     \
+  template void nddr::cuda::launch::normal_loss_backward<T>(                                       \
+      cudaStream_t, const T*, const T*, T*, std::int64_t, std::int64_t, nddr::NormalLossForm, T,   \
+      T, const nddr::cuda::LossStats*);

@@ -63,8 +63,8 @@ __global__ void max_pool2d_backward(const T* __restrict__ x, const T* __restrict
 }
 
 template <class I>
-__global__ void find_bad_argmax(const I* __restrict__ argmax, std::int64_t n,
-                                std::int64_t in_plane, unsigned long long* first_bad) {
+__global__ void find_bad_argmax(const I* __restrict__ argmax, std::int64_t n, std::int64_t in_plane,
+                                unsigned long long* first_bad) {
   for (std::int64_t i = first_index(); i < n; i += grid_stride())
     if (argmax[i] < 0 || argmax[i] >= in_plane)
       atomicMin(first_bad, static_cast<unsigned long long>(i));
@@ -84,8 +84,7 @@ __global__ void avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, s
   const std::int64_t out_plane = g.out_h * g.out_w;
   for (std::int64_t i = first_index(); i < n; i += grid_stride()) {
     const std::int64_t p = i / out_plane, o = i % out_plane;
-    y[i] = ops::avg_pool_element(x + p * g.in_h * g.in_w, g, o / g.out_w, o % g.out_w,
-                                 include_pad);
+    y[i] = ops::avg_pool_element(x + p * g.in_h * g.in_w, g, o / g.out_w, o % g.out_w, include_pad);
   }
 }
 
@@ -104,8 +103,8 @@ __global__ void avg_pool2d_backward(const T* __restrict__ dy, T* __restrict__ dx
     T acc = dx[i];
     for (std::int64_t oh = oh0; oh <= oh1; ++oh)
       for (std::int64_t ow = ow0; ow <= ow1; ++ow)
-        acc += grad[oh * g.out_w + ow] /
-               static_cast<T>(ops::avg_pool_divisor(g, oh, ow, include_pad));
+        acc +=
+            grad[oh * g.out_w + ow] / static_cast<T>(ops::avg_pool_divisor(g, oh, ow, include_pad));
     dx[i] = acc;
   }
 }
@@ -137,8 +136,8 @@ void max_pool2d_forward(cudaStream_t stream, const T* x, T* y, I* argmax, std::i
                         Pool2dGeometry g) {
   const std::int64_t n = planes * g.out_h * g.out_w;
   if (n == 0) return;
-  kernels::max_pool2d_forward<T, I><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
-      x, y, argmax, n, g);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::max_pool2d_forward<T, I>)
+  (x, y, argmax, n, g);
   check_launch("max_pool2d_forward");
 }
 
@@ -147,8 +146,8 @@ void max_pool2d_backward(cudaStream_t stream, const T* x, const T* dy, T* dx, st
                          Pool2dGeometry g) {
   const std::int64_t n = planes * g.in_h * g.in_w;
   if (n == 0) return;
-  kernels::max_pool2d_backward<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(x, dy, dx,
-                                                                                        n, g);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::max_pool2d_backward<T>)
+  (x, dy, dx, n, g);
   check_launch("max_pool2d_backward");
 }
 
@@ -156,8 +155,8 @@ template <class I>
 void find_bad_argmax(cudaStream_t stream, const I* argmax, std::int64_t n, std::int64_t in_plane,
                      unsigned long long* first_bad) {
   if (n == 0) return;
-  kernels::find_bad_argmax<I><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
-      argmax, n, in_plane, first_bad);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::find_bad_argmax<I>)
+  (argmax, n, in_plane, first_bad);
   check_launch("find_bad_argmax");
 }
 
@@ -165,8 +164,9 @@ template <class T, class I>
 void max_pool2d_backward_argmax(cudaStream_t stream, const I* argmax, const T* dy, T* dx,
                                 std::int64_t n, std::int64_t in_plane, std::int64_t out_plane) {
   if (n == 0) return;
-  kernels::max_pool2d_backward_argmax<T, I><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
-      argmax, dy, dx, n, in_plane, out_plane);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream,
+              kernels::max_pool2d_backward_argmax<T, I>)
+  (argmax, dy, dx, n, in_plane, out_plane);
   check_launch("max_pool2d_backward_argmax");
 }
 
@@ -175,8 +175,8 @@ void avg_pool2d_forward(cudaStream_t stream, const T* x, T* y, std::int64_t plan
                         Pool2dGeometry g, bool include_pad) {
   const std::int64_t n = planes * g.out_h * g.out_w;
   if (n == 0) return;
-  kernels::avg_pool2d_forward<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
-      x, y, n, g, include_pad);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::avg_pool2d_forward<T>)
+  (x, y, n, g, include_pad);
   check_launch("avg_pool2d_forward");
 }
 
@@ -185,8 +185,8 @@ void avg_pool2d_backward(cudaStream_t stream, const T* dy, T* dx, std::int64_t p
                          Pool2dGeometry g, bool include_pad) {
   const std::int64_t n = planes * g.in_h * g.in_w;
   if (n == 0) return;
-  kernels::avg_pool2d_backward<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
-      dy, dx, n, g, include_pad);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::avg_pool2d_backward<T>)
+  (dy, dx, n, g, include_pad);
   check_launch("avg_pool2d_backward");
 }
 
@@ -194,8 +194,9 @@ template <class T>
 void global_avg_pool_forward(cudaStream_t stream, const T* x, T* y, std::int64_t planes,
                              std::int64_t cells) {
   if (planes == 0) return;
-  kernels::global_avg_pool_forward<T><<<kernels::grid_for(planes), kernels::kBlock, 0, stream>>>(
-      x, y, planes, cells);
+  NDDR_LAUNCH(kernels::grid_for(planes), kernels::kBlock, 0, stream,
+              kernels::global_avg_pool_forward<T>)
+  (x, y, planes, cells);
   check_launch("global_avg_pool_forward");
 }
 
@@ -204,17 +205,18 @@ void global_avg_pool_backward(cudaStream_t stream, const T* dy, T* dx, std::int6
                               std::int64_t cells) {
   const std::int64_t n = planes * cells;
   if (n == 0) return;
-  kernels::global_avg_pool_backward<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(
-      dy, dx, n, cells);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream,
+              kernels::global_avg_pool_backward<T>)
+  (dy, dx, n, cells);
   check_launch("global_avg_pool_backward");
 }
 
 }  // namespace nddr::cuda::launch
 
-#define NDDR_CUDA_INSTANTIATE_POOL_INDEX(T, I)                                                  \
-  template void nddr::cuda::launch::max_pool2d_forward<T, I>(cudaStream_t, const T*, T*, I*,    \
+#define NDDR_CUDA_INSTANTIATE_POOL_INDEX(T, I)                                                    \
+  template void nddr::cuda::launch::max_pool2d_forward<T, I>(cudaStream_t, const T*, T*, I*,      \
                                                              std::int64_t, nddr::Pool2dGeometry); \
-  template void nddr::cuda::launch::max_pool2d_backward_argmax<T, I>(                           \
+  template void nddr::cuda::launch::max_pool2d_backward_argmax<T, I>(                             \
       cudaStream_t, const I*, const T*, T*, std::int64_t, std::int64_t, std::int64_t);
 
 /// Explicit instantiations of the pooling launchers for element type `T` (used by kernels.cu).
@@ -223,20 +225,18 @@ void global_avg_pool_backward(cudaStream_t stream, const T* dy, T* dx, std::int6
   NDDR_CUDA_INSTANTIATE_POOL_INDEX(T, std::int64_t)                                              \
   template void nddr::cuda::launch::max_pool2d_backward<T>(cudaStream_t, const T*, const T*, T*, \
                                                            std::int64_t, nddr::Pool2dGeometry);  \
-  template void nddr::cuda::launch::avg_pool2d_forward<T>(cudaStream_t, const T*, T*,            \
-                                                          std::int64_t, nddr::Pool2dGeometry,    \
-                                                          bool);                                 \
-  template void nddr::cuda::launch::avg_pool2d_backward<T>(cudaStream_t, const T*, T*,           \
-                                                           std::int64_t, nddr::Pool2dGeometry,   \
-                                                           bool);                                \
+  template void nddr::cuda::launch::avg_pool2d_forward<T>(                                       \
+      cudaStream_t, const T*, T*, std::int64_t, nddr::Pool2dGeometry, bool);                     \
+  template void nddr::cuda::launch::avg_pool2d_backward<T>(                                      \
+      cudaStream_t, const T*, T*, std::int64_t, nddr::Pool2dGeometry, bool);                     \
   template void nddr::cuda::launch::global_avg_pool_forward<T>(cudaStream_t, const T*, T*,       \
                                                                std::int64_t, std::int64_t);      \
   template void nddr::cuda::launch::global_avg_pool_backward<T>(cudaStream_t, const T*, T*,      \
                                                                 std::int64_t, std::int64_t);
 
 /// The argmax validation launchers (index types, not element types; used once by kernels.cu).
-#define NDDR_CUDA_INSTANTIATE_POOL_ARGMAX_CHECK                                                 \
-  template void nddr::cuda::launch::find_bad_argmax<std::int32_t>(                              \
-      cudaStream_t, const std::int32_t*, std::int64_t, std::int64_t, unsigned long long*);      \
-  template void nddr::cuda::launch::find_bad_argmax<std::int64_t>(                              \
+#define NDDR_CUDA_INSTANTIATE_POOL_ARGMAX_CHECK                                            \
+  template void nddr::cuda::launch::find_bad_argmax<std::int32_t>(                         \
+      cudaStream_t, const std::int32_t*, std::int64_t, std::int64_t, unsigned long long*); \
+  template void nddr::cuda::launch::find_bad_argmax<std::int64_t>(                         \
       cudaStream_t, const std::int64_t*, std::int64_t, std::int64_t, unsigned long long*);

@@ -78,7 +78,8 @@ template <class T>
 void resize_forward(cudaStream_t stream, const T* x, T* y, ResizeGeometry g) {
   const std::int64_t n = g.planes * g.out_h * g.out_w;
   if (n == 0) return;
-  kernels::resize_forward<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(x, y, n, g);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::resize_forward<T>)
+  (x, y, n, g);
   check_launch("resize_forward");
 }
 
@@ -86,20 +87,21 @@ template <class T>
 void resize_backward(cudaStream_t stream, const T* dy, T* dx, ResizeGeometry g) {
   const std::int64_t n = g.planes * g.out_h * g.out_w;
   if (n == 0) return;
-  kernels::resize_backward<T><<<kernels::grid_for(n), kernels::kBlock, 0, stream>>>(dy, dx, n, g);
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::resize_backward<T>)
+  (dy, dx, n, g);
   check_launch("resize_backward");
 }
 
 }  // namespace nddr::cuda::launch
 
 /// Explicit instantiations of the resize launchers for element type `T` (used by kernels.cu).
-#define NDDR_CUDA_INSTANTIATE_RESIZE(T)                                                     \
-  template void nddr::cuda::launch::resize_forward<T>(cudaStream_t, const T*, T*,           \
-                                                      nddr::cuda::launch::ResizeGeometry);  \
-  template void nddr::cuda::launch::resize_backward<T>(cudaStream_t, const T*, T*,          \
+#define NDDR_CUDA_INSTANTIATE_RESIZE(T)                                                    \
+  template void nddr::cuda::launch::resize_forward<T>(cudaStream_t, const T*, T*,          \
+                                                      nddr::cuda::launch::ResizeGeometry); \
+  template void nddr::cuda::launch::resize_backward<T>(cudaStream_t, const T*, T*,         \
                                                        nddr::cuda::launch::ResizeGeometry);
 
 /// Nearest-neighbour forward for an integer label-map type `T`.
-#define NDDR_CUDA_INSTANTIATE_RESIZE_LABELS(T)                                              \
-  template void nddr::cuda::launch::resize_forward<T>(cudaStream_t, const T*, T*,           \
+#define NDDR_CUDA_INSTANTIATE_RESIZE_LABELS(T)                                    \
+  template void nddr::cuda::launch::resize_forward<T>(cudaStream_t, const T*, T*, \
                                                       nddr::cuda::launch::ResizeGeometry);

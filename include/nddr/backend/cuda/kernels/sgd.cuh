@@ -46,8 +46,7 @@ __global__ void sgd_step(T* __restrict__ values, const T* __restrict__ grads,
     const SgdSpan<T> span = spans[s];
     const T lr = span.lr * scale;
     for (std::int64_t i = span.begin + threadIdx.x; i < span.end; i += blockDim.x)
-      ops::sgd_momentum_element(values[i], grads[i], velocity[i], lr, momentum, span.wd,
-                                nesterov);
+      ops::sgd_momentum_element(values[i], grads[i], velocity[i], lr, momentum, span.wd, nesterov);
   }
 }
 
@@ -56,24 +55,22 @@ __global__ void sgd_step(T* __restrict__ values, const T* __restrict__ grads,
 namespace nddr::cuda::launch {
 
 template <class T>
-void sgd_step(cudaStream_t stream, T* values, const T* grads, T* velocity,
-              const SgdSpan<T>* spans, std::int64_t count, T momentum, bool nesterov,
-              const LossStats* guard, std::int64_t guards, std::int64_t guard_stride,
-              const T* lr_scale) {
+void sgd_step(cudaStream_t stream, T* values, const T* grads, T* velocity, const SgdSpan<T>* spans,
+              std::int64_t count, T momentum, bool nesterov, const LossStats* guard,
+              std::int64_t guards, std::int64_t guard_stride, const T* lr_scale) {
   if (count == 0) return;
-  const auto blocks = static_cast<unsigned>(count < kernels::kMaxBlocks ? count : kernels::kMaxBlocks);
-  kernels::sgd_step<T><<<blocks, kernels::kBlock, 0, stream>>>(values, grads, velocity, spans,
-                                                               count, momentum, nesterov,
-                                                               guard, guards, guard_stride,
-                                                               lr_scale);
+  const auto blocks =
+      static_cast<unsigned>(count < kernels::kMaxBlocks ? count : kernels::kMaxBlocks);
+  NDDR_LAUNCH(blocks, kernels::kBlock, 0, stream, kernels::sgd_step<T>)
+  (values, grads, velocity, spans, count, momentum, nesterov, guard, guards, guard_stride,
+   lr_scale);
   check_launch("sgd_step");
 }
 
 }  // namespace nddr::cuda::launch
 
 /// Explicit instantiation of the SGD launcher for element type `T` (used by kernels.cu).
-#define NDDR_CUDA_INSTANTIATE_SGD(T)                                                          \
-  template void nddr::cuda::launch::sgd_step<T>(cudaStream_t, T*, const T*, T*,               \
-                                                const nddr::cuda::SgdSpan<T>*, std::int64_t, \
-                                                T, bool, const nddr::cuda::LossStats*,        \
-                                                std::int64_t, std::int64_t, const T*);
+#define NDDR_CUDA_INSTANTIATE_SGD(T)                                                        \
+  template void nddr::cuda::launch::sgd_step<T>(                                            \
+      cudaStream_t, T*, const T*, T*, const nddr::cuda::SgdSpan<T>*, std::int64_t, T, bool, \
+      const nddr::cuda::LossStats*, std::int64_t, std::int64_t, const T*);

@@ -117,8 +117,9 @@ void subspace_mix_forward(cudaStream_t stream, const nddr::detail::SubspaceLayou
                           SubspaceTasks<const T> xs, const T* a, SubspaceTasks<T> ys) {
   const std::int64_t total = l.count / l.subspaces * l.batch * l.item;
   if (total == 0) return;
-  kernels::subspace_mix_forward<T>
-      <<<kernels::grid_for(total), kernels::kBlock, 0, stream>>>(l, xs, a, ys, total);
+  NDDR_LAUNCH(kernels::grid_for(total), kernels::kBlock, 0, stream,
+              kernels::subspace_mix_forward<T>)
+  (l, xs, a, ys, total);
   check_launch("subspace_mix_forward");
 }
 
@@ -128,12 +129,13 @@ void subspace_mix_alpha_grad(cudaStream_t stream, const nddr::detail::SubspaceLa
                              double* partial, std::int64_t chunks) {
   const std::int64_t pairs = l.count * l.count;
   if (pairs == 0) return;
-  kernels::subspace_mix_alpha_partial<T>
-      <<<static_cast<unsigned>(pairs * chunks), kernels::kSubspaceReduceBlock, 0, stream>>>(
-          l, xs, dys, partial, chunks);
+  NDDR_LAUNCH(static_cast<unsigned>(pairs * chunks), kernels::kSubspaceReduceBlock, 0, stream,
+              kernels::subspace_mix_alpha_partial<T>)
+  (l, xs, dys, partial, chunks);
   check_launch("subspace_mix_alpha_partial");
-  kernels::subspace_mix_alpha_finish<T>
-      <<<kernels::grid_for(pairs), kernels::kBlock, 0, stream>>>(partial, da, pairs, chunks);
+  NDDR_LAUNCH(kernels::grid_for(pairs), kernels::kBlock, 0, stream,
+              kernels::subspace_mix_alpha_finish<T>)
+  (partial, da, pairs, chunks);
   check_launch("subspace_mix_alpha_finish");
 }
 
@@ -145,8 +147,9 @@ void subspace_mix_backward_data(cudaStream_t stream, const nddr::detail::Subspac
   for (std::int64_t k = 0; k < tasks; ++k) any = any || dxs.task[k] != nullptr;
   const std::int64_t total = tasks * l.batch * l.item;
   if (!any || total == 0) return;
-  kernels::subspace_mix_backward_data<T>
-      <<<kernels::grid_for(total), kernels::kBlock, 0, stream>>>(l, dys, a, dxs, total);
+  NDDR_LAUNCH(kernels::grid_for(total), kernels::kBlock, 0, stream,
+              kernels::subspace_mix_backward_data<T>)
+  (l, dys, a, dxs, total);
   check_launch("subspace_mix_backward_data");
 }
 
