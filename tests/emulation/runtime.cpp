@@ -565,10 +565,12 @@ cudaError_t cudaMalloc(void** ptr, std::size_t size) {
   if (refuse_during_capture("cudaMalloc")) return cudaErrorStreamCaptureUnsupported;
   *ptr = nullptr;
   if (size == 0) return cudaSuccess;
-  const std::size_t rounded = (size + 255) / 256 * 256;
-  void* p = std::aligned_alloc(256, rounded);
-  if (!p) return fail(cudaErrorMemoryAllocation, "cudaMalloc(" + std::to_string(size) + ")");
-  std::memset(p, 0xFF, rounded);  // NaN in float and double: unwritten memory shows
+  // 256-byte aligned like cudaMalloc, but exactly `size` bytes long, so that a sanitizer build
+  // (NDDR_SANITIZE) reports a kernel that runs even one element past a buffer.
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, size) != 0 || !p)
+    return fail(cudaErrorMemoryAllocation, "cudaMalloc(" + std::to_string(size) + ")");
+  std::memset(p, 0xFF, size);  // NaN in float and double: unwritten memory shows
   state().device.emplace(reinterpret_cast<std::uintptr_t>(p), size);
   *ptr = p;
   return cudaSuccess;
