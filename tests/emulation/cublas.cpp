@@ -62,11 +62,7 @@ cublasStatus_t fail(cublasStatus_t status, const char* fn, const std::string& wh
   return status;
 }
 
-std::string hex(const void* p) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%p", p);
-  return buf;
-}
+using nddr_emu::hex;
 
 /// A matrix of a GEMM as stored: `rows` x `cols`, column-major with leading dimension `ld`.
 struct Matrix {
@@ -97,10 +93,7 @@ cublasStatus_t check_matrix(const char* fn, const Matrix& m) {
 }
 
 bool overlap(const Matrix& a, const Matrix& b) {
-  const std::size_t ab = a.bytes(), bb = b.bytes();
-  if (ab == 0 || bb == 0) return false;
-  const auto a0 = reinterpret_cast<std::uintptr_t>(a.p), b0 = reinterpret_cast<std::uintptr_t>(b.p);
-  return a0 < b0 + bb && b0 < a0 + ab;
+  return nddr_emu::ranges_overlap(a.p, a.bytes(), b.p, b.bytes());
 }
 
 bool is_transposed(cublasOperation_t op) { return op == CUBLAS_OP_T || op == CUBLAS_OP_C; }

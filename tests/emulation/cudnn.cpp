@@ -153,11 +153,7 @@ cudnnStatus_t destroy_object(T* object, const char* fn) {
   return CUDNN_STATUS_SUCCESS;
 }
 
-std::string hex(const void* p) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%p", p);
-  return buf;
-}
+using nddr_emu::hex;
 
 // --- Data types ---------------------------------------------------------------------------------
 
@@ -260,9 +256,7 @@ cudnnStatus_t check_buffer(const char* fn, const Buffer& b) {
 }
 
 bool overlap(const Buffer& a, const Buffer& b) {
-  if (a.bytes == 0 || b.bytes == 0) return false;
-  const auto a0 = reinterpret_cast<std::uintptr_t>(a.p), b0 = reinterpret_cast<std::uintptr_t>(b.p);
-  return a0 < b0 + b.bytes && b0 < a0 + a.bytes;
+  return nddr_emu::ranges_overlap(a.p, a.bytes, b.p, b.bytes);
 }
 
 /// Fails when `out` overlaps one of `others` (cuDNN's convolutions are not in-place).

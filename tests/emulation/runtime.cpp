@@ -57,9 +57,11 @@ struct CUgraphExec_st {
 namespace nddr_emu {
 namespace {
 
+using Allocations = std::map<std::uintptr_t, std::size_t>;  // start -> bytes
+
 struct State {
-  std::map<std::uintptr_t, std::size_t> device;  // live cudaMalloc allocations: start -> bytes
-  std::map<std::uintptr_t, std::size_t> pinned;  // live cudaHostAlloc allocations
+  Allocations device;  // live cudaMalloc allocations
+  Allocations pinned;  // live cudaHostAlloc allocations
   std::set<cudaStream_t> streams;
   std::set<cudaEvent_t> events;
   std::set<cudaGraph_t> graphs;
@@ -100,6 +102,17 @@ bool refuse_during_capture(const char* call) {
 
 bool valid_stream(cudaStream_t s) { return s == nullptr || state().streams.count(s) != 0; }
 
+
+/// True when [p, p + bytes) lies inside one allocation of `live` (bytes 0: p may be one past
+/// the end).
+bool inside(const Allocations& live, const void* p, std::size_t bytes) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  auto it = live.upper_bound(a);
+  if (it == live.begin()) return false;
+  --it;
+  return a - it->first <= it->second && bytes <= it->second - (a - it->first);
+}
+
 }  // namespace
 
 std::recursive_mutex& device_mutex() {
@@ -135,12 +148,7 @@ void invalidate_capture(cudaStream_t stream) {
 
 bool is_device_range(const void* p, std::size_t bytes) {
   Lock lock(device_mutex());
-  const auto& dev = state().device;
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  auto it = dev.upper_bound(a);
-  if (it == dev.begin()) return false;
-  --it;
-  return a >= it->first && a - it->first <= it->second && bytes <= it->second - (a - it->first);
+  return inside(state().device, p, bytes);
 }
 
 bool is_device_pointer(const void* p) { return is_device_range(p, 0); }
@@ -440,14 +448,17 @@ cudaError_t fail(cudaError_t e, const std::string& what) {
 }
 
 /// True when p points into a live cudaHostAlloc allocation.
-bool is_pinned(const void* p) {
-  const auto& pinned = state().pinned;
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  auto it = pinned.upper_bound(a);
-  if (it == pinned.begin()) return false;
-  --it;
-  return a - it->first < it->second;
+/// Deletes a handle the runtime created (stream, event, graph, executable graph), refusing one
+/// it does not know.
+template <class H>
+cudaError_t destroy_handle(std::set<H>& live, H handle, const char* call) {
+  Lock lock(nddr_emu::device_mutex());
+  if (!handle || !live.erase(handle)) return fail(cudaErrorInvalidResourceHandle, call);
+  delete handle;
+  return cudaSuccess;
 }
+
+bool is_pinned(const void* p) { return nddr_emu::inside(state().pinned, p, 1); }
 
 /// Checks one side of a copy: device memory (whole range in one allocation) or not.
 cudaError_t check_side(const void* p, std::size_t bytes, bool device, const char* side,
@@ -667,11 +678,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  Lock lock(nddr_emu::device_mutex());
-  if (!stream || !state().streams.erase(stream))
-    return fail(cudaErrorInvalidResourceHandle, "cudaStreamDestroy");
-  delete stream;
-  return cudaSuccess;
+  return destroy_handle(state().streams, stream, "cudaStreamDestroy");
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
@@ -710,11 +717,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  Lock lock(nddr_emu::device_mutex());
-  if (!event || !state().events.erase(event))
-    return fail(cudaErrorInvalidResourceHandle, "cudaEventDestroy");
-  delete event;
-  return cudaSuccess;
+  return destroy_handle(state().events, event, "cudaEventDestroy");
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
@@ -788,17 +791,11 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
 }
 
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
-  Lock lock(nddr_emu::device_mutex());
-  if (!state().execs.erase(exec)) return fail(cudaErrorInvalidResourceHandle, "cudaGraphExecDestroy");
-  delete exec;
-  return cudaSuccess;
+  return destroy_handle(state().execs, exec, "cudaGraphExecDestroy");
 }
 
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
-  Lock lock(nddr_emu::device_mutex());
-  if (!state().graphs.erase(graph)) return fail(cudaErrorInvalidResourceHandle, "cudaGraphDestroy");
-  delete graph;
-  return cudaSuccess;
+  return destroy_handle(state().graphs, graph, "cudaGraphDestroy");
 }
 
 // Profiler ranges (nddr-bench-step --profile-step): nothing to profile here.

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -40,6 +41,21 @@ bool is_device_pointer(const void* p);
 /// Records the last error for cudaGetLastError / cudaPeekAtLastError, with a message printed to
 /// stderr (the emulator's equivalent of a kernel fault or a bad launch).
 void report_error(cudaError_t error, const std::string& what);
+
+/// A pointer as text, for the emulator's messages.
+inline std::string hex(const void* p) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%p", p);
+  return buf;
+}
+
+/// Whether [a, a + a_bytes) and [b, b + b_bytes) share a byte (empty ranges share none).
+inline bool ranges_overlap(const void* a, std::size_t a_bytes, const void* b,
+                           std::size_t b_bytes) {
+  if (a_bytes == 0 || b_bytes == 0) return false;
+  const auto a0 = reinterpret_cast<std::uintptr_t>(a), b0 = reinterpret_cast<std::uintptr_t>(b);
+  return a0 < b0 + b_bytes && b0 < a0 + a_bytes;
+}
 
 /// `v` rounded to TF32 (10 explicit mantissa bits, nearest with ties away from zero, as the
 /// tensor cores' operand conversion cvt.rna.tf32.f32): what cuBLAS and cuDNN multiply when they
