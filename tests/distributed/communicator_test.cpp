@@ -123,6 +123,11 @@ TEST_CASE("DataParallel: bucketed gradient averaging, loss averaging, rank-0-onl
   CHECK(res.losses[0] == 1.5);
   CHECK(res.losses[1] == 15.0);
   CHECK(res.total == 16.5);
+  CHECK_FALSE(res.stop);
+  // A stop requested on one rank only (its Ctrl-C) stops every rank after the same step.
+  res.stop = r == 1;
+  dp.average_losses(res);
+  CHECK(res.stop);
 
   const auto o = dp.trainer_options(dist_test::quiet("somewhere"));
   CHECK(o.write_outputs == (r == 0));

@@ -161,16 +161,20 @@ class DataParallel {
     for_buckets(net_.parameters().buffer_values(),
                 [&](TensorView<T, D> b) { comm_.all_reduce_average(ctx, b); });
   }
-  /// Averages a step's losses and total over the ranks (what the logs of rank 0 show).
+  /// Averages a step's losses and total over the ranks (what the logs of rank 0 show), and
+  /// makes the ranks agree on stopping after this step (any rank asked to, by a signal or
+  /// request_stop, so all stop at the same step instead of waiting for each other forever).
   template <class StepResult>
   void average_losses(StepResult& r) {
     if (size() == 1) return;
     std::vector<double> v(r.losses.begin(), r.losses.end());
     v.push_back(r.total);
+    v.push_back(r.stop ? 1.0 : 0.0);
     comm_.all_reduce_sum_host(std::span<double>(v));
     const double inv = 1.0 / static_cast<double>(size());
     for (std::size_t k = 0; k < r.losses.size(); ++k) r.losses[k] = v[k] * inv;
-    r.total = v.back() * inv;
+    r.total = v[r.losses.size()] * inv;
+    r.stop = v.back() > 0.0;
   }
 
   /// What runs between backward and the optimiser step: gradients, losses, and (without

@@ -9,14 +9,23 @@
 /// copy stream, task losses stay on the device until the step is queued (the SGD update is
 /// cancelled on the device if one is not finite), and `fit` prepares and uploads batch s + 1
 /// while step s computes. Targets are resized to the outputs on the host before the upload.
+///
+/// Outputs (docs/weights.md, "Checkpoints and logs"): `log.csv`, `log.jsonl` and `eval.jsonl`
+/// get one complete row per append or none (a failed write is rolled back and is an error),
+/// and are cut back to the restored step when a run resumes, so a resumed run's logs read like
+/// an uninterrupted run's. Checkpoints are atomic, validated before they are applied, and
+/// discovered by name and step (checkpoint.hpp). A stop request (interrupt.hpp: Ctrl-C or TERM
+/// under `StopOnSignals`) ends `fit` after the current step with a checkpoint and
+/// `TrainingInterrupted`.
 
 #include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <limits>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <optional>
 #include <sstream>
@@ -27,16 +36,20 @@
 #include <utility>
 #include <vector>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "nddr/backend/cpu/resize.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/storage.hpp"
+#include "nddr/io/file.hpp"
+#include "nddr/io/json.hpp"
 #include "nddr/train/checkpoint.hpp"
 #include "nddr/train/device_state.hpp"
 #include "nddr/train/evaluation.hpp"
 #include "nddr/train/experiment.hpp"
+#include "nddr/train/interrupt.hpp"
 
 namespace nddr {
 
@@ -118,6 +131,9 @@ class Trainer {
     double lr = 0.0;
     std::array<double, K> losses{};
     double total = 0.0;
+    /// Whether `fit` stops after this step (a stop was requested, see interrupt.hpp); set before
+    /// the before-update hook, which may change it (data-parallel ranks agree on it there).
+    bool stop = false;
   };
 
   /// `schedule` is the experiment's schedule type or any other callable step -> learning rate
@@ -218,15 +234,15 @@ class Trainer {
 
   /// Appends evaluation results to `output_dir/eval.jsonl` (one line per call) and, when the
   /// progress line is on, prints them.
+  /// A failed write is an IoError naming the file (the file keeps its earlier lines).
   void log_metrics(const std::vector<MetricValue>& values) {
     std::ostringstream line;
-    line << "{\"experiment\":\"" << opt_.name << "\",\"step\":" << step_;
-    for (const auto& v : values) line << ",\"" << v.task << "/" << v.name << "\":" << v.value;
+    line << "{\"experiment\":" << io::json::quote(opt_.name) << ",\"step\":" << step_;
+    for (const auto& v : values)
+      line << "," << io::json::quote(v.task + "/" + v.name) << ":" << json_number(v.value);
     line << "}";
-    if (!opt_.output_dir.empty() && opt_.write_outputs) {
-      std::ofstream js(std::filesystem::path(opt_.output_dir) / "eval.jsonl", std::ios::app);
-      js << line.str() << "\n";
-    }
+    if (!opt_.output_dir.empty() && opt_.write_outputs)
+      append_lines({{std::filesystem::path(opt_.output_dir) / "eval.jsonl", line.str() + "\n"}});
     if (opt_.progress) std::printf("%seval %s\n", isatty(STDOUT_FILENO) ? "\n" : "", line.str().c_str());
   }
 
@@ -248,13 +264,33 @@ class Trainer {
   /// `on_log(result)` at every log and `on_eval(step)` every `eval_every` steps (periodic
   /// evaluation: call `evaluate` there and `log_metrics` to record it). Returns the last step's
   /// result.
+  ///
+  /// Before the first step, when it writes outputs, it removes the log rows of steps after the
+  /// current one (left by a run that died after logging them) and refuses an output directory
+  /// that holds checkpoints of another run (resume from them, or use another directory). When
+  /// a stop is requested (interrupt.hpp) it finishes the current step, logs it, writes its
+  /// checkpoint and throws `TrainingInterrupted`.
   StepResult fit(Context<D>& ctx, std::int64_t total_steps,
                  const std::function<Batch(std::int64_t)>& next_batch,
                  const std::function<void(const StepResult&)>& on_log = {},
                  const std::function<void(std::int64_t)>& on_eval = {}) {
     StepResult last;
+    prepare_outputs();
     const auto start = std::chrono::steady_clock::now();
     const std::int64_t first = step_;
+    std::int64_t logged_step = -1;
+    const auto log_step = [&](const StepResult& r) {
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double rate = secs > 0 ? static_cast<double>(images_) / secs : 0.0;
+      const double eta = step_ > first ? secs / static_cast<double>(step_ - first) *
+                                             static_cast<double>(total_steps - step_)
+                                       : 0.0;
+      write_logs(r, rate, secs);
+      logged_step = step_;
+      if (opt_.progress) print_progress(r, total_steps, rate, eta);
+      if (on_log) on_log(r);
+    };
     std::size_t slot = next_slot_;
     if constexpr (!kOnCpu) {
       if (step_ < total_steps) {
@@ -282,17 +318,17 @@ class Trainer {
         next_slot_ = other;
       }
       const bool log_now = opt_.log_every > 0 && (step_ % opt_.log_every == 0 || step_ == total_steps);
-      if (log_now) {
-        const double secs =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        const double rate = secs > 0 ? static_cast<double>(images_) / secs : 0.0;
-        const double eta =
-            step_ > first ? secs / static_cast<double>(step_ - first) *
-                                static_cast<double>(total_steps - step_)
-                          : 0.0;
-        write_logs(last, rate, secs);
-        if (opt_.progress) print_progress(last, total_steps, rate, eta);
-        if (on_log) on_log(last);
+      if (log_now) log_step(last);
+      if (last.stop) {
+        // Requested stop: this step's log row and checkpoint, then out.
+        if (opt_.log_every > 0 && logged_step != step_) log_step(last);
+        if (opt_.progress && isatty(STDOUT_FILENO)) std::printf("\n");
+        std::string path;
+        if (checkpoints_) {
+          if (opt_.write_outputs && checkpoint_step_ != step_) save_checkpoint();
+          path = checkpoints_->path_for(step_).string();  // written by rank 0 when not here
+        }
+        throw TrainingInterrupted(step_, path, stop_signal());
       }
       if (checkpoints_ && opt_.write_outputs && opt_.checkpoint_every > 0 &&
           step_ % opt_.checkpoint_every == 0)
@@ -300,19 +336,24 @@ class Trainer {
       if (on_eval && opt_.eval_every > 0 && step_ % opt_.eval_every == 0) on_eval(step_);
     }
     if (opt_.progress && isatty(STDOUT_FILENO)) std::printf("\n");
-    if (checkpoints_ && opt_.write_outputs) save_checkpoint();
+    if (checkpoints_ && opt_.write_outputs && checkpoint_step_ != step_) save_checkpoint();
     return last;
   }
 
   /// Writes a checkpoint of the current state (output_dir/checkpoints/ckpt-<step>.safetensors,
   /// keeping the newest `keep_checkpoints`) and returns its path.
+  /// The temporaries of writers killed mid-write are removed first; pruning never deletes the
+  /// file just written.
   std::filesystem::path save_checkpoint() {
     check<Error>(checkpoints_.has_value(),
                  "nddr::Trainer::save_checkpoint: set TrainerOptions::output_dir first");
     std::filesystem::create_directories(checkpoints_->dir());
+    checkpoints_->remove_stale_temporaries();
     const auto path = checkpoints_->path_for(step_);
     save_checkpoint(path.string());
-    checkpoints_->prune();
+    checkpoint_step_ = step_;
+    owns_outputs_ = true;
+    checkpoints_->prune(path);
     return path;
   }
   /// Writes a checkpoint of the current state to `path` (atomically).
@@ -323,23 +364,25 @@ class Trainer {
     st.extra["experiment"] = opt_.name;
     nddr::save_checkpoint<T>(path, net_.parameters(), optimizer_.state(), st);
   }
-  /// Restores parameters, BN statistics, optimiser state, step and random streams.
-  void load_checkpoint(const std::string& path) {
-    auto rngs = net_.rngs();
-    CheckpointState st = nddr::load_checkpoint<T>(path, net_.parameters(), optimizer_.state());
-    check<IoError>(st.rngs.size() == rngs.size(), path, ": checkpoint has ", st.rngs.size(),
-                   " random streams, the network has ", rngs.size());
-    for (std::size_t i = 0; i < rngs.size(); ++i) rngs[i]->set_state(st.rngs[i]);
-    step_ = st.step;
-    if constexpr (!kOnCpu)
-      if (device_) device_->graphs().invalidate();  // recorded with the old random counters
-  }
-  /// Resumes from the newest checkpoint in output_dir, if any; returns whether one was found.
+  /// Restores parameters, BN statistics, optimiser state, step and random streams. The whole
+  /// file is validated first (read_checkpoint): when it throws, nothing has changed. Log rows
+  /// of later steps are removed from output_dir (when this trainer writes outputs).
+  void load_checkpoint(const std::string& path) { restore(read_checkpoint(path)); }
+
+  /// Resumes from the newest checkpoint in output_dir (by step; only files named
+  /// `ckpt-<step>.safetensors`), if any; returns whether one was found. Its metadata must
+  /// agree with its name. Temporaries of killed checkpoint writers are removed first.
   bool resume() {
     if (!checkpoints_) return false;
+    if (opt_.write_outputs) checkpoints_->remove_stale_temporaries();
     auto latest = checkpoints_->latest();
     if (!latest) return false;
-    load_checkpoint(latest->string());
+    CheckpointFile c = read_checkpoint(latest->string());
+    const std::int64_t named = *CheckpointDir::step_of(latest->filename().string());
+    check<IoError>(c.state.step == named, latest->string(), ": the file name says step ", named,
+                   " but its metadata says step ", c.state.step,
+                   "; move the file out of the checkpoint directory to resume from the one before");
+    restore(c);
     return true;
   }
 
@@ -349,6 +392,122 @@ class Trainer {
     Tensor<T, D> image;
     decltype(targets_type<D>(std::make_index_sequence<K>{})) targets;
   };
+
+  CheckpointFile read_checkpoint(const std::string& path) {
+    const auto optim = optimizer_.state();
+    return nddr::read_checkpoint<T, D>(path, std::as_const(net_.parameters()),
+                                       TensorView<const T, D>(optim.data(), optim.shape()),
+                                       net_.rngs().size());
+  }
+  void restore(const CheckpointFile& c) {
+    restore_checkpoint<T, D>(c, net_.parameters(), optimizer_.state());
+    auto rngs = net_.rngs();
+    for (std::size_t i = 0; i < rngs.size(); ++i) rngs[i]->set_state(c.state.rngs[i]);
+    step_ = c.state.step;
+    checkpoint_step_ = step_;
+    owns_outputs_ = true;
+    logs_prepared_ = false;  // cut back to the restored step at the next fit
+    if constexpr (!kOnCpu)
+      if (device_) device_->graphs().invalidate();  // recorded with the old random counters
+  }
+
+  /// Once per trainer state: log rows of steps after step_ go (a run that died after logging
+  /// them), and a checkpoint directory of another run is refused rather than mixed with ours.
+  void prepare_outputs() {
+    if (opt_.output_dir.empty() || !opt_.write_outputs || logs_prepared_) return;
+    if (checkpoints_ && !owns_outputs_) {
+      const auto latest = checkpoints_->latest();
+      check<Error>(!latest, "nddr::Trainer::fit: '", checkpoints_->dir().string(),
+                   "' holds checkpoints of an earlier run (newest: ",
+                   latest ? latest->filename().string() : std::string(),
+                   "); resume from them (Trainer::resume, --resume) or use another output "
+                   "directory, so that no checkpoint of that run is overwritten or pruned");
+    }
+    owns_outputs_ = true;
+    const std::filesystem::path dir(opt_.output_dir);
+    for (const char* name : {"log.csv", "log.jsonl", "eval.jsonl"})
+      truncate_log(dir / name, step_);
+    logs_prepared_ = true;
+  }
+
+  /// Rewrites log `file` without the rows of steps after `step` and without a last line left
+  /// incomplete by a killed writer; lines without a step (the CSV header) stay.
+  static void truncate_log(const std::filesystem::path& file, std::int64_t step) {
+    std::error_code ec;
+    if (!std::filesystem::exists(file, ec)) return;
+    const auto bytes = io::read_regular_file("nddr::Trainer", file.string(), std::uint64_t{1} << 32);
+    const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    std::string kept;
+    kept.reserve(text.size());
+    std::size_t begin = 0;
+    while (begin < text.size()) {
+      const std::size_t nl = text.find('\n', begin);
+      if (nl == std::string_view::npos) break;  // incomplete last line
+      const std::string_view line = text.substr(begin, nl + 1 - begin);
+      const auto s = log_row_step(line);
+      if (!s || *s <= step) kept.append(line);
+      begin = nl + 1;
+    }
+    if (kept.size() != text.size())
+      io::write_file_atomic("nddr::Trainer", file.string(), kept.data(), kept.size());
+  }
+  /// The step of a log row: a CSV row's first field, a JSON line's "step" member.
+  static std::optional<std::int64_t> log_row_step(std::string_view line) {
+    std::string_view digits;
+    if (line.starts_with("{")) {
+      const std::size_t at = line.find("\"step\":");
+      if (at == std::string_view::npos) return std::nullopt;
+      digits = line.substr(at + 7);
+    } else {
+      digits = line;
+    }
+    digits = digits.substr(0, digits.find_first_not_of("0123456789"));
+    const auto v = detail::parse_decimal(digits, std::numeric_limits<std::int64_t>::max());
+    if (!v) return std::nullopt;
+    return static_cast<std::int64_t>(*v);
+  }
+
+  /// Appends each text to its file, all or none: a failed or short write truncates every file
+  /// back to its size before the call, then throws IoError naming the file.
+  static void append_lines(const std::vector<std::pair<std::filesystem::path, std::string>>& lines) {
+    std::vector<std::pair<io::FileDescriptor, off_t>> opened;
+    auto roll_back = [&] {
+      for (auto& [fd, size] : opened)
+        if (fd) [[maybe_unused]] const int rc = ::ftruncate(fd.get(), size);
+    };
+    for (const auto& [file, text] : lines) {
+      io::FileDescriptor fd(::open(file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666));
+      if (!fd) {
+        const int err = errno;
+        roll_back();
+        throw IoError(detail::concat("nddr::Trainer: cannot open log '", file.string(),
+                                     "' for appending: ", std::strerror(err)));
+      }
+      const off_t size = ::lseek(fd.get(), 0, SEEK_END);
+      opened.emplace_back(std::move(fd), size < 0 ? 0 : size);
+      std::size_t done = 0;
+      while (done < text.size()) {
+        const ::ssize_t n = ::write(opened.back().first.get(), text.data() + done, text.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          const int err = n == 0 ? EIO : errno;
+          roll_back();
+          throw IoError(detail::concat("nddr::Trainer: writing log '", file.string(),
+                                       "' failed: ", std::strerror(err)));
+        }
+        done += static_cast<std::size_t>(n);
+      }
+    }
+  }
+
+  /// A JSON number for `v` (null for NaN and infinities, which JSON cannot represent).
+  static std::string json_number(double v) {
+    if (!std::isfinite(v)) return "null";
+    std::ostringstream os;
+    os.precision(9);
+    os << v;
+    return os.str();
+  }
 
   StepResult train_step_cpu(Context<Cpu>& ctx, const Batch& batch) {
     net_.set_training(true);
@@ -368,6 +527,7 @@ class Trainer {
     std::vector<TensorView<const T, D>> douts;
     for (auto& d : douts_) douts.push_back(d.cview());
     net_.backward(ctx, batch.image.cview(), douts);
+    r.stop = stop_requested();
     if (before_update_) before_update_(ctx, r);
     optimizer_.step(ctx, r.lr);
     ++step_;
@@ -421,6 +581,7 @@ class Trainer {
     StepResult r;
     r.step = step_;
     r.lr = schedule_(step_);
+    r.stop = stop_requested();
     dev.uploader().acquire(ctx, slot);
     dev.prepare_update(ctx, net_.parameters(), optimizer_.options(), r.lr);
     auto body = [&] {
@@ -546,20 +707,24 @@ class Trainer {
         Task::template loss<T>(ctx, out, tv, douts_[I].view(), static_cast<T>(opt_.loss_weights[I])));
   }
 
+  /// Appends the step's row to log.jsonl and log.csv (both or neither). When that fails (a full
+  /// disk), a checkpoint of the current state is attempted before the IoError propagates, so
+  /// the steps since the last checkpoint are not lost where the disk still takes it.
   void write_logs(const StepResult& r, double rate, double secs) {
     if (opt_.output_dir.empty() || !opt_.write_outputs) return;
     const auto names = task_names();
     const std::filesystem::path dir(opt_.output_dir);
-    {
-      std::ofstream js(dir / "log.jsonl", std::ios::app);
-      js << "{\"experiment\":\"" << opt_.name << "\",\"step\":" << step_ << ",\"lr\":" << r.lr;
-      for (std::size_t k = 0; k < K; ++k) js << ",\"loss_" << names[k] << "\":" << r.losses[k];
-      js << ",\"loss_total\":" << r.total << ",\"images_per_s\":" << rate
-         << ",\"elapsed_s\":" << secs << "}\n";
-    }
+    std::ostringstream js;
+    js << "{\"experiment\":" << io::json::quote(opt_.name) << ",\"step\":" << step_
+       << ",\"lr\":" << json_number(r.lr);
+    for (std::size_t k = 0; k < K; ++k)
+      js << "," << io::json::quote("loss_" + names[k]) << ":" << json_number(r.losses[k]);
+    js << ",\"loss_total\":" << json_number(r.total) << ",\"images_per_s\":" << json_number(rate)
+       << ",\"elapsed_s\":" << json_number(secs) << "}\n";
     const auto csv = dir / "log.csv";
-    const bool header = !std::filesystem::exists(csv);
-    std::ofstream out(csv, std::ios::app);
+    std::error_code ec;
+    const bool header = !std::filesystem::exists(csv, ec) || std::filesystem::file_size(csv, ec) == 0;
+    std::ostringstream out;
     if (header) {
       out << "step,lr";
       for (const auto& n : names) out << ",loss_" << n;
@@ -568,6 +733,20 @@ class Trainer {
     out << step_ << "," << r.lr;
     for (double l : r.losses) out << "," << l;
     out << "," << r.total << "," << rate << "," << secs << "\n";
+    try {
+      append_lines({{dir / "log.jsonl", js.str()}, {csv, out.str()}});
+    } catch (const IoError& e) {
+      std::string saved;
+      if (checkpoints_ && checkpoint_step_ != step_) {
+        try {
+          saved = "; wrote a checkpoint of this step to '" + save_checkpoint().string() + "'";
+        } catch (const std::exception& ce) {
+          saved = detail::concat("; a checkpoint of this step could not be written either (",
+                                 ce.what(), ")");
+        }
+      }
+      throw IoError(detail::concat(e.what(), " at step ", step_, "; training stopped", saved));
+    }
   }
 
   void print_progress(const StepResult& r, std::int64_t total, double rate, double eta) const {
@@ -605,6 +784,9 @@ class Trainer {
   std::vector<StepResult> history_;
   std::int64_t step_ = 0;
   std::int64_t images_ = 0;
+  std::int64_t checkpoint_step_ = -1;  ///< the step of the last checkpoint written or restored
+  bool owns_outputs_ = false;         ///< the checkpoints in output_dir are this run's
+  bool logs_prepared_ = false;        ///< prepare_outputs ran for the current state
 };
 
 }  // namespace nddr
