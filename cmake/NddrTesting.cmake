@@ -20,6 +20,17 @@ function(nddr_add_test name)
   catch_discover_tests(${name} TEST_PREFIX "${ARG_PREFIX}" PROPERTIES LABELS "${ARG_LABELS}")
 endfunction()
 
+# nddr_add_sanitized_test(<name> <nddr_add_test arguments...>)
+# nddr_add_test, compiled and linked with AddressSanitizer + UndefinedBehaviorSanitizer whatever
+# NDDR_SANITIZE says, so that its tests run under them in every configuration (CI runs only the
+# default preset). Keep such executables small: the sanitizers slow compiling and running.
+function(nddr_add_sanitized_test name)
+  nddr_add_test(${name} ${ARGN})
+  target_compile_options(${name} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=address,undefined
+                         -fno-omit-frame-pointer -fno-sanitize-recover=all>)
+  target_link_options(${name} PRIVATE -fsanitize=address,undefined)
+endfunction()
+
 # nddr_add_failtest(<name> FILE <source> PATTERN <regex>)
 # Passes when compiling <source> fails AND the compiler's diagnostics match <regex>
 # (so the error text is part of the contract, e.g. that it names the offending type).

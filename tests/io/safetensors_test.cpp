@@ -1,5 +1,7 @@
 // Safetensors reader/writer and the JSON parser behind it: a file written by PyTorch
 // (tools/reference/io_sample.py), round trips, every malformed-file error, atomic writes.
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -337,8 +339,14 @@ TEST_CASE("safetensors: malformed files name the file and the field", "[io][safe
     CHECK_THROWS_WITH(SafetensorsFile::read(path),
                       Contains(path) && Contains("cannot open") && Contains("No such file"));
   }
-  SECTION("a directory") {
-    CHECK_THROWS_WITH(SafetensorsFile::read(dir.file("")), Contains("not a regular file"));
+  SECTION("a directory, a FIFO, a device: refused before any read") {
+    CHECK_THROWS_WITH(SafetensorsFile::read(dir.file("")),
+                      Contains("is a directory, expected a regular file"));
+    const std::string fifo = dir.file("pipe.st");
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK_THROWS_WITH(SafetensorsFile::read(fifo), Contains(fifo) && Contains("is a FIFO"));
+    if (fs::exists("/dev/zero"))
+      CHECK_THROWS_WITH(SafetensorsFile::read("/dev/zero"), Contains("a character device"));
   }
   SECTION("shorter than the length field") {
     CHECK_THAT(read_error(dir, "empty.st", ""),
@@ -362,11 +370,12 @@ TEST_CASE("safetensors: malformed files name the file and the field", "[io][safe
     CHECK_THAT(read_error(dir, "cut.st", craft(R"({"a":{"dtype":"F3)")),
                Contains("cut.st") && Contains("unterminated string"));
     CHECK_THAT(read_error(dir, "array.st", craft("[1, 2]")),
-               Contains("array.st") && Contains("must be a JSON object, got array"));
+               Contains("array.st") && Contains("must start with '{' (a JSON object), got '[1, 2]'"));
     CHECK_THAT(
         read_error(dir, "dup.st", craft("{\"a\":" + ok_entry + ",\"a\":" + ok_entry + "}", 8)),
         Contains("dup.st") && Contains("duplicate key \"a\""));
-    CHECK_THAT(read_error(dir, "deep.st", craft(std::string(100, '[') + std::string(100, ']'))),
+    CHECK_THAT(read_error(dir, "deep.st",
+                          craft("{\"a\":" + std::string(100, '[') + std::string(100, ']') + "}")),
                Contains("deep.st") && Contains("nesting deeper"));
   }
   SECTION("missing fields and wrong JSON types") {
@@ -442,6 +451,48 @@ TEST_CASE("safetensors: malformed files name the file and the field", "[io][safe
                Contains("cut.st") && Contains("past the data section of 7 bytes"));
     spit(dir.file("whole.st"), whole);
     CHECK_NOTHROW(SafetensorsFile::read(dir.file("whole.st")));
+  }
+  SECTION("the header must be a '{'-first UTF-8 object") {
+    CHECK_THAT(read_error(dir, "zero.st", le64(0)),
+               Contains("zero.st") && Contains("must start with '{'"));
+    CHECK_THAT(read_error(dir, "space.st", craft(" {}")), Contains("must start with '{'"));
+    CHECK_THAT(read_error(dir, "utf8.st", craft("{\"\xC3\x28\":1}")),
+               Contains("utf8.st") && Contains("not valid UTF-8 at header byte 2"));
+    CHECK_THAT(read_error(dir, "ctl.st", craft(R"({"a\u0000b":)" + ok_entry + "}", 8)),
+               Contains("ctl.st") && Contains("tensor name 'a\\x00b'") &&
+                   Contains("control character"));
+    // A long name is quoted cut short.
+    const std::string long_name(3000, 'n');
+    const std::string msg = read_error(
+        dir, "long.st",
+        craft(R"({")" + long_name + R"(":{"dtype":"F99","shape":[2],"data_offsets":[0,8]}})", 8));
+    CHECK_THAT(msg, Contains("unknown dtype") && Contains("... (3000 bytes)"));
+    CHECK(msg.size() < 400);
+  }
+  SECTION("tensor byte ranges must tile the data section") {
+    const std::string a = R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
+    CHECK_THAT(
+        read_error(dir, "overlap.st",
+                   craft("{" + a + R"(,"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                         12)),
+        Contains("overlap.st") && Contains("tensors 'a' and 'b' overlap") &&
+            Contains("begins at data byte 4 but 'a' ends at 8"));
+    CHECK_THAT(
+        read_error(dir, "gap.st",
+                   craft("{" + a + R"(,"b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}})",
+                         20)),
+        Contains("gap.st") && Contains("data bytes [8, 12) belong to no tensor") &&
+            Contains("before tensor 'b'"));
+    CHECK_THAT(read_error(dir, "tail.st", craft("{" + a + "}", 9)),
+               Contains("tail.st") && Contains("data bytes [8, 9) after the last tensor"));
+    CHECK_THAT(read_error(dir, "nodata.st", craft("{}", 3)),
+               Contains("data bytes [0, 3) after the last tensor"));
+    // Empty tensors take no bytes and may sit anywhere in the tiling.
+    const std::string empty = R"("e":{"dtype":"F64","shape":[0,3],"data_offsets":[8,8]})";
+    spit(dir.file("empty.st"), craft("{" + a + "," + empty + "}", 8));
+    const SafetensorsFile f = SafetensorsFile::read(dir.file("empty.st"));
+    CHECK(f.values<double>("e").empty());
+    CHECK(f.values<float>("a").size() == 2);
   }
 }
 

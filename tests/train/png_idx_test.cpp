@@ -195,6 +195,66 @@ TEST_CASE("IDX: crafted files, plain and gzipped", "[train][data][idx]") {
   CHECK_THROWS_WITH(nddr::io::read_idx(tmp.file("cut.idx.gz")), Contains("cut.idx.gz"));
 }
 
+TEST_CASE("IDX: gzip streams are checked to their end; sizes before allocating",
+          "[train][data][idx]") {
+  TempDir tmp;
+  using Catch::Contains;
+  const Bytes good = idx_bytes(0x08, {10, 10}, 100);
+  gzip_bytes(tmp.file("good.idx.gz"), good);
+  const Bytes z = read_bytes(tmp.file("good.idx.gz"));
+  auto refused = [&](const std::string& name, const Bytes& bytes) {
+    write_bytes(tmp.file(name), bytes);
+    try {
+      nddr::io::read_idx(tmp.file(name));
+    } catch (const nddr::IoError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  // zlib's gzread returned these without complaint: the trailer is what proves the data.
+  CHECK_THAT(refused("notrailer.gz", Bytes(z.begin(), z.end() - 8)),
+             Contains("notrailer.gz") && Contains("truncated gzip stream"));
+  Bytes crc = z;
+  crc[crc.size() - 8] ^= 0x01;
+  CHECK_THAT(refused("crc.gz", crc), Contains("crc.gz") && Contains("incorrect data check"));
+  Bytes junk = z;
+  junk.insert(junk.end(), {'j', 'u', 'n', 'k'});
+  CHECK_THAT(refused("junk.gz", junk), Contains("4 bytes of trailing data"));
+  // Two gzip members (as `cat a.gz b.gz` makes) are one stream.
+  gzip_bytes(tmp.file("a.gz"), Bytes(good.begin(), good.begin() + 30));
+  gzip_bytes(tmp.file("b.gz"), Bytes(good.begin() + 30, good.end()));
+  Bytes two = read_bytes(tmp.file("a.gz"));
+  const Bytes second = read_bytes(tmp.file("b.gz"));
+  two.insert(two.end(), second.begin(), second.end());
+  write_bytes(tmp.file("two.idx.gz"), two);
+  CHECK(nddr::io::read_idx(tmp.file("two.idx.gz")).data ==
+        nddr::io::read_idx(tmp.file("good.idx.gz")).data);
+  // Headers that overflow or lie about the size are refused before any allocation.
+  CHECK_THAT(refused("wrap.idx", idx_bytes(0x08, {1u << 17, 1u << 17, 1u << 30}, 8)),
+             Contains("wrap.idx") && Contains("exceed 17179869184 elements (2^34) at extent 2"));
+  CHECK_THAT(refused("lie.idx", idx_bytes(0x08, {65536, 65536}, 24)),
+             Contains("lie.idx") && Contains("truncated data: 24 of 4294967296"));
+  gzip_bytes(tmp.file("lie.idx.gz"), idx_bytes(0x08, {65536, 65536}, 0));
+  CHECK_THROWS_WITH(nddr::io::read_idx(tmp.file("lie.idx.gz")),
+                    Contains("cannot hold more than 1032 times its size"));
+  CHECK_THROWS_WITH(nddr::io::read_idx(tmp.path.string()), Contains("is a directory"));
+}
+
+TEST_CASE("PNG: a header declaring more pixels than the file holds is refused",
+          "[train][data][png]") {
+  TempDir tmp;
+  using Catch::Contains;
+  // 30000 x 30000 RGB (2.7 GB decoded) from a few dozen bytes: refused before allocating.
+  write_bytes(tmp.file("huge.png"), hand_png(30000, 30000, 8, 2, {Bytes(30)}));
+  CHECK_THROWS_WITH(nddr::io::read_png(tmp.file("huge.png")),
+                    Contains("huge.png") && Contains("30000x30000 pixels") &&
+                        Contains("more than a file of"));
+  write_bytes(tmp.file("wide.png"), hand_png(40000, 1, 8, 0, {Bytes(40000)}));
+  CHECK_THROWS_WITH(nddr::io::read_png(tmp.file("wide.png")),
+                    Contains("wide.png") && Contains("exceeds user limit"));
+  CHECK_THROWS_WITH(nddr::io::read_png(tmp.path.string()), Contains("is a directory"));
+}
+
 TEST_CASE("PNG: round trips of gray, gray+alpha, RGB and RGBA", "[train][data][png]") {
   TempDir tmp;
   for (int c = 1; c <= 4; ++c) {

@@ -73,8 +73,9 @@ struct FashionMnist {
   }
 
   /// Reads `{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz` from `dir`. Throws IoError when the
-  /// files are missing (saying which package installs them), malformed, or inconsistent
-  /// (image extents other than (N, 28, 28), label count != N, a label outside 0..9).
+  /// files are missing (saying which package installs them), malformed (everything
+  /// `io::read_idx` refuses), or inconsistent (image extents other than (N, 28, 28) with
+  /// N >= 1, label count != N, a label outside 0..9).
   static FashionMnist load(const std::string& dir = kFashionMnistDir, Split split = Split::kTrain) {
     const std::string prefix = dir + (split == Split::kTrain ? "/train" : "/t10k");
     const std::string image_path = prefix + "-images-idx3-ubyte.gz";
@@ -89,6 +90,8 @@ struct FashionMnist {
     check<IoError>(im.dims.size() == 3 && im.dims[1] == kSide && im.dims[2] == kSide,
                    "nddr::data::FashionMnist::load: '", image_path, "': ", im.dims.size(),
                    "-d extents, expected (N, 28, 28)");
+    check<IoError>(im.dims[0] >= 1, "nddr::data::FashionMnist::load: '", image_path,
+                   "' holds no image (extents (0, 28, 28))");
     check<IoError>(lb.dims.size() == 1 && lb.dims[0] == im.dims[0],
                    "nddr::data::FashionMnist::load: '", label_path, "': label count ",
                    lb.dims.empty() ? -1 : lb.dims[0], " does not match the ", im.dims[0],

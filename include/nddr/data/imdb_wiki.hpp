@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -19,6 +18,7 @@
 #include "nddr/core/error.hpp"
 #include "nddr/core/tensor.hpp"
 #include "nddr/data/nyuv2.hpp"
+#include "nddr/io/file.hpp"
 #include "nddr/io/png.hpp"
 
 namespace nddr::data {
@@ -57,29 +57,30 @@ struct ImdbWikiOptions {
   }
 };
 
-/// Parses an IMDB-WIKI list; IoError naming the file and line for a missing file, a line that
-/// is not `<path> <age> <gender>`, an age outside 0..99 or a gender other than 0/1, and for a
-/// list without entries. Empty lines are skipped.
+/// Parses an IMDB-WIKI list; IoError naming the file and line for a missing file or one that
+/// is not a regular file, a file that is not UTF-8 text (NUL bytes, control characters other
+/// than tab, invalid UTF-8, UTF-16), a line longer than 4096 bytes, a line that is not
+/// `<path> <age> <gender>`, an age outside 0..99 or a gender other than 0/1, and for a list
+/// without entries. Blank lines are skipped; quoted lines are cut short (io::excerpt).
 inline std::vector<ImdbEntry> read_imdb_list(const std::string& path) {
   const char* op = "nddr::data::read_imdb_list";
-  std::ifstream in(path);
-  check<IoError>(static_cast<bool>(in), op, ": cannot open list file '", path, "'");
+  io::TextLineReader in(op, path);
   std::vector<ImdbEntry> entries;
   std::string line;
-  for (std::int64_t number = 1; std::getline(in, line); ++number) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+  while (in.next(line)) {
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     std::istringstream fields(line);
     ImdbEntry e;
     long long age = -1, gender = -1;
     std::string rest;
     const bool parsed = static_cast<bool>(fields >> e.image >> age >> gender) && !(fields >> rest);
-    check<IoError>(parsed, op, ": '", path, "' line ", number,
-                   ": expected '<image path> <age> <gender>', got '", line, "'");
-    check<IoError>(age >= 0 && age < kAgeClasses, op, ": '", path, "' line ", number, ": age ", age,
-                   " is not in 0..", kAgeClasses - 1);
-    check<IoError>(gender == 0 || gender == 1, op, ": '", path, "' line ", number, ": gender ",
-                   gender, " is not 0 or 1");
+    const std::int64_t number = in.line_number();
+    if (!parsed)
+      in.fail_line(number, "expected '<image path> <age> <gender>', got '", io::excerpt(line),
+                   "'");
+    if (age < 0 || age >= kAgeClasses)
+      in.fail_line(number, "age ", age, " is not in 0..", kAgeClasses - 1);
+    if (gender != 0 && gender != 1) in.fail_line(number, "gender ", gender, " is not 0 or 1");
     e.age = static_cast<std::int32_t>(age);
     e.gender = static_cast<std::int32_t>(gender);
     entries.push_back(std::move(e));

@@ -15,6 +15,7 @@
 #include <numeric>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -24,12 +25,15 @@
 
 namespace nddr::data {
 
+/// Most worker threads a `PrefetchLoader` starts (more only wait for the same disk and cores).
+inline constexpr int kMaxWorkerThreads = 1024;
+
 /// Options of `PrefetchLoader`: `LoaderOptions{}.batch_size(10).seed(1234).threads(4)`.
 struct LoaderOptions {
   std::int64_t items_per_batch = 1;
   bool shuffle_samples = true;
   std::uint64_t base_seed = 0;
-  /// Worker threads; 0 loads synchronously inside `next()`.
+  /// Worker threads (0 to kMaxWorkerThreads); 0 loads synchronously inside `next()`.
   int worker_threads = 1;
   /// Batches that may be loaded ahead of the consumer (the bound of the queue).
   std::int64_t prefetch_batches = 2;
@@ -154,8 +158,8 @@ class PrefetchLoader {
     check<OptionError>(size >= 1, op, ": size must be >= 1, got ", size);
     check<OptionError>(opt.items_per_batch >= 1, op, ": batch_size must be >= 1, got ",
                        opt.items_per_batch);
-    check<OptionError>(opt.worker_threads >= 0, op, ": threads must be >= 0, got ",
-                       opt.worker_threads);
+    check<OptionError>(opt.worker_threads >= 0 && opt.worker_threads <= kMaxWorkerThreads, op,
+                       ": threads must be in 0..", kMaxWorkerThreads, ", got ", opt.worker_threads);
     check<OptionError>(opt.prefetch_batches >= 1, op, ": prefetch must be >= 1, got ",
                        opt.prefetch_batches);
     check<OptionError>(
@@ -174,21 +178,14 @@ class PrefetchLoader {
                        " samples of this shard");
     consumed_ = opt.first_batch;
     claim_batch_ = opt.first_batch;
-    for (int t = 0; t < opt.worker_threads; ++t) workers_.emplace_back([this] { work(); });
+    start_workers();
   }
 
   PrefetchLoader(const PrefetchLoader&) = delete;
   PrefetchLoader& operator=(const PrefetchLoader&) = delete;
 
   /// Stops the workers; a sample being loaded finishes first, nothing else is waited for.
-  ~PrefetchLoader() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    space_.notify_all();
-    for (auto& w : workers_) w.join();
-  }
+  ~PrefetchLoader() { stop_workers(); }
 
   std::int64_t size() const { return size_; }
   /// Samples this rank reads per epoch.
@@ -235,6 +232,34 @@ class PrefetchLoader {
     std::int64_t remaining = 0;
     std::exception_ptr error;
   };
+
+  /// Starts the workers. When the system refuses a thread (std::thread throws: a process or
+  /// memory limit), the ones already running are stopped and joined before the OptionError
+  /// naming the thread count propagates: a destroyed joinable std::thread would terminate.
+  void start_workers() {
+    const int wanted = opt_.worker_threads;
+    workers_.reserve(static_cast<std::size_t>(wanted));
+    try {
+      for (int t = 0; t < wanted; ++t) workers_.emplace_back([this] { work(); });
+    } catch (const std::system_error& e) {
+      const std::size_t started = workers_.size();
+      stop_workers();
+      throw OptionError(nddr::detail::concat(
+          "nddr::data::PrefetchLoader: cannot start ", wanted, " worker threads: thread ",
+          started + 1, " failed (", e.what(), "); the system allows fewer threads, use fewer "
+          "(threads(n), --loader-threads) or raise the process limit (ulimit -u)"));
+    }
+  }
+
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    space_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+  }
 
   /// Dataset indices of global batch g.
   std::vector<std::int64_t> batch_indices(std::int64_t g) {

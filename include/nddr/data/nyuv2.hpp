@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +17,7 @@
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
+#include "nddr/io/file.hpp"
 #include "nddr/io/png.hpp"
 
 namespace nddr::data {
@@ -77,16 +77,16 @@ struct ListEntry {
 };
 
 /// Reads a `<image> <label>` list (a line without a space names the same path twice; empty
-/// lines are skipped). IoError naming the file and line for a missing file, a line with more
-/// than two fields or an empty field, and for a list without entries.
+/// lines are skipped). IoError naming the file and line for a missing file or one that is not a
+/// regular file, a file that is not UTF-8 text (NUL bytes, control characters, invalid UTF-8,
+/// UTF-16), a line longer than 4096 bytes, a line with more than two fields or an empty field,
+/// and for a list without entries (io::TextLineReader; quoted lines are cut short).
 inline std::vector<ListEntry> read_list_file(const std::string& path) {
   const char* op = "nddr::data::read_list_file";
-  std::ifstream in(path);
-  check<IoError>(static_cast<bool>(in), op, ": cannot open list file '", path, "'");
+  io::TextLineReader in(op, path);
   std::vector<ListEntry> entries;
   std::string line;
-  for (std::int64_t number = 1; std::getline(in, line); ++number) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+  while (in.next(line)) {
     if (line.empty()) continue;
     const std::size_t space = line.find(' ');
     ListEntry e;
@@ -96,9 +96,9 @@ inline std::vector<ListEntry> read_list_file(const std::string& path) {
       e.image = line.substr(0, space);
       e.label = line.substr(space + 1);
     }
-    check<IoError>(!e.image.empty() && !e.label.empty() && e.label.find(' ') == std::string::npos,
-                   op, ": '", path, "' line ", number,
-                   ": expected '<image path> <label path>', got '", line, "'");
+    if (e.image.empty() || e.label.empty() || e.label.find(' ') != std::string::npos)
+      in.fail_line(in.line_number(), "expected '<image path> <label path>', got '",
+                   io::excerpt(line), "'");
     entries.push_back(std::move(e));
   }
   check<IoError>(!entries.empty(), op, ": list file '", path, "' has no entries");

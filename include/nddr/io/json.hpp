@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -198,6 +199,7 @@ class Parser {
     enter(depth);
     ++pos_;
     Value::Object members;
+    std::unordered_set<std::string> keys;  // a linear search would be quadratic in the keys
     skip_space();
     if (!at_end() && peek() == '}') {
       ++pos_;
@@ -208,8 +210,7 @@ class Parser {
       if (at_end() || peek() != '"') fail("expected a string key in object");
       const std::size_t key_at = pos_;
       std::string key = string();
-      for (const auto& m : members)
-        if (m.first == key) fail_at(key_at, "duplicate key \"" + key + "\"");
+      if (!keys.insert(key).second) fail_at(key_at, "duplicate key \"" + key + "\"");
       expect_char(':', "after object key");
       Value v = value(depth);
       members.emplace_back(std::move(key), std::move(v));

@@ -17,13 +17,8 @@
 ///   nddr::io::Image8 img = nddr::io::read_png("label.png");   // img.pixels: HWC, row-major
 ///   nddr::io::write_png("copy.png", img);
 
-#include <fcntl.h>
 #include <png.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <atomic>
-#include <cerrno>
 #include <csetjmp>
 #include <cstddef>
 #include <cstdint>
@@ -35,6 +30,7 @@
 #include <vector>
 
 #include "nddr/core/error.hpp"
+#include "nddr/io/file.hpp"
 
 namespace nddr::io {
 
@@ -63,12 +59,22 @@ template <class... Args>
       nddr::detail::concat("nddr::io::", who, ": '", path, "': ", std::forward<Args>(args)...));
 }
 
+/// Widest and tallest PNG `read_png` decodes (libpng's user limits).
+inline constexpr png_uint_32 kMaxPngSide = 32768;
+/// Largest decoded image (height * width * channels bytes) `read_png` allocates.
+inline constexpr std::size_t kMaxPngDecodedBytes = std::size_t{1} << 30;
+/// Largest PNG file `read_png` reads.
+inline constexpr std::uint64_t kMaxPngFileBytes = std::uint64_t{256} << 20;
+/// Largest ancillary chunk libpng may allocate (text, ICC profiles).
+inline constexpr png_alloc_size_t kMaxPngChunkBytes = png_alloc_size_t{8} << 20;
+
 // Everything libpng touches between setjmp and a possible longjmp lives here: plain data only,
 // buffers from malloc, released by PngCodec's destructor after the jumping frame is gone.
 struct PngState {
   png_structp png = nullptr;
   png_infop info = nullptr;
   char message[512] = {};
+  char warning[256] = {};  // the last libpng warning, which often says why the error came
   // Reading: the encoded bytes and the read position; the decoded rows.
   const unsigned char* input = nullptr;
   std::size_t input_size = 0;
@@ -92,7 +98,10 @@ extern "C" inline void nddr_png_error(png_structp png, png_const_charp message) 
   png_longjmp(png, 1);
 }
 
-extern "C" inline void nddr_png_warning(png_structp, png_const_charp) {}
+extern "C" inline void nddr_png_warning(png_structp png, png_const_charp message) {
+  auto* s = static_cast<PngState*>(png_get_error_ptr(png));
+  std::snprintf(s->warning, sizeof s->warning, "%s", message != nullptr ? message : "");
+}
 
 extern "C" inline void nddr_png_read(png_structp png, png_bytep out, png_size_t count) {
   auto* s = static_cast<PngState*>(png_get_io_ptr(png));
@@ -122,7 +131,23 @@ extern "C" inline void nddr_png_flush(png_structp) {}
 inline bool png_decode(PngState* s) {
   if (setjmp(png_jmpbuf(s->png))) return false;
   png_set_read_fn(s->png, s, nddr_png_read);
+  png_set_user_limits(s->png, kMaxPngSide, kMaxPngSide);
+  png_set_chunk_malloc_max(s->png, kMaxPngChunkBytes);
   png_read_info(s->png, s->info);
+  char why[160];
+  // Deflate expands at most 1032:1, so the IDAT data a header declares (a filter byte per
+  // row plus the packed samples) bounds the file size: refuse a lying header before allocating.
+  const double raw_bytes = (static_cast<double>(png_get_rowbytes(s->png, s->info)) + 1.0) *
+                           png_get_image_height(s->png, s->info);
+  if (raw_bytes / 1032.0 > static_cast<double>(s->input_size)) {
+    std::snprintf(why, sizeof why,
+                  "the header declares %lux%lu pixels (%.0f bytes of image data), more than a "
+                  "file of %zu bytes can hold",
+                  static_cast<unsigned long>(png_get_image_width(s->png, s->info)),
+                  static_cast<unsigned long>(png_get_image_height(s->png, s->info)), raw_bytes,
+                  s->input_size);
+    png_error(s->png, why);
+  }
   png_set_expand(s->png);  // palette -> RGB(A), gray < 8 bits -> 8 bits, tRNS -> alpha
   png_set_scale_16(s->png);
   png_set_interlace_handling(s->png);
@@ -133,6 +158,12 @@ inline bool png_decode(PngState* s) {
   const std::size_t row_bytes = png_get_rowbytes(s->png, s->info);
   if (row_bytes != std::size_t{s->width} * static_cast<std::size_t>(s->channels))
     png_error(s->png, "unexpected row size after expansion to 8 bits");
+  if (row_bytes * s->height > kMaxPngDecodedBytes) {
+    std::snprintf(why, sizeof why, "%lux%lu pixels of %d channels decode to more than %llu bytes",
+                  static_cast<unsigned long>(s->width), static_cast<unsigned long>(s->height),
+                  s->channels, static_cast<unsigned long long>(kMaxPngDecodedBytes));
+    png_error(s->png, why);
+  }
   s->pixels = static_cast<unsigned char*>(std::malloc(row_bytes * s->height));
   s->rows = static_cast<png_bytep*>(std::malloc(sizeof(png_bytep) * s->height));
   if (s->pixels == nullptr || s->rows == nullptr) png_error(s->png, "out of memory");
@@ -187,85 +218,18 @@ class PngCodec {
   PngState state_;
 };
 
-inline std::vector<unsigned char> read_file_bytes(const char* who, const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) png_fail(who, path, "cannot open for reading: ", std::strerror(errno));
-  std::vector<unsigned char> bytes;
-  struct ::stat st {};
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) bytes.reserve(static_cast<std::size_t>(st.st_size));
-  unsigned char buffer[1 << 16];
-  for (;;) {
-    const ::ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int err = errno;
-      ::close(fd);
-      png_fail(who, path, "read failed: ", std::strerror(err));
-    }
-    if (n == 0) break;
-    bytes.insert(bytes.end(), buffer, buffer + n);
-  }
-  ::close(fd);
-  return bytes;
-}
-
-inline std::string png_temp_name(const std::string& path) {
-  static std::atomic<unsigned> counter{0};
-  return path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-}
-
-inline std::string png_parent_dir(const std::string& path) {
-  const std::size_t slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-// Writes `bytes` to `path` through a temporary file, fsync and rename.
-inline void write_file_atomic(const char* who, const std::string& path, const unsigned char* bytes,
-                              std::size_t count) {
-  std::string tmp;
-  int fd = -1;
-  for (int attempt = 0; fd < 0; ++attempt) {
-    tmp = png_temp_name(path);
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0 && (errno != EEXIST || attempt == 100))
-      png_fail(who, path, "cannot create temporary file '", tmp, "': ", std::strerror(errno));
-  }
-  const auto abandon = [&](const char* step) {
-    const int err = errno;
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    png_fail(who, path, step, " failed (temporary file '", tmp, "'): ", std::strerror(err));
-  };
-  std::size_t done = 0;
-  while (done < count) {
-    const ::ssize_t n = ::write(fd, bytes + done, count - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n == 0) errno = EIO;
-    if (n <= 0) abandon("write");
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) abandon("fsync");
-  const int rc = ::close(fd);
-  fd = -1;
-  if (rc != 0) abandon("close");
-  if (::rename(tmp.c_str(), path.c_str()) != 0) abandon("rename");
-  // Persist the rename; a failure here cannot undo the completed write, so it is ignored.
-  const int dir = ::open(png_parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
-}
-
 }  // namespace detail
 
 /// Decodes the PNG file at `path` to 8 bits per sample (see the file comment for the
-/// expansions). Throws IoError naming the file for a missing file, a file that is not a PNG,
-/// or truncated / corrupt data.
+/// expansions). Throws IoError naming the file for a missing file or one that is not a regular
+/// file (a FIFO, a device, a directory), a file over 256 MiB, a file that is not a PNG,
+/// truncated / corrupt data (CRC errors included), a side over 32768 pixels, a decoded image
+/// over 1 GiB, and a header declaring more pixels than the file can hold (checked before the
+/// pixels are allocated).
 inline Image8 read_png(const std::string& path) {
   const char* who = "read_png";
-  const std::vector<unsigned char> bytes = detail::read_file_bytes(who, path);
+  const std::vector<unsigned char> bytes =
+      read_regular_file("nddr::io::read_png", path, detail::kMaxPngFileBytes);
   if (bytes.size() < 8 || png_sig_cmp(bytes.data(), 0, 8) != 0)
     detail::png_fail(who, path, "not a PNG file (",
                      bytes.size() < 8 ? "shorter than the 8-byte signature" : "bad signature", ")");
@@ -273,7 +237,9 @@ inline Image8 read_png(const std::string& path) {
   detail::PngState& s = codec.state();
   s.input = bytes.data();
   s.input_size = bytes.size();
-  if (!detail::png_decode(&s)) detail::png_fail(who, path, "corrupt or truncated PNG: ", s.message);
+  if (!detail::png_decode(&s))
+    detail::png_fail(who, path, "corrupt or truncated PNG: ", s.message,
+                     s.warning[0] != '\0' ? " (libpng warned: " + excerpt(s.warning) + ")" : "");
   Image8 img;
   img.height = static_cast<int>(s.height);
   img.width = static_cast<int>(s.width);
@@ -306,7 +272,7 @@ inline void write_png(const std::string& path, const Image8& img) {
   s.channels = img.channels;
   s.color_type = kColorTypes[img.channels - 1];
   if (!detail::png_encode(&s)) detail::png_fail(who, path, "encoding failed: ", s.message);
-  detail::write_file_atomic(who, path, s.output, s.output_size);
+  io::write_file_atomic(std::string("nddr::io::") + who, path, s.output, s.output_size);
 }
 
 }  // namespace nddr::io

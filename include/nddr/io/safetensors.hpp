@@ -41,6 +41,7 @@
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
+#include "nddr/io/file.hpp"
 #include "nddr/io/json.hpp"
 
 namespace nddr::io {
@@ -204,30 +205,6 @@ T load_element(Dtype d, const unsigned char* base, std::size_t i) {
   return T{};
 }
 
-// Reads a whole regular file.
-inline std::vector<unsigned char> read_file_bytes(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) io_fail(path, "cannot open for reading: ", std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) io_fail(path, "cannot stat: ", std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) io_fail(path, "not a regular file");
-  std::vector<unsigned char> bytes(static_cast<std::size_t>(st.st_size));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ::ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) io_fail(path, "read failed: ", std::strerror(errno));
-    if (n == 0)
-      io_fail(path, "file shrank while reading: got ", done, " of ", bytes.size(), " bytes");
-    done += static_cast<std::size_t>(n);
-  }
-  return bytes;
-}
-
 // Element count of `shape`, or nullopt when it overflows int64.
 inline std::optional<std::int64_t> checked_numel(const std::vector<std::int64_t>& shape) {
   std::int64_t n = 1;
@@ -238,31 +215,50 @@ inline std::optional<std::int64_t> checked_numel(const std::vector<std::int64_t>
   return n;
 }
 
+// "(2, 3)"; a hostile rank-1000000 shape prints its first 8 extents and its rank.
 inline std::string shape_str(const std::vector<std::int64_t>& shape) {
+  constexpr std::size_t kShown = 8;
   std::string s = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
+  for (std::size_t i = 0; i < shape.size() && i < kShown; ++i) {
     if (i) s += ", ";
     s += std::to_string(shape[i]);
   }
+  if (shape.size() > kShown) s += ", ... [rank " + std::to_string(shape.size()) + "]";
   return s + ")";
 }
 
 }  // namespace detail
 
-/// A safetensors file read completely into memory and validated.
+/// A safetensors file read into memory and validated.
+///
+/// `read` checks the 8-byte header length and the header before reading any tensor data, and
+/// reads only the data section, which every tensor's extent must lie in. Refused (IoError
+/// naming the file, the tensor or field, and what was expected): anything but a regular file
+/// (FIFOs and devices fail at once, without blocking), a header over 100 MB, longer than the
+/// file, not starting with '{', not valid UTF-8 JSON or not an object; a tensor with an unknown
+/// dtype, a negative or overflowing extent, data offsets that do not match its shape and
+/// dtype or reach past the file; tensor byte ranges that overlap or leave a gap, and data
+/// bytes no tensor covers (the format requires the data section to be fully indexed); a data
+/// section larger than this machine's physical memory.
 ///
 /// Lookups by an unknown name throw IoError listing some of the available names. Values are
 /// converted on access from any dtype (F16 and BF16 decoded, BOOL as 0/1) to the requested
 /// arithmetic type with `static_cast` semantics.
 class SafetensorsFile {
  public:
-  /// Reads and validates `path`: header length, JSON, every entry's dtype, shape and data
-  /// offsets (inside the data section, matching the shape and dtype).
+  /// Reads and validates `path` (see the class comment for what is refused).
   static SafetensorsFile read(const std::string& path) {
     SafetensorsFile f;
     f.path_ = path;
-    f.bytes_ = detail::read_file_bytes(path);
-    f.parse_header();
+    RegularFile file = open_regular_file("nddr::io::safetensors", path);
+    const std::uint64_t data_bytes = f.read_header(file);
+    const std::uint64_t memory = physical_memory_bytes();
+    if (memory != 0 && data_bytes > memory)
+      detail::io_fail(path, "the data section is ", data_bytes,
+                      " bytes, more than this machine's memory (", memory, " bytes)");
+    f.bytes_.resize(static_cast<std::size_t>(data_bytes));
+    read_exact_at("nddr::io::safetensors", path, file.fd.get(), file.size - data_bytes,
+                  f.bytes_.data(), f.bytes_.size());
     return f;
   }
 
@@ -292,7 +288,7 @@ class SafetensorsFile {
                   "nddr::io::SafetensorsFile::values: T must be an arithmetic type other than "
                   "bool (BOOL tensors read as 0/1 into any integer or floating type)");
     const Entry& e = at(name);
-    const unsigned char* base = bytes_.data() + data_start_ + e.begin;
+    const unsigned char* base = bytes_.data() + e.begin;
     std::vector<T> out(static_cast<std::size_t>(e.numel));
     if constexpr (std::is_floating_point_v<T>) {
       for (std::size_t i = 0; i < out.size(); ++i)
@@ -341,7 +337,8 @@ class SafetensorsFile {
     Dtype dtype = Dtype::kF32;
     std::vector<std::int64_t> shape;
     std::int64_t numel = 0;
-    std::size_t begin = 0;  // relative to data_start_
+    std::uint64_t begin = 0;  // relative to the data section
+    std::uint64_t end = 0;
   };
 
   const Entry& at(std::string_view name) const {
@@ -355,7 +352,7 @@ class SafetensorsFile {
         avail += ", ...";
         break;
       }
-      avail += (shown++ ? ", '" : "'") + kv.first + "'";
+      avail += (shown++ ? ", '" : "'") + excerpt(kv.first) + "'";
     }
     detail::io_fail(path_, "no tensor named '", name, "'; the file has ", entries_.size(),
                     " tensors", entries_.empty() ? std::string() : ": " + avail);
@@ -384,36 +381,78 @@ class SafetensorsFile {
     }
   }
 
-  void parse_header() {
-    if (bytes_.size() < 8)
-      detail::io_fail(path_, "file has ", bytes_.size(),
+  // Reads and checks the length field and the header; returns the size of the data section,
+  // which every tensor's extent has been checked against.
+  std::uint64_t read_header(const RegularFile& file) {
+    if (file.size < 8)
+      detail::io_fail(path_, "file has ", file.size,
                       " bytes, expected at least 8 (the u64 header length)");
-    const std::uint64_t n = detail::load_le_bits<std::uint64_t>(bytes_.data());
+    unsigned char length[8];
+    read_exact_at("nddr::io::safetensors", path_, file.fd.get(), 0, length, 8);
+    const std::uint64_t n = detail::load_le_bits<std::uint64_t>(length);
     if (n > detail::kMaxHeaderBytes)
       detail::io_fail(path_, "header length ", n, " exceeds the limit of ", detail::kMaxHeaderBytes,
                       " bytes (corrupt or not a safetensors file)");
-    if (n > bytes_.size() - 8)
-      detail::io_fail(path_, "header length ", n, " is larger than the ", bytes_.size() - 8,
+    if (n > file.size - 8)
+      detail::io_fail(path_, "header length ", n, " is larger than the ", file.size - 8,
                       " bytes after the length field");
-    data_start_ = 8 + static_cast<std::size_t>(n);
-    const std::string_view text(reinterpret_cast<const char*>(bytes_.data() + 8),
-                                static_cast<std::size_t>(n));
+    std::string text(static_cast<std::size_t>(n), '\0');
+    read_exact_at("nddr::io::safetensors", path_, file.fd.get(), 8, text.data(), text.size());
+    if (text.empty() || text[0] != '{')
+      detail::io_fail(path_, "header must start with '{' (a JSON object), got ",
+                      text.empty() ? std::string("an empty header")
+                                   : "'" + excerpt(text.substr(0, 8)) + "'");
+    const std::size_t bad = find_invalid_utf8(text);
+    if (bad != std::string::npos)
+      detail::io_fail(path_, "header is not valid UTF-8 at header byte ", bad, " (file byte ",
+                      bad + 8, ")");
     json::Value root;
     try {
       root = json::parse(text);
     } catch (const json::ParseError& e) {
       detail::io_fail(path_, "header is not valid JSON (header byte ", e.offset(), ", file byte ",
-                      e.offset() + 8, "): ", e.what());
+                      e.offset() + 8, "): ", excerpt(e.what(), 200));
     }
     if (!root.is_object())
       detail::io_fail(path_, "header must be a JSON object, got ", root.kind_name());
+    const std::uint64_t data_bytes = file.size - 8 - n;
     for (const auto& [name, value] : root.as_object()) {
       if (name == "__metadata__") {
         parse_metadata(value);
       } else {
-        entries_.emplace(name, parse_entry(name, value));
+        entries_.emplace(name, parse_entry(name, value, data_bytes));
       }
     }
+    check_coverage(data_bytes);
+    return data_bytes;
+  }
+
+  // The tensors' byte ranges, in file order, must tile the data section exactly: no overlap
+  // (two tensors sharing bytes), no gap and no trailing bytes (data no tensor accounts for).
+  void check_coverage(std::uint64_t data_bytes) const {
+    std::vector<std::pair<const std::string*, const Entry*>> order;
+    for (const auto& [name, e] : entries_) order.emplace_back(&name, &e);
+    std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+      return std::pair(a.second->begin, a.second->end) < std::pair(b.second->begin, b.second->end);
+    });
+    std::uint64_t covered = 0;
+    const std::string* previous = nullptr;
+    for (const auto& [name, e] : order) {
+      if (e->begin < covered)
+        detail::io_fail(path_, "tensors '", excerpt(*previous), "' and '", excerpt(*name),
+                        "' overlap: '", excerpt(*name), "' begins at data byte ", e->begin,
+                        " but '", excerpt(*previous), "' ends at ", covered);
+      if (e->begin > covered)
+        detail::io_fail(path_, "data bytes [", covered, ", ", e->begin,
+                        ") belong to no tensor (a gap before tensor '", excerpt(*name),
+                        "'); the data section must be fully indexed");
+      covered = e->end;
+      previous = name;
+    }
+    if (covered != data_bytes)
+      detail::io_fail(path_, "data bytes [", covered, ", ", data_bytes,
+                      ") after the last tensor belong to no tensor; the data section must be "
+                      "fully indexed");
   }
 
   void parse_metadata(const json::Value& v) {
@@ -422,7 +461,7 @@ class SafetensorsFile {
                       v.kind_name());
     for (const auto& [key, value] : v.as_object()) {
       if (!value.is_string())
-        detail::io_fail(path_, "field '__metadata__': key '", key, "' must map to a string, got ",
+        detail::io_fail(path_, "field '__metadata__': key '", excerpt(key), "' must map to a string, got ",
                         value.kind_name());
       metadata_.emplace(key, value.as_string());
     }
@@ -432,9 +471,9 @@ class SafetensorsFile {
                            json::Value::Kind kind, const char* expected) const {
     const json::Value* v = entry.find(key);
     if (v == nullptr)
-      detail::io_fail(path_, "tensor '", name, "': missing field '", key, "' (", expected, ")");
+      detail::io_fail(path_, "tensor '", excerpt(name), "': missing field '", key, "' (", expected, ")");
     if (v->kind() != kind)
-      detail::io_fail(path_, "tensor '", name, "': field '", key, "' must be ", expected, ", got ",
+      detail::io_fail(path_, "tensor '", excerpt(name), "': field '", key, "' must be ", expected, ", got ",
                       v->kind_name());
     return *v;
   }
@@ -446,7 +485,7 @@ class SafetensorsFile {
     std::vector<std::int64_t> out;
     for (std::size_t i = 0; i < items.size(); ++i) {
       if (!items[i].is_int() || items[i].as_int() < 0)
-        detail::io_fail(path_, "tensor '", name, "': field '", key, "' item ", i, " must be a ",
+        detail::io_fail(path_, "tensor '", excerpt(name), "': field '", key, "' item ", i, " must be a ",
                         "non-negative integer (", expected, "), got ",
                         items[i].is_int() ? std::to_string(items[i].as_int())
                                           : std::string(items[i].kind_name()));
@@ -455,9 +494,15 @@ class SafetensorsFile {
     return out;
   }
 
-  Entry parse_entry(const std::string& name, const json::Value& v) const {
+  Entry parse_entry(const std::string& name, const json::Value& v, std::uint64_t data_bytes) const {
+    const auto control = std::find_if(name.begin(), name.end(), [](char c) {
+      return static_cast<unsigned char>(c) < 0x20 || c == 0x7F;
+    });
+    if (name.empty() || control != name.end())
+      detail::io_fail(path_, "tensor name '", excerpt(name), "' is empty or contains a control ",
+                      "character, expected a printable name");
     if (!v.is_object())
-      detail::io_fail(path_, "tensor '", name,
+      detail::io_fail(path_, "tensor '", excerpt(name),
                       "' must be an object with dtype, shape and data_offsets, got ",
                       v.kind_name());
     Entry e;
@@ -465,43 +510,42 @@ class SafetensorsFile {
         field(name, v, "dtype", json::Value::Kind::kString, "a string such as \"F32\"").as_string();
     const std::optional<Dtype> d = dtype_from_name(dt);
     if (!d)
-      detail::io_fail(path_, "tensor '", name, "': field 'dtype' has unknown dtype '", dt,
+      detail::io_fail(path_, "tensor '", excerpt(name), "': field 'dtype' has unknown dtype '", excerpt(dt),
                       "', expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
     e.dtype = *d;
     e.shape = int_array(name, v, "shape", "an array of extents");
     const std::vector<std::int64_t> off =
         int_array(name, v, "data_offsets", "an array [begin, end]");
     if (off.size() != 2)
-      detail::io_fail(path_, "tensor '", name, "': field 'data_offsets' has ", off.size(),
+      detail::io_fail(path_, "tensor '", excerpt(name), "': field 'data_offsets' has ", off.size(),
                       " items, expected 2 ([begin, end])");
     const std::optional<std::int64_t> numel = detail::checked_numel(e.shape);
     const std::size_t size = dtype_size(e.dtype);
     if (!numel ||
         *numel > std::numeric_limits<std::int64_t>::max() / static_cast<std::int64_t>(size))
-      detail::io_fail(path_, "tensor '", name, "': field 'shape' ", detail::shape_str(e.shape),
+      detail::io_fail(path_, "tensor '", excerpt(name), "': field 'shape' ", detail::shape_str(e.shape),
                       " overflows the element count");
     e.numel = *numel;
-    const std::uint64_t data_bytes = bytes_.size() - data_start_;
     const auto begin = static_cast<std::uint64_t>(off[0]);
     const auto end = static_cast<std::uint64_t>(off[1]);
     if (begin > end)
-      detail::io_fail(path_, "tensor '", name, "': field 'data_offsets' [", begin, ", ", end,
+      detail::io_fail(path_, "tensor '", excerpt(name), "': field 'data_offsets' [", begin, ", ", end,
                       "] has begin > end");
     if (end > data_bytes)
-      detail::io_fail(path_, "tensor '", name, "': field 'data_offsets' [", begin, ", ", end,
+      detail::io_fail(path_, "tensor '", excerpt(name), "': field 'data_offsets' [", begin, ", ", end,
                       "] reaches past the data section of ", data_bytes, " bytes");
     const auto expected = static_cast<std::uint64_t>(e.numel) * size;
     if (end - begin != expected)
-      detail::io_fail(path_, "tensor '", name, "': field 'data_offsets' [", begin, ", ", end,
+      detail::io_fail(path_, "tensor '", excerpt(name), "': field 'data_offsets' [", begin, ", ", end,
                       "] spans ", end - begin, " bytes, expected ", expected, " for ",
                       dtype_name(e.dtype), " shape ", detail::shape_str(e.shape));
-    e.begin = static_cast<std::size_t>(begin);
+    e.begin = begin;
+    e.end = end;
     return e;
   }
 
   std::string path_;
-  std::vector<unsigned char> bytes_;
-  std::size_t data_start_ = 0;
+  std::vector<unsigned char> bytes_;  // the data section
   std::map<std::string, Entry, std::less<>> entries_;
   std::map<std::string, std::string> metadata_;
 };
@@ -564,14 +608,21 @@ inline std::vector<std::size_t> entry_bytes(const std::string& path,
   return bytes;
 }
 
-// The serialized file: length prefix, space-padded header, little-endian data in name order.
-inline std::vector<unsigned char> serialize(const std::string& path,
-                                            const std::vector<SafetensorsEntry>& entries,
-                                            const std::map<std::string, std::string>& metadata) {
-  const std::vector<std::size_t> bytes = entry_bytes(path, entries);
-  std::vector<std::size_t> order(entries.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(),
+// The serialized layout: the length-prefixed, space-padded header, then the entries' data in
+// name order (`order`, `bytes`).
+struct Layout {
+  std::string prefix;  // 8-byte little-endian header length + header
+  std::vector<std::size_t> order;
+  std::vector<std::size_t> bytes;
+};
+
+inline Layout layout(const std::string& path, const std::vector<SafetensorsEntry>& entries,
+                     const std::map<std::string, std::string>& metadata) {
+  Layout l;
+  l.bytes = entry_bytes(path, entries);
+  l.order.resize(entries.size());
+  for (std::size_t i = 0; i < l.order.size(); ++i) l.order[i] = i;
+  std::sort(l.order.begin(), l.order.end(),
             [&](std::size_t a, std::size_t b) { return entries[a].name < entries[b].name; });
 
   std::string header = "{";
@@ -588,7 +639,7 @@ inline std::vector<unsigned char> serialize(const std::string& path,
     header += "}";
   }
   std::size_t offset = 0;
-  for (std::size_t i : order) {
+  for (std::size_t i : l.order) {
     const SafetensorsEntry& e = entries[i];
     if (header.size() > 1) header += ",";
     header += json::quote(e.name);
@@ -602,90 +653,49 @@ inline std::vector<unsigned char> serialize(const std::string& path,
     header += "],\"data_offsets\":[";
     header += std::to_string(offset);
     header += ',';
-    header += std::to_string(offset + bytes[i]);
+    header += std::to_string(offset + l.bytes[i]);
     header += "]}";
-    offset += bytes[i];
+    offset += l.bytes[i];
   }
   header += "}";
   // Padding keeps the data section 8-byte aligned (the length prefix is 8 bytes too).
   header.append((8 - header.size() % 8) % 8, ' ');
+  l.prefix.resize(8);
+  store_le_bits<std::uint64_t>(reinterpret_cast<unsigned char*>(l.prefix.data()), header.size());
+  l.prefix += header;
+  return l;
+}
 
-  std::vector<unsigned char> out(8 + header.size() + offset);
-  store_le_bits<std::uint64_t>(out.data(), header.size());
-  std::memcpy(out.data() + 8, header.data(), header.size());
-  unsigned char* p = out.data() + 8 + header.size();
-  for (std::size_t i : order) {
-    if (bytes[i] > 0) std::memcpy(p, entries[i].data, bytes[i]);
-    if constexpr (std::endian::native == std::endian::big) {
-      const std::size_t w = dtype_size(entries[i].dtype);
-      for (std::size_t k = 0; k + w <= bytes[i]; k += w) std::reverse(p + k, p + k + w);
-    }
-    p += bytes[i];
+// Writes entry `e`'s `count` data bytes little-endian.
+inline void write_entry_data(AtomicWriter& w, const SafetensorsEntry& e, std::size_t count) {
+  if (count == 0) return;
+  if constexpr (std::endian::native == std::endian::little) {
+    w.write(e.data, count);
+  } else {
+    std::vector<unsigned char> le(static_cast<const unsigned char*>(e.data),
+                                  static_cast<const unsigned char*>(e.data) + count);
+    const std::size_t width = dtype_size(e.dtype);
+    for (std::size_t k = 0; k + width <= count; k += width)
+      std::reverse(le.begin() + static_cast<std::ptrdiff_t>(k),
+                   le.begin() + static_cast<std::ptrdiff_t>(k + width));
+    w.write(le.data(), le.size());
   }
-  return out;
-}
-
-// Writes all of `bytes` to `fd`.
-inline bool write_all(int fd, const std::vector<unsigned char>& bytes) {
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ::ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n == 0) errno = EIO;  // a zero-byte write makes no progress and sets no errno
-    if (n <= 0) return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
-// "<path>.tmp.<pid>.<k>", unique among concurrent writers in this and other processes.
-inline std::string temp_name(const std::string& path) {
-  static std::atomic<unsigned> counter{0};
-  return path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-}
-
-inline std::string parent_dir(const std::string& path) {
-  const std::size_t slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
 }
 
 }  // namespace detail
 
-/// Writes `entries` (sorted by name) and `metadata` to `path` atomically: the bytes go to a
-/// temporary file in the same directory, which is fsync'ed and renamed over `path`. On any
-/// failure the temporary file is removed, an existing `path` is left untouched and IoError is
-/// thrown. Entries are validated (unique non-empty names, extents >= 0, data present) before
-/// anything is created.
+/// Writes `entries` (sorted by name) and `metadata` to `path` atomically (io::write_file_atomic:
+/// a temporary file in the same directory, fsync'ed and renamed over `path`). On any failure the
+/// temporary file is removed, an existing `path` is left untouched and IoError is thrown.
+/// Entries are validated (unique non-empty names, extents >= 0, data present) before anything
+/// is created; the data streams from the entries to the file without an in-memory copy.
 inline void write_safetensors(const std::string& path, const std::vector<SafetensorsEntry>& entries,
                               const std::map<std::string, std::string>& metadata = {}) {
-  const std::vector<unsigned char> bytes = detail::serialize(path, entries, metadata);
-  std::string tmp;
-  int fd = -1;
-  for (int attempt = 0; fd < 0; ++attempt) {
-    tmp = detail::temp_name(path);
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0 && (errno != EEXIST || attempt == 100))
-      detail::io_fail(path, "cannot create temporary file '", tmp, "': ", std::strerror(errno));
-  }
-  const auto abandon = [&](const char* step) {
-    const int err = errno;
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    detail::io_fail(path, step, " failed (temporary file '", tmp, "'): ", std::strerror(err));
-  };
-  if (!detail::write_all(fd, bytes)) abandon("write");
-  if (::fsync(fd) != 0) abandon("fsync");
-  const int rc = ::close(fd);
-  fd = -1;
-  if (rc != 0) abandon("close");
-  if (::rename(tmp.c_str(), path.c_str()) != 0) abandon("rename");
-  // Persist the rename itself; a failure here cannot undo the completed write, so it is ignored.
-  const int dir = ::open(detail::parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
+  const detail::Layout l = detail::layout(path, entries, metadata);
+  write_file_atomic("nddr::io::write_safetensors", path, [&](AtomicWriter& w) {
+    w.write(l.prefix);
+    for (std::size_t i : l.order) detail::write_entry_data(w, entries[i], l.bytes[i]);
+  });
 }
 
 }  // namespace nddr::io

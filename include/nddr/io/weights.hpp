@@ -4,8 +4,9 @@
 /// kernels (torchvision `vgg16`, DeepLab-LargeFOV) into one or more network columns by fixed
 /// name mappings (tables in docs/weights.md).
 ///
-/// Every load validates the whole plan first (names, dtypes, every shape) and only then writes
-/// into the store, so a failed load leaves the store untouched. Errors throw `nddr::IoError`
+/// Every load validates the whole plan first (names, dtypes, every shape, every value finite,
+/// enough of the file fitting the store) and only then writes into the store, so a failed load
+/// leaves the store untouched. Errors throw `nddr::IoError`
 /// naming the function, the file, the tensor and what was expected.
 ///
 /// Example:
@@ -13,7 +14,9 @@
 ///   auto report = nddr::io::load_parameters("ckpt.safetensors", store);
 ///   nddr::io::import_deeplab_largefov("voc12.safetensors", store, {"task0", "task1"});
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -110,9 +113,13 @@ template <class... Args>
       nddr::detail::concat("nddr::io::", who, ": '", path, "': ", std::forward<Args>(args)...));
 }
 
-inline std::string quoted_list(const std::vector<std::string>& names) {
+/// "'a', 'b', ... and N more": at most `shown` names, each cut short (io::excerpt), so a file
+/// with a million unknown keys still makes a readable message.
+inline std::string quoted_list(const std::vector<std::string>& names, std::size_t shown = 16) {
   std::string s;
-  for (std::size_t i = 0; i < names.size(); ++i) s += (i ? ", '" : "'") + names[i] + "'";
+  for (std::size_t i = 0; i < names.size() && i < shown; ++i)
+    s += (i ? ", '" : "'") + excerpt(names[i]) + "'";
+  if (names.size() > shown) s += nddr::detail::concat(", ... and ", names.size() - shown, " more");
   return s;
 }
 
@@ -168,9 +175,41 @@ inline void enforce_strict(const char* who, const std::string& path, const LoadR
   weights_fail(who, path, msg);
 }
 
-/// Checks every dtype and shape, then copies. Nothing is written unless all copies are valid.
+/// The names a store declares, parameters then buffers.
 template <class T>
-void apply_copies(const char* who, const SafetensorsFile& f, ParameterStore<T, Cpu>& store,
+std::vector<std::string> store_names(const ParameterStore<T, Cpu>& store) {
+  std::vector<std::string> names;
+  for (const auto* entries : {&store.parameters(), &store.buffers()})
+    for (const ParamEntry& e : *entries) names.push_back(e.name);
+  return names;
+}
+
+/// The rule against loading the wrong file: a load into a store that declares anything fails
+/// when it loads nothing, or when it loads fewer tensors than the file has keys with no place
+/// in the store (`unexpected`) *and* fewer than the store has entries left out (`missing`): the
+/// file and the store then share only a small part, which is what a file for another network
+/// looks like. A subset of a larger file (few missing) and a file for part of a larger store
+/// (few unexpected, e.g. one column renamed into another) pass. The IoError lists what the
+/// store expects and what the file has.
+template <class T>
+void enforce_plausible(const char* who, const SafetensorsFile& f,
+                       const ParameterStore<T, Cpu>& store, const LoadReport& r) {
+  const std::vector<std::string> expected = store_names(store);
+  if (expected.empty()) return;
+  const std::size_t n = r.loaded.size();
+  if (n > 0 && (n >= r.unexpected.size() || n >= r.missing.size())) return;
+  weights_fail(who, f.path(),
+               n == 0 ? "no tensor of the file fits the parameter store"
+                      : "the file and the parameter store share only a few tensors",
+               " (", n, " loaded, ", r.unexpected.size(), " unexpected, ", r.missing.size(),
+               " missing, ", r.skipped.size(), " skipped): it is not a file for this network; ",
+               "the store expects ", expected.size(), " tensors: ", quoted_list(expected, 8),
+               "; the file has ", f.names().size(), ": ", quoted_list(f.names(), 8));
+}
+
+/// Checks every dtype and shape; one IoError lists all problems.
+template <class T>
+void check_copies(const char* who, const SafetensorsFile& f, const ParameterStore<T, Cpu>& store,
                   const std::vector<WeightCopy>& copies) {
   std::vector<std::string> problems;
   for (const WeightCopy& c : copies) {
@@ -192,10 +231,27 @@ void apply_copies(const char* who, const SafetensorsFile& f, ParameterStore<T, C
     for (std::size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
     weights_fail(who, f.path(), msg);
   }
+}
+
+/// Converts every value, refusing NaN and infinite ones (also those the conversion to T makes)
+/// naming the tensor and the element, then copies: nothing is written unless all are finite.
+template <class T>
+void write_copies(const char* who, const SafetensorsFile& f, ParameterStore<T, Cpu>& store,
+                  const std::vector<WeightCopy>& copies) {
+  std::vector<std::vector<T>> values;
   for (const WeightCopy& c : copies) {
-    const std::vector<T> v = f.values<T>(c.file_key);
+    values.push_back(f.values<T>(c.file_key));
+    const std::vector<T>& v = values.back();
+    const auto bad = std::find_if(v.begin(), v.end(), [](T x) { return !std::isfinite(x); });
+    if (bad != v.end())
+      weights_fail(who, f.path(), "tensor '", excerpt(c.file_key), "' element ", bad - v.begin(),
+                   " is ", *bad, std::isnan(*bad) ? "" : " in the store's type",
+                   ": non-finite values are refused (a corrupt file or a diverged run)");
+  }
+  for (std::size_t i = 0; i < copies.size(); ++i) {
+    const WeightCopy& c = copies[i];
     TensorView<T, Cpu> dst = c.slot.is_buffer ? store.buffer(c.slot.id) : store.value(c.slot.id);
-    std::copy(v.begin(), v.end(), dst.data());
+    std::copy(values[i].begin(), values[i].end(), dst.data());
   }
 }
 
@@ -254,7 +310,9 @@ LoadReport import_by_rules(const char* who, const std::string& path, ParameterSt
     if (!known) r.unexpected.push_back(key);
   }
   enforce_strict(who, path, r, strict);
-  apply_copies(who, f, store, copies);
+  check_copies(who, f, store, copies);
+  enforce_plausible(who, f, store, r);
+  write_copies(who, f, store, copies);
   return r;
 }
 
@@ -321,9 +379,12 @@ void save_parameters(const std::string& path, const ParameterStore<T, Cpu>& stor
 
 /// Loads the tensors of `path` into the parameters and buffers of `store` by name (after
 /// `opt.rename`), converting from any floating dtype. Every shape must match (IoError naming the
-/// file, the tensor and both shapes). Strict mode throws listing every missing store entry and
-/// every unexpected file key; otherwise they are only reported. Two file keys renamed to the
-/// same store name throw.
+/// file, the tensor and both shapes). Strict mode throws listing the missing store entries and
+/// unexpected file keys; otherwise they are only reported. Always refused, strict or not: two
+/// file keys renamed to the same store name, a NaN or infinite value, and a file that is not
+/// for this network: one that loads no tensor, or fewer than both the unexpected file keys and
+/// the missing store entries (detail::enforce_plausible; the IoError lists what the store
+/// expects and what the file has).
 template <class T>
 LoadReport load_parameters(const std::string& path, ParameterStore<T, Cpu>& store,
                            const LoadOptions& opt = {}) {
@@ -355,7 +416,9 @@ LoadReport load_parameters(const std::string& path, ParameterStore<T, Cpu>& stor
     for (const ParamEntry& e : *entries)
       if (!source_of.contains(e.name)) r.missing.push_back(e.name);
   detail::enforce_strict(kWho, path, r, opt.strict);
-  detail::apply_copies(kWho, f, store, copies);
+  detail::check_copies(kWho, f, store, copies);
+  detail::enforce_plausible(kWho, f, store, r);
+  detail::write_copies(kWho, f, store, copies);
   return r;
 }
 
