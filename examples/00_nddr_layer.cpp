@@ -13,7 +13,7 @@
 // CPU and on the GPU (`--device cuda`): layers, ops and the optimiser are templated on the device.
 //
 // Usage: 00_nddr_layer [--batch 2] [--channels 64] [--size 81] [--threads N]
-//                      [--device cpu|cuda|cuda:N]
+//                      [--device cpu|cuda|cuda:N]   (00_nddr_layer --help; docs/cli.md)
 #if defined(NDDR_WITH_CUDA)
 #include <nddr/cuda.hpp>  // --device cuda: the CUDA backend, declared before the library
 #endif
@@ -256,50 +256,31 @@ int run(nddr::Context<D>& ctx, std::int64_t n, std::int64_t c, std::int64_t s) {
   return 0;
 }
 
-// A positive integer flag value, or a usage error naming the flag.
-std::int64_t positive(const std::string& flag, const std::string& value, std::int64_t min) {
-  std::size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  nddr::check<nddr::OptionError>(used == value.size() && used > 0 && v >= min,
-                                 "00_nddr_layer: ", flag, " must be an integer >= ", min, ", got '",
-                                 value, "'");
-  return v;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   std::int64_t n = 2, c = 64, s = 81;
   int threads = 0;  // 0: all cores
   std::string device = "cpu";
+  nddr::cli::ArgParser p("00_nddr_layer",
+                         "One NDDR fusion layer (K = 2 tasks) built from nddr's ops and layers: "
+                         "checks its closed form, trains it on a toy objective, prints timings.");
+  p.integer("batch", n, "batch size (batch norm needs two samples)", std::int64_t{2},
+            std::int64_t{1024})
+      .integer("channels", c, "channels C of each task's feature", std::int64_t{1},
+               std::int64_t{4096})
+      .integer("size", s, "feature side (81: the paper's pool2 output)", std::int64_t{1},
+               std::int64_t{4096})
+      .integer("threads", threads, "CPU threads (0 = all cores)", 0, nddr::cli::kMaxThreads)
+      .device("device", device, "cpu | cuda | cuda:N");
+  if (const auto status = p.parse_or_exit(argc, argv)) return *status;
+  // The concatenated input holds batch x 2C x size^2 floats: keep it within 1 GiB.
+  constexpr std::int64_t kMaxElements = std::int64_t{1} << 28;
+  if (n * 2 * c > kMaxElements / (s * s))
+    return p.usage_error("size", "--batch x 2 --channels x size^2 <= " +
+                                     std::to_string(kMaxElements) + " elements",
+                         std::to_string(s));
   try {
-    for (int i = 1; i < argc; i += 2) {
-      const std::string flag = argv[i];
-      if (i + 1 >= argc || (flag != "--batch" && flag != "--channels" && flag != "--size" &&
-                            flag != "--threads" && flag != "--device")) {
-        std::fprintf(stderr,
-                     "usage: %s [--batch N>=2] [--channels N] [--size N] [--threads N] "
-                     "[--device cpu|cuda|cuda:N]\n",
-                     argv[0]);
-        return 2;
-      }
-      const std::string value = argv[i + 1];
-      if (flag == "--batch")
-        n = positive(flag, value, 2);  // batch norm needs two samples
-      else if (flag == "--channels")
-        c = positive(flag, value, 1);
-      else if (flag == "--size")
-        s = positive(flag, value, 1);
-      else if (flag == "--threads")
-        threads = static_cast<int>(positive(flag, value, 1));
-      else
-        device = value;
-    }
     const auto choice = nddr::cli::parse_device("00_nddr_layer", device);
     if (choice.cuda) {
       nddr::cli::require_cuda_backend("00_nddr_layer", device);

@@ -9,14 +9,15 @@
 //   3. the network spec MultiTask<Backbone, Backbone, NDDR>, an Experiment and a Trainer.
 //
 // Usage: 01_custom_tasks [--steps 300] [--batch 32] [--threads 2] [--device cpu|cuda|cuda:N]
+//        (01_custom_tasks --help; the flags' syntax and errors: docs/cli.md)
 #if defined(NDDR_WITH_CUDA)
 #include <nddr/cuda.hpp>  // --device cuda: the CUDA backend, declared before the library
 #endif
 #include <nddr/nddr.hpp>
 #include <nddr/train/cli.hpp>
 
+#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 
 namespace my {
@@ -164,18 +165,14 @@ int main(int argc, char** argv) {
   std::int64_t steps = 300, batch = 32;
   int threads = 2;
   std::string device = "cpu";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string f = argv[i];
-    if (f == "--steps") steps = std::atoll(argv[i + 1]);
-    else if (f == "--batch") batch = std::atoll(argv[i + 1]);
-    else if (f == "--threads") threads = std::atoi(argv[i + 1]);
-    else if (f == "--device") device = argv[i + 1];
-    else {
-      std::fprintf(stderr, "usage: %s [--steps N] [--batch N] [--threads N] [--device cpu|cuda|cuda:N]\n",
-                   argv[0]);
-      return 2;
-    }
-  }
+  nddr::cli::ArgParser p("01_custom_tasks",
+                         "NDDR-CNN on your own task set: two item classifiers on MultiFashion "
+                         "(docs/tutorial.md).");
+  p.integer("steps", steps, "SGD steps", std::int64_t{1})
+      .integer("batch", batch, "images per step", std::int64_t{1}, std::int64_t{4096})
+      .integer("threads", threads, "CPU threads", 1, nddr::cli::kMaxThreads)
+      .device("device", device, "cpu | cuda | cuda:N");
+  if (const auto status = p.parse_or_exit(argc, argv)) return *status;
   try {
     const auto choice = nddr::cli::parse_device("01_custom_tasks", device);
     if (choice.cuda) {

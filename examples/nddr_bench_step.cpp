@@ -12,6 +12,7 @@
 //                         fastest)] [--deterministic (GPU: deterministic algorithms only)]
 //                        [--profile-step (GPU: one extra step between cudaProfilerStart/Stop,
 //                         for `ncu --profile-from-start off`)]
+//        (nddr-bench-step --help; the flags' syntax and errors: docs/cli.md)
 // Networks (two tasks, seg 40 + normals 3, unless said):
 //   vgg16-nddr           MultiTask<VGG16, VGG16, NDDR>            NDDR-CNN
 //   vgg16-nddr-shortcut  MultiTask<VGG16, VGG16, Shortcut<NDDR>>  NDDR-CNN-Shortcut
@@ -26,6 +27,7 @@
 #include <nddr/cuda.hpp>
 #endif
 #include <nddr/nddr.hpp>
+#include <nddr/train/cli.hpp>
 
 #include <sys/resource.h>
 
@@ -94,44 +96,6 @@ struct Args {
   bool cudnn_benchmark = false;
   bool deterministic = false;
 };
-
-Args parse(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string f = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw nddr::OptionError("nddr-bench-step: " + f + " needs a value");
-      return argv[++i];
-    };
-    if (f == "--device") a.device = value();
-    else if (f == "--mode") a.mode = value();
-    else if (f == "--batch") a.batch = std::stoll(value());
-    else if (f == "--size") a.size = std::stoll(value());
-    else if (f == "--iters") a.iters = std::stoi(value());
-    else if (f == "--warmup") a.warmup = std::stoi(value());
-    else if (f == "--threads") a.threads = std::stoi(value());
-    else if (f == "--tf32") a.tf32 = true;
-    else if (f == "--bf16") a.bf16 = true;
-    else if (f == "--profile-step") a.profile_step = true;
-    else if (f == "--cudnn-benchmark") a.cudnn_benchmark = true;
-    else if (f == "--deterministic") a.deterministic = true;
-    else if (f == "--network") {
-      a.network = value();
-      if (std::find(kNetworks.begin(), kNetworks.end(), a.network) == kNetworks.end()) {
-        std::string valid;
-        for (const auto& n : kNetworks) valid += " " + n;
-        throw nddr::OptionError("nddr-bench-step: unknown --network " + a.network + " (valid:" + valid + ")");
-      }
-    } else
-      throw nddr::OptionError("nddr-bench-step: unknown flag " + f +
-                              " (valid: --device --mode --batch --size --iters --warmup --threads "
-                              "--network --tf32 --bf16 --cudnn-benchmark --deterministic --profile-step)");
-  }
-  if (a.batch < 1 || a.size < 8 || a.iters < 1 || a.warmup < 0 || (a.mode != "train" && a.mode != "infer"))
-    throw nddr::OptionError("nddr-bench-step: bad --batch/--size/--iters/--warmup/--mode");
-  if (a.tf32 && a.bf16) throw nddr::OptionError("nddr-bench-step: give one of --tf32 and --bf16");
-  return a;
-}
 
 // How the GPU convolution algorithms were chosen: heuristic or benchmark, + deterministic.
 std::string conv_algos(const Args& a) {
@@ -262,29 +226,52 @@ int dispatch(const Args& a, nddr::Context<D>& ctx) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  Args a;
+  nddr::cli::ArgParser p("nddr-bench-step",
+                         "Times one training step (forward, losses, backward, SGD) or one "
+                         "inference pass of a paper network; prints one JSON line.");
+  p.choice("network", a.network, "the network (see the comment of nddr_bench_step.cpp)",
+           kNetworks)
+      .device("device", a.device, "cpu | cuda | cuda:N")
+      .choice("mode", a.mode, "train: a training step; infer: a forward pass", {"train", "infer"})
+      .integer("batch", a.batch, "images per step", std::int64_t{1}, std::int64_t{1024})
+      .integer("size", a.size, "input side", std::int64_t{8}, std::int64_t{4096})
+      .integer("iters", a.iters, "timed steps", 1, 1000000)
+      .integer("warmup", a.warmup, "untimed steps before them", 0, 1000000)
+      .integer("threads", a.threads, "CPU threads (0 = all cores)", 0, nddr::cli::kMaxThreads)
+      .flag("tf32", a.tf32, "GPU: TF32 convolutions and GEMMs")
+      .flag("bf16", a.bf16, "BF16 convolutions, FP32 accumulation (emulated on the CPU)")
+      .flag("cudnn-benchmark", a.cudnn_benchmark,
+            "GPU: time cuDNN's algorithms per shape, take the fastest")
+      .flag("deterministic", a.deterministic, "GPU: deterministic algorithms only")
+      .flag("profile-step", a.profile_step,
+            "GPU: one extra step between cudaProfilerStart/Stop (ncu --profile-from-start off)");
+  if (const auto status = p.parse_or_exit(argc, argv)) return *status;
+  if (a.tf32 && a.bf16)
+    return p.usage_error("bf16", "no --tf32 with it (both set the convolutions' precision)",
+                         "--tf32 --bf16");
+  // VGG16's first activations hold batch x 64 x size^2 floats: keep the input within 2^24 pixels.
+  constexpr std::int64_t kMaxPixels = std::int64_t{1} << 24;
+  if (a.batch > kMaxPixels / (a.size * a.size))
+    return p.usage_error("size", "--batch x size^2 <= " + std::to_string(kMaxPixels) + " pixels",
+                         std::to_string(a.size));
   try {
-    const Args a = parse(argc, argv);
     nddr::set_conv_bf16(a.bf16);  // on the CPU: the GPU's BF16 numerics, emulated
-    if (a.device == "cpu") {
-      nddr::Context<nddr::Cpu> ctx;
-      if (a.threads > 0) ctx.set_threads(a.threads);
-      return dispatch(a, ctx);
-    }
-    if (a.device.rfind("cuda", 0) == 0) {
+    const auto device = nddr::cli::parse_device("nddr-bench-step", a.device);
+    if (device.cuda) {
+      nddr::cli::require_cuda_backend("nddr-bench-step", a.device);
 #if defined(NDDR_WITH_CUDA)
-      const int index = a.device.size() > 5 ? std::stoi(a.device.substr(5)) : 0;
-      nddr::Context<nddr::Cuda> ctx(index);
+      nddr::Context<nddr::Cuda> ctx(device.index);
       nddr::cuda::set_conv_tf32(a.tf32);
       nddr::cuda::set_matmul_tf32(a.tf32);
       nddr::cuda::set_conv_benchmark(a.cudnn_benchmark);
       nddr::cuda::set_conv_deterministic(a.deterministic);
       return dispatch(a, ctx);
-#else
-      throw nddr::DeviceError("nddr-bench-step: this build has no CUDA backend (configure with "
-                              "-DNDDR_ENABLE_CUDA=ON where nvcc exists)");
 #endif
     }
-    throw nddr::OptionError("nddr-bench-step: --device must be cpu or cuda[:N], got " + a.device);
+    nddr::Context<nddr::Cpu> ctx;
+    if (a.threads > 0) ctx.set_threads(a.threads);
+    return dispatch(a, ctx);
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;

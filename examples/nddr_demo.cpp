@@ -12,97 +12,56 @@
 #if defined(NDDR_WITH_CUDA)
 #include <nddr/cuda.hpp>  // --device cuda[:N]
 #endif
-#include <cstdlib>
+#include <cstdint>
 #include <exception>
 #include <iostream>
 #include <string>
 
 #include <nddr/viz/demo.hpp>
 
-namespace {
-
-void usage(const nddr::viz::DemoOptions& d) {
-  std::cout
-      << "usage: nddr-demo [options]\n"
-         "  --quick               ~20 s smoke run (150 steps, 800/200 samples)\n"
-         "  --steps N             SGD steps per run (default "
-      << d.steps << ")\n  --batch N             images per step (default " << d.batch
-      << ")\n  --train N             training samples (default " << d.train_samples
-      << ")\n  --test N              test samples (default " << d.test_samples
-      << ")\n  --size S              canvas side, >= 28 (default " << d.canvas
-      << ")\n  --threads N           CPU threads (default " << d.threads
-      << ")\n  --device D            cpu | cuda | cuda:N (default " << d.device
-      << ")\n  --seed N              seed of data, batches and initialisation (default " << d.seed
-      << ")\n  --lr X                base learning rate (default " << d.base_lr
-      << ")\n  --normal-weight X     loss weight of the normal task (default " << d.normal_weight
-      << ")\n  --fusion-lr-mult X    learning-rate multiplier of fusion layers (default "
-      << d.fusion_lr_mult << ")\n  --data DIR            Fashion-MNIST directory (default "
-      << d.data_dir << ")\n  --out DIR             output directory (default " << d.output_dir
-      << ")\n  --no-progress         no progress lines\n";
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
+  using nddr::cli::RealRange;
   nddr::viz::DemoOptions o;
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--quick") {
-      const auto q = nddr::viz::DemoOptions::quick();
-      o.steps = q.steps;
-      o.batch = q.batch;
-      o.train_samples = q.train_samples;
-      o.test_samples = q.test_samples;
-      o.log_every = q.log_every;
-    }
+  bool quick = false, no_progress = false;
+  nddr::cli::ArgParser p("nddr-demo",
+                         "Trains single-task, split, cross-stitch, NDDR and NDDR-Shortcut models "
+                         "on DenseFashion from one seed and prints their results (docs/demo.md).");
+  p.flag("quick", quick, "~20 s smoke run (150 steps of 8 images, 800/200 samples)")
+      .integer("steps", o.steps, "SGD steps per run", std::int64_t{1})
+      .integer("batch", o.batch, "images per step", std::int64_t{1}, std::int64_t{4096})
+      .integer("train", o.train_samples, "training samples", std::int64_t{1}, std::int64_t{100000})
+      .integer("test", o.test_samples, "test samples (predictions.png shows four)", std::int64_t{4},
+               std::int64_t{100000})
+      .integer("size", o.canvas, "canvas side", 28, 512)
+      .integer("threads", o.threads, "CPU threads", 1, nddr::cli::kMaxThreads)
+      .device("device", o.device, "cpu | cuda | cuda:N (a build with the CUDA backend)")
+      .integer("seed", o.seed, "seed of data, batches and initialisation", std::uint64_t{0})
+      .real("lr", o.base_lr, "base learning rate", RealRange::positive())
+      .real("normal-weight", o.normal_weight, "loss weight of the normal task",
+            RealRange::positive())
+      .real("fusion-lr-mult", o.fusion_lr_mult, "learning-rate multiplier of fusion layers",
+            RealRange::positive())
+      .path("data", o.data_dir, "Fashion-MNIST directory", "DIR")
+      .path("out", o.output_dir, "output directory", "DIR")
+      .flag("no-progress", no_progress, "no progress lines");
+  if (const auto status = p.parse_or_exit(argc, argv)) return *status;
+  if (quick) {  // the quick run's sizes, except those given on the command line
+    const auto q = nddr::viz::DemoOptions::quick();
+    if (!p.given("steps")) o.steps = q.steps;
+    if (!p.given("batch")) o.batch = q.batch;
+    if (!p.given("train")) o.train_samples = q.train_samples;
+    if (!p.given("test")) o.test_samples = q.test_samples;
+    o.log_every = q.log_every;
+  }
+  o.progress = !no_progress;
+  // The data set lives in memory (about 20 bytes per pixel as float batches): bound its size.
+  constexpr std::int64_t kMaxPixels = std::int64_t{1} << 28;
+  if ((o.train_samples + o.test_samples) * o.canvas * o.canvas > kMaxPixels)
+    return p.usage_error(
+        "train", "(--train + --test) x --size^2 <= " + std::to_string(kMaxPixels) + " pixels",
+        std::to_string(o.train_samples));
   try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      const auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw nddr::OptionError("nddr-demo: " + a + " needs a value");
-        return argv[++i];
-      };
-      if (a == "--quick") continue;
-      if (a == "-h" || a == "--help") {
-        usage(o);
-        return 0;
-      } else if (a == "--steps") {
-        o.steps = std::stoll(value());
-      } else if (a == "--batch") {
-        o.batch = std::stoll(value());
-      } else if (a == "--train") {
-        o.train_samples = std::stoll(value());
-      } else if (a == "--test") {
-        o.test_samples = std::stoll(value());
-      } else if (a == "--size") {
-        o.canvas = std::stoi(value());
-      } else if (a == "--threads") {
-        o.threads = std::stoi(value());
-      } else if (a == "--device") {
-        o.device = value();
-      } else if (a == "--seed") {
-        o.seed = std::stoull(value());
-      } else if (a == "--lr") {
-        o.base_lr = std::stod(value());
-      } else if (a == "--normal-weight") {
-        o.normal_weight = std::stod(value());
-      } else if (a == "--fusion-lr-mult") {
-        o.fusion_lr_mult = std::stod(value());
-      } else if (a == "--data") {
-        o.data_dir = value();
-      } else if (a == "--out") {
-        o.output_dir = value();
-      } else if (a == "--no-progress") {
-        o.progress = false;
-      } else {
-        std::cerr << "nddr-demo: unknown option '" << a << "'\n";
-        usage(o);
-        return 2;
-      }
-    }
     nddr::viz::run_demo(o, std::cout);
-  } catch (const std::invalid_argument& e) {
-    std::cerr << "nddr-demo: a numeric option has a non-numeric value (" << e.what() << ")\n";
-    return 2;
   } catch (const std::exception& e) {
     std::cerr << "nddr-demo: " << e.what() << "\n";
     return 1;

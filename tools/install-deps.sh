@@ -5,7 +5,7 @@
 # and needed for data-parallel training and its tests (without it there is no nddr::mpi target).
 set -euo pipefail
 packages=(cmake g++ make libeigen3-dev libboost-dev catch2 libbenchmark-dev libpng-dev zlib1g-dev dataset-fashion-mnist
-          openmpi-bin libopenmpi-dev)
+          libcli11-dev openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

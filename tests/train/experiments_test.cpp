@@ -1,4 +1,4 @@
-// The experiment binaries' logic: the CLI parser, nddr-nyuv2 on a tiny synthetic NYUv2-format
+// The experiment binaries' logic: their flags, nddr-nyuv2 on a tiny synthetic NYUv2-format
 // dataset (st-seg, mt, nddr + shortcut, checkpoint + resume, errors) and an IMDB-WIKI smoke run.
 #include <catch2/catch.hpp>
 
@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "nddr/io/png.hpp"
@@ -20,6 +23,7 @@
 
 namespace fs = std::filesystem;
 using Catch::Contains;
+using Catch::StartsWith;
 namespace ex = nddr::experiments;
 
 using nddr_test::image8;
@@ -60,58 +64,6 @@ std::string read_file(const fs::path& p) {
 
 }  // namespace
 
-TEST_CASE("ArgParser: values, types, switches, errors and help", "[train][experiments]") {
-  nddr::cli::ArgParser p("prog", "A test program.");
-  p.option("steps", "10", "steps").option("lr", "0.5", "rate").option("name", "x", "a name");
-  p.option("scales", "1,20", "scales").flag("resume", "resume");
-
-  SECTION("defaults") {
-    p.parse(std::vector<std::string>{});
-    CHECK(p.get_int("steps") == 10);
-    CHECK(p.get_double("lr") == 0.5);
-    CHECK(p.get_doubles("scales") == std::vector<double>{1.0, 20.0});
-    CHECK_FALSE(p.get_bool("resume"));
-    CHECK_FALSE(p.given("steps"));
-    CHECK_FALSE(p.help_requested());
-  }
-  SECTION("both spellings and switches") {
-    p.parse(std::vector<std::string>{"--steps", "7", "--lr=1e-3", "--name=a=b", "--resume",
-                                     "--scales", "0.5"});
-    CHECK(p.get_int("steps") == 7);
-    CHECK(p.get_double("lr") == 1e-3);
-    CHECK(p.get_string("name") == "a=b");
-    CHECK(p.get_bool("resume"));
-    CHECK(p.given("steps"));
-    CHECK(p.get_doubles("scales") == std::vector<double>{0.5});
-  }
-  SECTION("explicit switch value") {
-    p.parse(std::vector<std::string>{"--resume=false"});
-    CHECK_FALSE(p.get_bool("resume"));
-  }
-  SECTION("unknown flag lists the valid ones") {
-    CHECK_THROWS_AS(p.parse(std::vector<std::string>{"--stpes", "3"}), nddr::OptionError);
-    CHECK_THROWS_WITH(p.parse(std::vector<std::string>{"--stpes", "3"}),
-                      Contains("unknown flag '--stpes'") && Contains("--steps") &&
-                          Contains("--resume") && Contains("--help"));
-  }
-  SECTION("wrong types and missing values") {
-    p.parse(std::vector<std::string>{"--steps", "3x", "--lr", "fast", "--scales", "1,,2"});
-    CHECK_THROWS_WITH(p.get_int("steps"), Contains("--steps needs an integer") && Contains("3x"));
-    CHECK_THROWS_WITH(p.get_double("lr"), Contains("--lr needs a number") && Contains("fast"));
-    CHECK_THROWS_WITH(p.get_doubles("scales"), Contains("--scales needs a number"));
-    CHECK_THROWS_WITH(p.parse(std::vector<std::string>{"--lr"}), Contains("--lr needs a value"));
-    CHECK_THROWS_WITH(p.parse(std::vector<std::string>{"--resume=maybe"}), Contains("--resume"));
-    CHECK_THROWS_WITH(p.parse(std::vector<std::string>{"steps"}), Contains("unexpected argument"));
-  }
-  SECTION("help") {
-    p.parse(std::vector<std::string>{"--help"});
-    CHECK(p.help_requested());
-    const std::string h = p.help();
-    CHECK_THAT(h, Contains("Usage: prog") && Contains("--steps <value>") &&
-                      Contains("(default: 10)") && Contains("--resume") && Contains("A test program."));
-  }
-}
-
 TEST_CASE("nddr-nyuv2 flags: help, defaults and the paper's values", "[train][experiments]") {
   std::ostringstream help;
   CHECK_FALSE(ex::parse_nyuv2_args({"--help"}, &help).has_value());
@@ -143,19 +95,95 @@ TEST_CASE("nddr-nyuv2 flags: help, defaults and the paper's values", "[train][ex
   CHECK_FALSE(t->bf16);
   CHECK_THAT(help.str(), Contains("--tf32") && Contains("--bf16") &&
                              Contains("--cudnn-benchmark") && Contains("--deterministic"));
-  auto both = *ex::parse_nyuv2_args({"--data-dir", "d", "--device", "cuda", "--tf32", "--bf16"});
-  CHECK(both.bf16);
+  // Rules that join flags are usage errors at parse time; validate_common checks the same for
+  // configurations built in code.
+  CHECK_THROWS_WITH(
+      ex::parse_nyuv2_args({"--data-dir", "d", "--device", "cuda", "--tf32", "--bf16"}),
+      "nddr-nyuv2: --bf16: expected no --tf32 with it (both set the convolutions' precision), "
+      "got '--tf32 --bf16'");
+  auto both = *ex::parse_nyuv2_args({"--data-dir", "d", "--device", "cuda", "--tf32"});
+  both.bf16 = true;
   CHECK_THROWS_WITH(ex::validate_common(both),
                     Contains("--tf32 and --bf16 choose the convolutions' precision"));
   // --bf16 also runs on the CPU (an emulation of the GPU's numerics).
   CHECK_NOTHROW(ex::validate_common(*ex::parse_nyuv2_args({"--data-dir", "d", "--bf16"})));
-  auto on_cpu = *ex::parse_nyuv2_args({"--data-dir", "d", "--cudnn-benchmark"});
+  CHECK_THROWS_WITH(ex::parse_nyuv2_args({"--data-dir", "d", "--cudnn-benchmark"}),
+                    "nddr-nyuv2: --cudnn-benchmark: expected --device cuda[:N] with it (it sets "
+                    "how GPU convolutions run), got '--device cpu'");
+  auto on_cpu = *ex::parse_nyuv2_args({"--data-dir", "d"});
+  on_cpu.cudnn_benchmark = true;
   CHECK_THROWS_WITH(ex::validate_common(on_cpu),
                     Contains("--cudnn-benchmark sets how GPU convolutions run") &&
                         Contains("needs --device cuda[:N], got --device cpu"));
+  CHECK_THROWS_AS(ex::parse_nyuv2_args({"--data-dir", "d", "--bogus", "1"}), nddr::cli::UsageError);
   CHECK_THROWS_WITH(ex::parse_nyuv2_args({"--data-dir", "d", "--bogus", "1"}),
-                    Contains("unknown flag '--bogus'") && Contains("--data-dir"));
-  CHECK_THROWS_WITH(ex::parse_fusion_init("p", "0.9;0.1"), Contains("--init must be"));
+                    "nddr-nyuv2: unknown flag '--bogus' (--help lists the flags)");
+  CHECK_THROWS_WITH(ex::parse_fusion_init("p", "0.9;0.1"),
+                    "p: --init: expected 'alpha,beta' (e.g. 0.9,0.1) or 'xavier', got '0.9;0.1'");
+  CHECK_THROWS_WITH(ex::parse_fusion_init("p", "nan,0.1"), Contains("--init: expected"));
+}
+
+TEST_CASE("nddr-nyuv2 and nddr-imdb-wiki: bad flags are usage errors naming the flag",
+          "[train][experiments]") {
+  const auto nyu_error = [](std::vector<std::string> args) -> std::string {
+    args.insert(args.begin(), {"--data-dir", "d"});
+    try {
+      ex::parse_nyuv2_args(args);
+    } catch (const nddr::cli::UsageError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  CHECK(nyu_error({"--seed", "-1"}) == "nddr-nyuv2: --seed: expected an integer >= 0, got '-1'");
+  CHECK(nyu_error({"--threads", "4294967297"}) ==
+        "nddr-nyuv2: --threads: expected an integer in [0, 1024], got '4294967297'");
+  CHECK(nyu_error({"--loader-threads", "100000"}) ==
+        "nddr-nyuv2: --loader-threads: expected an integer in [0, 256], got '100000'");
+  CHECK(nyu_error({"--batch", "100000000"}) ==
+        "nddr-nyuv2: --batch: expected an integer in [1, 4096], got '100000000'");
+  CHECK(nyu_error({"--crop", "100000"}) ==
+        "nddr-nyuv2: --crop: expected an integer in [1, 2048], got '100000'");
+  for (const char* flag : {"--eval-limit", "--log-every", "--checkpoint-every", "--steps"})
+    CHECK_THAT(nyu_error({flag, "-1"}), StartsWith(std::string("nddr-nyuv2: ") + flag +
+                                                   ": expected an integer >= 0, got '-1'"));
+  CHECK(nyu_error({"--weight-decay", "nan"}) ==
+        "nddr-nyuv2: --weight-decay: expected a finite number >= 0, got 'nan'");
+  CHECK(nyu_error({"--nddr-lr-mult", "inf"}) ==
+        "nddr-nyuv2: --nddr-lr-mult: expected a finite number >= 0, got 'inf'");
+  CHECK(nyu_error({"--loss-scales", "1,nan"}) ==
+        "nddr-nyuv2: --loss-scales: expected 1 to 2 comma-separated finite numbers >= 0, got "
+        "'1,nan'");
+  CHECK(nyu_error({"--loss-scales", "1"}) ==
+        "nddr-nyuv2: --loss-scales: expected 2 values for --method nddr, got '1'");
+  CHECK(nyu_error({"--method", "st-normal", "--loss-scales", "1,10"}).empty());
+  CHECK(nyu_error({"--method", "nddr2"}) ==
+        "nddr-nyuv2: --method: expected one of st-seg, st-normal, mt, cross-stitch, sluice, "
+        "nddr, got 'nddr2'");
+  CHECK(nyu_error({"--init", "0.9,inf"}) ==
+        "nddr-nyuv2: --init: expected 'alpha,beta' (e.g. 0.9,0.1) or 'xavier', got '0.9,inf'");
+  CHECK_THROWS_WITH(ex::parse_nyuv2_args({"--method", "mt"}),
+                    "nddr-nyuv2: --data-dir: expected a non-empty path, got nothing");
+  const auto w = ex::parse_nyuv2_args({"--data-dir", "d", "--weight-decay", "0", "--quiet",
+                                       "--seed", "18446744073709551615"});
+  REQUIRE(w);
+  CHECK(w->weight_decay == 0.0);
+  CHECK_FALSE(w->progress);
+  CHECK(w->seed == 18446744073709551615u);
+
+  CHECK_THROWS_WITH(ex::parse_imdb_args({"--test-list", "t"}),
+                    "nddr-imdb-wiki: --train-list: expected a non-empty path, got nothing");
+  CHECK_THROWS_WITH(
+      ex::parse_imdb_args({"--train-list", "a", "--test-list", "b", "--image-size", "24"}),
+      "nddr-imdb-wiki: --image-size: expected 224 with --backbone vgg16 (the VGG16 classifier's "
+      "input), got '24'");
+  CHECK_THROWS_WITH(ex::parse_imdb_args({"--train-list", "a", "--test-list", "b", "--method",
+                                         "st-age", "--loss-scales", "1,1"}),
+                    "nddr-imdb-wiki: --loss-scales: expected 1 value for --method st-age, got "
+                    "'1,1'");
+  const auto i = ex::parse_imdb_args({"--train-list", "a", "--test-list", "b"});
+  REQUIRE(i);
+  CHECK(i->init_format == "torchvision");
+  CHECK(i->image_size == 224);
   const auto x = ex::parse_fusion_init("p", "0.5,0.25");
   CHECK(x.alpha == 0.5);
   CHECK(x.beta == 0.25);
@@ -317,3 +345,125 @@ TEST_CASE("nddr-imdb-wiki: smoke run on generated faces", "[train][experiments]"
   c->test_list = (tmp.path / "missing.txt").string();
   CHECK_THROWS_WITH(ex::run_imdb(*c, out), Contains("missing.txt"));
 }
+
+#if defined(NDDR_NYUV2_BINARY)
+// The nddr-nyuv2 binary itself (built by examples/, path from tests/CMakeLists.txt): SIGTERM while
+// it trains ends it after the current step with a checkpoint of that step, contiguous logs and
+// exit status 143 (docs/reliability.md); `--resume` then finishes the run.
+namespace {
+
+/// The complete lines of `file` (a line still being written is left out).
+std::vector<std::string> complete_lines(const fs::path& file) {
+  const std::string text = read_file(file);
+  std::vector<std::string> lines;
+  for (std::size_t begin = 0, end; (end = text.find('\n', begin)) != std::string::npos;
+       begin = end + 1)
+    lines.push_back(text.substr(begin, end - begin));
+  return lines;
+}
+
+/// The steps of log.csv's rows (its header left out).
+std::vector<std::int64_t> logged_steps(const fs::path& csv) {
+  std::vector<std::int64_t> steps;
+  for (const std::string& line : complete_lines(csv))
+    if (!line.empty() && line[0] >= '0' && line[0] <= '9')
+      steps.push_back(std::stoll(line.substr(0, line.find(','))));
+  return steps;
+}
+
+/// Starts the binary with `args`, stdout and stderr to `log`; returns its pid.
+pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
+  std::vector<char*> argv;
+  std::string binary = NDDR_NYUV2_BINARY;
+  argv.push_back(binary.data());
+  std::vector<std::string> copy = args;
+  for (std::string& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) ::_exit(126);
+    ::dup2(fd, STDOUT_FILENO);
+    ::dup2(fd, STDERR_FILENO);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+/// Waits up to `seconds` for `pid`; its wait status, or kills it and returns -1.
+int wait_for(pid_t pid, int seconds) {
+  for (int i = 0; i < seconds * 100; ++i) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
+    ::usleep(10000);
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("nddr-nyuv2 binary: SIGTERM stops after the step with a checkpoint; --resume finishes",
+          "[train][experiments][interrupt]") {
+  TempDir tmp("nyu_sigterm");
+  write_nyu(tmp.path / "nyu");
+  const fs::path out = tmp.path / "out";
+  const std::vector<std::string> common = {
+      "--data-dir", (tmp.path / "nyu").string(), "--method", "nddr", "--backbone", "tiny",
+      "--crop", "33", "--batch", "2", "--threads", "1", "--loader-threads", "1", "--quiet",
+      "--output-dir", out.string(), "--log-every", "1", "--checkpoint-every", "1000000",
+      "--eval-limit", "2"};
+
+  // A long run, stopped by SIGTERM once it has logged three steps.
+  std::vector<std::string> args = common;
+  args.insert(args.end(), {"--steps", "1000000"});
+  const pid_t pid = spawn(args, tmp.path / "first.txt");
+  REQUIRE(pid > 0);
+  bool logged = false;
+  for (int i = 0; i < 12000 && !logged; ++i) {  // up to 120 s
+    logged = fs::exists(out / "log.csv") && logged_steps(out / "log.csv").size() >= 3;
+    if (!logged) ::usleep(10000);
+  }
+  if (!logged) ::kill(pid, SIGKILL);
+  REQUIRE(logged);
+  REQUIRE(::kill(pid, SIGTERM) == 0);
+  const int status = wait_for(pid, 120);
+  const std::string first = read_file(tmp.path / "first.txt");
+  INFO(first);
+  REQUIRE(status != -1);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 128 + SIGTERM);
+
+  // The logs hold steps 1..N without a gap or a repeat, and the one checkpoint is step N's.
+  const std::vector<std::int64_t> steps = logged_steps(out / "log.csv");
+  REQUIRE(steps.size() >= 3);
+  const std::int64_t n = steps.back();
+  for (std::size_t i = 0; i < steps.size(); ++i) CHECK(steps[i] == static_cast<std::int64_t>(i + 1));
+  CHECK(complete_lines(out / "log.jsonl").size() == steps.size());
+  const nddr::CheckpointDir ckpts(out / "checkpoints", 1);
+  const auto names = ckpts.list();
+  REQUIRE(names.size() == 1);
+  CHECK(nddr::CheckpointDir::step_of(names.back().filename().string()) == n);
+  CHECK_THAT(first, Contains("training stopped by SIGTERM after step " + std::to_string(n)) &&
+                        Contains("run again with --resume"));
+  CHECK_FALSE(fs::exists(out / "results.json"));
+
+  // --resume finishes the run from step N: two more steps, the logs continue at N + 1.
+  args = common;
+  args.insert(args.end(), {"--steps", std::to_string(n + 2), "--resume"});
+  const pid_t again = spawn(args, tmp.path / "second.txt");
+  REQUIRE(again > 0);
+  const int status2 = wait_for(again, 300);
+  INFO(read_file(tmp.path / "second.txt"));
+  REQUIRE(status2 != -1);
+  REQUIRE(WIFEXITED(status2));
+  CHECK(WEXITSTATUS(status2) == 0);
+  CHECK_THAT(read_file(tmp.path / "second.txt"), Contains("resumed from step " + std::to_string(n)));
+  const std::vector<std::int64_t> all = logged_steps(out / "log.csv");
+  REQUIRE(all.size() == static_cast<std::size_t>(n + 2));
+  for (std::size_t i = 0; i < all.size(); ++i) CHECK(all[i] == static_cast<std::int64_t>(i + 1));
+  CHECK(fs::exists(out / "results.json"));
+}
+#endif

@@ -7,6 +7,8 @@
 /// Every parse error is a `json::ParseError` carrying the byte offset where it was detected.
 
 #include <charconv>
+#include <cmath>
+#include <cstdio>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -415,6 +417,15 @@ class Parser {
 /// or nesting deeper than `max_depth` arrays/objects.
 inline Value parse(std::string_view text, int max_depth = 64) {
   return detail::Parser(text, max_depth).document();
+}
+
+/// `v` as a JSON number with `digits` significant digits (17: the double exactly), or `null` for
+/// NaN and infinities, which JSON cannot represent.
+inline std::string number(double v, int digits = 17) {
+  if (!std::isfinite(v)) return "null";
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+  return buf;
 }
 
 /// `s` as a JSON string literal, with quotes, escaping '"', '\\' and control characters.

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <optional>
 #include <ostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -75,38 +76,35 @@ struct ImdbData {
   }
 };
 
-/// The flag parser of `nddr_imdb_wiki`.
-inline cli::ArgParser imdb_arg_parser() {
-  ImdbConfig d;
-  d.program = "nddr-imdb-wiki";
-  d.init_format = "torchvision";
-  cli::ArgParser p(d.program,
-                   "NDDR-CNN IMDB-WIKI experiment (paper Table 7): age (100 classes, DEX expected "
-                   "value) + gender. See docs/experiments.md.");
-  p.option("train-list", "", "training list: lines '<image> <age 0..99> <gender 0|1>'")
-      .option("test-list", "", "test list, same format")
-      .option("image-root", "", "directory the list paths are relative to")
-      .option("image-size", std::to_string(d.image_size), "square input side (VGG16: 224)");
-  add_common_flags(p, d, "st-age | st-gender | mt | cross-stitch | sluice | nddr");
-  return p;
-}
-
-/// Parses the arguments of `nddr_imdb_wiki`; nullopt after `--help`.
+/// Parses the arguments of `nddr_imdb_wiki` (flags: `nddr-imdb-wiki --help`,
+/// docs/experiments.md); nullopt after `--help` (the help text is then written to `help_out`).
+/// Throws cli::UsageError.
 inline std::optional<ImdbConfig> parse_imdb_args(const std::vector<std::string>& args,
                                                  std::ostream* help_out = nullptr) {
-  cli::ArgParser p = imdb_arg_parser();
-  p.parse(args);
-  if (p.help_requested()) {
-    if (help_out) *help_out << p.help();
-    return std::nullopt;
-  }
   ImdbConfig c;
   c.program = "nddr-imdb-wiki";
-  read_common_flags(p, c);
-  c.train_list = p.get_string("train-list");
-  c.test_list = p.get_string("test-list");
-  c.image_root = p.get_string("image-root");
-  c.image_size = p.get_int("image-size");
+  c.init_format = "torchvision";
+  cli::ArgParser p(c.program,
+                   "NDDR-CNN IMDB-WIKI experiment (paper Table 7): age (100 classes, DEX expected "
+                   "value) + gender. See docs/experiments.md.");
+  p.path("train-list", c.train_list, "training list: lines '<image> <age 0..99> <gender 0|1>'",
+         "FILE")
+      .required()
+      .path("test-list", c.test_list, "test list, same format", "FILE")
+      .required()
+      .path("image-root", c.image_root, "directory the list paths are relative to", "DIR")
+      .integer("image-size", c.image_size, "square input side (VGG16: 224)", std::int64_t{1},
+               kMaxImageSide);
+  add_common_flags(p, c, {"st-age", "st-gender", "mt", "cross-stitch", "sluice", "nddr"});
+  std::ostringstream unused;
+  if (!p.parse(args, help_out ? *help_out : unused)) return std::nullopt;
+  if (c.backbone == "vgg16" && c.image_size != 224)
+    p.fail("image-size", "224 with --backbone vgg16 (the VGG16 classifier's input)",
+           std::to_string(c.image_size));
+  if (c.method == "st-age" || c.method == "st-gender")
+    check_common_flags(p, c, {1}, "1 value");
+  else
+    check_common_flags(p, c, {2}, "2 values");
   return c;
 }
 

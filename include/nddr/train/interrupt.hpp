@@ -16,7 +16,7 @@
 ///     try {
 ///       trainer.fit(ctx, steps, next_batch);
 ///     } catch (const nddr::TrainingInterrupted& e) {
-///       std::cerr << "my-app: " << e.what() << "\n";
+///       std::cerr << "my-app: " << e.what() << "; run again with --resume to continue\n";
 ///       return e.exit_code();
 ///     }
 ///   }
@@ -132,7 +132,7 @@ class TrainingInterrupted : public Error {
                                    " after step ", step, "; ");
     if (checkpoint.empty())
       return m + "no checkpoint was written (no output directory)";
-    return m + "checkpoint written to '" + checkpoint + "'; run again with --resume to continue";
+    return m + "checkpoint written to '" + checkpoint + "'";
   }
 
   std::int64_t step_;

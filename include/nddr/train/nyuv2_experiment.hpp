@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <iomanip>
 #include <limits>
 #include <map>
@@ -22,6 +23,7 @@
 #include <ostream>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <type_traits>
@@ -38,6 +40,8 @@
 #include "nddr/fusion/nddr.hpp"
 #include "nddr/fusion/none.hpp"
 #include "nddr/fusion/sluice.hpp"
+#include "nddr/io/file.hpp"
+#include "nddr/io/json.hpp"
 #include "nddr/io/weights.hpp"
 #include "nddr/multitask/multitask.hpp"
 #include "nddr/multitask/network.hpp"
@@ -109,22 +113,25 @@ struct FusionInit {
   double beta = 0.1;
 };
 
-inline FusionInit parse_fusion_init(const std::string& program, const std::string& text) {
-  if (text == "xavier") return {true, 0.0, 0.0};
+/// `alpha,beta` (two finite numbers) or `xavier`; nullopt for anything else.
+inline std::optional<FusionInit> fusion_init_from(std::string_view text) {
+  if (text == "xavier") return FusionInit{true, 0.0, 0.0};
   const std::size_t comma = text.find(',');
-  FusionInit f;
-  bool ok = comma != std::string::npos;
-  if (ok) {
-    char* end = nullptr;
-    const std::string a = text.substr(0, comma), b = text.substr(comma + 1);
-    f.alpha = std::strtod(a.c_str(), &end);
-    ok = !a.empty() && *end == '\0';
-    f.beta = std::strtod(b.c_str(), &end);
-    ok = ok && !b.empty() && *end == '\0';
-  }
-  check<OptionError>(ok, program, ": --init must be 'alpha,beta' (e.g. 0.9,0.1) or 'xavier', got '",
-                     text, "'");
-  return f;
+  if (comma == std::string_view::npos) return std::nullopt;
+  const auto alpha = cli::parse_finite(text.substr(0, comma));
+  const auto beta = cli::parse_finite(text.substr(comma + 1));
+  if (!alpha || !beta) return std::nullopt;
+  return FusionInit{false, *alpha, *beta};
+}
+
+inline constexpr std::string_view kFusionInitExpected = "'alpha,beta' (e.g. 0.9,0.1) or 'xavier'";
+
+/// `fusion_init_from`, or OptionError `PROGRAM: --init: expected ..., got '...'`.
+inline FusionInit parse_fusion_init(const std::string& program, const std::string& text) {
+  const auto f = fusion_init_from(text);
+  check<OptionError>(f.has_value(),
+                     cli::bad_value_message(program, "init", kFusionInitExpected, text));
+  return *f;
 }
 
 namespace detail {
@@ -163,26 +170,6 @@ inline std::string format_cell(double v) {
   return os.str();
 }
 
-inline std::string json_number(double v) {
-  if (!std::isfinite(v)) return "null";
-  std::ostringstream os;
-  os << std::setprecision(17) << v;
-  return os.str();
-}
-
-inline std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char ch : s) {
-    if (ch == '"' || ch == '\\') out += '\\';
-    if (static_cast<unsigned char>(ch) < 0x20) {
-      out += ' ';
-      continue;
-    }
-    out += ch;
-  }
-  return out + "\"";
-}
-
 }  // namespace detail
 
 /// The table's header line and separator, e.g. "| Method | Mean | ... |".
@@ -207,113 +194,131 @@ inline std::string table_row(const ExperimentResult& r) {
 /// Writes `dir`/results.csv and `dir`/results.json atomically.
 inline void write_results(const std::string& dir, const std::string& experiment,
                           const CommonConfig& c, const ExperimentResult& r) {
+  std::filesystem::create_directories(dir);
+  const auto write = [&](const char* name, const std::string& text) {
+    io::write_file_atomic(c.program, (std::filesystem::path(dir) / name).string(), text.data(),
+                          text.size());
+  };
   std::ostringstream csv;
   csv << "method";
   for (const auto& col : r.columns) csv << "," << col;
   csv << "\n\"" << r.label << "\"";
-  for (double v : r.row) csv << "," << (std::isfinite(v) ? detail::json_number(v) : "");
+  for (double v : r.row) csv << "," << (std::isfinite(v) ? io::json::number(v) : "");
   csv << "\n";
-  cli::write_text_atomic((std::filesystem::path(dir) / "results.csv").string(), csv.str());
+  write("results.csv", csv.str());
 
   std::ostringstream js;
-  js << "{\n  \"experiment\": " << detail::json_string(experiment)
-     << ",\n  \"method\": " << detail::json_string(c.method)
-     << ",\n  \"label\": " << detail::json_string(r.label)
-     << ",\n  \"backbone\": " << detail::json_string(c.backbone) << ",\n  \"steps\": " << r.steps
+  js << "{\n  \"experiment\": " << io::json::quote(experiment)
+     << ",\n  \"method\": " << io::json::quote(c.method)
+     << ",\n  \"label\": " << io::json::quote(r.label)
+     << ",\n  \"backbone\": " << io::json::quote(c.backbone) << ",\n  \"steps\": " << r.steps
      << ",\n  \"table\": {";
   for (std::size_t i = 0; i < r.columns.size(); ++i)
-    js << (i ? ", " : "") << detail::json_string(r.columns[i]) << ": "
-       << detail::json_number(r.row[i]);
+    js << (i ? ", " : "") << io::json::quote(r.columns[i]) << ": "
+       << io::json::number(r.row[i]);
   js << "},\n  \"metrics\": [";
   for (std::size_t i = 0; i < r.metrics.size(); ++i) {
     const MetricValue& m = r.metrics[i];
-    js << (i ? "," : "") << "\n    {\"task\": " << detail::json_string(m.task)
-       << ", \"name\": " << detail::json_string(m.name)
-       << ", \"value\": " << detail::json_number(m.value)
+    js << (i ? "," : "") << "\n    {\"task\": " << io::json::quote(m.task)
+       << ", \"name\": " << io::json::quote(m.name)
+       << ", \"value\": " << io::json::number(m.value)
        << ", \"higher_is_better\": " << (m.higher_is_better ? "true" : "false") << "}";
   }
   js << "\n  ]\n}\n";
-  cli::write_text_atomic((std::filesystem::path(dir) / "results.json").string(), js.str());
+  write("results.json", js.str());
 }
 
-/// Declares the flags of `CommonConfig` on `p` with `defaults` as default values.
-inline void add_common_flags(cli::ArgParser& p, const CommonConfig& d, const std::string& methods) {
-  auto num = [](double v) {
-    std::ostringstream os;
-    os << v;
-    return os.str();
-  };
-  p.option("method", d.method, methods)
-      .option("backbone", d.backbone, "vgg16 | tiny (tiny: a small network for smoke runs)")
-      .option("init", d.init, "fusion initialisation: alpha,beta (e.g. 0.9,0.1) or xavier (NDDR)")
-      .option("nddr-lr-mult", num(d.nddr_lr_mult),
-              "learning-rate multiplier of the fusion (NDDR, cross-stitch, sluice, shortcut) parameters")
-      .option("loss-scales", "", "task loss weights, comma separated (default: see docs/experiments.md)")
-      .option("steps", std::to_string(d.steps), "total training steps (poly schedule length)")
-      .option("batch", std::to_string(d.batch), "training batch size")
-      .option("lr", num(d.lr), "base learning rate")
-      .option("weight-decay", "", "L2 decay of kernels (default 2.5e-4 multi-task, 5e-4 single-task)")
-      .option("init-weights", "", "pretrained weights loaded into every column")
-      .option("init-format", d.init_format, "format of --init-weights: deeplab | torchvision | nddr")
-      .option("init-weights-task0", "",
-              "nddr-format file (e.g. a single-task checkpoint) whose column task0 initialises column 0")
-      .option("init-weights-task1", "",
-              "nddr-format file whose column task0 initialises column 1")
-      .option("output-dir", "", "logs, checkpoints and results (default runs/<experiment>_<method>)")
-      .flag("resume", "continue from the newest checkpoint in --output-dir")
-      .flag("eval-only", "skip training; evaluate the restored (--resume) or initial weights")
-      .option("threads", "0", "compute threads (0 = all cores)")
-      .option("loader-threads", std::to_string(d.loader_threads), "data loading threads")
-      .option("seed", std::to_string(d.seed), "seed of initialisation, data order and augmentation")
-      .option("device", d.device, "cpu | cuda | cuda:N")
-      .flag("cuda-graph", "on a GPU, capture the training step as a CUDA Graph and replay it")
-      .flag("tf32",
+/// Largest `--batch` of the experiment binaries.
+inline constexpr std::int64_t kMaxBatch = 4096;
+/// Largest `--crop` / `--image-size` side (NYUv2 images are 480 x 640; VGG16 takes 224).
+inline constexpr std::int64_t kMaxImageSide = 2048;
+
+/// Declares the flags of `CommonConfig` on `p`, bound to the fields of `c` (their values are the
+/// defaults); `methods` are the values of `--method`.
+inline void add_common_flags(cli::ArgParser& p, CommonConfig& c,
+                             const std::vector<std::string>& methods) {
+  using cli::RealRange;
+  p.choice("method", c.method, "the network (paper tables: docs/experiments.md)", methods)
+      .choice("backbone", c.backbone, "the backbone of every column (tiny: for smoke runs)",
+              {"vgg16", "tiny"})
+      .text("init", c.init, "fusion initialisation: alpha,beta (e.g. 0.9,0.1) or xavier (NDDR)",
+            std::string(kFusionInitExpected),
+            [](const std::string& s) { return fusion_init_from(s).has_value(); }, "INIT")
+      .real("nddr-lr-mult", c.nddr_lr_mult,
+            "learning-rate multiplier of the fusion (NDDR, cross-stitch, sluice, shortcut) "
+            "parameters",
+            RealRange::non_negative())
+      .reals("loss-scales", c.loss_scales, "task loss weights, comma separated",
+             RealRange::non_negative(), 2)
+      .default_text("per method, see docs/experiments.md")
+      .integer("steps", c.steps, "total training steps (poly schedule length)", std::int64_t{0})
+      .integer("batch", c.batch, "training batch size", std::int64_t{1}, kMaxBatch)
+      .real("lr", c.lr, "base learning rate", RealRange::non_negative())
+      .real("weight-decay", c.weight_decay, "L2 decay of kernels", RealRange::non_negative())
+      .default_text("2.5e-4 multi-task, 5e-4 single-task")
+      .path("init-weights", c.init_weights, "pretrained weights loaded into every column", "FILE")
+      .choice("init-format", c.init_format, "format of --init-weights",
+              {"deeplab", "torchvision", "nddr"})
+      .path("init-weights-task0", c.init_weights_task0,
+            "nddr-format file (e.g. a single-task checkpoint) whose column task0 initialises "
+            "column 0",
+            "FILE")
+      .path("init-weights-task1", c.init_weights_task1,
+            "nddr-format file whose column task0 initialises column 1", "FILE")
+      .path("output-dir", c.output_dir, "logs, checkpoints and results", "DIR")
+      .default_text("runs/<experiment>_<method>")
+      .flag("resume", c.resume, "continue from the newest checkpoint in --output-dir")
+      .flag("eval-only", c.eval_only,
+            "skip training; evaluate the restored (--resume) or initial weights")
+      .integer("threads", c.threads, "compute threads (0 = all cores)", 0, cli::kMaxThreads)
+      .integer("loader-threads", c.loader_threads,
+               "data loading threads (0 = in the training loop)", 0, cli::kMaxLoaderThreads)
+      .integer("seed", c.seed, "seed of initialisation, data order and augmentation",
+               std::uint64_t{0})
+      .device("device", c.device, "cpu | cuda | cuda:N")
+      .flag("cuda-graph", c.cuda_graph,
+            "on a GPU, capture the training step as a CUDA Graph and replay it")
+      .flag("tf32", c.tf32,
             "on a GPU, let the convolutions (PyTorch's default) and the linear layers' GEMMs "
             "use TF32 tensor cores")
-      .flag("bf16",
+      .flag("bf16", c.bf16,
             "run the convolutions on BF16 copies of their operands with FP32 accumulation "
             "(mixed precision; weights, activations and updates stay FP32; on the CPU an "
             "emulation of the GPU's numerics, slower than FP32)")
-      .flag("cudnn-benchmark",
+      .flag("cudnn-benchmark", c.cudnn_benchmark,
             "on a GPU, time cuDNN's convolution algorithms per shape and take the fastest")
-      .flag("deterministic", "on a GPU, deterministic convolution algorithms only (same bits)")
-      .option("eval-limit", "0", "evaluate on the first N test samples only (0 = all)")
-      .option("log-every", std::to_string(d.log_every), "log interval in steps")
-      .option("checkpoint-every", std::to_string(d.checkpoint_every), "checkpoint interval in steps")
-      .flag("quiet", "no progress lines");
+      .flag("deterministic", c.deterministic,
+            "on a GPU, deterministic convolution algorithms only (same bits)")
+      .integer("eval-limit", c.eval_limit, "evaluate on the first N test samples only (0 = all)",
+               std::int64_t{0})
+      .integer("log-every", c.log_every, "log interval in steps (0 = never)", std::int64_t{0})
+      .integer("checkpoint-every", c.checkpoint_every,
+               "checkpoint interval in steps (0 = at the end only)", std::int64_t{0})
+      .flag("quiet", c.progress, "no progress lines", false);
 }
 
-/// Reads the flags of `add_common_flags` into `c`.
-inline void read_common_flags(const cli::ArgParser& p, CommonConfig& c) {
-  c.method = p.get_string("method");
-  c.backbone = p.get_string("backbone");
-  c.init = p.get_string("init");
-  c.nddr_lr_mult = p.get_double("nddr-lr-mult");
-  c.loss_scales = p.get_doubles("loss-scales");
-  c.steps = p.get_int("steps");
-  c.batch = p.get_int("batch");
-  c.lr = p.get_double("lr");
-  c.weight_decay = p.given("weight-decay") ? p.get_double("weight-decay") : -1.0;
-  c.init_weights = p.get_string("init-weights");
-  c.init_format = p.get_string("init-format");
-  c.init_weights_task0 = p.get_string("init-weights-task0");
-  c.init_weights_task1 = p.get_string("init-weights-task1");
-  c.output_dir = p.get_string("output-dir");
-  c.resume = p.get_bool("resume");
-  c.eval_only = p.get_bool("eval-only");
-  c.threads = static_cast<int>(p.get_int("threads"));
-  c.loader_threads = static_cast<int>(p.get_int("loader-threads"));
-  c.seed = static_cast<std::uint64_t>(p.get_int("seed"));
-  c.device = p.get_string("device");
-  c.cuda_graph = p.get_bool("cuda-graph");
-  c.tf32 = p.get_bool("tf32");
-  c.bf16 = p.get_bool("bf16");
-  c.cudnn_benchmark = p.get_bool("cudnn-benchmark");
-  c.deterministic = p.get_bool("deterministic");
-  c.eval_limit = p.get_int("eval-limit");
-  c.log_every = p.get_int("log-every");
-  c.checkpoint_every = p.get_int("checkpoint-every");
-  c.progress = !p.get_bool("quiet");
+/// The rules that join common flags, checked after parsing; `scale_counts` are the numbers of
+/// `--loss-scales` values `c.method` takes, `scale_counts_text` says so ("2 values").
+inline void check_common_flags(const cli::ArgParser& p, const CommonConfig& c,
+                               std::initializer_list<std::size_t> scale_counts,
+                               const std::string& scale_counts_text) {
+  if (c.tf32 && c.bf16)
+    p.fail("bf16", "no --tf32 with it (both set the convolutions' precision)", "--tf32 --bf16");
+  if (!cli::parse_device(p.program(), c.device).cuda)
+    for (const auto& [on, flag] : {std::pair{c.tf32, "tf32"},
+                                   std::pair{c.cudnn_benchmark, "cudnn-benchmark"},
+                                   std::pair{c.deterministic, "deterministic"}})
+      if (on)
+        p.fail(flag, "--device cuda[:N] with it (it sets how GPU convolutions run)",
+               "--device " + c.device);
+  if (c.loss_scales.empty() ||
+      std::find(scale_counts.begin(), scale_counts.end(), c.loss_scales.size()) !=
+          scale_counts.end())
+    return;
+  std::ostringstream given;
+  for (std::size_t i = 0; i < c.loss_scales.size(); ++i)
+    given << (i ? "," : "") << c.loss_scales[i];
+  p.fail("loss-scales", scale_counts_text + " for --method " + c.method, given.str());
 }
 
 /// Checks the values every experiment needs (device, counts, formats); OptionError/DeviceError.
@@ -564,38 +569,30 @@ struct NyuV2Data {
   }
 };
 
-/// The flag parser of `nddr_nyuv2`.
-inline cli::ArgParser nyuv2_arg_parser() {
-  NyuV2Config d;
-  d.program = "nddr-nyuv2";
-  cli::ArgParser p(d.program,
-                   "NDDR-CNN NYUv2 experiments (paper Tables 1-4 and 6): semantic segmentation "
-                   "(40 classes) + surface normals. See docs/experiments.md.");
-  p.option("data-dir", "", "NYUv2 in the NDDR-CNN format (list/ and the files it names)");
-  add_common_flags(p, d, "st-seg | st-normal | mt | cross-stitch | sluice | nddr");
-  p.flag("shortcut", "the Shortcut variant (Table 6)")
-      .option("crop", std::to_string(d.crop), "training crop side")
-      .flag("centered-normals", "decode normals as (v - 127.5) / 127.5 instead of the raw triplet");
-  return p;
-}
-
-/// Parses the arguments of `nddr_nyuv2`; nullopt when `--help` was asked for (the help text is
-/// then written to `help_out`).
+/// Parses the arguments of `nddr_nyuv2` (flags: `nddr-nyuv2 --help`, docs/experiments.md);
+/// nullopt when `--help` was asked for (the help text is then written to `help_out`). Throws
+/// cli::UsageError, whose message is the one line the binary prints before exiting with 2.
 inline std::optional<NyuV2Config> parse_nyuv2_args(const std::vector<std::string>& args,
                                                    std::ostream* help_out = nullptr) {
-  cli::ArgParser p = nyuv2_arg_parser();
-  p.parse(args);
-  if (p.help_requested()) {
-    if (help_out) *help_out << p.help();
-    return std::nullopt;
-  }
   NyuV2Config c;
   c.program = "nddr-nyuv2";
-  read_common_flags(p, c);
-  c.data_dir = p.get_string("data-dir");
-  c.shortcut = p.get_bool("shortcut");
-  c.crop = p.get_int("crop");
-  c.centered_normals = p.get_bool("centered-normals");
+  cli::ArgParser p(c.program,
+                   "NDDR-CNN NYUv2 experiments (paper Tables 1-4 and 6): semantic segmentation "
+                   "(40 classes) + surface normals. See docs/experiments.md.");
+  p.path("data-dir", c.data_dir, "NYUv2 in the NDDR-CNN format (list/ and the files it names)",
+         "DIR")
+      .required();
+  add_common_flags(p, c, {"st-seg", "st-normal", "mt", "cross-stitch", "sluice", "nddr"});
+  p.flag("shortcut", c.shortcut, "the Shortcut variant (Table 6)")
+      .integer("crop", c.crop, "training crop side", std::int64_t{1}, kMaxImageSide)
+      .flag("centered-normals", c.centered_normals,
+            "decode normals as (v - 127.5) / 127.5 instead of the raw triplet");
+  std::ostringstream unused;
+  if (!p.parse(args, help_out ? *help_out : unused)) return std::nullopt;
+  if (c.method == "st-seg" || c.method == "st-normal")
+    check_common_flags(p, c, {1, 2}, "1 or 2 values (seg,normal)");
+  else
+    check_common_flags(p, c, {2}, "2 values");
   return c;
 }
 

@@ -500,14 +500,8 @@ class Trainer {
     }
   }
 
-  /// A JSON number for `v` (null for NaN and infinities, which JSON cannot represent).
-  static std::string json_number(double v) {
-    if (!std::isfinite(v)) return "null";
-    std::ostringstream os;
-    os.precision(9);
-    os << v;
-    return os.str();
-  }
+  /// A JSON number for `v` with 9 significant digits (null for NaN and infinities).
+  static std::string json_number(double v) { return io::json::number(v, 9); }
 
   StepResult train_step_cpu(Context<Cpu>& ctx, const Batch& batch) {
     net_.set_training(true);

@@ -1,0 +1,328 @@
+#!/usr/bin/env bash
+# Usage: cli_corpus.sh PROGRAM BINARY
+#
+# The command-line corpus of one nddr program (docs/cli.md): every bad command line in PROGRAM's
+# table below must exit with status 2 before doing any work, print exactly one line on stderr,
+#   PROGRAM: --flag: expected WHAT, got 'VALUE'      (or "got nothing" for a missing value)
+#   PROGRAM: unknown flag '--x' ...                   PROGRAM: unexpected argument 'x' ...
+# at most 300 bytes long even for a 128 KiB argument, nothing on stdout, and write nothing in its
+# working directory (each case runs in a fresh empty one). `-h` and `--help` exit with 0 and print
+# the usage on stdout. Registered per program in examples/CMakeLists.txt (ctest -L cli).
+set -uo pipefail
+
+program=$1
+binary=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# Linux passes one argument of at most 128 KiB (MAX_ARG_STRLEN): the longest value a flag can get.
+big=$(head -c 131000 /dev/zero | tr '\0' 7)
+cases=0
+failures=0
+
+# Runs the binary with "$@" in a fresh empty directory: sets rc, out, err and leftover.
+run() {
+  local dir
+  dir=$(mktemp -d "$work/case.XXXXXX")
+  (cd "$dir" && exec timeout 60 "$binary" "$@" <"/dev/null" >"$work/stdout" 2>"$work/stderr")
+  rc=$?
+  out=$(cat "$work/stdout")
+  err=$(cat "$work/stderr")
+  leftover=$(ls -A "$dir")
+  rm -rf "$dir"
+}
+
+# Records a failed case: what was wrong and the command line (values cut to 40 bytes).
+failed() {
+  local args="" a
+  for a in "${@:2}"; do args+=" '${a:0:40}'"; done
+  echo "FAIL [$program$args]: $1"
+  echo "  exit $rc; stderr: ${err:0:400}"
+  failures=$((failures + 1))
+}
+
+# bad FLAG ARGS...: a bad command line. FLAG is the flag the message must name; '?' for an
+# unknown flag, '!' for an unexpected argument.
+bad() {
+  local flag=$1 pattern
+  shift
+  cases=$((cases + 1))
+  run "$@"
+  case $flag in
+    '?') pattern="^$program: unknown flag '[^']*'.*\$" ;;
+    '!') pattern="^$program: unexpected argument '.*'.*\$" ;;
+    *) pattern="^$program: --$flag: expected .+, got ('.*'|nothing)\$" ;;
+  esac
+  local lines
+  lines=$(wc -l <"$work/stderr")
+  if [[ $rc -ne 2 ]]; then failed "exit status $rc, expected 2" "$@"
+  elif [[ $lines -ne 1 || -z $err ]]; then failed "$lines lines on stderr, expected 1" "$@"
+  elif ! grep -Eq -- "$pattern" <<<"$err"; then failed "stderr does not match $pattern" "$@"
+  elif [[ ${#err} -gt 300 ]]; then failed "a ${#err}-byte message, expected <= 300" "$@"
+  elif [[ -n $out ]]; then failed "wrote to stdout: ${out:0:200}" "$@"
+  elif [[ -n $leftover ]]; then failed "wrote into the working directory: $leftover" "$@"
+  fi
+}
+
+# help ARGS...: prints the usage and exits with 0.
+help() {
+  cases=$((cases + 1))
+  run "$@"
+  if [[ $rc -ne 0 ]]; then failed "exit status $rc, expected 0" "$@"
+  elif ! grep -q "Usage: $program" <<<"$out"; then failed "no 'Usage: $program' on stdout" "$@"
+  elif [[ -n $err ]]; then failed "wrote to stderr" "$@"
+  elif [[ -n $leftover ]]; then failed "wrote into the working directory: $leftover" "$@"
+  fi
+}
+
+# Malformed values of an integer flag.
+integer_cases() {
+  local f=$1
+  bad "$f" "--$f"
+  bad "$f" "--$f" abc
+  bad "$f" "--$f" 5abc
+  bad "$f" "--$f" 1e3
+  bad "$f" "--$f" 1.5
+  bad "$f" "--$f" 0x10
+  bad "$f" "--$f" " 5"
+  bad "$f" "--$f" "5 "
+  bad "$f" "--$f" +5
+  bad "$f" "--$f" ""
+  bad "$f" "--$f="
+  bad "$f" "--$f=abc"
+  bad "$f" "--$f" nan
+  bad "$f" "--$f" 99999999999999999999
+  bad "$f" "--$f" -99999999999999999999
+  bad "$f" "--$f" 18446744073709551616
+  bad "$f" "--$f" "$big"
+  bad "$f" "--$f=$big"
+}
+
+# Malformed and non-finite values of a real flag.
+real_cases() {
+  local f=$1
+  bad "$f" "--$f"
+  bad "$f" "--$f" nan
+  bad "$f" "--$f" NaN
+  bad "$f" "--$f" inf
+  bad "$f" "--$f" -inf
+  bad "$f" "--$f" infinity
+  bad "$f" "--$f" 1e999
+  bad "$f" "--$f" 0.5abc
+  bad "$f" "--$f" 0x1p3
+  bad "$f" "--$f" abc
+  bad "$f" "--$f" ""
+  bad "$f" "--$f="
+  bad "$f" "--$f=nan"
+  bad "$f" "--$f" "$big"
+}
+
+# Bad values of a switch.
+switch_cases() {
+  local f=$1
+  bad "$f" "--$f=maybe"
+  bad "$f" "--$f="
+  bad "$f" "--$f=2"
+  bad "$f" "--$f=$big"
+}
+
+# Bad values of a flag that takes a name or a path.
+text_cases() {
+  local f=$1
+  bad "$f" "--$f"
+  bad "$f" "--$f" ""
+  bad "$f" "--$f="
+}
+
+# What every program refuses, and its help.
+common_cases() {
+  bad '?' --bogus
+  bad '?' --bogus 1
+  bad '?' --bogus=1
+  bad '?' "--bogus=$big"
+  bad '?' "--$big"
+  bad '?' -x
+  bad '?' ---help
+  bad '!' positional
+  bad '!' ""
+  bad '!' -- --help
+  bad '!' "$big"
+  bad '!' "$(printf 'two\nlines')"
+  bad device --device gpu
+  bad device --device cuda:
+  bad device --device cuda:x
+  bad device --device cuda:-1
+  bad device --device CUDA
+  bad device --device "cpu "
+  text_cases device
+  help --help
+  help -h
+  help --help=true
+  bad help --help=maybe
+  help -help
+  help --bogus --help
+  help --device gpu -h
+}
+
+# The flags every experiment binary shares (nyuv2_experiment.hpp, add_common_flags).
+experiment_cases() {
+  integer_cases steps
+  bad steps --steps -1
+  integer_cases seed
+  bad seed --seed -1
+  integer_cases batch
+  bad batch --batch 0
+  bad batch --batch 100000000
+  bad threads --threads -1
+  bad threads --threads 4294967297
+  bad threads --threads 100000
+  bad loader-threads --loader-threads -1
+  bad loader-threads --loader-threads 100000
+  bad eval-limit --eval-limit -1
+  bad log-every --log-every -1
+  bad checkpoint-every --checkpoint-every -1
+  real_cases lr
+  bad lr --lr -1
+  real_cases weight-decay
+  bad weight-decay --weight-decay -1
+  real_cases nddr-lr-mult
+  bad nddr-lr-mult --nddr-lr-mult -0.5
+  bad loss-scales --loss-scales 1,nan
+  bad loss-scales --loss-scales 1,inf
+  bad loss-scales --loss-scales 1,,2
+  bad loss-scales --loss-scales ,1
+  bad loss-scales --loss-scales 1,
+  bad loss-scales --loss-scales -1,2
+  bad loss-scales --loss-scales 1,2,3
+  bad loss-scales --loss-scales 1:20
+  bad loss-scales --loss-scales ""
+  bad loss-scales "--loss-scales=$big"
+  bad method --method bogus
+  text_cases method
+  bad backbone --backbone resnet50
+  bad init --init 0.9
+  bad init --init nan,0.1
+  bad init --init 0.9,inf
+  bad init --init "0.9;0.1"
+  bad init --init 0.9,0.1,0.2
+  bad init --init xavier2
+  text_cases init
+  bad init-format --init-format caffe
+  for f in output-dir init-weights init-weights-task0 init-weights-task1; do text_cases "$f"; done
+  for f in resume eval-only quiet tf32 bf16 cuda-graph cudnn-benchmark deterministic; do
+    switch_cases "$f"
+  done
+}
+
+case $program in
+  nddr-nyuv2)
+    common_cases
+    experiment_cases
+    integer_cases crop
+    bad crop --crop 0
+    bad crop --crop 100000
+    text_cases data-dir
+    switch_cases shortcut
+    switch_cases centered-normals
+    bad data-dir                                  # --data-dir is required
+    bad data-dir --method nddr --steps 10
+    bad bf16 --data-dir d --device cuda --tf32 --bf16
+    bad tf32 --data-dir d --tf32
+    bad cudnn-benchmark --data-dir d --device cpu --cudnn-benchmark
+    bad deterministic --data-dir d --deterministic
+    bad loss-scales --data-dir d --loss-scales 1
+    bad loss-scales --data-dir d --method cross-stitch --loss-scales 20
+    help --steps abc --help
+    ;;
+  nddr-imdb-wiki)
+    common_cases
+    experiment_cases
+    integer_cases image-size
+    bad image-size --image-size 0
+    bad image-size --image-size 100000
+    text_cases train-list
+    text_cases test-list
+    text_cases image-root
+    bad train-list                                # --train-list and --test-list are required
+    bad test-list --train-list a
+    bad image-size --train-list a --test-list b --image-size 24
+    bad loss-scales --train-list a --test-list b --method st-age --loss-scales 1,1
+    bad loss-scales --train-list a --test-list b --method mt --loss-scales 1
+    ;;
+  nddr-demo)
+    common_cases
+    integer_cases steps
+    bad steps --steps 0
+    bad steps --quick --steps -1
+    bad batch --batch 0
+    bad batch --batch 100000000
+    bad train --train 0
+    bad test --test 3
+    bad size --size 27
+    bad size --size 100000
+    bad threads --threads 0
+    bad threads --threads -5
+    bad threads --threads 4294967297
+    integer_cases seed
+    bad seed --seed -1
+    real_cases lr
+    bad lr --lr 0
+    bad lr --lr -0.02
+    real_cases normal-weight
+    real_cases fusion-lr-mult
+    bad fusion-lr-mult --fusion-lr-mult -1
+    text_cases data
+    text_cases out
+    switch_cases quick
+    switch_cases no-progress
+    bad train --train 100000 --size 512
+    help --quick --help
+    ;;
+  00_nddr_layer)
+    common_cases
+    integer_cases batch
+    bad batch --batch 1
+    bad batch --batch -2
+    integer_cases channels
+    bad channels --channels 0
+    integer_cases size
+    bad size --size -3
+    bad threads --threads -5
+    bad threads --threads 4294967297
+    bad size --batch 1024 --channels 4096 --size 4096
+    ;;
+  01_custom_tasks)
+    common_cases
+    integer_cases steps
+    bad steps --steps -1
+    bad steps --steps 0
+    integer_cases batch
+    bad batch --batch 0
+    bad threads --threads -5
+    bad threads --threads 0
+    bad threads --threads 100000
+    ;;
+  nddr-bench-step)
+    common_cases
+    bad network --network vgg19
+    text_cases network
+    bad mode --mode training
+    text_cases mode
+    integer_cases batch
+    bad batch --batch 0
+    bad size --size 7
+    bad iters --iters 0
+    bad warmup --warmup -1
+    bad threads --threads -5
+    bad threads --threads 4294967297
+    for f in tf32 bf16 cudnn-benchmark deterministic profile-step; do switch_cases "$f"; done
+    bad bf16 --tf32 --bf16
+    bad size --batch 1024 --size 4096
+    ;;
+  *)
+    echo "cli_corpus.sh: no table for program '$program'" >&2
+    exit 2
+    ;;
+esac
+
+echo "$program: $((cases - failures)) of $cases command lines handled as expected"
+[[ $failures -eq 0 ]]
