@@ -9,8 +9,26 @@ target_link_libraries(nddr_catch_main PUBLIC Catch2::Catch2)
 # nddr_add_test(<name> SOURCES <files...> [LABELS <labels...>] [LIBS <targets...>]
 #               [PREFIX <ctest name prefix>])
 # One executable; every Catch2 test case becomes a ctest test carrying LABELS.
+# nddr_check_test_names(<sources...>)
+# catch_discover_tests reads the test names into a CMake list, so a ';' in a TEST_CASE name
+# splits it into names that match no test case, and ctest then "passes" a test that never ran.
+# Such names stop the configure step.
+function(nddr_check_test_names)
+  foreach(_src IN LISTS ARGN)
+    if(_src MATCHES "^\\$<" OR NOT EXISTS "${_src}")  # object libraries: checked where defined
+      continue()
+    endif()
+    file(STRINGS "${_src}" _bad REGEX "TEST_CASE\\(\"[^\"]*;")
+    if(_bad)
+      message(FATAL_ERROR "${_src}: a TEST_CASE name contains ';' (ctest would split it and run "
+                          "nothing): ${_bad}")
+    endif()
+  endforeach()
+endfunction()
+
 function(nddr_add_test name)
   cmake_parse_arguments(ARG "" "PREFIX" "SOURCES;LABELS;LIBS" ${ARGN})
+  nddr_check_test_names(${ARG_SOURCES})
   add_executable(${name} ${ARG_SOURCES} $<TARGET_OBJECTS:nddr_catch_main>)
   target_link_libraries(${name} PRIVATE nddr::nddr nddr_build_flags Catch2::Catch2 ${ARG_LIBS})
   target_compile_definitions(${name} PRIVATE

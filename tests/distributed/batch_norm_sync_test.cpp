@@ -105,7 +105,7 @@ TEST_CASE("batch_norm _sync ops: bad inputs", "[serial][batch_norm_sync]") {
                     Catch::Contains("running_mean"));
 }
 
-TEST_CASE("ScopedBatchNormSync: the layer synchronizes inside a scope only; scopes nest",
+TEST_CASE("ScopedBatchNormSync: the layer synchronizes inside a scope only, scopes nest",
           "[serial][batch_norm_sync]") {
   nddr::Context<nddr::Cpu> ctx(1);
   nddr::ParameterStore<double> store;

@@ -145,7 +145,7 @@ TEST_CASE("DataParallel on 2 ranks without synchronized BN = 1 process averaging
   CHECK(max_rel_diff(combined.parameters().values(), reference.parameters().values()) > 1e-6);
 }
 
-TEST_CASE("DataParallel: rank 0 alone writes logs and checkpoints; resume 2 ranks -> 1 -> 2",
+TEST_CASE("DataParallel: rank 0 alone writes logs and checkpoints, resume 2 ranks -> 1 -> 2",
           "[mpi][data_parallel]") {
   MpiCommunicator comm;
   REQUIRE(comm.size() == 2);

@@ -140,7 +140,7 @@ TEST_CASE("CUDA emulator: GPU mistakes are errors, not lucky passes", "[emulator
   cudaFree(d);
 }
 
-TEST_CASE("CUDA emulator: captured work runs at graph launch; unsafe calls break the capture",
+TEST_CASE("CUDA emulator: captured work runs at graph launch, unsafe calls break the capture",
           "[emulator]") {
   cudaStream_t s = nullptr;
   REQUIRE(cudaStreamCreate(&s) == cudaSuccess);

@@ -183,7 +183,7 @@ TEST_CASE("Backbone laws: TinyNet passes, a column with a wrong stage fails", "[
   CHECK_THAT(r.report, Contains("backbone tiny") && Contains("3 = input_channels"));
 }
 
-TEST_CASE("Fusion laws: NDDR, CrossStitch, Sluice, IdentityFusion pass; an assigning layer fails",
+TEST_CASE("Fusion laws: NDDR, CrossStitch, Sluice, IdentityFusion pass, an assigning layer fails",
           "[networks][laws]") {
   const Shape s = Shape::nchw(2, 4, 3, 3);
   for (std::size_t K : {1u, 2u, 3u}) {

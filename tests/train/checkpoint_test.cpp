@@ -302,7 +302,7 @@ TEST_CASE("load_checkpoint: every bad checkpoint is refused before anything chan
   }
 }
 
-TEST_CASE("CheckpointDir: only its own names, ordered by step; stray files are never read or pruned",
+TEST_CASE("CheckpointDir: only its own names, ordered by step, stray files are never read or pruned",
           "[train][checkpoint]") {
   using CD = nddr::CheckpointDir;
   CHECK(CD::step_of("ckpt-0000000042.safetensors") == 42);

@@ -221,7 +221,7 @@ TEST_CASE("nddr-nyuv2: st-seg, mt and nddr + shortcut train, evaluate and write 
   CHECK_THAT(ex::nyuv2_label(smoke(tmp.path / "nyu", tmp.path, "nddr")), Contains("NDDR"));
 }
 
-TEST_CASE("nddr-nyuv2: --resume continues from the saved step; eval-only trains nothing",
+TEST_CASE("nddr-nyuv2: --resume continues from the saved step, eval-only trains nothing",
           "[train][experiments]") {
   TempDir tmp("nyu_resume");
   write_nyu(tmp.path / "nyu");
@@ -405,7 +405,7 @@ int wait_for(pid_t pid, int seconds) {
 
 }  // namespace
 
-TEST_CASE("nddr-nyuv2 binary: SIGTERM stops after the step with a checkpoint; --resume finishes",
+TEST_CASE("nddr-nyuv2 binary: SIGTERM stops after the step with a checkpoint, --resume finishes",
           "[train][experiments][interrupt]") {
   TempDir tmp("nyu_sigterm");
   write_nyu(tmp.path / "nyu");

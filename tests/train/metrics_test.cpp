@@ -228,7 +228,7 @@ TEST_CASE("NormalMetrics: median odd/even and inclusive thresholds", "[train][me
   CHECK(std::isnan(m.within(30.0)));
 }
 
-TEST_CASE("NormalMetrics: merge equals a single pass; errors", "[train][metrics]") {
+TEST_CASE("NormalMetrics: merge equals a single pass, errors", "[train][metrics]") {
   auto p1 = make<float>(nddr::Shape::nchw(1, 3, 1, 3), {1, 2, 0, 3, -1, 0, 1, 1, 1});
   auto g1 = make<float>(nddr::Shape::nchw(1, 3, 1, 3), {0, 1, 0, 1, 0, 0, 1, 1, 0});
   auto p2 = make<float>(nddr::Shape::nchw(1, 3, 1, 2), {0.5f, -2, 1, 0, 0, 1});

@@ -323,7 +323,7 @@ TEST_CASE("augment: scale range and TF-legacy sizes", "[train][data]") {
   CHECK(hi > 1.45);
 }
 
-TEST_CASE("augment: mirror reverses columns; normals flipped only on request", "[train][data]") {
+TEST_CASE("augment: mirror reverses columns, normals flipped only on request", "[train][data]") {
   const NyuSample in = coordinate_sample(kH, kW);
   const auto opt = AugmentOptions{}.no_scale().crop(kH);  // crop rows fully, columns randomly
   int mirrored = 0, kept = 0;

@@ -195,7 +195,7 @@ TEST_CASE("IDX: crafted files, plain and gzipped", "[train][data][idx]") {
   CHECK_THROWS_WITH(nddr::io::read_idx(tmp.file("cut.idx.gz")), Contains("cut.idx.gz"));
 }
 
-TEST_CASE("IDX: gzip streams are checked to their end; sizes before allocating",
+TEST_CASE("IDX: gzip streams are checked to their end, sizes before allocating",
           "[train][data][idx]") {
   TempDir tmp;
   using Catch::Contains;

@@ -215,7 +215,7 @@ TEST_CASE("Trainer: periodic evaluation is called and logged", "[train][trainer]
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("Trainer: the before-update hook sees the gradients; write_outputs=false writes nothing",
+TEST_CASE("Trainer: the before-update hook sees the gradients, write_outputs=false writes nothing",
           "[train][trainer]") {
   const auto dir = temp_dir("hook");
   nddr::Context<nddr::Cpu> ctx(1);

@@ -38,7 +38,7 @@ void upload(nddr::TensorView<T, Cuda> v, const std::vector<T>& h) {
 
 }  // namespace
 
-TEST_CASE("NcclCommunicator: sum, average, broadcast of device tensors; host sum over MPI",
+TEST_CASE("NcclCommunicator: sum, average, broadcast of device tensors, host sum over MPI",
           "[nccl]") {
   MpiCommunicator mpi;
   if (too_few_devices(mpi)) return;
