@@ -22,6 +22,28 @@ TEST_CASE("Shape: extents, numel, equality, text", "[core][shape]") {
                     "op: y has shape (1, 2), expected (1, 3)");
 }
 
+namespace {
+// Counts how often it is formatted into a message.
+struct Streamed {
+  int* count;
+};
+std::ostream& operator<<(std::ostream& os, const Streamed& s) {
+  ++*s.count;
+  return os << "streamed";
+}
+}  // namespace
+
+TEST_CASE("check: the message is built only when the check fails", "[core][error]") {
+  int count = 0;
+  nddr::check<nddr::ShapeError>(true, "op: x ", Shape::nchw(1, 2, 3, 4), " ", Streamed{&count});
+  CHECK(count == 0);
+  CHECK_THROWS_WITH(
+      nddr::check<nddr::ShapeError>(false, "op: x ", Shape::nchw(1, 2, 3, 4), " ", Streamed{&count}),
+      "op: x (1, 2, 3, 4) streamed");
+  CHECK(count == 1);
+  CHECK_THROWS_AS(nddr::check<nddr::OptionError>(false, "bad"), nddr::OptionError);
+}
+
 TEST_CASE("Tensor: zeroed, aligned, copy, move, views", "[core][tensor]") {
   nddr::Tensor<float> t(Shape::nchw(2, 3, 4, 5));
   CHECK(reinterpret_cast<std::uintptr_t>(t.data()) % 64 == 0);

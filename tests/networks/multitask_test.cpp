@@ -277,7 +277,7 @@ TEST_CASE("Network: NDDR at (1, 0) without BN/ReLU reproduces single-task column
   }
 }
 
-TEST_CASE("Network: inference allocates no gradient memory; the first backward does",
+TEST_CASE("Network: inference allocates no gradient memory, the first backward does",
           "[networks][multitask][memory]") {
   nddr::Network<nddr::MultiTask<MiniNet, MiniNet, nddr::NDDR>> net({5, 3});
   nddr::Context<nddr::Cpu> ctx(2);
@@ -303,4 +303,178 @@ TEST_CASE("Network: gradients after an inference-mode forward (stages recompute 
   nddr::Network<nddr::MultiTask<MiniNet, MiniNet, nddr::NDDR>, nddr::Cpu, double> net({3, 2});
   net.set_training(false);
   check_network_gradients(net);
+}
+
+namespace {
+
+// A test fusion that changes channel counts: y_k = concat_j x_j (K x C channels, no parameters).
+template <class T, class D = nddr::Cpu>
+class ConcatAllFusion {
+ public:
+  using value_type = T;
+  using device_type = D;
+  ConcatAllFusion(std::size_t tasks, std::int64_t channels, const nddr::IdentityFusionOptions& = {})
+      : tasks_(tasks), channels_(channels) {}
+  std::size_t tasks() const { return tasks_; }
+  std::vector<nddr::Shape> output_shapes(std::span<const nddr::Shape> in) const {
+    std::vector<nddr::Shape> out;
+    for (const auto& s : in)
+      out.push_back(nddr::Shape::nchw(s.n(), s.c() * static_cast<std::int64_t>(tasks_), s.h(), s.w()));
+    return out;
+  }
+  void declare(nddr::ParameterStore<T, D>&, const std::string&) {}
+  void initialize(nddr::Rng&) {}
+  void set_training(bool on) { training_ = on; }
+  bool training() const { return training_; }
+  // Element (n, j*C + c, p) of y_k is element (n, c, p) of x_j.
+  template <class F>
+  void each(std::span<const nddr::TensorView<const T, D>> xs, F&& f) const {
+    const std::int64_t n = xs[0].shape().n(), plane = channels_ * xs[0].shape().h() * xs[0].shape().w();
+    for (std::size_t j = 0; j < tasks_; ++j)
+      for (std::int64_t b = 0; b < n; ++b)
+        for (std::int64_t i = 0; i < plane; ++i)
+          f(j, b * plane + i, (b * static_cast<std::int64_t>(tasks_) + static_cast<std::int64_t>(j)) * plane + i);
+  }
+  void forward(nddr::Context<D>&, std::span<const nddr::TensorView<const T, D>> xs,
+               std::span<const nddr::TensorView<T, D>> ys) {
+    for (std::size_t k = 0; k < tasks_; ++k)
+      each(xs, [&](std::size_t j, std::int64_t src, std::int64_t dst) { ys[k][dst] = xs[j][src]; });
+  }
+  void backward(nddr::Context<D>&, std::span<const nddr::TensorView<const T, D>> xs,
+                std::span<const nddr::TensorView<const T, D>>,
+                std::span<const nddr::TensorView<const T, D>> dys,
+                std::span<const nddr::TensorView<T, D>> dxs) {
+    for (std::size_t k = 0; k < tasks_; ++k)
+      each(xs, [&](std::size_t j, std::int64_t src, std::int64_t dst) {
+        if (!dxs[j].empty()) dxs[j][src] += dys[k][dst];
+      });
+  }
+
+ private:
+  std::size_t tasks_;
+  std::int64_t channels_;
+  bool training_ = true;
+};
+
+struct ConcatAll {
+  static constexpr const char* name = "concat_all";
+  using options = nddr::IdentityFusionOptions;
+  template <class T, class D>
+  using layer = ConcatAllFusion<T, D>;
+  static constexpr std::size_t shared_stages = 0;
+  static constexpr bool shortcut = false;
+};
+
+}  // namespace
+
+TEST_CASE("Network: fusion at chosen stages (At<F, stages...>)", "[networks][multitask][at]") {
+  using Late = nddr::MultiTask<MiniNet, MiniNet, nddr::At<nddr::NDDR, 2, 3>>;
+  static_assert(!Late::fused(0) && Late::fused(1) && Late::fused(2));
+  static_assert(!nddr::MultiTask<MiniNet, MiniNet, nddr::At<nddr::NDDR>>::fused(1));
+  static_assert(nddr::MultiTask<MiniNet, MiniNet, nddr::NDDR>::fused(0));
+  static_assert(!nddr::MultiTask<MiniNet, MiniNet, nddr::Shared<2>>::fused(1) &&
+                nddr::MultiTask<MiniNet, MiniNet, nddr::Shared<2>>::fused(2));
+  nddr::Network<Late, nddr::Cpu, double> late({3, 2});
+  CHECK_FALSE(late.parameters().find("fusion.stage1.task0.conv.weight").has_value());
+  CHECK(late.parameters().find("fusion.stage2.task0.conv.weight").has_value());
+  CHECK(late.parameters().find("fusion.stage3.task1.conv.weight").has_value());
+  CHECK_THROWS_AS(late.fusion(0), nddr::OptionError);
+  check_network_gradients(late);
+  using LateShortcut = nddr::MultiTask<MiniNet, MiniNet, nddr::Shortcut<nddr::At<nddr::NDDR, 3>>>;
+  nddr::NetworkOptions<LateShortcut> sopt;
+  sopt.shortcut_channels = 3;
+  nddr::Network<LateShortcut, nddr::Cpu, double> late_shortcut({3, 2}, sopt);
+  CHECK(late_shortcut.parameters().find("fusion.stage3.task0.conv.weight").has_value());
+  CHECK_FALSE(late_shortcut.parameters().find("fusion.stage2.task0.conv.weight").has_value());
+  check_network_gradients(late_shortcut);
+}
+
+TEST_CASE("Network: NDDR at no stage is two single-task columns bit for bit",
+          "[networks][multitask][at]") {
+  // Same seed, same declaration order: At<NDDR> (no fusion layer) and None build the same
+  // parameters, and must compute the same outputs and gradients exactly.
+  nddr::Network<nddr::MultiTask<MiniNet, MiniNet, nddr::At<nddr::NDDR>>, nddr::Cpu, double> none_at({3, 2});
+  nddr::Network<nddr::MultiTask<MiniNet, MiniNet, nddr::None>, nddr::Cpu, double> columns({3, 2});
+  REQUIRE(none_at.named_parameters().size() == columns.named_parameters().size());
+  for (std::size_t i = 0; i < columns.named_parameters().size(); ++i)
+    REQUIRE(none_at.named_parameters()[i].name == columns.named_parameters()[i].name);
+  const auto pa = none_at.parameters().values();
+  const auto pb = columns.parameters().values();
+  REQUIRE(pa.numel() == pb.numel());
+  for (std::int64_t i = 0; i < pa.numel(); ++i) REQUIRE(pa[i] == pb[i]);
+  nddr::Context<nddr::Cpu> ctx(2);
+  nddr::Tensor<double> x(kInput);
+  nddr::Rng rng(5);
+  for (std::int64_t i = 0; i < x.numel(); ++i) x[i] = rng.uniform(-1.0, 1.0);
+  auto oa = none_at.forward(ctx, x.cview());
+  auto ob = columns.forward(ctx, x.cview());
+  std::vector<nddr::Tensor<double>> r;
+  for (std::size_t k = 0; k < 2; ++k) {
+    REQUIRE(oa[k].shape() == ob[k].shape());
+    for (std::int64_t i = 0; i < oa[k].numel(); ++i) REQUIRE(oa[k][i] == ob[k][i]);
+    r.emplace_back(oa[k].shape());
+    for (std::int64_t i = 0; i < r.back().numel(); ++i) r.back()[i] = rng.uniform(-1.0, 1.0);
+  }
+  std::vector<nddr::TensorView<const double>> d{r[0].cview(), r[1].cview()};
+  nddr::Tensor<double> dxa(kInput), dxb(kInput);
+  none_at.backward(ctx, x.cview(), d, dxa.view());
+  columns.backward(ctx, x.cview(), d, dxb.view());
+  const auto ga = none_at.parameters().grads();
+  const auto gb = columns.parameters().grads();
+  for (std::int64_t i = 0; i < ga.numel(); ++i) REQUIRE(ga[i] == gb[i]);
+  for (std::int64_t i = 0; i < dxa.numel(); ++i) REQUIRE(dxa[i] == dxb[i]);
+}
+
+TEST_CASE("Network: a fusion that changes channel counts is honoured (output_shapes)",
+          "[networks][multitask][at]") {
+  // Concatenating both columns after the last stage doubles its channels: the heads are built
+  // for 8 input channels and the network's gradients are exact.
+  using Spec = nddr::MultiTask<MiniNet, MiniNet, nddr::At<ConcatAll, 3>>;
+  nddr::Network<Spec, nddr::Cpu, double> net({3, 2});
+  CHECK(net.parameters().value(*net.parameters().find("task0.head.fc6.weight")).shape() ==
+        nddr::Shape::nchw(4, 8, 3, 3));
+  check_network_gradients(net);
+  // With a shortcut, the module takes the fused channel counts (4, 4, 8).
+  using WithShortcut = nddr::MultiTask<MiniNet, MiniNet, nddr::Shortcut<nddr::At<ConcatAll, 3>>>;
+  nddr::NetworkOptions<WithShortcut> sopt;
+  sopt.shortcut_channels = 3;
+  nddr::Network<WithShortcut, nddr::Cpu, double> shortcut({3, 2}, sopt);
+  CHECK(shortcut.parameters().value(*shortcut.parameters().find("shortcut.task1.conv.weight")).shape() ==
+        nddr::Shape::nchw(3, 16, 1, 1));
+  check_network_gradients(shortcut);
+  // After stage 1 the doubled channels do not fit stage 2's convolution: a clear ShapeError at
+  // the first forward, not a silent misread.
+  nddr::Network<nddr::MultiTask<MiniNet, MiniNet, nddr::At<ConcatAll, 1>>, nddr::Cpu, double> early({3, 2});
+  nddr::Context<nddr::Cpu> ctx(1);
+  nddr::Tensor<double> x(kInput);
+  CHECK_THROWS_AS(early.forward(ctx, x.cview()), nddr::ShapeError);
+}
+
+TEST_CASE("Network: shortcut parameters train with learned fusion only (authors' TF code)",
+          "[networks][multitask][shortcut]") {
+  auto group_of = [](auto& net, const std::string& n) {
+    const auto id = net.parameters().find(n);
+    REQUIRE(id.has_value());
+    return net.parameters().groups()[net.parameters().parameters()[id->index].group];
+  };
+  nddr::NetworkOptions<nddr::MultiTask<MiniNet, MiniNet, nddr::Shortcut<nddr::NDDR>>> o1;
+  o1.shortcut_channels = 3;
+  nddr::Network<nddr::MultiTask<MiniNet, MiniNet, nddr::Shortcut<nddr::NDDR>>> nddr_net({3, 2}, o1);
+  CHECK(group_of(nddr_net, "shortcut.task0.conv.weight").name == "nddr");
+  CHECK(group_of(nddr_net, "shortcut.task1.bn.weight").lr_mult == 100.0);
+  nddr::NetworkOptions<nddr::MultiTask<MiniNet, MiniNet, nddr::Shortcut<nddr::CrossStitch>>> o2;
+  o2.shortcut_channels = 3;
+  nddr::Network<nddr::MultiTask<MiniNet, MiniNet, nddr::Shortcut<nddr::CrossStitch>>> cs({3, 2}, o2);
+  CHECK(group_of(cs, "shortcut.task1.conv.weight").name == "nddr");
+  // Single-task and split baselines: `vgg_16/shortcuts` trains at x1 in the TF code.
+  nddr::NetworkOptions<nddr::MultiTask<MiniNet, nddr::Shortcut<nddr::None>>> o3;
+  o3.shortcut_channels = 3;
+  nddr::Network<nddr::MultiTask<MiniNet, nddr::Shortcut<nddr::None>>> single({3}, o3);
+  CHECK(group_of(single, "shortcut.task0.conv.weight").name == "default");
+  CHECK(group_of(single, "shortcut.task0.conv.weight").lr_mult == 1.0);
+  nddr::NetworkOptions<nddr::MultiTask<MiniNet, MiniNet, nddr::Shortcut<nddr::Shared<3>>>> o4;
+  o4.shortcut_channels = 3;
+  nddr::Network<nddr::MultiTask<MiniNet, MiniNet, nddr::Shortcut<nddr::Shared<3>>>> split({3, 2}, o4);
+  CHECK(group_of(split, "shortcut.shared.conv.weight").name == "default");
+  CHECK(group_of(split, "shortcut.shared.bn.bias").name == "default");
 }

@@ -89,9 +89,21 @@ TEST_CASE("ShortcutModule: output shape, parameter names and group", "[networks]
   CHECK(f.store.find_buffer("shortcut.task0.bn.running_mean").has_value());
   CHECK(f.store.find_buffer("shortcut.task0.bn.running_var").has_value());
   CHECK_FALSE(f.store.find("shortcut.task0.conv.bias").has_value());
+  // The module declares into the store's current group (Network chooses it, see
+  // multitask_test.cpp): "default" here, the group of an enclosing GroupScope otherwise.
   for (const auto& e : f.store.parameters()) {
     INFO(e.name);
-    CHECK(f.store.groups()[e.group].name == "nddr");
+    CHECK(f.store.groups()[e.group].name == "default");
+  }
+  nddr::ParameterStore<double> scoped;
+  {
+    nddr::ParameterStore<double>::GroupScope group(scoped, "nddr");
+    f.module.declare(scoped, "shortcut.task1");
+  }
+  REQUIRE(scoped.parameters().size() == 3);
+  for (const auto& e : scoped.parameters()) {
+    INFO(e.name);
+    CHECK(scoped.groups()[e.group].name == "nddr");
   }
   CHECK(f.module.options().batch_norm_options.eps() == Approx(1e-3));
   CHECK(f.module.training());

@@ -62,7 +62,7 @@ class Bottleneck {
 
   Shape output_shape(const Shape& in) const {
     check<ShapeError>(in.rank() == 4 && in.c() == in_, "nddr::Bottleneck: input has shape ",
-                      in.str(), ", expected (N, ", in_, ", H, W)");
+                      in, ", expected (N, ", in_, ", H, W)");
     return main_.output_shape(in);
   }
 

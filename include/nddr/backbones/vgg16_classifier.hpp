@@ -52,7 +52,7 @@ class SpatialLinear {
 
   Shape output_shape(const Shape& in) const {
     check<ShapeError>(in.rank() == 4 && in.c() == c_ && in.h() == h_ && in.w() == w_,
-                      "nddr::SpatialLinear: input has shape ", in.str(), ", expected (N, ", c_,
+                      "nddr::SpatialLinear: input has shape ", in, ", expected (N, ", c_,
                       ", ", h_, ", ", w_, ")", requirement_.empty() ? "" : "; ", requirement_);
     return linear_.output_shape(in);
   }

@@ -60,10 +60,23 @@ std::string concat(Args&&... args) {
 
 }  // namespace detail
 
-/// Throws `E` with the streamed concatenation of `args` unless `condition` holds.
+namespace detail {
+
+/// The failing side of `check`, out of line and marked cold so the passing side stays small.
+template <class E, class... Args>
+[[noreturn, gnu::cold, gnu::noinline]] void check_failed(Args&&... args) {
+  throw E(concat(std::forward<Args>(args)...));
+}
+
+}  // namespace detail
+
+/// Throws `E` with the streamed concatenation of `args` unless `condition` holds. The message is
+/// built only on failure: pass values (a `Shape`, numbers, `const char*`), not strings made from
+/// them (`x.str()`, `std::to_string(n)`, `a + b`), which would be built on every call.
 template <class E = Error, class... Args>
-void check(bool condition, Args&&... args) {
-  if (!condition) throw E(detail::concat(std::forward<Args>(args)...));
+inline void check(bool condition, Args&&... args) {
+  if (!condition) [[unlikely]]
+    detail::check_failed<E>(std::forward<Args>(args)...);
 }
 
 }  // namespace nddr

@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <initializer_list>
+#include <ostream>
 #include <string>
 
 #include "nddr/core/error.hpp"
@@ -74,6 +75,9 @@ class Shape {
   std::array<std::int64_t, kMaxRank> dims_{};
   int rank_ = 0;
 };
+
+/// Writes `s.str()`: lets `check(...)` take a Shape, formatted only when the check fails.
+inline std::ostream& operator<<(std::ostream& os, const Shape& s) { return os << s.str(); }
 
 /// Throws ShapeError naming `who` and both shapes unless `actual == expected`.
 inline void check_shape(const char* who, const char* what, const Shape& actual,

@@ -53,7 +53,7 @@ class TensorView {
   /// The same memory seen with another shape of equal element count.
   TensorView reshaped(Shape s) const {
     check<ShapeError>(s.numel() == numel(), "nddr::TensorView::reshaped: cannot view ",
-                      shape_.str(), " as ", s.str());
+                      shape_, " as ", s);
     return TensorView(data_, s);
   }
 
@@ -61,7 +61,7 @@ class TensorView {
   TensorView batch_slice(std::int64_t begin, std::int64_t end) const {
     check<ShapeError>(shape_.rank() >= 1 && 0 <= begin && begin <= end && end <= shape_[0],
                       "nddr::TensorView::batch_slice: [", begin, ", ", end, ") outside ",
-                      shape_.str());
+                      shape_);
     Shape s = shape_;
     s[0] = end - begin;
     return TensorView(data_ + begin * shape_.item_size(), s);
@@ -150,7 +150,7 @@ class Tensor {
   /// Changes the shape in place; the element count must stay the same.
   void reshape(Shape s) {
     check<ShapeError>(s.numel() == numel(), "nddr::Tensor::reshape: cannot reshape ",
-                      shape_.str(), " to ", s.str());
+                      shape_, " to ", s);
     shape_ = s;
   }
 

@@ -112,8 +112,8 @@ inline NyuSample augment(const NyuSample& in, Rng& rng, const AugmentOptions& op
   const Shape s = in.image.shape();
   check<ShapeError>(
       s.rank() == 3 && s[0] == 3 && in.seg.shape() == Shape{s[1], s[2]} && in.normal.shape() == s,
-      op, ": expected image (3, H, W), seg (H, W), normal (3, H, W), got ", s.str(), ", ",
-      in.seg.shape().str(), ", ", in.normal.shape().str());
+      op, ": expected image (3, H, W), seg (H, W), normal (3, H, W), got ", s, ", ",
+      in.seg.shape(), ", ", in.normal.shape());
   const double u_scale = rng.uniform();
   const double u_mirror = rng.uniform();
   const std::uint64_t bits_y = rng.next_bits();
@@ -166,7 +166,7 @@ inline Tensor<std::int32_t> downsample_labels(TensorView<const std::int32_t> seg
                                               std::int64_t w) {
   const Shape s = seg.shape();
   check<ShapeError>(s.rank() == 2 || s.rank() == 3, "nddr::data::downsample_labels: seg must be ",
-                    "(H, W) or (N, H, W), got ", s.str());
+                    "(H, W) or (N, H, W), got ", s);
   const std::int64_t n = s.rank() == 3 ? s[0] : 1;
   Tensor<std::int32_t> y(s.rank() == 3 ? Shape{n, h, w} : Shape{h, w});
   Context<Cpu> ctx(1);
@@ -184,7 +184,7 @@ inline Tensor<float> downsample_normals(TensorView<const float> normal, std::int
   const Shape s = normal.shape();
   check<ShapeError>(
       (s.rank() == 3 && s[0] == 3) || (s.rank() == 4 && s[1] == 3),
-      "nddr::data::downsample_normals: normal must be (3, H, W) or (N, 3, H, W), got ", s.str());
+      "nddr::data::downsample_normals: normal must be (3, H, W) or (N, 3, H, W), got ", s);
   const std::int64_t n = s.rank() == 4 ? s[0] : 1;
   Tensor<float> y(s.rank() == 4 ? Shape::nchw(n, 3, h, w) : Shape{3, h, w});
   Context<Cpu> ctx(1);

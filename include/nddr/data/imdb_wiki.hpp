@@ -141,7 +141,7 @@ inline ImdbBatch collate(const std::vector<ImdbSample>& samples) {
   for (std::int64_t k = 0; k < n; ++k) {
     const ImdbSample& x = samples[static_cast<std::size_t>(k)];
     check<ShapeError>(x.image.shape() == s, op, ": sample ", k, " has image ",
-                      x.image.shape().str(), "; sample 0 has ", s.str());
+                      x.image.shape(), "; sample 0 has ", s);
     std::copy(x.image.data(), x.image.data() + x.image.numel(), b.image.data() + k * s.numel());
     b.age[k] = x.age;
     b.gender[k] = x.gender;

@@ -238,9 +238,9 @@ inline NyuBatch collate(const std::vector<NyuSample>& samples) {
   for (std::int64_t k = 0; k < n; ++k) {
     const NyuSample& x = samples[static_cast<std::size_t>(k)];
     check<ShapeError>(x.image.shape() == s && x.seg.shape() == Shape{h, w} && x.normal.shape() == s,
-                      op, ": sample ", k, " has image ", x.image.shape().str(), ", seg ",
-                      x.seg.shape().str(), ", normal ", x.normal.shape().str(),
-                      "; sample 0 has image ", s.str());
+                      op, ": sample ", k, " has image ", x.image.shape(), ", seg ",
+                      x.seg.shape(), ", normal ", x.normal.shape(),
+                      "; sample 0 has image ", s);
     std::copy(x.image.data(), x.image.data() + 3 * plane, b.image.data() + k * 3 * plane);
     std::copy(x.seg.data(), x.seg.data() + plane, b.seg.data() + k * plane);
     std::copy(x.normal.data(), x.normal.data() + 3 * plane, b.normal.data() + k * 3 * plane);

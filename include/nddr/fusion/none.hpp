@@ -41,10 +41,10 @@ inline std::vector<Shape> fusion_output_shapes(const char* who, std::size_t task
   for (std::size_t k = 0; k < inputs.size(); ++k) {
     check_rank4(who, ("input of task " + std::to_string(k)).c_str(), inputs[k]);
     check<ShapeError>(inputs[k] == inputs[0], who, ": input of task ", k, " has shape ",
-                      inputs[k].str(), " but task 0 has ", inputs[0].str(),
+                      inputs[k], " but task 0 has ", inputs[0],
                       "; every task must have the same shape");
     check<ShapeError>(inputs[k].c() == channels, who, ": input of task ", k, " has shape ",
-                      inputs[k].str(), ", expected ", channels, " channels");
+                      inputs[k], ", expected ", channels, " channels");
   }
   return {inputs.begin(), inputs.end()};
 }

@@ -46,7 +46,9 @@ struct ShortcutOptions {
   }
 };
 
-/// One task's shortcut fusion. Parameters (all in group "nddr"): `prefix.conv.weight`
+/// One task's shortcut fusion. Parameters (in the store's current group: `Network` puts them in
+/// "nddr" when its fusion layers learn, in "default" for the single-task and split baselines, as
+/// the authors' code does, paper-spec §3.2-3.4): `prefix.conv.weight`
 /// (out, sum C_s, 1, 1), `prefix.bn.weight`, `prefix.bn.bias`; buffers `prefix.bn.running_mean`,
 /// `prefix.bn.running_var`.
 template <class T, class D = Cpu>
@@ -86,17 +88,16 @@ class ShortcutModule {
     const Shape& last = in.back();
     for (std::size_t s = 0; s < in.size(); ++s) {
       check<ShapeError>(in[s].rank() == 4 && in[s].c() == channels_[s], kWho, ": stage ", s,
-                        " output has shape ", in[s].str(), ", expected (N, ", channels_[s],
+                        " output has shape ", in[s], ", expected (N, ", channels_[s],
                         ", H, W)");
       check<ShapeError>(in[s].n() == last.n() && in[s].h() > 0 && in[s].w() > 0, kWho, ": stage ",
-                        s, " output has shape ", in[s].str(), " but the last stage's is ",
-                        last.str(), "; every stage needs the same N and a non-empty image");
+                        s, " output has shape ", in[s], " but the last stage's is ",
+                        last, "; every stage needs the same N and a non-empty image");
     }
     return Shape::nchw(last.n(), out_, last.h(), last.w());
   }
 
   void declare(ParameterStore<T, D>& store, const std::string& prefix) {
-    typename ParameterStore<T, D>::GroupScope scope(store, "nddr");
     conv_.declare(store, prefix + ".conv");
     bn_.declare(store, prefix + ".bn");
   }

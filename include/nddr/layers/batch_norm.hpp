@@ -79,7 +79,7 @@ class BatchNorm2d {
 
   Shape output_shape(const Shape& in) const {
     check<ShapeError>(in.rank() == 4 && in.c() == channels_, "nddr::BatchNorm2d: input has shape ",
-                      in.str(), ", expected (N, ", channels_, ", H, W)");
+                      in, ", expected (N, ", channels_, ", H, W)");
     return in;
   }
 

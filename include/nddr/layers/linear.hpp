@@ -50,7 +50,7 @@ class Linear {
   /// (N, out, 1, 1) for (N, C, H, W) with C * H * W = in_features; (N, out) for (N, F).
   Shape output_shape(const Shape& in) const {
     const std::int64_t features = ops::linear_features("nddr::Linear", in);
-    check<ShapeError>(features == in_, "nddr::Linear: input shape ", in.str(), " has ", features,
+    check<ShapeError>(features == in_, "nddr::Linear: input shape ", in, " has ", features,
                       " features per item, expected ", in_, " (in_features)");
     return ops::linear_output_shape("nddr::Linear", in, out_);
   }

@@ -100,7 +100,7 @@ class GlobalAvgPool {
 
   Shape output_shape(const Shape& in) const {
     check_rank4("nddr::GlobalAvgPool", "input", in);
-    check<ShapeError>(in.h() > 0 && in.w() > 0, "nddr::GlobalAvgPool: input ", in.str(),
+    check<ShapeError>(in.h() > 0 && in.w() > 0, "nddr::GlobalAvgPool: input ", in,
                       " has no pixels");
     return Shape::nchw(in.n(), in.c(), 1, 1);
   }

@@ -23,11 +23,11 @@ inline std::int64_t check_classification_shapes(const char* who, const Shape& lo
                                                 const Shape& labels) {
   const bool ok = logits.rank() == 2 ||
                   (logits.rank() == 4 && logits.h() == 1 && logits.w() == 1);
-  check<ShapeError>(ok && logits[1] >= 1, who, ": logits have shape ", logits.str(),
+  check<ShapeError>(ok && logits[1] >= 1, who, ": logits have shape ", logits,
                     ", expected (N, K) or (N, K, 1, 1)");
   check<ShapeError>(labels.rank() >= 1 && labels[0] == logits[0] &&
                         labels.numel() == logits[0],
-                    who, ": labels have shape ", labels.str(), ", expected (", logits[0], ")");
+                    who, ": labels have shape ", labels, ", expected (", logits[0], ")");
   return logits[1];
 }
 

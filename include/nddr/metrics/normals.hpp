@@ -79,7 +79,7 @@ class NormalMetrics {
     constexpr const char* who = "nddr::NormalMetrics::update";
     check_rank4(who, "prediction", prediction.shape());
     const Shape& s = prediction.shape();
-    check<ShapeError>(s.c() == 3, who, ": prediction has shape ", s.str(), ", expected 3 channels");
+    check<ShapeError>(s.c() == 3, who, ": prediction has shape ", s, ", expected 3 channels");
     check_shape(who, "target", target.shape(), s);
     const std::int64_t hw = s.h() * s.w();
     for (std::int64_t n = 0; n < s.n(); ++n) {

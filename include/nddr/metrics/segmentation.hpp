@@ -36,7 +36,7 @@ class SegmentationMetrics {
     constexpr const char* who = "nddr::SegmentationMetrics::update";
     check_rank4(who, "logits", logits.shape());
     const Shape& s = logits.shape();
-    check<ShapeError>(s.c() == k_, who, ": logits have shape ", s.str(), ", expected ", k_,
+    check<ShapeError>(s.c() == k_, who, ": logits have shape ", s, ", expected ", k_,
                       " channels");
     check_labels_shape(who, labels.shape(), s.n(), s.h(), s.w());
     validate(who, nullptr, labels.data(), s.n(), s.h(), s.w());
@@ -68,7 +68,7 @@ class SegmentationMetrics {
     constexpr const char* who = "nddr::SegmentationMetrics::update_predictions";
     const Shape& p = predictions.shape();
     check<ShapeError>(p.rank() == 3 || (p.rank() == 4 && p[1] == 1), who, ": predictions have shape ",
-                      p.str(), ", expected (N, H, W) or (N, 1, H, W)");
+                      p, ", expected (N, H, W) or (N, 1, H, W)");
     const std::int64_t n = p[0], h = p[p.rank() - 2], w = p[p.rank() - 1];
     check_labels_shape(who, labels.shape(), n, h, w);
     validate(who, predictions.data(), labels.data(), n, h, w);
@@ -171,7 +171,7 @@ class SegmentationMetrics {
                                  std::int64_t w) {
     const bool ok = (l.rank() == 3 && l == Shape{n, h, w}) ||
                     (l.rank() == 4 && l == Shape{n, 1, h, w});
-    check<ShapeError>(ok, who, ": labels have shape ", l.str(), ", expected (", n, ", ", h, ", ",
+    check<ShapeError>(ok, who, ": labels have shape ", l, ", expected (", n, ", ", h, ", ",
                       w, ") or (", n, ", 1, ", h, ", ", w, ")");
   }
 

@@ -4,13 +4,15 @@
 /// spec per task (heterogeneous backbones allowed where stage channels and strides match) and a
 /// fusion spec F applied after every stage. `MultiTask<VGG16, VGG16, NDDR>` is NDDR-CNN;
 /// `MultiTask<VGG16, None>` a single-task column; `MultiTask<VGG16, VGG16, Shared<5>>` the
-/// split-style baseline; `Shortcut<F>` adds the NDDR-CNN-Shortcut fusion of all stage outputs.
+/// split-style baseline; `Shortcut<F>` adds the NDDR-CNN-Shortcut fusion of all stage outputs;
+/// `At<F, 3, 4, 5>` fuses after the listed stages only.
 ///
 /// The spec is an empty struct: `Spec::tasks`, `Spec::stages`, `Spec::backbone<k>`,
 /// `Spec::fusion`, `Spec::channels(s)`; every requirement is checked one backbone at a time with
 /// a static_assert whose message starts "nddr::MultiTask:" and whose "required from" line names
 /// the offending type.
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -28,6 +30,23 @@ namespace nddr {
 template <class F>
 struct Shortcut : F {
   static constexpr bool shortcut = true;
+};
+
+/// Wraps a fusion spec so that its layers follow only the listed stages (1-based, as in the
+/// parameter names `fusion.stage3...`): `MultiTask<VGG16, VGG16, At<NDDR, 3, 4, 5>>` fuses after
+/// stages 3, 4 and 5, and the columns run unfused through stages 1 and 2 (the paper's "which
+/// layers to fuse" question). `At<NDDR>` fuses nowhere: two single-task columns. Composes with
+/// `Shortcut`: `Shortcut<At<NDDR, 4, 5>>`.
+template <class F, std::size_t... Stages>
+struct At : F {
+  static_assert(((Stages >= 1) && ...), "nddr::At: stages are numbered from 1");
+  static_assert(F::shared_stages == 0,
+                "nddr::At: choose fusion stages of a fusion spec without shared stages (Shared<S> "
+                "already says where the columns join)");
+  /// Whether a fusion layer follows stage `s` (0-based).
+  static constexpr bool fused_at(std::size_t s) { return ((s + 1 == Stages) || ...); }
+  /// The largest listed stage (0 for none): checked against the backbone's stage count.
+  static constexpr std::size_t last_listed_stage = std::max({std::size_t{0}, Stages...});
 };
 
 namespace detail {
@@ -82,6 +101,15 @@ constexpr bool check_fusion_spec() {
   return concepts::FusionSpec<F>;
 }
 
+/// `F::last_listed_stage` of an `At<F, ...>` spec, 0 for other specs.
+template <class F>
+constexpr std::size_t last_listed_stage_of() {
+  if constexpr (requires { F::last_listed_stage; })
+    return F::last_listed_stage;
+  else
+    return 0;
+}
+
 template <class Backbones, class F, class Seq>
 struct check_all;
 template <class... B, class F, std::size_t... K>
@@ -112,6 +140,18 @@ struct MultiTask {
   static constexpr bool shortcut = fusion::shortcut;
   static_assert(shared_stages <= stages,
                 "nddr::MultiTask: Shared<S> shares more stages than the backbones have");
+
+  /// Whether a fusion layer follows stage `s` (0-based): every unshared stage, or the stages an
+  /// `At<F, ...>` lists.
+  static constexpr bool fused(std::size_t s) {
+    if (s < shared_stages || s >= stages) return false;
+    if constexpr (requires { fusion::fused_at(s); })
+      return fusion::fused_at(s);
+    else
+      return true;
+  }
+  static_assert(detail::last_listed_stage_of<fusion>() <= stages,
+                "nddr::MultiTask: At<F, ...> lists a stage beyond the backbones' stage count");
 
   /// Output channels of stage `s` (0-based), equal for every task.
   static constexpr std::int64_t channels(std::size_t s) {

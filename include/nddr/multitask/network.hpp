@@ -7,20 +7,25 @@
 ///
 /// Data flow (task k, stage s; f[k][-1] = the input image):
 ///   a[k][s] = stage[k][s](f[k][s-1])            (shared stages: computed once, a[*][s] alias)
-///   f[*][s] = fusion[s](a[*][s])                (identity for shared stages)
+///   f[*][s] = fusion[s](a[*][s])                (identity for shared and unfused stages:
+///                                                `Spec::fused(s)`, see `At<F, ...>`)
 ///   h[k]    = shortcut ? shortcut_k(f[k][0..S-1]) : f[k][S-1]
 ///   out[k]  = head[k](h[k])
 /// Backward visits the same grid in reverse; every consumer *adds* into its input's gradient
 /// (the Layer contract), so a feature read by K fusion branches, or a shared trunk read by K
 /// columns, collects all K contributions.
 
+#include <algorithm>
 #include <array>
 #include <deque>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <boost/hana/for_each.hpp>
@@ -30,6 +35,7 @@
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/random.hpp"
 #include "nddr/core/tensor.hpp"
+#include "nddr/fusion/none.hpp"
 #include "nddr/fusion/shortcut.hpp"
 #include "nddr/layers/sequential.hpp"
 #include "nddr/multitask/multitask.hpp"
@@ -57,6 +63,13 @@ class Network {
   static constexpr std::size_t kStages = Spec::stages;
   static constexpr std::size_t kShared = Spec::shared_stages;
   using FusionLayerType = typename Spec::fusion::template layer<T, D>;
+  /// Whether the fusion layers learn (NDDR, cross-stitch, sluice; not `None`/`Shared<S>`): then
+  /// the shortcut modules train with them in group "nddr", as in the authors' NDDR-CNN-Shortcut;
+  /// the single-task and split shortcut baselines train theirs at the base rate (paper-spec §3.3).
+  static constexpr bool kLearnedFusion =
+      !std::is_same_v<FusionLayerType, IdentityFusion<T, D>> &&
+      []<std::size_t... S>(std::index_sequence<S...>) { return (Spec::fused(S) || ...); }(
+          std::make_index_sequence<kStages>{});
 
   /// `outputs[k]` = head channels of task k (40 for NYUv2 segmentation, 3 for normals, ...).
   explicit Network(const std::array<std::int64_t, kTasks>& outputs,
@@ -66,6 +79,10 @@ class Network {
     store_.add_group({"nddr", opt.fusion_lr_mult, 1.0});
     store_.add_group({"fc8.weight", opt.fc8_weight_lr_mult, 1.0});
     store_.add_group({"fc8.bias", opt.fc8_bias_lr_mult, 1.0});
+    // The fusion layers, after the stages `Spec::fused` names.
+    for (std::size_t s = 0; s < kStages; ++s)
+      if (Spec::fused(s))
+        fusion_[s] = std::make_unique<FusionLayerType>(kTasks, Spec::channels(s), opt.fusion);
     // The K x S grid: backbone types differ per task, so iterate them at compile time.
     hana::for_each(hana::make_range(hana::size_c<0>, hana::size_c<kTasks>), [&](auto k) {
       using B = typename Spec::template backbone<decltype(k)::value>;
@@ -75,19 +92,19 @@ class Network {
           stages_[decltype(k)::value].push_back(
               std::make_unique<Sequential<T, D>>(S::template build<T, D>()));
       });
+      // A head reads the shortcut's output, or the last stage's fused feature, whose channels
+      // are the fusion layer's `output_shapes` (a fusion may change them).
       const std::int64_t head_in =
-          Spec::shortcut ? opt.shortcut_channels : stage_t<B, kStages - 1>::out_channels;
+          Spec::shortcut ? opt.shortcut_channels : fused_channels(decltype(k)::value, kStages - 1);
       heads_[decltype(k)::value] =
           B::head::template build<T, D>(head_in, outputs[decltype(k)::value]);
     });
-    for (std::size_t s = kShared; s < kStages; ++s)
-      fusion_.push_back(std::make_unique<FusionLayerType>(kTasks, Spec::channels(s), opt.fusion));
     if constexpr (Spec::shortcut) {
-      std::vector<std::int64_t> ch;
-      for (std::size_t s = 0; s < kStages; ++s) ch.push_back(Spec::channels(s));
-      for (std::size_t k = 0; k < shortcut_count(); ++k)
-        shortcuts_.push_back(
-            std::make_unique<ShortcutModule<T, D>>(ch, opt.shortcut_channels));
+      for (std::size_t k = 0; k < shortcut_count(); ++k) {
+        std::vector<std::int64_t> ch;
+        for (std::size_t s = 0; s < kStages; ++s) ch.push_back(fused_channels(k, s));
+        shortcuts_.push_back(std::make_unique<ShortcutModule<T, D>>(ch, opt.shortcut_channels));
+      }
     }
     // Stages and heads run one after the other: in inference mode they share two buffers.
     for (auto& col : stages_)
@@ -99,7 +116,8 @@ class Network {
       Rng rng(opt.seed);
       for (auto& col : stages_)
         for (auto& st : col) st->initialize(rng);
-      for (auto& f : fusion_) f->initialize(rng);
+      for (auto& f : fusion_)
+        if (f) f->initialize(rng);
       for (auto& m : shortcuts_) m->initialize(rng);
       for (auto& h : heads_) h.initialize(rng);
     } else {
@@ -120,8 +138,12 @@ class Network {
     return *stages_[s < kShared ? 0 : k][s < kShared ? s : s - (k == 0 ? 0 : kShared)];
   }
   Sequential<T, D>& head(std::size_t k) { return heads_[k]; }
-  /// The fusion layer after stage `s` (s >= shared stages).
-  auto& fusion(std::size_t s) { return *fusion_[s - kShared]; }
+  /// The fusion layer after stage `s` (0-based; one that `Spec::fused(s)` names).
+  FusionLayerType& fusion(std::size_t s) {
+    check<OptionError>(s < kStages && fusion_[s] != nullptr, "nddr::Network::fusion: no fusion layer "
+                       "follows stage ", s, " (0-based)");
+    return *fusion_[s];
+  }
 
   /// Every random stream of the network (dropout layers) in a fixed order: with the parameters,
   /// buffers and optimiser state, this is the whole state a checkpoint needs for exact resume.
@@ -137,7 +159,8 @@ class Network {
     training_ = on;
     for (auto& col : stages_)
       for (auto& st : col) st->set_training(on);
-    for (auto& f : fusion_) f->set_training(on);
+    for (auto& f : fusion_)
+      if (f) f->set_training(on);
     for (auto& m : shortcuts_) m->set_training(on);
     for (auto& h : heads_) h.set_training(on);
   }
@@ -149,10 +172,22 @@ class Network {
   std::uint64_t layout_version() const { return layout_version_; }
 
   Shape output_shape(std::size_t k, const Shape& in) {
-    Shape s = in;
-    for (std::size_t i = 0; i < kStages; ++i) s = stage(k, i).output_shape(s);
-    if constexpr (Spec::shortcut) s = shortcut_input_shape(s);
-    return heads_[k].output_shape(s);
+    check<OptionError>(k < kTasks, "nddr::Network::output_shape: task ", k, " of ", kTasks);
+    std::array<Shape, kTasks> cur;
+    cur.fill(in);
+    std::vector<Shape> column;  // task k's features after each stage (its shortcut's inputs)
+    for (std::size_t s = 0; s < kStages; ++s) {
+      for (std::size_t j = 0; j < kTasks; ++j) cur[j] = stage(j, s).output_shape(cur[j]);
+      if (Spec::fused(s)) {
+        const std::vector<Shape> fused = fusion(s).output_shapes(std::span<const Shape>(cur));
+        std::copy(fused.begin(), fused.end(), cur.begin());
+      }
+      column.push_back(cur[k]);
+    }
+    if constexpr (Spec::shortcut)
+      return heads_[k].output_shape(
+          shortcuts_[shortcut_count() == 1 ? 0 : k]->output_shape(std::span<const Shape>(column)));
+    return heads_[k].output_shape(cur[k]);
   }
 
   /// Runs every task on image `x` (N, C, H, W). The returned views stay valid until the next
@@ -168,7 +203,7 @@ class Network {
         if (s < kShared && k > 0) continue;
         stage(k, s).forward(ctx, input_of(k, s, x), a_[k][s]->view());
       }
-      if (s >= kShared) {
+      if (Spec::fused(s)) {
         auto xs = views(a_, s);
         auto ys = mut_views(f_, s);
         fusion(s).forward(ctx, std::span<const TensorView<const T, D>>(xs),
@@ -209,7 +244,7 @@ class Network {
     check<Error>(douts.size() == kTasks, "nddr::Network::backward: expected ", kTasks,
                  " output gradients, got ", douts.size());
     check<Error>(x.shape() == in_shape_, "nddr::Network::backward: call forward with ",
-                 x.shape().str(), " first");
+                 x.shape(), " first");
     allocate_gradients();
     for (auto& g : grads_) g.zero();
     for (auto& g : dh_) g.zero();
@@ -228,7 +263,7 @@ class Network {
       }
     }
     for (std::size_t s = kStages; s-- > 0;) {
-      if (s >= kShared) {
+      if (Spec::fused(s)) {
         auto xs = views(a_, s);
         auto ys = views(f_, s);
         auto dys = views(df_, s);
@@ -278,12 +313,16 @@ class Network {
                                                      std::to_string(s + 1);
         stage(k, s).declare(store_, prefix);
       }
-    for (std::size_t s = kShared; s < kStages; ++s)
-      fusion(s).declare(store_, "fusion.stage" + std::to_string(s + 1));
-    for (std::size_t k = 0; k < shortcuts_.size(); ++k)
-      shortcuts_[k]->declare(store_, shortcuts_.size() == 1 && kTasks > 1
-                                         ? std::string("shortcut.shared")
-                                         : "shortcut.task" + std::to_string(k));
+    for (std::size_t s = 0; s < kStages; ++s)
+      if (Spec::fused(s)) fusion(s).declare(store_, "fusion.stage" + std::to_string(s + 1));
+    {
+      std::optional<typename ParameterStore<T, D>::GroupScope> group;
+      if constexpr (kLearnedFusion) group.emplace(store_, "nddr");
+      for (std::size_t k = 0; k < shortcuts_.size(); ++k)
+        shortcuts_[k]->declare(store_, shortcuts_.size() == 1 && kTasks > 1
+                                           ? std::string("shortcut.shared")
+                                           : "shortcut.task" + std::to_string(k));
+    }
     for (std::size_t k = 0; k < kTasks; ++k) {
       const std::string prefix = "task" + std::to_string(k) + ".head";
       const std::size_t first = store_.parameters().size();
@@ -297,10 +336,6 @@ class Network {
     }
   }
 
-  Shape shortcut_input_shape(const Shape& last) const {
-    return Shape::nchw(last.n(), opt_.shortcut_channels, last.h(), last.w());
-  }
-
   using Grid = std::array<std::array<Tensor<T, D>*, kStages>, kTasks>;
 
   // Allocates every activation for input shape `in` (only when it changes); their gradients
@@ -312,9 +347,11 @@ class Network {
     for (auto& g : dh_) g = Tensor<T, D>();
     fill_grid(tensors_, a_, f_, in);
     for (std::size_t k = 0; k < kTasks; ++k) {
-      Shape hin = a_[k][kStages - 1]->shape();
+      Shape hin = f_[k][kStages - 1]->shape();  // the last stage's fused feature
       if constexpr (Spec::shortcut) {
-        hin = shortcut_input_shape(hin);
+        std::vector<Shape> column;
+        for (std::size_t s = 0; s < kStages; ++s) column.push_back(f_[k][s]->shape());
+        hin = shortcuts_[shortcut_count() == 1 ? 0 : k]->output_shape(std::span<const Shape>(column));
         h_[k] = Tensor<T, D>(hin);
       }
       out_[k] = Tensor<T, D>(heads_[k].output_shape(hin));
@@ -333,24 +370,47 @@ class Network {
     ++layout_version_;
   }
 
-  // Fills the stage grid `a` (stage outputs) and `f` (fusion outputs) for input shape `in`
-  // with tensors appended to `pool`: shared stages exist once (every task sees task 0's) and
-  // their identity fusion aliases f to a.
+  // Fills the stage grid `a` (stage outputs) and `f` (fusion outputs, of the shapes the fusion
+  // layer's `output_shapes` gives) for input shape `in` with tensors appended to `pool`: shared
+  // stages exist once (every task sees task 0's), and shared and unfused stages alias f to a.
   void fill_grid(std::deque<Tensor<T, D>>& pool, Grid& a, Grid& f, const Shape& in) {
     std::array<Shape, kTasks> cur;
     cur.fill(in);
-    for (std::size_t s = 0; s < kStages; ++s)
+    for (std::size_t s = 0; s < kStages; ++s) {
       for (std::size_t k = 0; k < kTasks; ++k) {
         if (s < kShared && k > 0) {
           a[k][s] = a[0][s];
-          f[k][s] = f[0][s];
           cur[k] = cur[0];
           continue;
         }
         cur[k] = stage(k, s).output_shape(cur[k]);
         a[k][s] = &pool.emplace_back(cur[k]);
-        f[k][s] = s < kShared ? a[k][s] : &pool.emplace_back(cur[k]);
       }
+      if (Spec::fused(s)) {
+        const std::vector<Shape> fused = fusion(s).output_shapes(std::span<const Shape>(cur));
+        check<ShapeError>(fused.size() == kTasks, "nddr::Network: the fusion layer after stage ",
+                          s + 1, " returned ", fused.size(), " output shapes, expected ", kTasks);
+        for (std::size_t k = 0; k < kTasks; ++k) {
+          cur[k] = fused[k];
+          f[k][s] = &pool.emplace_back(cur[k]);
+        }
+      } else {
+        for (std::size_t k = 0; k < kTasks; ++k) f[k][s] = a[k][s];
+      }
+    }
+  }
+
+  // Channels of task k's feature after stage s: the stage's, or its fusion layer's output
+  // (asked with a probe image of the stage's channels).
+  std::int64_t fused_channels(std::size_t k, std::size_t s) const {
+    check<OptionError>(s < kStages, "nddr::Network: stage ", s, " of ", kStages);
+    if (!Spec::fused(s)) return Spec::channels(s);
+    const std::vector<Shape> in(kTasks, Shape::nchw(1, Spec::channels(s), 8, 8));
+    const std::vector<Shape> out = fusion_[s]->output_shapes(std::span<const Shape>(in));
+    check<ShapeError>(out.size() == kTasks && out[k].rank() == 4,
+                      "nddr::Network: the fusion layer after stage ", s + 1,
+                      " does not give ", kTasks, " rank-4 output shapes");
+    return out[k].c();
   }
 
   TensorView<const T, D> input_of(std::size_t k, std::size_t s, TensorView<const T, D> x) const {
@@ -390,7 +450,7 @@ class Network {
   ParameterStore<T, D> store_;
   ActivationArena<T, D> arena_;  // the stages' and heads' inference-mode intermediate outputs
   std::array<std::vector<std::unique_ptr<Sequential<T, D>>>, kTasks> stages_;
-  std::vector<std::unique_ptr<FusionLayerType>> fusion_;
+  std::array<std::unique_ptr<FusionLayerType>, kStages> fusion_;  // null after unfused stages
   std::vector<std::unique_ptr<ShortcutModule<T, D>>> shortcuts_;
   std::array<Sequential<T, D>, kTasks> heads_;
   // Activations and their gradients; a deque keeps the grid's pointers valid while it grows.

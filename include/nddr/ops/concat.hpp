@@ -38,7 +38,7 @@ void check_channel_parts(const char* who, const char* part_name, std::span<const
     const Shape& s = parts[k].shape();
     check<ShapeError>(
         s.rank() == 4 && s.n() == whole.n() && s.h() == whole.h() && s.w() == whole.w(), who, ": ",
-        part_name, " ", k, " has shape ", s.str(), " but ", whole_name, " has shape ", whole.str(),
+        part_name, " ", k, " has shape ", s, " but ", whole_name, " has shape ", whole,
         "; every part must be rank 4 with the same N, H and W (an empty ", part_name,
         " must still carry its shape)");
     channels += s.c();

@@ -111,7 +111,7 @@ inline void conv2d_resolve_axis(const char* who, const Shape& x, const Shape& w,
                                 std::int64_t& out, std::int64_t& before, std::int64_t& after) {
   const std::int64_t extent = (k - 1) * dilation + 1;
   if (same) {
-    check<ShapeError>(in > 0, who, ": input ", x.str(), " has an empty ", axis, " axis");
+    check<ShapeError>(in > 0, who, ": input ", x, " has an empty ", axis, " axis");
     out = ceil_div(in, stride);
     const std::int64_t total = (out - 1) * stride + extent - in;
     before = total > 0 ? total / 2 : 0;
@@ -119,8 +119,8 @@ inline void conv2d_resolve_axis(const char* who, const Shape& x, const Shape& w,
     return;
   }
   check<ShapeError>(in + 2 * pad >= extent, who, ": effective kernel ", axis, " extent ", extent,
-                    " (kernel ", w.str(), ", dilation ", dilation, ") exceeds the padded input ",
-                    axis, " ", in + 2 * pad, " (input ", x.str(), ", padding ", pad, ")");
+                    " (kernel ", w, ", dilation ", dilation, ") exceeds the padded input ",
+                    axis, " ", in + 2 * pad, " (input ", x, ", padding ", pad, ")");
   out = (in + 2 * pad - extent) / stride + 1;
   before = pad;
   after = pad;
@@ -142,10 +142,10 @@ inline Conv2dGeometry conv2d_geometry(const Shape& x, const Shape& w, const Conv
   check<OptionError>(opt.pad_w >= 0, who, ": pad_w must be >= 0, got ", opt.pad_w);
   check_rank4(who, "input", x);
   check_rank4(who, "weight", w);
-  check<ShapeError>(w.n() >= 1 && w.h() >= 1 && w.w() >= 1, who, ": weight ", w.str(),
+  check<ShapeError>(w.n() >= 1 && w.h() >= 1 && w.w() >= 1, who, ": weight ", w,
                     " has an empty extent");
-  check<ShapeError>(x.c() == w.c(), who, ": input ", x.str(), " has ", x.c(),
-                    " channels but weight ", w.str(), " expects ", w.c());
+  check<ShapeError>(x.c() == w.c(), who, ": input ", x, " has ", x.c(),
+                    " channels but weight ", w, " expects ", w.c());
   Conv2dGeometry g;
   g.in_c = x.c();
   g.in_h = x.h();

@@ -46,7 +46,7 @@ namespace ops {
 /// Features per batch item of a linear input: F = C * H * W for (N, C, H, W), F for (N, F).
 /// Throws ShapeError naming `who` unless `in` has rank 2 or 4.
 inline std::int64_t linear_features(const char* who, const Shape& in) {
-  check<ShapeError>(in.rank() == 2 || in.rank() == 4, who, ": input has shape ", in.str(),
+  check<ShapeError>(in.rank() == 2 || in.rank() == 4, who, ": input has shape ", in,
                     ", expected rank 2 (N, F) or rank 4 (N, C, H, W)");
   return in.item_size();
 }

@@ -169,16 +169,16 @@ namespace detail {
 /// H = W = 1, (N). Returns the logits as a rank-4 shape.
 inline Shape check_cross_entropy_shapes(const char* who, const Shape& logits, const Shape& labels) {
   check<ShapeError>(logits.rank() == 4 || logits.rank() == 2, who, ": logits have shape ",
-                    logits.str(), ", expected (N, K, H, W) or (N, K)");
+                    logits, ", expected (N, K, H, W) or (N, K)");
   const Shape l4 =
       logits.rank() == 4 ? logits : Shape::nchw(logits[0], logits[1], 1, 1);  // (N, K, H, W)
   const bool ok = labels == Shape{l4.n(), l4.h(), l4.w()} ||
                   labels == Shape::nchw(l4.n(), 1, l4.h(), l4.w()) ||
                   (l4.h() == 1 && l4.w() == 1 && labels == Shape{l4.n()});
   check<ShapeError>(
-      ok, who, ": labels have shape ", labels.str(), " but logits have shape ", logits.str(),
+      ok, who, ": labels have shape ", labels, " but logits have shape ", logits,
       "; expected labels (N, H, W) = ", Shape{l4.n(), l4.h(), l4.w()}.str(), " or (N, 1, H, W)");
-  check<ShapeError>(l4.c() >= 1, who, ": logits ", logits.str(), " have no classes");
+  check<ShapeError>(l4.c() >= 1, who, ": logits ", logits, " have no classes");
   return l4;
 }
 
@@ -190,7 +190,7 @@ inline void check_loss_scale(const char* who, double scale) {
 inline void check_normal_loss_args(const char* who, const Shape& p, const Shape& g,
                                    const NormalLossOptions& opt) {
   check_rank4(who, "prediction", p);
-  check<ShapeError>(p.c() == 3, who, ": prediction has shape ", p.str(),
+  check<ShapeError>(p.c() == 3, who, ": prediction has shape ", p,
                     ", expected 3 channels (N, 3, H, W)");
   check_shape(who, "ground truth", g, p);
   check_loss_scale(who, opt.scale());

@@ -128,8 +128,8 @@ inline Pool2dGeometry pool2d_geometry(const char* op, const Shape& x, const Pool
   const std::int64_t padded_w = g.in_w + g.pad_left + g.pad_right;
   check<ShapeError>(g.kernel_h <= padded_h && g.kernel_w <= padded_w, op, ": kernel (", g.kernel_h,
                     ", ", g.kernel_w, ") is larger than the padded input (", padded_h, ", ",
-                    padded_w, ") of x ", x.str());
-  check<ShapeError>(g.out_h > 0 && g.out_w > 0, op, ": x ", x.str(), " gives an empty output (",
+                    padded_w, ") of x ", x);
+  check<ShapeError>(g.out_h > 0 && g.out_w > 0, op, ": x ", x, " gives an empty output (",
                     g.out_h, ", ", g.out_w, ")");
   return g;
 }

@@ -62,7 +62,7 @@ inline Shape resize_output_shape(const char* op, const Shape& x, const ResizeOpt
   check<OptionError>(opt.out_h >= 1, op, ": out_h must be >= 1, got ", opt.out_h);
   check<OptionError>(opt.out_w >= 1, op, ": out_w must be >= 1, got ", opt.out_w);
   check_rank4(op, "x", x);
-  check<ShapeError>(x.h() > 0 && x.w() > 0, op, ": x ", x.str(), " has no pixels");
+  check<ShapeError>(x.h() > 0 && x.w() > 0, op, ": x ", x, " has no pixels");
   return Shape::nchw(x.n(), x.c(), opt.out_h, opt.out_w);
 }
 

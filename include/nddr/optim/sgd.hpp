@@ -157,7 +157,7 @@ class Sgd {
   /// Restores the velocity from a buffer of the same shape as `velocity()`.
   void set_velocity(TensorView<const T, D> v) {
     check<ShapeError>(v.shape() == velocity_.shape(), "nddr::Sgd::set_velocity: state has shape ",
-                      v.shape().str(), ", expected ", velocity_.shape().str());
+                      v.shape(), ", expected ", velocity_.shape());
     Storage<D>::copy(velocity_.view().data(), v.data(),
                      static_cast<std::size_t>(v.numel()) * sizeof(T));
   }

@@ -29,7 +29,7 @@ T task_cross_entropy(const char* who, std::int64_t classes, std::int32_t ignore_
                      TensorView<const std::int32_t> target, TensorView<T> dprediction, T weight) {
   const Shape& p = prediction.shape();
   check<ShapeError>((p.rank() == 4 || p.rank() == 2) && p[1] == classes, who,
-                    ": prediction has shape ", p.str(), ", expected ", classes, " channels, (N, ",
+                    ": prediction has shape ", p, ", expected ", classes, " channels, (N, ",
                     classes, ", H, W) or (N, ", classes, ")");
   const auto opt = SoftmaxCrossEntropyOptions{}.ignore_label(ignore_label).scale(weight);
   const T value = ops::softmax_cross_entropy_forward(ctx, prediction, target, opt);

@@ -199,7 +199,7 @@ CheckpointFile read_checkpoint(const std::string& path, const ParameterStore<T, 
                    io::dtype_name(f.dtype(key)), ", expected ", io::dtype_name(kDtype),
                    " (the network's element type)");
     check<IoError>(detail::same_shape(shape, f.shape(key)), path, ": tensor '", key,
-                   "' has shape ", io::detail::shape_str(f.shape(key)), ", expected ", shape.str());
+                   "' has shape ", io::detail::shape_str(f.shape(key)), ", expected ", shape);
     const std::vector<T> values = f.values<T>(key);
     const auto bad = std::find_if(values.begin(), values.end(), [](T v) { return !std::isfinite(v); });
     check<IoError>(bad == values.end(), path, ": tensor '", key, "' holds a non-finite value (",

@@ -377,7 +377,7 @@ inline Rgb normal_color(double nx, double ny, double nz) {
 /// An RGB image of a label map (H, W) through `segmentation_color`.
 inline io::Image8 segmentation_image(TensorView<const std::int32_t> labels) {
   check<ShapeError>(labels.shape().rank() == 2, "nddr::viz::segmentation_image: labels have shape ",
-                    labels.shape().str(), ", expected (H, W)");
+                    labels.shape(), ", expected (H, W)");
   Canvas cv(static_cast<int>(labels.shape()[1]), static_cast<int>(labels.shape()[0]));
   for (int y = 0; y < cv.height(); ++y)
     for (int x = 0; x < cv.width(); ++x) cv.set(x, y, segmentation_color(labels[y * cv.width() + x]));
@@ -388,7 +388,7 @@ inline io::Image8 segmentation_image(TensorView<const std::int32_t> labels) {
 template <class T>
 io::Image8 normal_image(TensorView<const T> normals) {
   check<ShapeError>(normals.shape().rank() == 3 && normals.shape()[0] == 3,
-                    "nddr::viz::normal_image: normals have shape ", normals.shape().str(),
+                    "nddr::viz::normal_image: normals have shape ", normals.shape(),
                     ", expected (3, H, W)");
   const int h = static_cast<int>(normals.shape()[1]), w = static_cast<int>(normals.shape()[2]);
   const std::int64_t plane = static_cast<std::int64_t>(h) * w;
@@ -405,7 +405,7 @@ io::Image8 normal_image(TensorView<const T> normals) {
 template <class T>
 io::Image8 gray_image(TensorView<const T> x, double lo, double hi) {
   check<ShapeError>(x.shape().rank() == 2, "nddr::viz::gray_image: image has shape ",
-                    x.shape().str(), ", expected (H, W)");
+                    x.shape(), ", expected (H, W)");
   check<OptionError>(hi > lo, "nddr::viz::gray_image: range [", lo, ", ", hi, "] is empty");
   Canvas cv(static_cast<int>(x.shape()[1]), static_cast<int>(x.shape()[0]));
   for (int y = 0; y < cv.height(); ++y)

@@ -20,7 +20,7 @@ namespace detail {
 inline void check_argmax(const char* who, const Shape& x, const Shape& out) {
   check_rank4(who, "x", x);
   check<ShapeError>(x.c() >= 1 && x.c() <= std::numeric_limits<std::int32_t>::max(), who,
-                    ": x has shape ", x.str(), ", expected at least one channel");
+                    ": x has shape ", x, ", expected at least one channel");
   check_shape(who, "out", out, Shape{x.n(), x.h(), x.w()});
 }
 

@@ -64,7 +64,7 @@ inline void batch_norm_check_vector(const char* who, const char* what, bool used
 
 inline void batch_norm_check_training_count(const char* who, const Shape& x,
                                             const BatchNormLayout& L) {
-  check<ShapeError>(L.count() > 1, who, ": x has shape ", x.str(),
+  check<ShapeError>(L.count() > 1, who, ": x has shape ", x,
                     "; training needs more than one value per channel (N*H*W > 1)");
 }
 
@@ -398,7 +398,7 @@ void batch_norm_forward_training_sync(Context<Cpu>& ctx,
   sums[C] = static_cast<double>(L.count());
   all_reduce(std::span<double>(sums));
   const double count = sums[C];
-  check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape().str(), " and the global batch ",
+  check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape(), " and the global batch ",
                     count, " values per channel; training needs more than one (N*H*W > 1)");
   std::vector<double> mean(C), sq(C);
   for (std::size_t c = 0; c < C; ++c) mean[c] = sums[c] / count;
@@ -468,7 +468,7 @@ void batch_norm_backward_training_sync(Context<Cpu>& ctx,
   all_reduce(std::span<double>(sums));
   if (!dxp) return;
   const double count = sums[2 * C];
-  check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape().str(), " and the global batch ",
+  check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape(), " and the global batch ",
                     count, " values per channel; training needs more than one (N*H*W > 1)");
   nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
     const double mean = static_cast<double>(sm[c]);

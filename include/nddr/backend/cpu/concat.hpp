@@ -51,7 +51,7 @@ void concat_channels_forward(Context<Cpu>& ctx,
   detail::check_channel_parts(kWho, "input", xs, "y", y.shape());
   for (std::size_t k = 0; k < xs.size(); ++k)
     check<ShapeError>(!xs[k].empty() || xs[k].numel() == 0, kWho, ": input ", k, " with shape ",
-                      xs[k].shape().str(), " has no data");
+                      xs[k].shape(), " has no data");
   T* yp = y.data();
   detail::for_each_part_plane(ctx, xs, y.shape(),
                               [&](std::size_t k, std::int64_t i, std::int64_t j, std::int64_t n) {

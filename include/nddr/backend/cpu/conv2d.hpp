@@ -105,7 +105,7 @@ void conv2d_check_bias(const char* who, const char* what, TensorView<T, Cpu> b,
                        const Conv2dOptions& opt, std::int64_t out_c) {
   if (!opt.use_bias) {
     check<OptionError>(b.empty(), who, ": use_bias is false but a ", what, " tensor ",
-                       b.shape().str(), " was given");
+                       b.shape(), " was given");
     return;
   }
   check<ShapeError>(!b.empty(), who, ": use_bias is true but ", what, " is empty");
@@ -578,7 +578,7 @@ void conv2d_backward_weights_full(Context<Cpu>& ctx, std::type_identity_t<Tensor
                              const Conv2dOptions& opt) {
   constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
   if (!db.empty()) {
-    check<OptionError>(opt.use_bias, kWho, ": use_bias is false but a db tensor ", db.shape().str(),
+    check<OptionError>(opt.use_bias, kWho, ": use_bias is false but a db tensor ", db.shape(),
                        " was given");
     check_rank4(kWho, "dy", dy.shape());
     check_shape(kWho, "db", db.shape(), Shape{dy.shape().c()});

@@ -18,7 +18,7 @@ namespace detail {
 /// (C, H * W) of an (N, C, H, W) or (N, C) tensor (a rank-2 tensor is one pixel per item).
 inline void channels_and_plane(const char* who, const Shape& s, std::int64_t& channels,
                                std::int64_t& plane) {
-  check<ShapeError>(s.rank() == 2 || s.rank() == 4, who, ": x has shape ", s.str(),
+  check<ShapeError>(s.rank() == 2 || s.rank() == 4, who, ": x has shape ", s,
                     ", expected rank 4 (N, C, H, W) or rank 2 (N, C)");
   channels = s[1];
   plane = s.rank() == 4 ? s.h() * s.w() : 1;

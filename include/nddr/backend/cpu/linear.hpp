@@ -21,8 +21,8 @@ using RowMajorMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 /// Checks x against w (out, F) and returns F.
 inline std::int64_t check_linear_weight(const char* who, const Shape& x, const Shape& w) {
   const std::int64_t features = linear_features(who, x);
-  check<ShapeError>(w.rank() == 2 && w[1] == features, who, ": weight has shape ", w.str(),
-                    " but input ", x.str(), " has ", features,
+  check<ShapeError>(w.rank() == 2 && w[1] == features, who, ": weight has shape ", w,
+                    " but input ", x, " has ", features,
                     " features per item; expected weight (out, ", features, ")");
   return features;
 }

@@ -164,7 +164,7 @@ void max_pool2d_forward_impl(Context<Cpu>& ctx, TensorView<const T, Cpu> x, Tens
 
 inline void check_global_avg_pool(const char* op, const Shape& x, const Shape& y) {
   check_rank4(op, "x", x);
-  check<ShapeError>(x.h() > 0 && x.w() > 0, op, ": x ", x.str(), " has no pixels");
+  check<ShapeError>(x.h() > 0 && x.w() > 0, op, ": x ", x, " has no pixels");
   check_shape(op, "y", y, Shape::nchw(x.n(), x.c(), 1, 1));
 }
 
@@ -189,7 +189,7 @@ void max_pool2d_forward(Context<Cpu>& ctx, TensorView<const T, Cpu> x, TensorVie
   check<OptionError>(std::is_same_v<I, std::int64_t> ||
                          x.shape().h() * x.shape().w() <= std::numeric_limits<std::int32_t>::max(),
                      "nddr::ops::max_pool2d_forward: int32 argmax cannot index planes of ",
-                     x.shape().str());
+                     x.shape());
   nddr::detail::max_pool2d_forward_impl(ctx, x, y, argmax.data(), opt);
 }
 
@@ -207,7 +207,7 @@ void max_pool2d_backward(Context<Cpu>& ctx, TensorView<const I, Cpu> argmax,
   check_rank4(op, "dy", dy.shape());
   check_shape(op, "argmax", argmax.shape(), dy.shape());
   check<ShapeError>(dy.shape().n() == dx.shape().n() && dy.shape().c() == dx.shape().c(), op,
-                    ": dy ", dy.shape().str(), " and dx ", dx.shape().str(),
+                    ": dy ", dy.shape(), " and dx ", dx.shape(),
                     " differ in batch or channels");
   const std::int64_t in_plane = dx.shape().h() * dx.shape().w();
   const std::int64_t out_plane = dy.shape().h() * dy.shape().w();

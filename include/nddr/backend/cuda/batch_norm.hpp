@@ -320,7 +320,7 @@ void batch_norm_forward_training_sync(Context<Cuda>& ctx,
   sums[C] = static_cast<double>(L.count());
   all_reduce(std::span<double>(sums));
   const double count = sums[C];
-  check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape().str(), " and the global batch ",
+  check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape(), " and the global batch ",
                     count, " values per channel; training needs more than one (N*H*W > 1)");
   for (std::size_t c = 0; c < C; ++c) host[c] = sums[c] / count;
   // 2. Squared deviations from the global mean, over every replica.
@@ -384,7 +384,7 @@ void batch_norm_backward_training_sync(Context<Cuda>& ctx,
   all_reduce(std::span<double>(sums));
   const double count = sums[2 * C];
   if (!dx.empty())
-    check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape().str(),
+    check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape(),
                       " and the global batch ", count,
                       " values per channel; training needs more than one (N*H*W > 1)");
   cuda::detail::upload_sums(ctx, sums.data(), global, 2 * C, who);

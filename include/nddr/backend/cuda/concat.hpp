@@ -67,7 +67,7 @@ void concat_channels_forward(Context<Cuda>& ctx,
   detail::check_channel_parts(kWho, "input", xs, "y", y.shape());
   for (std::size_t k = 0; k < xs.size(); ++k)
     check<ShapeError>(!xs[k].empty() || xs[k].numel() == 0, kWho, ": input ", k, " with shape ",
-                      xs[k].shape().str(), " has no data");
+                      xs[k].shape(), " has no data");
   cuda::detail::for_each_part(xs, y.shape(), [&](std::size_t k, cuda::launch::ConcatPart m) {
     cuda::launch::concat_part_to_whole<T>(ctx.stream(), xs[k].data(), y.data(), m);
   });

@@ -346,7 +346,7 @@ void conv2d_check_bias(const char* who, const char* what, TensorView<T, Cuda> b,
                        const Conv2dOptions& opt, std::int64_t out_c) {
   if (!opt.use_bias) {
     check<OptionError>(b.empty(), who, ": use_bias is false but a ", what, " tensor ",
-                       b.shape().str(), " was given");
+                       b.shape(), " was given");
     return;
   }
   check<ShapeError>(!b.empty(), who, ": use_bias is true but ", what, " is empty");
@@ -696,7 +696,7 @@ void conv2d_backward_weights(Context<Cuda>& ctx,
   constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
   namespace cd = cuda::detail;
   if (!db.empty()) {
-    check<OptionError>(opt.use_bias, kWho, ": use_bias is false but a db tensor ", db.shape().str(),
+    check<OptionError>(opt.use_bias, kWho, ": use_bias is false but a db tensor ", db.shape(),
                        " was given");
     check_rank4(kWho, "dy", dy.shape());
     check_shape(kWho, "db", db.shape(), Shape{dy.shape().c()});

@@ -164,7 +164,7 @@ class TensorDescriptor
  private:
   static int checked_extent(const Shape& s, int i) {
     check<ShapeError>(s[i] <= std::int64_t{1} << 30, "nddr::cuda::TensorDescriptor: extent ", s[i],
-                      " of ", s.str(), " is too large for cuDNN");
+                      " of ", s, " is too large for cuDNN");
     return static_cast<int>(s[i]);
   }
 };

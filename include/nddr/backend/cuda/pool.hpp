@@ -111,7 +111,7 @@ void max_pool2d_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorV
   check_shape(op, "argmax", argmax.shape(), y.shape());
   check<OptionError>(std::is_same_v<I, std::int64_t> ||
                          x.shape().h() * x.shape().w() <= std::numeric_limits<std::int32_t>::max(),
-                     op, ": int32 argmax cannot index planes of ", x.shape().str());
+                     op, ": int32 argmax cannot index planes of ", x.shape());
   const Pool2dGeometry g = nddr::detail::checked_pool_forward(op, x.shape(), y.shape(), opt);
   cuda::launch::max_pool2d_forward<T, I>(ctx.stream(), x.data(), y.data(), argmax.data(),
                                          x.shape().n() * x.shape().c(), g);
@@ -132,7 +132,7 @@ void max_pool2d_backward(Context<Cuda>& ctx, TensorView<const I, Cuda> argmax,
   check_rank4(op, "dy", dy.shape());
   check_shape(op, "argmax", argmax.shape(), dy.shape());
   check<ShapeError>(dy.shape().n() == dx.shape().n() && dy.shape().c() == dx.shape().c(), op,
-                    ": dy ", dy.shape().str(), " and dx ", dx.shape().str(),
+                    ": dy ", dy.shape(), " and dx ", dx.shape(),
                     " differ in batch or channels");
   const std::int64_t in_plane = dx.shape().h() * dx.shape().w();
   const std::int64_t out_plane = dy.shape().h() * dy.shape().w();
