@@ -197,13 +197,12 @@ void BM_conv2d(benchmark::State& state) {
     return;
   }
   const double peak = fma_peak(threads);
-  nddr::cpu::set_conv_algorithm(kAlgos[algo_index]);
   nddr::Context<nddr::Cpu> ctx(threads);
+  ctx.set_settings(nddr::NumericSettings{}.cpu_conv_algorithm(kAlgos[algo_index]));
   for (auto _ : state) {
     pr.run(ctx, dir);
     benchmark::ClobberMemory();
   }
-  nddr::cpu::set_conv_algorithm(ConvAlgo::kAuto);
   const double rate = pr.gflop() * static_cast<double>(state.iterations());
   state.counters["GFLOP/s"] = benchmark::Counter(rate, benchmark::Counter::kIsRate);
   state.counters["peak"] = benchmark::Counter(rate / peak, benchmark::Counter::kIsRate);
@@ -237,12 +236,10 @@ double now_seconds() {
 }
 
 double seconds_of(Problem& pr, nddr::Context<nddr::Cpu>& ctx, Direction d, ConvAlgo algo) {
-  nddr::cpu::set_conv_algorithm(algo);
+  const nddr::ScopedSettings forced(ctx, nddr::NumericSettings(ctx.settings()).cpu_conv_algorithm(algo));
   const double t0 = now_seconds();
   pr.run(ctx, d);
-  const double s = now_seconds() - t0;
-  nddr::cpu::set_conv_algorithm(ConvAlgo::kAuto);
-  return s;
+  return now_seconds() - t0;
 }
 
 double median(std::vector<double> v) {

@@ -256,21 +256,25 @@ int main(int argc, char** argv) {
     return p.usage_error("size", "--batch x size^2 <= " + std::to_string(kMaxPixels) + " pixels",
                          std::to_string(a.size));
   try {
-    nddr::set_conv_bf16(a.bf16);  // on the CPU: the GPU's BF16 numerics, emulated
+    // The context's numeric settings; on the CPU, --bf16 emulates the GPU's BF16 numerics.
+    const auto settings = nddr::NumericSettings{}
+                              .conv_bf16(a.bf16)
+                              .conv_tf32(a.tf32)
+                              .matmul_tf32(a.tf32)
+                              .conv_benchmark(a.cudnn_benchmark)
+                              .conv_deterministic(a.deterministic);
     const auto device = nddr::cli::parse_device("nddr-bench-step", a.device);
     if (device.cuda) {
       nddr::cli::require_cuda_backend("nddr-bench-step", a.device);
 #if defined(NDDR_WITH_CUDA)
       nddr::Context<nddr::Cuda> ctx(device.index);
-      nddr::cuda::set_conv_tf32(a.tf32);
-      nddr::cuda::set_matmul_tf32(a.tf32);
-      nddr::cuda::set_conv_benchmark(a.cudnn_benchmark);
-      nddr::cuda::set_conv_deterministic(a.deterministic);
+      ctx.set_settings(settings);
       return dispatch(a, ctx);
 #endif
     }
     nddr::Context<nddr::Cpu> ctx;
     if (a.threads > 0) ctx.set_threads(a.threads);
+    ctx.set_settings(settings);
     return dispatch(a, ctx);
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";

@@ -73,9 +73,11 @@ Tensor<T, Cuda> dev(nddr::Context<Cuda>& g, const Tensor<T>& t) {
 /// Conv forward and backward on both backends; dx pre-filled to check accumulation, dw and db
 /// pre-filled with garbage to check assignment.
 template <class T>
-void conv_parity(Shape xs, Shape ws, const nddr::Conv2dOptions& opt, std::uint32_t seed) {
+void conv_parity(Shape xs, Shape ws, const nddr::Conv2dOptions& opt, std::uint32_t seed,
+                 const nddr::NumericSettings& settings = {}) {
   nddr::Context<Cpu> cpu(2);
   nddr::Context<Cuda> gpu;
+  gpu.set_settings(settings);
   const Tensor<T> x = random_tensor<T>(xs, seed);
   const Tensor<T> w = random_tensor<T>(ws, seed + 1);
   const Tensor<T> b = opt.use_bias ? random_tensor<T>(Shape{ws.n()}, seed + 2) : Tensor<T>();
@@ -107,28 +109,28 @@ void conv_parity(Shape xs, Shape ws, const nddr::Conv2dOptions& opt, std::uint32
 }
 
 template <class T>
-void conv_suite() {
+void conv_suite(const nddr::NumericSettings& settings = {}) {
   using O = nddr::Conv2dOptions;
-  SECTION("3x3 pad 1, bias") { conv_parity<T>(Shape::nchw(2, 3, 9, 11), Shape::nchw(5, 3, 3, 3), O{}.padding(1), 11); }
+  SECTION("3x3 pad 1, bias") { conv_parity<T>(Shape::nchw(2, 3, 9, 11), Shape::nchw(5, 3, 3, 3), O{}.padding(1), 11, settings); }
   SECTION("3x3 pad 1, no bias") {
-    conv_parity<T>(Shape::nchw(2, 4, 8, 7), Shape::nchw(6, 4, 3, 3), O{}.padding(1).bias(false), 12);
+    conv_parity<T>(Shape::nchw(2, 4, 8, 7), Shape::nchw(6, 4, 3, 3), O{}.padding(1).bias(false), 12, settings);
   }
   SECTION("dilation 2") {
-    conv_parity<T>(Shape::nchw(2, 3, 13, 12), Shape::nchw(4, 3, 3, 3), O{}.padding(2).dilation(2), 13);
+    conv_parity<T>(Shape::nchw(2, 3, 13, 12), Shape::nchw(4, 3, 3, 3), O{}.padding(2).dilation(2), 13, settings);
   }
   SECTION("dilation 12 on 27x27") {
-    conv_parity<T>(Shape::nchw(2, 3, 27, 27), Shape::nchw(4, 3, 3, 3), O{}.padding(12).dilation(12), 14);
+    conv_parity<T>(Shape::nchw(2, 3, 27, 27), Shape::nchw(4, 3, 3, 3), O{}.padding(12).dilation(12), 14, settings);
   }
   SECTION("stride 2 SAME, odd sizes (asymmetric pads)") {
-    conv_parity<T>(Shape::nchw(2, 3, 10, 12), Shape::nchw(5, 3, 3, 3), O{}.stride(2).same(), 15);
-    conv_parity<T>(Shape::nchw(2, 3, 9, 8), Shape::nchw(4, 3, 4, 4), O{}.stride(2).same().bias(false), 16);
+    conv_parity<T>(Shape::nchw(2, 3, 10, 12), Shape::nchw(5, 3, 3, 3), O{}.stride(2).same(), 15, settings);
+    conv_parity<T>(Shape::nchw(2, 3, 9, 8), Shape::nchw(4, 3, 4, 4), O{}.stride(2).same().bias(false), 16, settings);
   }
   SECTION("stride 1 SAME, even kernel (asymmetric pads)") {
-    conv_parity<T>(Shape::nchw(2, 2, 7, 6), Shape::nchw(3, 2, 2, 2), O{}.same(), 17);
+    conv_parity<T>(Shape::nchw(2, 2, 7, 6), Shape::nchw(3, 2, 2, 2), O{}.same(), 17, settings);
   }
-  SECTION("1x1") { conv_parity<T>(Shape::nchw(2, 8, 5, 7), Shape::nchw(3, 8, 1, 1), O{}, 18); }
+  SECTION("1x1") { conv_parity<T>(Shape::nchw(2, 8, 5, 7), Shape::nchw(3, 8, 1, 1), O{}, 18, settings); }
   SECTION("stride 2 unpadded 7x7") {
-    conv_parity<T>(Shape::nchw(2, 3, 17, 15), Shape::nchw(4, 3, 7, 7), O{}.stride(2).padding(3), 19);
+    conv_parity<T>(Shape::nchw(2, 3, 17, 15), Shape::nchw(4, 3, 7, 7), O{}.stride(2).padding(3), 19, settings);
   }
 }
 
@@ -173,14 +175,15 @@ Tensor<float> narrowed(const Tensor<double>& t) {
   return f;
 }
 
-/// The BF16 convolution (`set_conv_bf16`) against the exact product of the bfloat16-rounded
+/// The BF16 convolution (the GPU context's `conv_bf16` setting) against the exact product of the bfloat16-rounded
 /// operands (the CPU op in double, which the switch leaves alone): y, dx accumulated onto
 /// garbage, dw assigned over garbage, db from the unrounded dy. Also checks that the rounding
 /// happened (the exact FP32-operand result differs).
-void conv_parity_bf16(Shape xs, Shape ws, const nddr::Conv2dOptions& opt, std::uint32_t seed) {
+void conv_parity_bf16(Shape xs, Shape ws, const nddr::Conv2dOptions& opt, std::uint32_t seed,
+                      const nddr::NumericSettings& settings = {}) {
   nddr::Context<Cpu> cpu(2);
   nddr::Context<Cuda> gpu;
-  const nddr_test::ConvBf16Setting bf16(true);
+  gpu.set_settings(nddr::NumericSettings(settings).conv_bf16(true));
   const Tensor<float> x = random_tensor<float>(xs, seed), w = random_tensor<float>(ws, seed + 1);
   const Tensor<float> b =
       opt.use_bias ? random_tensor<float>(Shape{ws.n()}, seed + 2) : Tensor<float>();
@@ -403,24 +406,21 @@ TEST_CASE("CUDA conv2d with timed (benchmark) or deterministic algorithms matche
           "[cuda][conv2d]") {
   if (no_device()) return;
   SECTION("benchmark, float") {
-    const nddr_test::ConvAlgoSettings settings(false, true);
-    conv_suite<float>();
+    conv_suite<float>(nddr::NumericSettings{}.conv_benchmark(true));
   }
   SECTION("benchmark + deterministic, double") {
-    const nddr_test::ConvAlgoSettings settings(true, true);
-    conv_suite<double>();
+    conv_suite<double>(nddr::NumericSettings{}.conv_benchmark(true).conv_deterministic(true));
   }
   SECTION("deterministic, float") {
-    const nddr_test::ConvAlgoSettings settings(true, false);
-    conv_suite<float>();
+    conv_suite<float>(nddr::NumericSettings{}.conv_deterministic(true));
   }
 }
 
 TEST_CASE("CUDA conv2d caches its algorithms and repeats its results", "[cuda][conv2d]") {
   if (no_device()) return;
   // Bit-for-bit repeats need deterministic algorithms (the default may add with atomics).
-  const nddr_test::ConvAlgoSettings settings(true, false);
   nddr::Context<Cuda> gpu;
+  gpu.set_settings(nddr::NumericSettings{}.conv_deterministic(true));
   const auto opt = nddr::Conv2dOptions{}.stride(2).same();
   const Shape xs = Shape::nchw(2, 3, 11, 10), ws = Shape::nchw(4, 3, 3, 3);
   const auto x = dev(gpu, random_tensor<float>(xs, 1));
@@ -452,30 +452,24 @@ TEST_CASE("CUDA conv2d caches its algorithms and repeats its results", "[cuda][c
   }
 }
 
-TEST_CASE("CUDA conv2d in BF16 (set_conv_bf16) matches the CPU op on rounded operands",
+TEST_CASE("CUDA conv2d in BF16 (the conv_bf16 setting) matches the CPU op on rounded operands",
           "[cuda][conv2d][bf16]") {
   if (no_device()) return;
   using O = nddr::Conv2dOptions;
-  const auto run_all = [] {
-    conv_parity_bf16(Shape::nchw(2, 3, 9, 11), Shape::nchw(5, 3, 3, 3), O{}.padding(1), 41);
+  const auto run_all = [](const nddr::NumericSettings& s) {
+    conv_parity_bf16(Shape::nchw(2, 3, 9, 11), Shape::nchw(5, 3, 3, 3), O{}.padding(1), 41, s);
     conv_parity_bf16(Shape::nchw(2, 16, 13, 12), Shape::nchw(8, 16, 3, 3),
-                     O{}.padding(2).dilation(2).bias(false), 42);
-    conv_parity_bf16(Shape::nchw(2, 3, 10, 12), Shape::nchw(5, 3, 3, 3), O{}.stride(2).same(), 43);
-    conv_parity_bf16(Shape::nchw(2, 2, 7, 6), Shape::nchw(3, 2, 2, 2), O{}.same(), 44);
-    conv_parity_bf16(Shape::nchw(2, 32, 5, 7), Shape::nchw(16, 32, 1, 1), O{}, 45);
+                     O{}.padding(2).dilation(2).bias(false), 42, s);
+    conv_parity_bf16(Shape::nchw(2, 3, 10, 12), Shape::nchw(5, 3, 3, 3), O{}.stride(2).same(), 43, s);
+    conv_parity_bf16(Shape::nchw(2, 2, 7, 6), Shape::nchw(3, 2, 2, 2), O{}.same(), 44, s);
+    conv_parity_bf16(Shape::nchw(2, 32, 5, 7), Shape::nchw(16, 32, 1, 1), O{}, 45, s);
     // Large enough for tensor-core tiles and a long FP32 accumulation (K = 64 * 9).
     conv_parity_bf16(Shape::nchw(2, 64, 33, 33), Shape::nchw(64, 64, 3, 3),
-                     O{}.padding(1).bias(false), 46);
+                     O{}.padding(1).bias(false), 46, s);
   };
-  SECTION("heuristic algorithms") { run_all(); }
-  SECTION("timed algorithms") {
-    const nddr_test::ConvAlgoSettings settings(false, true);
-    run_all();
-  }
-  SECTION("deterministic algorithms") {
-    const nddr_test::ConvAlgoSettings settings(true, false);
-    run_all();
-  }
+  SECTION("heuristic algorithms") { run_all({}); }
+  SECTION("timed algorithms") { run_all(nddr::NumericSettings{}.conv_benchmark(true)); }
+  SECTION("deterministic algorithms") { run_all(nddr::NumericSettings{}.conv_deterministic(true)); }
 }
 
 TEST_CASE("CUDA conv2d: BF16 and TF32 choices are cached apart from FP32 ones, double ignores "
@@ -511,8 +505,8 @@ TEST_CASE("CUDA conv2d: BF16 and TF32 choices are cached apart from FP32 ones, d
   const std::size_t size = nddr::cuda::conv2d_algorithm_cache_size();
   Tensor<float> bf16;
   {
-    const nddr_test::ConvBf16Setting on(true);
-    CHECK(nddr::cuda::conv_bf16());
+    const nddr_test::ConvBf16Setting on(gpu, true);
+    CHECK(gpu.settings().conv_bf16());
     bf16 = run(0.0f);
     CHECK(nddr::cuda::conv2d_algorithm_cache_size() == size + 3);
     // Double ignores the setting: its full-precision choices are reused, bit for bit.
@@ -520,13 +514,14 @@ TEST_CASE("CUDA conv2d: BF16 and TF32 choices are cached apart from FP32 ones, d
     CHECK(nddr::cuda::conv2d_algorithm_cache_size() == size + 3);
     for (std::int64_t i = 0; i < dbl.numel(); ++i) REQUIRE(dbl2[i] == dbl[i]);
   }
-  CHECK_FALSE(nddr::cuda::conv_bf16());
+  CHECK_FALSE(gpu.settings().conv_bf16());
   const std::size_t after_bf16 = nddr::cuda::conv2d_algorithm_cache_size();
   {
-    const bool tf32_before = nddr::cuda::conv_tf32();
-    nddr::cuda::set_conv_tf32(true);
-    const Tensor<float> tf32 = run(0.0f);
-    nddr::cuda::set_conv_tf32(tf32_before);
+    Tensor<float> tf32;
+    {
+      const nddr::ScopedSettings on(gpu, nddr::NumericSettings(gpu.settings()).conv_tf32(true));
+      tf32 = run(0.0f);
+    }
     CHECK(nddr::cuda::conv2d_algorithm_cache_size() == after_bf16 + 3);
     // TF32 keeps 11 significant bits of each operand, BF16 8: both near FP32, BF16 less so.
     CHECK(rel_diff(tf32, fp32) < 3e-3);
@@ -829,7 +824,7 @@ TEST_CASE("CUDA linear matches the CPU op", "[cuda][linear]") {
   SECTION("rank 4, bias, double") { linear_parity<double>(Shape::nchw(3, 4, 5, 3), 7, true, 34); }
 }
 
-TEST_CASE("CUDA linear with TF32 GEMMs (set_matmul_tf32) stays near FP32", "[cuda][linear]") {
+TEST_CASE("CUDA linear with TF32 GEMMs (the matmul_tf32 setting) stays near FP32", "[cuda][linear]") {
   if (no_device()) return;
   nddr::Context<Cuda> gpu;
   const Shape xs{64, 512};
@@ -845,10 +840,9 @@ TEST_CASE("CUDA linear with TF32 GEMMs (set_matmul_tf32) stays near FP32", "[cud
     return std::array<Tensor<float>, 3>{host(gpu, y), host(gpu, dx), host(gpu, dw)};
   };
   const auto fp32 = run();
-  const bool before = nddr::cuda::matmul_tf32();
-  nddr::cuda::set_matmul_tf32(true);
+  gpu.set_settings(nddr::NumericSettings{}.matmul_tf32(true));
   const auto tf32 = run();
-  nddr::cuda::set_matmul_tf32(before);
+  gpu.set_settings({});
   const auto fp32_again = run();
   for (std::size_t i = 0; i < 3; ++i) {
     INFO("output " << i << " (y, dx, dw)");

@@ -1,5 +1,5 @@
 #pragma once
-// The CUDA tests' skip check and convolution-setting guards (algorithm choice, BF16), shared by every file in tests/cuda.
+// The CUDA tests' skip check and the BF16 setting guard, shared by every file in tests/cuda.
 #include <catch2/catch.hpp>
 
 #include <nddr/cuda.hpp>
@@ -15,22 +15,5 @@ inline bool no_device() {
   WARN("no CUDA device: skipped");
   return true;
 }
-
-/// Sets the process-wide choice of cuDNN convolution algorithms while alive and restores the
-/// previous one: `deterministic` (same bits run to run) and `benchmark` (timed choice).
-struct ConvAlgoSettings {
-  bool deterministic_before = nddr::cuda::conv_deterministic();
-  bool benchmark_before = nddr::cuda::conv_benchmark();
-  ConvAlgoSettings(bool deterministic, bool benchmark) {
-    nddr::cuda::set_conv_deterministic(deterministic);
-    nddr::cuda::set_conv_benchmark(benchmark);
-  }
-  ~ConvAlgoSettings() {
-    nddr::cuda::set_conv_deterministic(deterministic_before);
-    nddr::cuda::set_conv_benchmark(benchmark_before);
-  }
-  ConvAlgoSettings(const ConvAlgoSettings&) = delete;
-  ConvAlgoSettings& operator=(const ConvAlgoSettings&) = delete;
-};
 
 }  // namespace nddr_test

@@ -259,8 +259,8 @@ TEST_CASE("Trainer<Cuda>: BF16 convolutions train like FP32 ones, eagerly and as
   using FNet = nddr::Network<Spec, Cuda, float>;
   using FTrain = nddr::Trainer<Exp, Cuda, float>;
   // Deterministic algorithms, so that the graph replays can be compared with eager steps.
-  const nddr_test::ConvAlgoSettings algos(true, false);
   nddr::Context<Cuda> gpu(0);
+  gpu.set_settings(nddr::NumericSettings{}.conv_deterministic(true));
   const nddr::PolySchedule schedule{0.01, 100, 0.9};
   // Two batches in turn.
   const auto batch = [](std::int64_t s) { return make_batch<FTrain::Batch>(s % 2, 2, 32, 32); };
@@ -276,7 +276,7 @@ TEST_CASE("Trainer<Cuda>: BF16 convolutions train like FP32 ones, eagerly and as
   FTrain graph(gnet, schedule, gopt);
   fp32.fit(gpu, kSteps, batch);
   {
-    const nddr_test::ConvBf16Setting on(true);
+    const nddr_test::ConvBf16Setting on(gpu, true);
     bf16.fit(gpu, kSteps, batch);
     graph.fit(gpu, kSteps, batch);
   }
@@ -304,4 +304,35 @@ TEST_CASE("Trainer<Cuda>: BF16 convolutions train like FP32 ones, eagerly and as
     return std::vector<double>(h.begin(), h.end());
   };
   CHECK(max_rel_diff(params(gnet), params(bnet)) <= 1e-5);
+}
+
+TEST_CASE("Trainer<Cuda>: switching the context to BF16 mid-run captures the step again",
+          "[cuda][trainer][bf16][graphs]") {
+  // The captured graph bakes in the convolutions' precision: the graph key holds the context's
+  // settings, so a replay after the switch would be a bug, and graph and eager runs agree.
+  if (no_device()) return;
+  using FNet = nddr::Network<Spec, Cuda, float>;
+  using FTrain = nddr::Trainer<Exp, Cuda, float>;
+  nddr::Context<Cuda> gpu(0);
+  gpu.set_settings(nddr::NumericSettings{}.conv_deterministic(true));
+  const nddr::PolySchedule schedule{0.01, 100, 0.9};
+  const auto batch = [](std::int64_t s) { return make_batch<FTrain::Batch>(s % 2, 2, 16, 16); };
+  FNet enet({11, 3}), gnet({11, 3});
+  auto opt = quiet();
+  FTrain eager(enet, schedule, opt);
+  opt.cuda_graph = true;
+  FTrain graph(gnet, schedule, opt);
+  eager.fit(gpu, 5, batch);
+  graph.fit(gpu, 5, batch);
+  const auto& graphs = graph.device_state()->graphs();
+  const auto captures = graphs.captures();
+  CHECK(captures >= 1);
+  gpu.set_settings(nddr::NumericSettings(gpu.settings()).conv_bf16(true));
+  eager.fit(gpu, 10, batch);
+  graph.fit(gpu, 10, batch);
+  CHECK(graphs.captures() > captures);
+  for (std::size_t s = 0; s < 10; ++s) {
+    INFO("step " << s + 1);
+    CHECK(graph.history()[s].total == eager.history()[s].total);
+  }
 }

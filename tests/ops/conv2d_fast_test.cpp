@@ -1,5 +1,5 @@
 // Conv2d fast algorithms (Winograd F(2x2, 3x3) and F(4x4, 3x3), tap-skipping for dilated kernels): each, forced
-// through nddr::cpu::set_conv_algorithm, equals the im2col path and a direct convolution in all
+// through a context's NumericSettings::cpu_conv_algorithm, equals the im2col path and a direct convolution in all
 // three directions (double and float, 1 and 2 threads, odd sizes, 1x1 maps, padding 0-2,
 // dilation 2/3/12), keeps the accumulate/assign contract, and passes finite differences.
 #include <algorithm>
@@ -23,12 +23,12 @@ using nddr::Tensor;
 using nddr::TensorView;
 using nddr::cpu::ConvAlgo;
 
-/// Forces an algorithm for one scope; kAuto again afterwards, even when a CHECK throws.
+/// Forces an algorithm on `ctx` for one scope (its `NumericSettings::cpu_conv_algorithm`); the
+/// previous settings again afterwards, even when a CHECK throws.
 struct ForceAlgo {
-  explicit ForceAlgo(ConvAlgo a) { nddr::cpu::set_conv_algorithm(a); }
-  ~ForceAlgo() { nddr::cpu::set_conv_algorithm(ConvAlgo::kAuto); }
-  ForceAlgo(const ForceAlgo&) = delete;
-  ForceAlgo& operator=(const ForceAlgo&) = delete;
+  ForceAlgo(nddr::Context<nddr::Cpu>& ctx, ConvAlgo a)
+      : scope(ctx, nddr::NumericSettings(ctx.settings()).cpu_conv_algorithm(a)) {}
+  nddr::ScopedSettings<nddr::Context<nddr::Cpu>> scope;
 };
 
 struct Case {
@@ -165,8 +165,8 @@ template <class T>
 Outputs run(ConvAlgo algo, int threads, const Case& c, const Tensor<double>& x,
             const Tensor<double>& w, const Tensor<double>& b, const Tensor<double>& dy,
             const Tensor<double>& dx0) {
-  const ForceAlgo force(algo);
   nddr::Context<nddr::Cpu> ctx(threads);
+  const ForceAlgo force(ctx, algo);
   const Tensor<T> xt = cast<T>(x), wt = cast<T>(w), bt = cast<T>(b), dyt = cast<T>(dy);
   Tensor<T> y(dy.shape(), T(7)), dx = cast<T>(dx0), dw(w.shape(), T(7)), db(b.shape(), T(7));
   const TensorView<const T> bv = c.opt.use_bias ? bt.cview() : TensorView<const T>{};
@@ -220,8 +220,8 @@ void check_against_im2col(ConvAlgo algo, const Case* begin, const Case* end) {
 /// Finite differences through the forced algorithm: dx, dw and db of <y, r>.
 void check_op_gradients(ConvAlgo algo, const Case& c) {
   INFO(c.name);
-  const ForceAlgo force(algo);
   nddr::Context<nddr::Cpu> ctx(2);
+  const ForceAlgo force(ctx, algo);
   nddr::Rng rng(5);
   const Shape out = nddr::conv2d_output_shape(c.x, c.w, c.opt);
   Tensor<double> x(c.x), w(c.w), b(Shape{c.w.n()}), y(out), r(out);
@@ -335,13 +335,14 @@ TEST_CASE("Conv2d fast: op gradients through the forced algorithms match finite 
 
 TEST_CASE("Conv2d fast: layer laws hold through the forced algorithms", "[conv2d-fast]") {
   for (ConvAlgo algo : {ConvAlgo::kWinograd, ConvAlgo::kWinogradF4, ConvAlgo::kTapSkip}) {
-    const ForceAlgo force(algo);
+    nddr::testing::LayerLawsOptions laws;
+    laws.settings.cpu_conv_algorithm(algo);
     nddr::Conv2d<double> pad1(3, 4, 3, Conv2dOptions{}.padding(1));
     nddr::Conv2d<double> dilated(2, 3, 3, Conv2dOptions{}.dilation(3).padding(3));
-    auto r1 = nddr::testing::check_layer_laws(pad1, Shape::nchw(2, 3, 7, 6));
+    auto r1 = nddr::testing::check_layer_laws(pad1, Shape::nchw(2, 3, 7, 6), laws);
     INFO(r1.report);
     CHECK(r1.ok);
-    auto r2 = nddr::testing::check_layer_laws(dilated, Shape::nchw(2, 2, 8, 9));
+    auto r2 = nddr::testing::check_layer_laws(dilated, Shape::nchw(2, 2, 8, 9), laws);
     INFO(r2.report);
     CHECK(r2.ok);
   }
@@ -370,8 +371,8 @@ TEST_CASE("Conv2d fast: the forced algorithms match the PyTorch reference in dou
       const Tensor<double> b = opt.use_bias ? f.tensor<double>(p + "b") : Tensor<double>{};
       const auto g = nddr::conv2d_geometry(x.shape(), w.shape(), opt);
       winograd_cases += algo != ConvAlgo::kTapSkip && nddr::ops::conv2d_winograd_applicable(g);
-      const ForceAlgo force(algo);
       nddr::Context<nddr::Cpu> ctx(2);
+      const ForceAlgo force(ctx, algo);
       Tensor<double> y(dy.shape(), 7.0), dx(x.shape()), dw(w.shape(), 7.0), db(b.shape(), 7.0);
       nddr::ops::conv2d_forward<double>(ctx, x, w, b, y.view(), opt);
       nddr::ops::conv2d_backward<double>(ctx, x, w, dy, dx.view(), dw.view(),
@@ -396,8 +397,8 @@ TEST_CASE("Conv2d fast: an empty batch leaves y and dx alone and zeroes dw", "[c
   for (ConvAlgo algo : {ConvAlgo::kWinograd, ConvAlgo::kWinogradF4, ConvAlgo::kTapSkip})
     for (const Conv2dOptions& opt :
          {Conv2dOptions{}.padding(1), Conv2dOptions{}.dilation(2).padding(2)}) {
-      const ForceAlgo force(algo);
       nddr::Context<nddr::Cpu> ctx(2);
+      const ForceAlgo force(ctx, algo);
       Tensor<double> x(xs), w(ws, 1.0), b(Shape{18}), dx(xs), dw(ws, 7.0), db(Shape{18}, 7.0);
       Tensor<double> y(nddr::conv2d_output_shape(xs, ws, opt));
       nddr::ops::conv2d_forward<double>(ctx, x, w, b, y.view(), opt);
@@ -421,7 +422,6 @@ TEST_CASE("Conv2d fast: algorithm selection", "[conv2d-fast]") {
   const auto fc6 = geo(512, 1024, 21, 3, Conv2dOptions{}.dilation(12).padding(12));
   const auto fc7 = geo(1024, 1024, 21, 1, Conv2dOptions{});
   const auto strided = geo(64, 64, 20, 3, Conv2dOptions{}.stride(2).same());
-  REQUIRE(nddr::cpu::conv_algorithm() == ConvAlgo::kAuto);
   for (auto dir : {Conv2dDirection::kForward, Conv2dDirection::kBackwardData,
                    Conv2dDirection::kBackwardWeights}) {
     CHECK(conv2d_select_algorithm(conv1_1, dir) == ConvAlgo::kIm2col);
@@ -444,28 +444,18 @@ TEST_CASE("Conv2d fast: algorithm selection", "[conv2d-fast]") {
                                 Conv2dDirection::kForward) == ConvAlgo::kWinograd);
   CHECK(conv2d_select_algorithm(geo(64, 64, 2, 3, Conv2dOptions{}.padding(1)),
                                 Conv2dDirection::kForward) == ConvAlgo::kWinograd);
-  {
-    const ForceAlgo force(ConvAlgo::kWinogradF4);
-    CHECK(conv2d_select_algorithm(conv3_2, Conv2dDirection::kForward) == ConvAlgo::kWinogradF4);
-    CHECK(conv2d_select_algorithm(fc7, Conv2dDirection::kForward) == ConvAlgo::kIm2col);
-  }
-  {
-    const ForceAlgo force(ConvAlgo::kWinograd);
-    CHECK(conv2d_select_algorithm(conv1_1, Conv2dDirection::kForward) == ConvAlgo::kWinograd);
-    CHECK(conv2d_select_algorithm(fc6, Conv2dDirection::kForward) == ConvAlgo::kWinograd);
-    CHECK(conv2d_select_algorithm(fc7, Conv2dDirection::kForward) == ConvAlgo::kIm2col);
-  }
-  {
-    const ForceAlgo force(ConvAlgo::kIm2col);
-    CHECK(conv2d_select_algorithm(conv3_2, Conv2dDirection::kForward) == ConvAlgo::kIm2col);
-    CHECK(conv2d_select_algorithm(fc6, Conv2dDirection::kBackwardData) == ConvAlgo::kIm2col);
-  }
-  {
-    const ForceAlgo force(ConvAlgo::kTapSkip);
-    CHECK(conv2d_select_algorithm(conv3_2, Conv2dDirection::kBackwardWeights) ==
-          ConvAlgo::kTapSkip);
-  }
-  CHECK(nddr::cpu::conv_algorithm() == ConvAlgo::kAuto);
+  // A forced algorithm (the context's NumericSettings::cpu_conv_algorithm) where it applies.
+  const auto fwd = Conv2dDirection::kForward;
+  CHECK(conv2d_select_algorithm(conv3_2, fwd, ConvAlgo::kWinogradF4) == ConvAlgo::kWinogradF4);
+  CHECK(conv2d_select_algorithm(fc7, fwd, ConvAlgo::kWinogradF4) == ConvAlgo::kIm2col);
+  CHECK(conv2d_select_algorithm(conv1_1, fwd, ConvAlgo::kWinograd) == ConvAlgo::kWinograd);
+  CHECK(conv2d_select_algorithm(fc6, fwd, ConvAlgo::kWinograd) == ConvAlgo::kWinograd);
+  CHECK(conv2d_select_algorithm(fc7, fwd, ConvAlgo::kWinograd) == ConvAlgo::kIm2col);
+  CHECK(conv2d_select_algorithm(conv3_2, fwd, ConvAlgo::kIm2col) == ConvAlgo::kIm2col);
+  CHECK(conv2d_select_algorithm(fc6, Conv2dDirection::kBackwardData, ConvAlgo::kIm2col) ==
+        ConvAlgo::kIm2col);
+  CHECK(conv2d_select_algorithm(conv3_2, Conv2dDirection::kBackwardWeights, ConvAlgo::kTapSkip) ==
+        ConvAlgo::kTapSkip);
 }
 
 TEST_CASE("Conv2d fast: Winograd float error at a VGG width stays near float rounding",
@@ -482,7 +472,7 @@ TEST_CASE("Conv2d fast: Winograd float error at a VGG width stays near float rou
     w[i] = rng.uniform(-1.0, 1.0) * std::sqrt(2.0 / (9.0 * 256.0));
   nddr::Context<nddr::Cpu> ctx(2);
   {
-    const ForceAlgo force(ConvAlgo::kIm2col);
+    const ForceAlgo force(ctx, ConvAlgo::kIm2col);
     nddr::ops::conv2d_forward<double>(ctx, x, w, b, y.view(), opt);
   }
   const Tensor<float> xf = cast<float>(x), wf = cast<float>(w), bf = cast<float>(b);
@@ -490,7 +480,7 @@ TEST_CASE("Conv2d fast: Winograd float error at a VGG width stays near float rou
   for (std::int64_t i = 0; i < y.numel(); ++i) scale = std::max(scale, std::abs(y[i]));
   for (const auto& [algo, bound] : {std::pair{ConvAlgo::kWinograd, 3e-6},
                                     std::pair{ConvAlgo::kWinogradF4, 5e-5}}) {
-    const ForceAlgo force(algo);
+    const ForceAlgo force(ctx, algo);
     Tensor<float> yf(y.shape());
     nddr::ops::conv2d_forward<float>(ctx, xf, wf, bf, yf.view(), opt);
     double err = 0.0;

@@ -496,10 +496,6 @@ TEST_CASE("Conv2d: blocked im2col data gradient matches a direct transposed conv
           "[ops][conv2d]") {
   // Planes of 744 to 2,867 output pixels: several column blocks (512 columns at K = 180),
   // block edges inside output rows; 1, 3 and 20 input channels split over 1 to 3 threads.
-  struct ForceIm2col {
-    ForceIm2col() { nddr::cpu::set_conv_algorithm(nddr::cpu::ConvAlgo::kIm2col); }
-    ~ForceIm2col() { nddr::cpu::set_conv_algorithm(nddr::cpu::ConvAlgo::kAuto); }
-  } force;
   struct Case {
     std::int64_t in_c;
     Conv2dOptions opt;
@@ -532,6 +528,7 @@ TEST_CASE("Conv2d: blocked im2col data gradient matches a direct transposed conv
       INFO("in_c " << c.in_c << " out " << g.out_h << "x" << g.out_w << ", " << threads
                    << " threads");
       nddr::Context<nddr::Cpu> ctx(threads);
+      ctx.set_settings(nddr::NumericSettings{}.cpu_conv_algorithm(nddr::cpu::ConvAlgo::kIm2col));
       Tensor<double> dx(xs, 0.5), again(xs, 0.5);  // accumulated onto 0.5
       nddr::ops::conv2d_backward_data<double>(ctx, w.cview(), dy.cview(), dx.view(), c.opt);
       nddr::ops::conv2d_backward_data<double>(ctx, w.cview(), dy.cview(), again.view(), c.opt);
@@ -547,7 +544,7 @@ TEST_CASE("Conv2d: blocked im2col data gradient matches a direct transposed conv
   }
 }
 
-TEST_CASE("conv2d under set_conv_bf16 (CPU emulation): rounds operands and products like the "
+TEST_CASE("conv2d under the conv_bf16 setting (CPU emulation): rounds operands and products like the "
           "GPU's BF16 convolutions, bit for bit",
           "[ops][conv2d][bf16]") {
   nddr::Context<nddr::Cpu> ctx(2);
@@ -596,7 +593,7 @@ TEST_CASE("conv2d under set_conv_bf16 (CPU emulation): rounds operands and produ
       nddr::ops::conv2d_backward_weights<float>(ctx, x.cview(), dy.cview(), {}, db_want.view(),
                                                 c.opt);
 
-    const nddr_test::ConvBf16Setting on(true);
+    const nddr_test::ConvBf16Setting on(ctx, true);
     Tensor<float> y(ys), dx = dx0, dw(c.w), db(b.shape());
     for (std::int64_t i = 0; i < dw.numel(); ++i) dw[i] = 123.0f;  // assigned over garbage
     for (std::int64_t i = 0; i < db.numel(); ++i) db[i] = 123.0f;
@@ -617,7 +614,7 @@ TEST_CASE("conv2d under set_conv_bf16 (CPU emulation): rounds operands and produ
     CHECK(diff < 2e-2 * scale);
   }
   // Double ignores the switch; bad shapes are refused with the op's own message.
-  const nddr_test::ConvBf16Setting on(true);
+  const nddr_test::ConvBf16Setting on(ctx, true);
   Tensor<double> xd(Shape::nchw(1, 2, 4, 4)), wd(Shape::nchw(1, 2, 1, 1)), yd(Shape::nchw(1, 1, 4, 4));
   for (std::int64_t i = 0; i < xd.numel(); ++i) xd[i] = 1.0 + 1e-6 * static_cast<double>(i);
   for (std::int64_t i = 0; i < wd.numel(); ++i) wd[i] = 1.0;
@@ -628,4 +625,39 @@ TEST_CASE("conv2d under set_conv_bf16 (CPU emulation): rounds operands and produ
   CHECK_THROWS_WITH(nddr::ops::conv2d_forward<float>(ctx, xf.cview(), wf.cview(), {}, yf.view(),
                                                      Conv2dOptions{}.bias(false)),
                     Catch::Contains("nddr::ops::conv2d_forward"));
+}
+
+TEST_CASE("conv2d: two contexts with different settings each compute under their own",
+          "[ops][conv2d][bf16][settings]") {
+  // One process, two CPU contexts: BF16 emulation on one, FP32 on the other, calls interleaved.
+  nddr::Context<nddr::Cpu> fp32(1), bf16(1);
+  bf16.set_settings(nddr::NumericSettings{}.conv_bf16(true));
+  nddr::Rng rng(9);
+  const auto opt = Conv2dOptions{}.padding(1);
+  Tensor<float> x(Shape::nchw(1, 4, 6, 6)), w(Shape::nchw(3, 4, 3, 3)), b(Shape{3});
+  for (auto* t : {&x, &w, &b})
+    for (std::int64_t i = 0; i < t->numel(); ++i) (*t)[i] = static_cast<float>(rng.uniform(-1.0, 1.0));
+  const Shape ys = nddr::conv2d_output_shape(x.shape(), w.shape(), opt);
+  const auto run = [&](nddr::Context<nddr::Cpu>& ctx) {
+    Tensor<float> y(ys);
+    nddr::ops::conv2d_forward<float>(ctx, x.cview(), w.cview(), b.cview(), y.view(), opt);
+    return y;
+  };
+  const Tensor<float> a1 = run(fp32), b1 = run(bf16), a2 = run(fp32), b2 = run(bf16);
+  bool differ = false;
+  for (std::int64_t i = 0; i < a1.numel(); ++i) {
+    REQUIRE(a1[i] == a2[i]);
+    REQUIRE(b1[i] == b2[i]);
+    differ = differ || a1[i] != b1[i];
+  }
+  CHECK(differ);
+  CHECK_FALSE(fp32.settings().conv_bf16());
+  {
+    const nddr::ScopedSettings scoped(fp32, nddr::NumericSettings(fp32.settings()).conv_bf16(true));
+    const Tensor<float> c = run(fp32);
+    for (std::int64_t i = 0; i < c.numel(); ++i) REQUIRE(c[i] == b1[i]);
+  }
+  CHECK_FALSE(fp32.settings().conv_bf16());
+  CHECK(nddr::NumericSettings{}.conv_bf16(true).str() == "bf16 conv");
+  CHECK(nddr::NumericSettings{}.str() == "fp32");
 }

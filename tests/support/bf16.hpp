@@ -1,8 +1,9 @@
 #pragma once
-// BF16 test helpers shared by the CPU and CUDA tests: a guard for the process-wide
-// `nddr::set_conv_bf16` switch, a bfloat16-rounded copy of a host tensor, and the mean loss of a
-// stretch of a trainer's history.
+// BF16 test helpers shared by the CPU and CUDA tests: a guard for a context's `conv_bf16`
+// setting, a bfloat16-rounded copy of a host tensor, and the mean loss of a stretch of a
+// trainer's history.
 #include <nddr/core/bfloat16.hpp>
+#include <nddr/core/settings.hpp>
 #include <nddr/core/tensor.hpp>
 #include <nddr/ops/conv2d.hpp>
 
@@ -10,13 +11,12 @@
 
 namespace nddr_test {
 
-/// Turns the BF16 convolutions on or off while alive and restores the previous setting.
+/// Turns `ctx`'s BF16 convolutions on or off while alive and restores its previous settings.
+template <class Ctx>
 struct ConvBf16Setting {
-  bool before = nddr::conv_bf16();
-  explicit ConvBf16Setting(bool on) { nddr::set_conv_bf16(on); }
-  ~ConvBf16Setting() { nddr::set_conv_bf16(before); }
-  ConvBf16Setting(const ConvBf16Setting&) = delete;
-  ConvBf16Setting& operator=(const ConvBf16Setting&) = delete;
+  ConvBf16Setting(Ctx& ctx, bool on)
+      : scope(ctx, nddr::NumericSettings(ctx.settings()).conv_bf16(on)) {}
+  nddr::ScopedSettings<Ctx> scope;
 };
 
 /// `t` with every element rounded to bfloat16.

@@ -244,7 +244,7 @@ TEST_CASE("Trainer: the before-update hook sees the gradients, write_outputs=fal
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("Trainer: BF16 convolutions (set_conv_bf16, CPU emulation) train like FP32 ones",
+TEST_CASE("Trainer: BF16 convolutions (the conv_bf16 setting, CPU emulation) train like FP32 ones",
           "[train][trainer][bf16]") {
   // The check tests/cuda/trainer_test.cpp runs on a GPU, here with the CPU's emulation of the
   // GPU numerics (NDDR layers take their concatenate + Conv2d route under BF16). Segmentation
@@ -266,7 +266,7 @@ TEST_CASE("Trainer: BF16 convolutions (set_conv_bf16, CPU emulation) train like 
   FTrain fp32(fnet, schedule, opt), bf16(bnet, schedule, opt);
   fp32.fit(ctx, kSteps, batch);
   {
-    const nddr_test::ConvBf16Setting on(true);
+    const nddr_test::ConvBf16Setting on(ctx, true);
     bf16.fit(ctx, kSteps, batch);
   }
   // Same weights at step 0: only the rounding differs.

@@ -2,7 +2,7 @@
 /// \file
 /// `nddr::bfloat16`: the 16-bit brain floating-point storage format (1 sign bit, 8 exponent
 /// bits, 7 mantissa bits: float's range with 8 significant bits), used by the CUDA backend's
-/// BF16 convolutions (`nddr::cuda::set_conv_bf16`). Only conversions are defined: arithmetic
+/// BF16 convolutions (`NumericSettings::conv_bf16`, core/settings.hpp). Only conversions are defined: arithmetic
 /// happens in float.
 ///
 /// float -> bfloat16 rounds to nearest, ties to even; values beyond the largest finite

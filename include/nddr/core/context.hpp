@@ -9,6 +9,7 @@
 
 #include "nddr/core/device.hpp"
 #include "nddr/core/error.hpp"
+#include "nddr/core/settings.hpp"
 #include "nddr/core/storage.hpp"
 
 #if defined(_OPENMP)
@@ -41,6 +42,11 @@ class Context<Cpu> {
   ~Context() { Storage<Cpu>::deallocate(workspace_); }
 
   int threads() const { return threads_; }
+
+  /// How this context computes (core/settings.hpp: BF16 convolution emulation, the forced
+  /// convolution algorithm); every op run on it reads them.
+  const NumericSettings& settings() const { return settings_; }
+  void set_settings(const NumericSettings& s) { settings_ = s; }
   void set_threads(int threads) {
     check<OptionError>(threads >= 1, "nddr::Context<Cpu>: thread count must be >= 1, got ",
                        threads);
@@ -72,6 +78,7 @@ class Context<Cpu> {
 
  private:
   int threads_ = 1;
+  NumericSettings settings_{};
   void* workspace_ = nullptr;
   std::size_t workspace_bytes_ = 0;
 };

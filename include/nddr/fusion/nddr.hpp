@@ -185,9 +185,10 @@ class NddrLayer {
 
   void forward(Context<D>& ctx, Views xs, Outs ys) {
     const Shape s = detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "output", false);
-    // The CPU's split GEMMs are FP32 only; under BF16 convolutions (`set_conv_bf16`) the CPU
-    // takes the concatenate + Conv2d route too, so that it rounds exactly where the GPU does.
-    split_ = std::is_same_v<D, Cpu> && !(std::is_same_v<T, float> && conv_bf16());
+    // The CPU's split GEMMs are FP32 only; under BF16 convolutions (the context's `conv_bf16`
+    // setting) the CPU takes the concatenate + Conv2d route too, so that it rounds exactly where
+    // the GPU does.
+    split_ = std::is_same_v<D, Cpu> && !(std::is_same_v<T, float> && ctx.settings().conv_bf16());
     if constexpr (std::is_same_v<D, Cpu>)
       if (split_) return forward_split(ctx, xs, ys, s);
     forward_concat(ctx, xs, ys, s);

@@ -8,7 +8,6 @@
 /// (c * kh + i) * kw + j, column oh * OW + ow holds x(c, oh * sh - pad_top + i * dh,
 /// ow * sw - pad_left + j * dw), or 0 in the padding.
 
-#include <atomic>
 #include <cstdint>
 
 #include "nddr/core/error.hpp"
@@ -16,26 +15,6 @@
 #include "nddr/core/shape.hpp"
 
 namespace nddr {
-
-namespace detail {
-inline std::atomic<bool>& conv_bf16_flag() {
-  static std::atomic<bool> on{false};
-  return on;
-}
-}  // namespace detail
-
-/// Runs float convolutions in BF16 mixed precision on every device: each convolution call
-/// rounds its operands to bfloat16 (x and w forward, dy and w for the data gradient, x and dy
-/// for the weight gradient), multiplies them with FP32 accumulation, and rounds the product to
-/// bfloat16 before widening it into the float output (assigned to y and dw, added onto dx; the
-/// bias is added and its gradient summed in float). On a GPU that is cuDNN on tensor cores
-/// (`CUDNN_DATA_BFLOAT16` copies in the workspace); on the CPU the same numerics are emulated
-/// with rounded copies around the FP32 op, slower than FP32, for checking BF16 training
-/// anywhere. Activations between layers, batch norm, losses, parameters and the SGD step stay
-/// FP32. Overrides `cuda::set_conv_tf32`; double convolutions ignore it. Off by default.
-/// Process-wide (`nddr::cuda::set_conv_bf16` is the same switch).
-inline void set_conv_bf16(bool on) { detail::conv_bf16_flag().store(on); }
-inline bool conv_bf16() { return detail::conv_bf16_flag().load(); }
 
 /// Run-time hyper-parameters of a 2-D convolution, with fluent setters:
 /// `Conv2dOptions{}.stride(2).same()`, `Conv2dOptions{}.dilation(12).padding(12)`.

@@ -29,6 +29,7 @@ struct LayerLawsOptions {
   double input_scale = 1.0;          ///< inputs ~ U(-scale, scale)
   bool randomize_parameters = true;  ///< parameters ~ U(-1, 1) after initialize()
   bool check_gradients = true;       ///< off for stochastic layers (check the op instead)
+  NumericSettings settings{};        ///< of the context the laws run on (a forced algorithm)
 };
 
 struct LayerLawsResult {
@@ -52,6 +53,7 @@ LayerLawsResult check_layer_laws(L& layer, const Shape& in, const LayerLawsOptio
   };
 
   Context<Cpu> ctx(1);
+  ctx.set_settings(opt.settings);
   ParameterStore<double, Cpu> store;
   layer.declare(store, "layer");
   store.allocate();

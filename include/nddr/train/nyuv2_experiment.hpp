@@ -520,11 +520,18 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
                           const std::vector<std::pair<std::string, std::string>>& column_metrics,
                           std::ostream& out) {
   const cli::DeviceChoice device = cli::parse_device(c.program, c.device);
-  set_conv_bf16(c.bf16);
+  // --tf32, --bf16, --cudnn-benchmark, --deterministic: the context's numeric settings.
+  const NumericSettings settings = NumericSettings{}
+                                       .conv_bf16(c.bf16)
+                                       .conv_tf32(c.tf32)
+                                       .matmul_tf32(c.tf32)
+                                       .conv_benchmark(c.cudnn_benchmark)
+                                       .conv_deterministic(c.deterministic);
   if (!device.cuda) {
     if (c.bf16) out << c.program << ": convolutions in emulated BF16 on the CPU\n";
     Context<Cpu> ctx(c.threads > 0 ? c.threads
                                    : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+    ctx.set_settings(settings);
     return run_spec_on<Spec, TaskList>(c, ctx, data, experiment, label, std::move(loss_weights),
                                        columns, column_metrics, out);
   }
@@ -532,10 +539,7 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
 #if defined(NDDR_WITH_CUDA)
   // Under mpirun, the ranks of a node take consecutive devices from the requested one.
   Context<Cuda> ctx(device.index + distributed::launcher_local_rank());
-  cuda::set_conv_tf32(c.tf32);
-  cuda::set_matmul_tf32(c.tf32);
-  cuda::set_conv_benchmark(c.cudnn_benchmark);
-  cuda::set_conv_deterministic(c.deterministic);
+  ctx.set_settings(settings);
   out << c.program << ": training on CUDA device " << ctx.device() << " (convolutions "
       << (c.bf16 ? "BF16" : c.tf32 ? "TF32" : "FP32") << ", algorithms " << (c.cudnn_benchmark ? "timed" : "heuristic")
       << (c.deterministic ? ", deterministic" : "") << ")\n";

@@ -595,7 +595,7 @@ class Trainer {
       using Key = typename std::remove_reference_t<decltype(dev.graphs())>::key_type;
       const auto key = [&] {
         return Key{db.image.shape(), net_.layout_version(), ctx.workspace_data(),
-                   dev.plan_version()};
+                   dev.plan_version(), ctx.settings()};
       };
       dev.graphs().run(ctx, slot, key, step_, net_.rngs(), body);
     } else {

@@ -19,11 +19,10 @@
 /// and tap-skipping for dilated kernels: the convolution as a sum over the kh * kw taps of 1x1
 /// GEMMs, each restricted to the outputs whose tap lands inside the image, so taps that read
 /// only padding (most of DeepLab's fc6, dilation 12 on a 21x21 map) cost nothing.
-/// `nddr::cpu::set_conv_algorithm` forces one of them (tests, benchmarks).
+/// A context's `NumericSettings::cpu_conv_algorithm` forces one of them (tests, benchmarks).
 
 #include <Eigen/Core>
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -38,24 +37,7 @@
 namespace nddr {
 namespace cpu {
 
-/// Convolution algorithm of the CPU backend. kAuto picks per shape and direction
-/// (`ops::conv2d_select_algorithm`); the others force one wherever it applies (Winograd:
-/// 3x3, stride 1; tap-skipping: any kernel) and fall back to im2col elsewhere. kWinograd is
-/// F(2x2, 3x3), kWinogradF4 is F(4x4, 3x3).
-enum class ConvAlgo { kAuto, kIm2col, kWinograd, kTapSkip, kWinogradF4 };
-
-namespace detail {
-inline std::atomic<ConvAlgo>& conv_algorithm_slot() {
-  static std::atomic<ConvAlgo> algo{ConvAlgo::kAuto};
-  return algo;
-}
-}  // namespace detail
-
-/// Forces (or with kAuto, stops forcing) a convolution algorithm for every later CPU conv2d
-/// call in the process. Meant for tests and benchmarks; kAuto is the default.
-inline void set_conv_algorithm(ConvAlgo algo) { detail::conv_algorithm_slot().store(algo); }
-/// The algorithm set by `set_conv_algorithm`.
-inline ConvAlgo conv_algorithm() { return detail::conv_algorithm_slot().load(); }
+// cpu::ConvAlgo and the forced algorithm: NumericSettings::cpu_conv_algorithm (core/settings.hpp).
 
 }  // namespace cpu
 
@@ -208,20 +190,21 @@ namespace ops {
 enum class Conv2dDirection { kForward, kBackwardData, kBackwardWeights };
 
 /// The algorithm `conv2d_forward` / `_backward_data` / `_backward_weights` run for geometry
-/// `g`: the forced one (`nddr::cpu::set_conv_algorithm`) where it applies, else im2col. Under
+/// `g`: `forced` (the context's `NumericSettings::cpu_conv_algorithm`) where it applies, else im2col. Under
 /// kAuto: Winograd for 3x3 stride-1 kernels with at least 16 input and output channels whose
 /// taps land inside the image for at least 75 % of the outputs (every undilated one; VGG
 /// conv5, dilation 2 on 21x21: 88 %), F(4x4, 3x3) unless F(2x2, 3x3) needs no more
 /// transformed-domain products (maps of a few pixels); else tap-skipping for dilated kernels whose taps read
 /// padding for at least 10 % of the outputs (fc6, dilation 12 on 21x21: 62 %); else im2col.
 /// The three directions choose alike for now; the direction is there for per-direction rules.
-inline cpu::ConvAlgo conv2d_select_algorithm(const Conv2dGeometry& g, Conv2dDirection) {
-  switch (cpu::conv_algorithm()) {
+inline cpu::ConvAlgo conv2d_select_algorithm(const Conv2dGeometry& g, Conv2dDirection,
+                                             cpu::ConvAlgo forced = cpu::ConvAlgo::kAuto) {
+  switch (forced) {
     case cpu::ConvAlgo::kIm2col:
       return cpu::ConvAlgo::kIm2col;
     case cpu::ConvAlgo::kWinograd:
     case cpu::ConvAlgo::kWinogradF4:
-      return conv2d_winograd_applicable(g) ? cpu::conv_algorithm() : cpu::ConvAlgo::kIm2col;
+      return conv2d_winograd_applicable(g) ? forced : cpu::ConvAlgo::kIm2col;
     case cpu::ConvAlgo::kTapSkip:
       return cpu::ConvAlgo::kTapSkip;
     case cpu::ConvAlgo::kAuto:
@@ -449,7 +432,7 @@ void conv2d_col2im_add(const Context<Cpu>& ctx, const T* col, const Conv2dGeomet
   });
 }
 
-/// y = conv(x, w) + b in T's full precision, whatever `set_conv_bf16` says (the public op
+/// y = conv(x, w) + b in T's full precision, whatever the context's `conv_bf16` setting says (the public op
 /// below dispatches). x (N, C_in, H, W), w (C_out, C_in, kh, kw), b (C_out) when
 /// `opt.use_bias` (else empty), y (N, C_out, OH, OW) assigned.
 template <class T>
@@ -462,7 +445,8 @@ void conv2d_forward_full(Context<Cpu>& ctx, std::type_identity_t<TensorView<cons
   nddr::detail::conv2d_check_bias(kWho, "bias", b, opt, g.out_c);
   check_shape(kWho, "y", y.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
   const T* bias_data = opt.use_bias ? b.data() : nullptr;
-  switch (conv2d_select_algorithm(g, Conv2dDirection::kForward)) {
+  switch (conv2d_select_algorithm(g, Conv2dDirection::kForward,
+                                  ctx.settings().cpu_conv_algorithm())) {
     case cpu::ConvAlgo::kWinograd:
       return conv2d_winograd_forward<WinogradF2x3>(ctx, x.data(), w.data(), bias_data, y.data(),
                                                    g, x.shape().n());
@@ -513,7 +497,8 @@ void conv2d_backward_data_full(Context<Cpu>& ctx, std::type_identity_t<TensorVie
   constexpr const char* kWho = "nddr::ops::conv2d_backward_data";
   const Conv2dGeometry g = conv2d_geometry(dx.shape(), w.shape(), opt, kWho);
   check_shape(kWho, "dy", dy.shape(), Shape::nchw(dx.shape().n(), g.out_c, g.out_h, g.out_w));
-  switch (conv2d_select_algorithm(g, Conv2dDirection::kBackwardData)) {
+  switch (conv2d_select_algorithm(g, Conv2dDirection::kBackwardData,
+                                  ctx.settings().cpu_conv_algorithm())) {
     case cpu::ConvAlgo::kWinograd:
       return conv2d_winograd_backward_data<WinogradF2x3>(ctx, w.data(), dy.data(), dx.data(), g,
                                                          dx.shape().n());
@@ -597,7 +582,8 @@ void conv2d_backward_weights_full(Context<Cpu>& ctx, std::type_identity_t<Tensor
   if (dw.empty()) return;
   const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
   check_shape(kWho, "dy", dy.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
-  switch (conv2d_select_algorithm(g, Conv2dDirection::kBackwardWeights)) {
+  switch (conv2d_select_algorithm(g, Conv2dDirection::kBackwardWeights,
+                                  ctx.settings().cpu_conv_algorithm())) {
     case cpu::ConvAlgo::kWinograd:
       return conv2d_winograd_backward_weights<WinogradF2x3>(ctx, x.data(), dy.data(), dw.data(),
                                                             g, x.shape().n());
@@ -692,7 +678,7 @@ inline void backward_weights(Context<Cpu>& ctx, TensorView<const float, Cpu> x,
 }  // namespace bf16_emulation
 
 /// y = conv(x, w) + b. x (N, C_in, H, W), w (C_out, C_in, kh, kw), b (C_out) when
-/// `opt.use_bias` (else empty), y (N, C_out, OH, OW) assigned. With `set_conv_bf16` on, float
+/// `opt.use_bias` (else empty), y (N, C_out, OH, OW) assigned. With the context's `conv_bf16` setting on, float
 /// convolutions emulate the GPU's BF16 ones: y = bf16(conv(bf16(x), bf16(w))) + b.
 template <class T>
 void conv2d_forward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
@@ -700,7 +686,7 @@ void conv2d_forward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, 
                     std::type_identity_t<TensorView<const T, Cpu>> b, TensorView<T, Cpu> y,
                     const Conv2dOptions& opt) {
   if constexpr (std::is_same_v<T, float>) {
-    if (conv_bf16()) {
+    if (ctx.settings().conv_bf16()) {
       constexpr const char* kWho = "nddr::ops::conv2d_forward";
       const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt, kWho);
       nddr::detail::conv2d_check_bias(kWho, "bias", b, opt, g.out_c);
@@ -722,15 +708,15 @@ void conv2d_forward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, 
 }
 
 /// dx += conv^T(dy, w): the data gradient, accumulated. An empty dx is skipped.
-/// w (C_out, C_in, kh, kw), dy (N, C_out, OH, OW), dx (N, C_in, H, W). With `set_conv_bf16`
-/// on (float): dx += bf16(conv^T(bf16(dy), bf16(w))).
+/// w (C_out, C_in, kh, kw), dy (N, C_out, OH, OW), dx (N, C_in, H, W). With the context's
+/// `conv_bf16` setting on (float): dx += bf16(conv^T(bf16(dy), bf16(w))).
 template <class T>
 void conv2d_backward_data(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> w,
                           std::type_identity_t<TensorView<const T, Cpu>> dy, TensorView<T, Cpu> dx,
                           const Conv2dOptions& opt) {
   if (dx.empty()) return;
   if constexpr (std::is_same_v<T, float>) {
-    if (conv_bf16()) {
+    if (ctx.settings().conv_bf16()) {
       const auto dyr = bf16_emulation::rounded(ctx, dy), wr = bf16_emulation::rounded(ctx, w);
       return bf16_emulation::backward_data(ctx, wr.cview(), dyr.cview(), dx, opt);
     }
@@ -740,15 +726,15 @@ void conv2d_backward_data(Context<Cpu>& ctx, std::type_identity_t<TensorView<con
 
 /// dw = sum_n dy_n * col(x_n)^T and db = sum over (n, h, w) of dy, both assigned. An empty dw
 /// or db is skipped; db must be empty unless `opt.use_bias`.
-/// x (N, C_in, H, W), dy (N, C_out, OH, OW), dw (C_out, C_in, kh, kw), db (C_out). With
-/// `set_conv_bf16` on (float): dw = bf16(dconv(bf16(x), bf16(dy))); db from the float dy.
+/// x (N, C_in, H, W), dy (N, C_out, OH, OW), dw (C_out, C_in, kh, kw), db (C_out). With the
+/// context's `conv_bf16` setting on (float): dw = bf16(dconv(bf16(x), bf16(dy))); db from the float dy.
 template <class T>
 void conv2d_backward_weights(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
                              std::type_identity_t<TensorView<const T, Cpu>> dy,
                              TensorView<T, Cpu> dw, std::type_identity_t<TensorView<T, Cpu>> db,
                              const Conv2dOptions& opt) {
   if constexpr (std::is_same_v<T, float>) {
-    if (conv_bf16()) {
+    if (ctx.settings().conv_bf16()) {
       const auto dyr = bf16_emulation::rounded(ctx, dy);
       return bf16_emulation::backward_weights(ctx, x, dy, dyr.cview(), dw, db, opt);
     }
@@ -757,7 +743,7 @@ void conv2d_backward_weights(Context<Cpu>& ctx, std::type_identity_t<TensorView<
 }
 
 /// Full backward pass: dx accumulated (skipped when empty), dw and db assigned (each skipped
-/// when empty). Under `set_conv_bf16` (float), dy is rounded once for both gradients.
+/// when empty). Under the context's `conv_bf16` setting (float), dy is rounded once for both gradients.
 template <class T>
 void conv2d_backward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
                      std::type_identity_t<TensorView<const T, Cpu>> w,
@@ -765,7 +751,7 @@ void conv2d_backward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T,
                      std::type_identity_t<TensorView<T, Cpu>> dw,
                      std::type_identity_t<TensorView<T, Cpu>> db, const Conv2dOptions& opt) {
   if constexpr (std::is_same_v<T, float>) {
-    if (conv_bf16()) {
+    if (ctx.settings().conv_bf16()) {
       const auto dyr = bf16_emulation::rounded(ctx, dy);
       bf16_emulation::backward_weights(ctx, x, dy, dyr.cview(), dw, db, opt);
       if (!dx.empty())

@@ -72,6 +72,11 @@ class Context<Cuda> {
   }
 
   int device() const { return device_; }
+  /// How this context computes (core/settings.hpp: TF32 or BF16 convolutions, TF32 GEMMs,
+  /// deterministic or benchmarked cuDNN algorithms); every op run on it reads them, and the
+  /// algorithm caches and captured training steps key on them.
+  const NumericSettings& settings() const { return settings_; }
+  void set_settings(const NumericSettings& s) { settings_ = s; }
   cudaStream_t stream() const { return stream_; }
   cudnnHandle_t cudnn() const { return cudnn_; }
   cublasHandle_t cublas() const { return cublas_; }
@@ -136,6 +141,7 @@ class Context<Cuda> {
   }
 
   int device_;
+  NumericSettings settings_{};
   cuda::Stream stream_;
   cuda::CudnnHandle cudnn_;
   cuda::CublasHandle cublas_;

@@ -2,14 +2,15 @@
 /// \file
 /// CUDA 2-D convolution through cuDNN's legacy convolution API, in full FP32/FP64 precision
 /// by default (`CUDNN_FMA_MATH`: no TF32 tensor cores, so results match the CPU op to
-/// rounding); float convolutions may opt into TF32 tensor cores (`set_conv_tf32`) or BF16
-/// operands with FP32 accumulation (`set_conv_bf16`, below).
+/// rounding); float convolutions may opt into TF32 tensor cores or BF16 operands with FP32
+/// accumulation through the context's settings (`ctx.settings()`: `conv_tf32`, `conv_bf16`;
+/// core/settings.hpp).
 ///
 /// Algorithms come from cuDNN's heuristics (`cudnnGet*Algorithm_v7`): the first full-precision
 /// one whose workspace fits `kConvWorkspaceLimit`, as PyTorch's default does (some of them add
 /// with atomics, so results may differ in the last bits run to run).
-/// `set_conv_deterministic(true)` takes the first deterministic one instead (bit-identical
-/// runs; PyTorch's `cudnn.deterministic`), `set_conv_benchmark(true)` times the candidates
+/// The `conv_deterministic` setting takes the first deterministic one instead (bit-identical
+/// runs; PyTorch's `cudnn.deterministic`), `conv_benchmark` times the candidates
 /// (`cudnnFind*AlgorithmEx`) at the first call of each shape and takes the fastest (PyTorch's
 /// `cudnn.benchmark`). The choice is cached per device, element type, batch size, geometry and
 /// these settings, so later calls skip the query.
@@ -28,7 +29,6 @@
 #include <cudnn.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -91,49 +91,8 @@ namespace nddr::cuda {
 /// Largest cuDNN workspace an algorithm may ask for (bytes); larger ones are passed over.
 inline constexpr std::size_t kConvWorkspaceLimit = std::size_t{1} << 30;
 
-namespace detail {
-/// The process-wide convolution settings below, all off at start.
-enum class ConvSetting { kTf32, kDeterministic, kBenchmark, kCount };
-inline std::atomic<bool>& conv_setting(ConvSetting which) {
-  static std::atomic<bool> flags[static_cast<int>(ConvSetting::kCount)] = {};
-  return flags[static_cast<int>(which)];
-}
-}  // namespace detail
-
-/// Lets float convolutions use TF32 tensor cores (10-bit mantissa products, FP32 accumulation),
-/// PyTorch's default for cuDNN convolutions. Off by default: then every convolution runs in full
-/// FP32 (`CUDNN_FMA_MATH`) and matches the CPU op to rounding. Process-wide; double is unaffected.
-inline void set_conv_tf32(bool on) { detail::conv_setting(detail::ConvSetting::kTf32).store(on); }
-inline bool conv_tf32() { return detail::conv_setting(detail::ConvSetting::kTf32).load(); }
-
-/// BF16 mixed precision for float convolutions (`nddr::set_conv_bf16`, nddr/ops/conv2d.hpp; one
-/// switch for both devices): on the GPU each call rounds its operands into bfloat16 copies in
-/// the workspace, cuDNN multiplies them on tensor cores with FP32 accumulation
-/// (`CUDNN_DATA_BFLOAT16` data, `CUDNN_DATA_FLOAT` compute) into a bfloat16 result, and that
-/// result is widened back into the float output. Overrides `set_conv_tf32`.
-using nddr::conv_bf16;
-using nddr::set_conv_bf16;
-
-/// Restricts convolutions to cuDNN's deterministic algorithms, so that two runs of the same
-/// step give the same bits (PyTorch's `torch.backends.cudnn.deterministic`); when a shape has
-/// no deterministic algorithm within the workspace limit, the fastest other one runs. Off by
-/// default, like PyTorch. Process-wide.
-inline void set_conv_deterministic(bool on) {
-  detail::conv_setting(detail::ConvSetting::kDeterministic).store(on);
-}
-inline bool conv_deterministic() {
-  return detail::conv_setting(detail::ConvSetting::kDeterministic).load();
-}
-
-/// Chooses each shape's algorithms by timing cuDNN's candidates at its first call
-/// (`cudnnFind*AlgorithmEx`, PyTorch's `torch.backends.cudnn.benchmark`) instead of taking
-/// cuDNN's heuristic choice. The first call of a shape then takes longer (every candidate
-/// runs once, and a scratch output of dx's size is allocated for the data gradient), later
-/// calls reuse the choice. Off by default. Process-wide.
-inline void set_conv_benchmark(bool on) {
-  detail::conv_setting(detail::ConvSetting::kBenchmark).store(on);
-}
-inline bool conv_benchmark() { return detail::conv_setting(detail::ConvSetting::kBenchmark).load(); }
+// The convolution settings (TF32, BF16, deterministic or benchmarked algorithms) belong to the
+// context: `ctx.settings()`, NumericSettings in core/settings.hpp.
 
 namespace detail {
 
@@ -143,14 +102,14 @@ enum class ConvDirection { kForward, kBackwardData, kBackwardFilter };
 /// cores on float data, or bfloat16 copies of the operands on tensor cores.
 enum class ConvMath { kFull, kTf32, kBf16 };
 
-/// The arithmetic convolutions of element type T use under the current settings.
+/// The arithmetic convolutions of element type T use under `settings`.
 template <class T>
-ConvMath conv_math() {
+ConvMath conv_math(const NumericSettings& settings) {
   if constexpr (!std::is_same_v<T, float>) {
     return ConvMath::kFull;
   } else {
-    if (conv_bf16()) return ConvMath::kBf16;
-    return conv_tf32() ? ConvMath::kTf32 : ConvMath::kFull;
+    if (settings.conv_bf16()) return ConvMath::kBf16;
+    return settings.conv_tf32() ? ConvMath::kTf32 : ConvMath::kFull;
   }
 }
 
@@ -358,10 +317,11 @@ template <class T>
 ConvKey conv_key(const Context<Cuda>& ctx, ConvDirection d, std::int64_t batch,
                  const Conv2dGeometry& g, ConvMath math) {
   return ConvKey{ctx.device(), cudnn_data_type<T>(), d,   batch,
-                 g,            math,                 conv_deterministic(), conv_benchmark()};
+                 g,            math,                 ctx.settings().conv_deterministic(),
+                 ctx.settings().conv_benchmark()};
 }
 
-// --- BF16 convolutions (set_conv_bf16) -------------------------------------------------------
+// --- BF16 convolutions (NumericSettings::conv_bf16) -----------------------------------------
 // Each call lays its bfloat16 copies out at the front of the context's workspace, 256-byte
 // aligned, with cuDNN's own workspace behind them; the copies are made after the last
 // `workspace_bytes` call of the op, since growing the workspace drops its contents.
@@ -577,14 +537,14 @@ void conv2d_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T,
   check_shape(kWho, "y", y.shape(), Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
   if (y.numel() == 0) return;
   if constexpr (std::is_same_v<T, float>)
-    if (cd::conv_math<T>() == cd::ConvMath::kBf16)
+    if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16)
       return cd::conv2d_forward_bf16(ctx, x, w, b, y, opt, g, kWho);
   const bool padded = cd::conv2d_needs_padded_copy(g);
-  cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>());
+  cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>(ctx.settings()));
   const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
   const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionFwdAlgoPerf_t,
                                                  CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
-      cd::conv_key<T>(ctx, cd::ConvDirection::kForward, batch, g, cd::conv_math<T>()), kWho,
+      cd::conv_key<T>(ctx, cd::ConvDirection::kForward, batch, g, cd::conv_math<T>(ctx.settings())), kWho,
       [&](cudnnConvolutionFwdAlgoPerf_t* perf, int* count) {
         NDDR_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx.cudnn(), d.x, d.w, d.conv, d.y,
                                                                CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
@@ -601,7 +561,7 @@ void conv2d_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T,
                             count, perf, ws + pad_bytes, bytes),
                         kWho, ": timing cuDNN forward algorithms for input ", x.shape().str());
       });
-  cd::use_algorithm_math(d, algo, cd::conv_math<T>(), kWho);
+  cd::use_algorithm_math(d, algo, cd::conv_math<T>(ctx.settings()), kWho);
   char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
   const T* xin = x.data();
   if (padded) {
@@ -634,14 +594,14 @@ void conv2d_backward_data(Context<Cuda>& ctx, std::type_identity_t<TensorView<co
   check_shape(kWho, "dy", dy.shape(), Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
   if (dx.numel() == 0 || dy.numel() == 0) return;
   if constexpr (std::is_same_v<T, float>)
-    if (cd::conv_math<T>() == cd::ConvMath::kBf16)
+    if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16)
       return cd::conv2d_backward_bf16(ctx, {}, w, dy, dx, {}, g, kWho);
   const bool padded = cd::conv2d_needs_padded_copy(g);
-  cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>());
+  cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>(ctx.settings()));
   const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
   const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t,
                                                  CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
-      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardData, batch, g, cd::conv_math<T>()), kWho,
+      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardData, batch, g, cd::conv_math<T>(ctx.settings())), kWho,
       [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count) {
         NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
                             ctx.cudnn(), d.w, d.y, d.conv, d.x,
@@ -665,7 +625,7 @@ void conv2d_backward_data(Context<Cuda>& ctx, std::type_identity_t<TensorView<co
         NDDR_CUDA_CHECK(status, kWho, ": timing cuDNN backward-data algorithms for dx ",
                         dx.shape().str());
       });
-  cd::use_algorithm_math(d, algo, cd::conv_math<T>(), kWho);
+  cd::use_algorithm_math(d, algo, cd::conv_math<T>(ctx.settings()), kWho);
   char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
   T* out = padded ? reinterpret_cast<T*>(ws) : dx.data();
   // Straight into dx: cuDNN accumulates with beta = 1. Via the padded buffer: assign there,
@@ -714,14 +674,14 @@ void conv2d_backward_weights(Context<Cuda>& ctx,
     return;
   }
   if constexpr (std::is_same_v<T, float>)
-    if (cd::conv_math<T>() == cd::ConvMath::kBf16)
+    if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16)
       return cd::conv2d_backward_bf16(ctx, x, {}, dy, {}, dw, g, kWho);
   const bool padded = cd::conv2d_needs_padded_copy(g);
-  cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>());
+  cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>(ctx.settings()));
   const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
   const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t,
                                                  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
-      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardFilter, batch, g, cd::conv_math<T>()), kWho,
+      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardFilter, batch, g, cd::conv_math<T>(ctx.settings())), kWho,
       [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count) {
         NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
                             ctx.cudnn(), d.x, d.y, d.conv, d.w,
@@ -741,7 +701,7 @@ void conv2d_backward_weights(Context<Cuda>& ctx,
                         kWho, ": timing cuDNN backward-filter algorithms for input ",
                         x.shape().str());
       });
-  cd::use_algorithm_math(d, algo, cd::conv_math<T>(), kWho);
+  cd::use_algorithm_math(d, algo, cd::conv_math<T>(ctx.settings()), kWho);
   char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
   const T* xin = x.data();
   if (padded) {
@@ -767,7 +727,7 @@ void conv2d_backward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T
   if constexpr (std::is_same_v<T, float>) {
     namespace cd = cuda::detail;
     // BF16 with both gradients: one pass that rounds dy once (the separate ops' checks first).
-    if (cd::conv_math<T>() == cd::ConvMath::kBf16 && !dx.empty() && !dw.empty() &&
+    if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16 && !dx.empty() && !dw.empty() &&
         dx.shape() == x.shape() && dw.shape() == w.shape() && x.numel() > 0 && dy.numel() > 0) {
       constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
       conv2d_backward_weights<T>(ctx, x, dy, {}, db, opt);  // db and its checks only

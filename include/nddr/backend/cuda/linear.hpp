@@ -1,7 +1,8 @@
 #pragma once
 /// \file
 /// CUDA fully connected map through cuBLAS GEMM, in full precision by default (no TF32;
-/// `set_matmul_tf32(true)` allows TF32 tensor cores for float GEMMs). Our buffers are row-major; cuBLAS is column-major, and a row-major (r, c)
+/// the context's `matmul_tf32` setting allows TF32 tensor cores for float GEMMs).
+/// Our buffers are row-major; cuBLAS is column-major, and a row-major (r, c)
 /// matrix is the column-major (c, r) matrix, its transpose. So with x (N, F), w (out, F),
 /// dy (N, out):
 ///   y^T (out, N)  = w^T(F, out)^T * x^T (F, N)      gemm(T, N, out, N, F)
@@ -12,7 +13,6 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -29,37 +29,26 @@
 
 namespace nddr::cuda {
 
-namespace detail {
-inline std::atomic<bool>& matmul_tf32_flag() {
-  static std::atomic<bool> on{false};
-  return on;
-}
-}  // namespace detail
-
-/// Lets float GEMMs (the `Linear` ops) use TF32 tensor cores (`CUBLAS_TF32_TENSOR_OP_MATH`:
-/// 11 significant bits per operand, FP32 accumulation), like PyTorch's
-/// `torch.backends.cuda.matmul.allow_tf32`. Off by default (full FP32, matching the CPU op to
-/// rounding); double is unaffected. Process-wide. `--tf32` in the experiment binaries turns on
-/// this and `set_conv_tf32`.
-inline void set_matmul_tf32(bool on) { detail::matmul_tf32_flag().store(on); }
-inline bool matmul_tf32() { return detail::matmul_tf32_flag().load(); }
+// TF32 GEMMs (`CUBLAS_TF32_TENSOR_OP_MATH`) are the context's `matmul_tf32` setting
+// (core/settings.hpp), like PyTorch's `torch.backends.cuda.matmul.allow_tf32`.
 
 }  // namespace nddr::cuda
 
 namespace nddr::cuda::detail {
 
 /// C (m, n, column-major, ldc) = alpha * op(A) * op(B) + beta * C in float or double; float
-/// GEMMs run in the math mode `set_matmul_tf32` asks for (set on the handle per call).
-inline cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
-                           int n, int k, float alpha, const float* a, int lda, const float* b,
-                           int ldb, float beta, float* c, int ldc) {
+/// GEMMs run on TF32 tensor cores when `tf32` (the context's `matmul_tf32` setting; the math
+/// mode is set on the handle per call), double ignores it.
+inline cublasStatus_t gemm(cublasHandle_t h, bool tf32, cublasOperation_t ta,
+                           cublasOperation_t tb, int m, int n, int k, float alpha, const float* a,
+                           int lda, const float* b, int ldb, float beta, float* c, int ldc) {
   const cublasStatus_t mode =
-      cublasSetMathMode(h, matmul_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+      cublasSetMathMode(h, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
   if (mode != CUBLAS_STATUS_SUCCESS) return mode;
   return cublasSgemm(h, ta, tb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
 }
-inline cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
-                           int n, int k, double alpha, const double* a, int lda, const double* b,
+inline cublasStatus_t gemm(cublasHandle_t h, bool /*tf32*/, cublasOperation_t ta,
+                           cublasOperation_t tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b,
                            int ldb, double beta, double* c, int ldc) {
   return cublasDgemm(h, ta, tb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
 }
@@ -88,7 +77,7 @@ void linear_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<
   if (batch == 0 || out == 0) return;
   const int m = cuda::detail::blas_dim(kWho, out), n = cuda::detail::blas_dim(kWho, batch),
             k = cuda::detail::blas_dim(kWho, features);
-  NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, T(1),
+  NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, T(1),
                                      w.data(), k, x.data(), k, T(0), y.data(), m),
                   kWho, ": cuBLAS GEMM of input ", x.shape().str(), " and weight ",
                   w.shape().str());
@@ -116,7 +105,7 @@ void linear_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView
                                       ctx.stream()),
                       kWho, ": zeroing dw ", dw.shape().str());
     } else if (dw.numel() > 0) {
-      NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, ff, fo, fn, T(1),
+      NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_N, CUBLAS_OP_T, ff, fo, fn, T(1),
                                          x.data(), ff, dy.data(), fo, T(0), dw.data(), ff),
                       kWho, ": cuBLAS GEMM for dw ", dw.shape().str());
     }
@@ -128,7 +117,7 @@ void linear_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView
   if (!dx.empty()) {
     check_shape(kWho, "dx", dx.shape(), x.shape());
     if (dx.numel() > 0 && out > 0)
-      NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, ff, fn, fo, T(1),
+      NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_N, CUBLAS_OP_N, ff, fn, fo, T(1),
                                          w.data(), ff, dy.data(), fo, T(1), dx.data(), ff),
                       kWho, ": cuBLAS GEMM for dx ", dx.shape().str());
   }

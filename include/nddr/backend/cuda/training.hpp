@@ -240,6 +240,7 @@ struct StepGraphKey {
   std::uint64_t layout = 0;         ///< Network::layout_version()
   const void* workspace = nullptr;  ///< Context<Cuda>::workspace_data()
   std::uint64_t plan = 0;           ///< SGD table version
+  NumericSettings settings{};       ///< Context<Cuda>::settings(): kernels and math are baked in
   bool operator==(const StepGraphKey&) const = default;
 };
 
