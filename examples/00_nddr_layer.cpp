@@ -25,7 +25,7 @@
 #include <cstdio>
 #include <exception>
 #include <nddr/nddr.hpp>
-#include <nddr/train/cli.hpp>
+#include <nddr_apps/cli.hpp>
 #include <string>
 #include <type_traits>
 #include <vector>

@@ -13,8 +13,9 @@
 #if defined(NDDR_WITH_CUDA)
 #include <nddr/cuda.hpp>  // --device cuda: the CUDA backend, declared before the library
 #endif
+#include <nddr/data/fashion.hpp>  // Fashion-MNIST: link nddr::image_io (reads gzipped IDX)
 #include <nddr/nddr.hpp>
-#include <nddr/train/cli.hpp>
+#include <nddr_apps/cli.hpp>     // the examples' command-line parser (apps/, not installed)
 
 #include <cstdint>
 #include <cstdio>

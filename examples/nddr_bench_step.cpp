@@ -27,7 +27,7 @@
 #include <nddr/cuda.hpp>
 #endif
 #include <nddr/nddr.hpp>
-#include <nddr/train/cli.hpp>
+#include <nddr_apps/cli.hpp>
 
 #include <sys/resource.h>
 

@@ -17,7 +17,7 @@
 #include <iostream>
 #include <string>
 
-#include <nddr/viz/demo.hpp>
+#include <nddr_apps/demo.hpp>
 
 int main(int argc, char** argv) {
   using nddr::cli::RealRange;

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "nddr/train/nyuv2_experiment.hpp"
+#include "nddr_apps/nyuv2_experiment.hpp"
 
 int main(int argc, char** argv) {
   // Ctrl-C or a scheduler's SIGTERM: finish the step, write a checkpoint, exit 130/143

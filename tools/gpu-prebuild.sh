@@ -35,7 +35,7 @@ for lib in libgomp.so.1 libpng16.so.16 libz.so.1; do
   [[ -n "$path" ]] && cp -L "$path" "$out/lib/$lib"
 done
 {
-  echo "commit: $(git -C "$repo" rev-parse HEAD)$(git -C "$repo" diff --quiet HEAD -- include tests examples || echo ' + uncommitted changes')"
+  echo "commit: $(git -C "$repo" rev-parse HEAD)$(git -C "$repo" diff --quiet HEAD -- include apps tests examples || echo ' + uncommitted changes')"
   echo "built: $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -m), $(ldd --version | head -n1)"
   echo "nvcc: $("$nvcc" --version | tail -n1); arch $arch; no -march=native; no MPI"
   echo "files: $(cd "$out" && ls nddr_cuda_tests nddr-bench-step 00_nddr_layer lib/* | tr '\n' ' ')"

@@ -1,7 +1,9 @@
 #pragma once
 /// \file
-/// The nddr umbrella header: concepts, core, the CPU backend and the layers.
-/// Never pulls CUDA headers; for the GPU add <nddr/cuda.hpp>.
+/// The nddr umbrella header: concepts, core, the CPU backend, the layers, networks and training.
+/// Never pulls CUDA headers (for the GPU add <nddr/cuda.hpp>), nor libpng or zlib: the image and
+/// IDX readers, the data sets and the plots are in <nddr/image_io.hpp> (CMake target
+/// `nddr::image_io`).
 
 // With the CUDA backend linked (nddr::cuda), its op overloads are declared first, so every
 // layer template below finds them whatever the user's include order.
@@ -69,17 +71,12 @@
 #include "nddr/tasks/tasks.hpp"
 
 // I/O
-#include "nddr/io/idx.hpp"
-#include "nddr/io/png.hpp"
 #include "nddr/io/safetensors.hpp"
 #include "nddr/io/weights.hpp"
 
-// Training: optimiser, schedules, metrics, data, trainer
-#include "nddr/data/augment.hpp"
-#include "nddr/data/fashion.hpp"
-#include "nddr/data/imdb_wiki.hpp"
+// Training: optimiser, schedules, metrics, data loading, trainer
 #include "nddr/data/loader.hpp"
-#include "nddr/data/nyuv2.hpp"
+#include "nddr/data/split.hpp"
 #include "nddr/metrics/classification.hpp"
 #include "nddr/metrics/delta.hpp"
 #include "nddr/metrics/normals.hpp"

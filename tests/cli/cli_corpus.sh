@@ -163,7 +163,8 @@ common_cases() {
   help --device gpu -h
 }
 
-# The flags every experiment binary shares (nyuv2_experiment.hpp, add_common_flags).
+# The flags every experiment binary shares (apps/include/nddr_apps/experiment_driver.hpp,
+# add_common_flags).
 experiment_cases() {
   integer_cases steps
   bad steps --steps -1

@@ -5,7 +5,7 @@
 
 #include <nddr/cuda.hpp>
 #include <nddr/nddr.hpp>
-#include <nddr/train/nyuv2_experiment.hpp>
+#include <nddr_apps/nyuv2_experiment.hpp>
 
 #include <cmath>
 #include <sstream>

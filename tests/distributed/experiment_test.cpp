@@ -7,7 +7,7 @@
 #include <sstream>
 
 #include "../support/nyu_fixture.hpp"
-#include "nddr/train/nyuv2_experiment.hpp"
+#include "nddr_apps/nyuv2_experiment.hpp"
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "nddr/train/cli.hpp"
+#include "nddr_apps/cli.hpp"
 
 using Catch::Contains;
 using Catch::EndsWith;

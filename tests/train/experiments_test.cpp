@@ -2,12 +2,15 @@
 // dataset (st-seg, mt, nddr + shortcut, checkpoint + resume, errors) and an IMDB-WIKI smoke run.
 #include <catch2/catch.hpp>
 
+#include <boost/hana.hpp>
+
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <fcntl.h>
@@ -17,9 +20,9 @@
 
 #include "nddr/io/png.hpp"
 #include "../support/nyu_fixture.hpp"
-#include "nddr/train/cli.hpp"
-#include "nddr/train/imdb_experiment.hpp"
-#include "nddr/train/nyuv2_experiment.hpp"
+#include "nddr_apps/cli.hpp"
+#include "nddr_apps/imdb_experiment.hpp"
+#include "nddr_apps/nyuv2_experiment.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Contains;
@@ -188,6 +191,60 @@ TEST_CASE("nddr-nyuv2 and nddr-imdb-wiki: bad flags are usage errors naming the 
   CHECK(x.alpha == 0.5);
   CHECK(x.beta == 0.25);
   CHECK(ex::parse_fusion_init("p", "xavier").xavier);
+}
+
+// The laws of method_table.hpp on the two programs' tables.
+TEST_CASE("method tables: choices, labels, loss scales and networks come from one table",
+          "[train][experiments]") {
+  using Names = std::vector<std::string>;
+  CHECK(ex::choice_list(ex::kNyuV2Table.methods) ==
+        Names{"st-seg", "st-normal", "mt", "cross-stitch", "sluice", "nddr"});
+  CHECK(ex::choice_list(ex::kImdbTable.methods) ==
+        Names{"st-age", "st-gender", "mt", "cross-stitch", "sluice", "nddr"});
+  CHECK(ex::choice_list(ex::kNyuV2Table.backbones) == Names{"vgg16", "tiny"});
+  CHECK(ex::one_of_text(ex::kImdbTable.backbones) == "vgg16 or tiny");
+  CHECK(ex::method_info(ex::kNyuV2Table, "sluice")->label == "Sluice");
+  CHECK(ex::method_info(ex::kImdbTable, "st-gender")->task_count == 1);
+  CHECK_FALSE(ex::method_info(ex::kNyuV2Table, "st-age"));
+  CHECK(ex::scale_counts_text(ex::kNyuV2Table, 1) == "1 or 2 values (seg,normal)");
+  CHECK(ex::scale_counts_text(ex::kImdbTable, 1) == "1 value");
+  CHECK(ex::scale_counts_count(ex::kNyuV2Table, 2) == "2");
+  CHECK(ex::max_scale_count(ex::kImdbTable) == 2);
+  // with_method(t, m.name, f) == f(m), for every method of both tables.
+  for (const auto& name : ex::choice_list(ex::kNyuV2Table.methods))
+    CHECK(ex::with_method(ex::kNyuV2Table, name,
+                          [](const auto& m) { return std::string(m.name); }) == name);
+  CHECK_THROWS_WITH(ex::with_method(ex::kImdbTable, "st-seg", [](const auto&) { return 0; }),
+                    Contains("'st-seg'"));
+  // Loss weights: the defaults, one value per task, or a single task's entry of the full list.
+  using W = std::vector<double>;
+  const auto weights = [](const std::string& method, const W& s) {
+    return ex::with_method(ex::kNyuV2Table, method,
+                           [&](const auto& m) { return ex::loss_weights_of(m, s); });
+  };
+  CHECK(weights("st-seg", {}) == W{1.0});
+  CHECK(weights("st-normal", {}) == W{10.0});
+  CHECK(weights("nddr", {}) == W{1.0, 20.0});
+  CHECK(weights("mt", {2.0, 5.0}) == W{2.0, 5.0});
+  CHECK(weights("st-normal", {4.0}) == W{4.0});
+  CHECK(weights("st-normal", {3.0, 7.0}) == W{7.0});
+  CHECK(weights("st-seg", {3.0, 7.0}) == W{3.0});
+  // The networks: one column per task; `mt` shares every stage of the backbone.
+  const auto& nyu_mt = boost::hana::at_c<2>(ex::kNyuV2Table.methods);
+  CHECK(nyu_mt.name == "mt");
+  using NyuMt = std::decay_t<decltype(nyu_mt)>;
+  STATIC_REQUIRE(std::is_same_v<NyuMt::spec<nddr::TinyNet>,
+                                nddr::MultiTask<nddr::TinyNet, nddr::TinyNet,
+                                                nddr::Shared<nddr::stage_count_v<nddr::TinyNet>>>>);
+  STATIC_REQUIRE(std::is_same_v<NyuMt::spec<nddr::VGG16, true>,
+                                nddr::MultiTask<nddr::VGG16, nddr::VGG16,
+                                                nddr::Shortcut<nddr::Shared<5>>>>);
+  const auto& st_age = boost::hana::at_c<0>(ex::kImdbTable.methods);
+  CHECK(st_age.name == "st-age");
+  using StAge = std::decay_t<decltype(st_age)>;
+  STATIC_REQUIRE(std::is_same_v<StAge::spec<ex::TinyClassifier>,
+                                nddr::MultiTask<ex::TinyClassifier, nddr::None>>);
+  STATIC_REQUIRE(std::is_same_v<StAge::tasks, nddr::Tasks<ex::ImdbAge>>);
 }
 
 TEST_CASE("nddr-nyuv2: st-seg, mt and nddr + shortcut train, evaluate and write results",

@@ -1,7 +1,7 @@
 // viz: the line-plot rasteriser, colour maps and an end-to-end run of the demo on tiny settings.
 #include <catch2/catch.hpp>
 
-#include <nddr/viz/demo.hpp>
+#include <nddr_apps/demo.hpp>
 #include <nddr/viz/plot.hpp>
 
 #include <cmath>

@@ -7,6 +7,8 @@
 /// mean colour, seg 255, normal zero vector = invalid); a random crop x crop window. Every
 /// sample draws exactly four numbers from its Rng (scale, mirror, crop row, crop column), also
 /// when a step is switched off, so switching one step off does not move the others' draws.
+///
+/// Needs the `nddr::image_io` CMake target (libpng, data/nyuv2.hpp); umbrella <nddr/image_io.hpp>.
 
 #include <algorithm>
 #include <cstdint>

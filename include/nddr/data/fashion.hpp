@@ -18,6 +18,8 @@
 ///   auto set = nddr::data::make_multi_fashion(train, 120000, /*seed=*/1);
 ///   std::vector<std::int64_t> idx = {0, 1, 2, 3};
 ///   nddr::data::MultiFashionBatch<float> b = set.batch<float>(idx);   // b.image (4, 1, 36, 36)
+///
+/// Needs the `nddr::image_io` CMake target (zlib, io/idx.hpp); umbrella <nddr/image_io.hpp>.
 
 #include <algorithm>
 #include <array>

@@ -4,6 +4,8 @@
 /// `<image path> <age> <gender>` (age 0..99, gender 0 or 1; paths relative to `image_root`).
 /// Images (PNG) are resized to a fixed square with TF-legacy bilinear and turned into BGR minus
 /// the DeepLab mean, like NYUv2.
+///
+/// Needs the `nddr::image_io` CMake target (libpng, io/png.hpp); umbrella <nddr/image_io.hpp>.
 
 #include <algorithm>
 #include <cstdint>

@@ -5,6 +5,8 @@
 /// paths formed as `data_dir + path` (plain concatenation, as the authors' code). Images are
 /// RGB PNGs, seg labels 1-channel PNGs (0..39, 255 = ignore), normal labels 3-channel PNGs
 /// (all three 255 = invalid). Samples come out at their stored size, without augmentation.
+///
+/// Needs the `nddr::image_io` CMake target (libpng, io/png.hpp); umbrella <nddr/image_io.hpp>.
 
 #include <algorithm>
 #include <cstddef>

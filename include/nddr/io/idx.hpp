@@ -13,6 +13,8 @@
 ///   nddr::io::IdxArray a = nddr::io::read_idx("/usr/share/datasets/fashion-mnist/"
 ///                                             "train-labels-idx1-ubyte.gz");
 ///   // a.dims == {60000}, a.data.size() == 60000
+///
+/// Needs the `nddr::image_io` CMake target (zlib); umbrella <nddr/image_io.hpp>.
 
 #include <zlib.h>
 

@@ -16,6 +16,8 @@
 /// Example:
 ///   nddr::io::Image8 img = nddr::io::read_png("label.png");   // img.pixels: HWC, row-major
 ///   nddr::io::write_png("copy.png", img);
+///
+/// Needs the `nddr::image_io` CMake target (libpng); umbrella <nddr/image_io.hpp>.
 
 #include <png.h>
 

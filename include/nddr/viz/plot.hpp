@@ -14,6 +14,8 @@
 /// Example:
 ///   nddr::viz::Series s{"loss", {0, 1, 2}, {2.3, 1.1, 0.7}, nddr::viz::series_color(0)};
 ///   nddr::viz::write_line_plot("loss.png", {s}, nddr::viz::PlotOptions{}.with_title("Training loss"));
+///
+/// Needs the `nddr::image_io` CMake target (libpng, io/png.hpp); umbrella <nddr/image_io.hpp>.
 
 #include <algorithm>
 #include <array>

@@ -1,8 +1,12 @@
 #pragma once
 /// \file
-/// The paper's IMDB-WIKI experiment (Table 7: age as 100-way classification + gender) as library
-/// functions shared by `nddr_imdb_wiki` and the tests. Backbone `VGG16Classifier` (224 x 224
+/// The paper's IMDB-WIKI experiment (Table 7: age as 100-way classification + gender), shared by
+/// the `nddr-imdb-wiki` program (examples/nddr_imdb_wiki.cpp) and the tests: its method table
+/// (`kImdbTable`), flags, validation and `run_imdb`. Backbone `VGG16Classifier` (224 x 224
 /// input) or, for smoke runs, `TinyClassifier` (TinyNet stages + global average pooling + fc8).
+/// Application code (apps/, target `nddr_apps`), not the installed library.
+
+#include <boost/hana.hpp>
 
 #include <cstdint>
 #include <filesystem>
@@ -10,6 +14,8 @@
 #include <ostream>
 #include <sstream>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "nddr/backbones/heads.hpp"
@@ -17,9 +23,11 @@
 #include "nddr/backbones/vgg16_classifier.hpp"
 #include "nddr/data/imdb_wiki.hpp"
 #include "nddr/layers/pool.hpp"
-#include "nddr/train/nyuv2_experiment.hpp"
+#include "nddr/tasks/tasks.hpp"
+#include "nddr_apps/experiment_driver.hpp"
+#include "nddr_apps/method_table.hpp"
 
-namespace nddr {
+namespace nddr::experiments {
 
 /// Classifier head for smoke runs: `pool` (global average) and `fc8` (1x1, groups "fc8.weight"
 /// / "fc8.bias"); outputs (N, outputs, 1, 1).
@@ -43,11 +51,29 @@ struct TinyClassifier {
   using head = TinyClassifierHead;
 };
 
-}  // namespace nddr
+/// The age task of IMDB-WIKI (100 classes, DEX expected value).
+using ImdbAge = AgeClassification<data::kAgeClasses>;
+/// Both IMDB-WIKI tasks (age, gender).
+using ImdbTasks = Tasks<ImdbAge, Gender>;
 
-namespace nddr::experiments {
+/// Every `--method` and `--backbone` of `nddr-imdb-wiki`. The paper gives no recipe for this
+/// experiment: every loss scale is 1, and a method takes exactly one value per task.
+inline constexpr auto kImdbTable = make_program_table(
+    boost::hana::make_tuple(
+        Method<Tasks<ImdbAge>, None>{"st-age", "Single-task (age)", {1.0}},
+        Method<Tasks<Gender>, None>{"st-gender", "Single-task (gender)", {1.0}},
+        Method<ImdbTasks, AllShared>{"mt", "Multi-task", {1.0, 1.0}},
+        Method<ImdbTasks, CrossStitch>{"cross-stitch", "Cross-stitch", {1.0, 1.0}},
+        Method<ImdbTasks, Sluice>{"sluice", "Sluice", {1.0, 1.0}},
+        Method<ImdbTasks, NDDR>{"nddr", "NDDR (ours)", {1.0, 1.0}}),
+    boost::hana::make_tuple(BackboneChoice<VGG16Classifier>{"vgg16"},
+                            BackboneChoice<TinyClassifier>{"tiny"}),
+    "");
+static_assert(names_unique(kImdbTable), "nddr-imdb-wiki: two methods or backbones share a name");
+static_assert(slots_in_range(kImdbTable),
+              "nddr-imdb-wiki: a single-task method's slot is past the --loss-scales list");
 
-/// Flags of `nddr_imdb_wiki`.
+/// Flags of `nddr-imdb-wiki`.
 struct ImdbConfig : CommonConfig {
   std::string train_list;
   std::string test_list;
@@ -76,7 +102,7 @@ struct ImdbData {
   }
 };
 
-/// Parses the arguments of `nddr_imdb_wiki` (flags: `nddr-imdb-wiki --help`,
+/// Parses the arguments of `nddr-imdb-wiki` (flags: `nddr-imdb-wiki --help`,
 /// docs/experiments.md); nullopt after `--help` (the help text is then written to `help_out`).
 /// Throws cli::UsageError.
 inline std::optional<ImdbConfig> parse_imdb_args(const std::vector<std::string>& args,
@@ -95,37 +121,26 @@ inline std::optional<ImdbConfig> parse_imdb_args(const std::vector<std::string>&
       .path("image-root", c.image_root, "directory the list paths are relative to", "DIR")
       .integer("image-size", c.image_size, "square input side (VGG16: 224)", std::int64_t{1},
                kMaxImageSide);
-  add_common_flags(p, c, {"st-age", "st-gender", "mt", "cross-stitch", "sluice", "nddr"});
+  add_common_flags(p, c, kImdbTable);
   std::ostringstream unused;
   if (!p.parse(args, help_out ? *help_out : unused)) return std::nullopt;
   if (c.backbone == "vgg16" && c.image_size != 224)
     p.fail("image-size", "224 with --backbone vgg16 (the VGG16 classifier's input)",
            std::to_string(c.image_size));
-  if (c.method == "st-age" || c.method == "st-gender")
-    check_common_flags(p, c, {1}, "1 value");
-  else
-    check_common_flags(p, c, {2}, "2 values");
+  check_common_flags(p, c, kImdbTable);
   return c;
 }
 
+/// The table label of an IMDB-WIKI method; the method's name when the table has no such method.
 inline std::string imdb_label(const ImdbConfig& c) {
-  if (c.method == "st-age") return "Single-task (age)";
-  if (c.method == "st-gender") return "Single-task (gender)";
-  if (c.method == "mt") return "Multi-task";
-  if (c.method == "cross-stitch") return "Cross-stitch";
-  if (c.method == "sluice") return "Sluice";
-  return "NDDR (ours)";
+  const auto info = method_info(kImdbTable, c.method);
+  return info ? info->label : c.method;
 }
 
+/// Validates an IMDB-WIKI configuration: method, list files, image size and the common flags.
 inline void validate_imdb(const ImdbConfig& c) {
   const std::string& p = c.program;
-  static const std::vector<std::string> methods = {"st-age", "st-gender", "mt",
-                                                   "cross-stitch", "sluice", "nddr"};
-  check<OptionError>(std::find(methods.begin(), methods.end(), c.method) != methods.end(), p,
-                     ": --method must be st-age, st-gender, mt, cross-stitch, sluice or nddr, got '",
-                     c.method, "'");
-  check<OptionError>(c.backbone == "vgg16" || c.backbone == "tiny", p,
-                     ": --backbone must be vgg16 or tiny, got '", c.backbone, "'");
+  validate_choices(c, kImdbTable);
   validate_common(c);
   for (const auto* f : {&c.train_list, &c.test_list}) {
     check<OptionError>(!f->empty(), p, ": --train-list and --test-list are required");
@@ -135,55 +150,35 @@ inline void validate_imdb(const ImdbConfig& c) {
   check<OptionError>(c.image_size >= 1, p, ": --image-size must be >= 1, got ", c.image_size);
   check<OptionError>(c.backbone != "vgg16" || c.image_size == 224, p,
                      ": the VGG16 classifier needs --image-size 224, got ", c.image_size);
-  const bool single = c.method == "st-age" || c.method == "st-gender";
-  check<OptionError>(c.loss_scales.empty() || c.loss_scales.size() == (single ? 1u : 2u), p,
-                     ": --loss-scales needs ", single ? 1 : 2, " values, got ",
-                     c.loss_scales.size());
+  validate_loss_scales(c, kImdbTable);
 }
 
-namespace detail {
-
-template <class TaskList, class F, class... B>
-ExperimentResult run_imdb_fused(const ImdbConfig& c, const ImdbData& d,
-                                std::vector<double> weights, std::ostream& out) {
-  static const std::vector<std::string> columns = {"Age Mean AE", "Age Median AE", "Gender Acc"};
-  static const std::vector<std::pair<std::string, std::string>> metrics = {
-      {"age", "MeanAE"}, {"age", "MedianAE"}, {"gender", "Accuracy"}};
-  return run_spec<MultiTask<B..., F>, TaskList>(c, d, "imdb_wiki", imdb_label(c), weights,
-                                                columns, metrics, out);
-}
-
-}  // namespace detail
-
-/// Runs one IMDB-WIKI experiment with backbone `B` (VGG16Classifier or TinyClassifier).
+/// Runs one IMDB-WIKI experiment with backbone `B` (VGG16Classifier or TinyClassifier): the
+/// network of `c.method` (kImdbTable), trained, evaluated and written as `run_nyuv2_with` does.
 template <class B>
 ExperimentResult run_imdb_with(ImdbConfig c, std::ostream& out) {
   validate_imdb(c);
   if (c.output_dir.empty()) c.output_dir = "runs/imdb_wiki_" + c.method;
   const auto opt = data::ImdbWikiOptions{}.size(c.image_size);
-  ImdbData d{data::ImdbWikiDataset(c.train_list, c.image_root, opt),
-             data::ImdbWikiDataset(c.test_list, c.image_root, opt)};
-  const auto& s = c.loss_scales;
-  using Age = AgeClassification<data::kAgeClasses>;
-  if (c.method == "st-age")
-    return detail::run_imdb_fused<Tasks<Age>, None, B>(c, d, {s.empty() ? 1.0 : s[0]}, out);
-  if (c.method == "st-gender")
-    return detail::run_imdb_fused<Tasks<Gender>, None, B>(c, d, {s.empty() ? 1.0 : s[0]}, out);
-  using Both = Tasks<Age, Gender>;
-  const std::vector<double> w = s.empty() ? std::vector<double>{1.0, 1.0} : s;
-  if (c.method == "mt")
-    return detail::run_imdb_fused<Both, Shared<stage_count_v<B>>, B, B>(c, d, w, out);
-  if (c.method == "cross-stitch")
-    return detail::run_imdb_fused<Both, CrossStitch, B, B>(c, d, w, out);
-  if (c.method == "sluice") return detail::run_imdb_fused<Both, Sluice, B, B>(c, d, w, out);
-  return detail::run_imdb_fused<Both, NDDR, B, B>(c, d, w, out);
+  const ImdbData d{data::ImdbWikiDataset(c.train_list, c.image_root, opt),
+                   data::ImdbWikiDataset(c.test_list, c.image_root, opt)};
+  static const std::vector<std::string> columns = {"Age Mean AE", "Age Median AE", "Gender Acc"};
+  static const std::vector<std::pair<std::string, std::string>> metrics = {
+      {"age", "MeanAE"}, {"age", "MedianAE"}, {"gender", "Accuracy"}};
+  const std::string label = imdb_label(c);
+  return with_method(kImdbTable, c.method, [&](const auto& m) {
+    using M = std::decay_t<decltype(m)>;
+    return run_spec<typename M::template spec<B>, typename M::tasks>(
+        c, d, "imdb_wiki", label, loss_weights_of(m, c.loss_scales), columns, metrics, out);
+  });
 }
 
 /// `run_imdb_with` for the backbone named by `c.backbone`.
 inline ExperimentResult run_imdb(const ImdbConfig& c, std::ostream& out) {
-  if (c.backbone == "tiny") return run_imdb_with<TinyClassifier>(c, out);
   validate_imdb(c);
-  return run_imdb_with<VGG16Classifier>(c, out);
+  return with_backbone(kImdbTable, c.backbone, [&](auto backbone) {
+    return run_imdb_with<typename decltype(backbone)::type>(c, out);
+  });
 }
 
 }  // namespace nddr::experiments

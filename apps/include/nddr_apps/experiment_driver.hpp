@@ -1,14 +1,11 @@
 #pragma once
 /// \file
-/// The paper's NYUv2 experiments (Tables 1-4 and 6: segmentation + surface normals) as library
-/// functions, so the `nddr_nyuv2` binary and the tests share them. Also the pieces every
-/// experiment binary shares: the common flags (`CommonConfig`), the method dispatch, weight
-/// initialisation, `run_spec` (train with the paper's recipe, evaluate with the paper's protocol,
-/// print the table row, write results.csv / results.json atomically).
-///
-/// Example:
-///   auto cfg = nddr::experiments::parse_nyuv2_args({"--data-dir", "nyu", "--method", "nddr"});
-///   auto result = nddr::experiments::run_nyuv2(*cfg, std::cout);
+/// What every experiment program (`nddr-nyuv2`, `nddr-imdb-wiki`) shares: the common flags
+/// (`CommonConfig`, `add_common_flags`, generated from the program's method table:
+/// method_table.hpp), their validation, weight initialisation, and `run_spec` (train with the
+/// paper's recipe, evaluate with the paper's protocol, print the table row, write results.csv /
+/// results.json atomically). Application code (apps/, target `nddr_apps`), not the installed
+/// library.
 
 #include <algorithm>
 #include <array>
@@ -18,7 +15,6 @@
 #include <initializer_list>
 #include <iomanip>
 #include <limits>
-#include <map>
 #include <optional>
 #include <ostream>
 #include <sstream>
@@ -30,11 +26,7 @@
 #include <utility>
 #include <vector>
 
-#include "nddr/backbones/tiny.hpp"
-#include "nddr/backbones/vgg16.hpp"
-#include "nddr/data/augment.hpp"
 #include "nddr/data/loader.hpp"
-#include "nddr/data/nyuv2.hpp"
 #include "nddr/distributed/auto.hpp"
 #include "nddr/fusion/cross_stitch.hpp"
 #include "nddr/fusion/nddr.hpp"
@@ -47,10 +39,10 @@
 #include "nddr/multitask/network.hpp"
 #include "nddr/optim/schedule.hpp"
 #include "nddr/optim/sgd.hpp"
-#include "nddr/tasks/tasks.hpp"
-#include "nddr/train/cli.hpp"
 #include "nddr/train/experiment.hpp"
 #include "nddr/train/trainer.hpp"
+#include "nddr_apps/cli.hpp"
+#include "nddr_apps/method_table.hpp"
 
 namespace nddr::experiments {
 
@@ -86,14 +78,6 @@ struct CommonConfig {
   bool bf16 = false;             ///< --bf16: BF16 operands, FP32 accumulation, in convolutions
   bool cudnn_benchmark = false;  ///< --cudnn-benchmark: time cuDNN's algorithms per shape
   bool deterministic = false;    ///< --deterministic: deterministic cuDNN algorithms only
-};
-
-/// Flags of `nddr_nyuv2`.
-struct NyuV2Config : CommonConfig {
-  std::string data_dir;
-  bool shortcut = false;
-  std::int64_t crop = 321;
-  bool centered_normals = false;
 };
 
 /// One evaluated run: the row of the paper's table and every metric.
@@ -234,13 +218,14 @@ inline constexpr std::int64_t kMaxBatch = 4096;
 inline constexpr std::int64_t kMaxImageSide = 2048;
 
 /// Declares the flags of `CommonConfig` on `p`, bound to the fields of `c` (their values are the
-/// defaults); `methods` are the values of `--method`.
-inline void add_common_flags(cli::ArgParser& p, CommonConfig& c,
-                             const std::vector<std::string>& methods) {
+/// defaults); the values of `--method` and `--backbone` are the names of `table`'s entries.
+template <ProgramTableType Table>
+void add_common_flags(cli::ArgParser& p, CommonConfig& c, const Table& table) {
   using cli::RealRange;
-  p.choice("method", c.method, "the network (paper tables: docs/experiments.md)", methods)
+  p.choice("method", c.method, "the network (paper tables: docs/experiments.md)",
+           choice_list(table.methods))
       .choice("backbone", c.backbone, "the backbone of every column (tiny: for smoke runs)",
-              {"vgg16", "tiny"})
+              choice_list(table.backbones))
       .text("init", c.init, "fusion initialisation: alpha,beta (e.g. 0.9,0.1) or xavier (NDDR)",
             std::string(kFusionInitExpected),
             [](const std::string& s) { return fusion_init_from(s).has_value(); }, "INIT")
@@ -249,7 +234,7 @@ inline void add_common_flags(cli::ArgParser& p, CommonConfig& c,
             "parameters",
             RealRange::non_negative())
       .reals("loss-scales", c.loss_scales, "task loss weights, comma separated",
-             RealRange::non_negative(), 2)
+             RealRange::non_negative(), max_scale_count(table))
       .default_text("per method, see docs/experiments.md")
       .integer("steps", c.steps, "total training steps (poly schedule length)", std::int64_t{0})
       .integer("batch", c.batch, "training batch size", std::int64_t{1}, kMaxBatch)
@@ -297,11 +282,10 @@ inline void add_common_flags(cli::ArgParser& p, CommonConfig& c,
       .flag("quiet", c.progress, "no progress lines", false);
 }
 
-/// The rules that join common flags, checked after parsing; `scale_counts` are the numbers of
-/// `--loss-scales` values `c.method` takes, `scale_counts_text` says so ("2 values").
-inline void check_common_flags(const cli::ArgParser& p, const CommonConfig& c,
-                               std::initializer_list<std::size_t> scale_counts,
-                               const std::string& scale_counts_text) {
+/// The rules that join common flags, checked after parsing; the numbers of `--loss-scales`
+/// values `c.method` takes come from `table` (`scale_counts`).
+template <ProgramTableType Table>
+void check_common_flags(const cli::ArgParser& p, const CommonConfig& c, const Table& table) {
   if (c.tf32 && c.bf16)
     p.fail("bf16", "no --tf32 with it (both set the convolutions' precision)", "--tf32 --bf16");
   if (!cli::parse_device(p.program(), c.device).cuda)
@@ -311,14 +295,41 @@ inline void check_common_flags(const cli::ArgParser& p, const CommonConfig& c,
       if (on)
         p.fail(flag, "--device cuda[:N] with it (it sets how GPU convolutions run)",
                "--device " + c.device);
+  const std::size_t tasks = method_info(table, c.method).value().task_count;  // a parsed choice
+  const auto counts = scale_counts(table, tasks);
   if (c.loss_scales.empty() ||
-      std::find(scale_counts.begin(), scale_counts.end(), c.loss_scales.size()) !=
-          scale_counts.end())
+      std::find(counts.begin(), counts.end(), c.loss_scales.size()) != counts.end())
     return;
   std::ostringstream given;
   for (std::size_t i = 0; i < c.loss_scales.size(); ++i)
     given << (i ? "," : "") << c.loss_scales[i];
-  p.fail("loss-scales", scale_counts_text + " for --method " + c.method, given.str());
+  p.fail("loss-scales", scale_counts_text(table, tasks) + " for --method " + c.method,
+         given.str());
+}
+
+/// `c.method` and `c.backbone` are names of `table`'s entries (OptionError naming the flag and
+/// every accepted value otherwise).
+template <ProgramTableType Table>
+void validate_choices(const CommonConfig& c, const Table& table) {
+  check<OptionError>(method_info(table, c.method).has_value(), c.program, ": --method must be ",
+                     one_of_text(table.methods), ", got '", c.method, "'");
+  const auto backbones = entry_names(table.backbones);
+  check<OptionError>(
+      std::find(backbones.begin(), backbones.end(), c.backbone) != backbones.end(), c.program,
+      ": --backbone must be ", one_of_text(table.backbones), ", got '", c.backbone, "'");
+}
+
+/// `c.loss_scales` has a number of values that `c.method` takes (`scale_counts`; OptionError
+/// otherwise).
+template <ProgramTableType Table>
+void validate_loss_scales(const CommonConfig& c, const Table& table) {
+  const std::size_t tasks = method_info(table, c.method).value().task_count;
+  const auto counts = scale_counts(table, tasks);
+  check<OptionError>(
+      c.loss_scales.empty() ||
+          std::find(counts.begin(), counts.end(), c.loss_scales.size()) != counts.end(),
+      c.program, ": --loss-scales needs ", scale_counts_count(table, tasks), " values, got ",
+      c.loss_scales.size());
 }
 
 /// Checks the values every experiment needs (device, counts, formats); OptionError/DeviceError.
@@ -551,145 +562,5 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
 #endif
 }
 
-/// NYUv2 as a `run_spec` data source: augmented training crops, full test images.
-struct NyuV2Data {
-  data::NyuV2Dataset train;
-  data::NyuV2Dataset test;
-  data::AugmentOptions augment;
-
-  std::int64_t train_size() const { return train.size(); }
-  std::int64_t test_size() const { return test.size(); }
-  data::NyuSample load_train(std::int64_t i, Rng& rng) const {
-    return data::augment(train.load(i), rng, augment);
-  }
-  data::NyuSample load_test(std::int64_t i) const { return test.load(i); }
-  data::NyuBatch collate(const std::vector<data::NyuSample>& s) const { return data::collate(s); }
-  template <class Task>
-  auto take(data::NyuBatch& b) const {
-    if constexpr (std::is_same_v<typename Task::template target_t<float>, float>)
-      return std::move(b.normal);
-    else
-      return std::move(b.seg);
-  }
-};
-
-/// Parses the arguments of `nddr_nyuv2` (flags: `nddr-nyuv2 --help`, docs/experiments.md);
-/// nullopt when `--help` was asked for (the help text is then written to `help_out`). Throws
-/// cli::UsageError, whose message is the one line the binary prints before exiting with 2.
-inline std::optional<NyuV2Config> parse_nyuv2_args(const std::vector<std::string>& args,
-                                                   std::ostream* help_out = nullptr) {
-  NyuV2Config c;
-  c.program = "nddr-nyuv2";
-  cli::ArgParser p(c.program,
-                   "NDDR-CNN NYUv2 experiments (paper Tables 1-4 and 6): semantic segmentation "
-                   "(40 classes) + surface normals. See docs/experiments.md.");
-  p.path("data-dir", c.data_dir, "NYUv2 in the NDDR-CNN format (list/ and the files it names)",
-         "DIR")
-      .required();
-  add_common_flags(p, c, {"st-seg", "st-normal", "mt", "cross-stitch", "sluice", "nddr"});
-  p.flag("shortcut", c.shortcut, "the Shortcut variant (Table 6)")
-      .integer("crop", c.crop, "training crop side", std::int64_t{1}, kMaxImageSide)
-      .flag("centered-normals", c.centered_normals,
-            "decode normals as (v - 127.5) / 127.5 instead of the raw triplet");
-  std::ostringstream unused;
-  if (!p.parse(args, help_out ? *help_out : unused)) return std::nullopt;
-  if (c.method == "st-seg" || c.method == "st-normal")
-    check_common_flags(p, c, {1, 2}, "1 or 2 values (seg,normal)");
-  else
-    check_common_flags(p, c, {2}, "2 values");
-  return c;
-}
-
-/// The table label of a NYUv2 method.
-inline std::string nyuv2_label(const NyuV2Config& c) {
-  static const std::map<std::string, std::string> names = {
-      {"st-seg", "Single-task (seg)"}, {"st-normal", "Single-task (normal)"},
-      {"mt", "Multi-task"},           {"cross-stitch", "Cross-stitch"},
-      {"sluice", "Sluice"},           {"nddr", "NDDR (ours)"}};
-  auto it = names.find(c.method);
-  return (it == names.end() ? c.method : it->second) + (c.shortcut ? " + Shortcut" : "");
-}
-
-/// Validates a NYUv2 configuration: method, data directory, crop and the common flags.
-inline void validate_nyuv2(const NyuV2Config& c) {
-  const std::string& p = c.program;
-  static const std::vector<std::string> methods = {"st-seg", "st-normal", "mt",
-                                                   "cross-stitch", "sluice", "nddr"};
-  check<OptionError>(std::find(methods.begin(), methods.end(), c.method) != methods.end(), p,
-                     ": --method must be st-seg, st-normal, mt, cross-stitch, sluice or nddr, got '",
-                     c.method, "'");
-  check<OptionError>(c.backbone == "vgg16" || c.backbone == "tiny", p,
-                     ": --backbone must be vgg16 or tiny, got '", c.backbone, "'");
-  validate_common(c);
-  check<OptionError>(!c.data_dir.empty(), p, ": --data-dir is required");
-  check<IoError>(std::filesystem::is_directory(c.data_dir), p, ": --data-dir '", c.data_dir,
-                 "' is not a directory");
-  check<IoError>(std::filesystem::is_directory(std::filesystem::path(c.data_dir) / "list"), p,
-                 ": --data-dir '", c.data_dir, "' has no list/ directory (expected list/",
-                 "training_seg.txt etc., see docs/data-nyuv2.md)");
-  check<OptionError>(c.crop >= 1, p, ": --crop must be >= 1, got ", c.crop);
-  const bool single = c.method == "st-seg" || c.method == "st-normal";
-  check<OptionError>(c.loss_scales.empty() || c.loss_scales.size() == (single ? 1u : 2u) ||
-                         (single && c.loss_scales.size() == 2),
-                     p, ": --loss-scales needs ", single ? "1 (or 2: seg,normal)" : "2",
-                     " values, got ", c.loss_scales.size());
-}
-
-namespace detail {
-
-template <class TaskList, class F, class... B>
-ExperimentResult run_nyuv2_fused(const NyuV2Config& c, const NyuV2Data& d,
-                                 std::vector<double> weights, std::ostream& out) {
-  static const std::vector<std::string> columns = {"Mean", "Median", "11.25", "22.5",
-                                                   "30",   "mIoU",   "PAcc"};
-  static const std::vector<std::pair<std::string, std::string>> metrics = {
-      {"normals", "Mean"}, {"normals", "Median"},     {"normals", "11.25"},
-      {"normals", "22.5"}, {"normals", "30"},         {"segmentation", "mIoU"},
-      {"segmentation", "PixelAcc"}};
-  const std::string label = nyuv2_label(c);
-  if (c.shortcut)
-    return run_spec<MultiTask<B..., Shortcut<F>>, TaskList>(c, d, "nyuv2", label, weights, columns,
-                                                            metrics, out);
-  return run_spec<MultiTask<B..., F>, TaskList>(c, d, "nyuv2", label, weights, columns, metrics,
-                                                out);
-}
-
-}  // namespace detail
-
-/// Runs one NYUv2 experiment with backbone `B` (VGG16 or TinyNet): validates `c`, trains to
-/// `c.steps` (resuming if asked), evaluates on the test split, prints the table row to `out` and
-/// writes results.csv / results.json into the output directory.
-template <class B>
-ExperimentResult run_nyuv2_with(NyuV2Config c, std::ostream& out) {
-  validate_nyuv2(c);
-  if (c.output_dir.empty())
-    c.output_dir = "runs/nyuv2_" + c.method + (c.shortcut ? "_shortcut" : "");
-  const auto encoding =
-      c.centered_normals ? data::NormalEncoding::kCentered : data::NormalEncoding::kRawPaper;
-  const auto opt = data::NyuV2Options{}.encoding(encoding);
-  NyuV2Data d{data::NyuV2Dataset(c.data_dir, data::Split::kTrain, opt),
-              data::NyuV2Dataset(c.data_dir, data::Split::kTest, opt),
-              data::AugmentOptions{}.crop(c.crop)};
-  const auto& s = c.loss_scales;
-  if (c.method == "st-seg")
-    return detail::run_nyuv2_fused<Tasks<Segmentation<data::kNyuClasses>>, None, B>(
-        c, d, {s.empty() ? 1.0 : s[0]}, out);
-  if (c.method == "st-normal")
-    return detail::run_nyuv2_fused<Tasks<SurfaceNormal>, None, B>(
-        c, d, {s.empty() ? 10.0 : s.back()}, out);
-  using Both = Tasks<Segmentation<data::kNyuClasses>, SurfaceNormal>;
-  const std::vector<double> w = s.empty() ? std::vector<double>{1.0, 20.0} : s;
-  if (c.method == "mt") return detail::run_nyuv2_fused<Both, Shared<stage_count_v<B>>, B, B>(c, d, w, out);
-  if (c.method == "cross-stitch") return detail::run_nyuv2_fused<Both, CrossStitch, B, B>(c, d, w, out);
-  if (c.method == "sluice") return detail::run_nyuv2_fused<Both, Sluice, B, B>(c, d, w, out);
-  return detail::run_nyuv2_fused<Both, NDDR, B, B>(c, d, w, out);
-}
-
-/// `run_nyuv2_with` for the backbone named by `c.backbone`.
-inline ExperimentResult run_nyuv2(const NyuV2Config& c, std::ostream& out) {
-  if (c.backbone == "tiny") return run_nyuv2_with<TinyNet>(c, out);
-  validate_nyuv2(c);
-  return run_nyuv2_with<VGG16>(c, out);
-}
 
 }  // namespace nddr::experiments

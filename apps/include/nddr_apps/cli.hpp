@@ -1,7 +1,8 @@
 #pragma once
 /// \file
 /// `nddr::cli::ArgParser`: the one command-line parser of every nddr program (the experiment
-/// binaries and the examples), on top of CLI11 (Debian's libcli11-dev; link `CLI11::CLI11`).
+/// binaries and the examples), on top of CLI11 (Debian's libcli11-dev). Application code
+/// (apps/, CMake target `nddr_cli`, which brings `CLI11::CLI11`), not the installed library.
 /// docs/cli.md describes the syntax and the errors for users.
 ///
 /// Each flag is declared once, bound to the variable it sets (whose value is the default that

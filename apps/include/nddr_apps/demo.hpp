@@ -6,7 +6,8 @@
 /// shared, task-specific heads), cross-stitch, NDDR and NDDR-Shortcut; evaluates each on the test
 /// split with the paper's protocol; and writes results.csv, a Markdown table, per-run logs,
 /// loss_curves.png and predictions.png (NDDR's predictions for four test images) to the output
-/// directory.
+/// directory. Application code of the `nddr-demo` program (apps/, target `nddr_apps`), not the
+/// installed library; the pictures are drawn with the library's `nddr/viz/plot.hpp`.
 
 #include <chrono>
 #include <cmath>
@@ -35,10 +36,10 @@
 #include "nddr/multitask/multitask.hpp"
 #include "nddr/multitask/network.hpp"
 #include "nddr/tasks/tasks.hpp"
-#include "nddr/train/cli.hpp"
 #include "nddr/train/experiment.hpp"
 #include "nddr/train/trainer.hpp"
 #include "nddr/viz/plot.hpp"
+#include "nddr_apps/cli.hpp"
 
 namespace nddr::viz {
 

@@ -1,0 +1,173 @@
+#pragma once
+/// \file
+/// The paper's NYUv2 experiments (Tables 1-4 and 6: segmentation + surface normals), shared by
+/// the `nddr-nyuv2` program (examples/nddr_nyuv2.cpp) and the tests: its method table
+/// (`kNyuV2Table`), flags, validation and `run_nyuv2`. Application code (apps/, target
+/// `nddr_apps`), not the installed library.
+///
+/// Example:
+///   auto cfg = nddr::experiments::parse_nyuv2_args({"--data-dir", "nyu", "--method", "nddr"});
+///   auto result = nddr::experiments::run_nyuv2(*cfg, std::cout);
+
+#include <boost/hana.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "nddr/backbones/tiny.hpp"
+#include "nddr/backbones/vgg16.hpp"
+#include "nddr/data/augment.hpp"
+#include "nddr/data/nyuv2.hpp"
+#include "nddr/tasks/tasks.hpp"
+#include "nddr_apps/experiment_driver.hpp"
+#include "nddr_apps/method_table.hpp"
+
+namespace nddr::experiments {
+
+/// The segmentation task of the NYUv2 experiments (40 classes).
+using NyuSeg = Segmentation<data::kNyuClasses>;
+/// Both NYUv2 tasks, in the order of the full `--loss-scales` list (seg, normal).
+using NyuTasks = Tasks<NyuSeg, SurfaceNormal>;
+
+/// Every `--method` and `--backbone` of `nddr-nyuv2`; the loss scales are the paper code's
+/// (st_normal.sh: 10 for normals alone; 1, 20 for both tasks).
+inline constexpr auto kNyuV2Table = make_program_table(
+    boost::hana::make_tuple(
+        Method<Tasks<NyuSeg>, None>{"st-seg", "Single-task (seg)", {1.0}, 0},
+        Method<Tasks<SurfaceNormal>, None>{"st-normal", "Single-task (normal)", {10.0}, 1},
+        Method<NyuTasks, AllShared>{"mt", "Multi-task", {1.0, 20.0}},
+        Method<NyuTasks, CrossStitch>{"cross-stitch", "Cross-stitch", {1.0, 20.0}},
+        Method<NyuTasks, Sluice>{"sluice", "Sluice", {1.0, 20.0}},
+        Method<NyuTasks, NDDR>{"nddr", "NDDR (ours)", {1.0, 20.0}}),
+    boost::hana::make_tuple(BackboneChoice<VGG16>{"vgg16"}, BackboneChoice<TinyNet>{"tiny"}),
+    "seg,normal");
+static_assert(names_unique(kNyuV2Table), "nddr-nyuv2: two methods or backbones share a name");
+static_assert(slots_in_range(kNyuV2Table),
+              "nddr-nyuv2: a single-task method's slot is past the --loss-scales list");
+
+/// Flags of `nddr-nyuv2`.
+struct NyuV2Config : CommonConfig {
+  std::string data_dir;
+  bool shortcut = false;
+  std::int64_t crop = 321;
+  bool centered_normals = false;
+};
+
+/// NYUv2 as a `run_spec` data source: augmented training crops, full test images.
+struct NyuV2Data {
+  data::NyuV2Dataset train;
+  data::NyuV2Dataset test;
+  data::AugmentOptions augment;
+
+  std::int64_t train_size() const { return train.size(); }
+  std::int64_t test_size() const { return test.size(); }
+  data::NyuSample load_train(std::int64_t i, Rng& rng) const {
+    return data::augment(train.load(i), rng, augment);
+  }
+  data::NyuSample load_test(std::int64_t i) const { return test.load(i); }
+  data::NyuBatch collate(const std::vector<data::NyuSample>& s) const { return data::collate(s); }
+  template <class Task>
+  auto take(data::NyuBatch& b) const {
+    if constexpr (std::is_same_v<typename Task::template target_t<float>, float>)
+      return std::move(b.normal);
+    else
+      return std::move(b.seg);
+  }
+};
+
+/// Parses the arguments of `nddr-nyuv2` (flags: `nddr-nyuv2 --help`, docs/experiments.md);
+/// nullopt when `--help` was asked for (the help text is then written to `help_out`). Throws
+/// cli::UsageError, whose message is the one line the binary prints before exiting with 2.
+inline std::optional<NyuV2Config> parse_nyuv2_args(const std::vector<std::string>& args,
+                                                   std::ostream* help_out = nullptr) {
+  NyuV2Config c;
+  c.program = "nddr-nyuv2";
+  cli::ArgParser p(c.program,
+                   "NDDR-CNN NYUv2 experiments (paper Tables 1-4 and 6): semantic segmentation "
+                   "(40 classes) + surface normals. See docs/experiments.md.");
+  p.path("data-dir", c.data_dir, "NYUv2 in the NDDR-CNN format (list/ and the files it names)",
+         "DIR")
+      .required();
+  add_common_flags(p, c, kNyuV2Table);
+  p.flag("shortcut", c.shortcut, "the Shortcut variant (Table 6)")
+      .integer("crop", c.crop, "training crop side", std::int64_t{1}, kMaxImageSide)
+      .flag("centered-normals", c.centered_normals,
+            "decode normals as (v - 127.5) / 127.5 instead of the raw triplet");
+  std::ostringstream unused;
+  if (!p.parse(args, help_out ? *help_out : unused)) return std::nullopt;
+  check_common_flags(p, c, kNyuV2Table);
+  return c;
+}
+
+/// The table label of a NYUv2 method ("NDDR (ours) + Shortcut"); the method's name when the
+/// table has no such method.
+inline std::string nyuv2_label(const NyuV2Config& c) {
+  const auto info = method_info(kNyuV2Table, c.method);
+  return (info ? info->label : c.method) + (c.shortcut ? " + Shortcut" : "");
+}
+
+/// Validates a NYUv2 configuration: method, data directory, crop and the common flags.
+inline void validate_nyuv2(const NyuV2Config& c) {
+  const std::string& p = c.program;
+  validate_choices(c, kNyuV2Table);
+  validate_common(c);
+  check<OptionError>(!c.data_dir.empty(), p, ": --data-dir is required");
+  check<IoError>(std::filesystem::is_directory(c.data_dir), p, ": --data-dir '", c.data_dir,
+                 "' is not a directory");
+  check<IoError>(std::filesystem::is_directory(std::filesystem::path(c.data_dir) / "list"), p,
+                 ": --data-dir '", c.data_dir, "' has no list/ directory (expected list/",
+                 "training_seg.txt etc., see docs/data-nyuv2.md)");
+  check<OptionError>(c.crop >= 1, p, ": --crop must be >= 1, got ", c.crop);
+  validate_loss_scales(c, kNyuV2Table);
+}
+
+/// Runs one NYUv2 experiment with backbone `B` (VGG16 or TinyNet): validates `c`, trains the
+/// network of `c.method` (kNyuV2Table) to `c.steps` (resuming if asked), evaluates on the test
+/// split, prints the table row to `out` and writes results.csv / results.json into the output
+/// directory.
+template <class B>
+ExperimentResult run_nyuv2_with(NyuV2Config c, std::ostream& out) {
+  validate_nyuv2(c);
+  if (c.output_dir.empty())
+    c.output_dir = "runs/nyuv2_" + c.method + (c.shortcut ? "_shortcut" : "");
+  const auto encoding =
+      c.centered_normals ? data::NormalEncoding::kCentered : data::NormalEncoding::kRawPaper;
+  const auto opt = data::NyuV2Options{}.encoding(encoding);
+  const NyuV2Data d{data::NyuV2Dataset(c.data_dir, data::Split::kTrain, opt),
+                    data::NyuV2Dataset(c.data_dir, data::Split::kTest, opt),
+                    data::AugmentOptions{}.crop(c.crop)};
+  static const std::vector<std::string> columns = {"Mean", "Median", "11.25", "22.5",
+                                                   "30",   "mIoU",   "PAcc"};
+  static const std::vector<std::pair<std::string, std::string>> metrics = {
+      {"normals", "Mean"}, {"normals", "Median"},     {"normals", "11.25"},
+      {"normals", "22.5"}, {"normals", "30"},         {"segmentation", "mIoU"},
+      {"segmentation", "PixelAcc"}};
+  const std::string label = nyuv2_label(c);
+  return with_method(kNyuV2Table, c.method, [&](const auto& m) {
+    using M = std::decay_t<decltype(m)>;
+    using TaskList = typename M::tasks;
+    const auto weights = loss_weights_of(m, c.loss_scales);
+    if (c.shortcut)
+      return run_spec<typename M::template spec<B, true>, TaskList>(c, d, "nyuv2", label, weights,
+                                                                    columns, metrics, out);
+    return run_spec<typename M::template spec<B>, TaskList>(c, d, "nyuv2", label, weights,
+                                                            columns, metrics, out);
+  });
+}
+
+/// `run_nyuv2_with` for the backbone named by `c.backbone`.
+inline ExperimentResult run_nyuv2(const NyuV2Config& c, std::ostream& out) {
+  validate_nyuv2(c);
+  return with_backbone(kNyuV2Table, c.backbone, [&](auto backbone) {
+    return run_nyuv2_with<typename decltype(backbone)::type>(c, out);
+  });
+}
+
+}  // namespace nddr::experiments
