@@ -84,24 +84,34 @@ inline std::string block(const Entries& kv, std::size_t interval = 16) {
   return out + fixed32(static_cast<std::uint32_t>(restarts.size()));
 }
 
-/// An SSTable of `data_blocks` (each a sorted list of entries), as TF writes bundle indexes:
-/// blocks with 5-byte trailers (type byte `type`, masked CRC32C), an empty metaindex block, an
-/// index block keyed by each block's last key, and the 48-byte footer.
-inline std::string table(const std::vector<Entries>& data_blocks, unsigned char type = 0) {
+/// An SSTable of already encoded data blocks (`last key`, block contents), as TF writes
+/// bundle indexes: blocks with 5-byte trailers (type byte `type`, masked CRC32C of contents and
+/// type), an empty metaindex block, an index block keyed by each block's last key, and the
+/// 48-byte footer. Contents need not be valid: the checksums are computed over whatever is given.
+inline std::string raw_table(const std::vector<std::pair<std::string, std::string>>& blocks,
+                             unsigned char type = 0) {
   std::string file;
   auto put = [&](const std::string& contents) {
     const std::string handle = varint(file.size()) + varint(contents.size());
-    std::string with_type = contents + static_cast<char>(type);
+    const std::string with_type = contents + static_cast<char>(type);
     const auto* p = reinterpret_cast<const unsigned char*>(with_type.data());
-    file += with_type + fixed32(nddr::io::detail::crc32c_mask(nddr::io::detail::crc32c(p, with_type.size())));
+    file += with_type +
+            fixed32(nddr::io::detail::crc32c_mask(nddr::io::detail::crc32c(p, with_type.size())));
     return handle;
   };
   Entries index;
-  for (const Entries& b : data_blocks) index.emplace_back(b.back().first, put(block(b)));
+  for (const auto& [last_key, contents] : blocks) index.emplace_back(last_key, put(contents));
   const std::string metaindex = put(block({}));
   std::string footer = metaindex + put(block(index, 1));
   footer.resize(40, '\0');
   return file + footer + fixed32(0x8b80fb57u) + fixed32(0xdb477524u);
+}
+
+/// `raw_table` of `data_blocks`, each a sorted list of entries.
+inline std::string table(const std::vector<Entries>& data_blocks, unsigned char type = 0) {
+  std::vector<std::pair<std::string, std::string>> blocks;
+  for (const Entries& b : data_blocks) blocks.emplace_back(b.back().first, block(b));
+  return raw_table(blocks, type);
 }
 
 }  // namespace nddr_test::tf
