@@ -72,6 +72,8 @@
 #include "nddr/io/idx.hpp"
 #include "nddr/io/png.hpp"
 #include "nddr/io/safetensors.hpp"
+#include "nddr/io/tf_checkpoint.hpp"
+#include "nddr/io/tf_weights.hpp"
 #include "nddr/io/weights.hpp"
 
 // Training: optimiser, schedules, metrics, data, trainer

@@ -165,7 +165,8 @@ TEST_CASE("hostile tf_checkpoint: terabyte sizes and absurd counts fail before a
   fails({{"", tb::header(1)},
          {"big", tb::pb_varint(1, 1) + tb::pb_bytes(2, dim(tera) + dim(tera) + dim(tera))}},
         "overflows the element count");
-  fails({{"", tb::header(1)}, {"big", tb::pb_varint(1, 1) + tb::pb_varint(5, ~std::uint64_t{0} >> 1)}},
+  fails({{"", tb::header(1)},
+         {"big", tb::pb_varint(1, 1) + tb::pb_varint(5, ~std::uint64_t{0} >> 1)}},
         "size 9223372036854775807 bytes, expected 4");
   fails({{"", tb::header(65536)}}, "h.data-00000-of-65536");
   fails({{"", tb::header(1) + tb::pb_varint(1, std::uint64_t{1} << 40)}}, "num_shards is");
@@ -178,8 +179,8 @@ TEST_CASE("hostile tf_checkpoint: terabyte sizes and absurd counts fail before a
   // A key that claims to share more bytes than the previous key has.
   const std::string h = tb::header(1);
   spit(prefix + ".index",
-       tb::raw_table({{"x", tb::varint(0) + tb::varint(0) + tb::varint(h.size()) + h +
-                                tb::varint(9) + tb::varint(1) + tb::varint(0) + "x" +
-                                tb::fixed32(0) + tb::fixed32(1)}}));
+       tb::raw_table(
+           {{"x", tb::varint(0) + tb::varint(0) + tb::varint(h.size()) + h + tb::varint(9) +
+                      tb::varint(1) + tb::varint(0) + "x" + tb::fixed32(0) + tb::fixed32(1)}}));
   CHECK_THROWS_WITH(TfCheckpoint::open(prefix), Catch::Contains("shares 9 key bytes"));
 }

@@ -109,7 +109,8 @@ TEST_CASE("tf_checkpoint: every dtype and shape read bit for bit", "[io][tf_chec
   CHECK(c.tensor<float>("empty_f32").shape() == nddr::Shape{0, 3});
   CHECK(c.values<std::int32_t>("vec_i32") ==
         std::vector<std::int32_t>{-2147483647 - 1, -1, 0, 2147483647});
-  CHECK(c.values<std::int64_t>("scalar_i64") == std::vector<std::int64_t>{(std::int64_t{1} << 62) + 1});
+  CHECK(c.values<std::int64_t>("scalar_i64") ==
+        std::vector<std::int64_t>{(std::int64_t{1} << 62) + 1});
   const std::vector<double> half = c.values<double>("mat_half");
   CHECK(half[0] == std::ldexp(1.0, -24));
   CHECK(half[1] == 65504.0);
@@ -160,9 +161,9 @@ TEST_CASE("tf_checkpoint: unsupported checkpoints are refused with the reason",
   CHECK_THROWS_WITH(p.values<float>("split"),
                     Contains("'split' is a partitioned variable") && Contains("not supported"));
 
-  CHECK_THROWS_WITH(TfCheckpoint::open(kTf + "/v1/ckpt"),
-                    Contains("v1/ckpt") && Contains("TensorFlow V1 checkpoint") &&
-                        Contains("SaverDef.V2"));
+  CHECK_THROWS_WITH(
+      TfCheckpoint::open(kTf + "/v1/ckpt"),
+      Contains("v1/ckpt") && Contains("TensorFlow V1 checkpoint") && Contains("SaverDef.V2"));
   CHECK_THROWS_WITH(TfCheckpoint::open(kTf + "/nowhere/ckpt"),
                     Contains("nowhere/ckpt.index': does not exist"));
   nddr_test::TempDir dir("nddr_tf_");
@@ -194,9 +195,9 @@ TEST_CASE("tf_checkpoint: damaged files name the file and what is wrong", "[io][
     std::string bytes = slurp(c.index);
     bytes.back() = 'x';
     spit(c.index, bytes);
-    CHECK_THROWS_WITH(TfCheckpoint::open(c.prefix),
-                      Contains("at byte " + std::to_string(bytes.size() - 8)) &&
-                          Contains("SSTable magic"));
+    CHECK_THROWS_WITH(
+        TfCheckpoint::open(c.prefix),
+        Contains("at byte " + std::to_string(bytes.size() - 8)) && Contains("SSTable magic"));
   }
   SECTION("a flipped index byte fails its block checksum") {
     Copy c;
@@ -249,7 +250,8 @@ TEST_CASE("tf_checkpoint: hand-built indexes (what TensorFlow never writes)",
 
   SECTION("several data blocks and prefix-compressed keys") {
     write({{{"", tb::header(1)}, {"layer/a", good}},
-           {{"layer/b", tb::entry(1, {1, 2}, 8, f32)}, {"layer/c", tb::entry(1, {}, 4, f32.substr(4))}}});
+           {{"layer/b", tb::entry(1, {1, 2}, 8, f32)},
+            {"layer/c", tb::entry(1, {}, 4, f32.substr(4))}}});
     const TfCheckpoint c = TfCheckpoint::open(prefix);
     CHECK(c.names() == std::vector<std::string>{"layer/a", "layer/b", "layer/c"});
     CHECK(c.values<float>("layer/b") == std::vector<float>{1.0f, 2.0f});
@@ -286,12 +288,13 @@ TEST_CASE("tf_checkpoint: hand-built indexes (what TensorFlow never writes)",
     CHECK_THROWS_WITH(TfCheckpoint::open(prefix),
                       Contains("h.data-00000-of-00001") && Contains("tensor 'a': bytes [12, 20)"));
     write({{{"", tb::header(1)}, {"a", tb::entry(1, {2}, 0, f32, 3)}}});
-    CHECK_THROWS_WITH(TfCheckpoint::open(prefix),
-                      Contains("tensor 'a' (BundleEntryProto)") && Contains("shard_id 3, expected 0 to 0"));
+    CHECK_THROWS_WITH(TfCheckpoint::open(prefix), Contains("tensor 'a' (BundleEntryProto)") &&
+                                                      Contains("shard_id 3, expected 0 to 0"));
     write({{{"", tb::header(1)}, {"a", tb::pb_bytes(1, "x")}}});
     CHECK_THROWS_WITH(TfCheckpoint::open(prefix),
                       Contains("field 1 (dtype) has wire type 2, expected 0"));
-    write({{{"", tb::header(1)}, {"a", tb::pb_varint(1, 1) + tb::pb_varint(4, ~std::uint64_t{0})}}});
+    write(
+        {{{"", tb::header(1)}, {"a", tb::pb_varint(1, 1) + tb::pb_varint(4, ~std::uint64_t{0})}}});
     CHECK_THROWS_WITH(TfCheckpoint::open(prefix), Contains("offset is negative (-1)"));
     write({{{"", tb::header(1)}, {"a", tb::pb_varint(1, 1) + "\x12\x05\x12"}}});
     CHECK_THROWS_WITH(TfCheckpoint::open(prefix),

@@ -58,7 +58,8 @@ std::vector<float> store_values(const nddr::ParameterStore<float>& store, const 
   return {v.data(), v.data() + v.numel()};
 }
 
-// Every variable of the fixture that `scheme` maps sits in the store, bit for bit, transposed.
+// Every variable of the fixture that `scheme` maps (and the first exclusion does not skip) sits
+// in the store, bit for bit, transposed.
 std::size_t check_loaded(const nddr::ParameterStore<float>& store, const std::string& dir,
                          TfScheme scheme, const nddr::io::TfImportOptions& opt) {
   const auto want = nddr::io::SafetensorsFile::read(kTf + "/" + dir + "/expected.safetensors");
@@ -66,6 +67,7 @@ std::size_t check_loaded(const nddr::ParameterStore<float>& store, const std::st
   for (const std::string& key : want.names()) {
     const TfNameMapping m = nddr::io::map_tf_name(key, scheme, opt);
     if (m.kind != TfNameMapping::Kind::kMapped) continue;
+    if (!opt.exclude.empty() && key.find(opt.exclude[0]) != std::string::npos) continue;
     INFO(key << " -> " << m.name);
     const std::vector<float> ref = want.values<float>(key);
     const std::vector<std::int64_t>& s = want.shape(key);
@@ -94,7 +96,8 @@ TEST_CASE("tf_weights: the authors' names map to nddr's", "[networks][tf_checkpo
     const TfNameMapping m = nddr::io::map_tf_name(tf, s);
     return m.kind == K::kMapped ? m.name : m.kind == K::kSkipped ? "<skipped>" : "<unknown>";
   };
-  const TfScheme st = TfScheme::kSingleTask, mt = TfScheme::kMultiTaskBaseline, nd = TfScheme::kNddr;
+  const TfScheme st = TfScheme::kSingleTask, mt = TfScheme::kMultiTaskBaseline,
+                 nd = TfScheme::kNddr;
   CHECK(name("vgg_16/conv3/conv3_2/weights", st) == "task0.stage3.conv3_2.weight");
   CHECK(name("vgg_16/conv3/conv3_2/BatchNorm/gamma", st) == "task0.stage3.conv3_2.bn.weight");
   CHECK(name("vgg_16/conv3/conv3_2/BatchNorm/beta", st) == "task0.stage3.conv3_2.bn.bias");
@@ -119,7 +122,8 @@ TEST_CASE("tf_weights: the authors' names map to nddr's", "[networks][tf_checkpo
   CHECK(name("vgg_16_1_4/conv3/conv3_1/weights", nd) == "<unknown>");  // stage digit mismatch
   CHECK(name("vgg_16_3_1/conv1/conv1_1/weights", nd) == "<unknown>");  // two tasks only
   CHECK(name("nddr_3/nddr_3_n2/weights", nd) == "fusion.stage3.task1.conv.weight");
-  CHECK(name("nddr_5/nddr_5_n1/BatchNorm/moving_variance", nd) == "fusion.stage5.task0.bn.running_var");
+  CHECK(name("nddr_5/nddr_5_n1/BatchNorm/moving_variance", nd) ==
+        "fusion.stage5.task0.bn.running_var");
   CHECK(name("nddr_shortcut_2/weights", nd) == "shortcut.task1.conv.weight");
   CHECK(name("nddr_shortcut_1/BatchNorm/beta", nd) == "shortcut.task0.bn.bias");
   CHECK(name("nddr_2/nddr_3_n1/weights", nd) == "<unknown>");
@@ -129,8 +133,8 @@ TEST_CASE("tf_weights: the authors' names map to nddr's", "[networks][tf_checkpo
 TEST_CASE("tf_weights: an NDDR-CNN checkpoint of the authors' code loads bit for bit",
           "[networks][tf_checkpoint]") {
   MiniNddr net({3, 2});
-  const nddr::io::LoadReport r =
-      nddr::io::load_tf_checkpoint(kTf + "/nddr_mini/model.ckpt-0", net.parameters(), TfScheme::kNddr);
+  const nddr::io::LoadReport r = nddr::io::load_tf_checkpoint(kTf + "/nddr_mini/model.ckpt-0",
+                                                              net.parameters(), TfScheme::kNddr);
   CHECK(r.complete());
   CHECK(r.skipped.empty());
   const std::size_t store_entries =
@@ -145,8 +149,8 @@ TEST_CASE("tf_weights: single-task checkpoints initialise one column each",
   auto& store = net.parameters();
   const auto before = store_values(store, "fusion.stage1.task0.conv.weight");
   const auto opt = nddr::io::TfImportOptions{}.with_columns({"task0"});
-  const nddr::io::LoadReport r =
-      nddr::io::load_tf_checkpoint(kTf + "/st_mini/model.ckpt-0", store, TfScheme::kSingleTask, opt);
+  const nddr::io::LoadReport r = nddr::io::load_tf_checkpoint(kTf + "/st_mini/model.ckpt-0", store,
+                                                              TfScheme::kSingleTask, opt);
   CHECK(r.complete());
   // Momentum slots: 16 kernels, gamma and beta of 15 BatchNorms, the fc8 bias.
   CHECK(r.skipped.size() == 16 + 2 * 15 + 1);
@@ -162,6 +166,16 @@ TEST_CASE("tf_weights: single-task checkpoints initialise one column each",
           Contains("'vgg_16/fc8_voc12/weights' has shape (1, 1, 5, 3) (HWIO; OIHW (3, 5, 1, 1))") &&
           Contains("expected (2, 5, 1, 1) for 'task1.head.fc8.weight'"));
   CHECK(store_values(store, "task1.stage1.conv1_1.weight") == column1);
+
+  // As the authors' loader with its exclusion list: fc8 left alone (and not missing).
+  const auto fc8 = store_values(store, "task1.head.fc8.weight");
+  const auto opt1 = nddr::io::TfImportOptions{}.with_columns({"task1"}).with_exclude({"fc8"});
+  const nddr::io::LoadReport r1 = nddr::io::load_tf_checkpoint(kTf + "/st_mini/model.ckpt-0", store,
+                                                               TfScheme::kSingleTask, opt1);
+  CHECK(r1.complete());
+  CHECK(r1.skipped.size() == r.skipped.size() + 2);  // + fc8 weights and biases
+  CHECK(store_values(store, "task1.head.fc8.weight") == fc8);
+  CHECK(check_loaded(store, "st_mini", TfScheme::kSingleTask, opt1) == r1.loaded.size());
 }
 
 TEST_CASE("tf_weights: a checkpoint of another scheme is refused", "[networks][tf_checkpoint]") {
@@ -170,11 +184,11 @@ TEST_CASE("tf_weights: a checkpoint of another scheme is refused", "[networks][t
                                                  TfScheme::kSingleTask),
                     Contains("missing") && Contains("unexpected") &&
                         Contains("'nddr_1/nddr_1_n1/BatchNorm/beta'"));
-  CHECK_THROWS_WITH(nddr::io::load_tf_checkpoint(
-                        kTf + "/nddr_mini/model.ckpt-0", net.parameters(), TfScheme::kSingleTask,
-                        nddr::io::TfImportOptions{}.with_strict(false)),
+  CHECK_THROWS_WITH(nddr::io::load_tf_checkpoint(kTf + "/nddr_mini/model.ckpt-0", net.parameters(),
+                                                 TfScheme::kSingleTask,
+                                                 nddr::io::TfImportOptions{}.with_strict(false)),
                     Contains("no variable of the checkpoint fits the parameter store"));
-  CHECK_THROWS_WITH(nddr::io::load_tf_checkpoint(kTf + "/dtypes/ckpt", net.parameters(),
-                                                 TfScheme::kNddr),
-                    Contains("dtypes/ckpt") && Contains("unexpected"));
+  CHECK_THROWS_WITH(
+      nddr::io::load_tf_checkpoint(kTf + "/dtypes/ckpt", net.parameters(), TfScheme::kNddr),
+      Contains("dtypes/ckpt") && Contains("unexpected"));
 }

@@ -58,7 +58,8 @@ inline std::string entry(int dtype, const std::vector<std::int64_t>& shape, std:
   if (offset != 0) e += pb_varint(4, offset);
   if (!bytes.empty()) e += pb_varint(5, bytes.size());
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
-  return e + pb_fixed32(6, nddr::io::detail::crc32c_mask(nddr::io::detail::crc32c(p, bytes.size())));
+  return e +
+         pb_fixed32(6, nddr::io::detail::crc32c_mask(nddr::io::detail::crc32c(p, bytes.size())));
 }
 
 /// Block contents: entries with key prefix compression, a restart point every `interval`.

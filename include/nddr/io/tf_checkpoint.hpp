@@ -15,10 +15,10 @@
 /// offset for corrupt bytes).
 ///
 /// Example:
-///   auto ckpt = nddr::io::TfCheckpoint::open("model.ckpt-20000");  // or ".../model.ckpt-20000.index"
-///   for (const std::string& name : ckpt.names()) std::cout << name << "\n";
-///   const nddr::io::TfTensorInfo& i = ckpt.info("vgg_16/conv1/conv1_1/weights");  // HWIO shape
-///   nddr::Tensor<float> w = ckpt.tensor<float>("vgg_16/conv1/conv1_1/weights");
+///   auto ckpt = nddr::io::TfCheckpoint::open("model.ckpt-20000");  // or
+///   ".../model.ckpt-20000.index" for (const std::string& name : ckpt.names()) std::cout << name <<
+///   "\n"; const nddr::io::TfTensorInfo& i = ckpt.info("vgg_16/conv1/conv1_1/weights");  // HWIO
+///   shape nddr::Tensor<float> w = ckpt.tensor<float>("vgg_16/conv1/conv1_1/weights");
 
 #include <array>
 #include <cstddef>
@@ -63,19 +63,23 @@ inline std::uint32_t crc32c_extend(std::uint32_t crc, const unsigned char* p, st
   return ~crc;
 }
 
-inline std::uint32_t crc32c(const unsigned char* p, std::size_t n) { return crc32c_extend(0, p, n); }
+inline std::uint32_t crc32c(const unsigned char* p, std::size_t n) {
+  return crc32c_extend(0, p, n);
+}
 
 // TF stores CRCs "masked" (tensorflow/core/lib/hash/crc32c.h) so that a CRC of data that
 // itself holds CRCs stays well distributed.
 inline constexpr std::uint32_t kCrcMaskDelta = 0xa282ead8u;
-inline std::uint32_t crc32c_mask(std::uint32_t c) { return ((c >> 15) | (c << 17)) + kCrcMaskDelta; }
+inline std::uint32_t crc32c_mask(std::uint32_t c) {
+  return ((c >> 15) | (c << 17)) + kCrcMaskDelta;
+}
 inline std::uint32_t crc32c_unmask(std::uint32_t m) {
   const std::uint32_t r = m - kCrcMaskDelta;
   return (r >> 17) | (r << 15);
 }
 
-inline constexpr std::size_t kSstFooterBytes = 48;   // two padded BlockHandles + 8-byte magic
-inline constexpr std::size_t kSstTrailerBytes = 5;   // type byte + masked CRC32C
+inline constexpr std::size_t kSstFooterBytes = 48;  // two padded BlockHandles + 8-byte magic
+inline constexpr std::size_t kSstTrailerBytes = 5;  // type byte + masked CRC32C
 inline constexpr std::uint64_t kSstMagic = 0xdb4775248b80fb57ull;
 
 // A byte range [pos, end) of an in-memory file, decoded front to back; every read is bounds
@@ -190,7 +194,7 @@ inline void expect_wire(ByteReader& r, const ProtoField& f, std::uint32_t wire,
 }
 
 // A proto int64 (two's complement in a 64-bit varint) that must be >= 0.
-inline std::uint64_t non_negative(ByteReader& r, std::string_view field) {
+inline std::uint64_t proto_non_negative(ByteReader& r, std::string_view field) {
   const std::size_t at = r.pos();
   const std::uint64_t v = r.varint64(field);
   if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
@@ -248,7 +252,8 @@ inline std::string tf_dtype_name(int tf_dtype) {
 }
 
 // "P.data-00003-of-00008" (TF's "%s.data-%05d-of-%05d").
-inline std::string tf_shard_path(const std::string& prefix, std::int64_t shard, std::int64_t count) {
+inline std::string tf_shard_path(const std::string& prefix, std::int64_t shard,
+                                 std::int64_t count) {
   auto pad = [](std::int64_t v) {
     std::string s = std::to_string(v);
     return s.size() < 5 ? std::string(5 - s.size(), '0') + s : s;
@@ -278,11 +283,11 @@ struct TfTensorInfo {
   std::optional<Dtype> dtype;       ///< the nddr dtype, nullopt when nddr cannot read it
   std::vector<std::int64_t> shape;  ///< TF order (outermost first); conv kernels are HWIO
   std::int64_t numel = 0;
-  std::int32_t shard_id = 0;        ///< which `.data-*` file
-  std::uint64_t offset = 0;         ///< byte offset in that file
-  std::uint64_t size = 0;           ///< byte length
-  std::uint32_t crc32c = 0;         ///< unmasked CRC32C of the bytes
-  bool partitioned = false;         ///< stored as slices (not supported)
+  std::int32_t shard_id = 0;  ///< which `.data-*` file
+  std::uint64_t offset = 0;   ///< byte offset in that file
+  std::uint64_t size = 0;     ///< byte length
+  std::uint32_t crc32c = 0;   ///< unmasked CRC32C of the bytes
+  bool partitioned = false;   ///< stored as slices (not supported)
 
   /// "DT_FLOAT", "DT_HALF", ..., or "DataType N".
   std::string dtype_name() const { return detail::tf_dtype_name(tf_dtype); }
@@ -333,8 +338,8 @@ class TfCheckpoint {
     std::string list;
     for (const std::string& s : some) list += (list.empty() ? "'" : ", '") + excerpt(s) + "'";
     if (entries_.size() > some.size()) list += ", ...";
-    fail(index_path_, "no tensor named '", excerpt(name), "'; the checkpoint has ",
-         entries_.size(), " tensors", list.empty() ? "" : ": ", list);
+    fail(index_path_, "no tensor named '", excerpt(name), "'; the checkpoint has ", entries_.size(),
+         " tensors", list.empty() ? "" : ": ", list);
   }
 
   /// Elements of tensor `name`, row-major over its TF shape, converted to `T`: floating `T`
@@ -350,7 +355,8 @@ class TfCheckpoint {
     std::vector<T> out(static_cast<std::size_t>(e.numel));
     const Dtype d = *e.dtype;
     if constexpr (std::is_floating_point_v<T>) {
-      for (std::size_t i = 0; i < out.size(); ++i) out[i] = detail::load_element<T>(d, bytes.data(), i);
+      for (std::size_t i = 0; i < out.size(); ++i)
+        out[i] = detail::load_element<T>(d, bytes.data(), i);
     } else {
       if (detail::is_floating(d))
         fail(data_path(e), "tensor '", excerpt(name), "' is ", e.dtype_name(),
@@ -393,7 +399,8 @@ class TfCheckpoint {
  private:
   template <class... Args>
   [[noreturn]] static void fail(const std::string& path, Args&&... args) {
-    throw IoError(nddr::detail::concat(detail::kTfWho, ": '", path, "': ", std::forward<Args>(args)...));
+    throw IoError(
+        nddr::detail::concat(detail::kTfWho, ": '", path, "': ", std::forward<Args>(args)...));
   }
 
   std::string data_path(const TfTensorInfo& e) const {
@@ -412,8 +419,10 @@ class TfCheckpoint {
     if (std::filesystem::exists(prefix_ + ".meta", ec))
       fail(index_path_, "does not exist (only '", prefix_,
            ".meta' is there: a graph without variables, or the .index was not copied)");
-    fail(index_path_, "does not exist, expected the index of a TensorFlow V2 checkpoint with "
-                      "prefix '", prefix_, "'");
+    fail(index_path_,
+         "does not exist, expected the index of a TensorFlow V2 checkpoint with "
+         "prefix '",
+         prefix_, "'");
   }
 
   void read_index() {
@@ -437,30 +446,32 @@ class TfCheckpoint {
     const auto [ib, ie] = block(bytes, index, footer, "index block");
     std::string key;
     bool first = true;
-    for_each_entry(bytes, ib, ie, "index block", [&](std::string_view sep, std::size_t vb, std::size_t ve) {
-      detail::ByteReader h(index_path_, bytes, vb, ve,
-                           "index block entry '" + excerpt(sep) + "'");
-      const Handle data{h.varint64("block offset"), h.varint64("block size")};
-      const auto [db, de] = block(bytes, data, footer, "data block at byte " + std::to_string(data.offset));
-      for_each_entry(bytes, db, de, "data block at byte " + std::to_string(data.offset),
-                     [&](std::string_view k, std::size_t kb, std::size_t ke) {
-                       if (!first && !(key < k))
-                         fail(index_path_, "key '", excerpt(k), "' (value at byte ", kb,
-                              ") does not follow '", excerpt(key),
-                              "' in increasing order (corrupt index)");
-                       if (first && !k.empty())
-                         fail(index_path_, "first key is '", excerpt(k),
-                              "', expected the empty key of the BundleHeaderProto (not a V2 "
-                              "checkpoint index)");
-                       key.assign(k);
-                       if (first) {
-                         read_header(bytes, kb, ke);
-                       } else {
-                         add_entry(bytes, key, kb, ke);
-                       }
-                       first = false;
-                     });
-    });
+    for_each_entry(
+        bytes, ib, ie, "index block", [&](std::string_view sep, std::size_t vb, std::size_t ve) {
+          detail::ByteReader h(index_path_, bytes, vb, ve,
+                               "index block entry '" + excerpt(sep) + "'");
+          const Handle data{h.varint64("block offset"), h.varint64("block size")};
+          const auto [db, de] =
+              block(bytes, data, footer, "data block at byte " + std::to_string(data.offset));
+          for_each_entry(bytes, db, de, "data block at byte " + std::to_string(data.offset),
+                         [&](std::string_view k, std::size_t kb, std::size_t ke) {
+                           if (!first && !(key < k))
+                             fail(index_path_, "key '", excerpt(k), "' (value at byte ", kb,
+                                  ") does not follow '", excerpt(key),
+                                  "' in increasing order (corrupt index)");
+                           if (first && !k.empty())
+                             fail(index_path_, "first key is '", excerpt(k),
+                                  "', expected the empty key of the BundleHeaderProto (not a V2 "
+                                  "checkpoint index)");
+                           key.assign(k);
+                           if (first) {
+                             read_header(bytes, kb, ke);
+                           } else {
+                             add_entry(bytes, key, kb, ke);
+                           }
+                           first = false;
+                         });
+        });
     if (first) fail(index_path_, "holds no entries, expected at least the header entry");
   }
 
@@ -626,11 +637,11 @@ class TfCheckpoint {
         }
         case 4:
           detail::expect_wire(r, f, 0, "offset");
-          t.offset = detail::non_negative(r, "offset");
+          t.offset = detail::proto_non_negative(r, "offset");
           break;
         case 5:
           detail::expect_wire(r, f, 0, "size");
-          t.size = detail::non_negative(r, "size");
+          t.size = detail::proto_non_negative(r, "size");
           break;
         case 6:
           detail::expect_wire(r, f, 5, "crc32c");
@@ -647,7 +658,8 @@ class TfCheckpoint {
     if (!has_dtype) fail(index_path_, what, ": no dtype field");
     const std::optional<std::int64_t> numel = detail::checked_numel(t.shape);
     if (!numel || *numel > std::numeric_limits<std::int64_t>::max() / 8)
-      fail(index_path_, what, ": shape ", detail::shape_str(t.shape), " overflows the element count");
+      fail(index_path_, what, ": shape ", detail::shape_str(t.shape),
+           " overflows the element count");
     t.numel = *numel;
     t.dtype = detail::dtype_from_tf(t.tf_dtype);
     if (t.dtype && !t.partitioned &&
@@ -667,13 +679,14 @@ class TfCheckpoint {
       if (f.number == 2) {
         detail::expect_wire(r, f, 2, "dim");
         const auto [db, de] = r.span(r.varint64("dim length"), "dim");
-        detail::ByteReader d(index_path_, bytes, db, de, what + " shape dim " + std::to_string(shape.size()));
+        detail::ByteReader d(index_path_, bytes, db, de,
+                             what + " shape dim " + std::to_string(shape.size()));
         std::int64_t size = 0;
         while (!d.done()) {
           const detail::ProtoField g = detail::next_field(d);
           if (g.number == 1) {
             detail::expect_wire(d, g, 0, "size");
-            size = static_cast<std::int64_t>(detail::non_negative(d, "size"));
+            size = static_cast<std::int64_t>(detail::proto_non_negative(d, "size"));
           } else {
             detail::skip_field(d, g);
           }
@@ -707,8 +720,8 @@ class TfCheckpoint {
       const std::uint64_t size = shards_[static_cast<std::size_t>(t.shard_id)].size;
       if (t.offset > size || t.size > size - t.offset)
         fail(data_path(t), "tensor '", excerpt(name), "': bytes [", t.offset, ", ",
-             t.offset + t.size, ") named by the index reach past the end of the shard (",
-             size, " bytes; truncated shard, or an index for other data)");
+             t.offset + t.size, ") named by the index reach past the end of the shard (", size,
+             " bytes; truncated shard, or an index for other data)");
     }
   }
 

@@ -62,6 +62,10 @@ struct TfImportOptions {
   std::vector<std::string> columns = {"task0", "task1"};
   /// Prefix of the shared trunk for `TfScheme::kMultiTaskBaseline`.
   std::string shared_prefix = "shared";
+  /// Variables whose TF name contains one of these substrings are skipped, and their store
+  /// targets are not `missing`: the authors' exclusion lists, e.g. {"fc8"} to initialise from
+  /// the VOC DeepLab model (21 classes) or from a single-task checkpoint of another task.
+  std::vector<std::string> exclude;
 
   TfImportOptions& with_strict(bool s) {
     strict = s;
@@ -73,6 +77,10 @@ struct TfImportOptions {
   }
   TfImportOptions& with_shared_prefix(std::string p) {
     shared_prefix = std::move(p);
+    return *this;
+  }
+  TfImportOptions& with_exclude(std::vector<std::string> e) {
+    exclude = std::move(e);
     return *this;
   }
 };
@@ -90,7 +98,7 @@ struct TfNameMapping {
 
 namespace detail {
 
-inline std::vector<std::string_view> split_path(std::string_view s) {
+inline std::vector<std::string_view> tf_split_path(std::string_view s) {
   std::vector<std::string_view> parts;
   for (std::size_t start = 0;;) {
     const std::size_t slash = s.find('/', start);
@@ -101,7 +109,7 @@ inline std::vector<std::string_view> split_path(std::string_view s) {
 }
 
 // A positive decimal number without sign or leading zeros, or nullopt.
-inline std::optional<int> small_number(std::string_view s) {
+inline std::optional<int> tf_number(std::string_view s) {
   int v = 0;
   if (s.empty() || s.size() > 4 || s[0] == '0') return std::nullopt;
   const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -110,59 +118,62 @@ inline std::optional<int> small_number(std::string_view s) {
 }
 
 // "vgg_16_K_S" -> (K, S).
-inline std::optional<std::pair<int, int>> column_scope(std::string_view s) {
+inline std::optional<std::pair<int, int>> tf_column_scope(std::string_view s) {
   constexpr std::string_view kHead = "vgg_16_";
   if (!s.starts_with(kHead)) return std::nullopt;
   s.remove_prefix(kHead.size());
   const std::size_t sep = s.find('_');
   if (sep == std::string_view::npos) return std::nullopt;
-  const auto k = small_number(s.substr(0, sep));
-  const auto st = small_number(s.substr(sep + 1));
+  const auto k = tf_number(s.substr(0, sep));
+  const auto st = tf_number(s.substr(sep + 1));
   if (!k || !st) return std::nullopt;
   return std::pair{*k, *st};
 }
 
-inline TfNameMapping mapped(std::string name) {
+inline TfNameMapping tf_mapped(std::string name) {
   return {TfNameMapping::Kind::kMapped, std::move(name)};
 }
-inline TfNameMapping skipped() { return {TfNameMapping::Kind::kSkipped, {}}; }
-inline TfNameMapping unknown() { return {}; }
+inline TfNameMapping tf_skipped() { return {TfNameMapping::Kind::kSkipped, {}}; }
+inline TfNameMapping tf_unknown() { return {}; }
 
 // The variable under a layer scope: "weights", "biases" (kept only with `bias`), or
 // "BatchNorm/<stat>"; `conv` names the kernel ("" for a Conv2d layer, ".conv" in fusion layers).
-inline TfNameMapping layer_leaf(const std::string& base, const std::vector<std::string_view>& rest,
-                                bool bias, std::string_view conv = "") {
-  if (rest.size() == 1 && rest[0] == "weights") return mapped(base + std::string(conv) + ".weight");
-  if (rest.size() == 1 && rest[0] == "biases") return bias ? mapped(base + ".bias") : skipped();
-  if (rest.size() != 2 || rest[0] != "BatchNorm") return unknown();
+inline TfNameMapping tf_layer_leaf(const std::string& base,
+                                   const std::vector<std::string_view>& rest, bool bias,
+                                   std::string_view conv = "") {
+  if (rest.size() == 1 && rest[0] == "weights")
+    return tf_mapped(base + std::string(conv) + ".weight");
+  if (rest.size() == 1 && rest[0] == "biases")
+    return bias ? tf_mapped(base + ".bias") : tf_skipped();
+  if (rest.size() != 2 || rest[0] != "BatchNorm") return tf_unknown();
   constexpr std::pair<std::string_view, std::string_view> kBn[] = {
       {"gamma", ".bn.weight"},
       {"beta", ".bn.bias"},
       {"moving_mean", ".bn.running_mean"},
       {"moving_variance", ".bn.running_var"}};
   for (const auto& [tf, ours] : kBn)
-    if (rest[1] == tf) return mapped(base + std::string(ours));
-  return unknown();
+    if (rest[1] == tf) return tf_mapped(base + std::string(ours));
+  return tf_unknown();
 }
 
 // `scope/convS/convS_I/...` (stage s) or `scope/fc6|fc7|fc8_voc12/...` under the layer parts
 // `p` (scope removed): conv layers into `trunk`, fc layers into `head`.
-inline TfNameMapping vgg_layer(const std::vector<std::string_view>& p, std::optional<int> stage,
-                               const std::string* trunk, const std::string* head) {
-  if (p.empty()) return unknown();
+inline TfNameMapping tf_vgg_layer(const std::vector<std::string_view>& p, std::optional<int> stage,
+                                  const std::string* trunk, const std::string* head) {
+  if (p.empty()) return tf_unknown();
   if (p[0] == "fc6" || p[0] == "fc7" || p[0] == "fc8_voc12") {
-    if (head == nullptr) return unknown();
+    if (head == nullptr) return tf_unknown();
     const bool fc8 = p[0] == "fc8_voc12";
     const std::string base = *head + ".head." + (fc8 ? "fc8" : std::string(p[0]));
-    return layer_leaf(base, {p.begin() + 1, p.end()}, fc8);
+    return tf_layer_leaf(base, {p.begin() + 1, p.end()}, fc8);
   }
-  if (trunk == nullptr || p.size() < 3 || !p[0].starts_with("conv")) return unknown();
-  const auto s = small_number(p[0].substr(4));
-  if (!s || *s > 5 || (stage && *s != *stage)) return unknown();
+  if (trunk == nullptr || p.size() < 3 || !p[0].starts_with("conv")) return tf_unknown();
+  const auto s = tf_number(p[0].substr(4));
+  if (!s || *s > 5 || (stage && *s != *stage)) return tf_unknown();
   const std::string stem = nddr::detail::concat("conv", *s, "_");
-  if (!p[1].starts_with(stem) || !small_number(p[1].substr(stem.size()))) return unknown();
+  if (!p[1].starts_with(stem) || !tf_number(p[1].substr(stem.size()))) return tf_unknown();
   const std::string base = nddr::detail::concat(*trunk, ".stage", *s, ".", p[1]);
-  return layer_leaf(base, {p.begin() + 2, p.end()}, false);
+  return tf_layer_leaf(base, {p.begin() + 2, p.end()}, false);
 }
 
 }  // namespace detail
@@ -170,8 +181,8 @@ inline TfNameMapping vgg_layer(const std::vector<std::string_view>& p, std::opti
 /// The nddr name of TF variable `tf_name` under `scheme` (tables in docs/weights.md).
 inline TfNameMapping map_tf_name(std::string_view tf_name, TfScheme scheme,
                                  const TfImportOptions& opt = {}) {
-  std::vector<std::string_view> p = detail::split_path(tf_name);
-  if (p.back() == "Momentum") return detail::skipped();
+  std::vector<std::string_view> p = detail::tf_split_path(tf_name);
+  if (p.back() == "Momentum") return detail::tf_skipped();
   const std::vector<std::string_view> layer(p.begin() + 1, p.end());
   auto column = [&](int k) -> const std::string* {
     return k >= 1 && static_cast<std::size_t>(k) <= opt.columns.size()
@@ -179,39 +190,40 @@ inline TfNameMapping map_tf_name(std::string_view tf_name, TfScheme scheme,
                : nullptr;
   };
   if (p[0] == "vgg_16") {
-    if (scheme == TfScheme::kNddr || opt.columns.empty()) return detail::unknown();
-    if (layer.size() >= 1 && layer[0] == "shortcuts") return detail::skipped();
+    if (scheme == TfScheme::kNddr || opt.columns.empty()) return detail::tf_unknown();
+    if (layer.size() >= 1 && layer[0] == "shortcuts") return detail::tf_skipped();
     const bool single = scheme == TfScheme::kSingleTask;
-    return detail::vgg_layer(layer, std::nullopt, single ? column(1) : &opt.shared_prefix,
-                             single ? column(1) : nullptr);
+    return detail::tf_vgg_layer(layer, std::nullopt, single ? column(1) : &opt.shared_prefix,
+                                single ? column(1) : nullptr);
   }
-  if (scheme == TfScheme::kSingleTask) return detail::unknown();
-  if (const auto ks = detail::column_scope(p[0])) {
+  if (scheme == TfScheme::kSingleTask) return detail::tf_unknown();
+  if (const auto ks = detail::tf_column_scope(p[0])) {
     const auto [k, s] = *ks;
     const std::string* col = column(k);
     if (col == nullptr || s > 6 || (scheme == TfScheme::kMultiTaskBaseline && s != 6))
-      return detail::unknown();
-    if (s == 6) return detail::vgg_layer(layer, std::nullopt, nullptr, col);
-    return detail::vgg_layer(layer, s, col, nullptr);
+      return detail::tf_unknown();
+    if (s == 6) return detail::tf_vgg_layer(layer, std::nullopt, nullptr, col);
+    return detail::tf_vgg_layer(layer, s, col, nullptr);
   }
-  if (scheme != TfScheme::kNddr) return detail::unknown();
+  if (scheme != TfScheme::kNddr) return detail::tf_unknown();
   constexpr std::string_view kNddrScope = "nddr_", kShortcut = "nddr_shortcut_";
   if (p[0].starts_with(kShortcut)) {
-    const auto k = detail::small_number(p[0].substr(kShortcut.size()));
-    if (!k || column(*k) == nullptr) return detail::unknown();
-    return detail::layer_leaf(nddr::detail::concat("shortcut.task", *k - 1), layer, false, ".conv");
+    const auto k = detail::tf_number(p[0].substr(kShortcut.size()));
+    if (!k || column(*k) == nullptr) return detail::tf_unknown();
+    return detail::tf_layer_leaf(nddr::detail::concat("shortcut.task", *k - 1), layer, false,
+                                 ".conv");
   }
   if (p[0].starts_with(kNddrScope) && layer.size() >= 2) {
-    const auto s = detail::small_number(p[0].substr(kNddrScope.size()));
-    if (!s || *s > 5) return detail::unknown();
+    const auto s = detail::tf_number(p[0].substr(kNddrScope.size()));
+    if (!s || *s > 5) return detail::tf_unknown();
     const std::string stem = nddr::detail::concat(p[0], "_n");
-    if (!layer[0].starts_with(stem)) return detail::unknown();
-    const auto k = detail::small_number(layer[0].substr(stem.size()));
-    if (!k || column(*k) == nullptr) return detail::unknown();
-    return detail::layer_leaf(nddr::detail::concat("fusion.stage", *s, ".task", *k - 1),
-                              {layer.begin() + 1, layer.end()}, false, ".conv");
+    if (!layer[0].starts_with(stem)) return detail::tf_unknown();
+    const auto k = detail::tf_number(layer[0].substr(stem.size()));
+    if (!k || column(*k) == nullptr) return detail::tf_unknown();
+    return detail::tf_layer_leaf(nddr::detail::concat("fusion.stage", *s, ".task", *k - 1),
+                                 {layer.begin() + 1, layer.end()}, false, ".conv");
   }
-  return detail::unknown();
+  return detail::tf_unknown();
 }
 
 namespace detail {
@@ -261,8 +273,9 @@ std::vector<T> hwio_to_oihw(const std::vector<T>& v, const std::vector<std::int6
 /// floating dtype (one IoError lists all mismatches); strict mode also throws for store entries
 /// under the scheme's prefixes that the checkpoint lacks (`missing`) and variables the scheme
 /// does not know (`unexpected`), listing them. Always refused: a checkpoint of which nothing
-/// loads, a NaN or infinite value, a corrupt tensor (CRC mismatch). Momentum slots and conv
-/// biases go to `skipped`. Nothing is written unless everything passes.
+/// loads, a NaN or infinite value, a corrupt tensor (CRC mismatch). Momentum slots, conv
+/// biases and variables matching `opt.exclude` go to `skipped`. Nothing is written unless
+/// everything passes.
 template <class T>
 LoadReport load_tf_checkpoint(const std::string& prefix, ParameterStore<T, Cpu>& store,
                               TfScheme scheme, const TfImportOptions& opt = {}) {
@@ -272,9 +285,14 @@ LoadReport load_tf_checkpoint(const std::string& prefix, ParameterStore<T, Cpu>&
   LoadReport r;
   std::vector<detail::WeightCopy> copies;
   std::vector<std::string> problems;
+  std::vector<std::string> excluded;  // store names deliberately left alone
   for (const std::string& key : ckpt.names()) {
     const TfNameMapping m = map_tf_name(key, scheme, opt);
-    if (m.kind == TfNameMapping::Kind::kSkipped) {
+    const bool exclude = std::any_of(opt.exclude.begin(), opt.exclude.end(), [&](const auto& e) {
+      return key.find(e) != std::string::npos;
+    });
+    if (exclude && m.kind == TfNameMapping::Kind::kMapped) excluded.push_back(m.name);
+    if (exclude || m.kind == TfNameMapping::Kind::kSkipped) {
       r.skipped.push_back(key);
       continue;
     }
@@ -300,7 +318,8 @@ LoadReport load_tf_checkpoint(const std::string& prefix, ParameterStore<T, Cpu>&
   }
   const std::vector<std::string> prefixes = detail::tf_scheme_prefixes(scheme, opt);
   for (const std::string& name : detail::store_names(store)) {
-    const bool filled = std::find(r.loaded.begin(), r.loaded.end(), name) != r.loaded.end();
+    const bool filled = std::find(r.loaded.begin(), r.loaded.end(), name) != r.loaded.end() ||
+                        std::find(excluded.begin(), excluded.end(), name) != excluded.end();
     const bool ours = std::any_of(prefixes.begin(), prefixes.end(),
                                   [&](const std::string& p) { return name.starts_with(p); });
     if (ours && !filled) r.missing.push_back(name);
@@ -308,16 +327,18 @@ LoadReport load_tf_checkpoint(const std::string& prefix, ParameterStore<T, Cpu>&
   detail::enforce_strict(kWho, prefix, r, opt.strict);
   if (!problems.empty()) {
     std::string msg;
-    for (std::size_t i = 0; i < problems.size() && i < 16; ++i) msg += (i ? "; " : "") + problems[i];
-    if (problems.size() > 16) msg += nddr::detail::concat("; ... and ", problems.size() - 16, " more");
+    for (std::size_t i = 0; i < problems.size() && i < 16; ++i)
+      msg += (i ? "; " : "") + problems[i];
+    if (problems.size() > 16)
+      msg += nddr::detail::concat("; ... and ", problems.size() - 16, " more");
     detail::weights_fail(kWho, prefix, msg);
   }
   if (r.loaded.empty() && !detail::store_names(store).empty())
     detail::weights_fail(kWho, prefix, "no variable of the checkpoint fits the parameter store (",
                          r.unexpected.size(), " unexpected, ", r.skipped.size(),
                          " skipped): it is not a checkpoint for this network and scheme; the "
-                         "checkpoint has ", ckpt.names().size(), ": ",
-                         detail::quoted_list(ckpt.names(), 8));
+                         "checkpoint has ",
+                         ckpt.names().size(), ": ", detail::quoted_list(ckpt.names(), 8));
   std::vector<std::vector<T>> values;
   for (const detail::WeightCopy& c : copies) {
     const TfTensorInfo& info = ckpt.info(c.file_key);
