@@ -183,4 +183,11 @@ TEST_CASE("hostile tf_checkpoint: terabyte sizes and absurd counts fail before a
            {{"x", tb::varint(0) + tb::varint(0) + tb::varint(h.size()) + h + tb::varint(9) +
                       tb::varint(1) + tb::varint(0) + "x" + tb::fixed32(0) + tb::fixed32(1)}}));
   CHECK_THROWS_WITH(TfCheckpoint::open(prefix), Catch::Contains("shares 9 key bytes"));
+  // A value that claims more bytes than the block holds.
+  spit(prefix + ".index",
+       tb::raw_table(
+           {{"x", tb::varint(0) + tb::varint(0) + tb::varint(h.size()) + h + tb::varint(0) +
+                      tb::varint(1) + tb::varint(50) + "x" + tb::fixed32(0) + tb::fixed32(1)}}));
+  CHECK_THROWS_WITH(TfCheckpoint::open(prefix),
+                    Catch::Contains("value of 'x': length 50 runs past the end of the block"));
 }

@@ -540,7 +540,10 @@ class TfCheckpoint {
       const auto [kb, ke] = r.span(non_shared, "key");
       key.resize(shared);
       key.append(reinterpret_cast<const char*>(bytes.data() + kb), ke - kb);
-      const auto [vb, ve] = r.span(value_len, "value of '" + excerpt(key) + "'");
+      if (value_len > r.left())  // checked here to name the key without a string per entry
+        r.fail_at(r.pos(), "value of '", excerpt(key), "': length ", value_len,
+                  " runs past the end of the block (", r.left(), " bytes left)");
+      const auto [vb, ve] = r.span(value_len, "value");
       fn(std::string_view(key), vb, ve);
     }
   }
