@@ -308,3 +308,37 @@ TEST_CASE("tf_checkpoint: hand-built indexes (what TensorFlow never writes)",
                       Contains("h.data-00000-of-00002") && Contains("does not exist"));
   }
 }
+
+TEST_CASE("tf_checkpoint: the latest checkpoint of a directory", "[io][tf_checkpoint]") {
+  nddr_test::TempDir dir("nddr_tf_");
+  for (const char* f : {"model.ckpt-0.index", "model.ckpt-0.data-00000-of-00001"})
+    fs::copy_file(kTf + "/st_mini/" + f, dir.file(f));
+  const std::string state = dir.file("checkpoint");
+  const std::string prefix = dir.file("model.ckpt-0");
+
+  // Relative, as CheckpointManager writes it.
+  spit(state,
+       "model_checkpoint_path: \"model.ckpt-0\"\nall_model_checkpoint_paths: \"model.ckpt-0\"\n");
+  CHECK(nddr::io::latest_tf_checkpoint(dir.file("")) == prefix);
+  CHECK(TfCheckpoint::open(dir.file("")).prefix() == prefix);
+  // Absolute and stale (a directory copied from the authors' machine): found here by name.
+  spit(state, "model_checkpoint_path: \"/data/nddr/ckpt/model.ckpt-0\"\n");
+  CHECK(TfCheckpoint::open(dir.file("")).contains("vgg_16/fc6/weights"));
+  // Absolute and current, with an escaped character.
+  spit(state, "model_checkpoint_path: \"" + dir.file("model\\056ckpt-0") + "\"\n");
+  CHECK(nddr::io::latest_tf_checkpoint(dir.file("")) == prefix);
+
+  spit(state, "model_checkpoint_path: \"model.ckpt-5000\"\n");
+  CHECK_THROWS_WITH(nddr::io::latest_tf_checkpoint(dir.file("")),
+                    Contains("checkpoint': names checkpoint 'model.ckpt-5000'") &&
+                        Contains("model.ckpt-5000.index' does not exist"));
+  spit(state, "all_model_checkpoint_paths: \"model.ckpt-0\"\n");
+  CHECK_THROWS_WITH(nddr::io::latest_tf_checkpoint(dir.file("")),
+                    Contains("no model_checkpoint_path line"));
+  spit(state, "model_checkpoint_path: model.ckpt-0\n");
+  CHECK_THROWS_WITH(
+      nddr::io::latest_tf_checkpoint(dir.file("")),
+      Contains("checkpoint' line 1: model_checkpoint_path: expected a double-quoted"));
+  fs::remove(state);
+  CHECK_THROWS_WITH(TfCheckpoint::open(dir.file("")), Contains("no 'checkpoint' file"));
+}

@@ -293,6 +293,83 @@ struct TfTensorInfo {
   std::string dtype_name() const { return detail::tf_dtype_name(tf_dtype); }
 };
 
+namespace detail {
+
+// The string of a text-format proto field `key: "..."` on `line`, C escapes undone, or nullopt
+// when the line is another field. IoError (via `fail_line`) for a malformed value.
+inline std::optional<std::string> quoted_field(const TextLineReader& in, std::string_view line,
+                                               std::string_view key) {
+  const std::size_t start = line.find_first_not_of(" \t");
+  if (start == std::string_view::npos || !line.substr(start).starts_with(key)) return std::nullopt;
+  std::string_view rest = line.substr(start + key.size());
+  const std::size_t colon = rest.find_first_not_of(" \t");
+  if (colon == std::string_view::npos || rest[colon] != ':') return std::nullopt;
+  rest.remove_prefix(colon + 1);
+  rest.remove_prefix(std::min(rest.size(), rest.find_first_not_of(" \t")));
+  if (rest.size() < 2 || rest.front() != '"' || rest.back() != '"')
+    in.fail_line(in.line_number(), key, ": expected a double-quoted string, got '", excerpt(rest),
+                 "'");
+  rest = rest.substr(1, rest.size() - 2);
+  const auto octal = [](char c) { return c >= '0' && c <= '7'; };  // \NNN: one byte
+  std::string out;
+  for (std::size_t i = 0; i < rest.size(); ++i) {
+    if (rest[i] != '\\') {
+      out += rest[i];
+      continue;
+    }
+    const char e = i + 1 < rest.size() ? rest[++i] : '\0';
+    if (e == '"' || e == '\\' || e == '\'') {
+      out += e;
+    } else if (e == 'n') {
+      out += '\n';
+    } else if (e == 't') {
+      out += '\t';
+    } else if (i + 2 < rest.size() && octal(e) && octal(rest[i + 1]) && octal(rest[i + 2])) {
+      out += static_cast<char>(((e - '0') << 6) | ((rest[i + 1] - '0') << 3) | (rest[i + 2] - '0'));
+      i += 2;
+    } else {
+      in.fail_line(in.line_number(), key, ": unsupported escape in '", excerpt(rest), "'");
+    }
+  }
+  return out;
+}
+
+}  // namespace detail
+
+/// The prefix of the newest checkpoint in directory `dir`, as its `checkpoint` file (text-format
+/// CheckpointState, written by TensorFlow's savers) names it in `model_checkpoint_path`. A
+/// relative path is taken relative to `dir`; an absolute path that no longer holds the
+/// checkpoint (a directory moved or copied from another machine) is looked up in `dir` by its
+/// file name. IoError naming the file when it is missing or malformed, or when neither place
+/// holds `<prefix>.index`.
+inline std::string latest_tf_checkpoint(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const std::string state = (fs::path(dir) / "checkpoint").string();
+  std::error_code ec;
+  if (!fs::exists(state, ec))
+    throw IoError(nddr::detail::concat(detail::kTfWho, ": '", dir,
+                                       "': no 'checkpoint' file naming the latest checkpoint; "
+                                       "pass the checkpoint's prefix instead"));
+  TextLineReader in(
+      detail::kTfWho, state,
+      TextLimits{.max_line_bytes = 1 << 16, .max_file_bytes = std::uint64_t{1} << 24});
+  std::string line;
+  std::optional<std::string> path;
+  while (!path && in.next(line)) path = detail::quoted_field(in, line, "model_checkpoint_path");
+  if (!path || path->empty())
+    throw IoError(nddr::detail::concat(detail::kTfWho, ": '", state,
+                                       "': no model_checkpoint_path line, expected "
+                                       "'model_checkpoint_path: \"<prefix>\"'"));
+  const fs::path p(*path);
+  const std::string here = (p.is_absolute() ? p : fs::path(dir) / p).string();
+  if (fs::exists(here + ".index", ec)) return here;
+  const std::string moved = (fs::path(dir) / p.filename()).string();
+  if (p.is_absolute() && fs::exists(moved + ".index", ec)) return moved;
+  throw IoError(nddr::detail::concat(
+      detail::kTfWho, ": '", state, "': names checkpoint '", excerpt(*path, 200), "', but '", here,
+      ".index' does not exist", p.is_absolute() ? " (nor '" + moved + ".index')" : ""));
+}
+
 /// A TensorFlow V2 checkpoint opened for reading (see the file comment for what is checked).
 ///
 /// Readable dtypes: DT_FLOAT, DT_DOUBLE, DT_BFLOAT16, DT_HALF, DT_INT32, DT_INT64. Entries of
@@ -304,11 +381,14 @@ struct TfTensorInfo {
 class TfCheckpoint {
  public:
   /// Opens the checkpoint with prefix `prefix` (the path without `.index`; a path ending in
-  /// `.index` is taken as the index itself). Validates the index and the shards' sizes.
+  /// `.index` is taken as the index itself; a directory means its latest checkpoint, see
+  /// `latest_tf_checkpoint`). Validates the index and the shards' sizes.
   static TfCheckpoint open(const std::string& prefix) {
     TfCheckpoint c;
-    c.prefix_ = prefix;
-    if (prefix.size() > 6 && prefix.ends_with(".index")) c.prefix_.resize(prefix.size() - 6);
+    std::error_code ec;
+    c.prefix_ = std::filesystem::is_directory(prefix, ec) ? latest_tf_checkpoint(prefix) : prefix;
+    if (c.prefix_.size() > 6 && c.prefix_.ends_with(".index"))
+      c.prefix_.resize(c.prefix_.size() - 6);
     c.index_path_ = c.prefix_ + ".index";
     c.refuse_if_not_v2();
     c.read_index();
