@@ -145,11 +145,13 @@ TEST_CASE("tf_checkpoint: two shards, object-based names, the authors' names",
   CHECK(st.contains("vgg_16/fc7/BatchNorm/moving_variance"));
   CHECK_FALSE(st.contains("vgg_16/conv1/conv1_1/biases"));
 
+  check_against_dump(kTf + "/mt_mini/model.ckpt-0");
   check_against_dump(kTf + "/nddr_mini/model.ckpt-0");
   const TfCheckpoint nddr = TfCheckpoint::open(kTf + "/nddr_mini/model.ckpt-0");
   CHECK(nddr.info("nddr_3/nddr_3_n2/weights").shape == std::vector<std::int64_t>{1, 1, 6, 3});
   CHECK(nddr.info("vgg_16_2_6/fc8_voc12/biases").shape == std::vector<std::int64_t>{2});
   CHECK(nddr.contains("vgg_16_1_5/conv5/conv5_3/BatchNorm/moving_mean"));
+  CHECK(nddr.info("nddr_shortcut_2/weights").shape == std::vector<std::int64_t>{1, 1, 15, 4});
 }
 
 TEST_CASE("tf_checkpoint: unsupported checkpoints are refused with the reason",

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <nddr/backbones/vgg16.hpp>
 #include <nddr/fusion/nddr.hpp>
+#include <nddr/fusion/none.hpp>
+#include <nddr/fusion/shortcut.hpp>
 #include <nddr/io/safetensors.hpp>
 #include <nddr/io/tf_weights.hpp>
 #include <nddr/multitask/network.hpp>
@@ -50,6 +52,13 @@ struct MiniVgg {
 };
 
 using MiniNddr = nddr::Network<nddr::MultiTask<MiniVgg, MiniVgg, nddr::NDDR>>;
+using MiniNddrShortcut =
+    nddr::Network<nddr::MultiTask<MiniVgg, MiniVgg, nddr::Shortcut<nddr::NDDR>>>;
+using MiniBaseline = nddr::Network<nddr::MultiTask<MiniVgg, MiniVgg, nddr::Shared<5>>>;
+
+std::size_t store_entries(const nddr::ParameterStore<float>& store) {
+  return store.parameters().size() + store.buffers().size();
+}
 
 std::vector<float> store_values(const nddr::ParameterStore<float>& store, const std::string& name) {
   const auto slot = nddr::io::detail::find_slot(store, name);
@@ -130,17 +139,39 @@ TEST_CASE("tf_weights: the authors' names map to nddr's", "[networks][tf_checkpo
   CHECK(name("vgg_16/conv1/conv1_1/weights", nd) == "<unknown>");
 }
 
-TEST_CASE("tf_weights: an NDDR-CNN checkpoint of the authors' code loads bit for bit",
+TEST_CASE("tf_weights: NDDR-CNN(-Shortcut) and multi-task baseline checkpoints load bit for bit",
           "[networks][tf_checkpoint]") {
-  MiniNddr net({3, 2});
-  const nddr::io::LoadReport r = nddr::io::load_tf_checkpoint(kTf + "/nddr_mini/model.ckpt-0",
-                                                              net.parameters(), TfScheme::kNddr);
-  CHECK(r.complete());
-  CHECK(r.skipped.empty());
-  const std::size_t store_entries =
-      net.parameters().parameters().size() + net.parameters().buffers().size();
-  CHECK(r.loaded.size() == store_entries);
-  CHECK(check_loaded(net.parameters(), "nddr_mini", TfScheme::kNddr, {}) == store_entries);
+  const std::string nddr_ckpt = kTf + "/nddr_mini/model.ckpt-0";  // NDDR-CNN-Shortcut names
+  nddr::NetworkOptions<MiniNddrShortcut::spec_type> options;
+  options.shortcut_channels = 4;  // the last stage's width, as 512 in the paper
+  MiniNddrShortcut shortcut({3, 2}, options);
+  const nddr::io::LoadReport rs =
+      nddr::io::load_tf_checkpoint(nddr_ckpt, shortcut.parameters(), TfScheme::kNddr);
+  CHECK(rs.complete());
+  CHECK(rs.skipped.empty());
+  CHECK(rs.loaded.size() == store_entries(shortcut.parameters()));
+  CHECK(check_loaded(shortcut.parameters(), "nddr_mini", TfScheme::kNddr, {}) ==
+        store_entries(shortcut.parameters()));
+
+  // Plain NDDR-CNN from the same file, as the authors' loader would with 'shortcut' excluded.
+  MiniNddr plain({3, 2});
+  const auto no_shortcut = nddr::io::TfImportOptions{}.with_exclude({"shortcut"});
+  const nddr::io::LoadReport rp =
+      nddr::io::load_tf_checkpoint(nddr_ckpt, plain.parameters(), TfScheme::kNddr, no_shortcut);
+  CHECK(rp.complete());
+  CHECK(rp.skipped.size() == 10);  // 2 x (kernel + 4 BatchNorm)
+  CHECK(check_loaded(plain.parameters(), "nddr_mini", TfScheme::kNddr, no_shortcut) ==
+        store_entries(plain.parameters()));
+  CHECK_THROWS_WITH(nddr::io::load_tf_checkpoint(nddr_ckpt, plain.parameters(), TfScheme::kNddr),
+                    Contains("10 unexpected") && Contains("'nddr_shortcut_1/weights'"));
+
+  MiniBaseline baseline({3, 2});
+  const nddr::io::LoadReport rb = nddr::io::load_tf_checkpoint(
+      kTf + "/mt_mini/model.ckpt-0", baseline.parameters(), TfScheme::kMultiTaskBaseline);
+  CHECK(rb.complete());
+  CHECK(rb.loaded.size() == store_entries(baseline.parameters()));
+  CHECK(check_loaded(baseline.parameters(), "mt_mini", TfScheme::kMultiTaskBaseline, {}) ==
+        store_entries(baseline.parameters()));
 }
 
 TEST_CASE("tf_weights: single-task checkpoints initialise one column each",

@@ -13,7 +13,9 @@ reads only .index and .data-*):
   sharded/ckpt         the same kind of variables on two logical CPU devices, saved by a
                        sharded Saver: two .data files
   st_mini/model.ckpt-0   single-task names of the authors' code (vgg_16/..., Momentum slots)
-  nddr_mini/model.ckpt-0 NDDR-CNN names (vgg_16_<task>_<stage>/..., nddr_<s>/nddr_<s>_n<k>/...)
+  mt_mini/model.ckpt-0   multi-task baseline names (trunk vgg_16/..., heads vgg_16_<k>_6/...)
+  nddr_mini/model.ckpt-0 NDDR-CNN-Shortcut names (vgg_16_<task>_<stage>/...,
+                         nddr_<s>/nddr_<s>_n<k>/..., nddr_shortcut_<k>/...)
   partitioned/ckpt     a variable split by fixed_size_partitioner(2): refused by the reader
   object/ckpt-1        a tf.train.Checkpoint (object-based names, DT_STRING object graph)
   v1/ckpt              a V1 checkpoint (SaverDef.V1), when this TensorFlow still writes one
@@ -152,7 +154,7 @@ STAGES = [(1, 2, 2), (2, 2, 2), (3, 3, 3), (4, 3, 4), (5, 3, 4)]  # stage, convs
 IN_CHANNELS, FC_WIDTH, CLASSES = 3, 5, {1: 3, 2: 2}
 
 
-def column(rng, scope_of_stage, head_scope, classes, momentum):
+def column(rng, scope_of_stage, head_scope, classes, momentum, trunk=True):
     def trainable(name, value):
         var(name, value)
         if momentum:
@@ -168,8 +170,11 @@ def column(rng, scope_of_stage, head_scope, classes, momentum):
     cin = IN_CHANNELS
     for s, convs, width in STAGES:
         for i in range(1, convs + 1):
-            conv_bn("%s/conv%d/conv%d_%d" % (scope_of_stage(s), s, s, i), 3, cin, width)
+            if trunk:
+                conv_bn("%s/conv%d/conv%d_%d" % (scope_of_stage(s), s, s, i), 3, cin, width)
             cin = width
+    if head_scope is None:
+        return
     conv_bn(head_scope + "/fc6", 3, cin, FC_WIDTH)
     conv_bn(head_scope + "/fc7", 1, FC_WIDTH, FC_WIDTH)
     trainable(head_scope + "/fc8_voc12/weights",
@@ -181,11 +186,28 @@ def build_st():
     column(np.random.default_rng(1), lambda s: "vgg_16", "vgg_16", CLASSES[1], momentum=True)
 
 
+def build_mt():
+    rng = np.random.default_rng(3)
+    column(rng, lambda s: "vgg_16", None, None, momentum=False)
+    for k in (1, 2):
+        column(rng, None, "vgg_16_%d_6" % k, CLASSES[k], momentum=False, trunk=False)
+
+
 def build_nddr():
     rng = np.random.default_rng(2)
     for k in (1, 2):
         column(rng, lambda s, k=k: "vgg_16_%d_%d" % (k, s), "vgg_16_%d_6" % k, CLASSES[k],
                momentum=False)
+    # NDDR-CNN-Shortcut: per task, a 1x1 conv from all five stages' outputs (concatenated,
+    # sum of the widths) to the last stage's width, with BatchNorm.
+    concat, last = sum(w for _, _, w in STAGES), STAGES[-1][2]
+    for k in (1, 2):
+        scope = "nddr_shortcut_%d" % k
+        var(scope + "/weights", rng.standard_normal((1, 1, concat, last)).astype(np.float32))
+        var(scope + "/BatchNorm/beta", rng.standard_normal(last).astype(np.float32))
+        var(scope + "/BatchNorm/gamma", rng.uniform(0.5, 1.5, last).astype(np.float32))
+        var(scope + "/BatchNorm/moving_mean", rng.standard_normal(last).astype(np.float32))
+        var(scope + "/BatchNorm/moving_variance", rng.uniform(0.1, 2, last).astype(np.float32))
     for s, _, c in STAGES:
         for k in (1, 2):
             scope = "nddr_%d/nddr_%d_n%d" % (s, s, k)
@@ -221,6 +243,7 @@ def main():
             ("dtypes", build_dtypes, "ckpt", {}),
             ("sharded", build_sharded, "ckpt", {"sharded": True}),
             ("st_mini", build_st, "model.ckpt-0", {}),
+            ("mt_mini", build_mt, "model.ckpt-0", {}),
             ("nddr_mini", build_nddr, "model.ckpt-0", {}),
             ("partitioned", build_partitioned, "ckpt", {})]:
         d = fresh(name)
