@@ -18,12 +18,16 @@
 #include <string>
 #include <vector>
 
+#include "../support/files.hpp"
 #include "../support/temp_dir.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/tensor.hpp"
 #include "nddr/train/checkpoint.hpp"
 
 namespace {
+
+using nddr_test::slurp;
+using nddr_test::spit;
 
 namespace fs = std::filesystem;
 using Catch::Contains;
@@ -56,14 +60,6 @@ struct Fixture {
     return nddr::load_checkpoint<float>(path, store, optim.view(), 2);
   }
 };
-
-std::string slurp(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-void spit(const std::string& p, const std::string& bytes) {
-  std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
-}
 
 }  // namespace
 

@@ -32,6 +32,7 @@
 #include <typeinfo>
 #include <vector>
 
+#include "../support/files.hpp"
 #include "../support/temp_dir.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/data/fashion.hpp"
@@ -44,6 +45,8 @@
 #include "nddr/io/weights.hpp"
 
 namespace {
+
+using nddr_test::spit;
 
 namespace fs = std::filesystem;
 using Catch::Contains;
@@ -188,10 +191,6 @@ std::vector<CorpusCase> manifest() {
     cases.push_back({f[0], f[1], f[2], f[3]});
   }
   return cases;
-}
-
-void spit(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
 }
 
 std::string le64(std::uint64_t v) {

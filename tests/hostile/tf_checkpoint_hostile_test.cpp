@@ -12,27 +12,21 @@
 #include <string>
 #include <vector>
 
+#include "../support/files.hpp"
 #include "../support/temp_dir.hpp"
 #include "../support/tf_bundle.hpp"
 #include "nddr/io/tf_checkpoint.hpp"
 
 namespace {
 
+using nddr_test::slurp;
+using nddr_test::spit;
+
 namespace fs = std::filesystem;
 namespace tb = nddr_test::tf;
 using nddr::io::TfCheckpoint;
 
 const std::string kTf = NDDR_TEST_DATA_DIR "/tf";
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void spit(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 // Opens `prefix` and reads every tensor; returns whether everything succeeded. Only IoError may
 // escape the reader, and its message must name the checkpoint's directory and stay short.

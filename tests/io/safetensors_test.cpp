@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/files.hpp"
 #include "../support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -28,17 +29,10 @@ using nddr::io::SafetensorsFile;
 
 namespace {
 
+using nddr_test::slurp;
+using nddr_test::spit;
+
 const std::string kSample = NDDR_TEST_DATA_DIR "/io_sample.safetensors";
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void spit(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 std::string le64(std::uint64_t n) {
   std::string s(8, '\0');

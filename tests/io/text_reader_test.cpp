@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/files.hpp"
 #include "../support/temp_dir.hpp"
 
 using Catch::Contains;
@@ -13,9 +14,7 @@ using nddr_test::TempDir;
 
 namespace {
 
-void spit(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
+using nddr_test::spit;
 
 std::vector<std::string> lines_of(const std::string& path, nddr::io::TextLimits limits = {}) {
   nddr::io::TextLineReader in("test", path, limits);

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/files.hpp"
 #include "../support/temp_dir.hpp"
 #include "../support/tf_bundle.hpp"
 
@@ -26,17 +27,10 @@ using nddr::io::TfCheckpoint;
 
 namespace {
 
+using nddr_test::slurp;
+using nddr_test::spit;
+
 const std::string kTf = NDDR_TEST_DATA_DIR "/tf";
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void spit(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 // Every tensor of `expected.safetensors` beside the checkpoint has the same dtype, shape and
 // bits in the checkpoint, and the checkpoint has no readable tensor the dump lacks.

@@ -14,7 +14,6 @@
 ///     ...                                                       // BF16 in this scope
 ///   }                                                           // TF32 again
 
-#include <cstdint>
 #include <string>
 
 namespace nddr {
@@ -83,15 +82,6 @@ class NumericSettings {
   }
 
   bool operator==(const NumericSettings&) const = default;
-
-  /// The settings as a small integer, for cache and graph keys.
-  std::uint32_t bits() const {
-    return static_cast<std::uint32_t>(conv_bf16_) | static_cast<std::uint32_t>(conv_tf32_) << 1 |
-           static_cast<std::uint32_t>(matmul_tf32_) << 2 |
-           static_cast<std::uint32_t>(conv_deterministic_) << 3 |
-           static_cast<std::uint32_t>(conv_benchmark_) << 4 |
-           static_cast<std::uint32_t>(cpu_conv_algorithm_) << 5;
-  }
 
   /// "fp32", or the settings that are on: "bf16 conv, deterministic conv".
   std::string str() const {
