@@ -173,21 +173,7 @@ class Network {
 
   Shape output_shape(std::size_t k, const Shape& in) {
     check<OptionError>(k < kTasks, "nddr::Network::output_shape: task ", k, " of ", kTasks);
-    std::array<Shape, kTasks> cur;
-    cur.fill(in);
-    std::vector<Shape> column;  // task k's features after each stage (its shortcut's inputs)
-    for (std::size_t s = 0; s < kStages; ++s) {
-      for (std::size_t j = 0; j < kTasks; ++j) cur[j] = stage(j, s).output_shape(cur[j]);
-      if (Spec::fused(s)) {
-        const std::vector<Shape> fused = fusion(s).output_shapes(std::span<const Shape>(cur));
-        std::copy(fused.begin(), fused.end(), cur.begin());
-      }
-      column.push_back(cur[k]);
-    }
-    if constexpr (Spec::shortcut)
-      return heads_[k].output_shape(
-          shortcuts_[shortcut_count() == 1 ? 0 : k]->output_shape(std::span<const Shape>(column)));
-    return heads_[k].output_shape(cur[k]);
+    return heads_[k].output_shape(head_input_shape(k, shape_grid(in)));
   }
 
   /// Runs every task on image `x` (N, C, H, W). The returned views stay valid until the next
@@ -345,15 +331,11 @@ class Network {
     grads_.clear();
     tensors_.clear();
     for (auto& g : dh_) g = Tensor<T, D>();
-    fill_grid(tensors_, a_, f_, in);
+    const ShapeGrid grid = shape_grid(in);
+    fill_grid(tensors_, a_, f_, grid);
     for (std::size_t k = 0; k < kTasks; ++k) {
-      Shape hin = f_[k][kStages - 1]->shape();  // the last stage's fused feature
-      if constexpr (Spec::shortcut) {
-        std::vector<Shape> column;
-        for (std::size_t s = 0; s < kStages; ++s) column.push_back(f_[k][s]->shape());
-        hin = shortcuts_[shortcut_count() == 1 ? 0 : k]->output_shape(std::span<const Shape>(column));
-        h_[k] = Tensor<T, D>(hin);
-      }
+      const Shape hin = head_input_shape(k, grid);
+      if constexpr (Spec::shortcut) h_[k] = Tensor<T, D>(hin);
       out_[k] = Tensor<T, D>(heads_[k].output_shape(hin));
     }
     in_shape_ = in;
@@ -364,39 +346,56 @@ class Network {
   void allocate_gradients() {
     store_.grads();
     if (!grads_.empty()) return;
-    fill_grid(grads_, da_, df_, in_shape_);
+    fill_grid(grads_, da_, df_, shape_grid(in_shape_));
     if constexpr (Spec::shortcut)
       for (std::size_t k = 0; k < kTasks; ++k) dh_[k] = Tensor<T, D>(h_[k].shape());
     ++layout_version_;
   }
 
-  // Fills the stage grid `a` (stage outputs) and `f` (fusion outputs, of the shapes the fusion
-  // layer's `output_shapes` gives) for input shape `in` with tensors appended to `pool`: shared
-  // stages exist once (every task sees task 0's), and shared and unfused stages alias f to a.
-  void fill_grid(std::deque<Tensor<T, D>>& pool, Grid& a, Grid& f, const Shape& in) {
+  // The shapes of every stage output (a) and every fusion output (f, what the fusion layer's
+  // `output_shapes` gives; a copy of a where no fusion follows the stage) for input shape `in`.
+  // Shared stages exist once: every task sees task 0's. The one walk behind output_shape(),
+  // prepare() and allocate_gradients().
+  struct ShapeGrid {
+    std::array<std::array<Shape, kStages>, kTasks> a, f;
+  };
+  ShapeGrid shape_grid(const Shape& in) {
+    ShapeGrid grid;
     std::array<Shape, kTasks> cur;
     cur.fill(in);
     for (std::size_t s = 0; s < kStages; ++s) {
       for (std::size_t k = 0; k < kTasks; ++k) {
-        if (s < kShared && k > 0) {
-          a[k][s] = a[0][s];
-          cur[k] = cur[0];
-          continue;
-        }
-        cur[k] = stage(k, s).output_shape(cur[k]);
-        a[k][s] = &pool.emplace_back(cur[k]);
+        cur[k] = s < kShared && k > 0 ? grid.a[0][s] : stage(k, s).output_shape(cur[k]);
+        grid.a[k][s] = cur[k];
       }
       if (Spec::fused(s)) {
         const std::vector<Shape> fused = fusion(s).output_shapes(std::span<const Shape>(cur));
         check<ShapeError>(fused.size() == kTasks, "nddr::Network: the fusion layer after stage ",
                           s + 1, " returned ", fused.size(), " output shapes, expected ", kTasks);
-        for (std::size_t k = 0; k < kTasks; ++k) {
-          cur[k] = fused[k];
-          f[k][s] = &pool.emplace_back(cur[k]);
-        }
-      } else {
-        for (std::size_t k = 0; k < kTasks; ++k) f[k][s] = a[k][s];
+        std::copy(fused.begin(), fused.end(), cur.begin());
       }
+      for (std::size_t k = 0; k < kTasks; ++k) grid.f[k][s] = cur[k];
+    }
+    return grid;
+  }
+
+  // The shape task k's head reads: the last stage's fused feature, or its shortcut's output.
+  Shape head_input_shape(std::size_t k, const ShapeGrid& grid) {
+    if constexpr (Spec::shortcut)
+      return shortcuts_[shortcut_count() == 1 ? 0 : k]->output_shape(
+          std::span<const Shape>(grid.f[k].data(), kStages));
+    return grid.f[k][kStages - 1];
+  }
+
+  // Fills the stage grid `a` (stage outputs) and `f` (fusion outputs) with tensors of `grid`'s
+  // shapes appended to `pool`: shared stages exist once (every task sees task 0's), and shared
+  // and unfused stages alias f to a.
+  void fill_grid(std::deque<Tensor<T, D>>& pool, Grid& a, Grid& f, const ShapeGrid& grid) {
+    for (std::size_t s = 0; s < kStages; ++s) {
+      for (std::size_t k = 0; k < kTasks; ++k)
+        a[k][s] = s < kShared && k > 0 ? a[0][s] : &pool.emplace_back(grid.a[k][s]);
+      for (std::size_t k = 0; k < kTasks; ++k)
+        f[k][s] = Spec::fused(s) ? &pool.emplace_back(grid.f[k][s]) : a[k][s];
     }
   }
 
