@@ -248,6 +248,7 @@ case $program in
     bad image-size --train-list a --test-list b --image-size 24
     bad loss-scales --train-list a --test-list b --method st-age --loss-scales 1,1
     bad loss-scales --train-list a --test-list b --method mt --loss-scales 1
+    bad init-format --train-list a --test-list b --init-format tf   # NYUv2 DeepLab only
     ;;
   nddr-demo)
     common_cases

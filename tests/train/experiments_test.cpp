@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <random>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -19,6 +21,10 @@
 #include <unistd.h>
 
 #include "nddr/io/png.hpp"
+#include "nddr/io/tf_weights.hpp"
+#include "nddr/io/weights.hpp"
+#include "../support/files.hpp"
+#include "../support/tf_bundle.hpp"
 #include "../support/nyu_fixture.hpp"
 #include "nddr_apps/cli.hpp"
 #include "nddr_apps/imdb_experiment.hpp"
@@ -321,6 +327,179 @@ TEST_CASE("nddr-nyuv2: --resume continues from the saved step, eval-only trains 
   // a seg column does not fit the normal column: the shape error names the tensor
   i.init_weights_task1 = i.init_weights_task0;
   CHECK_THROWS_WITH(ex::run_nyuv2_with<nddr::TinyNet>(i, fourth), Contains("task1.head.fc8"));
+}
+
+namespace {
+
+// One TF float tensor: HWIO shape (or 1-D) and values.
+struct TfVar {
+  std::vector<std::int64_t> shape;
+  std::vector<float> values;
+};
+using TfVars = std::map<std::string, TfVar>;
+
+// Writes `vars` as a TensorFlow V2 bundle with prefix `prefix` (one shard, DT_FLOAT), the way
+// tf.compat.v1.train.Saver lays it out: header entry, then the variables in key order.
+void write_tf_bundle(const fs::path& prefix, const TfVars& vars) {
+  nddr_test::tf::Entries entries{{"", nddr_test::tf::header(1)}};
+  std::string data;
+  for (const auto& [name, v] : vars) {
+    const std::string bytes(reinterpret_cast<const char*>(v.values.data()),
+                            v.values.size() * sizeof(float));
+    entries.emplace_back(name, nddr_test::tf::entry(1, v.shape, data.size(), bytes));
+    data += bytes;
+  }
+  nddr_test::spit(prefix.string() + ".index", nddr_test::tf::table({entries}));
+  nddr_test::spit(prefix.string() + ".data-00000-of-00001", data);
+}
+
+// The TF variables of one TinyNet conv + BatchNorm layer under `scope`.
+void tf_conv_bn(TfVars& vars, std::mt19937& rng, const std::string& scope, std::int64_t k,
+                std::int64_t cin, std::int64_t cout) {
+  std::normal_distribution<float> normal(0.0f, 0.5f);
+  std::uniform_real_distribution<float> positive(0.5f, 1.5f);
+  auto fill = [&](std::int64_t n, auto& dist) {
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (float& x : v) x = dist(rng);
+    return v;
+  };
+  vars[scope + "/weights"] = {{k, k, cin, cout}, fill(k * k * cin * cout, normal)};
+  vars[scope + "/BatchNorm/gamma"] = {{cout}, fill(cout, positive)};
+  vars[scope + "/BatchNorm/beta"] = {{cout}, fill(cout, normal)};
+  vars[scope + "/BatchNorm/moving_mean"] = {{cout}, fill(cout, normal)};
+  vars[scope + "/BatchNorm/moving_variance"] = {{cout}, fill(cout, positive)};
+}
+
+// TinyNet's column (conv{S}_1 of widths 8, 16, 32, 32, 32) under `scope(S)` and its TinyHead
+// (fc6 3x3 -> 16, fc8 -> `classes`) under `head`, with the authors' TF-slim names.
+template <class Scope>
+void tf_tiny_column(TfVars& vars, std::mt19937& rng, Scope scope, const std::string& head,
+                    std::int64_t classes, bool trunk = true) {
+  const std::int64_t widths[] = {3, 8, 16, 32, 32, 32};
+  for (int s = 1; trunk && s <= 5; ++s)
+    tf_conv_bn(vars, rng, scope(s) + "/conv" + std::to_string(s) + "/conv" + std::to_string(s) + "_1",
+               3, widths[s - 1], widths[s]);
+  if (head.empty()) return;
+  tf_conv_bn(vars, rng, head + "/fc6", 3, 32, 16);
+  std::normal_distribution<float> normal(0.0f, 0.5f);
+  std::vector<float> w(static_cast<std::size_t>(16 * classes)), b(static_cast<std::size_t>(classes));
+  for (float& x : w) x = normal(rng);
+  for (float& x : b) x = normal(rng);
+  vars[head + "/fc8_voc12/weights"] = {{1, 1, 16, classes}, w};
+  vars[head + "/fc8_voc12/biases"] = {{classes}, b};
+}
+
+}  // namespace
+
+// --init-format tf: the authors' TensorFlow checkpoints as they name them (here for TinyNet
+// columns, written byte for byte as TF's Saver writes bundles) initialise nddr-nyuv2 networks.
+// An NDDR-CNN checkpoint evaluated with --eval-only gives exactly the results of the same
+// weights read from an nddr-format file; single-task checkpoints go into one column each (fc8
+// left out where the classes differ), or into every column and the split trunk.
+TEST_CASE("nddr-nyuv2: --init-format tf reads the authors' TensorFlow checkpoints",
+          "[train][experiments]") {
+  TempDir tmp("nyu_tf");
+  write_nyu(tmp.path / "nyu");
+  std::mt19937 rng(7);
+  const std::int64_t classes[] = {40, 3};
+
+  TfVars nddr_vars;
+  for (int k = 1; k <= 2; ++k)
+    tf_tiny_column(
+        nddr_vars, rng, [k](int s) { return "vgg_16_" + std::to_string(k) + "_" + std::to_string(s); },
+        "vgg_16_" + std::to_string(k) + "_6", classes[k - 1]);
+  const std::int64_t widths[] = {8, 16, 32, 32, 32};
+  for (int s = 1; s <= 5; ++s)
+    for (int k = 1; k <= 2; ++k)
+      tf_conv_bn(nddr_vars, rng,
+                 "nddr_" + std::to_string(s) + "/nddr_" + std::to_string(s) + "_n" + std::to_string(k),
+                 1, 2 * widths[s - 1], widths[s - 1]);
+  fs::create_directories(tmp.path / "nddr_tf");
+  write_tf_bundle(tmp.path / "nddr_tf" / "model.ckpt-20000", nddr_vars);
+
+  // The same weights as an nddr-format file, through the library's own TF loader.
+  nddr::Network<nddr::MultiTask<nddr::TinyNet, nddr::TinyNet, nddr::NDDR>> net({40, 3});
+  const auto report = nddr::io::load_tf_checkpoint((tmp.path / "nddr_tf" / "model.ckpt-20000").string(),
+                                                   net.parameters(), nddr::io::TfScheme::kNddr);
+  REQUIRE(report.complete());
+  const fs::path nddr_file = tmp.path / "nddr.safetensors";
+  nddr::io::save_parameters(nddr_file.string(), net.parameters());
+
+  auto evaluate = [&](const std::string& weights, const std::string& format, const std::string& out) {
+    auto c = smoke(tmp.path / "nyu", tmp.path / out, "nddr");
+    c.steps = 0;
+    c.eval_only = true;
+    c.init_weights = weights;
+    c.init_format = format;
+    std::ostringstream log;
+    const auto r = ex::run_nyuv2_with<nddr::TinyNet>(c, log);
+    return std::pair{r, log.str()};
+  };
+  // A prefix, and the directory the prefix is in (its newest checkpoint per 'checkpoint').
+  nddr_test::spit((tmp.path / "nddr_tf" / "checkpoint").string(),
+                  "model_checkpoint_path: \"model.ckpt-20000\"\n"
+                  "all_model_checkpoint_paths: \"model.ckpt-20000\"\n");
+  const auto [from_tf, tf_log] =
+      evaluate((tmp.path / "nddr_tf" / "model.ckpt-20000").string(), "tf", "eval_tf");
+  const auto [from_dir, dir_log] = evaluate((tmp.path / "nddr_tf").string(), "tf", "eval_dir");
+  const auto [from_nddr, nddr_log] = evaluate(nddr_file.string(), "nddr", "eval_nddr");
+  INFO(tf_log);
+  CHECK_THAT(tf_log, Contains("loaded " + std::to_string(report.loaded.size()) +
+                              " tensors from") &&
+                         Contains("into the whole network (0 left at their initialisation)"));
+  CHECK(from_tf.steps == 0);
+  REQUIRE(from_tf.row.size() == from_nddr.row.size());
+  for (std::size_t i = 0; i < from_tf.row.size(); ++i) {
+    CHECK(std::isfinite(from_tf.row[i]));
+    CHECK(from_tf.row[i] == from_nddr.row[i]);
+    CHECK(from_dir.row[i] == from_nddr.row[i]);
+  }
+
+  // Single-task checkpoints (vgg_16/...): one per column; the seg one into column 1 (normals,
+  // 3 outputs) leaves its 40-class fc8 out.
+  TfVars st;
+  tf_tiny_column(st, rng, [](int) { return std::string("vgg_16"); }, "vgg_16", 40);
+  for (const auto& [name, v] : TfVars(st)) st[name + "/Momentum"] = v;  // skipped, as TF writes them
+  write_tf_bundle(tmp.path / "st_seg", st);
+  auto c = smoke(tmp.path / "nyu", tmp.path / "init_columns", "nddr");
+  c.steps = 0;
+  c.init_format = "tf";
+  c.init_weights_task0 = (tmp.path / "st_seg").string();
+  c.init_weights_task1 = (tmp.path / "st_seg").string();
+  std::ostringstream columns;
+  ex::run_nyuv2_with<nddr::TinyNet>(c, columns);
+  // 5 conv + BN (5 each) + fc6 + BN (5) + fc8 (2) = 32 tensors; without fc8 30.
+  CHECK_THAT(columns.str(), Contains("loaded 32 tensors from " + c.init_weights_task0 +
+                                     " into column task0") &&
+                                Contains("loaded 30 tensors from " + c.init_weights_task0 +
+                                         " into column task1"));
+
+  // --init-weights with single-task names into the multi-task baseline: trunk and both heads.
+  auto m = smoke(tmp.path / "nyu", tmp.path / "init_mt", "mt");
+  m.steps = 0;
+  m.init_format = "tf";
+  m.init_weights = (tmp.path / "st_seg").string();
+  std::ostringstream mt;
+  ex::run_nyuv2_with<nddr::TinyNet>(m, mt);
+  CHECK_THAT(mt.str(), Contains("loaded 25 tensors from " + m.init_weights + " into the shared trunk") &&
+                           Contains("into column task0") && Contains("into column task1"));
+
+  // Errors: an NDDR-CNN checkpoint for another method, a missing prefix, a per-column file that
+  // is not single-task, --init-format tf for nddr-imdb-wiki.
+  m.init_weights = (tmp.path / "nddr_tf" / "model.ckpt-20000").string();
+  CHECK_THROWS_WITH(ex::run_nyuv2_with<nddr::TinyNet>(m, mt),
+                    Contains("is a NDDR-CNN checkpoint, which does not fit method mt") &&
+                        Contains("use --method nddr"));
+  m.init_weights = (tmp.path / "nowhere" / "model.ckpt-1").string();
+  CHECK_THROWS_WITH(ex::run_nyuv2_with<nddr::TinyNet>(m, mt),
+                    Contains("TensorFlow checkpoint '" + m.init_weights + "' does not exist") &&
+                        Contains(".index'"));
+  c.init_weights_task1 = (tmp.path / "nddr_tf" / "model.ckpt-20000").string();
+  CHECK_THROWS_WITH(ex::run_nyuv2_with<nddr::TinyNet>(c, columns),
+                    Contains("--init-weights-task1") && Contains("is not a single-task checkpoint"));
+  CHECK_THROWS_WITH(ex::parse_imdb_args({"--train-list", "a.txt", "--test-list", "b.txt",
+                                         "--init-format", "tf"}),
+                    Contains("--init-format") && Contains("deeplab, torchvision or nddr"));
 }
 
 TEST_CASE("nddr-nyuv2: clear errors for CUDA, bad paths and bad flags", "[train][experiments]") {

@@ -34,6 +34,7 @@
 #include "nddr/fusion/sluice.hpp"
 #include "nddr/io/file.hpp"
 #include "nddr/io/json.hpp"
+#include "nddr/io/tf_weights.hpp"
 #include "nddr/io/weights.hpp"
 #include "nddr/multitask/multitask.hpp"
 #include "nddr/multitask/network.hpp"
@@ -59,9 +60,11 @@ struct CommonConfig {
   double lr = 1e-3;
   double weight_decay = -1.0;  ///< < 0: 2.5e-4 multi-task, 5e-4 single-task (paper-spec §5)
   std::string init_weights;
-  std::string init_format = "deeplab";  ///< deeplab | torchvision | nddr
-  std::string init_weights_task0;       ///< nddr-format file whose column task0 -> column 0
-  std::string init_weights_task1;       ///< nddr-format file whose column task0 -> column 1
+  std::string init_format = "deeplab";  ///< deeplab | torchvision | nddr | tf
+  /// nddr-format file whose column task0 -> column 0 (with init_format "tf": a TF single-task
+  /// checkpoint whose `vgg_16/` column -> column 0)
+  std::string init_weights_task0;
+  std::string init_weights_task1;       ///< the same for column 1
   std::string output_dir;               ///< empty = runs/<experiment>_<method>
   bool resume = false;
   bool eval_only = false;
@@ -242,14 +245,17 @@ void add_common_flags(cli::ArgParser& p, CommonConfig& c, const Table& table) {
       .real("weight-decay", c.weight_decay, "L2 decay of kernels", RealRange::non_negative())
       .default_text("2.5e-4 multi-task, 5e-4 single-task")
       .path("init-weights", c.init_weights, "pretrained weights loaded into every column", "FILE")
-      .choice("init-format", c.init_format, "format of --init-weights",
-              {"deeplab", "torchvision", "nddr"})
+      .choice("init-format", c.init_format,
+              "format of --init-weights (tf: the NDDR-CNN authors' TensorFlow checkpoints, a "
+              "prefix such as model.ckpt-20000 or its directory, also for "
+              "--init-weights-task0/1; docs/weights.md)",
+              {"deeplab", "torchvision", "nddr", "tf"})
       .path("init-weights-task0", c.init_weights_task0,
             "nddr-format file (e.g. a single-task checkpoint) whose column task0 initialises "
-            "column 0",
+            "column 0; with --init-format tf a TF single-task checkpoint",
             "FILE")
       .path("init-weights-task1", c.init_weights_task1,
-            "nddr-format file whose column task0 initialises column 1", "FILE")
+            "the same for column 1", "FILE")
       .path("output-dir", c.output_dir, "logs, checkpoints and results", "DIR")
       .default_text("runs/<experiment>_<method>")
       .flag("resume", c.resume, "continue from the newest checkpoint in --output-dir")
@@ -355,18 +361,113 @@ inline void validate_common(const CommonConfig& c) {
   check<OptionError>(c.nddr_lr_mult >= 0.0, p, ": --nddr-lr-mult must be >= 0, got ",
                      c.nddr_lr_mult);
   check<OptionError>(c.init_format == "deeplab" || c.init_format == "torchvision" ||
-                         c.init_format == "nddr",
-                     p, ": --init-format must be deeplab, torchvision or nddr, got '",
+                         c.init_format == "nddr" || c.init_format == "tf",
+                     p, ": --init-format must be deeplab, torchvision, nddr or tf, got '",
                      c.init_format, "'");
-  for (const std::string* f : {&c.init_weights, &c.init_weights_task0, &c.init_weights_task1})
-    check<IoError>(f->empty() || std::filesystem::exists(*f), p, ": weight file '", *f,
-                   "' does not exist");
+  for (const std::string* f : {&c.init_weights, &c.init_weights_task0, &c.init_weights_task1}) {
+    if (c.init_format == "tf")  // a checkpoint prefix (P.index, P.data-*) or its directory
+      check<IoError>(f->empty() || std::filesystem::is_directory(*f) ||
+                         std::filesystem::exists(*f + ".index"),
+                     p, ": TensorFlow checkpoint '", *f, "' does not exist (expected '", *f,
+                     ".index' or a directory with a 'checkpoint' file)");
+    else
+      check<IoError>(f->empty() || std::filesystem::exists(*f), p, ": weight file '", *f,
+                     "' does not exist");
+  }
   parse_fusion_init(p, c.init);
+}
+
+/// `--init-format tf`: the authors' TensorFlow checkpoints (docs/weights.md). `--init-weights`
+/// is read by the scheme its names show: an NDDR-CNN(-Shortcut) or multi-task baseline
+/// checkpoint fills the whole network of that method (strictly: nothing missing, nothing
+/// unknown; the shortcut convs are left out for a network without them, as the authors' loader
+/// does); single-task names (a single-task checkpoint, the VOC DeepLab init) go into every column
+/// (the trunk and every head of a split network). `--init-weights-taskK` is a single-task
+/// checkpoint for column K. fc8 is left out where its class count differs from the column's.
+template <class Spec, class T>
+void initialize_from_tf(Network<Spec, Cpu, T>& net, const CommonConfig& c, std::ostream& out) {
+  using io::TfImportOptions;
+  using io::TfScheme;
+  auto& store = net.parameters();
+  constexpr std::size_t K = Spec::tasks;
+  constexpr bool split = Spec::shared_stages == Spec::stages;
+  const auto say = [&](const std::string& file, const std::string& into, std::size_t loaded,
+                       std::size_t missing) {
+    out << c.program << ": loaded " << loaded << " tensors from " << file << " into " << into
+        << " (" << missing << " left at their initialisation)\n";
+  };
+  // {"fc8"} when the checkpoint's single-task fc8 does not fit column `column`'s head.
+  const auto fc8_exclusion = [&](const io::TfCheckpoint& ckpt, const std::string& column) {
+    const std::string key = "vgg_16/fc8_voc12/weights";
+    const auto slot = io::detail::find_slot(store, column + ".head.fc8.weight");
+    if (!ckpt.contains(key) || !slot) return std::vector<std::string>{};
+    const auto& shape = ckpt.info(key).shape;
+    const Shape& want = io::detail::slot_shape(store, *slot);
+    return shape.size() == 4 && shape[3] == want[0] ? std::vector<std::string>{}
+                                                    : std::vector<std::string>{"fc8"};
+  };
+  // Single-task names into column `column` (for a split network: into its head only); returns
+  // how many tensors it filled.
+  const auto single_into = [&](const io::TfCheckpoint& ckpt, const std::string& column) {
+    TfImportOptions opt;
+    opt.strict = false;
+    opt.columns = std::vector<std::string>{column};
+    opt.exclude = fc8_exclusion(ckpt, column);
+    const io::LoadReport r =
+        io::load_tf_checkpoint(ckpt.prefix(), store, TfScheme::kSingleTask, opt);
+    say(ckpt.prefix(), "column " + column, r.loaded.size(), r.missing.size());
+    return r.loaded.size();
+  };
+  if (!c.init_weights.empty()) {
+    const io::TfCheckpoint ckpt = io::TfCheckpoint::open(c.init_weights);
+    const std::optional<TfScheme> scheme = io::detect_tf_scheme(ckpt);
+    check<IoError>(scheme.has_value(), c.program, ": '", ckpt.prefix(),
+                   "' is not one of the NDDR-CNN authors' checkpoints (no vgg_16/..., "
+                   "vgg_16_K_S/... or nddr_S/... variables)");
+    if (*scheme == TfScheme::kSingleTask) {
+      std::size_t loaded = 0;
+      if (split) {  // the trunk into "shared", as the baseline scheme places vgg_16/convS
+        TfImportOptions opt;
+        opt.strict = false;
+        const io::LoadReport trunk =
+            io::load_tf_checkpoint(ckpt.prefix(), store, TfScheme::kMultiTaskBaseline, opt);
+        say(ckpt.prefix(), "the shared trunk", trunk.loaded.size(), 0);
+        loaded += trunk.loaded.size();
+      }
+      for (std::size_t k = 0; k < K; ++k) loaded += single_into(ckpt, "task" + std::to_string(k));
+      check<IoError>(loaded > 0, c.program, ": nothing of the single-task checkpoint '",
+                     ckpt.prefix(), "' fits method ", c.method);
+    } else {
+      const bool fits = *scheme == TfScheme::kNddr ? !split && K == 2 : split && K == 2;
+      check<OptionError>(fits, c.program, ": '", ckpt.prefix(), "' is a ",
+                         io::tf_scheme_name(*scheme), " checkpoint, which does not fit method ",
+                         c.method, " (", *scheme == TfScheme::kNddr ? "use --method nddr"
+                                                                   : "use --method mt",
+                         ")");
+      TfImportOptions opt;
+      if (!Spec::shortcut) opt.exclude = std::vector<std::string>{"shortcut"};
+      const io::LoadReport r = io::load_tf_checkpoint(ckpt.prefix(), store, *scheme, opt);
+      say(ckpt.prefix(), "the whole network", r.loaded.size(), r.missing.size());
+    }
+  }
+  const std::string* per_column[2] = {&c.init_weights_task0, &c.init_weights_task1};
+  for (std::size_t k = 0; k < 2; ++k) {
+    if (per_column[k]->empty()) continue;
+    check<OptionError>(k < K && !split, c.program, ": --init-weights-task", k,
+                       " needs a network with a separate column ", k, " (method ", c.method, ")");
+    const io::TfCheckpoint ckpt = io::TfCheckpoint::open(*per_column[k]);
+    check<IoError>(io::detect_tf_scheme(ckpt) == TfScheme::kSingleTask, c.program,
+                   ": --init-weights-task", k, " '", ckpt.prefix(),
+                   "' is not a single-task checkpoint (vgg_16/... names)");
+    check<IoError>(single_into(ckpt, "task" + std::to_string(k)) > 0, c.program, ": '",
+                   ckpt.prefix(), "' has nothing that fits column ", k);
+  }
 }
 
 /// Loads `--init-weights` / `--init-weights-task{0,1}` into a freshly built network.
 template <class Spec, class T>
 void initialize_weights(Network<Spec, Cpu, T>& net, const CommonConfig& c, std::ostream& out) {
+  if (c.init_format == "tf") return initialize_from_tf(net, c, out);
   auto& store = net.parameters();
   constexpr std::size_t K = Spec::tasks;
   const bool split = Spec::shared_stages == Spec::stages;

@@ -127,6 +127,11 @@ inline std::optional<ImdbConfig> parse_imdb_args(const std::vector<std::string>&
   if (c.backbone == "vgg16" && c.image_size != 224)
     p.fail("image-size", "224 with --backbone vgg16 (the VGG16 classifier's input)",
            std::to_string(c.image_size));
+  if (c.init_format == "tf")
+    p.fail("init-format",
+           "deeplab, torchvision or nddr (tf reads the NDDR-CNN authors' DeepLab NYUv2 "
+           "checkpoints)",
+           c.init_format);
   check_common_flags(p, c, kImdbTable);
   return c;
 }
@@ -142,6 +147,9 @@ inline void validate_imdb(const ImdbConfig& c) {
   const std::string& p = c.program;
   validate_choices(c, kImdbTable);
   validate_common(c);
+  check<OptionError>(c.init_format != "tf", p,
+                     ": --init-format tf reads the NDDR-CNN authors' DeepLab (NYUv2) "
+                     "checkpoints; nddr-imdb-wiki takes deeplab, torchvision or nddr");
   for (const auto* f : {&c.train_list, &c.test_list}) {
     check<OptionError>(!f->empty(), p, ": --train-list and --test-list are required");
     check<IoError>(std::filesystem::is_regular_file(*f), p, ": list file '", *f,

@@ -226,6 +226,36 @@ inline TfNameMapping map_tf_name(std::string_view tf_name, TfScheme scheme,
   return detail::tf_unknown();
 }
 
+/// Which of the authors' layouts `ckpt` holds, from its variable names: `kNddr` with NDDR layers
+/// (`nddr_S/...`, `nddr_shortcut_K/...`) or per-task columns (`vgg_16_K_S/...`, S < 6);
+/// `kMultiTaskBaseline` with a `vgg_16/` trunk and per-task heads (`vgg_16_K_6/...`);
+/// `kSingleTask` with `vgg_16/` names only (a single-task checkpoint or the VOC DeepLab init);
+/// nullopt for anything else. Momentum slots do not count.
+inline std::optional<TfScheme> detect_tf_scheme(const TfCheckpoint& ckpt) {
+  bool nddr = false, columns = false, heads = false, trunk = false;
+  for (const std::string& name : ckpt.names()) {
+    const std::vector<std::string_view> p = detail::tf_split_path(name);
+    if (p.back() == "Momentum") continue;
+    if (p[0].starts_with("nddr_")) nddr = true;
+    if (p[0] == "vgg_16") trunk = true;
+    if (const auto ks = detail::tf_column_scope(p[0])) (ks->second == 6 ? heads : columns) = true;
+  }
+  if (nddr || columns) return TfScheme::kNddr;
+  if (heads && trunk) return TfScheme::kMultiTaskBaseline;
+  if (trunk && !heads) return TfScheme::kSingleTask;
+  return std::nullopt;
+}
+
+/// "single-task", "multi-task baseline" or "NDDR-CNN": how messages name a scheme.
+inline const char* tf_scheme_name(TfScheme scheme) {
+  switch (scheme) {
+    case TfScheme::kSingleTask: return "single-task";
+    case TfScheme::kMultiTaskBaseline: return "multi-task baseline";
+    case TfScheme::kNddr: return "NDDR-CNN";
+  }
+  return "?";
+}
+
 namespace detail {
 
 // Store prefixes a scheme fills: entries under them that the checkpoint lacks are `missing`.
