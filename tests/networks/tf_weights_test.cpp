@@ -295,3 +295,16 @@ TEST_CASE("tf_weights: forward passes of the loaded fixtures equal TensorFlow's"
     check_forward_against_tensorflow(net, "nddr_shortcut", 1e-6);
   }
 }
+
+TEST_CASE("tf_weights: detect_tf_scheme tells the authors' layouts apart",
+          "[networks][tf_checkpoint]") {
+  using nddr::io::detect_tf_scheme;
+  using nddr::io::TfCheckpoint;
+  CHECK(detect_tf_scheme(TfCheckpoint::open(kTf + "/st_mini/model.ckpt-0")) ==
+        TfScheme::kSingleTask);
+  CHECK(detect_tf_scheme(TfCheckpoint::open(kTf + "/mt_mini/model.ckpt-0")) ==
+        TfScheme::kMultiTaskBaseline);
+  CHECK(detect_tf_scheme(TfCheckpoint::open(kTf + "/nddr_mini/model.ckpt-0")) == TfScheme::kNddr);
+  CHECK_FALSE(detect_tf_scheme(TfCheckpoint::open(kTf + "/dtypes/ckpt")).has_value());
+  CHECK(std::string(nddr::io::tf_scheme_name(TfScheme::kNddr)) == "NDDR-CNN");
+}
