@@ -83,7 +83,9 @@ struct Combination {
 struct MethodState {
   std::vector<double> values;
   Rng::State rng;
-  bool operator==(const MethodState&) const = default;
+  friend bool operator==(const MethodState& a, const MethodState& b) {
+    return a.values == b.values && a.rng.seed == b.rng.seed && a.rng.counter == b.rng.counter;
+  }
 };
 
 /// Defaults of the optional members of `WeightingMethod`.

@@ -51,9 +51,13 @@ inline std::optional<Eigen::VectorXd> nash_solution(const Eigen::MatrixXd& m,
     double t = 1.0;  // fraction to the boundary, then Armijo backtracking
     for (Eigen::Index i = 0; i < a.size(); ++i)
       if (step[i] < 0.0) t = std::min(t, -0.99 * a[i] / step[i]);
+    // Near the solution the decrease of f is below its rounding error: there the full Newton
+    // step is taken (quadratic convergence), elsewhere Armijo backtracking guards it.
     const double f0 = f(a), slope = g.dot(step);
-    while (t > 1e-20 && !(f(a + t * step) <= f0 + 1e-4 * t * slope)) t *= 0.5;
-    if (t <= 1e-20) return std::nullopt;
+    if (-slope > 1e-10 * (1.0 + std::abs(f0))) {
+      while (t > 1e-20 && !(f(a + t * step) <= f0 + 1e-4 * t * slope)) t *= 0.5;
+      if (t <= 1e-20) return std::nullopt;
+    }
     a += t * step;
   }
   return std::nullopt;
