@@ -101,10 +101,8 @@ TEST_CASE("weighting: every method's update equals the independent reference") {
       nw::AnyWeighting m = nw::make_weighting(spec, losses.size());
       const nw::Combination out = step(m, g, losses);
       INFO(spec << " on case " << i << " (K = " << g.rows() << ", P = " << g.cols() << ")");
-      CHECK(rel_error(shared_update(g, out), vector(c + '.' + method + ".d")) <
-            tolerance(spec));
-      CHECK(rel_error(out.heads, vector(c + '.' + method + ".heads")) <
-            tolerance(spec));
+      CHECK(rel_error(shared_update(g, out), vector(c + '.' + method + ".d")) < tolerance(spec));
+      CHECK(rel_error(out.heads, vector(c + '.' + method + ".heads")) < tolerance(spec));
     }
   }
 }
@@ -154,7 +152,7 @@ TEST_CASE("weighting: sequences equal the reference (DWA, RLW, PCGrad orders, Gr
       const Eigen::Map<const VectorXd> grad(gn.parameter_gradient().data(), 3);
       INFO("step " << s);
       CHECK(rel_error(c.shared, weights.row(s).transpose()) < 1e-7);  // z from FD gradients
-      CHECK(rel_error(grad, grads.row(s).transpose()) < 1e-7);  // central differences
+      CHECK(rel_error(grad, grads.row(s).transpose()) < 1e-7);        // central differences
       for (int k = 0; k < 3; ++k) gn.parameters()[k] -= 0.1 * gn.parameter_gradient()[k];
       gn.after_parameter_update();
     }
@@ -212,8 +210,7 @@ TEST_CASE("weighting: two-task MGDA equals clip(((g2-g1).g2)/|g1-g2|^2, 0, 1)") 
                     vec2(0.146447, 0.353553)) < 1e-6);
     const nw::Combination same_dir = step(mgda, rows2(1, 0, 2, 0), {1, 1});
     CHECK(same_dir.shared[0] == 0.999);
-    CHECK(rel_error(shared_update(rows2(1, 0, 2, 0), same_dir), vec2(1.001, 0)) <
-          1e-15);
+    CHECK(rel_error(shared_update(rows2(1, 0, 2, 0), same_dir), vec2(1.001, 0)) < 1e-15);
   }
   SECTION("K = 3: the Frank-Wolfe and projected-gradient solvers reach the same min-norm point") {
     MatrixXd g3(3, 4);
@@ -328,11 +325,10 @@ TEST_CASE("weighting: the fact sheet's vectors for CAGrad, IMTL-G, Aligned-MTL a
                       vec2(kD[r][0], kD[r][1])) < 1e-7);
     }
     nw::CaGrad ca(2);
-    CHECK(rel_error(shared_update(orthogonal, step(ca, orthogonal, {1, 1})),
-                    vec2(0.847214, 0.8)) < 1e-6);
+    CHECK(rel_error(shared_update(orthogonal, step(ca, orthogonal, {1, 1})), vec2(0.847214, 0.8)) <
+          1e-6);
     nw::CaGrad plain(2, {.c = 0.0});  // c = 0: the mean gradient
-    CHECK(rel_error(shared_update(conflict, step(plain, conflict, {1, 1})),
-                    vec2(0, 0.5)) < 1e-7);
+    CHECK(rel_error(shared_update(conflict, step(plain, conflict, {1, 1})), vec2(0, 0.5)) < 1e-7);
   }
   SECTION("IMTL-G: equal projections on the unit gradients") {
     nw::ImtlG imtl(2);
@@ -347,8 +343,7 @@ TEST_CASE("weighting: the fact sheet's vectors for CAGrad, IMTL-G, Aligned-MTL a
     CHECK(rel_error(c.shared, vec2(1.105573, 0.829180)) < 1e-6);
     CHECK(rel_error(shared_update(conflict, c), vec2(0.276393, 0.829180)) < 1e-6);
     nw::AlignedMtl rmse(2, {.scale = nw::AlignedMtlOptions::Scale::kRmse});
-    CHECK(rel_error(step(rmse, conflict, {1, 1}).shared, vec2(2.190890, 1.643168)) <
-          1e-6);
+    CHECK(rel_error(step(rmse, conflict, {1, 1}).shared, vec2(2.190890, 1.643168)) < 1e-6);
     nw::AlignedMtl median(2, {.scale = nw::AlignedMtlOptions::Scale::kMedian});
     CHECK(step(median, conflict, {1, 1}).shared == c.shared);  // K = 2: median = min
   }
@@ -367,9 +362,18 @@ TEST_CASE("weighting: the fact sheet's vectors for CAGrad, IMTL-G, Aligned-MTL a
 
 TEST_CASE("weighting: saving the state mid-sequence and resuming equals the uninterrupted run") {
   constexpr std::size_t kTasks = 3;
-  const char* const specs[] = {"ew",        "dwa",    "uw",     "gradnorm", "gradnorm:param=weights,initial=step",
-                               "rlw:seed=9", "mgda",   "pcgrad:seed=4",   "cagrad",
-                               "imtl",      "aligned", "nash:update_every=2"};
+  const char* const specs[] = {"ew",
+                               "dwa",
+                               "uw",
+                               "gradnorm",
+                               "gradnorm:param=weights,initial=step",
+                               "rlw:seed=9",
+                               "mgda",
+                               "pcgrad:seed=4",
+                               "cagrad",
+                               "imtl",
+                               "aligned",
+                               "nash:update_every=2"};
   for (const char* spec : specs) {
     INFO(spec);
     // A stream of inputs: Gram matrices of random gradients and losses.
@@ -405,6 +409,40 @@ TEST_CASE("weighting: saving the state mid-sequence and resuming equals the unin
   }
 }
 
+TEST_CASE("weighting: the gradient methods' weights do not depend on the gradients' scale") {
+  // Scaling every g_k by s scales M by s^2; MGDA, PCGrad (eps 0), IMTL-G, Aligned-MTL and
+  // CAGrad (up to its 1e-8 terms) give the same weights, Nash-MTL's scale by 1/s. This holds the
+  // solvers' stopping rules to relative, not absolute, tolerances.
+  nddr::Rng rng(23);
+  MatrixXd g(4, 9);
+  for (Eigen::Index i = 0; i < g.size(); ++i) g.data()[i] = rng.uniform(-1.0, 1.0);
+  g.row(1) -= 0.8 * g.row(0);
+  const std::vector<double> losses{1, 1, 1, 1};
+  for (const double s : {1e-3, 1e3}) {
+    for (const char* spec : {"mgda", "mgda:solver=fw", "pcgrad:eps=0", "imtl", "aligned", "cagrad",
+                             "nash:max_norm=0"}) {
+      INFO(spec << " at scale " << s);
+      const bool cagrad = std::string(spec) == "cagrad";
+      if (cagrad && s < 1.0) continue;  // the 1e-8 terms are not negligible against s^2 M
+      nw::AnyWeighting a = nw::make_weighting(spec, 4), b = nw::make_weighting(spec, 4);
+      VectorXd wa = step(a, g, losses).shared, wb = step(b, MatrixXd(s * g), losses).shared;
+      if (std::string(spec).rfind("nash", 0) == 0) wb *= s;
+      CHECK(rel_error(wb, wa) < (cagrad ? 1e-7 : 1e-9));
+    }
+  }
+}
+
+TEST_CASE("weighting: MethodState as checkpoint text round-trips exactly") {
+  const nw::MethodState s{{0.1, -2.5e-300, 1.0 / 3.0, 12345678.0, 0.0}, {42, 7}};
+  const std::string text = nw::state_to_text(s);
+  CHECK(text.rfind("42 7 0.1 ", 0) == 0);
+  CHECK(nw::state_from_text(text) == s);
+  CHECK(nw::state_from_text("0 0").values.empty());
+  CHECK_THROWS_AS(nw::state_from_text("1 2 x"), nddr::ValueError);
+  CHECK_THROWS_AS(nw::state_from_text("1"), nddr::ValueError);
+  CHECK_THROWS_AS(nw::state_from_text("1  2"), nddr::ValueError);
+}
+
 TEST_CASE("weighting: names, options and errors of the registry") {
   SECTION("spec() round-trips through make_weighting for every method") {
     std::string names = nw::weighting_names();
@@ -438,8 +476,8 @@ TEST_CASE("weighting: names, options and errors of the registry") {
   using Catch::Matchers::Contains;
   CHECK_THAT(message("cagard"), Contains("--weighting") && Contains("'cagard'") &&
                                     Contains("ew, dwa, uw, gradnorm, rlw, mgda, pcgrad, cagrad"));
-  CHECK_THAT(message("cagrad:x=1"), Contains("--weighting") && Contains("'x'") &&
-                                        Contains("valid options: c, rescale"));
+  CHECK_THAT(message("cagrad:x=1"),
+             Contains("--weighting") && Contains("'x'") && Contains("valid options: c, rescale"));
   CHECK_THAT(message("cagrad:c=abc"), Contains("cagrad:c=abc") && Contains("not a finite number"));
   CHECK_THAT(message("cagrad:c=-1"), Contains("c=-1") && Contains("must be in [0"));
   CHECK_THAT(message("cagrad:c"), Contains("'c' is not key=value"));

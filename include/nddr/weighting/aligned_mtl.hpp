@@ -61,8 +61,7 @@ class AlignedMtl : public MethodBase {
     std::vector<Eigen::Index> kept;  // descending eigenvalues
     for (Eigen::Index i = k - 1; i >= 0; --i)
       if (lambda[i] > tol && lambda[i] > 0.0) kept.push_back(i);
-    if (kept.empty())
-      return detail::gradient_combination(Eigen::VectorXd::Zero(k), in.losses);
+    if (kept.empty()) return detail::gradient_combination(Eigen::VectorXd::Zero(k), in.losses);
     const double s = scale(lambda, kept);
     Eigen::VectorXd alpha = Eigen::VectorXd::Zero(k);
     for (const Eigen::Index i : kept) {

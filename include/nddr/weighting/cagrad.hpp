@@ -91,10 +91,10 @@ inline Eigen::VectorXd polish_on_face(const CaGradDual& f, const Eigen::VectorXd
 
 /// argmin over the simplex of `f` from w = 1/K: accelerated projected gradient (FISTA with
 /// backtracking on the Lipschitz estimate and a restart whenever F increases), at most
-/// `max_iter` iterations, stopping when the Frank-Wolfe gap is below tol * (1 + |F|); then
+/// `max_iter` iterations, stopping when the Frank-Wolfe gap is below
+/// tol * max(|F(1/K)|, max_k M_kk); then
 /// `polish_on_face`. Deterministic.
-inline Eigen::VectorXd cagrad_dual(const CaGradDual& f, int max_iter = 20000,
-                                   double tol = 1e-14) {
+inline Eigen::VectorXd cagrad_dual(const CaGradDual& f, int max_iter = 20000, double tol = 1e-14) {
   const Eigen::Index k = f.m.rows();
   Eigen::VectorXd w = Eigen::VectorXd::Constant(k, 1.0 / static_cast<double>(k));
   if (k == 1) return w;
@@ -102,8 +102,10 @@ inline Eigen::VectorXd cagrad_dual(const CaGradDual& f, int max_iter = 20000,
   double t = 1.0;
   double lip = std::max(1e-300, f.phi * f.m.diagonal().maxCoeff() / std::sqrt(f.value(w) + 1e-8));
   double fw = f.value(w);
+  // F is homogeneous of degree 2 in the gradients (up to the 1e-8 terms): a relative tolerance
+  const double scale = std::max(std::abs(fw), f.m.diagonal().cwiseAbs().maxCoeff());
   for (int it = 0; it < max_iter; ++it) {
-    if (f.gap(w) <= tol * (1.0 + std::abs(fw))) break;
+    if (f.gap(w) <= tol * scale) break;
     const Eigen::VectorXd gy = f.gradient(y);
     const double fy = f.value(y);
     Eigen::VectorXd z;
@@ -164,8 +166,7 @@ class CaGrad : public MethodBase {
   using Options = CaGradOptions;
   static constexpr std::string_view kName = "cagrad";
 
-  explicit CaGrad(std::size_t num_tasks, Options options = {})
-      : k_(num_tasks), options_(options) {
+  explicit CaGrad(std::size_t num_tasks, Options options = {}) : k_(num_tasks), options_(options) {
     detail::check_task_count(kName, k_);
     options_.validate("nddr::weighting::cagrad");
   }

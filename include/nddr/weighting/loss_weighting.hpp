@@ -32,8 +32,7 @@ inline void check_task_count(std::string_view who, std::size_t num_tasks) {
   check<OptionError>(num_tasks >= 1, "nddr::weighting::", who, ": needs at least one task");
 }
 
-inline void check_losses(std::string_view who, const StepInput& in, std::size_t k,
-                         bool need_gram) {
+inline void check_losses(std::string_view who, const StepInput& in, std::size_t k, bool need_gram) {
   const std::size_t got = check_step(who, in, need_gram);
   check<ShapeError>(got == k, "nddr::weighting::", who, ": got ", got,
                     " task losses, the method was made for ", k);
@@ -123,7 +122,8 @@ class Dwa : public MethodBase {
     if (epochs_ < 2) return Eigen::VectorXd::Ones(k);
     Eigen::VectorXd r(k);
     for (Eigen::Index i = 0; i < k; ++i) {
-      const double ratio = newer_[static_cast<std::size_t>(i)] / older_[static_cast<std::size_t>(i)];
+      const double ratio =
+          newer_[static_cast<std::size_t>(i)] / older_[static_cast<std::size_t>(i)];
       r[i] = older_[static_cast<std::size_t>(i)] > 0.0 && std::isfinite(ratio) ? ratio : 1.0;
     }
     return detail::scaled_softmax(r / options_.temperature, static_cast<double>(k_));

@@ -88,6 +88,61 @@ struct MethodState {
   }
 };
 
+namespace detail {
+
+/// Shortest decimal text that reads back as `v` exactly.
+inline std::string format_double(double v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
+}  // namespace detail
+
+/// `MethodState` as one line of text for checkpoint metadata (`CheckpointState::extra`):
+/// "seed counter v_0 v_1 ..." with each double in its shortest exact decimal form, so that
+/// `state_from_text(state_to_text(s)) == s` bit for bit.
+inline std::string state_to_text(const MethodState& s) {
+  std::string out = std::to_string(s.rng.seed) + ' ' + std::to_string(s.rng.counter);
+  for (const double v : s.values) {
+    out += ' ';
+    out += detail::format_double(v);
+  }
+  return out;
+}
+
+/// Parses `state_to_text`'s format; throws ValueError naming the offending token.
+inline MethodState state_from_text(std::string_view text) {
+  MethodState s;
+  std::size_t index = 0;
+  while (!text.empty()) {
+    const std::size_t space = text.find(' ');
+    const std::string_view token = text.substr(0, space);
+    text = space == std::string_view::npos ? std::string_view() : text.substr(space + 1);
+    const char* first = token.data();
+    const char* last = first + token.size();
+    std::from_chars_result r{};
+    if (index < 2) {
+      std::uint64_t u = 0;
+      r = std::from_chars(first, last, u);
+      (index == 0 ? s.rng.seed : s.rng.counter) = u;
+    } else {
+      double v = 0.0;
+      r = std::from_chars(first, last, v);
+      s.values.push_back(v);
+    }
+    check<ValueError>(!token.empty() && r.ec == std::errc() && r.ptr == last,
+                      "nddr::weighting::state_from_text: token ", index, " '", token,
+                      "' is not a number");
+    ++index;
+  }
+  check<ValueError>(index >= 2,
+                    "nddr::weighting::state_from_text: expected 'seed counter "
+                    "values...', got ",
+                    index, " tokens");
+  return s;
+}
+
 /// Defaults of the optional members of `WeightingMethod`.
 class MethodBase {
  public:
@@ -98,21 +153,21 @@ class MethodBase {
 };
 
 template <class M>
-concept WeightingMethod =
-    requires(M m, const M cm, const StepInput& in, const MethodState& s, std::span<const double> v) {
-      { M::kName } -> std::convertible_to<std::string_view>;
-      typename M::Options;
-      { cm.options() } -> std::convertible_to<const typename M::Options&>;
-      { cm.needs_gram() } -> std::same_as<bool>;
-      { m.combine(in) } -> std::same_as<Combination>;
-      { cm.state() } -> std::same_as<MethodState>;
-      m.set_state(s);
-      { cm.spec() } -> std::same_as<std::string>;
-      m.end_epoch(v);
-      { m.parameters() } -> std::same_as<std::span<double>>;
-      { cm.parameter_gradient() } -> std::same_as<std::span<const double>>;
-      m.after_parameter_update();
-    };
+concept WeightingMethod = requires(M m, const M cm, const StepInput& in, const MethodState& s,
+                                   std::span<const double> v) {
+  { M::kName } -> std::convertible_to<std::string_view>;
+  typename M::Options;
+  { cm.options() } -> std::convertible_to<const typename M::Options&>;
+  { cm.needs_gram() } -> std::same_as<bool>;
+  { m.combine(in) } -> std::same_as<Combination>;
+  { cm.state() } -> std::same_as<MethodState>;
+  m.set_state(s);
+  { cm.spec() } -> std::same_as<std::string>;
+  m.end_epoch(v);
+  { m.parameters() } -> std::same_as<std::span<double>>;
+  { cm.parameter_gradient() } -> std::same_as<std::span<const double>>;
+  m.after_parameter_update();
+};
 
 /// `G G^T` in double precision of the K x P matrix `rows` (one task gradient per row).
 inline Eigen::MatrixXd gram_matrix(const Eigen::MatrixXd& rows) { return rows * rows.transpose(); }
@@ -161,8 +216,7 @@ inline Combination loss_combination(const Eigen::VectorXd& w, std::span<const do
 }
 
 /// Gradient-method result: `w` on the shared gradients, heads unweighted.
-inline Combination gradient_combination(const Eigen::VectorXd& w,
-                                        std::span<const double> losses) {
+inline Combination gradient_combination(const Eigen::VectorXd& w, std::span<const double> losses) {
   Combination c{w, Eigen::VectorXd::Ones(w.size()), 0.0, 0.0};
   for (std::size_t i = 0; i < losses.size(); ++i)
     c.loss += w[static_cast<Eigen::Index>(i)] * losses[i];
@@ -181,8 +235,9 @@ inline void check_state_size(std::string_view who, const MethodState& s, std::si
 /// Throws OptionError: "<flag>: <method> has no option '<key>'; valid options: <keys>".
 [[noreturn]] inline void unknown_key(std::string_view flag, std::string_view method,
                                      std::string_view key, std::string_view keys) {
-  throw OptionError(nddr::detail::concat(flag, ": ", method, " has no option '", key, "'; valid options: ",
-                           keys.empty() ? std::string_view("(none)") : keys));
+  throw OptionError(
+      nddr::detail::concat(flag, ": ", method, " has no option '", key,
+                           "'; valid options: ", keys.empty() ? std::string_view("(none)") : keys));
 }
 
 /// Parses a finite double in [lo, hi] or throws OptionError naming flag, method, key and value.
@@ -193,8 +248,8 @@ inline double parse_double(std::string_view flag, std::string_view method, std::
   check<OptionError>(ec == std::errc() && end == value.data() + value.size() && std::isfinite(v),
                      flag, ": ", method, ":", key, "=", value, ": '", value,
                      "' is not a finite number");
-  check<OptionError>(v >= lo && v <= hi, flag, ": ", method, ":", key, "=", value,
-                     ": must be in [", lo, ", ", hi, "]");
+  check<OptionError>(v >= lo && v <= hi, flag, ": ", method, ":", key, "=", value, ": must be in [",
+                     lo, ", ", hi, "]");
   return v;
 }
 
@@ -219,14 +274,7 @@ int parse_choice(std::string_view flag, std::string_view method, std::string_vie
   std::string list;
   for (std::size_t i = 0; i < N; ++i) list += (i ? ", " : "") + std::string(choices[i]);
   throw OptionError(nddr::detail::concat(flag, ": ", method, ":", key, "=", value, ": '", value,
-                           "' is not one of ", list));
-}
-
-/// Shortest decimal text that reads back as `v` exactly.
-inline std::string format_double(double v) {
-  char buf[32];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
+                                         "' is not one of ", list));
 }
 
 }  // namespace detail

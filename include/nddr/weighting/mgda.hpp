@@ -96,8 +96,8 @@ enum class MinNormSolver {
 /// min over the simplex of w^T M w, as MOO's `MinNormSolver` (best pair first; at most
 /// `max_iter` iterations; stops when the L1 change of w is below `tol` and returns the point
 /// before that change, as the reference does).
-inline MinNorm min_norm_element(const Eigen::MatrixXd& m, MinNormSolver solver,
-                                int max_iter = 250, double tol = 1e-5) {
+inline MinNorm min_norm_element(const Eigen::MatrixXd& m, MinNormSolver solver, int max_iter = 250,
+                                double tol = 1e-5) {
   const Eigen::Index k = m.rows();
   if (k == 1) return {Eigen::VectorXd::Ones(1), m(0, 0)};
   MinNorm best{Eigen::VectorXd::Zero(k), 0.0};
@@ -150,8 +150,8 @@ struct MgdaOptions {
     static constexpr std::string_view kNorms[] = {"none", "l2", "loss", "loss+"};
     static constexpr std::string_view kSolvers[] = {"pg", "fw"};
     if (key == "norm")
-      normalization = static_cast<Normalization>(
-          detail::parse_choice(flag, "mgda", key, value, kNorms));
+      normalization =
+          static_cast<Normalization>(detail::parse_choice(flag, "mgda", key, value, kNorms));
     else if (key == "solver")
       solver = static_cast<MinNormSolver>(detail::parse_choice(flag, "mgda", key, value, kSolvers));
     else

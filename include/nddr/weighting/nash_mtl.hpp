@@ -30,9 +30,8 @@ namespace nddr::weighting {
 /// f(a) = 0.5 a^T M a - sum log a from `start` (> 0), or nothing if the iteration does not reach
 /// max_k |a_k (M a)_k - 1| <= tol within `max_iter` steps (f is unbounded below when a
 /// non-negative direction has M v = 0, e.g. a zero gradient: no Nash solution exists).
-inline std::optional<Eigen::VectorXd> nash_solution(const Eigen::MatrixXd& m,
-                                                    Eigen::VectorXd start, int max_iter = 200,
-                                                    double tol = 1e-12) {
+inline std::optional<Eigen::VectorXd> nash_solution(const Eigen::MatrixXd& m, Eigen::VectorXd start,
+                                                    int max_iter = 200, double tol = 1e-12) {
   Eigen::VectorXd a = std::move(start);
   const auto f = [&](const Eigen::VectorXd& x) {
     return 0.5 * x.dot(m * x) - x.array().log().sum();
@@ -95,7 +94,8 @@ class NashMtl : public MethodBase {
   static constexpr std::string_view kName = "nash";
 
   explicit NashMtl(std::size_t num_tasks, Options options = {})
-      : k_(num_tasks), options_(options),
+      : k_(num_tasks),
+        options_(options),
         alpha_(Eigen::VectorXd::Ones(static_cast<Eigen::Index>(num_tasks))) {
     detail::check_task_count(kName, k_);
     options_.validate("nddr::weighting::nash");

@@ -1,19 +1,19 @@
 #pragma once
 /// \file
-/// Run-time choice of a weighting method by name: `make_weighting("cagrad:c=0.4", K, "--weighting")`
-/// parses `NAME[:key=value,...]` into an `AnyWeighting` (a variant over the method types, each of
-/// which can also be used directly for a compile-time choice). Errors are OptionError naming the
-/// flag, the bad name / key / value and the valid choices.
+/// Run-time choice of a weighting method by name: `make_weighting("cagrad:c=0.4", K,
+/// "--weighting")` parses `NAME[:key=value,...]` into an `AnyWeighting` (a variant over the method
+/// types, each of which can also be used directly for a compile-time choice). Errors are
+/// OptionError naming the flag, the bad name / key / value and the valid choices.
 
 #include <Eigen/Core>
 #include <cstddef>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
-#include <optional>
 #include <variant>
 #include <vector>
 
@@ -88,10 +88,10 @@ class AnyWeighting {
 inline std::string weighting_names() {
   std::string out;
   [&]<std::size_t... I>(std::index_sequence<I...>) {
-    ((out += (I ? ", " : "") +
-              std::string(std::variant_alternative_t<I, AnyWeightingBase>::kName)),
+    ((out += (I ? ", " : "") + std::string(std::variant_alternative_t<I, AnyWeightingBase>::kName)),
      ...);
-  }(std::make_index_sequence<std::variant_size_v<AnyWeightingBase>>{});
+  }
+  (std::make_index_sequence<std::variant_size_v<AnyWeightingBase>>{});
   return out;
 }
 
@@ -135,10 +135,11 @@ inline AnyWeighting make_weighting(std::string_view spec, std::size_t num_tasks,
                    true)
                 : false) ||
            ...);
-  }(std::make_index_sequence<std::variant_size_v<AnyWeightingBase>>{});
+  }
+  (std::make_index_sequence<std::variant_size_v<AnyWeightingBase>>{});
   if (!out)
     throw OptionError(nddr::detail::concat(flag, ": unknown weighting method '", name,
-                                     "'; valid methods: ", weighting_names()));
+                                           "'; valid methods: ", weighting_names()));
   return std::move(*out);
 }
 
