@@ -432,6 +432,33 @@ TEST_CASE("weighting: the gradient methods' weights do not depend on the gradien
   }
 }
 
+TEST_CASE("weighting: zero task gradients give finite weights or a ValueError, never NaN") {
+  MatrixXd one_zero_rows(3, 4);
+  one_zero_rows << 1, 2, -1, 0.5, 0, 0, 0, 0, -1, 0.5, 1, 2;
+  const MatrixXd one_zero = one_zero_rows;
+  const MatrixXd all_zero = MatrixXd::Zero(3, 4);
+  const std::vector<double> losses{1, 2, 3};
+  for (const char* spec : {"gradnorm:initial=step", "mgda", "mgda:norm=l2", "mgda:solver=fw",
+                           "pcgrad", "cagrad", "imtl", "aligned", "nash"}) {
+    for (const MatrixXd* g : {&one_zero, &all_zero}) {
+      INFO(spec << (g == &all_zero ? " with all gradients zero" : " with g_2 = 0"));
+      nw::AnyWeighting m = nw::make_weighting(spec, 3);
+      try {
+        const nw::Combination c = step(m, *g, losses);
+        CHECK(c.shared.allFinite());
+        CHECK(c.heads.allFinite());
+        CHECK(shared_update(*g, c).allFinite());
+      } catch (const nddr::ValueError& e) {
+        CHECK_THAT(e.what(), Catch::Matchers::Contains("imtl"));  // the only one that refuses
+      }
+    }
+  }
+  SECTION("Nash-MTL keeps the previous weights when no bargaining solution exists") {
+    nw::NashMtl nash(3);
+    CHECK(step(nash, one_zero, losses).shared == VectorXd::Ones(3));
+  }
+}
+
 TEST_CASE("weighting: MethodState as checkpoint text round-trips exactly") {
   const nw::MethodState s{{0.1, -2.5e-300, 1.0 / 3.0, 12345678.0, 0.0}, {42, 7}};
   const std::string text = nw::state_to_text(s);
