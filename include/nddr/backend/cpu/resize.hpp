@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// CPU resize (bilinear in three conventions, TF legacy nearest). The per-axis taps are
+/// CPU resize (front door: nddr/ops/resize.hpp): bilinear in three conventions, TF legacy nearest. The per-axis taps are
 /// computed once per call; loops run in parallel over the N * C planes.
 
 #include <cstdint>
@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "nddr/core/context.hpp"
-#include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/resize.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/resize.hpp"
 
 namespace nddr {
 namespace detail {
@@ -19,10 +19,6 @@ namespace detail {
 /// Coordinate arithmetic type: T for floating tensors, float (as TF) for integer label maps.
 template <class T>
 using ResizeScalar = std::conditional_t<std::is_floating_point_v<T>, T, float>;
-
-inline void check_resize(const char* op, const Shape& x, const Shape& y, const ResizeOptions& opt) {
-  check_shape(op, "y", y, resize_output_shape(op, x, opt));
-}
 
 template <class S>
 std::vector<ops::ResizeTap<S>> resize_taps(ResizeMode mode, std::int64_t in, std::int64_t out) {
@@ -34,20 +30,16 @@ std::vector<ops::ResizeTap<S>> resize_taps(ResizeMode mode, std::int64_t in, std
 
 }  // namespace detail
 
-namespace ops {
+namespace ops::backend {
 
-/// y = x resized to (opt.out_h, opt.out_w) with opt.resize_mode. Integer tensors (label maps:
-/// uint8, int32, int64) support kNearestTfLegacy only.
+template <>
+struct Resize<Cpu> {
+
 template <class T>
-void resize_forward(Context<Cpu>& ctx, TensorView<const T, Cpu> x, TensorView<T, Cpu> y,
-                    const ResizeOptions& opt) {
-  const char* op = "nddr::ops::resize_forward";
-  nddr::detail::check_resize(op, x.shape(), y.shape(), opt);
+static void resize_forward(Context<Cpu>& ctx, TensorView<const T, Cpu> x, TensorView<T, Cpu> y,
+                           const ResizeOptions& opt) {
   using S = nddr::detail::ResizeScalar<T>;
   const bool nearest = opt.resize_mode == ResizeMode::kNearestTfLegacy;
-  check<OptionError>(std::is_floating_point_v<T> || nearest, op,
-                     ": integer tensors support only mode kNearestTfLegacy, got ",
-                     resize_mode_name(opt.resize_mode));
   const std::int64_t in_h = x.shape().h(), in_w = x.shape().w();
   const std::int64_t out_h = opt.out_h, out_w = opt.out_w;
   const auto th = nddr::detail::resize_taps<S>(opt.resize_mode, in_h, out_h);
@@ -72,17 +64,10 @@ void resize_forward(Context<Cpu>& ctx, TensorView<const T, Cpu> x, TensorView<T,
   });
 }
 
-/// dx += the transpose of resize_forward applied to dy: every dy value is scattered onto its
-/// source cells with the interpolation weights (nearest: onto its single source). x supplies
-/// the input shape.
 template <class T>
-requires std::is_floating_point_v<T>
-void resize_backward(Context<Cpu>& ctx, TensorView<const T, Cpu> x, TensorView<const T, Cpu> dy,
-                     TensorView<T, Cpu> dx, const ResizeOptions& opt) {
-  if (dx.empty()) return;
-  const char* op = "nddr::ops::resize_backward";
-  nddr::detail::check_resize(op, x.shape(), dy.shape(), opt);
-  check_shape(op, "dx", dx.shape(), x.shape());
+static void resize_backward(Context<Cpu>& ctx, TensorView<const T, Cpu> x,
+                            TensorView<const T, Cpu> dy, TensorView<T, Cpu> dx,
+                            const ResizeOptions& opt) {
   const std::int64_t in_h = x.shape().h(), in_w = x.shape().w();
   const std::int64_t out_h = opt.out_h, out_w = opt.out_w;
   const auto th = nddr::detail::resize_taps<T>(opt.resize_mode, in_h, out_h);
@@ -106,5 +91,7 @@ void resize_backward(Context<Cpu>& ctx, TensorView<const T, Cpu> x, TensorView<c
   });
 }
 
-}  // namespace ops
+};
+
+}  // namespace ops::backend
 }  // namespace nddr
