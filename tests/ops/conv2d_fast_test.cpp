@@ -8,7 +8,7 @@
 #include <nddr/backend/cpu/conv2d.hpp>
 #include <nddr/io/safetensors.hpp>
 #include <nddr/layers/conv2d.hpp>
-#include <nddr/ops/winograd.hpp>
+#include <nddr/ops/math/winograd.hpp>
 #include <nddr/testing/gradient_check.hpp>
 #include <nddr/testing/layer_laws.hpp>
 #include <string>

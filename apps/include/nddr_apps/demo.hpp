@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "nddr/backbones/tiny.hpp"
-#include "nddr/backend/cpu/resize.hpp"
+#include "nddr/ops/resize.hpp"
 #include "nddr/data/fashion.hpp"
 #include "nddr/distributed/auto.hpp"
 #include "nddr/fusion/cross_stitch.hpp"

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "nddr/backbones/heads.hpp"
-#include "nddr/backend/cpu/pool.hpp"
+#include "nddr/ops/pool.hpp"
 #include "nddr/concepts/backbone.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"

@@ -44,7 +44,8 @@
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/conv2d.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/conv2d.hpp"
 
 namespace nddr::cuda::launch {
 
@@ -298,20 +299,6 @@ void conv2d_pad_input(Context<Cuda>& ctx, const T* x, T* xp, std::int64_t batch,
                       g.in_h + g.pad_top + g.pad_bottom, g.in_w + g.pad_left + g.pad_right);
 }
 
-/// Checks the bias view against the options: present with shape (C_out) iff use_bias (the
-/// messages of the CPU op).
-template <class T>
-void conv2d_check_bias(const char* who, const char* what, TensorView<T, Cuda> b,
-                       const Conv2dOptions& opt, std::int64_t out_c) {
-  if (!opt.use_bias) {
-    check<OptionError>(b.empty(), who, ": use_bias is false but a ", what, " tensor ",
-                       b.shape(), " was given");
-    return;
-  }
-  check<ShapeError>(!b.empty(), who, ": use_bias is true but ", what, " is empty");
-  check_shape(who, what, b.shape(), Shape{out_c});
-}
-
 /// T is the type cuDNN sees (bfloat16 in a BF16 call).
 template <class T>
 ConvKey conv_key(const Context<Cuda>& ctx, ConvDirection d, std::int64_t batch,
@@ -520,11 +507,15 @@ inline std::size_t conv2d_algorithm_cache_hits() {
 
 }  // namespace nddr::cuda
 
-namespace nddr::ops {
+namespace nddr::ops::backend {
+
+/// Convolution on the GPU through cuDNN (front door: nddr/ops/conv2d.hpp). T = float or double.
+template <>
+struct Conv2d<Cuda> {
 
 /// y = conv(x, w) + b on the GPU; shapes, options and errors as the CPU op. T = float, double.
 template <class T>
-void conv2d_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> x,
+static void conv2d_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> x,
                     std::type_identity_t<TensorView<const T, Cuda>> w,
                     std::type_identity_t<TensorView<const T, Cuda>> b, TensorView<T, Cuda> y,
                     const Conv2dOptions& opt) {
@@ -532,9 +523,7 @@ void conv2d_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T,
   constexpr const char* kWho = "nddr::ops::conv2d_forward";
   namespace cd = cuda::detail;
   const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt, kWho);
-  cd::conv2d_check_bias(kWho, "bias", b, opt, g.out_c);
   const std::int64_t batch = x.shape().n();
-  check_shape(kWho, "y", y.shape(), Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
   if (y.numel() == 0) return;
   if constexpr (std::is_same_v<T, float>)
     if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16)
@@ -581,7 +570,7 @@ void conv2d_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T,
 
 /// dx += conv^T(dy, w) on the GPU (skipped when dx is empty); as the CPU op.
 template <class T>
-void conv2d_backward_data(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> w,
+static void conv2d_backward_data(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> w,
                           std::type_identity_t<TensorView<const T, Cuda>> dy,
                           TensorView<T, Cuda> dx, const Conv2dOptions& opt) {
   static_assert(cuda::kKernelType<T>,
@@ -591,7 +580,6 @@ void conv2d_backward_data(Context<Cuda>& ctx, std::type_identity_t<TensorView<co
   namespace cd = cuda::detail;
   const Conv2dGeometry g = conv2d_geometry(dx.shape(), w.shape(), opt, kWho);
   const std::int64_t batch = dx.shape().n();
-  check_shape(kWho, "dy", dy.shape(), Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
   if (dx.numel() == 0 || dy.numel() == 0) return;
   if constexpr (std::is_same_v<T, float>)
     if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16)
@@ -646,7 +634,7 @@ void conv2d_backward_data(Context<Cuda>& ctx, std::type_identity_t<TensorView<co
 /// dw = sum_n dy_n * col(x_n)^T and db = sum of dy over (n, h, w), both assigned (each skipped
 /// when empty; db must be empty unless `opt.use_bias`); as the CPU op.
 template <class T>
-void conv2d_backward_weights(Context<Cuda>& ctx,
+static void conv2d_backward_weights(Context<Cuda>& ctx,
                              std::type_identity_t<TensorView<const T, Cuda>> x,
                              std::type_identity_t<TensorView<const T, Cuda>> dy,
                              TensorView<T, Cuda> dw, std::type_identity_t<TensorView<T, Cuda>> db,
@@ -656,17 +644,12 @@ void conv2d_backward_weights(Context<Cuda>& ctx,
   constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
   namespace cd = cuda::detail;
   if (!db.empty()) {
-    check<OptionError>(opt.use_bias, kWho, ": use_bias is false but a db tensor ", db.shape(),
-                       " was given");
-    check_rank4(kWho, "dy", dy.shape());
-    check_shape(kWho, "db", db.shape(), Shape{dy.shape().c()});
     cuda::launch::channel_sum<T>(ctx.stream(), dy.data(), db.data(), dy.shape().n(),
                                  dy.shape().c(), dy.shape().h() * dy.shape().w());
   }
   if (dw.empty()) return;
   const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
   const std::int64_t batch = x.shape().n();
-  check_shape(kWho, "dy", dy.shape(), Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
   if (batch == 0 || dy.numel() == 0) {
     NDDR_CUDA_CHECK(cudaMemsetAsync(dw.data(), 0, static_cast<std::size_t>(dw.numel()) * sizeof(T),
                                     ctx.stream()),
@@ -719,20 +702,19 @@ void conv2d_backward_weights(Context<Cuda>& ctx,
 
 /// Full backward pass on the GPU: dx accumulated (skipped when empty), dw and db assigned.
 template <class T>
-void conv2d_backward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> x,
+static void conv2d_backward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> x,
                      std::type_identity_t<TensorView<const T, Cuda>> w,
                      std::type_identity_t<TensorView<const T, Cuda>> dy, TensorView<T, Cuda> dx,
                      std::type_identity_t<TensorView<T, Cuda>> dw,
                      std::type_identity_t<TensorView<T, Cuda>> db, const Conv2dOptions& opt) {
   if constexpr (std::is_same_v<T, float>) {
     namespace cd = cuda::detail;
-    // BF16 with both gradients: one pass that rounds dy once (the separate ops' checks first).
+    // BF16 with both gradients: one pass that rounds dy once.
     if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16 && !dx.empty() && !dw.empty() &&
         dx.shape() == x.shape() && dw.shape() == w.shape() && x.numel() > 0 && dy.numel() > 0) {
       constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
-      conv2d_backward_weights<T>(ctx, x, dy, {}, db, opt);  // db and its checks only
+      conv2d_backward_weights<T>(ctx, x, dy, {}, db, opt);  // db only
       const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
-      check_shape(kWho, "dy", dy.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
       return cd::conv2d_backward_bf16(ctx, x, w, dy, dx, dw, g, "nddr::ops::conv2d_backward");
     }
   }
@@ -740,4 +722,6 @@ void conv2d_backward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T
   conv2d_backward_data<T>(ctx, w, dy, dx, opt);
 }
 
-}  // namespace nddr::ops
+};
+
+}  // namespace nddr::ops::backend

@@ -9,7 +9,7 @@
 
 #include "nddr/backend/cuda/kernels/launch.cuh"
 #include "nddr/backend/cuda/launch.hpp"
-#include "nddr/ops/argmax.hpp"
+#include "nddr/ops/math/argmax.hpp"
 
 namespace nddr::cuda::kernels {
 

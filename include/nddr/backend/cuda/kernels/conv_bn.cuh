@@ -13,7 +13,7 @@
 #include "nddr/backend/cuda/kernels/launch.cuh"
 #include "nddr/backend/cuda/launch.hpp"
 #include "nddr/core/bfloat16.hpp"
-#include "nddr/ops/batch_norm.hpp"
+#include "nddr/ops/math/batch_norm.hpp"
 
 namespace nddr::cuda::kernels {
 
