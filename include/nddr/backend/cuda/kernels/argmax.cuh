@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// The arg-max kernel and its launcher (nvcc only; instantiated in kernels.cu). The launcher
-/// declaration lives in backend/cuda/argmax.hpp (not included: it pulls in the CPU op).
+/// declaration lives in backend/cuda/argmax.hpp (not needed here: the definition declares it).
 
 #include <cuda_runtime.h>
 
