@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
-#include <nddr/backend/cpu/conv2d.hpp>
+#include <nddr/ops/conv2d.hpp>
 #include <nddr/io/safetensors.hpp>
 #include <nddr/layers/conv2d.hpp>
 #include <nddr/ops/math/winograd.hpp>

@@ -41,6 +41,10 @@
 #include "nddr/viz/plot.hpp"
 #include "nddr_apps/cli.hpp"
 
+#if defined(NDDR_WITH_CUDA)
+#include "nddr/cuda.hpp"  // the GPU backend (--device cuda), when the program links nddr::cuda
+#endif
+
 namespace nddr::viz {
 
 /// Options of `run_demo`; the defaults are the full run (about 5 minutes on 2 cores).
