@@ -36,6 +36,7 @@ template <class D> struct BatchNorm;    ///< ops/batch_norm.hpp: BN (+ fused ReL
 template <class D> struct Concat;       ///< ops/concat.hpp: channel concat and split
 template <class D> struct Conv2d;       ///< ops/conv2d.hpp: 2-D convolution
 template <class D> struct Dropout;      ///< ops/dropout.hpp: counter-based inverted dropout
+template <class D> struct Elementwise;  ///< ops/elementwise.hpp: y += x, ReLU(a + b)
 template <class D> struct L2Normalize;  ///< ops/l2_normalize.hpp: per-pixel L2 normalisation
 template <class D> struct Linear;       ///< ops/linear.hpp: fully connected layer
 template <class D> struct Loss;         ///< ops/loss.hpp: cross-entropy, normal loss
