@@ -3,6 +3,7 @@
 // fusion layer, and MultiTask networks (NDDR, and the shortcut variant of cross-stitch), on Cuda
 // against the CPU. Before the ops' front doors this failed to compile: a layer template only
 // found the Context<Cuda> overloads declared before it.
+// clang-format off: the order of these includes is the test.
 #include <nddr/backbones/heads.hpp>
 #include <nddr/backbones/tiny.hpp>
 #include <nddr/fusion/cross_stitch.hpp>
@@ -22,6 +23,7 @@
 #include <nddr/multitask/network.hpp>
 
 #include <nddr/cuda.hpp>  // last, on purpose
+// clang-format on
 
 #include <catch2/catch.hpp>
 
