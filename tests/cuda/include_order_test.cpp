@@ -3,7 +3,8 @@
 // fusion layer, and MultiTask networks (NDDR, and the shortcut variant of cross-stitch), on Cuda
 // against the CPU. Before the ops' front doors this failed to compile: a layer template only
 // found the Context<Cuda> overloads declared before it.
-// clang-format off: the order of these includes is the test.
+// The order of these includes is the test:
+// clang-format off
 #include <nddr/backbones/heads.hpp>
 #include <nddr/backbones/tiny.hpp>
 #include <nddr/fusion/cross_stitch.hpp>
@@ -25,10 +26,9 @@
 #include <nddr/cuda.hpp>  // last, on purpose
 // clang-format on
 
-#include <catch2/catch.hpp>
-
 #include <algorithm>
 #include <array>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>

@@ -21,15 +21,15 @@
 #include <vector>
 
 #include "nddr/backbones/heads.hpp"
-#include "nddr/ops/activation.hpp"
-#include "nddr/ops/elementwise.hpp"
-#include "nddr/ops/pool.hpp"
 #include "nddr/concepts/backbone.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/tensor.hpp"
 #include "nddr/layers/pool.hpp"
 #include "nddr/layers/sequential.hpp"
+#include "nddr/ops/activation.hpp"
+#include "nddr/ops/elementwise.hpp"
+#include "nddr/ops/pool.hpp"
 
 namespace nddr {
 

@@ -26,7 +26,6 @@ namespace nddr {
 
 namespace detail {
 
-
 /// The state and passes shared by the cross-stitch and sluice layers: K tasks of C channels,
 /// each split into S subspaces mixed by one parameter `prefix.alpha` (K S, K S) in group "nddr".
 /// `who` names the layer in error messages.
@@ -61,7 +60,8 @@ class SubspaceMixLayer {
 
   void forward(Context<D>& ctx, Views xs, Outs ys) {
     const Shape s = check_fusion_views(who_, tasks_, channels_, xs, ys, "output", false);
-    ops::subspace_mix_forward<T>(ctx, SubspaceLayout(s, tasks_, subspaces_), xs, alpha().data(), ys);
+    ops::subspace_mix_forward<T>(ctx, SubspaceLayout(s, tasks_, subspaces_), xs, alpha().data(),
+                                 ys);
   }
 
   void backward(Context<D>& ctx, Views xs, Views, Views dys, Outs dxs) {

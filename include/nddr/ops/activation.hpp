@@ -20,8 +20,7 @@ void relu_forward(Context<D>& ctx, ViewOn<const T, D> x, ViewOn<T, D> y) {
 
 /// dx += dy * [x > 0]. An empty dx is skipped.
 template <class T, class D>
-void relu_backward(Context<D>& ctx, ViewOn<const T, D> x, ViewOn<const T, D> dy,
-                   ViewOn<T, D> dx) {
+void relu_backward(Context<D>& ctx, ViewOn<const T, D> x, ViewOn<const T, D> dy, ViewOn<T, D> dx) {
   if (dx.empty()) return;
   check_shape("nddr::ops::relu_backward", "dy", dy.shape(), x.shape());
   check_shape("nddr::ops::relu_backward", "dx", dx.shape(), x.shape());

@@ -30,20 +30,34 @@ using ViewOn = TensorView<T, std::type_identity_t<D>>;
 
 namespace backend {
 
-template <class D> struct Activation;   ///< ops/activation.hpp: ReLU
-template <class D> struct Argmax;       ///< ops/argmax.hpp: argmax over channels
-template <class D> struct BatchNorm;    ///< ops/batch_norm.hpp: BN (+ fused ReLU), sync BN
-template <class D> struct Concat;       ///< ops/concat.hpp: channel concat and split
-template <class D> struct Conv2d;       ///< ops/conv2d.hpp: 2-D convolution
-template <class D> struct Dropout;      ///< ops/dropout.hpp: counter-based inverted dropout
-template <class D> struct Elementwise;  ///< ops/elementwise.hpp: y += x, ReLU(a + b)
-template <class D> struct L2Normalize;  ///< ops/l2_normalize.hpp: per-pixel L2 normalisation
-template <class D> struct Linear;       ///< ops/linear.hpp: fully connected layer
-template <class D> struct Loss;         ///< ops/loss.hpp: cross-entropy, normal loss
-template <class D> struct NddrMix;      ///< ops/nddr_mix.hpp: concat-free NDDR 1x1 mix
-template <class D> struct Pool;         ///< ops/pool.hpp: max, average, global average pool
-template <class D> struct Resize;       ///< ops/resize.hpp: bilinear / nearest resize
-template <class D> struct SubspaceMix;  ///< ops/subspace_mix.hpp: cross-stitch / sluice mix
+template <class D>
+struct Activation;  ///< ops/activation.hpp: ReLU
+template <class D>
+struct Argmax;  ///< ops/argmax.hpp: argmax over channels
+template <class D>
+struct BatchNorm;  ///< ops/batch_norm.hpp: BN (+ fused ReLU), sync BN
+template <class D>
+struct Concat;  ///< ops/concat.hpp: channel concat and split
+template <class D>
+struct Conv2d;  ///< ops/conv2d.hpp: 2-D convolution
+template <class D>
+struct Dropout;  ///< ops/dropout.hpp: counter-based inverted dropout
+template <class D>
+struct Elementwise;  ///< ops/elementwise.hpp: y += x, ReLU(a + b)
+template <class D>
+struct L2Normalize;  ///< ops/l2_normalize.hpp: per-pixel L2 normalisation
+template <class D>
+struct Linear;  ///< ops/linear.hpp: fully connected layer
+template <class D>
+struct Loss;  ///< ops/loss.hpp: cross-entropy, normal loss
+template <class D>
+struct NddrMix;  ///< ops/nddr_mix.hpp: concat-free NDDR 1x1 mix
+template <class D>
+struct Pool;  ///< ops/pool.hpp: max, average, global average pool
+template <class D>
+struct Resize;  ///< ops/resize.hpp: bilinear / nearest resize
+template <class D>
+struct SubspaceMix;  ///< ops/subspace_mix.hpp: cross-stitch / sluice mix
 
 }  // namespace backend
 }  // namespace nddr::ops

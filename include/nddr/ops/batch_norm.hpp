@@ -54,16 +54,16 @@ inline void batch_norm_check_training_count(const char* who, const Shape& x,
 /// output y: it must have x's shape. Without it y is not used.
 inline void batch_norm_check_relu_output(const char* who, const BatchNormOptions& opt,
                                          const Shape& y, const Shape& x) {
-  if (opt.relu()) check_shape(who, "y (forward's output; BatchNormOptions.relu reads its mask)", y, x);
+  if (opt.relu())
+    check_shape(who, "y (forward's output; BatchNormOptions.relu reads its mask)", y, x);
 }
 
 /// The checks shared by both forward passes: options, x, y, the running statistics and, with
 /// `affine()`, gamma and beta. Returns the layout of x.
 inline BatchNormLayout batch_norm_check_forward(const char* who, const BatchNormOptions& opt,
                                                 const Shape& x, const Shape& y,
-                                                const Shape& running_mean,
-                                                const Shape& running_var, const Shape& gamma,
-                                                const Shape& beta) {
+                                                const Shape& running_mean, const Shape& running_var,
+                                                const Shape& gamma, const Shape& beta) {
   const BatchNormLayout L = batch_norm_check(who, opt, x, "y", y, "running_mean", running_mean,
                                              "running_var", running_var);
   batch_norm_check_vector(who, "gamma", opt.affine(), gamma, L.channels);
@@ -107,9 +107,9 @@ void batch_norm_forward_training(Context<D>& ctx, std::type_identity_t<TensorVie
                                  ViewOn<T, D> y, ViewOn<T, D> save_mean, ViewOn<T, D> save_inv_std,
                                  const BatchNormOptions& opt) {
   constexpr const char* who = "nddr::ops::batch_norm_forward_training";
-  const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
-                                                        running_mean.shape(), running_var.shape(),
-                                                        gamma.shape(), beta.shape());
+  const auto L =
+      nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(), running_mean.shape(),
+                                             running_var.shape(), gamma.shape(), beta.shape());
   nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
   nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
                                         L.channels);
@@ -127,11 +127,11 @@ void batch_norm_forward_inference(Context<D>& ctx, std::type_identity_t<TensorVi
                                   std::type_identity_t<TensorView<const T, D>> running_var,
                                   ViewOn<T, D> y, const BatchNormOptions& opt) {
   constexpr const char* who = "nddr::ops::batch_norm_forward_inference";
-  const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
-                                                        running_mean.shape(), running_var.shape(),
-                                                        gamma.shape(), beta.shape());
-  backend::BatchNorm<D>::template batch_norm_forward_inference<T>(ctx, L, x, gamma, beta,
-                                                                  running_mean, running_var, y, opt);
+  const auto L =
+      nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(), running_mean.shape(),
+                                             running_var.shape(), gamma.shape(), beta.shape());
+  backend::BatchNorm<D>::template batch_norm_forward_inference<T>(
+      ctx, L, x, gamma, beta, running_mean, running_var, y, opt);
 }
 
 /// Training backward, through the batch statistics: dx += dL/dx (skipped when dx is empty);
@@ -148,9 +148,9 @@ void batch_norm_backward_training(Context<D>& ctx, std::type_identity_t<TensorVi
                                   const BatchNormOptions& opt,
                                   std::type_identity_t<TensorView<const T, D>> y = {}) {
   constexpr const char* who = "nddr::ops::batch_norm_backward_training";
-  const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean",
-                                                         save_mean, "save_inv_std", save_inv_std,
-                                                         dx, dgamma, dbeta);
+  const auto L =
+      nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean", save_mean,
+                                              "save_inv_std", save_inv_std, dx, dgamma, dbeta);
   nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
   nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
   backend::BatchNorm<D>::template batch_norm_backward_training<T>(
@@ -170,9 +170,9 @@ void batch_norm_backward_inference(Context<D>& ctx, std::type_identity_t<TensorV
                                    const BatchNormOptions& opt,
                                    std::type_identity_t<TensorView<const T, D>> y = {}) {
   constexpr const char* who = "nddr::ops::batch_norm_backward_inference";
-  const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "running_mean",
-                                                         running_mean, "running_var", running_var,
-                                                         dx, dgamma, dbeta);
+  const auto L =
+      nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "running_mean", running_mean,
+                                              "running_var", running_var, dx, dgamma, dbeta);
   nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
   backend::BatchNorm<D>::template batch_norm_backward_inference<T>(
       ctx, L, x, dy, gamma, running_mean, running_var, dx, dgamma, dbeta, opt, y);
@@ -197,9 +197,9 @@ void batch_norm_forward_training_sync(Context<D>& ctx,
                                       ViewOn<T, D> save_inv_std, const BatchNormOptions& opt,
                                       const BatchNormAllReduce& all_reduce) {
   constexpr const char* who = "nddr::ops::batch_norm_forward_training_sync";
-  const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
-                                                        running_mean.shape(), running_var.shape(),
-                                                        gamma.shape(), beta.shape());
+  const auto L =
+      nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(), running_mean.shape(),
+                                             running_var.shape(), gamma.shape(), beta.shape());
   nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
   nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
                                         L.channels);
@@ -226,9 +226,9 @@ void batch_norm_backward_training_sync(Context<D>& ctx,
                                        const BatchNormAllReduce& all_reduce,
                                        std::type_identity_t<TensorView<const T, D>> y = {}) {
   constexpr const char* who = "nddr::ops::batch_norm_backward_training_sync";
-  const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean",
-                                                         save_mean, "save_inv_std", save_inv_std,
-                                                         dx, dgamma, dbeta);
+  const auto L =
+      nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean", save_mean,
+                                              "save_inv_std", save_inv_std, dx, dgamma, dbeta);
   nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
   check<OptionError>(static_cast<bool>(all_reduce), who, ": all_reduce is empty");
   backend::BatchNorm<D>::template batch_norm_backward_training_sync<T>(

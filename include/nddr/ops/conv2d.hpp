@@ -23,8 +23,8 @@ template <class V>
 void conv2d_check_bias(const char* who, const char* what, const V& b, const Conv2dOptions& opt,
                        std::int64_t out_c) {
   if (!opt.use_bias) {
-    check<OptionError>(b.empty(), who, ": use_bias is false but a ", what, " tensor ",
-                       b.shape(), " was given");
+    check<OptionError>(b.empty(), who, ": use_bias is false but a ", what, " tensor ", b.shape(),
+                       " was given");
     return;
   }
   check<ShapeError>(!b.empty(), who, ": use_bias is true but ", what, " is empty");

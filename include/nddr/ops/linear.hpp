@@ -19,9 +19,9 @@ namespace detail {
 /// Checks x against w (out, F) and returns F.
 inline std::int64_t check_linear_weight(const char* who, const Shape& x, const Shape& w) {
   const std::int64_t features = linear_features(who, x);
-  check<ShapeError>(w.rank() == 2 && w[1] == features, who, ": weight has shape ", w,
-                    " but input ", x, " has ", features,
-                    " features per item; expected weight (out, ", features, ")");
+  check<ShapeError>(w.rank() == 2 && w[1] == features, who, ": weight has shape ", w, " but input ",
+                    x, " has ", features, " features per item; expected weight (out, ", features,
+                    ")");
   return features;
 }
 

@@ -35,8 +35,7 @@ void check_nddr_mix(const char* who, std::span<const X> xs, const char* what,
 }
 
 inline void check_nddr_kernel(const char* who, const Shape& w, const Shape& x, std::size_t tasks) {
-  check_shape(who, "w", w,
-              Shape::nchw(x.c(), static_cast<std::int64_t>(tasks) * x.c(), 1, 1));
+  check_shape(who, "w", w, Shape::nchw(x.c(), static_cast<std::int64_t>(tasks) * x.c(), 1, 1));
 }
 
 }  // namespace detail
@@ -63,8 +62,8 @@ void nddr_mix_forward(Context<D>& ctx, std::span<const ViewOn<const T, D>> xs,
 /// dx_j += W_kj^T g for every non-empty dx_j.
 template <class T, class D>
 void nddr_mix_backward(Context<D>& ctx, std::span<const ViewOn<const T, D>> xs,
-                       ViewOn<const T, D> w, ViewOn<const T, D> g, ViewOn<T, D> dw,
-                       ViewOn<T, D> db, std::span<const ViewOn<T, D>> dxs) {
+                       ViewOn<const T, D> w, ViewOn<const T, D> g, ViewOn<T, D> dw, ViewOn<T, D> db,
+                       std::span<const ViewOn<T, D>> dxs) {
   constexpr const char* kWho = "nddr::ops::nddr_mix_backward";
   detail::check_nddr_mix(kWho, xs, "dx", dxs, xs.size());
   const Shape& s = xs[0].shape();

@@ -48,8 +48,8 @@ void max_pool2d_forward(Context<D>& ctx, ViewOn<const T, D> x, ViewOn<T, D> y,
 /// first maximum within its (H, W) plane, as PyTorch's return_indices.
 template <class T, class I, class D>
 requires std::is_same_v<I, std::int32_t> || std::is_same_v<I, std::int64_t>
-void max_pool2d_forward(Context<D>& ctx, ViewOn<const T, D> x, ViewOn<T, D> y,
-                        ViewOn<I, D> argmax, const Pool2dOptions& opt) {
+void max_pool2d_forward(Context<D>& ctx, ViewOn<const T, D> x, ViewOn<T, D> y, ViewOn<I, D> argmax,
+                        const Pool2dOptions& opt) {
   const char* op = "nddr::ops::max_pool2d_forward";
   check_shape(op, "argmax", argmax.shape(), y.shape());
   check<OptionError>(std::is_same_v<I, std::int64_t> ||
@@ -73,8 +73,7 @@ void max_pool2d_backward(Context<D>& ctx, ViewOn<const I, D> argmax, ViewOn<cons
   check_rank4(op, "dy", dy.shape());
   check_shape(op, "argmax", argmax.shape(), dy.shape());
   check<ShapeError>(dy.shape().n() == dx.shape().n() && dy.shape().c() == dx.shape().c(), op,
-                    ": dy ", dy.shape(), " and dx ", dx.shape(),
-                    " differ in batch or channels");
+                    ": dy ", dy.shape(), " and dx ", dx.shape(), " differ in batch or channels");
   backend::Pool<D>::template max_pool2d_backward<T, I>(ctx, argmax, dy, dx, check_argmax);
 }
 

@@ -40,8 +40,8 @@ void resize_forward(Context<D>& ctx, ViewOn<const T, D> x, ViewOn<T, D> y,
 /// the input shape.
 template <class T, class D>
 requires std::is_floating_point_v<T>
-void resize_backward(Context<D>& ctx, ViewOn<const T, D> x, ViewOn<const T, D> dy,
-                     ViewOn<T, D> dx, const ResizeOptions& opt) {
+void resize_backward(Context<D>& ctx, ViewOn<const T, D> x, ViewOn<const T, D> dy, ViewOn<T, D> dx,
+                     const ResizeOptions& opt) {
   if (dx.empty()) return;
   const char* op = "nddr::ops::resize_backward";
   detail::check_resize(op, x.shape(), dy.shape(), opt);

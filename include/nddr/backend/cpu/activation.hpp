@@ -33,7 +33,7 @@ struct Activation<Cpu> {
 
   template <class T>
   static void relu_gradient(Context<Cpu>& ctx, TensorView<const T, Cpu> y,
-                        TensorView<const T, Cpu> dy, TensorView<T, Cpu> g) {
+                            TensorView<const T, Cpu> dy, TensorView<T, Cpu> g) {
     const T* yp = y.data();
     const T* dyp = dy.data();
     T* gp = g.data();

@@ -153,182 +153,174 @@ namespace backend {
 template <>
 struct BatchNorm<Cpu> {
   template <class T>
-  static void batch_norm_forward_training(Context<Cpu>& ctx, const nddr::detail::BatchNormLayout& L,
-                                          TensorView<const T, Cpu> x, TensorView<const T, Cpu> gamma,
-                                          TensorView<const T, Cpu> beta, TensorView<T, Cpu> running_mean,
-                                          TensorView<T, Cpu> running_var, TensorView<T, Cpu> y,
-                                          TensorView<T, Cpu> save_mean, TensorView<T, Cpu> save_inv_std,
-                                          const BatchNormOptions& opt) {
-  const T* xp = x.data();
-  detail::batch_norm_apply_training<T>(
-      ctx, L, x, gamma, beta, running_mean, running_var, y, save_mean, save_inv_std, opt,
-      L.count(), [xp, &L](std::int64_t c) {
-        return batch_norm_channel_moments(xp + c * L.plane, L.items, L.plane, L.stride());
-      });
-}
+  static void batch_norm_forward_training(
+      Context<Cpu>& ctx, const nddr::detail::BatchNormLayout& L, TensorView<const T, Cpu> x,
+      TensorView<const T, Cpu> gamma, TensorView<const T, Cpu> beta,
+      TensorView<T, Cpu> running_mean, TensorView<T, Cpu> running_var, TensorView<T, Cpu> y,
+      TensorView<T, Cpu> save_mean, TensorView<T, Cpu> save_inv_std, const BatchNormOptions& opt) {
+    const T* xp = x.data();
+    detail::batch_norm_apply_training<T>(
+        ctx, L, x, gamma, beta, running_mean, running_var, y, save_mean, save_inv_std, opt,
+        L.count(), [xp, &L](std::int64_t c) {
+          return batch_norm_channel_moments(xp + c * L.plane, L.items, L.plane, L.stride());
+        });
+  }
 
   template <class T>
-  static void batch_norm_forward_inference(Context<Cpu>& ctx, const nddr::detail::BatchNormLayout& L,
-                                           TensorView<const T, Cpu> x, TensorView<const T, Cpu> gamma,
-                                           TensorView<const T, Cpu> beta,
-                                           TensorView<const T, Cpu> running_mean,
-                                           TensorView<const T, Cpu> running_var, TensorView<T, Cpu> y,
-                                           const BatchNormOptions& opt) {
-  const bool affine = opt.affine();
-  const T* xp = x.data();
-  const T* gp = affine ? gamma.data() : nullptr;
-  const T* bp = affine ? beta.data() : nullptr;
-  const T* rm = running_mean.data();
-  const T* rv = running_var.data();
-  T* yp = y.data();
-  const double eps = opt.eps();
-  const bool relu = opt.relu();
-  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
-    const double inv_std = batch_norm_inv_std(static_cast<double>(rv[c]), eps);
-    nddr::detail::batch_norm_normalize_channel(L, c, xp, gp, bp, rm[c], inv_std, yp, relu);
-  });
-}
+  static void batch_norm_forward_inference(
+      Context<Cpu>& ctx, const nddr::detail::BatchNormLayout& L, TensorView<const T, Cpu> x,
+      TensorView<const T, Cpu> gamma, TensorView<const T, Cpu> beta,
+      TensorView<const T, Cpu> running_mean, TensorView<const T, Cpu> running_var,
+      TensorView<T, Cpu> y, const BatchNormOptions& opt) {
+    const bool affine = opt.affine();
+    const T* xp = x.data();
+    const T* gp = affine ? gamma.data() : nullptr;
+    const T* bp = affine ? beta.data() : nullptr;
+    const T* rm = running_mean.data();
+    const T* rv = running_var.data();
+    T* yp = y.data();
+    const double eps = opt.eps();
+    const bool relu = opt.relu();
+    nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
+      const double inv_std = batch_norm_inv_std(static_cast<double>(rv[c]), eps);
+      nddr::detail::batch_norm_normalize_channel(L, c, xp, gp, bp, rm[c], inv_std, yp, relu);
+    });
+  }
 
   template <class T>
-  static void batch_norm_backward_training(Context<Cpu>& ctx, const nddr::detail::BatchNormLayout& L,
-                                           TensorView<const T, Cpu> x, TensorView<const T, Cpu> dy,
-                                           TensorView<const T, Cpu> gamma,
-                                           TensorView<const T, Cpu> save_mean,
-                                           TensorView<const T, Cpu> save_inv_std, TensorView<T, Cpu> dx,
-                                           TensorView<T, Cpu> dgamma, TensorView<T, Cpu> dbeta,
-                                           const BatchNormOptions& opt, TensorView<const T, Cpu> y) {
-  const T* sm = save_mean.data();
-  const T* si = save_inv_std.data();
-  const double count = static_cast<double>(L.count());
-  nddr::detail::batch_norm_backward_loop(
-      ctx, L, opt.affine(), opt.relu(), x, y, dy, gamma, dx, dgamma, dbeta,
-      [=](std::int64_t c) {
-        return std::pair{static_cast<double>(sm[c]), static_cast<double>(si[c])};
-      },
-      [=](const BatchNormGradSums& s, double inv_std) {
-        const BatchNormGradTerms t = batch_norm_grad_terms(s, inv_std, count);
-        return std::pair{t.a, t.b};
-      });
-}
+  static void batch_norm_backward_training(
+      Context<Cpu>& ctx, const nddr::detail::BatchNormLayout& L, TensorView<const T, Cpu> x,
+      TensorView<const T, Cpu> dy, TensorView<const T, Cpu> gamma,
+      TensorView<const T, Cpu> save_mean, TensorView<const T, Cpu> save_inv_std,
+      TensorView<T, Cpu> dx, TensorView<T, Cpu> dgamma, TensorView<T, Cpu> dbeta,
+      const BatchNormOptions& opt, TensorView<const T, Cpu> y) {
+    const T* sm = save_mean.data();
+    const T* si = save_inv_std.data();
+    const double count = static_cast<double>(L.count());
+    nddr::detail::batch_norm_backward_loop(
+        ctx, L, opt.affine(), opt.relu(), x, y, dy, gamma, dx, dgamma, dbeta,
+        [=](std::int64_t c) {
+          return std::pair{static_cast<double>(sm[c]), static_cast<double>(si[c])};
+        },
+        [=](const BatchNormGradSums& s, double inv_std) {
+          const BatchNormGradTerms t = batch_norm_grad_terms(s, inv_std, count);
+          return std::pair{t.a, t.b};
+        });
+  }
 
   template <class T>
-  static void batch_norm_backward_inference(Context<Cpu>& ctx, const nddr::detail::BatchNormLayout& L,
-                                            TensorView<const T, Cpu> x, TensorView<const T, Cpu> dy,
-                                            TensorView<const T, Cpu> gamma,
-                                            TensorView<const T, Cpu> running_mean,
-                                            TensorView<const T, Cpu> running_var, TensorView<T, Cpu> dx,
-                                            TensorView<T, Cpu> dgamma, TensorView<T, Cpu> dbeta,
-                                            const BatchNormOptions& opt, TensorView<const T, Cpu> y) {
-  const T* rm = running_mean.data();
-  const T* rv = running_var.data();
-  const double eps = opt.eps();
-  nddr::detail::batch_norm_backward_loop(
-      ctx, L, opt.affine(), opt.relu(), x, y, dy, gamma, dx, dgamma, dbeta,
-      [=](std::int64_t c) {
-        return std::pair{static_cast<double>(rm[c]),
-                         batch_norm_inv_std(static_cast<double>(rv[c]), eps)};
-      },
-      [](const BatchNormGradSums&, double) {
-        return std::pair{0.0, 0.0};
-      });
-}
+  static void batch_norm_backward_inference(
+      Context<Cpu>& ctx, const nddr::detail::BatchNormLayout& L, TensorView<const T, Cpu> x,
+      TensorView<const T, Cpu> dy, TensorView<const T, Cpu> gamma,
+      TensorView<const T, Cpu> running_mean, TensorView<const T, Cpu> running_var,
+      TensorView<T, Cpu> dx, TensorView<T, Cpu> dgamma, TensorView<T, Cpu> dbeta,
+      const BatchNormOptions& opt, TensorView<const T, Cpu> y) {
+    const T* rm = running_mean.data();
+    const T* rv = running_var.data();
+    const double eps = opt.eps();
+    nddr::detail::batch_norm_backward_loop(
+        ctx, L, opt.affine(), opt.relu(), x, y, dy, gamma, dx, dgamma, dbeta,
+        [=](std::int64_t c) {
+          return std::pair{static_cast<double>(rm[c]),
+                           batch_norm_inv_std(static_cast<double>(rv[c]), eps)};
+        },
+        [](const BatchNormGradSums&, double) {
+          return std::pair{0.0, 0.0};
+        });
+  }
 
   /// The global count N*H*W (known after the all-reduce) must exceed 1.
   template <class T>
-  static void batch_norm_forward_training_sync(Context<Cpu>& ctx, const nddr::detail::BatchNormLayout& L,
-                                               TensorView<const T, Cpu> x, TensorView<const T, Cpu> gamma,
-                                               TensorView<const T, Cpu> beta,
-                                               TensorView<T, Cpu> running_mean,
-                                               TensorView<T, Cpu> running_var, TensorView<T, Cpu> y,
-                                               TensorView<T, Cpu> save_mean,
-                                               TensorView<T, Cpu> save_inv_std,
-                                               const BatchNormOptions& opt,
-                                               const BatchNormAllReduce& all_reduce) {
-  constexpr const char* who = "nddr::ops::batch_norm_forward_training_sync";
-  const T* xp = x.data();
-  const std::size_t C = static_cast<std::size_t>(L.channels);
-  // sums[c] = sum of channel c, sums[C] = element count per channel; then squared deviations.
-  std::vector<double> sums(C + 1);
-  double* sp = sums.data();
-  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
-    sp[c] = batch_norm_channel_sum(L.items, L.plane, L.stride(), [xp, c, &L](std::int64_t i) {
-      return static_cast<double>(xp[c * L.plane + i]);
+  static void batch_norm_forward_training_sync(
+      Context<Cpu>& ctx, const nddr::detail::BatchNormLayout& L, TensorView<const T, Cpu> x,
+      TensorView<const T, Cpu> gamma, TensorView<const T, Cpu> beta,
+      TensorView<T, Cpu> running_mean, TensorView<T, Cpu> running_var, TensorView<T, Cpu> y,
+      TensorView<T, Cpu> save_mean, TensorView<T, Cpu> save_inv_std, const BatchNormOptions& opt,
+      const BatchNormAllReduce& all_reduce) {
+    constexpr const char* who = "nddr::ops::batch_norm_forward_training_sync";
+    const T* xp = x.data();
+    const std::size_t C = static_cast<std::size_t>(L.channels);
+    // sums[c] = sum of channel c, sums[C] = element count per channel; then squared deviations.
+    std::vector<double> sums(C + 1);
+    double* sp = sums.data();
+    nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
+      sp[c] = batch_norm_channel_sum(L.items, L.plane, L.stride(), [xp, c, &L](std::int64_t i) {
+        return static_cast<double>(xp[c * L.plane + i]);
+      });
     });
-  });
-  sums[C] = static_cast<double>(L.count());
-  all_reduce(std::span<double>(sums));
-  const double count = sums[C];
-  check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape(), " and the global batch ",
-                    count, " values per channel; training needs more than one (N*H*W > 1)");
-  std::vector<double> mean(C), sq(C);
-  for (std::size_t c = 0; c < C; ++c) mean[c] = sums[c] / count;
-  const double* mp = mean.data();
-  double* qp = sq.data();
-  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
-    const double m = mp[c];
-    qp[c] = batch_norm_channel_sum(L.items, L.plane, L.stride(), [xp, c, m, &L](std::int64_t i) {
-      const double d = static_cast<double>(xp[c * L.plane + i]) - m;
-      return d * d;
+    sums[C] = static_cast<double>(L.count());
+    all_reduce(std::span<double>(sums));
+    const double count = sums[C];
+    check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape(), " and the global batch ",
+                      count, " values per channel; training needs more than one (N*H*W > 1)");
+    std::vector<double> mean(C), sq(C);
+    for (std::size_t c = 0; c < C; ++c) mean[c] = sums[c] / count;
+    const double* mp = mean.data();
+    double* qp = sq.data();
+    nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
+      const double m = mp[c];
+      qp[c] = batch_norm_channel_sum(L.items, L.plane, L.stride(), [xp, c, m, &L](std::int64_t i) {
+        const double d = static_cast<double>(xp[c * L.plane + i]) - m;
+        return d * d;
+      });
     });
-  });
-  all_reduce(std::span<double>(sq));
-  detail::batch_norm_apply_training<T>(
-      ctx, L, x, gamma, beta, running_mean, running_var, y, save_mean, save_inv_std, opt,
-      static_cast<std::int64_t>(count),
-      [mp, qp, count](std::int64_t c) { return BatchNormMoments{mp[c], qp[c] / count}; });
-}
+    all_reduce(std::span<double>(sq));
+    detail::batch_norm_apply_training<T>(
+        ctx, L, x, gamma, beta, running_mean, running_var, y, save_mean, save_inv_std, opt,
+        static_cast<std::int64_t>(count), [mp, qp, count](std::int64_t c) {
+          return BatchNormMoments{mp[c], qp[c] / count};
+        });
+  }
 
   /// The global count N*H*W (known after the all-reduce) must exceed 1 when dx is wanted.
   template <class T>
-  static void batch_norm_backward_training_sync(Context<Cpu>& ctx, const nddr::detail::BatchNormLayout& L,
-                                                TensorView<const T, Cpu> x, TensorView<const T, Cpu> dy,
-                                                TensorView<const T, Cpu> gamma,
-                                                TensorView<const T, Cpu> save_mean,
-                                                TensorView<const T, Cpu> save_inv_std,
-                                                TensorView<T, Cpu> dx, TensorView<T, Cpu> dgamma,
-                                                TensorView<T, Cpu> dbeta, const BatchNormOptions& opt,
-                                                const BatchNormAllReduce& all_reduce,
-                                                TensorView<const T, Cpu> y) {
-  constexpr const char* who = "nddr::ops::batch_norm_backward_training_sync";
-  const bool affine = opt.affine();
-  const T* xp = x.data();
-  const T* yp = opt.relu() ? y.data() : nullptr;
-  const T* dyp = dy.data();
-  const T* gp = affine ? gamma.data() : nullptr;
-  const T* sm = save_mean.data();
-  const T* si = save_inv_std.data();
-  T* dxp = dx.data();
-  T* dgp = affine ? dgamma.data() : nullptr;
-  T* dbp = affine ? dbeta.data() : nullptr;
-  const std::size_t C = static_cast<std::size_t>(L.channels);
-  // sums[2c] = sum(dy), sums[2c + 1] = sum(dy * (x - mean)) of channel c, sums[2C] = count.
-  std::vector<double> sums(2 * C + 1);
-  double* sp = sums.data();
-  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
-    const double mean = static_cast<double>(sm[c]);
-    const BatchNormGradSums s =
-        nddr::detail::batch_norm_channel_grad_sums(L, c, xp, dyp, yp, mean);
-    if (dgp) dgp[c] = static_cast<T>(s.sum_dy_xmu * static_cast<double>(si[c]));
-    if (dbp) dbp[c] = static_cast<T>(s.sum_dy);
-    sp[2 * c] = s.sum_dy;
-    sp[2 * c + 1] = s.sum_dy_xmu;
-  });
-  sums[2 * C] = static_cast<double>(L.count());
-  // Every replica takes part in the reduction, even one whose dx is not wanted.
-  all_reduce(std::span<double>(sums));
-  if (!dxp) return;
-  const double count = sums[2 * C];
-  check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape(), " and the global batch ",
-                    count, " values per channel; training needs more than one (N*H*W > 1)");
-  nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
-    const double mean = static_cast<double>(sm[c]);
-    const double inv_std = static_cast<double>(si[c]);
-    const BatchNormGradTerms t =
-        batch_norm_grad_terms(BatchNormGradSums{sp[2 * c], sp[2 * c + 1]}, inv_std, count);
-    nddr::detail::batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, t.a, t.b, dxp, yp);
-  });
-}
-
+  static void batch_norm_backward_training_sync(
+      Context<Cpu>& ctx, const nddr::detail::BatchNormLayout& L, TensorView<const T, Cpu> x,
+      TensorView<const T, Cpu> dy, TensorView<const T, Cpu> gamma,
+      TensorView<const T, Cpu> save_mean, TensorView<const T, Cpu> save_inv_std,
+      TensorView<T, Cpu> dx, TensorView<T, Cpu> dgamma, TensorView<T, Cpu> dbeta,
+      const BatchNormOptions& opt, const BatchNormAllReduce& all_reduce,
+      TensorView<const T, Cpu> y) {
+    constexpr const char* who = "nddr::ops::batch_norm_backward_training_sync";
+    const bool affine = opt.affine();
+    const T* xp = x.data();
+    const T* yp = opt.relu() ? y.data() : nullptr;
+    const T* dyp = dy.data();
+    const T* gp = affine ? gamma.data() : nullptr;
+    const T* sm = save_mean.data();
+    const T* si = save_inv_std.data();
+    T* dxp = dx.data();
+    T* dgp = affine ? dgamma.data() : nullptr;
+    T* dbp = affine ? dbeta.data() : nullptr;
+    const std::size_t C = static_cast<std::size_t>(L.channels);
+    // sums[2c] = sum(dy), sums[2c + 1] = sum(dy * (x - mean)) of channel c, sums[2C] = count.
+    std::vector<double> sums(2 * C + 1);
+    double* sp = sums.data();
+    nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
+      const double mean = static_cast<double>(sm[c]);
+      const BatchNormGradSums s =
+          nddr::detail::batch_norm_channel_grad_sums(L, c, xp, dyp, yp, mean);
+      if (dgp) dgp[c] = static_cast<T>(s.sum_dy_xmu * static_cast<double>(si[c]));
+      if (dbp) dbp[c] = static_cast<T>(s.sum_dy);
+      sp[2 * c] = s.sum_dy;
+      sp[2 * c + 1] = s.sum_dy_xmu;
+    });
+    sums[2 * C] = static_cast<double>(L.count());
+    // Every replica takes part in the reduction, even one whose dx is not wanted.
+    all_reduce(std::span<double>(sums));
+    if (!dxp) return;
+    const double count = sums[2 * C];
+    check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape(), " and the global batch ",
+                      count, " values per channel; training needs more than one (N*H*W > 1)");
+    nddr::detail::parallel_for(ctx, L.channels, [=](std::int64_t c) {
+      const double mean = static_cast<double>(sm[c]);
+      const double inv_std = static_cast<double>(si[c]);
+      const BatchNormGradTerms t =
+          batch_norm_grad_terms(BatchNormGradSums{sp[2 * c], sp[2 * c + 1]}, inv_std, count);
+      nddr::detail::batch_norm_backward_channel(L, c, xp, dyp, gp, mean, inv_std, t.a, t.b, dxp,
+                                                yp);
+    });
+  }
 };
 
 }  // namespace backend

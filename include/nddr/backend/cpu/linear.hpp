@@ -20,9 +20,8 @@ struct Linear<Cpu> {
   using RowMajorMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
   template <class T>
-  static void linear_forward(Context<Cpu>&, TensorView<const T, Cpu> x,
-                             TensorView<const T, Cpu> w, TensorView<const T, Cpu> b,
-                             TensorView<T, Cpu> y) {
+  static void linear_forward(Context<Cpu>&, TensorView<const T, Cpu> x, TensorView<const T, Cpu> w,
+                             TensorView<const T, Cpu> b, TensorView<T, Cpu> y) {
     const std::int64_t out = w.shape()[0], features = w.shape()[1];
     const std::int64_t batch = x.shape()[0];
     using Mat = RowMajorMatrix<T>;
@@ -37,9 +36,9 @@ struct Linear<Cpu> {
   }
 
   template <class T>
-  static void linear_backward(Context<Cpu>&, TensorView<const T, Cpu> x,
-                              TensorView<const T, Cpu> w, TensorView<const T, Cpu> dy,
-                              TensorView<T, Cpu> dx, TensorView<T, Cpu> dw, TensorView<T, Cpu> db) {
+  static void linear_backward(Context<Cpu>&, TensorView<const T, Cpu> x, TensorView<const T, Cpu> w,
+                              TensorView<const T, Cpu> dy, TensorView<T, Cpu> dx,
+                              TensorView<T, Cpu> dw, TensorView<T, Cpu> db) {
     const std::int64_t out = w.shape()[0], features = w.shape()[1];
     const std::int64_t batch = x.shape()[0];
     using Mat = RowMajorMatrix<T>;

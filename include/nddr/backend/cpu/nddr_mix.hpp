@@ -84,7 +84,8 @@ struct NddrMix<Cpu> {
                 zb.noalias() += wj * xb;
             }
             if (!bs[k].empty())
-              zb.colwise() += Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(bs[k].data(), C);
+              zb.colwise() +=
+                  Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(bs[k].data(), C);
           }
         }
       });
@@ -102,7 +103,7 @@ struct NddrMix<Cpu> {
     const Shape& s = xs[0].shape();
     const std::int64_t C = s.c(), P = s.h() * s.w(), KC = static_cast<std::int64_t>(tasks) * C;
     const std::int64_t block = nddr::detail::nddr_block_columns<T>(tasks, C);
-    const T* g = gv.data();  // (N, C, H, W)
+    const T* g = gv.data();     // (N, C, H, W)
     Map dw(dwv.data(), C, KC);  // (C, K C)
     nddr::detail::nddr_split(ctx, KC, [&](std::int64_t begin, std::int64_t end) {
       for (std::int64_t n = 0; n < s.n(); ++n) {

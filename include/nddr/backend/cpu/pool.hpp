@@ -1,9 +1,9 @@
 #pragma once
 /// \file
-/// CPU max, average and global average pooling (front door: nddr/ops/pool.hpp; plain loops: a window is a few cells, so
-/// there is no GEMM to hand to Eigen). Loops run in parallel over the N * C planes,
-/// so backward scatters never race. The forwards handle a whole output row at a time over the
-/// columns whose window lies inside the input (vectorising loops without bounds checks: max
+/// CPU max, average and global average pooling (front door: nddr/ops/pool.hpp; plain loops: a
+/// window is a few cells, so there is no GEMM to hand to Eigen). Loops run in parallel over the N *
+/// C planes, so backward scatters never race. The forwards handle a whole output row at a time over
+/// the columns whose window lies inside the input (vectorising loops without bounds checks: max
 /// reduces the window rows, then the columns; average sums cell by cell in the per-pixel
 /// body's order) and use the per-pixel bodies only for the clipped edge columns.
 
@@ -131,8 +131,8 @@ void avg_pool2d_row(const T* plane, const Pool2dGeometry& g, const ops::PoolInte
 }
 
 template <class I, class T>
-void max_pool2d_forward_impl(Context<Cpu>& ctx, const Pool2dGeometry& g,
-                             TensorView<const T, Cpu> x, TensorView<T, Cpu> y, I* argmax) {
+void max_pool2d_forward_impl(Context<Cpu>& ctx, const Pool2dGeometry& g, TensorView<const T, Cpu> x,
+                             TensorView<T, Cpu> y, I* argmax) {
   const ops::PoolInterior interior = ops::pool_interior_columns(g);
   const std::int64_t in_plane = g.in_h * g.in_w;
   const std::int64_t out_plane = g.out_h * g.out_w;

@@ -32,7 +32,8 @@ struct Argmax<Cuda> {
   template <class T>
   static void argmax_channels(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
                               TensorView<std::int32_t, Cuda> out) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::argmax_channels: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::argmax_channels: CUDA supports float and double");
     const std::int64_t plane = x.shape().h() * x.shape().w();
     cuda::launch::argmax_channels<T>(ctx.stream(), x.data(), out.data(), x.shape().n() * plane,
                                      x.shape().c(), plane);

@@ -65,7 +65,8 @@ struct Concat<Cuda> {
   static void concat_channels_forward(Context<Cuda>& ctx,
                                       std::span<const TensorView<const T, Cuda>> xs,
                                       TensorView<T, Cuda> y) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::concat_channels_forward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::concat_channels_forward: CUDA supports float and double");
     cuda::detail::for_each_part(xs, y.shape(), [&](std::size_t k, cuda::launch::ConcatPart m) {
       cuda::launch::concat_part_to_whole<T>(ctx.stream(), xs[k].data(), y.data(), m);
     });
@@ -74,7 +75,8 @@ struct Concat<Cuda> {
   template <class T>
   static void concat_channels_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> dy,
                                        std::span<const TensorView<T, Cuda>> dxs) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::concat_channels_backward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::concat_channels_backward: CUDA supports float and double");
     cuda::detail::for_each_part(dxs, dy.shape(), [&](std::size_t k, cuda::launch::ConcatPart m) {
       cuda::launch::concat_whole_to_part<T>(ctx.stream(), dy.data(), dxs[k].data(), m, true);
     });
@@ -83,7 +85,8 @@ struct Concat<Cuda> {
   template <class T>
   static void split_channels_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
                                      std::span<const TensorView<T, Cuda>> ys) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::split_channels_forward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::split_channels_forward: CUDA supports float and double");
     cuda::detail::for_each_part(ys, x.shape(), [&](std::size_t k, cuda::launch::ConcatPart m) {
       cuda::launch::concat_whole_to_part<T>(ctx.stream(), x.data(), ys[k].data(), m, false);
     });
@@ -93,7 +96,8 @@ struct Concat<Cuda> {
   static void split_channels_backward(Context<Cuda>& ctx,
                                       std::span<const TensorView<const T, Cuda>> dys,
                                       TensorView<T, Cuda> dx) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::split_channels_backward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::split_channels_backward: CUDA supports float and double");
     cuda::detail::for_each_part(dys, dx.shape(), [&](std::size_t k, cuda::launch::ConcatPart m) {
       cuda::launch::concat_part_add_to_whole<T>(ctx.stream(), dys[k].data(), dx.data(), m);
     });

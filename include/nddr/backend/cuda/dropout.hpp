@@ -36,7 +36,8 @@ struct Dropout<Cuda> {
   static void dropout_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
                               TensorView<T, Cuda> y, double p, std::uint64_t seed,
                               std::uint64_t first_counter) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::dropout_forward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::dropout_forward: CUDA supports float and double");
     cuda::launch::dropout<T>(ctx.stream(), x.data(), y.data(), x.numel(), p, seed, first_counter,
                              false, ctx.replay_index());
   }
@@ -45,9 +46,10 @@ struct Dropout<Cuda> {
   static void dropout_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> dy,
                                TensorView<T, Cuda> dx, double p, std::uint64_t seed,
                                std::uint64_t first_counter) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::dropout_backward: CUDA supports float and double");
-    cuda::launch::dropout<T>(ctx.stream(), dy.data(), dx.data(), dy.numel(), p, seed,
-                             first_counter, true, ctx.replay_index());
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::dropout_backward: CUDA supports float and double");
+    cuda::launch::dropout<T>(ctx.stream(), dy.data(), dx.data(), dy.numel(), p, seed, first_counter,
+                             true, ctx.replay_index());
   }
 };
 

@@ -35,19 +35,21 @@ struct L2Normalize<Cuda> {
   template <class T>
   static void l2_normalize_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
                                    TensorView<T, Cuda> y, const L2NormalizeOptions& opt) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::l2_normalize_forward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::l2_normalize_forward: CUDA supports float and double");
     std::int64_t channels = 0, plane = 0;
     l2_channels_and_plane(x.shape(), channels, plane);
     const std::int64_t pixels = channels == 0 ? 0 : x.numel() / channels;
-    cuda::launch::l2_normalize_forward<T>(ctx.stream(), x.data(), y.data(), pixels, channels,
-                                          plane, static_cast<T>(opt.eps()));
+    cuda::launch::l2_normalize_forward<T>(ctx.stream(), x.data(), y.data(), pixels, channels, plane,
+                                          static_cast<T>(opt.eps()));
   }
 
   template <class T>
   static void l2_normalize_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
                                     TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx,
                                     const L2NormalizeOptions& opt) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::l2_normalize_backward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::l2_normalize_backward: CUDA supports float and double");
     std::int64_t channels = 0, plane = 0;
     l2_channels_and_plane(x.shape(), channels, plane);
     const std::int64_t pixels = channels == 0 ? 0 : x.numel() / channels;

@@ -70,18 +70,18 @@ struct Linear<Cuda> {
   static void linear_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
                              TensorView<const T, Cuda> w, TensorView<const T, Cuda> b,
                              TensorView<T, Cuda> y) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::linear_forward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::linear_forward: CUDA supports float and double");
     constexpr const char* kWho = "nddr::ops::linear_forward";
     const std::int64_t out = w.shape()[0], features = w.shape()[1];
     const std::int64_t batch = x.shape()[0];
     if (batch == 0 || out == 0) return;
     const int m = cuda::detail::blas_dim(kWho, out), n = cuda::detail::blas_dim(kWho, batch),
               k = cuda::detail::blas_dim(kWho, features);
-    NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_T,
-                                       CUBLAS_OP_N, m, n, k, T(1), w.data(), k, x.data(), k, T(0),
-                                       y.data(), m),
-                    kWho, ": cuBLAS GEMM of input ", x.shape().str(), " and weight ",
-                    w.shape().str());
+    NDDR_CUDA_CHECK(
+        cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_T, CUBLAS_OP_N, m,
+                           n, k, T(1), w.data(), k, x.data(), k, T(0), y.data(), m),
+        kWho, ": cuBLAS GEMM of input ", x.shape().str(), " and weight ", w.shape().str());
     if (!b.empty()) cuda::launch::bias_add<T>(ctx.stream(), b.data(), y.data(), batch, out, 1);
   }
 
@@ -90,7 +90,8 @@ struct Linear<Cuda> {
                               TensorView<const T, Cuda> w, TensorView<const T, Cuda> dy,
                               TensorView<T, Cuda> dx, TensorView<T, Cuda> dw,
                               TensorView<T, Cuda> db) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::linear_backward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::linear_backward: CUDA supports float and double");
     constexpr const char* kWho = "nddr::ops::linear_backward";
     const std::int64_t out = w.shape()[0], features = w.shape()[1];
     const std::int64_t batch = x.shape()[0];
@@ -98,23 +99,24 @@ struct Linear<Cuda> {
               ff = cuda::detail::blas_dim(kWho, features);
     if (!dw.empty()) {
       if (batch == 0) {
-        NDDR_CUDA_CHECK(cudaMemsetAsync(dw.data(), 0,
-                                        static_cast<std::size_t>(dw.numel()) * sizeof(T),
-                                        ctx.stream()),
-                        kWho, ": zeroing dw ", dw.shape().str());
+        NDDR_CUDA_CHECK(
+            cudaMemsetAsync(dw.data(), 0, static_cast<std::size_t>(dw.numel()) * sizeof(T),
+                            ctx.stream()),
+            kWho, ": zeroing dw ", dw.shape().str());
       } else if (dw.numel() > 0) {
-        NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(),
-                                           CUBLAS_OP_N, CUBLAS_OP_T, ff, fo, fn, T(1), x.data(),
-                                           ff, dy.data(), fo, T(0), dw.data(), ff),
-                        kWho, ": cuBLAS GEMM for dw ", dw.shape().str());
+        NDDR_CUDA_CHECK(
+            cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_N, CUBLAS_OP_T,
+                               ff, fo, fn, T(1), x.data(), ff, dy.data(), fo, T(0), dw.data(), ff),
+            kWho, ": cuBLAS GEMM for dw ", dw.shape().str());
       }
     }
-    if (!db.empty()) cuda::launch::channel_sum<T>(ctx.stream(), dy.data(), db.data(), batch, out, 1);
+    if (!db.empty())
+      cuda::launch::channel_sum<T>(ctx.stream(), dy.data(), db.data(), batch, out, 1);
     if (!dx.empty() && dx.numel() > 0 && out > 0)
-      NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_N,
-                                         CUBLAS_OP_N, ff, fn, fo, T(1), w.data(), ff, dy.data(),
-                                         fo, T(1), dx.data(), ff),
-                      kWho, ": cuBLAS GEMM for dx ", dx.shape().str());
+      NDDR_CUDA_CHECK(
+          cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_N, CUBLAS_OP_N,
+                             ff, fn, fo, T(1), w.data(), ff, dy.data(), fo, T(1), dx.data(), ff),
+          kWho, ": cuBLAS GEMM for dx ", dx.shape().str());
   }
 };
 

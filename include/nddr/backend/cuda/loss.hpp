@@ -136,8 +136,8 @@ struct Loss<Cuda> {
     const std::int64_t plane = s.h() * s.w();
     const cuda::LossStats st = cuda::detail::loss_stats(ctx, [&](cuda::LossStats* out) {
       cuda::launch::cross_entropy_stats<T>(ctx.stream(), logits.data(), labels.data(),
-                                           s.n() * plane, s.c(), plane, opt.ignore_label(),
-                                           false, out);
+                                           s.n() * plane, s.c(), plane, opt.ignore_label(), false,
+                                           out);
     });
     cuda::detail::check_first_bad_label(ctx, kWho, s, labels.data(), st, opt.ignore_label());
     if (st.count == 0.0) return;
@@ -150,7 +150,8 @@ struct Loss<Cuda> {
   template <class T>
   static T normal_loss_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> p,
                                TensorView<const T, Cuda> g, const NormalLossOptions& opt) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::normal_loss_forward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::normal_loss_forward: CUDA supports float and double");
     const Shape& s = p.shape();
     const std::int64_t plane = s.h() * s.w();
     const cuda::LossStats st = cuda::detail::loss_stats(ctx, [&](cuda::LossStats* out) {
@@ -165,7 +166,8 @@ struct Loss<Cuda> {
   static void normal_loss_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> p,
                                    TensorView<const T, Cuda> g, TensorView<T, Cuda> dp,
                                    const NormalLossOptions& opt) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::normal_loss_backward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::normal_loss_backward: CUDA supports float and double");
     const Shape& s = p.shape();
     const std::int64_t plane = s.h() * s.w();
     const T eps = static_cast<T>(opt.eps());

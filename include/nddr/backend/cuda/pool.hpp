@@ -96,7 +96,8 @@ struct Pool<Cuda> {
   template <class T, class I>
   static void max_pool2d_forward(Context<Cuda>& ctx, const Pool2dGeometry& g,
                                  TensorView<const T, Cuda> x, TensorView<T, Cuda> y, I* argmax) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::max_pool2d_forward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::max_pool2d_forward: CUDA supports float and double");
     cuda::launch::max_pool2d_forward<T, I>(ctx.stream(), x.data(), y.data(), argmax,
                                            x.shape().n() * x.shape().c(), g);
   }
@@ -107,7 +108,8 @@ struct Pool<Cuda> {
   static void max_pool2d_backward(Context<Cuda>& ctx, TensorView<const I, Cuda> argmax,
                                   TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx,
                                   ArgmaxCheck check_argmax) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::max_pool2d_backward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::max_pool2d_backward: CUDA supports float and double");
     const char* op = "nddr::ops::max_pool2d_backward";
     const std::int64_t in_plane = dx.shape().h() * dx.shape().w();
     const std::int64_t out_plane = dy.shape().h() * dy.shape().w();
@@ -120,10 +122,9 @@ struct Pool<Cuda> {
                 cuda::launch::find_bad_argmax<I>(ctx.stream(), argmax.data(), n, in_plane, slot);
               });
     if (bad >= 0)
-      throw ValueError(nddr::detail::concat(op, ": argmax ",
-                                            cuda::detail::read_element(ctx, argmax.data() + bad),
-                                            " at ", bad, " is outside a plane of ", in_plane,
-                                            " cells"));
+      throw ValueError(nddr::detail::concat(
+          op, ": argmax ", cuda::detail::read_element(ctx, argmax.data() + bad), " at ", bad,
+          " is outside a plane of ", in_plane, " cells"));
     cuda::launch::max_pool2d_backward_argmax<T, I>(ctx.stream(), argmax.data(), dy.data(),
                                                    dx.data(), n, in_plane, out_plane);
   }
@@ -132,7 +133,8 @@ struct Pool<Cuda> {
   static void max_pool2d_backward(Context<Cuda>& ctx, const Pool2dGeometry& g,
                                   TensorView<const T, Cuda> x, TensorView<const T, Cuda> dy,
                                   TensorView<T, Cuda> dx) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::max_pool2d_backward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::max_pool2d_backward: CUDA supports float and double");
     cuda::launch::max_pool2d_backward<T>(ctx.stream(), x.data(), dy.data(), dx.data(),
                                          x.shape().n() * x.shape().c(), g);
   }
@@ -141,7 +143,8 @@ struct Pool<Cuda> {
   static void avg_pool2d_forward(Context<Cuda>& ctx, const Pool2dGeometry& g,
                                  TensorView<const T, Cuda> x, TensorView<T, Cuda> y,
                                  const Pool2dOptions& opt) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::avg_pool2d_forward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::avg_pool2d_forward: CUDA supports float and double");
     cuda::launch::avg_pool2d_forward<T>(ctx.stream(), x.data(), y.data(),
                                         x.shape().n() * x.shape().c(), g, opt.include_pad);
   }
@@ -150,7 +153,8 @@ struct Pool<Cuda> {
   static void avg_pool2d_backward(Context<Cuda>& ctx, const Pool2dGeometry& g,
                                   TensorView<const T, Cuda> x, TensorView<const T, Cuda> dy,
                                   TensorView<T, Cuda> dx, const Pool2dOptions& opt) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::avg_pool2d_backward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::avg_pool2d_backward: CUDA supports float and double");
     cuda::launch::avg_pool2d_backward<T>(ctx.stream(), dy.data(), dx.data(),
                                          x.shape().n() * x.shape().c(), g, opt.include_pad);
   }
@@ -158,7 +162,8 @@ struct Pool<Cuda> {
   template <class T>
   static void global_avg_pool_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
                                       TensorView<T, Cuda> y) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::global_avg_pool_forward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::global_avg_pool_forward: CUDA supports float and double");
     cuda::launch::global_avg_pool_forward<T>(ctx.stream(), x.data(), y.data(),
                                              x.shape().n() * x.shape().c(),
                                              x.shape().h() * x.shape().w());
@@ -167,7 +172,8 @@ struct Pool<Cuda> {
   template <class T>
   static void global_avg_pool_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
                                        TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::global_avg_pool_backward: CUDA supports float and double");
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::global_avg_pool_backward: CUDA supports float and double");
     cuda::launch::global_avg_pool_backward<T>(ctx.stream(), dy.data(), dx.data(),
                                               x.shape().n() * x.shape().c(),
                                               x.shape().h() * x.shape().w());

@@ -49,25 +49,24 @@ namespace nddr::ops::backend {
 template <>
 struct Resize<Cuda> {
   template <class T>
-  static void resize_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
-                             TensorView<T, Cuda> y, const ResizeOptions& opt) {
+  static void resize_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<T, Cuda> y,
+                             const ResizeOptions& opt) {
     static_assert(cuda::kResizeType<T>,
                   "nddr::ops::resize_forward: CUDA supports float, double, uint8, int32, int64");
-    cuda::launch::resize_forward<T>(
-        ctx.stream(), x.data(), y.data(),
-        {x.shape().n() * x.shape().c(), x.shape().h(), x.shape().w(), opt.out_h, opt.out_w,
-         opt.resize_mode});
+    cuda::launch::resize_forward<T>(ctx.stream(), x.data(), y.data(),
+                                    {x.shape().n() * x.shape().c(), x.shape().h(), x.shape().w(),
+                                     opt.out_h, opt.out_w, opt.resize_mode});
   }
 
   template <class T>
   static void resize_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
                               TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx,
                               const ResizeOptions& opt) {
-    static_assert(cuda::kKernelType<T>, "nddr::ops::resize_backward: CUDA supports float and double");
-    cuda::launch::resize_backward<T>(
-        ctx.stream(), dy.data(), dx.data(),
-        {x.shape().n() * x.shape().c(), x.shape().h(), x.shape().w(), opt.out_h, opt.out_w,
-         opt.resize_mode});
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::resize_backward: CUDA supports float and double");
+    cuda::launch::resize_backward<T>(ctx.stream(), dy.data(), dx.data(),
+                                     {x.shape().n() * x.shape().c(), x.shape().h(), x.shape().w(),
+                                      opt.out_h, opt.out_w, opt.resize_mode});
   }
 };
 
