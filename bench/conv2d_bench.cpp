@@ -28,7 +28,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
-#include <nddr/backend/cpu/conv2d.hpp>
+#include <nddr/ops/conv2d.hpp>
 #include <nddr/core/context.hpp>
 #include <nddr/core/random.hpp>
 #include <nddr/core/tensor.hpp>

@@ -29,9 +29,9 @@
 #include <string>
 #include <vector>
 
-#include <nddr/backend/cpu/activation.hpp>
-#include <nddr/backend/cpu/concat.hpp>
-#include <nddr/backend/cpu/conv2d.hpp>
+#include <nddr/ops/activation.hpp>
+#include <nddr/ops/concat.hpp>
+#include <nddr/ops/conv2d.hpp>
 #include <nddr/core/context.hpp>
 #include <nddr/core/random.hpp>
 #include <nddr/core/tensor.hpp>

@@ -35,3 +35,18 @@
 
 // Training support (used by Trainer<E, Cuda>)
 #include "nddr/backend/cuda/training.hpp"
+
+// The ops' front doors (they validate, then call the backend of the context's device), so that
+// this header alone gives ops::<op>(Context<Cuda>&, ...). They bring the CPU backend too.
+#include "nddr/ops/activation.hpp"
+#include "nddr/ops/argmax.hpp"
+#include "nddr/ops/batch_norm.hpp"
+#include "nddr/ops/concat.hpp"
+#include "nddr/ops/conv2d.hpp"
+#include "nddr/ops/dropout.hpp"
+#include "nddr/ops/l2_normalize.hpp"
+#include "nddr/ops/linear.hpp"
+#include "nddr/ops/loss.hpp"
+#include "nddr/ops/pool.hpp"
+#include "nddr/ops/resize.hpp"
+#include "nddr/ops/subspace_mix.hpp"

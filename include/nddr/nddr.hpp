@@ -5,12 +5,6 @@
 /// IDX readers, the data sets and the plots are in <nddr/image_io.hpp> (CMake target
 /// `nddr::image_io`).
 
-// With the CUDA backend linked (nddr::cuda), its op overloads are declared first, so every
-// layer template below finds them whatever the user's include order.
-#if defined(NDDR_WITH_CUDA)
-#include "nddr/cuda.hpp"
-#endif
-
 // Core
 #include "nddr/core/bfloat16.hpp"
 #include "nddr/core/context.hpp"
@@ -29,17 +23,17 @@
 #include "nddr/concepts/tensor.hpp"
 
 // Ops (CPU backend)
-#include "nddr/backend/cpu/activation.hpp"
-#include "nddr/backend/cpu/batch_norm.hpp"
-#include "nddr/backend/cpu/concat.hpp"
-#include "nddr/backend/cpu/conv2d.hpp"
-#include "nddr/backend/cpu/dropout.hpp"
-#include "nddr/backend/cpu/argmax.hpp"
-#include "nddr/backend/cpu/l2_normalize.hpp"
-#include "nddr/backend/cpu/linear.hpp"
-#include "nddr/backend/cpu/loss.hpp"
-#include "nddr/backend/cpu/pool.hpp"
-#include "nddr/backend/cpu/resize.hpp"
+#include "nddr/ops/activation.hpp"
+#include "nddr/ops/batch_norm.hpp"
+#include "nddr/ops/concat.hpp"
+#include "nddr/ops/conv2d.hpp"
+#include "nddr/ops/dropout.hpp"
+#include "nddr/ops/argmax.hpp"
+#include "nddr/ops/l2_normalize.hpp"
+#include "nddr/ops/linear.hpp"
+#include "nddr/ops/loss.hpp"
+#include "nddr/ops/pool.hpp"
+#include "nddr/ops/resize.hpp"
 
 // Layers
 #include "nddr/layers/batch_norm.hpp"

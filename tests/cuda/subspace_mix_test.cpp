@@ -115,9 +115,9 @@ void check_mix(std::size_t tasks, std::int64_t subspaces, Shape s, std::size_t s
   TaskTensors<T> ys(gpu, tasks, s, 200);
   for (auto& y : ys.cpu)
     for (std::int64_t i = 0; i < y.numel(); ++i) y[i] = T(1e3);
-  nddr::detail::subspace_mix_forward<T>(cpu, l, in_span(xs.cpu_in()), a.data(),
+  nddr::ops::subspace_mix_forward<T>(cpu, l, in_span(xs.cpu_in()), a.data(),
                                         out_span(ys.cpu_out()));
-  nddr::detail::subspace_mix_forward<T>(gpu, l, in_span(xs.gpu_in()), a_gpu.data(),
+  nddr::ops::subspace_mix_forward<T>(gpu, l, in_span(xs.gpu_in()), a_gpu.data(),
                                         out_span(ys.gpu_out()));
   for (std::size_t k = 0; k < tasks; ++k) {
     INFO("y of task " << k);
@@ -129,9 +129,9 @@ void check_mix(std::size_t tasks, std::int64_t subspaces, Shape s, std::size_t s
   Tensor<T> da(Shape{P, P});
   for (std::int64_t i = 0; i < da.numel(); ++i) da[i] = T(5);  // garbage: dA must be assigned
   Tensor<T, Cuda> da_gpu = nddr::to_device(gpu, random_tensor<T>(Shape{P, P}, 8));
-  nddr::detail::subspace_mix_backward<T>(cpu, l, in_span(xs.cpu_in()), in_span(dys.cpu_in()),
+  nddr::ops::subspace_mix_backward<T>(cpu, l, in_span(xs.cpu_in()), in_span(dys.cpu_in()),
                                          a.data(), da.data(), out_span(dxs.cpu_out(skip)));
-  nddr::detail::subspace_mix_backward<T>(gpu, l, in_span(xs.gpu_in()), in_span(dys.gpu_in()),
+  nddr::ops::subspace_mix_backward<T>(gpu, l, in_span(xs.gpu_in()), in_span(dys.gpu_in()),
                                          a_gpu.data(), da_gpu.data(), out_span(dxs.gpu_out(skip)));
   const Tensor<T> da_host = nddr::to_host(gpu, da_gpu);
   {
@@ -145,7 +145,7 @@ void check_mix(std::size_t tasks, std::int64_t subspaces, Shape s, std::size_t s
   // dA is reduced in a fixed order: a second run gives the same bits.
   Tensor<T, Cuda> da_again(Shape{P, P});
   TaskTensors<T> scratch(gpu, tasks, s, 500);
-  nddr::detail::subspace_mix_backward<T>(gpu, l, in_span(xs.gpu_in()), in_span(dys.gpu_in()),
+  nddr::ops::subspace_mix_backward<T>(gpu, l, in_span(xs.gpu_in()), in_span(dys.gpu_in()),
                                          a_gpu.data(), da_again.data(),
                                          out_span(scratch.gpu_out()));
   const Tensor<T> again = nddr::to_host(gpu, da_again);

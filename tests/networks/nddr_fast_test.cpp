@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <nddr/backend/cpu/activation.hpp>
-#include <nddr/backend/cpu/concat.hpp>
+#include <nddr/ops/activation.hpp>
+#include <nddr/ops/concat.hpp>
 #include <nddr/fusion/nddr.hpp>
 #include <string>
 #include <vector>

@@ -2,7 +2,7 @@
 // channels), accumulate contract, skipped parts, shape errors.
 #include <catch2/catch.hpp>
 #include <cstdint>
-#include <nddr/backend/cpu/concat.hpp>
+#include <nddr/ops/concat.hpp>
 #include <nddr/core/random.hpp>
 #include <nddr/core/tensor.hpp>
 #include <nddr/io/safetensors.hpp>

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
-#include <nddr/backend/cpu/conv2d.hpp>
+#include <nddr/ops/conv2d.hpp>
 #include <nddr/io/safetensors.hpp>
 #include <nddr/layers/conv2d.hpp>
 #include <nddr/testing/gradient_check.hpp>

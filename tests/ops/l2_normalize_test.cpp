@@ -3,7 +3,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
-#include <nddr/backend/cpu/l2_normalize.hpp>
+#include <nddr/ops/l2_normalize.hpp>
 #include <nddr/core/random.hpp>
 #include <nddr/io/safetensors.hpp>
 #include <nddr/testing/gradient_check.hpp>

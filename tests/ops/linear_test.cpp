@@ -3,7 +3,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
-#include <nddr/backend/cpu/linear.hpp>
+#include <nddr/ops/linear.hpp>
 #include <nddr/core/parameter_store.hpp>
 #include <nddr/io/safetensors.hpp>
 #include <nddr/layers/linear.hpp>

@@ -4,7 +4,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
-#include <nddr/backend/cpu/loss.hpp>
+#include <nddr/ops/loss.hpp>
 #include <nddr/core/random.hpp>
 #include <nddr/io/safetensors.hpp>
 #include <nddr/testing/gradient_check.hpp>

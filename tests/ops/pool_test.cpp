@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <nddr/backend/cpu/pool.hpp>
+#include <nddr/ops/pool.hpp>
 #include <nddr/core/random.hpp>
 #include <nddr/io/safetensors.hpp>
 #include <nddr/layers/pool.hpp>

@@ -5,7 +5,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
-#include <nddr/backend/cpu/resize.hpp>
+#include <nddr/ops/resize.hpp>
 #include <nddr/core/random.hpp>
 #include <nddr/io/safetensors.hpp>
 #include <nddr/layers/resize.hpp>

@@ -5,7 +5,7 @@
 #include <limits>
 #include <vector>
 
-#include "nddr/backend/cpu/argmax.hpp"
+#include "nddr/ops/argmax.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/tensor.hpp"
 #include "nddr/metrics/classification.hpp"

@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "nddr/backbones/tiny.hpp"
-#include "nddr/backend/cpu/resize.hpp"
+#include "nddr/ops/resize.hpp"
 #include "nddr/data/fashion.hpp"
 #include "nddr/distributed/auto.hpp"
 #include "nddr/fusion/cross_stitch.hpp"
@@ -40,6 +40,10 @@
 #include "nddr/train/trainer.hpp"
 #include "nddr/viz/plot.hpp"
 #include "nddr_apps/cli.hpp"
+
+#if defined(NDDR_WITH_CUDA)
+#include "nddr/cuda.hpp"  // the GPU backend (--device cuda), when the program links nddr::cuda
+#endif
 
 namespace nddr::viz {
 

@@ -45,6 +45,10 @@
 #include "nddr_apps/cli.hpp"
 #include "nddr_apps/method_table.hpp"
 
+#if defined(NDDR_WITH_CUDA)
+#include "nddr/cuda.hpp"  // the GPU backend (--device cuda), when the program links nddr::cuda
+#endif
+
 namespace nddr::experiments {
 
 /// Flags shared by the experiment binaries (see `add_common_flags`).

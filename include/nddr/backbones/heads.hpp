@@ -10,10 +10,10 @@
 #include <string>
 #include <type_traits>
 
-#include "nddr/backend/cpu/activation.hpp"
-#include "nddr/backend/cpu/batch_norm.hpp"
-#include "nddr/backend/cpu/conv2d.hpp"
-#include "nddr/backend/cpu/dropout.hpp"
+#include "nddr/ops/activation.hpp"
+#include "nddr/ops/batch_norm.hpp"
+#include "nddr/ops/conv2d.hpp"
+#include "nddr/ops/dropout.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
@@ -24,7 +24,6 @@
 #include "nddr/layers/dropout.hpp"
 #include "nddr/layers/relu.hpp"
 #include "nddr/layers/sequential.hpp"
-#include "nddr/ops/conv2d.hpp"
 
 namespace nddr {
 

@@ -21,13 +21,15 @@
 #include <vector>
 
 #include "nddr/backbones/heads.hpp"
-#include "nddr/backend/cpu/pool.hpp"
 #include "nddr/concepts/backbone.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/tensor.hpp"
 #include "nddr/layers/pool.hpp"
 #include "nddr/layers/sequential.hpp"
+#include "nddr/ops/activation.hpp"
+#include "nddr/ops/elementwise.hpp"
+#include "nddr/ops/pool.hpp"
 
 namespace nddr {
 
@@ -92,13 +94,7 @@ class Bottleneck {
       proj_.forward(ctx, x, proj_out_.view());
       shortcut = proj_out_.cview();
     }
-    const T* m = main_out_.data();
-    const T* s = shortcut.data();
-    T* yp = y.data();
-    nddr::detail::parallel_for(ctx, y.numel(), [&](std::int64_t i) {
-      const T z = m[i] + s[i];
-      yp[i] = z > T(0) ? z : T(0);
-    });
+    ops::add_relu<T>(ctx, main_out_.cview(), shortcut, y);
   }
 
   void backward(Context<D>& ctx, TensorView<const T, D> x, TensorView<const T, D> y,
@@ -106,16 +102,12 @@ class Bottleneck {
     static_assert(std::is_same_v<D, Cpu>, "nddr::Bottleneck: only the CPU residual add exists");
     // y > 0 exactly where main + shortcut > 0: the ReLU's gradient mask.
     dz_.resize(y.shape());  // (N, C_out, H', W')
-    const T* yp = y.data();
-    const T* g = dy.data();
-    T* dz = dz_.data();
-    nddr::detail::parallel_for(ctx, y.numel(), [&](std::int64_t i) { dz[i] = yp[i] > T(0) ? g[i] : T(0); });
+    ops::relu_gradient<T>(ctx, y, dy, dz_.view());
     main_.backward(ctx, x, main_out_.cview(), dz_.cview(), dx);
     if (has_proj_) {
       proj_.backward(ctx, x, proj_out_.cview(), dz_.cview(), dx);
-    } else if (!dx.empty()) {
-      T* d = dx.data();
-      nddr::detail::parallel_for(ctx, dx.numel(), [&](std::int64_t i) { d[i] += dz[i]; });
+    } else {
+      ops::accumulate<T>(ctx, dz_.cview(), dx);
     }
   }
 
@@ -167,11 +159,9 @@ class Aspp {
     check_shape("nddr::Aspp::forward", "y", y.shape(), output_shape(x.shape()));
     branches_.front().forward(ctx, x, y);
     branch_out_.resize(y.shape());  // (N, outputs, H, W)
-    T* yp = y.data();
-    const T* b = branch_out_.data();
     for (std::size_t i = 1; i < branches_.size(); ++i) {
       branches_[i].forward(ctx, x, branch_out_.view());
-      nddr::detail::parallel_for(ctx, y.numel(), [&](std::int64_t j) { yp[j] += b[j]; });
+      ops::accumulate<T>(ctx, branch_out_.cview(), y);
     }
   }
 

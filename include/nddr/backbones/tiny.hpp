@@ -11,7 +11,7 @@
 #include <string>
 
 #include "nddr/backbones/heads.hpp"
-#include "nddr/backend/cpu/pool.hpp"
+#include "nddr/ops/pool.hpp"
 #include "nddr/concepts/backbone.hpp"
 #include "nddr/layers/pool.hpp"
 #include "nddr/layers/sequential.hpp"

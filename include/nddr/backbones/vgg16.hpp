@@ -13,7 +13,7 @@
 #include <string>
 
 #include "nddr/backbones/heads.hpp"
-#include "nddr/backend/cpu/pool.hpp"
+#include "nddr/ops/pool.hpp"
 #include "nddr/concepts/backbone.hpp"
 #include "nddr/layers/pool.hpp"
 #include "nddr/layers/sequential.hpp"

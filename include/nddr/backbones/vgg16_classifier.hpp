@@ -15,8 +15,8 @@
 #include <utility>
 
 #include "nddr/backbones/heads.hpp"
-#include "nddr/backend/cpu/linear.hpp"
-#include "nddr/backend/cpu/pool.hpp"
+#include "nddr/ops/linear.hpp"
+#include "nddr/ops/pool.hpp"
 #include "nddr/concepts/backbone.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/layers/linear.hpp"

@@ -13,7 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "nddr/backend/cpu/resize.hpp"
+#include "nddr/ops/resize.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/random.hpp"

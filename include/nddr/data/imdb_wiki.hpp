@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "nddr/backend/cpu/resize.hpp"
+#include "nddr/ops/resize.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/tensor.hpp"

@@ -4,7 +4,7 @@
 /// scalars A mixes the task features, out_k = sum_j A[k][j] x_j; no BN, no activation, no bias
 /// (paper-spec.md §4.3). Spec `CrossStitch`. Also the subspace-mixing kernels shared with the
 /// sluice layer (nddr/fusion/sluice.hpp), of which the cross-stitch unit is the S = 1 case.
-/// The CUDA overloads of `subspace_mix_forward/backward` are in backend/cuda/subspace_mix.hpp.
+/// The mixing itself is the op nddr/ops/subspace_mix.hpp.
 
 #include <cstddef>
 #include <cstdint>
@@ -20,60 +20,11 @@
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
 #include "nddr/fusion/none.hpp"
-#include "nddr/fusion/subspace_layout.hpp"
+#include "nddr/ops/subspace_mix.hpp"
 
 namespace nddr {
 
 namespace detail {
-
-/// y_p = sum_q A[p][q] x_q over the P subspace tensors; A is (P, P), row-major. Assigned.
-template <class T>
-void subspace_mix_forward(Context<Cpu>& ctx, const SubspaceLayout& l,
-                          std::span<const TensorView<const T, Cpu>> xs, const T* a,
-                          std::span<const TensorView<T, Cpu>> ys) {
-  const std::int64_t P = l.count;
-  parallel_for(ctx, l.batch * P, [&](std::int64_t job) {
-    const std::int64_t n = job / P, p = job % P;
-    T* y = ys[l.task(p)].data() + l.offset(p, n);
-    for (std::int64_t r = 0; r < l.size; ++r) y[r] = T(0);
-    for (std::int64_t q = 0; q < P; ++q) {
-      const T w = a[p * P + q];
-      const T* x = xs[l.task(q)].data() + l.offset(q, n);
-      for (std::int64_t r = 0; r < l.size; ++r) y[r] += w * x[r];
-    }
-  });
-}
-
-/// dA[p][q] = <dy_p, x_q> (assigned), dx_q += sum_p A[p][q] dy_p for every non-empty dx.
-template <class T>
-void subspace_mix_backward(Context<Cpu>& ctx, const SubspaceLayout& l,
-                           std::span<const TensorView<const T, Cpu>> xs,
-                           std::span<const TensorView<const T, Cpu>> dys, const T* a, T* da,
-                           std::span<const TensorView<T, Cpu>> dxs) {
-  const std::int64_t P = l.count;
-  // Accumulated in double: each entry sums N * (C / S) * H * W products.
-  parallel_for(ctx, P * P, [&](std::int64_t pq) {
-    const std::int64_t p = pq / P, q = pq % P;
-    double s = 0.0;
-    for (std::int64_t n = 0; n < l.batch; ++n) {
-      const T* dy = dys[l.task(p)].data() + l.offset(p, n);
-      const T* x = xs[l.task(q)].data() + l.offset(q, n);
-      for (std::int64_t r = 0; r < l.size; ++r)
-        s += static_cast<double>(dy[r]) * static_cast<double>(x[r]);
-    }
-    da[pq] = static_cast<T>(s);
-  });
-  parallel_for(ctx, l.batch * P, [&](std::int64_t job) {
-    const std::int64_t n = job / P, q = job % P;
-    if (dxs[l.task(q)].empty()) return;
-    T* dx = dxs[l.task(q)].data() + l.offset(q, n);
-    for (std::int64_t p = 0; p < P; ++p) {
-      const T w = a[p * P + q];
-      const T* dy = dys[l.task(p)].data() + l.offset(p, n);
-      for (std::int64_t r = 0; r < l.size; ++r) dx[r] += w * dy[r];
-    }
-  });
-}
 
 /// The state and passes shared by the cross-stitch and sluice layers: K tasks of C channels,
 /// each split into S subspaces mixed by one parameter `prefix.alpha` (K S, K S) in group "nddr".
@@ -109,14 +60,15 @@ class SubspaceMixLayer {
 
   void forward(Context<D>& ctx, Views xs, Outs ys) {
     const Shape s = check_fusion_views(who_, tasks_, channels_, xs, ys, "output", false);
-    subspace_mix_forward<T>(ctx, SubspaceLayout(s, tasks_, subspaces_), xs, alpha().data(), ys);
+    ops::subspace_mix_forward<T>(ctx, SubspaceLayout(s, tasks_, subspaces_), xs, alpha().data(),
+                                 ys);
   }
 
   void backward(Context<D>& ctx, Views xs, Views, Views dys, Outs dxs) {
     const Shape s = check_fusion_views(who_, tasks_, channels_, xs, dys, "dy", false);
     check_fusion_views(who_, tasks_, channels_, xs, dxs, "dx", true);
-    subspace_mix_backward<T>(ctx, SubspaceLayout(s, tasks_, subspaces_), xs, dys, alpha().data(),
-                             store_->grad(alpha_).data(), dxs);
+    ops::subspace_mix_backward<T>(ctx, SubspaceLayout(s, tasks_, subspaces_), xs, dys,
+                                  alpha().data(), store_->grad(alpha_).data(), dxs);
   }
 
  protected:

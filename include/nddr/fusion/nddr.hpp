@@ -12,7 +12,6 @@
 /// ReLU run as one op (BatchNormOptions::relu) writing the output, whose backward reads the
 /// ReLU's mask from the output (y > 0 exactly where its input is > 0).
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -21,8 +20,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "nddr/backend/cpu/activation.hpp"
-#include "nddr/backend/cpu/concat.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
@@ -32,35 +29,11 @@
 #include "nddr/fusion/none.hpp"
 #include "nddr/layers/batch_norm.hpp"
 #include "nddr/layers/conv2d.hpp"
+#include "nddr/ops/activation.hpp"
+#include "nddr/ops/concat.hpp"
+#include "nddr/ops/nddr_mix.hpp"
 
 namespace nddr {
-
-namespace detail {
-
-/// Runs `body(begin, end)` on disjoint ranges covering [0, n), one per thread, each range a
-/// serial Eigen product (so the context's thread count is honoured); boundaries are multiples
-/// of 16 to keep the GEMM micro-kernel on full panels.
-template <class F>
-void nddr_split(const Context<Cpu>& ctx, std::int64_t n, F&& body) {
-  constexpr std::int64_t kMin = 32;
-  const std::int64_t chunks = std::max<std::int64_t>(1, std::min<std::int64_t>(ctx.threads(), n / kMin));
-  auto bound = [=](std::int64_t t) { return t == chunks ? n : n * t / chunks / 16 * 16; };
-  parallel_for(ctx, chunks, [&](std::int64_t t) {
-#if defined(_OPENMP)
-    // Eigen parallelises a product itself outside a team of > 1 threads; capping this task's
-    // thread ICV (task-local) keeps a one-chunk region serial.
-    omp_set_num_threads(1);
-#endif
-    const std::int64_t begin = bound(t);
-    const std::int64_t end = bound(t + 1);
-    if (end > begin) body(begin, end);
-  });
-}
-
-template <class T>
-using NddrMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-}  // namespace detail
 
 /// Initialisation of the NDDR 1x1 kernels.
 enum class NddrInit {
@@ -254,53 +227,21 @@ class NddrLayer {
     ops::concat_channels_backward<T>(ctx, d_concat_.cview(), parts);
   }
 
-  // Columns of one cache block of the forward/data-gradient GEMMs: the K task planes' rows of
-  // a block take about 512 KB (half a Zen 4 L2), so the K products that read them hit cache;
-  // at least 512 columns, so each product is large enough to amortise packing its kernel block.
-  std::int64_t block_columns() const {
-    const std::int64_t rows = static_cast<std::int64_t>(tasks_) * channels_;
-    return std::max<std::int64_t>(512, (std::int64_t{1} << 19) / (rows * std::int64_t{sizeof(T)}) / 16 * 16);
-  }
-
-  // z_k = sum_j W_kj x_j [+ b_k] per batch item, threads on column ranges; then BN (+ ReLU,
+  // z_k = sum_j W_kj x_j [+ b_k] (the concat-free mix, nddr/ops/nddr_mix.hpp); then BN (+ ReLU,
   // fused) into ys[k], or z_k is ys[k] itself and ReLU runs in place there.
   void forward_split(Context<Cpu>& ctx, Views xs, Outs ys, const Shape& s) {
-    using Map = Eigen::Map<detail::NddrMatrix<T>>;
-    using ConstMap = Eigen::Map<const detail::NddrMatrix<T>>;
-    const std::int64_t C = channels_, P = s.h() * s.w(), KC = static_cast<std::int64_t>(tasks_) * C;
-    const std::int64_t block = block_columns();
-    std::vector<T*> z(tasks_);
-    std::vector<const T*> w(tasks_), b(tasks_);
+    std::vector<TensorView<const T, D>> w(tasks_), b(tasks_);
+    std::vector<TensorView<T, D>> z(tasks_);
     for (std::size_t k = 0; k < tasks_; ++k) {
-      w[k] = store_->value(weights_[k]).data();
-      if (opt_.use_bias) b[k] = store_->value(biases_[k]).data();
-      z[k] = ys[k].data();
+      w[k] = store_->value(weights_[k]);
+      if (opt_.use_bias) b[k] = store_->value(biases_[k]);
+      z[k] = ys[k];
       if (opt_.use_batch_norm) {
         conv_out_[k].resize(s);
-        z[k] = conv_out_[k].data();
+        z[k] = conv_out_[k].view();
       }
     }
-    for (std::int64_t n = 0; n < s.n(); ++n) {
-      detail::nddr_split(ctx, P, [&](std::int64_t begin, std::int64_t end) {
-        for (std::int64_t p0 = begin; p0 < end; p0 += block) {
-          const std::int64_t cols = std::min(block, end - p0);
-          for (std::size_t k = 0; k < tasks_; ++k) {
-            const ConstMap wk(w[k], C, KC);                               // (C, K C)
-            auto zb = Map(z[k] + n * C * P, C, P).middleCols(p0, cols);   // (C, cols)
-            for (std::size_t j = 0; j < tasks_; ++j) {
-              const auto xb = ConstMap(xs[j].data() + n * C * P, C, P).middleCols(p0, cols);
-              const auto wj = wk.middleCols(static_cast<std::int64_t>(j) * C, C);  // (C, C)
-              if (j == 0)
-                zb.noalias() = wj * xb;
-              else
-                zb.noalias() += wj * xb;
-            }
-            if (opt_.use_bias)
-              zb.colwise() += Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(b[k], C);
-          }
-        }
-      });
-    }
+    ops::nddr_mix_forward<T>(ctx, xs, w, b, z);
     for (std::size_t k = 0; k < tasks_; ++k) {
       if (opt_.use_batch_norm)
         bns_[k].forward(ctx, conv_out_[k].cview(), ys[k]);  // with the ReLU fused when use_relu
@@ -309,70 +250,24 @@ class NddrLayer {
     }
   }
 
-  // Per task k: g = dL/dz_k through ReLU (mask from ys[k]) and BN; dW_k = sum_n g_n X_n^T per
-  // block of the stacked input rows, db_k = sum g; dx_j += W_kj^T g for every non-empty dx_j.
+  // Per task k: g = dL/dz_k through ReLU (mask from ys[k]) and BN; then task k's share of the
+  // mix's backward: dW_k, db_k assigned, dx_j += W_kj^T g for every non-empty dx_j.
   void backward_split(Context<Cpu>& ctx, Views xs, Views ys, Views dys, Outs dxs, const Shape& s) {
-    using Map = Eigen::Map<detail::NddrMatrix<T>>;
-    using ConstMap = Eigen::Map<const detail::NddrMatrix<T>>;
-    const std::int64_t C = channels_, P = s.h() * s.w(), KC = static_cast<std::int64_t>(tasks_) * C;
-    const std::int64_t block = block_columns();
     for (std::size_t k = 0; k < tasks_; ++k) {
-      const T* g = dys[k].data();  // (N, C, H, W) gradient w.r.t. the current stage's output
+      TensorView<const T, D> g = dys[k];  // (N, C, H, W) gradient w.r.t. the stage's output
       if (opt_.use_batch_norm) {
         d_bn_.resize(s);
         d_bn_.zero();
         bns_[k].backward(ctx, conv_out_[k].cview(), ys[k], dys[k], d_bn_.view());  // ReLU mask from y
-        g = d_bn_.data();
+        g = d_bn_.cview();
       } else if (opt_.use_relu) {
         d_relu_.resize(s);
-        const T* y = ys[k].data();
-        const T* dy = dys[k].data();
-        T* d = d_relu_.data();
-        detail::parallel_for(ctx, s.numel(), [=](std::int64_t i) { d[i] = ops::relu_pass(y[i], dy[i]); });
-        g = d;
+        ops::relu_gradient<T>(ctx, ys[k], dys[k], d_relu_.view());
+        g = d_relu_.cview();
       }
-      Map dw(store_->grad(weights_[k]).data(), C, KC);  // (C, K C)
-      detail::nddr_split(ctx, KC, [&](std::int64_t begin, std::int64_t end) {
-        for (std::int64_t n = 0; n < s.n(); ++n) {
-          const ConstMap gn(g + n * C * P, C, P);  // (C, P)
-          // The stacked input rows [begin, end) may span several tasks' planes.
-          for (std::int64_t r = begin; r < end;) {
-            const std::int64_t j = r / C, c0 = r - j * C, rows = std::min(end - r, C - c0);
-            const ConstMap xn(xs[static_cast<std::size_t>(j)].data() + n * C * P, C, P);
-            auto dwb = dw.middleCols(r, rows);
-            if (n == 0)
-              dwb.noalias() = gn * xn.middleRows(c0, rows).transpose();
-            else
-              dwb.noalias() += gn * xn.middleRows(c0, rows).transpose();
-            r += rows;
-          }
-        }
-        if (s.n() == 0) dw.middleCols(begin, end - begin).setZero();
-      });
-      if (opt_.use_bias) {
-        T* db = store_->grad(biases_[k]).data();
-        const std::int64_t N = s.n();
-        detail::parallel_for(ctx, C, [=](std::int64_t c) {
-          T sum = T(0);
-          for (std::int64_t n = 0; n < N; ++n)
-            for (std::int64_t i = 0; i < P; ++i) sum += g[(n * C + c) * P + i];
-          db[c] = sum;
-        });
-      }
-      const ConstMap w(store_->value(weights_[k]).data(), C, KC);  // (C, K C)
-      for (std::int64_t n = 0; n < s.n(); ++n) {
-        detail::nddr_split(ctx, P, [&](std::int64_t begin, std::int64_t end) {
-          for (std::int64_t p0 = begin; p0 < end; p0 += block) {
-            const std::int64_t cols = std::min(block, end - p0);
-            const auto gb = ConstMap(g + n * C * P, C, P).middleCols(p0, cols);  // (C, cols)
-            for (std::size_t j = 0; j < tasks_; ++j) {
-              if (dxs[j].empty()) continue;
-              auto dxb = Map(dxs[j].data() + n * C * P, C, P).middleCols(p0, cols);
-              dxb.noalias() += w.middleCols(static_cast<std::int64_t>(j) * C, C).transpose() * gb;
-            }
-          }
-        });
-      }
+      const TensorView<T, D> db = opt_.use_bias ? store_->grad(biases_[k]) : TensorView<T, D>{};
+      ops::nddr_mix_backward<T>(ctx, xs, store_->value(weights_[k]), g, store_->grad(weights_[k]),
+                                db, dxs);
     }
   }
 

@@ -13,13 +13,13 @@
 #include <string>
 #include <vector>
 
-#include "nddr/backend/cpu/concat.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/random.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
+#include "nddr/ops/concat.hpp"
 
 namespace nddr {
 
@@ -104,15 +104,10 @@ class IdentityFusion {
 
   void forward(Context<D>& ctx, Views xs, Outs ys) {
     detail::check_fusion_views(kWho, tasks_, channels_, xs, ys, "output", false);
+    // y_k = x_k: a one-part channel split, a copy on every device.
     for (std::size_t k = 0; k < tasks_; ++k) {
-      if constexpr (std::is_same_v<D, Cpu>) {
-        const T* src = xs[k].data();
-        T* dst = ys[k].data();
-        nddr::detail::parallel_for(ctx, xs[k].numel(), [=](std::int64_t i) { dst[i] = src[i]; });
-      } else {
-        (void)ctx;
-        Storage<D>::copy(ys[k].data(), xs[k].data(), static_cast<std::size_t>(xs[k].numel()) * sizeof(T));
-      }
+      const std::array<TensorView<T, D>, 1> parts{ys[k]};
+      ops::split_channels_forward<T>(ctx, xs[k], std::span<const TensorView<T, D>>(parts));
     }
   }
 
@@ -121,15 +116,9 @@ class IdentityFusion {
     detail::check_fusion_views(kWho, tasks_, channels_, xs, dxs, "dx", true);
     for (std::size_t k = 0; k < tasks_; ++k) {
       if (dxs[k].empty()) continue;
-      if constexpr (std::is_same_v<D, Cpu>) {
-        const T* src = dys[k].data();
-        T* dst = dxs[k].data();
-        nddr::detail::parallel_for(ctx, dys[k].numel(), [=](std::int64_t i) { dst[i] += src[i]; });
-      } else {
-        // dx += dy: the adjoint of a one-part channel concatenation.
-        const std::array<TensorView<T, D>, 1> parts{dxs[k]};
-        ops::concat_channels_backward(ctx, dys[k], std::span<const TensorView<T, D>>(parts));
-      }
+      // dx += dy: the adjoint of a one-part channel concatenation.
+      const std::array<TensorView<T, D>, 1> parts{dxs[k]};
+      ops::concat_channels_backward<T>(ctx, dys[k], std::span<const TensorView<T, D>>(parts));
     }
   }
 

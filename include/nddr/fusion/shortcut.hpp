@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "nddr/backend/cpu/activation.hpp"
-#include "nddr/backend/cpu/concat.hpp"
-#include "nddr/backend/cpu/resize.hpp"
+#include "nddr/ops/activation.hpp"
+#include "nddr/ops/concat.hpp"
+#include "nddr/ops/resize.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
@@ -24,7 +24,6 @@
 #include "nddr/core/tensor.hpp"
 #include "nddr/layers/batch_norm.hpp"
 #include "nddr/layers/conv2d.hpp"
-#include "nddr/ops/resize.hpp"
 
 namespace nddr {
 

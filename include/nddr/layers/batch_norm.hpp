@@ -10,19 +10,12 @@
 #include <type_traits>
 #include <utility>
 
-#include "nddr/backend/cpu/batch_norm.hpp"
+#include "nddr/ops/batch_norm.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/random.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/batch_norm.hpp"
-
-#if defined(NDDR_WITH_CUDA)
-// The ops:: calls below are qualified, so their Context<Cuda> overloads must be declared
-// before this template for D = Cuda to find them, whatever the user's include order.
-#include "nddr/backend/cuda/batch_norm.hpp"
-#endif
 
 namespace nddr {
 

@@ -9,19 +9,12 @@
 #include <string>
 #include <type_traits>
 
-#include "nddr/backend/cpu/conv2d.hpp"
+#include "nddr/ops/conv2d.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/random.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/conv2d.hpp"
-
-#if defined(NDDR_WITH_CUDA)
-// The ops:: calls below are qualified, so their Context<Cuda> overloads must be declared
-// before this template for D = Cuda to find them, whatever the user's include order.
-#include "nddr/backend/cuda/conv2d.hpp"
-#endif
 
 namespace nddr {
 

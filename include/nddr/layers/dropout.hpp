@@ -6,12 +6,11 @@
 #include <cstdint>
 #include <string>
 
-#include "nddr/backend/cpu/dropout.hpp"
+#include "nddr/ops/dropout.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/random.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/dropout.hpp"
 
 namespace nddr {
 

@@ -9,20 +9,13 @@
 #include <string>
 #include <utility>
 
-#include "nddr/backend/cpu/linear.hpp"
+#include "nddr/ops/linear.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/random.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/linear.hpp"
-
-#if defined(NDDR_WITH_CUDA)
-// The ops:: calls below are qualified, so their Context<Cuda> overloads must be declared
-// before this template for D = Cuda to find them, whatever the user's include order.
-#include "nddr/backend/cuda/linear.hpp"
-#endif
 
 namespace nddr {
 

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "nddr/backend/cpu/activation.hpp"
+#include "nddr/ops/activation.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/random.hpp"

@@ -4,12 +4,11 @@
 
 #include <string>
 
-#include "nddr/backend/cpu/resize.hpp"
+#include "nddr/ops/resize.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/random.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/resize.hpp"
 
 namespace nddr {
 

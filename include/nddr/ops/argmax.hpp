@@ -1,31 +1,40 @@
 #pragma once
 /// \file
-/// Arg-max over the channels of every pixel: the segmentation prediction of the paper's
-/// evaluation (paper-spec §7.1), as NumPy/TF `argmax(axis=1)`. The per-pixel body is shared by
-/// every backend: a pixel's C values sit `stride` elements apart (stride = H * W).
+/// Arg-max over channels, the front door: out (N, H, W) = the channel index of the largest
+/// value of every pixel of x (N, C, H, W), the first on ties (`ops::argmax_pixel`, in
+/// nddr/ops/math/argmax.hpp). Validates once, then runs `backend::Argmax<D>`.
 
 #include <cstdint>
+#include <limits>
 
-#include "nddr/core/macros.hpp"
+#include "nddr/core/context.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/core/shape.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/argmax.hpp"
 
 namespace nddr::ops {
 
-/// The index of the largest of one pixel's `channels` (>= 1) values; the first on ties. A NaN
-/// never replaces the running maximum (every comparison with it is false), so a NaN channel 0
-/// wins and other NaN channels never do, as in the CPU metric's sweep.
-template <class T>
-NDDR_HOST_DEVICE inline std::int32_t argmax_pixel(const T* x, std::int64_t channels,
-                                                  std::int64_t stride) {
-  T best = x[0];
-  std::int32_t arg = 0;
-  for (std::int64_t c = 1; c < channels; ++c) {
-    const T v = x[c * stride];
-    if (v > best) {
-      best = v;
-      arg = static_cast<std::int32_t>(c);
-    }
-  }
-  return arg;
+namespace detail {
+
+/// Checks x (N, C, H, W) with 1 <= C <= INT32_MAX and out (N, H, W).
+inline void check_argmax(const char* who, const Shape& x, const Shape& out) {
+  check_rank4(who, "x", x);
+  check<ShapeError>(x.c() >= 1 && x.c() <= std::numeric_limits<std::int32_t>::max(), who,
+                    ": x has shape ", x, ", expected at least one channel");
+  check_shape(who, "out", out, Shape{x.n(), x.h(), x.w()});
+}
+
+}  // namespace detail
+
+/// out (N, H, W) = argmax over the channels of x (N, C, H, W), the first channel on ties.
+template <class T, class D>
+void argmax_channels(Context<D>& ctx, ViewOn<const T, D> x, ViewOn<std::int32_t, D> out) {
+  detail::check_argmax("nddr::ops::argmax_channels", x.shape(), out.shape());
+  backend::Argmax<D>::argmax_channels(ctx, x, out);
 }
 
 }  // namespace nddr::ops
+
+#include "nddr/backend/cpu/argmax.hpp"

@@ -1,300 +1,240 @@
 #pragma once
 /// \file
-/// Batch normalisation per channel over (N, H, W): the options and the per-channel math that
-/// every backend runs (CPU loops now, CUDA kernels later).
+/// Batch normalisation over (N, H, W) per channel, the front door (options and per-channel
+/// math: nddr/ops/math/batch_norm.hpp). Validates once and computes the layout of x, then runs
+/// `backend::BatchNorm<D>`.
 ///
-/// Training: y = (x - mean_B) / sqrt(var_B + eps) * gamma + beta with the batch mean and the
-/// biased batch variance; running <- (1 - momentum) * running + momentum * batch (PyTorch
-/// meaning of momentum). Inference: the same with the running statistics.
+/// Per-channel vectors (gamma, beta, running and saved statistics) have shape (C). With
+/// `affine()` off, gamma and beta are ignored (gamma = 1, beta = 0) and so are dgamma, dbeta.
+/// Inputs are taken as const views of `T`, where `T` is deduced from the output view.
+///
+/// The `_sync` variants are synchronized (cross-replica) batch normalisation for data-parallel
+/// training: each replica holds a slice of the global batch, and the per-channel sums are added
+/// over every replica by a caller-supplied `BatchNormAllReduce` before they are used.
 
-#include <bit>
-#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
+#include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
-#include "nddr/core/macros.hpp"
-#include "nddr/ops/activation.hpp"
+#include "nddr/core/shape.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/batch_norm.hpp"
 
-namespace nddr {
+namespace nddr::detail {
 
-/// Run-time options of batch normalisation; defaults are PyTorch's `BatchNorm2d`.
-/// Fluent: `BatchNormOptions{}.eps(1e-3).momentum(0.05)`; each field reads as `opt.eps()`.
-class BatchNormOptions {
- public:
-  /// Added to the variance before the square root (> 0). Default 1e-5.
-  double eps() const { return eps_; }
-  BatchNormOptions& eps(double v) {
-    eps_ = v;
-    return *this;
-  }
-  /// Weight of the batch statistic in the running average, in [0, 1]: running = (1 - momentum)
-  /// * running + momentum * batch. Default 0.1. TF's `decay` is 1 - momentum.
-  double momentum() const { return momentum_; }
-  BatchNormOptions& momentum(double v) {
-    momentum_ = v;
-    return *this;
-  }
-  /// Learnable per-channel scale gamma (`.weight`) and shift beta (`.bias`). Default on.
-  bool affine() const { return affine_; }
-  BatchNormOptions& affine(bool v) {
-    affine_ = v;
-    return *this;
-  }
-  /// The running variance averages the unbiased batch variance (times M / (M - 1), M = N*H*W),
-  /// as PyTorch and TF's fused kernel do; normalisation always uses the biased one. Default on.
-  bool unbiased_running_var() const { return unbiased_running_var_; }
-  BatchNormOptions& unbiased_running_var(bool v) {
-    unbiased_running_var_ = v;
-    return *this;
-  }
+/// Validates the options, x (N, C, H, W), the tensor of x's shape named `out` (y or dy) and the
+/// two per-channel statistics; returns the layout of x.
+inline BatchNormLayout batch_norm_check(const char* who, const BatchNormOptions& opt,
+                                        const Shape& x, const char* out, const Shape& out_shape,
+                                        const char* mean, const Shape& mean_shape, const char* var,
+                                        const Shape& var_shape) {
+  opt.validate(who);
+  check_rank4(who, "x", x);
+  check_shape(who, out, out_shape, x);
+  check_shape(who, mean, mean_shape, Shape{x.c()});
+  check_shape(who, var, var_shape, Shape{x.c()});
+  return BatchNormLayout{x.n(), x.c(), x.h() * x.w()};
+}
 
-  /// A ReLU fused after the normalisation: y = max(BN(x), 0) (NaN stays NaN, as ops::relu), one
-  /// pass instead of two in each direction. The backward ops then take forward's y as their
-  /// last argument and read the ReLU's mask there; dy is the gradient w.r.t. the ReLU's output.
-  /// Default off.
-  bool relu() const { return relu_; }
-  BatchNormOptions& relu(bool v) {
-    relu_ = v;
-    return *this;
-  }
+/// Checks a per-channel vector (gamma, beta, dgamma, dbeta) that the op will use.
+inline void batch_norm_check_vector(const char* who, const char* what, bool used, const Shape& s,
+                                    std::int64_t channels) {
+  if (used) check_shape(who, what, s, Shape{channels});
+}
 
-  /// The TF-slim `batch_norm` of the NDDR-CNN code: eps 1e-3, decay 0.95 (momentum 0.05).
-  static BatchNormOptions tf_slim() { return BatchNormOptions{}.eps(1e-3).momentum(0.05); }
+inline void batch_norm_check_training_count(const char* who, const Shape& x,
+                                            const BatchNormLayout& L) {
+  check<ShapeError>(L.count() > 1, who, ": x has shape ", x,
+                    "; training needs more than one value per channel (N*H*W > 1)");
+}
 
-  /// Throws OptionError naming `who`, the field and the value unless eps > 0 and
-  /// 0 <= momentum <= 1 (NaN fails both).
-  void validate(const char* who) const {
-    check<OptionError>(eps_ > 0.0 && std::isfinite(eps_), who,
-                       ": BatchNormOptions.eps must be a finite value > 0, got ", eps_);
-    check<OptionError>(momentum_ >= 0.0 && momentum_ <= 1.0, who,
-                       ": BatchNormOptions.momentum must be in [0, 1], got ", momentum_);
-  }
+/// With the fused ReLU (BatchNormOptions::relu), the backward ops read its mask from forward's
+/// output y: it must have x's shape. Without it y is not used.
+inline void batch_norm_check_relu_output(const char* who, const BatchNormOptions& opt,
+                                         const Shape& y, const Shape& x) {
+  if (opt.relu())
+    check_shape(who, "y (forward's output; BatchNormOptions.relu reads its mask)", y, x);
+}
 
- private:
-  double eps_ = 1e-5;
-  double momentum_ = 0.1;
-  bool affine_ = true;
-  bool unbiased_running_var_ = true;
-  bool relu_ = false;
-};
+/// The checks shared by both forward passes: options, x, y, the running statistics and, with
+/// `affine()`, gamma and beta. Returns the layout of x.
+inline BatchNormLayout batch_norm_check_forward(const char* who, const BatchNormOptions& opt,
+                                                const Shape& x, const Shape& y,
+                                                const Shape& running_mean, const Shape& running_var,
+                                                const Shape& gamma, const Shape& beta) {
+  const BatchNormLayout L = batch_norm_check(who, opt, x, "y", y, "running_mean", running_mean,
+                                             "running_var", running_var);
+  batch_norm_check_vector(who, "gamma", opt.affine(), gamma, L.channels);
+  batch_norm_check_vector(who, "beta", opt.affine(), beta, L.channels);
+  return L;
+}
 
-}  // namespace nddr
+/// The checks shared by every backward pass (both modes, synchronized or not, on any device D):
+/// options, x, dy, the two statistics (named `a_name`, `b_name`), gamma and the gradients that
+/// will be written. Returns the layout of x.
+template <class T, class D>
+BatchNormLayout batch_norm_check_backward(const char* who, const BatchNormOptions& opt,
+                                          TensorView<const T, D> x, TensorView<const T, D> dy,
+                                          TensorView<const T, D> gamma, const char* a_name,
+                                          TensorView<const T, D> a, const char* b_name,
+                                          TensorView<const T, D> b, TensorView<T, D> dx,
+                                          TensorView<T, D> dgamma, TensorView<T, D> dbeta) {
+  const BatchNormLayout L =
+      batch_norm_check(who, opt, x.shape(), "dy", dy.shape(), a_name, a.shape(), b_name, b.shape());
+  const bool affine = opt.affine();
+  batch_norm_check_vector(who, "gamma", affine, gamma.shape(), L.channels);
+  batch_norm_check_vector(who, "dgamma", affine && !dgamma.empty(), dgamma.shape(), L.channels);
+  batch_norm_check_vector(who, "dbeta", affine && !dbeta.empty(), dbeta.shape(), L.channels);
+  if (!dx.empty()) check_shape(who, "dx", dx.shape(), x.shape());
+  return L;
+}
+
+}  // namespace nddr::detail
 
 namespace nddr::ops {
 
-/// Mean and biased variance of one channel.
-struct BatchNormMoments {
-  double mean = 0.0;
-  double var = 0.0;
-};
-
-/// The two reductions of the training backward pass for one channel.
-struct BatchNormGradSums {
-  double sum_dy = 0.0;      ///< sum(dy)
-  double sum_dy_xmu = 0.0;  ///< sum(dy * (x - mean))
-};
-
-/// The terms a and b of the training backward element (batch_norm_backward_element).
-struct BatchNormGradTerms {
-  double a = 0.0;  ///< sum(dy) / M
-  double b = 0.0;  ///< inv_std^2 * sum(dy * (x - mean)) / M
-};
-
-/// A channel's a and b from its gradient sums over M = `count` values (of this replica, or of
-/// the global batch under synchronized BN); shared by the CPU ops and the CUDA kernels.
-NDDR_HOST_DEVICE inline BatchNormGradTerms batch_norm_grad_terms(BatchNormGradSums s,
-                                                                 double inv_std, double count) {
-  return {s.sum_dy / count, inv_std * inv_std * s.sum_dy_xmu / count};
+/// Training forward: normalises x (N, C, H, W) with the batch mean and biased variance of
+/// each channel, writes y, saves mean and 1/sqrt(var + eps) for backward into `save_mean` and
+/// `save_inv_std` (C), and updates `running_mean` / `running_var` (C) in place.
+/// Throws ShapeError when N*H*W == 1 (the variance is undefined, as in PyTorch).
+template <class T, class D>
+void batch_norm_forward_training(Context<D>& ctx, std::type_identity_t<TensorView<const T, D>> x,
+                                 std::type_identity_t<TensorView<const T, D>> gamma,
+                                 std::type_identity_t<TensorView<const T, D>> beta,
+                                 ViewOn<T, D> running_mean, ViewOn<T, D> running_var,
+                                 ViewOn<T, D> y, ViewOn<T, D> save_mean, ViewOn<T, D> save_inv_std,
+                                 const BatchNormOptions& opt) {
+  constexpr const char* who = "nddr::ops::batch_norm_forward_training";
+  const auto L =
+      nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(), running_mean.shape(),
+                                             running_var.shape(), gamma.shape(), beta.shape());
+  nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
+                                        L.channels);
+  nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
+  backend::BatchNorm<D>::template batch_norm_forward_training<T>(
+      ctx, L, x, gamma, beta, running_mean, running_var, y, save_mean, save_inv_std, opt);
 }
 
-/// The gradient w.r.t. the normalised value: dy, or with the fused ReLU (y non-null, forward's
-/// output) dy where y > 0. The GPU kernels use this form (the branch is uniform there).
-template <class T>
-NDDR_HOST_DEVICE inline T batch_norm_grad_in(const T* y, const T* dy, std::int64_t i) {
-  return y ? relu_pass(y[i], dy[i]) : dy[i];
+/// Inference forward: normalises x (N, C, H, W) with the running statistics (C).
+template <class T, class D>
+void batch_norm_forward_inference(Context<D>& ctx, std::type_identity_t<TensorView<const T, D>> x,
+                                  std::type_identity_t<TensorView<const T, D>> gamma,
+                                  std::type_identity_t<TensorView<const T, D>> beta,
+                                  std::type_identity_t<TensorView<const T, D>> running_mean,
+                                  std::type_identity_t<TensorView<const T, D>> running_var,
+                                  ViewOn<T, D> y, const BatchNormOptions& opt) {
+  constexpr const char* who = "nddr::ops::batch_norm_forward_inference";
+  const auto L =
+      nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(), running_mean.shape(),
+                                             running_var.shape(), gamma.shape(), beta.shape());
+  backend::BatchNorm<D>::template batch_norm_forward_inference<T>(
+      ctx, L, x, gamma, beta, running_mean, running_var, y, opt);
 }
 
-/// The same for the CPU loops, with the fused ReLU decided at compile time and the mask applied
-/// as a bit mask: the same value as relu_pass (dy, or +0 where y <= 0 or y is NaN), but no
-/// branch. GCC compiled relu_pass's select in these scalar double-sum loops into a jump on the
-/// sign of y, which random signs mispredict half the time: the fused backward ran 9x slower.
-template <bool Relu, class T>
-inline T batch_norm_grad_in_static(const T* y, const T* dy, std::int64_t i) {
-  if constexpr (Relu) {
-    using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
-    const U keep = U(0) - static_cast<U>(y[i] > T(0));
-    return std::bit_cast<T>(static_cast<U>(std::bit_cast<U>(dy[i]) & keep));
-  } else {
-    return dy[i];
-  }
+/// Training backward, through the batch statistics: dx += dL/dx (skipped when dx is empty);
+/// dgamma = sum(dy * xhat) and dbeta = sum(dy) are assigned (each skipped when empty).
+/// `save_mean` and `save_inv_std` are what batch_norm_forward_training saved for this x. With
+/// `opt.relu()`, `y` is forward's output (the fused ReLU's mask) and dy the gradient w.r.t. it.
+template <class T, class D>
+void batch_norm_backward_training(Context<D>& ctx, std::type_identity_t<TensorView<const T, D>> x,
+                                  std::type_identity_t<TensorView<const T, D>> dy,
+                                  std::type_identity_t<TensorView<const T, D>> gamma,
+                                  std::type_identity_t<TensorView<const T, D>> save_mean,
+                                  std::type_identity_t<TensorView<const T, D>> save_inv_std,
+                                  ViewOn<T, D> dx, ViewOn<T, D> dgamma, ViewOn<T, D> dbeta,
+                                  const BatchNormOptions& opt,
+                                  std::type_identity_t<TensorView<const T, D>> y = {}) {
+  constexpr const char* who = "nddr::ops::batch_norm_backward_training";
+  const auto L =
+      nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean", save_mean,
+                                              "save_inv_std", save_inv_std, dx, dgamma, dbeta);
+  nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
+  nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
+  backend::BatchNorm<D>::template batch_norm_backward_training<T>(
+      ctx, L, x, dy, gamma, save_mean, save_inv_std, dx, dgamma, dbeta, opt, y);
 }
 
-/// Sum over one channel of f(i), where i runs over the channel's element offsets: `items`
-/// planes of `plane` contiguous elements, `stride` elements apart. Four partial sums break the
-/// floating-point dependency chain (the loop cannot be reassociated by the compiler).
-template <class F>
-NDDR_HOST_DEVICE inline double batch_norm_channel_sum(std::int64_t items, std::int64_t plane,
-                                                      std::int64_t stride, F f) {
-  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-  for (std::int64_t n = 0; n < items; ++n) {
-    const std::int64_t base = n * stride;
-    std::int64_t i = 0;
-    for (; i + 4 <= plane; i += 4) {
-      s0 += f(base + i);
-      s1 += f(base + i + 1);
-      s2 += f(base + i + 2);
-      s3 += f(base + i + 3);
-    }
-    for (; i < plane; ++i) s0 += f(base + i);
-  }
-  return (s0 + s1) + (s2 + s3);
+/// Inference backward, with the running statistics as constants: dx += dy * gamma * inv_std
+/// (skipped when dx is empty); dgamma = sum(dy * xhat) and dbeta = sum(dy) are assigned. With
+/// `opt.relu()`, `y` is forward's output (the fused ReLU's mask).
+template <class T, class D>
+void batch_norm_backward_inference(Context<D>& ctx, std::type_identity_t<TensorView<const T, D>> x,
+                                   std::type_identity_t<TensorView<const T, D>> dy,
+                                   std::type_identity_t<TensorView<const T, D>> gamma,
+                                   std::type_identity_t<TensorView<const T, D>> running_mean,
+                                   std::type_identity_t<TensorView<const T, D>> running_var,
+                                   ViewOn<T, D> dx, ViewOn<T, D> dgamma, ViewOn<T, D> dbeta,
+                                   const BatchNormOptions& opt,
+                                   std::type_identity_t<TensorView<const T, D>> y = {}) {
+  constexpr const char* who = "nddr::ops::batch_norm_backward_inference";
+  const auto L =
+      nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "running_mean", running_mean,
+                                              "running_var", running_var, dx, dgamma, dbeta);
+  nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
+  backend::BatchNorm<D>::template batch_norm_backward_inference<T>(
+      ctx, L, x, dy, gamma, running_mean, running_var, dx, dgamma, dbeta, opt, y);
 }
 
-/// Moments of one channel stored as `items` planes of `plane` contiguous elements, `stride`
-/// elements apart (for NCHW: items = N, plane = H*W, stride = C*H*W, x at channel c's first
-/// element). Two passes in double, so float inputs with a large mean keep their variance.
-template <class T>
-NDDR_HOST_DEVICE inline BatchNormMoments batch_norm_channel_moments(const T* x, std::int64_t items,
-                                                                    std::int64_t plane,
-                                                                    std::int64_t stride) {
-  const double count = static_cast<double>(items * plane);
-  BatchNormMoments m;
-  m.mean = batch_norm_channel_sum(items, plane, stride,
-                                  [x](std::int64_t i) { return static_cast<double>(x[i]); }) /
-           count;
-  const double mean = m.mean;
-  m.var = batch_norm_channel_sum(items, plane, stride,
-                                 [x, mean](std::int64_t i) {
-                                   const double d = static_cast<double>(x[i]) - mean;
-                                   return d * d;
-                                 }) /
-          count;
-  return m;
+/// Synchronized training forward: as batch_norm_forward_training, but the mean and the biased
+/// variance of each channel are those of the global batch (x of every replica), summed by
+/// `all_reduce`: the per-channel sums and the element count, then the per-channel sums of squared
+/// deviations from the global mean (two passes, as the local op, so float inputs keep their
+/// variance). The running statistics move towards the global ones. Every replica must call it
+/// with the same C; N, H and W may differ. With the identity `all_reduce` it equals the local op
+/// bit for bit. Throws ShapeError when the global count N*H*W is 1. On a GPU, each call
+/// downloads and uploads 2C doubles and waits for the device twice; GPU and CPU replicas may be
+/// mixed.
+template <class T, class D>
+void batch_norm_forward_training_sync(Context<D>& ctx,
+                                      std::type_identity_t<TensorView<const T, D>> x,
+                                      std::type_identity_t<TensorView<const T, D>> gamma,
+                                      std::type_identity_t<TensorView<const T, D>> beta,
+                                      ViewOn<T, D> running_mean, ViewOn<T, D> running_var,
+                                      ViewOn<T, D> y, ViewOn<T, D> save_mean,
+                                      ViewOn<T, D> save_inv_std, const BatchNormOptions& opt,
+                                      const BatchNormAllReduce& all_reduce) {
+  constexpr const char* who = "nddr::ops::batch_norm_forward_training_sync";
+  const auto L =
+      nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(), running_mean.shape(),
+                                             running_var.shape(), gamma.shape(), beta.shape());
+  nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
+  nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
+                                        L.channels);
+  check<OptionError>(static_cast<bool>(all_reduce), who, ": all_reduce is empty");
+  backend::BatchNorm<D>::template batch_norm_forward_training_sync<T>(
+      ctx, L, x, gamma, beta, running_mean, running_var, y, save_mean, save_inv_std, opt,
+      all_reduce);
 }
 
-/// sum(dy) and sum(dy * (x - mean)) over one channel (layout as in batch_norm_channel_moments).
-/// With the fused ReLU (`Relu`), `y` (forward's output, same layout) masks dy; unused otherwise.
-template <bool Relu = false, class T>
-inline BatchNormGradSums batch_norm_channel_grad_sums(const T* x, const T* dy, std::int64_t items,
-                                                      std::int64_t plane, std::int64_t stride,
-                                                      double mean, const T* y = nullptr) {
-  BatchNormGradSums s;
-  s.sum_dy = batch_norm_channel_sum(items, plane, stride, [y, dy](std::int64_t i) {
-    return static_cast<double>(batch_norm_grad_in_static<Relu>(y, dy, i));
-  });
-  s.sum_dy_xmu = batch_norm_channel_sum(items, plane, stride, [x, y, dy, mean](std::int64_t i) {
-    return static_cast<double>(batch_norm_grad_in_static<Relu>(y, dy, i)) *
-           (static_cast<double>(x[i]) - mean);
-  });
-  return s;
-}
-
-/// A share of a per-channel reduction split over many GPU threads: visits the channel offsets
-/// n * stride + p (n < items, p < plane) whose flat index j = n * plane + p runs from `first`
-/// in steps of `step`, calling f(offset) for each in that order, without a division per
-/// element. Offsets are taken four at a time and the four calls made together, so that a GPU
-/// thread has four loads in flight instead of one (the reductions are bound by memory
-/// latency otherwise). The threads first = 0 .. step - 1 together visit every offset once
-/// (tests/ops check this on the CPU).
-template <class F>
-NDDR_HOST_DEVICE inline void batch_norm_strided_visit(std::int64_t items, std::int64_t plane,
-                                                      std::int64_t stride, std::int64_t first,
-                                                      std::int64_t step, F f) {
-  if (plane <= 0 || first >= items * plane) return;
-  std::int64_t n = first / plane, p = first % plane;
-  const std::int64_t dn = step / plane, dp = step % plane;
-  for (;;) {
-    std::int64_t off[4];
-    int k = 0;
-    for (; k < 4 && n < items; ++k) {
-      off[k] = n * stride + p;
-      p += dp;
-      n += dn;
-      if (p >= plane) {
-        p -= plane;
-        ++n;
-      }
-    }
-    if (k < 4) {
-      for (int j = 0; j < k; ++j) f(off[j]);
-      return;
-    }
-    f(off[0]);
-    f(off[1]);
-    f(off[2]);
-    f(off[3]);
-  }
-}
-
-/// Batch moments of `count` values from sums of the values less a shift: s1 = sum(x - shift),
-/// s2 = sum((x - shift)^2), all in double. With a shift near the mean (the GPU uses the
-/// channel's first element) the variance keeps its digits however large the mean is; the
-/// result is clamped at 0 against rounding.
-NDDR_HOST_DEVICE inline BatchNormMoments batch_norm_moments_from_shifted_sums(double count,
-                                                                              double shift,
-                                                                              double s1,
-                                                                              double s2) {
-  const double d = s1 / count;
-  BatchNormMoments m;
-  m.mean = shift + d;
-  const double var = s2 / count - d * d;
-  m.var = var > 0.0 ? var : 0.0;
-  return m;
-}
-
-/// Blocks per channel of the GPU's per-channel reductions: about 1024 blocks in all, at least
-/// 8 elements per thread of `block` threads, at most 1024. Depends on the sizes only, so a
-/// reduction sums in the same order every time.
-inline std::int64_t batch_norm_reduce_splits(std::int64_t items, std::int64_t plane,
-                                             std::int64_t channels, std::int64_t block) {
-  const std::int64_t by_work = items * plane / (block * 8);
-  const std::int64_t by_grid = channels > 0 ? (1024 + channels - 1) / channels : 1;
-  std::int64_t s = by_work < by_grid ? by_work : by_grid;
-  if (s > 1024) s = 1024;
-  return s < 1 ? 1 : s;
-}
-
-/// Moves the running statistics of one channel towards the batch moments of `count` values.
-template <class T>
-NDDR_HOST_DEVICE inline void batch_norm_update_running(T& running_mean, T& running_var,
-                                                       BatchNormMoments batch, std::int64_t count,
-                                                       double momentum, bool unbiased) {
-  const double var = unbiased
-                         ? batch.var * static_cast<double>(count) / static_cast<double>(count - 1)
-                         : batch.var;
-  running_mean =
-      static_cast<T>((1.0 - momentum) * static_cast<double>(running_mean) + momentum * batch.mean);
-  running_var =
-      static_cast<T>((1.0 - momentum) * static_cast<double>(running_var) + momentum * var);
-}
-
-/// 1 / sqrt(var + eps).
-NDDR_HOST_DEVICE inline double batch_norm_inv_std(double var, double eps) {
-  return 1.0 / std::sqrt(var + eps);
-}
-
-/// Element body of the forward pass; scale = gamma * inv_std, shift = beta.
-template <class T>
-NDDR_HOST_DEVICE inline T batch_norm_element(T x, T mean, T scale, T shift) {
-  return (x - mean) * scale + shift;
-}
-
-/// The forward element with the optional fused ReLU (BatchNormOptions::relu).
-template <class T>
-NDDR_HOST_DEVICE inline T batch_norm_element(T x, T mean, T scale, T shift, bool relu) {
-  const T v = batch_norm_element(x, mean, scale, shift);
-  return relu ? relu_element(v) : v;
-}
-
-
-/// Element body of the backward pass (accumulates): dx += k * (dy - a - (x - mean) * b) with
-/// per-channel k = gamma * inv_std, a = sum(dy) / M, b = inv_std^2 * sum(dy * (x - mean)) / M
-/// when the batch statistics depend on x (training), and a = b = 0 when they are constants
-/// (inference).
-template <class T>
-NDDR_HOST_DEVICE inline void batch_norm_backward_element(T x, T dy, T mean, T k, T a, T b, T& dx) {
-  dx += k * (dy - a - (x - mean) * b);
+/// Synchronized training backward, through the global batch statistics saved by
+/// batch_norm_forward_training_sync: sum(dy) and sum(dy * (x - mean)) per channel are summed over
+/// every replica by `all_reduce` for dx (dx += ..., skipped when empty). dgamma and dbeta are
+/// this replica's own sums (assigned): averaging them over the replicas, as the gradients of
+/// every other parameter are, gives the gradient of the mean of the replicas' losses.
+template <class T, class D>
+void batch_norm_backward_training_sync(Context<D>& ctx,
+                                       std::type_identity_t<TensorView<const T, D>> x,
+                                       std::type_identity_t<TensorView<const T, D>> dy,
+                                       std::type_identity_t<TensorView<const T, D>> gamma,
+                                       std::type_identity_t<TensorView<const T, D>> save_mean,
+                                       std::type_identity_t<TensorView<const T, D>> save_inv_std,
+                                       ViewOn<T, D> dx, ViewOn<T, D> dgamma, ViewOn<T, D> dbeta,
+                                       const BatchNormOptions& opt,
+                                       const BatchNormAllReduce& all_reduce,
+                                       std::type_identity_t<TensorView<const T, D>> y = {}) {
+  constexpr const char* who = "nddr::ops::batch_norm_backward_training_sync";
+  const auto L =
+      nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean", save_mean,
+                                              "save_inv_std", save_inv_std, dx, dgamma, dbeta);
+  nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
+  check<OptionError>(static_cast<bool>(all_reduce), who, ": all_reduce is empty");
+  backend::BatchNorm<D>::template batch_norm_backward_training_sync<T>(
+      ctx, L, x, dy, gamma, save_mean, save_inv_std, dx, dgamma, dbeta, opt, all_reduce, y);
 }
 
 }  // namespace nddr::ops
+
+#include "nddr/backend/cpu/batch_norm.hpp"

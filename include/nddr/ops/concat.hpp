@@ -1,56 +1,65 @@
 #pragma once
 /// \file
-/// Channel concatenation of K (N, C_k, H, W) tensors into one (N, sum C_k, H, W) tensor, and
-/// its inverse, the channel split. The index map and the shape checks are shared by every
-/// backend.
+/// Channel concatenation and split, the front door (index map and part checks:
+/// nddr/ops/math/concat.hpp). Validates once, then runs `backend::Concat<D>`.
 
-#include <cstdint>
+#include <cstddef>
 #include <span>
-#include <string>
+#include <type_traits>
 
+#include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
-#include "nddr/core/macros.hpp"
-#include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/concat.hpp"
 
 namespace nddr::ops {
 
-/// Flat index into the joined (N, C, H, W) tensor of element `i` of part k, where part k has
-/// `part_item` = C_k * H * W elements per batch item and starts at flat offset
-/// `part_offset` = (C_0 + ... + C_{k-1}) * H * W inside each item of `item` = C * H * W.
-NDDR_HOST_DEVICE constexpr std::int64_t concat_index(std::int64_t i, std::int64_t part_item,
-                                                     std::int64_t part_offset, std::int64_t item) {
-  return (i / part_item) * item + part_offset + i % part_item;
+/// y = [x_0, ..., x_{K-1}] along the channels. Every x_k is (N, C_k, H, W) with the N, H, W of
+/// y, and sum C_k = C of y. T is deduced from y, so a std::vector or std::array of views
+/// converts to the span.
+template <class T, class D>
+void concat_channels_forward(Context<D>& ctx,
+                             std::span<const ViewOn<const std::type_identity_t<T>, D>> xs,
+                             ViewOn<T, D> y) {
+  constexpr const char* kWho = "nddr::ops::concat_channels_forward";
+  detail::check_channel_parts(kWho, "input", xs, "y", y.shape());
+  for (std::size_t k = 0; k < xs.size(); ++k)
+    check<ShapeError>(!xs[k].empty() || xs[k].numel() == 0, kWho, ": input ", k, " with shape ",
+                      xs[k].shape(), " has no data");
+  backend::Concat<D>::template concat_channels_forward<T>(ctx, xs, y);
 }
 
-namespace detail {
-
-/// Checks that the parts (N, C_k, H, W) join into `whole` (N, sum C_k, H, W). `part_name` is
-/// "input", "dx", "y" or "dy" for the messages. Every part must carry its shape, also an empty
-/// (skipped) one, because the shapes define where each part sits along the channels.
-template <class V>
-void check_channel_parts(const char* who, const char* part_name, std::span<const V> parts,
-                         const char* whole_name, const Shape& whole) {
-  check_rank4(who, whole_name, whole);
-  check<ShapeError>(!parts.empty(), who, ": needs at least one ", part_name);
-  std::int64_t channels = 0;
-  for (std::size_t k = 0; k < parts.size(); ++k) {
-    const Shape& s = parts[k].shape();
-    check<ShapeError>(
-        s.rank() == 4 && s.n() == whole.n() && s.h() == whole.h() && s.w() == whole.w(), who, ": ",
-        part_name, " ", k, " has shape ", s, " but ", whole_name, " has shape ", whole,
-        "; every part must be rank 4 with the same N, H and W (an empty ", part_name,
-        " must still carry its shape)");
-    channels += s.c();
-  }
-  if (channels != whole.c()) {
-    std::string list;
-    for (std::size_t k = 0; k < parts.size(); ++k) list += (k ? ", " : "") + parts[k].shape().str();
-    throw ShapeError(nddr::detail::concat(who, ": the ", part_name, " channels sum to ", channels,
-                                          " (shapes ", list, ") but ", whole_name, " has shape ",
-                                          whole.str()));
-  }
+/// dx_k += the channels of dy that came from x_k. An empty dx_k (null data, but carrying its
+/// shape so that the channel offsets are known) is skipped.
+template <class T, class D>
+void concat_channels_backward(Context<D>& ctx, ViewOn<const T, D> dy,
+                              std::span<const ViewOn<std::type_identity_t<T>, D>> dxs) {
+  detail::check_channel_parts("nddr::ops::concat_channels_backward", "dx", dxs, "dy", dy.shape());
+  backend::Concat<D>::template concat_channels_backward<T>(ctx, dy, dxs);
 }
 
-}  // namespace detail
+/// y_k = channels [C_0 + ... + C_{k-1}, C_0 + ... + C_k) of x (assigned). Every y_k is
+/// (N, C_k, H, W) with the N, H, W of x, and sum C_k = C of x. An empty y_k (null data,
+/// carrying its shape) is skipped.
+template <class T, class D>
+void split_channels_forward(Context<D>& ctx, ViewOn<const T, D> x,
+                            std::span<const ViewOn<std::type_identity_t<T>, D>> ys) {
+  detail::check_channel_parts("nddr::ops::split_channels_forward", "y", ys, "x", x.shape());
+  backend::Concat<D>::template split_channels_forward<T>(ctx, x, ys);
+}
+
+/// dx += [dy_0, ..., dy_{K-1}] along the channels. An empty dy_k (null data, carrying its
+/// shape) counts as zero. An empty dx is skipped.
+template <class T, class D>
+void split_channels_backward(Context<D>& ctx,
+                             std::span<const ViewOn<const std::type_identity_t<T>, D>> dys,
+                             ViewOn<T, D> dx) {
+  if (dx.empty()) return;
+  detail::check_channel_parts("nddr::ops::split_channels_backward", "dy", dys, "dx", dx.shape());
+  backend::Concat<D>::template split_channels_backward<T>(ctx, dys, dx);
+}
+
 }  // namespace nddr::ops
+
+#include "nddr/backend/cpu/concat.hpp"

@@ -1,55 +1,42 @@
 #pragma once
 /// \file
-/// Inverted dropout: element i is kept iff random_uniform(seed, first_counter + i) >= p, and a
-/// kept element is divided by 1 - p. The mask is a pure function of (seed, counter), so the CPU
-/// and a CUDA kernel draw the same one and backward recomputes it instead of storing it.
+/// Inverted dropout with a counter-based mask, the front door (mask and element bodies:
+/// nddr/ops/math/dropout.hpp). Validates once, then runs `backend::Dropout<D>`.
 
 #include <cstdint>
+#include <type_traits>
 
-#include "nddr/core/error.hpp"
-#include "nddr/core/macros.hpp"
-#include "nddr/core/random.hpp"
-
-namespace nddr {
-
-/// Run-time options of dropout. `p` is the drop probability (PyTorch meaning; TF's keep_prob
-/// is 1 - p). Fluent: `DropoutOptions{}.p(0.3)`; read as `opt.p()`.
-class DropoutOptions {
- public:
-  /// Probability of zeroing an element, in [0, 1). Default 0.5.
-  double p() const { return p_; }
-  DropoutOptions& p(double v) {
-    p_ = v;
-    return *this;
-  }
-
-  /// Throws OptionError naming `who` and the value unless 0 <= p < 1.
-  void validate(const char* who) const { check_p(who, p_); }
-
-  /// Throws OptionError naming `who` and the value unless 0 <= p < 1 (NaN fails).
-  static void check_p(const char* who, double p) {
-    check<OptionError>(p >= 0.0 && p < 1.0, who, ": dropout p must be in [0, 1), got ", p);
-  }
-
- private:
-  double p_ = 0.5;
-};
-
-}  // namespace nddr
+#include "nddr/core/context.hpp"
+#include "nddr/core/shape.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/dropout.hpp"
 
 namespace nddr::ops {
 
-/// Whether the element drawn at `counter` of stream `seed` survives dropout with drop
-/// probability `p`.
-NDDR_HOST_DEVICE inline bool dropout_keep(std::uint64_t seed, std::uint64_t counter, double p) {
-  return random_uniform(seed, counter) >= p;
+/// y[i] = x[i] / (1 - p) if random_uniform(seed, first_counter + i) >= p, else 0.
+/// p = 0 copies x. Throws OptionError unless 0 <= p < 1, ShapeError unless shapes match.
+template <class T, class D>
+void dropout_forward(Context<D>& ctx, std::type_identity_t<TensorView<const T, D>> x,
+                     ViewOn<T, D> y, double p, std::uint64_t seed, std::uint64_t first_counter) {
+  constexpr const char* who = "nddr::ops::dropout_forward";
+  DropoutOptions::check_p(who, p);
+  check_shape(who, "y", y.shape(), x.shape());
+  backend::Dropout<D>::template dropout_forward<T>(ctx, x, y, p, seed, first_counter);
 }
 
-/// Element body of forward and backward: v / keep_prob when kept, else 0. Division (not a
-/// multiplication by the reciprocal) makes a kept value exactly x / (1 - p).
-template <class T>
-NDDR_HOST_DEVICE inline T dropout_element(T v, bool keep, T keep_prob) {
-  return keep ? v / keep_prob : T(0);
+/// dx[i] += dy[i] / (1 - p) where the forward pass with the same (p, seed, first_counter) kept
+/// element i (the mask is recomputed). An empty dx is skipped.
+template <class T, class D>
+void dropout_backward(Context<D>& ctx, std::type_identity_t<TensorView<const T, D>> dy,
+                      ViewOn<T, D> dx, double p, std::uint64_t seed, std::uint64_t first_counter) {
+  constexpr const char* who = "nddr::ops::dropout_backward";
+  DropoutOptions::check_p(who, p);
+  if (dx.empty()) return;
+  check_shape(who, "dx", dx.shape(), dy.shape());
+  backend::Dropout<D>::template dropout_backward<T>(ctx, dy, dx, p, seed, first_counter);
 }
 
 }  // namespace nddr::ops
+
+#include "nddr/backend/cpu/dropout.hpp"

@@ -1,75 +1,61 @@
 #pragma once
 /// \file
-/// L2 normalisation over the channels of every pixel, as PyTorch `F.normalize(x, dim=1)`:
-/// y = x / max(||x||_2, eps). Per-pixel bodies shared by every backend: a pixel's C values sit
-/// `stride` elements apart (stride = H * W in an (N, C, H, W) tensor).
+/// L2 normalisation over the channels of every pixel, the front door (per-pixel bodies and
+/// options: nddr/ops/math/l2_normalize.hpp). Validates once, then runs `backend::L2Normalize<D>`.
 
 #include <cmath>
 #include <cstdint>
 
-#include "nddr/core/macros.hpp"
+#include "nddr/core/context.hpp"
+#include "nddr/core/error.hpp"
+#include "nddr/core/shape.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/l2_normalize.hpp"
 
-namespace nddr {
+namespace nddr::ops {
 
-/// Options of the L2 normalisation.
-struct L2NormalizeOptions {
-  /// Lower bound of the divisor, > 0 (default 1e-12, as PyTorch).
-  L2NormalizeOptions& eps(double e) {
-    eps_ = e;
-    return *this;
-  }
-  double eps() const { return eps_; }
+namespace detail {
 
- private:
-  double eps_ = 1e-12;
-};
-
-namespace ops {
-
-/// Flat offset of channel 0 of pixel `p` (p = n * plane + h * W + w) in an (N, C, H, W)
-/// tensor with `channels` = C and `plane` = H * W; its channels follow `plane` elements apart.
-NDDR_HOST_DEVICE constexpr std::int64_t pixel_offset(std::int64_t p, std::int64_t channels,
-                                                     std::int64_t plane) {
-  return (p / plane) * channels * plane + p % plane;
+/// Checks that s is (N, C, H, W) or (N, C).
+inline void check_l2_normalize_shape(const char* who, const Shape& s) {
+  check<ShapeError>(s.rank() == 2 || s.rank() == 4, who, ": x has shape ", s,
+                    ", expected rank 4 (N, C, H, W) or rank 2 (N, C)");
 }
 
-/// ||x||_2 of one pixel's `channels` values.
-template <class T>
-NDDR_HOST_DEVICE inline T l2_norm_pixel(const T* x, std::int64_t channels, std::int64_t stride) {
-  T s = T(0);
-  for (std::int64_t c = 0; c < channels; ++c) s += x[c * stride] * x[c * stride];
-  return std::sqrt(s);
+inline void check_l2_normalize_options(const char* who, const L2NormalizeOptions& opt) {
+  check<OptionError>(opt.eps() > 0.0 && std::isfinite(opt.eps()), who,
+                     ": eps must be positive and finite, got ", opt.eps());
 }
 
-/// y = x / max(||x||, eps) for one pixel; x and y share the stride (y may alias x).
-template <class T>
-NDDR_HOST_DEVICE inline void l2_normalize_pixel(const T* x, T* y, std::int64_t channels,
-                                                std::int64_t stride, T eps) {
-  const T n = l2_norm_pixel(x, channels, stride);
-  const T inv = T(1) / (n >= eps ? n : eps);
-  for (std::int64_t c = 0; c < channels; ++c) y[c * stride] = x[c * stride] * inv;
+}  // namespace detail
+
+/// y = x / max(||x||_2, eps) over the channels of every pixel. x is (N, C, H, W) or (N, C);
+/// y has the shape of x and may alias it.
+template <class T, class D>
+void l2_normalize_forward(Context<D>& ctx, ViewOn<const T, D> x, ViewOn<T, D> y,
+                          const L2NormalizeOptions& opt = {}) {
+  constexpr const char* kWho = "nddr::ops::l2_normalize_forward";
+  detail::check_l2_normalize_options(kWho, opt);
+  detail::check_l2_normalize_shape(kWho, x.shape());
+  check_shape(kWho, "y", y.shape(), x.shape());
+  backend::L2Normalize<D>::l2_normalize_forward(ctx, x, y, opt);
 }
 
-/// dx += coeff * (dy/dx)^T gy for one pixel of y = x / max(||x||, eps), where gy is the
-/// gradient with respect to y (its own stride `gy_stride`; dx shares the stride of x):
-/// (gy - y (y . gy)) / ||x|| when ||x|| >= eps, gy / eps below (the clamp passes no gradient
-/// to the norm, as in PyTorch).
-template <class T>
-NDDR_HOST_DEVICE inline void l2_normalize_backward_pixel(const T* x, const T* gy,
-                                                         std::int64_t gy_stride, T* dx,
-                                                         std::int64_t channels, std::int64_t stride,
-                                                         T eps, T coeff = T(1)) {
-  const T n = l2_norm_pixel(x, channels, stride);
-  if (n < eps) {
-    for (std::int64_t c = 0; c < channels; ++c) dx[c * stride] += coeff * gy[c * gy_stride] / eps;
-    return;
-  }
-  const T inv = T(1) / n;
-  T dot = T(0);  // y . gy
-  for (std::int64_t c = 0; c < channels; ++c) dot += x[c * stride] * inv * gy[c * gy_stride];
-  for (std::int64_t c = 0; c < channels; ++c)
-    dx[c * stride] += coeff * (gy[c * gy_stride] - x[c * stride] * inv * dot) * inv;
+/// dx += (dy/dx)^T dy for y = l2_normalize(x) (see l2_normalize_backward_pixel). An empty dx
+/// is skipped.
+template <class T, class D>
+void l2_normalize_backward(Context<D>& ctx, ViewOn<const T, D> x, ViewOn<const T, D> dy,
+                           ViewOn<T, D> dx, const L2NormalizeOptions& opt = {}) {
+  if (dx.empty()) return;
+  constexpr const char* kWho = "nddr::ops::l2_normalize_backward";
+  detail::check_l2_normalize_options(kWho, opt);
+  detail::check_l2_normalize_shape(kWho, x.shape());
+  check_shape(kWho, "dy", dy.shape(), x.shape());
+  check_shape(kWho, "dx", dx.shape(), x.shape());
+  backend::L2Normalize<D>::l2_normalize_backward(ctx, x, dy, dx, opt);
 }
 
-}  // namespace ops
-}  // namespace nddr
+}  // namespace nddr::ops
+
+#include "nddr/backend/cpu/l2_normalize.hpp"

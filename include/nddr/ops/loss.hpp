@@ -1,205 +1,70 @@
 #pragma once
 /// \file
-/// The two dense losses of NDDR-CNN: softmax cross-entropy with an ignore label (segmentation)
-/// and the surface-normal loss. Options, shape rules and the per-pixel math, shared by every
-/// backend; a pixel's channels sit `stride` (= H * W) elements apart.
+/// The losses, the front door: softmax cross-entropy with an ignore label, and the surface-normal
+/// loss (options, shape checks and per-pixel bodies: nddr/ops/math/loss.hpp). Validates shapes
+/// and options once, then runs `backend::Loss<D>`, which also reports out-of-range labels (it
+/// reads the labels anyway).
 
-#include <cmath>
 #include <cstdint>
 
-#include "nddr/core/error.hpp"
-#include "nddr/core/macros.hpp"
+#include "nddr/core/context.hpp"
 #include "nddr/core/shape.hpp"
-#include "nddr/ops/l2_normalize.hpp"
+#include "nddr/core/tensor.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/loss.hpp"
 
-namespace nddr {
+namespace nddr::ops {
 
-/// Options of the softmax cross-entropy.
-struct SoftmaxCrossEntropyOptions {
-  /// Pixels with this label contribute neither loss nor gradient (default 255).
-  SoftmaxCrossEntropyOptions& ignore_label(std::int32_t v) {
-    ignore_label_ = v;
-    return *this;
-  }
-  std::int32_t ignore_label() const { return ignore_label_; }
-
-  /// Loss weight multiplying the loss and its gradient (default 1).
-  SoftmaxCrossEntropyOptions& scale(double s) {
-    scale_ = s;
-    return *this;
-  }
-  double scale() const { return scale_; }
-
- private:
-  std::int32_t ignore_label_ = 255;
-  double scale_ = 1.0;
-};
-
-/// Per-pixel form of the surface-normal loss, with p^ = p / max(||p||, eps), g^ likewise.
-enum class NormalLossForm {
-  kL2,      ///< ||p^ - g^||^2, the paper's text ("l2 on unit vectors")
-  kCosine,  ///< 1 - p^ . g^, the authors' TF code (exactly half of kL2)
-};
-
-/// Options of the surface-normal loss.
-struct NormalLossOptions {
-  NormalLossOptions& form(NormalLossForm f) {
-    form_ = f;
-    return *this;
-  }
-  NormalLossForm form() const { return form_; }
-
-  /// Loss weight multiplying the loss and its gradient (default 1).
-  NormalLossOptions& scale(double s) {
-    scale_ = s;
-    return *this;
-  }
-  double scale() const { return scale_; }
-
-  /// Lower bound of the normalisation divisor, > 0 (default 1e-12, as PyTorch F.normalize).
-  NormalLossOptions& eps(double e) {
-    eps_ = e;
-    return *this;
-  }
-  double eps() const { return eps_; }
-
- private:
-  NormalLossForm form_ = NormalLossForm::kL2;
-  double scale_ = 1.0;
-  double eps_ = 1e-12;
-};
-
-namespace ops {
-
-// ---- softmax cross-entropy, per pixel ---------------------------------------------------------
-
-/// How a label enters the loss.
-enum class LabelKind { kValid, kIgnored, kOutOfRange };
-
-NDDR_HOST_DEVICE inline LabelKind classify_label(std::int32_t label, std::int64_t classes,
-                                                 std::int32_t ignore_label) {
-  if (label == ignore_label) return LabelKind::kIgnored;
-  return label >= 0 && label < classes ? LabelKind::kValid : LabelKind::kOutOfRange;
+/// scale * mean over pixels with label != ignore_label of -log softmax(logits)[label].
+/// logits (N, K, H, W) or (N, K); labels (N, H, W), (N, 1, H, W), or (N) for H = W = 1.
+/// Throws ValueError for a label outside [0, K) that is not ignore_label. No valid pixel: 0.
+/// On the GPU it waits for the device.
+template <class T, class D>
+T softmax_cross_entropy_forward(Context<D>& ctx, ViewOn<const T, D> logits,
+                                ViewOn<const std::int32_t, D> labels,
+                                const SoftmaxCrossEntropyOptions& opt = {}) {
+  constexpr const char* kWho = "nddr::ops::softmax_cross_entropy_forward";
+  const Shape s = detail::check_cross_entropy_shapes(kWho, logits.shape(), labels.shape());
+  detail::check_loss_scale(kWho, opt.scale());
+  return backend::Loss<D>::softmax_cross_entropy_forward(ctx, s, logits, labels, opt);
 }
 
-/// max_c logits[c] (the shift that keeps exp() finite).
-template <class T>
-NDDR_HOST_DEVICE inline T max_logit(const T* logits, std::int64_t classes, std::int64_t stride) {
-  T m = logits[0];
-  for (std::int64_t c = 1; c < classes; ++c) m = logits[c * stride] > m ? logits[c * stride] : m;
-  return m;
+/// dlogits += scale * (softmax(logits) - onehot(label)) / valid_count at valid pixels (0 at
+/// ignored ones, and everywhere when no pixel is valid). An empty dlogits is skipped.
+template <class T, class D>
+void softmax_cross_entropy_backward(Context<D>& ctx, ViewOn<const T, D> logits,
+                                    ViewOn<const std::int32_t, D> labels, ViewOn<T, D> dlogits,
+                                    const SoftmaxCrossEntropyOptions& opt = {}) {
+  if (dlogits.empty()) return;
+  constexpr const char* kWho = "nddr::ops::softmax_cross_entropy_backward";
+  const Shape s = detail::check_cross_entropy_shapes(kWho, logits.shape(), labels.shape());
+  check_shape(kWho, "dlogits", dlogits.shape(), logits.shape());
+  detail::check_loss_scale(kWho, opt.scale());
+  backend::Loss<D>::softmax_cross_entropy_backward(ctx, s, logits, labels, dlogits, opt);
 }
 
-/// -log softmax(logits)[label] = logsumexp(logits) - logits[label] for one valid pixel.
-template <class T>
-NDDR_HOST_DEVICE inline T softmax_cross_entropy_pixel(const T* logits, std::int64_t classes,
-                                                      std::int64_t stride, std::int32_t label) {
-  const T m = max_logit(logits, classes, stride);
-  T s = T(0);
-  for (std::int64_t c = 0; c < classes; ++c) s += std::exp(logits[c * stride] - m);
-  return std::log(s) + m - logits[label * stride];
+/// scale * mean over valid pixels of ||p^ - g^||^2 (kL2) or 1 - p^ . g^ (kCosine), where
+/// x^ = x / max(||x||, eps) over the 3 channels. p and g are (N, 3, H, W); a pixel is valid iff
+/// g is not the zero vector there. No valid pixel: 0.
+template <class T, class D>
+T normal_loss_forward(Context<D>& ctx, ViewOn<const T, D> p, ViewOn<const T, D> g,
+                      const NormalLossOptions& opt = {}) {
+  detail::check_normal_loss_args("nddr::ops::normal_loss_forward", p.shape(), g.shape(), opt);
+  return backend::Loss<D>::normal_loss_forward(ctx, p, g, opt);
 }
 
-/// dlogits[c] += coeff * (softmax(logits)[c] - [c == label]) for one valid pixel.
-template <class T>
-NDDR_HOST_DEVICE inline void softmax_cross_entropy_backward_pixel(const T* logits,
-                                                                  std::int64_t classes,
-                                                                  std::int64_t stride,
-                                                                  std::int32_t label, T coeff,
-                                                                  T* dlogits) {
-  const T m = max_logit(logits, classes, stride);
-  T s = T(0);
-  for (std::int64_t c = 0; c < classes; ++c) s += std::exp(logits[c * stride] - m);
-  const T inv = T(1) / s;
-  for (std::int64_t c = 0; c < classes; ++c) {
-    const T p = std::exp(logits[c * stride] - m) * inv;
-    dlogits[c * stride] += coeff * (c == label ? p - T(1) : p);
-  }
+/// dp += scale * d(loss)/dp / valid_count at valid pixels (0 elsewhere, and everywhere when no
+/// pixel is valid). An empty dp is skipped.
+template <class T, class D>
+void normal_loss_backward(Context<D>& ctx, ViewOn<const T, D> p, ViewOn<const T, D> g,
+                          ViewOn<T, D> dp, const NormalLossOptions& opt = {}) {
+  if (dp.empty()) return;
+  constexpr const char* kWho = "nddr::ops::normal_loss_backward";
+  detail::check_normal_loss_args(kWho, p.shape(), g.shape(), opt);
+  check_shape(kWho, "dp", dp.shape(), p.shape());
+  backend::Loss<D>::normal_loss_backward(ctx, p, g, dp, opt);
 }
 
-// ---- surface-normal loss, per pixel (3 channels) ----------------------------------------------
+}  // namespace nddr::ops
 
-/// A pixel is valid iff its ground truth is not the zero vector.
-template <class T>
-NDDR_HOST_DEVICE inline bool normal_pixel_valid(const T* g, std::int64_t stride) {
-  return g[0] != T(0) || g[stride] != T(0) || g[2 * stride] != T(0);
-}
-
-/// out = x / max(||x||, eps) for a 3-vector whose components sit `stride` apart.
-template <class T>
-NDDR_HOST_DEVICE inline void unit_vector3(const T* x, std::int64_t stride, T eps, T* out) {
-  const T n = l2_norm_pixel(x, 3, stride);
-  const T inv = T(1) / (n >= eps ? n : eps);
-  for (int c = 0; c < 3; ++c) out[c] = x[c * stride] * inv;
-}
-
-/// Loss of one valid pixel: ||p^ - g^||^2 (kL2) or 1 - p^ . g^ (kCosine).
-template <class T>
-NDDR_HOST_DEVICE inline T normal_loss_pixel(const T* p, const T* g, std::int64_t stride,
-                                            NormalLossForm form, T eps) {
-  T ph[3], gh[3];
-  unit_vector3(p, stride, eps, ph);
-  unit_vector3(g, stride, eps, gh);
-  T acc = T(0);
-  if (form == NormalLossForm::kL2) {
-    for (int c = 0; c < 3; ++c) acc += (ph[c] - gh[c]) * (ph[c] - gh[c]);
-    return acc;
-  }
-  for (int c = 0; c < 3; ++c) acc += ph[c] * gh[c];
-  return T(1) - acc;
-}
-
-/// dp += coeff * d(normal_loss_pixel)/dp for one valid pixel (g gets no gradient).
-template <class T>
-NDDR_HOST_DEVICE inline void normal_loss_backward_pixel(const T* p, const T* g, std::int64_t stride,
-                                                        NormalLossForm form, T eps, T coeff,
-                                                        T* dp) {
-  T ph[3], gh[3], gq[3];  // p^, g^ and dloss/dp^
-  unit_vector3(p, stride, eps, ph);
-  unit_vector3(g, stride, eps, gh);
-  for (int c = 0; c < 3; ++c) gq[c] = form == NormalLossForm::kL2 ? T(2) * (ph[c] - gh[c]) : -gh[c];
-  l2_normalize_backward_pixel(p, gq, 1, dp, 3, stride, eps, coeff);
-}
-
-// ---- host-side checks shared by the backends --------------------------------------------------
-
-namespace detail {
-
-/// Checks logits (N, K, H, W) or (N, K) and labels (N, H, W), (N, 1, H, W) or, when
-/// H = W = 1, (N). Returns the logits as a rank-4 shape.
-inline Shape check_cross_entropy_shapes(const char* who, const Shape& logits, const Shape& labels) {
-  check<ShapeError>(logits.rank() == 4 || logits.rank() == 2, who, ": logits have shape ",
-                    logits, ", expected (N, K, H, W) or (N, K)");
-  const Shape l4 =
-      logits.rank() == 4 ? logits : Shape::nchw(logits[0], logits[1], 1, 1);  // (N, K, H, W)
-  const bool ok = labels == Shape{l4.n(), l4.h(), l4.w()} ||
-                  labels == Shape::nchw(l4.n(), 1, l4.h(), l4.w()) ||
-                  (l4.h() == 1 && l4.w() == 1 && labels == Shape{l4.n()});
-  check<ShapeError>(
-      ok, who, ": labels have shape ", labels, " but logits have shape ", logits,
-      "; expected labels (N, H, W) = ", Shape{l4.n(), l4.h(), l4.w()}.str(), " or (N, 1, H, W)");
-  check<ShapeError>(l4.c() >= 1, who, ": logits ", logits, " have no classes");
-  return l4;
-}
-
-inline void check_loss_scale(const char* who, double scale) {
-  check<OptionError>(std::isfinite(scale), who, ": scale must be finite, got ", scale);
-}
-
-/// Checks p and g (N, 3, H, W) of equal shape and the options.
-inline void check_normal_loss_args(const char* who, const Shape& p, const Shape& g,
-                                   const NormalLossOptions& opt) {
-  check_rank4(who, "prediction", p);
-  check<ShapeError>(p.c() == 3, who, ": prediction has shape ", p,
-                    ", expected 3 channels (N, 3, H, W)");
-  check_shape(who, "ground truth", g, p);
-  check_loss_scale(who, opt.scale());
-  check<OptionError>(opt.eps() > 0.0 && std::isfinite(opt.eps()), who,
-                     ": eps must be positive and finite, got ", opt.eps());
-  check<OptionError>(opt.form() == NormalLossForm::kL2 || opt.form() == NormalLossForm::kCosine,
-                     who, ": unknown form ", static_cast<int>(opt.form()));
-}
-
-}  // namespace detail
-}  // namespace ops
-}  // namespace nddr
+#include "nddr/backend/cpu/loss.hpp"

@@ -9,13 +9,12 @@
 
 #include <cstdint>
 
-#include "nddr/backend/cpu/loss.hpp"
+#include "nddr/ops/loss.hpp"
 #include "nddr/concepts/task.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/loss.hpp"
 
 namespace nddr {
 

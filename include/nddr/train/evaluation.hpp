@@ -10,20 +10,13 @@
 #include <utility>
 #include <vector>
 
-#include "nddr/backend/cpu/argmax.hpp"
-#include "nddr/backend/cpu/resize.hpp"
+#include "nddr/ops/argmax.hpp"
+#include "nddr/ops/resize.hpp"
 #include "nddr/metrics/classification.hpp"
 #include "nddr/metrics/delta.hpp"
 #include "nddr/metrics/normals.hpp"
 #include "nddr/metrics/segmentation.hpp"
 #include "nddr/tasks/tasks.hpp"
-
-#if defined(NDDR_WITH_CUDA)
-// The ops:: calls below are qualified, so their Context<Cuda> overloads must be declared
-// before these templates for D = Cuda to find them, whatever the user's include order.
-#include "nddr/backend/cuda/argmax.hpp"
-#include "nddr/backend/cuda/resize.hpp"
-#endif
 
 namespace nddr {
 

@@ -39,7 +39,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "nddr/backend/cpu/resize.hpp"
+#include "nddr/ops/resize.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/storage.hpp"

@@ -1,35 +1,45 @@
 #pragma once
 /// \file
-/// CPU ReLU.
+/// CPU ReLU (front door: nddr/ops/activation.hpp).
+
+#include <cstdint>
 
 #include "nddr/core/context.hpp"
-#include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/activation.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/activation.hpp"
 
-namespace nddr::ops {
+namespace nddr::ops::backend {
 
-/// y = max(x, 0). Shapes must match.
-template <class T>
-void relu_forward(Context<Cpu>& ctx, TensorView<const T, Cpu> x, TensorView<T, Cpu> y) {
-  check_shape("nddr::ops::relu_forward", "y", y.shape(), x.shape());
-  const T* xp = x.data();
-  T* yp = y.data();
-  nddr::detail::parallel_for(ctx, x.numel(), [=](std::int64_t i) { yp[i] = relu_element(xp[i]); });
-}
+template <>
+struct Activation<Cpu> {
+  template <class T>
+  static void relu_forward(Context<Cpu>& ctx, TensorView<const T, Cpu> x, TensorView<T, Cpu> y) {
+    const T* xp = x.data();
+    T* yp = y.data();
+    nddr::detail::parallel_for(ctx, x.numel(),
+                               [=](std::int64_t i) { yp[i] = relu_element(xp[i]); });
+  }
 
-/// dx += dy * [x > 0]. An empty dx is skipped.
-template <class T>
-void relu_backward(Context<Cpu>& ctx, TensorView<const T, Cpu> x, TensorView<const T, Cpu> dy,
-                   TensorView<T, Cpu> dx) {
-  if (dx.empty()) return;
-  check_shape("nddr::ops::relu_backward", "dy", dy.shape(), x.shape());
-  check_shape("nddr::ops::relu_backward", "dx", dx.shape(), x.shape());
-  const T* xp = x.data();
-  const T* dyp = dy.data();
-  T* dxp = dx.data();
-  nddr::detail::parallel_for(ctx, x.numel(),
-                       [=](std::int64_t i) { relu_backward_element(xp[i], dyp[i], dxp[i]); });
-}
+  template <class T>
+  static void relu_backward(Context<Cpu>& ctx, TensorView<const T, Cpu> x,
+                            TensorView<const T, Cpu> dy, TensorView<T, Cpu> dx) {
+    const T* xp = x.data();
+    const T* dyp = dy.data();
+    T* dxp = dx.data();
+    nddr::detail::parallel_for(
+        ctx, x.numel(), [=](std::int64_t i) { relu_backward_element(xp[i], dyp[i], dxp[i]); });
+  }
 
-}  // namespace nddr::ops
+  template <class T>
+  static void relu_gradient(Context<Cpu>& ctx, TensorView<const T, Cpu> y,
+                            TensorView<const T, Cpu> dy, TensorView<T, Cpu> g) {
+    const T* yp = y.data();
+    const T* dyp = dy.data();
+    T* gp = g.data();
+    nddr::detail::parallel_for(ctx, y.numel(),
+                               [=](std::int64_t i) { gp[i] = ops::relu_pass(yp[i], dyp[i]); });
+  }
+};
+
+}  // namespace nddr::ops::backend

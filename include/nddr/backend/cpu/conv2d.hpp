@@ -1,7 +1,7 @@
 #pragma once
 /// \file
-/// CPU 2-D convolution: im2col + Eigen GEMM per batch item (a 1x1, stride-1, unpadded
-/// convolution skips im2col and is a plain GEMM on the input).
+/// CPU 2-D convolution (front door: nddr/ops/conv2d.hpp): im2col + Eigen GEMM per batch item (a
+/// 1x1, stride-1, unpadded convolution skips im2col and is a plain GEMM on the input).
 ///
 /// Per batch item, with K = C_in * kh * kw and P = OH * OW, all matrices row-major over our
 /// NCHW buffers:   forward        Y (C_out, P)  = W (C_out, K) * col (K, P) [+ b]
@@ -32,7 +32,8 @@
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/conv2d.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/conv2d.hpp"
 
 namespace nddr {
 namespace cpu {
@@ -79,19 +80,6 @@ std::int64_t conv2d_block_columns(std::int64_t rows) {
   constexpr std::int64_t kBytes = std::int64_t{1} << 19;
   const std::int64_t per_row = std::max<std::int64_t>(1, rows) * std::int64_t{sizeof(T)};
   return std::max<std::int64_t>(512, kBytes / per_row / 16 * 16);
-}
-
-/// Checks the bias view against the options: present with shape (C_out) iff use_bias.
-template <class T>
-void conv2d_check_bias(const char* who, const char* what, TensorView<T, Cpu> b,
-                       const Conv2dOptions& opt, std::int64_t out_c) {
-  if (!opt.use_bias) {
-    check<OptionError>(b.empty(), who, ": use_bias is false but a ", what, " tensor ",
-                       b.shape(), " was given");
-    return;
-  }
-  check<ShapeError>(!b.empty(), who, ": use_bias is true but ", what, " is empty");
-  check_shape(who, what, b.shape(), Shape{out_c});
 }
 
 /// The outputs of one kernel tap whose input lands inside the image: rows [oh_lo, oh_lo +
@@ -442,8 +430,6 @@ void conv2d_forward_full(Context<Cpu>& ctx, std::type_identity_t<TensorView<cons
                     const Conv2dOptions& opt) {
   constexpr const char* kWho = "nddr::ops::conv2d_forward";
   const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt, kWho);
-  nddr::detail::conv2d_check_bias(kWho, "bias", b, opt, g.out_c);
-  check_shape(kWho, "y", y.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
   const T* bias_data = opt.use_bias ? b.data() : nullptr;
   switch (conv2d_select_algorithm(g, Conv2dDirection::kForward,
                                   ctx.settings().cpu_conv_algorithm())) {
@@ -496,7 +482,6 @@ void conv2d_backward_data_full(Context<Cpu>& ctx, std::type_identity_t<TensorVie
   if (dx.empty()) return;
   constexpr const char* kWho = "nddr::ops::conv2d_backward_data";
   const Conv2dGeometry g = conv2d_geometry(dx.shape(), w.shape(), opt, kWho);
-  check_shape(kWho, "dy", dy.shape(), Shape::nchw(dx.shape().n(), g.out_c, g.out_h, g.out_w));
   switch (conv2d_select_algorithm(g, Conv2dDirection::kBackwardData,
                                   ctx.settings().cpu_conv_algorithm())) {
     case cpu::ConvAlgo::kWinograd:
@@ -563,10 +548,6 @@ void conv2d_backward_weights_full(Context<Cpu>& ctx, std::type_identity_t<Tensor
                              const Conv2dOptions& opt) {
   constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
   if (!db.empty()) {
-    check<OptionError>(opt.use_bias, kWho, ": use_bias is false but a db tensor ", db.shape(),
-                       " was given");
-    check_rank4(kWho, "dy", dy.shape());
-    check_shape(kWho, "db", db.shape(), Shape{dy.shape().c()});
     const std::int64_t batch = dy.shape().n();
     const std::int64_t channels = dy.shape().c();
     const std::int64_t p = dy.shape().h() * dy.shape().w();
@@ -581,7 +562,6 @@ void conv2d_backward_weights_full(Context<Cpu>& ctx, std::type_identity_t<Tensor
   }
   if (dw.empty()) return;
   const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
-  check_shape(kWho, "dy", dy.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
   switch (conv2d_select_algorithm(g, Conv2dDirection::kBackwardWeights,
                                   ctx.settings().cpu_conv_algorithm())) {
     case cpu::ConvAlgo::kWinograd:
@@ -647,9 +627,6 @@ inline Tensor<float, Cpu> rounded(const Context<Cpu>& ctx, TensorView<const floa
 inline void backward_data(Context<Cpu>& ctx, TensorView<const float, Cpu> wr,
                           TensorView<const float, Cpu> dyr, TensorView<float, Cpu> dx,
                           const Conv2dOptions& opt) {
-  constexpr const char* kWho = "nddr::ops::conv2d_backward_data";
-  const Conv2dGeometry g = conv2d_geometry(dx.shape(), wr.shape(), opt, kWho);
-  check_shape(kWho, "dy", dyr.shape(), Shape::nchw(dx.shape().n(), g.out_c, g.out_h, g.out_w));
   Tensor<float, Cpu> part(dx.shape());
   conv2d_backward_data_full<float>(ctx, wr, dyr, part.view(), opt);
   const float* in = part.data();
@@ -666,9 +643,6 @@ inline void backward_weights(Context<Cpu>& ctx, TensorView<const float, Cpu> x,
                              const Conv2dOptions& opt) {
   conv2d_backward_weights_full<float>(ctx, x, dy, {}, db, opt);
   if (dw.empty()) return;
-  constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
-  const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
-  check_shape(kWho, "dy", dy.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
   const auto xr = rounded(ctx, x);
   conv2d_backward_weights_full<float>(ctx, xr.cview(), dyr, dw, {}, opt);
   float* out = dw.data();
@@ -677,92 +651,104 @@ inline void backward_weights(Context<Cpu>& ctx, TensorView<const float, Cpu> x,
 
 }  // namespace bf16_emulation
 
-/// y = conv(x, w) + b. x (N, C_in, H, W), w (C_out, C_in, kh, kw), b (C_out) when
-/// `opt.use_bias` (else empty), y (N, C_out, OH, OW) assigned. With the context's `conv_bf16` setting on, float
-/// convolutions emulate the GPU's BF16 ones: y = bf16(conv(bf16(x), bf16(w))) + b.
-template <class T>
-void conv2d_forward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
-                    std::type_identity_t<TensorView<const T, Cpu>> w,
-                    std::type_identity_t<TensorView<const T, Cpu>> b, TensorView<T, Cpu> y,
-                    const Conv2dOptions& opt) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (ctx.settings().conv_bf16()) {
-      constexpr const char* kWho = "nddr::ops::conv2d_forward";
-      const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt, kWho);
-      nddr::detail::conv2d_check_bias(kWho, "bias", b, opt, g.out_c);
-      check_shape(kWho, "y", y.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
-      const auto xr = bf16_emulation::rounded(ctx, x), wr = bf16_emulation::rounded(ctx, w);
-      conv2d_forward_full<float>(ctx, xr.cview(), wr.cview(), {}, y,
-                                 Conv2dOptions(opt).bias(false));
-      const std::int64_t plane = g.out_h * g.out_w, channels = g.out_c;
-      const float* bias = opt.use_bias ? b.data() : nullptr;
-      float* out = y.data();
-      nddr::detail::parallel_ranges(ctx, y.numel(), [&](std::int64_t s, std::int64_t e) {
-        for (std::int64_t i = s; i < e; ++i)
-          out[i] = round_to_bfloat16(out[i]) + (bias ? bias[(i / plane) % channels] : 0.0f);
-      });
-      return;
-    }
-  }
-  conv2d_forward_full<T>(ctx, x, w, b, y, opt);
-}
+namespace backend {
 
-/// dx += conv^T(dy, w): the data gradient, accumulated. An empty dx is skipped.
-/// w (C_out, C_in, kh, kw), dy (N, C_out, OH, OW), dx (N, C_in, H, W). With the context's
-/// `conv_bf16` setting on (float): dx += bf16(conv^T(bf16(dy), bf16(w))).
-template <class T>
-void conv2d_backward_data(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> w,
-                          std::type_identity_t<TensorView<const T, Cpu>> dy, TensorView<T, Cpu> dx,
-                          const Conv2dOptions& opt) {
-  if (dx.empty()) return;
-  if constexpr (std::is_same_v<T, float>) {
-    if (ctx.settings().conv_bf16()) {
-      const auto dyr = bf16_emulation::rounded(ctx, dy), wr = bf16_emulation::rounded(ctx, w);
-      return bf16_emulation::backward_data(ctx, wr.cview(), dyr.cview(), dx, opt);
-    }
-  }
-  conv2d_backward_data_full<T>(ctx, w, dy, dx, opt);
-}
-
-/// dw = sum_n dy_n * col(x_n)^T and db = sum over (n, h, w) of dy, both assigned. An empty dw
-/// or db is skipped; db must be empty unless `opt.use_bias`.
-/// x (N, C_in, H, W), dy (N, C_out, OH, OW), dw (C_out, C_in, kh, kw), db (C_out). With the
-/// context's `conv_bf16` setting on (float): dw = bf16(dconv(bf16(x), bf16(dy))); db from the float dy.
-template <class T>
-void conv2d_backward_weights(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
-                             std::type_identity_t<TensorView<const T, Cpu>> dy,
-                             TensorView<T, Cpu> dw, std::type_identity_t<TensorView<T, Cpu>> db,
+/// The CPU convolution's algorithm choice and BF16 emulation (the context's settings).
+template <>
+struct Conv2d<Cpu> {
+  /// y = conv(x, w) + b. x (N, C_in, H, W), w (C_out, C_in, kh, kw), b (C_out) when
+  /// `opt.use_bias` (else empty), y (N, C_out, OH, OW) assigned. With the context's `conv_bf16`
+  /// setting on, float convolutions emulate the GPU's BF16 ones: y = bf16(conv(bf16(x), bf16(w))) +
+  /// b.
+  template <class T>
+  static void conv2d_forward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
+                             std::type_identity_t<TensorView<const T, Cpu>> w,
+                             std::type_identity_t<TensorView<const T, Cpu>> b, TensorView<T, Cpu> y,
                              const Conv2dOptions& opt) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (ctx.settings().conv_bf16()) {
-      const auto dyr = bf16_emulation::rounded(ctx, dy);
-      return bf16_emulation::backward_weights(ctx, x, dy, dyr.cview(), dw, db, opt);
+    if constexpr (std::is_same_v<T, float>) {
+      if (ctx.settings().conv_bf16()) {
+        constexpr const char* kWho = "nddr::ops::conv2d_forward";
+        const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt, kWho);
+        const auto xr = bf16_emulation::rounded(ctx, x), wr = bf16_emulation::rounded(ctx, w);
+        conv2d_forward_full<float>(ctx, xr.cview(), wr.cview(), {}, y,
+                                   Conv2dOptions(opt).bias(false));
+        const std::int64_t plane = g.out_h * g.out_w, channels = g.out_c;
+        const float* bias = opt.use_bias ? b.data() : nullptr;
+        float* out = y.data();
+        nddr::detail::parallel_ranges(ctx, y.numel(), [&](std::int64_t s, std::int64_t e) {
+          for (std::int64_t i = s; i < e; ++i)
+            out[i] = round_to_bfloat16(out[i]) + (bias ? bias[(i / plane) % channels] : 0.0f);
+        });
+        return;
+      }
     }
+    conv2d_forward_full<T>(ctx, x, w, b, y, opt);
   }
-  conv2d_backward_weights_full<T>(ctx, x, dy, dw, db, opt);
-}
 
-/// Full backward pass: dx accumulated (skipped when empty), dw and db assigned (each skipped
-/// when empty). Under the context's `conv_bf16` setting (float), dy is rounded once for both gradients.
-template <class T>
-void conv2d_backward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
-                     std::type_identity_t<TensorView<const T, Cpu>> w,
-                     std::type_identity_t<TensorView<const T, Cpu>> dy, TensorView<T, Cpu> dx,
-                     std::type_identity_t<TensorView<T, Cpu>> dw,
-                     std::type_identity_t<TensorView<T, Cpu>> db, const Conv2dOptions& opt) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (ctx.settings().conv_bf16()) {
-      const auto dyr = bf16_emulation::rounded(ctx, dy);
-      bf16_emulation::backward_weights(ctx, x, dy, dyr.cview(), dw, db, opt);
-      if (!dx.empty())
-        bf16_emulation::backward_data(ctx, bf16_emulation::rounded(ctx, w).cview(), dyr.cview(),
-                                      dx, opt);
-      return;
+  /// dx += conv^T(dy, w): the data gradient, accumulated. An empty dx is skipped.
+  /// w (C_out, C_in, kh, kw), dy (N, C_out, OH, OW), dx (N, C_in, H, W). With the context's
+  /// `conv_bf16` setting on (float): dx += bf16(conv^T(bf16(dy), bf16(w))).
+  template <class T>
+  static void conv2d_backward_data(Context<Cpu>& ctx,
+                                   std::type_identity_t<TensorView<const T, Cpu>> w,
+                                   std::type_identity_t<TensorView<const T, Cpu>> dy,
+                                   TensorView<T, Cpu> dx, const Conv2dOptions& opt) {
+    if (dx.empty()) return;
+    if constexpr (std::is_same_v<T, float>) {
+      if (ctx.settings().conv_bf16()) {
+        const auto dyr = bf16_emulation::rounded(ctx, dy), wr = bf16_emulation::rounded(ctx, w);
+        return bf16_emulation::backward_data(ctx, wr.cview(), dyr.cview(), dx, opt);
+      }
     }
+    conv2d_backward_data_full<T>(ctx, w, dy, dx, opt);
   }
-  conv2d_backward_weights<T>(ctx, x, dy, dw, db, opt);
-  conv2d_backward_data<T>(ctx, w, dy, dx, opt);
-}
 
+  /// dw = sum_n dy_n * col(x_n)^T and db = sum over (n, h, w) of dy, both assigned. An empty dw
+  /// or db is skipped; db must be empty unless `opt.use_bias`.
+  /// x (N, C_in, H, W), dy (N, C_out, OH, OW), dw (C_out, C_in, kh, kw), db (C_out). With the
+  /// context's `conv_bf16` setting on (float): dw = bf16(dconv(bf16(x), bf16(dy))); db from the
+  /// float dy.
+  template <class T>
+  static void conv2d_backward_weights(Context<Cpu>& ctx,
+                                      std::type_identity_t<TensorView<const T, Cpu>> x,
+                                      std::type_identity_t<TensorView<const T, Cpu>> dy,
+                                      TensorView<T, Cpu> dw,
+                                      std::type_identity_t<TensorView<T, Cpu>> db,
+                                      const Conv2dOptions& opt) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (ctx.settings().conv_bf16()) {
+        const auto dyr = bf16_emulation::rounded(ctx, dy);
+        return bf16_emulation::backward_weights(ctx, x, dy, dyr.cview(), dw, db, opt);
+      }
+    }
+    conv2d_backward_weights_full<T>(ctx, x, dy, dw, db, opt);
+  }
+
+  /// Full backward pass: dx accumulated (skipped when empty), dw and db assigned (each skipped
+  /// when empty). Under the context's `conv_bf16` setting (float), dy is rounded once for both
+  /// gradients.
+  template <class T>
+  static void conv2d_backward(Context<Cpu>& ctx, std::type_identity_t<TensorView<const T, Cpu>> x,
+                              std::type_identity_t<TensorView<const T, Cpu>> w,
+                              std::type_identity_t<TensorView<const T, Cpu>> dy,
+                              TensorView<T, Cpu> dx, std::type_identity_t<TensorView<T, Cpu>> dw,
+                              std::type_identity_t<TensorView<T, Cpu>> db,
+                              const Conv2dOptions& opt) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (ctx.settings().conv_bf16()) {
+        const auto dyr = bf16_emulation::rounded(ctx, dy);
+        bf16_emulation::backward_weights(ctx, x, dy, dyr.cview(), dw, db, opt);
+        if (!dx.empty())
+          bf16_emulation::backward_data(ctx, bf16_emulation::rounded(ctx, w).cview(), dyr.cview(),
+                                        dx, opt);
+        return;
+      }
+    }
+    conv2d_backward_weights<T>(ctx, x, dy, dw, db, opt);
+    conv2d_backward_data<T>(ctx, w, dy, dx, opt);
+  }
+};
+
+}  // namespace backend
 }  // namespace ops
 }  // namespace nddr

@@ -10,7 +10,8 @@
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/loss.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/loss.hpp"
 
 namespace nddr::ops {
 
@@ -53,58 +54,6 @@ double deterministic_pixel_sum(Context<Cpu>& ctx, std::int64_t rows, std::int64_
 
 }  // namespace detail
 
-/// scale * mean over pixels with label != ignore_label of -log softmax(logits)[label].
-/// logits (N, K, H, W) or (N, K); labels (N, H, W), (N, 1, H, W), or (N) for H = W = 1.
-/// Throws ValueError for a label outside [0, K) that is not ignore_label. No valid pixel: 0.
-template <class T>
-T softmax_cross_entropy_forward(Context<Cpu>& ctx, TensorView<const T, Cpu> logits,
-                                TensorView<const std::int32_t, Cpu> labels,
-                                const SoftmaxCrossEntropyOptions& opt = {}) {
-  constexpr const char* kWho = "nddr::ops::softmax_cross_entropy_forward";
-  const Shape s = detail::check_cross_entropy_shapes(kWho, logits.shape(), labels.shape());
-  detail::check_loss_scale(kWho, opt.scale());
-  const std::int32_t* lp = labels.data();
-  const std::int64_t valid = detail::count_valid_labels(kWho, s, lp, opt.ignore_label());
-  if (valid == 0) return T(0);
-  const T* xp = logits.data();
-  const std::int64_t classes = s.c(), plane = s.h() * s.w();
-  const std::int32_t ignore = opt.ignore_label();
-  const double total =
-      detail::deterministic_pixel_sum(ctx, s.n() * s.h(), s.w(), [=](std::int64_t p) {
-        if (lp[p] == ignore) return 0.0;
-        return static_cast<double>(softmax_cross_entropy_pixel(xp + pixel_offset(p, classes, plane),
-                                                               classes, plane, lp[p]));
-      });
-  return static_cast<T>(opt.scale() * total / static_cast<double>(valid));
-}
-
-/// dlogits += scale * (softmax(logits) - onehot(label)) / valid_count at valid pixels (0 at
-/// ignored ones, and everywhere when no pixel is valid). An empty dlogits is skipped.
-template <class T>
-void softmax_cross_entropy_backward(Context<Cpu>& ctx, TensorView<const T, Cpu> logits,
-                                    TensorView<const std::int32_t, Cpu> labels,
-                                    TensorView<T, Cpu> dlogits,
-                                    const SoftmaxCrossEntropyOptions& opt = {}) {
-  if (dlogits.empty()) return;
-  constexpr const char* kWho = "nddr::ops::softmax_cross_entropy_backward";
-  const Shape s = detail::check_cross_entropy_shapes(kWho, logits.shape(), labels.shape());
-  check_shape(kWho, "dlogits", dlogits.shape(), logits.shape());
-  detail::check_loss_scale(kWho, opt.scale());
-  const std::int32_t* lp = labels.data();
-  const std::int64_t valid = detail::count_valid_labels(kWho, s, lp, opt.ignore_label());
-  if (valid == 0) return;
-  const T* xp = logits.data();
-  T* dp = dlogits.data();
-  const std::int64_t classes = s.c(), plane = s.h() * s.w();
-  const std::int32_t ignore = opt.ignore_label();
-  const T coeff = static_cast<T>(opt.scale() / static_cast<double>(valid));
-  nddr::detail::parallel_for(ctx, s.n() * plane, [=](std::int64_t p) {
-    if (lp[p] == ignore) return;
-    const std::int64_t o = pixel_offset(p, classes, plane);
-    softmax_cross_entropy_backward_pixel(xp + o, classes, plane, lp[p], coeff, dp + o);
-  });
-}
-
 namespace detail {
 
 /// Number of pixels of g (N, 3, H, W) whose vector is not zero.
@@ -119,54 +68,96 @@ std::int64_t count_valid_normals(Context<Cpu>& ctx, const Shape& s, const T* g) 
 
 }  // namespace detail
 
-/// scale * mean over valid pixels of ||p^ - g^||^2 (kL2) or 1 - p^ . g^ (kCosine), where
-/// x^ = x / max(||x||, eps) over the 3 channels. p and g are (N, 3, H, W); a pixel is valid iff
-/// g is not the zero vector there. No valid pixel: 0.
-template <class T>
-T normal_loss_forward(Context<Cpu>& ctx, TensorView<const T, Cpu> p, TensorView<const T, Cpu> g,
-                      const NormalLossOptions& opt = {}) {
-  detail::check_normal_loss_args("nddr::ops::normal_loss_forward", p.shape(), g.shape(), opt);
-  const Shape& s = p.shape();
-  const std::int64_t plane = s.h() * s.w();
-  const T* pp = p.data();
-  const T* gp = g.data();
-  const NormalLossForm form = opt.form();
-  const T eps = static_cast<T>(opt.eps());
-  const std::int64_t valid = detail::count_valid_normals(ctx, s, gp);
-  if (valid == 0) return T(0);
-  const double total =
-      detail::deterministic_pixel_sum(ctx, s.n() * s.h(), s.w(), [=](std::int64_t i) {
-        const std::int64_t o = pixel_offset(i, 3, plane);
-        if (!normal_pixel_valid(gp + o, plane)) return 0.0;
-        return static_cast<double>(normal_loss_pixel(pp + o, gp + o, plane, form, eps));
-      });
-  return static_cast<T>(opt.scale() * total / static_cast<double>(valid));
-}
+namespace backend {
 
-/// dp += scale * d(loss)/dp / valid_count at valid pixels (0 elsewhere, and everywhere when no
-/// pixel is valid). An empty dp is skipped.
-template <class T>
-void normal_loss_backward(Context<Cpu>& ctx, TensorView<const T, Cpu> p, TensorView<const T, Cpu> g,
-                          TensorView<T, Cpu> dp, const NormalLossOptions& opt = {}) {
-  if (dp.empty()) return;
-  constexpr const char* kWho = "nddr::ops::normal_loss_backward";
-  detail::check_normal_loss_args(kWho, p.shape(), g.shape(), opt);
-  check_shape(kWho, "dp", dp.shape(), p.shape());
-  const Shape& s = p.shape();
-  const T* gp = g.data();
-  const std::int64_t valid = detail::count_valid_normals(ctx, s, gp);
-  if (valid == 0) return;
-  const std::int64_t plane = s.h() * s.w();
-  const T* pp = p.data();
-  T* dpp = dp.data();
-  const NormalLossForm form = opt.form();
-  const T eps = static_cast<T>(opt.eps());
-  const T coeff = static_cast<T>(opt.scale() / static_cast<double>(valid));
-  nddr::detail::parallel_for(ctx, s.n() * plane, [=](std::int64_t i) {
-    const std::int64_t o = pixel_offset(i, 3, plane);
-    if (normal_pixel_valid(gp + o, plane))
-      normal_loss_backward_pixel(pp + o, gp + o, plane, form, eps, coeff, dpp + o);
-  });
-}
+/// The losses on the CPU (front door: nddr/ops/loss.hpp). `s` is the rank-4 (N, K, H, W) view of
+/// the logits' shape. Out-of-range labels are found here, reading the labels once.
+template <>
+struct Loss<Cpu> {
+  template <class T>
+  static T softmax_cross_entropy_forward(Context<Cpu>& ctx, const Shape& s,
+                                         TensorView<const T, Cpu> logits,
+                                         TensorView<const std::int32_t, Cpu> labels,
+                                         const SoftmaxCrossEntropyOptions& opt) {
+    constexpr const char* kWho = "nddr::ops::softmax_cross_entropy_forward";
+    const std::int32_t* lp = labels.data();
+    const std::int64_t valid = detail::count_valid_labels(kWho, s, lp, opt.ignore_label());
+    if (valid == 0) return T(0);
+    const T* xp = logits.data();
+    const std::int64_t classes = s.c(), plane = s.h() * s.w();
+    const std::int32_t ignore = opt.ignore_label();
+    const double total =
+        detail::deterministic_pixel_sum(ctx, s.n() * s.h(), s.w(), [=](std::int64_t p) {
+          if (lp[p] == ignore) return 0.0;
+          return static_cast<double>(softmax_cross_entropy_pixel(
+              xp + pixel_offset(p, classes, plane), classes, plane, lp[p]));
+        });
+    return static_cast<T>(opt.scale() * total / static_cast<double>(valid));
+  }
 
+  template <class T>
+  static void softmax_cross_entropy_backward(Context<Cpu>& ctx, const Shape& s,
+                                             TensorView<const T, Cpu> logits,
+                                             TensorView<const std::int32_t, Cpu> labels,
+                                             TensorView<T, Cpu> dlogits,
+                                             const SoftmaxCrossEntropyOptions& opt) {
+    constexpr const char* kWho = "nddr::ops::softmax_cross_entropy_backward";
+    const std::int32_t* lp = labels.data();
+    const std::int64_t valid = detail::count_valid_labels(kWho, s, lp, opt.ignore_label());
+    if (valid == 0) return;
+    const T* xp = logits.data();
+    T* dp = dlogits.data();
+    const std::int64_t classes = s.c(), plane = s.h() * s.w();
+    const std::int32_t ignore = opt.ignore_label();
+    const T coeff = static_cast<T>(opt.scale() / static_cast<double>(valid));
+    nddr::detail::parallel_for(ctx, s.n() * plane, [=](std::int64_t p) {
+      if (lp[p] == ignore) return;
+      const std::int64_t o = pixel_offset(p, classes, plane);
+      softmax_cross_entropy_backward_pixel(xp + o, classes, plane, lp[p], coeff, dp + o);
+    });
+  }
+
+  template <class T>
+  static T normal_loss_forward(Context<Cpu>& ctx, TensorView<const T, Cpu> p,
+                               TensorView<const T, Cpu> g, const NormalLossOptions& opt) {
+    const Shape& s = p.shape();
+    const std::int64_t plane = s.h() * s.w();
+    const T* pp = p.data();
+    const T* gp = g.data();
+    const NormalLossForm form = opt.form();
+    const T eps = static_cast<T>(opt.eps());
+    const std::int64_t valid = detail::count_valid_normals(ctx, s, gp);
+    if (valid == 0) return T(0);
+    const double total =
+        detail::deterministic_pixel_sum(ctx, s.n() * s.h(), s.w(), [=](std::int64_t i) {
+          const std::int64_t o = pixel_offset(i, 3, plane);
+          if (!normal_pixel_valid(gp + o, plane)) return 0.0;
+          return static_cast<double>(normal_loss_pixel(pp + o, gp + o, plane, form, eps));
+        });
+    return static_cast<T>(opt.scale() * total / static_cast<double>(valid));
+  }
+
+  template <class T>
+  static void normal_loss_backward(Context<Cpu>& ctx, TensorView<const T, Cpu> p,
+                                   TensorView<const T, Cpu> g, TensorView<T, Cpu> dp,
+                                   const NormalLossOptions& opt) {
+    const Shape& s = p.shape();
+    const T* gp = g.data();
+    const std::int64_t valid = detail::count_valid_normals(ctx, s, gp);
+    if (valid == 0) return;
+    const std::int64_t plane = s.h() * s.w();
+    const T* pp = p.data();
+    T* dpp = dp.data();
+    const NormalLossForm form = opt.form();
+    const T eps = static_cast<T>(opt.eps());
+    const T coeff = static_cast<T>(opt.scale() / static_cast<double>(valid));
+    nddr::detail::parallel_for(ctx, s.n() * plane, [=](std::int64_t i) {
+      const std::int64_t o = pixel_offset(i, 3, plane);
+      if (normal_pixel_valid(gp + o, plane))
+        normal_loss_backward_pixel(pp + o, gp + o, plane, form, eps, coeff, dpp + o);
+    });
+  }
+};
+
+}  // namespace backend
 }  // namespace nddr::ops

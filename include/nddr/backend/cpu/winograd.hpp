@@ -23,8 +23,8 @@
 #include <cstdint>
 
 #include "nddr/core/context.hpp"
-#include "nddr/ops/conv2d.hpp"
-#include "nddr/ops/winograd.hpp"
+#include "nddr/ops/math/conv2d.hpp"
+#include "nddr/ops/math/winograd.hpp"
 
 namespace nddr {
 namespace detail {

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// CUDA ReLU: our own element-wise kernels (kernels/activation.cuh) running the element bodies
-/// of nddr/ops/activation.hpp, so the CPU and GPU share one definition of the math.
+/// of nddr/ops/math/activation.hpp, so the CPU and GPU share one definition of the math.
 
 #include <cuda_runtime_api.h>
 
@@ -11,6 +11,7 @@
 #include "nddr/backend/cuda/launch.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
+#include "nddr/ops/backend.hpp"
 
 namespace nddr::cuda::launch {
 
@@ -24,25 +25,23 @@ void relu_backward(cudaStream_t stream, const T* x, const T* dy, T* dx, std::int
 
 }  // namespace nddr::cuda::launch
 
-namespace nddr::ops {
+namespace nddr::ops::backend {
 
-/// y = max(x, 0) on the GPU. Shapes must match. T = float or double.
-template <class T>
-void relu_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<T, Cuda> y) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::relu_forward: CUDA supports float and double");
-  check_shape("nddr::ops::relu_forward", "y", y.shape(), x.shape());
-  cuda::launch::relu_forward<T>(ctx.stream(), x.data(), y.data(), x.numel());
-}
+/// ReLU on the GPU (front door: nddr/ops/math/activation.hpp). T = float or double.
+template <>
+struct Activation<Cuda> {
+  template <class T>
+  static void relu_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<T, Cuda> y) {
+    static_assert(cuda::kKernelType<T>, "nddr::ops::relu_forward: CUDA supports float and double");
+    cuda::launch::relu_forward<T>(ctx.stream(), x.data(), y.data(), x.numel());
+  }
 
-/// dx += dy * [x > 0] on the GPU. An empty dx is skipped. T = float or double.
-template <class T>
-void relu_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<const T, Cuda> dy,
-                   TensorView<T, Cuda> dx) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::relu_backward: CUDA supports float and double");
-  if (dx.empty()) return;
-  check_shape("nddr::ops::relu_backward", "dy", dy.shape(), x.shape());
-  check_shape("nddr::ops::relu_backward", "dx", dx.shape(), x.shape());
-  cuda::launch::relu_backward<T>(ctx.stream(), x.data(), dy.data(), dx.data(), x.numel());
-}
+  template <class T>
+  static void relu_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
+                            TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx) {
+    static_assert(cuda::kKernelType<T>, "nddr::ops::relu_backward: CUDA supports float and double");
+    cuda::launch::relu_backward<T>(ctx.stream(), x.data(), dy.data(), dx.data(), x.numel());
+  }
+};
 
-}  // namespace nddr::ops
+}  // namespace nddr::ops::backend

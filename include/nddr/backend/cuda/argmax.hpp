@@ -8,12 +8,12 @@
 
 #include <cstdint>
 
-#include "nddr/backend/cpu/argmax.hpp"
 #include "nddr/backend/cuda/context.hpp"
 #include "nddr/backend/cuda/launch.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/argmax.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/argmax.hpp"
 
 namespace nddr::cuda::launch {
 
@@ -24,18 +24,20 @@ void argmax_channels(cudaStream_t stream, const T* x, std::int32_t* out, std::in
 
 }  // namespace nddr::cuda::launch
 
-namespace nddr::ops {
+namespace nddr::ops::backend {
 
-/// out (N, H, W) = argmax over the channels of x (N, C, H, W) on the GPU, the first channel on
-/// ties; as the CPU op.
-template <class T>
-void argmax_channels(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
-                     TensorView<std::int32_t, Cuda> out) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::argmax_channels: CUDA supports float and double");
-  detail::check_argmax("nddr::ops::argmax_channels", x.shape(), out.shape());
-  const std::int64_t plane = x.shape().h() * x.shape().w();
-  cuda::launch::argmax_channels<T>(ctx.stream(), x.data(), out.data(), x.shape().n() * plane,
-                                   x.shape().c(), plane);
-}
+/// Arg-max over channels on the GPU (front door: nddr/ops/argmax.hpp). T = float or double.
+template <>
+struct Argmax<Cuda> {
+  template <class T>
+  static void argmax_channels(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
+                              TensorView<std::int32_t, Cuda> out) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::argmax_channels: CUDA supports float and double");
+    const std::int64_t plane = x.shape().h() * x.shape().w();
+    cuda::launch::argmax_channels<T>(ctx.stream(), x.data(), out.data(), x.shape().n() * plane,
+                                     x.shape().c(), plane);
+  }
+};
 
-}  // namespace nddr::ops
+}  // namespace nddr::ops::backend

@@ -16,13 +16,13 @@
 #include <type_traits>
 #include <vector>
 
-#include "nddr/backend/cpu/batch_norm.hpp"
 #include "nddr/backend/cuda/context.hpp"
 #include "nddr/backend/cuda/launch.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/batch_norm.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/batch_norm.hpp"
 
 namespace nddr::cuda::launch {
 
@@ -162,240 +162,173 @@ inline void upload_sums(Context<Cuda>& ctx, const double* src, double* dst, std:
 
 }  // namespace nddr::cuda::detail
 
-namespace nddr::ops {
+namespace nddr::ops::backend {
 
-/// Training forward on the GPU: as the CPU op (y, saved mean and inv_std, running statistics
-/// updated in place with the PyTorch momentum).
-template <class T>
-void batch_norm_forward_training(Context<Cuda>& ctx,
-                                 std::type_identity_t<TensorView<const T, Cuda>> x,
-                                 std::type_identity_t<TensorView<const T, Cuda>> gamma,
-                                 std::type_identity_t<TensorView<const T, Cuda>> beta,
-                                 TensorView<T, Cuda> running_mean, TensorView<T, Cuda> running_var,
-                                 TensorView<T, Cuda> y, TensorView<T, Cuda> save_mean,
-                                 TensorView<T, Cuda> save_inv_std, const BatchNormOptions& opt) {
-  static_assert(cuda::kKernelType<T>,
-                "nddr::ops::batch_norm_forward_training: CUDA supports float and double");
-  constexpr const char* who = "nddr::ops::batch_norm_forward_training";
-  const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
-                                                        running_mean.shape(), running_var.shape(),
-                                                        gamma.shape(), beta.shape());
-  const bool affine = opt.affine();
-  nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
-  nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
-                                        L.channels);
-  nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
-  const auto scratch = cuda::detail::batch_norm_scratch<T>(ctx, L, L.channels);
-  T* scale = scratch.values;  // (C)
-  cuda::launch::batch_norm_stats<T>(ctx.stream(), x.data(), affine ? gamma.data() : nullptr,
-                                    running_mean.data(), running_var.data(), save_mean.data(),
-                                    save_inv_std.data(), scale, scratch.partial, scratch.splits,
-                                    L.items, L.channels, L.plane, opt.eps(), opt.momentum(),
-                                    opt.unbiased_running_var());
-  cuda::launch::batch_norm_apply<T>(ctx.stream(), x.data(), save_mean.data(), scale,
-                                    affine ? beta.data() : nullptr, y.data(), L.items, L.channels,
-                                    L.plane, opt.relu());
-}
+/// Batch normalisation on the GPU (front door: nddr/ops/batch_norm.hpp, which validates and
+/// passes the layout `L` of x). T = float or double.
+template <>
+struct BatchNorm<Cuda> {
+  template <class T>
+  static void batch_norm_forward_training(
+      Context<Cuda>& ctx, const nddr::detail::BatchNormLayout& L, TensorView<const T, Cuda> x,
+      TensorView<const T, Cuda> gamma, TensorView<const T, Cuda> beta,
+      TensorView<T, Cuda> running_mean, TensorView<T, Cuda> running_var, TensorView<T, Cuda> y,
+      TensorView<T, Cuda> save_mean, TensorView<T, Cuda> save_inv_std,
+      const BatchNormOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::batch_norm_forward_training: CUDA supports float and double");
+    const bool affine = opt.affine();
+    const auto scratch = cuda::detail::batch_norm_scratch<T>(ctx, L, L.channels);
+    T* scale = scratch.values;  // (C)
+    cuda::launch::batch_norm_stats<T>(ctx.stream(), x.data(), affine ? gamma.data() : nullptr,
+                                      running_mean.data(), running_var.data(), save_mean.data(),
+                                      save_inv_std.data(), scale, scratch.partial, scratch.splits,
+                                      L.items, L.channels, L.plane, opt.eps(), opt.momentum(),
+                                      opt.unbiased_running_var());
+    cuda::launch::batch_norm_apply<T>(ctx.stream(), x.data(), save_mean.data(), scale,
+                                      affine ? beta.data() : nullptr, y.data(), L.items, L.channels,
+                                      L.plane, opt.relu());
+  }
 
-/// Inference forward on the GPU: normalises with the running statistics, as the CPU op.
-template <class T>
-void batch_norm_forward_inference(Context<Cuda>& ctx,
-                                  std::type_identity_t<TensorView<const T, Cuda>> x,
-                                  std::type_identity_t<TensorView<const T, Cuda>> gamma,
-                                  std::type_identity_t<TensorView<const T, Cuda>> beta,
-                                  std::type_identity_t<TensorView<const T, Cuda>> running_mean,
-                                  std::type_identity_t<TensorView<const T, Cuda>> running_var,
-                                  TensorView<T, Cuda> y, const BatchNormOptions& opt) {
-  static_assert(cuda::kKernelType<T>,
-                "nddr::ops::batch_norm_forward_inference: CUDA supports float and double");
-  constexpr const char* who = "nddr::ops::batch_norm_forward_inference";
-  const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
-                                                        running_mean.shape(), running_var.shape(),
-                                                        gamma.shape(), beta.shape());
-  const bool affine = opt.affine();
-  T* scale = ctx.workspace<T>(static_cast<std::size_t>(L.channels));  // (C)
-  cuda::launch::batch_norm_inference_scale<T>(ctx.stream(), affine ? gamma.data() : nullptr,
-                                              running_var.data(), scale, L.channels, opt.eps());
-  cuda::launch::batch_norm_apply<T>(ctx.stream(), x.data(), running_mean.data(), scale,
-                                    affine ? beta.data() : nullptr, y.data(), L.items, L.channels,
-                                    L.plane, opt.relu());
-}
+  template <class T>
+  static void batch_norm_forward_inference(
+      Context<Cuda>& ctx, const nddr::detail::BatchNormLayout& L, TensorView<const T, Cuda> x,
+      TensorView<const T, Cuda> gamma, TensorView<const T, Cuda> beta,
+      TensorView<const T, Cuda> running_mean, TensorView<const T, Cuda> running_var,
+      TensorView<T, Cuda> y, const BatchNormOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::batch_norm_forward_inference: CUDA supports float and double");
+    const bool affine = opt.affine();
+    T* scale = ctx.workspace<T>(static_cast<std::size_t>(L.channels));  // (C)
+    cuda::launch::batch_norm_inference_scale<T>(ctx.stream(), affine ? gamma.data() : nullptr,
+                                                running_var.data(), scale, L.channels, opt.eps());
+    cuda::launch::batch_norm_apply<T>(ctx.stream(), x.data(), running_mean.data(), scale,
+                                      affine ? beta.data() : nullptr, y.data(), L.items, L.channels,
+                                      L.plane, opt.relu());
+  }
 
-/// Training backward on the GPU: dx += dL/dx through the batch statistics (skipped when
-/// empty); dgamma, dbeta assigned (each skipped when empty); with `opt.relu()`, y is forward's
-/// output (the fused ReLU's mask); as the CPU op.
-template <class T>
-void batch_norm_backward_training(Context<Cuda>& ctx,
-                                  std::type_identity_t<TensorView<const T, Cuda>> x,
-                                  std::type_identity_t<TensorView<const T, Cuda>> dy,
-                                  std::type_identity_t<TensorView<const T, Cuda>> gamma,
-                                  std::type_identity_t<TensorView<const T, Cuda>> save_mean,
-                                  std::type_identity_t<TensorView<const T, Cuda>> save_inv_std,
-                                  TensorView<T, Cuda> dx, TensorView<T, Cuda> dgamma,
-                                  TensorView<T, Cuda> dbeta, const BatchNormOptions& opt,
-                                  std::type_identity_t<TensorView<const T, Cuda>> y = {}) {
-  static_assert(cuda::kKernelType<T>,
-                "nddr::ops::batch_norm_backward_training: CUDA supports float and double");
-  constexpr const char* who = "nddr::ops::batch_norm_backward_training";
-  const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean",
-                                                         save_mean, "save_inv_std", save_inv_std,
-                                                         dx, dgamma, dbeta);
-  const bool affine = opt.affine();
-  nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
-  nddr::detail::batch_norm_check_training_count(who, x.shape(), L);
-  cuda::detail::batch_norm_backward<T>(ctx, L, x.data(), opt.relu() ? y.data() : nullptr, dy.data(),
-                                       affine ? gamma.data() : nullptr, save_mean.data(),
-                                       save_inv_std.data(), dx.data(),
-                                       affine ? dgamma.data() : nullptr,
-                                       affine ? dbeta.data() : nullptr, opt.eps(), true);
-}
+  template <class T>
+  static void batch_norm_backward_training(
+      Context<Cuda>& ctx, const nddr::detail::BatchNormLayout& L, TensorView<const T, Cuda> x,
+      TensorView<const T, Cuda> dy, TensorView<const T, Cuda> gamma,
+      TensorView<const T, Cuda> save_mean, TensorView<const T, Cuda> save_inv_std,
+      TensorView<T, Cuda> dx, TensorView<T, Cuda> dgamma, TensorView<T, Cuda> dbeta,
+      const BatchNormOptions& opt, TensorView<const T, Cuda> y) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::batch_norm_backward_training: CUDA supports float and double");
+    const bool affine = opt.affine();
+    cuda::detail::batch_norm_backward<T>(
+        ctx, L, x.data(), opt.relu() ? y.data() : nullptr, dy.data(),
+        affine ? gamma.data() : nullptr, save_mean.data(), save_inv_std.data(), dx.data(),
+        affine ? dgamma.data() : nullptr, affine ? dbeta.data() : nullptr, opt.eps(), true);
+  }
 
-/// Inference backward on the GPU: running statistics as constants, dx += dy * gamma * inv_std
-/// (skipped when empty); dgamma, dbeta assigned; y as in the training backward; as the CPU op.
-template <class T>
-void batch_norm_backward_inference(Context<Cuda>& ctx,
-                                   std::type_identity_t<TensorView<const T, Cuda>> x,
-                                   std::type_identity_t<TensorView<const T, Cuda>> dy,
-                                   std::type_identity_t<TensorView<const T, Cuda>> gamma,
-                                   std::type_identity_t<TensorView<const T, Cuda>> running_mean,
-                                   std::type_identity_t<TensorView<const T, Cuda>> running_var,
-                                   TensorView<T, Cuda> dx, TensorView<T, Cuda> dgamma,
-                                   TensorView<T, Cuda> dbeta, const BatchNormOptions& opt,
-                                   std::type_identity_t<TensorView<const T, Cuda>> y = {}) {
-  static_assert(cuda::kKernelType<T>,
-                "nddr::ops::batch_norm_backward_inference: CUDA supports float and double");
-  constexpr const char* who = "nddr::ops::batch_norm_backward_inference";
-  const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "running_mean",
-                                                         running_mean, "running_var", running_var,
-                                                         dx, dgamma, dbeta);
-  const bool affine = opt.affine();
-  nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
-  cuda::detail::batch_norm_backward<T>(ctx, L, x.data(), opt.relu() ? y.data() : nullptr, dy.data(),
-                                       affine ? gamma.data() : nullptr, running_mean.data(),
-                                       running_var.data(), dx.data(),
-                                       affine ? dgamma.data() : nullptr,
-                                       affine ? dbeta.data() : nullptr, opt.eps(), false);
-}
+  template <class T>
+  static void batch_norm_backward_inference(
+      Context<Cuda>& ctx, const nddr::detail::BatchNormLayout& L, TensorView<const T, Cuda> x,
+      TensorView<const T, Cuda> dy, TensorView<const T, Cuda> gamma,
+      TensorView<const T, Cuda> running_mean, TensorView<const T, Cuda> running_var,
+      TensorView<T, Cuda> dx, TensorView<T, Cuda> dgamma, TensorView<T, Cuda> dbeta,
+      const BatchNormOptions& opt, TensorView<const T, Cuda> y) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::batch_norm_backward_inference: CUDA supports float and double");
+    const bool affine = opt.affine();
+    cuda::detail::batch_norm_backward<T>(
+        ctx, L, x.data(), opt.relu() ? y.data() : nullptr, dy.data(),
+        affine ? gamma.data() : nullptr, running_mean.data(), running_var.data(), dx.data(),
+        affine ? dgamma.data() : nullptr, affine ? dbeta.data() : nullptr, opt.eps(), false);
+  }
 
-/// Synchronized training forward on the GPU, as the CPU op `batch_norm_forward_training_sync`:
-/// the mean and biased variance of each channel are those of the global batch, whose sums
-/// `all_reduce` adds up over the replicas on the host (two calls, the same as the CPU op's: the
-/// per-channel sums with the element count, then the squared deviations from the global mean),
-/// so GPU and CPU replicas may even be mixed. Each call downloads and uploads 2C doubles and
-/// waits for the device twice. Every replica must call it with the same C; N, H and W may
-/// differ. Throws ShapeError when the global count N*H*W is 1.
-template <class T>
-void batch_norm_forward_training_sync(Context<Cuda>& ctx,
-                                      std::type_identity_t<TensorView<const T, Cuda>> x,
-                                      std::type_identity_t<TensorView<const T, Cuda>> gamma,
-                                      std::type_identity_t<TensorView<const T, Cuda>> beta,
-                                      TensorView<T, Cuda> running_mean,
-                                      TensorView<T, Cuda> running_var, TensorView<T, Cuda> y,
-                                      TensorView<T, Cuda> save_mean,
-                                      TensorView<T, Cuda> save_inv_std, const BatchNormOptions& opt,
-                                      const BatchNormAllReduce& all_reduce) {
-  static_assert(cuda::kKernelType<T>,
-                "nddr::ops::batch_norm_forward_training_sync: CUDA supports float and double");
-  constexpr const char* who = "nddr::ops::batch_norm_forward_training_sync";
-  const auto L = nddr::detail::batch_norm_check_forward(who, opt, x.shape(), y.shape(),
-                                                        running_mean.shape(), running_var.shape(),
-                                                        gamma.shape(), beta.shape());
-  nddr::detail::batch_norm_check_vector(who, "save_mean", true, save_mean.shape(), L.channels);
-  nddr::detail::batch_norm_check_vector(who, "save_inv_std", true, save_inv_std.shape(),
-                                        L.channels);
-  check<OptionError>(static_cast<bool>(all_reduce), who, ": all_reduce is empty");
-  const bool affine = opt.affine();
-  const std::size_t C = static_cast<std::size_t>(L.channels);
-  // values: the element scale (C); sums: the device totals (2C, interleaved per channel),
-  // then the moments (mean, then variance; 2C).
-  const auto s = cuda::detail::batch_norm_scratch<T>(ctx, L, L.channels, 4 * L.channels);
-  double* totals = s.sums;
-  double* moments = s.sums + 2 * C;
-  // 1. Sums of x per channel, and the element count, over every replica.
-  cuda::launch::batch_norm_centered_sums<T>(ctx.stream(), x.data(), nullptr, s.partial, s.splits,
-                                            totals, L.items, L.channels, L.plane);
-  std::vector<double> device_totals(2 * C), sums(C + 1), host(2 * C);
-  cuda::detail::download_sums(ctx, totals, device_totals.data(), 2 * C, who);
-  for (std::size_t c = 0; c < C; ++c) sums[c] = device_totals[2 * c];
-  sums[C] = static_cast<double>(L.count());
-  all_reduce(std::span<double>(sums));
-  const double count = sums[C];
-  check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape(), " and the global batch ",
-                    count, " values per channel; training needs more than one (N*H*W > 1)");
-  for (std::size_t c = 0; c < C; ++c) host[c] = sums[c] / count;
-  // 2. Squared deviations from the global mean, over every replica.
-  cuda::detail::upload_sums(ctx, host.data(), moments, C, who);
-  cuda::launch::batch_norm_centered_sums<T>(ctx.stream(), x.data(), moments, s.partial, s.splits,
-                                            totals, L.items, L.channels, L.plane);
-  std::vector<double> sq(C);
-  cuda::detail::download_sums(ctx, totals, device_totals.data(), 2 * C, who);
-  for (std::size_t c = 0; c < C; ++c) sq[c] = device_totals[2 * c + 1];
-  all_reduce(std::span<double>(sq));
-  for (std::size_t c = 0; c < C; ++c) host[C + c] = sq[c] / count;
-  // 3. Saved statistics, running statistics and the normalisation, from the global moments.
-  cuda::detail::upload_sums(ctx, host.data(), moments, 2 * C, who);
-  cuda::launch::batch_norm_stats_global<T>(
-      ctx.stream(), moments, static_cast<std::int64_t>(count), affine ? gamma.data() : nullptr,
-      running_mean.data(), running_var.data(), save_mean.data(), save_inv_std.data(), s.values,
-      L.channels, opt.eps(), opt.momentum(), opt.unbiased_running_var());
-  cuda::launch::batch_norm_apply<T>(ctx.stream(), x.data(), save_mean.data(), s.values,
-                                    affine ? beta.data() : nullptr, y.data(), L.items, L.channels,
-                                    L.plane, opt.relu());
-}
+  template <class T>
+  static void batch_norm_forward_training_sync(
+      Context<Cuda>& ctx, const nddr::detail::BatchNormLayout& L, TensorView<const T, Cuda> x,
+      TensorView<const T, Cuda> gamma, TensorView<const T, Cuda> beta,
+      TensorView<T, Cuda> running_mean, TensorView<T, Cuda> running_var, TensorView<T, Cuda> y,
+      TensorView<T, Cuda> save_mean, TensorView<T, Cuda> save_inv_std, const BatchNormOptions& opt,
+      const BatchNormAllReduce& all_reduce) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::batch_norm_forward_training_sync: CUDA supports float and double");
+    constexpr const char* who = "nddr::ops::batch_norm_forward_training_sync";
+    const bool affine = opt.affine();
+    const std::size_t C = static_cast<std::size_t>(L.channels);
+    // values: the element scale (C); sums: the device totals (2C, interleaved per channel),
+    // then the moments (mean, then variance; 2C).
+    const auto s = cuda::detail::batch_norm_scratch<T>(ctx, L, L.channels, 4 * L.channels);
+    double* totals = s.sums;
+    double* moments = s.sums + 2 * C;
+    // 1. Sums of x per channel, and the element count, over every replica.
+    cuda::launch::batch_norm_centered_sums<T>(ctx.stream(), x.data(), nullptr, s.partial, s.splits,
+                                              totals, L.items, L.channels, L.plane);
+    std::vector<double> device_totals(2 * C), sums(C + 1), host(2 * C);
+    cuda::detail::download_sums(ctx, totals, device_totals.data(), 2 * C, who);
+    for (std::size_t c = 0; c < C; ++c) sums[c] = device_totals[2 * c];
+    sums[C] = static_cast<double>(L.count());
+    all_reduce(std::span<double>(sums));
+    const double count = sums[C];
+    check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape(), " and the global batch ",
+                      count, " values per channel; training needs more than one (N*H*W > 1)");
+    for (std::size_t c = 0; c < C; ++c) host[c] = sums[c] / count;
+    // 2. Squared deviations from the global mean, over every replica.
+    cuda::detail::upload_sums(ctx, host.data(), moments, C, who);
+    cuda::launch::batch_norm_centered_sums<T>(ctx.stream(), x.data(), moments, s.partial, s.splits,
+                                              totals, L.items, L.channels, L.plane);
+    std::vector<double> sq(C);
+    cuda::detail::download_sums(ctx, totals, device_totals.data(), 2 * C, who);
+    for (std::size_t c = 0; c < C; ++c) sq[c] = device_totals[2 * c + 1];
+    all_reduce(std::span<double>(sq));
+    for (std::size_t c = 0; c < C; ++c) host[C + c] = sq[c] / count;
+    // 3. Saved statistics, running statistics and the normalisation, from the global moments.
+    cuda::detail::upload_sums(ctx, host.data(), moments, 2 * C, who);
+    cuda::launch::batch_norm_stats_global<T>(
+        ctx.stream(), moments, static_cast<std::int64_t>(count), affine ? gamma.data() : nullptr,
+        running_mean.data(), running_var.data(), save_mean.data(), save_inv_std.data(), s.values,
+        L.channels, opt.eps(), opt.momentum(), opt.unbiased_running_var());
+    cuda::launch::batch_norm_apply<T>(ctx.stream(), x.data(), save_mean.data(), s.values,
+                                      affine ? beta.data() : nullptr, y.data(), L.items, L.channels,
+                                      L.plane, opt.relu());
+  }
 
-/// Synchronized training backward on the GPU, as the CPU op `batch_norm_backward_training_sync`:
-/// sum(dy) and sum(dy * (x - mean)) per channel are added up over every replica by `all_reduce`
-/// (one call, the CPU op's layout) for dx (dx += ..., skipped when empty); dgamma and dbeta are
-/// this replica's own sums (assigned); y is forward's output with the fused ReLU.
-template <class T>
-void batch_norm_backward_training_sync(Context<Cuda>& ctx,
-                                       std::type_identity_t<TensorView<const T, Cuda>> x,
-                                       std::type_identity_t<TensorView<const T, Cuda>> dy,
-                                       std::type_identity_t<TensorView<const T, Cuda>> gamma,
-                                       std::type_identity_t<TensorView<const T, Cuda>> save_mean,
-                                       std::type_identity_t<TensorView<const T, Cuda>> save_inv_std,
-                                       TensorView<T, Cuda> dx, TensorView<T, Cuda> dgamma,
-                                       TensorView<T, Cuda> dbeta, const BatchNormOptions& opt,
-                                       const BatchNormAllReduce& all_reduce,
-                                       std::type_identity_t<TensorView<const T, Cuda>> y = {}) {
-  static_assert(cuda::kKernelType<T>,
-                "nddr::ops::batch_norm_backward_training_sync: CUDA supports float and double");
-  constexpr const char* who = "nddr::ops::batch_norm_backward_training_sync";
-  const auto L = nddr::detail::batch_norm_check_backward(who, opt, x, dy, gamma, "save_mean",
-                                                         save_mean, "save_inv_std", save_inv_std,
-                                                         dx, dgamma, dbeta);
-  const bool affine = opt.affine();
-  nddr::detail::batch_norm_check_relu_output(who, opt, y.shape(), x.shape());
-  check<OptionError>(static_cast<bool>(all_reduce), who, ": all_reduce is empty");
-  const std::size_t C = static_cast<std::size_t>(L.channels);
-  // values: the element constants (4C); sums: this replica's totals (2C), then the global ones.
-  const auto s = cuda::detail::batch_norm_scratch<T>(ctx, L, 4 * L.channels, 4 * L.channels);
-  double* local = s.sums;
-  double* global = s.sums + 2 * C;
-  cuda::launch::batch_norm_grad_sums<T>(ctx.stream(), x.data(), opt.relu() ? y.data() : nullptr,
-                                        dy.data(), save_mean.data(), s.partial, s.splits, local,
-                                        L.items, L.channels, L.plane);
-  // The device totals are in the CPU op's layout: sums[2c] = sum(dy), sums[2c + 1] =
-  // sum(dy * (x - mean)); sums[2C] = count. Every replica takes part in the reduction, even
-  // one whose dx is not wanted.
-  std::vector<double> sums(2 * C + 1);
-  cuda::detail::download_sums(ctx, local, sums.data(), 2 * C, who);
-  sums[2 * C] = static_cast<double>(L.count());
-  all_reduce(std::span<double>(sums));
-  const double count = sums[2 * C];
-  if (!dx.empty())
-    check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape(),
-                      " and the global batch ", count,
-                      " values per channel; training needs more than one (N*H*W > 1)");
-  cuda::detail::upload_sums(ctx, sums.data(), global, 2 * C, who);
-  cuda::launch::batch_norm_grad_consts_global<T>(
-      ctx.stream(), local, global, count, affine ? gamma.data() : nullptr, save_mean.data(),
-      save_inv_std.data(), affine && !dgamma.empty() ? dgamma.data() : nullptr,
-      affine && !dbeta.empty() ? dbeta.data() : nullptr, s.values, L.channels);
-  if (!dx.empty())
-    cuda::launch::batch_norm_backward_apply<T>(ctx.stream(), x.data(),
-                                               opt.relu() ? y.data() : nullptr, dy.data(),
-                                               s.values, dx.data(), L.items, L.channels, L.plane);
-}
+  template <class T>
+  static void batch_norm_backward_training_sync(
+      Context<Cuda>& ctx, const nddr::detail::BatchNormLayout& L, TensorView<const T, Cuda> x,
+      TensorView<const T, Cuda> dy, TensorView<const T, Cuda> gamma,
+      TensorView<const T, Cuda> save_mean, TensorView<const T, Cuda> save_inv_std,
+      TensorView<T, Cuda> dx, TensorView<T, Cuda> dgamma, TensorView<T, Cuda> dbeta,
+      const BatchNormOptions& opt, const BatchNormAllReduce& all_reduce,
+      TensorView<const T, Cuda> y) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::batch_norm_backward_training_sync: CUDA supports float and double");
+    constexpr const char* who = "nddr::ops::batch_norm_backward_training_sync";
+    const bool affine = opt.affine();
+    const std::size_t C = static_cast<std::size_t>(L.channels);
+    // values: the element constants (4C); sums: this replica's totals (2C), then the global ones.
+    const auto s = cuda::detail::batch_norm_scratch<T>(ctx, L, 4 * L.channels, 4 * L.channels);
+    double* local = s.sums;
+    double* global = s.sums + 2 * C;
+    cuda::launch::batch_norm_grad_sums<T>(ctx.stream(), x.data(), opt.relu() ? y.data() : nullptr,
+                                          dy.data(), save_mean.data(), s.partial, s.splits, local,
+                                          L.items, L.channels, L.plane);
+    // The device totals are in the CPU op's layout: sums[2c] = sum(dy), sums[2c + 1] =
+    // sum(dy * (x - mean)); sums[2C] = count. Every replica takes part in the reduction, even
+    // one whose dx is not wanted.
+    std::vector<double> sums(2 * C + 1);
+    cuda::detail::download_sums(ctx, local, sums.data(), 2 * C, who);
+    sums[2 * C] = static_cast<double>(L.count());
+    all_reduce(std::span<double>(sums));
+    const double count = sums[2 * C];
+    if (!dx.empty())
+      check<ShapeError>(count > 1.0, who, ": x has shape ", x.shape(), " and the global batch ",
+                        count, " values per channel; training needs more than one (N*H*W > 1)");
+    cuda::detail::upload_sums(ctx, sums.data(), global, 2 * C, who);
+    cuda::launch::batch_norm_grad_consts_global<T>(
+        ctx.stream(), local, global, count, affine ? gamma.data() : nullptr, save_mean.data(),
+        save_inv_std.data(), affine && !dgamma.empty() ? dgamma.data() : nullptr,
+        affine && !dbeta.empty() ? dbeta.data() : nullptr, s.values, L.channels);
+    if (!dx.empty())
+      cuda::launch::batch_norm_backward_apply<T>(ctx.stream(), x.data(),
+                                                 opt.relu() ? y.data() : nullptr, dy.data(),
+                                                 s.values, dx.data(), L.items, L.channels, L.plane);
+  }
+};
 
-}  // namespace nddr::ops
+}  // namespace nddr::ops::backend

@@ -44,7 +44,8 @@
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/conv2d.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/conv2d.hpp"
 
 namespace nddr::cuda::launch {
 
@@ -298,20 +299,6 @@ void conv2d_pad_input(Context<Cuda>& ctx, const T* x, T* xp, std::int64_t batch,
                       g.in_h + g.pad_top + g.pad_bottom, g.in_w + g.pad_left + g.pad_right);
 }
 
-/// Checks the bias view against the options: present with shape (C_out) iff use_bias (the
-/// messages of the CPU op).
-template <class T>
-void conv2d_check_bias(const char* who, const char* what, TensorView<T, Cuda> b,
-                       const Conv2dOptions& opt, std::int64_t out_c) {
-  if (!opt.use_bias) {
-    check<OptionError>(b.empty(), who, ": use_bias is false but a ", what, " tensor ",
-                       b.shape(), " was given");
-    return;
-  }
-  check<ShapeError>(!b.empty(), who, ": use_bias is true but ", what, " is empty");
-  check_shape(who, what, b.shape(), Shape{out_c});
-}
-
 /// T is the type cuDNN sees (bfloat16 in a BF16 call).
 template <class T>
 ConvKey conv_key(const Context<Cuda>& ctx, ConvDirection d, std::int64_t batch,
@@ -520,224 +507,234 @@ inline std::size_t conv2d_algorithm_cache_hits() {
 
 }  // namespace nddr::cuda
 
-namespace nddr::ops {
+namespace nddr::ops::backend {
 
-/// y = conv(x, w) + b on the GPU; shapes, options and errors as the CPU op. T = float, double.
-template <class T>
-void conv2d_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> x,
-                    std::type_identity_t<TensorView<const T, Cuda>> w,
-                    std::type_identity_t<TensorView<const T, Cuda>> b, TensorView<T, Cuda> y,
-                    const Conv2dOptions& opt) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::conv2d_forward: CUDA supports float and double");
-  constexpr const char* kWho = "nddr::ops::conv2d_forward";
-  namespace cd = cuda::detail;
-  const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt, kWho);
-  cd::conv2d_check_bias(kWho, "bias", b, opt, g.out_c);
-  const std::int64_t batch = x.shape().n();
-  check_shape(kWho, "y", y.shape(), Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
-  if (y.numel() == 0) return;
-  if constexpr (std::is_same_v<T, float>)
-    if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16)
-      return cd::conv2d_forward_bf16(ctx, x, w, b, y, opt, g, kWho);
-  const bool padded = cd::conv2d_needs_padded_copy(g);
-  cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>(ctx.settings()));
-  const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
-  const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionFwdAlgoPerf_t,
-                                                 CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
-      cd::conv_key<T>(ctx, cd::ConvDirection::kForward, batch, g, cd::conv_math<T>(ctx.settings())), kWho,
-      [&](cudnnConvolutionFwdAlgoPerf_t* perf, int* count) {
-        NDDR_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx.cudnn(), d.x, d.w, d.conv, d.y,
-                                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                               count, perf),
-                        kWho, ": choosing a cuDNN forward algorithm for input ", x.shape().str());
-      },
-      [&](cudnnConvolutionFwdAlgoPerf_t* perf, int* count, std::size_t bytes) {
-        // y is assigned below anyway, so the candidates may write it.
-        char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + bytes));
-        if (padded) cd::conv2d_pad_input(ctx, x.data(), reinterpret_cast<T*>(ws), batch, g);
-        NDDR_CUDA_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
-                            ctx.cudnn(), d.x, padded ? ws : static_cast<const void*>(x.data()), d.w,
-                            w.data(), d.conv, d.y, y.data(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                            count, perf, ws + pad_bytes, bytes),
-                        kWho, ": timing cuDNN forward algorithms for input ", x.shape().str());
-      });
-  cd::use_algorithm_math(d, algo, cd::conv_math<T>(ctx.settings()), kWho);
-  char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
-  const T* xin = x.data();
-  if (padded) {
-    cd::conv2d_pad_input(ctx, x.data(), reinterpret_cast<T*>(ws), batch, g);
-    xin = reinterpret_cast<const T*>(ws);
-  }
-  const T one = T(1), zero = T(0);
-  NDDR_CUDA_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, d.x, xin, d.w, w.data(), d.conv,
-                                          static_cast<cudnnConvolutionFwdAlgo_t>(algo.algo),
-                                          ws + pad_bytes, algo.workspace, &zero, d.y, y.data()),
-                  kWho, ": cuDNN forward convolution of input ", x.shape().str(), " and weight ",
-                  w.shape().str());
-  if (opt.use_bias)
-    cuda::launch::bias_add<T>(ctx.stream(), b.data(), y.data(), batch, g.out_c,
-                              g.out_h * g.out_w);
-}
-
-/// dx += conv^T(dy, w) on the GPU (skipped when dx is empty); as the CPU op.
-template <class T>
-void conv2d_backward_data(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> w,
-                          std::type_identity_t<TensorView<const T, Cuda>> dy,
-                          TensorView<T, Cuda> dx, const Conv2dOptions& opt) {
-  static_assert(cuda::kKernelType<T>,
-                "nddr::ops::conv2d_backward_data: CUDA supports float and double");
-  if (dx.empty()) return;
-  constexpr const char* kWho = "nddr::ops::conv2d_backward_data";
-  namespace cd = cuda::detail;
-  const Conv2dGeometry g = conv2d_geometry(dx.shape(), w.shape(), opt, kWho);
-  const std::int64_t batch = dx.shape().n();
-  check_shape(kWho, "dy", dy.shape(), Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
-  if (dx.numel() == 0 || dy.numel() == 0) return;
-  if constexpr (std::is_same_v<T, float>)
-    if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16)
-      return cd::conv2d_backward_bf16(ctx, {}, w, dy, dx, {}, g, kWho);
-  const bool padded = cd::conv2d_needs_padded_copy(g);
-  cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>(ctx.settings()));
-  const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
-  const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t,
-                                                 CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
-      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardData, batch, g, cd::conv_math<T>(ctx.settings())), kWho,
-      [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count) {
-        NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-                            ctx.cudnn(), d.w, d.y, d.conv, d.x,
-                            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, count, perf),
-                        kWho, ": choosing a cuDNN backward-data algorithm for dx ",
-                        dx.shape().str());
-      },
-      [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count, std::size_t bytes) {
-        // The candidates overwrite their output: the padded buffer is scratch anyway; dx holds
-        // the sum so far, so they write a scratch block of its size instead.
-        char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + bytes));
-        const std::size_t dx_bytes = static_cast<std::size_t>(dx.numel()) * sizeof(T);
-        void* scratch = padded ? nullptr : Storage<Cuda>::allocate(dx_bytes);
-        const cudnnStatus_t status = cudnnFindConvolutionBackwardDataAlgorithmEx(
-            ctx.cudnn(), d.w, w.data(), d.y, dy.data(), d.conv, d.x, padded ? ws : scratch,
-            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, count, perf, ws + pad_bytes, bytes);
-        if (scratch) {
-          ctx.synchronize();
-          Storage<Cuda>::deallocate(scratch);
-        }
-        NDDR_CUDA_CHECK(status, kWho, ": timing cuDNN backward-data algorithms for dx ",
-                        dx.shape().str());
-      });
-  cd::use_algorithm_math(d, algo, cd::conv_math<T>(ctx.settings()), kWho);
-  char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
-  T* out = padded ? reinterpret_cast<T*>(ws) : dx.data();
-  // Straight into dx: cuDNN accumulates with beta = 1. Via the padded buffer: assign there,
-  // then add its interior onto dx.
-  const T one = T(1), beta = padded ? T(0) : T(1);
-  NDDR_CUDA_CHECK(cudnnConvolutionBackwardData(
-                      ctx.cudnn(), &one, d.w, w.data(), d.y, dy.data(), d.conv,
-                      static_cast<cudnnConvolutionBwdDataAlgo_t>(algo.algo), ws + pad_bytes,
-                      algo.workspace, &beta, d.x, out),
-                  kWho, ": cuDNN backward-data convolution of dy ", dy.shape().str(),
-                  " and weight ", w.shape().str());
-  if (padded)
-    cuda::launch::crop_add<T>(ctx.stream(), out, dx.data(), batch * g.in_c, g.in_h, g.in_w,
-                              g.pad_top, g.pad_left, g.in_h + g.pad_top + g.pad_bottom,
-                              g.in_w + g.pad_left + g.pad_right);
-}
-
-/// dw = sum_n dy_n * col(x_n)^T and db = sum of dy over (n, h, w), both assigned (each skipped
-/// when empty; db must be empty unless `opt.use_bias`); as the CPU op.
-template <class T>
-void conv2d_backward_weights(Context<Cuda>& ctx,
-                             std::type_identity_t<TensorView<const T, Cuda>> x,
-                             std::type_identity_t<TensorView<const T, Cuda>> dy,
-                             TensorView<T, Cuda> dw, std::type_identity_t<TensorView<T, Cuda>> db,
-                             const Conv2dOptions& opt) {
-  static_assert(cuda::kKernelType<T>,
-                "nddr::ops::conv2d_backward_weights: CUDA supports float and double");
-  constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
-  namespace cd = cuda::detail;
-  if (!db.empty()) {
-    check<OptionError>(opt.use_bias, kWho, ": use_bias is false but a db tensor ", db.shape(),
-                       " was given");
-    check_rank4(kWho, "dy", dy.shape());
-    check_shape(kWho, "db", db.shape(), Shape{dy.shape().c()});
-    cuda::launch::channel_sum<T>(ctx.stream(), dy.data(), db.data(), dy.shape().n(),
-                                 dy.shape().c(), dy.shape().h() * dy.shape().w());
-  }
-  if (dw.empty()) return;
-  const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
-  const std::int64_t batch = x.shape().n();
-  check_shape(kWho, "dy", dy.shape(), Shape::nchw(batch, g.out_c, g.out_h, g.out_w));
-  if (batch == 0 || dy.numel() == 0) {
-    NDDR_CUDA_CHECK(cudaMemsetAsync(dw.data(), 0, static_cast<std::size_t>(dw.numel()) * sizeof(T),
-                                    ctx.stream()),
-                    kWho, ": zeroing dw ", dw.shape().str());
-    return;
-  }
-  if constexpr (std::is_same_v<T, float>)
-    if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16)
-      return cd::conv2d_backward_bf16(ctx, x, {}, dy, {}, dw, g, kWho);
-  const bool padded = cd::conv2d_needs_padded_copy(g);
-  cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>(ctx.settings()));
-  const std::size_t pad_bytes = padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
-  const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t,
-                                                 CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
-      cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardFilter, batch, g, cd::conv_math<T>(ctx.settings())), kWho,
-      [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count) {
-        NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                            ctx.cudnn(), d.x, d.y, d.conv, d.w,
-                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, count, perf),
-                        kWho, ": choosing a cuDNN backward-filter algorithm for input ",
-                        x.shape().str());
-      },
-      [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count, std::size_t bytes) {
-        // dw is assigned below anyway, so the candidates may write it.
-        char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + bytes));
-        if (padded) cd::conv2d_pad_input(ctx, x.data(), reinterpret_cast<T*>(ws), batch, g);
-        NDDR_CUDA_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-                            ctx.cudnn(), d.x, padded ? ws : static_cast<const void*>(x.data()),
-                            d.y, dy.data(), d.conv, d.w, dw.data(),
-                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, count, perf, ws + pad_bytes,
-                            bytes),
-                        kWho, ": timing cuDNN backward-filter algorithms for input ",
-                        x.shape().str());
-      });
-  cd::use_algorithm_math(d, algo, cd::conv_math<T>(ctx.settings()), kWho);
-  char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
-  const T* xin = x.data();
-  if (padded) {
-    cd::conv2d_pad_input(ctx, x.data(), reinterpret_cast<T*>(ws), batch, g);
-    xin = reinterpret_cast<const T*>(ws);
-  }
-  const T one = T(1), zero = T(0);
-  NDDR_CUDA_CHECK(cudnnConvolutionBackwardFilter(
-                      ctx.cudnn(), &one, d.x, xin, d.y, dy.data(), d.conv,
-                      static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo.algo), ws + pad_bytes,
-                      algo.workspace, &zero, d.w, dw.data()),
-                  kWho, ": cuDNN backward-filter convolution of input ", x.shape().str(),
-                  " and dy ", dy.shape().str());
-}
-
-/// Full backward pass on the GPU: dx accumulated (skipped when empty), dw and db assigned.
-template <class T>
-void conv2d_backward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> x,
-                     std::type_identity_t<TensorView<const T, Cuda>> w,
-                     std::type_identity_t<TensorView<const T, Cuda>> dy, TensorView<T, Cuda> dx,
-                     std::type_identity_t<TensorView<T, Cuda>> dw,
-                     std::type_identity_t<TensorView<T, Cuda>> db, const Conv2dOptions& opt) {
-  if constexpr (std::is_same_v<T, float>) {
+/// Convolution on the GPU through cuDNN (front door: nddr/ops/conv2d.hpp). T = float or double.
+template <>
+struct Conv2d<Cuda> {
+  /// y = conv(x, w) + b on the GPU; shapes, options and errors as the CPU op. T = float, double.
+  template <class T>
+  static void conv2d_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> x,
+                             std::type_identity_t<TensorView<const T, Cuda>> w,
+                             std::type_identity_t<TensorView<const T, Cuda>> b,
+                             TensorView<T, Cuda> y, const Conv2dOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::conv2d_forward: CUDA supports float and double");
+    constexpr const char* kWho = "nddr::ops::conv2d_forward";
     namespace cd = cuda::detail;
-    // BF16 with both gradients: one pass that rounds dy once (the separate ops' checks first).
-    if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16 && !dx.empty() && !dw.empty() &&
-        dx.shape() == x.shape() && dw.shape() == w.shape() && x.numel() > 0 && dy.numel() > 0) {
-      constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
-      conv2d_backward_weights<T>(ctx, x, dy, {}, db, opt);  // db and its checks only
-      const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
-      check_shape(kWho, "dy", dy.shape(), Shape::nchw(x.shape().n(), g.out_c, g.out_h, g.out_w));
-      return cd::conv2d_backward_bf16(ctx, x, w, dy, dx, dw, g, "nddr::ops::conv2d_backward");
+    const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt, kWho);
+    const std::int64_t batch = x.shape().n();
+    if (y.numel() == 0) return;
+    if constexpr (std::is_same_v<T, float>)
+      if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16)
+        return cd::conv2d_forward_bf16(ctx, x, w, b, y, opt, g, kWho);
+    const bool padded = cd::conv2d_needs_padded_copy(g);
+    cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>(ctx.settings()));
+    const std::size_t pad_bytes =
+        padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
+    const cd::ConvAlgo algo =
+        cd::choose_algorithm<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
+            cd::conv_key<T>(ctx, cd::ConvDirection::kForward, batch, g,
+                            cd::conv_math<T>(ctx.settings())),
+            kWho,
+            [&](cudnnConvolutionFwdAlgoPerf_t* perf, int* count) {
+              NDDR_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+                                  ctx.cudnn(), d.x, d.w, d.conv, d.y,
+                                  CUDNN_CONVOLUTION_FWD_ALGO_COUNT, count, perf),
+                              kWho, ": choosing a cuDNN forward algorithm for input ",
+                              x.shape().str());
+            },
+            [&](cudnnConvolutionFwdAlgoPerf_t* perf, int* count, std::size_t bytes) {
+              // y is assigned below anyway, so the candidates may write it.
+              char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + bytes));
+              if (padded) cd::conv2d_pad_input(ctx, x.data(), reinterpret_cast<T*>(ws), batch, g);
+              NDDR_CUDA_CHECK(
+                  cudnnFindConvolutionForwardAlgorithmEx(
+                      ctx.cudnn(), d.x, padded ? ws : static_cast<const void*>(x.data()), d.w,
+                      w.data(), d.conv, d.y, y.data(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT, count,
+                      perf, ws + pad_bytes, bytes),
+                  kWho, ": timing cuDNN forward algorithms for input ", x.shape().str());
+            });
+    cd::use_algorithm_math(d, algo, cd::conv_math<T>(ctx.settings()), kWho);
+    char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
+    const T* xin = x.data();
+    if (padded) {
+      cd::conv2d_pad_input(ctx, x.data(), reinterpret_cast<T*>(ws), batch, g);
+      xin = reinterpret_cast<const T*>(ws);
     }
+    const T one = T(1), zero = T(0);
+    NDDR_CUDA_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, d.x, xin, d.w, w.data(), d.conv,
+                                            static_cast<cudnnConvolutionFwdAlgo_t>(algo.algo),
+                                            ws + pad_bytes, algo.workspace, &zero, d.y, y.data()),
+                    kWho, ": cuDNN forward convolution of input ", x.shape().str(), " and weight ",
+                    w.shape().str());
+    if (opt.use_bias)
+      cuda::launch::bias_add<T>(ctx.stream(), b.data(), y.data(), batch, g.out_c,
+                                g.out_h * g.out_w);
   }
-  conv2d_backward_weights<T>(ctx, x, dy, dw, db, opt);
-  conv2d_backward_data<T>(ctx, w, dy, dx, opt);
-}
 
-}  // namespace nddr::ops
+  /// dx += conv^T(dy, w) on the GPU (skipped when dx is empty); as the CPU op.
+  template <class T>
+  static void conv2d_backward_data(Context<Cuda>& ctx,
+                                   std::type_identity_t<TensorView<const T, Cuda>> w,
+                                   std::type_identity_t<TensorView<const T, Cuda>> dy,
+                                   TensorView<T, Cuda> dx, const Conv2dOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::conv2d_backward_data: CUDA supports float and double");
+    if (dx.empty()) return;
+    constexpr const char* kWho = "nddr::ops::conv2d_backward_data";
+    namespace cd = cuda::detail;
+    const Conv2dGeometry g = conv2d_geometry(dx.shape(), w.shape(), opt, kWho);
+    const std::int64_t batch = dx.shape().n();
+    if (dx.numel() == 0 || dy.numel() == 0) return;
+    if constexpr (std::is_same_v<T, float>)
+      if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16)
+        return cd::conv2d_backward_bf16(ctx, {}, w, dy, dx, {}, g, kWho);
+    const bool padded = cd::conv2d_needs_padded_copy(g);
+    cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>(ctx.settings()));
+    const std::size_t pad_bytes =
+        padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
+    const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t,
+                                                   CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
+        cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardData, batch, g,
+                        cd::conv_math<T>(ctx.settings())),
+        kWho,
+        [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count) {
+          NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                              ctx.cudnn(), d.w, d.y, d.conv, d.x,
+                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, count, perf),
+                          kWho, ": choosing a cuDNN backward-data algorithm for dx ",
+                          dx.shape().str());
+        },
+        [&](cudnnConvolutionBwdDataAlgoPerf_t* perf, int* count, std::size_t bytes) {
+          // The candidates overwrite their output: the padded buffer is scratch anyway; dx holds
+          // the sum so far, so they write a scratch block of its size instead.
+          char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + bytes));
+          const std::size_t dx_bytes = static_cast<std::size_t>(dx.numel()) * sizeof(T);
+          void* scratch = padded ? nullptr : Storage<Cuda>::allocate(dx_bytes);
+          const cudnnStatus_t status = cudnnFindConvolutionBackwardDataAlgorithmEx(
+              ctx.cudnn(), d.w, w.data(), d.y, dy.data(), d.conv, d.x, padded ? ws : scratch,
+              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, count, perf, ws + pad_bytes, bytes);
+          if (scratch) {
+            ctx.synchronize();
+            Storage<Cuda>::deallocate(scratch);
+          }
+          NDDR_CUDA_CHECK(status, kWho, ": timing cuDNN backward-data algorithms for dx ",
+                          dx.shape().str());
+        });
+    cd::use_algorithm_math(d, algo, cd::conv_math<T>(ctx.settings()), kWho);
+    char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
+    T* out = padded ? reinterpret_cast<T*>(ws) : dx.data();
+    // Straight into dx: cuDNN accumulates with beta = 1. Via the padded buffer: assign there,
+    // then add its interior onto dx.
+    const T one = T(1), beta = padded ? T(0) : T(1);
+    NDDR_CUDA_CHECK(
+        cudnnConvolutionBackwardData(ctx.cudnn(), &one, d.w, w.data(), d.y, dy.data(), d.conv,
+                                     static_cast<cudnnConvolutionBwdDataAlgo_t>(algo.algo),
+                                     ws + pad_bytes, algo.workspace, &beta, d.x, out),
+        kWho, ": cuDNN backward-data convolution of dy ", dy.shape().str(), " and weight ",
+        w.shape().str());
+    if (padded)
+      cuda::launch::crop_add<T>(ctx.stream(), out, dx.data(), batch * g.in_c, g.in_h, g.in_w,
+                                g.pad_top, g.pad_left, g.in_h + g.pad_top + g.pad_bottom,
+                                g.in_w + g.pad_left + g.pad_right);
+  }
+
+  /// dw = sum_n dy_n * col(x_n)^T and db = sum of dy over (n, h, w), both assigned (each skipped
+  /// when empty; db must be empty unless `opt.use_bias`); as the CPU op.
+  template <class T>
+  static void conv2d_backward_weights(Context<Cuda>& ctx,
+                                      std::type_identity_t<TensorView<const T, Cuda>> x,
+                                      std::type_identity_t<TensorView<const T, Cuda>> dy,
+                                      TensorView<T, Cuda> dw,
+                                      std::type_identity_t<TensorView<T, Cuda>> db,
+                                      const Conv2dOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::conv2d_backward_weights: CUDA supports float and double");
+    constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
+    namespace cd = cuda::detail;
+    if (!db.empty()) {
+      cuda::launch::channel_sum<T>(ctx.stream(), dy.data(), db.data(), dy.shape().n(),
+                                   dy.shape().c(), dy.shape().h() * dy.shape().w());
+    }
+    if (dw.empty()) return;
+    const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
+    const std::int64_t batch = x.shape().n();
+    if (batch == 0 || dy.numel() == 0) {
+      NDDR_CUDA_CHECK(
+          cudaMemsetAsync(dw.data(), 0, static_cast<std::size_t>(dw.numel()) * sizeof(T),
+                          ctx.stream()),
+          kWho, ": zeroing dw ", dw.shape().str());
+      return;
+    }
+    if constexpr (std::is_same_v<T, float>)
+      if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16)
+        return cd::conv2d_backward_bf16(ctx, x, {}, dy, {}, dw, g, kWho);
+    const bool padded = cd::conv2d_needs_padded_copy(g);
+    cd::ConvDescriptors<T> d(batch, g, padded, cd::conv_math<T>(ctx.settings()));
+    const std::size_t pad_bytes =
+        padded ? cd::conv2d_align(cd::conv2d_padded_count(batch, g) * sizeof(T)) : 0;
+    const cd::ConvAlgo algo = cd::choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t,
+                                                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
+        cd::conv_key<T>(ctx, cd::ConvDirection::kBackwardFilter, batch, g,
+                        cd::conv_math<T>(ctx.settings())),
+        kWho,
+        [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count) {
+          NDDR_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                              ctx.cudnn(), d.x, d.y, d.conv, d.w,
+                              CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, count, perf),
+                          kWho, ": choosing a cuDNN backward-filter algorithm for input ",
+                          x.shape().str());
+        },
+        [&](cudnnConvolutionBwdFilterAlgoPerf_t* perf, int* count, std::size_t bytes) {
+          // dw is assigned below anyway, so the candidates may write it.
+          char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + bytes));
+          if (padded) cd::conv2d_pad_input(ctx, x.data(), reinterpret_cast<T*>(ws), batch, g);
+          NDDR_CUDA_CHECK(
+              cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                  ctx.cudnn(), d.x, padded ? ws : static_cast<const void*>(x.data()), d.y,
+                  dy.data(), d.conv, d.w, dw.data(), CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, count,
+                  perf, ws + pad_bytes, bytes),
+              kWho, ": timing cuDNN backward-filter algorithms for input ", x.shape().str());
+        });
+    cd::use_algorithm_math(d, algo, cd::conv_math<T>(ctx.settings()), kWho);
+    char* ws = static_cast<char*>(ctx.workspace_bytes(pad_bytes + algo.workspace));
+    const T* xin = x.data();
+    if (padded) {
+      cd::conv2d_pad_input(ctx, x.data(), reinterpret_cast<T*>(ws), batch, g);
+      xin = reinterpret_cast<const T*>(ws);
+    }
+    const T one = T(1), zero = T(0);
+    NDDR_CUDA_CHECK(
+        cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, d.x, xin, d.y, dy.data(), d.conv,
+                                       static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo.algo),
+                                       ws + pad_bytes, algo.workspace, &zero, d.w, dw.data()),
+        kWho, ": cuDNN backward-filter convolution of input ", x.shape().str(), " and dy ",
+        dy.shape().str());
+  }
+
+  /// Full backward pass on the GPU: dx accumulated (skipped when empty), dw and db assigned.
+  template <class T>
+  static void conv2d_backward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> x,
+                              std::type_identity_t<TensorView<const T, Cuda>> w,
+                              std::type_identity_t<TensorView<const T, Cuda>> dy,
+                              TensorView<T, Cuda> dx, std::type_identity_t<TensorView<T, Cuda>> dw,
+                              std::type_identity_t<TensorView<T, Cuda>> db,
+                              const Conv2dOptions& opt) {
+    if constexpr (std::is_same_v<T, float>) {
+      namespace cd = cuda::detail;
+      // BF16 with both gradients: one pass that rounds dy once.
+      if (cd::conv_math<T>(ctx.settings()) == cd::ConvMath::kBf16 && !dx.empty() && !dw.empty() &&
+          dx.shape() == x.shape() && dw.shape() == w.shape() && x.numel() > 0 && dy.numel() > 0) {
+        constexpr const char* kWho = "nddr::ops::conv2d_backward_weights";
+        conv2d_backward_weights<T>(ctx, x, dy, {}, db, opt);  // db only
+        const Conv2dGeometry g = conv2d_geometry(x.shape(), dw.shape(), opt, kWho);
+        return cd::conv2d_backward_bf16(ctx, x, w, dy, dx, dw, g, "nddr::ops::conv2d_backward");
+      }
+    }
+    conv2d_backward_weights<T>(ctx, x, dy, dw, db, opt);
+    conv2d_backward_data<T>(ctx, w, dy, dx, opt);
+  }
+};
+
+}  // namespace nddr::ops::backend

@@ -12,7 +12,8 @@
 #include "nddr/backend/cuda/launch.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/dropout.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/dropout.hpp"
 
 namespace nddr::cuda::launch {
 
@@ -26,34 +27,30 @@ void dropout(cudaStream_t stream, const T* in, T* out, std::int64_t n, double p,
 
 }  // namespace nddr::cuda::launch
 
-namespace nddr::ops {
+namespace nddr::ops::backend {
 
-/// y[i] = x[i] / (1 - p) if random_uniform(seed, first_counter + i) >= p, else 0, on the GPU.
-template <class T>
-void dropout_forward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> x,
-                     TensorView<T, Cuda> y, double p, std::uint64_t seed,
-                     std::uint64_t first_counter) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::dropout_forward: CUDA supports float and double");
-  constexpr const char* who = "nddr::ops::dropout_forward";
-  DropoutOptions::check_p(who, p);
-  check_shape(who, "y", y.shape(), x.shape());
-  cuda::launch::dropout<T>(ctx.stream(), x.data(), y.data(), x.numel(), p, seed, first_counter,
-                           false, ctx.replay_index());
-}
+/// Inverted dropout on the GPU (front door: nddr/ops/dropout.hpp). T = float or double.
+template <>
+struct Dropout<Cuda> {
+  template <class T>
+  static void dropout_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
+                              TensorView<T, Cuda> y, double p, std::uint64_t seed,
+                              std::uint64_t first_counter) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::dropout_forward: CUDA supports float and double");
+    cuda::launch::dropout<T>(ctx.stream(), x.data(), y.data(), x.numel(), p, seed, first_counter,
+                             false, ctx.replay_index());
+  }
 
-/// dx[i] += dy[i] / (1 - p) where the forward pass with the same (p, seed, first_counter) kept
-/// element i. An empty dx is skipped.
-template <class T>
-void dropout_backward(Context<Cuda>& ctx, std::type_identity_t<TensorView<const T, Cuda>> dy,
-                      TensorView<T, Cuda> dx, double p, std::uint64_t seed,
-                      std::uint64_t first_counter) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::dropout_backward: CUDA supports float and double");
-  constexpr const char* who = "nddr::ops::dropout_backward";
-  DropoutOptions::check_p(who, p);
-  if (dx.empty()) return;
-  check_shape(who, "dx", dx.shape(), dy.shape());
-  cuda::launch::dropout<T>(ctx.stream(), dy.data(), dx.data(), dy.numel(), p, seed, first_counter,
-                           true, ctx.replay_index());
-}
+  template <class T>
+  static void dropout_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> dy,
+                               TensorView<T, Cuda> dx, double p, std::uint64_t seed,
+                               std::uint64_t first_counter) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::dropout_backward: CUDA supports float and double");
+    cuda::launch::dropout<T>(ctx.stream(), dy.data(), dx.data(), dy.numel(), p, seed, first_counter,
+                             true, ctx.replay_index());
+  }
+};
 
-}  // namespace nddr::ops
+}  // namespace nddr::ops::backend

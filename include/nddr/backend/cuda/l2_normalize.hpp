@@ -7,12 +7,12 @@
 
 #include <cstdint>
 
-#include "nddr/backend/cpu/l2_normalize.hpp"
 #include "nddr/backend/cuda/context.hpp"
 #include "nddr/backend/cuda/launch.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/l2_normalize.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/l2_normalize.hpp"
 
 namespace nddr::cuda::launch {
 
@@ -27,40 +27,35 @@ void l2_normalize_backward(cudaStream_t stream, const T* x, const T* dy, T* dx,
 
 }  // namespace nddr::cuda::launch
 
-namespace nddr::ops {
+namespace nddr::ops::backend {
 
-/// y = x / max(||x||_2, eps) over the channels of every pixel, on the GPU. x is (N, C, H, W)
-/// or (N, C); y has its shape and may alias it.
-template <class T>
-void l2_normalize_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<T, Cuda> y,
-                          const L2NormalizeOptions& opt = {}) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::l2_normalize_forward: CUDA supports float and double");
-  constexpr const char* kWho = "nddr::ops::l2_normalize_forward";
-  detail::check_l2_normalize_options(kWho, opt);
-  std::int64_t channels = 0, plane = 0;
-  detail::channels_and_plane(kWho, x.shape(), channels, plane);
-  check_shape(kWho, "y", y.shape(), x.shape());
-  const std::int64_t pixels = channels == 0 ? 0 : x.numel() / channels;
-  cuda::launch::l2_normalize_forward<T>(ctx.stream(), x.data(), y.data(), pixels, channels, plane,
-                                        static_cast<T>(opt.eps()));
-}
+/// Per-pixel L2 normalisation on the GPU (front door: nddr/ops/l2_normalize.hpp).
+template <>
+struct L2Normalize<Cuda> {
+  template <class T>
+  static void l2_normalize_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
+                                   TensorView<T, Cuda> y, const L2NormalizeOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::l2_normalize_forward: CUDA supports float and double");
+    std::int64_t channels = 0, plane = 0;
+    l2_channels_and_plane(x.shape(), channels, plane);
+    const std::int64_t pixels = channels == 0 ? 0 : x.numel() / channels;
+    cuda::launch::l2_normalize_forward<T>(ctx.stream(), x.data(), y.data(), pixels, channels, plane,
+                                          static_cast<T>(opt.eps()));
+  }
 
-/// dx += (dy/dx)^T dy for y = l2_normalize(x), on the GPU. An empty dx is skipped.
-template <class T>
-void l2_normalize_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
-                           TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx,
-                           const L2NormalizeOptions& opt = {}) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::l2_normalize_backward: CUDA supports float and double");
-  if (dx.empty()) return;
-  constexpr const char* kWho = "nddr::ops::l2_normalize_backward";
-  detail::check_l2_normalize_options(kWho, opt);
-  std::int64_t channels = 0, plane = 0;
-  detail::channels_and_plane(kWho, x.shape(), channels, plane);
-  check_shape(kWho, "dy", dy.shape(), x.shape());
-  check_shape(kWho, "dx", dx.shape(), x.shape());
-  const std::int64_t pixels = channels == 0 ? 0 : x.numel() / channels;
-  cuda::launch::l2_normalize_backward<T>(ctx.stream(), x.data(), dy.data(), dx.data(), pixels,
-                                         channels, plane, static_cast<T>(opt.eps()));
-}
+  template <class T>
+  static void l2_normalize_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
+                                    TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx,
+                                    const L2NormalizeOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::l2_normalize_backward: CUDA supports float and double");
+    std::int64_t channels = 0, plane = 0;
+    l2_channels_and_plane(x.shape(), channels, plane);
+    const std::int64_t pixels = channels == 0 ? 0 : x.numel() / channels;
+    cuda::launch::l2_normalize_backward<T>(ctx.stream(), x.data(), dy.data(), dx.data(), pixels,
+                                           channels, plane, static_cast<T>(opt.eps()));
+  }
+};
 
-}  // namespace nddr::ops
+}  // namespace nddr::ops::backend

@@ -17,7 +17,6 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "nddr/backend/cpu/linear.hpp"
 #include "nddr/backend/cuda/context.hpp"
 #include "nddr/backend/cuda/conv2d.hpp"
 #include "nddr/backend/cuda/error.hpp"
@@ -25,7 +24,8 @@
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/linear.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/linear.hpp"
 
 namespace nddr::cuda {
 
@@ -61,66 +61,63 @@ inline int blas_dim(const char* who, std::int64_t v) {
 
 }  // namespace nddr::cuda::detail
 
-namespace nddr::ops {
+namespace nddr::ops::backend {
 
-/// y = x W^T + b on the GPU; shapes (rank-2 or rank-4 x), bias rules and errors as the CPU op.
-template <class T>
-void linear_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<const T, Cuda> w,
-                    TensorView<const T, Cuda> b, TensorView<T, Cuda> y) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::linear_forward: CUDA supports float and double");
-  constexpr const char* kWho = "nddr::ops::linear_forward";
-  const std::int64_t features = detail::check_linear_weight(kWho, x.shape(), w.shape());
-  const std::int64_t out = w.shape()[0];
-  const std::int64_t batch = x.shape()[0];
-  check_shape(kWho, "y", y.shape(), linear_output_shape(kWho, x.shape(), out));
-  if (!b.empty()) detail::check_linear_bias(kWho, "bias", b.shape(), out);
-  if (batch == 0 || out == 0) return;
-  const int m = cuda::detail::blas_dim(kWho, out), n = cuda::detail::blas_dim(kWho, batch),
-            k = cuda::detail::blas_dim(kWho, features);
-  NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, T(1),
-                                     w.data(), k, x.data(), k, T(0), y.data(), m),
-                  kWho, ": cuBLAS GEMM of input ", x.shape().str(), " and weight ",
-                  w.shape().str());
-  if (!b.empty()) cuda::launch::bias_add<T>(ctx.stream(), b.data(), y.data(), batch, out, 1);
-}
+/// Fully connected map on the GPU (front door: nddr/ops/linear.hpp). T = float or double.
+template <>
+struct Linear<Cuda> {
+  template <class T>
+  static void linear_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
+                             TensorView<const T, Cuda> w, TensorView<const T, Cuda> b,
+                             TensorView<T, Cuda> y) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::linear_forward: CUDA supports float and double");
+    constexpr const char* kWho = "nddr::ops::linear_forward";
+    const std::int64_t out = w.shape()[0], features = w.shape()[1];
+    const std::int64_t batch = x.shape()[0];
+    if (batch == 0 || out == 0) return;
+    const int m = cuda::detail::blas_dim(kWho, out), n = cuda::detail::blas_dim(kWho, batch),
+              k = cuda::detail::blas_dim(kWho, features);
+    NDDR_CUDA_CHECK(
+        cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_T, CUBLAS_OP_N, m,
+                           n, k, T(1), w.data(), k, x.data(), k, T(0), y.data(), m),
+        kWho, ": cuBLAS GEMM of input ", x.shape().str(), " and weight ", w.shape().str());
+    if (!b.empty()) cuda::launch::bias_add<T>(ctx.stream(), b.data(), y.data(), batch, out, 1);
+  }
 
-/// Gradients of `linear_forward` on the GPU: dw = dy^T x and db = sum_n dy (assigned);
-/// dx += dy W (accumulated). Each of dx, dw, db is skipped when empty.
-template <class T>
-void linear_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<const T, Cuda> w,
-                     TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx, TensorView<T, Cuda> dw,
-                     TensorView<T, Cuda> db) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::linear_backward: CUDA supports float and double");
-  constexpr const char* kWho = "nddr::ops::linear_backward";
-  const std::int64_t features = detail::check_linear_weight(kWho, x.shape(), w.shape());
-  const std::int64_t out = w.shape()[0];
-  const std::int64_t batch = x.shape()[0];
-  check_shape(kWho, "dy", dy.shape(), linear_output_shape(kWho, x.shape(), out));
-  const int fo = cuda::detail::blas_dim(kWho, out), fn = cuda::detail::blas_dim(kWho, batch),
-            ff = cuda::detail::blas_dim(kWho, features);
-  if (!dw.empty()) {
-    check_shape(kWho, "dw", dw.shape(), w.shape());
-    if (batch == 0) {
-      NDDR_CUDA_CHECK(cudaMemsetAsync(dw.data(), 0, static_cast<std::size_t>(dw.numel()) * sizeof(T),
-                                      ctx.stream()),
-                      kWho, ": zeroing dw ", dw.shape().str());
-    } else if (dw.numel() > 0) {
-      NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_N, CUBLAS_OP_T, ff, fo, fn, T(1),
-                                         x.data(), ff, dy.data(), fo, T(0), dw.data(), ff),
-                      kWho, ": cuBLAS GEMM for dw ", dw.shape().str());
+  template <class T>
+  static void linear_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
+                              TensorView<const T, Cuda> w, TensorView<const T, Cuda> dy,
+                              TensorView<T, Cuda> dx, TensorView<T, Cuda> dw,
+                              TensorView<T, Cuda> db) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::linear_backward: CUDA supports float and double");
+    constexpr const char* kWho = "nddr::ops::linear_backward";
+    const std::int64_t out = w.shape()[0], features = w.shape()[1];
+    const std::int64_t batch = x.shape()[0];
+    const int fo = cuda::detail::blas_dim(kWho, out), fn = cuda::detail::blas_dim(kWho, batch),
+              ff = cuda::detail::blas_dim(kWho, features);
+    if (!dw.empty()) {
+      if (batch == 0) {
+        NDDR_CUDA_CHECK(
+            cudaMemsetAsync(dw.data(), 0, static_cast<std::size_t>(dw.numel()) * sizeof(T),
+                            ctx.stream()),
+            kWho, ": zeroing dw ", dw.shape().str());
+      } else if (dw.numel() > 0) {
+        NDDR_CUDA_CHECK(
+            cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_N, CUBLAS_OP_T,
+                               ff, fo, fn, T(1), x.data(), ff, dy.data(), fo, T(0), dw.data(), ff),
+            kWho, ": cuBLAS GEMM for dw ", dw.shape().str());
+      }
     }
+    if (!db.empty())
+      cuda::launch::channel_sum<T>(ctx.stream(), dy.data(), db.data(), batch, out, 1);
+    if (!dx.empty() && dx.numel() > 0 && out > 0)
+      NDDR_CUDA_CHECK(
+          cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_N, CUBLAS_OP_N,
+                             ff, fn, fo, T(1), w.data(), ff, dy.data(), fo, T(1), dx.data(), ff),
+          kWho, ": cuBLAS GEMM for dx ", dx.shape().str());
   }
-  if (!db.empty()) {
-    detail::check_linear_bias(kWho, "db", db.shape(), out);
-    cuda::launch::channel_sum<T>(ctx.stream(), dy.data(), db.data(), batch, out, 1);
-  }
-  if (!dx.empty()) {
-    check_shape(kWho, "dx", dx.shape(), x.shape());
-    if (dx.numel() > 0 && out > 0)
-      NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), ctx.settings().matmul_tf32(), CUBLAS_OP_N, CUBLAS_OP_N, ff, fn, fo, T(1),
-                                         w.data(), ff, dy.data(), fo, T(1), dx.data(), ff),
-                      kWho, ": cuBLAS GEMM for dx ", dx.shape().str());
-  }
-}
+};
 
-}  // namespace nddr::ops
+}  // namespace nddr::ops::backend

@@ -17,7 +17,8 @@
 #include "nddr/core/error.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/loss.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/loss.hpp"
 
 namespace nddr::cuda {
 
@@ -97,98 +98,88 @@ inline void check_first_bad_label(Context<Cuda>& ctx, const char* who, const Sha
 
 }  // namespace nddr::cuda::detail
 
-namespace nddr::ops {
+namespace nddr::ops::backend {
 
-/// scale * mean over pixels with label != ignore_label of -log softmax(logits)[label], on the
-/// GPU (see the CPU overload). Waits for the device; throws ValueError naming the first label
-/// outside [0, K) that is not ignore_label. No valid pixel: 0.
-template <class T>
-T softmax_cross_entropy_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> logits,
-                                TensorView<const std::int32_t, Cuda> labels,
-                                const SoftmaxCrossEntropyOptions& opt = {}) {
-  static_assert(cuda::kKernelType<T>,
-                "nddr::ops::softmax_cross_entropy_forward: CUDA supports float and double");
-  constexpr const char* kWho = "nddr::ops::softmax_cross_entropy_forward";
-  const Shape s = detail::check_cross_entropy_shapes(kWho, logits.shape(), labels.shape());
-  detail::check_loss_scale(kWho, opt.scale());
-  const std::int64_t plane = s.h() * s.w();
-  const cuda::LossStats st = cuda::detail::loss_stats(ctx, [&](cuda::LossStats* out) {
-    cuda::launch::cross_entropy_stats<T>(ctx.stream(), logits.data(), labels.data(),
-                                         s.n() * plane, s.c(), plane, opt.ignore_label(), true,
-                                         out);
-  });
-  cuda::detail::check_first_bad_label(ctx, kWho, s, labels.data(), st, opt.ignore_label());
-  if (st.count == 0.0) return T(0);
-  return static_cast<T>(opt.scale() * st.sum / st.count);
-}
+/// The losses on the GPU (front door: nddr/ops/loss.hpp). `s` is the rank-4 (N, K, H, W) view
+/// of the logits' shape. Each call waits for the device; out-of-range labels are found by the
+/// reduction and reported with the CPU op's message.
+template <>
+struct Loss<Cuda> {
+  template <class T>
+  static T softmax_cross_entropy_forward(Context<Cuda>& ctx, const Shape& s,
+                                         TensorView<const T, Cuda> logits,
+                                         TensorView<const std::int32_t, Cuda> labels,
+                                         const SoftmaxCrossEntropyOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::softmax_cross_entropy_forward: CUDA supports float and double");
+    constexpr const char* kWho = "nddr::ops::softmax_cross_entropy_forward";
+    const std::int64_t plane = s.h() * s.w();
+    const cuda::LossStats st = cuda::detail::loss_stats(ctx, [&](cuda::LossStats* out) {
+      cuda::launch::cross_entropy_stats<T>(ctx.stream(), logits.data(), labels.data(),
+                                           s.n() * plane, s.c(), plane, opt.ignore_label(), true,
+                                           out);
+    });
+    cuda::detail::check_first_bad_label(ctx, kWho, s, labels.data(), st, opt.ignore_label());
+    if (st.count == 0.0) return T(0);
+    return static_cast<T>(opt.scale() * st.sum / st.count);
+  }
 
-/// dlogits += scale * (softmax(logits) - onehot(label)) / valid_count at valid pixels, on the
-/// GPU. Waits for the label check. An empty dlogits is skipped.
-template <class T>
-void softmax_cross_entropy_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> logits,
-                                    TensorView<const std::int32_t, Cuda> labels,
-                                    TensorView<T, Cuda> dlogits,
-                                    const SoftmaxCrossEntropyOptions& opt = {}) {
-  static_assert(cuda::kKernelType<T>,
-                "nddr::ops::softmax_cross_entropy_backward: CUDA supports float and double");
-  if (dlogits.empty()) return;
-  constexpr const char* kWho = "nddr::ops::softmax_cross_entropy_backward";
-  const Shape s = detail::check_cross_entropy_shapes(kWho, logits.shape(), labels.shape());
-  check_shape(kWho, "dlogits", dlogits.shape(), logits.shape());
-  detail::check_loss_scale(kWho, opt.scale());
-  const std::int64_t plane = s.h() * s.w();
-  const cuda::LossStats st = cuda::detail::loss_stats(ctx, [&](cuda::LossStats* out) {
-    cuda::launch::cross_entropy_stats<T>(ctx.stream(), logits.data(), labels.data(),
-                                         s.n() * plane, s.c(), plane, opt.ignore_label(), false,
-                                         out);
-  });
-  cuda::detail::check_first_bad_label(ctx, kWho, s, labels.data(), st, opt.ignore_label());
-  if (st.count == 0.0) return;
-  const T coeff = static_cast<T>(opt.scale() / st.count);
-  cuda::launch::cross_entropy_backward<T>(ctx.stream(), logits.data(), labels.data(),
-                                          dlogits.data(), s.n() * plane, s.c(), plane,
-                                          opt.ignore_label(), coeff);
-}
+  template <class T>
+  static void softmax_cross_entropy_backward(Context<Cuda>& ctx, const Shape& s,
+                                             TensorView<const T, Cuda> logits,
+                                             TensorView<const std::int32_t, Cuda> labels,
+                                             TensorView<T, Cuda> dlogits,
+                                             const SoftmaxCrossEntropyOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::softmax_cross_entropy_backward: CUDA supports float and double");
+    constexpr const char* kWho = "nddr::ops::softmax_cross_entropy_backward";
+    const std::int64_t plane = s.h() * s.w();
+    const cuda::LossStats st = cuda::detail::loss_stats(ctx, [&](cuda::LossStats* out) {
+      cuda::launch::cross_entropy_stats<T>(ctx.stream(), logits.data(), labels.data(),
+                                           s.n() * plane, s.c(), plane, opt.ignore_label(), false,
+                                           out);
+    });
+    cuda::detail::check_first_bad_label(ctx, kWho, s, labels.data(), st, opt.ignore_label());
+    if (st.count == 0.0) return;
+    const T coeff = static_cast<T>(opt.scale() / st.count);
+    cuda::launch::cross_entropy_backward<T>(ctx.stream(), logits.data(), labels.data(),
+                                            dlogits.data(), s.n() * plane, s.c(), plane,
+                                            opt.ignore_label(), coeff);
+  }
 
-/// scale * mean over valid pixels (g != 0) of the normal loss, on the GPU (see the CPU
-/// overload). Waits for the device. No valid pixel: 0.
-template <class T>
-T normal_loss_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> p, TensorView<const T, Cuda> g,
-                      const NormalLossOptions& opt = {}) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::normal_loss_forward: CUDA supports float and double");
-  detail::check_normal_loss_args("nddr::ops::normal_loss_forward", p.shape(), g.shape(), opt);
-  const Shape& s = p.shape();
-  const std::int64_t plane = s.h() * s.w();
-  const cuda::LossStats st = cuda::detail::loss_stats(ctx, [&](cuda::LossStats* out) {
-    cuda::launch::normal_loss_stats<T>(ctx.stream(), p.data(), g.data(), s.n() * plane, plane,
-                                       opt.form(), static_cast<T>(opt.eps()), true, out);
-  });
-  if (st.count == 0.0) return T(0);
-  return static_cast<T>(opt.scale() * st.sum / st.count);
-}
+  template <class T>
+  static T normal_loss_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> p,
+                               TensorView<const T, Cuda> g, const NormalLossOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::normal_loss_forward: CUDA supports float and double");
+    const Shape& s = p.shape();
+    const std::int64_t plane = s.h() * s.w();
+    const cuda::LossStats st = cuda::detail::loss_stats(ctx, [&](cuda::LossStats* out) {
+      cuda::launch::normal_loss_stats<T>(ctx.stream(), p.data(), g.data(), s.n() * plane, plane,
+                                         opt.form(), static_cast<T>(opt.eps()), true, out);
+    });
+    if (st.count == 0.0) return T(0);
+    return static_cast<T>(opt.scale() * st.sum / st.count);
+  }
 
-/// dp += scale * d(loss)/dp / valid_count at valid pixels, on the GPU (waits for the count).
-/// An empty dp is skipped.
-template <class T>
-void normal_loss_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> p,
-                          TensorView<const T, Cuda> g, TensorView<T, Cuda> dp,
-                          const NormalLossOptions& opt = {}) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::normal_loss_backward: CUDA supports float and double");
-  if (dp.empty()) return;
-  constexpr const char* kWho = "nddr::ops::normal_loss_backward";
-  detail::check_normal_loss_args(kWho, p.shape(), g.shape(), opt);
-  check_shape(kWho, "dp", dp.shape(), p.shape());
-  const Shape& s = p.shape();
-  const std::int64_t plane = s.h() * s.w();
-  const T eps = static_cast<T>(opt.eps());
-  const cuda::LossStats st = cuda::detail::loss_stats(ctx, [&](cuda::LossStats* out) {
-    cuda::launch::normal_loss_stats<T>(ctx.stream(), p.data(), g.data(), s.n() * plane, plane,
-                                       opt.form(), eps, false, out);
-  });
-  if (st.count == 0.0) return;
-  const T coeff = static_cast<T>(opt.scale() / st.count);
-  cuda::launch::normal_loss_backward<T>(ctx.stream(), p.data(), g.data(), dp.data(), s.n() * plane,
-                                        plane, opt.form(), eps, coeff);
-}
+  template <class T>
+  static void normal_loss_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> p,
+                                   TensorView<const T, Cuda> g, TensorView<T, Cuda> dp,
+                                   const NormalLossOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::normal_loss_backward: CUDA supports float and double");
+    const Shape& s = p.shape();
+    const std::int64_t plane = s.h() * s.w();
+    const T eps = static_cast<T>(opt.eps());
+    const cuda::LossStats st = cuda::detail::loss_stats(ctx, [&](cuda::LossStats* out) {
+      cuda::launch::normal_loss_stats<T>(ctx.stream(), p.data(), g.data(), s.n() * plane, plane,
+                                         opt.form(), eps, false, out);
+    });
+    if (st.count == 0.0) return;
+    const T coeff = static_cast<T>(opt.scale() / st.count);
+    cuda::launch::normal_loss_backward<T>(ctx.stream(), p.data(), g.data(), dp.data(),
+                                          s.n() * plane, plane, opt.form(), eps, coeff);
+  }
+};
 
-}  // namespace nddr::ops
+}  // namespace nddr::ops::backend

@@ -12,13 +12,13 @@
 #include <limits>
 #include <type_traits>
 
-#include "nddr/backend/cpu/pool.hpp"
 #include "nddr/backend/cuda/context.hpp"
 #include "nddr/backend/cuda/error.hpp"
 #include "nddr/backend/cuda/launch.hpp"
 #include "nddr/core/shape.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/pool.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/pool.hpp"
 
 namespace nddr::cuda::launch {
 
@@ -87,134 +87,97 @@ V read_element(Context<Cuda>& ctx, const V* p) {
 
 }  // namespace nddr::cuda::detail
 
-namespace nddr::ops {
+namespace nddr::ops::backend {
 
-/// y = max over each window on the GPU (see the CPU overload).
-template <class T>
-void max_pool2d_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<T, Cuda> y,
-                        const Pool2dOptions& opt) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::max_pool2d_forward: CUDA supports float and double");
-  const Pool2dGeometry g =
-      nddr::detail::checked_pool_forward("nddr::ops::max_pool2d_forward", x.shape(), y.shape(), opt);
-  cuda::launch::max_pool2d_forward<T, std::int64_t>(ctx.stream(), x.data(), y.data(), nullptr,
-                                                    x.shape().n() * x.shape().c(), g);
-}
+/// Pooling on the GPU (front door: nddr/ops/pool.hpp). `g` is the geometry the front door
+/// computed while validating. T = float or double.
+template <>
+struct Pool<Cuda> {
+  template <class T, class I>
+  static void max_pool2d_forward(Context<Cuda>& ctx, const Pool2dGeometry& g,
+                                 TensorView<const T, Cuda> x, TensorView<T, Cuda> y, I* argmax) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::max_pool2d_forward: CUDA supports float and double");
+    cuda::launch::max_pool2d_forward<T, I>(ctx.stream(), x.data(), y.data(), argmax,
+                                           x.shape().n() * x.shape().c(), g);
+  }
 
-/// As above and records in `argmax` (int32 or int64, shape of y) the plane index h * W + w of
-/// the first maximum of each window.
-template <class T, class I>
-requires std::is_same_v<I, std::int32_t> || std::is_same_v<I, std::int64_t>
-void max_pool2d_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<T, Cuda> y,
-                        TensorView<I, Cuda> argmax, const Pool2dOptions& opt) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::max_pool2d_forward: CUDA supports float and double");
-  const char* op = "nddr::ops::max_pool2d_forward";
-  check_shape(op, "argmax", argmax.shape(), y.shape());
-  check<OptionError>(std::is_same_v<I, std::int64_t> ||
-                         x.shape().h() * x.shape().w() <= std::numeric_limits<std::int32_t>::max(),
-                     op, ": int32 argmax cannot index planes of ", x.shape());
-  const Pool2dGeometry g = nddr::detail::checked_pool_forward(op, x.shape(), y.shape(), opt);
-  cuda::launch::max_pool2d_forward<T, I>(ctx.stream(), x.data(), y.data(), argmax.data(),
+  /// Throws ValueError (before touching dx; this waits for the device) for an index outside
+  /// its plane, unless `check_argmax` is `ArgmaxCheck::kTrusted`.
+  template <class T, class I>
+  static void max_pool2d_backward(Context<Cuda>& ctx, TensorView<const I, Cuda> argmax,
+                                  TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx,
+                                  ArgmaxCheck check_argmax) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::max_pool2d_backward: CUDA supports float and double");
+    const char* op = "nddr::ops::max_pool2d_backward";
+    const std::int64_t in_plane = dx.shape().h() * dx.shape().w();
+    const std::int64_t out_plane = dy.shape().h() * dy.shape().w();
+    const std::int64_t n = argmax.numel();
+    if (n == 0) return;
+    const std::int64_t bad =
+        check_argmax == ArgmaxCheck::kTrusted
+            ? -1
+            : cuda::detail::first_flagged_index(ctx, [&](unsigned long long* slot) {
+                cuda::launch::find_bad_argmax<I>(ctx.stream(), argmax.data(), n, in_plane, slot);
+              });
+    if (bad >= 0)
+      throw ValueError(nddr::detail::concat(
+          op, ": argmax ", cuda::detail::read_element(ctx, argmax.data() + bad), " at ", bad,
+          " is outside a plane of ", in_plane, " cells"));
+    cuda::launch::max_pool2d_backward_argmax<T, I>(ctx.stream(), argmax.data(), dy.data(),
+                                                   dx.data(), n, in_plane, out_plane);
+  }
+
+  template <class T>
+  static void max_pool2d_backward(Context<Cuda>& ctx, const Pool2dGeometry& g,
+                                  TensorView<const T, Cuda> x, TensorView<const T, Cuda> dy,
+                                  TensorView<T, Cuda> dx) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::max_pool2d_backward: CUDA supports float and double");
+    cuda::launch::max_pool2d_backward<T>(ctx.stream(), x.data(), dy.data(), dx.data(),
                                          x.shape().n() * x.shape().c(), g);
-}
+  }
 
-/// dx += dy routed to the recorded argmax of each output pixel. Throws ValueError (before
-/// touching dx; this waits for the device) for an index outside its plane, unless
-/// `check_argmax` is `ArgmaxCheck::kTrusted`. Empty dx: skipped.
-template <class T, class I>
-requires std::is_same_v<I, std::int32_t> || std::is_same_v<I, std::int64_t>
-void max_pool2d_backward(Context<Cuda>& ctx, TensorView<const I, Cuda> argmax,
-                         TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx,
-                         ArgmaxCheck check_argmax = ArgmaxCheck::kValidate) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::max_pool2d_backward: CUDA supports float and double");
-  if (dx.empty()) return;
-  const char* op = "nddr::ops::max_pool2d_backward";
-  check_rank4(op, "dx", dx.shape());
-  check_rank4(op, "dy", dy.shape());
-  check_shape(op, "argmax", argmax.shape(), dy.shape());
-  check<ShapeError>(dy.shape().n() == dx.shape().n() && dy.shape().c() == dx.shape().c(), op,
-                    ": dy ", dy.shape(), " and dx ", dx.shape(),
-                    " differ in batch or channels");
-  const std::int64_t in_plane = dx.shape().h() * dx.shape().w();
-  const std::int64_t out_plane = dy.shape().h() * dy.shape().w();
-  const std::int64_t n = argmax.numel();
-  if (n == 0) return;
-  const std::int64_t bad =
-      check_argmax == ArgmaxCheck::kTrusted
-          ? -1
-          : cuda::detail::first_flagged_index(ctx, [&](unsigned long long* slot) {
-              cuda::launch::find_bad_argmax<I>(ctx.stream(), argmax.data(), n, in_plane, slot);
-            });
-  if (bad >= 0)
-    throw ValueError(nddr::detail::concat(op, ": argmax ",
-                                          cuda::detail::read_element(ctx, argmax.data() + bad),
-                                          " at ", bad, " is outside a plane of ", in_plane,
-                                          " cells"));
-  cuda::launch::max_pool2d_backward_argmax<T, I>(ctx.stream(), argmax.data(), dy.data(), dx.data(),
-                                                 n, in_plane, out_plane);
-}
+  template <class T>
+  static void avg_pool2d_forward(Context<Cuda>& ctx, const Pool2dGeometry& g,
+                                 TensorView<const T, Cuda> x, TensorView<T, Cuda> y,
+                                 const Pool2dOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::avg_pool2d_forward: CUDA supports float and double");
+    cuda::launch::avg_pool2d_forward<T>(ctx.stream(), x.data(), y.data(),
+                                        x.shape().n() * x.shape().c(), g, opt.include_pad);
+  }
 
-/// dx += dy routed to the first maximum of each window, recomputed from x.
-template <class T>
-void max_pool2d_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
-                         TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx,
-                         const Pool2dOptions& opt) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::max_pool2d_backward: CUDA supports float and double");
-  if (dx.empty()) return;
-  const char* op = "nddr::ops::max_pool2d_backward";
-  const Pool2dGeometry g = nddr::detail::checked_pool_forward(op, x.shape(), dy.shape(), opt);
-  check_shape(op, "dx", dx.shape(), x.shape());
-  cuda::launch::max_pool2d_backward<T>(ctx.stream(), x.data(), dy.data(), dx.data(),
-                                       x.shape().n() * x.shape().c(), g);
-}
+  template <class T>
+  static void avg_pool2d_backward(Context<Cuda>& ctx, const Pool2dGeometry& g,
+                                  TensorView<const T, Cuda> x, TensorView<const T, Cuda> dy,
+                                  TensorView<T, Cuda> dx, const Pool2dOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::avg_pool2d_backward: CUDA supports float and double");
+    cuda::launch::avg_pool2d_backward<T>(ctx.stream(), dy.data(), dx.data(),
+                                         x.shape().n() * x.shape().c(), g, opt.include_pad);
+  }
 
-/// y = mean over each window (padded cells counted only with opt.include_pad).
-template <class T>
-void avg_pool2d_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<T, Cuda> y,
-                        const Pool2dOptions& opt) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::avg_pool2d_forward: CUDA supports float and double");
-  const Pool2dGeometry g =
-      nddr::detail::checked_pool_forward("nddr::ops::avg_pool2d_forward", x.shape(), y.shape(), opt);
-  cuda::launch::avg_pool2d_forward<T>(ctx.stream(), x.data(), y.data(),
-                                      x.shape().n() * x.shape().c(), g, opt.include_pad);
-}
+  template <class T>
+  static void global_avg_pool_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
+                                      TensorView<T, Cuda> y) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::global_avg_pool_forward: CUDA supports float and double");
+    cuda::launch::global_avg_pool_forward<T>(ctx.stream(), x.data(), y.data(),
+                                             x.shape().n() * x.shape().c(),
+                                             x.shape().h() * x.shape().w());
+  }
 
-/// dx += dy / divisor spread over each window. x supplies the input shape only.
-template <class T>
-void avg_pool2d_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
-                         TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx,
-                         const Pool2dOptions& opt) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::avg_pool2d_backward: CUDA supports float and double");
-  if (dx.empty()) return;
-  const char* op = "nddr::ops::avg_pool2d_backward";
-  const Pool2dGeometry g = nddr::detail::checked_pool_forward(op, x.shape(), dy.shape(), opt);
-  check_shape(op, "dx", dx.shape(), x.shape());
-  cuda::launch::avg_pool2d_backward<T>(ctx.stream(), dy.data(), dx.data(),
-                                       x.shape().n() * x.shape().c(), g, opt.include_pad);
-}
+  template <class T>
+  static void global_avg_pool_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
+                                       TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::global_avg_pool_backward: CUDA supports float and double");
+    cuda::launch::global_avg_pool_backward<T>(ctx.stream(), dy.data(), dx.data(),
+                                              x.shape().n() * x.shape().c(),
+                                              x.shape().h() * x.shape().w());
+  }
+};
 
-/// y(n, c, 0, 0) = mean of x(n, c, :, :).
-template <class T>
-void global_avg_pool_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
-                             TensorView<T, Cuda> y) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::global_avg_pool_forward: CUDA supports float and double");
-  nddr::detail::check_global_avg_pool("nddr::ops::global_avg_pool_forward", x.shape(), y.shape());
-  cuda::launch::global_avg_pool_forward<T>(ctx.stream(), x.data(), y.data(),
-                                           x.shape().n() * x.shape().c(),
-                                           x.shape().h() * x.shape().w());
-}
-
-/// dx(n, c, h, w) += dy(n, c, 0, 0) / (H * W).
-template <class T>
-void global_avg_pool_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
-                              TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::global_avg_pool_backward: CUDA supports float and double");
-  if (dx.empty()) return;
-  const char* op = "nddr::ops::global_avg_pool_backward";
-  nddr::detail::check_global_avg_pool(op, x.shape(), dy.shape());
-  check_shape(op, "dx", dx.shape(), x.shape());
-  cuda::launch::global_avg_pool_backward<T>(ctx.stream(), dy.data(), dx.data(),
-                                            x.shape().n() * x.shape().c(),
-                                            x.shape().h() * x.shape().w());
-}
-
-}  // namespace nddr::ops
+}  // namespace nddr::ops::backend

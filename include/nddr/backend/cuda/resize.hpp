@@ -10,12 +10,11 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "nddr/backend/cpu/resize.hpp"
 #include "nddr/backend/cuda/context.hpp"
 #include "nddr/backend/cuda/launch.hpp"
-#include "nddr/core/error.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/resize.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/resize.hpp"
 
 namespace nddr::cuda {
 
@@ -44,40 +43,31 @@ void resize_backward(cudaStream_t stream, const T* dy, T* dx, ResizeGeometry g);
 
 }  // namespace nddr::cuda::launch
 
-namespace nddr::ops {
+namespace nddr::ops::backend {
 
-/// y = x resized to (opt.out_h, opt.out_w) on the GPU. Integer tensors (uint8, int32, int64
-/// label maps) support kNearestTfLegacy only.
-template <class T>
-void resize_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<T, Cuda> y,
-                    const ResizeOptions& opt) {
-  static_assert(cuda::kResizeType<T>,
-                "nddr::ops::resize_forward: CUDA supports float, double, uint8, int32, int64");
-  const char* op = "nddr::ops::resize_forward";
-  nddr::detail::check_resize(op, x.shape(), y.shape(), opt);
-  check<OptionError>(std::is_floating_point_v<T> || opt.resize_mode == ResizeMode::kNearestTfLegacy,
-                     op, ": integer tensors support only mode kNearestTfLegacy, got ",
-                     resize_mode_name(opt.resize_mode));
-  cuda::launch::resize_forward<T>(
-      ctx.stream(), x.data(), y.data(),
-      {x.shape().n() * x.shape().c(), x.shape().h(), x.shape().w(), opt.out_h, opt.out_w,
-       opt.resize_mode});
-}
+/// Resize on the GPU (front door: nddr/ops/resize.hpp).
+template <>
+struct Resize<Cuda> {
+  template <class T>
+  static void resize_forward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<T, Cuda> y,
+                             const ResizeOptions& opt) {
+    static_assert(cuda::kResizeType<T>,
+                  "nddr::ops::resize_forward: CUDA supports float, double, uint8, int32, int64");
+    cuda::launch::resize_forward<T>(ctx.stream(), x.data(), y.data(),
+                                    {x.shape().n() * x.shape().c(), x.shape().h(), x.shape().w(),
+                                     opt.out_h, opt.out_w, opt.resize_mode});
+  }
 
-/// dx += the transpose of resize_forward applied to dy. x supplies the input shape.
-template <class T>
-requires std::is_floating_point_v<T>
-void resize_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x, TensorView<const T, Cuda> dy,
-                     TensorView<T, Cuda> dx, const ResizeOptions& opt) {
-  static_assert(cuda::kKernelType<T>, "nddr::ops::resize_backward: CUDA supports float and double");
-  if (dx.empty()) return;
-  const char* op = "nddr::ops::resize_backward";
-  nddr::detail::check_resize(op, x.shape(), dy.shape(), opt);
-  check_shape(op, "dx", dx.shape(), x.shape());
-  cuda::launch::resize_backward<T>(
-      ctx.stream(), dy.data(), dx.data(),
-      {x.shape().n() * x.shape().c(), x.shape().h(), x.shape().w(), opt.out_h, opt.out_w,
-       opt.resize_mode});
-}
+  template <class T>
+  static void resize_backward(Context<Cuda>& ctx, TensorView<const T, Cuda> x,
+                              TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx,
+                              const ResizeOptions& opt) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::resize_backward: CUDA supports float and double");
+    cuda::launch::resize_backward<T>(ctx.stream(), dy.data(), dx.data(),
+                                     {x.shape().n() * x.shape().c(), x.shape().h(), x.shape().w(),
+                                      opt.out_h, opt.out_w, opt.resize_mode});
+  }
+};
 
-}  // namespace nddr::ops
+}  // namespace nddr::ops::backend

@@ -17,7 +17,8 @@
 #include "nddr/backend/cuda/launch.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/fusion/subspace_layout.hpp"
+#include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/subspace_mix.hpp"
 
 namespace nddr::cuda {
 
@@ -81,37 +82,45 @@ cuda::SubspaceTasks<T> subspace_task_pointers(const char* who, const char* what,
   return p;
 }
 
-/// y_p = sum_q A[p][q] x_q over the P subspace tensors, on the GPU; A is (P, P), row-major, in
-/// device memory. Assigned; ys must not alias xs.
-template <class T>
-void subspace_mix_forward(Context<Cuda>& ctx, const SubspaceLayout& l,
-                          std::span<const TensorView<const T, Cuda>> xs, const T* a,
-                          std::span<const TensorView<T, Cuda>> ys) {
-  static_assert(cuda::kKernelType<T>,
-                "nddr::detail::subspace_mix_forward: CUDA supports float and double");
-  constexpr const char* kWho = "nddr::detail::subspace_mix_forward";
-  const auto x = subspace_task_pointers<const T>(kWho, "x", l, xs);
-  const auto y = subspace_task_pointers<T>(kWho, "y", l, ys);
-  cuda::launch::subspace_mix_forward<T>(ctx.stream(), l, x, a, y);
-}
-
-/// dA[p][q] = <dy_p, x_q> (assigned, summed in double in a fixed order), dx_q += sum_p A[p][q]
-/// dy_p for every non-empty dx, on the GPU. `a` and `da` are (P, P) in device memory.
-template <class T>
-void subspace_mix_backward(Context<Cuda>& ctx, const SubspaceLayout& l,
-                           std::span<const TensorView<const T, Cuda>> xs,
-                           std::span<const TensorView<const T, Cuda>> dys, const T* a, T* da,
-                           std::span<const TensorView<T, Cuda>> dxs) {
-  static_assert(cuda::kKernelType<T>,
-                "nddr::detail::subspace_mix_backward: CUDA supports float and double");
-  constexpr const char* kWho = "nddr::detail::subspace_mix_backward";
-  const auto x = subspace_task_pointers<const T>(kWho, "x", l, xs);
-  const auto dy = subspace_task_pointers<const T>(kWho, "dy", l, dys);
-  const auto dx = subspace_task_pointers<T>(kWho, "dx", l, dxs);
-  const std::int64_t chunks = cuda::subspace_grad_chunks(l);
-  double* partial = ctx.workspace<double>(static_cast<std::size_t>(l.count * l.count * chunks));
-  cuda::launch::subspace_mix_alpha_grad<T>(ctx.stream(), l, x, dy, da, partial, chunks);
-  cuda::launch::subspace_mix_backward_data<T>(ctx.stream(), l, dy, a, dx);
-}
-
 }  // namespace nddr::detail
+
+namespace nddr::ops::backend {
+
+/// Subspace mixing on the GPU (front door: nddr/ops/subspace_mix.hpp). T = float or double.
+template <>
+struct SubspaceMix<Cuda> {
+  /// y_p = sum_q A[p][q] x_q over the P subspace tensors, on the GPU; A is (P, P), row-major, in
+  /// device memory. Assigned; ys must not alias xs.
+  template <class T>
+  static void subspace_mix_forward(Context<Cuda>& ctx, const nddr::detail::SubspaceLayout& l,
+                                   std::span<const TensorView<const T, Cuda>> xs, const T* a,
+                                   std::span<const TensorView<T, Cuda>> ys) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::subspace_mix_forward: CUDA supports float and double");
+    constexpr const char* kWho = "nddr::ops::subspace_mix_forward";
+    const auto x = nddr::detail::subspace_task_pointers<const T>(kWho, "x", l, xs);
+    const auto y = nddr::detail::subspace_task_pointers<T>(kWho, "y", l, ys);
+    cuda::launch::subspace_mix_forward<T>(ctx.stream(), l, x, a, y);
+  }
+
+  /// dA[p][q] = <dy_p, x_q> (assigned, summed in double in a fixed order), dx_q += sum_p A[p][q]
+  /// dy_p for every non-empty dx, on the GPU. `a` and `da` are (P, P) in device memory.
+  template <class T>
+  static void subspace_mix_backward(Context<Cuda>& ctx, const nddr::detail::SubspaceLayout& l,
+                                    std::span<const TensorView<const T, Cuda>> xs,
+                                    std::span<const TensorView<const T, Cuda>> dys, const T* a,
+                                    T* da, std::span<const TensorView<T, Cuda>> dxs) {
+    static_assert(cuda::kKernelType<T>,
+                  "nddr::ops::subspace_mix_backward: CUDA supports float and double");
+    constexpr const char* kWho = "nddr::ops::subspace_mix_backward";
+    const auto x = nddr::detail::subspace_task_pointers<const T>(kWho, "x", l, xs);
+    const auto dy = nddr::detail::subspace_task_pointers<const T>(kWho, "dy", l, dys);
+    const auto dx = nddr::detail::subspace_task_pointers<T>(kWho, "dx", l, dxs);
+    const std::int64_t chunks = cuda::subspace_grad_chunks(l);
+    double* partial = ctx.workspace<double>(static_cast<std::size_t>(l.count * l.count * chunks));
+    cuda::launch::subspace_mix_alpha_grad<T>(ctx.stream(), l, x, dy, da, partial, chunks);
+    cuda::launch::subspace_mix_backward_data<T>(ctx.stream(), l, dy, a, dx);
+  }
+};
+
+}  // namespace nddr::ops::backend

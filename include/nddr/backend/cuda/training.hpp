@@ -32,7 +32,7 @@
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/random.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/loss.hpp"
+#include "nddr/ops/math/loss.hpp"
 #include "nddr/optim/sgd.hpp"
 #include "nddr/train/device_state.hpp"
 

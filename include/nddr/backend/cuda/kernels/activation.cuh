@@ -8,7 +8,7 @@
 
 #include "nddr/backend/cuda/activation.hpp"
 #include "nddr/backend/cuda/kernels/launch.cuh"
-#include "nddr/ops/activation.hpp"
+#include "nddr/ops/math/activation.hpp"
 
 namespace nddr::cuda::kernels {
 

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// The arg-max kernel and its launcher (nvcc only; instantiated in kernels.cu). The launcher
-/// declaration lives in backend/cuda/argmax.hpp (not included: it pulls in the CPU op).
+/// declaration lives in backend/cuda/argmax.hpp (not needed here: the definition declares it).
 
 #include <cuda_runtime.h>
 
@@ -9,7 +9,7 @@
 
 #include "nddr/backend/cuda/kernels/launch.cuh"
 #include "nddr/backend/cuda/launch.hpp"
-#include "nddr/ops/argmax.hpp"
+#include "nddr/ops/math/argmax.hpp"
 
 namespace nddr::cuda::kernels {
 

@@ -9,7 +9,7 @@
 
 #include "nddr/backend/cuda/concat.hpp"
 #include "nddr/backend/cuda/kernels/launch.cuh"
-#include "nddr/ops/concat.hpp"
+#include "nddr/ops/math/concat.hpp"
 
 namespace nddr::cuda::kernels {
 

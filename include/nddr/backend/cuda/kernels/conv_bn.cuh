@@ -2,9 +2,9 @@
 /// \file
 /// Kernels of the CUDA convolution, batch norm and linear ops (nvcc only; instantiated in
 /// kernels.cu): zero-padding copies for TF 'SAME', per-channel bias add and sums, and the batch
-/// norm statistics and element passes running the bodies of nddr/ops/batch_norm.hpp. The host
-/// headers backend/cuda/{conv2d,batch_norm,linear}.hpp declare the launchers; they are not
-/// included here because they pull in the (Eigen-using) CPU validation.
+/// norm statistics and element passes running the bodies of nddr/ops/math/batch_norm.hpp. The
+/// host headers backend/cuda/{conv2d,batch_norm,linear}.hpp declare the launchers; they are not
+/// included here, which keeps the cuDNN and cuBLAS host code out of kernels.cu.
 
 #include <cuda_runtime.h>
 
@@ -13,7 +13,7 @@
 #include "nddr/backend/cuda/kernels/launch.cuh"
 #include "nddr/backend/cuda/launch.hpp"
 #include "nddr/core/bfloat16.hpp"
-#include "nddr/ops/batch_norm.hpp"
+#include "nddr/ops/math/batch_norm.hpp"
 
 namespace nddr::cuda::kernels {
 

@@ -8,7 +8,7 @@
 
 #include "nddr/backend/cuda/dropout.hpp"
 #include "nddr/backend/cuda/kernels/launch.cuh"
-#include "nddr/ops/dropout.hpp"
+#include "nddr/ops/math/dropout.hpp"
 
 namespace nddr::cuda::kernels {
 

@@ -10,7 +10,7 @@
 
 #include "nddr/backend/cuda/kernels/launch.cuh"
 #include "nddr/backend/cuda/launch.hpp"
-#include "nddr/ops/l2_normalize.hpp"
+#include "nddr/ops/math/l2_normalize.hpp"
 
 namespace nddr::cuda::kernels {
 

@@ -10,8 +10,8 @@
 
 #include "nddr/backend/cuda/kernels/launch.cuh"
 #include "nddr/backend/cuda/loss.hpp"
-#include "nddr/ops/l2_normalize.hpp"
-#include "nddr/ops/loss.hpp"
+#include "nddr/ops/math/l2_normalize.hpp"
+#include "nddr/ops/math/loss.hpp"
 
 namespace nddr::cuda::kernels {
 

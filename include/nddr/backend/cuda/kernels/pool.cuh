@@ -10,7 +10,7 @@
 
 #include "nddr/backend/cuda/kernels/launch.cuh"
 #include "nddr/backend/cuda/launch.hpp"
-#include "nddr/ops/pool.hpp"
+#include "nddr/ops/math/pool.hpp"
 
 namespace nddr::cuda::kernels {
 

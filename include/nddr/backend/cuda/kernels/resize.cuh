@@ -10,7 +10,7 @@
 
 #include "nddr/backend/cuda/kernels/launch.cuh"
 #include "nddr/backend/cuda/launch.hpp"
-#include "nddr/ops/resize.hpp"
+#include "nddr/ops/math/resize.hpp"
 
 namespace nddr::cuda::launch {
 

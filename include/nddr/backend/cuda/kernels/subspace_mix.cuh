@@ -13,7 +13,7 @@
 #include "nddr/backend/cuda/kernels/launch.cuh"
 #include "nddr/backend/cuda/launch.hpp"
 #include "nddr/backend/cuda/subspace_mix.hpp"
-#include "nddr/fusion/subspace_layout.hpp"
+#include "nddr/ops/math/subspace_mix.hpp"
 
 namespace nddr::cuda::kernels {
 

@@ -2,8 +2,8 @@
 /// \file
 /// `detail::SubspaceLayout`: where the subspace tensors mixed by the cross-stitch and sluice
 /// layers live inside the task tensors. A plain struct (no Eigen) whose offsets the CPU loops
-/// (nddr/fusion/cross_stitch.hpp) and the CUDA kernels (backend/cuda/kernels/subspace_mix.cuh)
-/// share.
+/// (backend/cpu/subspace_mix.hpp) and the CUDA kernels (backend/cuda/kernels/subspace_mix.cuh)
+/// share. Front door of the mixing: nddr/ops/subspace_mix.hpp.
 
 #include <cstddef>
 #include <cstdint>
