@@ -207,7 +207,7 @@ struct CheckpointFile {
 template <class T, class D>
 CheckpointFile read_checkpoint(const std::string& path, const ParameterStore<T, D>& store,
                                const OptimizerLayout& layout, std::size_t rng_streams) {
-  CheckpointFile c{path, io::SafetensorsFile::read(path), {}};
+  CheckpointFile c{path, io::SafetensorsFile::read(path), {}, {}};
   const io::SafetensorsFile& f = c.file;
   const auto& meta = f.metadata();
   auto get = [&](const std::string& key) -> const std::string& {
