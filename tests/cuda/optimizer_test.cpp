@@ -79,17 +79,26 @@ void check_kernel(const Options& options) {
   nddr::ParameterStore<T, Cuda> dev;
   build(host);
   build(dev);
+  nddr::ParameterStore<T, Cuda> planned;  // the Trainer's form: rate in a device scalar
+  build(planned);
   Opt<T, Cpu> on_cpu(host, options);
   Opt<T, Cuda> on_gpu(dev, options);
+  Opt<T, Cuda> on_plan(planned, options);
+  nddr::cuda::AdamPlan<T> plan;
   const auto v0 = random_values<T>(host.values().numel(), 1);
   set(host.values(), v0);
   set(dev.values(), v0);
+  set(planned.values(), v0);
   for (int step = 0; step < 3; ++step) {
     const auto g = random_values<T>(host.grads().numel(), 10 + static_cast<std::uint32_t>(step));
     set(host.grads(), g);
     set(dev.grads(), g);
+    set(planned.grads(), g);
     on_cpu.step(cpu, 0.01 * (step + 1));
     nddr::cuda::adam_step(gpu, dev, on_gpu, 0.01 * (step + 1));
+    CHECK(plan.prepare(planned, on_plan) == (step == 0));
+    plan.set_lr(gpu, 0.01 * (step + 1));
+    plan.launch(gpu, planned, on_plan);
   }
   const double tol = std::is_same_v<T, float> ? 1e-6 : 1e-14;
   using CT = const T;
@@ -101,6 +110,9 @@ void check_kernel(const Options& options) {
   if (options.amsgrad())
     CHECK(max_rel_diff(host_of<T, Cuda>(on_gpu.max_exp_avg_sq()),
                        host_of<T, Cpu>(on_cpu.max_exp_avg_sq())) <= tol);
+  CHECK(max_rel_diff(host_of<T, Cuda>(nddr::TensorView<CT, Cuda>(planned.values())),
+                     host_of<T, Cpu>(nddr::TensorView<CT, Cpu>(host.values()))) <= tol);
+  CHECK(on_plan.steps() == 3);
   CHECK(on_gpu.steps() == 3);
   CHECK(on_cpu.steps() == 3);
 }
@@ -187,7 +199,8 @@ std::vector<std::vector<double>> optimizer_state(AnyTrain<D>& t) {
 }
 
 template <class A, class B>
-void check_same(AnyTrain<A>& a, AnyTrain<B>& b, double tol) {
+void check_same(const char* what, AnyTrain<A>& a, AnyTrain<B>& b, double tol) {
+  INFO(what);
   const auto& pa = std::as_const(a.network().parameters());
   const auto& pb = std::as_const(b.network().parameters());
   CHECK(max_rel_diff(host_of<double, A>(pa.values()), host_of<double, B>(pb.values())) <= tol);
@@ -211,24 +224,34 @@ TEST_CASE("Trainer<Cuda>: Adam and AdamW equal the CPU trainer, eagerly and as C
     return nddr_test::seg_normal_batch<AnyTrain<Cuda>::Batch>(700 + static_cast<std::uint64_t>(s),
                                                               2, 16, 16, 11);
   };
+  const auto cpu_batch = [](std::int64_t s) {
+    return nddr_test::seg_normal_batch<AnyTrain<Cpu>::Batch>(700 + static_cast<std::uint64_t>(s),
+                                                             2, 16, 16, 11);
+  };
+  // The CPU runs other convolution algorithms than cuDNN (the SGD trainers agree to ~1e-7 after
+  // four steps), and Adam amplifies those differences where a gradient is small against eps
+  // (it moves a parameter by about lr * g / (|g| + eps)): with torch's eps 1e-8 they reach 5e-3
+  // in six steps. eps 1e-3 keeps the CPU comparison well conditioned (agreement ~2e-6); the
+  // kernel itself is compared with the CPU at eps 1e-8 and 1e-6 above, within 1e-14, and the
+  // graph replays and the resumed run with eager GPU steps within 1e-9.
   for (const auto& optimizer :
-       {nddr::AnyOptimizerOptions(nddr::AdamOptions{}.weight_decay(1e-3)),
-        nddr::AnyOptimizerOptions(nddr::AdamWOptions{}.amsgrad(true))}) {
+       {nddr::AnyOptimizerOptions(nddr::AdamOptions{}.weight_decay(1e-3).eps(1e-3)),
+        nddr::AnyOptimizerOptions(nddr::AdamWOptions{}.amsgrad(true).eps(1e-3))}) {
     DYNAMIC_SECTION(optimizer.name()) {
       AnyNet<Cpu> cnet({11, 3});
       AnyNet<Cuda> enet({11, 3}), gnet({11, 3});
       AnyTrain<Cpu> on_cpu(cnet, schedule, any_options<Cpu>(optimizer));
       AnyTrain<Cuda> eager(enet, schedule, any_options<Cuda>(optimizer));
       AnyTrain<Cuda> graph(gnet, schedule, any_options<Cuda>(optimizer, true));
-      on_cpu.fit(cpu, 6, batch);
+      on_cpu.fit(cpu, 6, cpu_batch);
       eager.fit(gpu, 6, batch);
       graph.fit(gpu, 6, batch);
       const auto& graphs = graph.device_state()->graphs();
       INFO("graphs disabled: " << graphs.disabled_reason());
       REQUIRE_FALSE(graphs.disabled());
       CHECK(graphs.replays() == 3);  // step 0 eager, 1 and 2 captured, 3..5 replayed
-      check_same(eager, on_cpu, 1e-9);
-      check_same(graph, eager, 1e-9);
+      check_same("eager GPU vs CPU", eager, on_cpu, 1e-5);
+      check_same("graph vs eager", graph, eager, 1e-9);
 
       // A checkpoint of the graph trainer resumes as the uninterrupted eager run goes on.
       graph.save_checkpoint(dir.file("g.safetensors"));
@@ -237,7 +260,7 @@ TEST_CASE("Trainer<Cuda>: Adam and AdamW equal the CPU trainer, eagerly and as C
       resumed.load_checkpoint(dir.file("g.safetensors"));
       resumed.fit(gpu, 10, batch);
       eager.fit(gpu, 10, batch);
-      check_same(resumed, eager, 1e-9);
+      check_same("resumed graph vs eager", resumed, eager, 1e-9);
 
       // A non-finite loss cancels the update on the device: parameters, moments and t stay.
       const auto before = optimizer_state(graph);

@@ -315,3 +315,50 @@ TEST_CASE("Trainer: old SGD checkpoints load, a checkpoint of another optimiser 
   CHECK(adam.step() == 0);
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("Trainer: Adam's step count in a checkpoint is validated before anything changes",
+          "[train][optim][trainer][checkpoint]") {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("nddr_optim_step_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  nddr::Context<nddr::Cpu> ctx(1);
+  Net net({11, 3});
+  AnyTrain adam(net, nddr::ConstantSchedule{0.01}, any_options(nddr::AdamOptions{}));
+  adam.fit(ctx, 2, batch_for);
+  const std::string good = (dir / "good.safetensors").string();
+  adam.save_checkpoint(good);
+  const auto file = nddr::io::SafetensorsFile::read(good);
+  CHECK(file.metadata().at("optim/step") == "2");
+  CHECK(file.metadata().at("optimizer") == "adam");
+  // The same tensors (flat copies, written with their shapes) with another 'optim/step'.
+  std::vector<nddr::Tensor<float>> tensors;
+  for (const std::string& name : file.names()) {
+    const auto values = file.values<float>(name);
+    nddr::Tensor<float> t(Shape{static_cast<std::int64_t>(values.size())});
+    std::copy(values.begin(), values.end(), t.data());
+    tensors.push_back(std::move(t));
+  }
+  for (const std::string step : {"-1", "2x", "", "99999999999999999999", "<none>"}) {
+    std::vector<nddr::io::SafetensorsEntry> entries;
+    const auto names = file.names();
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      auto e = nddr::io::entry<float>(names[i], tensors[i].cview());
+      e.shape = file.shape(names[i]);
+      entries.push_back(std::move(e));
+    }
+    auto meta = file.metadata();
+    if (step == "<none>")
+      meta.erase("optim/step");
+    else
+      meta["optim/step"] = step;
+    const std::string bad = (dir / "bad.safetensors").string();
+    nddr::io::write_safetensors(bad, entries, meta);
+    Net other({11, 3});
+    AnyTrain fresh(other, nddr::ConstantSchedule{0.01}, any_options(nddr::AdamOptions{}));
+    INFO("optim/step = '" << step << "'");
+    CHECK_THROWS_WITH(fresh.load_checkpoint(bad), Contains("optim/step"));
+    CHECK(fresh.step() == 0);
+    CHECK(std::get<1>(fresh.optimizer().get()).steps() == 0);
+  }
+  std::filesystem::remove_all(dir);
+}

@@ -143,10 +143,12 @@ struct ConstantSchedule {
   double base_lr = 1e-3;
 
   double operator()(std::int64_t step) const {
-    detail::check_base_lr("nddr::ConstantSchedule", base_lr);
+    validate();
     detail::check_schedule_step("nddr::ConstantSchedule", step);
     return base_lr;
   }
+  /// Throws OptionError unless base_lr >= 0.
+  void validate() const { detail::check_base_lr("nddr::ConstantSchedule", base_lr); }
 };
 
 /// Linear warm-up before any schedule (PyTorch `SequentialLR([LinearLR(start_factor,

@@ -115,7 +115,7 @@ void adam_step(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store,
         "uploading the Adam span table");
   }
   detail::queue_adam(ctx, store, adam, dev, static_cast<std::int64_t>(pieces.size()), guard,
-                     nullptr);
+                     static_cast<const T*>(nullptr));
 }
 
 /// A persistent Adam/AdamW launch for a training loop (the counterpart of SgdPlan): the span
