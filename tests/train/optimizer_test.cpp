@@ -13,6 +13,7 @@
 
 #include <nddr/io/safetensors.hpp>
 #include <nddr/nddr.hpp>
+#include <nddr/testing/optimizer_laws.hpp>
 #include <nddr/train/trainer.hpp>
 
 #include "../support/seg_normal_batch.hpp"
@@ -171,6 +172,20 @@ TEST_CASE("Optimizer concept: the library optimisers model it, other types do no
   STATIC_REQUIRE(nddr::concepts::Optimizer<nddr::AnyOptimizer<float, nddr::Cpu>>);
   STATIC_REQUIRE(!nddr::concepts::Optimizer<nddr::SgdOptions>);
   STATIC_REQUIRE(!nddr::concepts::Optimizer<nddr::PolySchedule>);
+}
+
+TEST_CASE("Optimizer laws: zero rate, group multipliers and resume hold for every optimiser",
+          "[train][optim][concept][laws]") {
+  using nddr::testing::check_optimizer_laws;
+  const auto report = [](const nddr::testing::LayerLawsResult& r) {
+    INFO(r.report);
+    CHECK(r.ok);
+  };
+  report(check_optimizer_laws<nddr::Sgd>(nddr::SgdOptions{}.weight_decay(0.01)));
+  report(check_optimizer_laws<nddr::Sgd>(nddr::SgdOptions{}.nesterov(true)));
+  report(check_optimizer_laws<nddr::Adam>(nddr::AdamOptions{}.weight_decay(0.01)));
+  report(check_optimizer_laws<nddr::AdamW>(nddr::AdamWOptions{}.amsgrad(true)));
+  report(check_optimizer_laws<nddr::AnyOptimizer>(nddr::AdamWOptions{}.weight_decay(0.1)));
 }
 
 TEST_CASE("Schedules: cosine annealing and linear warm-up give the spec's numbers",

@@ -18,7 +18,8 @@
 ///  - `OptimizerState<T, D> checkpoint_state()`: writable views of every state tensor and
 ///    counter, by name (optim/state.hpp).
 ///
-/// Laws (tests/train/optimizer_test.cpp checks each for every model):
+/// Laws (nddr/testing/optimizer_laws.hpp checks each, one check per law; every library model
+/// passes in tests/train/optimizer_test.cpp):
 ///  - group multipliers: for parameters p in group g, step(lr) moves p as the same optimiser
 ///    without groups stepped at rate lr * g.lr_mult and decay weight_decay * g.weight_decay_mult;
 ///  - resume: save(checkpoint_state()) after n steps, restore into a fresh optimiser bound to a
