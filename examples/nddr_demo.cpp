@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
                          "Trains single-task, split, cross-stitch, NDDR and NDDR-Shortcut models "
                          "on DenseFashion from one seed and prints their results (docs/demo.md).");
   p.flag("quick", quick, "~20 s smoke run (150 steps of 8 images, 800/200 samples)")
-      .integer("steps", o.steps, "SGD steps per run", std::int64_t{1})
+      .integer("steps", o.steps, "training steps per run", std::int64_t{1})
       .integer("batch", o.batch, "images per step", std::int64_t{1}, std::int64_t{4096})
       .integer("train", o.train_samples, "training samples", std::int64_t{1}, std::int64_t{100000})
       .integer("test", o.test_samples, "test samples (predictions.png shows four)", std::int64_t{4},
@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
       .path("data", o.data_dir, "Fashion-MNIST directory", "DIR")
       .path("out", o.output_dir, "output directory", "DIR")
       .flag("no-progress", no_progress, "no progress lines");
+  nddr::cli::add_optimizer_flags(p, o.optim, "sgd 5e-4 single-task, 2.5e-4 multi-task");
   if (const auto status = p.parse_or_exit(argc, argv)) return *status;
   if (quick) {  // the quick run's sizes, except those given on the command line
     const auto q = nddr::viz::DemoOptions::quick();
@@ -54,6 +55,12 @@ int main(int argc, char** argv) {
     o.log_every = q.log_every;
   }
   o.progress = !no_progress;
+  try {
+    nddr::cli::check_optimizer_flags(p, o.optim, o.steps);
+  } catch (const nddr::cli::UsageError& e) {
+    std::cerr << e.what() << "\n";
+    return nddr::cli::kUsageExitCode;
+  }
   // The data set lives in memory (about 20 bytes per pixel as float batches): bound its size.
   constexpr std::int64_t kMaxPixels = std::int64_t{1} << 28;
   if ((o.train_samples + o.test_samples) * o.canvas * o.canvas > kMaxPixels)

@@ -20,6 +20,7 @@
 
 // Ops
 #include "nddr/backend/cuda/activation.hpp"
+#include "nddr/backend/cuda/adam.hpp"
 #include "nddr/backend/cuda/concat.hpp"
 #include "nddr/backend/cuda/dropout.hpp"
 #include "nddr/backend/cuda/argmax.hpp"

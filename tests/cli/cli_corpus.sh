@@ -214,6 +214,36 @@ experiment_cases() {
   done
 }
 
+# The optimiser and schedule flags (apps/include/nddr_apps/optim_flags.hpp). "$@": the flags
+# the program requires, so that the checks after parsing are reached.
+optimizer_cases() {
+  bad optimizer --optimizer sgdm
+  bad optimizer --optimizer Adam
+  bad optimizer --optimizer adam,adamw
+  text_cases optimizer
+  bad schedule --schedule linear
+  bad schedule --schedule Poly
+  text_cases schedule
+  integer_cases warmup
+  bad warmup --warmup -1
+  real_cases beta1
+  bad beta1 --beta1 -0.1
+  bad beta1 --beta1 1.5
+  real_cases beta2
+  real_cases eps
+  bad eps --eps 0
+  bad eps --eps -1e-8
+  real_cases eta-min
+  bad eta-min --eta-min -1
+  switch_cases amsgrad
+  bad beta1 "$@" --optimizer adam --beta1 1
+  bad beta2 "$@" --optimizer adamw --beta2 1.0
+  bad amsgrad "$@" --amsgrad
+  bad amsgrad "$@" --optimizer sgd --amsgrad
+  bad warmup "$@" --steps 10 --warmup 10
+  bad warmup "$@" --steps 10 --warmup 11 --schedule cosine
+}
+
 case $program in
   nddr-nyuv2)
     common_cases
@@ -232,6 +262,7 @@ case $program in
     bad deterministic --data-dir d --deterministic
     bad loss-scales --data-dir d --loss-scales 1
     bad loss-scales --data-dir d --method cross-stitch --loss-scales 20
+    optimizer_cases --data-dir d
     help --steps abc --help
     ;;
   nddr-imdb-wiki)
@@ -249,6 +280,7 @@ case $program in
     bad loss-scales --train-list a --test-list b --method st-age --loss-scales 1,1
     bad loss-scales --train-list a --test-list b --method mt --loss-scales 1
     bad init-format --train-list a --test-list b --init-format tf   # NYUv2 DeepLab only
+    optimizer_cases --train-list a --test-list b
     ;;
   nddr-demo)
     common_cases
@@ -277,6 +309,9 @@ case $program in
     switch_cases quick
     switch_cases no-progress
     bad train --train 100000 --size 512
+    real_cases weight-decay
+    bad weight-decay --weight-decay -1
+    optimizer_cases
     help --quick --help
     ;;
   00_nddr_layer)
@@ -302,6 +337,10 @@ case $program in
     bad threads --threads -5
     bad threads --threads 0
     bad threads --threads 100000
+    real_cases lr
+    bad lr --lr 0
+    real_cases weight-decay
+    optimizer_cases
     ;;
   nddr-bench-step)
     common_cases

@@ -40,6 +40,7 @@
 #include "nddr/train/trainer.hpp"
 #include "nddr/viz/plot.hpp"
 #include "nddr_apps/cli.hpp"
+#include "nddr_apps/optim_flags.hpp"
 
 #if defined(NDDR_WITH_CUDA)
 #include "nddr/cuda.hpp"  // the GPU backend (--device cuda), when the program links nddr::cuda
@@ -57,7 +58,7 @@ struct DemoOptions {
   int threads = 2;                    ///< OpenMP threads
   std::string device = "cpu";         ///< cpu | cuda | cuda:N (a build with the CUDA backend)
   std::uint64_t seed = 1;             ///< data, batch order and initialisation
-  double base_lr = 0.02;              ///< poly schedule (power 0.9) over `steps`
+  double base_lr = 0.02;              ///< base rate of the schedule (`optim.schedule`)
   double normal_weight = 10.0;        ///< loss weight of the normal task (segmentation: 1)
   double fusion_lr_mult = 100.0;      ///< NDDR / cross-stitch / shortcut group (paper: x100)
   std::int64_t shortcut_channels = 32;
@@ -65,6 +66,8 @@ struct DemoOptions {
   std::string output_dir = "nddr-demo-out";
   std::int64_t log_every = 50;
   bool progress = true;
+  /// Optimiser and schedule (default: momentum SGD with the paper's decay, poly power 0.9).
+  cli::OptimizerFlags optim;
 
   /// A ~20 s run for smoke tests: 150 steps of 8 images, 800 training and 200 test samples.
   static DemoOptions quick() {
@@ -96,6 +99,8 @@ struct DemoOptions {
     check<OptionError>(shortcut_channels >= 1, who, ": shortcut_channels is ", shortcut_channels,
                        ", expected >= 1");
     check<OptionError>(!output_dir.empty(), who, ": output_dir is empty");
+    cli::optimizer_options(optim, SgdOptions{}).validate(who);
+    cli::schedule_from(optim, base_lr, steps);
     if (cli::parse_device(who, device).cuda) cli::require_cuda_backend(who, device);
   }
 };
@@ -233,7 +238,7 @@ NetworkOptions<Spec> demo_network_options(const DemoOptions& o) {
 template <class Spec, class TaskList, class D, class After>
 DemoRow demo_run_on(Context<D>& ctx, const std::string& method, const std::string& slug,
                     const DemoOptions& o, const DemoData& d, std::ostream& log, After&& after) {
-  using Exp = Experiment<Spec, TaskList>;
+  using Exp = Experiment<Spec, TaskList, AnyOptimizer>;  // one Trainer for every --optimizer
   using Train = Trainer<Exp, D>;
   constexpr std::size_t K = Exp::task_count;
   const NetworkOptions<Spec> nopt = demo_network_options<Spec>(o);
@@ -246,8 +251,9 @@ DemoRow demo_run_on(Context<D>& ctx, const std::string& method, const std::strin
     else
       return std::make_unique<distributed::AutoDataParallel<Network<Spec, D>>>(net, ctx);
   }();
-  TrainerOptions topt;
-  topt.optimizer = K == 1 ? SgdOptions::paper_single_task() : SgdOptions::paper_multi_task();
+  typename Train::options_type topt;
+  topt.optimizer = cli::optimizer_options(
+      o.optim, K == 1 ? SgdOptions::paper_single_task() : SgdOptions::paper_multi_task());
   topt.loss_weights.clear();
   for (std::size_t k = 0; k < K; ++k)
     topt.loss_weights.push_back(Train::task_names()[k] == std::string("normal") ? o.normal_weight : 1.0);
@@ -258,7 +264,7 @@ DemoRow demo_run_on(Context<D>& ctx, const std::string& method, const std::strin
   topt.name = slug;
   if (dp->is_root()) std::filesystem::remove_all(topt.output_dir);  // fresh logs; no resume
   dp->barrier();
-  Train trainer(net, PolySchedule{o.base_lr, o.steps, 0.9}, dp->trainer_options(topt));
+  Train trainer(net, cli::schedule_from(o.optim, o.base_lr, o.steps), dp->trainer_options(topt));
   dp->attach(ctx, trainer);
   const auto to_batch = [](data::DenseFashionBatch<float> b) {
     typename Train::Batch out;
@@ -372,7 +378,9 @@ inline DemoResult run_demo(const DemoOptions& o, std::ostream& log_out) {
   }
   log << "DenseFashion " << o.canvas << "x" << o.canvas << ": " << o.train_samples
       << " train / " << o.test_samples << " test samples; " << o.steps << " steps of "
-      << o.batch << ", poly lr " << o.base_lr << ", loss weights seg 1 / normal "
+      << o.batch << ", " << o.optim.optimizer << ", " << o.optim.schedule << " lr " << o.base_lr
+      << (o.optim.warmup > 0 ? " after " + std::to_string(o.optim.warmup) + " warm-up steps" : "")
+      << ", loss weights seg 1 / normal "
       << o.normal_weight << ", fusion lr x" << o.fusion_lr_mult << ", " << o.threads
       << " threads, seed " << o.seed << "\n";
 

@@ -44,6 +44,7 @@
 #include "nddr/train/trainer.hpp"
 #include "nddr_apps/cli.hpp"
 #include "nddr_apps/method_table.hpp"
+#include "nddr_apps/optim_flags.hpp"
 
 #if defined(NDDR_WITH_CUDA)
 #include "nddr/cuda.hpp"  // the GPU backend (--device cuda), when the program links nddr::cuda
@@ -51,8 +52,10 @@
 
 namespace nddr::experiments {
 
-/// Flags shared by the experiment binaries (see `add_common_flags`).
-struct CommonConfig {
+/// Flags shared by the experiment binaries (see `add_common_flags`); the optimiser and schedule
+/// flags are the base (`weight_decay` < 0: 2.5e-4 multi-task, 5e-4 single-task with SGD,
+/// paper-spec §5).
+struct CommonConfig : cli::OptimizerFlags {
   std::string program = "nddr-experiment";
   std::string method = "nddr";
   std::string backbone = "vgg16";
@@ -62,7 +65,6 @@ struct CommonConfig {
   std::int64_t steps = 20001;
   std::int64_t batch = 10;
   double lr = 1e-3;
-  double weight_decay = -1.0;  ///< < 0: 2.5e-4 multi-task, 5e-4 single-task (paper-spec §5)
   std::string init_weights;
   std::string init_format = "deeplab";  ///< deeplab | torchvision | nddr | tf
   /// nddr-format file whose column task0 -> column 0 (with init_format "tf": a TF single-task
@@ -243,11 +245,11 @@ void add_common_flags(cli::ArgParser& p, CommonConfig& c, const Table& table) {
       .reals("loss-scales", c.loss_scales, "task loss weights, comma separated",
              RealRange::non_negative(), max_scale_count(table))
       .default_text("per method, see docs/experiments.md")
-      .integer("steps", c.steps, "total training steps (poly schedule length)", std::int64_t{0})
+      .integer("steps", c.steps, "total training steps (schedule length)", std::int64_t{0})
       .integer("batch", c.batch, "training batch size", std::int64_t{1}, kMaxBatch)
-      .real("lr", c.lr, "base learning rate", RealRange::non_negative())
-      .real("weight-decay", c.weight_decay, "L2 decay of kernels", RealRange::non_negative())
-      .default_text("2.5e-4 multi-task, 5e-4 single-task")
+      .real("lr", c.lr, "base learning rate", RealRange::non_negative());
+  cli::add_optimizer_flags(p, c, "sgd 2.5e-4 multi-task, 5e-4 single-task");
+  p
       .path("init-weights", c.init_weights, "pretrained weights loaded into every column", "FILE")
       .choice("init-format", c.init_format,
               "format of --init-weights (tf: the NDDR-CNN authors' TensorFlow checkpoints, a "
@@ -296,6 +298,7 @@ void add_common_flags(cli::ArgParser& p, CommonConfig& c, const Table& table) {
 /// values `c.method` takes come from `table` (`scale_counts`).
 template <ProgramTableType Table>
 void check_common_flags(const cli::ArgParser& p, const CommonConfig& c, const Table& table) {
+  cli::check_optimizer_flags(p, c, c.steps);
   if (c.tf32 && c.bf16)
     p.fail("bf16", "no --tf32 with it (both set the convolutions' precision)", "--tf32 --bf16");
   if (!cli::parse_device(p.program(), c.device).cuda)
@@ -359,6 +362,8 @@ inline void validate_common(const CommonConfig& c) {
   check<OptionError>(c.steps >= 0, p, ": --steps must be >= 0, got ", c.steps);
   check<OptionError>(c.batch >= 1, p, ": --batch must be >= 1, got ", c.batch);
   check<OptionError>(c.lr >= 0.0 && std::isfinite(c.lr), p, ": --lr must be >= 0, got ", c.lr);
+  cli::optimizer_options(c, SgdOptions{}).validate(p.c_str());
+  cli::schedule_from(c, c.lr, std::max<std::int64_t>(c.steps, 1));
   check<OptionError>(c.threads >= 0, p, ": --threads must be >= 0, got ", c.threads);
   check<OptionError>(c.loader_threads >= 0, p, ": --loader-threads must be >= 0, got ",
                      c.loader_threads);
@@ -527,7 +532,8 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
                              const std::vector<std::string>& columns,
                              const std::vector<std::pair<std::string, std::string>>& column_metrics,
                              std::ostream& out) {
-  using Exp = Experiment<Spec, TaskList>;
+  // One Trainer for every --optimizer (AnyOptimizer), so the network is instantiated once.
+  using Exp = Experiment<Spec, TaskList, AnyOptimizer>;
   using Net = Network<Spec, D>;
   using Train = Trainer<Exp, D>;
   constexpr std::size_t K = Spec::tasks;
@@ -558,11 +564,10 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
   }
 
   const bool single = K == 1;
-  TrainerOptions topt;
+  typename Train::options_type topt;
   topt.loss_weights = std::move(loss_weights);
-  topt.optimizer = SgdOptions{}.weight_decay(c.weight_decay >= 0 ? c.weight_decay
-                                             : single           ? 5e-4
-                                                                : 2.5e-4);
+  topt.optimizer = cli::optimizer_options(
+      c, single ? SgdOptions::paper_single_task() : SgdOptions::paper_multi_task());
   topt.log_every = c.log_every;
   topt.checkpoint_every = c.checkpoint_every;
   topt.output_dir = c.output_dir;
@@ -572,7 +577,7 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
   // Under mpirun -np N (built with nddr::mpi): one replica of N, each reading its shard; rank 0
   // alone writes (docs/distributed.md). Alone: changes nothing.
   distributed::AutoDataParallel dp(net, ctx);
-  Train trainer(net, PolySchedule{c.lr, std::max<std::int64_t>(c.steps, 1), 0.9},
+  Train trainer(net, cli::schedule_from(c, c.lr, std::max<std::int64_t>(c.steps, 1)),
                 dp.trainer_options(topt));
   if (c.resume) {
     if (dp.resume(trainer))

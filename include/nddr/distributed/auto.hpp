@@ -96,7 +96,8 @@ class AutoDataParallel {
     visit([](auto& dp) { dp.communicator().barrier(); });
   }
 
-  TrainerOptions trainer_options(TrainerOptions o) const {
+  template <class O>
+  TrainerOptionsFor<O> trainer_options(TrainerOptionsFor<O> o) const {
     return visit([&](const auto& dp) { return dp.trainer_options(std::move(o)); });
   }
   data::LoaderOptions shard(data::LoaderOptions o) const {

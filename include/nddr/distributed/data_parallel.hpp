@@ -198,7 +198,8 @@ class DataParallel {
 
   /// `o` for this rank: ranks other than 0 neither write logs or checkpoints nor print progress
   /// (they still read output_dir to resume).
-  TrainerOptions trainer_options(TrainerOptions o) const {
+  template <class O>
+  TrainerOptionsFor<O> trainer_options(TrainerOptionsFor<O> o) const {
     if (!is_root()) {
       o.write_outputs = false;
       o.progress = false;

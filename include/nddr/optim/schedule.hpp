@@ -111,14 +111,73 @@ struct MultiStepSchedule {
   }
 };
 
+/// Cosine annealing (PyTorch `CosineAnnealingLR`, closed form):
+/// eta_min + (base_lr - eta_min) * (1 + cos(pi * t / t_max)) / 2. `eta_min` is an absolute rate
+/// (as torch's), not a multiplier: the optimiser still multiplies the whole value by each
+/// group's lr_mult, so groups keep their ratio to the end. No restarts: past t_max the cosine
+/// goes on and the rate rises again (period 2 t_max), as torch's does.
+struct CosineSchedule {
+  double base_lr = 1e-3;
+  std::int64_t t_max = 1;
+  double eta_min = 0.0;
+
+  double operator()(std::int64_t step) const {
+    validate();
+    detail::check_schedule_step("nddr::CosineSchedule", step);
+    constexpr double kPi = 3.14159265358979323846;
+    const double phase = kPi * static_cast<double>(step) / static_cast<double>(t_max);
+    return eta_min + (base_lr - eta_min) * (1.0 + std::cos(phase)) / 2.0;
+  }
+  /// Throws OptionError naming the field unless base_lr >= 0, t_max > 0, eta_min >= 0.
+  void validate() const {
+    detail::check_base_lr("nddr::CosineSchedule", base_lr);
+    check<OptionError>(t_max > 0, "nddr::CosineSchedule: t_max must be > 0, got ", t_max);
+    check<OptionError>(eta_min >= 0.0 && std::isfinite(eta_min),
+                       "nddr::CosineSchedule: eta_min must be a finite value >= 0, got ",
+                       eta_min);
+  }
+};
+
 /// A constant rate.
 struct ConstantSchedule {
   double base_lr = 1e-3;
 
   double operator()(std::int64_t step) const {
-    detail::check_base_lr("nddr::ConstantSchedule", base_lr);
+    validate();
     detail::check_schedule_step("nddr::ConstantSchedule", step);
     return base_lr;
+  }
+  /// Throws OptionError unless base_lr >= 0.
+  void validate() const { detail::check_base_lr("nddr::ConstantSchedule", base_lr); }
+};
+
+/// Linear warm-up before any schedule (PyTorch `SequentialLR([LinearLR(start_factor,
+/// end_factor = 1, total_iters = warmup_steps), S], milestones = [warmup_steps])`): for
+/// t < warmup_steps the rate is schedule(0) * (start_factor + (1 - start_factor) * t /
+/// warmup_steps); from then on schedule(t - warmup_steps), the wrapped schedule's counter
+/// restarting at the milestone. So a cosine after the warm-up takes t_max = total - warmup.
+/// `LinearWarmup{CosineSchedule{1e-3, 9000}, 1000}`; warmup_steps = 0 is the schedule itself.
+template <concepts::LrSchedule S>
+struct LinearWarmup {
+  S schedule{};
+  std::int64_t warmup_steps = 0;
+  double start_factor = 1.0 / 3.0;  ///< torch's LinearLR default
+
+  double operator()(std::int64_t step) const {
+    validate();
+    detail::check_schedule_step("nddr::LinearWarmup", step);
+    if (step >= warmup_steps) return static_cast<double>(schedule(step - warmup_steps));
+    const double ramp = start_factor + (1.0 - start_factor) * static_cast<double>(step) /
+                                           static_cast<double>(warmup_steps);
+    return static_cast<double>(schedule(0)) * ramp;
+  }
+  /// Throws OptionError naming the field unless warmup_steps >= 0 and start_factor is in (0, 1]
+  /// (torch's bounds).
+  void validate() const {
+    check<OptionError>(warmup_steps >= 0, "nddr::LinearWarmup: warmup_steps must be >= 0, got ",
+                       warmup_steps);
+    check<OptionError>(start_factor > 0.0 && start_factor <= 1.0,
+                       "nddr::LinearWarmup: start_factor must be in (0, 1], got ", start_factor);
   }
 };
 
@@ -126,5 +185,7 @@ static_assert(concepts::LrSchedule<PolySchedule>);
 static_assert(concepts::LrSchedule<StepSchedule>);
 static_assert(concepts::LrSchedule<MultiStepSchedule>);
 static_assert(concepts::LrSchedule<ConstantSchedule>);
+static_assert(concepts::LrSchedule<CosineSchedule>);
+static_assert(concepts::LrSchedule<LinearWarmup<CosineSchedule>>);
 
 }  // namespace nddr

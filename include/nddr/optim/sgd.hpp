@@ -24,7 +24,8 @@
 #include "nddr/core/shape.hpp"
 #include "nddr/core/storage.hpp"
 #include "nddr/core/tensor.hpp"
-#include "nddr/ops/sgd.hpp"
+#include "nddr/ops/math/sgd.hpp"
+#include "nddr/optim/state.hpp"
 
 namespace nddr {
 
@@ -88,6 +89,12 @@ class SgdOptions {
 template <class T, class D = Cpu>
 class Sgd {
  public:
+  using value_type = T;
+  using device_type = D;
+  using options_type = SgdOptions;
+  /// The name checkpoints record (metadata 'optimizer') and the command line takes.
+  static constexpr const char* kName = "sgd";
+
   /// Binds to `store`, which must be allocated and must outlive the optimiser.
   Sgd(ParameterStore<T, D>& store, SgdOptions options = {})
       : store_(&store), options_(options) {
@@ -154,6 +161,13 @@ class Sgd {
   /// The optimiser state (the velocity buffer), writable, for checkpoints to save and restore
   /// exactly.
   TensorView<T, D> state() { return velocity_.view(); }
+  /// The state by name for checkpoints: the velocity as `optim/state` (the name checkpoints
+  /// written before Adam existed use, so they still load).
+  OptimizerState<T, D> checkpoint_state() {
+    OptimizerState<T, D> s{kName, {}, {}};
+    s.tensors.emplace_back("optim/state", velocity_.view());
+    return s;
+  }
   /// Restores the velocity from a buffer of the same shape as `velocity()`.
   void set_velocity(TensorView<const T, D> v) {
     check<ShapeError>(v.shape() == velocity_.shape(), "nddr::Sgd::set_velocity: state has shape ",

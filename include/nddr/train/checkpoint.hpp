@@ -1,8 +1,11 @@
 #pragma once
 /// \file
 /// Training checkpoints in safetensors: every parameter (`param/<name>`), every buffer
-/// (`buffer/<name>`, BatchNorm running statistics), the optimiser state (`optim/state`), and in
-/// the metadata the step and every random stream (`rng/<i>` = "seed counter").
+/// (`buffer/<name>`, BatchNorm running statistics), the optimiser's state tensors by name
+/// (optim/state.hpp: SGD's velocity `optim/state`; Adam's `optim/exp_avg`, `optim/exp_avg_sq`,
+/// `optim/max_exp_avg_sq`), and in the metadata the step, every random stream (`rng/<i>` =
+/// "seed counter"), the optimiser's name (`optimizer`) and counters (`optim/step` = t).
+/// Files written before the metadata 'optimizer' existed (SGD) load as they are.
 ///
 /// What a user can rely on (docs/weights.md, "Checkpoints"):
 ///   - writes are atomic (io::write_file_atomic: temporary file, fsync, rename, directory
@@ -37,6 +40,7 @@
 #include "nddr/core/tensor.hpp"
 #include "nddr/io/file.hpp"
 #include "nddr/io/safetensors.hpp"
+#include "nddr/optim/state.hpp"
 
 namespace nddr {
 
@@ -73,15 +77,16 @@ class HostFlat {
 
 }  // namespace detail
 
-/// Writes `store` (parameters and buffers), `optimizer_state` and `state` to `path` atomically.
-/// A device store is copied to the host first, so a checkpoint is the same file whichever
-/// device wrote it and loads on any other.
+/// Writes `store` (parameters and buffers), the optimiser's state `optim` and `state` to `path`
+/// atomically. A device store is copied to the host first, so a checkpoint is the same file
+/// whichever device wrote it and loads on any other.
 template <class T, class D>
 void save_checkpoint(const std::string& path, const ParameterStore<T, D>& store,
-                     std::type_identity_t<TensorView<const T, D>> optimizer_state,
-                     const CheckpointState& state) {
-  const detail::HostFlat<T, D> values(store.values()), buffers(store.buffer_values()),
-      optim(optimizer_state);
+                     const OptimizerState<T, D>& optim, const CheckpointState& state) {
+  const detail::HostFlat<T, D> values(store.values()), buffers(store.buffer_values());
+  std::vector<detail::HostFlat<T, D>> optim_tensors;
+  for (const auto& [name, view] : optim.tensors)
+    optim_tensors.emplace_back(TensorView<const T, D>(view.data(), view.shape()));
   std::vector<io::SafetensorsEntry> entries;
   for (const ParamEntry& e : store.parameters())
     entries.push_back(io::entry<T>("param/" + e.name,
@@ -89,8 +94,15 @@ void save_checkpoint(const std::string& path, const ParameterStore<T, D>& store,
   for (const ParamEntry& e : store.buffers())
     entries.push_back(io::entry<T>("buffer/" + e.name,
                                    TensorView<const T, Cpu>(buffers.data() + e.offset, e.shape)));
-  if (!optimizer_state.empty()) entries.push_back(io::entry<T>("optim/state", optim.view()));
+  for (std::size_t i = 0; i < optim.tensors.size(); ++i)
+    entries.push_back(io::entry<T>(optim.tensors[i].first, optim_tensors[i].view()));
   std::map<std::string, std::string> meta = state.extra;
+  if (!optim.optimizer.empty()) meta["optimizer"] = optim.optimizer;
+  for (const auto& [name, view] : optim.counters) {
+    const detail::HostFlat<std::int64_t, D> counter(
+        TensorView<const std::int64_t, D>(view.data(), view.shape()));
+    meta[name] = std::to_string(counter.data()[0]);
+  }
   meta["format"] = "nddr-checkpoint-1";
   meta["step"] = std::to_string(state.step);
   meta["rng_count"] = std::to_string(state.rngs.size());
@@ -98,6 +110,30 @@ void save_checkpoint(const std::string& path, const ParameterStore<T, D>& store,
     meta["rng/" + std::to_string(i)] =
         std::to_string(state.rngs[i].seed) + " " + std::to_string(state.rngs[i].counter);
   io::write_safetensors(path, entries, meta);
+}
+
+namespace detail {
+
+/// The state of an optimiser that is one anonymous flat buffer (the SGD velocity; empty: none)
+/// under its checkpoint name `optim/state`.
+template <class T, class D>
+OptimizerState<T, D> single_buffer_state(TensorView<T, D> buffer) {
+  OptimizerState<T, D> s;
+  if (!buffer.empty()) s.tensors.emplace_back("optim/state", buffer);
+  return s;
+}
+
+}  // namespace detail
+
+/// `save_checkpoint` with the optimiser state as one flat buffer `optim/state` (empty: none).
+template <class T, class D>
+void save_checkpoint(const std::string& path, const ParameterStore<T, D>& store,
+                     std::type_identity_t<TensorView<const T, D>> optimizer_state,
+                     const CheckpointState& state) {
+  save_checkpoint<T, D>(path, store,
+                        detail::single_buffer_state(TensorView<T, D>(
+                            const_cast<T*>(optimizer_state.data()), optimizer_state.shape())),
+                        state);
 }
 
 namespace detail {
@@ -158,19 +194,20 @@ struct CheckpointFile {
   std::string path;
   io::SafetensorsFile file;
   CheckpointState state;
+  std::map<std::string, std::int64_t> counters;  ///< the optimiser's counters (`optim/step`)
 };
 
 /// Reads `path` and validates all of it against `store` (parameters and buffers: every one
-/// present, of the store's dtype and exact shape, finite; no tensor the store lacks),
-/// `optimizer_state` (same) and `rng_streams` (the number of random streams the caller will
-/// restore), and parses the metadata strictly (`step`: a decimal integer in [0, 2^63);
-/// `rng/<i>`: two decimal unsigned 64-bit integers "seed counter"). Throws IoError naming the
-/// file and the field; reads but never writes the store.
+/// present, of the store's dtype and exact shape, finite; no tensor the store lacks), the
+/// optimiser's `layout` (its tensors: same; its counters: decimal integers in [0, 2^63); a file
+/// naming another optimiser is refused) and `rng_streams` (the number of random streams the
+/// caller will restore), and parses the metadata strictly (`step`: a decimal integer in
+/// [0, 2^63); `rng/<i>`: two decimal unsigned 64-bit integers "seed counter"). Throws IoError
+/// naming the file and the field; reads but never writes the store.
 template <class T, class D>
 CheckpointFile read_checkpoint(const std::string& path, const ParameterStore<T, D>& store,
-                               std::type_identity_t<TensorView<const T, D>> optimizer_state,
-                               std::size_t rng_streams) {
-  CheckpointFile c{path, io::SafetensorsFile::read(path), {}};
+                               const OptimizerLayout& layout, std::size_t rng_streams) {
+  CheckpointFile c{path, io::SafetensorsFile::read(path), {}, {}};
   const io::SafetensorsFile& f = c.file;
   const auto& meta = f.metadata();
   auto get = [&](const std::string& key) -> const std::string& {
@@ -180,13 +217,17 @@ CheckpointFile read_checkpoint(const std::string& path, const ParameterStore<T, 
   };
   check<IoError>(get("format") == "nddr-checkpoint-1", path, ": metadata 'format' is '",
                  detail::clip(get("format")), "', expected 'nddr-checkpoint-1'");
+  if (const auto it = meta.find("optimizer"); it != meta.end() && !layout.optimizer.empty())
+    check<IoError>(it->second == layout.optimizer, path, ": checkpoint holds the state of optimiser '",
+                   detail::clip(it->second), "', this run uses '", layout.optimizer,
+                   "' (resume with the same --optimizer, or start a new run from its weights)");
 
   // Tensors: the expected set, exactly.
   // In the store's order, so the first mismatch reported is the first layer that differs.
   std::vector<std::pair<std::string, Shape>> expected;
   for (const auto& e : store.parameters()) expected.emplace_back("param/" + e.name, e.shape);
   for (const auto& e : store.buffers()) expected.emplace_back("buffer/" + e.name, e.shape);
-  if (!optimizer_state.empty()) expected.emplace_back("optim/state", optimizer_state.shape());
+  for (const auto& [name, shape] : layout.tensors) expected.emplace_back(name, shape);
   std::set<std::string_view> known;
   for (const auto& [key, shape] : expected) known.insert(key);
   for (const std::string& name : f.names())
@@ -236,29 +277,61 @@ CheckpointFile read_checkpoint(const std::string& path, const ParameterStore<T, 
                      ": checkpoint metadata has '", detail::clip(k), "' but rng_count is ", *count);
       continue;
     }
-    if (k != "format" && k != "step" && k != "rng_count") c.state.extra[k] = v;
+    if (k != "format" && k != "step" && k != "rng_count" && k != "optimizer" &&
+        !k.starts_with("optim/"))
+      c.state.extra[k] = v;
+  }
+  for (const std::string& name : layout.counters) {
+    const auto v = detail::parse_decimal(get(name), std::numeric_limits<std::int64_t>::max());
+    check<IoError>(v.has_value(), path, ": checkpoint metadata '", name, "' = '",
+                   detail::clip(get(name)), "', expected a decimal integer in [0, 2^63)");
+    c.counters[name] = static_cast<std::int64_t>(*v);
   }
   return c;
 }
 
-/// Writes a checkpoint validated by `read_checkpoint` (against this same `store` and
-/// `optimizer_state`) into them.
+/// `read_checkpoint` for an optimiser state that is one flat buffer `optim/state` (empty: none).
+template <class T, class D>
+CheckpointFile read_checkpoint(const std::string& path, const ParameterStore<T, D>& store,
+                               std::type_identity_t<TensorView<const T, D>> optimizer_state,
+                               std::size_t rng_streams) {
+  OptimizerLayout layout;
+  if (!optimizer_state.empty()) layout.tensors.emplace_back("optim/state", optimizer_state.shape());
+  return read_checkpoint<T, D>(path, store, layout, rng_streams);
+}
+
+/// Writes a checkpoint validated by `read_checkpoint` (against this same `store` and the
+/// layout of `optim`) into them.
 template <class T, class D>
 void restore_checkpoint(const CheckpointFile& c, ParameterStore<T, D>& store,
-                        std::type_identity_t<TensorView<T, D>> optimizer_state) {
+                        const OptimizerState<T, D>& optim) {
   // Straight into the store on the CPU; through one host copy per flat buffer on a device.
-  detail::HostStaging<T, D> values(store.values()), buffers(store.buffer_values()),
-      optim(optimizer_state);
+  detail::HostStaging<T, D> values(store.values()), buffers(store.buffer_values());
   auto copy = [&](const std::string& key, T* dst) {
     const std::vector<T> v = c.file.values<T>(key);
     std::copy(v.begin(), v.end(), dst);
   };
   for (const ParamEntry& e : store.parameters()) copy("param/" + e.name, values.data() + e.offset);
   for (const ParamEntry& e : store.buffers()) copy("buffer/" + e.name, buffers.data() + e.offset);
-  if (!optimizer_state.empty()) copy("optim/state", optim.data());
   values.commit();
   buffers.commit();
-  optim.commit();
+  for (const auto& [name, view] : optim.tensors) {
+    detail::HostStaging<T, D> staged(view);
+    copy(name, staged.data());
+    staged.commit();
+  }
+  for (const auto& [name, view] : optim.counters) {
+    detail::HostStaging<std::int64_t, D> staged(view);
+    staged.data()[0] = c.counters.at(name);
+    staged.commit();
+  }
+}
+
+/// `restore_checkpoint` for an optimiser state that is one flat buffer `optim/state`.
+template <class T, class D>
+void restore_checkpoint(const CheckpointFile& c, ParameterStore<T, D>& store,
+                        std::type_identity_t<TensorView<T, D>> optimizer_state) {
+  restore_checkpoint<T, D>(c, store, detail::single_buffer_state(optimizer_state));
 }
 
 /// `read_checkpoint` then `restore_checkpoint`: restores `store` and `optimizer_state` and

@@ -2,13 +2,18 @@
 /// \file
 /// `Experiment<MultiTask<...>, Tasks<...>, Optimizer, Schedule>`: the compile-time description of
 /// a training run that `Trainer` instantiates: the network spec, one `Task` per network output,
-/// the optimiser template and the learning-rate schedule type.
+/// the optimiser template (any `concepts::Optimizer`: Sgd, Adam, AdamW, or AnyOptimizer to choose
+/// one of them at run time) and the learning-rate schedule type.
 
 #include <cstddef>
 #include <tuple>
 
+#include "nddr/concepts/optimizer.hpp"
 #include "nddr/concepts/task.hpp"
+#include "nddr/core/device.hpp"
 #include "nddr/multitask/network.hpp"
+#include "nddr/optim/adam.hpp"
+#include "nddr/optim/any.hpp"
 #include "nddr/optim/schedule.hpp"
 #include "nddr/optim/sgd.hpp"
 
@@ -29,6 +34,8 @@ struct Experiment;
 template <class Spec, class... X, template <class, class> class Optimizer, class Schedule>
 struct Experiment<Spec, Tasks<X...>, Optimizer, Schedule> {
   static_assert((concepts::require_task<X>() && ...));
+  static_assert(concepts::require_optimizer<Optimizer, float, Cpu>(),
+                "nddr::Experiment: the Optimizer template must model nddr::concepts::Optimizer");
   static_assert(sizeof...(X) == Spec::tasks,
                 "nddr::Experiment: give exactly one Task per network output (Tasks<...> must have "
                 "as many entries as the MultiTask spec has backbones)");

@@ -6,8 +6,8 @@
 ///
 /// Batches always come from host memory. On the CPU a step runs where it is. On a GPU
 /// (`D = Cuda`, include <nddr/cuda.hpp> first) the batch is uploaded through pinned memory on a
-/// copy stream, task losses stay on the device until the step is queued (the SGD update is
-/// cancelled on the device if one is not finite), and `fit` prepares and uploads batch s + 1
+/// copy stream, task losses stay on the device until the step is queued (the optimiser's update
+/// is cancelled on the device if one is not finite), and `fit` prepares and uploads batch s + 1
 /// while step s computes. Targets are resized to the outputs on the host before the upload.
 ///
 /// Outputs (docs/weights.md, "Checkpoints and logs"): `log.csv`, `log.jsonl` and `eval.jsonl`
@@ -71,10 +71,12 @@ class NonFiniteLossError : public Error {
   std::size_t task_;
 };
 
-/// Run-time options of a `Trainer`.
-struct TrainerOptions {
+/// Run-time options of a `Trainer` whose optimiser takes options of type `OptimizerOptions`
+/// (`Trainer<E, D, T>::options_type`; `TrainerOptions` for SGD).
+template <class OptimizerOptions>
+struct TrainerOptionsFor {
   std::vector<double> loss_weights;   ///< one per task; empty = all 1 (the paper: 1 and 20)
-  SgdOptions optimizer{};
+  OptimizerOptions optimizer{};       ///< the experiment's optimiser's options
   std::int64_t log_every = 10;        ///< log and progress interval in steps (0 = never)
   std::int64_t eval_every = 0;        ///< periodic evaluation interval in steps (0 = never)
   std::int64_t checkpoint_every = 0;  ///< 0 = only when asked
@@ -90,6 +92,9 @@ struct TrainerOptions {
   /// with a before-update hook (it runs host code inside the step).
   bool cuda_graph = false;
 };
+
+/// The options of a Trainer with the default optimiser, SGD.
+using TrainerOptions = TrainerOptionsFor<SgdOptions>;
 
 template <class E, class D = Cpu, class T = float>
 class Trainer {
@@ -109,6 +114,9 @@ class Trainer {
  public:
   using network_type = Network<typename E::spec, D, T>;
   using optimizer_type = typename E::template optimizer<T, D>;
+  static_assert(concepts::Optimizer<optimizer_type>);
+  /// `TrainerOptions` for SGD, `TrainerOptionsFor<AdamOptions>` for Adam, and so on.
+  using options_type = TrainerOptionsFor<typename optimizer_type::options_type>;
   using schedule_type = typename E::schedule;
   /// One target tensor per task (int32 labels, or T vectors for normals), in host memory.
   using Targets = decltype(targets_type<Cpu>(std::make_index_sequence<K>{}));
@@ -140,7 +148,7 @@ class Trainer {
   /// (e.g. a ConstantSchedule for a quick run).
   template <class S>
     requires std::is_invocable_r_v<double, const S&, std::int64_t>
-  Trainer(network_type& net, S schedule, TrainerOptions opt = {})
+  Trainer(network_type& net, S schedule, options_type opt = {})
       : net_(net),
         schedule_(std::move(schedule)),
         opt_(std::move(opt)),
@@ -170,7 +178,7 @@ class Trainer {
   const detail::TrainerDevice<D, T>* device_state() const { return device_ ? &*device_ : nullptr; }
   optimizer_type& optimizer() { return optimizer_; }
   std::int64_t step() const { return step_; }
-  const TrainerOptions& options() const { return opt_; }
+  const options_type& options() const { return opt_; }
   const std::vector<StepResult>& history() const { return history_; }
 
   /// Task names, in order.
@@ -362,7 +370,7 @@ class Trainer {
     st.step = step_;
     for (Rng* r : net_.rngs()) st.rngs.push_back(r->state());
     st.extra["experiment"] = opt_.name;
-    nddr::save_checkpoint<T>(path, net_.parameters(), optimizer_.state(), st);
+    nddr::save_checkpoint<T, D>(path, net_.parameters(), optimizer_.checkpoint_state(), st);
   }
   /// Restores parameters, BN statistics, optimiser state, step and random streams. The whole
   /// file is validated first (read_checkpoint): when it throws, nothing has changed. Log rows
@@ -394,13 +402,11 @@ class Trainer {
   };
 
   CheckpointFile read_checkpoint(const std::string& path) {
-    const auto optim = optimizer_.state();
     return nddr::read_checkpoint<T, D>(path, std::as_const(net_.parameters()),
-                                       TensorView<const T, D>(optim.data(), optim.shape()),
-                                       net_.rngs().size());
+                                       optimizer_.checkpoint_state().layout(), net_.rngs().size());
   }
   void restore(const CheckpointFile& c) {
-    restore_checkpoint<T, D>(c, net_.parameters(), optimizer_.state());
+    restore_checkpoint<T, D>(c, net_.parameters(), optimizer_.checkpoint_state());
     auto rngs = net_.rngs();
     for (std::size_t i = 0; i < rngs.size(); ++i) rngs[i]->set_state(c.state.rngs[i]);
     step_ = c.state.step;
@@ -577,7 +583,7 @@ class Trainer {
     r.lr = schedule_(step_);
     r.stop = stop_requested();
     dev.uploader().acquire(ctx, slot);
-    dev.prepare_update(ctx, net_.parameters(), optimizer_.options(), r.lr);
+    dev.prepare_update(ctx, net_.parameters(), optimizer_, r.lr);
     auto body = [&] {
       auto out = net_.forward(ctx, db.image.cview());
       prepare_douts(out);
@@ -765,7 +771,7 @@ class Trainer {
 
   network_type& net_;
   std::function<double(std::int64_t)> schedule_;
-  TrainerOptions opt_;
+  options_type opt_;
   optimizer_type optimizer_;
   std::optional<CheckpointDir> checkpoints_;
   BeforeUpdate before_update_;

@@ -5,6 +5,7 @@
 // (nvcc cannot digest Hana in constant evaluation; Eigen is host-only in this project).
 
 #include "nddr/backend/cuda/kernels/activation.cuh"
+#include "nddr/backend/cuda/kernels/adam.cuh"
 #include "nddr/backend/cuda/kernels/argmax.cuh"
 #include "nddr/backend/cuda/kernels/conv_bn.cuh"
 #include "nddr/backend/cuda/kernels/launch.cuh"
@@ -19,6 +20,8 @@
 
 NDDR_CUDA_INSTANTIATE_ACTIVATION(float)
 NDDR_CUDA_INSTANTIATE_ACTIVATION(double)
+NDDR_CUDA_INSTANTIATE_ADAM(float)
+NDDR_CUDA_INSTANTIATE_ADAM(double)
 NDDR_CUDA_INSTANTIATE_ARGMAX(float)
 NDDR_CUDA_INSTANTIATE_ARGMAX(double)
 NDDR_CUDA_INSTANTIATE_CONV_BN(float)

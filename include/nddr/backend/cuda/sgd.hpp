@@ -23,7 +23,7 @@
 #include "nddr/core/parameter_store.hpp"
 #include "nddr/core/tensor.hpp"
 #include "nddr/optim/sgd.hpp"
-#include "nddr/ops/sgd.hpp"
+#include "nddr/ops/math/sgd.hpp"
 
 namespace nddr::cuda {
 

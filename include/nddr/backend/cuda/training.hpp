@@ -2,7 +2,8 @@
 /// \file
 /// What `Trainer<E, Cuda>` needs beyond the ops: page-locked host buffers and events (RAII),
 /// task losses whose values stay on the device until the step is done (no host round trip
-/// inside a training step), an SGD update that a bad loss cancels on the device, and
+/// inside a training step), an optimiser update (SGD, Adam, AdamW) that a bad loss cancels on
+/// the device, and
 /// double-buffered batch uploads through pinned memory on a copy stream of their own, so the
 /// next batch travels while the current step computes.
 
@@ -19,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "nddr/backend/cuda/adam.hpp"
 #include "nddr/backend/cuda/context.hpp"
 #include "nddr/backend/cuda/error.hpp"
 #include "nddr/backend/cuda/handles.hpp"
@@ -33,6 +35,8 @@
 #include "nddr/core/random.hpp"
 #include "nddr/core/tensor.hpp"
 #include "nddr/ops/math/loss.hpp"
+#include "nddr/optim/adam.hpp"
+#include "nddr/optim/any.hpp"
 #include "nddr/optim/sgd.hpp"
 #include "nddr/train/device_state.hpp"
 
@@ -379,7 +383,8 @@ class StepGraphs {
 
 namespace nddr::detail {
 
-/// The CUDA side of `Trainer<E, Cuda, T>`: deferred task losses, the guarded SGD plan,
+/// The CUDA side of `Trainer<E, Cuda, T>`: deferred task losses, the guarded optimiser plans
+/// (one fused kernel per library optimiser: Sgd, Adam, AdamW, and AnyOptimizer holding one),
 /// double-buffered batch uploads, CUDA Graph capture of the step and a host context for target
 /// resizing and metrics.
 template <class T>
@@ -402,11 +407,22 @@ class TrainerDevice<Cuda, T> {
             TensorView<const U, Cuda> target, TensorView<T, Cuda> dpred) {
     cuda::deferred_loss<T>(ctx, opt, pred, target, dpred, losses_.scratch(k));
   }
-  /// Brings the SGD table up to date and queues the scheduled rate; outside any capture.
+  /// Brings the optimiser's table up to date and queues the scheduled rate; outside any
+  /// capture.
   void prepare_update(Context<Cuda>& ctx, const ParameterStore<T, Cuda>& store,
-                      const SgdOptions& options, double lr) {
-    if (sgd_.prepare(store, options)) ++plan_version_;
+                      const Sgd<T, Cuda>& sgd, double lr) {
+    if (sgd_.prepare(store, sgd.options())) ++plan_version_;
     sgd_.set_lr(ctx, lr);
+  }
+  template <class Options, bool Decoupled>
+  void prepare_update(Context<Cuda>& ctx, const ParameterStore<T, Cuda>& store,
+                      const nddr::detail::AdamImpl<T, Cuda, Options, Decoupled>& adam, double lr) {
+    if (adam_.prepare(store, adam)) ++plan_version_;
+    adam_.set_lr(ctx, lr);
+  }
+  void prepare_update(Context<Cuda>& ctx, const ParameterStore<T, Cuda>& store,
+                      const AnyOptimizer<T, Cuda>& any, double lr) {
+    std::visit([&](const auto& o) { prepare_update(ctx, store, o, lr); }, any.get());
   }
   std::uint64_t plan_version() const { return plan_version_; }
   /// Runs `f` (which queues device work on `ctx`'s stream only) with tensor zeroing and copies
@@ -416,9 +432,11 @@ class TrainerDevice<Cuda, T> {
     cuda::StorageStreamScope scope(ctx.stream());
     f();
   }
-  /// Queues the SGD step (cancelled on the device if a queued loss went bad) and the loss reads.
-  void update(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& sgd) {
-    sgd_.launch(ctx, store, sgd, losses_.guard());
+  /// Queues the optimiser's step (cancelled on the device if a queued loss went bad) and the
+  /// loss reads.
+  template <class Optimizer>
+  void update(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Optimizer& optimizer) {
+    queue_update(ctx, store, optimizer);
     losses_.queue_reads(ctx);
   }
   /// Task `k`'s loss value once the step is done; throws ValueError naming the first
@@ -437,7 +455,20 @@ class TrainerDevice<Cuda, T> {
   cuda::DeviceLosses losses_;
   cuda::BatchUploader uploader_;
   cuda::StepGraphs graphs_;
+  void queue_update(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& sgd) {
+    sgd_.launch(ctx, store, sgd, losses_.guard());
+  }
+  template <class Options, bool Decoupled>
+  void queue_update(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store,
+                    nddr::detail::AdamImpl<T, Cuda, Options, Decoupled>& adam) {
+    adam_.launch(ctx, store, adam, losses_.guard());
+  }
+  void queue_update(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, AnyOptimizer<T, Cuda>& any) {
+    std::visit([&](auto& o) { queue_update(ctx, store, o); }, any.get());
+  }
+
   cuda::SgdPlan<T> sgd_;
+  cuda::AdamPlan<T> adam_;
   std::uint64_t plan_version_ = 0;
   Context<Cpu> host_;
 };

@@ -12,7 +12,7 @@
 #include "nddr/backend/cuda/kernels/launch.cuh"
 #include "nddr/backend/cuda/launch.hpp"
 #include "nddr/backend/cuda/loss.hpp"
-#include "nddr/ops/sgd.hpp"
+#include "nddr/ops/math/sgd.hpp"
 
 namespace nddr::cuda {
 
