@@ -9,9 +9,6 @@
 //   nddr-demo --quick         # a ~20 s smoke run
 //   nddr-demo --steps 3000 --threads 4 --out results/
 //   nddr-demo --device cuda   # on the first GPU (a build with the CUDA backend)
-#if defined(NDDR_WITH_CUDA)
-#include <nddr/cuda.hpp>  // --device cuda[:N]
-#endif
 #include <cstdint>
 #include <exception>
 #include <iostream>

@@ -2,9 +2,6 @@
 //   nddr_imdb_wiki --train-list imdb/train.txt --test-list imdb/test.txt --image-root imdb
 //                  --method nddr --init-weights vgg16.safetensors --init-format torchvision
 // See docs/experiments.md for every table's flags.
-#if defined(NDDR_WITH_CUDA)
-#include <nddr/cuda.hpp>  // --device cuda[:N]
-#endif
 #include "nddr_apps/imdb_experiment.hpp"
 #include "nddr_apps/main.hpp"
 

@@ -2,9 +2,6 @@
 //   nddr_nyuv2 --data-dir datasets/nyu_v2 --method nddr --init-weights-task0 st_seg.safetensors
 //              --init-weights-task1 st_normal.safetensors
 // See docs/experiments.md for every table's flags.
-#if defined(NDDR_WITH_CUDA)
-#include <nddr/cuda.hpp>  // --device cuda[:N]
-#endif
 #include "nddr_apps/nyuv2_experiment.hpp"
 #include "nddr_apps/main.hpp"
 

@@ -1,4 +1,4 @@
-// nddr-nyuv2's driver (run_nyuv2_with) under mpirun -np 2 ([mpi]): the ranks train one model
+// nddr-nyuv2's driver (run_nyuv2) under mpirun -np 2 ([mpi]): the ranks train one model
 // (identical evaluation on every rank), rank 0 alone writes logs, checkpoints and results, and a
 // 2-rank run resumes. Data: the tiny synthetic NYUv2 of the train tests.
 #include "support.hpp"
@@ -43,7 +43,7 @@ TEST_CASE("nddr-nyuv2 driver under mpirun -np 2: one model, rank 0 writes, resum
   comm.barrier();
 
   std::ostringstream log;
-  auto r = ex::run_nyuv2_with<nddr::TinyNet>(config(dir / "nyu", dir / "out", 2, false), log);
+  auto r = ex::run_nyuv2(config(dir / "nyu", dir / "out", 2, false), log);
   CHECK(r.steps == 2);
   // Every rank evaluated its own replica on the whole test set: identical replicas give
   // identical metrics (independent runs on different shards would not).
@@ -62,7 +62,7 @@ TEST_CASE("nddr-nyuv2 driver under mpirun -np 2: one model, rank 0 writes, resum
   comm.barrier();
 
   std::ostringstream log2;
-  r = ex::run_nyuv2_with<nddr::TinyNet>(config(dir / "nyu", dir / "out", 4, true), log2);
+  r = ex::run_nyuv2(config(dir / "nyu", dir / "out", 4, true), log2);
   CHECK(r.steps == 4);
   CHECK_THAT(log2.str(), Catch::Contains("resumed from step 2"));
   comm.barrier();

@@ -181,12 +181,8 @@ ExperimentResult run_imdb_with(ImdbConfig c, std::ostream& out) {
   });
 }
 
-/// `run_imdb_with` for the backbone named by `c.backbone`.
-inline ExperimentResult run_imdb(const ImdbConfig& c, std::ostream& out) {
-  validate_imdb(c);
-  return with_backbone(kImdbTable, c.backbone, [&](auto backbone) {
-    return run_imdb_with<typename decltype(backbone)::type>(c, out);
-  });
-}
+/// `run_imdb_with` for the backbone named by `c.backbone`. Compiled once, for every method and
+/// backbone of kImdbTable, in the nddr_apps library (apps/src/imdb_experiment.cpp).
+ExperimentResult run_imdb(const ImdbConfig& c, std::ostream& out);
 
 }  // namespace nddr::experiments

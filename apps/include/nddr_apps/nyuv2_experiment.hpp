@@ -162,12 +162,8 @@ ExperimentResult run_nyuv2_with(NyuV2Config c, std::ostream& out) {
   });
 }
 
-/// `run_nyuv2_with` for the backbone named by `c.backbone`.
-inline ExperimentResult run_nyuv2(const NyuV2Config& c, std::ostream& out) {
-  validate_nyuv2(c);
-  return with_backbone(kNyuV2Table, c.backbone, [&](auto backbone) {
-    return run_nyuv2_with<typename decltype(backbone)::type>(c, out);
-  });
-}
+/// `run_nyuv2_with` for the backbone named by `c.backbone`. Compiled once, for every method and
+/// backbone of kNyuV2Table, in the nddr_apps library (apps/src/nyuv2_experiment.cpp).
+ExperimentResult run_nyuv2(const NyuV2Config& c, std::ostream& out);
 
 }  // namespace nddr::experiments

@@ -611,12 +611,16 @@ void conv2d_backward_weights_full(Context<Cpu>& ctx, std::type_identity_t<Tensor
 }
 
 namespace bf16_emulation {
+// Templates on F (always float) so that a translation unit instantiates the float convolutions
+// they call only when it runs one with the `conv_bf16` setting, not whenever it includes this
+// header (as inline functions did: ~10 CPU-seconds in every file that includes a network).
 
 /// A copy of `src` with every element rounded to bfloat16.
-inline Tensor<float, Cpu> rounded(const Context<Cpu>& ctx, TensorView<const float, Cpu> src) {
-  Tensor<float, Cpu> r(src.shape());
-  const float* in = src.data();
-  float* out = r.data();
+template <class F>
+Tensor<F, Cpu> rounded(const Context<Cpu>& ctx, std::type_identity_t<TensorView<const F, Cpu>> src) {
+  Tensor<F, Cpu> r(src.shape());
+  const F* in = src.data();
+  F* out = r.data();
   nddr::detail::parallel_ranges(ctx, src.numel(), [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t i = b; i < e; ++i) out[i] = round_to_bfloat16(in[i]);
   });
@@ -624,28 +628,31 @@ inline Tensor<float, Cpu> rounded(const Context<Cpu>& ctx, TensorView<const floa
 }
 
 /// dx += bf16(conv^T(dyr, wr)) for operands already rounded (dx not empty).
-inline void backward_data(Context<Cpu>& ctx, TensorView<const float, Cpu> wr,
-                          TensorView<const float, Cpu> dyr, TensorView<float, Cpu> dx,
-                          const Conv2dOptions& opt) {
-  Tensor<float, Cpu> part(dx.shape());
-  conv2d_backward_data_full<float>(ctx, wr, dyr, part.view(), opt);
-  const float* in = part.data();
-  float* out = dx.data();
+template <class F>
+void backward_data(Context<Cpu>& ctx, std::type_identity_t<TensorView<const F, Cpu>> wr,
+                   std::type_identity_t<TensorView<const F, Cpu>> dyr, TensorView<F, Cpu> dx,
+                   const Conv2dOptions& opt) {
+  Tensor<F, Cpu> part(dx.shape());
+  conv2d_backward_data_full<F>(ctx, wr, dyr, part.view(), opt);
+  const F* in = part.data();
+  F* out = dx.data();
   nddr::detail::parallel_ranges(ctx, dx.numel(), [&](std::int64_t s, std::int64_t e) {
     for (std::int64_t i = s; i < e; ++i) out[i] += round_to_bfloat16(in[i]);
   });
 }
 
 /// db = sum of the float dy; dw = bf16(dconv(bf16(x), dyr)) with dyr = bf16(dy) given.
-inline void backward_weights(Context<Cpu>& ctx, TensorView<const float, Cpu> x,
-                             TensorView<const float, Cpu> dy, TensorView<const float, Cpu> dyr,
-                             TensorView<float, Cpu> dw, TensorView<float, Cpu> db,
-                             const Conv2dOptions& opt) {
-  conv2d_backward_weights_full<float>(ctx, x, dy, {}, db, opt);
+template <class F>
+void backward_weights(Context<Cpu>& ctx, std::type_identity_t<TensorView<const F, Cpu>> x,
+                      std::type_identity_t<TensorView<const F, Cpu>> dy,
+                      std::type_identity_t<TensorView<const F, Cpu>> dyr,
+                      std::type_identity_t<TensorView<F, Cpu>> dw,
+                      std::type_identity_t<TensorView<F, Cpu>> db, const Conv2dOptions& opt) {
+  conv2d_backward_weights_full<F>(ctx, x, dy, {}, db, opt);
   if (dw.empty()) return;
-  const auto xr = rounded(ctx, x);
-  conv2d_backward_weights_full<float>(ctx, xr.cview(), dyr, dw, {}, opt);
-  float* out = dw.data();
+  const auto xr = rounded<F>(ctx, x);
+  conv2d_backward_weights_full<F>(ctx, xr.cview(), dyr, dw, {}, opt);
+  F* out = dw.data();
   for (std::int64_t i = 0; i < dw.numel(); ++i) out[i] = round_to_bfloat16(out[i]);
 }
 
@@ -669,7 +676,7 @@ struct Conv2d<Cpu> {
       if (ctx.settings().conv_bf16()) {
         constexpr const char* kWho = "nddr::ops::conv2d_forward";
         const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt, kWho);
-        const auto xr = bf16_emulation::rounded(ctx, x), wr = bf16_emulation::rounded(ctx, w);
+        const auto xr = bf16_emulation::rounded<T>(ctx, x), wr = bf16_emulation::rounded<T>(ctx, w);
         conv2d_forward_full<float>(ctx, xr.cview(), wr.cview(), {}, y,
                                    Conv2dOptions(opt).bias(false));
         const std::int64_t plane = g.out_h * g.out_w, channels = g.out_c;
@@ -696,8 +703,8 @@ struct Conv2d<Cpu> {
     if (dx.empty()) return;
     if constexpr (std::is_same_v<T, float>) {
       if (ctx.settings().conv_bf16()) {
-        const auto dyr = bf16_emulation::rounded(ctx, dy), wr = bf16_emulation::rounded(ctx, w);
-        return bf16_emulation::backward_data(ctx, wr.cview(), dyr.cview(), dx, opt);
+        const auto dyr = bf16_emulation::rounded<T>(ctx, dy), wr = bf16_emulation::rounded<T>(ctx, w);
+        return bf16_emulation::backward_data<T>(ctx, wr.cview(), dyr.cview(), dx, opt);
       }
     }
     conv2d_backward_data_full<T>(ctx, w, dy, dx, opt);
@@ -717,8 +724,8 @@ struct Conv2d<Cpu> {
                                       const Conv2dOptions& opt) {
     if constexpr (std::is_same_v<T, float>) {
       if (ctx.settings().conv_bf16()) {
-        const auto dyr = bf16_emulation::rounded(ctx, dy);
-        return bf16_emulation::backward_weights(ctx, x, dy, dyr.cview(), dw, db, opt);
+        const auto dyr = bf16_emulation::rounded<T>(ctx, dy);
+        return bf16_emulation::backward_weights<T>(ctx, x, dy, dyr.cview(), dw, db, opt);
       }
     }
     conv2d_backward_weights_full<T>(ctx, x, dy, dw, db, opt);
@@ -736,10 +743,10 @@ struct Conv2d<Cpu> {
                               const Conv2dOptions& opt) {
     if constexpr (std::is_same_v<T, float>) {
       if (ctx.settings().conv_bf16()) {
-        const auto dyr = bf16_emulation::rounded(ctx, dy);
-        bf16_emulation::backward_weights(ctx, x, dy, dyr.cview(), dw, db, opt);
+        const auto dyr = bf16_emulation::rounded<T>(ctx, dy);
+        bf16_emulation::backward_weights<T>(ctx, x, dy, dyr.cview(), dw, db, opt);
         if (!dx.empty())
-          bf16_emulation::backward_data(ctx, bf16_emulation::rounded(ctx, w).cview(), dyr.cview(),
+          bf16_emulation::backward_data<T>(ctx, bf16_emulation::rounded<T>(ctx, w).cview(), dyr.cview(),
                                         dx, opt);
         return;
       }
