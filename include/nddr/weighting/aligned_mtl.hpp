@@ -4,7 +4,6 @@
 /// into orthogonal components of equal norm, from the eigen-decomposition of the Gram matrix.
 
 #include <Eigen/Core>
-#include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -16,6 +15,7 @@
 #include "nddr/core/error.hpp"
 #include "nddr/weighting/loss_weighting.hpp"
 #include "nddr/weighting/method.hpp"
+#include "nddr/weighting/small_linalg.hpp"
 
 namespace nddr::weighting {
 
@@ -52,10 +52,10 @@ class AlignedMtl : public MethodBase {
   Combination combine(const StepInput& in) {
     detail::check_losses(kName, in, k_, true);
     const auto k = static_cast<Eigen::Index>(k_);
-    const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(*in.gram);
-    check<ValueError>(eig.info() == Eigen::Success,
+    const linalg::SymmetricEigen eig = linalg::symmetric_eigen(*in.gram);
+    check<ValueError>(eig.converged,
                       "nddr::weighting::aligned: eigen-decomposition of the Gram matrix failed");
-    const Eigen::VectorXd& lambda = eig.eigenvalues();  // ascending
+    const Eigen::VectorXd& lambda = eig.values;  // ascending
     const double tol = lambda.maxCoeff() * static_cast<double>(k) *
                        static_cast<double>(std::numeric_limits<float>::epsilon());
     std::vector<Eigen::Index> kept;  // descending eigenvalues
@@ -65,8 +65,10 @@ class AlignedMtl : public MethodBase {
     const double s = scale(lambda, kept);
     Eigen::VectorXd alpha = Eigen::VectorXd::Zero(k);
     for (const Eigen::Index i : kept) {
-      const auto v = eig.eigenvectors().col(i);
-      alpha += std::sqrt(s / lambda[i]) * v.sum() * v;
+      double vsum = 0.0;
+      for (Eigen::Index j = 0; j < k; ++j) vsum += eig.vectors(j, i);
+      const double f = std::sqrt(s / lambda[i]) * vsum;
+      for (Eigen::Index j = 0; j < k; ++j) alpha[j] += f * eig.vectors(j, i);
     }
     return detail::gradient_combination(alpha, in.losses);
   }

@@ -7,7 +7,6 @@
 /// references use SciPy's SLSQP, which stops at about 1e-6 on w; this solver is tighter.
 
 #include <Eigen/Core>
-#include <Eigen/LU>
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -19,6 +18,7 @@
 #include "nddr/weighting/loss_weighting.hpp"
 #include "nddr/weighting/method.hpp"
 #include "nddr/weighting/mgda.hpp"
+#include "nddr/weighting/small_linalg.hpp"
 
 namespace nddr::weighting {
 
@@ -31,10 +31,10 @@ struct CaGradDual {
   CaGradDual(const Eigen::MatrixXd& gram, double phi_)
       : m(gram), b(gram.rowwise().mean()), phi(phi_) {}
   double value(const Eigen::VectorXd& w) const {
-    return b.dot(w) + phi * std::sqrt(std::max(0.0, w.dot(m * w)) + 1e-8);
+    return b.dot(w) + phi * std::sqrt(std::max(0.0, w.dot(linalg::mat_vec(m, w))) + 1e-8);
   }
   Eigen::VectorXd gradient(const Eigen::VectorXd& w) const {
-    const Eigen::VectorXd mw = m * w;
+    const Eigen::VectorXd mw = linalg::mat_vec(m, w);
     return b + phi * mw / std::sqrt(std::max(0.0, w.dot(mw)) + 1e-8);
   }
   /// Frank-Wolfe gap grad.w - min_i grad_i >= F(w) - min F (convexity).
@@ -60,7 +60,7 @@ inline Eigen::VectorXd polish_on_face(const CaGradDual& f, const Eigen::VectorXd
   for (Eigen::Index a = 0; a < n; ++a) w[s[a]] = w0[s[a]];
   w /= w.sum();
   for (int it = 0; it < 30; ++it) {
-    const Eigen::VectorXd mw = f.m * w;
+    const Eigen::VectorXd mw = linalg::mat_vec(f.m, w);
     const double q = std::max(0.0, w.dot(mw)) + 1e-8;
     const double r = std::sqrt(q);
     const Eigen::VectorXd g = f.b + f.phi * mw / r;
@@ -73,8 +73,8 @@ inline Eigen::VectorXd polish_on_face(const CaGradDual& f, const Eigen::VectorXd
       kkt(a, n) = kkt(n, a) = 1.0;
       rhs[a] = -g[s[a]];
     }
-    const Eigen::FullPivLU<Eigen::MatrixXd> lu(kkt);
-    if (!lu.isInvertible()) return w0;
+    const linalg::FullPivLu lu(kkt);
+    if (!lu.is_invertible()) return w0;
     const Eigen::VectorXd step = lu.solve(rhs);
     if (!step.allFinite()) return w0;
     Eigen::VectorXd next = w;

@@ -5,7 +5,6 @@
 /// matrix.
 
 #include <Eigen/Core>
-#include <Eigen/LU>
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -15,6 +14,7 @@
 #include "nddr/core/error.hpp"
 #include "nddr/weighting/loss_weighting.hpp"
 #include "nddr/weighting/method.hpp"
+#include "nddr/weighting/small_linalg.hpp"
 
 namespace nddr::weighting {
 
@@ -58,14 +58,18 @@ class ImtlG : public MethodBase {
         du(a - 1, b - 1) = m(0, 0) / n[0] - m(0, b) / n[b] - m(a, 0) / n[0] + m(a, b) / n[b];
     }
     // alpha^T = g1u (D U^T)^{-1}  <=>  (D U^T)^T alpha = g1u^T
-    Eigen::FullPivLU<Eigen::MatrixXd> lu(du.transpose());
-    if (!lu.isInvertible()) {
-      lu.compute((du + 1e-8 * Eigen::MatrixXd::Identity(k - 1, k - 1)).transpose());
-      check<ValueError>(lu.isInvertible(),
+    Eigen::MatrixXd dut(k - 1, k - 1);
+    for (Eigen::Index a = 0; a < k - 1; ++a)
+      for (Eigen::Index b = 0; b < k - 1; ++b) dut(a, b) = du(b, a);
+    linalg::FullPivLu lu(dut);
+    if (!lu.is_invertible()) {
+      for (Eigen::Index a = 0; a < k - 1; ++a) dut(a, a) += 1e-8;
+      lu.compute(dut);
+      check<ValueError>(lu.is_invertible(),
                         "nddr::weighting::imtl: D U^T is singular even with 1e-8 I added "
                         "(zero or parallel task gradients)");
     }
-    const Eigen::VectorXd tail = lu.solve(g1u.transpose());
+    const Eigen::VectorXd tail = lu.solve(g1u.transpose().eval());
     Eigen::VectorXd alpha(k);
     alpha[0] = 1.0 - tail.sum();
     alpha.tail(k - 1) = tail;

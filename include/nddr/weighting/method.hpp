@@ -50,6 +50,7 @@
 
 #include "nddr/core/error.hpp"
 #include "nddr/core/random.hpp"
+#include "nddr/weighting/small_linalg.hpp"
 
 namespace nddr::weighting {
 
@@ -169,12 +170,25 @@ concept WeightingMethod = requires(M m, const M cm, const StepInput& in, const M
   m.after_parameter_update();
 };
 
-/// `G G^T` in double precision of the K x P matrix `rows` (one task gradient per row).
-inline Eigen::MatrixXd gram_matrix(const Eigen::MatrixXd& rows) { return rows * rows.transpose(); }
+/// `G G^T` in double precision of the K x P matrix `rows` (one task gradient per row). Plain
+/// loops (column by column, contiguous in Eigen's column-major storage): an Eigen matrix product
+/// here would instantiate its GEMM kernels in every translation unit.
+inline Eigen::MatrixXd gram_matrix(const Eigen::MatrixXd& rows) {
+  const Eigen::Index k = rows.rows();
+  Eigen::MatrixXd g = Eigen::MatrixXd::Zero(k, k);
+  for (Eigen::Index p = 0; p < rows.cols(); ++p)
+    for (Eigen::Index j = 0; j < k; ++j) {
+      const double x = rows(j, p);
+      for (Eigen::Index i = j; i < k; ++i) g(i, j) += rows(i, p) * x;
+    }
+  for (Eigen::Index j = 0; j < k; ++j)
+    for (Eigen::Index i = j + 1; i < k; ++i) g(j, i) = g(i, j);
+  return g;
+}
 
 /// `sqrt(w^T M w)`: the L2 norm of sum_k w_k g_k, from the Gram matrix.
 inline double combined_norm(const Eigen::MatrixXd& gram, const Eigen::VectorXd& w) {
-  return std::sqrt(std::max(0.0, w.dot(gram * w)));
+  return std::sqrt(std::max(0.0, w.dot(linalg::mat_vec(gram, w))));
 }
 
 /// The factor `clip_grad_norm_` would apply: min(1, max_norm / (norm + 1e-6)); 1 if

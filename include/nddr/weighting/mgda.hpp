@@ -117,7 +117,7 @@ inline MinNorm min_norm_element(const Eigen::MatrixXd& m, MinNormSolver solver, 
   Eigen::VectorXd w = best.weights;
   double cost = best.cost;
   for (int it = 0; it < max_iter; ++it) {
-    const Eigen::VectorXd mw = m * w;
+    const Eigen::VectorXd mw = linalg::mat_vec(m, w);
     Eigen::VectorXd next;
     MinNorm line;
     if (solver == MinNormSolver::kFrankWolfe) {
@@ -128,7 +128,7 @@ inline MinNorm min_norm_element(const Eigen::MatrixXd& m, MinNormSolver solver, 
       next[t] += line.weights[1];
     } else {
       const Eigen::VectorXd target = detail::next_point(w, -mw);
-      line = min_norm_two(w.dot(mw), target.dot(mw), target.dot(m * target));
+      line = min_norm_two(w.dot(mw), target.dot(mw), target.dot(linalg::mat_vec(m, target)));
       next = line.weights[0] * w + line.weights[1] * target;
     }
     cost = line.cost;
@@ -186,7 +186,9 @@ class Mgda : public MethodBase {
       if (options_.normalization == N::kLossPlus) n[i] = loss * norm;
       if (!(n[i] > 0.0) || !std::isfinite(n[i])) n[i] = 1.0;
     }
-    const Eigen::MatrixXd normalised = m.array() / (n * n.transpose()).array();
+    Eigen::MatrixXd normalised(k, k);
+    for (Eigen::Index j = 0; j < k; ++j)
+      for (Eigen::Index i = 0; i < k; ++i) normalised(i, j) = m(i, j) / (n[i] * n[j]);
     const MinNorm sol = min_norm_element(normalised, options_.solver);
     return detail::gradient_combination(sol.weights.cwiseQuotient(n), in.losses);
   }

@@ -10,7 +10,6 @@
 /// Agreement with the references is therefore to their solver tolerance; where they stop early
 /// nddr's answer is the exact fixed point.
 
-#include <Eigen/Cholesky>
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
@@ -23,6 +22,7 @@
 #include "nddr/core/error.hpp"
 #include "nddr/weighting/loss_weighting.hpp"
 #include "nddr/weighting/method.hpp"
+#include "nddr/weighting/small_linalg.hpp"
 
 namespace nddr::weighting {
 
@@ -34,17 +34,17 @@ inline std::optional<Eigen::VectorXd> nash_solution(const Eigen::MatrixXd& m, Ei
                                                     int max_iter = 200, double tol = 1e-12) {
   Eigen::VectorXd a = std::move(start);
   const auto f = [&](const Eigen::VectorXd& x) {
-    return 0.5 * x.dot(m * x) - x.array().log().sum();
+    return 0.5 * x.dot(linalg::mat_vec(m, x)) - x.array().log().sum();
   };
   for (int it = 0; it <= max_iter; ++it) {
-    const Eigen::VectorXd ma = m * a;
+    const Eigen::VectorXd ma = linalg::mat_vec(m, a);
     if ((a.cwiseProduct(ma).array() - 1.0).abs().maxCoeff() <= tol) return a;
     if (it == max_iter) break;
     const Eigen::VectorXd g = ma - a.cwiseInverse();
     Eigen::MatrixXd h = m;
     h.diagonal() += a.cwiseInverse().cwiseAbs2();
-    const Eigen::LDLT<Eigen::MatrixXd> ldlt(h);
-    if (ldlt.info() != Eigen::Success) return std::nullopt;
+    const linalg::Ldlt ldlt(h);  // Eigen::LDLT semantics: ok() == (info() == Success)
+    if (!ldlt.ok()) return std::nullopt;
     const Eigen::VectorXd step = -ldlt.solve(g);
     if (!step.allFinite()) return std::nullopt;
     double t = 1.0;  // fraction to the boundary, then Armijo backtracking
