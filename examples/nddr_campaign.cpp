@@ -27,6 +27,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -124,8 +125,13 @@ std::int64_t newest_checkpoint_step(const std::string& dir) {
   for (fs::directory_iterator it(fs::path(dir) / "checkpoints", ec), end; !ec && it != end;
        it.increment(ec)) {
     const std::string n = it->path().filename().string();
-    if (n.size() == 26 && n.starts_with("ckpt-") && n.ends_with(".safetensors"))
-      best = std::max<std::int64_t>(best, std::atoll(n.substr(5, 10).c_str()));
+    constexpr std::string_view kPrefix = "ckpt-", kSuffix = ".safetensors";
+    if (n.size() <= kPrefix.size() + kSuffix.size() || !n.starts_with(kPrefix) ||
+        !n.ends_with(kSuffix))
+      continue;
+    const auto step = nddr::cli::parse_integer<std::int64_t>(
+        std::string_view(n).substr(kPrefix.size(), n.size() - kPrefix.size() - kSuffix.size()));
+    if (step) best = std::max(best, *step);
   }
   return best;
 }
@@ -307,7 +313,8 @@ void print_plan(const Campaign& c, std::ostream& out) {
     for (const auto d : j.deps) after.push_back(c.jobs[d].run->name);
     out << (i + 1) << " | " << j.run->name << " | " << j.seed << " | " << status << " | "
         << (after.empty() ? "-" : join(after, ", ")) << " | " << j.init << "\n"
-        << "    " << j.run->program << " " << join(j.args) << " --device D"
+        << "    " << j.run->program << " " << join(j.args) << " --device "
+        << (c.devices.size() == 1 ? c.devices[0] : "<its slot's device>")
         << (o.threads ? " --threads " + std::to_string(o.threads) : "")
         << (j.resume ? " --resume" : "") << "\n";
   }

@@ -87,6 +87,7 @@ TEST_CASE("nddr-campaign: killed by SIGTERM and restarted, it ends with the same
   INFO(second);
   REQUIRE(second_code == 0);
   CHECK_THAT(second, Contains("runs already done"));
+  CHECK_THAT(second, Contains("| mt | 1234 | resume from step "));
   CHECK_THAT(second, Contains("mt (seed 1234) on cpu (resuming)"));
   CHECK(count(second, "nddr-campaign: started ") < 22);
   for (const char* file : {"t4.md", "t4.csv", "t1.md", "t1.csv"}) {
