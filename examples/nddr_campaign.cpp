@@ -15,8 +15,10 @@
 #include <sys/prctl.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -277,6 +279,31 @@ void check_runnable(const Campaign& c) {
     fail(std::string(kProgram) + ": --data-dir '" + c.opt.data_dir + "' is not a directory");
 }
 
+// Seconds per training step measured in `dir`/log.csv: between its last two rows of one session
+// (steps and elapsed_s increasing); nullopt when there are no two such rows.
+std::optional<double> measured_step_seconds(const std::string& dir) {
+  std::ifstream in(fs::path(dir) / "log.csv");
+  std::string line;
+  if (!std::getline(in, line)) return std::nullopt;
+  const auto header = split(line, ',');
+  const auto col = std::find(header.begin(), header.end(), "elapsed_s") - header.begin();
+  if (col == static_cast<std::ptrdiff_t>(header.size())) return std::nullopt;
+  double prev_step = -1, prev_secs = -1, step_secs = NAN;
+  while (std::getline(in, line)) {
+    const auto f = split(line, ',');
+    if (f.size() != header.size()) continue;
+    const auto step = nddr::cli::parse_finite(f[0]);
+    const auto secs = nddr::cli::parse_finite(f[static_cast<std::size_t>(col)]);
+    if (!step || !secs) continue;
+    if (*step > prev_step && *secs > prev_secs && prev_step >= 0)
+      step_secs = (*secs - prev_secs) / (*step - prev_step);
+    prev_step = *step;
+    prev_secs = *secs;
+  }
+  if (!std::isfinite(step_secs)) return std::nullopt;
+  return step_secs;
+}
+
 std::string format_duration(double s) {
   char buf[64];
   if (s < 120) std::snprintf(buf, sizeof buf, "%.0f s", s);
@@ -320,13 +347,30 @@ void print_plan(const Campaign& c, std::ostream& out) {
   }
   out << "\n" << to_run << " of " << c.jobs.size() << " runs to do, " << remaining_steps
       << " training steps";
-  if (o.step_seconds > 0) {
-    const double s = static_cast<double>(remaining_steps) * o.step_seconds /
+  // The step time: --step-seconds, else the mean of the steps measured in this campaign's logs.
+  double step_seconds = o.step_seconds;
+  std::string source = "given";
+  if (step_seconds <= 0) {
+    double sum = 0;
+    int n = 0;
+    for (const Job& j : c.jobs)
+      if (const auto m = measured_step_seconds(j.dir)) {
+        sum += *m;
+        ++n;
+      }
+    if (n > 0) {
+      step_seconds = sum / n;
+      source = "measured in the logs of " + std::to_string(n) + " of these runs";
+    }
+  }
+  if (step_seconds > 0) {
+    const double s = static_cast<double>(remaining_steps) * step_seconds /
                      static_cast<double>(c.devices.size());
-    out << "; estimated time at " << o.step_seconds << " s per step on " << c.devices.size()
-        << " device" << (c.devices.size() == 1 ? "" : "s") << ": " << format_duration(s)
-        << " (every run at the measured step's cost, plus evaluation; single-task and mt steps "
-           "cost about half an NDDR step)";
+    out << "; estimated time at " << step_seconds << " s per step (" << source << ") on "
+        << c.devices.size() << " device" << (c.devices.size() == 1 ? "" : "s") << ": "
+        << format_duration(s)
+        << " (every run at that step's cost, plus evaluation; single-task and mt steps cost "
+           "about half an NDDR step)";
   } else {
     out << " (give --step-seconds X, a measured training step time, e.g. from nddr-bench-step, "
            "for an estimate)";

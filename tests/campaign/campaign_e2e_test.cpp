@@ -34,12 +34,15 @@ std::size_t count(const std::string& text, const std::string& what) {
   return n;
 }
 
+const std::string kRunFlags =
+    "--crop 33 --batch 2 --eval-limit 2 --loader-threads 0 --checkpoint-every 5 --quiet";
+
 std::vector<std::string> campaign_args(const std::string& tables, const fs::path& nyu,
-                                       const fs::path& out) {
+                                       const fs::path& out, const std::string& seeds = "2",
+                                       const std::string& run_flags = kRunFlags) {
   return {"--table", tables, "--manifests", NDDR_CAMPAIGN_MANIFESTS, "--data-dir", nyu.string(),
-          "--backbone", "tiny", "--steps", "20", "--seeds", "2", "--threads", "1",
-          "--output-dir", out.string(), "--run-flags",
-          "--crop 33 --batch 2 --eval-limit 2 --loader-threads 0 --checkpoint-every 5 --quiet"};
+          "--backbone", "tiny", "--steps", "20", "--seeds", seeds, "--threads", "1",
+          "--output-dir", out.string(), "--run-flags", run_flags};
 }
 
 int run_campaign(const std::vector<std::string>& args, const fs::path& log) {
@@ -115,6 +118,55 @@ TEST_CASE("nddr-campaign: killed by SIGTERM and restarted, it ends with the same
   CHECK(slurp(out / "t4.md") == slurp(ref / "t4.md"));
 }
 
+TEST_CASE("nddr-campaign: two device slots run two runs at a time, same table as one slot",
+          "[campaign][e2e]") {
+  nddr_test::TempDir tmp("nddr_campaign_slots");
+  const fs::path root(tmp.file(""));
+  nddr_test::write_nyu(root / "nyu");
+  auto args = [&](const fs::path& out, const std::string& devices, const std::string& seeds) {
+    auto a = campaign_args("t4", root / "nyu", out, seeds, kRunFlags + " --log-every 5");
+    a.insert(a.end(), {"--device", devices});
+    return a;
+  };
+  REQUIRE(run_campaign(args(root / "one", "cpu", "1"), root / "one.txt") == 0);
+  const int code = run_campaign(args(root / "two", "cpu,cpu", "1"), root / "two.txt");
+  const std::string two = slurp(root / "two.txt");
+  INFO(two);
+  REQUIRE(code == 0);
+  CHECK(count(two, " on cpu;") + count(two, " on cpu (resuming);") == 6);
+  CHECK(slurp(root / "two" / "t4.md") == slurp(root / "one" / "t4.md"));
+
+  // The plan of one more seed estimates its time from the steps measured in the logs.
+  auto more = args(root / "two", "cpu,cpu", "2");
+  more.push_back("--dry-run");
+  REQUIRE(run_campaign(more, root / "plan.txt") == 0);
+  const std::string plan = slurp(root / "plan.txt");
+  INFO(plan);
+  CHECK_THAT(plan, Contains("| st_seg | 1234 | done (skipped) |"));
+  CHECK_THAT(plan, Contains("| st_seg | 1235 | to run |"));
+  CHECK_THAT(plan, Contains("6 of 12 runs to do, 120 training steps; estimated time at ") &&
+                       Contains("(measured in the logs of 6 of these runs) on 2 devices"));
+}
+
+TEST_CASE("nddr-campaign: a failed run stops its dependents only, exit status 1",
+          "[campaign][e2e]") {
+  nddr_test::TempDir tmp("nddr_campaign_fail");
+  const fs::path root(tmp.file(""));
+  nddr_test::write_nyu(root / "nyu");
+  // Every nddr-nyuv2 refuses --crop 0 (exit status 2).
+  const int code =
+      run_campaign(campaign_args("t4", root / "nyu", root / "out", "1", "--crop 0"),
+                   root / "fail.txt");
+  const std::string text = slurp(root / "fail.txt");
+  INFO(text);
+  CHECK(code == 1);
+  CHECK_THAT(text, Contains("run st_seg (seed 1234) failed (exit status 2); see "));
+  CHECK_THAT(text, Contains("run mt (seed 1234) failed (exit status 2)"));
+  CHECK_THAT(text, Contains("not run: nddr (seed 1234) (a run it depends on failed)"));
+  CHECK(count(text, "nddr-campaign: started ") == 3);
+  CHECK_THAT(slurp(root / "out" / "t4.md"), Contains("| NDDR (ours) | — (13.9) |"));
+}
+
 TEST_CASE("nddr-campaign --dry-run: the plan in order with dependencies, nothing run",
           "[campaign][e2e]") {
   nddr_test::TempDir tmp("nddr_campaign_plan");
@@ -131,7 +183,8 @@ TEST_CASE("nddr-campaign --dry-run: the plan in order with dependencies, nothing
   CHECK_THAT(plan, Contains("6 | nddr | 1234 | to run | st_seg, st_normal | checkpoints of "
                             "st_seg, st_normal (seed 1234)"));
   CHECK_THAT(plan, Contains("st_seg/seed-1234/checkpoints/ckpt-0000020001.safetensors"));
-  CHECK_THAT(plan, Contains("6 of 6 runs to do, 120006 training steps; estimated time at 5 s"));
+  CHECK_THAT(plan, Contains("6 of 6 runs to do, 120006 training steps; estimated time at 5 s per step "
+                            "(given) on 1 device: 166.7 h (6.9 days)"));
   CHECK_FALSE(fs::exists(out));
 }
 
