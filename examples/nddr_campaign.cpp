@@ -277,6 +277,9 @@ void check_runnable(const Campaign& c) {
   std::error_code ec;
   if (!programs.empty() && !fs::is_directory(c.opt.data_dir, ec))
     fail(std::string(kProgram) + ": --data-dir '" + c.opt.data_dir + "' is not a directory");
+  const std::string& w = c.opt.init_weights;  // a file, or a TensorFlow checkpoint prefix
+  if (!programs.empty() && !w.empty() && !fs::exists(w, ec) && !fs::exists(w + ".index", ec))
+    fail(std::string(kProgram) + ": --init-weights '" + w + "' does not exist");
 }
 
 // Seconds per training step measured in `dir`/log.csv: between its last two rows of one session

@@ -205,6 +205,14 @@ TEST_CASE("nddr-campaign: Table 5 is refused before anything runs, with the reas
                        Contains("cannot be run by this build: nddr-nyuv2 has no ResNet-101 "
                                 "backbone"));
   CHECK_FALSE(fs::exists(out));
+  const int missing = run_campaign({"--table", "t4", "--manifests", NDDR_CAMPAIGN_MANIFESTS,
+                                    "--data-dir", (root / "nyu").string(), "--init-weights",
+                                    (root / "voc.safetensors").string(), "--output-dir",
+                                    out.string()},
+                                   root / "missing.txt");
+  CHECK(missing == 1);
+  CHECK_THAT(slurp(root / "missing.txt"), Contains("voc.safetensors' does not exist"));
+  CHECK_FALSE(fs::exists(out));
   const int plan = run_campaign({"--table", "t5", "--manifests", NDDR_CAMPAIGN_MANIFESTS,
                                  "--dry-run"},
                                 root / "plan.txt");
