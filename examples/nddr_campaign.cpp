@@ -247,7 +247,7 @@ Campaign plan(const Options& o) {
            std::to_string(j.seed) + ") made with other flags (see " + record +
            "); remove it or choose another --output-dir");
     const auto results = cp::read_results(j.dir);
-    if (results && results->count("__steps") && results->at("__steps") == static_cast<double>(o.steps)) {
+    if (results && results->steps == o.steps) {
       j.state = State::kDone;
     } else {
       j.resume = true;
@@ -548,15 +548,14 @@ void write_tables(const Campaign& c, std::ostream& out) {
   fs::create_directories(o.output_dir);
   for (const cp::Manifest& m : c.manifests) {
     std::vector<std::vector<cp::RowValues>> values;
-    std::vector<std::map<std::string, std::map<std::string, double>>> per_seed(c.seeds.size());
     for (const cp::RowSpec& r : m.rows) {
       std::vector<cp::RowValues> row;
       for (std::size_t s = 0; s < c.seeds.size(); ++s) {
-        std::vector<std::optional<std::map<std::string, double>>> results;
+        std::vector<std::optional<cp::RunResults>> results;
         for (const auto& name : r.runs)
           results.push_back(cp::read_results(c.jobs[c.index.at({name, c.seeds[s]})].dir));
         std::vector<const std::map<std::string, double>*> ptrs;
-        for (const auto& res : results) ptrs.push_back(res ? &*res : nullptr);
+        for (const auto& res : results) ptrs.push_back(res ? &res->table : nullptr);
         row.push_back(cp::row_values(m.columns, ptrs));
       }
       values.push_back(std::move(row));

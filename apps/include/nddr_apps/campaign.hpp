@@ -34,7 +34,6 @@
 #include <filesystem>
 #include <map>
 #include <optional>
-#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -378,9 +377,15 @@ inline std::vector<std::string> substitute(const std::vector<std::string>& flags
 /// Our numbers of one row for one seed: one value per column, NaN where missing.
 using RowValues = std::vector<double>;
 
-/// `dir/results.json`'s "table" object read as the values of `columns` (NaN where absent or
-/// null); nullopt when the file does not exist. Throws IoError for a malformed file.
-inline std::optional<std::map<std::string, double>> read_results(const std::string& dir) {
+/// What a finished run's `results.json` says: its training steps and its table cells.
+struct RunResults {
+  std::int64_t steps = -1;
+  std::map<std::string, double> table;  ///< column -> value; NaN where the file has null
+};
+
+/// Reads `dir/results.json`; nullopt when the file does not exist. Throws IoError for a
+/// malformed file.
+inline std::optional<RunResults> read_results(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "results.json").string();
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return std::nullopt;
@@ -390,10 +395,10 @@ inline std::optional<std::map<std::string, double>> read_results(const std::stri
   const io::json::Value* table = doc.find("table");
   check<IoError>(table != nullptr && table->is_object(), "nddr-campaign: '", path,
                  "': no \"table\" object");
-  std::map<std::string, double> out;
-  for (const auto& [k, v] : table->as_object()) out[k] = v.is_number() ? v.as_double() : NAN;
+  RunResults out;
+  for (const auto& [k, v] : table->as_object()) out.table[k] = v.is_number() ? v.as_double() : NAN;
   if (const io::json::Value* steps = doc.find("steps"); steps && steps->is_int())
-    out["__steps"] = static_cast<double>(steps->as_int());
+    out.steps = steps->as_int();
   return out;
 }
 
