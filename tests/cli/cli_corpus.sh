@@ -359,6 +359,40 @@ case $program in
     bad bf16 --tf32 --bf16
     bad size --batch 1024 --size 4096
     ;;
+  nddr-campaign)
+    common_cases
+    bad table                                     # --table is required
+    bad table --steps 5
+    text_cases table
+    bad table --table t4,,t1
+    bad table --table ,
+    bad table --table t4,
+    integer_cases steps
+    bad steps --steps 0
+    integer_cases seeds
+    bad seeds --seeds 0
+    bad seeds --seeds 101
+    integer_cases seed
+    bad seed --seed -1
+    bad threads --threads -1
+    bad threads --threads 100000
+    bad device --table t4 --device cpu,,cpu
+    bad device --device cuda:0,gpu
+    bad device --device cpu,
+    bad device --device ,cpu
+    real_cases step-seconds
+    bad step-seconds --step-seconds -1
+    bad backbone --backbone ResNet
+    bad backbone --backbone "a b"
+    text_cases backbone
+    for f in manifests data-dir init-weights output-dir bin-dir run-flags; do text_cases "$f"; done
+    bad run-flags --table t4 --run-flags "   "
+    bad run-flags --table t4 --run-flags "--steps 5"
+    bad run-flags --table t4 --run-flags "--crop 33 --output-dir=x"
+    bad run-flags --table t4 --run-flags "--device cuda"
+    switch_cases dry-run
+    help --table t4 --help
+    ;;
   *)
     echo "cli_corpus.sh: no table for program '$program'" >&2
     exit 2
