@@ -65,8 +65,9 @@ std::string hex(std::uint64_t v) {
 const char* write_dir() { return std::getenv("NDDR_ONNX_WRITE_DIR"); }
 
 // The exported model must be ONNX Runtime's (same bytes), and nddr's inference forward must
-// give ONNX Runtime's outputs on every input batch: float32 on both sides; the tolerance is
-// 2e-5 absolute + 2e-5 relative (outputs are O(1); the two differ in summation order only).
+// give ONNX Runtime's outputs on every input batch: float32 on both sides, differing in
+// summation order only, so the tolerance scales with the output: |a - e| <= 1e-5 (max|e| + |e|)
+// per tensor (outputs reach 80 here; the largest difference seen was 4.5e-5, with -march=native).
 template <class Spec>
 void check_network(const std::string& name, const std::array<std::int64_t, Spec::tasks>& outputs) {
   nddr::Network<Spec> net(outputs);
@@ -112,11 +113,14 @@ void check_network(const std::string& name, const std::array<std::int64_t, Spec:
       INFO(key);
       const auto expected = ref.tensor<float>(key);
       REQUIRE(expected.shape() == out[k].shape());
-      double worst = 0;
+      double scale = 0, worst = 0;
+      for (std::int64_t i = 0; i < expected.numel(); ++i)
+        scale = std::max(scale, std::abs(static_cast<double>(expected.cview()[i])));
       for (std::int64_t i = 0; i < expected.numel(); ++i) {
         const double e = expected.cview()[i], a = out[k][i];
-        worst = std::max(worst, std::abs(a - e) / (2e-5 + 2e-5 * std::abs(e)));
+        worst = std::max(worst, std::abs(a - e) / (1e-5 * (scale + std::abs(e))));
       }
+      CHECK(scale > 0.1);  // a model whose outputs vanish would check nothing
       CHECK(worst <= 1.0);
     }
   }
