@@ -278,7 +278,6 @@ class Network {
   }
 
  private:
-
   // A device network starts exactly where the same network on the CPU starts: build that twin
   // (same seed, same declaration order, hence the same flat layout) and upload its buffers and
   // random streams.
