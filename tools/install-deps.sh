@@ -3,9 +3,11 @@
 # Runs as root or through sudo. CUDA (nvcc, cuDNN, cuBLAS) is expected in /usr/local/cuda and is
 # optional: without nvcc the CUDA backend is simply not built. Open MPI is optional for the library
 # and needed for data-parallel training and its tests (without it there is no nddr::mpi target).
+# libonnx-dev and libprotobuf-dev are for ONNX export (nddr::onnx, nddr-export; docs/onnx.md),
+# likewise optional to the library.
 set -euo pipefail
 packages=(cmake g++ make libeigen3-dev libboost-dev catch2 libbenchmark-dev libpng-dev zlib1g-dev dataset-fashion-mnist
-          libcli11-dev openmpi-bin libopenmpi-dev)
+          libcli11-dev openmpi-bin libopenmpi-dev libonnx-dev libprotobuf-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

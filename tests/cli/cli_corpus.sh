@@ -393,6 +393,51 @@ case $program in
     switch_cases dry-run
     help --table t4 --help
     ;;
+  nddr-export)
+    # common_cases without --device (the export runs on the CPU); --network and --output are
+    # required, so every case that should reach a flag's check names both.
+    req=(--network tiny-nddr --output out.onnx)
+    bad '?' --bogus
+    bad '?' "--bogus=$big"
+    bad '!' positional
+    bad '!' "$big"
+    help --help
+    help -h
+    help --bogus --help
+    bad network --output out.onnx
+    bad network --network vgg19-nddr --output out.onnx
+    bad network --network tiny --output out.onnx
+    bad network --network "$big" --output out.onnx
+    text_cases network
+    bad output --network tiny-nddr
+    bad output --network tiny-nddr --output ""
+    bad output --network tiny-nddr --output=
+    bad classes "${req[@]}" --classes 0,3
+    bad classes "${req[@]}" --classes 40,
+    bad classes "${req[@]}" --classes ,3
+    bad classes "${req[@]}" --classes 40,3,2
+    bad classes "${req[@]}" --classes -1
+    bad classes "${req[@]}" --classes 1e3
+    bad classes "${req[@]}" --classes 200000
+    bad classes "${req[@]}" --classes "$big"
+    bad classes "${req[@]}" --classes 40
+    bad classes --network tiny-st --output out.onnx --classes 40,3
+    text_cases classes
+    bad outputs "${req[@]}" --outputs seg,seg
+    bad outputs "${req[@]}" --outputs seg
+    bad outputs "${req[@]}" --outputs image,normal
+    bad outputs "${req[@]}" --outputs "seg,nor mal"
+    bad outputs "${req[@]}" --outputs seg,
+    bad outputs "${req[@]}" --outputs "$big"
+    text_cases outputs
+    text_cases weights
+    bad weights "${req[@]}" --weights missing.safetensors
+    bad weights "${req[@]}" --weights .
+    bad output --network tiny-nddr --output missing-dir/out.onnx
+    bad output --network tiny-nddr --output .
+    integer_cases seed
+    bad seed "${req[@]}" --seed -1
+    ;;
   *)
     echo "cli_corpus.sh: no table for program '$program'" >&2
     exit 2

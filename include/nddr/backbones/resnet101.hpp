@@ -61,6 +61,9 @@ class Bottleneck {
 
   /// Whether the shortcut is a projection (else the identity).
   bool has_projection() const { return has_proj_; }
+  /// conv1 .. conv3.bn, and the projection (`proj`, `proj.bn`; empty without one).
+  const Sequential<T, D>& main_branch() const { return main_; }
+  const Sequential<T, D>& projection() const { return proj_; }
 
   Shape output_shape(const Shape& in) const {
     check<ShapeError>(in.rank() == 4 && in.c() == in_, "nddr::Bottleneck: input has shape ",
@@ -138,6 +141,8 @@ class Aspp {
   }
 
   std::size_t branches() const { return branches_.size(); }
+  /// Branch `i` (< branches()), parameters `<prefix>.c{i}.weight|bias`.
+  const OutputConv2d<T, D>& branch(std::size_t i) const { return branches_.at(i); }
 
   Shape output_shape(const Shape& in) const { return branches_.front().output_shape(in); }
 

@@ -91,6 +91,16 @@ class Sequential {
     throw Error(detail::concat("nddr::Sequential::child: no child named '", name, "'"));
   }
 
+  /// Child `i` (in `names()` order) if it is an `L`, else null: how exporters walk the chain
+  /// (nddr/io/onnx.hpp). Throws if `i` is out of range.
+  template <class L>
+  const L* child_if(std::size_t i) const {
+    check<Error>(i < children_.size(), "nddr::Sequential::child_if: child ", i, " of ",
+                 children_.size());
+    const auto* m = dynamic_cast<const Model<L>*>(children_[i].get());
+    return m != nullptr ? &m->layer : nullptr;
+  }
+
   /// Appends every random stream held by a child (dropout layers, nested containers), in
   /// child order, so that a checkpoint can save and restore them exactly.
   void collect_rngs(std::vector<Rng*>& out) {

@@ -145,6 +145,16 @@ class Network {
     return *fusion_[s];
   }
 
+  /// Shortcut modules (`Spec::shortcut` only): one per task, or one for a fully shared trunk.
+  std::size_t shortcut_count() const { return kShared == kStages ? 1 : kTasks; }
+  /// Shortcut module `k` (< shortcut_count()); its parameters are `shortcut.task{k}.*`, or
+  /// `shortcut.shared.*` when one module serves K > 1 tasks.
+  ShortcutModule<T, D>& shortcut(std::size_t k) {
+    check<OptionError>(k < shortcuts_.size(), "nddr::Network::shortcut: module ", k, " of ",
+                       shortcuts_.size());
+    return *shortcuts_[k];
+  }
+
   /// Every random stream of the network (dropout layers) in a fixed order: with the parameters,
   /// buffers and optimiser state, this is the whole state a checkpoint needs for exact resume.
   std::vector<Rng*> rngs() {
@@ -268,8 +278,6 @@ class Network {
   }
 
  private:
-  std::size_t shortcut_count() const { return kShared == kStages ? 1 : kTasks; }
-
   // A device network starts exactly where the same network on the CPU starts: build that twin
   // (same seed, same declaration order, hence the same flat layout) and upload its buffers and
   // random streams.
