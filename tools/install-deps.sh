@@ -3,9 +3,10 @@
 # Runs as root or through sudo. CUDA (nvcc, cuDNN, cuBLAS) is expected in /usr/local/cuda and is
 # optional: without nvcc the CUDA backend is simply not built. Open MPI is optional for the library
 # and needed for data-parallel training and its tests (without it there is no nddr::mpi target).
+# libmatio and libturbojpeg are only for nddr-prepare-imdb-wiki (not built without them).
 set -euo pipefail
 packages=(cmake g++ make libeigen3-dev libboost-dev catch2 libbenchmark-dev libpng-dev zlib1g-dev dataset-fashion-mnist
-          libcli11-dev openmpi-bin libopenmpi-dev)
+          libcli11-dev openmpi-bin libopenmpi-dev libmatio-dev libturbojpeg0-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
