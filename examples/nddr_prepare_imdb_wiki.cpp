@@ -17,6 +17,7 @@
 #include <iostream>
 #include <limits>
 #include <string>
+#include <string_view>
 
 int main(int argc, char** argv) {
   namespace prep = nddr::apps::imdb_prep;
@@ -54,7 +55,9 @@ int main(int argc, char** argv) {
               << o.output_dir << "/test.txt --image-root " << o.output_dir << "\n";
     return 0;
   } catch (const std::exception& e) {
-    std::cerr << "nddr-prepare-imdb-wiki: " << e.what() << "\n";
+    std::string_view what = e.what();  // one prefix, whether the message has its own or not
+    if (what.starts_with("nddr-prepare-imdb-wiki: ")) what.remove_prefix(24);
+    std::cerr << "nddr-prepare-imdb-wiki: " << what << "\n";
     return 1;
   }
 }

@@ -267,6 +267,11 @@ case $program in
     bad loss-scales --data-dir d --method cross-stitch --loss-scales 20
     optimizer_cases --data-dir d
     help --steps abc --help
+    # --check-data DIR: a mode of its own (docs/data-nyuv2.md), no other flag.
+    text_cases check-data
+    bad '?' --check-data d --steps 5
+    bad '?' --data-dir d --check-data d
+    help --check-data d --help
     ;;
   nddr-imdb-wiki)
     common_cases

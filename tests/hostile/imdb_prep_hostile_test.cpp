@@ -106,6 +106,7 @@ TEST_CASE("nddr-prepare-imdb-wiki writes the expected lists, crops and faces", "
   const Run again = prepare(dir, "--mat " + kFixture + "/imdb.mat --output-dir " + out);
   CHECK(again.rc == 1);
   CHECK_THAT(again.err, Contains("is not empty; refusing to overwrite"));
+  CHECK(again.err.rfind("nddr-prepare-imdb-wiki: '", 0) == 0);
   CHECK(slurp(out + "/train.txt") == slurp(kFixture + "/expected/train.txt"));
   // An empty one is fine.
   const std::string empty = dir.file("empty");
@@ -145,7 +146,8 @@ TEST_CASE("nddr-prepare-imdb-wiki refuses corrupt metadata and images, naming th
     INFO(file << ": exit " << r.rc << ", stderr: " << r.err);
     CHECK(r.rc == 1);
     for (const std::string& part : expected) CHECK_THAT(r.err, Contains(part));
-    CHECK_THAT(r.err, Contains("nddr-prepare-imdb-wiki: "));
+    CHECK(r.err.rfind("nddr-prepare-imdb-wiki: ", 0) == 0);
+    CHECK_THAT(r.err, !Contains("nddr-prepare-imdb-wiki: nddr-prepare-imdb-wiki"));
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     CHECK(r.err.size() < 1000);
     CHECK_FALSE(fs::exists(out));
