@@ -4,10 +4,12 @@
 # optional: without nvcc the CUDA backend is simply not built. Open MPI is optional for the library
 # and needed for data-parallel training and its tests (without it there is no nddr::mpi target).
 # libonnx-dev and libprotobuf-dev are for ONNX export (nddr::onnx, nddr-export; docs/onnx.md),
-# likewise optional to the library.
+# likewise optional to the library; libmatio and libturbojpeg only for nddr-prepare-imdb-wiki (not
+# built without them).
 set -euo pipefail
 packages=(cmake g++ make libeigen3-dev libboost-dev catch2 libbenchmark-dev libpng-dev zlib1g-dev dataset-fashion-mnist
-          libcli11-dev openmpi-bin libopenmpi-dev libonnx-dev libprotobuf-dev)
+          libcli11-dev openmpi-bin libopenmpi-dev libonnx-dev libprotobuf-dev libmatio-dev
+          libturbojpeg0-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

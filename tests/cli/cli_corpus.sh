@@ -18,6 +18,7 @@ trap 'rm -rf "$work"' EXIT
 big=$(head -c 131000 /dev/zero | tr '\0' 7)
 cases=0
 failures=0
+has_device=1  # 0 for a program without --device (nddr-prepare-imdb-wiki)
 
 # Runs the binary with "$@" in a fresh empty directory: sets rc, out, err and leftover.
 run() {
@@ -147,20 +148,22 @@ common_cases() {
   bad '!' -- --help
   bad '!' "$big"
   bad '!' "$(printf 'two\nlines')"
-  bad device --device gpu
-  bad device --device cuda:
-  bad device --device cuda:x
-  bad device --device cuda:-1
-  bad device --device CUDA
-  bad device --device "cpu "
-  text_cases device
+  if [[ $has_device == 1 ]]; then
+    bad device --device gpu
+    bad device --device cuda:
+    bad device --device cuda:x
+    bad device --device cuda:-1
+    bad device --device CUDA
+    bad device --device "cpu "
+    text_cases device
+  fi
   help --help
   help -h
   help --help=true
   bad help --help=maybe
   help -help
   help --bogus --help
-  help --device gpu -h
+  if [[ $has_device == 1 ]]; then help --device gpu -h; fi
 }
 
 # The flags every experiment binary shares (apps/include/nddr_apps/experiment_driver.hpp,
@@ -264,6 +267,11 @@ case $program in
     bad loss-scales --data-dir d --method cross-stitch --loss-scales 20
     optimizer_cases --data-dir d
     help --steps abc --help
+    # --check-data DIR: a mode of its own (docs/data-nyuv2.md), no other flag.
+    text_cases check-data
+    bad '?' --check-data d --steps 5
+    bad '?' --data-dir d --check-data d
+    help --check-data d --help
     ;;
   nddr-imdb-wiki)
     common_cases
@@ -437,6 +445,32 @@ case $program in
     bad output --network tiny-nddr --output .
     integer_cases seed
     bad seed "${req[@]}" --seed -1
+    ;;
+  nddr-prepare-imdb-wiki)
+    has_device=0
+    common_cases
+    bad mat                                       # --mat and --output-dir are required
+    bad output-dir --mat imdb.mat
+    bad mat --output-dir out
+    text_cases mat
+    text_cases output-dir
+    text_cases image-root
+    real_cases min-face-score
+    real_cases max-second-face-score
+    real_cases margin
+    bad margin --margin -0.1
+    bad margin --margin 2.5
+    integer_cases size
+    bad size --size 7
+    bad size --size 4097
+    real_cases test-fraction
+    bad test-fraction --test-fraction 0
+    bad test-fraction --test-fraction 0.96
+    bad test-fraction --test-fraction 1
+    bad test-fraction --test-fraction -0.5
+    integer_cases seed
+    bad seed --seed -1
+    help --size abc --help
     ;;
   *)
     echo "cli_corpus.sh: no table for program '$program'" >&2
