@@ -617,7 +617,8 @@ namespace bf16_emulation {
 
 /// A copy of `src` with every element rounded to bfloat16.
 template <class F>
-Tensor<F, Cpu> rounded(const Context<Cpu>& ctx, std::type_identity_t<TensorView<const F, Cpu>> src) {
+Tensor<F, Cpu> rounded(const Context<Cpu>& ctx,
+                       std::type_identity_t<TensorView<const F, Cpu>> src) {
   Tensor<F, Cpu> r(src.shape());
   const F* in = src.data();
   F* out = r.data();
@@ -676,7 +677,8 @@ struct Conv2d<Cpu> {
       if (ctx.settings().conv_bf16()) {
         constexpr const char* kWho = "nddr::ops::conv2d_forward";
         const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt, kWho);
-        const auto xr = bf16_emulation::rounded<T>(ctx, x), wr = bf16_emulation::rounded<T>(ctx, w);
+        const auto xr = bf16_emulation::rounded<T>(ctx, x);
+        const auto wr = bf16_emulation::rounded<T>(ctx, w);
         conv2d_forward_full<float>(ctx, xr.cview(), wr.cview(), {}, y,
                                    Conv2dOptions(opt).bias(false));
         const std::int64_t plane = g.out_h * g.out_w, channels = g.out_c;
@@ -703,7 +705,8 @@ struct Conv2d<Cpu> {
     if (dx.empty()) return;
     if constexpr (std::is_same_v<T, float>) {
       if (ctx.settings().conv_bf16()) {
-        const auto dyr = bf16_emulation::rounded<T>(ctx, dy), wr = bf16_emulation::rounded<T>(ctx, w);
+        const auto dyr = bf16_emulation::rounded<T>(ctx, dy);
+        const auto wr = bf16_emulation::rounded<T>(ctx, w);
         return bf16_emulation::backward_data<T>(ctx, wr.cview(), dyr.cview(), dx, opt);
       }
     }
@@ -746,8 +749,8 @@ struct Conv2d<Cpu> {
         const auto dyr = bf16_emulation::rounded<T>(ctx, dy);
         bf16_emulation::backward_weights<T>(ctx, x, dy, dyr.cview(), dw, db, opt);
         if (!dx.empty())
-          bf16_emulation::backward_data<T>(ctx, bf16_emulation::rounded<T>(ctx, w).cview(), dyr.cview(),
-                                        dx, opt);
+          bf16_emulation::backward_data<T>(ctx, bf16_emulation::rounded<T>(ctx, w).cview(),
+                                           dyr.cview(), dx, opt);
         return;
       }
     }
