@@ -194,6 +194,15 @@ class DataParallel {
     if (size() == 1) return;
     trainer.set_before_update(
         [this](Context<D>& ctx, typename Trainer::StepResult& r) { before_update(ctx, r); });
+    // What a weighting method reads (per-task gradients, losses) is averaged before it reads it.
+    trainer.set_reducer(typename Trainer::Reducer{
+        [this](Context<D>& ctx, TensorView<T, D> flat) {
+          for_buckets(flat, [&](TensorView<T, D> b) { comm_.all_reduce_average(ctx, b); });
+        },
+        [this](std::span<double> v) {
+          comm_.all_reduce_sum_host(v);
+          for (double& x : v) x /= static_cast<double>(size());
+        }});
   }
 
   /// `o` for this rank: ranks other than 0 neither write logs or checkpoints nor print progress
