@@ -475,11 +475,13 @@ class Trainer {
     const auto st = w.optimizer->checkpoint_state();
     for (const auto& [name, view] : st.tensors) {
       weighting::MethodState v;
-      for (std::int64_t i = 0; i < view.numel(); ++i) v.values.push_back(static_cast<double>(view[i]));
+      for (std::int64_t i = 0; i < view.numel(); ++i)
+        v.values.push_back(static_cast<double>(view[i]));
       extra["weighting/optim/" + name] = weighting::state_to_text(v);
     }
     for (const auto& [name, view] : st.counters)
-      extra["weighting/optim/" + name] = weighting::state_to_text({{static_cast<double>(view[0])}, {}});
+      extra["weighting/optim/" + name] =
+          weighting::state_to_text({{static_cast<double>(view[0])}, {}});
   }
 
   /// Throws IoError naming `path` when its weighting metadata does not fit this trainer.
@@ -521,7 +523,9 @@ class Trainer {
   }
 
   void restore_weighting(const CheckpointFile& c) {
-    if constexpr (!kOnCpu) return;
+    if constexpr (kOnCpu) restore_weighting_cpu(c);
+  }
+  void restore_weighting_cpu(const CheckpointFile& c) {
     if (!weighting_) return;
     WeightingRun& w = *weighting_;
     const auto& extra = c.state.extra;
@@ -536,7 +540,8 @@ class Trainer {
       check<IoError>(static_cast<std::int64_t>(v.values.size()) == view.numel(),
                      "nddr::Trainer: checkpoint metadata 'weighting/optim/", name, "' has ",
                      v.values.size(), " values, expected ", view.numel());
-      for (std::int64_t i = 0; i < view.numel(); ++i) view[i] = static_cast<T>(v.values[static_cast<std::size_t>(i)]);
+      for (std::int64_t i = 0; i < view.numel(); ++i)
+        view[i] = static_cast<T>(v.values[static_cast<std::size_t>(i)]);
     }
     for (const auto& [name, view] : st.counters)
       view[0] = static_cast<std::int64_t>(
@@ -715,7 +720,8 @@ class Trainer {
           dv[static_cast<std::int64_t>(i)] = static_cast<T>(g[i]);
         }
         optimizer->step(ctx, lr * lr_mult);
-        for (std::size_t i = 0; i < p.size(); ++i) p[i] = static_cast<double>(v[static_cast<std::int64_t>(i)]);
+        for (std::size_t i = 0; i < p.size(); ++i)
+          p[i] = static_cast<double>(v[static_cast<std::int64_t>(i)]);
         method.after_parameter_update();
       }
       if (steps_per_epoch <= 0) return;
@@ -803,8 +809,9 @@ class Trainer {
     return out;
   }
 
-  using RowsMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>,
-                             0, Eigen::OuterStride<>>;
+  using RowsMap =
+      Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0,
+                 Eigen::OuterStride<>>;
   /// Task k's gradient of range `r` as row k of a (K, r.size) map.
   RowsMap task_rows(const typename WeightingRun::Range& r) const {
     const std::int64_t p = weighting_->task_grads.numel() / static_cast<std::int64_t>(K);
@@ -814,7 +821,8 @@ class Trainer {
 
   /// G G^T (K x K, double) over the shared parameters.
   Eigen::MatrixXd shared_gram() const {
-    Eigen::MatrixXd m = Eigen::MatrixXd::Zero(static_cast<Eigen::Index>(K), static_cast<Eigen::Index>(K));
+    const auto k = static_cast<Eigen::Index>(K);
+    Eigen::MatrixXd m = Eigen::MatrixXd::Zero(k, k);
     for (const auto& r : weighting_->ranges) {
       if (r.owner >= 0) continue;
       const Eigen::MatrixXd rows = task_rows(r).template cast<double>();  // (K, size)
@@ -831,7 +839,8 @@ class Trainer {
     const Eigen::RowVectorXd w = (c.shared * clip).transpose();
     T* g = net_.parameters().grads().data();
     for (const auto& r : weighting_->ranges) {
-      Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>> out(g + r.offset, static_cast<Eigen::Index>(r.size));
+      Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>> out(g + r.offset,
+                                                          static_cast<Eigen::Index>(r.size));
       const Eigen::MatrixXd rows = task_rows(r).template cast<double>();  // (K, size)
       if (r.owner < 0)
         out = (w * rows).template cast<T>();
