@@ -7,7 +7,9 @@
 ///   - `attach(trainer)`: after every backward pass, the flat gradient buffer is averaged over the
 ///     ranks in buckets (after the whole backward pass: no overlap with it), the step's losses
 ///     are averaged for the logs, and, without synchronized BN, the BN running statistics are
-///     averaged so that every rank holds the same state;
+///     averaged so that every rank holds the same state; with a weighting method
+///     (TrainerOptions::weighting) the per-task gradients and the task losses are averaged
+///     before the method reads them (`Trainer::Reducer`), so all ranks compute the same weights;
 ///   - `trainer_options(o)`: rank 0 alone writes logs and checkpoints and prints progress;
 ///   - `shard(loader_options)`: each rank reads its own disjoint shard of every epoch;
 ///   - `resume(trainer)` / `load_checkpoint(trainer, path)`: every rank reads rank 0's
