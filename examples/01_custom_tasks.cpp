@@ -129,6 +129,7 @@ int run(nddr::Context<D>& ctx, std::int64_t steps, std::int64_t batch, double lr
   typename Train::options_type topt;
   topt.log_every = 50;
   topt.optimizer = nddr::cli::optimizer_options(optim, nddr::SgdOptions{});
+  nddr::cli::set_weighting(topt, optim);
   Train trainer(net, nddr::cli::schedule_from(optim, lr, steps), topt);
   std::printf("%lld parameters, %lld in the NDDR group\n",
               static_cast<long long>(net.parameters().parameter_count()),

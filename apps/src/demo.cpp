@@ -137,6 +137,7 @@ DemoRow demo_run_on(Context<D>& ctx, const std::string& method, const std::strin
   typename Train::options_type topt;
   topt.optimizer = cli::optimizer_options(
       o.optim, K == 1 ? SgdOptions::paper_single_task() : SgdOptions::paper_multi_task());
+  if (K > 1) cli::set_weighting(topt, o.optim);  // single-task baselines stay plain
   topt.loss_weights.clear();
   for (std::size_t k = 0; k < K; ++k)
     topt.loss_weights.push_back(Train::task_names()[k] == std::string("normal") ? o.normal_weight : 1.0);

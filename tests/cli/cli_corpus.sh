@@ -245,6 +245,18 @@ optimizer_cases() {
   bad amsgrad "$@" --optimizer sgd --amsgrad
   bad warmup "$@" --steps 10 --warmup 10
   bad warmup "$@" --steps 10 --warmup 11 --schedule cosine
+  text_cases weighting
+  integer_cases weighting-epoch
+  bad weighting-epoch --weighting-epoch -1
+  bad weighting "$@" --weighting bogus
+  bad weighting "$@" --weighting PCGrad
+  bad weighting "$@" --weighting :c=0.4
+  bad weighting "$@" --weighting "$big"
+  bad weighting "$@" --weighting cagrad:c=x
+  bad weighting "$@" --weighting cagrad:c
+  bad weighting "$@" --weighting cagrad:c=0.4,,rescale=1
+  bad weighting "$@" --weighting mgda:bogus=1
+  bad weighting "$@" --weighting "dwa:T=$big"
 }
 
 case $program in

@@ -120,6 +120,35 @@ TEST_CASE("DataParallel on 2 ranks with synchronized BN = 1 process on the combi
   CHECK(max_rel_diff(unsynced.parameters().values(), reference.parameters().values()) > 1e-6);
 }
 
+TEST_CASE("DataParallel on 2 ranks with a weighting method = 1 process on the combined batch",
+          "[mpi][data_parallel][weighting]") {
+  MpiCommunicator comm;
+  REQUIRE(comm.size() == 2);
+  // Per-task gradients and losses are averaged before the method reads them, so the weights
+  // (non-linear in the gradients) are those of the combined batch.
+  for (const std::string spec : {"mgda", "pcgrad", "uw", "cagrad"}) {
+    INFO("weighting " << spec);
+    auto opt = quiet();
+    opt.weighting = spec;
+    Net reference({5, 3});
+    nddr::Context<nddr::Cpu> ctx(1);
+    Train single(reference, kSchedule, opt);
+    single.fit(ctx, kSteps, [&](std::int64_t s) { return global_batch(s, 2 * kPerRank); });
+
+    Net net({5, 3});
+    DataParallel dp(comm, net, DataParallelOptions{}.sync_bn(true));
+    dp.synchronize(ctx);
+    Train t(net, kSchedule, dp.trainer_options(opt));
+    dp.attach(t);
+    train_parallel(comm, t, kSteps);
+    check_same_state(net, reference, kTol);
+    for (std::int64_t s = 0; s < kSteps; ++s)
+      for (std::size_t k = 0; k < 2; ++k)
+        CHECK(t.history()[s].weights[k] ==
+              Approx(single.history()[s].weights[k]).epsilon(1e-9));
+  }
+}
+
 TEST_CASE("DataParallel on 2 ranks without synchronized BN = 1 process averaging per-rank "
           "micro-batches",
           "[mpi][data_parallel]") {

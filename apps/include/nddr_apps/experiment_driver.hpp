@@ -568,6 +568,7 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
   topt.loss_weights = std::move(loss_weights);
   topt.optimizer = cli::optimizer_options(
       c, single ? SgdOptions::paper_single_task() : SgdOptions::paper_multi_task());
+  if (!single) cli::set_weighting(topt, c);  // single-task baselines stay plain
   topt.log_every = c.log_every;
   topt.checkpoint_every = c.checkpoint_every;
   topt.output_dir = c.output_dir;

@@ -2,7 +2,9 @@
 /// \file
 /// The optimiser and schedule flags of every nddr program (docs/cli.md, docs/optim.md):
 /// `--optimizer sgd|adam|adamw`, `--weight-decay`, `--beta1`, `--beta2`, `--eps`, `--amsgrad`,
-/// `--schedule poly|cosine|step|constant`, `--warmup N`, `--eta-min`. `add_optimizer_flags`
+/// `--schedule poly|cosine|step|constant`, `--warmup N`, `--eta-min`, and the multi-task
+/// weighting method, `--weighting NAME[:key=value,...]` with `--weighting-epoch N`
+/// (docs/weighting.md). `add_optimizer_flags`
 /// declares them, `check_optimizer_flags` checks what one flag cannot (after parsing), and
 /// `optimizer_options` / `schedule_from` build what `Trainer` takes: `AnyOptimizerOptions` for
 /// an `Experiment<..., AnyOptimizer>` and a schedule callable.
@@ -15,6 +17,7 @@
 
 #include "nddr/optim/any.hpp"
 #include "nddr/optim/schedule.hpp"
+#include "nddr/weighting/registry.hpp"
 #include "nddr_apps/cli.hpp"
 
 namespace nddr::cli {
@@ -30,6 +33,8 @@ struct OptimizerFlags {
   std::string schedule = "poly";
   std::int64_t warmup = 0;  ///< linear warm-up steps before the schedule
   double eta_min = 0.0;     ///< cosine: the final rate (absolute)
+  std::string weighting;    ///< TrainerOptions::weighting; empty = the fixed loss weights
+  std::int64_t weighting_epoch = 0;  ///< TrainerOptions::steps_per_epoch
 };
 
 /// The names `--schedule` takes.
@@ -60,7 +65,23 @@ inline void add_optimizer_flags(ArgParser& p, OptimizerFlags& f, const std::stri
                "spans the remaining steps",
                std::int64_t{0})
       .real("eta-min", f.eta_min, "cosine: the final learning rate (absolute)",
-            RealRange::non_negative());
+            RealRange::non_negative())
+      .text("weighting", f.weighting,
+            "multi-task loss weighting or gradient method, NAME[:key=value,...] with NAME one "
+            "of " + weighting::weighting_names() + " (docs/weighting.md; CPU only for now)",
+            "NAME[:key=value,...]", [](const std::string& s) { return !s.empty(); }, "SPEC")
+      .default_text("none: the fixed loss weights")
+      .integer("weighting-epoch", f.weighting_epoch,
+               "steps per epoch for --weighting dwa and gradnorm (epoch mean losses); 0: no "
+               "epochs, dwa keeps weights 1",
+               std::int64_t{0});
+}
+
+/// The trainer options' weighting fields from the flags.
+template <class Options>
+void set_weighting(Options& topt, const OptimizerFlags& f) {
+  topt.weighting = f.weighting;
+  topt.steps_per_epoch = f.weighting_epoch;
 }
 
 /// What one flag cannot check: beta1 and beta2 below 1, Adam-only flags with Adam, a warm-up
@@ -74,6 +95,21 @@ inline void check_optimizer_flags(const ArgParser& p, const OptimizerFlags& f,
   if (f.warmup > 0 && f.warmup >= steps)
     p.fail("warmup", "fewer warm-up steps than --steps (" + std::to_string(steps) + ")",
            std::to_string(f.warmup));
+  if (f.weighting.empty()) return;
+  const std::string names = weighting::weighting_names();
+  try {
+    weighting::make_weighting(f.weighting, 2, "--weighting");
+  } catch (const OptionError& e) {
+    const std::string_view name = std::string_view(f.weighting).substr(0, f.weighting.find(':'));
+    if (("," + names + ",").find(", " + std::string(name) + ",") == std::string::npos &&
+        !names.starts_with(std::string(name) + ","))
+      p.fail("weighting", "NAME[:key=value,...] with NAME one of " + names, f.weighting);
+    // The method's own diagnosis (key or value), minus its "--weighting: " prefix, made
+    // printable and short enough for one line.
+    std::string why = e.what();
+    if (why.starts_with("--weighting: ")) why.erase(0, 13);
+    p.fail("weighting", "NAME[:key=value,...] (" + echo(why, 150) + ")", f.weighting);
+  }
 }
 
 /// The options of the chosen optimiser; `sgd` holds the program's SGD defaults (momentum,

@@ -7,7 +7,9 @@
 ///   - `attach(trainer)`: after every backward pass, the flat gradient buffer is averaged over the
 ///     ranks in buckets (after the whole backward pass: no overlap with it), the step's losses
 ///     are averaged for the logs, and, without synchronized BN, the BN running statistics are
-///     averaged so that every rank holds the same state;
+///     averaged so that every rank holds the same state; with a weighting method
+///     (TrainerOptions::weighting) the per-task gradients and the task losses are averaged
+///     before the method reads them (`Trainer::Reducer`), so all ranks compute the same weights;
 ///   - `trainer_options(o)`: rank 0 alone writes logs and checkpoints and prints progress;
 ///   - `shard(loader_options)`: each rank reads its own disjoint shard of every epoch;
 ///   - `resume(trainer)` / `load_checkpoint(trainer, path)`: every rank reads rank 0's
@@ -194,6 +196,15 @@ class DataParallel {
     if (size() == 1) return;
     trainer.set_before_update(
         [this](Context<D>& ctx, typename Trainer::StepResult& r) { before_update(ctx, r); });
+    // What a weighting method reads (per-task gradients, losses) is averaged before it reads it.
+    trainer.set_reducer(typename Trainer::Reducer{
+        [this](Context<D>& ctx, TensorView<T, D> flat) {
+          for_buckets(flat, [&](TensorView<T, D> b) { comm_.all_reduce_average(ctx, b); });
+        },
+        [this](std::span<double> v) {
+          comm_.all_reduce_sum_host(v);
+          for (double& x : v) x /= static_cast<double>(size());
+        }});
   }
 
   /// `o` for this rank: ranks other than 0 neither write logs or checkpoints nor print progress

@@ -25,6 +25,8 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <span>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -50,6 +52,7 @@
 #include "nddr/train/evaluation.hpp"
 #include "nddr/train/experiment.hpp"
 #include "nddr/train/interrupt.hpp"
+#include "nddr/weighting/registry.hpp"
 
 namespace nddr {
 
@@ -91,6 +94,17 @@ struct TrainerOptionsFor {
   /// shape) and replay it; falls back to eager steps, for good, if the capture fails. Not used
   /// with a before-update hook (it runs host code inside the step).
   bool cuda_graph = false;
+  /// A multi-task weighting or gradient method, `NAME[:key=value,...]` as `--weighting` takes
+  /// it (nddr/weighting/registry.hpp, docs/weighting.md); empty = none (only the fixed
+  /// `loss_weights`). The method sees the tasks' losses already scaled by `loss_weights`.
+  /// CPU only for now.
+  std::string weighting;
+  /// Learning-rate multiplier of the method's own parameters (UW's log-variances, GradNorm's
+  /// weights), stepped by a second instance of the experiment's optimiser, without decay.
+  double weighting_lr_mult = 1.0;
+  /// Steps per epoch: after every `steps_per_epoch` steps the method is given the epoch's mean
+  /// task losses (`end_epoch`: DWA, GradNorm); 0 = no epochs (DWA then keeps weights 1).
+  std::int64_t steps_per_epoch = 0;
 };
 
 /// The options of a Trainer with the default optimiser, SGD.
@@ -139,6 +153,9 @@ class Trainer {
     double lr = 0.0;
     std::array<double, K> losses{};
     double total = 0.0;
+    /// With a weighting method: its weights on the shared gradients (`Combination::shared`);
+    /// without one: the fixed loss weights.
+    std::array<double, K> weights{};
     /// Whether `fit` stops after this step (a stop was requested, see interrupt.hpp); set before
     /// the before-update hook, which may change it (data-parallel ranks agree on it there).
     bool stop = false;
@@ -159,6 +176,18 @@ class Trainer {
     for (double w : opt_.loss_weights)
       check<OptionError>(std::isfinite(w) && w >= 0.0, "nddr::Trainer: loss weight ", w,
                          " must be finite and >= 0");
+    if (!opt_.weighting.empty()) {
+      check<OptionError>(kOnCpu, "nddr::Trainer: TrainerOptions::weighting ('", opt_.weighting,
+                         "') is not supported on this device yet; train on the CPU");
+      check<OptionError>(std::isfinite(opt_.weighting_lr_mult) && opt_.weighting_lr_mult >= 0.0,
+                         "nddr::Trainer: weighting_lr_mult ", opt_.weighting_lr_mult,
+                         " must be finite and >= 0");
+      check<OptionError>(opt_.steps_per_epoch >= 0, "nddr::Trainer: steps_per_epoch ",
+                         opt_.steps_per_epoch, " must be >= 0");
+      weighting_ = std::make_unique<WeightingRun>(
+          weighting::make_weighting(opt_.weighting, K, "TrainerOptions::weighting"),
+          opt_.optimizer);
+    }
     if (!opt_.output_dir.empty()) {
       if (opt_.write_outputs) std::filesystem::create_directories(opt_.output_dir);
       checkpoints_.emplace(std::filesystem::path(opt_.output_dir) / "checkpoints",
@@ -171,6 +200,27 @@ class Trainer {
   /// in data-parallel training. Empty = none.
   using BeforeUpdate = std::function<void(Context<D>&, StepResult&)>;
   void set_before_update(BeforeUpdate hook) { before_update_ = std::move(hook); }
+
+  /// How a data-parallel run averages what a weighting method reads, before it reads it: a
+  /// device buffer (the per-task gradients, (K, P)) and host values (the task losses). Empty
+  /// members = one process. `DataParallel::attach` installs one.
+  struct Reducer {
+    std::function<void(Context<D>&, TensorView<T, D>)> average;
+    std::function<void(std::span<double>)> average_host;
+  };
+  void set_reducer(Reducer reducer) { reducer_ = std::move(reducer); }
+
+  /// The weighting method (TrainerOptions::weighting), or null.
+  weighting::AnyWeighting* weighting_method() {
+    return weighting_ ? &weighting_->method : nullptr;
+  }
+  /// The gradient the method's own parameters were last stepped with (UW: d objective / d s),
+  /// empty without such parameters.
+  std::vector<double> weighting_parameter_gradient() const {
+    if (!weighting_) return {};
+    const auto g = weighting_->method.parameter_gradient();
+    return {g.begin(), g.end()};
+  }
 
   network_type& network() { return net_; }
   /// The device backend's state (upload slots, CUDA Graphs and their counters), null on the
@@ -370,6 +420,8 @@ class Trainer {
     st.step = step_;
     for (Rng* r : net_.rngs()) st.rngs.push_back(r->state());
     st.extra["experiment"] = opt_.name;
+    if constexpr (kOnCpu)
+      if (weighting_) save_weighting(st.extra);
     nddr::save_checkpoint<T, D>(path, net_.parameters(), optimizer_.checkpoint_state(), st);
   }
   /// Restores parameters, BN statistics, optimiser state, step and random streams. The whole
@@ -402,13 +454,104 @@ class Trainer {
   };
 
   CheckpointFile read_checkpoint(const std::string& path) {
-    return nddr::read_checkpoint<T, D>(path, std::as_const(net_.parameters()),
-                                       optimizer_.checkpoint_state().layout(), net_.rngs().size());
+    CheckpointFile c = nddr::read_checkpoint<T, D>(
+        path, std::as_const(net_.parameters()), optimizer_.checkpoint_state().layout(),
+        net_.rngs().size());
+    check_weighting(path, c);  // validated before anything is applied
+    return c;
+  }
+
+  /// Checkpoint metadata of the weighting method: its spec, `MethodState`, epoch accumulator
+  /// and its parameters' optimiser state, each as exact decimal text.
+  void save_weighting(std::map<std::string, std::string>& extra) {
+    WeightingRun& w = *weighting_;
+    extra["weighting"] = w.method.spec();
+    extra["weighting/state"] = weighting::state_to_text(w.method.state());
+    weighting::MethodState epoch;
+    epoch.values.assign(w.epoch_sums.begin(), w.epoch_sums.end());
+    epoch.values.push_back(static_cast<double>(w.epoch_steps));
+    extra["weighting/epoch"] = weighting::state_to_text(epoch);
+    if (!w.optimizer) return;
+    const auto st = w.optimizer->checkpoint_state();
+    for (const auto& [name, view] : st.tensors) {
+      weighting::MethodState v;
+      for (std::int64_t i = 0; i < view.numel(); ++i)
+        v.values.push_back(static_cast<double>(view[i]));
+      extra["weighting/optim/" + name] = weighting::state_to_text(v);
+    }
+    for (const auto& [name, view] : st.counters)
+      extra["weighting/optim/" + name] =
+          weighting::state_to_text({{static_cast<double>(view[0])}, {}});
+  }
+
+  /// Throws IoError naming `path` when its weighting metadata does not fit this trainer.
+  void check_weighting(const std::string& path, const CheckpointFile& c) {
+    const auto& extra = c.state.extra;
+    const auto it = extra.find("weighting");
+    if (!weighting_) {
+      check<IoError>(it == extra.end(), path, ": the checkpoint was trained with --weighting '",
+                     it == extra.end() ? std::string() : it->second,
+                     "' but this run has no weighting method; pass the same --weighting");
+      return;
+    }
+    const std::string spec = weighting_->method.spec();
+    check<IoError>(it != extra.end() && it->second == spec, path, ": metadata 'weighting' is '",
+                   it == extra.end() ? std::string("(none)") : it->second, "', expected '", spec,
+                   "' (resume with the same --weighting)");
+    std::vector<std::string> keys = {"weighting/state", "weighting/epoch"};
+    if (weighting_->optimizer) {
+      const auto st = weighting_->optimizer->checkpoint_state();
+      for (const auto& [name, view] : st.tensors) keys.push_back("weighting/optim/" + name);
+      for (const auto& [name, view] : st.counters) keys.push_back("weighting/optim/" + name);
+    }
+    for (const auto& key : keys) {
+      const auto k = extra.find(key);
+      check<IoError>(k != extra.end(), path, ": metadata '", key, "' is missing");
+      try {
+        const weighting::MethodState v = weighting::state_from_text(k->second);
+        if (key == "weighting/state") {
+          weighting::AnyWeighting probe = weighting_->method;
+          probe.set_state(v);
+        } else if (key == "weighting/epoch") {
+          check<ValueError>(v.values.size() == K + 1, "expected ", K + 1, " values, got ",
+                            v.values.size());
+        }
+      } catch (const ValueError& e) {
+        throw IoError(detail::concat(path, ": metadata '", key, "': ", e.what()));
+      }
+    }
+  }
+
+  void restore_weighting(const CheckpointFile& c) {
+    if constexpr (kOnCpu) restore_weighting_cpu(c);
+  }
+  void restore_weighting_cpu(const CheckpointFile& c) {
+    if (!weighting_) return;
+    WeightingRun& w = *weighting_;
+    const auto& extra = c.state.extra;
+    w.method.set_state(weighting::state_from_text(extra.at("weighting/state")));
+    const auto epoch = weighting::state_from_text(extra.at("weighting/epoch"));
+    for (std::size_t k = 0; k < K; ++k) w.epoch_sums[k] = epoch.values[k];
+    w.epoch_steps = static_cast<std::int64_t>(epoch.values[K]);
+    if (!w.optimizer) return;
+    const auto st = w.optimizer->checkpoint_state();
+    for (const auto& [name, view] : st.tensors) {
+      const auto v = weighting::state_from_text(extra.at("weighting/optim/" + name));
+      check<IoError>(static_cast<std::int64_t>(v.values.size()) == view.numel(),
+                     "nddr::Trainer: checkpoint metadata 'weighting/optim/", name, "' has ",
+                     v.values.size(), " values, expected ", view.numel());
+      for (std::int64_t i = 0; i < view.numel(); ++i)
+        view[i] = static_cast<T>(v.values[static_cast<std::size_t>(i)]);
+    }
+    for (const auto& [name, view] : st.counters)
+      view[0] = static_cast<std::int64_t>(
+          weighting::state_from_text(extra.at("weighting/optim/" + name)).values.at(0));
   }
   void restore(const CheckpointFile& c) {
     restore_checkpoint<T, D>(c, net_.parameters(), optimizer_.checkpoint_state());
     auto rngs = net_.rngs();
     for (std::size_t i = 0; i < rngs.size(); ++i) rngs[i]->set_state(c.state.rngs[i]);
+    restore_weighting(c);
     step_ = c.state.step;
     checkpoint_step_ = step_;
     owns_outputs_ = true;
@@ -523,16 +666,187 @@ class Trainer {
       if (!std::isfinite(r.losses[k]))
         throw NonFiniteLossError(step_, k, task_names()[k], r.losses[k]);
       r.total += r.losses[k];
+      r.weights[k] = opt_.loss_weights[k];
     }
-    std::vector<TensorView<const T, D>> douts;
-    for (auto& d : douts_) douts.push_back(d.cview());
-    net_.backward(ctx, batch.image.cview(), douts);
+    if (weighting_) {
+      weighted_backward(ctx, batch.image.cview(), r);
+    } else {
+      std::vector<TensorView<const T, D>> douts;
+      for (auto& d : douts_) douts.push_back(d.cview());
+      net_.backward(ctx, batch.image.cview(), douts);
+    }
     r.stop = stop_requested();
     if (before_update_) before_update_(ctx, r);
     optimizer_.step(ctx, r.lr);
+    if (weighting_) weighting_->after_step(ctx, r.lr, opt_.steps_per_epoch);
     ++step_;
     history_.push_back(r);
     return r;
+  }
+
+  /// The method's state besides `weighting_`: its own parameters' optimiser and the epoch
+  /// accumulator. Built with the trainer; lives behind a pointer because the optimiser binds to
+  /// the store.
+  struct WeightingRun {
+    /// One contiguous run of parameters in the flat gradient buffer: shared (owner -1) or
+    /// task `owner`'s head.
+    struct Range {
+      std::size_t offset;
+      std::int64_t size;
+      int owner;
+    };
+
+    WeightingRun(weighting::AnyWeighting m, const typename optimizer_type::options_type& o)
+        : method(std::move(m)) {
+      const std::span<double> p = method.parameters();
+      epoch_sums.fill(0.0);
+      if (p.empty()) return;
+      store.add_group(ParamGroup{"weighting", 1.0, 0.0});
+      store.declare("weighting", Shape{static_cast<std::int64_t>(p.size())}, "weighting");
+      store.allocate();
+      optimizer.emplace(store, o);
+    }
+
+    /// Steps the method's parameters with their gradient from the last `combine` and closes
+    /// an epoch every `steps_per_epoch` steps.
+    void after_step(Context<Cpu>& ctx, double lr, std::int64_t steps_per_epoch) {
+      if (optimizer) {
+        const std::span<double> p = method.parameters();
+        const std::span<const double> g = method.parameter_gradient();
+        TensorView<T, D> v = store.values();
+        TensorView<T, D> dv = store.grads();
+        for (std::size_t i = 0; i < p.size(); ++i) {
+          v[static_cast<std::int64_t>(i)] = static_cast<T>(p[i]);
+          dv[static_cast<std::int64_t>(i)] = static_cast<T>(g[i]);
+        }
+        optimizer->step(ctx, lr * lr_mult);
+        for (std::size_t i = 0; i < p.size(); ++i)
+          p[i] = static_cast<double>(v[static_cast<std::int64_t>(i)]);
+        method.after_parameter_update();
+      }
+      if (steps_per_epoch <= 0) return;
+      if (++epoch_steps < steps_per_epoch) return;
+      std::array<double, K> means{};
+      for (std::size_t k = 0; k < K; ++k)
+        means[k] = epoch_sums[k] / static_cast<double>(epoch_steps);
+      method.end_epoch(means);
+      epoch_sums.fill(0.0);
+      epoch_steps = 0;
+    }
+
+    weighting::AnyWeighting method;
+    ParameterStore<T, D> store;  ///< the method's parameters, for `optimizer`
+    std::optional<optimizer_type> optimizer;
+    double lr_mult = 1.0;
+    Tensor<T, D> task_grads;  ///< (K, P): g_k of every parameter, one row per task
+    std::vector<Range> ranges;
+    std::array<double, K> epoch_sums{};  ///< sum of the method's input losses this epoch
+    std::int64_t epoch_steps = 0;
+  };
+
+  /// The backward pass(es) of a step under a weighting method: leaves the combined gradient
+  /// in the network's gradient buffer and sets `r.total` and `r.weights`.
+  void weighted_backward(Context<Cpu>& ctx, TensorView<const T, D> image, StepResult& r) {
+    WeightingRun& w = *weighting_;
+    w.lr_mult = opt_.weighting_lr_mult;
+    std::array<double, K> losses = r.losses;
+    if (reducer_.average_host) reducer_.average_host(std::span<double>(losses));
+    for (std::size_t k = 0; k < K; ++k) w.epoch_sums[k] += losses[k];
+    const bool needs_gram = w.method.needs_gram();
+    Eigen::MatrixXd gram;
+    if (needs_gram) {
+      task_gradients(ctx, image);
+      if (reducer_.average) reducer_.average(ctx, w.task_grads.view());
+      gram = shared_gram();
+    }
+    const weighting::Combination c =
+        w.method.combine({std::span<const double>(losses), needs_gram ? &gram : nullptr});
+    for (std::size_t k = 0; k < K; ++k) r.weights[k] = c.shared[static_cast<Eigen::Index>(k)];
+    r.total = c.loss;
+    if (needs_gram) {
+      combine_task_gradients(c, gram);
+      return;
+    }
+    // Loss weighting: one backward pass of sum_k w_k L_k.
+    std::vector<TensorView<const T, D>> douts;
+    for (std::size_t k = 0; k < K; ++k) {
+      Tensor<T, D>& d = douts_[k];
+      const T s = static_cast<T>(c.heads[static_cast<Eigen::Index>(k)]);
+      for (std::int64_t i = 0; i < d.numel(); ++i) d.data()[i] *= s;
+      douts.push_back(d.cview());
+    }
+    net_.backward(ctx, image, douts);
+  }
+
+  /// K backward passes from the step's one forward pass, task k's into row k of `task_grads`
+  /// (no retained activations: only the K x P gradient rows are extra).
+  void task_gradients(Context<Cpu>& ctx, TensorView<const T, D> image) {
+    WeightingRun& w = *weighting_;
+    auto& store = net_.parameters();
+    const std::int64_t p = store.grads().numel();
+    if (w.ranges.empty()) w.ranges = parameter_ranges();
+    if (w.task_grads.numel() != static_cast<std::int64_t>(K) * p)
+      w.task_grads = Tensor<T, D>(Shape{static_cast<std::int64_t>(K), p});
+    for (std::size_t k = 0; k < K; ++k) {
+      std::vector<TensorView<const T, D>> douts(K);  // empty views: zero gradient
+      douts[k] = douts_[k].cview();
+      net_.backward(ctx, image, douts);
+      std::memcpy(w.task_grads.data() + static_cast<std::int64_t>(k) * p, store.grads().data(),
+                  static_cast<std::size_t>(p) * sizeof(T));
+    }
+  }
+
+  /// The parameters in flat order, as shared and head ranges: "task<k>.head.*" is task k's,
+  /// everything else is shared (docs/weighting.md, "What shared parameters means").
+  std::vector<typename WeightingRun::Range> parameter_ranges() const {
+    std::vector<typename WeightingRun::Range> out;
+    for (const ParamEntry& e : net_.parameters().parameters()) {
+      int owner = -1;
+      for (std::size_t k = 0; k < K; ++k)
+        if (e.name.starts_with("task" + std::to_string(k) + ".head.")) owner = static_cast<int>(k);
+      out.push_back({e.offset, e.shape.numel(), owner});
+    }
+    return out;
+  }
+
+  using RowsMap =
+      Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0,
+                 Eigen::OuterStride<>>;
+  /// Task k's gradient of range `r` as row k of a (K, r.size) map.
+  RowsMap task_rows(const typename WeightingRun::Range& r) const {
+    const std::int64_t p = weighting_->task_grads.numel() / static_cast<std::int64_t>(K);
+    return RowsMap(weighting_->task_grads.data() + r.offset, static_cast<Eigen::Index>(K),
+                   static_cast<Eigen::Index>(r.size), Eigen::OuterStride<>(p));
+  }
+
+  /// G G^T (K x K, double) over the shared parameters.
+  Eigen::MatrixXd shared_gram() const {
+    const auto k = static_cast<Eigen::Index>(K);
+    Eigen::MatrixXd m = Eigen::MatrixXd::Zero(k, k);
+    for (const auto& r : weighting_->ranges) {
+      if (r.owner >= 0) continue;
+      const Eigen::MatrixXd rows = task_rows(r).template cast<double>();  // (K, size)
+      m.noalias() += rows * rows.transpose();
+    }
+    return m;
+  }
+
+  /// Writes the combined gradient into the network's gradient buffer: sum_k shared[k] g_k
+  /// (clipped to max_shared_norm) on shared parameters, heads[k] g_k on task k's head.
+  void combine_task_gradients(const weighting::Combination& c, const Eigen::MatrixXd& gram) {
+    const double clip =
+        weighting::clip_factor(weighting::combined_norm(gram, c.shared), c.max_shared_norm);
+    const Eigen::RowVectorXd w = (c.shared * clip).transpose();
+    T* g = net_.parameters().grads().data();
+    for (const auto& r : weighting_->ranges) {
+      Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>> out(g + r.offset,
+                                                          static_cast<Eigen::Index>(r.size));
+      const Eigen::MatrixXd rows = task_rows(r).template cast<double>();  // (K, size)
+      if (r.owner < 0)
+        out = (w * rows).template cast<T>();
+      else
+        out = (c.heads[r.owner] * rows.row(r.owner)).template cast<T>();
+    }
   }
 
   detail::TrainerDevice<D, T>& device(Context<D>& ctx) {
@@ -719,6 +1033,9 @@ class Trainer {
        << ",\"lr\":" << json_number(r.lr);
     for (std::size_t k = 0; k < K; ++k)
       js << "," << io::json::quote("loss_" + names[k]) << ":" << json_number(r.losses[k]);
+    if (weighting_)
+      for (std::size_t k = 0; k < K; ++k)
+        js << "," << io::json::quote("weight_" + names[k]) << ":" << json_number(r.weights[k]);
     js << ",\"loss_total\":" << json_number(r.total) << ",\"images_per_s\":" << json_number(rate)
        << ",\"elapsed_s\":" << json_number(secs) << "}\n";
     const auto csv = dir / "log.csv";
@@ -728,10 +1045,14 @@ class Trainer {
     if (header) {
       out << "step,lr";
       for (const auto& n : names) out << ",loss_" << n;
+      if (weighting_)
+        for (const auto& n : names) out << ",weight_" << n;
       out << ",loss_total,images_per_s,elapsed_s\n";
     }
     out << step_ << "," << r.lr;
     for (double l : r.losses) out << "," << l;
+    if (weighting_)
+      for (double w : r.weights) out << "," << w;
     out << "," << r.total << "," << rate << "," << secs << "\n";
     try {
       append_lines({{dir / "log.jsonl", js.str()}, {csv, out.str()}});
@@ -775,6 +1096,8 @@ class Trainer {
   optimizer_type optimizer_;
   std::optional<CheckpointDir> checkpoints_;
   BeforeUpdate before_update_;
+  Reducer reducer_;
+  std::unique_ptr<WeightingRun> weighting_;
   std::optional<detail::TrainerDevice<D, T>> device_;
   std::array<DeviceBatch, 2> dev_batches_;
   std::size_t next_slot_ = 0;
