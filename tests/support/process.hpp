@@ -31,18 +31,24 @@ inline pid_t spawn(const std::string& binary, const std::vector<std::string>& ar
   return pid;
 }
 
-/// Waits up to `seconds` for `pid`; its exit status (128 + the signal when killed by one), or
-/// -1 after killing it when it took longer.
-inline int wait_exit_code(pid_t pid, int seconds) {
+/// Waits up to `seconds` for `pid`; its wait status (WIFEXITED, WEXITSTATUS, ...), or -1 after
+/// killing it when it took longer.
+inline int wait_status(pid_t pid, int seconds) {
   for (int i = 0; i < seconds * 200; ++i) {
     int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid)
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
     ::usleep(5000);
   }
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
   return -1;
+}
+
+/// `wait_status` as an exit status: the code, 128 + the signal when killed by one, or -1.
+inline int wait_exit_code(pid_t pid, int seconds) {
+  const int status = wait_status(pid, seconds);
+  if (status == -1) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 }  // namespace nddr_test

@@ -15,7 +15,6 @@
 #include <type_traits>
 #include <vector>
 
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,6 +25,7 @@
 #include "../support/files.hpp"
 #include "../support/tf_bundle.hpp"
 #include "../support/nyu_fixture.hpp"
+#include "../support/process.hpp"
 #include "nddr_apps/cli.hpp"
 #include "nddr_apps/imdb_experiment.hpp"
 #include "nddr_apps/nyuv2_experiment.hpp"
@@ -618,36 +618,9 @@ std::vector<std::int64_t> logged_steps(const fs::path& csv) {
   return steps;
 }
 
-/// Starts the binary with `args`, stdout and stderr to `log`; returns its pid.
+/// Starts nddr-nyuv2 with `args`, stdout and stderr to `log`; returns its pid.
 pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
-  std::vector<char*> argv;
-  std::string binary = NDDR_NYUV2_BINARY;
-  argv.push_back(binary.data());
-  std::vector<std::string> copy = args;
-  for (std::string& a : copy) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) ::_exit(126);
-    ::dup2(fd, STDOUT_FILENO);
-    ::dup2(fd, STDERR_FILENO);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-/// Waits up to `seconds` for `pid`; its wait status, or kills it and returns -1.
-int wait_for(pid_t pid, int seconds) {
-  for (int i = 0; i < seconds * 100; ++i) {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
-    ::usleep(10000);
-  }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
-  return -1;
+  return nddr_test::spawn(NDDR_NYUV2_BINARY, args, log.string());
 }
 
 }  // namespace
@@ -676,7 +649,7 @@ TEST_CASE("nddr-nyuv2 binary: SIGTERM stops after the step with a checkpoint, --
   if (!logged) ::kill(pid, SIGKILL);
   REQUIRE(logged);
   REQUIRE(::kill(pid, SIGTERM) == 0);
-  const int status = wait_for(pid, 120);
+  const int status = nddr_test::wait_status(pid, 120);
   const std::string first = read_file(tmp.path / "first.txt");
   INFO(first);
   REQUIRE(status != -1);
@@ -702,7 +675,7 @@ TEST_CASE("nddr-nyuv2 binary: SIGTERM stops after the step with a checkpoint, --
   args.insert(args.end(), {"--steps", std::to_string(n + 2), "--resume"});
   const pid_t again = spawn(args, tmp.path / "second.txt");
   REQUIRE(again > 0);
-  const int status2 = wait_for(again, 300);
+  const int status2 = nddr_test::wait_status(again, 300);
   INFO(read_file(tmp.path / "second.txt"));
   REQUIRE(status2 != -1);
   REQUIRE(WIFEXITED(status2));
