@@ -66,5 +66,6 @@ function(nddr_add_failtest name)
   set_tests_properties(failtest.${name} PROPERTIES
     PASS_REGULAR_EXPRESSION "${ARG_PATTERN}"
     FAIL_REGULAR_EXPRESSION "NDDR_FAILTEST_COMPILED"
-    LABELS failtest)
+    LABELS failtest
+    COST 13)  # seconds measured here: ctest -j starts these before the short unit tests
 endfunction()
