@@ -6,6 +6,63 @@ include(Catch)
 add_library(nddr_catch_main OBJECT "${PROJECT_SOURCE_DIR}/tests/main.cpp")
 target_link_libraries(nddr_catch_main PUBLIC Catch2::Catch2)
 
+# Unity batches (measured: three tests/train files compiled as one translation unit cost 142
+# CPU-s against 325 separately; they instantiate the same networks and trainers, which one unit
+# optimises once). Off for quick edit-compile cycles on one file: -DNDDR_UNITY_TESTS=OFF.
+option(NDDR_UNITY_TESTS "Compile the test sources in batches, one translation unit per batch" ON)
+set(NDDR_UNITY_BATCH_SIZE 4 CACHE STRING "Test sources per unity batch (NDDR_UNITY_TESTS)")
+
+# nddr_unity_sources(<out_var> <target> <sources...>)
+# With NDDR_UNITY_TESTS, replaces the .cpp sources by generated batches of NDDR_UNITY_BATCH_SIZE
+# (cmake/NddrUnityBatch.cmake says how a batch is written and what a source must not do);
+# generator expressions, other files and sources with a `// NDDR_UNITY_STANDALONE` line are
+# kept as they are. The batches are written at build time from the sources, so editing a
+# test needs no re-configure.
+function(nddr_unity_sources out_var target)
+  if(NOT NDDR_UNITY_TESTS OR NDDR_UNITY_BATCH_SIZE LESS 2)
+    set(${out_var} ${ARGN} PARENT_SCOPE)
+    return()
+  endif()
+  set(_out)
+  set(_batch)
+  set(_index 0)
+  set(_script ${PROJECT_SOURCE_DIR}/cmake/NddrUnityBatch.cmake)
+  foreach(_src IN LISTS ARGN ITEMS "")  # "" flushes the last batch
+    set(_join OFF)
+    if(_src MATCHES "\\.cpp$" AND NOT _src MATCHES "^\\$<")
+      file(STRINGS "${_src}" _standalone REGEX "^// NDDR_UNITY_STANDALONE" LIMIT_COUNT 1)
+      if(NOT _standalone)
+        set(_join ON)
+      endif()
+    endif()
+    if(_join)
+      list(APPEND _batch ${_src})
+      list(LENGTH _batch _size)
+    elseif(NOT _src STREQUAL "")
+      list(APPEND _out ${_src})
+      continue()
+    endif()
+    if(_batch AND (_src STREQUAL "" OR _size GREATER_EQUAL NDDR_UNITY_BATCH_SIZE))
+      list(LENGTH _batch _size)
+      if(_size EQUAL 1)
+        list(APPEND _out ${_batch})
+      else()
+        set(_unity ${CMAKE_CURRENT_BINARY_DIR}/unity/${target}_${_index}.cpp)
+        string(REPLACE ";" "|" _joined "${_batch}")
+        add_custom_command(OUTPUT ${_unity}
+          COMMAND ${CMAKE_COMMAND} -DOUTPUT=${_unity} "-DSOURCES=${_joined}" -P ${_script}
+          DEPENDS ${_batch} ${_script}
+          COMMENT "Writing the unity batch ${target}_${_index}.cpp (${_size} test sources)"
+          VERBATIM)
+        list(APPEND _out ${_unity})
+        math(EXPR _index "${_index} + 1")
+      endif()
+      set(_batch)
+    endif()
+  endforeach()
+  set(${out_var} ${_out} PARENT_SCOPE)
+endfunction()
+
 # nddr_add_test(<name> SOURCES <files...> [LABELS <labels...>] [LIBS <targets...>]
 #               [PREFIX <ctest name prefix>])
 # One executable; every Catch2 test case becomes a ctest test carrying LABELS.
@@ -29,7 +86,8 @@ endfunction()
 function(nddr_add_test name)
   cmake_parse_arguments(ARG "" "PREFIX" "SOURCES;LABELS;LIBS" ${ARGN})
   nddr_check_test_names(${ARG_SOURCES})
-  add_executable(${name} ${ARG_SOURCES} $<TARGET_OBJECTS:nddr_catch_main>)
+  nddr_unity_sources(_sources ${name} ${ARG_SOURCES})
+  add_executable(${name} ${_sources} $<TARGET_OBJECTS:nddr_catch_main>)
   target_link_libraries(${name} PRIVATE nddr::nddr nddr_build_flags Catch2::Catch2 ${ARG_LIBS})
   target_compile_definitions(${name} PRIVATE
     NDDR_TEST_DATA_DIR="${PROJECT_SOURCE_DIR}/tests/data")

@@ -3,7 +3,9 @@
 // fusion layer, and MultiTask networks (NDDR, and the shortcut variant of cross-stitch), on Cuda
 // against the CPU. Before the ops' front doors this failed to compile: a layer template only
 // found the Context<Cuda> overloads declared before it.
-// The order of these includes is the test:
+// The order of these includes is the test, so this file is compiled alone (never in a unity
+// batch):
+// NDDR_UNITY_STANDALONE
 // clang-format off
 #include <nddr/backbones/heads.hpp>
 #include <nddr/backbones/tiny.hpp>
