@@ -1,7 +1,7 @@
 """Trainable parameters and multiply-adds of the vgg16-* and tiny-* networks of nddr-summary
 (docs/tools.md), computed independently by building the same networks in PyTorch and running
 them on the meta device (shapes only). Run with /work/venv-optim/bin/python (or any Python with
-torch); it prints the table that tests/networks/network_tools_test.cpp hard-codes.
+torch); it prints the table that tests/train/network_tools_test.cpp hard-codes.
 
 Conventions (as nddr-summary's): trainable = conv weights (+ fc8 bias) + BatchNorm gamma/beta;
 multiply-adds = for every convolution (fusion and shortcut 1x1 convolutions included)

@@ -1,8 +1,9 @@
 // nddr-summary and nddr-forward (nddr_apps/network_tools.hpp, docs/tools.md), run in-process
 // through summary_main / forward_main. The parameter counts and multiply-adds are PyTorch's
 // (tools/reference/network_summary.py builds the same networks on the meta device); the
-// forward outputs are the library's own, bit for bit in f64; the gradients are the library's
-// backward and a central finite difference through the tool itself.
+// forward outputs are the library's own, bit for bit (float: nddr-forward computes in f32 only,
+// docs/tools.md); the gradients are the library's backward, bit for bit, and a central finite
+// difference through the tool itself.
 #include <algorithm>
 #include <array>
 #include <catch2/catch.hpp>
@@ -69,23 +70,18 @@ struct Run {
   std::string out, err;
 };
 
-Run forward(const std::vector<std::string>& args) {
-  std::ostringstream out, err;
-  Run r;
-  r.status = nddr::apps::forward_main(args, out, err);
-  r.out = out.str();
-  r.err = err.str();
-  return r;
-}
+using Main = int (*)(const std::vector<std::string>&, std::ostream&, std::ostream&);
 
-Run summary(const std::vector<std::string>& args) {
+Run call(Main main, const std::vector<std::string>& args) {
   std::ostringstream out, err;
   Run r;
-  r.status = nddr::apps::summary_main(args, out, err);
+  r.status = main(args, out, err);
   r.out = out.str();
   r.err = err.str();
   return r;
 }
+Run forward(const std::vector<std::string>& args) { return call(nddr::apps::forward_main, args); }
+Run summary(const std::vector<std::string>& args) { return call(nddr::apps::summary_main, args); }
 
 std::string read_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -93,33 +89,36 @@ std::string read_bytes(const std::string& path) {
 }
 
 using Spec = nddr::MultiTask<nddr::TinyNet, nddr::TinyNet, nddr::Shortcut<nddr::NDDR>>;
-using Net = nddr::Network<Spec, nddr::Cpu, double>;
+using Net = nddr::Network<Spec, nddr::Cpu, float>;
 constexpr const char* kName = "tiny-nddr-shortcut";
 
 // A tiny-nddr-shortcut network (classes 5,3) whose parameters and BN statistics are moved off
 // their initial values, saved to `weights`, and an input image saved to `input`.
 void write_fixture(Net& net, const std::string& weights, const std::string& input,
-                   Tensor<double>& x) {
+                   Tensor<float>& x) {
   nddr::Rng rng(7);
   auto values = net.parameters().values();
-  for (std::int64_t i = 0; i < values.numel(); ++i) values[i] += 0.05 * rng.uniform(-1, 1);
+  for (std::int64_t i = 0; i < values.numel(); ++i)
+    values[i] += static_cast<float>(0.05 * rng.uniform(-1, 1));
   auto buffers = net.parameters().buffer_values();
-  for (std::int64_t i = 0; i < buffers.numel(); ++i) buffers[i] += 0.1 * rng.uniform(0, 1);
+  for (std::int64_t i = 0; i < buffers.numel(); ++i)
+    buffers[i] += static_cast<float>(0.1 * rng.uniform(0, 1));
   nddr::io::save_parameters(weights, net.parameters());
-  x = Tensor<double>(Shape::nchw(2, 3, 19, 21));
-  for (std::int64_t i = 0; i < x.numel(); ++i) x[i] = rng.uniform(-1, 1);
+  x = Tensor<float>(Shape::nchw(2, 3, 19, 21));
+  for (std::int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(rng.uniform(-1, 1));
   nddr::io::write_safetensors(input, {nddr::io::entry("image", x)});
 }
 
 // Targets for outputs of shape (2, 5, h, w) and (2, 3, h, w): labels with some 255s, normals.
 void write_targets(const std::string& path, const Shape& seg, Tensor<std::int32_t>& labels,
-                   Tensor<double>& normals) {
+                   Tensor<float>& normals) {
   nddr::Rng rng(11);
   labels = Tensor<std::int32_t>(Shape{seg.n(), seg.h(), seg.w()});
   for (std::int64_t i = 0; i < labels.numel(); ++i)
     labels[i] = i % 7 == 3 ? 255 : static_cast<std::int32_t>(rng.uniform(0, 4.99));
-  normals = Tensor<double>(Shape::nchw(seg.n(), 3, seg.h(), seg.w()));
-  for (std::int64_t i = 0; i < normals.numel(); ++i) normals[i] = rng.uniform(-1, 1);
+  normals = Tensor<float>(Shape::nchw(seg.n(), 3, seg.h(), seg.w()));
+  for (std::int64_t i = 0; i < normals.numel(); ++i)
+    normals[i] = static_cast<float>(rng.uniform(-1, 1));
   nddr::io::write_safetensors(path, {nddr::io::entry("task0", labels),
                                      nddr::io::entry("task1", normals)});
 }
@@ -127,7 +126,7 @@ void write_targets(const std::string& path, const Shape& seg, Tensor<std::int32_
 }  // namespace
 
 TEST_CASE("nddr-summary: parameters and multiply-adds of every network match PyTorch",
-          "[networks][tools]") {
+          "[train][tools]") {
   for (const auto& e : kExpected) {
     INFO(e.network);
     const std::string name = e.network;
@@ -143,7 +142,7 @@ TEST_CASE("nddr-summary: parameters and multiply-adds of every network match PyT
   }
 }
 
-TEST_CASE("nddr-summary: the table and its last line", "[networks][tools]") {
+TEST_CASE("nddr-summary: the table and its last line", "[train][tools]") {
   const Run r = summary({"--network", "vgg16-nddr", "--classes", "40,3"});
   REQUIRE(r.status == 0);
   CHECK(r.err.empty());
@@ -172,13 +171,13 @@ TEST_CASE("nddr-summary: the table and its last line", "[networks][tools]") {
   CHECK_THAT(classes.err, Contains("--classes: expected 2 value(s) for tiny-nddr"));
 }
 
-TEST_CASE("nddr-forward: outputs equal the library's forward bit for bit in f64",
-          "[networks][tools]") {
+TEST_CASE("nddr-forward: outputs equal the library's forward bit for bit",
+          "[train][tools]") {
   TempDir dir("nddr_forward");
   Net net({5, 3});
-  Tensor<double> x;
+  Tensor<float> x;
   write_fixture(net, dir.file("w.safetensors"), dir.file("x.safetensors"), x);
-  const Run r = forward({"--network", kName, "--classes", "5,3", "--dtype", "f64", "--weights",
+  const Run r = forward({"--network", kName, "--classes", "5,3", "--weights",
                          dir.file("w.safetensors"), "--input", dir.file("x.safetensors"),
                          "--output", dir.file("y.safetensors")});
   INFO(r.err);
@@ -191,36 +190,27 @@ TEST_CASE("nddr-forward: outputs equal the library's forward bit for bit in f64"
   CHECK(f.names() == std::vector<std::string>{"task0", "task1"});
   for (std::size_t k = 0; k < 2; ++k) {
     const std::string name = "task" + std::to_string(k);
-    REQUIRE(f.dtype(name) == nddr::io::Dtype::kF64);
-    const auto got = f.values<double>(name);
+    REQUIRE(f.dtype(name) == nddr::io::Dtype::kF32);
+    const auto got = f.values<float>(name);
     REQUIRE(static_cast<std::int64_t>(got.size()) == y[k].numel());
     CHECK(f.shape(name) == std::vector<std::int64_t>{2, k == 0 ? 5 : 3, 3, 3});
     std::int64_t differ = 0;
     for (std::int64_t i = 0; i < y[k].numel(); ++i) differ += got[i] != y[k][i];
     CHECK(differ == 0);
   }
-  // f32: the same outputs to float precision.
-  const Run r32 = forward({"--network", kName, "--classes", "5,3", "--weights",
-                           dir.file("w.safetensors"), "--input", dir.file("x.safetensors"),
-                           "--output", dir.file("y32.safetensors")});
-  REQUIRE(r32.status == 0);
-  const auto f32 = SafetensorsFile::read(dir.file("y32.safetensors"));
-  CHECK(f32.dtype("task1") == nddr::io::Dtype::kF32);
-  const auto got32 = f32.values<double>("task1");
-  for (std::int64_t i = 0; i < y[1].numel(); ++i) CHECK(got32[i] == Approx(y[1][i]).margin(1e-4));
 }
 
 TEST_CASE("nddr-forward: loss and gradients equal the library's backward and finite differences",
-          "[networks][tools]") {
+          "[train][tools]") {
   TempDir dir("nddr_forward_grad");
   Net net({5, 3});
-  Tensor<double> x;
+  Tensor<float> x;
   write_fixture(net, dir.file("w.safetensors"), dir.file("x.safetensors"), x);
   Tensor<std::int32_t> labels;
-  Tensor<double> normals;
+  Tensor<float> normals;
   write_targets(dir.file("t.safetensors"), net.output_shape(0, x.shape()), labels, normals);
   const std::vector<std::string> args = {
-      "--network", kName, "--classes", "5,3", "--dtype", "f64", "--train", "--input",
+      "--network", kName, "--classes", "5,3", "--train", "--input",
       dir.file("x.safetensors"), "--targets", dir.file("t.safetensors"), "--loss-weights",
       "1,20", "--output"};
   auto with = [&](const std::string& out, const std::string& weights) {
@@ -239,22 +229,22 @@ TEST_CASE("nddr-forward: loss and gradients equal the library's backward and fin
   net.set_training(true);
   nddr::Context<nddr::Cpu> ctx;
   const auto y = net.forward(ctx, x.cview());
-  Tensor<double> d0(y[0].shape()), d1(y[1].shape());
+  Tensor<float> d0(y[0].shape()), d1(y[1].shape());
   d0.zero();
   d1.zero();
-  const double l0 = nddr::Segmentation<5>::loss<double>(ctx, y[0], labels.cview(), d0.view(), 1.0);
-  const double l1 = nddr::SurfaceNormal::loss<double>(ctx, y[1], normals.cview(), d1.view(), 20.0);
-  std::vector<nddr::TensorView<const double>> douts{d0.cview(), d1.cview()};
+  const float l0 = nddr::Segmentation<5>::loss<float>(ctx, y[0], labels.cview(), d0.view(), 1.0f);
+  const float l1 = nddr::SurfaceNormal::loss<float>(ctx, y[1], normals.cview(), d1.view(), 20.0f);
+  std::vector<nddr::TensorView<const float>> douts{d0.cview(), d1.cview()};
   net.backward(ctx, x.cview(), douts);
-  CHECK(g.values<double>("loss/task0")[0] == l0);
-  CHECK(g.values<double>("loss/task1")[0] == l1);
-  CHECK(g.values<double>("loss")[0] == l0 + l1);
+  CHECK(g.values<float>("loss/task0")[0] == l0);
+  CHECK(g.values<float>("loss/task1")[0] == l1);
+  CHECK(g.values<float>("loss")[0] == l0 + l1);
   const auto& store = net.parameters();
   std::size_t grads = 0;
   for (std::size_t i = 0; i < store.parameters().size(); ++i) {
     const auto& e = store.parameters()[i];
     INFO(e.name);
-    const auto got = g.values<double>("grad/" + e.name);
+    const auto got = g.values<float>("grad/" + e.name);
     const auto want = store.grad(nddr::ParamId{i});
     REQUIRE(static_cast<std::int64_t>(got.size()) == want.numel());
     for (std::int64_t j = 0; j < want.numel(); ++j) CHECK(got[j] == want[j]);
@@ -262,33 +252,40 @@ TEST_CASE("nddr-forward: loss and gradients equal the library's backward and fin
   }
   CHECK(grads == store.parameters().size());
 
-  // A central difference on one NDDR weight, through the tool: (L(w + h) - L(w - h)) / 2h.
+  // A central difference on one NDDR weight, through the tool: (L(w + h) - L(w - h)) / 2h in
+  // float, so a loose tolerance (the exact check is the one above).
   const std::string pname = "fusion.stage3.task1.conv.weight";
-  const double analytic = g.values<double>("grad/" + pname)[5];
-  const double h = 1e-5;
+  const auto pgrad = g.values<double>("grad/" + pname);
+  std::size_t j = 0;  // the element with the largest gradient: the float difference resolves it
+  for (std::size_t i = 0; i < pgrad.size(); ++i)
+    if (std::abs(pgrad[i]) > std::abs(pgrad[j])) j = i;
+  const double analytic = pgrad[j];
+  const float h = 1e-2f;
   double loss[2];
   for (int side = 0; side < 2; ++side) {
     Net moved({5, 3});
     nddr::io::load_parameters(dir.file("w.safetensors"), moved.parameters());
     for (std::size_t i = 0; i < moved.parameters().parameters().size(); ++i)
       if (moved.parameters().parameters()[i].name == pname)
-        moved.parameters().value(nddr::ParamId{i})[5] += side == 0 ? h : -h;
+        moved.parameters().value(nddr::ParamId{i})[static_cast<std::int64_t>(j)] +=
+            side == 0 ? h : -h;
     const std::string w = dir.file("w" + std::to_string(side) + ".safetensors");
     nddr::io::save_parameters(w, moved.parameters());
     const std::string out = dir.file("g" + std::to_string(side) + ".safetensors");
     REQUIRE(with(out, w).status == 0);
     loss[side] = SafetensorsFile::read(out).values<double>("loss")[0];
   }
-  const double numeric = (loss[0] - loss[1]) / (2 * h);
-  CHECK(analytic != 0.0);
-  CHECK(numeric == Approx(analytic).epsilon(1e-5).margin(1e-9));
+  const double numeric = (loss[0] - loss[1]) / (2.0 * h);
+  INFO("element " << j << ": analytic " << analytic << ", numeric " << numeric);
+  CHECK(std::abs(analytic) > 1e-2);
+  CHECK(numeric == Approx(analytic).epsilon(3e-2).margin(2e-3));
 }
 
 TEST_CASE("nddr-forward: bad files and flags are refused before anything is written",
-          "[networks][tools]") {
+          "[train][tools]") {
   TempDir dir("nddr_forward_bad");
   Net net({5, 3});
-  Tensor<double> x;
+  Tensor<float> x;
   write_fixture(net, dir.file("w.safetensors"), dir.file("x.safetensors"), x);
   const std::string out = dir.file("y.safetensors");
   {  // an existing output file is kept as it was after every failure
@@ -355,6 +352,9 @@ TEST_CASE("nddr-forward: bad files and flags are refused before anything is writ
   r = run(kName, dir.file("w.safetensors"), dir.file("x.safetensors"), {"--device", "cuda"});
   CHECK(r.status == 2);
   CHECK_THAT(r.err, Contains("--device: expected cpu"));
+  r = run(kName, dir.file("w.safetensors"), dir.file("x.safetensors"), {"--dtype", "f64"});
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Contains("--dtype: expected f32 (nddr-forward computes in float only"));
   r = run(kName, dir.file("w.safetensors"), dir.file("x.safetensors"),
           {"--loss-weights", "1,20"});
   CHECK(r.status == 2);
