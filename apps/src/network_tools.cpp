@@ -115,18 +115,8 @@ class SummaryBuilder {
       : params_(params), groups_(groups) {}
 
   void add(std::string name, std::string shape, std::int64_t macs) {
-    SummaryRow r{std::move(name), std::move(shape), 0, macs, ""};
-    std::set<std::string> groups;
-    const std::string prefix = r.name + ".";
-    for (const ParamEntry& e : params_)
-      if (e.name.starts_with(prefix)) {
-        r.parameters += e.shape.numel();
-        groups.insert(groups_.at(e.group).name);
-      }
-    for (const auto& g : groups) r.group += (r.group.empty() ? "" : "+") + g;
-    if (r.group.empty()) r.group = "-";
     s_.macs += macs;
-    s_.rows.push_back(std::move(r));
+    s_.rows.push_back(SummaryRow{std::move(name), std::move(shape), 0, macs, ""});
   }
 
   // Rows for every child of `seq` named `prefix.<child>`; returns the output shape.
@@ -145,7 +135,24 @@ class SummaryBuilder {
     return in;
   }
 
+  // Every parameter goes to the row with the longest name it starts with ("conv1_1.bn.gamma"
+  // to the row conv1_1.bn, not conv1_1).
   NetworkSummary take(std::int64_t parameters, std::int64_t buffers) {
+    std::vector<std::set<std::string>> groups(s_.rows.size());
+    for (const ParamEntry& e : params_) {
+      std::size_t best = s_.rows.size();
+      for (std::size_t i = 0; i < s_.rows.size(); ++i)
+        if (e.name.starts_with(s_.rows[i].name + ".") &&
+            (best == s_.rows.size() || s_.rows[i].name.size() > s_.rows[best].name.size()))
+          best = i;
+      check<Error>(best < s_.rows.size(), "nddr-summary: parameter '", e.name, "' has no row");
+      s_.rows[best].parameters += e.shape.numel();
+      groups[best].insert(groups_.at(e.group).name);
+    }
+    for (std::size_t i = 0; i < s_.rows.size(); ++i) {
+      for (const auto& g : groups[i]) s_.rows[i].group += (s_.rows[i].group.empty() ? "" : "+") + g;
+      if (s_.rows[i].group.empty()) s_.rows[i].group = "-";
+    }
     s_.parameters = parameters;
     s_.buffers = buffers;
     return std::move(s_);
@@ -519,7 +526,7 @@ int forward_main(const std::vector<std::string>& args, std::ostream& out, std::o
       p.fail("loss-weights", "--targets with it", std::nullopt);
     if (!r.loss_weights.empty() && r.loss_weights.size() != nf.name->tasks())
       p.fail("loss-weights", std::to_string(nf.name->tasks()) + " value(s) for " + nf.network,
-             "");
+             std::to_string(r.loss_weights.size()) + " value(s)");
     namespace fs = std::filesystem;
     std::error_code ec;
     for (const auto& [flag, path] : {std::pair<const char*, const std::string*>{"weights", &r.weights},

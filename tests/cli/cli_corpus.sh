@@ -525,7 +525,7 @@ case $program in
     bad classes "${req[@]}" --classes 40,3,2
     bad dtype "${req[@]}" --dtype f16
     bad dtype "${req[@]}" --dtype F64
-    bad dtype --network vgg16-nddr --weights w --input x --output y --dtype f64   # tiny-* only
+    bad dtype "${req[@]}" --dtype f64             # not built (docs/tools.md)
     text_cases dtype
     bad device "${req[@]}" --device cuda         # CPU only (docs/tools.md)
     bad device "${req[@]}" --device cuda:0

@@ -7,7 +7,7 @@
 /// - `nddr-summary --network NAME [--classes 40,3] [--input 1,3,321,321]`: one row per layer
 ///   (name, output shape, parameters, multiply-adds, lr group) from shape inference alone, and
 ///   as the last line `trainable parameters: N`.
-/// - `nddr-forward --network NAME --weights W --input X --output Y [--train] [--dtype f32|f64]
+/// - `nddr-forward --network NAME --weights W --input X --output Y [--train]
 ///   [--targets T --loss-weights 1,20]`: one forward pass (and, with targets, the loss and
 ///   every parameter gradient) written to a safetensors file.
 /// NAME is a name of nddr_apps/network_names.hpp on the tiny or vgg16 backbone.
