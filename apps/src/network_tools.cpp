@@ -100,7 +100,8 @@ std::pair<Shape, std::int64_t> child_shape(const Sequential<T, Cpu>& seq, std::s
     const Shape w = l->weight_shape();
     return {out, out.numel() * w.c() * w.h() * w.w()};
   }
-  if (const auto* l = seq.template child_if<BatchNorm2d<T, Cpu>>(i)) return {l->output_shape(in), 0};
+  if (const auto* l = seq.template child_if<BatchNorm2d<T, Cpu>>(i))
+    return {l->output_shape(in), 0};
   if (const auto* l = seq.template child_if<ReLU<T, Cpu>>(i)) return {l->output_shape(in), 0};
   if (const auto* l = seq.template child_if<MaxPool2d<T, Cpu>>(i)) return {l->output_shape(in), 0};
   if (const auto* l = seq.template child_if<AvgPool2d<T, Cpu>>(i)) return {l->output_shape(in), 0};
@@ -183,9 +184,9 @@ NetworkSummary summarize(const std::vector<std::int64_t>& classes, const Shape& 
         cur[k] = cur[0];
         continue;
       }
-      const std::string prefix = s < Net::kShared
-                                     ? "shared.stage" + std::to_string(s + 1)
-                                     : "task" + std::to_string(k) + ".stage" + std::to_string(s + 1);
+      const std::string stage = "stage" + std::to_string(s + 1);
+      const std::string prefix =
+          s < Net::kShared ? "shared." + stage : "task" + std::to_string(k) + "." + stage;
       cur[k] = b.sequential(net.stage(k, s), prefix, s == 0 ? input : f[k][s - 1]);
     }
     if (Spec::fused(s)) {
@@ -328,7 +329,8 @@ std::string run_forward(const ForwardRequest& r) {
   Context<Cpu> ctx;
   const auto y = net.forward(ctx, x.cview());
   std::vector<io::SafetensorsEntry> entries;
-  for (std::size_t k = 0; k < K; ++k) entries.push_back(io::entry<T>("task" + std::to_string(k), y[k]));
+  for (std::size_t k = 0; k < K; ++k)
+    entries.push_back(io::entry<T>("task" + std::to_string(k), y[k]));
   std::vector<Tensor<T>> losses;
   std::vector<Tensor<T>> douts;
   if (!targets.empty()) {
@@ -347,7 +349,8 @@ std::string run_forward(const ForwardRequest& r) {
                                                            y[k].shape().w()}),
             douts.back().view(), w);
       } else {
-        value = SurfaceNormal::loss<T>(ctx, y[k], targets[k].normals->cview(), douts.back().view(), w);
+        value = SurfaceNormal::loss<T>(ctx, y[k], targets[k].normals->cview(),
+                                       douts.back().view(), w);
       }
       losses.emplace_back(Shape{1});
       losses.back()[0] = value;
@@ -508,7 +511,8 @@ int forward_main(const std::vector<std::string>& args, std::ostream& out, std::o
             "safetensors file of targets task0[, task1]: int labels (N, H, W) (softmax "
             "cross-entropy, 255 ignored) or float normals (N, 3, H, W) (cosine loss)",
             "FILE")
-      .reals("loss-weights", r.loss_weights, "loss weight per task (default 1 each; needs --targets)",
+      .reals("loss-weights", r.loss_weights,
+             "loss weight per task (default 1 each; needs --targets)",
              cli::RealRange::non_negative(), 2)
       .flag("train", r.train, "training mode (BatchNorm batch statistics, dropout)")
       .device("device", device, "cpu (nddr-forward runs on the CPU only)")
@@ -529,9 +533,10 @@ int forward_main(const std::vector<std::string>& args, std::ostream& out, std::o
              std::to_string(r.loss_weights.size()) + " value(s)");
     namespace fs = std::filesystem;
     std::error_code ec;
-    for (const auto& [flag, path] : {std::pair<const char*, const std::string*>{"weights", &r.weights},
-                                     {"input", &r.input},
-                                     {"targets", &r.targets}})
+    using FlagPath = std::pair<const char*, const std::string*>;
+    for (const auto& [flag, path] :
+         {FlagPath{"weights", &r.weights}, FlagPath{"input", &r.input},
+          FlagPath{"targets", &r.targets}})
       if (!path->empty() && !fs::is_regular_file(*path, ec))
         p.fail(flag, "an existing regular file", *path);
     const fs::path dir = fs::path(r.output).parent_path();
