@@ -27,23 +27,13 @@
 #include <nddr/io/weights.hpp>
 #include <nddr/multitask/network.hpp>
 #include <nddr_apps/cli.hpp>
+#include <nddr_apps/network_names.hpp>
 #include <string>
 #include <vector>
 
 namespace {
 
 constexpr const char* kProgram = "nddr-export";
-
-const std::vector<std::string> kBackbones = {"tiny", "vgg16", "resnet101"};
-const std::vector<std::string> kMethods = {"st",     "mt",   "cross-stitch",
-                                           "sluice", "nddr", "nddr-shortcut"};
-
-std::vector<std::string> network_names() {
-  std::vector<std::string> names;
-  for (const auto& b : kBackbones)
-    for (const auto& m : kMethods) names.push_back(b + "-" + m);
-  return names;
-}
 
 struct Request {
   std::vector<std::int64_t> classes;
@@ -71,13 +61,9 @@ int export_network(const Request& r) {
 }
 
 template <class B>
-int export_method(const std::string& method, const Request& r) {
-  if (method == "st") return export_network<nddr::MultiTask<B, nddr::None>>(r);
-  if (method == "mt") return export_network<nddr::MultiTask<B, B, nddr::Shared<nddr::stage_count_v<B>>>>(r);
-  if (method == "cross-stitch") return export_network<nddr::MultiTask<B, B, nddr::CrossStitch>>(r);
-  if (method == "sluice") return export_network<nddr::MultiTask<B, B, nddr::Sluice>>(r);
-  if (method == "nddr") return export_network<nddr::MultiTask<B, B, nddr::NDDR>>(r);
-  return export_network<nddr::MultiTask<B, B, nddr::Shortcut<nddr::NDDR>>>(r);
+int export_method(const nddr::apps::NetworkName& n, const Request& r) {
+  return nddr::apps::with_network_spec<B, false>(
+      n, [&](auto spec) { return export_network<typename decltype(spec)::type>(r); });
 }
 
 // "40,3" -> {40, 3}: positive integers up to 100000.
@@ -129,10 +115,9 @@ int main(int argc, char** argv) {
   p.text("network", network,
          "the network, BACKBONE-METHOD: BACKBONE tiny, vgg16, resnet101; METHOD st (single-task), "
          "mt (split), cross-stitch, sluice, nddr, nddr-shortcut",
-         "BACKBONE-METHOD (tiny|vgg16|resnet101 - st|mt|cross-stitch|sluice|nddr|nddr-shortcut)",
+         nddr::apps::network_names_text(nddr::apps::kAllBackbones, false),
          [](const std::string& s) {
-           const auto names = network_names();
-           return std::find(names.begin(), names.end(), s) != names.end();
+           return nddr::apps::parse_network_name(s, nddr::apps::kAllBackbones, false).has_value();
          },
          "NAME")
       .required()
@@ -179,11 +164,10 @@ int main(int argc, char** argv) {
   if (fs::is_directory(r.output, ec) || !fs::is_directory(dir.empty() ? "." : dir, ec))
     return p.usage_error("output", "a file name in an existing directory", r.output);
   try {
-    const std::string backbone = network.substr(0, network.find('-'));
-    const std::string method = network.substr(network.find('-') + 1);
-    if (backbone == "tiny") return export_method<nddr::TinyNet>(method, r);
-    if (backbone == "vgg16") return export_method<nddr::VGG16>(method, r);
-    return export_method<nddr::ResNet101>(method, r);
+    const auto n = *nddr::apps::parse_network_name(network, nddr::apps::kAllBackbones, false);
+    if (n.backbone == "tiny") return export_method<nddr::TinyNet>(n, r);
+    if (n.backbone == "vgg16") return export_method<nddr::VGG16>(n, r);
+    return export_method<nddr::ResNet101>(n, r);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", kProgram, e.what());
     return 1;

@@ -484,6 +484,61 @@ case $program in
     bad seed --seed -1
     help --size abc --help
     ;;
+  nddr-summary)
+    has_device=0
+    common_cases
+    bad network                                   # --network is required
+    bad network --network vgg19-nddr
+    bad network --network resnet101-nddr          # not built by the tools (docs/tools.md)
+    bad network --network tiny-nddr-shortcut-shortcut
+    bad network --network "$big"
+    text_cases network
+    bad classes --network tiny-nddr --classes 0,3
+    bad classes --network tiny-nddr --classes 40,
+    bad classes --network tiny-nddr --classes 40,3,2
+    bad classes --network tiny-nddr --classes 40
+    bad classes --network tiny-st --classes 40,3
+    bad classes --network tiny-nddr --classes 100001,3
+    text_cases classes
+    bad input --network tiny-nddr --input 1,3,321
+    bad input --network tiny-nddr --input 1,4,321,321
+    bad input --network tiny-nddr --input 0,3,321,321
+    bad input --network tiny-nddr --input 1,3,321,321,1
+    bad input --network tiny-nddr --input 1,3,-5,321
+    bad input --network tiny-nddr --input 1x3x5x5
+    text_cases input
+    help --network bogus --help
+    ;;
+  nddr-forward)
+    common_cases
+    req=(--network tiny-nddr --weights w.safetensors --input x.safetensors --output y.safetensors)
+    bad network --weights w --input x --output y   # each required flag in turn
+    bad weights --network tiny-nddr --input x --output y
+    bad input --network tiny-nddr --weights w --output y
+    bad output --network tiny-nddr --weights w --input x
+    bad network --network vgg19-nddr --weights w --input x --output y
+    bad network --network resnet101-nddr --weights w --input x --output y
+    text_cases network
+    for f in weights input output targets; do text_cases "$f"; done
+    bad classes "${req[@]}" --classes 0,3
+    bad classes "${req[@]}" --classes 40
+    bad classes "${req[@]}" --classes 40,3,2
+    bad dtype "${req[@]}" --dtype f16
+    bad dtype "${req[@]}" --dtype F64
+    bad dtype "${req[@]}" --dtype f64             # not built (docs/tools.md)
+    text_cases dtype
+    bad device "${req[@]}" --device cuda         # CPU only (docs/tools.md)
+    bad device "${req[@]}" --device cuda:0
+    bad loss-weights "${req[@]}" --loss-weights 1,20
+    bad loss-weights "${req[@]}" --targets t --loss-weights 1
+    bad loss-weights "${req[@]}" --targets t --loss-weights 1,nan
+    bad loss-weights "${req[@]}" --targets t --loss-weights -1,2
+    bad loss-weights "${req[@]}" --targets t --loss-weights 1,2,3
+    switch_cases train
+    bad weights "${req[@]}"                       # files that do not exist
+    bad weights --network tiny-nddr --weights /dev/null --input x --output y
+    help --network bogus --help
+    ;;
   *)
     echo "cli_corpus.sh: no table for program '$program'" >&2
     exit 2
