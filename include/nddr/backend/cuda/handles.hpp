@@ -61,9 +61,10 @@ struct CudnnTraits {
   static void destroy(cudnnHandle_t h) noexcept { static_cast<void>(cudnnDestroy(h)); }
 };
 struct CublasTraits {
-  // A handle exists, so the table is loaded: cublas_api() does not throw here.
+  // A handle exists, so cuBLAS is loaded; cublas_load() never throws, cublas_api() might.
   static void destroy(cublasHandle_t h) noexcept {
-    static_cast<void>(cublas_api().cublasDestroy_v2(h));
+    const CublasLoad& l = cublas_load();
+    if (l.error.empty()) static_cast<void>(l.api.cublasDestroy_v2(h));
   }
 };
 struct TensorDescriptorTraits {
