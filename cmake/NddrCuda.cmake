@@ -59,7 +59,10 @@ function(nddr_add_cuda_target)
   add_library(nddr_cuda INTERFACE)
   add_library(nddr::cuda ALIAS nddr_cuda)
   set_target_properties(nddr_cuda PROPERTIES EXPORT_NAME cuda)
-  target_link_libraries(nddr_cuda INTERFACE nddr::nddr CUDA::cudart CUDA::cublas CUDNN::cudnn)
+  # Not CUDA::cublas: nddr loads cuBLAS on first use (include/nddr/backend/cuda/cublas_api.hpp,
+  # docs/cuda.md), because linking it costs every process ~170 ms at start (libcublasLt's
+  # relocations); ${CMAKE_DL_LIBS} for dlopen (empty where libc has it).
+  target_link_libraries(nddr_cuda INTERFACE nddr::nddr CUDA::cudart CUDNN::cudnn ${CMAKE_DL_LIBS})
   target_compile_definitions(nddr_cuda INTERFACE NDDR_WITH_CUDA=1)
   target_compile_options(nddr_cuda INTERFACE
     $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -diag-suppress=20011,20012,20014>)

@@ -136,7 +136,8 @@ grep -E '^#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) ' "$cudnn_include/cudnn_version
 # to it but are not on the executable's RPATH, so put their folder on the loader path.
 export LD_LIBRARY_PATH="$cudnn_libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 ls "$cuda_root"/lib64/libcublas.so* >/dev/null 2>&1 ||
-  echo "warning: no libcublas.so* in $cuda_root/lib64; CMake's CUDA::cublas may be missing"
+  echo "warning: no libcublas.so* in $cuda_root/lib64: nddr loads libcublas.so.N when a CUDA" \
+       "context is created (docs/cuda.md) and the CUDA tests need CMake's CUDA::cublas"
 
 if [[ -n "$prebuilt" ]]; then
   # ---- prebuilt binaries: no configure, no build -------------------------------------------

@@ -4,9 +4,12 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <dlfcn.h>
 #include <nddr/cuda.hpp>
 #include <nddr/nddr.hpp>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "no_device.hpp"
@@ -69,6 +72,61 @@ TEST_CASE("CUDA checked calls turn failures into DeviceError naming the call", "
   CHECK(evaluated == 0);
 }
 
+TEST_CASE("cuBLAS loader resolves every function from the process or from libcublas",
+          "[cuda][cublas]") {
+  // The process's table (loaded here if no context did it yet): every entry is the function
+  // linked into the program (the emulator's, in the emulated tests) or else libcublas's, which
+  // is then loaded. `real`: the dlopen path even where the program links the emulator, on the
+  // real library (CMake's CUDA::cublas).
+  const nddr::cuda::CublasApi& api = nddr::cuda::cublas_api();
+  const nddr::cuda::CublasApi linked = nddr::cuda::detail::linked_cublas();
+  const nddr::cuda::CublasApi real =
+      nddr::cuda::detail::load_cublas(NDDR_TEST_CUBLAS_LIBRARY, /*use_linked=*/false);
+  void* lib = linked.cublasCreate_v2 ? nullptr
+                                     : dlopen(nddr::cuda::kCublasSoname, RTLD_NOW | RTLD_NOLOAD);
+  CHECK((linked.cublasCreate_v2 != nullptr || lib != nullptr));
+  struct Entry {
+    const char* symbol;
+    void *api, *expected, *real;
+  };
+  std::vector<Entry> entries;
+#define NDDR_TEST_CUBLAS_ENTRY(symbol)                                                 \
+  entries.push_back({#symbol, reinterpret_cast<void*>(api.symbol),                     \
+                     lib ? dlsym(lib, #symbol) : reinterpret_cast<void*>(linked.symbol), \
+                     reinterpret_cast<void*>(real.symbol)});
+  NDDR_CUBLAS_FUNCTIONS(NDDR_TEST_CUBLAS_ENTRY)
+#undef NDDR_TEST_CUBLAS_ENTRY
+  if (lib) dlclose(lib);  // drops only the reference RTLD_NOLOAD took
+  CHECK(entries.size() >= 9);  // the functions nddr called when this test was written
+  for (const Entry& e : entries) {
+    INFO(e.symbol);
+    CHECK(e.api != nullptr);
+    CHECK(e.api == e.expected);
+    CHECK(e.real != nullptr);
+  }
+  CHECK(std::strcmp(nddr::cuda::kCublasSoname,
+                    "libcublas.so." NDDR_CUBLAS_STRINGIFY(CUBLAS_VER_MAJOR)) == 0);
+  // Those that need no GPU answer.
+  CHECK(std::string(real.cublasGetStatusName(CUBLAS_STATUS_INVALID_VALUE)) ==
+        "CUBLAS_STATUS_INVALID_VALUE");
+  CHECK(std::string(real.cublasGetStatusString(CUBLAS_STATUS_SUCCESS)).size() > 0);
+}
+
+TEST_CASE("cuBLAS that cannot be loaded is a DeviceError naming the library and the reason",
+          "[cuda][cublas]") {
+  using nddr::cuda::detail::load_cublas;
+  const char* missing = "libnddr-test-no-such-cublas.so.13";
+  CHECK_THROWS_AS(load_cublas(missing, /*use_linked=*/false), nddr::DeviceError);
+  CHECK_THROWS_WITH(load_cublas(missing, false),
+                    Contains("cannot load cuBLAS (libnddr-test-no-such-cublas.so.13)") &&
+                        Contains("cannot open shared object file") &&
+                        Contains("LD_LIBRARY_PATH"));
+  // A library that loads but is not cuBLAS: the first missing function is named.
+  CHECK_THROWS_WITH(load_cublas("libc.so.6", false),
+                    Contains("cuBLAS library libc.so.6 has no function cublasCreate_v2") &&
+                        Contains("undefined symbol: cublasCreate_v2"));
+}
+
 TEST_CASE("CUDA device count never throws and a bad device index is a DeviceError",
           "[cuda][context]") {
   int count = -1;
@@ -107,7 +165,8 @@ TEST_CASE("CUDA context: stream, handles, workspace", "[cuda][context][device]")
   REQUIRE(cudnnGetStream(ctx.cudnn(), &cudnn_stream) == CUDNN_STATUS_SUCCESS);
   CHECK(cudnn_stream == ctx.stream());
   cudaStream_t cublas_stream = nullptr;
-  REQUIRE(cublasGetStream(ctx.cublas(), &cublas_stream) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(nddr::cuda::cublas_api().cublasGetStream_v2(ctx.cublas(), &cublas_stream) ==
+          CUBLAS_STATUS_SUCCESS);
   CHECK(cublas_stream == ctx.stream());
 
   float* small = ctx.workspace<float>(10);
@@ -249,8 +308,9 @@ TEST_CASE("cuBLAS handle: small SGEMM matches a CPU loop", "[cuda][cublas][devic
   const auto b_dev = nddr::to_device(ctx, b);
   nddr::Tensor<float, nddr::Cuda> c_dev(nddr::Shape{m, n});
   const float alpha = 1.f, beta = 0.f;
-  NDDR_CUDA_CHECK(cublasSgemm(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, n, m, k, &alpha, b_dev.data(),
-                              n, a_dev.data(), k, &beta, c_dev.data(), n),
+  NDDR_CUDA_CHECK(nddr::cuda::cublas_api().cublasSgemm_v2(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, n,
+                                                          m, k, &alpha, b_dev.data(), n,
+                                                          a_dev.data(), k, &beta, c_dev.data(), n),
                   "testing SGEMM");
   const nddr::Tensor<float> c = nddr::to_host(ctx, c_dev);
   for (std::int64_t i = 0; i < c.numel(); ++i)

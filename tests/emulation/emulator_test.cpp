@@ -10,6 +10,7 @@
 #include <numeric>
 #include <vector>
 
+#include "nddr/backend/cuda/cublas_api.hpp"
 #include "nddr/backend/cuda/kernels/launch.cuh"  // NDDR_LAUNCH, with include/cuda_runtime.h
 #include "runtime.hpp"
 
@@ -191,4 +192,26 @@ TEST_CASE("CUDA emulator: TF32 rounding keeps 10 mantissa bits, nearest with tie
   CHECK(nddr_emu::round_tf32(-(1.0f + 0x1p-11f)) == -(1.0f + 0x1p-10f));
   CHECK(std::isinf(nddr_emu::round_tf32(INFINITY)));
   CHECK(std::isnan(nddr_emu::round_tf32(NAN)));
+}
+
+TEST_CASE("CUDA emulator: nddr's cuBLAS table holds the emulator's functions, not libcublas's",
+          "[emulator]") {
+  // nddr_cuda_emulation's link option --undefined=cublasCreate_v2 pulls cublas.cpp's object in
+  // (weak references alone would not), so cublas_api() finds it linked and never dlopens.
+  const nddr::cuda::CublasApi& api = nddr::cuda::cublas_api();
+  struct Entry {
+    const char* symbol;
+    void *api, *emulator;
+  };
+  const Entry entries[] = {
+#define NDDR_TEST_EMULATED_ENTRY(symbol) \
+  {#symbol, reinterpret_cast<void*>(api.symbol), reinterpret_cast<void*>(&::symbol)},
+      NDDR_CUBLAS_FUNCTIONS(NDDR_TEST_EMULATED_ENTRY)
+#undef NDDR_TEST_EMULATED_ENTRY
+  };
+  for (const Entry& e : entries) {
+    INFO(e.symbol);
+    CHECK(e.emulator != nullptr);
+    CHECK(e.api == e.emulator);
+  }
 }

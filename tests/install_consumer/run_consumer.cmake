@@ -1,7 +1,8 @@
 # Script of install.find_package_consumer (CMakeLists.txt here): installs nddr, builds the consumer
 # project against it and runs it; checks that a program on nddr::nddr alone links neither libpng
-# nor zlib (ldd), that one on nddr::image_io does, and that nddr::nddr is found and builds where
-# libpng and zlib cannot be found at all.
+# nor zlib (ldd), that one on nddr::image_io does, that one on nddr::cuda does not link libcublas
+# (nddr loads it on first use), and that nddr::nddr is found and builds where libpng and zlib
+# cannot be found at all.
 file(REMOVE_RECURSE ${PREFIX} ${CONSUMER_BUILD} ${CONSUMER_BUILD}-no-images)
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
@@ -10,15 +11,20 @@ function(run)
     message(FATAL_ERROR "command failed (${rc}): ${ARGN}")
   endif()
 endfunction()
-# The libpng and zlib entries of ldd's output for `program` (linked --no-as-needed, so they are
-# there when the program's targets put them on the link line).
-function(image_libraries program out_var)
+# The entries of ldd's output for `program` (linked --no-as-needed, so they are there when the
+# program's targets put them on the link line) that match `regex`.
+function(linked_libraries program regex out_var)
   find_program(LDD ldd REQUIRED)
   execute_process(COMMAND ${LDD} ${program} OUTPUT_VARIABLE libs RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "ldd ${program} failed (${rc})")
   endif()
-  string(REGEX MATCHALL "(libpng[^ \t\n]*|libz\\.so[^ \t\n]*)" found "${libs}")
+  string(REGEX MATCHALL "${regex}" found "${libs}")
+  set(${out_var} "${found}" PARENT_SCOPE)
+endfunction()
+# The libpng and zlib entries of ldd's output for `program`.
+function(image_libraries program out_var)
+  linked_libraries(${program} "(libpng[^ \t\n]*|libz\\.so[^ \t\n]*)" found)
   set(${out_var} "${found}" PARENT_SCOPE)
 endfunction()
 
@@ -34,6 +40,11 @@ run(${CONSUMER_BUILD}/consumer)
 run(${CONSUMER_BUILD}/consumer_images ${CONSUMER_BUILD}/consumer_image.png)
 if(WITH_CUDA)
   run(${CONSUMER_BUILD}/consumer_cuda)
+  linked_libraries(${CONSUMER_BUILD}/consumer_cuda "libcublas[^ \t\n]*" _cublas)
+  if(_cublas)
+    message(FATAL_ERROR "the nddr::cuda consumer links cuBLAS (${_cublas}); nddr loads it on "
+                        "first use (docs/cuda.md)")
+  endif()
 endif()
 
 image_libraries(${CONSUMER_BUILD}/consumer _plain)

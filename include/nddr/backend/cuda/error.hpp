@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 
+#include "nddr/backend/cuda/cublas_api.hpp"
 #include "nddr/core/error.hpp"
 
 namespace nddr::cuda {
@@ -46,7 +47,11 @@ inline std::string describe(cudnnStatus_t s) {
   return out;
 }
 inline std::string describe(cublasStatus_t s) {
-  return nddr::detail::concat(cublasGetStatusName(s), " (", cublasGetStatusString(s), ")");
+  // A status comes from a cuBLAS call, so the library is loaded; without it, the number.
+  const CublasLoad& l = cublas_load();
+  if (!l.error.empty()) return nddr::detail::concat("cuBLAS status ", static_cast<int>(s));
+  return nddr::detail::concat(l.api.cublasGetStatusName(s), " (", l.api.cublasGetStatusString(s),
+                              ")");
 }
 
 /// Clears a non-sticky runtime error so that the next unrelated call does not report it again.

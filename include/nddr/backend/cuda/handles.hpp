@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "nddr/backend/cuda/cublas_api.hpp"
 #include "nddr/backend/cuda/error.hpp"
 #include "nddr/core/bfloat16.hpp"
 #include "nddr/core/shape.hpp"
@@ -60,7 +61,11 @@ struct CudnnTraits {
   static void destroy(cudnnHandle_t h) noexcept { static_cast<void>(cudnnDestroy(h)); }
 };
 struct CublasTraits {
-  static void destroy(cublasHandle_t h) noexcept { static_cast<void>(cublasDestroy(h)); }
+  // A handle exists, so cuBLAS is loaded; cublas_load() never throws, cublas_api() might.
+  static void destroy(cublasHandle_t h) noexcept {
+    const CublasLoad& l = cublas_load();
+    if (l.error.empty()) static_cast<void>(l.api.cublasDestroy_v2(h));
+  }
 };
 struct TensorDescriptorTraits {
   static void destroy(cudnnTensorDescriptor_t d) noexcept {
@@ -119,15 +124,18 @@ class CudnnHandle : public UniqueHandle<cudnnHandle_t, detail::CudnnTraits> {
   }
 };
 
-/// A cuBLAS handle whose work is queued on a given stream (host pointer mode).
+/// A cuBLAS handle whose work is queued on a given stream (host pointer mode). `create` loads
+/// cuBLAS on first use (cublas_api.hpp) and throws `DeviceError` when it cannot.
 class CublasHandle : public UniqueHandle<cublasHandle_t, detail::CublasTraits> {
  public:
   using UniqueHandle::UniqueHandle;
   static CublasHandle create(cudaStream_t stream) {
+    const CublasApi& api = cublas_api();
     cublasHandle_t h = nullptr;
-    NDDR_CUDA_CHECK(cublasCreate(&h), "creating a cuBLAS handle");
+    NDDR_CUDA_CHECK(api.cublasCreate_v2(&h), "creating a cuBLAS handle");
     CublasHandle owned(h);
-    NDDR_CUDA_CHECK(cublasSetStream(h, stream), "binding the cuBLAS handle to its stream");
+    NDDR_CUDA_CHECK(api.cublasSetStream_v2(h, stream),
+                    "binding the cuBLAS handle to its stream");
     return owned;
   }
 };

@@ -18,6 +18,7 @@
 #include <type_traits>
 
 #include "nddr/backend/cuda/context.hpp"
+#include "nddr/backend/cuda/cublas_api.hpp"
 #include "nddr/backend/cuda/conv2d.hpp"
 #include "nddr/backend/cuda/error.hpp"
 #include "nddr/backend/cuda/launch.hpp"
@@ -42,15 +43,17 @@ namespace nddr::cuda::detail {
 inline cublasStatus_t gemm(cublasHandle_t h, bool tf32, cublasOperation_t ta,
                            cublasOperation_t tb, int m, int n, int k, float alpha, const float* a,
                            int lda, const float* b, int ldb, float beta, float* c, int ldc) {
+  const CublasApi& api = cublas_api();
   const cublasStatus_t mode =
-      cublasSetMathMode(h, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+      api.cublasSetMathMode(h, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
   if (mode != CUBLAS_STATUS_SUCCESS) return mode;
-  return cublasSgemm(h, ta, tb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
+  return api.cublasSgemm_v2(h, ta, tb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
 }
 inline cublasStatus_t gemm(cublasHandle_t h, bool /*tf32*/, cublasOperation_t ta,
-                           cublasOperation_t tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b,
-                           int ldb, double beta, double* c, int ldc) {
-  return cublasDgemm(h, ta, tb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
+                           cublasOperation_t tb, int m, int n, int k, double alpha,
+                           const double* a, int lda, const double* b, int ldb, double beta,
+                           double* c, int ldc) {
+  return cublas_api().cublasDgemm_v2(h, ta, tb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
 }
 
 /// `v` as a cuBLAS dimension; throws ShapeError naming `who` when it does not fit an int.
