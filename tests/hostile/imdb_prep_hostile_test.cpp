@@ -173,16 +173,18 @@ TEST_CASE("nddr-prepare-imdb-wiki --skip-corrupt skips bad JPEGs and face boxes,
     std::int64_t record;
     const char* reason;
     const char* error;  // part of the error skipped.tsv keeps
+    int seed;           // a split that keeps a face on both sides without the record
   };
   for (const Case& c : {Case{"bad_jpeg.mat", 8, "JPEG unreadable or corrupt",
-                             "corrupt or truncated JPEG"},
+                             "corrupt or truncated JPEG", 0},
                         Case{"box_outside.mat", 5, "face box not inside the image",
-                             "[100 100 120 120] is not a face box inside"},
+                             "[100 100 120 120] is not a face box inside", 1},
                         Case{"box_three.mat", 2, "face box not inside the image",
-                             "expected 4 numbers [x1 y1 x2 y2], got 3 numbers"}}) {
+                             "expected 4 numbers [x1 y1 x2 y2], got 3 numbers", 0}}) {
     const std::string out = dir.file(std::string("out-") + c.mat);
     const Run r = prepare(dir, "--mat " + kFixture + "/corrupt/" + c.mat + " --image-root " +
-                                   kFixture + " --output-dir " + out + " --size 8 --skip-corrupt");
+                                   kFixture + " --output-dir " + out +
+                                   " --size 8 --skip-corrupt --seed " + std::to_string(c.seed));
     INFO(c.mat << ": exit " << r.rc << "\nstdout: " << r.out << "\nstderr: " << r.err);
     REQUIRE(r.rc == 0);
     CHECK(r.err.empty());
@@ -206,6 +208,15 @@ TEST_CASE("nddr-prepare-imdb-wiki --skip-corrupt skips bad JPEGs and face boxes,
     CHECK(faces == std::count(lists.begin(), lists.end(), '\n'));
     CHECK(faces >= 2);
   }
+  // With the split of seed 0, box_outside.mat's record 5 is the one test face: skipping it
+  // would leave test.txt empty, which is an error, with nothing written.
+  const std::string emptied = dir.file("emptied");
+  const Run e = prepare(dir, "--mat " + kFixture + "/corrupt/box_outside.mat --image-root " +
+                                 kFixture + " --output-dir " + emptied + " --size 8 --skip-corrupt");
+  CHECK(e.rc == 1);
+  CHECK(e.err == "nddr-prepare-imdb-wiki: --skip-corrupt skipped 1 records and left the test list "
+                 "without a face; nothing written\n");
+  CHECK_FALSE(fs::exists(emptied));
   // On clean data the flag changes nothing but the (empty) list of skipped records.
   const std::string out = dir.file("clean");
   const Run r = prepare(dir, "--mat " + kFixture + "/imdb.mat --output-dir " + out +

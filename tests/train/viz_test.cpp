@@ -191,12 +191,13 @@ TEST_CASE("viz: run_demo --seeds reports mean and std over the seeds", "[train][
   }
   const auto dir = temp_dir("demo_seeds");
   nddr::viz::DemoOptions o = nddr::viz::DemoOptions::quick();
-  o.steps = 6;
-  o.batch = 4;
-  o.train_samples = 32;
+  o.threads = 1;
+  o.steps = 4;
+  o.batch = 2;
+  o.train_samples = 16;
   o.test_samples = 4;
   o.canvas = 28;
-  o.log_every = 3;
+  o.log_every = 2;
   o.progress = false;
   o.output_dir = dir.string();
   o.seed = 7;
