@@ -398,8 +398,8 @@ DemoResult run_demo(const DemoOptions& o, std::ostream& log_out) {
     }
     const bool single = !std::isfinite(row.delta_m);
     const std::string sign = row.delta_m >= 0 ? "+" : "";
-    table << " "
-          << (single ? "baseline" : sign + detail::demo_cell(row.delta_m, sd ? &sd->delta_m : nullptr))
+    const double* delta_sd = sd ? &sd->delta_m : nullptr;
+    table << " " << (single ? "baseline" : sign + detail::demo_cell(row.delta_m, delta_sd))
           << " | " << detail::format_value(row.train_seconds, 1) << " |\n";
     csv << "," << (single ? "" : detail::format_value(row.delta_m, 4));
     if (sd) csv << "," << (single ? "" : detail::format_value(sd->delta_m, 4));

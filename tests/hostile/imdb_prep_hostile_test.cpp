@@ -204,7 +204,8 @@ TEST_CASE("nddr-prepare-imdb-wiki --skip-corrupt skips bad JPEGs and face boxes,
     CHECK_FALSE(fs::exists(out + "/" + name));
     const std::string lists = slurp(out + "/train.txt") + slurp(out + "/test.txt");
     CHECK_THAT(lists, !Contains(name));
-    const auto faces = std::distance(fs::directory_iterator(out + "/faces"), fs::directory_iterator{});
+    const auto faces =
+        std::distance(fs::directory_iterator(out + "/faces"), fs::directory_iterator{});
     CHECK(faces == std::count(lists.begin(), lists.end(), '\n'));
     CHECK(faces >= 2);
   }
@@ -212,7 +213,8 @@ TEST_CASE("nddr-prepare-imdb-wiki --skip-corrupt skips bad JPEGs and face boxes,
   // would leave test.txt empty, which is an error, with nothing written.
   const std::string emptied = dir.file("emptied");
   const Run e = prepare(dir, "--mat " + kFixture + "/corrupt/box_outside.mat --image-root " +
-                                 kFixture + " --output-dir " + emptied + " --size 8 --skip-corrupt");
+                                 kFixture + " --output-dir " + emptied +
+                                 " --size 8 --skip-corrupt");
   CHECK(e.rc == 1);
   CHECK(e.err == "nddr-prepare-imdb-wiki: --skip-corrupt skipped 1 records and left the test list "
                  "without a face; nothing written\n");

@@ -753,8 +753,8 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
         const std::string js = best.json();
         io::write_file_atomic(c.program, (best_dir / "best.json").string(), js.data(), js.size());
         out << c.program << ": step " << best.step << ": best " << best.metric << " so far ("
-            << io::json::number(best.value) << "), wrote " << (best_dir / "best.safetensors").string()
-            << "\n";
+            << io::json::number(best.value) << "), wrote "
+            << (best_dir / "best.safetensors").string() << "\n";
       }
   };
   std::int64_t evaluated_at = -1;  // the step of the last periodic evaluation
