@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <exception>
 #include <iostream>
+#include <limits>
 #include <string>
 
 #include <nddr_apps/demo.hpp>
@@ -33,6 +34,10 @@ int main(int argc, char** argv) {
       .integer("threads", o.threads, "CPU threads", 1, nddr::cli::kMaxThreads)
       .device("device", o.device, "cpu | cuda | cuda:N (a build with the CUDA backend)")
       .integer("seed", o.seed, "seed of data, batches and initialisation", std::uint64_t{0})
+      .integer("seeds", o.seeds,
+               "run every method on seeds seed..seed+N-1 and report mean ± std (results.csv; "
+               "every seed: results_per_seed.csv)",
+               std::int64_t{1}, nddr::viz::kMaxDemoSeeds)
       .real("lr", o.base_lr, "base learning rate", RealRange::positive())
       .real("normal-weight", o.normal_weight, "loss weight of the normal task",
             RealRange::positive())
@@ -58,6 +63,8 @@ int main(int argc, char** argv) {
     std::cerr << e.what() << "\n";
     return nddr::cli::kUsageExitCode;
   }
+  if (o.seed > std::numeric_limits<std::uint64_t>::max() - static_cast<std::uint64_t>(o.seeds - 1))
+    return p.usage_error("seeds", "--seed + --seeds - 1 <= 2^64 - 1", std::to_string(o.seeds));
   // The data set lives in memory (about 20 bytes per pixel as float batches): bound its size.
   constexpr std::int64_t kMaxPixels = std::int64_t{1} << 28;
   if ((o.train_samples + o.test_samples) * o.canvas * o.canvas > kMaxPixels)

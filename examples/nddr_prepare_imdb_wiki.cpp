@@ -6,7 +6,7 @@
 //
 // Usage: nddr-prepare-imdb-wiki --mat imdb_crop/imdb.mat --output-dir imdb-faces
 //        [--image-root DIR] [--min-face-score 1] [--max-second-face-score 0] [--margin 0.4]
-//        [--size 224] [--test-fraction 0.16] [--seed 0]
+//        [--size 224] [--test-fraction 0.16] [--seed 0] [--skip-corrupt]
 // Exit status: 0 done, 1 an error (one line naming the file, the record and the field; nothing
 // is written), 2 a bad command line.
 #include <nddr_apps/cli.hpp>
@@ -41,16 +41,25 @@ int main(int argc, char** argv) {
       .integer("size", o.size, "side of the square PNG crops", std::int64_t{8}, std::int64_t{4096})
       .real("test-fraction", o.test_fraction, "fraction of the subjects in the test list",
             RealRange{0.0, 0.95, true})
-      .integer("seed", o.seed, "seed of the subject split", std::int64_t{0});
+      .integer("seed", o.seed, "seed of the subject split", std::int64_t{0})
+      .flag("skip-corrupt", o.skip_corrupt,
+            "skip records whose JPEG cannot be decoded or whose face box is not inside the "
+            "image (listed in OUTPUT/skipped.tsv) instead of stopping at the first");
   if (const auto status = p.parse_or_exit(argc, argv)) return *status;
   try {
     const prep::Summary s =
         prep::prepare(o, [](const std::string& line) { std::cout << line << "\n" << std::flush; });
     for (const auto& [reason, n] : s.counts.dropped)
       std::cout << "dropped " << n << ": " << reason << "\n";
+    for (const auto& [reason, n] : s.skipped)
+      std::cout << "skipped " << n << ": " << reason << "\n";
+    if (o.skip_corrupt)
+      std::cout << "skipped " << s.skipped_total() << " record(s) in all (--skip-corrupt), listed "
+                << "in '" << o.output_dir << "/skipped.tsv'\n";
     std::cout << "train: " << s.train << " faces of " << s.train_subjects << " subjects\n"
               << "test: " << s.test << " faces of " << s.test_subjects << " subjects\n"
-              << "wrote '" << o.output_dir << "' (train.txt, test.txt, faces/, crops.tsv); "
+              << "wrote '" << o.output_dir << "' (train.txt, test.txt, faces/, crops.tsv"
+              << (o.skip_corrupt ? ", skipped.tsv" : "") << "); "
               << "nddr-imdb-wiki --train-list " << o.output_dir << "/train.txt --test-list "
               << o.output_dir << "/test.txt --image-root " << o.output_dir << "\n";
     return 0;

@@ -2,6 +2,7 @@
 #include "nddr_apps/demo.hpp"
 
 #include <array>
+#include <tuple>
 
 #include "nddr/backbones/tiny.hpp"
 #include "nddr/ops/resize.hpp"
@@ -245,6 +246,80 @@ inline Series smoothed(const std::string& label, const std::vector<double>& y, R
 
 }  // namespace detail
 
+namespace detail {
+
+// The six runs of the demo on seed `o.seed` (per-run logs under runs/<slug><suffix>), with their
+// Delta_m against the single-task rows; NDDR writes `pred_path` unless it is empty.
+std::vector<DemoRow> demo_methods(const DemoOptions& o, const DemoData& d, std::ostream& log,
+                                  const std::string& suffix, const std::string& pred_path,
+                                  const DeltaOptions& delta) {
+  using Two = Tasks<DemoSeg, SurfaceNormal>;
+  const auto nothing = [](Context<Cpu>&, auto&) {};
+  std::vector<DemoRow> rows;
+  rows.push_back(demo_run<MultiTask<FashionNet, None>, Tasks<DemoSeg>>(
+      "single-task seg", "single_seg" + suffix, o, d, log, nothing));
+  rows.push_back(demo_run<MultiTask<FashionNet, None>, Tasks<SurfaceNormal>>(
+      "single-task normals", "single_normal" + suffix, o, d, log, nothing));
+  rows.push_back(demo_run<MultiTask<FashionNet, FashionNet, Shared<5>>, Two>(
+      "split (Shared<5>)", "split" + suffix, o, d, log, nothing));
+  rows.push_back(demo_run<MultiTask<FashionNet, FashionNet, CrossStitch>, Two>(
+      "cross-stitch", "cross_stitch" + suffix, o, d, log, nothing));
+  rows.push_back(demo_run<MultiTask<FashionNet, FashionNet, NDDR>, Two>(
+      "NDDR", "nddr" + suffix, o, d, log, [&](Context<Cpu>& ctx, auto& net) {
+        if (!pred_path.empty()) write_predictions(ctx, net, d, pred_path);
+      }));
+  rows.push_back(demo_run<MultiTask<FashionNet, FashionNet, Shortcut<NDDR>>, Two>(
+      "NDDR-Shortcut", "nddr_shortcut" + suffix, o, d, log, nothing));
+
+  // Delta_m against the union of the two single-task runs' metrics.
+  std::vector<MetricValue> baseline = rows[0].metrics;
+  baseline.insert(baseline.end(), rows[1].metrics.begin(), rows[1].metrics.end());
+  for (std::size_t i = 2; i < rows.size(); ++i)
+    rows[i].delta_m = delta_m(rows[i].metrics, baseline, delta);
+  return rows;
+}
+
+// Mean and sample standard deviation (n - 1; 0 for one value) of `v`; NaN when a value is.
+std::pair<double, double> mean_std(const std::vector<double>& v) {
+  double sum = 0.0;
+  for (double x : v) sum += x;
+  const double mean = sum / static_cast<double>(v.size());
+  double ss = 0.0;
+  for (double x : v) ss += (x - mean) * (x - mean);
+  return {mean, v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1)) : 0.0};
+}
+
+// --seeds: rows holding every seed's mean, and their standard deviations (`mean_std`), metric by
+// metric, for Delta_m and train time alike; the losses are the first seed's (for the curves).
+std::pair<std::vector<DemoRow>, std::vector<DemoRow>> aggregate_seeds(
+    const std::vector<std::vector<DemoRow>>& per_seed) {
+  std::vector<DemoRow> means = per_seed.front(), stds = per_seed.front();
+  for (std::size_t i = 0; i < means.size(); ++i) {
+    const auto over_seeds = [&](auto&& value) {
+      std::vector<double> v;
+      for (const auto& rows : per_seed) v.push_back(value(rows[i]));
+      return mean_std(v);
+    };
+    for (std::size_t m = 0; m < means[i].metrics.size(); ++m)
+      std::tie(means[i].metrics[m].value, stds[i].metrics[m].value) =
+          over_seeds([&](const DemoRow& r) { return r.metrics[m].value; });
+    std::tie(means[i].delta_m, stds[i].delta_m) =
+        over_seeds([](const DemoRow& r) { return r.delta_m; });
+    std::tie(means[i].train_seconds, stds[i].train_seconds) =
+        over_seeds([](const DemoRow& r) { return r.train_seconds; });
+    stds[i].losses.clear();
+  }
+  return {means, stds};
+}
+
+// A table cell: the value, or "mean ± std" with --seeds.
+std::string demo_cell(double v, const double* sd, int precision = 2) {
+  if (!sd || !std::isfinite(v)) return format_value(v, precision);
+  return format_value(v, precision) + " ± " + format_value(*sd, precision);
+}
+
+}  // namespace detail
+
 /// Runs the demo (see the file comment), printing progress and the table to `log`. Throws
 /// IoError (naming the package to install) when Fashion-MNIST is missing from `data_dir`, and
 /// OptionError for bad options.
@@ -257,52 +332,43 @@ DemoResult run_demo(const DemoOptions& o, std::ostream& log_out) {
   namespace fs = std::filesystem;
   const auto start = std::chrono::steady_clock::now();
   fs::create_directories(o.output_dir);
-  detail::DemoData d;
-  {
-    const auto train_src = data::FashionMnist::load(o.data_dir, data::Split::kTrain);
-    const auto test_src = data::FashionMnist::load(o.data_dir, data::Split::kTest);
-    const auto dopt = data::DenseFashionOptions{}.size(o.canvas);
-    d.train = data::make_dense_fashion(train_src, o.train_samples,
-                                       data::DenseFashionOptions(dopt).seed(o.seed));
-    d.test = data::make_dense_fashion(test_src, o.test_samples,
-                                      data::DenseFashionOptions(dopt).seed(o.seed + 1000));
-  }
-  log << "DenseFashion " << o.canvas << "x" << o.canvas << ": " << o.train_samples
-      << " train / " << o.test_samples << " test samples; " << o.steps << " steps of "
-      << o.batch << ", " << o.optim.optimizer << ", " << o.optim.schedule << " lr " << o.base_lr
-      << (o.optim.warmup > 0 ? " after " + std::to_string(o.optim.warmup) + " warm-up steps" : "")
-      << ", loss weights seg 1 / normal "
-      << o.normal_weight << ", fusion lr x" << o.fusion_lr_mult << ", " << o.threads
-      << " threads, seed " << o.seed << "\n";
+  const bool many = o.seeds > 1;
+  const auto train_src = data::FashionMnist::load(o.data_dir, data::Split::kTrain);
+  const auto test_src = data::FashionMnist::load(o.data_dir, data::Split::kTest);
+  const auto dopt = data::DenseFashionOptions{}.size(o.canvas);
 
-  using detail::DemoSeg;
-  using Two = Tasks<DemoSeg, SurfaceNormal>;
-  const auto nothing = [](Context<Cpu>&, auto&) {};
   DemoResult res;
   DemoResult& r = res;
   r.results_csv = fs::path(o.output_dir) / "results.csv";
   r.loss_curves_png = fs::path(o.output_dir) / "loss_curves.png";
   r.predictions_png = fs::path(o.output_dir) / "predictions.png";
-  r.rows.push_back(detail::demo_run<MultiTask<FashionNet, None>, Tasks<DemoSeg>>(
-      "single-task seg", "single_seg", o, d, log, nothing));
-  r.rows.push_back(detail::demo_run<MultiTask<FashionNet, None>, Tasks<SurfaceNormal>>(
-      "single-task normals", "single_normal", o, d, log, nothing));
-  r.rows.push_back(detail::demo_run<MultiTask<FashionNet, FashionNet, Shared<5>>, Two>(
-      "split (Shared<5>)", "split", o, d, log, nothing));
-  r.rows.push_back(detail::demo_run<MultiTask<FashionNet, FashionNet, CrossStitch>, Two>(
-      "cross-stitch", "cross_stitch", o, d, log, nothing));
-  const std::string pred_path = r.predictions_png.string();
-  r.rows.push_back(detail::demo_run<MultiTask<FashionNet, FashionNet, NDDR>, Two>(
-      "NDDR", "nddr", o, d, log,
-      [&](Context<Cpu>& ctx, auto& net) { detail::write_predictions(ctx, net, d, pred_path); }));
-  r.rows.push_back(detail::demo_run<MultiTask<FashionNet, FashionNet, Shortcut<NDDR>>, Two>(
-      "NDDR-Shortcut", "nddr_shortcut", o, d, log, nothing));
-
-  // Delta_m against the union of the two single-task runs' metrics.
-  std::vector<MetricValue> baseline = r.rows[0].metrics;
-  baseline.insert(baseline.end(), r.rows[1].metrics.begin(), r.rows[1].metrics.end());
-  for (std::size_t i = 2; i < r.rows.size(); ++i)
-    r.rows[i].delta_m = delta_m(r.rows[i].metrics, baseline, r.delta);
+  for (std::int64_t k = 0; k < o.seeds; ++k) {
+    DemoOptions os = o;
+    os.seed = o.seed + static_cast<std::uint64_t>(k);
+    detail::DemoData d;
+    d.train = data::make_dense_fashion(train_src, os.train_samples,
+                                       data::DenseFashionOptions(dopt).seed(os.seed));
+    d.test = data::make_dense_fashion(test_src, os.test_samples,
+                                      data::DenseFashionOptions(dopt).seed(os.seed + 1000));
+    log << "DenseFashion " << o.canvas << "x" << o.canvas << ": " << o.train_samples
+        << " train / " << o.test_samples << " test samples; " << o.steps << " steps of "
+        << o.batch << ", " << o.optim.optimizer << ", " << o.optim.schedule << " lr " << o.base_lr
+        << (o.optim.warmup > 0 ? " after " + std::to_string(o.optim.warmup) + " warm-up steps"
+                               : "")
+        << ", loss weights seg 1 / normal "
+        << o.normal_weight << ", fusion lr x" << o.fusion_lr_mult << ", " << o.threads
+        << " threads, seed " << os.seed
+        << (many ? " (" + std::to_string(k + 1) + " of " + std::to_string(o.seeds) + ")" : "")
+        << "\n";
+    // One seed: runs/<slug>, as ever; several: runs/<slug>_seed<S>, predictions of the first.
+    r.per_seed.push_back(detail::demo_methods(
+        os, d, log, many ? "_seed" + std::to_string(os.seed) : "",
+        k == 0 ? r.predictions_png.string() : "", r.delta));
+  }
+  if (many)
+    std::tie(r.rows, r.stds) = detail::aggregate_seeds(r.per_seed);
+  else
+    r.rows = r.per_seed.front();
 
   std::ostringstream table;
   std::ofstream csv;
@@ -311,33 +377,63 @@ DemoResult run_demo(const DemoOptions& o, std::ostream& log_out) {
   csv << "method";
   for (const auto& c : demo_metric_columns()) {
     table << " " << c << " |";
-    csv << "," << c;
+    csv << "," << c << (many ? "_mean," + c + "_std" : "");
   }
   table << " Δm (%) | train time (s) |\n|---|";
-  csv << ",delta_m_percent,train_seconds\n";
+  csv << (many ? ",delta_m_percent_mean,delta_m_percent_std,train_seconds_mean\n"
+               : ",delta_m_percent,train_seconds\n");
   for (std::size_t c = 0; c < demo_metric_columns().size() + 2; ++c) table << "---:|";
   table << "\n";
-  for (const DemoRow& row : r.rows) {
+  for (std::size_t i = 0; i < r.rows.size(); ++i) {
+    const DemoRow& row = r.rows[i];
+    const DemoRow* sd = many ? &r.stds[i] : nullptr;
     table << "| " << row.method << " |";
     csv << row.method;
     for (const auto& c : demo_metric_columns()) {
       const double v = row.metric(c);
-      table << " " << detail::format_value(v) << " |";
+      const double s = sd ? sd->metric(c) : NAN;
+      table << " " << detail::demo_cell(v, sd ? &s : nullptr) << " |";
       csv << "," << (std::isfinite(v) ? detail::format_value(v, 4) : "");
+      if (sd) csv << "," << (std::isfinite(v) ? detail::format_value(s, 4) : "");
     }
     const bool single = !std::isfinite(row.delta_m);
-    table << " " << (single ? "baseline" : (row.delta_m >= 0 ? "+" : "") + detail::format_value(row.delta_m))
+    const std::string sign = row.delta_m >= 0 ? "+" : "";
+    const double* delta_sd = sd ? &sd->delta_m : nullptr;
+    table << " " << (single ? "baseline" : sign + detail::demo_cell(row.delta_m, delta_sd))
           << " | " << detail::format_value(row.train_seconds, 1) << " |\n";
-    csv << "," << (single ? "" : detail::format_value(row.delta_m, 4)) << ","
-        << detail::format_value(row.train_seconds, 2) << "\n";
+    csv << "," << (single ? "" : detail::format_value(row.delta_m, 4));
+    if (sd) csv << "," << (single ? "" : detail::format_value(sd->delta_m, 4));
+    csv << "," << detail::format_value(row.train_seconds, 2) << "\n";
   }
   table << "\n" << describe(r.delta)
         << ". Baseline: single-task seg (mIoU, PixelAcc) and single-task normals (Mean, Median, "
            "11.25, 22.5, 30). Mean/Median are angle errors in degrees (lower is better); the "
            "others are percentages (higher is better).\n";
+  if (many)
+    table << "Mean ± standard deviation (n - 1) over " << o.seeds << " seeds (" << o.seed << " to "
+          << o.seed + static_cast<std::uint64_t>(o.seeds - 1)
+          << "; Δm per seed against that seed's single-task runs); train time: the mean. Every "
+             "seed's row: results_per_seed.csv.\n";
   r.table = table.str();
 
-  // Loss curves: one panel per task, every run that trains the task.
+  if (many && root) {  // every seed's rows, as results.csv has them for one seed
+    std::ofstream per(fs::path(o.output_dir) / "results_per_seed.csv");
+    per << "seed,method";
+    for (const auto& c : demo_metric_columns()) per << "," << c;
+    per << ",delta_m_percent,train_seconds\n";
+    for (std::size_t k = 0; k < r.per_seed.size(); ++k)
+      for (const DemoRow& row : r.per_seed[k]) {
+        per << o.seed + k << "," << row.method;
+        for (const auto& c : demo_metric_columns()) {
+          const double v = row.metric(c);
+          per << "," << (std::isfinite(v) ? detail::format_value(v, 4) : "");
+        }
+        per << "," << (std::isfinite(row.delta_m) ? detail::format_value(row.delta_m, 4) : "")
+            << "," << detail::format_value(row.train_seconds, 2) << "\n";
+      }
+  }
+
+  // Loss curves: one panel per task, every run that trains the task (the first seed's).
   std::vector<io::Image8> panels;
   for (const char* task : {"segmentation", "normal"}) {
     std::vector<Series> series;
@@ -354,7 +450,9 @@ DemoResult run_demo(const DemoOptions& o, std::ostream& log_out) {
 
   r.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log << "\n" << r.table << "\nTotal wall time " << detail::format_value(r.total_seconds, 1)
-      << " s. Wrote " << r.results_csv.string() << ", " << r.loss_curves_png.string() << ", "
+      << " s. Wrote " << r.results_csv.string() << ", "
+      << (many ? (fs::path(o.output_dir) / "results_per_seed.csv").string() + ", " : "")
+      << r.loss_curves_png.string() << ", "
       << r.predictions_png.string() << " and per-run logs under "
       << (fs::path(o.output_dir) / "runs").string() << "/\n";
   return res;

@@ -190,6 +190,19 @@ experiment_cases() {
   bad weight-decay --weight-decay -1
   real_cases nddr-lr-mult
   bad nddr-lr-mult --nddr-lr-mult -0.5
+  real_cases nddr-decay-mult
+  bad nddr-decay-mult --nddr-decay-mult -1
+  bad nddr-bn --nddr-bn no
+  bad nddr-bn --nddr-bn ON
+  bad nddr-bn --nddr-bn on,off
+  text_cases nddr-bn
+  integer_cases eval-every
+  bad eval-every --eval-every -1
+  text_cases best-metric
+  bad best-metric --eval-every 5 --best-metric mIoU
+  bad best-metric --eval-every 5 --best-metric /mIoU
+  bad best-metric --eval-every 5 --best-metric "seg mentation/mIoU"
+  bad best-metric --eval-every 5 --best-metric "$big"
   bad loss-scales --loss-scales 1,nan
   bad loss-scales --loss-scales 1,inf
   bad loss-scales --loss-scales 1,,2
@@ -269,6 +282,11 @@ case $program in
     text_cases data-dir
     switch_cases shortcut
     switch_cases centered-normals
+    switch_cases no-flip
+    switch_cases no-scale
+    text_cases save-predictions
+    bad save-predictions --data-dir d --save-predictions /dev/null   # a file, not a directory
+    bad best-metric --data-dir d --best-metric segmentation/mIoU     # without --eval-every
     bad data-dir                                  # --data-dir is required
     bad data-dir --method nddr --steps 10
     bad bf16 --data-dir d --device cuda --tf32 --bf16
@@ -318,6 +336,10 @@ case $program in
     bad threads --threads 4294967297
     integer_cases seed
     bad seed --seed -1
+    integer_cases seeds
+    bad seeds --seeds 0
+    bad seeds --seeds 101
+    bad seeds --seed 18446744073709551615 --seeds 2
     real_cases lr
     bad lr --lr 0
     bad lr --lr -0.02
@@ -475,6 +497,7 @@ case $program in
     integer_cases size
     bad size --size 7
     bad size --size 4097
+    switch_cases skip-corrupt
     real_cases test-fraction
     bad test-fraction --test-fraction 0
     bad test-fraction --test-fraction 0.96

@@ -160,3 +160,75 @@ TEST_CASE("nddr-prepare-imdb-wiki refuses corrupt metadata and images, naming th
     CHECK(e.path().filename().string().find(".partial.") == std::string::npos);
 #endif
 }
+
+TEST_CASE("nddr-prepare-imdb-wiki --skip-corrupt skips bad JPEGs and face boxes, lists them",
+          "[imdb_prep]") {
+#if !defined(NDDR_PREPARE_IMDB_WIKI_BINARY)
+  WARN("nddr-prepare-imdb-wiki was not built (no libmatio / libturbojpeg): skipped");
+#else
+  nddr_test::TempDir dir("nddr_imdb_prep_skip_");
+  // Each corrupt record is skipped for its reason; the other records are written as usual.
+  struct Case {
+    const char* mat;
+    std::int64_t record;
+    const char* reason;
+    const char* error;  // part of the error skipped.tsv keeps
+    int seed;           // a split that keeps a face on both sides without the record
+  };
+  for (const Case& c : {Case{"bad_jpeg.mat", 8, "JPEG unreadable or corrupt",
+                             "corrupt or truncated JPEG", 0},
+                        Case{"box_outside.mat", 5, "face box not inside the image",
+                             "[100 100 120 120] is not a face box inside", 1},
+                        Case{"box_three.mat", 2, "face box not inside the image",
+                             "expected 4 numbers [x1 y1 x2 y2], got 3 numbers", 0}}) {
+    const std::string out = dir.file(std::string("out-") + c.mat);
+    const Run r = prepare(dir, "--mat " + kFixture + "/corrupt/" + c.mat + " --image-root " +
+                                   kFixture + " --output-dir " + out +
+                                   " --size 8 --skip-corrupt --seed " + std::to_string(c.seed));
+    INFO(c.mat << ": exit " << r.rc << "\nstdout: " << r.out << "\nstderr: " << r.err);
+    REQUIRE(r.rc == 0);
+    CHECK(r.err.empty());
+    CHECK_THAT(r.out, Contains(std::string("skipped 1: ") + c.reason));
+    CHECK_THAT(r.out, Contains("skipped 1 record(s) in all (--skip-corrupt)"));
+    const std::string skipped = slurp(out + "/skipped.tsv");
+    std::istringstream rows(skipped);
+    std::string header, row, extra;
+    std::getline(rows, header);
+    std::getline(rows, row);
+    CHECK(header == "index\treason\tsource\terror");
+    CHECK(row.rfind(std::to_string(c.record) + "\t" + c.reason + "\t", 0) == 0);
+    CHECK_THAT(row, Contains(c.error));
+    CHECK_FALSE(std::getline(rows, extra));
+    char name[32];
+    std::snprintf(name, sizeof name, "faces/%07lld.png", static_cast<long long>(c.record));
+    CHECK_FALSE(fs::exists(out + "/" + name));
+    const std::string lists = slurp(out + "/train.txt") + slurp(out + "/test.txt");
+    CHECK_THAT(lists, !Contains(name));
+    const auto faces =
+        std::distance(fs::directory_iterator(out + "/faces"), fs::directory_iterator{});
+    CHECK(faces == std::count(lists.begin(), lists.end(), '\n'));
+    CHECK(faces >= 2);
+  }
+  // With the split of seed 0, box_outside.mat's record 5 is the one test face: skipping it
+  // would leave test.txt empty, which is an error, with nothing written.
+  const std::string emptied = dir.file("emptied");
+  const Run e = prepare(dir, "--mat " + kFixture + "/corrupt/box_outside.mat --image-root " +
+                                 kFixture + " --output-dir " + emptied +
+                                 " --size 8 --skip-corrupt");
+  CHECK(e.rc == 1);
+  CHECK(e.err == "nddr-prepare-imdb-wiki: --skip-corrupt skipped 1 records and left the test list "
+                 "without a face; nothing written\n");
+  CHECK_FALSE(fs::exists(emptied));
+  // On clean data the flag changes nothing but the (empty) list of skipped records.
+  const std::string out = dir.file("clean");
+  const Run r = prepare(dir, "--mat " + kFixture + "/imdb.mat --output-dir " + out +
+                                 " --size 16 --skip-corrupt");
+  REQUIRE(r.rc == 0);
+  for (const char* f : {"train.txt", "test.txt", "crops.tsv"}) {
+    INFO(f);
+    CHECK(slurp(out + "/" + f) == slurp(kFixture + "/expected/" + f));
+  }
+  CHECK(slurp(out + "/skipped.tsv") == "index\treason\tsource\terror\n");
+  CHECK_THAT(r.out, Contains("skipped 0 record(s) in all"));
+#endif
+}

@@ -687,3 +687,291 @@ TEST_CASE("nddr-nyuv2 binary: SIGTERM stops after the step with a checkpoint, --
   CHECK(fs::exists(out / "results.json"));
 }
 #endif
+
+namespace {
+
+/// Every tensor of a checkpoint, by name.
+std::map<std::string, std::vector<float>> checkpoint_tensors(const fs::path& file) {
+  const auto f = nddr::io::SafetensorsFile::read(file.string());
+  std::map<std::string, std::vector<float>> out;
+  for (const std::string& name : f.names())
+    if (name.starts_with("param/")) out[name] = f.values<float>(name);
+  return out;
+}
+
+std::vector<std::string> lines_of(const fs::path& file) {
+  std::vector<std::string> out;
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("nddr-nyuv2: ablation switches parse and reach the network and the data",
+          "[train][experiments]") {
+  const auto parse = [](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--data-dir", "d"});
+    return *ex::parse_nyuv2_args(args);
+  };
+  const ex::NyuV2Config d = parse({});
+  CHECK(d.nddr_bn == "on");
+  CHECK(d.nddr_decay_mult == 1.0);
+  CHECK(d.eval_every == 0);
+  CHECK(d.best_metric.empty());
+  CHECK(d.save_predictions.empty());
+  const nddr::data::AugmentOptions a = ex::nyuv2_augment(d);
+  CHECK(a.random_mirror);
+  CHECK(a.random_scale);
+  CHECK(a.crop_size == 321);
+  const ex::NyuV2Config c =
+      parse({"--nddr-bn", "off", "--nddr-decay-mult", "0", "--no-flip", "--no-scale", "--crop",
+             "65", "--eval-every", "5", "--best-metric", "segmentation/mIoU"});
+  CHECK(c.nddr_bn == "off");
+  CHECK(c.nddr_decay_mult == 0.0);
+  CHECK(c.eval_every == 5);
+  CHECK(c.best_metric == "segmentation/mIoU");
+  const nddr::data::AugmentOptions b = ex::nyuv2_augment(c);
+  CHECK_FALSE(b.random_mirror);
+  CHECK_FALSE(b.random_scale);
+  CHECK(b.crop_size == 65);
+  CHECK(ex::nyuv2_augment(parse({"--no-flip"})).random_scale);
+  CHECK_FALSE(ex::nyuv2_augment(parse({"--no-flip"})).random_mirror);
+
+  const auto error = [&](std::vector<std::string> args) -> std::string {
+    try {
+      parse(args);
+    } catch (const nddr::cli::UsageError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  CHECK(error({"--nddr-bn", "no"}) ==
+        "nddr-nyuv2: --nddr-bn: expected one of on, off, got 'no'");
+  CHECK(error({"--nddr-decay-mult", "-1"}) ==
+        "nddr-nyuv2: --nddr-decay-mult: expected a finite number >= 0, got '-1'");
+  CHECK_THAT(error({"--eval-every", "-2"}), StartsWith("nddr-nyuv2: --eval-every: expected"));
+  CHECK_THAT(error({"--eval-every", "2", "--best-metric", "mIoU"}),
+             StartsWith("nddr-nyuv2: --best-metric: expected") && Contains("'mIoU'"));
+  CHECK(error({"--best-metric", "segmentation/mIoU"}) ==
+        "nddr-nyuv2: --best-metric: expected --eval-every N with it (it picks among periodic "
+        "evaluations), got 'segmentation/mIoU'");
+  CHECK_THAT(error({"--no-flip=maybe"}), StartsWith("nddr-nyuv2: --no-flip: expected"));
+  TempDir tmp("nyu_flags");
+  write_text(tmp.path / "a_file", "mine\n");
+  CHECK(error({"--save-predictions", (tmp.path / "a_file").string()}) ==
+        "nddr-nyuv2: --save-predictions: expected a directory (this is a file), got '" +
+            nddr::cli::echo((tmp.path / "a_file").string()) + "'");
+  CHECK(read_file(tmp.path / "a_file") == "mine\n");
+}
+
+TEST_CASE("nddr-nyuv2: --nddr-bn off drops the NDDR BatchNorms, --nddr-decay-mult scales the "
+          "NDDR group's decay only",
+          "[train][experiments]") {
+  TempDir tmp("nyu_ablate");
+  write_nyu(tmp.path / "nyu");
+  const auto run = [&](const std::string& tag, std::vector<std::string> extra) {
+    std::vector<std::string> args = {
+        "--data-dir", (tmp.path / "nyu").string(), "--method", "nddr", "--backbone", "tiny",
+        "--crop", "33", "--batch", "2", "--steps", "1", "--threads", "2", "--loader-threads",
+        "1", "--quiet", "--output-dir", (tmp.path / tag).string(), "--eval-limit", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::ostringstream out;
+    const auto r = ex::run_nyuv2(*ex::parse_nyuv2_args(args), out);
+    INFO(out.str());
+    CHECK(r.steps == 1);
+    return checkpoint_tensors(tmp.path / tag / "checkpoints" / "ckpt-0000000001.safetensors");
+  };
+  // The NDDR layers' parameters: "param/fusion.stage<S>.task<K>.conv|bn.*".
+  const auto is_nddr_bn = [](const std::string& name) {
+    return name.starts_with("param/fusion.") && name.find(".bn.") != std::string::npos;
+  };
+  const auto on = run("bn_on", {});
+  const auto off = run("bn_off", {"--nddr-bn", "off"});
+  std::size_t bn_on = 0, conv_off = 0;
+  for (const auto& [name, v] : on) bn_on += is_nddr_bn(name);
+  for (const auto& [name, v] : off) {
+    CHECK_FALSE(is_nddr_bn(name));
+    conv_off += name.starts_with("param/fusion.");
+    for (float x : v) CHECK(std::isfinite(x));
+  }
+  CHECK(bn_on > 0);
+  CHECK(conv_off > 0);
+  CHECK(off.size() + bn_on == on.size());  // the same network less the NDDR BatchNorms
+  // --resume with the other --nddr-bn is refused, and changes nothing.
+  auto again = *ex::parse_nyuv2_args(
+      {"--data-dir", (tmp.path / "nyu").string(), "--method", "nddr", "--backbone", "tiny",
+       "--crop", "33", "--batch", "2", "--steps", "2", "--threads", "2", "--quiet",
+       "--output-dir", (tmp.path / "bn_off").string(), "--resume", "--eval-limit", "1"});
+  std::ostringstream refused;
+  CHECK_THROWS(ex::run_nyuv2(again, refused));
+  CHECK(checkpoint_tensors(tmp.path / "bn_off" / "checkpoints" / "ckpt-0000000001.safetensors") ==
+        off);
+  CHECK_FALSE(fs::exists(tmp.path / "bn_off" / "checkpoints" / "ckpt-0000000002.safetensors"));
+
+  // One SGD step from the same start: theta1 = theta0 - lr * lr_mult * (g + wd * mult * theta0),
+  // so decay multipliers 0 and 2 differ by lr * lr_mult * wd * 2 * theta0 in the NDDR group, and
+  // not at all elsewhere.
+  const std::vector<std::string> decay = {"--weight-decay", "0.5", "--nddr-lr-mult", "1"};
+  auto d0 = decay, d2 = decay;
+  d0.insert(d0.end(), {"--nddr-decay-mult", "0"});
+  d2.insert(d2.end(), {"--nddr-decay-mult", "2"});
+  const auto a = run("decay0", d0);
+  const auto b = run("decay2", d2);
+  const auto init = run("init", {"--lr", "0"});  // theta0: the same seed, a step of rate 0
+  REQUIRE(a.size() == b.size());
+  std::size_t nddr_weights = 0;
+  for (const auto& [name, va] : a) {
+    const auto& vb = b.at(name);
+    const bool nddr_conv =
+        name.starts_with("param/fusion.") && name.ends_with(".conv.weight");
+    nddr_weights += nddr_conv;
+    for (std::size_t i = 0; i < va.size(); ++i) {
+      const double expected = nddr_conv ? -1e-3 * 1.0 * 0.5 * 2.0 * init.at(name)[i] : 0.0;
+      CHECK(vb[i] - va[i] == Approx(expected).margin(5e-7));
+    }
+  }
+  CHECK(nddr_weights > 0);
+}
+
+TEST_CASE("nddr-nyuv2: --eval-every logs the metric history, keeps checkpoints/best.* and "
+          "--resume keeps the best so far",
+          "[train][experiments]") {
+  TempDir tmp("nyu_best");
+  write_nyu(tmp.path / "nyu");
+  auto c = smoke(tmp.path / "nyu", tmp.path / "out", "nddr");
+  c.steps = 4;
+  c.eval_every = 2;
+  c.eval_limit = 1;
+  std::ostringstream first;
+  ex::run_nyuv2(c, first);
+  INFO(first.str());
+  const fs::path ckpts = tmp.path / "out" / "checkpoints";
+  std::vector<std::string> evals = lines_of(tmp.path / "out" / "eval.jsonl");
+  REQUIRE(evals.size() == 2);  // steps 2 and 4 (the last one once)
+  CHECK_THAT(evals[0], Contains("\"step\":2") && Contains("\"normals/Mean\":"));
+  CHECK_THAT(evals[1], Contains("\"step\":4"));
+  // the default picks by the table's first column: normals/Mean, lower is better
+  const auto mean_of = [](const std::string& line) {
+    const auto v = nddr::io::json::parse(line);
+    return v.find("normals/Mean")->as_double();
+  };
+  const double m2 = mean_of(evals[0]), m4 = mean_of(evals[1]);
+  REQUIRE(fs::exists(ckpts / "best.safetensors"));
+  const auto best = nddr::io::json::parse(read_file(ckpts / "best.json"));
+  CHECK(best.find("metric")->as_string() == "normals/Mean");
+  CHECK(best.find("higher_is_better")->as_bool() == false);
+  CHECK(best.find("step")->as_int() == (m4 < m2 ? 4 : 2));
+  CHECK(best.find("value")->as_double() == Approx(std::min(m2, m4)));
+  // best.safetensors is a checkpoint of that step: its weights are the regular one's at step 4
+  if (m4 < m2)
+    CHECK(checkpoint_tensors(ckpts / "best.safetensors") ==
+          checkpoint_tensors(ckpts / "ckpt-0000000004.safetensors"));
+  CHECK(nddr::CheckpointDir(ckpts, 3).list().size() == 1);  // best.* is not a regular one
+
+  // A best so far that nothing can beat (0 degrees) survives a resumed run, which still
+  // evaluates and logs steps 6 and 8.
+  const std::string unbeatable =
+      "{\"metric\": \"normals/Mean\", \"value\": 0, \"higher_is_better\": false, \"step\": 2, "
+      "\"checkpoint\": \"best.safetensors\"}\n";
+  write_text(ckpts / "best.json", unbeatable);
+  c.steps = 8;
+  c.resume = true;
+  std::ostringstream second;
+  ex::run_nyuv2(c, second);
+  CHECK_THAT(second.str(), Contains("resumed from step 4"));
+  CHECK(read_file(ckpts / "best.json") == unbeatable);
+  evals = lines_of(tmp.path / "out" / "eval.jsonl");
+  REQUIRE(evals.size() == 4);
+  CHECK_THAT(evals[3], Contains("\"step\":8"));
+
+  // A best checkpoint picked by another metric is not mixed with this run's.
+  c.steps = 10;
+  c.best_metric = "segmentation/mIoU";
+  std::ostringstream third;
+  CHECK_THROWS_WITH(ex::run_nyuv2(c, third),
+                    Contains("best.json") && Contains("picked by normals/Mean") &&
+                        Contains("--best-metric normals/Mean"));
+  // --best-metric must name a metric of the method.
+  c.best_metric = "segmentation/Bogus";
+  CHECK_THROWS_WITH(ex::run_nyuv2(c, third),
+                    Contains("--best-metric: expected a metric of method nddr") &&
+                        Contains("segmentation/mIoU") && Contains("'segmentation/Bogus'"));
+}
+
+TEST_CASE("nddr-nyuv2: --save-predictions writes readable PNGs of the predicted labels and "
+          "normals",
+          "[train][experiments]") {
+  TempDir tmp("nyu_pred");
+  write_nyu(tmp.path / "nyu");
+  const fs::path preds = tmp.path / "preds";
+  write_text(preds / "notes.txt", "mine\n");
+  write_text(preds / "img4.txt", "also mine\n");
+  for (const std::string method : {"nddr", "st-seg"}) {
+    auto c = smoke(tmp.path / "nyu", tmp.path / ("out_" + method), method);
+    c.steps = 2;
+    c.save_predictions = (preds / method).string();
+    std::ostringstream out;
+    const auto r = ex::run_nyuv2(c, out);
+    INFO(out.str());
+    std::int64_t right = 0, counted = 0;
+    for (const int i : {4, 5}) {  // the fixture's two test frames: data/img4.png, data/img5.png
+      const fs::path dir = preds / method;
+      const std::string stem = "img" + std::to_string(i);
+      const auto seg = nddr::io::read_png((dir / (stem + "_seg.png")).string());
+      const auto colour = nddr::io::read_png((dir / (stem + "_seg_color.png")).string());
+      const auto truth =
+          nddr::io::read_png((tmp.path / "nyu" / "data" / ("seg" + std::to_string(i) + ".png"))
+                                 .string());
+      REQUIRE(seg.channels == 1);
+      REQUIRE(colour.channels == 3);
+      REQUIRE(seg.height == 40);
+      REQUIRE(seg.width == 48);
+      REQUIRE(colour.height == 40);
+      for (int y = 0; y < 40; ++y)
+        for (int x = 0; x < 48; ++x) {
+          const int label = seg.at(y, x);
+          REQUIRE(label < 40);
+          const auto rgb = ex::nyuv2_label_color(label);
+          for (int ch = 0; ch < 3; ++ch) CHECK(colour.at(y, x, ch) == rgb[ch]);
+          if (truth.at(y, x) == 255) continue;
+          ++counted;
+          right += truth.at(y, x) == label;
+        }
+      CHECK(fs::exists(dir / (stem + "_normal.png")) == (method == "nddr"));
+      if (method == "nddr") {
+        const auto n = nddr::io::read_png((dir / (stem + "_normal.png")).string());
+        CHECK(n.channels == 3);
+        CHECK(n.height == 40);
+        CHECK(n.width == 48);
+      }
+    }
+    // the saved labels are the ones evaluated: their pixel accuracy is the reported one
+    CHECK(100.0 * static_cast<double>(right) / static_cast<double>(counted) ==
+          Approx(r.row[6]).margin(1e-9));
+  }
+  CHECK(read_file(preds / "notes.txt") == "mine\n");
+  CHECK(read_file(preds / "img4.txt") == "also mine\n");
+  CHECK(ex::nyuv2_prediction_names("/a/b/img7.png", std::vector<const char*>{"normal"}) ==
+        std::vector<std::string>{"img7_normal.png"});
+  // VOC colours: class 0 is (128, 0, 0), no class is black (the ignore colour)
+  CHECK(ex::nyuv2_label_color(0) == std::array<std::uint8_t, 3>{128, 0, 0});
+  CHECK(ex::nyuv2_label_color(255) == std::array<std::uint8_t, 3>{0, 0, 0});
+  for (int k = 0; k < 40; ++k) CHECK(ex::nyuv2_label_color(k) != std::array<std::uint8_t, 3>{});
+
+  // two test images of one name would overwrite each other's files: refused before training
+  TempDir dup("nyu_pred_dup");
+  write_nyu(dup.path / "nyu");
+  fs::create_directories(dup.path / "nyu" / "other");
+  fs::copy_file(dup.path / "nyu" / "data" / "img5.png", dup.path / "nyu" / "other" / "img4.png");
+  write_text(dup.path / "nyu" / "list" / "testing_seg.txt",
+             "/data/img4.png /data/seg4.png\n/other/img4.png /data/seg5.png\n");
+  write_text(dup.path / "nyu" / "list" / "testing_normal_mask.txt",
+             "/data/img4.png /data/nrm4.png\n/other/img4.png /data/nrm5.png\n");
+  auto c = smoke(dup.path / "nyu", dup.path / "out", "nddr");
+  c.save_predictions = (dup.path / "preds").string();
+  std::ostringstream out;
+  CHECK_THROWS_WITH(ex::run_nyuv2(c, out), Contains("share the name 'img4'"));
+  CHECK_FALSE(fs::exists(dup.path / "out" / "log.csv"));
+}

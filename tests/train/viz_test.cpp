@@ -184,6 +184,77 @@ TEST_CASE("viz: run_demo end to end on tiny settings", "[train][viz][demo]") {
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("viz: run_demo --seeds reports mean and std over the seeds", "[train][viz][demo]") {
+  if (!nddr::data::FashionMnist::available()) {
+    WARN("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); skipping");
+    return;
+  }
+  const auto dir = temp_dir("demo_seeds");
+  nddr::viz::DemoOptions o = nddr::viz::DemoOptions::quick();
+  o.threads = 1;
+  o.steps = 4;
+  o.batch = 2;
+  o.train_samples = 16;
+  o.test_samples = 4;
+  o.canvas = 28;
+  o.log_every = 2;
+  o.progress = false;
+  o.output_dir = dir.string();
+  o.seed = 7;
+  o.seeds = 2;
+  std::ostringstream log;
+  const auto r = nddr::viz::run_demo(o, log);
+  REQUIRE(r.per_seed.size() == 2);
+  REQUIRE(r.rows.size() == 6);
+  REQUIRE(r.stds.size() == 6);
+  // Each seed is a run of its own: the same as one run from that seed alone (first seed only,
+  // to keep the test short).
+  for (std::size_t i = 0; i < 6; ++i) {
+    INFO(r.rows[i].method);
+    const auto& a = r.per_seed[0][i];
+    const auto& b = r.per_seed[1][i];
+    for (const auto& c : nddr::viz::demo_metric_columns()) {
+      const double x = a.metric(c), y = b.metric(c);
+      if (!std::isfinite(x)) {
+        CHECK(std::isnan(r.rows[i].metric(c)));
+        continue;
+      }
+      CHECK(r.rows[i].metric(c) == Approx((x + y) / 2));
+      CHECK(r.stds[i].metric(c) == Approx(std::abs(x - y) / std::sqrt(2.0)).margin(1e-12));
+    }
+    if (i >= 2) {
+      CHECK(r.rows[i].delta_m == Approx((a.delta_m + b.delta_m) / 2));
+      CHECK(r.stds[i].delta_m == Approx(std::abs(a.delta_m - b.delta_m) / std::sqrt(2.0)));
+    } else {
+      CHECK(std::isnan(r.rows[i].delta_m));
+    }
+  }
+  // The seeds differ (data, order and initialisation): so do their results.
+  CHECK(r.per_seed[0][4].metric("mIoU") != r.per_seed[1][4].metric("mIoU"));
+  CHECK_THAT(r.table, Catch::Contains(" ± ") &&
+                          Catch::Contains("over 2 seeds (7 to 8") && Catch::Contains("| NDDR |"));
+  CHECK_THAT(log.str(), Catch::Contains("seed 7 (1 of 2)") && Catch::Contains("seed 8 (2 of 2)"));
+  std::ifstream csv(r.results_csv);
+  std::string header;
+  std::getline(csv, header);
+  CHECK(header ==
+        "method,mIoU_mean,mIoU_std,PixelAcc_mean,PixelAcc_std,Mean_mean,Mean_std,Median_mean,"
+        "Median_std,11.25_mean,11.25_std,22.5_mean,22.5_std,30_mean,30_std,"
+        "delta_m_percent_mean,delta_m_percent_std,train_seconds_mean");
+  int lines = 1;
+  for (std::string line; std::getline(csv, line);) ++lines;
+  CHECK(lines == 7);
+  std::ifstream per(dir / "results_per_seed.csv");
+  int per_lines = 0;
+  for (std::string line; std::getline(per, line);) ++per_lines;
+  CHECK(per_lines == 13);
+  CHECK(std::filesystem::exists(dir / "runs" / "nddr_seed8" / "log.csv"));
+  CHECK(std::filesystem::exists(dir / "predictions.png"));
+  std::filesystem::remove_all(dir);
+  o.seeds = 0;
+  CHECK_THROWS_WITH(nddr::viz::run_demo(o, log), Catch::Contains("seeds is 0, expected 1 to 100"));
+}
+
 TEST_CASE("viz: run_demo names the missing package and bad options", "[train][viz][demo]") {
   nddr::viz::DemoOptions o;
   o.data_dir = "/nonexistent/fashion";

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <functional>
 #include <iomanip>
+#include <limits>
 #include <memory>
 #include <ostream>
 #include <sstream>
@@ -34,6 +35,9 @@
 
 namespace nddr::viz {
 
+/// Largest `--seeds` of nddr-demo.
+inline constexpr std::int64_t kMaxDemoSeeds = 100;
+
 /// Options of `run_demo`; the defaults are the full run (about 5 minutes on 2 cores).
 struct DemoOptions {
   std::int64_t steps = 1500;          ///< SGD steps per run
@@ -44,6 +48,8 @@ struct DemoOptions {
   int threads = 2;                    ///< OpenMP threads
   std::string device = "cpu";         ///< cpu | cuda | cuda:N (a build with the CUDA backend)
   std::uint64_t seed = 1;             ///< data, batch order and initialisation
+  /// Repeats: every method on seeds seed .. seed + seeds - 1, reported as mean ± std.
+  std::int64_t seeds = 1;
   double base_lr = 0.02;              ///< base rate of the schedule (`optim.schedule`)
   double normal_weight = 10.0;        ///< loss weight of the normal task (segmentation: 1)
   double fusion_lr_mult = 100.0;      ///< NDDR / cross-stitch / shortcut group (paper: x100)
@@ -76,6 +82,11 @@ struct DemoOptions {
                        ", expected >= 4 (predictions.png shows four)");
     check<OptionError>(canvas >= 28, who, ": canvas is ", canvas, ", expected >= 28");
     check<OptionError>(threads >= 1, who, ": threads is ", threads, ", expected >= 1");
+    check<OptionError>(seeds >= 1 && seeds <= kMaxDemoSeeds, who, ": seeds is ", seeds,
+                       ", expected 1 to ", kMaxDemoSeeds);
+    check<OptionError>(seed <= std::numeric_limits<std::uint64_t>::max() -
+                                   static_cast<std::uint64_t>(seeds - 1),
+                       who, ": seed ", seed, " + seeds ", seeds, " - 1 overflows");
     check<OptionError>(base_lr > 0 && std::isfinite(base_lr), who, ": base_lr is ", base_lr,
                        ", expected a finite value > 0");
     check<OptionError>(normal_weight > 0 && std::isfinite(normal_weight), who,
@@ -110,7 +121,11 @@ struct DemoRow {
 
 /// Everything `run_demo` produced.
 struct DemoResult {
-  std::vector<DemoRow> rows;  ///< seg, normals, split, cross-stitch, NDDR, NDDR-Shortcut
+  /// seg, normals, split, cross-stitch, NDDR, NDDR-Shortcut; with `seeds` > 1 the mean over the
+  /// seeds of every metric, Delta_m and train time (losses: the first seed's)
+  std::vector<DemoRow> rows;
+  std::vector<DemoRow> stds;  ///< with `seeds` > 1: the standard deviations (n - 1) of `rows`
+  std::vector<std::vector<DemoRow>> per_seed;  ///< every seed's rows, seed `seed + k` at k
   std::string table;          ///< the Markdown table followed by the Delta_m convention line
   DeltaOptions delta;
   double total_seconds = 0.0;

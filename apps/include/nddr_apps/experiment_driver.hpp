@@ -61,6 +61,8 @@ struct CommonConfig : cli::OptimizerFlags {
   std::string backbone = "vgg16";
   std::string init = "0.9,0.1";  ///< fusion initialisation: "alpha,beta" or "xavier"
   double nddr_lr_mult = 100.0;
+  double nddr_decay_mult = 1.0;  ///< weight-decay multiplier of the fusion group ("nddr")
+  std::string nddr_bn = "on";    ///< BatchNorm inside the NDDR layers: on | off
   std::vector<double> loss_scales;  ///< empty = the method's default
   std::int64_t steps = 20001;
   std::int64_t batch = 10;
@@ -81,6 +83,9 @@ struct CommonConfig : cli::OptimizerFlags {
   std::int64_t eval_limit = 0;  ///< evaluate on the first N test images; 0 = all
   std::int64_t log_every = 20;
   std::int64_t checkpoint_every = 5000;
+  /// --eval-every: evaluate on the test split every N steps, keep checkpoints/best.*; 0 = never
+  std::int64_t eval_every = 0;
+  std::string best_metric;  ///< "task/name" (eval.jsonl's keys); empty = the table's first column
   bool progress = true;
   bool cuda_graph = false;  ///< --cuda-graph: capture the GPU training step as a CUDA Graph
   bool tf32 = false;             ///< --tf32: TF32 tensor cores in GPU convolutions and GEMMs
@@ -129,20 +134,27 @@ inline FusionInit parse_fusion_init(const std::string& program, const std::strin
 
 namespace detail {
 
-inline NddrOptions fusion_options(const NddrOptions&, const FusionInit& f, const std::string&) {
-  return f.xavier ? NddrOptions{}.xavier() : NddrOptions{}.diagonal(f.alpha, f.beta);
+// The fusion layers' options from --init and --nddr-bn (`bn`: BatchNorm in the NDDR layers).
+inline NddrOptions fusion_options(const NddrOptions&, const FusionInit& f, bool bn,
+                                  const std::string&) {
+  NddrOptions o = f.xavier ? NddrOptions{}.xavier() : NddrOptions{}.diagonal(f.alpha, f.beta);
+  return o.batch_norm(bn);
 }
-inline CrossStitchOptions fusion_options(const CrossStitchOptions&, const FusionInit& f,
-                                         const std::string& program) {
+inline void check_nddr_only(const FusionInit& f, bool bn, const std::string& program) {
   check<OptionError>(!f.xavier, program, ": --init xavier applies to the NDDR layer only");
+  check<OptionError>(bn, program, ": --nddr-bn off applies to the NDDR layer only");
+}
+inline CrossStitchOptions fusion_options(const CrossStitchOptions&, const FusionInit& f, bool bn,
+                                         const std::string& program) {
+  check_nddr_only(f, bn, program);
   return CrossStitchOptions{}.init(f.alpha, f.beta);
 }
-inline SluiceOptions fusion_options(const SluiceOptions&, const FusionInit& f,
+inline SluiceOptions fusion_options(const SluiceOptions&, const FusionInit& f, bool bn,
                                     const std::string& program) {
-  check<OptionError>(!f.xavier, program, ": --init xavier applies to the NDDR layer only");
+  check_nddr_only(f, bn, program);
   return SluiceOptions{}.init(f.alpha, f.beta);
 }
-inline IdentityFusionOptions fusion_options(const IdentityFusionOptions&, const FusionInit&,
+inline IdentityFusionOptions fusion_options(const IdentityFusionOptions&, const FusionInit&, bool,
                                             const std::string&) {
   return {};
 }
@@ -221,6 +233,89 @@ inline void write_results(const std::string& dir, const std::string& experiment,
   write("results.json", js.str());
 }
 
+/// Whether `key` reads as eval.jsonl's metric keys do: "task/name", both parts non-empty
+/// printable text.
+inline bool valid_metric_key(std::string_view key) {
+  const std::size_t slash = key.find('/');
+  if (slash == std::string_view::npos || slash == 0 || slash + 1 == key.size() || key.size() > 64)
+    return false;
+  return std::all_of(key.begin(), key.end(), [](char ch) {
+    return static_cast<unsigned char>(ch) > 0x20 && static_cast<unsigned char>(ch) != 0x7f;
+  });
+}
+
+/// The best evaluation so far of a run with `--eval-every` (checkpoints/best.json beside
+/// checkpoints/best.safetensors): which metric picks it, its value, direction and step.
+struct BestSoFar {
+  std::string metric;
+  bool higher_is_better = true;
+  bool have = false;
+  double value = 0.0;
+  std::int64_t step = 0;
+
+  /// Whether `v` beats the best so far (the first finite value always does; ties keep the
+  /// earlier step).
+  bool improved_by(double v) const {
+    if (!std::isfinite(v)) return false;
+    if (!have) return true;
+    return higher_is_better ? v > value : v < value;
+  }
+  std::string json() const {
+    std::ostringstream js;
+    js << "{\"metric\": " << io::json::quote(metric) << ", \"value\": " << io::json::number(value)
+       << ", \"higher_is_better\": " << (higher_is_better ? "true" : "false")
+       << ", \"step\": " << step << ", \"checkpoint\": \"best.safetensors\"}\n";
+    return js.str();
+  }
+};
+
+/// The metric `--best-metric` names (or, when empty, the first of `columns` that `values` has),
+/// with its direction; UsageError naming the flag and the metrics there are when it is not one of
+/// `values`.
+inline BestSoFar best_metric_of(const CommonConfig& c, const std::vector<MetricValue>& values,
+                                const std::vector<std::pair<std::string, std::string>>& columns) {
+  const auto key = [](const MetricValue& m) { return m.task + "/" + m.name; };
+  std::string want = c.best_metric;
+  if (want.empty())
+    for (const auto& [task, name] : columns)
+      for (const MetricValue& m : values)
+        if (want.empty() && m.task == task && m.name == name) want = key(m);
+  std::string known;
+  for (const MetricValue& m : values) {
+    if (key(m) == want || (want.empty() && known.empty()))
+      return BestSoFar{key(m), m.higher_is_better};
+    known += (known.empty() ? "" : ", ") + key(m);
+  }
+  throw cli::UsageError(cli::bad_value_message(
+      c.program, "best-metric", "a metric of method " + c.method + " (" + known + ")", want));
+}
+
+/// Reads `file` (checkpoints/best.json of a resumed run) into `best`, which names the metric
+/// this run picks by; IoError when it is unreadable or was picked by another metric.
+inline void read_best(const std::filesystem::path& file, BestSoFar& best) {
+  if (!std::filesystem::exists(file)) return;
+  const std::vector<unsigned char> bytes =
+      io::read_regular_file("nddr::experiments::read_best", file.string(), 1 << 16);
+  io::json::Value v;
+  try {
+    v = io::json::parse(std::string(bytes.begin(), bytes.end()));
+  } catch (const std::exception& e) {
+    throw IoError(nddr::detail::concat(file.string(), ": ", e.what()));
+  }
+  const io::json::Value* metric = v.find("metric");
+  const io::json::Value* value = v.find("value");
+  const io::json::Value* step = v.find("step");
+  check<IoError>(metric && metric->is_string() && value && value->is_number() && step &&
+                     step->is_int(),
+                 file.string(), ": expected {\"metric\": ..., \"value\": ..., \"step\": ...}");
+  check<IoError>(metric->as_string() == best.metric, file.string(), ": the best checkpoint was "
+                 "picked by ", metric->as_string(), ", this run picks by ", best.metric,
+                 " (resume with --best-metric ", metric->as_string(), ")");
+  best.have = true;
+  best.value = value->as_double();
+  best.step = step->as_int();
+}
+
 /// Largest `--batch` of the experiment binaries.
 inline constexpr std::int64_t kMaxBatch = 4096;
 /// Largest `--crop` / `--image-size` side (NYUv2 images are 480 x 640; VGG16 takes 224).
@@ -242,6 +337,12 @@ void add_common_flags(cli::ArgParser& p, CommonConfig& c, const Table& table) {
             "learning-rate multiplier of the fusion (NDDR, cross-stitch, sluice, shortcut) "
             "parameters",
             RealRange::non_negative())
+      .real("nddr-decay-mult", c.nddr_decay_mult,
+            "weight-decay multiplier of the same parameters (0 = no decay)",
+            RealRange::non_negative())
+      .choice("nddr-bn", c.nddr_bn,
+              "BatchNorm inside the NDDR layers (off: 1x1 conv + ReLU; method nddr only)",
+              {"on", "off"})
       .reals("loss-scales", c.loss_scales, "task loss weights, comma separated",
              RealRange::non_negative(), max_scale_count(table))
       .default_text("per method, see docs/experiments.md")
@@ -291,6 +392,16 @@ void add_common_flags(cli::ArgParser& p, CommonConfig& c, const Table& table) {
       .integer("log-every", c.log_every, "log interval in steps (0 = never)", std::int64_t{0})
       .integer("checkpoint-every", c.checkpoint_every,
                "checkpoint interval in steps (0 = at the end only)", std::int64_t{0})
+      .integer("eval-every", c.eval_every,
+               "evaluate on the test split every N steps (eval.jsonl) and keep the best "
+               "weights as checkpoints/best.safetensors (0 = at the end only)",
+               std::int64_t{0})
+      .text("best-metric", c.best_metric,
+            "metric that picks checkpoints/best.*, as eval.jsonl names it (e.g. "
+            "segmentation/mIoU)",
+            "a metric as eval.jsonl names it, TASK/NAME (e.g. segmentation/mIoU)",
+            [](const std::string& s) { return valid_metric_key(s); }, "TASK/NAME")
+      .default_text("the first column of the paper's table")
       .flag("quiet", c.progress, "no progress lines", false);
 }
 
@@ -299,6 +410,9 @@ void add_common_flags(cli::ArgParser& p, CommonConfig& c, const Table& table) {
 template <ProgramTableType Table>
 void check_common_flags(const cli::ArgParser& p, const CommonConfig& c, const Table& table) {
   cli::check_optimizer_flags(p, c, c.steps);
+  if (!c.best_metric.empty() && c.eval_every == 0)
+    p.fail("best-metric", "--eval-every N with it (it picks among periodic evaluations)",
+           c.best_metric);
   if (c.tf32 && c.bf16)
     p.fail("bf16", "no --tf32 with it (both set the convolutions' precision)", "--tf32 --bf16");
   if (!cli::parse_device(p.program(), c.device).cuda)
@@ -524,7 +638,9 @@ void initialize_weights(Network<Spec, Cpu, T>& net, const CommonConfig& c, std::
 
 /// A data source for `run_spec`: `train_size()`, `load_train(i, rng)` (augmented sample),
 /// `test_size()`, `load_test(i)`, `collate(samples)` and `template <class Task> take(batch)`
-/// (moves the task's target tensor out of a collated batch).
+/// (moves the task's target tensor out of a collated batch); optionally
+/// `save_prediction(i, outputs, task_names)`, called for every evaluated test sample i when
+/// `saves_predictions()` (NYUv2's --save-predictions).
 template <class Spec, class TaskList, class D, class Data>
 ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data& data,
                              const std::string& experiment, const std::string& label,
@@ -541,8 +657,10 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
 
   NetworkOptions<Spec> nopt;
   nopt.fusion = detail::fusion_options(typename Spec::fusion::options{},
-                                       parse_fusion_init(c.program, c.init), c.program);
+                                       parse_fusion_init(c.program, c.init), c.nddr_bn != "off",
+                                       c.program);
   nopt.fusion_lr_mult = c.nddr_lr_mult;
+  nopt.fusion_weight_decay_mult = c.nddr_decay_mult;
   nopt.seed = c.seed;
   std::array<std::int64_t, K> outputs{};
   [&]<std::size_t... I>(std::index_sequence<I...>) {
@@ -563,6 +681,14 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
     upload(net.parameters().buffer_values(), std::as_const(host.parameters()).buffer_values());
   }
 
+  // --best-metric names one of these (checked before anything is read or written).
+  const std::vector<MetricValue> metric_names =
+      Train::metric_values([]<std::size_t... I>(std::index_sequence<I...>) {
+        return typename Train::Metrics{
+            MetricFor<typename TaskList::template task<I>>::make()...};
+      }(std::make_index_sequence<K>{}));
+  if (c.eval_every > 0) best_metric_of(c, metric_names, column_metrics);
+
   const bool single = K == 1;
   typename Train::options_type topt;
   topt.loss_weights = std::move(loss_weights);
@@ -571,6 +697,7 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
   if (!single) cli::set_weighting(topt, c);  // single-task baselines stay plain
   topt.log_every = c.log_every;
   topt.checkpoint_every = c.checkpoint_every;
+  topt.eval_every = c.eval_every;
   topt.output_dir = c.output_dir;
   topt.progress = c.progress;
   topt.cuda_graph = c.cuda_graph;
@@ -598,7 +725,61 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
     return tb;
   };
 
-  if (!c.eval_only && trainer.step() < c.steps) {
+  const std::int64_t n_test =
+      c.eval_limit > 0 ? std::min(c.eval_limit, data.test_size()) : data.test_size();
+  const auto test_batch = [&](std::int64_t i) {
+    std::vector<Sample> one;
+    one.push_back(data.load_test(i));
+    return to_batch(std::move(one));
+  };
+  // --eval-every: the metric that picks checkpoints/best.* (its names need no test image), and
+  // the best so far of a resumed run.
+  const bool writes = !c.output_dir.empty() && dp.is_root();
+  const std::filesystem::path best_dir = std::filesystem::path(c.output_dir) / "checkpoints";
+  BestSoFar best;
+  if (c.eval_every > 0) {
+    best = best_metric_of(c, metric_names, column_metrics);
+    if (c.resume) read_best(best_dir / "best.json", best);
+  }
+  const auto keep_if_best = [&](const std::vector<MetricValue>& values) {
+    for (const MetricValue& m : values)
+      if (m.task + "/" + m.name == best.metric && best.improved_by(m.value)) {
+        best.have = true;
+        best.value = m.value;
+        best.step = trainer.step();
+        if (!writes) return;
+        std::filesystem::create_directories(best_dir);
+        trainer.save_checkpoint((best_dir / "best.safetensors").string());
+        const std::string js = best.json();
+        io::write_file_atomic(c.program, (best_dir / "best.json").string(), js.data(), js.size());
+        out << c.program << ": step " << best.step << ": best " << best.metric << " so far ("
+            << io::json::number(best.value) << "), wrote "
+            << (best_dir / "best.safetensors").string() << "\n";
+      }
+  };
+  std::int64_t evaluated_at = -1;  // the step of the last periodic evaluation
+  std::vector<MetricValue> evaluated;
+  const auto periodic_eval = [&](std::int64_t step) {
+    evaluated = Train::metric_values(trainer.evaluate(ctx, n_test, test_batch));
+    trainer.log_metrics(evaluated);
+    keep_if_best(evaluated);
+    evaluated_at = step;
+  };
+  // --save-predictions: every evaluated test sample's outputs to the data source.
+  typename Train::OutputsCallback save_outputs;
+  if constexpr (requires { data.saves_predictions(); })
+    if (data.saves_predictions() && dp.is_root()) {
+      static const std::array<const char*, K> task_names = []<std::size_t... I>(
+          std::index_sequence<I...>) {
+        return std::array<const char*, K>{TaskList::template task<I>::name...};
+      }(std::make_index_sequence<K>{});
+      save_outputs = [&](std::int64_t i, std::span<const Tensor<float>> outputs) {
+        data.save_prediction(i, outputs, std::span<const char* const>(task_names));
+      };
+    }
+
+  const bool trains = !c.eval_only && trainer.step() < c.steps;
+  if (trains) {
     data::PrefetchLoader<Sample> loader(
         data.train_size(), [&](std::int64_t i, Rng& rng) { return data.load_train(i, rng); },
         dp.shard(data::LoaderOptions{}
@@ -606,22 +787,24 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
                      .seed(c.seed)
                      .threads(c.loader_threads)
                      .start_batch(trainer.step())));
-    trainer.fit(ctx, c.steps, [&](std::int64_t) { return to_batch(loader.next().items); });
+    trainer.fit(ctx, c.steps, [&](std::int64_t) { return to_batch(loader.next().items); }, {},
+                c.eval_every > 0 ? std::function<void(std::int64_t)>(periodic_eval)
+                                 : std::function<void(std::int64_t)>());
   }
-
-  const std::int64_t n_test =
-      c.eval_limit > 0 ? std::min(c.eval_limit, data.test_size()) : data.test_size();
-  const auto metrics = trainer.evaluate(ctx, n_test, [&](std::int64_t i) {
-    std::vector<Sample> one;
-    one.push_back(data.load_test(i));
-    return to_batch(std::move(one));
-  });
 
   ExperimentResult r;
   r.label = label;
   r.steps = trainer.step();
   r.columns = columns;
-  r.metrics = Train::metric_values(metrics);
+  if (evaluated_at == trainer.step() && !save_outputs) {
+    r.metrics = evaluated;  // the periodic evaluation of the last step
+  } else {
+    r.metrics = Train::metric_values(trainer.evaluate(ctx, n_test, test_batch, save_outputs));
+    if (c.eval_every > 0 && trains && evaluated_at != trainer.step()) {
+      trainer.log_metrics(r.metrics);  // the last step counts for best.* too
+      keep_if_best(r.metrics);
+    }
+  }
   r.output_dir = c.output_dir;
   for (const auto& [task, name] : column_metrics) {
     double v = std::numeric_limits<double>::quiet_NaN();

@@ -25,6 +25,10 @@
 ///      times its width / height on every side, rounded, made 0-based half-open and clipped to
 ///      the image. A face box that is not finite, empty, or entirely outside the image is an
 ///      error.
+///   With `skip_corrupt` (--skip-corrupt), a record whose JPEG cannot be decoded or whose face
+///   box is not inside its image is skipped instead: counted per reason in `Summary::skipped`
+///   and listed in `skipped.tsv` (record, reason, source image, the error); without it the
+///   first such record is an error naming it. A split left without a face is an error.
 ///   5. Everything is written into `<output>.partial.<pid>` (a sibling), which is renamed to the
 ///      output directory only when every record has been written; an error leaves no output.
 ///      An output directory that exists and is not empty is refused.
@@ -76,7 +80,12 @@ struct PrepareOptions {
   std::int64_t size = 224;
   double test_fraction = 0.16;  ///< 2,000 of 12,325 subjects in the paper
   std::int64_t seed = 0;
+  bool skip_corrupt = false;  ///< skip undecodable JPEGs and bad face boxes (see the file comment)
 };
+
+/// The reasons `--skip-corrupt` skips a record for, as Summary::skipped and skipped.tsv name them.
+inline constexpr const char* kSkipJpeg = "JPEG unreadable or corrupt";
+inline constexpr const char* kSkipBox = "face box not inside the image";
 
 /// One record of the metadata (index i of every field).
 struct Record {
@@ -85,6 +94,8 @@ struct Record {
   std::string full_path;
   std::string subject;  ///< "celeb_id:<n>" or "name:<text>"
   double box[4] = {0, 0, 0, 0};
+  /// Why face_location is not 4 numbers (read_imdb_mat with `lenient_boxes`); empty when it is.
+  std::string box_error;
 };
 
 /// The metadata of one .mat file.
@@ -223,8 +234,10 @@ inline std::optional<std::string> char_row(const matvar_t* v) {
 }  // namespace detail
 
 /// Reads the metadata of `path` (see the file comment); IoError naming the file, the field and
-/// the record for anything that is not the official layout.
-inline Metadata read_imdb_mat(const std::string& path) {
+/// the record for anything that is not the official layout. With `lenient_boxes`
+/// (--skip-corrupt), a face_location that is not 4 numbers is recorded in the record's
+/// `box_error` instead.
+inline Metadata read_imdb_mat(const std::string& path, bool lenient_boxes = false) {
   using detail::fail;
   {
     const io::RegularFile f = io::open_regular_file("nddr-prepare-imdb-wiki", path);
@@ -354,12 +367,16 @@ inline Metadata read_imdb_mat(const std::string& path) {
     }
     const matvar_t* c = Mat_VarGetCell(boxes, static_cast<int>(i));
     const auto box = c ? detail::numeric_values(c) : std::nullopt;
-    if (!box || box->size() != 4)
-      fail(path, box_name, i,
-           std::string("expected 4 numbers [x1 y1 x2 y2], got ") +
-               (!c ? "nothing"
-                   : !box ? std::string("a ") + detail::class_name(c->class_type)
-                          : std::to_string(box->size()) + " numbers"));
+    if (!box || box->size() != 4) {
+      const std::string what = std::string("expected 4 numbers [x1 y1 x2 y2], got ") +
+                               (!c     ? "nothing"
+                                : !box ? std::string("a ") + detail::class_name(c->class_type)
+                                       : std::to_string(box->size()) + " numbers");
+      if (!lenient_boxes) fail(path, box_name, i, what);
+      r.box_error = "'" + path + "' record " + std::to_string(i) + " field '" + box_name +
+                    "': " + what;
+      continue;
+    }
     std::copy(box->begin(), box->end(), r.box);
   }
   return meta;
@@ -559,6 +576,12 @@ struct Summary {
   std::int64_t records = 0, train = 0, test = 0, train_subjects = 0, test_subjects = 0;
   FilterCounts counts;
   std::string subject_field;
+  std::map<std::string, std::int64_t> skipped;  ///< --skip-corrupt: records skipped, per reason
+  std::int64_t skipped_total() const {
+    std::int64_t n = 0;
+    for (const auto& [reason, count] : skipped) n += count;
+    return n;
+  }
 };
 
 /// Refuses an output directory that exists and is not an empty directory.
@@ -577,7 +600,7 @@ inline void check_output_dir(const std::string& out) {
 template <class Log>
 Summary prepare(const PrepareOptions& o, Log&& log) {
   check_output_dir(o.output_dir);
-  const Metadata meta = read_imdb_mat(o.mat_path);
+  const Metadata meta = read_imdb_mat(o.mat_path, o.skip_corrupt);
   Summary sum;
   sum.records = static_cast<std::int64_t>(meta.records.size());
   sum.subject_field = meta.subject_field;
@@ -605,13 +628,27 @@ Summary prepare(const PrepareOptions& o, Log&& log) {
   } cleanup{staging};
 
   std::string train_list, test_list, crops = "index\tsplit\tsubject\tage\tgender\tx0\ty0\tx1\ty1\tsource\n";
+  std::string skipped = "index\treason\tsource\terror\n";
   std::map<std::string, int> subjects_seen;  // 0 train, 1 test
+  // --skip-corrupt: records `r` for `reason` in skipped.tsv (tabs and newlines of the message
+  // as spaces) and returns true; without it, false.
+  const auto skip = [&](const Record& r, const char* reason, const std::string& error) {
+    if (!o.skip_corrupt) return false;
+    ++sum.skipped[reason];
+    std::string clean = io::excerpt(error, 300);
+    std::replace_if(clean.begin(), clean.end(), [](char ch) { return ch == '\t' || ch == '\n'; },
+                    ' ');
+    skipped += std::to_string(r.index) + '\t' + reason + '\t' + r.full_path + '\t' + clean + '\n';
+    return true;
+  };
   for (const Kept& k : kept) {
     const Record& r = *k.record;
+    if (!r.box_error.empty() && skip(r, kSkipBox, r.box_error)) continue;
     io::Image8 img;
     try {
       img = read_jpeg(k.image);
     } catch (const IoError& e) {  // the record and field that point at the image
+      if (skip(r, kSkipJpeg, e.what())) continue;
       detail::fail(o.mat_path, meta.variable + ".full_path", r.index, e.what());
     }
     const auto box = crop_box(r.box, o.margin, img.width, img.height);
@@ -620,6 +657,7 @@ Summary prepare(const PrepareOptions& o, Log&& log) {
       os << "[" << r.box[0] << " " << r.box[1] << " " << r.box[2] << " " << r.box[3]
          << "] is not a face box inside the " << img.width << "x" << img.height << " image '"
          << k.image << "'";
+      if (skip(r, kSkipBox, os.str())) continue;
       detail::fail(o.mat_path, meta.variable + ".face_location", r.index, os.str());
     }
     char name[32];
@@ -638,6 +676,9 @@ Summary prepare(const PrepareOptions& o, Log&& log) {
     crops += row.str();
   }
   for (const auto& [s, t] : subjects_seen) ++(t ? sum.test_subjects : sum.train_subjects);
+  check<IoError>(sum.train > 0 && sum.test > 0, "nddr-prepare-imdb-wiki: --skip-corrupt skipped ",
+                 sum.skipped_total(), " records and left the ", sum.train > 0 ? "test" : "train",
+                 " list without a face; nothing written");
   auto write_text = [&](const char* file, const std::string& text) {
     io::write_file_atomic("nddr-prepare-imdb-wiki", (fs::path(staging) / file).string(),
                           [&](io::AtomicWriter& w) { w.write(text); });
@@ -645,6 +686,7 @@ Summary prepare(const PrepareOptions& o, Log&& log) {
   write_text("train.txt", train_list);
   write_text("test.txt", test_list);
   write_text("crops.tsv", crops);
+  if (o.skip_corrupt) write_text("skipped.tsv", skipped);
 
   check_output_dir(o.output_dir);  // again: something may have appeared meanwhile
   if (fs::exists(out, ec)) fs::remove(out, ec);  // empty directory (checked above)

@@ -13,7 +13,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <array>
 #include <optional>
+#include <span>
 #include <ostream>
 #include <sstream>
 #include <string>
@@ -58,13 +60,28 @@ struct NyuV2Config : CommonConfig {
   bool shortcut = false;
   std::int64_t crop = 321;
   bool centered_normals = false;
+  bool flip = true;   ///< random mirroring of the training crops (--no-flip: off)
+  bool scale = true;  ///< random scaling by U[0.5, 1.5) (--no-scale: off)
+  std::string save_predictions;  ///< --save-predictions DIR: PNG predictions of the test images
 };
+
+/// The files `--save-predictions` writes for test image `image` (a path; its stem names them):
+/// `<stem>_seg.png` (class ids, 8-bit gray as the labels), `<stem>_seg_color.png` (the same in
+/// colour, `nyuv2_label_color`) and `<stem>_normal.png` (RGB, the label encoding). Only the
+/// names of the tasks the method has: "segmentation" and/or "normal".
+std::vector<std::string> nyuv2_prediction_names(const std::string& image,
+                                                std::span<const char* const> tasks);
+
+/// The colour of NYUv2 class `label` in `<stem>_seg_color.png` (the PASCAL VOC colour map);
+/// black for 255 (ignore).
+std::array<std::uint8_t, 3> nyuv2_label_color(int label);
 
 /// NYUv2 as a `run_spec` data source: augmented training crops, full test images.
 struct NyuV2Data {
   data::NyuV2Dataset train;
   data::NyuV2Dataset test;
   data::AugmentOptions augment;
+  std::string save_dir;  ///< --save-predictions; empty = none
 
   std::int64_t train_size() const { return train.size(); }
   std::int64_t test_size() const { return test.size(); }
@@ -73,6 +90,11 @@ struct NyuV2Data {
   }
   data::NyuSample load_test(std::int64_t i) const { return test.load(i); }
   data::NyuBatch collate(const std::vector<data::NyuSample>& s) const { return data::collate(s); }
+  bool saves_predictions() const { return !save_dir.empty(); }
+  /// Writes test image i's predictions (`outputs` in task order, up-sampled to the image) into
+  /// `save_dir` (nyuv2_prediction_names).
+  void save_prediction(std::int64_t i, std::span<const Tensor<float>> outputs,
+                       std::span<const char* const> tasks) const;
   template <class Task>
   auto take(data::NyuBatch& b) const {
     if constexpr (std::is_same_v<typename Task::template target_t<float>, float>)
@@ -99,10 +121,20 @@ inline std::optional<NyuV2Config> parse_nyuv2_args(const std::vector<std::string
   p.flag("shortcut", c.shortcut, "the Shortcut variant (Table 6)")
       .integer("crop", c.crop, "training crop side", std::int64_t{1}, kMaxImageSide)
       .flag("centered-normals", c.centered_normals,
-            "decode normals as (v - 127.5) / 127.5 instead of the raw triplet");
+            "decode normals as (v - 127.5) / 127.5 instead of the raw triplet")
+      .flag("no-flip", c.flip, "no random mirroring of the training crops", false)
+      .flag("no-scale", c.scale, "no random scaling (0.5 to 1.5) of the training images", false)
+      .path("save-predictions", c.save_predictions,
+            "write every evaluated test image's predictions into DIR as PNGs "
+            "(<image>_seg.png, <image>_seg_color.png, <image>_normal.png)",
+            "DIR");
   std::ostringstream unused;
   if (!p.parse(args, help_out ? *help_out : unused)) return std::nullopt;
   check_common_flags(p, c, kNyuV2Table);
+  std::error_code ec;
+  if (!c.save_predictions.empty() && std::filesystem::exists(c.save_predictions, ec) &&
+      !std::filesystem::is_directory(c.save_predictions, ec))
+    p.fail("save-predictions", "a directory (this is a file)", c.save_predictions);
   return c;
 }
 
@@ -128,6 +160,19 @@ inline void validate_nyuv2(const NyuV2Config& c) {
   validate_loss_scales(c, kNyuV2Table);
 }
 
+/// The training augmentation of `c` (data/augment.hpp): `--crop`, and random scaling and
+/// mirroring unless `--no-scale` / `--no-flip`.
+inline data::AugmentOptions nyuv2_augment(const NyuV2Config& c) {
+  data::AugmentOptions a = data::AugmentOptions{}.crop(c.crop).mirror(c.flip);
+  if (!c.scale) a.no_scale();
+  return a;
+}
+
+/// Checks, before any training, that `--save-predictions` can be written: DIR is (or can be
+/// made) a directory and no two test images of the first `--eval-limit` share a file stem
+/// (IoError naming both). Creates DIR.
+void prepare_prediction_dir(const NyuV2Config& c, const data::NyuV2Dataset& test);
+
 /// Runs one NYUv2 experiment with backbone `B` (VGG16 or TinyNet): validates `c`, trains the
 /// network of `c.method` (kNyuV2Table) to `c.steps` (resuming if asked), evaluates on the test
 /// split, prints the table row to `out` and writes results.csv / results.json into the output
@@ -141,8 +186,9 @@ ExperimentResult run_nyuv2_with(NyuV2Config c, std::ostream& out) {
       c.centered_normals ? data::NormalEncoding::kCentered : data::NormalEncoding::kRawPaper;
   const auto opt = data::NyuV2Options{}.encoding(encoding);
   const NyuV2Data d{data::NyuV2Dataset(c.data_dir, data::Split::kTrain, opt),
-                    data::NyuV2Dataset(c.data_dir, data::Split::kTest, opt),
-                    data::AugmentOptions{}.crop(c.crop)};
+                    data::NyuV2Dataset(c.data_dir, data::Split::kTest, opt), nyuv2_augment(c),
+                    c.save_predictions};
+  if (!d.save_dir.empty()) prepare_prediction_dir(c, d.test);
   static const std::vector<std::string> columns = {"Mean", "Median", "11.25", "22.5",
                                                    "30",   "mIoU",   "PAcc"};
   static const std::vector<std::pair<std::string, std::string>> metrics = {

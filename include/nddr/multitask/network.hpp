@@ -48,6 +48,7 @@ struct NetworkOptions {
   typename Spec::fusion::options fusion{};  ///< options of every fusion layer
   std::int64_t shortcut_channels = 512;     ///< output channels of the shortcut 1x1 conv
   double fusion_lr_mult = 100.0;            ///< group "nddr": fusion and shortcut parameters
+  double fusion_weight_decay_mult = 1.0;    ///< weight-decay multiplier of group "nddr"
   double fc8_weight_lr_mult = 10.0;         ///< group "fc8.weight"
   double fc8_bias_lr_mult = 20.0;           ///< group "fc8.bias"
   std::uint64_t seed = 1234;                ///< initialisation seed
@@ -76,7 +77,7 @@ class Network {
                    const NetworkOptions<Spec>& opt = {})
       : opt_(opt) {
     namespace hana = boost::hana;
-    store_.add_group({"nddr", opt.fusion_lr_mult, 1.0});
+    store_.add_group({"nddr", opt.fusion_lr_mult, opt.fusion_weight_decay_mult});
     store_.add_group({"fc8.weight", opt.fc8_weight_lr_mult, 1.0});
     store_.add_group({"fc8.bias", opt.fc8_bias_lr_mult, 1.0});
     // The fusion layers, after the stages `Spec::fused` names.

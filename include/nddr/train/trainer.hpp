@@ -18,6 +18,7 @@
 /// under `StopOnSignals`) ends `fit` after the current step with a checkpoint and
 /// `TrainingInterrupted`.
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
@@ -252,11 +253,17 @@ class Trainer {
     }
   }
 
+  /// What `evaluate` hands to its `on_outputs` callback: batch index and every task's output in
+  /// host memory, dense outputs up-sampled to their label's size as the metrics see them.
+  using OutputsCallback = std::function<void(std::int64_t, std::span<const Tensor<T>>)>;
+
   /// Evaluates on `batches` batches from `get_batch(i)` in inference mode (BN running
   /// statistics, no dropout) with the paper's protocol (dense outputs up-sampled to the label
-  /// size); restores the previous mode afterwards.
+  /// size); restores the previous mode afterwards. With `on_outputs`, also hands each batch's
+  /// outputs to it (e.g. to save predictions; on a GPU this downloads them).
   Metrics evaluate(Context<D>& ctx, std::int64_t batches,
-                   const std::function<Batch(std::int64_t)>& get_batch) {
+                   const std::function<Batch(std::int64_t)>& get_batch,
+                   const OutputsCallback& on_outputs = {}) {
     Metrics m = [&]<std::size_t... I>(std::index_sequence<I...>) {
       return Metrics{MetricFor<task_t<I>>::make()...};
     }(std::make_index_sequence<K>{});
@@ -274,6 +281,7 @@ class Trainer {
                                     std::get<I>(batch.targets).cview()),
            ...);
         }(std::make_index_sequence<K>{});
+        if (on_outputs) hand_outputs(ctx, b, out, batch, on_outputs);
       } else {
         auto& dev = device(ctx);
         Tensor<T, D> image(batch.image.shape());
@@ -284,10 +292,32 @@ class Trainer {
                                               std::get<I>(batch.targets).cview()),
            ...);
         }(std::make_index_sequence<K>{});
+        if (on_outputs) hand_outputs(ctx, b, out, batch, on_outputs);
       }
     }
     net_.set_training(was_training);
     return m;
+  }
+
+  /// `evaluate`'s outputs, resized to the targets' size (dense ones) and copied to the host.
+  template <class Outputs>
+  void hand_outputs(Context<D>& ctx, std::int64_t b, const Outputs& out, const Batch& batch,
+                    const OutputsCallback& on_outputs) {
+    std::array<Tensor<T>, K> host;
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (([&] {
+         Tensor<T, D> scratch;
+         const TensorView<const T, D> o =
+             detail::resize_to_target(ctx, out[I], std::get<I>(batch.targets).cview(), scratch);
+         host[I].resize(o.shape());
+         if constexpr (kOnCpu)
+           std::copy(o.data(), o.data() + o.numel(), host[I].data());
+         else
+           Storage<D>::download(host[I].data(), o.data(), host[I].bytes());
+       }()),
+       ...);
+    }(std::make_index_sequence<K>{});
+    on_outputs(b, std::span<const Tensor<T>>(host));
   }
 
   /// Appends evaluation results to `output_dir/eval.jsonl` (one line per call) and, when the
