@@ -1,9 +1,9 @@
 /// \file
 /// The CUDA emulator's cuBLAS: the handle calls and the float/double GEMMs and SCALs that nddr's
 /// CUDA backend makes (include/nddr/backend/cuda/handles.hpp, linear.hpp, training.hpp,
-/// error.hpp), defined
-/// against the real <cublas_v2.h> (whose macros map cublasCreate to cublasCreate_v2 and so on)
-/// so that nddr's CUDA tests link here instead of libcublas and run on the CPU.
+/// error.hpp), defined against the real <cublas_v2.h> (whose macros map cublasCreate to
+/// cublasCreate_v2 and so on) so that nddr's CUDA tests link here instead of libcublas and run
+/// on the CPU.
 ///
 /// What is emulated:
 ///  - A handle is a plain struct (the header's opaque `cublasContext`) holding its stream, math
