@@ -290,6 +290,7 @@ case $program in
     bad data-dir                                  # --data-dir is required
     bad data-dir --method nddr --steps 10
     bad bf16 --data-dir d --device cuda --tf32 --bf16
+    bad cuda-graph --data-dir d --device cuda --cuda-graph --weighting mgda
     bad tf32 --data-dir d --tf32
     bad cudnn-benchmark --data-dir d --device cpu --cudnn-benchmark
     bad deterministic --data-dir d --deterministic

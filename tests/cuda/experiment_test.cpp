@@ -1,6 +1,6 @@
 // nddr-nyuv2's driver with --device cuda: the same tiny NDDR run on the CPU and on the GPU
 // (float) agree, checkpoints written by the GPU run resume on the CPU, cross-stitch trains on
-// the GPU. Self-skips without a device.
+// the GPU; a run with a weighting method (--weighting) on the GPU. Self-skips without a device.
 #include <catch2/catch.hpp>
 
 #include <nddr/cuda.hpp>
@@ -8,6 +8,7 @@
 #include <nddr_apps/nyuv2_experiment.hpp>
 
 #include <cmath>
+#include <fstream>
 #include <sstream>
 #include <string>
 
@@ -81,4 +82,34 @@ TEST_CASE("nddr-nyuv2 --device cuda: trains, evaluates and resumes like the CPU 
     INFO(m.task << "/" << m.name);
     CHECK(std::isfinite(m.value));
   }
+}
+
+TEST_CASE("nddr-nyuv2 --device cuda --weighting: trains, logs the weights and resumes on the CPU",
+          "[cuda][experiments][weighting]") {
+  if (no_device()) return;
+  nddr_test::TempDir tmp("nddr_cuda_nyu_weighting_");
+  const std::string data = tmp.file("nyu");
+  nddr_test::write_nyu(data);
+  auto gpu_cfg = tiny_run(data, tmp.file("gpu"), "nddr", "cuda:0");
+  gpu_cfg.weighting = "uw";
+  std::ostringstream gpu_log;
+  const auto gpu = ex::run_nyuv2(gpu_cfg, gpu_log);
+  CHECK_THAT(gpu_log.str(), Catch::Contains("training on CUDA device 0"));
+  CHECK(gpu.steps == 4);
+  for (const auto& m : gpu.metrics) {
+    INFO(m.task << "/" << m.name);
+    CHECK(std::isfinite(m.value));
+  }
+  std::ifstream jsonl(tmp.file("gpu") + "/log.jsonl");
+  std::string first;
+  REQUIRE(std::getline(jsonl, first));
+  CHECK_THAT(first, Catch::Contains("\"weight_"));
+  // UW's checkpointed state (log-variances and their momentum) resumes on the CPU.
+  auto more = tiny_run(data, tmp.file("gpu"), "nddr", "cpu", "6");
+  more.weighting = "uw";
+  more.resume = true;
+  std::ostringstream resumed;
+  const auto r = ex::run_nyuv2(more, resumed);
+  CHECK_THAT(resumed.str(), Catch::Contains("resumed from step 4"));
+  CHECK(r.steps == 6);
 }

@@ -336,3 +336,141 @@ TEST_CASE("Trainer<Cuda>: switching the context to BF16 mid-run captures the ste
     CHECK(graph.history()[s].total == eager.history()[s].total);
   }
 }
+
+namespace {
+
+// Weighting tests: default loss weights, the paper's SGD, epochs of `epoch` steps (DWA and
+// GradNorm read the epoch means).
+nddr::TrainerOptions weighted(std::string spec, std::string dir = {}, std::int64_t epoch = 1) {
+  nddr::TrainerOptions o = quiet(std::move(dir));
+  o.loss_weights = {1.0, 1.0};
+  o.weighting = std::move(spec);
+  o.steps_per_epoch = epoch;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("Trainer<Cuda>: every weighting method trains like the CPU trainer in double",
+          "[cuda][trainer][weighting]") {
+  if (no_device()) return;
+  nddr::Context<Cpu> cpu(2);
+  nddr::Context<Cuda> gpu(0);
+  const nddr::PolySchedule schedule{0.01, 100, 0.9};
+  const auto cb = [](std::int64_t s) { return make_batch<Train<Cpu>::Batch>(s); };
+  const auto gb = [](std::int64_t s) { return make_batch<Train<Cuda>::Batch>(s); };
+  for (const std::string spec : {"ew", "dwa", "uw", "gradnorm", "rlw:seed=3", "mgda",
+                                 "pcgrad:seed=5", "cagrad:c=0.4", "imtl", "aligned", "nash"}) {
+    INFO("weighting " << spec);
+    Net<Cpu> hnet({11, 3});
+    Net<Cuda> dnet({11, 3});
+    Train<Cpu> ht(hnet, schedule, weighted(spec));
+    Train<Cuda> dt(dnet, schedule, weighted(spec));
+    ht.fit(cpu, 3, cb);
+    dt.fit(gpu, 3, gb);
+    REQUIRE(dt.history().size() == 3);
+    for (std::size_t s = 0; s < 3; ++s) {
+      INFO("step " << s);
+      const auto& g = dt.history()[s];
+      const auto& c = ht.history()[s];
+      for (std::size_t k = 0; k < 2; ++k) {
+        CHECK(g.losses[k] == Approx(c.losses[k]).epsilon(1e-7));
+        CHECK(g.weights[k] == Approx(c.weights[k]).epsilon(1e-6));
+      }
+      CHECK(g.total == Approx(c.total).epsilon(1e-7));
+    }
+    // Not the loss weights: the method's weights were used (DWA's differ from epoch 2 on).
+    if (spec == "dwa") CHECK(dt.history()[2].weights[0] != 1.0);
+    check_same_state(dt, ht, 1e-6);
+    const auto gs = dt.weighting_method()->state(), cs = ht.weighting_method()->state();
+    REQUIRE(gs.values.size() == cs.values.size());
+    for (std::size_t i = 0; i < gs.values.size(); ++i)
+      CHECK(gs.values[i] == Approx(cs.values[i]).epsilon(1e-6).margin(1e-12));
+    const auto gg = dt.weighting_parameter_gradient(), cg = ht.weighting_parameter_gradient();
+    REQUIRE(gg.size() == cg.size());
+    for (std::size_t i = 0; i < gg.size(); ++i) CHECK(gg[i] == Approx(cg[i]).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("Trainer<Cuda>: a weighted run resumed mid-run equals the uninterrupted one",
+          "[cuda][trainer][weighting]") {
+  if (no_device()) return;
+  nddr::Context<Cuda> gpu(0);
+  const nddr::PolySchedule schedule{0.01, 100, 0.9};
+  const auto gb = [](std::int64_t s) { return make_batch<Train<Cuda>::Batch>(s); };
+  for (const std::string spec : {"uw", "gradnorm"}) {
+    INFO("weighting " << spec);
+    nddr_test::TempDir dir("nddr_cuda_weighting_resume_");
+    Net<Cuda> whole_net({11, 3}), first_net({11, 3}), resumed_net({11, 3});
+    Train<Cuda> whole(whole_net, schedule, weighted(spec, {}, 2));
+    whole.fit(gpu, 4, gb);
+    {
+      Train<Cuda> first(first_net, schedule, weighted(spec, dir.file("run"), 2));
+      first.fit(gpu, 3, gb);  // a checkpoint at step 3, mid-epoch
+    }
+    Train<Cuda> resumed(resumed_net, schedule, weighted(spec, dir.file("run"), 2));
+    REQUIRE(resumed.resume());
+    CHECK(resumed.step() == 3);
+    resumed.fit(gpu, 4, gb);
+    CHECK(host(std::as_const(resumed_net.parameters()).values()) ==
+          host(std::as_const(whole_net.parameters()).values()));
+    CHECK(resumed.weighting_method()->state() == whole.weighting_method()->state());
+    CHECK(resumed.weighting_parameter_gradient() == whole.weighting_parameter_gradient());
+    for (std::size_t k = 0; k < 2; ++k)
+      CHECK(resumed.history().back().weights[k] == whole.history().back().weights[k]);
+  }
+}
+
+TEST_CASE("Trainer<Cuda>: weighting averages through the Reducer and refuses CUDA Graphs",
+          "[cuda][trainer][weighting]") {
+  if (no_device()) return;
+  nddr::Context<Cuda> gpu(0);
+  const nddr::PolySchedule schedule{0.01, 100, 0.9};
+  const auto gb = [](std::int64_t s) { return make_batch<Train<Cuda>::Batch>(s); };
+
+  auto opt = weighted("mgda");
+  opt.cuda_graph = true;
+  Net<Cuda> net({11, 3});
+  CHECK_THROWS_AS(Train<Cuda>(net, schedule, opt), nddr::OptionError);
+  CHECK_THROWS_WITH(Train<Cuda>(net, schedule, opt),
+                    Catch::Contains("mgda") && Catch::Contains("cuda_graph"));
+
+  // The data-parallel hook (DataParallel::attach installs it with NCCL) sees the device's
+  // (K, P) task gradients and the host losses before the method. Doubling every task gradient
+  // there leaves MGDA's weights (scale-invariant) and doubles the combined gradient.
+  Net<Cuda> plain_net({11, 3}), hooked_net({11, 3});
+  Train<Cuda> plain(plain_net, schedule, weighted("mgda"));
+  Train<Cuda> hooked(hooked_net, schedule, weighted("mgda"));
+  const auto p = std::as_const(hooked_net.parameters()).grads().numel();
+  int device_calls = 0, host_calls = 0;
+  hooked.set_reducer(Train<Cuda>::Reducer{
+      [&](nddr::Context<Cuda>& ctx, nddr::TensorView<double, Cuda> rows) {
+        ++device_calls;
+        CHECK(rows.numel() == 2 * p);
+        ctx.synchronize();
+        std::vector<double> h(static_cast<std::size_t>(rows.numel()));
+        nddr::Storage<Cuda>::download(h.data(), rows.data(), h.size() * sizeof(double));
+        for (double& x : h) x *= 2.0;
+        nddr::Storage<Cuda>::upload(rows.data(), h.data(), h.size() * sizeof(double));
+      },
+      [&](std::span<double> losses) {
+        ++host_calls;
+        CHECK(losses.size() == 2);
+      }});
+  plain.fit(gpu, 1, gb);
+  hooked.fit(gpu, 1, gb);
+  CHECK(device_calls == 1);
+  CHECK(host_calls == 1);
+  for (std::size_t k = 0; k < 2; ++k)
+    CHECK(hooked.history()[0].weights[k] == Approx(plain.history()[0].weights[k]).epsilon(1e-12));
+  const auto hg = host(std::as_const(hooked_net.parameters()).grads());
+  const auto pg = host(std::as_const(plain_net.parameters()).grads());
+  std::size_t bad = 0;
+  for (const auto& e : std::as_const(plain_net.parameters()).parameters())
+    for (std::int64_t i = 0; i < e.shape.numel(); ++i) {
+      const std::size_t at = e.offset + static_cast<std::size_t>(i);
+      if (hg[at] != Approx(2.0 * pg[at]).epsilon(1e-10) && bad++ == 0)
+        FAIL_CHECK(e.name << "[" << i << "]: " << hg[at] << " vs 2 * " << pg[at]);
+    }
+  CHECK(bad == 0);
+}

@@ -1,8 +1,9 @@
 /// \file
-/// The CUDA emulator's cuBLAS: the handle calls and the float/double GEMMs that nddr's CUDA
-/// backend makes (include/nddr/backend/cuda/handles.hpp, linear.hpp, error.hpp), defined
-/// against the real <cublas_v2.h> (whose macros map cublasCreate to cublasCreate_v2 and so on)
-/// so that nddr's CUDA tests link here instead of libcublas and run on the CPU.
+/// The CUDA emulator's cuBLAS: the handle calls and the float/double GEMMs and SCALs that nddr's
+/// CUDA backend makes (include/nddr/backend/cuda/handles.hpp, linear.hpp, training.hpp,
+/// error.hpp), defined against the real <cublas_v2.h> (whose macros map cublasCreate to
+/// cublasCreate_v2 and so on) so that nddr's CUDA tests link here instead of libcublas and run
+/// on the CPU.
 ///
 /// What is emulated:
 ///  - A handle is a plain struct (the header's opaque `cublasContext`) holding its stream, math
@@ -22,6 +23,9 @@
 ///  - The product is queued with nddr_emu::enqueue on the handle's stream: validated when the
 ///    call is made, computed when the stream runs it (now, or at each launch of a captured
 ///    graph).
+///  - SCAL (x = alpha x, n elements at stride incx; nothing happens for n <= 0 or incx <= 0, as
+///    in cuBLAS) with alpha read from host memory, x checked to lie inside one live allocation
+///    and scaled when the stream runs the call.
 
 #include <cublas_v2.h>
 
@@ -187,6 +191,38 @@ cublasStatus_t gemm(const char* fn, cublasHandle_t handle, cublasOperation_t tra
   return CUBLAS_STATUS_SUCCESS;
 }
 
+/// cublas{S,D}scal_v2 for T = float, double.
+template <class T>
+cublasStatus_t scal(const char* fn, cublasHandle_t handle, int n, const T* alpha, T* x,
+                    int incx) {
+  Lock lock(nddr_emu::device_mutex());
+  if (!is_live(handle))
+    return fail(
+        CUBLAS_STATUS_NOT_INITIALIZED, fn,
+        handle == nullptr ? "the handle is null" : "the handle is not a live cuBLAS handle");
+  if (alpha == nullptr) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "alpha is null");
+  if (n <= 0 || incx <= 0) return CUBLAS_STATUS_SUCCESS;  // cuBLAS's quick return
+  // x as a 1 x n matrix with leading dimension incx: (n - 1) * incx + 1 elements.
+  const Matrix m{"x", x, 1, n, incx, sizeof(T)};
+  if (cublasStatus_t s = check_matrix(fn, m); s != CUBLAS_STATUS_SUCCESS) return s;
+  const T al = *alpha;
+  const std::size_t bytes = m.bytes();
+  const cudaError_t e = nddr_emu::enqueue(handle->stream, [=] {
+    if (!nddr_emu::is_device_range(x, bytes)) {
+      nddr_emu::report_error(
+          cudaErrorIllegalAddress,
+          std::string("cuBLAS ") + fn + " ran with a vector no longer in a live device allocation");
+      return;
+    }
+    for (std::int64_t i = 0; i < n; ++i) x[i * std::int64_t{incx}] *= al;
+  });
+  if (e != cudaSuccess)
+    return fail(
+        CUBLAS_STATUS_EXECUTION_FAILED, fn,
+        std::string("queueing the work on the handle's stream failed: ") + cudaGetErrorName(e));
+  return CUBLAS_STATUS_SUCCESS;
+}
+
 }  // namespace
 
 extern "C" {
@@ -314,6 +350,16 @@ cublasStatus_t cublasDgemm_v2(cublasHandle_t handle, cublasOperation_t transa,
                               const double* beta, double* C, int ldc) {
   return gemm("cublasDgemm_v2", handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C,
               ldc);
+}
+
+cublasStatus_t cublasSscal_v2(cublasHandle_t handle, int n, const float* alpha, float* x,
+                              int incx) {
+  return scal("cublasSscal_v2", handle, n, alpha, x, incx);
+}
+
+cublasStatus_t cublasDscal_v2(cublasHandle_t handle, int n, const double* alpha, double* x,
+                              int incx) {
+  return scal("cublasDscal_v2", handle, n, alpha, x, incx);
 }
 
 }  // extern "C"

@@ -415,7 +415,12 @@ void check_common_flags(const cli::ArgParser& p, const CommonConfig& c, const Ta
            c.best_metric);
   if (c.tf32 && c.bf16)
     p.fail("bf16", "no --tf32 with it (both set the convolutions' precision)", "--tf32 --bf16");
-  if (!cli::parse_device(p.program(), c.device).cuda)
+  const bool cuda = cli::parse_device(p.program(), c.device).cuda;
+  if (cuda && c.cuda_graph && !c.weighting.empty())
+    p.fail("cuda-graph", "no --weighting with it (a weighting step reads the task losses and "
+           "the Gram matrix of the task gradients on the host mid-step)",
+           "--weighting " + c.weighting);
+  if (!cuda)
     for (const auto& [on, flag] : {std::pair{c.tf32, "tf32"},
                                    std::pair{c.cudnn_benchmark, "cudnn-benchmark"},
                                    std::pair{c.deterministic, "deterministic"}})

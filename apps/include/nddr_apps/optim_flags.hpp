@@ -68,7 +68,8 @@ inline void add_optimizer_flags(ArgParser& p, OptimizerFlags& f, const std::stri
             RealRange::non_negative())
       .text("weighting", f.weighting,
             "multi-task loss weighting or gradient method, NAME[:key=value,...] with NAME one "
-            "of " + weighting::weighting_names() + " (docs/weighting.md; CPU only for now)",
+            "of " + weighting::weighting_names() + " (docs/weighting.md; on a GPU not with "
+            "--cuda-graph)",
             "NAME[:key=value,...]", [](const std::string& s) { return !s.empty(); }, "SPEC")
       .default_text("none: the fixed loss weights")
       .integer("weighting-epoch", f.weighting_epoch,

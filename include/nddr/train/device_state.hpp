@@ -5,9 +5,20 @@
 /// nddr/backend/cuda/training.hpp (included by <nddr/cuda.hpp>), so a trainer on the GPU only
 /// compiles where that header was included.
 
+#include <cstddef>
+#include <cstdint>
+
 #include "nddr/core/device.hpp"
 
 namespace nddr::detail {
+
+/// One contiguous run of parameters in a network's flat gradient buffer, for a weighting
+/// method: shared (owner -1) or task `owner`'s head.
+struct GradientRange {
+  std::size_t offset;
+  std::int64_t size;
+  int owner;
+};
 
 template <class D, class T>
 class TrainerDevice {

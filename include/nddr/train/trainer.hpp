@@ -9,6 +9,8 @@
 /// copy stream, task losses stay on the device until the step is queued (the optimiser's update
 /// is cancelled on the device if one is not finite), and `fit` prepares and uploads batch s + 1
 /// while step s computes. Targets are resized to the outputs on the host before the upload.
+/// With a weighting method (`TrainerOptions::weighting`) a GPU step reads the task losses and
+/// the Gram matrix of the task gradients back mid-step and runs eagerly (docs/weighting.md).
 ///
 /// Outputs (docs/weights.md, "Checkpoints and logs"): `log.csv`, `log.jsonl` and `eval.jsonl`
 /// get one complete row per append or none (a failed write is rolled back and is an error),
@@ -98,7 +100,7 @@ struct TrainerOptionsFor {
   /// A multi-task weighting or gradient method, `NAME[:key=value,...]` as `--weighting` takes
   /// it (nddr/weighting/registry.hpp, docs/weighting.md); empty = none (only the fixed
   /// `loss_weights`). The method sees the tasks' losses already scaled by `loss_weights`.
-  /// CPU only for now.
+  /// CPU and GPU (docs/weighting.md, "On a GPU"); on a GPU not together with `cuda_graph`.
   std::string weighting;
   /// Learning-rate multiplier of the method's own parameters (UW's log-variances, GradNorm's
   /// weights), stepped by a second instance of the experiment's optimiser, without decay.
@@ -178,8 +180,10 @@ class Trainer {
       check<OptionError>(std::isfinite(w) && w >= 0.0, "nddr::Trainer: loss weight ", w,
                          " must be finite and >= 0");
     if (!opt_.weighting.empty()) {
-      check<OptionError>(kOnCpu, "nddr::Trainer: TrainerOptions::weighting ('", opt_.weighting,
-                         "') is not supported on this device yet; train on the CPU");
+      check<OptionError>(kOnCpu || !opt_.cuda_graph, "nddr::Trainer: TrainerOptions::weighting ('",
+                         opt_.weighting, "') cannot be combined with cuda_graph: a weighting "
+                         "step reads the task losses and the Gram matrix of the task gradients "
+                         "on the host in the middle of the step; set cuda_graph = false");
       check<OptionError>(std::isfinite(opt_.weighting_lr_mult) && opt_.weighting_lr_mult >= 0.0,
                          "nddr::Trainer: weighting_lr_mult ", opt_.weighting_lr_mult,
                          " must be finite and >= 0");
@@ -450,8 +454,7 @@ class Trainer {
     st.step = step_;
     for (Rng* r : net_.rngs()) st.rngs.push_back(r->state());
     st.extra["experiment"] = opt_.name;
-    if constexpr (kOnCpu)
-      if (weighting_) save_weighting(st.extra);
+    if (weighting_) save_weighting(st.extra);
     nddr::save_checkpoint<T, D>(path, net_.parameters(), optimizer_.checkpoint_state(), st);
   }
   /// Restores parameters, BN statistics, optimiser state, step and random streams. The whole
@@ -553,9 +556,6 @@ class Trainer {
   }
 
   void restore_weighting(const CheckpointFile& c) {
-    if constexpr (kOnCpu) restore_weighting_cpu(c);
-  }
-  void restore_weighting_cpu(const CheckpointFile& c) {
     if (!weighting_) return;
     WeightingRun& w = *weighting_;
     const auto& extra = c.state.extra;
@@ -716,15 +716,15 @@ class Trainer {
 
   /// The method's state besides `weighting_`: its own parameters' optimiser and the epoch
   /// accumulator. Built with the trainer; lives behind a pointer because the optimiser binds to
-  /// the store.
+  /// the store. The method's parameters are few host values: their store and optimiser are on
+  /// the CPU whatever D is; only the (K, P) task gradients live on D.
   struct WeightingRun {
     /// One contiguous run of parameters in the flat gradient buffer: shared (owner -1) or
     /// task `owner`'s head.
-    struct Range {
-      std::size_t offset;
-      std::int64_t size;
-      int owner;
-    };
+    using Range = detail::GradientRange;
+    using host_optimizer_type = typename E::template optimizer<T, Cpu>;
+    static_assert(std::is_same_v<typename host_optimizer_type::options_type,
+                                 typename optimizer_type::options_type>);
 
     WeightingRun(weighting::AnyWeighting m, const typename optimizer_type::options_type& o)
         : method(std::move(m)) {
@@ -743,8 +743,8 @@ class Trainer {
       if (optimizer) {
         const std::span<double> p = method.parameters();
         const std::span<const double> g = method.parameter_gradient();
-        TensorView<T, D> v = store.values();
-        TensorView<T, D> dv = store.grads();
+        TensorView<T, Cpu> v = store.values();
+        TensorView<T, Cpu> dv = store.grads();
         for (std::size_t i = 0; i < p.size(); ++i) {
           v[static_cast<std::int64_t>(i)] = static_cast<T>(p[i]);
           dv[static_cast<std::int64_t>(i)] = static_cast<T>(g[i]);
@@ -765,8 +765,8 @@ class Trainer {
     }
 
     weighting::AnyWeighting method;
-    ParameterStore<T, D> store;  ///< the method's parameters, for `optimizer`
-    std::optional<optimizer_type> optimizer;
+    ParameterStore<T, Cpu> store;  ///< the method's parameters, for `optimizer`
+    std::optional<host_optimizer_type> optimizer;
     double lr_mult = 1.0;
     Tensor<T, D> task_grads;  ///< (K, P): g_k of every parameter, one row per task
     std::vector<Range> ranges;
@@ -776,7 +776,7 @@ class Trainer {
 
   /// The backward pass(es) of a step under a weighting method: leaves the combined gradient
   /// in the network's gradient buffer and sets `r.total` and `r.weights`.
-  void weighted_backward(Context<Cpu>& ctx, TensorView<const T, D> image, StepResult& r) {
+  void weighted_backward(Context<D>& ctx, TensorView<const T, D> image, StepResult& r) {
     WeightingRun& w = *weighting_;
     w.lr_mult = opt_.weighting_lr_mult;
     std::array<double, K> losses = r.losses;
@@ -787,22 +787,27 @@ class Trainer {
     if (needs_gram) {
       task_gradients(ctx, image);
       if (reducer_.average) reducer_.average(ctx, w.task_grads.view());
-      gram = shared_gram();
+      gram = shared_gram(ctx);
     }
     const weighting::Combination c =
         w.method.combine({std::span<const double>(losses), needs_gram ? &gram : nullptr});
     for (std::size_t k = 0; k < K; ++k) r.weights[k] = c.shared[static_cast<Eigen::Index>(k)];
     r.total = c.loss;
     if (needs_gram) {
-      combine_task_gradients(c, gram);
+      combine_task_gradients(ctx, c, gram);
       return;
     }
     // Loss weighting: one backward pass of sum_k w_k L_k.
     std::vector<TensorView<const T, D>> douts;
     for (std::size_t k = 0; k < K; ++k) {
       Tensor<T, D>& d = douts_[k];
-      const T s = static_cast<T>(c.heads[static_cast<Eigen::Index>(k)]);
-      for (std::int64_t i = 0; i < d.numel(); ++i) d.data()[i] *= s;
+      const double h = c.heads[static_cast<Eigen::Index>(k)];
+      if constexpr (kOnCpu) {
+        const T s = static_cast<T>(h);
+        for (std::int64_t i = 0; i < d.numel(); ++i) d.data()[i] *= s;
+      } else {
+        device(ctx).scale(ctx, d.view(), h);
+      }
       douts.push_back(d.cview());
     }
     net_.backward(ctx, image, douts);
@@ -810,7 +815,7 @@ class Trainer {
 
   /// K backward passes from the step's one forward pass, task k's into row k of `task_grads`
   /// (no retained activations: only the K x P gradient rows are extra).
-  void task_gradients(Context<Cpu>& ctx, TensorView<const T, D> image) {
+  void task_gradients(Context<D>& ctx, TensorView<const T, D> image) {
     WeightingRun& w = *weighting_;
     auto& store = net_.parameters();
     const std::int64_t p = store.grads().numel();
@@ -821,20 +826,29 @@ class Trainer {
       std::vector<TensorView<const T, D>> douts(K);  // empty views: zero gradient
       douts[k] = douts_[k].cview();
       net_.backward(ctx, image, douts);
-      std::memcpy(w.task_grads.data() + static_cast<std::int64_t>(k) * p, store.grads().data(),
-                  static_cast<std::size_t>(p) * sizeof(T));
+      T* row = w.task_grads.data() + static_cast<std::int64_t>(k) * p;
+      if constexpr (kOnCpu)
+        std::memcpy(row, store.grads().data(), static_cast<std::size_t>(p) * sizeof(T));
+      else
+        device(ctx).copy_row(ctx, store.grads().data(), row, p);
     }
   }
 
   /// The parameters in flat order, as shared and head ranges: "task<k>.head.*" is task k's,
-  /// everything else is shared (docs/weighting.md, "What shared parameters means").
+  /// everything else is shared (docs/weighting.md, "What shared parameters means"). Adjacent
+  /// parameters of the same owner make one range.
   std::vector<typename WeightingRun::Range> parameter_ranges() const {
     std::vector<typename WeightingRun::Range> out;
     for (const ParamEntry& e : net_.parameters().parameters()) {
       int owner = -1;
       for (std::size_t k = 0; k < K; ++k)
         if (e.name.starts_with("task" + std::to_string(k) + ".head.")) owner = static_cast<int>(k);
-      out.push_back({e.offset, e.shape.numel(), owner});
+      const std::int64_t n = e.shape.numel();
+      if (!out.empty() && out.back().owner == owner &&
+          out.back().offset + static_cast<std::size_t>(out.back().size) == e.offset)
+        out.back().size += n;
+      else
+        out.push_back({e.offset, n, owner});
     }
     return out;
   }
@@ -849,33 +863,53 @@ class Trainer {
                    static_cast<Eigen::Index>(r.size), Eigen::OuterStride<>(p));
   }
 
-  /// G G^T (K x K, double) over the shared parameters.
-  Eigen::MatrixXd shared_gram() const {
+  /// G G^T (K x K, double) over the shared parameters: in double on the CPU; on a device
+  /// accumulated there in T (cuBLAS) and symmetrised here.
+  Eigen::MatrixXd shared_gram(Context<D>& ctx) {
     const auto k = static_cast<Eigen::Index>(K);
     Eigen::MatrixXd m = Eigen::MatrixXd::Zero(k, k);
-    for (const auto& r : weighting_->ranges) {
-      if (r.owner >= 0) continue;
-      const Eigen::MatrixXd rows = task_rows(r).template cast<double>();  // (K, size)
-      m.noalias() += rows * rows.transpose();
+    if constexpr (kOnCpu) {
+      for (const auto& r : weighting_->ranges) {
+        if (r.owner >= 0) continue;
+        const Eigen::MatrixXd rows = task_rows(r).template cast<double>();  // (K, size)
+        m.noalias() += rows * rows.transpose();
+      }
+    } else {
+      const std::int64_t p = weighting_->task_grads.numel() / static_cast<std::int64_t>(K);
+      const std::vector<double> g = device(ctx).gram(ctx, weighting_->task_grads.data(),
+                                                     static_cast<std::int64_t>(K), p,
+                                                     weighting_->ranges);
+      for (Eigen::Index j = 0; j < k; ++j)
+        for (Eigen::Index i = 0; i < k; ++i)
+          m(i, j) = 0.5 * (g[static_cast<std::size_t>(i + j * k)] +
+                           g[static_cast<std::size_t>(j + i * k)]);
     }
     return m;
   }
 
   /// Writes the combined gradient into the network's gradient buffer: sum_k shared[k] g_k
   /// (clipped to max_shared_norm) on shared parameters, heads[k] g_k on task k's head.
-  void combine_task_gradients(const weighting::Combination& c, const Eigen::MatrixXd& gram) {
+  void combine_task_gradients(Context<D>& ctx, const weighting::Combination& c,
+                              const Eigen::MatrixXd& gram) {
     const double clip =
         weighting::clip_factor(weighting::combined_norm(gram, c.shared), c.max_shared_norm);
     const Eigen::RowVectorXd w = (c.shared * clip).transpose();
     T* g = net_.parameters().grads().data();
-    for (const auto& r : weighting_->ranges) {
-      Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>> out(g + r.offset,
-                                                          static_cast<Eigen::Index>(r.size));
-      const Eigen::MatrixXd rows = task_rows(r).template cast<double>();  // (K, size)
-      if (r.owner < 0)
-        out = (w * rows).template cast<T>();
-      else
-        out = (c.heads[r.owner] * rows.row(r.owner)).template cast<T>();
+    if constexpr (!kOnCpu) {
+      const std::int64_t p = weighting_->task_grads.numel() / static_cast<std::int64_t>(K);
+      device(ctx).combine(ctx, weighting_->task_grads.data(), static_cast<std::int64_t>(K), p,
+                          weighting_->ranges, std::span<const double>(w.data(), K),
+                          std::span<const double>(c.heads.data(), K), g);
+    } else {
+      for (const auto& r : weighting_->ranges) {
+        Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>> out(g + r.offset,
+                                                            static_cast<Eigen::Index>(r.size));
+        const Eigen::MatrixXd rows = task_rows(r).template cast<double>();  // (K, size)
+        if (r.owner < 0)
+          out = (w * rows).template cast<T>();
+        else
+          out = (c.heads[r.owner] * rows.row(r.owner)).template cast<T>();
+      }
     }
   }
 
@@ -928,6 +962,19 @@ class Trainer {
     r.stop = stop_requested();
     dev.uploader().acquire(ctx, slot);
     dev.prepare_update(ctx, net_.parameters(), optimizer_, r.lr);
+    if (weighting_) {
+      // Losses and Gram matrix go to the host mid-step: eager, and the losses are read here.
+      try {
+        dev.eager(ctx, [&] { weighted_step_device(ctx, dev, db, r); });
+      } catch (...) {
+        dev.uploader().release(ctx, slot);
+        throw;
+      }
+      dev.losses().mark_ready(ctx);
+      dev.uploader().release(ctx, slot);
+      pending_slot_ = slot;
+      return r;
+    }
     auto body = [&] {
       auto out = net_.forward(ctx, db.image.cview());
       prepare_douts(out);
@@ -960,7 +1007,38 @@ class Trainer {
   /// Waits for the step queued by `enqueue_step` and completes its result.
   StepResult finish_step(Context<D>& ctx, StepResult r) {
     auto& dev = device(ctx);
-    const DeviceBatch& db = dev_batches_[pending_slot_];
+    if (weighting_) {
+      // Losses, total and weights were set by weighted_step_device.
+      weighting_->after_step(dev.host(), r.lr, opt_.steps_per_epoch);
+    } else {
+      const DeviceBatch& db = dev_batches_[pending_slot_];
+      [&]<std::size_t... I>(std::index_sequence<I...>) {
+        (finish_loss<I>(ctx, dev, std::get<I>(db.targets), r), ...);
+      }(std::make_index_sequence<K>{});
+      for (std::size_t k = 0; k < K; ++k) {
+        if (!std::isfinite(r.losses[k]))
+          throw NonFiniteLossError(step_, k, task_names()[k], r.losses[k]);
+        r.total += r.losses[k];
+        r.weights[k] = opt_.loss_weights[k];
+      }
+    }
+    ++step_;
+    history_.push_back(r);
+    return r;
+  }
+
+  /// A training step under a weighting method on the device (inside `dev.eager`): forward, the
+  /// task losses read back to the host (checked), the weighted backward pass(es), the
+  /// before-update hook and the optimiser's update.
+  template <class Dev>
+  void weighted_step_device(Context<D>& ctx, Dev& dev, DeviceBatch& db, StepResult& r) {
+    auto out = net_.forward(ctx, db.image.cview());
+    prepare_douts(out);
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (device_loss<I>(ctx, dev, out[I], std::get<I>(db.targets).cview()), ...);
+    }(std::make_index_sequence<K>{});
+    dev.losses().queue_reads(ctx);
+    dev.losses().mark_ready(ctx);
     [&]<std::size_t... I>(std::index_sequence<I...>) {
       (finish_loss<I>(ctx, dev, std::get<I>(db.targets), r), ...);
     }(std::make_index_sequence<K>{});
@@ -969,9 +1047,9 @@ class Trainer {
         throw NonFiniteLossError(step_, k, task_names()[k], r.losses[k]);
       r.total += r.losses[k];
     }
-    ++step_;
-    history_.push_back(r);
-    return r;
+    weighted_backward(ctx, db.image.cview(), r);
+    if (before_update_) before_update_(ctx, r);
+    dev.update(ctx, net_.parameters(), optimizer_);
   }
 
   template <std::size_t I>

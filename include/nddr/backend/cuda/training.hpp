@@ -5,7 +5,9 @@
 /// inside a training step), an optimiser update (SGD, Adam, AdamW) that a bad loss cancels on
 /// the device, and
 /// double-buffered batch uploads through pinned memory on a copy stream of their own, so the
-/// next batch travels while the current step computes.
+/// next batch travels while the current step computes, and the per-parameter work of a
+/// multi-task weighting method (the rows of per-task gradients, their Gram matrix and the
+/// combination, with cuBLAS).
 
 #include <cuda_runtime_api.h>
 
@@ -25,6 +27,7 @@
 #include "nddr/backend/cuda/error.hpp"
 #include "nddr/backend/cuda/handles.hpp"
 #include "nddr/backend/cuda/launch.hpp"
+#include "nddr/backend/cuda/linear.hpp"
 #include "nddr/backend/cuda/loss.hpp"
 #include "nddr/backend/cuda/pinned.hpp"
 #include "nddr/backend/cuda/sgd.hpp"
@@ -439,6 +442,94 @@ class TrainerDevice<Cuda, T> {
     queue_update(ctx, store, optimizer);
     losses_.queue_reads(ctx);
   }
+  // ---- multi-task weighting (TrainerOptions::weighting; docs/weighting.md, "On a GPU") -----
+
+  /// Queues a copy of the `p` gradients at `grads` into `row` (a row of the (K, P) buffer).
+  void copy_row(Context<Cuda>& ctx, const T* grads, T* row, std::int64_t p) {
+    NDDR_CUDA_CHECK(cudaMemcpyAsync(row, grads, static_cast<std::size_t>(p) * sizeof(T),
+                                    cudaMemcpyDeviceToDevice, ctx.stream()),
+                    "copying ", p, " task gradients into the weighting buffer");
+  }
+
+  /// The K x K Gram matrix `G G^T` of the rows of `rows` ((k, p), row-major) restricted to the
+  /// shared ranges (owner < 0), accumulated on the device by cuBLAS GEMMs in T (no TF32), then
+  /// copied to the host (waits for the stream): column-major k x k.
+  std::vector<double> gram(Context<Cuda>& ctx, const T* rows, std::int64_t k, std::int64_t p,
+                           std::span<const GradientRange> ranges) {
+    constexpr const char* kWho = "nddr::Trainer (weighting Gram matrix)";
+    const int kk = cuda::detail::blas_dim(kWho, k), ld = cuda::detail::blas_dim(kWho, p);
+    gram_.resize(Shape{k * k});
+    NDDR_CUDA_CHECK(cudaMemsetAsync(gram_.data(), 0, static_cast<std::size_t>(k * k) * sizeof(T),
+                                    ctx.stream()),
+                    "zeroing the Gram matrix");
+    for (const GradientRange& r : ranges) {
+      if (r.owner >= 0) continue;
+      for (std::int64_t done = 0; done < r.size; done += kMaxChunk) {
+        const int n = static_cast<int>(std::min(kMaxChunk, r.size - done));
+        // A: the range's columns as a column-major (n, k) matrix (column j = task j's row).
+        const T* a = rows + static_cast<std::int64_t>(r.offset) + done;
+        NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), false, CUBLAS_OP_T, CUBLAS_OP_N, kk, kk,
+                                           n, T(1), a, ld, a, ld, T(1), gram_.data(), kk),
+                        kWho, ": ", k, " x ", k, " product over ", n, " parameters");
+      }
+    }
+    std::vector<T> host(static_cast<std::size_t>(k * k));
+    NDDR_CUDA_CHECK(cudaMemcpyAsync(host.data(), gram_.data(), host.size() * sizeof(T),
+                                    cudaMemcpyDeviceToHost, ctx.stream()),
+                    "reading the Gram matrix");
+    NDDR_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()), "waiting for the Gram matrix");
+    return std::vector<double>(host.begin(), host.end());
+  }
+
+  /// Writes the combined gradient into `out` (the network's gradient buffer): on each shared
+  /// range sum_j shared[j] * rows[j, range], on task j's head range heads[j] * rows[j, range]
+  /// (cuBLAS GEMMs with the coefficients rounded to T; no TF32).
+  void combine(Context<Cuda>& ctx, const T* rows, std::int64_t k, std::int64_t p,
+               std::span<const GradientRange> ranges, std::span<const double> shared,
+               std::span<const double> heads, T* out) {
+    constexpr const char* kWho = "nddr::Trainer (weighting combination)";
+    const int kk = cuda::detail::blas_dim(kWho, k), ld = cuda::detail::blas_dim(kWho, p);
+    // The coefficients live in a member: the copy reads them when the stream runs it.
+    coef_host_.resize(static_cast<std::size_t>(2 * k));
+    for (std::int64_t j = 0; j < k; ++j) {
+      coef_host_[static_cast<std::size_t>(j)] = static_cast<T>(shared[static_cast<std::size_t>(j)]);
+      coef_host_[static_cast<std::size_t>(k + j)] =
+          static_cast<T>(heads[static_cast<std::size_t>(j)]);
+    }
+    coef_.resize(Shape{2 * k});
+    NDDR_CUDA_CHECK(cudaMemcpyAsync(coef_.data(), coef_host_.data(), coef_host_.size() * sizeof(T),
+                                    cudaMemcpyHostToDevice, ctx.stream()),
+                    "uploading the weighting coefficients");
+    for (const GradientRange& r : ranges) {
+      const bool head = r.owner >= 0;
+      for (std::int64_t done = 0; done < r.size; done += kMaxChunk) {
+        const int n = static_cast<int>(std::min(kMaxChunk, r.size - done));
+        const std::int64_t at = static_cast<std::int64_t>(r.offset) + done;
+        // out (n, 1) = A (n, k') * c (k', 1): every task's row, or only the head's owner.
+        const T* a = rows + at + (head ? r.owner * p : 0);
+        const T* c = coef_.data() + (head ? k + r.owner : 0);
+        NDDR_CUDA_CHECK(cuda::detail::gemm(ctx.cublas(), false, CUBLAS_OP_N, CUBLAS_OP_N, n, 1,
+                                           head ? 1 : kk, T(1), a, ld, c, head ? 1 : kk, T(0),
+                                           out + at, n),
+                        kWho, ": ", n, " parameters");
+      }
+    }
+  }
+
+  /// Queues x *= s (cuBLAS SCAL; `s` rounded to T).
+  void scale(Context<Cuda>& ctx, TensorView<T, Cuda> x, double s) {
+    const T a = static_cast<T>(s);
+    for (std::int64_t done = 0; done < x.numel(); done += kMaxChunk) {
+      const int n = static_cast<int>(std::min(kMaxChunk, x.numel() - done));
+      if constexpr (std::is_same_v<T, float>)
+        NDDR_CUDA_CHECK(cublasSscal(ctx.cublas(), n, &a, x.data() + done, 1),
+                        "scaling a loss gradient");
+      else
+        NDDR_CUDA_CHECK(cublasDscal(ctx.cublas(), n, &a, x.data() + done, 1),
+                        "scaling a loss gradient");
+    }
+  }
+
   /// Task `k`'s loss value once the step is done; throws ValueError naming the first
   /// out-of-range label (read from `labels`, shape of the prediction `pred`).
   double finished_loss(Context<Cuda>& ctx, std::size_t k, const char* task, double scale,
@@ -467,10 +558,16 @@ class TrainerDevice<Cuda, T> {
     std::visit([&](auto& o) { queue_update(ctx, store, o); }, any.get());
   }
 
+  /// The most columns one cuBLAS call of the weighting gets (its sizes are ints).
+  static constexpr std::int64_t kMaxChunk = std::int64_t{1} << 30;
+
   cuda::SgdPlan<T> sgd_;
   cuda::AdamPlan<T> adam_;
   std::uint64_t plan_version_ = 0;
   Context<Cpu> host_;
+  Tensor<T, Cuda> gram_;      ///< the weighting's K x K Gram matrix
+  Tensor<T, Cuda> coef_;      ///< the weighting's 2K coefficients (shared, then heads)
+  std::vector<T> coef_host_;  ///< their host copy, alive until the next step
 };
 
 }  // namespace nddr::detail
