@@ -37,6 +37,8 @@
   X(cublasSetMathMode)           \
   X(cublasSgemm_v2)              \
   X(cublasDgemm_v2)              \
+  X(cublasSscal_v2)              \
+  X(cublasDscal_v2)              \
   X(cublasGetStatusName)         \
   X(cublasGetStatusString)
 

@@ -519,13 +519,14 @@ class TrainerDevice<Cuda, T> {
   /// Queues x *= s (cuBLAS SCAL; `s` rounded to T).
   void scale(Context<Cuda>& ctx, TensorView<T, Cuda> x, double s) {
     const T a = static_cast<T>(s);
+    const cuda::CublasApi& api = cuda::cublas_api();
     for (std::int64_t done = 0; done < x.numel(); done += kMaxChunk) {
       const int n = static_cast<int>(std::min(kMaxChunk, x.numel() - done));
       if constexpr (std::is_same_v<T, float>)
-        NDDR_CUDA_CHECK(cublasSscal(ctx.cublas(), n, &a, x.data() + done, 1),
+        NDDR_CUDA_CHECK(api.cublasSscal_v2(ctx.cublas(), n, &a, x.data() + done, 1),
                         "scaling a loss gradient");
       else
-        NDDR_CUDA_CHECK(cublasDscal(ctx.cublas(), n, &a, x.data() + done, 1),
+        NDDR_CUDA_CHECK(api.cublasDscal_v2(ctx.cublas(), n, &a, x.data() + done, 1),
                         "scaling a loss gradient");
     }
   }
