@@ -1011,16 +1011,8 @@ class Trainer {
       // Losses, total and weights were set by weighted_step_device.
       weighting_->after_step(dev.host(), r.lr, opt_.steps_per_epoch);
     } else {
-      const DeviceBatch& db = dev_batches_[pending_slot_];
-      [&]<std::size_t... I>(std::index_sequence<I...>) {
-        (finish_loss<I>(ctx, dev, std::get<I>(db.targets), r), ...);
-      }(std::make_index_sequence<K>{});
-      for (std::size_t k = 0; k < K; ++k) {
-        if (!std::isfinite(r.losses[k]))
-          throw NonFiniteLossError(step_, k, task_names()[k], r.losses[k]);
-        r.total += r.losses[k];
-        r.weights[k] = opt_.loss_weights[k];
-      }
+      finish_losses(ctx, dev, dev_batches_[pending_slot_], r);
+      for (std::size_t k = 0; k < K; ++k) r.weights[k] = opt_.loss_weights[k];
     }
     ++step_;
     history_.push_back(r);
@@ -1039,14 +1031,7 @@ class Trainer {
     }(std::make_index_sequence<K>{});
     dev.losses().queue_reads(ctx);
     dev.losses().mark_ready(ctx);
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (finish_loss<I>(ctx, dev, std::get<I>(db.targets), r), ...);
-    }(std::make_index_sequence<K>{});
-    for (std::size_t k = 0; k < K; ++k) {
-      if (!std::isfinite(r.losses[k]))
-        throw NonFiniteLossError(step_, k, task_names()[k], r.losses[k]);
-      r.total += r.losses[k];
-    }
+    finish_losses(ctx, dev, db, r);
     weighted_backward(ctx, db.image.cview(), r);
     if (before_update_) before_update_(ctx, r);
     dev.update(ctx, net_.parameters(), optimizer_);
@@ -1073,6 +1058,20 @@ class Trainer {
                       " channels");
     out_shapes_[I] = os;
     dev.loss(ctx, I, device_loss_options<I>(opt_.loss_weights[I]), out, target, douts_[I].view());
+  }
+
+  /// Every task's loss of the step read back into `r.losses` (checked finite: a
+  /// NonFiniteLossError names the task) and summed into `r.total`.
+  template <class Dev>
+  void finish_losses(Context<D>& ctx, Dev& dev, const DeviceBatch& db, StepResult& r) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (finish_loss<I>(ctx, dev, std::get<I>(db.targets), r), ...);
+    }(std::make_index_sequence<K>{});
+    for (std::size_t k = 0; k < K; ++k) {
+      if (!std::isfinite(r.losses[k]))
+        throw NonFiniteLossError(step_, k, task_names()[k], r.losses[k]);
+      r.total += r.losses[k];
+    }
   }
 
   template <std::size_t I, class Dev, class Target>
