@@ -5,7 +5,8 @@
 // FLOPs x 3 for training), peak host RSS.
 //
 // Usage: nddr-bench-step [--network vgg16-nddr] [--device cpu|cuda] [--batch 2] [--size 161]
-//                        [--iters 5] [--warmup 2] [--threads N] [--mode train|infer]
+//                        [--width W] [--iters 5] [--warmup 2] [--threads N]
+//                        [--mode train|infer]
 //                        [--tf32 (GPU: TF32 convolutions)]
 //                        [--bf16 (BF16 convolutions, FP32 accumulation; emulated on the CPU)]
 //                        [--cudnn-benchmark (GPU: time cuDNN's algorithms per shape, take the
@@ -50,17 +51,19 @@ const std::vector<std::string> kNetworks = {"vgg16-nddr",         "vgg16-nddr-sh
 // Forward FLOPs (multiply-add = 2) of the convolutions, fusion layers and shortcut 1x1s, as
 // performance-notes.md; element-wise work (BN, ReLU, pooling) is not counted, the cross-stitch
 // and sluice mixes are (2 K S FLOPs per output element, S subspaces).
-double forward_gflop(const std::string& network, std::int64_t batch, std::int64_t size) {
+double forward_gflop(const std::string& network, std::int64_t batch, std::int64_t height,
+                     std::int64_t width) {
   auto out = [](std::int64_t in, std::int64_t s) { return (in + s - 1) / s; };
-  const std::int64_t s1 = out(size, 2), s2 = out(s1, 2), s3 = out(s2, 2);
+  const std::int64_t h1 = out(height, 2), h2 = out(h1, 2), h3 = out(h2, 2);
+  const std::int64_t w1 = out(width, 2), w2 = out(w1, 2), w3 = out(w2, 2);
+  const std::int64_t p0 = height * width, p1 = h1 * w1, p2 = h2 * w2, p3 = h3 * w3;
   struct L { std::int64_t cin, cout, k2, hw; };
   const std::vector<L> trunk = {
-      {3, 64, 9, size * size},   {64, 64, 9, size * size},  {64, 128, 9, s1 * s1},
-      {128, 128, 9, s1 * s1},    {128, 256, 9, s2 * s2},    {256, 256, 9, s2 * s2},
-      {256, 256, 9, s2 * s2},    {256, 512, 9, s3 * s3},    {512, 512, 9, s3 * s3},
-      {512, 512, 9, s3 * s3},    {512, 512, 9, s3 * s3},    {512, 512, 9, s3 * s3},
-      {512, 512, 9, s3 * s3}};
-  const std::vector<L> head = {{512, 1024, 9, s3 * s3}, {1024, 1024, 1, s3 * s3}};
+      {3, 64, 9, p0},     {64, 64, 9, p0},    {64, 128, 9, p1},   {128, 128, 9, p1},
+      {128, 256, 9, p2},  {256, 256, 9, p2},  {256, 256, 9, p2},  {256, 512, 9, p3},
+      {512, 512, 9, p3},  {512, 512, 9, p3},  {512, 512, 9, p3},  {512, 512, 9, p3},
+      {512, 512, 9, p3}};
+  const std::vector<L> head = {{512, 1024, 9, p3}, {1024, 1024, 1, p3}};
   auto flops = [](const std::vector<L>& ls) {
     double f = 0;
     for (const auto& l : ls) f += 2.0 * l.cin * l.cout * l.k2 * l.hw;
@@ -69,10 +72,10 @@ double forward_gflop(const std::string& network, std::int64_t batch, std::int64_
   const bool single = network == "vgg16-st";
   const double tasks = single ? 1 : 2;
   const double trunks = network == "vgg16-mt" || single ? 1 : 2;
-  double f = trunks * flops(trunk) + tasks * flops(head) + 2.0 * 1024 * (single ? 40 : 40 + 3) * s3 * s3;
+  double f = trunks * flops(trunk) + tasks * flops(head) + 2.0 * 1024 * (single ? 40 : 40 + 3) * p3;
   // Stage outputs (pool1..pool5): channels and pixels.
   const std::int64_t stage_c[5] = {64, 128, 256, 512, 512};
-  const std::int64_t stage_hw[5] = {s1 * s1, s2 * s2, s3 * s3, s3 * s3, s3 * s3};
+  const std::int64_t stage_hw[5] = {p1, p2, p3, p3, p3};
   for (int i = 0; i < 5; ++i) {
     const double elems = static_cast<double>(stage_c[i]) * stage_hw[i];
     if (network == "vgg16-nddr" || network == "vgg16-nddr-shortcut")
@@ -82,13 +85,14 @@ double forward_gflop(const std::string& network, std::int64_t batch, std::int64_
     else if (network == "vgg16-sluice")
       f += tasks * 2.0 * tasks * 2 * elems;
   }
-  if (network == "vgg16-nddr-shortcut") f += tasks * 2.0 * (64 + 128 + 256 + 512 + 512) * 512 * s3 * s3;
+  if (network == "vgg16-nddr-shortcut") f += tasks * 2.0 * (64 + 128 + 256 + 512 + 512) * 512 * p3;
   return f * static_cast<double>(batch) / 1e9;
 }
 
 struct Args {
   std::string network = "vgg16-nddr", device = "cpu", mode = "train";
   std::int64_t batch = 2, size = 161;
+  std::int64_t width = 0;  // input width; 0: size (square)
   int iters = 5, warmup = 2, threads = 0;
   bool tf32 = false;
   bool bf16 = false;
@@ -108,11 +112,11 @@ struct HostData {
   nddr::Tensor<std::int32_t> labels;
 };
 
-HostData make_data(const Args& a, std::int64_t out_hw) {
+HostData make_data(const Args& a, std::int64_t out_h, std::int64_t out_w) {
   nddr::Rng rng(7);
-  HostData d{nddr::Tensor<float>(nddr::Shape::nchw(a.batch, 3, a.size, a.size)),
-             nddr::Tensor<float>(nddr::Shape::nchw(a.batch, 3, out_hw, out_hw)),
-             nddr::Tensor<std::int32_t>(nddr::Shape{a.batch, out_hw, out_hw})};
+  HostData d{nddr::Tensor<float>(nddr::Shape::nchw(a.batch, 3, a.size, a.width)),
+             nddr::Tensor<float>(nddr::Shape::nchw(a.batch, 3, out_h, out_w)),
+             nddr::Tensor<std::int32_t>(nddr::Shape{a.batch, out_h, out_w})};
   for (std::int64_t i = 0; i < d.x.numel(); ++i) d.x[i] = static_cast<float>(rng.normal());
   for (std::int64_t i = 0; i < d.labels.numel(); ++i) d.labels[i] = static_cast<std::int32_t>(rng.below(40));
   for (std::int64_t i = 0; i < d.normals.numel(); ++i) d.normals[i] = static_cast<float>(rng.normal());
@@ -126,8 +130,8 @@ int run(const Args& a, nddr::Context<D>& ctx) {
   outputs[0] = 40;
   if constexpr (kTasks > 1) outputs[1] = 3;
   nddr::Network<Spec, D> net(outputs);
-  const std::int64_t out_hw = net.output_shape(0, nddr::Shape::nchw(a.batch, 3, a.size, a.size)).h();
-  HostData h = make_data(a, out_hw);
+  const nddr::Shape out0 = net.output_shape(0, nddr::Shape::nchw(a.batch, 3, a.size, a.width));
+  HostData h = make_data(a, out0.h(), out0.w());
   nddr::Tensor<float, D> x(h.x.shape()), normals(h.normals.shape());
   nddr::Tensor<std::int32_t, D> labels(h.labels.shape());
   nddr::Storage<D>::upload(x.data(), h.x.data(), h.x.bytes());
@@ -196,16 +200,17 @@ int run(const Args& a, nddr::Context<D>& ctx) {
   std::sort(sorted.begin(), sorted.end());
   const double med = sorted.size() % 2 ? sorted[sorted.size() / 2]
                                        : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
-  const double gflop = forward_gflop(a.network, a.batch, a.size) * (a.mode == "train" ? 3.0 : 1.0);
+  const double gflop =
+      forward_gflop(a.network, a.batch, a.size, a.width) * (a.mode == "train" ? 3.0 : 1.0);
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   std::printf(
-      "{\"impl\":\"nddr\",\"network\":\"%s\",\"device\":\"%s\",\"precision\":\"%s\",\"conv_algos\":\"%s\",\"mode\":\"%s\",\"batch\":%lld,\"size\":%lld,"
+      "{\"impl\":\"nddr\",\"network\":\"%s\",\"device\":\"%s\",\"precision\":\"%s\",\"conv_algos\":\"%s\",\"mode\":\"%s\",\"batch\":%lld,\"size\":%lld,\"width\":%lld,"
       "\"iters\":%d,\"median_s\":%.6f,\"min_s\":%.6f,\"max_s\":%.6f,\"images_per_s\":%.4f,"
       "\"gflop_per_s\":%.1f,\"peak_rss_mib\":%.1f}\n",
       a.network.c_str(), a.device.c_str(), a.bf16 ? "bf16" : a.tf32 && a.device != "cpu" ? "tf32" : "fp32",
       a.device == "cpu" ? "cpu" : conv_algos(a).c_str(), a.mode.c_str(), static_cast<long long>(a.batch),
-      static_cast<long long>(a.size), a.iters, med, sorted.front(), sorted.back(),
+      static_cast<long long>(a.size), static_cast<long long>(a.width), a.iters, med, sorted.front(), sorted.back(),
       static_cast<double>(a.batch) / med, gflop / med, static_cast<double>(ru.ru_maxrss) / 1024.0);
   return 0;
 }
@@ -235,7 +240,10 @@ int main(int argc, char** argv) {
       .device("device", a.device, "cpu | cuda | cuda:N")
       .choice("mode", a.mode, "train: a training step; infer: a forward pass", {"train", "infer"})
       .integer("batch", a.batch, "images per step", std::int64_t{1}, std::int64_t{1024})
-      .integer("size", a.size, "input side", std::int64_t{8}, std::int64_t{4096})
+      .integer("size", a.size, "input height (and width, without --width)", std::int64_t{8},
+               std::int64_t{4096})
+      .integer("width", a.width, "input width (0: --size; 640 with --size 480: a full NYUv2 image)",
+               std::int64_t{0}, std::int64_t{4096})
       .integer("iters", a.iters, "timed steps", 1, 1000000)
       .integer("warmup", a.warmup, "untimed steps before them", 0, 1000000)
       .integer("threads", a.threads, "CPU threads (0 = all cores)", 0, nddr::cli::kMaxThreads)
@@ -252,9 +260,11 @@ int main(int argc, char** argv) {
                          "--tf32 --bf16");
   // VGG16's first activations hold batch x 64 x size^2 floats: keep the input within 2^24 pixels.
   constexpr std::int64_t kMaxPixels = std::int64_t{1} << 24;
-  if (a.batch > kMaxPixels / (a.size * a.size))
-    return p.usage_error("size", "--batch x size^2 <= " + std::to_string(kMaxPixels) + " pixels",
-                         std::to_string(a.size));
+  if (a.width == 0) a.width = a.size;
+  if (a.width < 8) return p.usage_error("width", "0 or at least 8", std::to_string(a.width));
+  if (a.batch > kMaxPixels / (a.size * a.width))
+    return p.usage_error("size", "--batch x size x width <= " + std::to_string(kMaxPixels) +
+                         " pixels", std::to_string(a.size));
   try {
     // The context's numeric settings; on the CPU, --bf16 emulates the GPU's BF16 numerics.
     const auto settings = nddr::NumericSettings{}

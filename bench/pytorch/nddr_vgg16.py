@@ -176,21 +176,23 @@ class PaperNet(nn.Module):
         return [self.heads[k](f[k]) for k in range(2)]
 
 
-def forward_gflop(network, batch, size):
+def forward_gflop(network, batch, height, width=None):
     """nddr-bench-step's analytic forward count (multiply-add = 2)."""
-    s1 = math.ceil(size / 2)
-    s2 = math.ceil(s1 / 2)
-    s3 = math.ceil(s2 / 2)
-    trunk = [(3, 64, 9, size * size), (64, 64, 9, size * size), (64, 128, 9, s1 * s1),
-             (128, 128, 9, s1 * s1), (128, 256, 9, s2 * s2), (256, 256, 9, s2 * s2),
-             (256, 256, 9, s2 * s2), (256, 512, 9, s3 * s3)] + [(512, 512, 9, s3 * s3)] * 5
-    head_l = [(512, 1024, 9, s3 * s3), (1024, 1024, 1, s3 * s3)]
+    width = width or height
+    h1, w1 = math.ceil(height / 2), math.ceil(width / 2)
+    h2, w2 = math.ceil(h1 / 2), math.ceil(w1 / 2)
+    h3, w3 = math.ceil(h2 / 2), math.ceil(w2 / 2)
+    p0, p1, p2, p3 = height * width, h1 * w1, h2 * w2, h3 * w3
+    trunk = [(3, 64, 9, p0), (64, 64, 9, p0), (64, 128, 9, p1), (128, 128, 9, p1),
+             (128, 256, 9, p2), (256, 256, 9, p2), (256, 256, 9, p2),
+             (256, 512, 9, p3)] + [(512, 512, 9, p3)] * 5
+    head_l = [(512, 1024, 9, p3), (1024, 1024, 1, p3)]
     flops = lambda ls: sum(2.0 * a * b * k * hw for a, b, k, hw in ls)
     single = network == "vgg16-st"
     tasks = 1 if single else 2
     trunks = 1 if network in ("vgg16-st", "vgg16-mt") else 2
-    f = trunks * flops(trunk) + tasks * flops(head_l) + 2.0 * 1024 * (40 if single else 43) * s3 * s3
-    for c, hw in zip([64, 128, 256, 512, 512], [s1 * s1, s2 * s2, s3 * s3, s3 * s3, s3 * s3]):
+    f = trunks * flops(trunk) + tasks * flops(head_l) + 2.0 * 1024 * (40 if single else 43) * p3
+    for c, hw in zip([64, 128, 256, 512, 512], [p1, p2, p3, p3, p3]):
         if network in ("vgg16-nddr", "vgg16-nddr-shortcut"):
             f += tasks * 2.0 * tasks * c * c * hw
         elif network == "vgg16-cross-stitch":
@@ -198,7 +200,7 @@ def forward_gflop(network, batch, size):
         elif network == "vgg16-sluice":
             f += tasks * 2.0 * tasks * 2 * c * hw
     if network == "vgg16-nddr-shortcut":
-        f += tasks * 2.0 * 1472 * 512 * s3 * s3
+        f += tasks * 2.0 * 1472 * 512 * p3
     return f * batch / 1e9
 
 
@@ -224,7 +226,8 @@ def main():
     ap.add_argument("--network", choices=NETWORKS, default="vgg16-nddr")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--size", type=int, default=161)
+    ap.add_argument("--size", type=int, default=161, help="input height (and width)")
+    ap.add_argument("--width", type=int, default=0, help="input width (0: --size)")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
@@ -237,6 +240,11 @@ def main():
                     help="torch.backends.cudnn.benchmark = True (time the algorithms per shape)")
     ap.add_argument("--deterministic", action="store_true",
                     help="torch.backends.cudnn.deterministic = True")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="model and input in torch.channels_last (NHWC) memory format: oneDNN's "
+                         "fastest CPU convolutions")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile(model) (PyTorch >= 2; the warm-up steps compile)")
     ap.add_argument("--profile", metavar="FILE",
                     help="after the warm-up, profile one step (torch.profiler) and write its "
                          "per-kernel GPU times to FILE (CSV: name,calls,total_us)")
@@ -250,28 +258,37 @@ def main():
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     torch.manual_seed(1234)
+    width = args.width or args.size
     net = PaperNet(args.network).to(dev)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    if args.channels_last:
+        net = net.to(memory_format=fmt)
+    model = net
+    if args.compile:
+        if not hasattr(torch, "compile"):
+            raise SystemExit(f"nddr_vgg16.py: --compile needs PyTorch >= 2 (this is {torch.__version__})")
+        model = torch.compile(net)
     fusion = lambda n: n.startswith("nddr") or n.startswith("shortcut")
     nddr_params = [p for n, p in net.named_parameters() if fusion(n)]
     other = [p for n, p in net.named_parameters() if not fusion(n)]
     opt = torch.optim.SGD([{"params": other, "lr": 1e-3}, {"params": nddr_params, "lr": 0.1}],
                           momentum=0.9, weight_decay=2.5e-4)
-    x = torch.randn(args.batch, 3, args.size, args.size, device=dev)
-    out_hw = math.ceil(args.size / 8)
-    seg = torch.randint(0, 40, (args.batch, out_hw, out_hw), device=dev)
-    nrm = F.normalize(torch.randn(args.batch, 3, out_hw, out_hw, device=dev), dim=1)
+    x = torch.randn(args.batch, 3, args.size, width, device=dev).contiguous(memory_format=fmt)
+    out_h, out_w = math.ceil(args.size / 8), math.ceil(width / 8)
+    seg = torch.randint(0, 40, (args.batch, out_h, out_w), device=dev)
+    nrm = F.normalize(torch.randn(args.batch, 3, out_h, out_w, device=dev), dim=1)
 
     def step():
         if args.mode == "infer":
             with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16,
                                                  enabled=args.bf16):
                 net.eval()
-                net(x)
+                model(x)
             return
         net.train()
         opt.zero_grad(set_to_none=True)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
-            o = net(x)
+            o = model(x)
             loss = F.cross_entropy(o[0], seg, ignore_index=255)
             if len(o) > 1:
                 loss = loss + 20.0 * (1.0 - (F.normalize(o[1], dim=1) * nrm).sum(1)).mean()
@@ -295,13 +312,16 @@ def main():
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     tf32 = dev.type == "cuda" and torch.backends.cudnn.allow_tf32
-    gflop = forward_gflop(args.network, args.batch, args.size) * (3 if args.mode == "train" else 1)
-    res = {"impl": "pytorch-eager", "network": args.network, "torch": torch.__version__, "device": str(dev),
+    gflop = forward_gflop(args.network, args.batch, args.size, width) * (3 if args.mode == "train" else 1)
+    impl = "pytorch-" + ("+".join(n for n, on in (("channels-last", args.channels_last),
+                                                   ("compile", args.compile)) if on) or "eager")
+    res = {"impl": impl, "network": args.network, "torch": torch.__version__, "device": str(dev),
            "precision": "bf16" if args.bf16 else "tf32" if tf32 else "fp32",
            "conv_algos": ("benchmark" if args.cudnn_benchmark else "heuristic") +
                          ("+deterministic" if args.deterministic else ""),
            "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
-           "mode": args.mode, "batch": args.batch, "size": args.size, "iters": args.iters,
+           "mode": args.mode, "batch": args.batch, "size": args.size, "width": width,
+           "iters": args.iters,
            "median_s": med, "min_s": min(times), "max_s": max(times),
            "images_per_s": args.batch / med, "gflop_per_s": gflop / med,
            "cudnn_tf32": torch.backends.cudnn.allow_tf32 if dev.type == "cuda" else None,

@@ -236,6 +236,10 @@ struct Fiber {
   uint3 index;
   unsigned linear = 0;
   bool done = false;
+  // While the fiber waits at a barrier: the barrier's generation counter and the value it had on
+  // arrival. The scheduler does not switch to the fiber until the counter moves on.
+  const unsigned long* wait_on = nullptr;
+  unsigned long wait_value = 0;
 };
 
 /// One block in flight: its fibers, the scheduler context, the barrier counters.
@@ -251,7 +255,9 @@ struct BlockRun {
   unsigned long generation = 0;
   std::vector<unsigned> warp_arrived;
   std::vector<unsigned long> warp_generation;
-  std::vector<std::array<std::uint64_t, 32>> warp_slots;
+  // Two slot sets per warp, used by turns (generation parity): a lane writes the next shuffle's
+  // set while a slower one may still read this one's, so one wait per shuffle suffices.
+  std::vector<std::array<std::array<std::uint64_t, 32>, 2>> warp_slots;
   unsigned long progress = 0;  // barrier arrivals and finished threads, to detect a deadlock
 };
 
@@ -275,7 +281,14 @@ void fiber_main() {
   std::abort();
 }
 
-void yield() { switch_context(g_run->current->context, g_run->scheduler); }
+/// Suspends the current fiber until *generation differs from `value` (its barrier released).
+void wait_while_equal(const unsigned long* generation, unsigned long value) {
+  Fiber* f = g_run->current;
+  f->wait_on = generation;
+  f->wait_value = value;
+  while (*generation == value) switch_context(f->context, g_run->scheduler);
+  f->wait_on = nullptr;
+}
 
 void enter_barrier(const char* what) {
   BlockRun* r = g_run;
@@ -309,7 +322,7 @@ bool run_fibers(BlockRun& r, dim3 block) {
   while (live > 0) {
     const unsigned long before = r.progress;
     for (Fiber& f : r.all) {
-      if (f.done) continue;
+      if (f.done || (f.wait_on && *f.wait_on == f.wait_value)) continue;
       r.current = &f;
       g_thread_idx = f.index;
       switch_context(r.scheduler, f.context);
@@ -349,7 +362,7 @@ void sync_block() {
     ++r->generation;
     return;
   }
-  while (r->generation == generation) yield();
+  wait_while_equal(&r->generation, generation);
 }
 
 std::uint64_t shuffle_down(std::uint64_t bits, unsigned delta, int width) {
@@ -359,24 +372,22 @@ std::uint64_t shuffle_down(std::uint64_t bits, unsigned delta, int width) {
   const unsigned size = std::min<unsigned>(32, static_cast<unsigned>(r->all.size()) - warp * 32);
   if (width <= 0 || width > 32 || (width & (width - 1)) != 0)
     fatal(std::string("kernel ") + r->name + ": __shfl_down_sync width must be a power of 2 <= 32");
-  const auto wait_warp = [&] {
-    const unsigned long generation = r->warp_generation[warp];
-    ++r->progress;
-    if (++r->warp_arrived[warp] == size) {
-      r->warp_arrived[warp] = 0;
-      ++r->warp_generation[warp];
-      return;
-    }
-    while (r->warp_generation[warp] == generation) yield();
-  };
-  r->warp_slots[warp][lane] = bits;
-  wait_warp();  // every lane has written its value
+  const unsigned long generation = r->warp_generation[warp];
+  auto& slots = r->warp_slots[warp][generation % 2];
+  slots[lane] = bits;
+  ++r->progress;
+  if (++r->warp_arrived[warp] == size) {  // every lane has written its value
+    r->warp_arrived[warp] = 0;
+    ++r->warp_generation[warp];
+  } else {
+    wait_while_equal(&r->warp_generation[warp], generation);
+  }
+  // The other slot set is written next; this one again only after every lane has arrived at
+  // the next shuffle, so after every lane has read here.
   const unsigned w = static_cast<unsigned>(width);
   const unsigned source = lane + delta;
   const bool inside = lane % w + delta < w && source < size;
-  const std::uint64_t result = inside ? r->warp_slots[warp][source] : bits;
-  wait_warp();  // every lane has read before the slots are reused
-  return result;
+  return inside ? slots[source] : bits;
 }
 
 cudaError_t run_grid(const char* name, const void* kernel, dim3 grid, dim3 block,

@@ -95,9 +95,111 @@ struct DataParallelOptions {
   }
 };
 
+namespace detail {
+
+/// What a `DataParallel` does that does not depend on its network: the communicator, the
+/// options, bucketed collectives over flat buffers and the agreement on the step. One
+/// instantiation per communicator, shared by the `DataParallel`s of every network of a program.
+template <class Comm>
+  requires Communicator<Comm>
+class DataParallelCore {
+ public:
+  using D = typename Comm::device_type;
+
+  int rank() const { return comm_.rank(); }
+  int size() const { return comm_.size(); }
+  bool is_root() const { return comm_.rank() == 0; }
+  const DataParallelOptions& options() const { return opt_; }
+  Comm& communicator() { return comm_; }
+
+  /// `o` for this rank: ranks other than 0 neither write logs or checkpoints nor print progress
+  /// (they still read output_dir to resume).
+  template <class O>
+  TrainerOptionsFor<O> trainer_options(TrainerOptionsFor<O> o) const {
+    if (!is_root()) {
+      o.write_outputs = false;
+      o.progress = false;
+    }
+    return o;
+  }
+  /// `o` sharded for this rank (positions rank, rank + size, ... of every epoch's order).
+  data::LoaderOptions shard(data::LoaderOptions o) const {
+    o.shard(rank(), size());
+    return o;
+  }
+
+ protected:
+  DataParallelCore(Comm& comm, DataParallelOptions opt) : comm_(comm), opt_(opt) {
+    check<OptionError>(opt_.bucket_bytes > 0,
+                       "nddr::distributed::DataParallel: bucket_bytes must be > 0, got ",
+                       opt_.bucket_bytes);
+    if (opt_.sync_batch_norm) {
+      bn_sync_.emplace([this](std::span<double> v) { comm_.all_reduce_sum_host(v); });
+    }
+  }
+
+  /// Averages `flat` over the ranks, `bucket_bytes` at a time.
+  template <class T>
+  void average_flat(Context<D>& ctx, TensorView<T, D> flat) {
+    for_buckets(flat, [&](TensorView<T, D> b) { comm_.all_reduce_average(ctx, b); });
+  }
+  /// Rank 0's `flat` on every rank, `bucket_bytes` at a time.
+  template <class T>
+  void broadcast_flat(Context<D>& ctx, TensorView<T, D> flat) {
+    if (size() == 1) return;
+    for_buckets(flat, [&](TensorView<T, D> b) { comm_.broadcast(ctx, b, 0); });
+  }
+  /// The mean of `v` over the ranks, in place.
+  void average_host(std::span<double> v) {
+    comm_.all_reduce_sum_host(v);
+    for (double& x : v) x /= static_cast<double>(size());
+  }
+  /// Averages `losses` and `total` over the ranks; `stop` when any rank stops.
+  void average_loss_values(std::span<double> losses, double& total, bool& stop) {
+    std::vector<double> v(losses.begin(), losses.end());
+    v.push_back(total);
+    v.push_back(stop ? 1.0 : 0.0);
+    comm_.all_reduce_sum_host(std::span<double>(v));
+    const double inv = 1.0 / static_cast<double>(size());
+    for (std::size_t k = 0; k < losses.size(); ++k) losses[k] = v[k] * inv;
+    total = v[losses.size()] * inv;
+    stop = v.back() > 0.0;
+  }
+  void agree_on_step(std::int64_t step, const char* what) {
+    if (size() == 1) return;
+    double v[2] = {static_cast<double>(step), static_cast<double>(step) * static_cast<double>(step)};
+    comm_.all_reduce_sum_host(std::span<double>(v));
+    const double n = static_cast<double>(size());
+    check<IoError>(v[0] == n * static_cast<double>(step) &&
+                       v[1] == n * static_cast<double>(step) * static_cast<double>(step),
+                   "nddr::distributed::DataParallel::", what, ": rank ", rank(), " is at step ",
+                   step, " but the ranks disagree (mean step ", v[0] / n,
+                   "); every rank must see rank 0's output_dir (a shared file system)");
+  }
+
+  Comm& comm_;
+  DataParallelOptions opt_;
+
+ private:
+  template <class T, class F>
+  void for_buckets(TensorView<T, D> flat, F&& f) {
+    const std::int64_t n = flat.numel();
+    const std::int64_t bucket =
+        std::max<std::int64_t>(1, opt_.bucket_bytes / static_cast<std::int64_t>(sizeof(T)));
+    for (std::int64_t off = 0; off < n; off += bucket)
+      f(TensorView<T, D>(flat.data() + off, Shape{std::min(bucket, n - off)}));
+  }
+
+  std::optional<ScopedBatchNormSync> bn_sync_;
+};
+
+}  // namespace detail
+
 template <class Comm, class Net>
   requires Communicator<Comm>
-class DataParallel {
+class DataParallel : public detail::DataParallelCore<Comm> {
+  using Core = detail::DataParallelCore<Comm>;
+
  public:
   using value_type = typename Net::value_type;
   using device_type = typename Net::device_type;
@@ -106,33 +208,21 @@ class DataParallel {
   static_assert(std::is_same_v<typename Comm::device_type, D>,
                 "nddr::distributed::DataParallel: the communicator and the network must be on "
                 "the same device");
+  using Core::rank;
+  using Core::size;
 
   /// Keeps references to `comm` and `net`, which must outlive it. With sync_batch_norm, every
   /// BatchNorm2d trained on this thread is synchronized while this object lives.
-  DataParallel(Comm& comm, Net& net, DataParallelOptions opt = {})
-      : comm_(comm), net_(net), opt_(opt) {
-    check<OptionError>(opt_.bucket_bytes > 0,
-                       "nddr::distributed::DataParallel: bucket_bytes must be > 0, got ",
-                       opt_.bucket_bytes);
-    if (opt_.sync_batch_norm) {
-      bn_sync_.emplace([this](std::span<double> v) { comm_.all_reduce_sum_host(v); });
-    }
-  }
+  DataParallel(Comm& comm, Net& net, DataParallelOptions opt = {}) : Core(comm, opt), net_(net) {}
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
-
-  int rank() const { return comm_.rank(); }
-  int size() const { return comm_.size(); }
-  bool is_root() const { return comm_.rank() == 0; }
-  const DataParallelOptions& options() const { return opt_; }
-  Comm& communicator() { return comm_; }
 
   /// Start of a run: every rank takes rank 0's parameters and buffers, then derives its own
   /// random streams (dropout) from rank 0's.
   void synchronize(Context<D>& ctx) {
     auto& store = net_.parameters();
-    broadcast_bucketed(ctx, store.values());
-    broadcast_bucketed(ctx, store.buffer_values());
+    this->broadcast_flat(ctx, store.values());
+    this->broadcast_flat(ctx, store.buffer_values());
     derive_random_streams();
   }
 
@@ -154,14 +244,10 @@ class DataParallel {
   }
 
   /// Averages the gradient buffer over the ranks, `bucket_bytes` at a time.
-  void average_gradients(Context<D>& ctx) {
-    for_buckets(net_.parameters().grads(),
-                [&](TensorView<T, D> b) { comm_.all_reduce_average(ctx, b); });
-  }
+  void average_gradients(Context<D>& ctx) { this->average_flat(ctx, net_.parameters().grads()); }
   /// Averages the buffers (BN running statistics) over the ranks.
   void average_buffers(Context<D>& ctx) {
-    for_buckets(net_.parameters().buffer_values(),
-                [&](TensorView<T, D> b) { comm_.all_reduce_average(ctx, b); });
+    this->average_flat(ctx, net_.parameters().buffer_values());
   }
   /// Averages a step's losses and total over the ranks (what the logs of rank 0 show), and
   /// makes the ranks agree on stopping after this step (any rank asked to, by a signal or
@@ -169,14 +255,7 @@ class DataParallel {
   template <class StepResult>
   void average_losses(StepResult& r) {
     if (size() == 1) return;
-    std::vector<double> v(r.losses.begin(), r.losses.end());
-    v.push_back(r.total);
-    v.push_back(r.stop ? 1.0 : 0.0);
-    comm_.all_reduce_sum_host(std::span<double>(v));
-    const double inv = 1.0 / static_cast<double>(size());
-    for (std::size_t k = 0; k < r.losses.size(); ++k) r.losses[k] = v[k] * inv;
-    r.total = v[r.losses.size()] * inv;
-    r.stop = v.back() > 0.0;
+    this->average_loss_values(std::span<double>(r.losses), r.total, r.stop);
   }
 
   /// What runs between backward and the optimiser step: gradients, losses, and (without
@@ -185,7 +264,7 @@ class DataParallel {
   void before_update(Context<D>& ctx, StepResult& r) {
     if (size() == 1) return;
     average_gradients(ctx);
-    if (!opt_.sync_batch_norm && opt_.average_buffers) average_buffers(ctx);
+    if (!this->opt_.sync_batch_norm && this->opt_.average_buffers) average_buffers(ctx);
     average_losses(r);
   }
 
@@ -198,29 +277,8 @@ class DataParallel {
         [this](Context<D>& ctx, typename Trainer::StepResult& r) { before_update(ctx, r); });
     // What a weighting method reads (per-task gradients, losses) is averaged before it reads it.
     trainer.set_reducer(typename Trainer::Reducer{
-        [this](Context<D>& ctx, TensorView<T, D> flat) {
-          for_buckets(flat, [&](TensorView<T, D> b) { comm_.all_reduce_average(ctx, b); });
-        },
-        [this](std::span<double> v) {
-          comm_.all_reduce_sum_host(v);
-          for (double& x : v) x /= static_cast<double>(size());
-        }});
-  }
-
-  /// `o` for this rank: ranks other than 0 neither write logs or checkpoints nor print progress
-  /// (they still read output_dir to resume).
-  template <class O>
-  TrainerOptionsFor<O> trainer_options(TrainerOptionsFor<O> o) const {
-    if (!is_root()) {
-      o.write_outputs = false;
-      o.progress = false;
-    }
-    return o;
-  }
-  /// `o` sharded for this rank (positions rank, rank + size, ... of every epoch's order).
-  data::LoaderOptions shard(data::LoaderOptions o) const {
-    o.shard(rank(), size());
-    return o;
+        [this](Context<D>& ctx, TensorView<T, D> flat) { this->average_flat(ctx, flat); },
+        [this](std::span<double> v) { this->average_host(v); }});
   }
 
   /// Trainer::resume on every rank (all read the newest checkpoint in output_dir, written by
@@ -229,7 +287,7 @@ class DataParallel {
   template <class Trainer>
   bool resume(Trainer& trainer) {
     const bool found = trainer.resume();
-    agree_on_step(trainer.step(), "resume");
+    this->agree_on_step(trainer.step(), "resume");
     if (found) derive_random_streams();
     return found;
   }
@@ -237,39 +295,12 @@ class DataParallel {
   template <class Trainer>
   void load_checkpoint(Trainer& trainer, const std::string& path) {
     trainer.load_checkpoint(path);
-    agree_on_step(trainer.step(), "load_checkpoint");
+    this->agree_on_step(trainer.step(), "load_checkpoint");
     derive_random_streams();
   }
 
  private:
-  template <class F>
-  void for_buckets(TensorView<T, D> flat, F&& f) {
-    const std::int64_t n = flat.numel();
-    const std::int64_t bucket =
-        std::max<std::int64_t>(1, opt_.bucket_bytes / static_cast<std::int64_t>(sizeof(T)));
-    for (std::int64_t off = 0; off < n; off += bucket)
-      f(TensorView<T, D>(flat.data() + off, Shape{std::min(bucket, n - off)}));
-  }
-  void broadcast_bucketed(Context<D>& ctx, TensorView<T, D> flat) {
-    if (size() == 1) return;
-    for_buckets(flat, [&](TensorView<T, D> b) { comm_.broadcast(ctx, b, 0); });
-  }
-  void agree_on_step(std::int64_t step, const char* what) {
-    if (size() == 1) return;
-    double v[2] = {static_cast<double>(step), static_cast<double>(step) * static_cast<double>(step)};
-    comm_.all_reduce_sum_host(std::span<double>(v));
-    const double n = static_cast<double>(size());
-    check<IoError>(v[0] == n * static_cast<double>(step) &&
-                       v[1] == n * static_cast<double>(step) * static_cast<double>(step),
-                   "nddr::distributed::DataParallel::", what, ": rank ", rank(), " is at step ",
-                   step, " but the ranks disagree (mean step ", v[0] / n,
-                   "); every rank must see rank 0's output_dir (a shared file system)");
-  }
-
-  Comm& comm_;
   Net& net_;
-  DataParallelOptions opt_;
-  std::optional<ScopedBatchNormSync> bn_sync_;
   std::vector<std::uint64_t> derived_;  // the seeds derive_random_streams set last
   bool derived_valid_ = false;
 };

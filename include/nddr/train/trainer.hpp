@@ -55,6 +55,7 @@
 #include "nddr/train/evaluation.hpp"
 #include "nddr/train/experiment.hpp"
 #include "nddr/train/interrupt.hpp"
+#include "nddr/train/trainer_host.hpp"
 #include "nddr/weighting/registry.hpp"
 
 namespace nddr {
@@ -328,14 +329,9 @@ class Trainer {
   /// progress line is on, prints them.
   /// A failed write is an IoError naming the file (the file keeps its earlier lines).
   void log_metrics(const std::vector<MetricValue>& values) {
-    std::ostringstream line;
-    line << "{\"experiment\":" << io::json::quote(opt_.name) << ",\"step\":" << step_;
-    for (const auto& v : values)
-      line << "," << io::json::quote(v.task + "/" + v.name) << ":" << json_number(v.value);
-    line << "}";
-    if (!opt_.output_dir.empty() && opt_.write_outputs)
-      append_lines({{std::filesystem::path(opt_.output_dir) / "eval.jsonl", line.str() + "\n"}});
-    if (opt_.progress) std::printf("%seval %s\n", isatty(STDOUT_FILENO) ? "\n" : "", line.str().c_str());
+    const bool file = !opt_.output_dir.empty() && opt_.write_outputs;
+    detail::append_eval_log(file ? std::filesystem::path(opt_.output_dir) : std::filesystem::path(),
+                            opt_.name, step_, values, opt_.progress);
   }
 
   /// Every metric of every task as `MetricValue`s, in task order.
@@ -494,88 +490,19 @@ class Trainer {
     return c;
   }
 
-  /// Checkpoint metadata of the weighting method: its spec, `MethodState`, epoch accumulator
-  /// and its parameters' optimiser state, each as exact decimal text.
-  void save_weighting(std::map<std::string, std::string>& extra) {
-    WeightingRun& w = *weighting_;
-    extra["weighting"] = w.method.spec();
-    extra["weighting/state"] = weighting::state_to_text(w.method.state());
-    weighting::MethodState epoch;
-    epoch.values.assign(w.epoch_sums.begin(), w.epoch_sums.end());
-    epoch.values.push_back(static_cast<double>(w.epoch_steps));
-    extra["weighting/epoch"] = weighting::state_to_text(epoch);
-    if (!w.optimizer) return;
-    const auto st = w.optimizer->checkpoint_state();
-    for (const auto& [name, view] : st.tensors) {
-      weighting::MethodState v;
-      for (std::int64_t i = 0; i < view.numel(); ++i)
-        v.values.push_back(static_cast<double>(view[i]));
-      extra["weighting/optim/" + name] = weighting::state_to_text(v);
-    }
-    for (const auto& [name, view] : st.counters)
-      extra["weighting/optim/" + name] =
-          weighting::state_to_text({{static_cast<double>(view[0])}, {}});
-  }
+  /// Checkpoint metadata of the weighting method (detail::WeightingHost::save).
+  void save_weighting(std::map<std::string, std::string>& extra) { weighting_->save(extra); }
 
   /// Throws IoError naming `path` when its weighting metadata does not fit this trainer.
   void check_weighting(const std::string& path, const CheckpointFile& c) {
-    const auto& extra = c.state.extra;
-    const auto it = extra.find("weighting");
-    if (!weighting_) {
-      check<IoError>(it == extra.end(), path, ": the checkpoint was trained with --weighting '",
-                     it == extra.end() ? std::string() : it->second,
-                     "' but this run has no weighting method; pass the same --weighting");
-      return;
-    }
-    const std::string spec = weighting_->method.spec();
-    check<IoError>(it != extra.end() && it->second == spec, path, ": metadata 'weighting' is '",
-                   it == extra.end() ? std::string("(none)") : it->second, "', expected '", spec,
-                   "' (resume with the same --weighting)");
-    std::vector<std::string> keys = {"weighting/state", "weighting/epoch"};
-    if (weighting_->optimizer) {
-      const auto st = weighting_->optimizer->checkpoint_state();
-      for (const auto& [name, view] : st.tensors) keys.push_back("weighting/optim/" + name);
-      for (const auto& [name, view] : st.counters) keys.push_back("weighting/optim/" + name);
-    }
-    for (const auto& key : keys) {
-      const auto k = extra.find(key);
-      check<IoError>(k != extra.end(), path, ": metadata '", key, "' is missing");
-      try {
-        const weighting::MethodState v = weighting::state_from_text(k->second);
-        if (key == "weighting/state") {
-          weighting::AnyWeighting probe = weighting_->method;
-          probe.set_state(v);
-        } else if (key == "weighting/epoch") {
-          check<ValueError>(v.values.size() == K + 1, "expected ", K + 1, " values, got ",
-                            v.values.size());
-        }
-      } catch (const ValueError& e) {
-        throw IoError(detail::concat(path, ": metadata '", key, "': ", e.what()));
-      }
-    }
+    if (weighting_)
+      weighting_->check(path, c.state.extra);
+    else
+      detail::check_no_weighting(path, c.state.extra);
   }
 
   void restore_weighting(const CheckpointFile& c) {
-    if (!weighting_) return;
-    WeightingRun& w = *weighting_;
-    const auto& extra = c.state.extra;
-    w.method.set_state(weighting::state_from_text(extra.at("weighting/state")));
-    const auto epoch = weighting::state_from_text(extra.at("weighting/epoch"));
-    for (std::size_t k = 0; k < K; ++k) w.epoch_sums[k] = epoch.values[k];
-    w.epoch_steps = static_cast<std::int64_t>(epoch.values[K]);
-    if (!w.optimizer) return;
-    const auto st = w.optimizer->checkpoint_state();
-    for (const auto& [name, view] : st.tensors) {
-      const auto v = weighting::state_from_text(extra.at("weighting/optim/" + name));
-      check<IoError>(static_cast<std::int64_t>(v.values.size()) == view.numel(),
-                     "nddr::Trainer: checkpoint metadata 'weighting/optim/", name, "' has ",
-                     v.values.size(), " values, expected ", view.numel());
-      for (std::int64_t i = 0; i < view.numel(); ++i)
-        view[i] = static_cast<T>(v.values[static_cast<std::size_t>(i)]);
-    }
-    for (const auto& [name, view] : st.counters)
-      view[0] = static_cast<std::int64_t>(
-          weighting::state_from_text(extra.at("weighting/optim/" + name)).values.at(0));
+    if (weighting_) weighting_->restore(c.state.extra);
   }
   void restore(const CheckpointFile& c) {
     restore_checkpoint<T, D>(c, net_.parameters(), optimizer_.checkpoint_state());
@@ -605,82 +532,9 @@ class Trainer {
     owns_outputs_ = true;
     const std::filesystem::path dir(opt_.output_dir);
     for (const char* name : {"log.csv", "log.jsonl", "eval.jsonl"})
-      truncate_log(dir / name, step_);
+      detail::truncate_log(dir / name, step_);
     logs_prepared_ = true;
   }
-
-  /// Rewrites log `file` without the rows of steps after `step` and without a last line left
-  /// incomplete by a killed writer; lines without a step (the CSV header) stay.
-  static void truncate_log(const std::filesystem::path& file, std::int64_t step) {
-    std::error_code ec;
-    if (!std::filesystem::exists(file, ec)) return;
-    const auto bytes = io::read_regular_file("nddr::Trainer", file.string(), std::uint64_t{1} << 32);
-    const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    std::string kept;
-    kept.reserve(text.size());
-    std::size_t begin = 0;
-    while (begin < text.size()) {
-      const std::size_t nl = text.find('\n', begin);
-      if (nl == std::string_view::npos) break;  // incomplete last line
-      const std::string_view line = text.substr(begin, nl + 1 - begin);
-      const auto s = log_row_step(line);
-      if (!s || *s <= step) kept.append(line);
-      begin = nl + 1;
-    }
-    if (kept.size() != text.size())
-      io::write_file_atomic("nddr::Trainer", file.string(), kept.data(), kept.size());
-  }
-  /// The step of a log row: a CSV row's first field, a JSON line's "step" member.
-  static std::optional<std::int64_t> log_row_step(std::string_view line) {
-    std::string_view digits;
-    if (line.starts_with("{")) {
-      const std::size_t at = line.find("\"step\":");
-      if (at == std::string_view::npos) return std::nullopt;
-      digits = line.substr(at + 7);
-    } else {
-      digits = line;
-    }
-    digits = digits.substr(0, digits.find_first_not_of("0123456789"));
-    const auto v = detail::parse_decimal(digits, std::numeric_limits<std::int64_t>::max());
-    if (!v) return std::nullopt;
-    return static_cast<std::int64_t>(*v);
-  }
-
-  /// Appends each text to its file, all or none: a failed or short write truncates every file
-  /// back to its size before the call, then throws IoError naming the file.
-  static void append_lines(const std::vector<std::pair<std::filesystem::path, std::string>>& lines) {
-    std::vector<std::pair<io::FileDescriptor, off_t>> opened;
-    auto roll_back = [&] {
-      for (auto& [fd, size] : opened)
-        if (fd) [[maybe_unused]] const int rc = ::ftruncate(fd.get(), size);
-    };
-    for (const auto& [file, text] : lines) {
-      io::FileDescriptor fd(::open(file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666));
-      if (!fd) {
-        const int err = errno;
-        roll_back();
-        throw IoError(detail::concat("nddr::Trainer: cannot open log '", file.string(),
-                                     "' for appending: ", std::strerror(err)));
-      }
-      const off_t size = ::lseek(fd.get(), 0, SEEK_END);
-      opened.emplace_back(std::move(fd), size < 0 ? 0 : size);
-      std::size_t done = 0;
-      while (done < text.size()) {
-        const ::ssize_t n = ::write(opened.back().first.get(), text.data() + done, text.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-          const int err = n == 0 ? EIO : errno;
-          roll_back();
-          throw IoError(detail::concat("nddr::Trainer: writing log '", file.string(),
-                                       "' failed: ", std::strerror(err)));
-        }
-        done += static_cast<std::size_t>(n);
-      }
-    }
-  }
-
-  /// A JSON number for `v` with 9 significant digits (null for NaN and infinities).
-  static std::string json_number(double v) { return io::json::number(v, 9); }
 
   StepResult train_step_cpu(Context<Cpu>& ctx, const Batch& batch) {
     net_.set_training(true);
@@ -718,60 +572,18 @@ class Trainer {
   /// accumulator. Built with the trainer; lives behind a pointer because the optimiser binds to
   /// the store. The method's parameters are few host values: their store and optimiser are on
   /// the CPU whatever D is; only the (K, P) task gradients live on D.
-  struct WeightingRun {
+  struct WeightingRun
+      : detail::WeightingHost<K, T, typename E::template optimizer<T, Cpu>> {
     /// One contiguous run of parameters in the flat gradient buffer: shared (owner -1) or
     /// task `owner`'s head.
     using Range = detail::GradientRange;
     using host_optimizer_type = typename E::template optimizer<T, Cpu>;
     static_assert(std::is_same_v<typename host_optimizer_type::options_type,
                                  typename optimizer_type::options_type>);
+    using detail::WeightingHost<K, T, host_optimizer_type>::WeightingHost;
 
-    WeightingRun(weighting::AnyWeighting m, const typename optimizer_type::options_type& o)
-        : method(std::move(m)) {
-      const std::span<double> p = method.parameters();
-      epoch_sums.fill(0.0);
-      if (p.empty()) return;
-      store.add_group(ParamGroup{"weighting", 1.0, 0.0});
-      store.declare("weighting", Shape{static_cast<std::int64_t>(p.size())}, "weighting");
-      store.allocate();
-      optimizer.emplace(store, o);
-    }
-
-    /// Steps the method's parameters with their gradient from the last `combine` and closes
-    /// an epoch every `steps_per_epoch` steps.
-    void after_step(Context<Cpu>& ctx, double lr, std::int64_t steps_per_epoch) {
-      if (optimizer) {
-        const std::span<double> p = method.parameters();
-        const std::span<const double> g = method.parameter_gradient();
-        TensorView<T, Cpu> v = store.values();
-        TensorView<T, Cpu> dv = store.grads();
-        for (std::size_t i = 0; i < p.size(); ++i) {
-          v[static_cast<std::int64_t>(i)] = static_cast<T>(p[i]);
-          dv[static_cast<std::int64_t>(i)] = static_cast<T>(g[i]);
-        }
-        optimizer->step(ctx, lr * lr_mult);
-        for (std::size_t i = 0; i < p.size(); ++i)
-          p[i] = static_cast<double>(v[static_cast<std::int64_t>(i)]);
-        method.after_parameter_update();
-      }
-      if (steps_per_epoch <= 0) return;
-      if (++epoch_steps < steps_per_epoch) return;
-      std::array<double, K> means{};
-      for (std::size_t k = 0; k < K; ++k)
-        means[k] = epoch_sums[k] / static_cast<double>(epoch_steps);
-      method.end_epoch(means);
-      epoch_sums.fill(0.0);
-      epoch_steps = 0;
-    }
-
-    weighting::AnyWeighting method;
-    ParameterStore<T, Cpu> store;  ///< the method's parameters, for `optimizer`
-    std::optional<host_optimizer_type> optimizer;
-    double lr_mult = 1.0;
     Tensor<T, D> task_grads;  ///< (K, P): g_k of every parameter, one row per task
     std::vector<Range> ranges;
-    std::array<double, K> epoch_sums{};  ///< sum of the method's input losses this epoch
-    std::int64_t epoch_steps = 0;
   };
 
   /// The backward pass(es) of a step under a weighting method: leaves the combined gradient
@@ -1101,20 +913,7 @@ class Trainer {
   template <class U>
   static TensorView<const U, Cpu> fit_target(Context<Cpu>& ctx, TensorView<const U, Cpu> tv,
                                              const Shape& os, Tensor<U, Cpu>& storage) {
-    const Shape& ts = tv.shape();
-    const bool dense = os.rank() == 4 && os.h() * os.w() > 1 && (ts.rank() == 3 || ts.rank() == 4);
-    if (!dense) return tv;
-    const std::int64_t th = ts.rank() == 3 ? ts[1] : ts[2];
-    const std::int64_t tw = ts.rank() == 3 ? ts[2] : ts[3];
-    if (th == os.h() && tw == os.w()) return tv;
-    const std::int64_t c = ts.rank() == 3 ? 1 : ts[1];
-    const Shape in4 = Shape::nchw(ts[0], c, th, tw);
-    Tensor<U, Cpu> r4(Shape::nchw(ts[0], c, os.h(), os.w()));
-    ops::resize_forward(ctx, tv.reshaped(in4), r4.view(),
-                        ResizeOptions{}.size(os.h(), os.w()).mode(ResizeMode::kNearestTfLegacy));
-    if (ts.rank() == 3) r4.reshape(Shape{ts[0], os.h(), os.w()});
-    storage = std::move(r4);
-    return storage.cview();
+    return detail::fit_target(ctx, tv, os, storage);
   }
 
   template <std::size_t I, class Target>
@@ -1134,35 +933,11 @@ class Trainer {
   void write_logs(const StepResult& r, double rate, double secs) {
     if (opt_.output_dir.empty() || !opt_.write_outputs) return;
     const auto names = task_names();
-    const std::filesystem::path dir(opt_.output_dir);
-    std::ostringstream js;
-    js << "{\"experiment\":" << io::json::quote(opt_.name) << ",\"step\":" << step_
-       << ",\"lr\":" << json_number(r.lr);
-    for (std::size_t k = 0; k < K; ++k)
-      js << "," << io::json::quote("loss_" + names[k]) << ":" << json_number(r.losses[k]);
-    if (weighting_)
-      for (std::size_t k = 0; k < K; ++k)
-        js << "," << io::json::quote("weight_" + names[k]) << ":" << json_number(r.weights[k]);
-    js << ",\"loss_total\":" << json_number(r.total) << ",\"images_per_s\":" << json_number(rate)
-       << ",\"elapsed_s\":" << json_number(secs) << "}\n";
-    const auto csv = dir / "log.csv";
-    std::error_code ec;
-    const bool header = !std::filesystem::exists(csv, ec) || std::filesystem::file_size(csv, ec) == 0;
-    std::ostringstream out;
-    if (header) {
-      out << "step,lr";
-      for (const auto& n : names) out << ",loss_" << n;
-      if (weighting_)
-        for (const auto& n : names) out << ",weight_" << n;
-      out << ",loss_total,images_per_s,elapsed_s\n";
-    }
-    out << step_ << "," << r.lr;
-    for (double l : r.losses) out << "," << l;
-    if (weighting_)
-      for (double w : r.weights) out << "," << w;
-    out << "," << r.total << "," << rate << "," << secs << "\n";
+    detail::StepLogRow row{step_, r.lr, std::span<const double>(r.losses), {}, r.total, rate,
+                           secs};
+    if (weighting_) row.weights = std::span<const double>(r.weights);
     try {
-      append_lines({{dir / "log.jsonl", js.str()}, {csv, out.str()}});
+      detail::append_step_logs(std::filesystem::path(opt_.output_dir), opt_.name, names, row);
     } catch (const IoError& e) {
       std::string saved;
       if (checkpoints_ && checkpoint_step_ != step_) {
@@ -1179,22 +954,8 @@ class Trainer {
 
   void print_progress(const StepResult& r, std::int64_t total, double rate, double eta) const {
     const auto names = task_names();
-    std::ostringstream os;
-    const bool tty = isatty(STDOUT_FILENO);
-    if (tty) {
-      constexpr int kWidth = 24;
-      const int filled = total > 0 ? static_cast<int>(kWidth * step_ / total) : kWidth;
-      os << "\r[" << std::string(static_cast<std::size_t>(filled), '#')
-         << std::string(static_cast<std::size_t>(kWidth - filled), '.') << "] ";
-    }
-    os << opt_.name << " step " << step_ << "/" << total;
-    for (std::size_t k = 0; k < K; ++k) os << " " << names[k] << " " << r.losses[k];
-    char tail[96];
-    std::snprintf(tail, sizeof tail, " | %.1f img/s | ETA %.0fs", rate, eta);
-    os << tail;
-    if (!tty) os << "\n";
-    std::fputs(os.str().c_str(), stdout);
-    std::fflush(stdout);
+    detail::print_step_progress(opt_.name, step_, total, names, std::span<const double>(r.losses),
+                                rate, eta);
   }
 
   network_type& net_;
