@@ -205,14 +205,8 @@ DemoRow demo_run(const std::string& method, const std::string& slug, const DemoO
   const cli::DeviceChoice device = cli::parse_device("nddr-demo", o.device);
   if (device.cuda) {
 #if defined(NDDR_WITH_CUDA)
-    auto make_context = [&]() -> Context<Cuda> {
-      try {
-        return Context<Cuda>(device.index);
-      } catch (const DeviceError& e) {  // name the flag: no such device, no driver
-        throw DeviceError(nddr::detail::concat("--device ", o.device, ": ", e.what()));
-      }
-    };
-    Context<Cuda> ctx = make_context();
+    Context<Cuda> ctx =
+        cli::open_device("nddr-demo", o.device, [&] { return Context<Cuda>(device.index); });
     return demo_run_on<Spec, TaskList>(ctx, method, slug, o, d, log, after);
 #else
     cli::require_cuda_backend("nddr-demo", o.device);

@@ -101,6 +101,20 @@ TEST_CASE("cli value parsers: strict integers and finite reals, device names, ec
   CHECK(cli::echo(std::string(59, 'x') + "\xc3\xa9" + "tail") == std::string(59, 'x') + "...");
 }
 
+TEST_CASE("open_device: a context's DeviceError names the program and --device",
+          "[train][cli]") {
+  CHECK(cli::open_device("prog", "cuda:1", [] { return 7; }) == 7);
+  CHECK_THROWS_AS(cli::open_device("prog", "cuda:3",
+                                   []() -> int { throw nddr::DeviceError("no device 3"); }),
+                  nddr::DeviceError);
+  CHECK_THROWS_WITH(cli::open_device("prog", "cuda:3",
+                                     []() -> int { throw nddr::DeviceError("no device 3"); }),
+                    "prog: --device cuda:3: no device 3");
+  // Other errors pass through unchanged.
+  CHECK_THROWS_WITH(cli::open_device("prog", "cuda", []() -> int { throw nddr::Error("x"); }),
+                    "x");
+}
+
 TEST_CASE("ArgParser: defaults, both value forms, the last repeat wins, switches",
           "[train][cli]") {
   SECTION("nothing given: the bound defaults stay") {

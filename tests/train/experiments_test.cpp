@@ -81,7 +81,8 @@ TEST_CASE("nddr-nyuv2 flags: help, defaults and the paper's values", "[train][ex
   std::ostringstream help;
   CHECK_FALSE(ex::parse_nyuv2_args({"--help"}, &help).has_value());
   CHECK_THAT(help.str(), Contains("--data-dir") && Contains("--init-weights-task1") &&
-                             Contains("--shortcut") && Contains("--nddr-lr-mult"));
+                             Contains("--shortcut") && Contains("--nddr-lr-mult") &&
+                             Contains("--check-data DIR"));
   const auto c = ex::parse_nyuv2_args({"--data-dir", "d"});
   REQUIRE(c);
   CHECK(c->method == "nddr");

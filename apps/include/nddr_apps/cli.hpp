@@ -492,6 +492,18 @@ class ArgParser {
   std::vector<Spec> specs_;
 };
 
+/// `open()` (the constructor of a device's context), its DeviceError (no such device, no
+/// driver) rethrown naming the program and the flag: "PROGRAM: --device VALUE: what".
+template <class Open>
+auto open_device(const std::string& program, const std::string& device, Open&& open)
+    -> decltype(open()) {
+  try {
+    return open();
+  } catch (const DeviceError& e) {
+    throw DeviceError(detail::concat(program, ": --device ", device, ": ", e.what()));
+  }
+}
+
 /// Throws DeviceError for `--device cuda...` when this program was built without the CUDA
 /// backend (it is compiled in where nvcc was found; the program links nddr::cuda).
 inline void require_cuda_backend([[maybe_unused]] const std::string& program,

@@ -822,18 +822,6 @@ ExperimentResult run_spec_on(const CommonConfig& c, Context<D>& ctx, const Data&
   return r;
 }
 
-#if defined(NDDR_WITH_CUDA)
-/// The context of CUDA device `index` for `--device value`; its DeviceError (no such device, no
-/// driver) names the flag.
-inline Context<Cuda> cuda_context(const std::string& program, const std::string& value, int index) {
-  try {
-    return Context<Cuda>(index);
-  } catch (const DeviceError& e) {
-    throw DeviceError(nddr::detail::concat(program, ": --device ", value, ": ", e.what()));
-  }
-}
-#endif
-
 /// `run_spec_on` on the device named by `c.device` (`cpu`, `cuda`, `cuda:N`).
 template <class Spec, class TaskList, class Data>
 ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::string& experiment,
@@ -860,7 +848,8 @@ ExperimentResult run_spec(const CommonConfig& c, const Data& data, const std::st
   cli::require_cuda_backend(c.program, c.device);  // throws in a build without the backend
 #if defined(NDDR_WITH_CUDA)
   // Under mpirun, the ranks of a node take consecutive devices from the requested one.
-  Context<Cuda> ctx = cuda_context(c.program, c.device, device.index + distributed::launcher_local_rank());
+  const int index = device.index + distributed::launcher_local_rank();
+  Context<Cuda> ctx = cli::open_device(c.program, c.device, [&] { return Context<Cuda>(index); });
   ctx.set_settings(settings);
   out << c.program << ": training on CUDA device " << ctx.device() << " (convolutions "
       << (c.bf16 ? "BF16" : c.tf32 ? "TF32" : "FP32") << ", algorithms " << (c.cudnn_benchmark ? "timed" : "heuristic")

@@ -57,6 +57,7 @@
 
 #include "nddr/core/error.hpp"
 #include "nddr/io/file.hpp"
+#include "nddr/io/json.hpp"
 #include "nddr/io/png.hpp"
 
 namespace nddr::apps::imdb_prep {
@@ -212,21 +213,7 @@ inline std::optional<std::string> char_row(const matvar_t* v) {
       c = 0x10000 + ((c - 0xD800) << 10) + (p[++k] - 0xDC00);
     else if (c >= 0xD800 && c < 0xE000)
       return std::nullopt;
-    if (c < 0x80) {
-      out += static_cast<char>(c);
-    } else if (c < 0x800) {
-      out += static_cast<char>(0xC0 | (c >> 6));
-      out += static_cast<char>(0x80 | (c & 0x3F));
-    } else if (c < 0x10000) {
-      out += static_cast<char>(0xE0 | (c >> 12));
-      out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (c & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (c >> 18));
-      out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (c & 0x3F));
-    }
+    nddr::io::json::append_utf8(out, c);
   }
   return out;
 }

@@ -113,7 +113,9 @@ inline std::optional<NyuV2Config> parse_nyuv2_args(const std::vector<std::string
   c.program = "nddr-nyuv2";
   cli::ArgParser p(c.program,
                    "NDDR-CNN NYUv2 experiments (paper Tables 1-4 and 6): semantic segmentation "
-                   "(40 classes) + surface normals. See docs/experiments.md.");
+                   "(40 classes) + surface normals. See docs/experiments.md. "
+                   "`nddr-nyuv2 --check-data DIR` (alone) checks a data folder instead and trains "
+                   "nothing (docs/data-nyuv2.md).");
   p.path("data-dir", c.data_dir, "NYUv2 in the NDDR-CNN format (list/ and the files it names)",
          "DIR")
       .required();

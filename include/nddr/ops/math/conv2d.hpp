@@ -13,6 +13,7 @@
 #include "nddr/core/error.hpp"
 #include "nddr/core/macros.hpp"
 #include "nddr/core/shape.hpp"
+#include "nddr/ops/math/window.hpp"
 
 namespace nddr {
 
@@ -81,8 +82,6 @@ struct Conv2dGeometry {
 
 namespace detail {
 
-inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
-
 /// Output extent and padding of one spatial axis; throws unless the kernel fits.
 inline void conv2d_resolve_axis(const char* who, const Shape& x, const Shape& w, const char* axis,
                                 std::int64_t in, std::int64_t k, std::int64_t stride,
@@ -91,10 +90,10 @@ inline void conv2d_resolve_axis(const char* who, const Shape& x, const Shape& w,
   const std::int64_t extent = (k - 1) * dilation + 1;
   if (same) {
     check<ShapeError>(in > 0, who, ": input ", x, " has an empty ", axis, " axis");
-    out = ceil_div(in, stride);
-    const std::int64_t total = (out - 1) * stride + extent - in;
-    before = total > 0 ? total / 2 : 0;
-    after = total > 0 ? total - before : 0;
+    const SameAxis a = same_axis(in, extent, stride);
+    out = a.out;
+    before = a.before;
+    after = a.after;
     return;
   }
   check<ShapeError>(in + 2 * pad >= extent, who, ": effective kernel ", axis, " extent ", extent,

@@ -9,6 +9,7 @@
 #include "nddr/core/error.hpp"
 #include "nddr/core/macros.hpp"
 #include "nddr/core/shape.hpp"
+#include "nddr/ops/math/window.hpp"
 
 namespace nddr {
 
@@ -82,10 +83,10 @@ inline void check_pool_option(const char* op, const char* field, std::int64_t va
 inline void pool_axis(std::int64_t in, std::int64_t k, std::int64_t s, std::int64_t pad, bool same,
                       std::int64_t& out, std::int64_t& before, std::int64_t& after) {
   if (same) {
-    out = (in + s - 1) / s;
-    const std::int64_t total = (out - 1) * s + k - in;
-    before = total > 0 ? total / 2 : 0;
-    after = total > 0 ? total - before : 0;
+    const SameAxis a = same_axis(in, k, s);
+    out = a.out;
+    before = a.before;
+    after = a.after;
     return;
   }
   before = after = pad;
