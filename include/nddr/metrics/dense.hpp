@@ -4,6 +4,7 @@
 /// of binary dense prediction (pixel accuracy, IoU and F1 of the positive class), pooled over
 /// every valid pixel of the evaluated set. Host-side.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>

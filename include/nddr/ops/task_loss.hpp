@@ -16,6 +16,7 @@
 /// losses back (no host round trip inside a step, and the step can be captured as a CUDA Graph).
 /// `task_loss<Task>(ctx, ...)` evaluates a task's loss on the CPU and returns its value.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>

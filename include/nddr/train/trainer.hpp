@@ -1047,7 +1047,6 @@ class Trainer {
     check<ShapeError>(os.rank() >= 2 && os[1] == Task::outputs, "nddr::Trainer: task ", I, " (",
                       Task::name, ") output has shape ", os.str(), ", expected ", Task::outputs,
                       " channels");
-    out_shapes_[I] = os;
     // The weight rounded to T, as the CPU path passes it.
     auto sink = dev.loss_sink(ctx, I, static_cast<double>(static_cast<T>(opt_.loss_weights[I])),
                               Task::name, target.data());
@@ -1189,7 +1188,6 @@ class Trainer {
   std::array<DeviceBatch, 2> dev_batches_;
   std::size_t next_slot_ = 0;
   std::size_t pending_slot_ = 0;
-  std::array<Shape, K> out_shapes_{};
   std::array<Tensor<T, D>, K> douts_;
   std::vector<StepResult> history_;
   std::int64_t step_ = 0;

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "nddr/backend/cuda/context.hpp"
@@ -58,17 +59,19 @@ class LossSink<T, Cuda> {
     const Shape s = ops::detail::check_cross_entropy_shapes(kWho, logits.shape(), labels.shape());
     opt.scale(weight_ * opt.scale());
     ops::detail::check_loss_scale(kWho, opt.scale());
-    check_gradient(kWho, dlogits.shape(), logits.shape());
-    cuda::LossStats* slot = next(kWho);
-    const std::int64_t plane = s.h() * s.w();
-    cuda::launch::cross_entropy_stats<T>(ctx_.stream(), logits.data(), labels.data(),
-                                         s.n() * plane, s.c(), plane, opt.ignore_label(), true,
-                                         slot);
-    cuda::launch::cross_entropy_backward<T>(ctx_.stream(), logits.data(), labels.data(),
-                                            dlogits.data(), s.n() * plane, s.c(), plane,
-                                            opt.ignore_label(), static_cast<T>(opt.scale()),
-                                            slot + cuda::launch::kLossBlocks);
-    terms_.push_back({opt.scale(), labels.data(), target_, opt.ignore_label(), s});
+    const std::int64_t plane = s.h() * s.w(), pixels = s.n() * plane;
+    queue(kWho, dlogits.shape(), logits.shape(),
+          {opt.scale(), labels.data(), target_, opt.ignore_label(), s},
+          [&](cuda::LossStats* slot) {
+            cuda::launch::cross_entropy_stats<T>(ctx_.stream(), logits.data(), labels.data(),
+                                                 pixels, s.c(), plane, opt.ignore_label(), true,
+                                                 slot);
+          },
+          [&](const cuda::LossStats* total, T scale) {
+            cuda::launch::cross_entropy_backward<T>(ctx_.stream(), logits.data(), labels.data(),
+                                                    dlogits.data(), pixels, s.c(), plane,
+                                                    opt.ignore_label(), scale, total);
+          });
   }
 
   void normal(TensorView<const T, Cuda> p, TensorView<const T, Cuda> g, TensorView<T, Cuda> dp,
@@ -76,18 +79,19 @@ class LossSink<T, Cuda> {
     constexpr const char* kWho = "nddr::ops::normal_loss";
     opt.scale(weight_ * opt.scale());
     ops::detail::check_normal_loss_args(kWho, p.shape(), g.shape(), opt);
-    check_gradient(kWho, dp.shape(), p.shape());
-    cuda::LossStats* slot = next(kWho);
     const Shape& s = p.shape();
     const std::int64_t plane = s.h() * s.w();
     const T eps = static_cast<T>(opt.eps());
-    cuda::launch::normal_loss_stats<T>(ctx_.stream(), p.data(), g.data(), s.n() * plane, plane,
-                                       opt.form(), eps, true, slot);
-    cuda::launch::normal_loss_backward<T>(ctx_.stream(), p.data(), g.data(), dp.data(),
-                                          s.n() * plane, plane, opt.form(), eps,
-                                          static_cast<T>(opt.scale()),
-                                          slot + cuda::launch::kLossBlocks);
-    terms_.push_back({opt.scale(), nullptr, target_, 0, Shape{}});
+    queue(kWho, dp.shape(), s, {opt.scale(), nullptr, target_, 0, Shape{}},
+          [&](cuda::LossStats* slot) {
+            cuda::launch::normal_loss_stats<T>(ctx_.stream(), p.data(), g.data(), s.n() * plane,
+                                               plane, opt.form(), eps, true, slot);
+          },
+          [&](const cuda::LossStats* total, T scale) {
+            cuda::launch::normal_loss_backward<T>(ctx_.stream(), p.data(), g.data(), dp.data(),
+                                                  s.n() * plane, plane, opt.form(), eps, scale,
+                                                  total);
+          });
   }
 
   void dense(TensorView<const T, Cuda> p, TensorView<const T, Cuda> g, TensorView<T, Cuda> dp,
@@ -95,28 +99,35 @@ class LossSink<T, Cuda> {
     constexpr const char* kWho = "nddr::ops::dense_loss";
     opt.scale(weight_ * opt.scale());
     ops::detail::check_dense_loss_args(kWho, p.shape(), g.shape(), opt);
-    check_gradient(kWho, dp.shape(), p.shape());
-    cuda::LossStats* slot = next(kWho);
-    cuda::launch::dense_loss_stats<T>(ctx_.stream(), p.data(), g.data(), p.numel(), opt.form(),
-                                      opt.subset(), opt.zero_invalid(), true, slot);
-    cuda::launch::dense_loss_backward<T>(ctx_.stream(), p.data(), g.data(), dp.data(), p.numel(),
-                                         opt.form(), opt.subset(), opt.zero_invalid(),
-                                         static_cast<T>(opt.scale()),
-                                         slot + cuda::launch::kLossBlocks);
-    terms_.push_back({opt.scale(), nullptr, target_, 0, Shape{}});
+    queue(kWho, dp.shape(), p.shape(), {opt.scale(), nullptr, target_, 0, Shape{}},
+          [&](cuda::LossStats* slot) {
+            cuda::launch::dense_loss_stats<T>(ctx_.stream(), p.data(), g.data(), p.numel(),
+                                              opt.form(), opt.subset(), opt.zero_invalid(), true,
+                                              slot);
+          },
+          [&](const cuda::LossStats* total, T scale) {
+            cuda::launch::dense_loss_backward<T>(ctx_.stream(), p.data(), g.data(), dp.data(),
+                                                 p.numel(), opt.form(), opt.subset(),
+                                                 opt.zero_invalid(), scale, total);
+          });
   }
 
  private:
   static_assert(cuda::kKernelType<T>, "nddr::LossSink<T, Cuda>: CUDA supports float and double");
 
-  cuda::LossStats* next(const char* who) {
+  /// Queues one term: `stats(slot)` reduces into the next free slot, then
+  /// `backward(total, scale)` adds the gradient, dividing by the count it finds at `total`.
+  /// On the GPU the gradient always comes with the value (the trainer passes `dprediction`).
+  template <class Stats, class Backward>
+  void queue(const char* who, const Shape& d, const Shape& p, cuda::LossTerm term, Stats&& stats,
+             Backward&& backward) {
+    check_shape(who, "dprediction (required on the GPU)", d, p);
     check<Error>(terms_.size() < slots_, who, ": task ", task_, " adds more than ", slots_,
                  " loss terms, the most a task may have on the GPU");
-    return scratch_ + terms_.size() * stride_;
-  }
-  /// On the GPU the gradient is always computed with the value (the trainer passes one).
-  static void check_gradient(const char* who, const Shape& d, const Shape& p) {
-    check_shape(who, "dprediction (required on the GPU)", d, p);
+    cuda::LossStats* slot = scratch_ + terms_.size() * stride_;
+    stats(slot);
+    backward(slot + cuda::launch::kLossBlocks, static_cast<T>(term.scale));
+    terms_.push_back(std::move(term));
   }
 
   Context<Cuda>& ctx_;
