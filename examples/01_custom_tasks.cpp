@@ -64,45 +64,33 @@ struct SmallNet {
   using head = PoolClassifier;
 };
 
-// 2. A task: name, output channels, target element type and a loss that returns weight * loss
-//    and *adds* weight * dloss/dprediction into dprediction.
+// 2. A task: name, output channels, target element type, its loss (written once for every
+//    device with the ops of nddr/ops/task_loss.hpp: the sink applies the task weight, and on a
+//    GPU the value stays on the device until the trainer reads the step back) and its metric.
 struct ItemClass {
   static constexpr const char* name = "item";
   static constexpr std::int64_t outputs = 10;
   template <class T>
   using target_t = std::int32_t;
-  template <class T>
-  static T loss(nddr::Context<nddr::Cpu>& ctx, nddr::TensorView<const T> prediction,
-                nddr::TensorView<const std::int32_t> target, nddr::TensorView<T> dprediction,
-                T weight) {
+  template <class T, class D>
+  static void loss(nddr::LossSink<T, D>& sink, nddr::TensorView<const T, D> prediction,
+                   nddr::TensorView<const std::int32_t, D> target,
+                   nddr::TensorView<T, D> dprediction) {
     // (N, 10, 1, 1) logits as (N, 10) for the classification form of the op.
-    const auto logits = prediction.reshaped(nddr::Shape{prediction.shape()[0], outputs});
-    const auto opt = nddr::SoftmaxCrossEntropyOptions{}.scale(weight);
-    const T value = nddr::ops::softmax_cross_entropy_forward(ctx, logits, target, opt);
-    if (!dprediction.empty())
-      nddr::ops::softmax_cross_entropy_backward(ctx, logits, target,
-                                                dprediction.reshaped(logits.shape()), opt);
-    return value;
+    const nddr::Shape s{prediction.shape()[0], outputs};
+    nddr::ops::cross_entropy_loss(sink, prediction.reshaped(s), target,
+                                  dprediction.empty() ? dprediction : dprediction.reshaped(s));
   }
-  // Optional: the same loss as the options of a library op, which lets the trainer run it on a
-  // GPU too (--device cuda), with no host round trip inside the step.
-  static nddr::SoftmaxCrossEntropyOptions loss_options(double weight) {
-    return nddr::SoftmaxCrossEntropyOptions{}.scale(weight);
+  // The metric of the task, for Trainer::evaluate and the results table.
+  using metric_type = nddr::AccuracyMetric;
+  static metric_type make_metric() { return metric_type(); }
+  static std::vector<nddr::MetricValue> metric_values(const metric_type& m) {
+    return {{"item", "Accuracy", 100.0 * m.accuracy(), true}};
   }
 };
 static_assert(nddr::concepts::require_task<ItemClass>());
 
 }  // namespace my
-
-// 2b. The metric of the task, for Trainer::evaluate and the results table.
-template <>
-struct nddr::MetricFor<my::ItemClass> {
-  using type = nddr::AccuracyMetric;
-  static type make() { return type(); }
-  static std::vector<nddr::MetricValue> values(const type& m) {
-    return {{"item", "Accuracy", 100.0 * m.accuracy(), true}};
-  }
-};
 
 // 3-5. Data, network, trainer, training and evaluation on the device of `ctx`.
 template <class D>

@@ -342,15 +342,17 @@ std::string run_forward(const ForwardRequest& r) {
       T value;
       if (targets[k].labels) {
         const Tensor<std::int32_t>& l = *targets[k].labels;
-        value = nddr::detail::task_cross_entropy(
+        LossSink<T, Cpu> sink(ctx, static_cast<double>(w));
+        nddr::detail::task_cross_entropy(
             "nddr-forward: the segmentation loss", y[k].shape().c(),
-            Segmentation<1>::ignore_label, ctx, y[k],
+            Segmentation<1>::ignore_label, sink, y[k],
             TensorView<const std::int32_t>(l.data(), Shape{y[k].shape().n(), y[k].shape().h(),
                                                            y[k].shape().w()}),
-            douts.back().view(), w);
+            douts.back().view());
+        value = sink.value();
       } else {
-        value = SurfaceNormal::loss<T>(ctx, y[k], targets[k].normals->cview(),
-                                       douts.back().view(), w);
+        value = nddr::task_loss<SurfaceNormal>(ctx, y[k], targets[k].normals->cview(),
+                                               douts.back().view(), w);
       }
       losses.emplace_back(Shape{1});
       losses.back()[0] = value;

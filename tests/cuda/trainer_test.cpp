@@ -6,6 +6,7 @@
 
 #include <nddr/cuda.hpp>
 #include <nddr/nddr.hpp>
+#include <nddr/io/safetensors.hpp>
 #include <nddr/train/trainer.hpp>
 
 #include <algorithm>
@@ -473,4 +474,165 @@ TEST_CASE("Trainer<Cuda>: weighting averages through the Reducer and refuses CUD
         FAIL_CHECK(e.name << "[" << i << "]: " << hg[at] << " vs 2 * " << pg[at]);
     }
   CHECK(bad == 0);
+}
+
+namespace {
+
+// A task of the user's own, defined here and not in the library: depth-like regression whose
+// loss is L1 + 0.5 * L2 over the measured pixels (0 = no measurement), written once for both
+// devices, and whose metric is the share of measured pixels predicted within 0.25.
+struct WithinMetric {
+  std::int64_t count = 0, hits = 0;
+  template <class T>
+  void update(nddr::TensorView<const T> p, nddr::TensorView<const T> g) {
+    for (std::int64_t i = 0; i < p.numel(); ++i) {
+      if (std::isnan(g[i]) || g[i] == T(0)) continue;
+      ++count;
+      hits += std::abs(p[i] - g[i]) < T(0.25);
+    }
+  }
+};
+
+struct RobustDepth {
+  static constexpr const char* name = "robust_depth";
+  static constexpr std::int64_t outputs = 1;
+  template <class T>
+  using target_t = T;
+  template <class T, class D>
+  static void loss(nddr::LossSink<T, D>& sink, nddr::TensorView<const T, D> p,
+                   nddr::TensorView<const T, D> g, nddr::TensorView<T, D> dp) {
+    const auto measured = nddr::DenseLossOptions{}.zero_invalid(true);
+    auto l1 = measured, l2 = measured;
+    nddr::ops::dense_loss(sink, p, g, dp, l1.form(nddr::DenseLossForm::kL1));
+    nddr::ops::dense_loss(sink, p, g, dp, l2.form(nddr::DenseLossForm::kL2).scale(0.5));
+  }
+  using metric_type = WithinMetric;
+  static metric_type make_metric() { return {}; }
+  static std::vector<nddr::MetricValue> metric_values(const metric_type& m) {
+    return {{name, "within0.25", 100.0 * static_cast<double>(m.hits) /
+                                     static_cast<double>(std::max<std::int64_t>(m.count, 1)),
+             true}};
+  }
+};
+static_assert(nddr::concepts::require_task<RobustDepth>());
+
+using UserExp = nddr::Experiment<Spec, nddr::Tasks<RobustDepth, nddr::BinarySegmentation>>;
+template <class D>
+using UserTrain = nddr::Trainer<UserExp, D, double>;
+
+// Images, depth targets in [0.5, 3] with zeros and NaNs, binary targets with NaNs.
+template <class B>
+B user_batch(std::int64_t step, std::int64_t n = 2, std::int64_t size = 32) {
+  nddr::Rng rng(900 + static_cast<std::uint64_t>(step));
+  B b;
+  b.image = nddr::Tensor<double>(nddr::Shape::nchw(n, 3, size, size));
+  for (std::int64_t i = 0; i < b.image.numel(); ++i) b.image[i] = rng.uniform(-1.0, 1.0);
+  auto& depth = std::get<0>(b.targets);
+  auto& mask = std::get<1>(b.targets);
+  depth = nddr::Tensor<double>(nddr::Shape::nchw(n, 1, size, size));
+  mask = nddr::Tensor<double>(depth.shape());
+  for (std::int64_t i = 0; i < depth.numel(); ++i) {
+    const double u = rng.uniform(0.0, 1.0);
+    depth[i] = u < 0.1 ? 0.0 : (u < 0.15 ? std::nan("") : 0.5 + 2.5 * rng.uniform(0.0, 1.0));
+    const double v = rng.uniform(0.0, 1.0);
+    mask[i] = v < 0.05 ? std::nan("") : (v < 0.35 ? 1.0 : 0.0);
+  }
+  return b;
+}
+
+std::vector<double> values(const nddr::ParameterStore<double, Cuda>& s) {
+  return host(s.values());
+}
+std::vector<double> values(const nddr::ParameterStore<double, Cpu>& s) {
+  return host(s.values());
+}
+
+}  // namespace
+
+TEST_CASE("Trainer<Cuda>: a user task with its own loss and metric trains like the CPU, "
+          "eagerly and as CUDA Graphs",
+          "[cuda][trainer][task]") {
+  if (no_device()) return;
+  nddr::Context<Cpu> cpu(2);
+  nddr::Context<Cuda> gpu(0);
+  Net<Cpu> hnet({1, 1});
+  Net<Cuda> enet({1, 1}), gnet({1, 1});
+  const nddr::PolySchedule schedule{0.01, 100, 0.9};
+  auto opt = quiet();
+  opt.loss_weights = {1.0, 2.0};
+  UserTrain<Cpu> ht(hnet, schedule, opt);
+  UserTrain<Cuda> eager(enet, schedule, opt);
+  opt.cuda_graph = true;
+  UserTrain<Cuda> graph(gnet, schedule, opt);
+  ht.fit(cpu, 5, [](std::int64_t s) { return user_batch<UserTrain<Cpu>::Batch>(s); });
+  eager.fit(gpu, 5, [](std::int64_t s) { return user_batch<UserTrain<Cuda>::Batch>(s); });
+  graph.fit(gpu, 5, [](std::int64_t s) { return user_batch<UserTrain<Cuda>::Batch>(s); });
+  const auto& graphs = graph.device_state()->graphs();
+  INFO("graphs disabled: " << graphs.disabled_reason());
+  REQUIRE_FALSE(graphs.disabled());
+  CHECK(graphs.captures() == 2);  // step 0 eager, 1 and 2 captured, 3 and 4 replayed
+  CHECK(graphs.replays() == 2);
+  for (std::size_t s = 0; s < 5; ++s)
+    for (std::size_t k = 0; k < 2; ++k) {
+      INFO("step " << s << " task " << k);
+      const double c = ht.history()[s].losses[k];
+      CHECK(std::isfinite(c));
+      CHECK(c > 0.0);
+      CHECK(eager.history()[s].losses[k] == Approx(c).epsilon(1e-7));
+      CHECK(graph.history()[s].losses[k] == Approx(c).epsilon(1e-7));
+    }
+  const auto hv = values(std::as_const(hnet.parameters()));
+  CHECK(max_rel_diff(values(std::as_const(enet.parameters())), hv) <= 1e-7);
+  CHECK(max_rel_diff(values(std::as_const(gnet.parameters())), hv) <= 1e-7);
+
+  // The user's metric and the binary task's metrics, from GPU outputs, as on the CPU.
+  const auto eval_c = [](std::int64_t i) { return user_batch<UserTrain<Cpu>::Batch>(70 + i, 1); };
+  const auto eval_g = [](std::int64_t i) { return user_batch<UserTrain<Cuda>::Batch>(70 + i, 1); };
+  const auto mc = UserTrain<Cpu>::metric_values(ht.evaluate(cpu, 2, eval_c));
+  const auto mg = UserTrain<Cuda>::metric_values(eager.evaluate(gpu, 2, eval_g));
+  REQUIRE(mc.size() == 4);
+  REQUIRE(mg.size() == mc.size());
+  CHECK(mc[0].task == "robust_depth");
+  for (std::size_t i = 0; i < mc.size(); ++i) {
+    INFO(mc[i].task << "/" << mc[i].name);
+    CHECK(mg[i].value == Approx(mc[i].value).epsilon(1e-7).margin(1e-7));
+  }
+}
+
+namespace {
+
+/// Task's loss (weight 0.7) on the GPU through the trainer's device sink against the CPU's:
+/// value and gradient, in double.
+template <class Task>
+void check_device_task(nddr::Context<Cuda>& gpu, const nddr::io::SafetensorsFile& f,
+                       const std::string& key) {
+  INFO(Task::name << " on " << key);
+  nddr::Context<Cpu> cpu(1);
+  const auto p = f.tensor<double>(key + ".p"), g = f.tensor<double>(key + ".g");
+  nddr::Tensor<double> grad(p.shape());
+  const double want = nddr::task_loss<Task>(cpu, p.cview(), g.cview(), grad.view(), 0.7);
+  nddr::detail::TrainerDevice<Cuda, double> dev(gpu, 1, 1);
+  const auto dp = nddr::to_device(gpu, p), dg = nddr::to_device(gpu, g);
+  nddr::Tensor<double, Cuda> dgrad(p.shape());
+  dgrad.zero();
+  auto sink = dev.loss_sink(gpu, 0, 0.7, Task::name, dg.data());
+  Task::loss(sink, dp.cview(), dg.cview(), dgrad.view());
+  dev.losses().queue_reads(gpu);
+  dev.losses().mark_ready(gpu);
+  CHECK(dev.finished_loss(gpu, 0, Task::name, dg.data()) == Approx(want).epsilon(1e-12));
+  CHECK(max_rel_diff(host(dgrad.cview()), host(grad.cview())) <= 1e-12);
+}
+
+}  // namespace
+
+TEST_CASE("LossSink<Cuda>: the dense tasks' losses and gradients equal the CPU's",
+          "[cuda][task]") {
+  if (no_device()) return;
+  nddr::Context<Cuda> gpu(0);
+  const auto f = nddr::io::SafetensorsFile::read(NDDR_TEST_DATA_DIR "/dense_tasks.safetensors");
+  check_device_task<nddr::Depth>(gpu, f, "depth");
+  check_device_task<nddr::DepthTask<nddr::DenseLossForm::kL2>>(gpu, f, "depth");
+  check_device_task<nddr::DenseRegression<3, nddr::DenseLossForm::kL2>>(gpu, f, "reg3");
+  check_device_task<nddr::BinarySegmentation>(gpu, f, "bin");
+  check_device_task<nddr::BinarySegmentationTask<false>>(gpu, f, "bin");
 }

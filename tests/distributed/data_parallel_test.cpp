@@ -50,10 +50,10 @@ std::vector<double> train_micro_batches(Net& net, std::int64_t ranks, std::int64
       net.set_training(true);
       auto out = net.forward(ctx, micro.image.cview());
       nddr::Tensor<double> d0(out[0].shape()), d1(out[1].shape());
-      loss += nddr::Segmentation<5>::loss<double>(ctx, out[0], std::get<0>(micro.targets).cview(),
-                                                  d0.view(), 1.0);
-      loss += nddr::SurfaceNormal::loss<double>(ctx, out[1], std::get<1>(micro.targets).cview(),
-                                                d1.view(), 20.0);
+      loss += nddr::task_loss<nddr::Segmentation<5>>(
+          ctx, out[0], std::get<0>(micro.targets).cview(), d0.view(), 1.0);
+      loss += nddr::task_loss<nddr::SurfaceNormal>(
+          ctx, out[1], std::get<1>(micro.targets).cview(), d1.view(), 20.0);
       const std::vector<nddr::TensorView<const double>> douts{d0.cview(), d1.cview()};
       net.backward(ctx, micro.image.cview(), douts);
       for (std::int64_t i = 0; i < grad_sum.numel(); ++i) grad_sum[i] += store.grads()[i];

@@ -1,4 +1,4 @@
-// PATTERN: X = DoubleOnlyTask.*nddr::Task: missing .template <class T> static T loss
+// PATTERN: X = DoubleOnlyTask.*nddr::Task: missing .template <class T, class D> static void loss
 // A task whose loss exists only for double (not a template over float and double) is rejected
 // naming the type and the expected signature.
 #include <nddr/concepts/task.hpp>
@@ -8,10 +8,8 @@ struct DoubleOnlyTask {
   static constexpr std::int64_t outputs = 2;
   template <class T>
   using target_t = T;
-  static double loss(nddr::Context<nddr::Cpu>&, nddr::TensorView<const double>,
-                     nddr::TensorView<const double>, nddr::TensorView<double>, double) {
-    return 0.0;
-  }
+  static void loss(nddr::LossSink<double, nddr::Cpu>&, nddr::TensorView<const double>,
+                   nddr::TensorView<const double>, nddr::TensorView<double>) {}
 };
 static_assert(nddr::concepts::require_task<DoubleOnlyTask>());
 int main() {}

@@ -91,22 +91,29 @@ class AssigningFusion {
 };
 static_assert(nddr::concepts::FusionLayer<AssigningFusion>);
 
-/// Squared error whose gradient is twice what it should be.
+/// Squared error whose gradient is twice what it should be (a CPU-only loss: host loops, its
+/// value added to the sink by hand).
 struct OffByTwoTask {
   static constexpr const char* name = "off_by_two";
   static constexpr std::int64_t outputs = 2;
   template <class T>
   using target_t = T;
   template <class T>
-  static T loss(nddr::Context<Cpu>&, TensorView<const T> p, TensorView<const T> t, TensorView<T> dp,
-                T weight) {
+  static void loss(nddr::LossSink<T, Cpu>& sink, TensorView<const T> p, TensorView<const T> t,
+                   TensorView<T> dp) {
+    const T weight = static_cast<T>(sink.weight());
     T l = 0;
     for (std::int64_t i = 0; i < p.numel(); ++i) {
       const T d = p[i] - t[i];
       l += d * d / 2;
       if (!dp.empty()) dp[i] += weight * 2 * d;
     }
-    return weight * l;
+    sink.add(static_cast<double>(weight * l));
+  }
+  using metric_type = nddr::DenseRegressionMetrics;
+  static metric_type make_metric() { return metric_type(); }
+  static std::vector<nddr::MetricValue> metric_values(const metric_type& m) {
+    return m.values(name, false);
   }
 };
 static_assert(nddr::concepts::Task<OffByTwoTask>);

@@ -94,9 +94,9 @@ TEST_CASE("NDDR-VGG16 matches an independent PyTorch implementation", "[networks
   REQUIRE(out[1].shape() == nddr::Shape::nchw(1, 3, 9, 9));
   nddr::Tensor<double> d0(out[0].shape()), d1(out[1].shape());  // (1, K, 9, 9) zeroed
   const double loss0 =
-      nddr::Segmentation<40>::loss<double>(ctx, out[0], seg_target.cview(), d0.view(), 1.0);
+      nddr::task_loss<nddr::Segmentation<40>>(ctx, out[0], seg_target.cview(), d0.view(), 1.0);
   const double loss1 =
-      nddr::SurfaceNormal::loss<double>(ctx, out[1], normal_target.cview(), d1.view(), 20.0);
+      nddr::task_loss<nddr::SurfaceNormal>(ctx, out[1], normal_target.cview(), d1.view(), 20.0);
   nddr::Tensor<double> dx(x.shape());  // (1, 3, 65, 65) zeroed: backward accumulates
   const std::vector<nddr::TensorView<const double>> douts{d0.cview(), d1.cview()};
   net.backward(ctx, x.cview(), douts, dx.view());

@@ -1,8 +1,12 @@
 // Tasks: concept conformance, loss values and gradients against the underlying ops, finite
-// differences through the Task interface, weight scaling, gradient accumulation, errors.
+// differences through the Task interface, weight scaling, gradient accumulation, errors; the
+// dense tasks (depth / dense regression, binary BCE) and their metrics against PyTorch and
+// NumPy (tools/reference/dense_tasks.py).
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <nddr/io/safetensors.hpp>
 #include <nddr/tasks/tasks.hpp>
 #include <nddr/testing/gradient_check.hpp>
 #include <type_traits>
@@ -32,6 +36,10 @@ struct NoOutputs {
   static constexpr const char* name = "x";
   static constexpr std::int64_t outputs = 0;
 };
+static_assert(nddr::concepts::Task<nddr::Depth>);
+static_assert(nddr::concepts::Task<nddr::DenseRegression<3, nddr::DenseLossForm::kL2>>);
+static_assert(nddr::concepts::Task<nddr::BinarySegmentation>);
+static_assert(nddr::concepts::Task<nddr::BinarySegmentationTask<false>>);
 static_assert(!nddr::concepts::Task<NoLoss>);
 static_assert(!nddr::concepts::Task<NoOutputs>);
 static_assert(!nddr::concepts::Task<int>);
@@ -48,11 +56,11 @@ void check_task_gradient(nddr::Tensor<double>& prediction, const nddr::Tensor<Ta
   const double weight = 0.7;
   nddr::Tensor<double> grad(prediction.shape());
   const double value =
-      Task::template loss<double>(ctx, prediction.cview(), target.cview(), grad.view(), weight);
+      nddr::task_loss<Task>(ctx, prediction.cview(), target.cview(), grad.view(), weight);
   CHECK(std::isfinite(value));
   auto loss = [&] {
-    return Task::template loss<double>(ctx, prediction.cview(), target.cview(),
-                                       nddr::TensorView<double>{}, weight);
+    return nddr::task_loss<Task>(ctx, prediction.cview(), target.cview(),
+                                 nddr::TensorView<double>{}, weight);
   };
   CHECK(loss() == value);
   auto r = nddr::testing::check_gradient(Task::name, prediction.data(), prediction.numel(),
@@ -63,9 +71,9 @@ void check_task_gradient(nddr::Tensor<double>& prediction, const nddr::Tensor<Ta
   // Weight scales value and gradient; a second call accumulates on top of the first.
   nddr::Tensor<double> g2(prediction.shape());
   const double v2 =
-      Task::template loss<double>(ctx, prediction.cview(), target.cview(), g2.view(), 2 * weight);
+      nddr::task_loss<Task>(ctx, prediction.cview(), target.cview(), g2.view(), 2 * weight);
   CHECK(v2 == Approx(2 * value).epsilon(1e-12));
-  Task::template loss<double>(ctx, prediction.cview(), target.cview(), g2.view(), weight);
+  nddr::task_loss<Task>(ctx, prediction.cview(), target.cview(), g2.view(), weight);
   for (std::int64_t i = 0; i < grad.numel(); ++i)
     REQUIRE(g2[i] == Approx(3 * grad[i]).margin(1e-15));
 }
@@ -84,7 +92,7 @@ TEST_CASE("Segmentation: matches softmax cross-entropy, gradient by finite diffe
 
   nddr::Context<nddr::Cpu> ctx(1);
   nddr::Tensor<double> grad(logits.shape()), expected(logits.shape());
-  const double value = Task::loss<double>(ctx, logits.cview(), labels.cview(), grad.view(), 1.5);
+  const double value = nddr::task_loss<Task>(ctx, logits.cview(), labels.cview(), grad.view(), 1.5);
   const auto opt = nddr::SoftmaxCrossEntropyOptions{}.scale(1.5);
   CHECK(value ==
         nddr::ops::softmax_cross_entropy_forward<double>(ctx, logits.cview(), labels.cview(), opt));
@@ -99,7 +107,7 @@ TEST_CASE("Segmentation: matches softmax cross-entropy, gradient by finite diffe
   // float works through the same interface.
   nddr::Tensor<float> lf(logits.shape()), gf(logits.shape());
   for (std::int64_t i = 0; i < lf.numel(); ++i) lf[i] = static_cast<float>(logits[i]);
-  CHECK(Task::loss<float>(ctx, lf.cview(), labels.cview(), gf.view(), 1.5f) ==
+  CHECK(nddr::task_loss<Task>(ctx, lf.cview(), labels.cview(), gf.view(), 1.5f) ==
         Approx(value).epsilon(1e-5));
 }
 
@@ -114,7 +122,7 @@ TEST_CASE("SurfaceNormal: cosine loss by default, L2 twice it, finite difference
   nddr::Context<nddr::Cpu> ctx(1);
   nddr::Tensor<double> grad(p.shape()), expected(p.shape());
   const double value =
-      nddr::SurfaceNormal::loss<double>(ctx, p.cview(), g.cview(), grad.view(), 20.0);
+      nddr::task_loss<nddr::SurfaceNormal>(ctx, p.cview(), g.cview(), grad.view(), 20.0);
   const auto opt =
       nddr::NormalLossOptions{}.form(nddr::NormalLossForm::kCosine).scale(20.0).eps(1e-6);
   CHECK(value == nddr::ops::normal_loss_forward<double>(ctx, p.cview(), g.cview(), opt));
@@ -123,7 +131,8 @@ TEST_CASE("SurfaceNormal: cosine loss by default, L2 twice it, finite difference
   for (std::int64_t c = 0; c < 3; ++c) CHECK(grad(1, c, 2, 1) == 0.0);
 
   using L2 = nddr::SurfaceNormalTask<nddr::NormalLossForm::kL2>;
-  const double l2 = L2::loss<double>(ctx, p.cview(), g.cview(), nddr::TensorView<double>{}, 20.0);
+  const double l2 =
+      nddr::task_loss<L2>(ctx, p.cview(), g.cview(), nddr::TensorView<double>{}, 20.0);
   CHECK(l2 == Approx(2 * value).epsilon(1e-12));
 
   check_task_gradient<nddr::SurfaceNormal>(p, g);
@@ -135,7 +144,7 @@ TEST_CASE("SurfaceNormal: cosine loss by default, L2 twice it, finite difference
   nddr::Tensor<double> p0 = p;
   for (std::int64_t c = 0; c < 3; ++c) p0(0, c, 1, 1) = 0.0;
   nddr::Tensor<double> grad0(p.shape());
-  nddr::SurfaceNormal::loss<double>(ctx, p0.cview(), g.cview(), grad0.view(), 1.0);
+  nddr::task_loss<nddr::SurfaceNormal>(ctx, p0.cview(), g.cview(), grad0.view(), 1.0);
   const double gn = std::sqrt(g(0, 0, 1, 1) * g(0, 0, 1, 1) + g(0, 1, 1, 1) * g(0, 1, 1, 1) +
                               g(0, 2, 1, 1) * g(0, 2, 1, 1));
   const double labelled = 2 * 3 * 4 - 1;
@@ -156,7 +165,7 @@ TEST_CASE("AgeClassification and Gender: K-way softmax cross-entropy on (N) labe
   ages[2] = 37;
   ages[3] = 255;  // unknown age: skipped
   nddr::Tensor<double> grad(logits.shape());
-  const double value = Age::loss<double>(ctx, logits.cview(), ages.cview(), grad.view(), 1.0);
+  const double value = nddr::task_loss<Age>(ctx, logits.cview(), ages.cview(), grad.view(), 1.0);
   // Mean over the three labelled samples of logsumexp - logit[label].
   double expected = 0.0;
   for (std::int64_t n = 0; n < 3; ++n) {
@@ -170,7 +179,7 @@ TEST_CASE("AgeClassification and Gender: K-way softmax cross-entropy on (N) labe
   // (N, K, 1, 1) logits give the same value.
   nddr::Tensor<double> logits4(Shape::nchw(4, 100, 1, 1));
   for (std::int64_t i = 0; i < logits.numel(); ++i) logits4[i] = logits[i];
-  CHECK(Age::loss<double>(ctx, logits4.cview(), ages.cview(), nddr::TensorView<double>{}, 1.0) ==
+  CHECK(nddr::task_loss<Age>(ctx, logits4.cview(), ages.cview(), nddr::TensorView<double>{}, 1.0) ==
         Approx(value).epsilon(1e-14));
   nddr::Tensor<double> small(Shape{4, 5});
   fill_uniform(small.view(), rng);
@@ -192,23 +201,137 @@ TEST_CASE("Tasks: errors name the task and the shapes or label", "[networks][tas
   nddr::Tensor<double> logits(Shape::nchw(1, 3, 2, 2)), grad(logits.shape());
   nddr::Tensor<std::int32_t> labels(Shape{1, 2, 2});
   CHECK_THROWS_WITH(
-      (nddr::Segmentation<4>::loss<double>(ctx, logits.cview(), labels.cview(), grad.view(), 1.0)),
+      (nddr::task_loss<nddr::Segmentation<4>>(ctx, logits.cview(), labels.cview(), grad.view(),
+                                              1.0)),
       Catch::Contains("nddr::Segmentation::loss") && Catch::Contains("(1, 3, 2, 2)") &&
           Catch::Contains("expected 4 channels"));
   labels[2] = 7;
   CHECK_THROWS_AS(
-      (nddr::Segmentation<3>::loss<double>(ctx, logits.cview(), labels.cview(), grad.view(), 1.0)),
+      (nddr::task_loss<nddr::Segmentation<3>>(ctx, logits.cview(), labels.cview(), grad.view(),
+                                              1.0)),
       nddr::ValueError);
   CHECK_THROWS_WITH(
-      (nddr::Segmentation<3>::loss<double>(ctx, logits.cview(), labels.cview(), grad.view(), 1.0)),
+      (nddr::task_loss<nddr::Segmentation<3>>(ctx, logits.cview(), labels.cview(), grad.view(),
+                                              1.0)),
       Catch::Contains("label 7"));
   nddr::Tensor<double> g(Shape::nchw(1, 2, 2, 2));
   CHECK_THROWS_AS(
-      (nddr::SurfaceNormal::loss<double>(ctx, logits.cview(), g.cview(), grad.view(), 1.0)),
+      (nddr::task_loss<nddr::SurfaceNormal>(ctx, logits.cview(), g.cview(), grad.view(), 1.0)),
       nddr::ShapeError);
   nddr::Tensor<double> two(Shape{2, 3});
   nddr::Tensor<std::int32_t> sexes(Shape{2});
-  CHECK_THROWS_WITH((nddr::Gender::loss<double>(ctx, two.cview(), sexes.cview(),
-                                                nddr::TensorView<double>{}, 1.0)),
+  CHECK_THROWS_WITH((nddr::task_loss<nddr::Gender>(ctx, two.cview(), sexes.cview(),
+                                                   nddr::TensorView<double>{}, 1.0)),
                     Catch::Contains("nddr::Gender::loss") && Catch::Contains("expected 2"));
+}
+
+namespace {
+
+nddr::io::SafetensorsFile dense_reference() {
+  return nddr::io::SafetensorsFile::read(NDDR_TEST_DATA_DIR "/dense_tasks.safetensors");
+}
+
+/// Task's loss (weight 1) and gradient at the reference's `key`.p / .g against `key`.`loss`
+/// (.loss, .grad), then the finite-difference, weight and accumulation checks.
+template <class Task>
+void check_dense_task(const std::string& key, const std::string& loss) {
+  auto f = dense_reference();
+  auto p = f.tensor<double>(key + ".p");
+  const auto g = f.tensor<double>(key + ".g");
+  nddr::Context<nddr::Cpu> ctx(1);
+  nddr::Tensor<double> grad(p.shape());
+  const double value = nddr::task_loss<Task>(ctx, p.cview(), g.cview(), grad.view(), 1.0);
+  CHECK(value == Approx(f.tensor<double>(key + "." + loss + ".loss")[0]).epsilon(1e-12));
+  const auto ref = f.tensor<double>(key + "." + loss + ".grad");
+  REQUIRE(ref.shape() == grad.shape());
+  for (std::int64_t i = 0; i < grad.numel(); ++i) {
+    INFO("element " << i);
+    CHECK(grad[i] == Approx(ref[i]).epsilon(1e-10).margin(1e-14));
+  }
+  check_task_gradient<Task>(p, g);
+}
+
+}  // namespace
+
+TEST_CASE("Depth and DenseRegression: masked L1 and L2 against PyTorch, finite differences",
+          "[networks][tasks]") {
+  check_dense_task<nddr::Depth>("depth", "l1");
+  check_dense_task<nddr::DepthTask<nddr::DenseLossForm::kL2>>("depth", "l2");
+  check_dense_task<nddr::DenseRegression<3, nddr::DenseLossForm::kL2>>("reg3", "l2");
+  // Without zero_invalid a zero depth is a valid target: the value changes.
+  auto f = dense_reference();
+  const auto p = f.tensor<double>("depth.p"), g = f.tensor<double>("depth.g");
+  nddr::Context<nddr::Cpu> ctx(1);
+  const double masked = nddr::task_loss<nddr::Depth>(ctx, p.cview(), g.cview(), {}, 1.0);
+  const double unmasked =
+      nddr::task_loss<nddr::DenseRegression<1>>(ctx, p.cview(), g.cview(), {}, 1.0);
+  CHECK(masked != unmasked);
+  // Every target invalid: loss 0, no gradient.
+  nddr::Tensor<double> none(g.shape()), grad(g.shape());
+  for (std::int64_t i = 0; i < none.numel(); ++i) none[i] = std::numeric_limits<double>::quiet_NaN();
+  CHECK(nddr::task_loss<nddr::Depth>(ctx, p.cview(), none.cview(), grad.view(), 1.0) == 0.0);
+  for (std::int64_t i = 0; i < grad.numel(); ++i) REQUIRE(grad[i] == 0.0);
+  // Errors name the task and the shapes.
+  nddr::Tensor<double> two(Shape::nchw(2, 2, 4, 5));
+  CHECK_THROWS_WITH((nddr::task_loss<nddr::Depth>(ctx, two.cview(), two.cview(), {}, 1.0)),
+                    Catch::Contains("nddr::DenseRegression::loss") &&
+                        Catch::Contains("(2, 2, 4, 5)") && Catch::Contains("(N, 1, H, W)"));
+  nddr::Tensor<double> small(Shape::nchw(2, 1, 4, 4));
+  CHECK_THROWS_AS((nddr::task_loss<nddr::Depth>(ctx, p.cview(), small.cview(), {}, 1.0)),
+                  nddr::ShapeError);
+}
+
+TEST_CASE("BinarySegmentation: BCE and class-balanced BCE against PyTorch, finite differences",
+          "[networks][tasks]") {
+  check_dense_task<nddr::BinarySegmentationTask<false>>("bin", "bce");
+  check_dense_task<nddr::BinarySegmentation>("bin", "balanced");
+  // Large logits stay finite (the log-sum-exp form).
+  nddr::Context<nddr::Cpu> ctx(1);
+  nddr::Tensor<double> p(Shape::nchw(1, 1, 1, 2)), g(p.shape()), grad(p.shape());
+  p[0] = 800.0;
+  p[1] = -800.0;
+  g[0] = 0.0;
+  g[1] = 1.0;
+  const double v = nddr::task_loss<nddr::BinarySegmentation>(ctx, p.cview(), g.cview(),
+                                                             grad.view(), 1.0);
+  CHECK(v == Approx(800.0));
+  CHECK(grad[0] == Approx(0.5));
+  CHECK(grad[1] == Approx(-0.5));
+}
+
+TEST_CASE("Dense metrics: depth and binary metrics against NumPy", "[networks][tasks]") {
+  auto f = dense_reference();
+  {
+    const auto p = f.tensor<double>("depth.p"), g = f.tensor<double>("depth.g");
+    auto m = nddr::Depth::make_metric();
+    // Two updates (one per sample) pool like one.
+    const Shape half = Shape::nchw(1, 1, 4, 5);
+    m.update(nddr::TensorView<const double>(p.data(), half),
+             nddr::TensorView<const double>(g.data(), half));
+    m.update(nddr::TensorView<const double>(p.data() + 20, half),
+             nddr::TensorView<const double>(g.data() + 20, half));
+    const auto ref = f.tensor<double>("depth.metrics");
+    CHECK(m.abs_error() == Approx(ref[0]).epsilon(1e-12));
+    CHECK(m.rel_error() == Approx(ref[1]).epsilon(1e-12));
+    CHECK(m.rmse() == Approx(ref[2]).epsilon(1e-12));
+    for (int k = 1; k <= 3; ++k) CHECK(m.delta(k) == Approx(ref[k + 2]).epsilon(1e-12));
+    const auto v = nddr::Depth::metric_values(m);
+    REQUIRE(v.size() == 6);
+    CHECK(v[0].task == "depth");
+    CHECK(v[0].name == "AbsErr");
+    CHECK_FALSE(v[0].higher_is_better);
+    CHECK(v[3].value == Approx(100.0 * ref[3]));
+    CHECK(nddr::DenseRegression<3>::metric_values(nddr::DenseRegression<3>::make_metric())
+              .size() == 2);
+  }
+  {
+    const auto p = f.tensor<double>("bin.p"), g = f.tensor<double>("bin.g");
+    auto m = nddr::BinarySegmentation::make_metric();
+    m.update(p.cview(), g.cview());
+    const auto ref = f.tensor<double>("bin.metrics");
+    CHECK(m.accuracy() == Approx(ref[0]).epsilon(1e-12));
+    CHECK(m.iou() == Approx(ref[1]).epsilon(1e-12));
+    CHECK(m.f1() == Approx(ref[2]).epsilon(1e-12));
+    CHECK(nddr::BinarySegmentation::metric_values(m).size() == 3);
+  }
 }

@@ -234,8 +234,10 @@ TEST_CASE("nddr-forward: loss and gradients equal the library's backward and fin
   Tensor<float> d0(y[0].shape()), d1(y[1].shape());
   d0.zero();
   d1.zero();
-  const float l0 = nddr::Segmentation<5>::loss<float>(ctx, y[0], labels.cview(), d0.view(), 1.0f);
-  const float l1 = nddr::SurfaceNormal::loss<float>(ctx, y[1], normals.cview(), d1.view(), 20.0f);
+  const float l0 =
+      nddr::task_loss<nddr::Segmentation<5>>(ctx, y[0], labels.cview(), d0.view(), 1.0f);
+  const float l1 =
+      nddr::task_loss<nddr::SurfaceNormal>(ctx, y[1], normals.cview(), d1.view(), 20.0f);
   std::vector<nddr::TensorView<const float>> douts{d0.cview(), d1.cview()};
   net.backward(ctx, x.cview(), douts);
   CHECK(g.values<float>("loss/task0")[0] == l0);

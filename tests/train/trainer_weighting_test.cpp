@@ -82,8 +82,7 @@ TaskGradient task_gradient(nddr::Context<nddr::Cpu>& ctx, Net& net, const Train:
   auto out = net.forward(ctx, b.image.cview());
   nddr::Tensor<double> dout(out[I].shape());
   TaskGradient g;
-  g.loss = Task::template loss<double>(ctx, out[I], std::get<I>(b.targets).cview(), dout.view(),
-                                       1.0);
+  g.loss = nddr::task_loss<Task>(ctx, out[I], std::get<I>(b.targets).cview(), dout.view(), 1.0);
   std::vector<nddr::TensorView<const double>> douts(kTasks);
   douts[I] = dout.cview();
   net.backward(ctx, b.image.cview(), douts);

@@ -280,7 +280,7 @@ LayerLawsResult check_task_laws(const Shape& prediction_shape,
       p[i] = rng.uniform(-1.0, 1.0) * opt.prediction_scale;
     const double w = opt.weight;
     auto value = [&](TensorView<double> d, double weight) {
-      return X::template loss<double>(ctx, p.cview(), target.cview(), d, weight);
+      return nddr::task_loss<X>(ctx, p.cview(), target.cview(), d, weight);
     };
     const double v1 = value(g.view(), w);
     if (!std::isfinite(v1)) fail("loss is not finite: " + std::to_string(v1));

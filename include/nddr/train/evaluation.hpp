@@ -12,59 +12,20 @@
 
 #include "nddr/ops/argmax.hpp"
 #include "nddr/ops/resize.hpp"
-#include "nddr/metrics/classification.hpp"
 #include "nddr/metrics/delta.hpp"
-#include "nddr/metrics/normals.hpp"
 #include "nddr/metrics/segmentation.hpp"
 #include "nddr/tasks/tasks.hpp"
 
 namespace nddr {
 
 /// `MetricFor<Task>::type` accumulates a task's evaluation metrics; `make()` builds one and
-/// `values(m)` lists them as `MetricValue`s (for tables and Δm).
+/// `values(m)` lists them as `MetricValue`s (for tables and Delta_m). A thin view of the task's
+/// own metric members (`metric_type`, `make_metric`, `metric_values`: the `Task` concept).
 template <class Task>
-struct MetricFor;
-
-template <std::int64_t K>
-struct MetricFor<Segmentation<K>> {
-  using type = SegmentationMetrics;
-  static type make() { return type(K, 255); }
-  static std::vector<MetricValue> values(const type& m) {
-    return {{"segmentation", "mIoU", 100.0 * m.miou(), true},
-            {"segmentation", "PixelAcc", 100.0 * m.pixel_accuracy(), true}};
-  }
-};
-
-template <NormalLossForm F>
-struct MetricFor<SurfaceNormalTask<F>> {
-  using type = NormalMetrics;
-  static type make() { return type(); }
-  static std::vector<MetricValue> values(const type& m) {
-    return {{"normals", "Mean", m.mean(), false},
-            {"normals", "Median", m.median(), false},
-            {"normals", "11.25", 100.0 * m.within(11.25), true},
-            {"normals", "22.5", 100.0 * m.within(22.5), true},
-            {"normals", "30", 100.0 * m.within(30.0), true}};
-  }
-};
-
-template <std::int64_t K>
-struct MetricFor<AgeClassification<K>> {
-  using type = AgeMetrics;
-  static type make() { return type(); }
-  static std::vector<MetricValue> values(const type& m) {
-    return {{"age", "MeanAE", m.mean_absolute_error(), false},
-            {"age", "MedianAE", m.median_absolute_error(), false}};
-  }
-};
-
-template <>
-struct MetricFor<Gender> {
-  using type = AccuracyMetric;
-  static type make() { return type(); }
-  static std::vector<MetricValue> values(const type& m) {
-    return {{"gender", "Accuracy", 100.0 * m.accuracy(), true}};
-  }
+struct MetricFor {
+  using type = typename Task::metric_type;
+  static type make() { return Task::make_metric(); }
+  static std::vector<MetricValue> values(const type& m) { return Task::metric_values(m); }
 };
 
 namespace detail {

@@ -849,17 +849,8 @@ class Trainer {
     dev.update(ctx, net_.parameters(), optimizer_);
   }
 
-  template <std::size_t I>
-  static auto device_loss_options(double weight) {
-    using Task = task_t<I>;
-    static_assert(requires { Task::loss_options(1.0); },
-                  "nddr::Trainer<E, D>: to train on a device, every task needs "
-                  "`static auto loss_options(double weight)` returning the options of a library "
-                  "loss (SoftmaxCrossEntropyOptions or NormalLossOptions), see nddr/tasks/tasks.hpp");
-    // The weight rounded to T, as the CPU path passes it.
-    return Task::loss_options(static_cast<double>(static_cast<T>(weight)));
-  }
-
+  /// Queues task I's loss (the task's `loss`, written once for every device, into the device's
+  /// LossSink: its value stays on the device) and its gradient into douts_[I].
   template <std::size_t I, class Dev, class U>
   void device_loss(Context<D>& ctx, Dev& dev, TensorView<const T, D> out,
                    TensorView<const U, D> target) {
@@ -868,8 +859,10 @@ class Trainer {
     check<ShapeError>(os.rank() >= 2 && os[1] == Task::outputs, "nddr::Trainer: task ", I, " (",
                       Task::name, ") output has shape ", os.str(), ", expected ", Task::outputs,
                       " channels");
-    out_shapes_[I] = os;
-    dev.loss(ctx, I, device_loss_options<I>(opt_.loss_weights[I]), out, target, douts_[I].view());
+    // The weight rounded to T, as the CPU path passes it.
+    auto sink = dev.loss_sink(ctx, I, static_cast<double>(static_cast<T>(opt_.loss_weights[I])),
+                              Task::name, target.data());
+    Task::loss(sink, out, target, douts_[I].view());
   }
 
   /// Every task's loss of the step read back into `r.losses` (checked finite: a
@@ -877,28 +870,14 @@ class Trainer {
   template <class Dev>
   void finish_losses(Context<D>& ctx, Dev& dev, const DeviceBatch& db, StepResult& r) {
     [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (finish_loss<I>(ctx, dev, std::get<I>(db.targets), r), ...);
+      ((r.losses[I] = dev.finished_loss(ctx, I, task_t<I>::name, std::get<I>(db.targets).data())),
+       ...);
     }(std::make_index_sequence<K>{});
     for (std::size_t k = 0; k < K; ++k) {
       if (!std::isfinite(r.losses[k]))
         throw NonFiniteLossError(step_, k, task_names()[k], r.losses[k]);
       r.total += r.losses[k];
     }
-  }
-
-  template <std::size_t I, class Dev, class Target>
-  void finish_loss(Context<D>& ctx, Dev& dev, const Target& target, StepResult& r) {
-    using Task = task_t<I>;
-    using U = typename Task::template target_t<T>;
-    const auto opt = device_loss_options<I>(opt_.loss_weights[I]);
-    const std::int32_t* labels = nullptr;
-    std::int32_t ignore = 0;
-    if constexpr (std::is_same_v<U, std::int32_t>) {
-      labels = target.data();
-      ignore = opt.ignore_label();
-    }
-    r.losses[I] = dev.finished_loss(ctx, I, Task::name, opt.scale(), out_shapes_[I], labels,
-                                    ignore);
   }
 
   void prepare_douts(const std::array<TensorView<const T, D>, K>& out) {
@@ -923,8 +902,8 @@ class Trainer {
     using U = typename Task::template target_t<T>;
     Tensor<U, Cpu> resized;
     const TensorView<const U, Cpu> tv = fit_target<U>(ctx, target.cview(), out.shape(), resized);
-    r.losses[I] = static_cast<double>(
-        Task::template loss<T>(ctx, out, tv, douts_[I].view(), static_cast<T>(opt_.loss_weights[I])));
+    r.losses[I] = static_cast<double>(task_loss<Task>(ctx, out, tv, douts_[I].view(),
+                                                      static_cast<T>(opt_.loss_weights[I])));
   }
 
   /// Appends the step's row to log.jsonl and log.csv (both or neither). When that fails (a full
@@ -970,7 +949,6 @@ class Trainer {
   std::array<DeviceBatch, 2> dev_batches_;
   std::size_t next_slot_ = 0;
   std::size_t pending_slot_ = 0;
-  std::array<Shape, K> out_shapes_{};
   std::array<Tensor<T, D>, K> douts_;
   std::vector<StepResult> history_;
   std::int64_t step_ = 0;

@@ -60,6 +60,17 @@ void normal_loss_backward(cudaStream_t stream, const T* p, const T* g, T* dp, st
                           std::int64_t plane, NormalLossForm form, T eps, T coeff,
                           const LossStats* total = nullptr);
 
+/// Dense-loss stats over `n` elements (no labels, so first_bad stays none).
+template <class T>
+void dense_loss_stats(cudaStream_t stream, const T* p, const T* g, std::int64_t n,
+                      DenseLossForm form, DenseLossSubset subset, bool zero_invalid,
+                      bool with_loss, LossStats* out);
+/// dp += coeff * d(loss)/dp at the valid elements.
+template <class T>
+void dense_loss_backward(cudaStream_t stream, const T* p, const T* g, T* dp, std::int64_t n,
+                         DenseLossForm form, DenseLossSubset subset, bool zero_invalid, T coeff,
+                         const LossStats* total = nullptr);
+
 }  // namespace nddr::cuda::launch
 
 namespace nddr::cuda::detail {

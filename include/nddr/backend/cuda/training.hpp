@@ -32,6 +32,7 @@
 #include "nddr/backend/cuda/pinned.hpp"
 #include "nddr/backend/cuda/sgd.hpp"
 #include "nddr/backend/cuda/storage.hpp"
+#include "nddr/backend/cuda/task_loss.hpp"
 #include "nddr/core/context.hpp"
 #include "nddr/core/error.hpp"
 #include "nddr/core/parameter_store.hpp"
@@ -54,11 +55,19 @@ class DeviceLosses {
   static_assert(sizeof(LossStats) == 3 * sizeof(double) && alignof(LossStats) <= alignof(double),
                 "nddr::cuda::DeviceLosses stores LossStats in a buffer of doubles");
 
+  /// Every total starts as "no loss" (sum 0, count 0, no bad label), so a slot that no term
+  /// uses never cancels an update.
   explicit DeviceLosses(std::size_t count)
       : count_(count),
         stats_(Shape{static_cast<std::int64_t>(count * kSlot * 3)}),
         host_(count * sizeof(LossStats)),
-        ready_(Event::create()) {}
+        ready_(Event::create()) {
+    constexpr auto kNone = std::numeric_limits<unsigned long long>::max();
+    const std::vector<LossStats> none(count * kSlot, LossStats{0.0, 0.0, kNone});
+    NDDR_CUDA_CHECK(cudaMemcpy(stats_.data(), none.data(), none.size() * sizeof(LossStats),
+                               cudaMemcpyHostToDevice),
+                    "initialising the loss totals");
+  }
 
   std::size_t count() const { return count_; }
   /// The reduction scratch of loss `k` (kSlot entries; the total is the last).
@@ -100,45 +109,6 @@ class DeviceLosses {
 template <class T>
 double deferred_loss_value(const LossStats& total, double scale) {
   return total.count == 0.0 ? 0.0 : static_cast<double>(static_cast<T>(scale * total.sum / total.count));
-}
-
-/// Softmax cross-entropy and its gradient without a host round trip: the statistics pass
-/// reduces into `scratch` (a DeviceLosses slot) and the gradient kernel divides by the count
-/// it finds there, so dlogits += scale/count * dCE is queued right behind it. Out-of-range
-/// labels are recorded in the total (first_bad) and contribute no gradient.
-template <class T>
-void deferred_loss(Context<Cuda>& ctx, const SoftmaxCrossEntropyOptions& opt,
-                   TensorView<const T, Cuda> logits, TensorView<const std::int32_t, Cuda> labels,
-                   TensorView<T, Cuda> dlogits, LossStats* scratch) {
-  static_assert(kKernelType<T>, "nddr::cuda::deferred_loss: CUDA supports float and double");
-  constexpr const char* kWho = "nddr::cuda::deferred_loss (softmax cross-entropy)";
-  const Shape s = ops::detail::check_cross_entropy_shapes(kWho, logits.shape(), labels.shape());
-  ops::detail::check_loss_scale(kWho, opt.scale());
-  check_shape(kWho, "dlogits", dlogits.shape(), logits.shape());
-  const std::int64_t plane = s.h() * s.w();
-  launch::cross_entropy_stats<T>(ctx.stream(), logits.data(), labels.data(), s.n() * plane, s.c(),
-                                 plane, opt.ignore_label(), true, scratch);
-  launch::cross_entropy_backward<T>(ctx.stream(), logits.data(), labels.data(), dlogits.data(),
-                                    s.n() * plane, s.c(), plane, opt.ignore_label(),
-                                    static_cast<T>(opt.scale()), scratch + launch::kLossBlocks);
-}
-
-/// The normal loss and its gradient without a host round trip (see the cross-entropy overload).
-template <class T>
-void deferred_loss(Context<Cuda>& ctx, const NormalLossOptions& opt, TensorView<const T, Cuda> p,
-                   TensorView<const T, Cuda> g, TensorView<T, Cuda> dp, LossStats* scratch) {
-  static_assert(kKernelType<T>, "nddr::cuda::deferred_loss: CUDA supports float and double");
-  constexpr const char* kWho = "nddr::cuda::deferred_loss (normal loss)";
-  ops::detail::check_normal_loss_args(kWho, p.shape(), g.shape(), opt);
-  check_shape(kWho, "dp", dp.shape(), p.shape());
-  const Shape& s = p.shape();
-  const std::int64_t plane = s.h() * s.w();
-  const T eps = static_cast<T>(opt.eps());
-  launch::normal_loss_stats<T>(ctx.stream(), p.data(), g.data(), s.n() * plane, plane, opt.form(),
-                               eps, true, scratch);
-  launch::normal_loss_backward<T>(ctx.stream(), p.data(), g.data(), dp.data(), s.n() * plane,
-                                  plane, opt.form(), eps, static_cast<T>(opt.scale()),
-                                  scratch + launch::kLossBlocks);
 }
 
 /// Double-buffered host-to-device batch copies through pinned memory on a copy stream of its
@@ -395,8 +365,12 @@ class TrainerDevice<Cuda, T> {
  public:
   static constexpr bool available = true;
 
+  /// The most loss terms one task may add on the GPU (nddr/ops/task_loss.hpp).
+  static constexpr std::size_t kTermsPerTask = 4;
+
   TrainerDevice(Context<Cuda>& ctx, std::size_t tasks, int host_threads)
-      : losses_((ctx.activate(), tasks)), uploader_(2), graphs_(2), host_(host_threads) {}
+      : losses_((ctx.activate(), tasks * kTermsPerTask)), terms_(tasks), uploader_(2),
+        graphs_(2), host_(host_threads) {}
 
   Context<Cpu>& host() { return host_; }
   cuda::BatchUploader& uploader() { return uploader_; }
@@ -404,11 +378,12 @@ class TrainerDevice<Cuda, T> {
   cuda::StepGraphs& graphs() { return graphs_; }
   const cuda::StepGraphs& graphs() const { return graphs_; }
 
-  /// Queues task `k`'s loss (options `opt`) and its gradient, accumulated into `dpred`.
-  template <class Options, class U>
-  void loss(Context<Cuda>& ctx, std::size_t k, const Options& opt, TensorView<const T, Cuda> pred,
-            TensorView<const U, Cuda> target, TensorView<T, Cuda> dpred) {
-    cuda::deferred_loss<T>(ctx, opt, pred, target, dpred, losses_.scratch(k));
+  /// The sink of task `k`'s loss terms this step (weight `weight`, task name `task`; `target`
+  /// is the task target's device data, against which the terms' labels are recorded).
+  LossSink<T, Cuda> loss_sink(Context<Cuda>& ctx, std::size_t k, double weight, const char* task,
+                              const void* target) {
+    return LossSink<T, Cuda>(ctx, weight, task, losses_.scratch(k * kTermsPerTask),
+                             kTermsPerTask, cuda::DeviceLosses::kSlot, target, terms_.at(k));
   }
   /// Brings the optimiser's table up to date and queues the scheduled rate; outside any
   /// capture.
@@ -531,20 +506,30 @@ class TrainerDevice<Cuda, T> {
     }
   }
 
-  /// Task `k`'s loss value once the step is done; throws ValueError naming the first
-  /// out-of-range label (read from `labels`, shape of the prediction `pred`).
-  double finished_loss(Context<Cuda>& ctx, std::size_t k, const char* task, double scale,
-                       const Shape& pred, const std::int32_t* labels, std::int32_t ignore) {
-    const cuda::LossStats t = losses_.host_total(k);
-    if (labels != nullptr) {
-      const Shape four = pred.rank() == 2 ? Shape::nchw(pred[0], pred[1], 1, 1) : pred;
-      cuda::detail::check_first_bad_label(ctx, task, four, labels, t, ignore);
+  /// Task `k`'s loss value once the step is done: the sum of its terms. Throws ValueError
+  /// naming the first out-of-range label of a cross-entropy term (read from the labels at the
+  /// same place in `target`, the task target's device data of the step being finished).
+  double finished_loss(Context<Cuda>& ctx, std::size_t k, const char* task, const void* target) {
+    double value = 0.0;
+    const std::vector<cuda::LossTerm>& terms = terms_.at(k);
+    for (std::size_t j = 0; j < terms.size(); ++j) {
+      const cuda::LossTerm& term = terms[j];
+      const cuda::LossStats t = losses_.host_total(k * kTermsPerTask + j);
+      if (term.labels != nullptr) {
+        const auto offset = reinterpret_cast<const char*>(term.labels) -
+                            static_cast<const char*>(term.target);
+        const auto* labels =
+            reinterpret_cast<const std::int32_t*>(static_cast<const char*>(target) + offset);
+        cuda::detail::check_first_bad_label(ctx, task, term.logits, labels, t, term.ignore);
+      }
+      value += cuda::deferred_loss_value<T>(t, term.scale);
     }
-    return cuda::deferred_loss_value<T>(t, scale);
+    return static_cast<double>(static_cast<T>(value));
   }
 
  private:
   cuda::DeviceLosses losses_;
+  std::vector<std::vector<cuda::LossTerm>> terms_;  ///< per task, its terms of the last step
   cuda::BatchUploader uploader_;
   cuda::StepGraphs graphs_;
   void queue_update(Context<Cuda>& ctx, ParameterStore<T, Cuda>& store, Sgd<T, Cuda>& sgd) {

@@ -69,6 +69,51 @@ struct NormalLossOptions {
   double eps_ = 1e-12;
 };
 
+/// Per-element form of a dense loss (`ops::dense_loss`).
+enum class DenseLossForm {
+  kL1,   ///< |p - g| (gradient sign(p - g), 0 where p = g)
+  kL2,   ///< (p - g)^2
+  kBce,  ///< binary cross-entropy of the logit p against g in [0, 1]:
+         ///< max(p, 0) - p g + log(1 + exp(-|p|)), gradient sigmoid(p) - g
+};
+
+/// Which valid elements a dense loss averages over: all, or (for class-balanced BCE) only the
+/// positives (g >= 0.5) or only the negatives (g < 0.5).
+enum class DenseLossSubset { kAll, kPositive, kNegative };
+
+/// Options of a dense loss: the mean of the per-element `form` over the valid elements of the
+/// whole batch, times `scale`. An element is invalid (no loss, no gradient) where its target is
+/// NaN and, with `zero_invalid` (depth maps: 0 = no measurement), where it is 0.
+struct DenseLossOptions {
+  DenseLossOptions& form(DenseLossForm f) {
+    form_ = f;
+    return *this;
+  }
+  DenseLossForm form() const { return form_; }
+  DenseLossOptions& subset(DenseLossSubset s) {
+    subset_ = s;
+    return *this;
+  }
+  DenseLossSubset subset() const { return subset_; }
+  DenseLossOptions& zero_invalid(bool z) {
+    zero_invalid_ = z;
+    return *this;
+  }
+  bool zero_invalid() const { return zero_invalid_; }
+  /// Loss weight multiplying the loss and its gradient (default 1).
+  DenseLossOptions& scale(double s) {
+    scale_ = s;
+    return *this;
+  }
+  double scale() const { return scale_; }
+
+ private:
+  DenseLossForm form_ = DenseLossForm::kL1;
+  DenseLossSubset subset_ = DenseLossSubset::kAll;
+  bool zero_invalid_ = false;
+  double scale_ = 1.0;
+};
+
 namespace ops {
 
 // ---- softmax cross-entropy, per pixel ---------------------------------------------------------
@@ -161,6 +206,37 @@ NDDR_HOST_DEVICE inline void normal_loss_backward_pixel(const T* p, const T* g, 
   l2_normalize_backward_pixel(p, gq, 1, dp, 3, stride, eps, coeff);
 }
 
+// ---- dense losses, per element ---------------------------------------------------------------
+
+/// Whether target element `g` enters a dense loss (see DenseLossOptions).
+template <class T>
+NDDR_HOST_DEVICE inline bool dense_element_valid(T g, bool zero_invalid, DenseLossSubset subset) {
+  if (g != g) return false;  // NaN
+  if (zero_invalid && g == T(0)) return false;
+  if (subset == DenseLossSubset::kPositive) return g >= T(0.5);
+  if (subset == DenseLossSubset::kNegative) return g < T(0.5);
+  return true;
+}
+
+/// The loss of one valid element.
+template <class T>
+NDDR_HOST_DEVICE inline T dense_loss_element(T p, T g, DenseLossForm form) {
+  if (form == DenseLossForm::kL1) return p >= g ? p - g : g - p;
+  if (form == DenseLossForm::kL2) return (p - g) * (p - g);
+  const T a = p >= T(0) ? p : -p;
+  return (p > T(0) ? p : T(0)) - p * g + std::log1p(std::exp(-a));
+}
+
+/// d(dense_loss_element)/dp of one valid element.
+template <class T>
+NDDR_HOST_DEVICE inline T dense_loss_gradient(T p, T g, DenseLossForm form) {
+  if (form == DenseLossForm::kL1) return p > g ? T(1) : (p < g ? T(-1) : T(0));
+  if (form == DenseLossForm::kL2) return T(2) * (p - g);
+  if (p >= T(0)) return T(1) / (T(1) + std::exp(-p)) - g;
+  const T e = std::exp(p);
+  return e / (T(1) + e) - g;
+}
+
 // ---- host-side checks shared by the backends --------------------------------------------------
 
 namespace detail {
@@ -198,6 +274,20 @@ inline void check_normal_loss_args(const char* who, const Shape& p, const Shape&
                      ": eps must be positive and finite, got ", opt.eps());
   check<OptionError>(opt.form() == NormalLossForm::kL2 || opt.form() == NormalLossForm::kCosine,
                      who, ": unknown form ", static_cast<int>(opt.form()));
+}
+
+/// Checks a dense loss's prediction and target (equal shapes, rank >= 2) and options.
+inline void check_dense_loss_args(const char* who, const Shape& p, const Shape& g,
+                                  const DenseLossOptions& opt) {
+  check<ShapeError>(p.rank() >= 2, who, ": prediction has shape ", p,
+                    ", expected (N, C, ...) of rank >= 2");
+  check_shape(who, "target", g, p);
+  check_loss_scale(who, opt.scale());
+  check<OptionError>(opt.form() == DenseLossForm::kL1 || opt.form() == DenseLossForm::kL2 ||
+                         opt.form() == DenseLossForm::kBce,
+                     who, ": unknown form ", static_cast<int>(opt.form()));
+  check<OptionError>(opt.subset() == DenseLossSubset::kAll || opt.form() == DenseLossForm::kBce,
+                     who, ": a positive/negative subset needs the BCE form");
 }
 
 }  // namespace detail

@@ -110,6 +110,23 @@ struct NormalLossTerm {
   }
 };
 
+template <class T>
+struct DenseLossTerm {
+  const T* p;
+  const T* g;
+  DenseLossForm form;
+  DenseLossSubset subset;
+  bool zero_invalid;
+  bool with_loss;
+
+  __device__ LossStats operator()(std::int64_t i) const {
+    if (!ops::dense_element_valid(g[i], zero_invalid, subset)) return {0.0, 0.0, ULLONG_MAX};
+    const double loss =
+        with_loss ? static_cast<double>(ops::dense_loss_element(p[i], g[i], form)) : 0.0;
+    return {loss, 1.0, ULLONG_MAX};
+  }
+};
+
 /// The gradient coefficient scale / count: with `total` (a reduction finished on the device by
 /// an earlier kernel of the same stream) `scale` is divided by its count there, so no host
 /// round trip is needed; without it `scale` already is the coefficient.
@@ -147,6 +164,17 @@ __global__ void normal_loss_backward(const T* __restrict__ p, const T* __restric
     if (ops::normal_pixel_valid(g + o, plane))
       ops::normal_loss_backward_pixel(p + o, g + o, plane, form, eps, coeff, dp + o);
   }
+}
+
+template <class T>
+__global__ void dense_loss_backward(const T* __restrict__ p, const T* __restrict__ g,
+                                    T* __restrict__ dp, std::int64_t n, DenseLossForm form,
+                                    DenseLossSubset subset, bool zero_invalid, T coeff,
+                                    const LossStats* __restrict__ total) {
+  coeff = device_coefficient(coeff, total);
+  for (std::int64_t i = first_index(); i < n; i += grid_stride())
+    if (ops::dense_element_valid(g[i], zero_invalid, subset))
+      dp[i] += coeff * ops::dense_loss_gradient(p[i], g[i], form);
 }
 
 }  // namespace nddr::cuda::kernels
@@ -193,6 +221,24 @@ void normal_loss_backward(cudaStream_t stream, const T* p, const T* g, T* dp, st
   check_launch("normal_loss_backward");
 }
 
+template <class T>
+void dense_loss_stats(cudaStream_t stream, const T* p, const T* g, std::int64_t n,
+                      DenseLossForm form, DenseLossSubset subset, bool zero_invalid,
+                      bool with_loss, LossStats* out) {
+  kernels::run_loss_stats(
+      stream, n, kernels::DenseLossTerm<T>{p, g, form, subset, zero_invalid, with_loss}, out);
+}
+
+template <class T>
+void dense_loss_backward(cudaStream_t stream, const T* p, const T* g, T* dp, std::int64_t n,
+                         DenseLossForm form, DenseLossSubset subset, bool zero_invalid, T coeff,
+                         const LossStats* total) {
+  if (n == 0) return;
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::dense_loss_backward<T>)
+  (p, g, dp, n, form, subset, zero_invalid, coeff, total);
+  check_launch("dense_loss_backward");
+}
+
 }  // namespace nddr::cuda::launch
 
 /// Explicit instantiations of the loss launchers for element type `T` (used by kernels.cu).
@@ -208,4 +254,10 @@ void normal_loss_backward(cudaStream_t stream, const T* p, const T* g, T* dp, st
       nddr::cuda::LossStats*);                                                                     \
   template void nddr::cuda::launch::normal_loss_backward<T>(                                       \
       cudaStream_t, const T*, const T*, T*, std::int64_t, std::int64_t, nddr::NormalLossForm, T,   \
-      T, const nddr::cuda::LossStats*);
+      T, const nddr::cuda::LossStats*);                                                            \
+  template void nddr::cuda::launch::dense_loss_stats<T>(                                           \
+      cudaStream_t, const T*, const T*, std::int64_t, nddr::DenseLossForm, nddr::DenseLossSubset,  \
+      bool, bool, nddr::cuda::LossStats*);                                                         \
+  template void nddr::cuda::launch::dense_loss_backward<T>(                                        \
+      cudaStream_t, const T*, const T*, T*, std::int64_t, nddr::DenseLossForm,                     \
+      nddr::DenseLossSubset, bool, T, const nddr::cuda::LossStats*);
