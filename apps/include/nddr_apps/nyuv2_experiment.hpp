@@ -173,6 +173,15 @@ inline void validate_nyuv2(const NyuV2Config& c) {
                  "training_seg.txt etc., see docs/data-nyuv2.md)");
   check<OptionError>(c.crop >= 1, p, ": --crop must be >= 1, got ", c.crop);
   check<OptionError>(!(c.shortcut && c.backbone == "resnet101"), p, ": ", kNyuV2NoResNetShortcut);
+  check<OptionError>(c.backbone != "resnet101" || c.init_weights.empty() ||
+                         c.init_format == "torchvision" || c.init_format == "nddr",
+                     p, ": --init-format ", c.init_format, " holds VGG-16 weights; with "
+                     "--backbone resnet101, --init-weights takes --init-format torchvision (an "
+                     "ImageNet resnet101 state_dict) or nddr (docs/weights.md)");
+  check<OptionError>(c.backbone != "resnet101" || c.init_format != "tf" ||
+                         (c.init_weights_task0.empty() && c.init_weights_task1.empty()),
+                     p, ": --init-format tf reads VGG-16 checkpoints; with --backbone resnet101, "
+                     "--init-weights-task0/1 take nddr checkpoints (--init-format nddr)");
   validate_loss_scales(c, kNyuV2Table);
 }
 

@@ -247,6 +247,12 @@ struct BasicResNet {
   using head = AsppHead;
 };
 
+/// Whether backbone `B` is a `BasicResNet` (ResNet101, ResNetMini, ...).
+template <class B>
+inline constexpr bool is_resnet_v = false;
+template <std::int64_t Width, int U2, int U3, int U4, int U5>
+inline constexpr bool is_resnet_v<BasicResNet<Width, U2, U3, U4, U5>> = true;
+
 /// DeepLab-v2 ResNet-101: stage channels 64, 256, 512, 1024, 2048; strides 4, 1, 2, 1, 1
 /// (41 x 41 outputs for a 321 x 321 input).
 using ResNet101 = BasicResNet<64, 3, 4, 23, 3>;
