@@ -1,8 +1,8 @@
 #pragma once
 /// \file
 /// Saving and loading a `ParameterStore` as a safetensors file, and importing pretrained VGG-16
-/// kernels (torchvision `vgg16`, DeepLab-LargeFOV) into one or more network columns by fixed
-/// name mappings (tables in docs/weights.md).
+/// kernels (torchvision `vgg16`, DeepLab-LargeFOV) and ImageNet ResNets (torchvision `resnet101`)
+/// into one or more network columns by fixed name mappings (tables in docs/weights.md).
 ///
 /// Every load validates the whole plan first (names, dtypes, every shape, every value finite,
 /// enough of the file fitting the store) and only then writes into the store, so a failed load
