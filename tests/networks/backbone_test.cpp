@@ -486,6 +486,22 @@ nddr::Sequential<double> resnet_column() {
 
 const std::string kResNetMini = NDDR_TEST_DATA_DIR "/resnet_mini.safetensors";
 
+// A store holding one column "task0" of backbone B (allocated unless told otherwise).
+template <class B>
+struct ResNetStore {
+  nddr::ParameterStore<double> store;
+  nddr::Sequential<double> column = resnet_column<B>();
+  explicit ResNetStore(bool allocate = true) {
+    column.declare(store, "task0");
+    if (allocate) store.allocate();
+  }
+  nddr::io::LoadReport import(const std::vector<std::string>& prefixes = {"task0"},
+                              bool strict = true) {
+    return nddr::io::import_torchvision_resnet(kResNetMini, store, prefixes,
+                                               nddr::io::ImportOptions{}.with_strict(strict));
+  }
+};
+
 }  // namespace
 
 TEST_CASE("import_torchvision_resnet: a torch-written state_dict gives PyTorch's forward",
@@ -526,50 +542,34 @@ TEST_CASE("import_torchvision_resnet: a torch-written state_dict gives PyTorch's
 TEST_CASE("import_torchvision_resnet lists missing, unexpected and misshapen tensors",
           "[networks][backbones][weights]") {
   SECTION("a network with fewer units: the file's extra unit is unexpected") {
-    nddr::ParameterStore<double> store;
-    auto col = resnet_column<nddr::BasicResNet<4, 1, 1, 1, 1>>();
-    col.declare(store, "task0");
-    store.allocate();
-    CHECK_THROWS_WITH(nddr::io::import_torchvision_resnet(kResNetMini, store, {"task0"}),
+    ResNetStore<nddr::BasicResNet<4, 1, 1, 1, 1>> s;
+    CHECK_THROWS_WITH(s.import(),
                       Catch::Contains("import_torchvision_resnet") &&
                           Catch::Contains("resnet_mini") &&
                           Catch::Contains("layer3.1.conv1.weight") &&
                           Catch::Contains("layer3.1.bn3.running_var"));
-    const auto r = nddr::io::import_torchvision_resnet(
-        kResNetMini, store, {"task0"}, nddr::io::ImportOptions{}.with_strict(false));
+    const auto r = s.import({"task0"}, false);
     CHECK(r.missing.empty());
     CHECK(r.unexpected.size() == 3 * 5 + 3);  // 3 convs + 3 BNs x 4, 3 num_batches_tracked
   }
   SECTION("a network with more units: its missing tensors are listed") {
-    nddr::ParameterStore<double> store;
-    auto col = resnet_column<nddr::BasicResNet<4, 2, 1, 2, 1>>();
-    col.declare(store, "task0");
-    store.allocate();
-    CHECK_THROWS_WITH(nddr::io::import_torchvision_resnet(kResNetMini, store, {"task0"}),
+    ResNetStore<nddr::BasicResNet<4, 2, 1, 2, 1>> s;
+    CHECK_THROWS_WITH(s.import(),
                       Catch::Contains("task0.stage2.res2.unit2.conv1.weight") &&
                           Catch::Contains("task0.stage2.res2.unit2.conv3.bn.running_mean"));
   }
   SECTION("another width: every misshapen tensor is named with both shapes") {
-    nddr::ParameterStore<double> store;
-    auto col = resnet_column<nddr::BasicResNet<2, 1, 1, 2, 1>>();
-    col.declare(store, "task0");
-    store.allocate();
-    CHECK_THROWS_WITH(nddr::io::import_torchvision_resnet(kResNetMini, store, {"task0"}),
+    ResNetStore<nddr::BasicResNet<2, 1, 1, 2, 1>> s;
+    CHECK_THROWS_WITH(s.import(),
                       Catch::Contains("conv1.weight") && Catch::Contains("(4, 3, 7, 7)") &&
                           Catch::Contains("(2, 3, 7, 7)"));
   }
   SECTION("a wrong column prefix, no prefix, an unallocated store") {
-    nddr::ParameterStore<double> store;
-    auto col = resnet_column<nddr::ResNetMini>();
-    col.declare(store, "task0");
-    CHECK_THROWS_AS(nddr::io::import_torchvision_resnet(kResNetMini, store, {"task0"}),
-                    nddr::IoError);
-    store.allocate();
-    CHECK_THROWS_WITH(nddr::io::import_torchvision_resnet(kResNetMini, store, {"task1"}),
-                      Catch::Contains("task1.stage1.conv1.weight") &&
-                          Catch::Contains("column prefixes"));
-    CHECK_THROWS_WITH(nddr::io::import_torchvision_resnet(kResNetMini, store, {}),
-                      Catch::Contains("no column prefixes"));
+    CHECK_THROWS_AS(ResNetStore<nddr::ResNetMini>(false).import(), nddr::IoError);
+    ResNetStore<nddr::ResNetMini> s;
+    CHECK_THROWS_WITH(s.import({"task1"}), Catch::Contains("task1.stage1.conv1.weight") &&
+                                               Catch::Contains("column prefixes"));
+    CHECK_THROWS_WITH(s.import({}), Catch::Contains("no column prefixes"));
   }
 }
 
