@@ -485,6 +485,7 @@ nddr::Sequential<double> resnet_column() {
 }
 
 const std::string kResNetMini = NDDR_TEST_DATA_DIR "/resnet_mini.safetensors";
+const std::string kResNetMiniRef = NDDR_TEST_DATA_DIR "/resnet_mini_ref.safetensors";
 
 // A store holding one column "task0" of backbone B (allocated unless told otherwise).
 template <class B>
@@ -521,7 +522,7 @@ TEST_CASE("import_torchvision_resnet: a torch-written state_dict gives PyTorch's
   CHECK(r.loaded.size() == 2 * 102);        // 20 convs, 20 BNs x 4 tensors, 2 columns
   CHECK(r.skipped.size() == 22);            // 20 num_batches_tracked, fc.weight, fc.bias
   CHECK(r.loaded.size() == store.parameters().size() + store.buffers().size());
-  const auto f = nddr::io::SafetensorsFile::read(kResNetMini);
+  const auto f = nddr::io::SafetensorsFile::read(kResNetMiniRef);
   const nddr::Tensor<double> x = f.tensor<double>("ref.x"), ref = f.tensor<double>("ref.y");
   nddr::Context<nddr::Cpu> ctx(2);
   for (auto* col : {&col0, &col1}) {

@@ -1,8 +1,9 @@
 """Writes tests/data/resnet_mini.safetensors: a torchvision-style `resnet101` state_dict with
 the real key names (conv1, bn1, layer{1..4}.{i}.conv{1..3}/bn{1..3}, layer{L}.0.downsample.{0,1},
 fc, BatchNorm running statistics and num_batches_tracked) at nddr::ResNetMini's size (stem
-width 4, bottleneck widths 4, 8, 16, 32, units 1, 1, 2, 1), plus the input `ref.x` and the
-output `ref.y` of the DeepLab-v2 ResNet that nddr builds from those weights, computed here:
+width 4, bottleneck widths 4, 8, 16, 32, units 1, 1, 2, 1), and tests/data/resnet_mini_ref.
+safetensors: an input `ref.x` and the output `ref.y` of the DeepLab-v2 ResNet that nddr builds
+from those weights, computed here:
 
 - the stride of a stage's first unit in its first 1x1 conv (DeepLab-v2 / Caffe; torchvision's
   "v1.5" has it in the 3x3 conv: the reason torchvision's own forward is NOT the reference);
@@ -133,11 +134,10 @@ def main():
     m.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in out.items()})
     with torch.no_grad():
         y = deeplab_forward(m, x)
-    out["ref.x"] = x
-    out["ref.y"] = y
-    save("resnet_mini", out, {"generator": "tools/reference/resnet_weights.py",
-                              "width": WIDTH, "units": ",".join(map(str, UNITS)),
-                              "bn_eps": EPS})
+    meta = {"generator": "tools/reference/resnet_weights.py", "width": WIDTH,
+            "units": ",".join(map(str, UNITS)), "bn_eps": EPS}
+    save("resnet_mini", out, meta)  # a pure state_dict: strict imports see only its keys
+    save("resnet_mini_ref", {"ref.x": x, "ref.y": y}, meta)
     with open(os.path.join(DATA, "resnet101_torchvision_keys.txt"), "w") as f:
         f.write("# torchvision resnet101 state_dict keys and shapes "
                 "(tools/reference/resnet_weights.py)\n")
