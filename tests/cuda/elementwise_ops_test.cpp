@@ -4,8 +4,10 @@
 // start from a pre-filled dx so that accumulation (dx += ...) is checked. Cases need a device
 // and print "no CUDA device: skipped" without one.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <nddr/cuda.hpp>
 #include <nddr/nddr.hpp>
 #include <random>
@@ -551,4 +553,50 @@ TEMPLATE_TEST_CASE("CUDA fused SGD step matches the CPU Sgd", "[cuda][sgd][devic
   dev.allocate();
   nddr::Sgd<T, Cuda> sgd(dev);
   CHECK_THROWS_WITH(nddr::cuda::sgd_step(gpu, dev, sgd, -1.0), Contains("lr must be"));
+}
+
+// ---- element-wise sums (ResNet's residual unit and ASPP) ------------------------------------
+
+TEMPLATE_TEST_CASE("CUDA accumulate, add_relu and relu_gradient match the CPU ops",
+                   "[cuda][elementwise][device]", float, double) {
+  using T = TestType;
+  if (no_device()) return;
+  Devices d;
+  const Shape s = Shape::nchw(2, 3, 7, 5);  // 210 elements: not a multiple of the block
+  Tensor<T> a = random_tensor<T>(s, 41), b = random_tensor<T>(s, 42), y0 = random_tensor<T>(s, 43);
+  a[0] = std::numeric_limits<T>::quiet_NaN();  // a diverging sum reads as 0 after add_relu
+  const auto a_dev = nddr::to_device(d.gpu, a), b_dev = nddr::to_device(d.gpu, b);
+
+  Tensor<T> acc_cpu = y0;
+  nddr::ops::accumulate<T>(d.cpu, b.cview(), acc_cpu.view());
+  auto acc_dev = nddr::to_device(d.gpu, y0);
+  nddr::ops::accumulate<T>(d.gpu, b_dev.cview(), acc_dev.view());
+  check_equal(nddr::to_host(d.gpu, acc_dev), acc_cpu);
+  CHECK(acc_cpu[5] == y0[5] + b[5]);
+
+  Tensor<T> y_cpu(s);
+  nddr::ops::add_relu<T>(d.cpu, a.cview(), b.cview(), y_cpu.view());
+  Tensor<T, Cuda> y_dev(s);
+  nddr::ops::add_relu<T>(d.gpu, a_dev.cview(), b_dev.cview(), y_dev.view());
+  const Tensor<T> y_host = nddr::to_host(d.gpu, y_dev);
+  check_equal(y_host, y_cpu);
+  CHECK(y_host[0] == T(0));
+  for (std::int64_t i = 1; i < s.numel(); ++i)
+    REQUIRE(y_cpu[i] == std::max(a[i] + b[i], T(0)));
+
+  // relu_gradient assigns dy where y > 0 (g starts as garbage on both devices).
+  Tensor<T> g_cpu = y0;
+  nddr::ops::relu_gradient<T>(d.cpu, y_cpu.cview(), b.cview(), g_cpu.view());
+  auto g_dev = nddr::to_device(d.gpu, y0);
+  nddr::ops::relu_gradient<T>(d.gpu, y_dev.cview(), b_dev.cview(), g_dev.view());
+  check_equal(nddr::to_host(d.gpu, g_dev), g_cpu);
+  for (std::int64_t i = 0; i < s.numel(); ++i)
+    REQUIRE(g_cpu[i] == (y_cpu[i] > T(0) ? b[i] : T(0)));
+
+  // Mismatched shapes are refused by the front door on either device.
+  Tensor<T, Cuda> wrong(Shape::nchw(2, 3, 7, 4));
+  CHECK_THROWS_WITH(nddr::ops::accumulate<T>(d.gpu, b_dev.cview(), wrong.view()),
+                    Catch::Contains("nddr::ops::accumulate"));
+  CHECK_THROWS_WITH(nddr::ops::add_relu<T>(d.gpu, a_dev.cview(), b_dev.cview(), wrong.view()),
+                    Catch::Contains("nddr::ops::add_relu"));
 }

@@ -38,3 +38,23 @@ TEST_CASE("CUDA network: NDDR-VGG16 training step matches the CPU (double)", "[c
   nddr_test::check_step<nddr::MultiTask<nddr::VGG16, nddr::VGG16, nddr::NDDR>, double>(
       {40, 3}, nddr::Shape::nchw(2, 3, 41, 41), 1e-6);
 }
+
+// ResNet-101's code (Bottleneck: the residual add + ReLU and its gradient; Aspp: the branch sum)
+// at test size: ResNetMini has ResNet-101's structure and names, width 4, units 1, 1, 2, 1.
+TEST_CASE("CUDA network: ResNet-101 at test size matches the CPU, every fusion (double)",
+          "[cuda][network][resnet]") {
+  if (no_device()) return;
+  using nddr::ResNetMini;
+  const nddr::Shape in = nddr::Shape::nchw(2, 3, 19, 17);
+  nddr_test::check_step<nddr::MultiTask<ResNetMini, nddr::None>, double>({5}, in, 1e-9);
+  nddr_test::check_step<nddr::MultiTask<ResNetMini, ResNetMini, nddr::Shared<5>>, double>(
+      {5, 3}, in, 1e-9);
+  nddr_test::check_step<nddr::MultiTask<ResNetMini, ResNetMini, nddr::CrossStitch>, double>(
+      {5, 3}, in, 1e-9);
+  nddr_test::check_step<nddr::MultiTask<ResNetMini, ResNetMini, nddr::Sluice>, double>(
+      {5, 3}, in, 1e-9);
+  nddr_test::check_step<nddr::MultiTask<ResNetMini, ResNetMini, nddr::NDDR>, double>(
+      {5, 3}, in, 1e-9);
+  nddr_test::check_step<nddr::MultiTask<ResNetMini, ResNetMini, nddr::Shortcut<nddr::NDDR>>,
+                        double>({5, 3}, in, 1e-9);
+}

@@ -2,15 +2,22 @@
 // backward passes on small inputs, Layer laws on the small building blocks.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdint>
+#include <fstream>
+#include <map>
+#include <sstream>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <nddr/backbones/resnet101.hpp>
 #include <nddr/backbones/tiny.hpp>
 #include <nddr/backbones/vgg16.hpp>
 #include <nddr/backbones/vgg16_classifier.hpp>
 #include <nddr/concepts/backbone.hpp>
+#include <nddr/io/safetensors.hpp>
+#include <nddr/io/weights.hpp>
 #include <nddr/testing/layer_laws.hpp>
 
 namespace {
@@ -22,6 +29,9 @@ static_assert(nddr::concepts::require_backbone<nddr::TinyNet>());
 static_assert(nddr::concepts::require_backbone<nddr::TinyNet1>());
 static_assert(nddr::concepts::require_backbone<nddr::VGG16Classifier>());
 static_assert(nddr::concepts::require_backbone<nddr::ResNet101>());
+static_assert(nddr::concepts::require_backbone<nddr::ResNetMini>());
+static_assert(std::string_view(nddr::ResNet101::name) == "resnet101");
+static_assert(nddr::stage_channels_v<nddr::ResNetMini, 4> == 128);
 static_assert(nddr::concepts::Layer<nddr::Bottleneck<float>> && nddr::concepts::Layer<nddr::Aspp<double>>);
 static_assert(nddr::concepts::Layer<nddr::SpatialLinear<float>>);
 static_assert(nddr::stage_channels_v<nddr::ResNet101, 4> == 2048);
@@ -459,4 +469,151 @@ TEST_CASE("ResNet101: the stem and one residual stage run forward and backward",
   for (std::int64_t i = 0; i < dx.numel(); ++i) g += std::abs(dx[i]);
   CHECK(std::isfinite(g));
   CHECK(g > 0.0);
+}
+
+namespace {
+
+// One ResNet column of backbone B as a network names it (`<prefix>.stage{s}.<layer>`), the
+// stages only: the torchvision import loads no head.
+template <class B>
+nddr::Sequential<double> resnet_column() {
+  nddr::Sequential<double> net;
+  for_each_stage<B>([&](std::size_t i, auto stage) {
+    net.add("stage" + std::to_string(i + 1), decltype(stage)::template build<double, nddr::Cpu>());
+  });
+  return net;
+}
+
+const std::string kResNetMini = NDDR_TEST_DATA_DIR "/resnet_mini.safetensors";
+const std::string kResNetMiniRef = NDDR_TEST_DATA_DIR "/resnet_mini_ref.safetensors";
+
+// A store holding one column "task0" of backbone B (allocated unless told otherwise).
+template <class B>
+struct ResNetStore {
+  nddr::ParameterStore<double> store;
+  nddr::Sequential<double> column = resnet_column<B>();
+  explicit ResNetStore(bool allocate = true) {
+    column.declare(store, "task0");
+    if (allocate) store.allocate();
+  }
+  nddr::io::LoadReport import(const std::vector<std::string>& prefixes = {"task0"},
+                              bool strict = true) {
+    return nddr::io::import_torchvision_resnet(kResNetMini, store, prefixes,
+                                               nddr::io::ImportOptions{}.with_strict(strict));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("import_torchvision_resnet: a torch-written state_dict gives PyTorch's forward",
+          "[networks][backbones][weights]") {
+  // tools/reference/resnet_weights.py: torchvision's key names at ResNetMini's size, and the
+  // DeepLab-v2 forward (stride in conv1, TF SAME, dilations, BN eps 1e-3) of those weights.
+  nddr::ParameterStore<double> store;
+  auto col0 = resnet_column<nddr::ResNetMini>(), col1 = resnet_column<nddr::ResNetMini>();
+  col0.declare(store, "task0");
+  col1.declare(store, "task1");
+  store.allocate();
+  nddr::Rng rng(3);
+  col0.initialize(rng);
+  col1.initialize(rng);
+  const auto r = nddr::io::import_torchvision_resnet(kResNetMini, store, {"task0", "task1"});
+  CHECK(r.complete());
+  CHECK(r.loaded.size() == 2 * 100);        // 20 convs, 20 BNs x 4 tensors, 2 columns
+  CHECK(r.skipped.size() == 22);            // 20 num_batches_tracked, fc.weight, fc.bias
+  CHECK(r.loaded.size() == store.parameters().size() + store.buffers().size());
+  const auto f = nddr::io::SafetensorsFile::read(kResNetMiniRef);
+  const nddr::Tensor<double> x = f.tensor<double>("ref.x"), ref = f.tensor<double>("ref.y");
+  nddr::Context<nddr::Cpu> ctx(2);
+  for (auto* col : {&col0, &col1}) {
+    col->set_training(false);
+    nddr::Tensor<double> y(col->output_shape(x.shape()));
+    REQUIRE(y.shape() == ref.shape());
+    col->forward(ctx, x.cview(), y.view());
+    double err = 0.0, scale = 0.0;
+    for (std::int64_t i = 0; i < y.numel(); ++i) {
+      err = std::max(err, std::abs(y[i] - ref[i]));
+      scale = std::max(scale, std::abs(ref[i]));
+    }
+    CHECK(scale > 0.1);
+    CHECK(err <= 1e-10 * scale);
+  }
+}
+
+TEST_CASE("import_torchvision_resnet lists missing, unexpected and misshapen tensors",
+          "[networks][backbones][weights]") {
+  SECTION("a network with fewer units: the file's extra unit is unexpected") {
+    ResNetStore<nddr::BasicResNet<4, 1, 1, 1, 1>> s;
+    CHECK_THROWS_WITH(s.import(),
+                      Catch::Contains("import_torchvision_resnet") &&
+                          Catch::Contains("resnet_mini") &&
+                          Catch::Contains("layer3.1.conv1.weight") &&
+                          Catch::Contains("layer3.1.bn3.running_var"));
+    const auto r = s.import({"task0"}, false);
+    CHECK(r.missing.empty());
+    CHECK(r.unexpected.size() == 3 * 5 + 3);  // 3 convs + 3 BNs x 4, 3 num_batches_tracked
+  }
+  SECTION("a network with more units: its missing tensors are listed") {
+    ResNetStore<nddr::BasicResNet<4, 2, 1, 2, 1>> s;
+    CHECK_THROWS_WITH(s.import(),
+                      Catch::Contains("task0.stage2.res2.unit2.conv1.weight") &&
+                          Catch::Contains("task0.stage2.res2.unit2.conv3.bn.running_mean"));
+  }
+  SECTION("another width: every misshapen tensor is named with both shapes") {
+    ResNetStore<nddr::BasicResNet<2, 1, 1, 2, 1>> s;
+    CHECK_THROWS_WITH(s.import(),
+                      Catch::Contains("conv1.weight") && Catch::Contains("(4, 3, 7, 7)") &&
+                          Catch::Contains("(2, 3, 7, 7)"));
+  }
+  SECTION("a wrong column prefix, no prefix, an unallocated store") {
+    CHECK_THROWS_AS(ResNetStore<nddr::ResNetMini>(false).import(), nddr::IoError);
+    ResNetStore<nddr::ResNetMini> s;
+    CHECK_THROWS_WITH(s.import({"task1"}), Catch::Contains("task1.stage1.conv1.weight") &&
+                                               Catch::Contains("column prefixes"));
+    CHECK_THROWS_WITH(s.import({}), Catch::Contains("no column prefixes"));
+  }
+}
+
+TEST_CASE("import_torchvision_resnet: torchvision resnet101's 626 keys map onto ResNet101",
+          "[networks][backbones][weights]") {
+  // tests/data/resnet101_torchvision_keys.txt: every key of torchvision's resnet101 state_dict
+  // with its shape (written by tools/reference/resnet_weights.py). The mapping must know each
+  // one, and each target must be declared by a ResNet101 column with that shape.
+  std::ifstream in(NDDR_TEST_DATA_DIR "/resnet101_torchvision_keys.txt");
+  REQUIRE(in);
+  std::map<std::string, std::vector<std::int64_t>> keys;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream ls(line);
+    std::string key, dims;
+    ls >> key >> dims;
+    std::vector<std::int64_t> shape;
+    std::istringstream ds(dims);
+    for (std::string d; std::getline(ds, d, ',');) shape.push_back(std::stoll(d));
+    keys[key] = shape;
+  }
+  REQUIRE(keys.size() == 626);
+  nddr::ParameterStore<float> store;  // declared only: no 170 MB allocation
+  auto col = nddr::Sequential<float>();
+  for_each_stage<nddr::ResNet101>([&](std::size_t i, auto stage) {
+    col.add("stage" + std::to_string(i + 1), decltype(stage)::template build<float, nddr::Cpu>());
+  });
+  col.declare(store, "task0");
+  const auto rules = nddr::io::detail::torchvision_resnet_rules(store, {"task0"});
+  REQUIRE(rules.size() == keys.size());
+  std::size_t targets = 0;
+  for (const auto& rule : rules) {
+    INFO(rule.file_key);
+    REQUIRE(keys.count(rule.file_key) == 1);
+    for (const auto& t : rule.targets) {
+      const auto slot = nddr::io::detail::find_slot(store, t);
+      REQUIRE(slot);
+      CHECK(nddr::io::detail::same_extents(keys[rule.file_key],
+                                           nddr::io::detail::slot_shape(store, *slot)));
+      ++targets;
+    }
+  }
+  // Every parameter and BN statistic of the column has a source (no head here).
+  CHECK(targets == store.parameters().size() + store.buffers().size());
+  CHECK(targets == 626 - 104 - 2);
 }

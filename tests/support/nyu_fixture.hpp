@@ -25,10 +25,9 @@ inline void write_text(const fs::path& file, const std::string& text) {
   std::ofstream(file) << text;
 }
 
-/// 4 training and 2 test frames of 40 x 48 in the NDDR-CNN format: seg = a few blocks of
-/// classes, normals = raw triplets, one invalid pixel per frame.
-inline void write_nyu(const fs::path& dir) {
-  constexpr int kH = 40, kW = 48;
+/// 4 training and 2 test frames of kH x kW (default 40 x 48; at least 2 x 2) in the NDDR-CNN
+/// format: seg = a few blocks of classes, normals = raw triplets, one invalid pixel per frame.
+inline void write_nyu(const fs::path& dir, int kH = 40, int kW = 48) {
   fs::create_directories(dir / "data");
   std::string train_seg, train_nrm, test_seg, test_nrm;
   for (int s = 0; s < 6; ++s) {

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "nddr/backbones/resnet101.hpp"
 #include "nddr/data/loader.hpp"
 #include "nddr/distributed/auto.hpp"
 #include "nddr/fusion/cross_stitch.hpp"
@@ -595,7 +596,10 @@ void initialize_from_tf(Network<Spec, Cpu, T>& net, const CommonConfig& c, std::
 /// Loads `--init-weights` / `--init-weights-task{0,1}` into a freshly built network.
 template <class Spec, class T>
 void initialize_weights(Network<Spec, Cpu, T>& net, const CommonConfig& c, std::ostream& out) {
-  if (c.init_format == "tf") return initialize_from_tf(net, c, out);
+  constexpr bool resnet = is_resnet_v<typename Spec::template backbone<0>>;
+  // The authors' checkpoints are VGG-16 ones: a ResNet program refuses --init-format tf first.
+  if constexpr (!resnet)
+    if (c.init_format == "tf") return initialize_from_tf(net, c, out);
   auto& store = net.parameters();
   constexpr std::size_t K = Spec::tasks;
   const bool split = Spec::shared_stages == Spec::stages;
@@ -613,8 +617,11 @@ void initialize_weights(Network<Spec, Cpu, T>& net, const CommonConfig& c, std::
       r = io::import_deeplab_largefov(c.init_weights, store, columns,
                                       io::ImportOptions{}.with_head_prefixes(heads));
     } else if (c.init_format == "torchvision") {
-      r = io::import_torchvision_vgg16(c.init_weights, store, columns,
-                                       io::ImportOptions{}.with_head_prefixes(heads));
+      if constexpr (resnet)  // an ImageNet ResNet (docs/weights.md)
+        r = io::import_torchvision_resnet(c.init_weights, store, columns);
+      else
+        r = io::import_torchvision_vgg16(c.init_weights, store, columns,
+                                         io::ImportOptions{}.with_head_prefixes(heads));
     } else {
       r = io::load_parameters(
           c.init_weights, store,

@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// The paper's NYUv2 experiments (Tables 1-4 and 6: segmentation + surface normals), shared by
+/// The paper's NYUv2 experiments (Tables 1-6: segmentation + surface normals), shared by
 /// the `nddr-nyuv2` program (examples/nddr_nyuv2.cpp) and the tests: its method table
 /// (`kNyuV2Table`), flags, validation and `run_nyuv2`. Application code (apps/, target
 /// `nddr_apps`), not the installed library.
@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "nddr/backbones/resnet101.hpp"
 #include "nddr/backbones/tiny.hpp"
 #include "nddr/backbones/vgg16.hpp"
 #include "nddr/data/augment.hpp"
@@ -48,11 +49,23 @@ inline constexpr auto kNyuV2Table = make_program_table(
         Method<NyuTasks, CrossStitch>{"cross-stitch", "Cross-stitch", {1.0, 20.0}},
         Method<NyuTasks, Sluice>{"sluice", "Sluice", {1.0, 20.0}},
         Method<NyuTasks, NDDR>{"nddr", "NDDR (ours)", {1.0, 20.0}}),
-    boost::hana::make_tuple(BackboneChoice<VGG16>{"vgg16"}, BackboneChoice<TinyNet>{"tiny"}),
+    boost::hana::make_tuple(BackboneChoice<VGG16>{"vgg16"}, BackboneChoice<TinyNet>{"tiny"},
+                            BackboneChoice<ResNet101>{"resnet101"}),
     "seg,normal");
 static_assert(names_unique(kNyuV2Table), "nddr-nyuv2: two methods or backbones share a name");
 static_assert(slots_in_range(kNyuV2Table),
               "nddr-nyuv2: a single-task method's slot is past the --loss-scales list");
+
+/// Whether `--shortcut` is offered with backbone `B`: not with ResNet-101, whose Table 5 has no
+/// shortcut rows (paper-spec.md Table 5); leaving those 6 networks x 2 devices out keeps the
+/// compile time of apps/src/nyuv2_resnet101.cpp down (docs/experiments.md).
+template <class B>
+inline constexpr bool kNyuV2Shortcut = !std::is_same_v<B, ResNet101>;
+
+/// The one line refusing `--shortcut` with `--backbone resnet101`.
+inline constexpr const char* kNyuV2NoResNetShortcut =
+    "no --shortcut with --backbone resnet101 (Table 5 has no shortcut rows; the shortcut "
+    "networks are built for vgg16 and tiny)";
 
 /// Flags of `nddr-nyuv2`.
 struct NyuV2Config : CommonConfig {
@@ -120,7 +133,7 @@ inline std::optional<NyuV2Config> parse_nyuv2_args(const std::vector<std::string
          "DIR")
       .required();
   add_common_flags(p, c, kNyuV2Table);
-  p.flag("shortcut", c.shortcut, "the Shortcut variant (Table 6)")
+  p.flag("shortcut", c.shortcut, "the Shortcut variant (Table 6; vgg16 and tiny only)")
       .integer("crop", c.crop, "training crop side", std::int64_t{1}, kMaxImageSide)
       .flag("centered-normals", c.centered_normals,
             "decode normals as (v - 127.5) / 127.5 instead of the raw triplet")
@@ -133,6 +146,8 @@ inline std::optional<NyuV2Config> parse_nyuv2_args(const std::vector<std::string
   std::ostringstream unused;
   if (!p.parse(args, help_out ? *help_out : unused)) return std::nullopt;
   check_common_flags(p, c, kNyuV2Table);
+  if (c.shortcut && c.backbone == "resnet101")
+    throw cli::UsageError(c.program + ": " + kNyuV2NoResNetShortcut);
   std::error_code ec;
   if (!c.save_predictions.empty() && std::filesystem::exists(c.save_predictions, ec) &&
       !std::filesystem::is_directory(c.save_predictions, ec))
@@ -159,6 +174,16 @@ inline void validate_nyuv2(const NyuV2Config& c) {
                  ": --data-dir '", c.data_dir, "' has no list/ directory (expected list/",
                  "training_seg.txt etc., see docs/data-nyuv2.md)");
   check<OptionError>(c.crop >= 1, p, ": --crop must be >= 1, got ", c.crop);
+  check<OptionError>(!(c.shortcut && c.backbone == "resnet101"), p, ": ", kNyuV2NoResNetShortcut);
+  check<OptionError>(c.backbone != "resnet101" || c.init_weights.empty() ||
+                         c.init_format == "torchvision" || c.init_format == "nddr",
+                     p, ": --init-format ", c.init_format, " holds VGG-16 weights; with "
+                     "--backbone resnet101, --init-weights takes --init-format torchvision (an "
+                     "ImageNet resnet101 state_dict) or nddr (docs/weights.md)");
+  check<OptionError>(c.backbone != "resnet101" || c.init_format != "tf" ||
+                         (c.init_weights_task0.empty() && c.init_weights_task1.empty()),
+                     p, ": --init-format tf reads VGG-16 checkpoints; with --backbone resnet101, "
+                     "--init-weights-task0/1 take nddr checkpoints (--init-format nddr)");
   validate_loss_scales(c, kNyuV2Table);
 }
 
@@ -175,10 +200,10 @@ inline data::AugmentOptions nyuv2_augment(const NyuV2Config& c) {
 /// (IoError naming both). Creates DIR.
 void prepare_prediction_dir(const NyuV2Config& c, const data::NyuV2Dataset& test);
 
-/// Runs one NYUv2 experiment with backbone `B` (VGG16 or TinyNet): validates `c`, trains the
-/// network of `c.method` (kNyuV2Table) to `c.steps` (resuming if asked), evaluates on the test
-/// split, prints the table row to `out` and writes results.csv / results.json into the output
-/// directory.
+/// Runs one NYUv2 experiment with backbone `B` (VGG16, TinyNet or ResNet101): validates `c`,
+/// trains the network of `c.method` (kNyuV2Table) to `c.steps` (resuming if asked), evaluates
+/// on the test split, prints the table row to `out` and writes results.csv / results.json into
+/// the output directory.
 template <class B>
 ExperimentResult run_nyuv2_with(NyuV2Config c, std::ostream& out) {
   validate_nyuv2(c);
@@ -202,16 +227,24 @@ ExperimentResult run_nyuv2_with(NyuV2Config c, std::ostream& out) {
     using M = std::decay_t<decltype(m)>;
     using TaskList = typename M::tasks;
     const auto weights = loss_weights_of(m, c.loss_scales);
-    if (c.shortcut)
-      return run_spec<typename M::template spec<B, true>, TaskList>(c, d, "nyuv2", label, weights,
-                                                                    columns, metrics, out);
+    if constexpr (kNyuV2Shortcut<B>) {
+      if (c.shortcut)
+        return run_spec<typename M::template spec<B, true>, TaskList>(c, d, "nyuv2", label,
+                                                                      weights, columns, metrics,
+                                                                      out);
+    }
     return run_spec<typename M::template spec<B>, TaskList>(c, d, "nyuv2", label, weights,
                                                             columns, metrics, out);
   });
 }
 
+// ResNet-101's 12 networks (6 methods x CPU/GPU) are compiled in their own translation unit,
+// apps/src/nyuv2_resnet101.cpp, in parallel with the VGG-16 and TinyNet ones.
+extern template ExperimentResult run_nyuv2_with<ResNet101>(NyuV2Config c, std::ostream& out);
+
 /// `run_nyuv2_with` for the backbone named by `c.backbone`. Compiled once, for every method and
-/// backbone of kNyuV2Table, in the nddr_apps library (apps/src/nyuv2_experiment.cpp).
+/// backbone of kNyuV2Table, in the nddr_apps library (apps/src/nyuv2_experiment.cpp;
+/// ResNet-101 in apps/src/nyuv2_resnet101.cpp).
 ExperimentResult run_nyuv2(const NyuV2Config& c, std::ostream& out);
 
 }  // namespace nddr::experiments

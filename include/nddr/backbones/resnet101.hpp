@@ -16,7 +16,6 @@
 
 #include <cstdint>
 #include <string>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -86,7 +85,6 @@ class Bottleneck {
   bool training() const { return main_.training(); }
 
   void forward(Context<D>& ctx, TensorView<const T, D> x, TensorView<T, D> y) {
-    static_assert(std::is_same_v<D, Cpu>, "nddr::Bottleneck: only the CPU residual add exists");
     const Shape out = output_shape(x.shape());
     check_shape("nddr::Bottleneck::forward", "y", y.shape(), out);
     main_out_.resize(out);  // (N, C_out, H', W')
@@ -102,7 +100,6 @@ class Bottleneck {
 
   void backward(Context<D>& ctx, TensorView<const T, D> x, TensorView<const T, D> y,
                 TensorView<const T, D> dy, TensorView<T, D> dx) {
-    static_assert(std::is_same_v<D, Cpu>, "nddr::Bottleneck: only the CPU residual add exists");
     // y > 0 exactly where main + shortcut > 0: the ReLU's gradient mask.
     dz_.resize(y.shape());  // (N, C_out, H', W')
     ops::relu_gradient<T>(ctx, y, dy, dz_.view());
@@ -160,7 +157,6 @@ class Aspp {
   bool training() const { return training_; }
 
   void forward(Context<D>& ctx, TensorView<const T, D> x, TensorView<T, D> y) {
-    static_assert(std::is_same_v<D, Cpu>, "nddr::Aspp: only the CPU sum exists");
     check_shape("nddr::Aspp::forward", "y", y.shape(), output_shape(x.shape()));
     branches_.front().forward(ctx, x, y);
     branch_out_.resize(y.shape());  // (N, outputs, H, W)
@@ -217,16 +213,22 @@ struct ResStage {
 
 }  // namespace resnet101::detail
 
-/// DeepLab-v2 ResNet-101: stage channels 64, 256, 512, 1024, 2048; strides 4, 1, 2, 1, 1
-/// (41 x 41 outputs for a 321 x 321 input).
-struct ResNet101 {
-  static constexpr const char* name = "resnet101";
+/// A DeepLab-v2 ResNet of stem width `Width` and `U2`..`U5` bottleneck units in res2..res5:
+/// stage channels W, 4W, 8W, 16W, 32W (bottleneck widths W, 2W, 4W, 8W); strides 4, 1, 2, 1, 1;
+/// dilations 1, 1, 1, 2, 4. `ResNet101` is `BasicResNet<64, 3, 4, 23, 3>`; `ResNetMini`, a
+/// scaled-down one with the same parameter names, is what tests and fixtures use.
+template <std::int64_t Width, int U2, int U3, int U4, int U5>
+struct BasicResNet {
+  static_assert(Width >= 1 && U2 >= 1 && U3 >= 1 && U4 >= 1 && U5 >= 1,
+                "nddr::BasicResNet: the width and every stage's unit count must be positive");
+  static constexpr bool is_resnet101 = Width == 64 && U2 == 3 && U3 == 4 && U4 == 23 && U5 == 3;
+  static constexpr const char* name = is_resnet101 ? "resnet101" : "resnet";
   static constexpr std::int64_t input_channels = 3;
 
   /// conv1 (7x7/2) + BN + ReLU, pool1 (max 3x3/2).
   struct Stage1 {
     static constexpr const char* name = "conv1";
-    static constexpr std::int64_t in_channels = 3, out_channels = 64, stride = 4;
+    static constexpr std::int64_t in_channels = 3, out_channels = Width, stride = 4;
     template <class T, class D>
     static Sequential<T, D> build() {
       Sequential<T, D> seq;
@@ -236,13 +238,28 @@ struct ResNet101 {
       return seq;
     }
   };
-  using Stage2 = resnet101::detail::ResStage<2, 3, 64, 64, 1, 1>;
-  using Stage3 = resnet101::detail::ResStage<3, 4, 256, 128, 2, 1>;
-  using Stage4 = resnet101::detail::ResStage<4, 23, 512, 256, 1, 2>;
-  using Stage5 = resnet101::detail::ResStage<5, 3, 1024, 512, 1, 4>;
+  using Stage2 = resnet101::detail::ResStage<2, U2, Width, Width, 1, 1>;
+  using Stage3 = resnet101::detail::ResStage<3, U3, 4 * Width, 2 * Width, 2, 1>;
+  using Stage4 = resnet101::detail::ResStage<4, U4, 8 * Width, 4 * Width, 1, 2>;
+  using Stage5 = resnet101::detail::ResStage<5, U5, 16 * Width, 8 * Width, 1, 4>;
 
   using stages = StageList<Stage1, Stage2, Stage3, Stage4, Stage5>;
   using head = AsppHead;
 };
+
+/// Whether backbone `B` is a `BasicResNet` (ResNet101, ResNetMini, ...).
+template <class B>
+inline constexpr bool is_resnet_v = false;
+template <std::int64_t Width, int U2, int U3, int U4, int U5>
+inline constexpr bool is_resnet_v<BasicResNet<Width, U2, U3, U4, U5>> = true;
+
+/// DeepLab-v2 ResNet-101: stage channels 64, 256, 512, 1024, 2048; strides 4, 1, 2, 1, 1
+/// (41 x 41 outputs for a 321 x 321 input).
+using ResNet101 = BasicResNet<64, 3, 4, 23, 3>;
+
+/// ResNet-101's structure and names at test size: width 4 (stage channels 4, 16, 32, 64, 128),
+/// units 1, 1, 2, 1 (res4.unit2 has the identity shortcut). CPU/GPU parity tests and the
+/// torchvision import fixture use it.
+using ResNetMini = BasicResNet<4, 1, 1, 2, 1>;
 
 }  // namespace nddr

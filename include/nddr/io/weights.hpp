@@ -1,8 +1,8 @@
 #pragma once
 /// \file
 /// Saving and loading a `ParameterStore` as a safetensors file, and importing pretrained VGG-16
-/// kernels (torchvision `vgg16`, DeepLab-LargeFOV) into one or more network columns by fixed
-/// name mappings (tables in docs/weights.md).
+/// kernels (torchvision `vgg16`, DeepLab-LargeFOV) and ImageNet ResNets (torchvision `resnet101`)
+/// into one or more network columns by fixed name mappings (tables in docs/weights.md).
 ///
 /// Every load validates the whole plan first (names, dtypes, every shape, every value finite,
 /// enough of the file fitting the store) and only then writes into the store, so a failed load
@@ -357,6 +357,50 @@ std::vector<std::string> declared_head_targets(const ParameterStore<T, Cpu>& sto
   return out;
 }
 
+/// The rules of `import_torchvision_resnet` for a store whose columns (`column_prefixes`) are
+/// DeepLab-v2 ResNets (nddr/backbones/resnet101.hpp): every torchvision key the network has a
+/// place for, at the unit counts the first column declares (`res{s}.unit{i}` present), and the
+/// keys that are always skipped (`fc.*`, `*.num_batches_tracked`). A file with more units than
+/// the store (ResNet-152 into ResNet-101) has keys no rule knows: unexpected.
+template <class T>
+std::vector<MappingRule> torchvision_resnet_rules(const ParameterStore<T, Cpu>& store,
+                                                  const std::vector<std::string>& column_prefixes) {
+  static constexpr const char* kColumn = " (check the column prefixes: a ResNet column has "
+                                         "'<prefix>.stage1.conv1.weight')";
+  static constexpr std::array<const char*, 4> kBn = {"weight", "bias", "running_mean",
+                                                     "running_var"};
+  std::vector<MappingRule> rules;
+  // A torchvision conv (+ its BatchNorm) -> the nddr conv `conv` (+ `conv.bn`) in every column.
+  const auto conv_bn = [&](const std::string& conv_key, const std::string& bn_key,
+                           const std::string& conv) {
+    rules.push_back({conv_key + ".weight", with_each(column_prefixes, conv + ".weight"),
+                     RuleUse::kRequired, kColumn});
+    for (const char* w : kBn)
+      rules.push_back({bn_key + "." + w, with_each(column_prefixes, conv + ".bn." + w),
+                       RuleUse::kRequired, kColumn});
+    rules.push_back({bn_key + ".num_batches_tracked", {}, RuleUse::kRequired, ""});
+  };
+  conv_bn("conv1", "bn1", "stage1.conv1");
+  const std::string first = column_prefixes.empty() ? std::string() : column_prefixes.front();
+  for (int s = 2; s <= 5; ++s) {
+    const std::string stage = nddr::detail::concat("stage", s, ".res", s, ".unit");
+    const std::string layer = nddr::detail::concat("layer", s - 1, ".");
+    for (int u = 1; u == 1 || find_slot(store, nddr::detail::concat(first, ".", stage, u,
+                                                                    ".conv1.weight"));
+         ++u) {
+      const std::string unit = nddr::detail::concat(stage, u);
+      const std::string block = nddr::detail::concat(layer, u - 1, ".");
+      for (int j = 1; j <= 3; ++j)
+        conv_bn(nddr::detail::concat(block, "conv", j), nddr::detail::concat(block, "bn", j),
+                nddr::detail::concat(unit, ".conv", j));
+      if (u == 1) conv_bn(block + "downsample.0", block + "downsample.1", unit + ".proj");
+    }
+  }
+  rules.push_back({"fc.weight", {}, RuleUse::kRequired, ""});
+  rules.push_back({"fc.bias", {}, RuleUse::kRequired, ""});
+  return rules;
+}
+
 inline constexpr const char* kColumnHint = " (check the column prefixes)";
 inline constexpr const char* kBiasHint =
     " (ImportOptions::keep_biases needs a bias on every imported convolution)";
@@ -505,6 +549,30 @@ LoadReport import_deeplab_largefov(const std::string& path, ParameterStore<T, Cp
   rules.push_back({"fc8.weight", {}, RuleUse::kRequired, ""});
   rules.push_back({"fc8.bias", {}, RuleUse::kRequired, ""});
   return detail::import_by_rules("import_deeplab_largefov", path, store, rules, opt.strict);
+}
+
+/// Imports a torchvision `resnet101` state_dict (safetensors; torchvision's `resnet50` /
+/// `resnet152` too, into a network with their unit counts) into every DeepLab-v2 ResNet column
+/// of `store` (`nddr::ResNet101`, `BasicResNet`): `conv1` / `bn1` -> `<column>.stage1.conv1` /
+/// `.conv1.bn`; `layer{L}.{i}.conv{j}` / `.bn{j}` -> `<column>.stage{L+1}.res{L+1}.unit{i+1}.
+/// conv{j}` / `.conv{j}.bn`; `layer{L}.0.downsample.0` / `.1` -> `...unit1.proj` / `.proj.bn`.
+/// BatchNorm weight, bias, running_mean and running_var are all loaded; `num_batches_tracked`
+/// and the ImageNet classifier `fc.*` are skipped (the ASPP head stays as initialised). Strict
+/// mode (`opt.strict`) throws listing every missing and unexpected key; every shape is checked
+/// against the store. `opt.keep_biases` and `opt.head_prefixes` do not apply (no conv has a
+/// bias; nothing loads into a head). docs/weights.md: the two differences from torchvision's
+/// network (stride in the first 1x1 conv, BatchNorm eps 1e-3) and what they mean.
+template <class T>
+LoadReport import_torchvision_resnet(const std::string& path, ParameterStore<T, Cpu>& store,
+                                     const std::vector<std::string>& column_prefixes,
+                                     const ImportOptions& opt = {}) {
+  constexpr const char* kWho = "import_torchvision_resnet";
+  detail::check_allocated(kWho, path, store);
+  if (column_prefixes.empty())
+    detail::weights_fail(kWho, path, "no column prefixes given (e.g. {\"task0\", \"task1\"})");
+  return detail::import_by_rules(kWho, path, store,
+                                 detail::torchvision_resnet_rules(store, column_prefixes),
+                                 opt.strict);
 }
 
 }  // namespace nddr::io

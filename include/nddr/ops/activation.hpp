@@ -28,7 +28,7 @@ void relu_backward(Context<D>& ctx, ViewOn<const T, D> x, ViewOn<const T, D> dy,
 }
 
 /// g = dy * [y > 0], assigned: the gradient that passes a ReLU whose output is y, for callers
-/// that own a buffer per gradient (the CPU's concat-free NDDR). CPU only.
+/// that own a buffer per gradient (the CPU's concat-free NDDR, the residual unit).
 template <class T, class D>
 void relu_gradient(Context<D>& ctx, ViewOn<const T, D> y, ViewOn<const T, D> dy, ViewOn<T, D> g) {
   check_shape("nddr::ops::relu_gradient", "dy", dy.shape(), y.shape());

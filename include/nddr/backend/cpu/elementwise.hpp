@@ -7,6 +7,7 @@
 #include "nddr/core/context.hpp"
 #include "nddr/core/tensor.hpp"
 #include "nddr/ops/backend.hpp"
+#include "nddr/ops/math/elementwise.hpp"
 
 namespace nddr::ops::backend {
 
@@ -25,10 +26,8 @@ struct Elementwise<Cpu> {
     const T* ap = a.data();
     const T* bp = b.data();
     T* yp = y.data();
-    nddr::detail::parallel_for(ctx, y.numel(), [=](std::int64_t i) {
-      const T z = ap[i] + bp[i];
-      yp[i] = z > T(0) ? z : T(0);
-    });
+    nddr::detail::parallel_for(ctx, y.numel(),
+                               [=](std::int64_t i) { yp[i] = add_relu_element(ap[i], bp[i]); });
   }
 };
 

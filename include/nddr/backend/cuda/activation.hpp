@@ -23,6 +23,10 @@ void relu_forward(cudaStream_t stream, const T* x, T* y, std::int64_t n);
 template <class T>
 void relu_backward(cudaStream_t stream, const T* x, const T* dy, T* dx, std::int64_t n);
 
+/// g[i] = dy[i] * [y[i] > 0] for i < n (assigned), queued on `stream`.
+template <class T>
+void relu_gradient(cudaStream_t stream, const T* y, const T* dy, T* g, std::int64_t n);
+
 }  // namespace nddr::cuda::launch
 
 namespace nddr::ops::backend {
@@ -41,6 +45,13 @@ struct Activation<Cuda> {
                             TensorView<const T, Cuda> dy, TensorView<T, Cuda> dx) {
     static_assert(cuda::kKernelType<T>, "nddr::ops::relu_backward: CUDA supports float and double");
     cuda::launch::relu_backward<T>(ctx.stream(), x.data(), dy.data(), dx.data(), x.numel());
+  }
+
+  template <class T>
+  static void relu_gradient(Context<Cuda>& ctx, TensorView<const T, Cuda> y,
+                            TensorView<const T, Cuda> dy, TensorView<T, Cuda> g) {
+    static_assert(cuda::kKernelType<T>, "nddr::ops::relu_gradient: CUDA supports float and double");
+    cuda::launch::relu_gradient<T>(ctx.stream(), y.data(), dy.data(), g.data(), y.numel());
   }
 };
 

@@ -8,6 +8,7 @@
 #include "nddr/backend/cuda/kernels/adam.cuh"
 #include "nddr/backend/cuda/kernels/argmax.cuh"
 #include "nddr/backend/cuda/kernels/conv_bn.cuh"
+#include "nddr/backend/cuda/kernels/elementwise.cuh"
 #include "nddr/backend/cuda/kernels/launch.cuh"
 #include "nddr/backend/cuda/kernels/pool.cuh"
 #include "nddr/backend/cuda/kernels/resize.cuh"
@@ -27,6 +28,8 @@ NDDR_CUDA_INSTANTIATE_ARGMAX(double)
 NDDR_CUDA_INSTANTIATE_CONV_BN(float)
 NDDR_CUDA_INSTANTIATE_CONV_BN(double)
 NDDR_CUDA_INSTANTIATE_CONV_BF16
+NDDR_CUDA_INSTANTIATE_ELEMENTWISE(float)
+NDDR_CUDA_INSTANTIATE_ELEMENTWISE(double)
 NDDR_CUDA_INSTANTIATE_POOL(float)
 NDDR_CUDA_INSTANTIATE_POOL(double)
 NDDR_CUDA_INSTANTIATE_POOL_ARGMAX_CHECK

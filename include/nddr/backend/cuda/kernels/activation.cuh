@@ -25,6 +25,13 @@ __global__ void relu_backward(const T* __restrict__ x, const T* __restrict__ dy,
     ops::relu_backward_element(x[i], dy[i], dx[i]);
 }
 
+template <class T>
+__global__ void relu_gradient(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ g,
+                              std::int64_t n) {
+  for (std::int64_t i = first_index(); i < n; i += grid_stride())
+    g[i] = ops::relu_pass(y[i], dy[i]);
+}
+
 }  // namespace nddr::cuda::kernels
 
 namespace nddr::cuda::launch {
@@ -44,10 +51,20 @@ void relu_backward(cudaStream_t stream, const T* x, const T* dy, T* dx, std::int
   check_launch("relu_backward");
 }
 
+template <class T>
+void relu_gradient(cudaStream_t stream, const T* y, const T* dy, T* g, std::int64_t n) {
+  if (n == 0) return;
+  NDDR_LAUNCH(kernels::grid_for(n), kernels::kBlock, 0, stream, kernels::relu_gradient<T>)
+  (y, dy, g, n);
+  check_launch("relu_gradient");
+}
+
 }  // namespace nddr::cuda::launch
 
 /// Explicit instantiations of the ReLU launchers for element type `T` (used by kernels.cu).
 #define NDDR_CUDA_INSTANTIATE_ACTIVATION(T)                                                    \
   template void nddr::cuda::launch::relu_forward<T>(cudaStream_t, const T*, T*, std::int64_t); \
   template void nddr::cuda::launch::relu_backward<T>(cudaStream_t, const T*, const T*, T*,     \
+                                                     std::int64_t);                             \
+  template void nddr::cuda::launch::relu_gradient<T>(cudaStream_t, const T*, const T*, T*,     \
                                                      std::int64_t);
