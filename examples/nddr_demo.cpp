@@ -9,6 +9,8 @@
 //   nddr-demo --quick         # a ~20 s smoke run
 //   nddr-demo --steps 3000 --threads 4 --out results/
 //   nddr-demo --device cuda   # on the first GPU (a build with the CUDA backend)
+//   nddr-demo --weightings ew,uw,dwa,gradnorm,rlw,pcgrad,mgda,cagrad,imtl,aligned
+//                             # plus NDDR under each weighting method, with peak memory
 #include <cstdint>
 #include <exception>
 #include <iostream>
@@ -21,6 +23,7 @@ int main(int argc, char** argv) {
   using nddr::cli::RealRange;
   nddr::viz::DemoOptions o;
   bool quick = false, no_progress = false;
+  std::string weightings;
   nddr::cli::ArgParser p("nddr-demo",
                          "Trains single-task, split, cross-stitch, NDDR and NDDR-Shortcut models "
                          "on DenseFashion from one seed and prints their results (docs/demo.md).");
@@ -45,7 +48,13 @@ int main(int argc, char** argv) {
             RealRange::positive())
       .path("data", o.data_dir, "Fashion-MNIST directory", "DIR")
       .path("out", o.output_dir, "output directory", "DIR")
-      .flag("no-progress", no_progress, "no progress lines");
+      .flag("no-progress", no_progress, "no progress lines")
+      .text("weightings", weightings,
+            "also train NDDR under each of these weighting methods, a row each with its peak "
+            "memory: comma-separated NAME[:key=value,...], NAME one of " +
+                nddr::weighting::weighting_names() + " (docs/demo.md)",
+            "comma-separated NAME[:key=value,...]", [](const std::string& s) { return !s.empty(); },
+            "LIST");
   nddr::cli::add_optimizer_flags(p, o.optim, "sgd 5e-4 single-task, 2.5e-4 multi-task");
   if (const auto status = p.parse_or_exit(argc, argv)) return *status;
   if (quick) {  // the quick run's sizes, except those given on the command line
@@ -59,6 +68,16 @@ int main(int argc, char** argv) {
   o.progress = !no_progress;
   try {
     nddr::cli::check_optimizer_flags(p, o.optim, o.steps);
+    if (p.given("weightings")) {
+      try {
+        o.weightings = nddr::viz::parse_weightings(weightings);
+      } catch (const nddr::OptionError& e) {
+        std::string why = e.what();  // the registry's diagnosis, without its flag prefix
+        if (why.starts_with("--weightings: ")) why.erase(0, 14);
+        p.fail("weightings", "methods NAME[:key=value,...] (" + nddr::cli::echo(why, 140) + ")",
+               weightings);
+      }
+    }
   } catch (const nddr::cli::UsageError& e) {
     std::cerr << e.what() << "\n";
     return nddr::cli::kUsageExitCode;

@@ -1,7 +1,9 @@
 // nddr-demo's runs (run_demo), compiled once in the nddr_apps library (apps/CMakeLists.txt).
 #include "nddr_apps/demo.hpp"
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <tuple>
 
 #include "nddr/backbones/tiny.hpp"
@@ -15,6 +17,7 @@
 #include "nddr/multitask/network.hpp"
 #include "nddr/train/trainer.hpp"
 #include "nddr/viz/plot.hpp"
+#include "nddr_apps/peak_memory.hpp"
 
 #if defined(NDDR_WITH_CUDA)
 #include "nddr/cuda.hpp"  // the GPU backend (--device cuda), when the program links nddr::cuda
@@ -108,6 +111,24 @@ void write_predictions(Context<Cpu>& ctx, NetT& net, const DemoData& d, const st
   io::write_png(path, vconcat(rows));
 }
 
+// Peak memory of one run: on the CPU the process's resident-set high-water mark
+// (nddr_apps/peak_memory.hpp), on a GPU the most device memory nddr's tensors held.
+template <class D>
+void reset_peak_memory() {
+#if defined(NDDR_WITH_CUDA)
+  if constexpr (!std::is_same_v<D, Cpu>) return cuda::MemoryPool::instance().reset_peak();
+#endif
+  cli::reset_peak_rss();
+}
+template <class D>
+double peak_memory_mib() {
+#if defined(NDDR_WITH_CUDA)
+  if constexpr (!std::is_same_v<D, Cpu>)
+    return static_cast<double>(cuda::MemoryPool::instance().peak_bytes()) / (1024.0 * 1024.0);
+#endif
+  return cli::peak_rss_mib();
+}
+
 template <class Spec>
 NetworkOptions<Spec> demo_network_options(const DemoOptions& o) {
   NetworkOptions<Spec> nopt;
@@ -118,10 +139,13 @@ NetworkOptions<Spec> demo_network_options(const DemoOptions& o) {
 }
 
 // Trains and evaluates one model on `ctx`'s device; `after(host_ctx, host_net)` runs on the
-// trained network (on the CPU: a host copy of a GPU network).
+// trained network (on the CPU: a host copy of a GPU network). A non-empty `weighting` (a
+// --weightings method) replaces --weighting for this run.
 template <class Spec, class TaskList, class D, class After>
 DemoRow demo_run_on(Context<D>& ctx, const std::string& method, const std::string& slug,
-                    const DemoOptions& o, const DemoData& d, std::ostream& log, After&& after) {
+                    const std::string& weighting, const DemoOptions& o, const DemoData& d,
+                    std::ostream& log, After&& after) {
+  reset_peak_memory<D>();
   using Exp = Experiment<Spec, TaskList, AnyOptimizer>;  // one Trainer for every --optimizer
   using Train = Trainer<Exp, D>;
   constexpr std::size_t K = Exp::task_count;
@@ -139,6 +163,12 @@ DemoRow demo_run_on(Context<D>& ctx, const std::string& method, const std::strin
   topt.optimizer = cli::optimizer_options(
       o.optim, K == 1 ? SgdOptions::paper_single_task() : SgdOptions::paper_multi_task());
   if (K > 1) cli::set_weighting(topt, o.optim);  // single-task baselines stay plain
+  if (!weighting.empty()) {
+    topt.weighting = weighting;
+    // DWA and GradNorm read epoch means: without --weighting-epoch, one pass over the data.
+    if (topt.steps_per_epoch == 0)
+      topt.steps_per_epoch = std::max<std::int64_t>(1, o.train_samples / o.batch);
+  }
   topt.loss_weights.clear();
   for (std::size_t k = 0; k < K; ++k)
     topt.loss_weights.push_back(Train::task_names()[k] == std::string("normal") ? o.normal_weight : 1.0);
@@ -176,6 +206,7 @@ DemoRow demo_run_on(Context<D>& ctx, const std::string& method, const std::strin
     return to_batch(d.test.template batch<float>(idx));
   });
   row.metrics = Train::metric_values(metrics);
+  row.peak_mib = peak_memory_mib<D>();
   for (std::size_t k = 0; k < K; ++k) {
     std::vector<double> l;
     for (const auto& r : trainer.history()) l.push_back(r.losses[k] / topt.loss_weights[k]);
@@ -201,19 +232,20 @@ DemoRow demo_run_on(Context<D>& ctx, const std::string& method, const std::strin
 // `demo_run_on` on the device of `o.device`.
 template <class Spec, class TaskList, class After>
 DemoRow demo_run(const std::string& method, const std::string& slug, const DemoOptions& o,
-                 const DemoData& d, std::ostream& log, After&& after) {
+                 const DemoData& d, std::ostream& log, After&& after,
+                 const std::string& weighting = {}) {
   const cli::DeviceChoice device = cli::parse_device("nddr-demo", o.device);
   if (device.cuda) {
 #if defined(NDDR_WITH_CUDA)
     Context<Cuda> ctx =
         cli::open_device("nddr-demo", o.device, [&] { return Context<Cuda>(device.index); });
-    return demo_run_on<Spec, TaskList>(ctx, method, slug, o, d, log, after);
+    return demo_run_on<Spec, TaskList>(ctx, method, slug, weighting, o, d, log, after);
 #else
     cli::require_cuda_backend("nddr-demo", o.device);
 #endif
   }
   Context<Cpu> ctx(o.threads);
-  return demo_run_on<Spec, TaskList>(ctx, method, slug, o, d, log, after);
+  return demo_run_on<Spec, TaskList>(ctx, method, slug, weighting, o, d, log, after);
 }
 
 inline std::string format_value(double v, int precision = 2) {
@@ -242,6 +274,14 @@ inline Series smoothed(const std::string& label, const std::vector<double>& y, R
 
 namespace detail {
 
+// A run directory name for weighting spec `w`: its letters and digits, '_' for the rest.
+std::string weighting_slug(std::string_view w) {
+  std::string out(w);
+  for (char& c : out)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return out;
+}
+
 // The six runs of the demo on seed `o.seed` (per-run logs under runs/<slug><suffix>), with their
 // Delta_m against the single-task rows; NDDR writes `pred_path` unless it is empty.
 std::vector<DemoRow> demo_methods(const DemoOptions& o, const DemoData& d, std::ostream& log,
@@ -258,12 +298,19 @@ std::vector<DemoRow> demo_methods(const DemoOptions& o, const DemoData& d, std::
       "split (Shared<5>)", "split" + suffix, o, d, log, nothing));
   rows.push_back(demo_run<MultiTask<FashionNet, FashionNet, CrossStitch>, Two>(
       "cross-stitch", "cross_stitch" + suffix, o, d, log, nothing));
+  // One closure type for every NDDR run (one instantiation): predictions for the first only.
+  std::string pred = pred_path;
+  const auto nddr_after = [&](Context<Cpu>& ctx, auto& net) {
+    if (!pred.empty()) write_predictions(ctx, net, d, pred);
+  };
   rows.push_back(demo_run<MultiTask<FashionNet, FashionNet, NDDR>, Two>(
-      "NDDR", "nddr" + suffix, o, d, log, [&](Context<Cpu>& ctx, auto& net) {
-        if (!pred_path.empty()) write_predictions(ctx, net, d, pred_path);
-      }));
+      "NDDR", "nddr" + suffix, o, d, log, nddr_after));
+  pred.clear();
   rows.push_back(demo_run<MultiTask<FashionNet, FashionNet, Shortcut<NDDR>>, Two>(
       "NDDR-Shortcut", "nddr_shortcut" + suffix, o, d, log, nothing));
+  for (const std::string& w : o.weightings)  // --weightings: NDDR under each method
+    rows.push_back(demo_run<MultiTask<FashionNet, FashionNet, NDDR>, Two>(
+        "NDDR + " + w, "nddr_" + weighting_slug(w) + suffix, o, d, log, nddr_after, w));
 
   // Delta_m against the union of the two single-task runs' metrics.
   std::vector<MetricValue> baseline = rows[0].metrics;
@@ -301,6 +348,8 @@ std::pair<std::vector<DemoRow>, std::vector<DemoRow>> aggregate_seeds(
         over_seeds([](const DemoRow& r) { return r.delta_m; });
     std::tie(means[i].train_seconds, stds[i].train_seconds) =
         over_seeds([](const DemoRow& r) { return r.train_seconds; });
+    std::tie(means[i].peak_mib, stds[i].peak_mib) =
+        over_seeds([](const DemoRow& r) { return r.peak_mib; });
     stds[i].losses.clear();
   }
   return {means, stds};
@@ -314,11 +363,50 @@ std::string demo_cell(double v, const double* sd, int precision = 2) {
 
 }  // namespace detail
 
+std::vector<std::string> parse_weightings(std::string_view list, std::string_view flag) {
+  std::vector<std::string> out;
+  std::vector<std::string> slugs;
+  std::size_t begin = 0;
+  while (true) {
+    const std::size_t comma = list.find(',', begin);
+    const std::string_view item = list.substr(begin, comma == std::string_view::npos
+                                                         ? std::string_view::npos
+                                                         : comma - begin);
+    check<OptionError>(!item.empty(), flag, ": an empty method name (a ',' with nothing before "
+                       "or after it)");
+    // key=value without ':' continues the previous method's options ("cagrad:c=0.4,rescale=1").
+    if (!out.empty() && item.find(':') == std::string_view::npos &&
+        item.find('=') != std::string_view::npos)
+      out.back() += "," + std::string(item);
+    else
+      out.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    begin = comma + 1;
+  }
+  const std::string names = weighting::weighting_names();
+  for (const std::string& spec : out) {
+    const std::string name = spec.substr(0, spec.find(':'));
+    check<OptionError>((", " + names + ", ").find(", " + name + ", ") != std::string::npos, flag,
+                       ": unknown method '", cli::echo(name, 24), "'; valid: ", names);
+    weighting::make_weighting(spec, 2, flag);  // OptionError: a bad key or value
+    const std::string slug = detail::weighting_slug(spec);
+    check<OptionError>(std::find(slugs.begin(), slugs.end(), slug) == slugs.end(), flag, ": '",
+                       spec, "' is listed twice");
+    slugs.push_back(slug);
+  }
+  return out;
+}
+
 /// Runs the demo (see the file comment), printing progress and the table to `log`. Throws
 /// IoError (naming the package to install) when Fashion-MNIST is missing from `data_dir`, and
 /// OptionError for bad options.
 DemoResult run_demo(const DemoOptions& o, std::ostream& log_out) {
   o.validate();
+  if (!o.weightings.empty()) {  // no two runs in one directory
+    std::string joined;
+    for (const std::string& w : o.weightings) joined += (joined.empty() ? "" : ",") + w;
+    parse_weightings(joined, "nddr::viz::DemoOptions::weightings");
+  }
   // Under mpirun every rank trains and evaluates; rank 0 alone logs and writes files.
   const bool root = distributed::launcher_rank() == 0;
   std::ostream no_log(nullptr);
@@ -373,10 +461,14 @@ DemoResult run_demo(const DemoOptions& o, std::ostream& log_out) {
     table << " " << c << " |";
     csv << "," << c << (many ? "_mean," + c + "_std" : "");
   }
-  table << " Δm (%) | train time (s) |\n|---|";
-  csv << (many ? ",delta_m_percent_mean,delta_m_percent_std,train_seconds_mean\n"
-               : ",delta_m_percent,train_seconds\n");
-  for (std::size_t c = 0; c < demo_metric_columns().size() + 2; ++c) table << "---:|";
+  // --weightings adds the peak memory of every run (not in the default table).
+  const bool peak = !o.weightings.empty();
+  table << " Δm (%) | train time (s) |" << (peak ? " peak memory (MiB) |" : "") << "\n|---|";
+  csv << (many ? ",delta_m_percent_mean,delta_m_percent_std,train_seconds_mean"
+               : ",delta_m_percent,train_seconds")
+      << (peak ? (many ? ",peak_mib_mean" : ",peak_mib") : "") << "\n";
+  for (std::size_t c = 0; c < demo_metric_columns().size() + 2 + (peak ? 1 : 0); ++c)
+    table << "---:|";
   table << "\n";
   for (std::size_t i = 0; i < r.rows.size(); ++i) {
     const DemoRow& row = r.rows[i];
@@ -394,27 +486,37 @@ DemoResult run_demo(const DemoOptions& o, std::ostream& log_out) {
     const std::string sign = row.delta_m >= 0 ? "+" : "";
     const double* delta_sd = sd ? &sd->delta_m : nullptr;
     table << " " << (single ? "baseline" : sign + detail::demo_cell(row.delta_m, delta_sd))
-          << " | " << detail::format_value(row.train_seconds, 1) << " |\n";
+          << " | " << detail::format_value(row.train_seconds, 1) << " |";
+    if (peak) table << " " << detail::format_value(row.peak_mib, 1) << " |";
+    table << "\n";
     csv << "," << (single ? "" : detail::format_value(row.delta_m, 4));
     if (sd) csv << "," << (single ? "" : detail::format_value(sd->delta_m, 4));
-    csv << "," << detail::format_value(row.train_seconds, 2) << "\n";
+    csv << "," << detail::format_value(row.train_seconds, 2);
+    if (peak) csv << "," << detail::format_value(row.peak_mib, 1);
+    csv << "\n";
   }
   table << "\n" << describe(r.delta)
         << ". Baseline: single-task seg (mIoU, PixelAcc) and single-task normals (Mean, Median, "
            "11.25, 22.5, 30). Mean/Median are angle errors in degrees (lower is better); the "
            "others are percentages (higher is better).\n";
+  if (peak)
+    table << "NDDR + M: NDDR trained with the weighting method M (docs/weighting.md). Peak memory: "
+          << (o.device == "cpu" ? "the process's peak resident set during the run"
+                                : "the most GPU memory held by nddr's tensors during the run")
+          << ".\n";
   if (many)
     table << "Mean ± standard deviation (n - 1) over " << o.seeds << " seeds (" << o.seed << " to "
           << o.seed + static_cast<std::uint64_t>(o.seeds - 1)
-          << "; Δm per seed against that seed's single-task runs); train time: the mean. Every "
-             "seed's row: results_per_seed.csv.\n";
+          << "; Δm per seed against that seed's single-task runs); train time"
+          << (peak ? " and peak memory: the mean" : ": the mean")
+          << ". Every seed's row: results_per_seed.csv.\n";
   r.table = table.str();
 
   if (many && root) {  // every seed's rows, as results.csv has them for one seed
     std::ofstream per(fs::path(o.output_dir) / "results_per_seed.csv");
     per << "seed,method";
     for (const auto& c : demo_metric_columns()) per << "," << c;
-    per << ",delta_m_percent,train_seconds\n";
+    per << ",delta_m_percent,train_seconds" << (peak ? ",peak_mib" : "") << "\n";
     for (std::size_t k = 0; k < r.per_seed.size(); ++k)
       for (const DemoRow& row : r.per_seed[k]) {
         per << o.seed + k << "," << row.method;
@@ -423,7 +525,9 @@ DemoResult run_demo(const DemoOptions& o, std::ostream& log_out) {
           per << "," << (std::isfinite(v) ? detail::format_value(v, 4) : "");
         }
         per << "," << (std::isfinite(row.delta_m) ? detail::format_value(row.delta_m, 4) : "")
-            << "," << detail::format_value(row.train_seconds, 2) << "\n";
+            << "," << detail::format_value(row.train_seconds, 2);
+        if (peak) per << "," << detail::format_value(row.peak_mib, 1);
+        per << "\n";
       }
   }
 

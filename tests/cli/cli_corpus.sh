@@ -351,6 +351,17 @@ case $program in
     text_cases out
     switch_cases quick
     switch_cases no-progress
+    text_cases weightings
+    bad weightings --weightings bogus
+    bad weightings --weightings ew,PCGrad
+    bad weightings --weightings ew,
+    bad weightings --weightings ,ew
+    bad weightings --weightings ew,,mgda
+    bad weightings --weightings ew,ew
+    bad weightings --weightings cagrad:c=0.4,
+    bad weightings --weightings cagrad:c=x
+    bad weightings --weightings "$big"
+    bad weightings --weightings "ew,dwa:T=$big"
     bad train --train 100000 --size 512
     real_cases weight-decay
     bad weight-decay --weight-decay -1

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <vector>
 #include <unistd.h>
 
 namespace {
@@ -272,4 +273,88 @@ TEST_CASE("viz: run_demo names the missing package and bad options", "[train][vi
   CHECK_THROWS_WITH(nddr::viz::run_demo(o, log), Catch::Contains("no CUDA backend"));
 #endif
   std::filesystem::remove_all(o.output_dir);
+}
+
+TEST_CASE("viz: run_demo --weightings adds one NDDR row per method with its peak memory",
+          "[train][viz][demo]") {
+  if (!nddr::data::FashionMnist::available()) {
+    WARN("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); skipping");
+    return;
+  }
+  const auto dir = temp_dir("demo_weightings");
+  nddr::viz::DemoOptions o = nddr::viz::DemoOptions::quick();
+  o.threads = 1;
+  o.steps = 4;
+  o.batch = 2;
+  o.train_samples = 16;
+  o.test_samples = 4;
+  o.canvas = 28;
+  o.log_every = 2;
+  o.progress = false;
+  o.output_dir = dir.string();
+  o.weightings = nddr::viz::parse_weightings(
+      "ew,uw,dwa,gradnorm:alpha=1.5,rlw,pcgrad,mgda,cagrad:c=0.4,rescale=1,imtl,aligned");
+  REQUIRE(o.weightings.size() == 10);
+  CHECK(o.weightings[3] == "gradnorm:alpha=1.5");
+  CHECK(o.weightings[7] == "cagrad:c=0.4,rescale=1");
+  std::ostringstream log;
+  const auto r = nddr::viz::run_demo(o, log);
+  REQUIRE(r.rows.size() == 16);
+  for (std::size_t i = 0; i < 16; ++i) {
+    INFO(r.rows[i].method);
+    CHECK(r.rows[i].peak_mib > 0.0);
+    if (i < 6) continue;
+    CHECK(r.rows[i].method == "NDDR + " + o.weightings[i - 6]);
+    for (const auto& c : nddr::viz::demo_metric_columns())
+      CHECK(std::isfinite(r.rows[i].metric(c)));
+    CHECK(std::isfinite(r.rows[i].delta_m));
+    REQUIRE(r.rows[i].losses.size() == 2);
+    for (const auto& [task, l] : r.rows[i].losses) {
+      CHECK(l.size() == 4);
+      for (double v : l) CHECK(std::isfinite(v));
+    }
+  }
+  // The methods train differently: EW's and MGDA's runs end apart.
+  CHECK(r.rows[6].metric("Mean") != r.rows[12].metric("Mean"));
+  CHECK_THAT(r.table, Catch::Contains("| NDDR + aligned |") &&
+                          Catch::Contains("peak memory (MiB) |") &&
+                          Catch::Contains("| NDDR + cagrad:c=0.4,rescale=1 |"));
+  std::ifstream csv(r.results_csv);
+  std::string header;
+  std::getline(csv, header);
+  CHECK(header == "method,mIoU,PixelAcc,Mean,Median,11.25,22.5,30,delta_m_percent,"
+                  "train_seconds,peak_mib");
+  int lines = 1;
+  for (std::string line; std::getline(csv, line);) ++lines;
+  CHECK(lines == 17);
+  CHECK(std::filesystem::exists(dir / "runs" / "nddr_cagrad_c_0_4_rescale_1" / "log.csv"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("viz: --weightings lists are checked against the weighting registry",
+          "[train][viz][demo]") {
+  using nddr::viz::parse_weightings;
+  CHECK(parse_weightings("mgda") == std::vector<std::string>{"mgda"});
+  CHECK(parse_weightings("ew,cagrad:c=0.4,rescale=1,dwa:T=3") ==
+        std::vector<std::string>{"ew", "cagrad:c=0.4,rescale=1", "dwa:T=3"});
+  const auto message = [](const std::string& list) {
+    try {
+      (void)parse_weightings(list);
+    } catch (const nddr::OptionError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  using Catch::Matchers::Contains;
+  CHECK_THAT(message("ew,bogus"), Contains("--weightings: unknown method 'bogus'") &&
+                                      Contains("valid: ew, dwa, uw, gradnorm, rlw, mgda"));
+  CHECK_THAT(message("ew,"), Contains("an empty method name"));
+  CHECK_THAT(message(",ew"), Contains("an empty method name"));
+  CHECK_THAT(message("cagrad:c=0.4,"), Contains("an empty method name"));
+  CHECK_THAT(message("ew,ew"), Contains("'ew' is listed twice"));
+  CHECK_THAT(message("cagrad:c=x"), Contains("not a finite number"));
+  CHECK_THAT(message("x=1"), Contains("unknown method 'x=1'"));
+  nddr::viz::DemoOptions o;
+  o.weightings = {"pcgrad", "PCGrad"};
+  CHECK_THROWS_WITH(o.validate(), Contains("unknown weighting method 'PCGrad'"));
 }

@@ -508,6 +508,11 @@ TEST_CASE("weighting: names, options and errors of the registry") {
   CHECK_THAT(message("cagrad:c=abc"), Contains("cagrad:c=abc") && Contains("not a finite number"));
   CHECK_THAT(message("cagrad:c=-1"), Contains("c=-1") && Contains("must be in [0"));
   CHECK_THAT(message("cagrad:c"), Contains("'c' is not key=value"));
+  // An empty item: a trailing ',' or ':', or two ',' in a row.
+  for (const char* spec : {"cagrad:c=0.4,", "cagrad:", "cagrad:c=0.4,,rescale=1", "mgda:,"}) {
+    INFO(spec);
+    CHECK_THAT(message(spec), Contains("--weighting: ") && Contains("an empty key=value item"));
+  }
   CHECK_THAT(message("cagrad:rescale=3"), Contains("is not one of 0, 1, 2"));
   CHECK_THAT(message("mgda:norm=l3"), Contains("'l3' is not one of none, l2, loss, loss+"));
   CHECK_THAT(message("dwa:T=0"), Contains("dwa:T=0") && Contains("must be in"));

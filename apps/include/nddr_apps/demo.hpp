@@ -22,6 +22,7 @@
 #include <ostream>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -30,6 +31,7 @@
 #include "nddr/metrics/delta.hpp"
 #include "nddr/tasks/tasks.hpp"
 #include "nddr/train/experiment.hpp"
+#include "nddr/weighting/registry.hpp"
 #include "nddr_apps/cli.hpp"
 #include "nddr_apps/optim_flags.hpp"
 
@@ -60,6 +62,9 @@ struct DemoOptions {
   bool progress = true;
   /// Optimiser and schedule (default: momentum SGD with the paper's decay, poly power 0.9).
   cli::OptimizerFlags optim;
+  /// `--weightings`: one more NDDR run per weighting method (`NAME[:key=value,...]`, see
+  /// `parse_weightings`), each a row after the six, with a peak-memory column; empty = none.
+  std::vector<std::string> weightings;
 
   /// A ~20 s run for smoke tests: 150 steps of 8 images, 800 training and 200 test samples.
   static DemoOptions quick() {
@@ -96,6 +101,7 @@ struct DemoOptions {
     check<OptionError>(shortcut_channels >= 1, who, ": shortcut_channels is ", shortcut_channels,
                        ", expected >= 1");
     check<OptionError>(!output_dir.empty(), who, ": output_dir is empty");
+    for (const std::string& w : weightings) weighting::make_weighting(w, 2, "--weightings");
     cli::optimizer_options(optim, SgdOptions{}).validate(who);
     cli::schedule_from(optim, base_lr, steps);
     if (cli::parse_device(who, device).cuda) cli::require_cuda_backend(who, device);
@@ -108,6 +114,9 @@ struct DemoRow {
   std::vector<MetricValue> metrics;  ///< its tasks' metrics (see `MetricFor`)
   double delta_m = NAN;              ///< vs the single-task runs; NaN for those runs
   double train_seconds = 0.0;
+  /// Peak memory of the run in MiB: on the CPU the process's peak resident set during it
+  /// (VmHWM, reset before the run), on a GPU the most device memory nddr's tensors held.
+  double peak_mib = NAN;
   /// Training loss per step, unweighted, per task name ("segmentation", "normal").
   std::vector<std::pair<std::string, std::vector<double>>> losses;
 
@@ -138,6 +147,13 @@ inline const std::vector<std::string>& demo_metric_columns() {
                                              "11.25", "22.5", "30"};
   return c;
 }
+
+/// Splits `--weightings` (`ew,uw,cagrad:c=0.4,rescale=1,mgda`) into method specs: an item with
+/// '=' but no ':' continues the previous method's options. Each spec is checked by the weighting
+/// registry; throws OptionError naming `flag` for an unknown method (listing the valid ones), a
+/// bad option, an empty item or a method listed twice.
+std::vector<std::string> parse_weightings(std::string_view list,
+                                          std::string_view flag = "--weightings");
 
 /// Runs the demo (see the file comment), printing progress and the table to `log`. Throws
 /// IoError (naming the package to install) when Fashion-MNIST is missing from `data_dir`, and

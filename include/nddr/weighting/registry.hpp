@@ -100,10 +100,15 @@ namespace detail {
 template <class M>
 AnyWeighting make_method(std::string_view flag, std::string_view options, std::size_t num_tasks) {
   typename M::Options opt{};
-  while (!options.empty()) {
+  // `options` is what follows the ':' (absent: no ':'); every item, the last included, is
+  // key=value, so "cagrad:", "cagrad:c=0.4," and "cagrad:c=0.4,,rescale=1" are errors.
+  for (bool more = options.data() != nullptr; more;) {
     const std::size_t comma = options.find(',');
     const std::string_view item = options.substr(0, comma);
-    options = comma == std::string_view::npos ? std::string_view() : options.substr(comma + 1);
+    more = comma != std::string_view::npos;
+    if (more) options = options.substr(comma + 1);
+    check<OptionError>(!item.empty(), flag, ": ", M::kName, ": an empty key=value item (a ':' or "
+                       "',' with nothing after it)");
     const std::size_t eq = item.find('=');
     check<OptionError>(eq != std::string_view::npos && eq > 0, flag, ": ", M::kName, ": '", item,
                        "' is not key=value");
@@ -124,8 +129,11 @@ inline AnyWeighting make_weighting(std::string_view spec, std::size_t num_tasks,
                                    std::string_view flag = "--weighting") {
   const std::size_t colon = spec.find(':');
   const std::string_view name = spec.substr(0, colon);
-  const std::string_view options =
-      colon == std::string_view::npos ? std::string_view() : spec.substr(colon + 1);
+  // Null without a ':'; empty (not null) after a trailing ':'.
+  const std::string_view options = colon == std::string_view::npos
+                                       ? std::string_view()
+                                       : std::string_view(spec.data() + colon + 1,
+                                                          spec.size() - colon - 1);
   check<OptionError>(num_tasks >= 1, flag, ": needs at least one task");
   std::optional<AnyWeighting> out;
   [&]<std::size_t... I>(std::index_sequence<I...>) {

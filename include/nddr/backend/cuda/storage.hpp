@@ -13,6 +13,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <map>
 #include <mutex>
@@ -62,6 +63,7 @@ class MemoryPool {
         it->second.pop_back();
         cached_bytes_ -= size;
         live_.emplace(p, Block{device, size});
+        note_peak();
         return p;
       }
     }
@@ -75,6 +77,7 @@ class MemoryPool {
     std::lock_guard lock(mutex_);
     live_.emplace(p, Block{device, size});
     allocated_bytes_ += size;
+    note_peak();
     return p;
   }
 
@@ -118,6 +121,18 @@ class MemoryPool {
     return cached_bytes_;
   }
 
+  /// The most bytes in use by tensors (live blocks, rounded sizes) at once since the last
+  /// `reset_peak` (or the start), over all devices.
+  std::size_t peak_bytes() const {
+    std::lock_guard lock(mutex_);
+    return peak_bytes_;
+  }
+  /// Starts a new peak from the bytes in use now (e.g. before each run of a comparison).
+  void reset_peak() {
+    std::lock_guard lock(mutex_);
+    peak_bytes_ = allocated_bytes_ - cached_bytes_;
+  }
+
   /// The size a request of `bytes` is served with.
   static constexpr std::size_t round_size(std::size_t bytes) {
     const std::size_t unit = bytes < kLargeThreshold ? kSmallRound : kLargeThreshold;
@@ -137,6 +152,8 @@ class MemoryPool {
   std::map<void*, Block> live_;
   std::size_t allocated_bytes_ = 0;
   std::size_t cached_bytes_ = 0;
+  std::size_t peak_bytes_ = 0;
+  void note_peak() { peak_bytes_ = std::max(peak_bytes_, allocated_bytes_ - cached_bytes_); }
 };
 
 }  // namespace cuda
