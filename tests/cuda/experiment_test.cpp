@@ -124,7 +124,7 @@ TEST_CASE("nddr-nyuv2 --backbone resnet101 --device cuda: trains and evaluates",
   const std::string data = tmp.file("nyu");
   nddr_test::write_nyu(data, 12, 12);
   auto c = ex::parse_nyuv2_args({"--data-dir", data, "--method", "nddr", "--backbone",
-                                 "resnet101", "--crop", "9", "--batch", "1", "--steps", "2",
+                                 "resnet101", "--crop", "9", "--batch", "1", "--steps", "1",
                                  "--threads", "2", "--loader-threads", "1", "--quiet",
                                  "--eval-limit", "1", "--output-dir", tmp.file("gpu"),
                                  "--device", "cuda"});
@@ -132,7 +132,7 @@ TEST_CASE("nddr-nyuv2 --backbone resnet101 --device cuda: trains and evaluates",
   std::ostringstream log;
   const auto r = ex::run_nyuv2(*c, log);
   CHECK_THAT(log.str(), Catch::Contains("training on CUDA device 0"));
-  CHECK(r.steps == 2);
+  CHECK(r.steps == 1);  // one step: full-width ResNet-101 columns take ~100 s on the emulator
   REQUIRE(!r.metrics.empty());
   for (const auto& m : r.metrics) {
     INFO(m.task << "/" << m.name);

@@ -212,7 +212,7 @@ TEST_CASE("method tables: choices, labels, loss scales and networks come from on
         Names{"st-seg", "st-normal", "mt", "cross-stitch", "sluice", "nddr"});
   CHECK(ex::choice_list(ex::kImdbTable.methods) ==
         Names{"st-age", "st-gender", "mt", "cross-stitch", "sluice", "nddr"});
-  CHECK(ex::choice_list(ex::kNyuV2Table.backbones) == Names{"vgg16", "tiny"});
+  CHECK(ex::choice_list(ex::kNyuV2Table.backbones) == Names{"vgg16", "tiny", "resnet101"});
   CHECK(ex::one_of_text(ex::kImdbTable.backbones) == "vgg16 or tiny");
   CHECK(ex::method_info(ex::kNyuV2Table, "sluice")->label == "Sluice");
   CHECK(ex::method_info(ex::kImdbTable, "st-gender")->task_count == 1);
