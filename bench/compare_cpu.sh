@@ -52,6 +52,9 @@ size=${positional[2]:-161}
 iters=${positional[3]:-3}
 threads=${positional[4]:-$(nproc)}
 [[ "$width" == 0 ]] && width=$size
+# --width only when the input is not square, so that a --base build from before the flag runs.
+width_flag=()
+[[ "$width" != "$size" ]] && width_flag=(--width "$width")
 if [[ -z "$torch_py" ]]; then
   if [[ -x "$repo/bench/.venv-torch/bin/python" ]]; then torch_py=$repo/bench/.venv-torch/bin/python
   else torch_py=/usr/bin/python3; fi
@@ -74,7 +77,7 @@ if [[ $debian == 1 ]]; then
 fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-common=(--batch "$batch" --size "$size" --width "$width" --iters "$iters" --warmup 1 --threads "$threads")
+common=(--batch "$batch" --size "$size" "${width_flag[@]}" --iters "$iters" --warmup 1 --threads "$threads")
 flags_of() {  # configuration -> nddr_vgg16.py flags
   case "$1" in
     eager) ;;
@@ -89,11 +92,11 @@ for ((r = 0; r < rounds; ++r)); do
     for c in $configs; do
       # shellcheck disable=SC2046
       "$torch_py" "$repo/bench/pytorch/nddr_vgg16.py" --network "$network" --device cpu "${common[@]}" \
-        --mode "$mode" $(flags_of "$c") | sed 's/"impl":"pytorch-/"impl":"new-pytorch-/' | tee -a "$out"
+        --mode "$mode" $(flags_of "$c") | sed 's/"impl": *"pytorch-/"impl": "new-pytorch-/' | tee -a "$out"
     done
     if [[ $debian == 1 ]]; then
       /usr/bin/python3 "$repo/bench/pytorch/nddr_vgg16.py" --network "$network" --device cpu "${common[@]}" \
-        --mode "$mode" | sed 's/"impl":"pytorch-eager"/"impl":"debian-pytorch-eager"/' | tee -a "$out"
+        --mode "$mode" | sed 's/"impl": *"pytorch-eager"/"impl": "debian-pytorch-eager"/' | tee -a "$out"
     fi
     "$bin" --network "$network" --device cpu "${common[@]}" --mode "$mode" | tee -a "$out"
     if [[ -n "$base" ]]; then
